@@ -1,0 +1,133 @@
+//! Authentication: who is calling, sessions, and the AuthService.
+//!
+//! A request is authenticated by its `authorization: Bearer <JWT>` header:
+//! the token's signature, algorithm, issuer, audience and expiry are checked,
+//! then the account is loaded, so a deactivated account or a token issued
+//! before a password change (token version bump) is refused at once rather
+//! than when the token expires.
+
+pub mod password;
+pub mod queries;
+pub mod rate_limit;
+pub mod service;
+pub mod tokens;
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use minispod_proto::v1::{Role, TokenPair};
+use tonic::Request;
+
+use self::{
+    password::PasswordHasher,
+    rate_limit::LoginLimiter,
+    tokens::{AccessTokens, new_refresh_token},
+};
+use crate::{
+    error::{AppError, AppResult},
+    store::{Db, Tx, new_id, now_ms, timestamp},
+    users::queries::{self as users_db, UserRow},
+};
+
+/// What every service needs to authenticate callers and open sessions.
+#[derive(Clone, Debug)]
+pub struct AuthState {
+    /// The store.
+    pub db: Db,
+    /// Access-token keys.
+    pub tokens: Arc<AccessTokens>,
+    /// Lifetime of refresh tokens.
+    pub refresh_ttl: Duration,
+    /// Bounded argon2id hashing.
+    pub hasher: PasswordHasher,
+    /// Login and Register rate limits.
+    pub limiter: Arc<LoginLimiter>,
+    /// Whether `x-forwarded-for` names the client.
+    pub trust_forwarded_for: bool,
+}
+
+impl AuthState {
+    /// The active account behind the request's bearer token.
+    pub async fn caller<T>(&self, request: &Request<T>) -> AppResult<UserRow> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| AppError::Unauthenticated("missing authorization header".into()))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                AppError::Unauthenticated("authorization must be `Bearer <access token>`".into())
+            })?;
+        let claims = self.tokens.verify(token.trim())?;
+        let user = users_db::by_id(self.db.read(), &claims.sub)
+            .await?
+            .ok_or_else(|| AppError::Unauthenticated("the account no longer exists".into()))?;
+        if !user.active {
+            return Err(AppError::Unauthenticated(
+                "the account is deactivated".into(),
+            ));
+        }
+        if user.token_version != claims.ver {
+            return Err(AppError::Unauthenticated(
+                "access token revoked; sign in again".into(),
+            ));
+        }
+        Ok(user)
+    }
+
+    /// The caller, who must be an administrator (PERMISSION_DENIED otherwise).
+    pub async fn admin<T>(&self, request: &Request<T>) -> AppResult<UserRow> {
+        let user = self.caller(request).await?;
+        if user.role() != Role::Administrator {
+            return Err(AppError::PermissionDenied(
+                "this method requires ROLE_ADMINISTRATOR".into(),
+            ));
+        }
+        Ok(user)
+    }
+
+    /// The client's address: the TCP peer, or with `--trust-forwarded-for`
+    /// the first address of `x-forwarded-for`.
+    pub fn client_ip<T>(&self, request: &Request<T>) -> Option<IpAddr> {
+        if self.trust_forwarded_for {
+            let forwarded = request
+                .metadata()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok());
+            if forwarded.is_some() {
+                return forwarded;
+            }
+        }
+        request.remote_addr().map(|a| a.ip())
+    }
+
+    /// Opens a session for `user` inside `tx`: a new refresh token in
+    /// `family` (a new family when None) and an access token.
+    pub async fn start_session(
+        &self,
+        tx: &mut Tx,
+        user: &UserRow,
+        family: Option<&str>,
+    ) -> AppResult<TokenPair> {
+        let family = family.map(str::to_owned).unwrap_or_else(new_id);
+        let (refresh, hash) = new_refresh_token();
+        let refresh_expires = now_ms() + self.refresh_ttl.as_millis() as i64;
+        queries::insert(tx, &user.id, &family, &hash, refresh_expires).await?;
+        let (access, access_exp) = self.tokens.issue(&user.id, user.token_version)?;
+        Ok(TokenPair {
+            access_token: access,
+            access_token_expires_at: Some(prost_types::Timestamp {
+                seconds: access_exp as i64,
+                nanos: 0,
+            }),
+            refresh_token: refresh,
+            refresh_token_expires_at: Some(timestamp(refresh_expires)),
+        })
+    }
+}

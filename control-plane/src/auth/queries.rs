@@ -1,0 +1,104 @@
+//! SQL of refresh tokens.
+
+use sqlx::FromRow;
+
+use crate::{
+    error::AppResult,
+    store::{Tx, new_id, now_ms},
+};
+
+/// A stored refresh token (its hash, never the secret).
+#[derive(Debug, Clone, FromRow)]
+pub struct RefreshTokenRow {
+    /// Row id.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// The login this token descends from.
+    pub family_id: String,
+    /// Unix ms.
+    pub expires_at: i64,
+    /// Set once the token was exchanged.
+    pub used_at: Option<i64>,
+    /// Set once the token was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// Stores a refresh token's hash.
+pub async fn insert(
+    tx: &mut Tx,
+    user_id: &str,
+    family_id: &str,
+    token_hash: &[u8],
+    expires_at: i64,
+) -> AppResult<()> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(new_id())
+    .bind(user_id)
+    .bind(family_id)
+    .bind(token_hash)
+    .bind(now_ms())
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The token with this hash.
+pub async fn by_hash(tx: &mut Tx, token_hash: &[u8]) -> AppResult<Option<RefreshTokenRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, user_id, family_id, expires_at, used_at, revoked_at
+         FROM refresh_tokens WHERE token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Spends a token; false when it was already spent or revoked (a race lost).
+pub async fn mark_used(tx: &mut Tx, id: &str) -> AppResult<bool> {
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Revokes every token of a family.
+pub async fn revoke_family(tx: &mut Tx, family_id: &str) -> AppResult<u64> {
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family_id)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Revokes every token of a user.
+pub async fn revoke_user(tx: &mut Tx, user_id: &str) -> AppResult<u64> {
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes tokens that expired before `before_ms`; they can never be used.
+pub async fn delete_expired(tx: &mut Tx, before_ms: i64) -> AppResult<u64> {
+    let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+        .bind(before_ms)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected())
+}

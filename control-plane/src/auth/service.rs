@@ -1,0 +1,359 @@
+//! AuthService: sign-up, sign-in, sessions and the caller's own account.
+
+use minispod_proto::v1::{self as pb, auth_service_server::AuthService};
+use tonic::{Request, Response, Status};
+
+use super::{AuthState, queries as refresh_db, tokens::hash_refresh_token};
+use crate::{
+    error::{AppError, AppResult, Violations},
+    store::now_ms,
+    users::{
+        fields::{Email, Password, PersonName},
+        queries::{self as users_db, UserChanges},
+    },
+};
+
+/// The gRPC AuthService.
+#[derive(Debug, Clone)]
+pub struct AuthApi {
+    auth: AuthState,
+}
+
+impl AuthApi {
+    /// The service over `auth`.
+    pub fn new(auth: AuthState) -> Self {
+        AuthApi { auth }
+    }
+}
+
+fn invalid_credentials() -> AppError {
+    AppError::Unauthenticated("invalid email or password".into())
+}
+
+impl AuthApi {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> AppResult<pb::RegisterResponse> {
+        let ip = self.auth.client_ip(&req);
+        self.auth.limiter.attempt(ip)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let email = v.take("email", Email::parse(&r.email));
+        let password = v.take("password", Password::parse(&r.password));
+        let name = v.take("name", PersonName::parse(&r.name));
+        v.finish()?;
+        let (email, password, name) = (email.unwrap(), password.unwrap(), name.unwrap());
+        if users_db::by_email(&self.auth.db, email.as_str())
+            .await?
+            .is_some()
+        {
+            return Err(AppError::AlreadyExists(
+                "a user with this email already exists".into(),
+            ));
+        }
+        let hash = self.auth.hasher.hash(password.expose()).await?;
+        let mut tx = self.auth.db.begin().await?;
+        let user = users_db::insert(
+            &mut tx,
+            email.as_str(),
+            name.as_str(),
+            &hash,
+            pb::Role::User,
+        )
+        .await?;
+        let tokens = self.auth.start_session(&mut tx, &user, None).await?;
+        tx.commit().await?;
+        tracing::info!(user_id = %user.id, "user registered");
+        Ok(pb::RegisterResponse {
+            user: Some((&user).into()),
+            access_token: tokens.access_token.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+            tokens: Some(tokens),
+        })
+    }
+
+    async fn login(&self, req: Request<pb::LoginRequest>) -> AppResult<pb::LoginResponse> {
+        let ip = self.auth.client_ip(&req);
+        self.auth.limiter.attempt(ip)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        if r.email.trim().is_empty() {
+            v.add("email", "is required");
+        }
+        if r.password.is_empty() {
+            v.add("password", "is required");
+        }
+        v.finish()?;
+        // An email that cannot exist is checked against the dummy hash like
+        // an unknown one, so the answer looks the same.
+        let key = r.email.trim().to_lowercase();
+        self.auth.limiter.check_account(&key, ip)?;
+        let user = match Email::parse(&r.email) {
+            Ok(email) => users_db::by_email(&self.auth.db, email.as_str()).await?,
+            Err(_) => None,
+        };
+        let password_ok = if r.password.chars().count() > crate::users::fields::MAX_PASSWORD_CHARS {
+            false
+        } else {
+            self.auth
+                .hasher
+                .verify(&r.password, user.as_ref().map(|u| u.password_hash.as_str()))
+                .await?
+        };
+        let Some(user) = user.filter(|_| password_ok) else {
+            self.auth.limiter.failed(&key, ip);
+            return Err(invalid_credentials());
+        };
+        if !user.active {
+            return Err(AppError::Unauthenticated(
+                "the account is deactivated".into(),
+            ));
+        }
+        self.auth.limiter.succeeded(&key, ip);
+        let mut tx = self.auth.db.begin().await?;
+        users_db::touch_login(&mut tx, &user.id).await?;
+        let tokens = self.auth.start_session(&mut tx, &user, None).await?;
+        tx.commit().await?;
+        let user = users_db::require(self.auth.db.read(), &user.id).await?;
+        Ok(pb::LoginResponse {
+            access_token: tokens.access_token.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+            tokens: Some(tokens),
+            user: Some((&user).into()),
+        })
+    }
+
+    async fn refresh(&self, req: Request<pb::RefreshRequest>) -> AppResult<pb::RefreshResponse> {
+        let r = req.into_inner();
+        if r.refresh_token.is_empty() {
+            return Err(AppError::invalid("refresh_token", "is required"));
+        }
+        let hash = hash_refresh_token(&r.refresh_token);
+        let mut tx = self.auth.db.begin().await?;
+        let Some(row) = refresh_db::by_hash(&mut tx, &hash).await? else {
+            return Err(AppError::Unauthenticated("invalid refresh token".into()));
+        };
+        if row.revoked_at.is_some() {
+            return Err(AppError::Unauthenticated("refresh token revoked".into()));
+        }
+        if row.used_at.is_some() || !refresh_db::mark_used(&mut tx, &row.id).await? {
+            // A spent token presented again: someone holds a copy. End the
+            // whole session family so neither copy works any more.
+            let revoked = refresh_db::revoke_family(&mut tx, &row.family_id).await?;
+            tx.commit().await?;
+            tracing::warn!(user_id = %row.user_id, revoked, "refresh token reuse detected; session family revoked");
+            return Err(AppError::Unauthenticated(
+                "refresh token reuse detected; the session was revoked".into(),
+            ));
+        }
+        if row.expires_at < now_ms() {
+            return Err(AppError::Unauthenticated("refresh token expired".into()));
+        }
+        let user = users_db::by_id(&mut *tx, &row.user_id)
+            .await?
+            .filter(|u| u.active)
+            .ok_or_else(|| AppError::Unauthenticated("the account is deactivated".into()))?;
+        let tokens = self
+            .auth
+            .start_session(&mut tx, &user, Some(&row.family_id))
+            .await?;
+        tx.commit().await?;
+        Ok(pb::RefreshResponse {
+            access_token: tokens.access_token.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+            tokens: Some(tokens),
+        })
+    }
+
+    async fn logout(&self, req: Request<pb::LogoutRequest>) -> AppResult<pb::LogoutResponse> {
+        let r = req.into_inner();
+        if r.refresh_token.is_empty() {
+            return Err(AppError::invalid("refresh_token", "is required"));
+        }
+        let mut tx = self.auth.db.begin().await?;
+        let row = refresh_db::by_hash(&mut tx, &hash_refresh_token(&r.refresh_token))
+            .await?
+            .ok_or_else(|| AppError::Unauthenticated("invalid refresh token".into()))?;
+        if r.all_sessions {
+            refresh_db::revoke_user(&mut tx, &row.user_id).await?;
+        } else {
+            refresh_db::revoke_family(&mut tx, &row.family_id).await?;
+        }
+        tx.commit().await?;
+        Ok(pb::LogoutResponse {})
+    }
+
+    async fn update_profile(
+        &self,
+        req: Request<pb::UpdateProfileRequest>,
+    ) -> AppResult<pb::UpdateProfileResponse> {
+        let user = self.auth.caller(&req).await?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let name = r
+            .name
+            .as_deref()
+            .and_then(|n| v.take("name", PersonName::parse(n)));
+        let email = r
+            .email
+            .as_deref()
+            .and_then(|e| v.take("email", Email::parse(e)));
+        if email.is_some() && r.current_password.is_empty() {
+            v.add("current_password", "is required to change the email");
+        }
+        v.finish()?;
+        if email.is_some()
+            && !self
+                .auth
+                .hasher
+                .verify(&r.current_password, Some(&user.password_hash))
+                .await?
+        {
+            return Err(AppError::Unauthenticated(
+                "current password is wrong".into(),
+            ));
+        }
+        let changes = UserChanges {
+            name: name.as_ref().map(PersonName::as_str),
+            email: email.as_ref().map(Email::as_str),
+            ..Default::default()
+        };
+        let mut tx = self.auth.db.begin().await?;
+        let user = users_db::update(&mut tx, &user.id, &changes).await?;
+        tx.commit().await?;
+        Ok(pb::UpdateProfileResponse {
+            user: Some((&user).into()),
+        })
+    }
+
+    async fn change_password(
+        &self,
+        req: Request<pb::ChangePasswordRequest>,
+    ) -> AppResult<pb::ChangePasswordResponse> {
+        let user = self.auth.caller(&req).await?;
+        let r = req.into_inner();
+        let new =
+            Password::parse(&r.new_password).map_err(|e| AppError::invalid("new_password", e))?;
+        if !self
+            .auth
+            .hasher
+            .verify(&r.current_password, Some(&user.password_hash))
+            .await?
+        {
+            return Err(AppError::Unauthenticated(
+                "current password is wrong".into(),
+            ));
+        }
+        let hash = self.auth.hasher.hash(new.expose()).await?;
+        let mut tx = self.auth.db.begin().await?;
+        let changes = UserChanges {
+            password_hash: Some(&hash),
+            revoke_access_tokens: true,
+            ..Default::default()
+        };
+        let user = users_db::update(&mut tx, &user.id, &changes).await?;
+        refresh_db::revoke_user(&mut tx, &user.id).await?;
+        let tokens = self.auth.start_session(&mut tx, &user, None).await?;
+        tx.commit().await?;
+        Ok(pb::ChangePasswordResponse {
+            access_token: tokens.access_token.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+            tokens: Some(tokens),
+        })
+    }
+
+    async fn deactivate_account(
+        &self,
+        req: Request<pb::DeactivateAccountRequest>,
+    ) -> AppResult<pb::DeactivateAccountResponse> {
+        let user = self.auth.caller(&req).await?;
+        let r = req.into_inner();
+        if r.password.is_empty() {
+            return Err(AppError::invalid("password", "is required"));
+        }
+        if !self
+            .auth
+            .hasher
+            .verify(&r.password, Some(&user.password_hash))
+            .await?
+        {
+            return Err(AppError::Unauthenticated("password is wrong".into()));
+        }
+        let mut tx = self.auth.db.begin().await?;
+        users_db::guard_last_admin(&mut tx, &user, "deactivate").await?;
+        let changes = UserChanges {
+            active: Some(false),
+            revoke_access_tokens: true,
+            ..Default::default()
+        };
+        users_db::update(&mut tx, &user.id, &changes).await?;
+        refresh_db::revoke_user(&mut tx, &user.id).await?;
+        tx.commit().await?;
+        tracing::info!(user_id = %user.id, "account deactivated by its owner");
+        Ok(pb::DeactivateAccountResponse {})
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        Ok(Response::new(AuthApi::register(self, request).await?))
+    }
+
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        Ok(Response::new(AuthApi::login(self, request).await?))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
+        Ok(Response::new(AuthApi::refresh(self, request).await?))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        Ok(Response::new(AuthApi::logout(self, request).await?))
+    }
+
+    async fn get_profile(
+        &self,
+        request: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::GetProfileResponse>, Status> {
+        let user = self.auth.caller(&request).await?;
+        Ok(Response::new(pb::GetProfileResponse {
+            user: Some((&user).into()),
+        }))
+    }
+
+    async fn update_profile(
+        &self,
+        request: Request<pb::UpdateProfileRequest>,
+    ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
+        Ok(Response::new(AuthApi::update_profile(self, request).await?))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        Ok(Response::new(
+            AuthApi::change_password(self, request).await?,
+        ))
+    }
+
+    async fn deactivate_account(
+        &self,
+        request: Request<pb::DeactivateAccountRequest>,
+    ) -> Result<Response<pb::DeactivateAccountResponse>, Status> {
+        Ok(Response::new(
+            AuthApi::deactivate_account(self, request).await?,
+        ))
+    }
+}

@@ -1,0 +1,270 @@
+//! CatalogService: public browsing of active services, administration of all.
+
+use minispod_proto::v1::{self as pb, catalog_service_server::CatalogService};
+use tonic::{Request, Response, Status};
+
+use super::{
+    fields::ServiceSpec,
+    queries::{self as catalog_db, Lookup, ServiceFilter},
+};
+use crate::{
+    auth::AuthState,
+    error::{AppError, AppResult},
+    store::Page,
+};
+
+/// The gRPC CatalogService.
+#[derive(Debug, Clone)]
+pub struct CatalogApi {
+    auth: AuthState,
+}
+
+impl CatalogApi {
+    /// The service over `auth`.
+    pub fn new(auth: AuthState) -> Self {
+        CatalogApi { auth }
+    }
+
+    async fn list(
+        &self,
+        page_size: i32,
+        page_token: &str,
+        filter: ServiceFilter,
+    ) -> AppResult<(Vec<pb::Service>, String, i64)> {
+        let page = Page::parse(page_size, page_token)?;
+        if filter.search.chars().count() > 200 {
+            return Err(AppError::invalid(
+                "search",
+                "must be at most 200 characters",
+            ));
+        }
+        if filter.tags.len() > 20 {
+            return Err(AppError::invalid("tags", "at most 20 tags per filter"));
+        }
+        let (rows, total) = catalog_db::list(&self.auth.db, &filter, page).await?;
+        Ok((
+            rows.iter().map(Into::into).collect(),
+            page.next_token(total),
+            total,
+        ))
+    }
+
+    async fn update(&self, req: Request<pb::UpdateServiceRequest>) -> AppResult<pb::Service> {
+        self.auth.admin(&req).await?;
+        let r = req.into_inner();
+        if r.id.is_empty() {
+            return Err(AppError::invalid("id", "is required"));
+        }
+        let current = catalog_db::get(&self.auth.db, Lookup::Id(&r.id), false).await?;
+        let mut spec = current.spec();
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = r.$field { spec.$field = v; } )* };
+        }
+        set!(
+            slug,
+            name,
+            description,
+            category,
+            version,
+            image,
+            port,
+            monthly_price_cents,
+            active,
+            icon_url,
+            docs_url
+        );
+        if let Some(res) = r.resources {
+            spec.cpu_millicores = res.cpu_millicores;
+            spec.memory_mb = res.memory_mb;
+            spec.storage_gb = res.storage_gb;
+        }
+        if let Some(env) = r.env_template {
+            spec.env_template = env.entries.into_iter().collect();
+        }
+        if let Some(tags) = r.tags {
+            spec.tags = tags.values;
+        }
+        let spec = spec.validated()?;
+        let mut tx = self.auth.db.begin().await?;
+        if !catalog_db::update(&mut tx, &r.id, &spec).await? {
+            return Err(AppError::NotFound(format!("no service with id {:?}", r.id)));
+        }
+        tx.commit().await?;
+        let row = catalog_db::get(&self.auth.db, Lookup::Id(&r.id), false).await?;
+        Ok((&row).into())
+    }
+}
+
+fn lookup(r: &pb::GetServiceRequest) -> AppResult<Lookup<'_>> {
+    match &r.lookup {
+        Some(pb::get_service_request::Lookup::Id(id)) if !id.is_empty() => Ok(Lookup::Id(id)),
+        Some(pb::get_service_request::Lookup::Slug(s)) if !s.is_empty() => Ok(Lookup::Slug(s)),
+        _ => Err(AppError::invalid("lookup", "give an id or a slug")),
+    }
+}
+
+fn clean_tags(tags: Vec<String>) -> Vec<String> {
+    tags.into_iter()
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+#[tonic::async_trait]
+impl CatalogService for CatalogApi {
+    async fn list_services(
+        &self,
+        request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let r = request.into_inner();
+        let filter = ServiceFilter {
+            search: r.search.trim().to_owned(),
+            category: r.category.trim().to_lowercase(),
+            tags: clean_tags(r.tags),
+            active: Some(true),
+        };
+        let (services, next_page_token, total_size) =
+            self.list(r.page_size, &r.page_token, filter).await?;
+        Ok(Response::new(pb::ListServicesResponse {
+            services,
+            next_page_token,
+            total_size,
+        }))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<pb::GetServiceRequest>,
+    ) -> Result<Response<pb::GetServiceResponse>, Status> {
+        let r = request.get_ref();
+        let row = catalog_db::get(&self.auth.db, lookup(r)?, true).await?;
+        Ok(Response::new(pb::GetServiceResponse {
+            service: Some((&row).into()),
+        }))
+    }
+
+    async fn list_categories(
+        &self,
+        _request: Request<pb::ListCategoriesRequest>,
+    ) -> Result<Response<pb::ListCategoriesResponse>, Status> {
+        let categories = catalog_db::categories(&self.auth.db, true).await?;
+        Ok(Response::new(pb::ListCategoriesResponse {
+            categories: categories
+                .into_iter()
+                .map(|(name, service_count)| pb::Category {
+                    name,
+                    service_count,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn create_service(
+        &self,
+        request: Request<pb::CreateServiceRequest>,
+    ) -> Result<Response<pb::CreateServiceResponse>, Status> {
+        let admin = self.auth.admin(&request).await?;
+        let r = request.into_inner();
+        let Some(res) = r.resources else {
+            return Err(AppError::invalid("resources", "is required").into());
+        };
+        let spec = ServiceSpec {
+            slug: r.slug,
+            name: r.name,
+            description: r.description,
+            category: r.category,
+            version: r.version,
+            image: r.image,
+            port: r.port,
+            cpu_millicores: res.cpu_millicores,
+            memory_mb: res.memory_mb,
+            storage_gb: res.storage_gb,
+            env_template: r.env_template.into_iter().collect(),
+            monthly_price_cents: r.monthly_price_cents,
+            active: r.active,
+            tags: r.tags,
+            icon_url: r.icon_url,
+            docs_url: r.docs_url,
+        }
+        .validated()?;
+        let mut tx = self.auth.db.begin().await?;
+        let id = catalog_db::insert(&mut tx, &spec).await?;
+        tx.commit().await.map_err(AppError::from)?;
+        tracing::info!(by = %admin.id, service_id = %id, slug = %spec.slug, "catalog service created");
+        let row = catalog_db::get(&self.auth.db, Lookup::Id(&id), false).await?;
+        Ok(Response::new(pb::CreateServiceResponse {
+            service: Some((&row).into()),
+        }))
+    }
+
+    async fn update_service(
+        &self,
+        request: Request<pb::UpdateServiceRequest>,
+    ) -> Result<Response<pb::UpdateServiceResponse>, Status> {
+        let service = self.update(request).await?;
+        Ok(Response::new(pb::UpdateServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn delete_service(
+        &self,
+        request: Request<pb::DeleteServiceRequest>,
+    ) -> Result<Response<pb::DeleteServiceResponse>, Status> {
+        let admin = self.auth.admin(&request).await?;
+        let id = &request.get_ref().id;
+        if id.is_empty() {
+            return Err(AppError::invalid("id", "is required").into());
+        }
+        let mut tx = self.auth.db.begin().await.map_err(Status::from)?;
+        if !catalog_db::delete(&mut tx, id).await? {
+            return Err(AppError::NotFound(format!("no service with id {id:?}")).into());
+        }
+        tx.commit().await.map_err(AppError::from)?;
+        tracing::info!(by = %admin.id, service_id = %id, "catalog service deleted");
+        Ok(Response::new(pb::DeleteServiceResponse {}))
+    }
+
+    async fn list_all_services(
+        &self,
+        request: Request<pb::ListAllServicesRequest>,
+    ) -> Result<Response<pb::ListAllServicesResponse>, Status> {
+        self.auth.admin(&request).await?;
+        let r = request.into_inner();
+        let filter = ServiceFilter {
+            search: r.search.trim().to_owned(),
+            category: r.category.trim().to_lowercase(),
+            tags: clean_tags(r.tags),
+            active: r.active,
+        };
+        let (services, next_page_token, total_size) =
+            self.list(r.page_size, &r.page_token, filter).await?;
+        Ok(Response::new(pb::ListAllServicesResponse {
+            services,
+            next_page_token,
+            total_size,
+        }))
+    }
+
+    async fn get_catalog_stats(
+        &self,
+        request: Request<pb::GetCatalogStatsRequest>,
+    ) -> Result<Response<pb::GetCatalogStatsResponse>, Status> {
+        self.auth.admin(&request).await?;
+        let (total, active, average) = catalog_db::totals(&self.auth.db).await?;
+        let categories = catalog_db::categories(&self.auth.db, false).await?;
+        Ok(Response::new(pb::GetCatalogStatsResponse {
+            total,
+            active,
+            inactive: total - active,
+            categories: categories
+                .into_iter()
+                .map(|(name, service_count)| pb::Category {
+                    name,
+                    service_count,
+                })
+                .collect(),
+            average_monthly_price_cents: average,
+        }))
+    }
+}

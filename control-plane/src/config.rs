@@ -1,0 +1,197 @@
+//! Command line and environment configuration of the control plane.
+//!
+//! Every flag has an environment fallback; the defaults run out of the box.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `minispod-control-plane`: the MiniSpod API server.
+#[derive(Debug, Parser)]
+#[command(name = "minispod-control-plane", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC, grpc-web, health and reflection on one port.
+    Serve(Box<ServeArgs>),
+    /// Print the CA pin (`sha256:<hex>` of the CA certificate's DER) that
+    /// agents pass as `--ca-hash`. Creates the CA if the data dir has none.
+    CaHash {
+        /// Data directory holding `pki/ca.crt`.
+        #[arg(long, env = "MINISPOD_DATA_DIR", default_value = "minispod-data")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for gRPC and grpc-web.
+    #[arg(long, env = "MINISPOD_LISTEN", default_value = "0.0.0.0:7443")]
+    pub listen: SocketAddr,
+
+    /// Data directory: the SQLite database, `pki/` (CA and server
+    /// certificate) and the JWT signing key.
+    #[arg(long, env = "MINISPOD_DATA_DIR", default_value = "minispod-data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL. Default: SQLite at `<data-dir>/minispod.db`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Email of the bootstrap administrator, created on first start if absent.
+    /// Without it, `admin@minispod.local` is created with a generated
+    /// password printed once.
+    #[arg(long, env = "MINISPOD_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+
+    /// Password of the bootstrap administrator (used only when it is created).
+    #[arg(long, env = "MINISPOD_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Serve without TLS, for use behind a TLS-terminating proxy. Agents
+    /// cannot connect then (they need mTLS end to end).
+    #[arg(long, env = "MINISPOD_PLAINTEXT")]
+    pub plaintext: bool,
+
+    /// Extra DNS names or IP addresses for the server certificate (repeat or
+    /// comma-separate). localhost, 127.0.0.1, ::1 and the host name are
+    /// always included.
+    #[arg(long = "tls-san", env = "MINISPOD_TLS_SANS", value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
+
+    /// Origins allowed to call the API from a browser over grpc-web (repeat
+    /// or comma-separate; `*` allows any). Default: none.
+    #[arg(
+        long = "cors-origin",
+        env = "MINISPOD_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Take the client address from `x-forwarded-for` (only behind a proxy
+    /// you trust, with `--plaintext`), for rate limits and logs.
+    #[arg(long, env = "MINISPOD_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Log format.
+    #[arg(long, env = "MINISPOD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Lifetime of access tokens, e.g. `15m`, `900s`.
+    #[arg(long, env = "MINISPOD_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// Lifetime of refresh tokens, e.g. `30d`.
+    #[arg(long, env = "MINISPOD_REFRESH_TOKEN_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub refresh_token_ttl: Duration,
+
+    /// Login and Register attempts one client address may burst.
+    #[arg(long, env = "MINISPOD_LOGIN_IP_BURST", default_value_t = 20)]
+    pub login_ip_burst: u32,
+
+    /// Sustained Login and Register attempts per minute from one client address.
+    #[arg(long, env = "MINISPOD_LOGIN_IP_PER_MINUTE", default_value_t = 10)]
+    pub login_ip_per_minute: u32,
+
+    /// Failed logins one account may take from one client address before it
+    /// is slowed down.
+    #[arg(long, env = "MINISPOD_LOGIN_ACCOUNT_BURST", default_value_t = 5)]
+    pub login_account_burst: u32,
+
+    /// Failed logins per hour an account recovers, per client address; the
+    /// account-wide limit is ten times this.
+    #[arg(long, env = "MINISPOD_LOGIN_ACCOUNT_PER_HOUR", default_value_t = 12)]
+    pub login_account_per_hour: u32,
+
+    /// Password hashes computed at once (argon2id, 19 MiB each). Default: the
+    /// number of CPUs.
+    #[arg(long, env = "MINISPOD_MAX_CONCURRENT_HASHES")]
+    pub max_concurrent_hashes: Option<usize>,
+
+    /// Password checks allowed to wait for a hashing slot before new ones are
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MINISPOD_MAX_QUEUED_HASHES", default_value_t = 64)]
+    pub max_queued_hashes: usize,
+}
+
+impl ServeArgs {
+    /// Settings for a server in `data_dir` with every other value at its
+    /// default, as `serve --data-dir <data_dir>` would have.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let dir = data_dir.into();
+        let cli = Cli::parse_from([
+            "minispod-control-plane",
+            "serve",
+            "--data-dir",
+            dir.to_str().unwrap_or("minispod-data"),
+        ]);
+        match cli.command {
+            Command::Serve(args) => *args,
+            Command::CaHash { .. } => unreachable!("parsed serve"),
+        }
+    }
+}
+
+/// Parses `90s`, `15m`, `12h`, `30d` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 12h or 30d"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(2_592_000)
+        );
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn defaults_run_out_of_the_box() {
+        let args = ServeArgs::with_data_dir("/tmp/x");
+        assert_eq!(args.listen.port(), 7443);
+        assert!(!args.plaintext);
+        assert_eq!(args.access_token_ttl, Duration::from_secs(900));
+    }
+}

@@ -1,0 +1,17 @@
+//! The MiniSpod control plane as a library, so tests start the real server.
+//!
+//! A folder per domain (`auth`, `users`, `catalog`, `pki`, `store`), each
+//! with its service, logic and queries; cross-cutting pieces at the top.
+//! See ARCHITECTURE.md for the map.
+
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod pki;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod users;
+
+pub use startup::Application;

@@ -1,0 +1,440 @@
+//! Building and running the server: store, PKI, services, one port.
+//!
+//! `Application::build` does everything that can fail (open and migrate the
+//! store, load the CA, bind the port, bootstrap the administrator) so errors
+//! surface before the server claims to be up; `run_until` serves until the
+//! shutdown future resolves, then drains in-flight calls.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use http::{HeaderName, HeaderValue, Method};
+use minispod_proto::v1::{
+    auth_service_server::AuthServiceServer, catalog_service_server::CatalogServiceServer,
+    user_service_server::UserServiceServer,
+};
+use rand::RngCore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::transport::Server;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::{
+    auth::{
+        AuthState,
+        password::PasswordHasher,
+        queries as refresh_db,
+        rate_limit::{LoginLimiter, LoginLimits},
+        service::AuthApi,
+        tokens::{AccessTokens, load_or_create_secret},
+    },
+    catalog::{seed, service::CatalogApi},
+    config::ServeArgs,
+    pki::Pki,
+    store::{Db, now_ms},
+    telemetry::RpcTraceLayer,
+    users::{
+        fields::{Email, Password},
+        queries as users_db,
+        service::UserApi,
+    },
+};
+
+/// Largest request message any service accepts.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; more wait in the kernel's backlog.
+const MAX_PENDING_HANDSHAKES: usize = 1024;
+
+/// A built server, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    auth: AuthState,
+    pki: Arc<Pki>,
+    args: ServeArgs,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Opens the store, loads or creates the CA, bootstraps the
+    /// administrator, seeds the catalog and binds the listening port.
+    pub async fn build(args: ServeArgs) -> anyhow::Result<Application> {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("create data dir {}", args.data_dir.display()))?;
+        // The database holds password hashes and the directory the keys.
+        std::fs::set_permissions(
+            &args.data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .with_context(|| format!("restrict data dir {}", args.data_dir.display()))?;
+        let db = Db::connect(args.database_url.as_deref(), &args.data_dir).await?;
+        let pki = Arc::new(Pki::load_or_create(&args.data_dir, &args.tls_sans)?);
+        let secret = load_or_create_secret(&args.data_dir.join("jwt.key"))?;
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hasher = PasswordHasher::new(
+            args.max_concurrent_hashes.unwrap_or(cpus),
+            args.max_queued_hashes,
+        )?;
+        let auth = AuthState {
+            db,
+            tokens: Arc::new(AccessTokens::new(&secret, args.access_token_ttl)),
+            refresh_ttl: args.refresh_token_ttl,
+            hasher,
+            limiter: Arc::new(LoginLimiter::new(LoginLimits {
+                ip_burst: args.login_ip_burst,
+                ip_per_minute: args.login_ip_per_minute,
+                account_burst: args.login_account_burst,
+                account_per_hour: args.login_account_per_hour,
+            })),
+            trust_forwarded_for: args.trust_forwarded_for,
+        };
+        bootstrap_admin(&auth, &args).await?;
+        let seeded = seed::seed_once(&auth.db).await?;
+        if seeded > 0 {
+            tracing::info!(entries = seeded, "seeded the service catalog");
+        }
+
+        let tls = if args.plaintext {
+            None
+        } else {
+            Some(Arc::new(tls_config(&pki)?))
+        };
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listen on {}", args.listen))?;
+        let local_addr = listener.local_addr()?;
+        tracing::info!(
+            addr = %local_addr,
+            tls = tls.is_some(),
+            ca_hash = %pki.ca_hash(),
+            data_dir = %args.data_dir.display(),
+            "control plane listening"
+        );
+        Ok(Application {
+            listener,
+            local_addr,
+            tls,
+            auth,
+            pki,
+            args,
+        })
+    }
+
+    /// The bound address (the real port when `--listen` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The CA pin of this server.
+    pub fn ca_hash(&self) -> String {
+        self.pki.ca_hash()
+    }
+
+    /// PEM of the CA certificate clients trust.
+    pub fn ca_cert_pem(&self) -> String {
+        self.pki.ca_cert_pem().to_owned()
+    }
+
+    /// Serves until SIGTERM or SIGINT.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets calls in
+    /// flight finish and closes the store.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            tls,
+            auth,
+            args,
+            ..
+        } = self;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<AuthServiceServer<AuthApi>>().await;
+        health.set_serving::<UserServiceServer<UserApi>>().await;
+        health
+            .set_serving::<CatalogServiceServer<CatalogApi>>()
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(minispod_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("build reflection v1")?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(minispod_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("build reflection v1alpha")?;
+
+        let cleanup = tokio::spawn(expire_refresh_tokens(auth.db.clone()));
+        let router = Server::builder()
+            .accept_http1(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .tcp_nodelay(true)
+            .layer(cors_layer(&args.cors_origins)?)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(RpcTraceLayer)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                AuthServiceServer::new(AuthApi::new(auth.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                UserServiceServer::new(UserApi::new(auth.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                CatalogServiceServer::new(CatalogApi::new(auth.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            );
+
+        let served = match tls {
+            Some(config) => {
+                let incoming = tls_incoming(listener, TlsAcceptor::from(config));
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                    .await
+            }
+        };
+        cleanup.abort();
+        health.set_not_serving::<AuthServiceServer<AuthApi>>().await;
+        auth.db.close().await;
+        tracing::info!("control plane stopped");
+        served.context("serve")
+    }
+}
+
+/// TLS connections from `listener`: each handshake runs in its own task with
+/// a deadline, so a client that stalls mid-handshake holds up nobody else.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) -> ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = pending.clone().acquire_owned().await else {
+                break;
+            };
+            let (tcp, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly
+                    // instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, conns) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = conns.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                break;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// rustls server settings: the server certificate from the built-in CA,
+/// client certificates from the same CA accepted but optional (browsers and
+/// grpcurl have none; agents will), ALPN h2 and http/1.1 (grpc-web over
+/// HTTP/1.1 needs the latter).
+fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(pki.ca_cert_der().to_vec().into())
+        .context("trust the CA")?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .context("client certificate verifier")?;
+    let chain = rustls_pemfile::certs(&mut pki.server_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("server certificate")?;
+    let key = rustls_pemfile::private_key(&mut pki.server_key_pem.as_bytes())
+        .context("server key")?
+        .context("no server key")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .context("server identity")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// CORS for grpc-web from the configured origins (none by default).
+fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .filter(|o| !o.is_empty())
+            .map(|o| HeaderValue::from_str(o.trim_end_matches('/')))
+            .collect::<Result<Vec<_>, _>>()
+            .context("--cors-origin")?;
+        AllowOrigin::list(list)
+    };
+    let header = HeaderName::from_static;
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header("content-type"),
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("grpc-timeout"),
+            header("authorization"),
+            header("connect-protocol-version"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(24 * 3600)))
+}
+
+/// Creates the bootstrap administrator on first start: the configured one
+/// if absent, or `admin@minispod.local` with a generated password printed
+/// once when there is no administrator at all.
+async fn bootstrap_admin(auth: &AuthState, args: &ServeArgs) -> anyhow::Result<()> {
+    let (email, given) = match &args.admin_email {
+        Some(e) => {
+            let email = Email::parse(e).map_err(|why| anyhow::anyhow!("--admin-email {why}"))?;
+            if users_db::by_email(&auth.db, email.as_str())
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+            (email, args.admin_password.clone())
+        }
+        None => {
+            if users_db::count_active_admins(auth.db.read()).await? > 0 {
+                return Ok(());
+            }
+            let email = Email::parse("admin@minispod.local").expect("valid email");
+            if users_db::by_email(&auth.db, email.as_str())
+                .await?
+                .is_some()
+            {
+                // The bootstrap account exists but was demoted or
+                // deactivated while other administrators remain; that is
+                // the operators' business.
+                return Ok(());
+            }
+            (email, args.admin_password.clone())
+        }
+    };
+    let generated = given.is_none();
+    let password = match given {
+        Some(p) => Password::parse(&p).map_err(|why| anyhow::anyhow!("--admin-password {why}"))?,
+        None => {
+            let mut raw = [0u8; 18];
+            rand::rng().fill_bytes(&mut raw);
+            Password::parse(&URL_SAFE_NO_PAD.encode(raw)).expect("24 characters")
+        }
+    };
+    let hash = auth.hasher.hash(password.expose()).await?;
+    let mut tx = auth.db.begin().await?;
+    let user = users_db::insert(
+        &mut tx,
+        email.as_str(),
+        "Administrator",
+        &hash,
+        minispod_proto::v1::Role::Administrator,
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %user.id, email = %user.email, "created the bootstrap administrator");
+    if generated {
+        // Printed once, to stdout, never to the log.
+        println!(
+            "\n  MiniSpod bootstrap administrator\n    email:    {}\n    password: {}\n  It is shown only this once; change it after logging in.\n",
+            user.email,
+            password.expose()
+        );
+    }
+    Ok(())
+}
+
+/// Deletes refresh tokens a day after they expired, hourly.
+async fn expire_refresh_tokens(db: Db) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let outcome = async {
+            let mut tx = db.begin().await?;
+            let n = refresh_db::delete_expired(&mut tx, now_ms() - 86_400_000).await?;
+            tx.commit().await?;
+            Ok::<_, crate::error::AppError>(n)
+        }
+        .await;
+        match outcome {
+            Ok(n) if n > 0 => tracing::info!(deleted = n, "expired refresh tokens removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "refresh token cleanup failed"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; draining");
+}

@@ -1,0 +1,25 @@
+//! Accounts: their fields, their SQL and the administrators' UserService.
+
+pub mod fields;
+pub mod queries;
+pub mod service;
+
+use minispod_proto::v1 as pb;
+
+use crate::store::timestamp;
+use queries::UserRow;
+
+impl From<&UserRow> for pb::User {
+    fn from(u: &UserRow) -> Self {
+        pb::User {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            name: u.name.clone(),
+            role: u.role() as i32,
+            active: u.active,
+            created_at: Some(timestamp(u.created_at)),
+            updated_at: Some(timestamp(u.updated_at)),
+            last_login_at: u.last_login_at.map(timestamp),
+        }
+    }
+}
