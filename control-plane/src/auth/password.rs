@@ -111,13 +111,12 @@ impl PasswordHasher {
                 retry_after: Some(Duration::from_secs(1)),
             });
         };
-        let out = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let _permit = permit;
             work()
         })
         .await
-        .map_err(|e| AppError::Internal(anyhow!("hashing task: {e}")))?;
-        out
+        .map_err(|e| AppError::Internal(anyhow!("hashing task: {e}")))?
     }
 }
 

