@@ -28,6 +28,9 @@ fn main() {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // AgentService has an RPC named Connect, which would clash with the
+        // generated `connect` constructor: clients are built with `new(channel)`.
+        .build_transport(false)
         .compile_fds(fds)
         .expect("generate code");
 }

@@ -124,6 +124,56 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_MAX_CONCURRENT_HASHES")]
     pub max_concurrent_hashes: Option<usize>,
 
+    /// How often agents send heartbeats.
+    #[arg(long, env = "MINISPOD_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// A stream silent for this many heartbeat intervals is closed and its
+    /// worker marked INACTIVE.
+    #[arg(long, env = "MINISPOD_MISSED_HEARTBEATS", default_value_t = 3)]
+    pub missed_heartbeats: u32,
+
+    /// HTTP/2 keepalive ping interval on every connection; with
+    /// `--keepalive-timeout` it bounds how long a silent partition goes
+    /// unnoticed.
+    #[arg(long, env = "MINISPOD_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a keepalive ping may go unanswered before the connection
+    /// (and every stream on it) is closed.
+    #[arg(long, env = "MINISPOD_KEEPALIVE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// How often heartbeat metrics are written to the store, in one
+    /// transaction for the whole fleet.
+    #[arg(long, env = "MINISPOD_METRICS_FLUSH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub metrics_flush_interval: Duration,
+
+    /// Lifetime of worker client certificates; agents renew at two thirds.
+    #[arg(long, env = "MINISPOD_WORKER_CERT_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub worker_cert_ttl: Duration,
+
+    /// File holding a static enrollment token (for unattended installs),
+    /// accepted besides tokens made with CreateEnrollmentToken.
+    #[arg(long, env = "MINISPOD_ENROLLMENT_TOKEN_FILE")]
+    pub enrollment_token_file: Option<PathBuf>,
+
+    /// K3s server URL handed to enrolled agents for their join hook.
+    #[arg(long, env = "MINISPOD_K3S_SERVER_URL", default_value = "")]
+    pub k3s_server_url: String,
+
+    /// File holding the K3s join token handed to enrolled agents.
+    #[arg(long, env = "MINISPOD_K3S_TOKEN_FILE")]
+    pub k3s_token_file: Option<PathBuf>,
+
+    /// Enroll calls one client address may burst.
+    #[arg(long, env = "MINISPOD_ENROLL_BURST", default_value_t = 100)]
+    pub enroll_burst: u32,
+
+    /// Sustained Enroll calls per second from one client address.
+    #[arg(long, env = "MINISPOD_ENROLL_PER_SECOND", default_value_t = 50)]
+    pub enroll_per_second: u32,
+
     /// Password checks allowed to wait for a hashing slot before new ones are
     /// refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "MINISPOD_MAX_QUEUED_HASHES", default_value_t = 64)]

@@ -13,5 +13,6 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod users;
+pub mod workers;
 
 pub use startup::Application;

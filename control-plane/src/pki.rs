@@ -50,12 +50,7 @@ pub fn pki_dir(data_dir: &Path) -> PathBuf {
 
 /// `sha256:<hex>` of a certificate's DER: the CA pin agents check.
 pub fn ca_hash_of(der: &[u8]) -> String {
-    let digest = Sha256::digest(der);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    format!("sha256:{hex}")
+    format!("sha256:{}", hex(&Sha256::digest(der)))
 }
 
 impl Pki {
@@ -158,6 +153,90 @@ impl Pki {
     }
 }
 
+/// A client certificate issued to a worker.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// PEM of the certificate.
+    pub pem: String,
+    /// Hex of its serial number: the one the store accepts for the worker.
+    pub serial: String,
+    /// When it expires, Unix ms.
+    pub expires_at_ms: i64,
+}
+
+impl Pki {
+    /// Signs a worker's CSR: the subject becomes `CN=<worker_id>`, usage
+    /// client authentication only, lifetime `ttl`; whatever else the CSR
+    /// asked for (names, usages) is ignored. The key pair stays the agent's.
+    pub fn sign_worker_csr(
+        &self,
+        csr_pem: &str,
+        worker_id: &str,
+        ttl: std::time::Duration,
+    ) -> Result<IssuedCert, String> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| format!("is not a PEM certificate signing request: {e}"))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, worker_id);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "MiniSpod workers");
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        let expires = now + Duration::seconds(ttl.as_secs() as i64);
+        params.not_after = expires;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let mut serial = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut serial);
+        serial[0] &= 0x7f; // positive, as DER integers must be
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        csr.params = params;
+        let cert = csr
+            .signed_by(&self.issuer())
+            .map_err(|e| format!("cannot be signed: {e}"))?;
+        Ok(IssuedCert {
+            pem: cert.pem(),
+            serial: hex(&serial),
+            expires_at_ms: expires.unix_timestamp() * 1000,
+        })
+    }
+}
+
+/// Who a verified client certificate names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The subject's common name: the worker id.
+    pub worker_id: String,
+    /// Hex of the serial number.
+    pub serial: String,
+}
+
+/// Reads the worker id and serial of a client certificate that the TLS
+/// layer already verified against the CA.
+pub fn peer_identity(der: &[u8]) -> Option<PeerIdentity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    let raw = cert.raw_serial();
+    // DER may carry a leading zero byte to keep the integer positive.
+    let raw = if raw.len() > 1 && raw[0] == 0 { &raw[1..] } else { raw };
+    Some(PeerIdentity {
+        worker_id: cn,
+        serial: hex(raw),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The CA's parameters. Signing needs only its name, key identifier method
 /// and key usages, so the same function rebuilds the issuer on every start
 /// without parsing the stored certificate.
@@ -225,6 +304,25 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn worker_csrs_are_signed_with_the_worker_id_and_serial() {
+        let dir = std::env::temp_dir().join(format!("minispod-pki-{}", uuid::Uuid::new_v4()));
+        let pki = Pki::load_or_create(&dir, &[]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut req = CertificateParams::new(vec!["evil.example".into()]).unwrap();
+        req.distinguished_name.push(DnType::CommonName, "someone-else");
+        let csr = req.serialize_request(&key).unwrap().pem().unwrap();
+        let issued = pki
+            .sign_worker_csr(&csr, "worker-1", std::time::Duration::from_secs(3600))
+            .unwrap();
+        let der = pem_to_der(&issued.pem).unwrap();
+        let id = peer_identity(&der).unwrap();
+        assert_eq!(id.worker_id, "worker-1");
+        assert_eq!(id.serial, issued.serial);
+        assert!(pki.sign_worker_csr("garbage", "w", std::time::Duration::from_secs(60)).is_err());
         fs::remove_dir_all(dir).unwrap();
     }
 }

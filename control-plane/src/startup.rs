@@ -11,8 +11,9 @@ use anyhow::Context;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderName, HeaderValue, Method};
 use minispod_proto::v1::{
-    auth_service_server::AuthServiceServer, catalog_service_server::CatalogServiceServer,
-    user_service_server::UserServiceServer,
+    agent_service_server::AgentServiceServer, auth_service_server::AuthServiceServer,
+    catalog_service_server::CatalogServiceServer, user_service_server::UserServiceServer,
+    worker_service_server::WorkerServiceServer,
 };
 use rand::RngCore;
 use tokio::net::{TcpListener, TcpStream};
@@ -40,6 +41,13 @@ use crate::{
         queries as users_db,
         service::UserApi,
     },
+    workers::{
+        agent_service::AgentApi,
+        enrollment::{Enrollment, EnrollmentConfig},
+        hub::{FleetConfig, FleetHub},
+        queries as workers_db,
+        service::WorkerApi,
+    },
 };
 
 /// Largest request message any service accepts.
@@ -56,6 +64,8 @@ pub struct Application {
     tls: Option<Arc<rustls::ServerConfig>>,
     auth: AuthState,
     pki: Arc<Pki>,
+    hub: FleetHub,
+    enrollment: Enrollment,
     args: ServeArgs,
 }
 
@@ -105,6 +115,21 @@ impl Application {
         if seeded > 0 {
             tracing::info!(entries = seeded, "seeded the service catalog");
         }
+        // No stream survives a restart: whoever was online is offline until
+        // its agent reconnects.
+        let stale = workers_db::mark_all_offline(&auth.db).await?;
+        if stale > 0 {
+            tracing::info!(workers = stale, "marked workers without a live stream INACTIVE");
+        }
+        let hub = FleetHub::new(
+            auth.db.clone(),
+            FleetConfig {
+                heartbeat_interval: args.heartbeat_interval.max(Duration::from_millis(100)),
+                missed_heartbeats: args.missed_heartbeats.max(1),
+                metrics_flush_interval: args.metrics_flush_interval.max(Duration::from_millis(10)),
+            },
+        );
+        let enrollment = Enrollment::new(hub.clone(), pki.clone(), enrollment_config(&args)?);
 
         let tls = if args.plaintext {
             None
@@ -128,6 +153,8 @@ impl Application {
             tls,
             auth,
             pki,
+            hub,
+            enrollment,
             args,
         })
     }
@@ -159,6 +186,8 @@ impl Application {
             listener,
             tls,
             auth,
+            hub,
+            enrollment,
             args,
             ..
         } = self;
@@ -181,10 +210,11 @@ impl Application {
             .context("build reflection v1alpha")?;
 
         let cleanup = tokio::spawn(expire_refresh_tokens(auth.db.clone()));
+        let flusher = hub.spawn_flusher();
         let router = Server::builder()
             .accept_http1(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .http2_keepalive_interval(Some(args.keepalive_interval))
+            .http2_keepalive_timeout(Some(args.keepalive_timeout))
             .tcp_nodelay(true)
             .layer(cors_layer(&args.cors_origins)?)
             .layer(tonic_web::GrpcWebLayer::new())
@@ -203,6 +233,18 @@ impl Application {
             .add_service(
                 CatalogServiceServer::new(CatalogApi::new(auth.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                WorkerServiceServer::new(WorkerApi::new(auth.clone(), hub.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                AgentServiceServer::new(AgentApi::new(
+                    hub.clone(),
+                    enrollment,
+                    args.trust_forwarded_for,
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             );
 
         let served = match tls {
@@ -219,6 +261,10 @@ impl Application {
             }
         };
         cleanup.abort();
+        flusher.abort();
+        if let Err(e) = hub.flush_metrics().await {
+            tracing::warn!(error = %e, "final heartbeat metrics flush failed");
+        }
         health.set_not_serving::<AuthServiceServer<AuthApi>>().await;
         auth.db.close().await;
         tracing::info!("control plane stopped");
@@ -300,6 +346,36 @@ fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
         .context("server identity")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// Enrollment settings from the command line, reading the secret files.
+fn enrollment_config(args: &ServeArgs) -> anyhow::Result<EnrollmentConfig> {
+    let read = |path: &std::path::Path| -> anyhow::Result<String> {
+        let s = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let s = s.trim().to_owned();
+        anyhow::ensure!(!s.is_empty(), "{} is empty", path.display());
+        Ok(s)
+    };
+    let static_token_hash = match &args.enrollment_token_file {
+        Some(p) => {
+            let token = read(p)?;
+            anyhow::ensure!(token.len() >= 16, "the enrollment token in {} is shorter than 16 characters", p.display());
+            Some(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into())
+        }
+        None => None,
+    };
+    let k3s_token = match &args.k3s_token_file {
+        Some(p) => read(p)?,
+        None => String::new(),
+    };
+    Ok(EnrollmentConfig {
+        cert_ttl: args.worker_cert_ttl.max(Duration::from_secs(60)),
+        static_token_hash,
+        k3s_server_url: args.k3s_server_url.clone(),
+        k3s_token,
+        rate_burst: args.enroll_burst,
+        rate_per_second: args.enroll_per_second,
+    })
 }
 
 /// CORS for grpc-web from the configured origins (none by default).

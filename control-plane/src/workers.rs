@@ -1,0 +1,85 @@
+//! The worker fleet: enrollment, the agents' streams, and administration.
+//!
+//! - `enrollment`: tokens, Enroll and RenewCertificate (certificates from
+//!   the CA in `pki`).
+//! - `hub`: the live streams (one per worker), watchers, and the batched
+//!   heartbeat metrics.
+//! - `session`: one agent stream from hello to goodbye; where a worker goes
+//!   offline.
+//! - `service` / `agent_service`: the gRPC WorkerService and AgentService.
+//! - `queries`: the SQL.
+
+pub mod agent_service;
+pub mod enrollment;
+pub mod hub;
+pub mod queries;
+pub mod service;
+pub mod session;
+pub mod status;
+
+use minispod_proto::v1 as pb;
+
+use crate::store::timestamp;
+use queries::WorkerRow;
+
+impl From<&WorkerRow> for pb::Worker {
+    fn from(w: &WorkerRow) -> Self {
+        let status = status::from_db(&w.status);
+        pb::Worker {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            status: status as i32,
+            online: w.online,
+            ready: w.ready,
+            schedulable: status == pb::WorkerStatus::Active && !w.cordoned,
+            cordoned: w.cordoned,
+            machine_id: w.machine_id.clone(),
+            ip_address: w.ip_address.clone(),
+            cpu_model: w.cpu_model.clone(),
+            cpu_cores: w.cpu_cores as i32,
+            architecture: w.architecture.clone(),
+            memory_bytes: w.memory_bytes,
+            storage_bytes: w.storage_bytes,
+            os: w.os.clone(),
+            kernel_version: w.kernel_version.clone(),
+            kubelet_version: w.kubelet_version.clone(),
+            container_runtime: w.container_runtime.clone(),
+            agent_version: w.agent_version.clone(),
+            labels: serde_json::from_str(&w.labels).unwrap_or_default(),
+            taints: serde_json::from_str::<Vec<queries::TaintJson>>(&w.taints)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| pb::Taint {
+                    key: t.key,
+                    value: t.value,
+                    effect: t.effect,
+                })
+                .collect(),
+            notes: w.notes.clone(),
+            allocatable: Some(pb::WorkerResources {
+                cpu_millicores: w.allocatable_cpu_millicores,
+                memory_bytes: w.allocatable_memory_bytes,
+                storage_bytes: w.allocatable_storage_bytes,
+                pods: w.allocatable_pods,
+            }),
+            allocated: Some(pb::WorkerResources {
+                cpu_millicores: w.allocated_cpu_millicores,
+                memory_bytes: w.allocated_memory_bytes,
+                storage_bytes: w.allocated_storage_bytes,
+                pods: w.allocated_pods,
+            }),
+            cpu_used_percent: w.cpu_used_percent,
+            memory_used_bytes: w.memory_used_bytes,
+            storage_used_bytes: w.storage_used_bytes,
+            pod_count: w.pod_count as i32,
+            max_pods: w.max_pods as i32,
+            last_heartbeat_at: w.last_heartbeat_at.map(timestamp),
+            last_health_check_at: w.last_health_check_at.map(timestamp),
+            certificate_expires_at: Some(timestamp(w.cert_expires_at)),
+            k3s_join_error: w.k3s_join_error.clone(),
+            enrolled_at: Some(timestamp(w.enrolled_at)),
+            created_at: Some(timestamp(w.created_at)),
+            updated_at: Some(timestamp(w.updated_at)),
+        }
+    }
+}

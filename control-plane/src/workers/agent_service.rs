@@ -1,0 +1,72 @@
+//! AgentService: what node agents call.
+
+use minispod_proto::v1::{self as pb, agent_service_server::AgentService};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{enrollment::Enrollment, hub::FleetHub, session};
+
+/// The gRPC AgentService.
+#[derive(Debug, Clone)]
+pub struct AgentApi {
+    hub: FleetHub,
+    enrollment: Enrollment,
+    trust_forwarded_for: bool,
+}
+
+impl AgentApi {
+    /// The service over the fleet.
+    pub fn new(hub: FleetHub, enrollment: Enrollment, trust_forwarded_for: bool) -> Self {
+        AgentApi {
+            hub,
+            enrollment,
+            trust_forwarded_for,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let mut ip = request.remote_addr().map(|a| a.ip());
+        if self.trust_forwarded_for
+            && let Some(f) = request
+                .metadata()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        {
+            ip = Some(f);
+        }
+        let r = self.enrollment.enroll(ip, request.into_inner()).await?;
+        Ok(Response::new(r))
+    }
+
+    type ConnectStream = ReceiverStream<Result<pb::ConnectResponse, Status>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<pb::ConnectRequest>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let (_, worker) = self.enrollment.authenticate_peer(&request).await?;
+        let peer_ip = request.remote_addr().map(|a| a.ip());
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(session::run(self.hub.clone(), worker, peer_ip, inbound, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<pb::RenewCertificateRequest>,
+    ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
+        let (_, worker) = self.enrollment.authenticate_peer(&request).await?;
+        let r = self.enrollment.renew(&worker, &request.get_ref().csr_pem).await?;
+        Ok(Response::new(r))
+    }
+}

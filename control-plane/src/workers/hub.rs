@@ -1,0 +1,246 @@
+//! The fleet hub: which worker has a live stream, who watches the fleet, and
+//! the heartbeat metrics waiting to be written.
+//!
+//! Status changes are written by the caller at once and then published here;
+//! heartbeat metrics only land in `pending` and reach the store in one
+//! transaction per flush interval, so thousands of agents cost one write
+//! every few seconds, not thousands a second.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use minispod_proto::v1::{self as pb, ConnectResponse};
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use super::queries::{self as workers_db, HeartbeatMetrics, WorkerRow};
+use crate::{
+    error::AppResult,
+    store::{Db, now_ms},
+};
+
+/// Timing of the fleet.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// How often agents send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// A stream that sends nothing for this many intervals is closed.
+    pub missed_heartbeats: u32,
+    /// How often pending heartbeat metrics are written.
+    pub metrics_flush_interval: Duration,
+}
+
+impl FleetConfig {
+    /// How long a stream may stay silent before it is presumed dead.
+    pub fn silence_deadline(&self) -> Duration {
+        self.heartbeat_interval * self.missed_heartbeats.max(1)
+    }
+}
+
+/// A change of the fleet, as watchers see it.
+#[derive(Debug, Clone)]
+pub enum WorkerEvent {
+    /// A worker was created or changed; its state after the change.
+    Upserted(Box<pb::Worker>),
+    /// A worker was deleted.
+    Deleted(String),
+}
+
+/// An event and when it was observed (Unix ms).
+pub type TimedEvent = (WorkerEvent, i64);
+
+/// The handle of one live stream.
+#[derive(Debug)]
+struct Session {
+    id: u64,
+    stop: Arc<Notify>,
+    commands: mpsc::Sender<ConnectResponse>,
+}
+
+/// What a new stream needs from the hub.
+#[derive(Debug)]
+pub struct Registration {
+    /// This session's number; only the current session may mark the worker offline.
+    pub session_id: u64,
+    /// Notified when another stream replaced this one or the worker was deleted.
+    pub stop: Arc<Notify>,
+    /// Commands for the agent, from administrators' actions.
+    pub commands: mpsc::Receiver<ConnectResponse>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    config: FleetConfig,
+    sessions: Mutex<HashMap<String, Session>>,
+    next_session: AtomicU64,
+    events: broadcast::Sender<TimedEvent>,
+    pending: Mutex<HashMap<String, HeartbeatMetrics>>,
+}
+
+/// Shared state of the fleet; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FleetHub {
+    inner: Arc<Inner>,
+}
+
+impl FleetHub {
+    /// A hub over `db`.
+    pub fn new(db: Db, config: FleetConfig) -> FleetHub {
+        let (events, _) = broadcast::channel(4096);
+        FleetHub {
+            inner: Arc::new(Inner {
+                db,
+                config,
+                sessions: Mutex::new(HashMap::new()),
+                next_session: AtomicU64::new(1),
+                events,
+                pending: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The fleet's timing.
+    pub fn config(&self) -> &FleetConfig {
+        &self.inner.config
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new stream for `worker_id`; an older one is told to stop
+    /// (one live stream per worker: the newest wins).
+    pub fn register(&self, worker_id: &str) -> Registration {
+        let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let stop = Arc::new(Notify::new());
+        let (tx, rx) = mpsc::channel(8);
+        let old = self.sessions().insert(
+            worker_id.to_owned(),
+            Session {
+                id,
+                stop: stop.clone(),
+                commands: tx,
+            },
+        );
+        if let Some(old) = old {
+            old.stop.notify_one();
+        }
+        Registration {
+            session_id: id,
+            stop,
+            commands: rx,
+        }
+    }
+
+    /// Removes session `session_id` of `worker_id` if it is still the
+    /// current one; true when it was (and the worker is now offline).
+    pub fn unregister(&self, worker_id: &str, session_id: u64) -> bool {
+        let mut sessions = self.sessions();
+        if sessions.get(worker_id).is_some_and(|s| s.id == session_id) {
+            sessions.remove(worker_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Closes the worker's stream, if any, without marking it offline (the
+    /// caller deleted it).
+    pub fn disconnect(&self, worker_id: &str) {
+        if let Some(s) = self.sessions().remove(worker_id) {
+            s.stop.notify_one();
+        }
+        self.pending().remove(worker_id);
+    }
+
+    /// Sends a command down the worker's stream; false when it has none.
+    pub fn send_command(&self, worker_id: &str, command: pb::command::Command) -> bool {
+        let tx = self.sessions().get(worker_id).map(|s| s.commands.clone());
+        tx.is_some_and(|tx| {
+            tx.try_send(ConnectResponse {
+                message: Some(pb::connect_response::Message::Command(pb::Command {
+                    command: Some(command),
+                })),
+            })
+            .is_ok()
+        })
+    }
+
+    /// Number of live streams.
+    pub fn online_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// Tells watchers about a worker's new state.
+    pub fn publish(&self, row: &WorkerRow) {
+        let _ = self
+            .inner
+            .events
+            .send((WorkerEvent::Upserted(Box::new(row.into())), now_ms()));
+    }
+
+    /// Tells watchers a worker is gone.
+    pub fn publish_deleted(&self, worker_id: &str) {
+        let _ = self
+            .inner
+            .events
+            .send((WorkerEvent::Deleted(worker_id.to_owned()), now_ms()));
+    }
+
+    /// A receiver of every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<TimedEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, HeartbeatMetrics>> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps a heartbeat's metrics for the next flush (the newest wins).
+    pub fn record_heartbeat(&self, worker_id: &str, metrics: HeartbeatMetrics) {
+        self.pending().insert(worker_id.to_owned(), metrics);
+    }
+
+    /// Writes every pending heartbeat in one transaction; returns how many.
+    pub async fn flush_metrics(&self) -> AppResult<usize> {
+        let batch: Vec<(String, HeartbeatMetrics)> = self.pending().drain().collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.inner.db.begin().await?;
+        workers_db::write_metrics(&mut tx, &batch).await?;
+        tx.commit().await?;
+        Ok(batch.len())
+    }
+
+    /// Flushes metrics every flush interval until the hub is dropped.
+    pub fn spawn_flusher(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let every = self.inner.config.metrics_flush_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let hub = FleetHub { inner };
+                match hub.flush_metrics().await {
+                    Ok(n) if n > 0 => tracing::debug!(workers = n, "heartbeat metrics written"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "heartbeat metrics flush failed"),
+                }
+            }
+        })
+    }
+}

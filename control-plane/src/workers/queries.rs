@@ -1,0 +1,516 @@
+//! SQL of the worker fleet and of enrollment tokens.
+
+use minispod_proto::v1::{MachineFacts, WorkerOrder, WorkerStatus};
+use serde::{Deserialize, Serialize};
+use sqlx::{Executor, FromRow};
+
+use super::status::{self, StatusFacts};
+use crate::{
+    error::{AppError, AppResult},
+    store::{Database, Db, Page, Tx, contains_pattern, now_ms},
+};
+
+/// A worker as stored.
+#[derive(Debug, Clone, FromRow)]
+#[allow(missing_docs)]
+pub struct WorkerRow {
+    pub id: String,
+    pub name: String,
+    pub machine_id: String,
+    pub status: String,
+    pub maintenance: bool,
+    pub online: bool,
+    pub ready: bool,
+    pub cordoned: bool,
+    pub ever_connected: bool,
+    pub ip_address: String,
+    pub cpu_model: String,
+    pub cpu_cores: i64,
+    pub architecture: String,
+    pub memory_bytes: i64,
+    pub storage_bytes: i64,
+    pub os: String,
+    pub kernel_version: String,
+    pub kubelet_version: String,
+    pub container_runtime: String,
+    pub agent_version: String,
+    pub labels: String,
+    pub taints: String,
+    pub notes: String,
+    pub allocatable_cpu_millicores: i64,
+    pub allocatable_memory_bytes: i64,
+    pub allocatable_storage_bytes: i64,
+    pub allocatable_pods: i64,
+    pub allocated_cpu_millicores: i64,
+    pub allocated_memory_bytes: i64,
+    pub allocated_storage_bytes: i64,
+    pub allocated_pods: i64,
+    pub cpu_used_percent: f64,
+    pub memory_used_bytes: i64,
+    pub storage_used_bytes: i64,
+    pub pod_count: i64,
+    pub max_pods: i64,
+    pub last_heartbeat_at: Option<i64>,
+    pub last_health_check_at: Option<i64>,
+    pub cert_serial: String,
+    pub cert_expires_at: i64,
+    pub k3s_join_error: String,
+    pub enrolled_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl WorkerRow {
+    /// The facts its status follows from.
+    pub fn facts(&self) -> StatusFacts {
+        StatusFacts {
+            maintenance: self.maintenance,
+            online: self.online,
+            ready: self.ready,
+            ever_connected: self.ever_connected,
+        }
+    }
+}
+
+/// A taint as stored in the `taints` JSON column.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaintJson {
+    /// Key.
+    pub key: String,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
+    /// Effect.
+    pub effect: String,
+}
+
+/// The worker with this id.
+pub async fn by_id<'c>(exec: impl Executor<'c, Database = Database>, id: &str) -> AppResult<Option<WorkerRow>> {
+    Ok(sqlx::query_as("SELECT * FROM workers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(exec)
+        .await?)
+}
+
+/// The worker with this id, or NOT_FOUND.
+pub async fn require<'c>(exec: impl Executor<'c, Database = Database>, id: &str) -> AppResult<WorkerRow> {
+    by_id(exec, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no worker with id {id:?}")))
+}
+
+/// The most recently enrolled worker with this name.
+pub async fn by_name(db: &Db, name: &str) -> AppResult<Option<WorkerRow>> {
+    Ok(sqlx::query_as("SELECT * FROM workers WHERE name = $1 ORDER BY enrolled_at DESC LIMIT 1")
+        .bind(name)
+        .fetch_optional(db.read())
+        .await?)
+}
+
+/// The worker of this machine.
+pub async fn by_machine_id(tx: &mut Tx, machine_id: &str) -> AppResult<Option<WorkerRow>> {
+    Ok(sqlx::query_as("SELECT * FROM workers WHERE machine_id = $1")
+        .bind(machine_id)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// Creates a worker for a newly enrolled machine (PENDING until it connects).
+pub async fn insert(
+    tx: &mut Tx,
+    id: &str,
+    facts: &MachineFacts,
+    cert_serial: &str,
+    cert_expires_at: i64,
+) -> AppResult<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO workers (id, name, machine_id, status, cert_serial, cert_expires_at,
+            enrolled_at, created_at, updated_at)
+         VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $6, $6)",
+    )
+    .bind(id)
+    .bind(&facts.hostname)
+    .bind(&facts.machine_id)
+    .bind(cert_serial)
+    .bind(cert_expires_at)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    write_facts(tx, id, facts).await
+}
+
+/// Records a machine's facts.
+pub async fn write_facts(tx: &mut Tx, id: &str, f: &MachineFacts) -> AppResult<()> {
+    sqlx::query(
+        "UPDATE workers SET name = $2, ip_address = $3, cpu_model = $4, cpu_cores = $5,
+            architecture = $6, memory_bytes = $7, storage_bytes = $8, os = $9, kernel_version = $10,
+            kubelet_version = $11, container_runtime = $12, agent_version = $13, updated_at = $14
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&f.hostname)
+    .bind(&f.ip_address)
+    .bind(&f.cpu_model)
+    .bind(i64::from(f.cpu_cores))
+    .bind(&f.architecture)
+    .bind(f.memory_bytes)
+    .bind(f.storage_bytes)
+    .bind(&f.os)
+    .bind(&f.kernel_version)
+    .bind(&f.kubelet_version)
+    .bind(&f.container_runtime)
+    .bind(&f.agent_version)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Replaces the certificate the worker may use (re-enrollment, renewal).
+pub async fn set_certificate(tx: &mut Tx, id: &str, serial: &str, expires_at: i64, enrolled: bool) -> AppResult<()> {
+    let now = now_ms();
+    sqlx::query(
+        "UPDATE workers SET cert_serial = $2, cert_expires_at = $3,
+            enrolled_at = CASE WHEN $4 THEN $5 ELSE enrolled_at END, updated_at = $5
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(serial)
+    .bind(expires_at)
+    .bind(enrolled)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A change of the facts a status follows from; `None` keeps a fact.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StateChange {
+    /// Maintenance on or off.
+    pub maintenance: Option<bool>,
+    /// Stream opened or closed.
+    pub online: Option<bool>,
+    /// Readiness reported.
+    pub ready: Option<bool>,
+    /// Cordoned or not.
+    pub cordoned: Option<bool>,
+}
+
+/// Applies `change` to worker `id`, re-deriving its status; None when the
+/// worker does not exist.
+pub async fn apply_state(tx: &mut Tx, id: &str, change: StateChange) -> AppResult<Option<WorkerRow>> {
+    let Some(row) = by_id(&mut **tx, id).await? else {
+        return Ok(None);
+    };
+    let mut f = row.facts();
+    f.maintenance = change.maintenance.unwrap_or(f.maintenance);
+    f.online = change.online.unwrap_or(f.online);
+    f.ready = change.ready.unwrap_or(f.ready);
+    f.ever_connected |= f.online;
+    let now = now_ms();
+    let row = sqlx::query_as(
+        "UPDATE workers SET status = $2, maintenance = $3, online = $4, ready = $5,
+            ever_connected = $6, cordoned = COALESCE($7, cordoned),
+            last_health_check_at = CASE WHEN $4 THEN $8 ELSE last_health_check_at END,
+            updated_at = $8
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(status::to_db(status::derive(f)))
+    .bind(f.maintenance)
+    .bind(f.online)
+    .bind(f.ready)
+    .bind(f.ever_connected)
+    .bind(change.cordoned)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row)
+}
+
+/// Records the K3s join hook's last error.
+pub async fn set_join_error(tx: &mut Tx, id: &str, error: &str) -> AppResult<()> {
+    sqlx::query("UPDATE workers SET k3s_join_error = $2 WHERE id = $1")
+        .bind(id)
+        .bind(error)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The last heartbeat of one worker, as the metrics flush writes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HeartbeatMetrics {
+    /// CPU use, percent.
+    pub cpu_used_percent: f64,
+    /// Memory in use.
+    pub memory_used_bytes: i64,
+    /// Disk in use.
+    pub storage_used_bytes: i64,
+    /// Pods running.
+    pub pod_count: i64,
+    /// Allocatable CPU.
+    pub allocatable_cpu_millicores: i64,
+    /// Allocatable memory.
+    pub allocatable_memory_bytes: i64,
+    /// Allocatable storage.
+    pub allocatable_storage_bytes: i64,
+    /// Allocatable pods.
+    pub allocatable_pods: i64,
+    /// When it arrived, Unix ms.
+    pub at: i64,
+}
+
+/// Writes a batch of heartbeat metrics in one transaction's statements.
+pub async fn write_metrics(tx: &mut Tx, batch: &[(String, HeartbeatMetrics)]) -> AppResult<()> {
+    for (id, m) in batch {
+        sqlx::query(
+            "UPDATE workers SET cpu_used_percent = $2, memory_used_bytes = $3,
+                storage_used_bytes = $4, pod_count = $5, allocatable_cpu_millicores = $6,
+                allocatable_memory_bytes = $7, allocatable_storage_bytes = $8,
+                allocatable_pods = $9, last_heartbeat_at = $10, last_health_check_at = $10
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(m.cpu_used_percent)
+        .bind(m.memory_used_bytes)
+        .bind(m.storage_used_bytes)
+        .bind(m.pod_count)
+        .bind(m.allocatable_cpu_millicores)
+        .bind(m.allocatable_memory_bytes)
+        .bind(m.allocatable_storage_bytes)
+        .bind(m.allocatable_pods)
+        .bind(m.at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Replaces the administrator's fields that are Some.
+pub async fn update_meta(
+    tx: &mut Tx,
+    id: &str,
+    labels: Option<&str>,
+    taints: Option<&str>,
+    notes: Option<&str>,
+) -> AppResult<Option<WorkerRow>> {
+    Ok(sqlx::query_as(
+        "UPDATE workers SET labels = COALESCE($2, labels), taints = COALESCE($3, taints),
+            notes = COALESCE($4, notes), updated_at = $5
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(labels)
+    .bind(taints)
+    .bind(notes)
+    .bind(now_ms())
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Deletes a worker; false when absent.
+pub async fn delete(tx: &mut Tx, id: &str) -> AppResult<bool> {
+    let done = sqlx::query("DELETE FROM workers WHERE id = $1").bind(id).execute(&mut **tx).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// At start-up no stream is open: every worker marked online goes offline
+/// (INACTIVE, or stays MAINTENANCE). Returns how many changed.
+pub async fn mark_all_offline(db: &Db) -> AppResult<u64> {
+    let mut tx = db.begin().await?;
+    let done = sqlx::query(
+        "UPDATE workers SET online = FALSE,
+            status = CASE WHEN maintenance THEN 'MAINTENANCE'
+                          WHEN ever_connected THEN 'INACTIVE' ELSE 'PENDING' END,
+            updated_at = $1
+         WHERE online OR status IN ('ACTIVE', 'NOT_READY')",
+    )
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
+
+/// What a listing keeps.
+#[derive(Debug, Default)]
+pub struct WorkerFilter {
+    /// Status to keep.
+    pub status: Option<WorkerStatus>,
+    /// Schedulable or not.
+    pub schedulable: Option<bool>,
+    /// Ready or not.
+    pub ready: Option<bool>,
+    /// Online or not.
+    pub online: Option<bool>,
+    /// Substring of name, IP or machine id.
+    pub search: String,
+}
+
+const FILTER: &str = "($1 = '' OR status = $1)
+    AND ($2 IS NULL OR (status = 'ACTIVE' AND NOT cordoned) = $2)
+    AND ($3 IS NULL OR ready = $3)
+    AND ($4 IS NULL OR online = $4)
+    AND ($5 = '' OR lower(name) LIKE $5 ESCAPE '\\' OR ip_address LIKE $5 ESCAPE '\\' OR lower(machine_id) LIKE $5 ESCAPE '\\')";
+
+/// One page of workers and the number matching.
+pub async fn list(db: &Db, f: &WorkerFilter, order: WorkerOrder, page: Page) -> AppResult<(Vec<WorkerRow>, i64)> {
+    let status = f.status.map(status::to_db).unwrap_or("");
+    let pattern = if f.search.is_empty() { String::new() } else { contains_pattern(&f.search) };
+    let order_by = match order {
+        WorkerOrder::CreatedAtDesc => "created_at DESC, id",
+        WorkerOrder::LastHeartbeatDesc => "last_heartbeat_at DESC, id",
+        WorkerOrder::NameAsc | WorkerOrder::Unspecified => "name, id",
+    };
+    let rows = sqlx::query_as(&format!(
+        "SELECT * FROM workers WHERE {FILTER} ORDER BY {order_by} LIMIT $6 OFFSET $7"
+    ))
+    .bind(status)
+    .bind(f.schedulable)
+    .bind(f.ready)
+    .bind(f.online)
+    .bind(&pattern)
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(db.read())
+    .await?;
+    let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM workers WHERE {FILTER}"))
+        .bind(status)
+        .bind(f.schedulable)
+        .bind(f.ready)
+        .bind(f.online)
+        .bind(&pattern)
+        .fetch_one(db.read())
+        .await?;
+    Ok((rows, total))
+}
+
+/// Fleet totals.
+#[derive(Debug, Default, FromRow)]
+#[allow(missing_docs)]
+pub struct FleetTotals {
+    pub total: i64,
+    pub online: i64,
+    pub schedulable: i64,
+    pub cpu_cores: i64,
+    pub memory_bytes: i64,
+    pub storage_bytes: i64,
+    pub max_pods: i64,
+    pub allocatable_cpu_millicores: i64,
+    pub allocatable_memory_bytes: i64,
+    pub allocatable_storage_bytes: i64,
+    pub allocatable_pods: i64,
+    pub used_cpu_millicores: f64,
+    pub memory_used_bytes: i64,
+    pub storage_used_bytes: i64,
+    pub pod_count: i64,
+}
+
+/// Fleet totals and the count per stored status.
+pub async fn stats(db: &Db) -> AppResult<(FleetTotals, Vec<(String, i64)>)> {
+    let totals = sqlx::query_as(
+        "SELECT COUNT(*) AS total,
+            COALESCE(SUM(CASE WHEN online THEN 1 ELSE 0 END), 0) AS online,
+            COALESCE(SUM(CASE WHEN status = 'ACTIVE' AND NOT cordoned THEN 1 ELSE 0 END), 0) AS schedulable,
+            COALESCE(SUM(cpu_cores), 0) AS cpu_cores,
+            COALESCE(SUM(memory_bytes), 0) AS memory_bytes,
+            COALESCE(SUM(storage_bytes), 0) AS storage_bytes,
+            COALESCE(SUM(max_pods), 0) AS max_pods,
+            COALESCE(SUM(allocatable_cpu_millicores), 0) AS allocatable_cpu_millicores,
+            COALESCE(SUM(allocatable_memory_bytes), 0) AS allocatable_memory_bytes,
+            COALESCE(SUM(allocatable_storage_bytes), 0) AS allocatable_storage_bytes,
+            COALESCE(SUM(allocatable_pods), 0) AS allocatable_pods,
+            COALESCE(SUM(cpu_used_percent * cpu_cores * 10.0), 0.0) AS used_cpu_millicores,
+            COALESCE(SUM(memory_used_bytes), 0) AS memory_used_bytes,
+            COALESCE(SUM(storage_used_bytes), 0) AS storage_used_bytes,
+            COALESCE(SUM(pod_count), 0) AS pod_count
+         FROM workers",
+    )
+    .fetch_one(db.read())
+    .await?;
+    let by_status = sqlx::query_as("SELECT status, COUNT(*) FROM workers GROUP BY status")
+        .fetch_all(db.read())
+        .await?;
+    Ok((totals, by_status))
+}
+
+/// An enrollment token as stored.
+#[derive(Debug, Clone, FromRow)]
+#[allow(missing_docs)]
+pub struct TokenRow {
+    pub id: String,
+    pub secret_hash: Vec<u8>,
+    pub description: String,
+    pub expires_at: i64,
+    pub max_uses: i64,
+    pub uses: i64,
+    pub revoked_at: Option<i64>,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+}
+
+/// Stores a token.
+pub async fn insert_token(tx: &mut Tx, t: &TokenRow) -> AppResult<()> {
+    sqlx::query(
+        "INSERT INTO enrollment_tokens (id, secret_hash, description, expires_at, max_uses, uses, created_by, created_at)
+         VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
+    )
+    .bind(&t.id)
+    .bind(&t.secret_hash)
+    .bind(&t.description)
+    .bind(t.expires_at)
+    .bind(t.max_uses)
+    .bind(&t.created_by)
+    .bind(t.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The token with this id.
+pub async fn token<'c>(exec: impl Executor<'c, Database = Database>, id: &str) -> AppResult<Option<TokenRow>> {
+    Ok(sqlx::query_as("SELECT * FROM enrollment_tokens WHERE id = $1")
+        .bind(id)
+        .fetch_optional(exec)
+        .await?)
+}
+
+/// Tokens, newest first; only usable ones unless `all`.
+pub async fn tokens(db: &Db, all: bool) -> AppResult<Vec<TokenRow>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM enrollment_tokens
+         WHERE $1 OR (revoked_at IS NULL AND expires_at > $2 AND (max_uses = 0 OR uses < max_uses))
+         ORDER BY created_at DESC",
+    )
+    .bind(all)
+    .bind(now_ms())
+    .fetch_all(db.read())
+    .await?)
+}
+
+/// Spends one use of a token, if it is still usable.
+pub async fn consume_token(tx: &mut Tx, id: &str) -> AppResult<bool> {
+    let done = sqlx::query(
+        "UPDATE enrollment_tokens SET uses = uses + 1
+         WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2 AND (max_uses = 0 OR uses < max_uses)",
+    )
+    .bind(id)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Revokes a token; None when absent.
+pub async fn revoke_token(tx: &mut Tx, id: &str) -> AppResult<Option<TokenRow>> {
+    Ok(sqlx::query_as(
+        "UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(now_ms())
+    .fetch_optional(&mut **tx)
+    .await?)
+}

@@ -1,0 +1,440 @@
+//! WorkerService: fleet administration, for administrators only.
+
+use std::{collections::BTreeMap, pin::Pin};
+
+use minispod_proto::v1::{self as pb, WorkerStatus, worker_service_server::WorkerService};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{
+    enrollment::new_token,
+    hub::{FleetHub, WorkerEvent},
+    queries::{self as workers_db, StateChange, TaintJson, TokenRow, WorkerFilter},
+    session::change_state,
+    status,
+};
+use crate::{
+    auth::AuthState,
+    error::{AppError, AppResult, Violations},
+    store::{Page, now_ms, timestamp},
+};
+
+/// The gRPC WorkerService.
+#[derive(Debug, Clone)]
+pub struct WorkerApi {
+    auth: AuthState,
+    hub: FleetHub,
+}
+
+impl WorkerApi {
+    /// The service over the fleet.
+    pub fn new(auth: AuthState, hub: FleetHub) -> Self {
+        WorkerApi { auth, hub }
+    }
+}
+
+fn require_id(id: &str) -> AppResult<()> {
+    if id.trim().is_empty() {
+        return Err(AppError::invalid("id", "is required"));
+    }
+    Ok(())
+}
+
+fn parse_status_filter(v: i32) -> AppResult<Option<WorkerStatus>> {
+    match WorkerStatus::try_from(v) {
+        Ok(WorkerStatus::Unspecified) => Ok(None),
+        Ok(s) => Ok(Some(s)),
+        Err(_) => Err(AppError::invalid("status", format!("unknown status {v}"))),
+    }
+}
+
+/// Kubernetes rules, simplified: keys are an optional DNS prefix and a name
+/// of at most 63 alphanumerics, dashes, dots and underscores; values at most
+/// 63 of the same.
+fn label_part_ok(s: &str, allow_empty: bool) -> bool {
+    if s.is_empty() {
+        return allow_empty;
+    }
+    s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn label_key_ok(k: &str) -> bool {
+    match k.rsplit_once('/') {
+        Some((prefix, name)) => {
+            prefix.len() <= 253
+                && !prefix.is_empty()
+                && prefix.split('.').all(|l| label_part_ok(l, false))
+                && label_part_ok(name, false)
+        }
+        None => label_part_ok(k, false),
+    }
+}
+
+impl WorkerApi {
+    async fn update(&self, r: pb::UpdateWorkerRequest) -> AppResult<pb::Worker> {
+        require_id(&r.id)?;
+        let mut v = Violations::new();
+        let labels = r.labels.map(|l| l.labels.into_iter().collect::<BTreeMap<_, _>>());
+        if let Some(labels) = &labels {
+            if labels.len() > 64 {
+                v.add("labels", "at most 64 labels");
+            }
+            for (k, val) in labels {
+                if !label_key_ok(k) || !label_part_ok(val, true) {
+                    v.add("labels", format!("{k:?}={val:?} is not a valid label"));
+                }
+            }
+        }
+        let taints = r.taints.map(|t| t.taints);
+        if let Some(taints) = &taints {
+            if taints.len() > 32 {
+                v.add("taints", "at most 32 taints");
+            }
+            for t in taints {
+                if !label_key_ok(&t.key) || !label_part_ok(&t.value, true) {
+                    v.add("taints", format!("{:?}={:?} is not a valid taint", t.key, t.value));
+                }
+                if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&t.effect.as_str()) {
+                    v.add("taints", format!("effect {:?} must be NoSchedule, PreferNoSchedule or NoExecute", t.effect));
+                }
+            }
+        }
+        if r.notes.as_ref().is_some_and(|n| n.chars().count() > 2000) {
+            v.add("notes", "must be at most 2000 characters");
+        }
+        v.finish()?;
+        let labels = labels.map(|l| serde_json::to_string(&l)).transpose().map_err(anyhow::Error::from)?;
+        let taints = taints
+            .map(|t| {
+                let t: Vec<TaintJson> = t
+                    .into_iter()
+                    .map(|t| TaintJson { key: t.key, value: t.value, effect: t.effect })
+                    .collect();
+                serde_json::to_string(&t)
+            })
+            .transpose()
+            .map_err(anyhow::Error::from)?;
+        let mut tx = self.hub.db().begin().await?;
+        let row = workers_db::update_meta(&mut tx, &r.id, labels.as_deref(), taints.as_deref(), r.notes.as_deref())
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no worker with id {:?}", r.id)))?;
+        tx.commit().await?;
+        self.hub.publish(&row);
+        Ok((&row).into())
+    }
+
+    async fn state(&self, id: &str, change: StateChange) -> AppResult<pb::Worker> {
+        require_id(id)?;
+        let row = change_state(&self.hub, id, change)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no worker with id {id:?}")))?;
+        Ok((&row).into())
+    }
+
+    async fn create_token(&self, admin: &str, r: pb::CreateEnrollmentTokenRequest) -> AppResult<pb::CreateEnrollmentTokenResponse> {
+        let mut v = Violations::new();
+        let ttl = if r.ttl_seconds == 0 { 86_400 } else { r.ttl_seconds };
+        if !(60..=31_536_000).contains(&ttl) {
+            v.add("ttl_seconds", "must be between 60 and 31536000");
+        }
+        if !(0..=100_000).contains(&r.max_uses) {
+            v.add("max_uses", "must be between 0 and 100000");
+        }
+        if r.description.chars().count() > 200 {
+            v.add("description", "must be at most 200 characters");
+        }
+        v.finish()?;
+        let (id, token, secret_hash) = new_token();
+        let now = now_ms();
+        let row = TokenRow {
+            id,
+            secret_hash,
+            description: r.description.trim().to_owned(),
+            expires_at: now + ttl * 1000,
+            max_uses: i64::from(r.max_uses),
+            uses: 0,
+            revoked_at: None,
+            created_by: Some(admin.to_owned()),
+            created_at: now,
+        };
+        let mut tx = self.hub.db().begin().await?;
+        workers_db::insert_token(&mut tx, &row).await?;
+        tx.commit().await?;
+        tracing::info!(by = admin, token_id = %row.id, ttl_seconds = ttl, max_uses = r.max_uses, "enrollment token created");
+        Ok(pb::CreateEnrollmentTokenResponse {
+            token,
+            enrollment_token: Some((&row).into()),
+        })
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchWorkersResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    async fn list_workers(
+        &self,
+        request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        self.auth.admin(&request).await?;
+        let r = request.into_inner();
+        let page = Page::parse(r.page_size, &r.page_token)?;
+        let order = pb::WorkerOrder::try_from(r.order_by)
+            .map_err(|_| AppError::invalid("order_by", format!("unknown order {}", r.order_by)))?;
+        if r.search.chars().count() > 200 {
+            return Err(AppError::invalid("search", "must be at most 200 characters").into());
+        }
+        let filter = WorkerFilter {
+            status: parse_status_filter(r.status)?,
+            schedulable: r.schedulable,
+            ready: r.ready,
+            online: r.online,
+            search: r.search.trim().to_owned(),
+        };
+        let (rows, total) = workers_db::list(self.hub.db(), &filter, order, page).await?;
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: rows.iter().map(Into::into).collect(),
+            next_page_token: page.next_token(total),
+            total_size: total,
+        }))
+    }
+
+    async fn get_worker(
+        &self,
+        request: Request<pb::GetWorkerRequest>,
+    ) -> Result<Response<pb::GetWorkerResponse>, Status> {
+        self.auth.admin(&request).await?;
+        let row = match &request.get_ref().lookup {
+            Some(pb::get_worker_request::Lookup::Id(id)) if !id.is_empty() => workers_db::require(self.hub.db().read(), id).await?,
+            Some(pb::get_worker_request::Lookup::Name(name)) if !name.is_empty() => workers_db::by_name(self.hub.db(), name)
+                .await?
+                .ok_or_else(|| AppError::NotFound(format!("no worker named {name:?}")))?,
+            _ => return Err(AppError::invalid("lookup", "give an id or a name").into()),
+        };
+        Ok(Response::new(pb::GetWorkerResponse { worker: Some((&row).into()) }))
+    }
+
+    async fn update_worker(
+        &self,
+        request: Request<pb::UpdateWorkerRequest>,
+    ) -> Result<Response<pb::UpdateWorkerResponse>, Status> {
+        self.auth.admin(&request).await?;
+        let worker = self.update(request.into_inner()).await?;
+        Ok(Response::new(pb::UpdateWorkerResponse { worker: Some(worker) }))
+    }
+
+    async fn delete_worker(
+        &self,
+        request: Request<pb::DeleteWorkerRequest>,
+    ) -> Result<Response<pb::DeleteWorkerResponse>, Status> {
+        let admin = self.auth.admin(&request).await?;
+        let id = &request.get_ref().id;
+        require_id(id)?;
+        let mut tx = self.hub.db().begin().await?;
+        if !workers_db::delete(&mut tx, id).await? {
+            return Err(AppError::NotFound(format!("no worker with id {id:?}")).into());
+        }
+        tx.commit().await.map_err(AppError::from)?;
+        // Deleting the row voids its certificate (Connect and Renew look the
+        // worker up); closing the stream ends the live session now.
+        self.hub.disconnect(id);
+        self.hub.publish_deleted(id);
+        tracing::info!(by = %admin.id, worker_id = %id, "worker deleted");
+        Ok(Response::new(pb::DeleteWorkerResponse {}))
+    }
+
+    async fn set_worker_status(
+        &self,
+        request: Request<pb::SetWorkerStatusRequest>,
+    ) -> Result<Response<pb::SetWorkerStatusResponse>, Status> {
+        self.auth.admin(&request).await?;
+        let r = request.into_inner();
+        let maintenance = match WorkerStatus::try_from(r.status) {
+            Ok(WorkerStatus::Maintenance) => true,
+            Ok(WorkerStatus::Active) => false,
+            _ => {
+                return Err(AppError::invalid(
+                    "status",
+                    "must be WORKER_STATUS_MAINTENANCE or WORKER_STATUS_ACTIVE (to leave maintenance)",
+                )
+                .into());
+            }
+        };
+        let worker = self
+            .state(&r.id, StateChange { maintenance: Some(maintenance), ..Default::default() })
+            .await?;
+        if maintenance {
+            self.hub.send_command(&r.id, pb::command::Command::Drain(true));
+        }
+        Ok(Response::new(pb::SetWorkerStatusResponse { worker: Some(worker) }))
+    }
+
+    async fn set_worker_schedulable(
+        &self,
+        request: Request<pb::SetWorkerSchedulableRequest>,
+    ) -> Result<Response<pb::SetWorkerSchedulableResponse>, Status> {
+        self.auth.admin(&request).await?;
+        let r = request.into_inner();
+        let worker = self
+            .state(&r.id, StateChange { cordoned: Some(!r.schedulable), ..Default::default() })
+            .await?;
+        Ok(Response::new(pb::SetWorkerSchedulableResponse { worker: Some(worker) }))
+    }
+
+    async fn get_worker_stats(
+        &self,
+        request: Request<pb::GetWorkerStatsRequest>,
+    ) -> Result<Response<pb::GetWorkerStatsResponse>, Status> {
+        self.auth.admin(&request).await?;
+        let (t, by) = workers_db::stats(self.hub.db()).await?;
+        let count = |s: WorkerStatus| by.iter().find(|(n, _)| n == status::to_db(s)).map_or(0, |(_, c)| *c);
+        let pct = |used: f64, cap: f64| if cap > 0.0 { (used / cap * 100.0).clamp(0.0, 100.0) } else { 0.0 };
+        let capacity_cpu = t.cpu_cores * 1000;
+        Ok(Response::new(pb::GetWorkerStatsResponse {
+            total: t.total,
+            online: t.online,
+            offline: t.total - t.online,
+            schedulable: t.schedulable,
+            by_status: [
+                WorkerStatus::Pending,
+                WorkerStatus::Active,
+                WorkerStatus::Inactive,
+                WorkerStatus::Maintenance,
+                WorkerStatus::NotReady,
+            ]
+            .into_iter()
+            .map(|s| pb::StatusCount { status: s as i32, count: count(s) })
+            .collect(),
+            capacity: Some(pb::WorkerResources {
+                cpu_millicores: capacity_cpu,
+                memory_bytes: t.memory_bytes,
+                storage_bytes: t.storage_bytes,
+                pods: t.max_pods,
+            }),
+            allocatable: Some(pb::WorkerResources {
+                cpu_millicores: t.allocatable_cpu_millicores,
+                memory_bytes: t.allocatable_memory_bytes,
+                storage_bytes: t.allocatable_storage_bytes,
+                pods: t.allocatable_pods,
+            }),
+            used: Some(pb::WorkerResources {
+                cpu_millicores: t.used_cpu_millicores.round() as i64,
+                memory_bytes: t.memory_used_bytes,
+                storage_bytes: t.storage_used_bytes,
+                pods: t.pod_count,
+            }),
+            cpu_utilization_percent: pct(t.used_cpu_millicores, capacity_cpu as f64),
+            memory_utilization_percent: pct(t.memory_used_bytes as f64, t.memory_bytes as f64),
+            storage_utilization_percent: pct(t.storage_used_bytes as f64, t.storage_bytes as f64),
+        }))
+    }
+
+    type WatchWorkersStream = WatchStream;
+
+    async fn watch_workers(
+        &self,
+        request: Request<pb::WatchWorkersRequest>,
+    ) -> Result<Response<Self::WatchWorkersStream>, Status> {
+        self.auth.admin(&request).await?;
+        // Subscribe before reading the snapshot, so no change falls between.
+        let mut events = self.hub.subscribe();
+        let db = self.hub.db().clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let event = |kind: pb::WorkerEventType, worker: pb::Worker, at: i64| pb::WatchWorkersResponse {
+                r#type: kind as i32,
+                worker: Some(worker),
+                observed_at: Some(timestamp(at)),
+            };
+            'snapshot: loop {
+                let mut page = Page { offset: 0, limit: 500 };
+                loop {
+                    let rows = match workers_db::list(&db, &WorkerFilter::default(), pb::WorkerOrder::NameAsc, page).await {
+                        Ok((rows, _)) => rows,
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::from(e))).await;
+                            return;
+                        }
+                    };
+                    let n = rows.len() as i64;
+                    for row in &rows {
+                        if tx.send(Ok(event(pb::WorkerEventType::Snapshot, row.into(), now_ms()))).await.is_err() {
+                            return;
+                        }
+                    }
+                    if n < page.limit {
+                        break;
+                    }
+                    page.offset += n;
+                }
+                if tx.send(Ok(event(pb::WorkerEventType::SnapshotEnd, pb::Worker::default(), now_ms()))).await.is_err() {
+                    return;
+                }
+                loop {
+                    let item = tokio::select! {
+                        item = events.recv() => item,
+                        // A send that fails means the client left.
+                        () = tx.closed() => return,
+                    };
+                    let msg = match item {
+                        Ok((WorkerEvent::Upserted(w), at)) => event(pb::WorkerEventType::Upserted, *w, at),
+                        Ok((WorkerEvent::Deleted(id), at)) => {
+                            event(pb::WorkerEventType::Deleted, pb::Worker { id, ..Default::default() }, at)
+                        }
+                        // Too slow to keep up: start over with a fresh snapshot.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue 'snapshot,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn create_enrollment_token(
+        &self,
+        request: Request<pb::CreateEnrollmentTokenRequest>,
+    ) -> Result<Response<pb::CreateEnrollmentTokenResponse>, Status> {
+        let admin = self.auth.admin(&request).await?;
+        let r = self.create_token(&admin.id, request.into_inner()).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_enrollment_tokens(
+        &self,
+        request: Request<pb::ListEnrollmentTokensRequest>,
+    ) -> Result<Response<pb::ListEnrollmentTokensResponse>, Status> {
+        self.auth.admin(&request).await?;
+        let rows = workers_db::tokens(self.hub.db(), request.get_ref().include_inactive).await?;
+        Ok(Response::new(pb::ListEnrollmentTokensResponse {
+            enrollment_tokens: rows.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn revoke_enrollment_token(
+        &self,
+        request: Request<pb::RevokeEnrollmentTokenRequest>,
+    ) -> Result<Response<pb::RevokeEnrollmentTokenResponse>, Status> {
+        let admin = self.auth.admin(&request).await?;
+        let id = &request.get_ref().id;
+        if id.is_empty() {
+            return Err(AppError::invalid("id", "is required").into());
+        }
+        let mut tx = self.hub.db().begin().await?;
+        let row = workers_db::revoke_token(&mut tx, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no enrollment token with id {id:?}")))?;
+        tx.commit().await.map_err(AppError::from)?;
+        tracing::info!(by = %admin.id, token_id = %id, "enrollment token revoked");
+        Ok(Response::new(pb::RevokeEnrollmentTokenResponse {
+            enrollment_token: Some((&row).into()),
+        }))
+    }
+}

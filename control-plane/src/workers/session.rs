@@ -1,0 +1,196 @@
+//! One agent stream, from hello to goodbye.
+//!
+//! `run` owns the stream: it waits for the hello, marks the worker online,
+//! answers heartbeats, forwards administrators' commands, and when the
+//! stream ends for any reason — EOF, reset, an HTTP/2 keepalive timeout, a
+//! silence longer than the heartbeat deadline, or a newer stream replacing
+//! it — marks the worker offline at once (unless a newer stream took over).
+
+use std::{net::IpAddr, time::Instant};
+
+use minispod_proto::v1::{
+    self as pb, ConnectRequest, ConnectResponse, connect_request, connect_response,
+};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use super::{
+    hub::FleetHub,
+    queries::{self as workers_db, HeartbeatMetrics, StateChange, WorkerRow},
+};
+use crate::{
+    error::{AppError, AppResult},
+    store::now_ms,
+};
+
+/// Why a stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The agent closed its side.
+    Closed,
+    /// The transport failed (reset, keepalive timeout, ...).
+    Broken(String),
+    /// No message within the heartbeat deadline.
+    Silent,
+    /// A newer stream of the same worker, or a deletion, replaced it.
+    Replaced,
+    /// The agent broke the protocol.
+    Protocol(String),
+}
+
+/// Serves one stream of `worker` until it ends, then marks the worker
+/// offline if this was still its current stream.
+pub async fn run(
+    hub: FleetHub,
+    worker: WorkerRow,
+    peer_ip: Option<IpAddr>,
+    mut inbound: Streaming<ConnectRequest>,
+    out: mpsc::Sender<Result<ConnectResponse, Status>>,
+) {
+    let started = Instant::now();
+    let worker_id = worker.id.clone();
+    let mut reg = hub.register(&worker_id);
+    let deadline = hub.config().silence_deadline();
+
+    let reason = async {
+        // The hello must come first, within the deadline.
+        let hello = match tokio::time::timeout(deadline, inbound.message()).await {
+            Err(_) => return EndReason::Silent,
+            Ok(Err(e)) => return EndReason::Broken(e.message().to_owned()),
+            Ok(Ok(None)) => return EndReason::Closed,
+            Ok(Ok(Some(ConnectRequest {
+                message: Some(connect_request::Message::Hello(h)),
+            }))) => h,
+            Ok(Ok(Some(_))) => return EndReason::Protocol("the first message must be a hello".into()),
+        };
+        let status = match go_online(&hub, &worker, peer_ip, hello).await {
+            Ok(row) => row.status,
+            Err(AppError::PermissionDenied(m)) => {
+                let _ = out.send(Err(Status::permission_denied(m.clone()))).await;
+                return EndReason::Protocol(m);
+            }
+            Err(e) => return EndReason::Broken(format!("store: {e}")),
+        };
+        let welcome = ConnectResponse {
+            message: Some(connect_response::Message::Welcome(pb::Welcome {
+                worker_id: worker_id.clone(),
+                heartbeat_interval_seconds: hub.config().heartbeat_interval.as_secs().max(1) as i32,
+                status: super::status::from_db(&status) as i32,
+            })),
+        };
+        if out.send(Ok(welcome)).await.is_err() {
+            return EndReason::Closed;
+        }
+        let mut ready = worker.ready;
+        loop {
+            tokio::select! {
+                () = reg.stop.notified() => return EndReason::Replaced,
+                Some(cmd) = reg.commands.recv() => {
+                    if out.send(Ok(cmd)).await.is_err() {
+                        return EndReason::Closed;
+                    }
+                }
+                msg = tokio::time::timeout(deadline, inbound.message()) => {
+                    let beat = match msg {
+                        Err(_) => return EndReason::Silent,
+                        Ok(Err(e)) => return EndReason::Broken(e.message().to_owned()),
+                        Ok(Ok(None)) => return EndReason::Closed,
+                        Ok(Ok(Some(ConnectRequest { message: Some(connect_request::Message::Heartbeat(b)) }))) => b,
+                        Ok(Ok(Some(_))) => return EndReason::Protocol("expected a heartbeat".into()),
+                    };
+                    if beat.ready != ready {
+                        // Readiness is a status change: written at once.
+                        ready = beat.ready;
+                        if let Err(e) = change_state(&hub, &worker_id, StateChange { ready: Some(ready), ..Default::default() }).await {
+                            return EndReason::Broken(format!("store: {e}"));
+                        }
+                    }
+                    hub.record_heartbeat(&worker_id, metrics_of(&beat));
+                    let ack = ConnectResponse {
+                        message: Some(connect_response::Message::Ack(pb::HeartbeatAck { sequence: beat.sequence })),
+                    };
+                    if out.send(Ok(ack)).await.is_err() {
+                        return EndReason::Closed;
+                    }
+                }
+            }
+        }
+    }
+    .await;
+
+    if hub.unregister(&worker_id, reg.session_id) {
+        match change_state(&hub, &worker_id, StateChange { online: Some(false), ..Default::default() }).await {
+            Ok(_) => tracing::info!(worker_id, ?reason, held_for = ?started.elapsed(), "worker offline"),
+            Err(e) => tracing::error!(worker_id, error = %e, "could not mark worker offline"),
+        }
+    } else {
+        tracing::debug!(worker_id, ?reason, "stream ended after being replaced");
+    }
+}
+
+/// Applies a state change at once and tells watchers.
+pub async fn change_state(hub: &FleetHub, worker_id: &str, change: StateChange) -> AppResult<Option<WorkerRow>> {
+    let mut tx = hub.db().begin().await?;
+    let row = workers_db::apply_state(&mut tx, worker_id, change).await?;
+    tx.commit().await?;
+    if let Some(row) = &row {
+        hub.publish(row);
+    }
+    Ok(row)
+}
+
+async fn go_online(
+    hub: &FleetHub,
+    worker: &WorkerRow,
+    peer_ip: Option<IpAddr>,
+    hello: pb::Hello,
+) -> AppResult<WorkerRow> {
+    let mut facts = hello.facts.unwrap_or_default();
+    super::enrollment::validate_facts(&facts).map_err(|e| AppError::PermissionDenied(format!("hello: {e}")))?;
+    if facts.machine_id != worker.machine_id {
+        // The certificate belongs to another machine: a copied identity.
+        return Err(AppError::PermissionDenied(
+            "this certificate was issued to another machine".into(),
+        ));
+    }
+    if facts.ip_address.is_empty() {
+        facts.ip_address = peer_ip.map(|i| i.to_string()).unwrap_or_default();
+    }
+    let mut tx = hub.db().begin().await?;
+    workers_db::write_facts(&mut tx, &worker.id, &facts).await?;
+    workers_db::set_join_error(&mut tx, &worker.id, &truncate(&hello.k3s_join_error, 2000)).await?;
+    let row = workers_db::apply_state(
+        &mut tx,
+        &worker.id,
+        StateChange {
+            online: Some(true),
+            ready: Some(hello.ready),
+            ..Default::default()
+        },
+    )
+    .await?
+    .ok_or_else(|| AppError::PermissionDenied("the worker was deleted".into()))?;
+    tx.commit().await?;
+    hub.publish(&row);
+    tracing::info!(worker_id = %row.id, name = %row.name, status = %row.status, "worker online");
+    Ok(row)
+}
+
+fn metrics_of(b: &pb::Heartbeat) -> HeartbeatMetrics {
+    let a = b.allocatable.unwrap_or_default();
+    HeartbeatMetrics {
+        cpu_used_percent: if b.cpu_used_percent.is_finite() { b.cpu_used_percent.clamp(0.0, 100.0) } else { 0.0 },
+        memory_used_bytes: b.memory_used_bytes.max(0),
+        storage_used_bytes: b.storage_used_bytes.max(0),
+        pod_count: i64::from(b.pod_count.max(0)),
+        allocatable_cpu_millicores: a.cpu_millicores.max(0),
+        allocatable_memory_bytes: a.memory_bytes.max(0),
+        allocatable_storage_bytes: a.storage_bytes.max(0),
+        allocatable_pods: a.pods.max(0),
+        at: now_ms(),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}

@@ -1,0 +1,89 @@
+//! The worker status state machine.
+//!
+//! The status is never set directly: it follows from four facts, so no
+//! sequence of events can leave it inconsistent with them.
+
+use minispod_proto::v1::WorkerStatus;
+
+/// The facts a worker's status follows from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatusFacts {
+    /// An administrator put the worker in maintenance.
+    pub maintenance: bool,
+    /// Its stream is open.
+    pub online: bool,
+    /// The agent reports ready.
+    pub ready: bool,
+    /// It ever opened a stream.
+    pub ever_connected: bool,
+}
+
+/// MAINTENANCE wins (it survives reconnects); otherwise the stream decides:
+/// open and ready is ACTIVE, open and not ready NOT_READY, closed INACTIVE,
+/// never opened PENDING.
+pub fn derive(f: StatusFacts) -> WorkerStatus {
+    match f {
+        StatusFacts { maintenance: true, .. } => WorkerStatus::Maintenance,
+        StatusFacts { online: true, ready: true, .. } => WorkerStatus::Active,
+        StatusFacts { online: true, ready: false, .. } => WorkerStatus::NotReady,
+        StatusFacts { ever_connected: false, .. } => WorkerStatus::Pending,
+        _ => WorkerStatus::Inactive,
+    }
+}
+
+/// The status's name as stored.
+pub fn to_db(s: WorkerStatus) -> &'static str {
+    match s {
+        WorkerStatus::Pending => "PENDING",
+        WorkerStatus::Active => "ACTIVE",
+        WorkerStatus::Maintenance => "MAINTENANCE",
+        WorkerStatus::NotReady => "NOT_READY",
+        WorkerStatus::Inactive | WorkerStatus::Unspecified => "INACTIVE",
+    }
+}
+
+/// The stored name as a status.
+pub fn from_db(s: &str) -> WorkerStatus {
+    match s {
+        "PENDING" => WorkerStatus::Pending,
+        "ACTIVE" => WorkerStatus::Active,
+        "MAINTENANCE" => WorkerStatus::Maintenance,
+        "NOT_READY" => WorkerStatus::NotReady,
+        _ => WorkerStatus::Inactive,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_combination_has_the_documented_status() {
+        for bits in 0..16u8 {
+            let f = StatusFacts {
+                maintenance: bits & 1 != 0,
+                online: bits & 2 != 0,
+                ready: bits & 4 != 0,
+                ever_connected: bits & 8 != 0,
+            };
+            let s = derive(f);
+            if f.maintenance {
+                assert_eq!(s, WorkerStatus::Maintenance);
+            } else if f.online {
+                assert_eq!(s == WorkerStatus::Active, f.ready, "{f:?}");
+            } else {
+                assert!(matches!(s, WorkerStatus::Inactive | WorkerStatus::Pending), "{f:?}");
+            }
+            assert_eq!(from_db(to_db(s)), s);
+        }
+    }
+
+    #[test]
+    fn losing_the_stream_always_leaves_active_and_not_ready() {
+        let up = StatusFacts { online: true, ready: true, ever_connected: true, ..Default::default() };
+        assert_eq!(derive(up), WorkerStatus::Active);
+        assert_eq!(derive(StatusFacts { online: false, ..up }), WorkerStatus::Inactive);
+        let maint = StatusFacts { maintenance: true, ..up };
+        assert_eq!(derive(StatusFacts { online: false, ..maint }), WorkerStatus::Maintenance);
+    }
+}
