@@ -177,7 +177,9 @@ impl Pki {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| format!("is not a PEM certificate signing request: {e}"))?;
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, worker_id);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, worker_id);
         params
             .distinguished_name
             .push(DnType::OrganizationName, "MiniSpod workers");
@@ -226,7 +228,11 @@ pub fn peer_identity(der: &[u8]) -> Option<PeerIdentity> {
         .to_owned();
     let raw = cert.raw_serial();
     // DER may carry a leading zero byte to keep the integer positive.
-    let raw = if raw.len() > 1 && raw[0] == 0 { &raw[1..] } else { raw };
+    let raw = if raw.len() > 1 && raw[0] == 0 {
+        &raw[1..]
+    } else {
+        raw
+    };
     Some(PeerIdentity {
         worker_id: cn,
         serial: hex(raw),
@@ -313,7 +319,8 @@ mod tests {
         let pki = Pki::load_or_create(&dir, &[]).unwrap();
         let key = KeyPair::generate().unwrap();
         let mut req = CertificateParams::new(vec!["evil.example".into()]).unwrap();
-        req.distinguished_name.push(DnType::CommonName, "someone-else");
+        req.distinguished_name
+            .push(DnType::CommonName, "someone-else");
         let csr = req.serialize_request(&key).unwrap().pem().unwrap();
         let issued = pki
             .sign_worker_csr(&csr, "worker-1", std::time::Duration::from_secs(3600))
@@ -322,7 +329,10 @@ mod tests {
         let id = peer_identity(&der).unwrap();
         assert_eq!(id.worker_id, "worker-1");
         assert_eq!(id.serial, issued.serial);
-        assert!(pki.sign_worker_csr("garbage", "w", std::time::Duration::from_secs(60)).is_err());
+        assert!(
+            pki.sign_worker_csr("garbage", "w", std::time::Duration::from_secs(60))
+                .is_err()
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -119,7 +119,10 @@ impl Application {
         // its agent reconnects.
         let stale = workers_db::mark_all_offline(&auth.db).await?;
         if stale > 0 {
-            tracing::info!(workers = stale, "marked workers without a live stream INACTIVE");
+            tracing::info!(
+                workers = stale,
+                "marked workers without a live stream INACTIVE"
+            );
         }
         let hub = FleetHub::new(
             auth.db.clone(),
@@ -351,7 +354,8 @@ fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
 /// Enrollment settings from the command line, reading the secret files.
 fn enrollment_config(args: &ServeArgs) -> anyhow::Result<EnrollmentConfig> {
     let read = |path: &std::path::Path| -> anyhow::Result<String> {
-        let s = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let s =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
         let s = s.trim().to_owned();
         anyhow::ensure!(!s.is_empty(), "{} is empty", path.display());
         Ok(s)
@@ -359,7 +363,11 @@ fn enrollment_config(args: &ServeArgs) -> anyhow::Result<EnrollmentConfig> {
     let static_token_hash = match &args.enrollment_token_file {
         Some(p) => {
             let token = read(p)?;
-            anyhow::ensure!(token.len() >= 16, "the enrollment token in {} is shorter than 16 characters", p.display());
+            anyhow::ensure!(
+                token.len() >= 16,
+                "the enrollment token in {} is shorter than 16 characters",
+                p.display()
+            );
             Some(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into())
         }
         None => None,

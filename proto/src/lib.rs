@@ -17,3 +17,6 @@ impl v1::Role {
         self.as_str_name().trim_start_matches("ROLE_")
     }
 }
+
+/// The well-known types the generated code uses (Timestamp, ...).
+pub use prost_types;

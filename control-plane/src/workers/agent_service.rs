@@ -66,7 +66,10 @@ impl AgentService for AgentApi {
         request: Request<pb::RenewCertificateRequest>,
     ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
         let (_, worker) = self.enrollment.authenticate_peer(&request).await?;
-        let r = self.enrollment.renew(&worker, &request.get_ref().csr_pem).await?;
+        let r = self
+            .enrollment
+            .renew(&worker, &request.get_ref().csr_pem)
+            .await?;
         Ok(Response::new(r))
     }
 }

@@ -73,7 +73,10 @@ pub fn validate_facts(f: &MachineFacts) -> Result<(), String> {
     }
     if f.machine_id.is_empty()
         || f.machine_id.len() > 128
-        || !f.machine_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || !f
+            .machine_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err("machine_id must be 1 to 128 letters, digits, dashes or underscores".into());
     }
@@ -102,7 +105,12 @@ impl Enrollment {
     pub fn new(hub: FleetHub, pki: Arc<Pki>, config: EnrollmentConfig) -> Self {
         let per = Duration::from_secs(1) / config.rate_per_second.max(1);
         let limiter = Arc::new(RateLimiter::new(config.rate_burst, per));
-        Enrollment { hub, pki, config, limiter }
+        Enrollment {
+            hub,
+            pki,
+            config,
+            limiter,
+        }
     }
 
     /// The CA chain handed to agents.
@@ -126,7 +134,9 @@ impl Enrollment {
         let row = workers_db::token(self.hub.db().read(), id).await?;
         // Compare against a dummy when the id is unknown, so timing does not
         // tell which ids exist.
-        let stored = row.as_ref().map_or(vec![0u8; 32], |r| r.secret_hash.clone());
+        let stored = row
+            .as_ref()
+            .map_or(vec![0u8; 32], |r| r.secret_hash.clone());
         let given = Sha256::digest(secret.as_bytes());
         let matches = bool::from(given[..].ct_eq(&stored));
         let Some(row) = row.filter(|_| matches) else {
@@ -145,12 +155,18 @@ impl Enrollment {
     }
 
     /// Admits a machine (see AgentService.Enroll).
-    pub async fn enroll(&self, ip: Option<IpAddr>, r: pb::EnrollRequest) -> AppResult<pb::EnrollResponse> {
+    pub async fn enroll(
+        &self,
+        ip: Option<IpAddr>,
+        r: pb::EnrollRequest,
+    ) -> AppResult<pb::EnrollResponse> {
         let key = ip.map(|i| i.to_string()).unwrap_or_default();
-        self.limiter.take(&key).map_err(|wait| AppError::ResourceExhausted {
-            message: "too many enrollments from this address".into(),
-            retry_after: Some(wait),
-        })?;
+        self.limiter
+            .take(&key)
+            .map_err(|wait| AppError::ResourceExhausted {
+                message: "too many enrollments from this address".into(),
+                retry_after: Some(wait),
+            })?;
         let mut v = Violations::new();
         if r.token.is_empty() {
             v.add("token", "is required");
@@ -170,7 +186,9 @@ impl Enrollment {
             && !workers_db::consume_token(&mut tx, id).await?
         {
             // Spent or revoked between the check and now.
-            return Err(AppError::Unauthenticated("enrollment token is used up".into()));
+            return Err(AppError::Unauthenticated(
+                "enrollment token is used up".into(),
+            ));
         }
         let existing = workers_db::by_machine_id(&mut tx, &facts.machine_id).await?;
         let worker_id = existing.as_ref().map_or_else(new_id, |w| w.id.clone());
@@ -180,9 +198,23 @@ impl Enrollment {
             .map_err(|e| AppError::invalid("csr_pem", e))?;
         if existing.is_some() {
             workers_db::write_facts(&mut tx, &worker_id, &facts).await?;
-            workers_db::set_certificate(&mut tx, &worker_id, &cert.serial, cert.expires_at_ms, true).await?;
+            workers_db::set_certificate(
+                &mut tx,
+                &worker_id,
+                &cert.serial,
+                cert.expires_at_ms,
+                true,
+            )
+            .await?;
         } else {
-            workers_db::insert(&mut tx, &worker_id, &facts, &cert.serial, cert.expires_at_ms).await?;
+            workers_db::insert(
+                &mut tx,
+                &worker_id,
+                &facts,
+                &cert.serial,
+                cert.expires_at_ms,
+            )
+            .await?;
         }
         let row = workers_db::require(&mut *tx, &worker_id).await?;
         tx.commit().await?;
@@ -197,14 +229,18 @@ impl Enrollment {
             certificate_expires_at: Some(timestamp(cert.expires_at_ms)),
             k3s_server_url: self.config.k3s_server_url.clone(),
             k3s_token: self.config.k3s_token.clone(),
-            heartbeat_interval_seconds: self.hub.config().heartbeat_interval.as_secs().max(1) as i32,
+            heartbeat_interval_seconds: self.hub.config().heartbeat_interval.as_secs().max(1)
+                as i32,
         })
     }
 
     /// The worker behind the request's client certificate. The TLS layer
     /// verified the chain against the CA; here the certificate must still be
     /// the one the store accepts for an existing worker.
-    pub async fn authenticate_peer<T>(&self, request: &Request<T>) -> AppResult<(PeerIdentity, WorkerRow)> {
+    pub async fn authenticate_peer<T>(
+        &self,
+        request: &Request<T>,
+    ) -> AppResult<(PeerIdentity, WorkerRow)> {
         let certs = request
             .peer_certs()
             .ok_or_else(|| AppError::Unauthenticated("a client certificate is required".into()))?;
@@ -215,23 +251,38 @@ impl Enrollment {
         let worker = workers_db::by_id(self.hub.db().read(), &identity.worker_id)
             .await?
             .ok_or_else(|| AppError::PermissionDenied("the worker was deleted".into()))?;
-        if !bool::from(worker.cert_serial.as_bytes().ct_eq(identity.serial.as_bytes())) {
-            return Err(AppError::PermissionDenied("the certificate was revoked or replaced".into()));
+        if !bool::from(
+            worker
+                .cert_serial
+                .as_bytes()
+                .ct_eq(identity.serial.as_bytes()),
+        ) {
+            return Err(AppError::PermissionDenied(
+                "the certificate was revoked or replaced".into(),
+            ));
         }
         Ok((identity, worker))
     }
 
     /// Signs a fresh certificate for an authenticated worker.
-    pub async fn renew(&self, worker: &WorkerRow, csr_pem: &str) -> AppResult<pb::RenewCertificateResponse> {
+    pub async fn renew(
+        &self,
+        worker: &WorkerRow,
+        csr_pem: &str,
+    ) -> AppResult<pb::RenewCertificateResponse> {
         if csr_pem.is_empty() || csr_pem.len() > 16 * 1024 {
-            return Err(AppError::invalid("csr_pem", "must be a PEM CSR of at most 16 KiB"));
+            return Err(AppError::invalid(
+                "csr_pem",
+                "must be a PEM CSR of at most 16 KiB",
+            ));
         }
         let cert = self
             .pki
             .sign_worker_csr(csr_pem, &worker.id, self.config.cert_ttl)
             .map_err(|e| AppError::invalid("csr_pem", e))?;
         let mut tx = self.hub.db().begin().await?;
-        workers_db::set_certificate(&mut tx, &worker.id, &cert.serial, cert.expires_at_ms, false).await?;
+        workers_db::set_certificate(&mut tx, &worker.id, &cert.serial, cert.expires_at_ms, false)
+            .await?;
         tx.commit().await?;
         tracing::info!(worker_id = %worker.id, "worker certificate renewed");
         Ok(pb::RenewCertificateResponse {
@@ -273,11 +324,39 @@ mod tests {
 
     #[test]
     fn facts_are_bounded() {
-        let ok = MachineFacts { hostname: "w1".into(), machine_id: "abc123".into(), ..Default::default() };
+        let ok = MachineFacts {
+            hostname: "w1".into(),
+            machine_id: "abc123".into(),
+            ..Default::default()
+        };
         assert!(validate_facts(&ok).is_ok());
-        assert!(validate_facts(&MachineFacts { hostname: String::new(), ..ok.clone() }).is_err());
-        assert!(validate_facts(&MachineFacts { machine_id: "../etc".into(), ..ok.clone() }).is_err());
-        assert!(validate_facts(&MachineFacts { os: "x".repeat(300), ..ok.clone() }).is_err());
-        assert!(validate_facts(&MachineFacts { memory_bytes: -1, ..ok }).is_err());
+        assert!(
+            validate_facts(&MachineFacts {
+                hostname: String::new(),
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            validate_facts(&MachineFacts {
+                machine_id: "../etc".into(),
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            validate_facts(&MachineFacts {
+                os: "x".repeat(300),
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            validate_facts(&MachineFacts {
+                memory_bytes: -1,
+                ..ok
+            })
+            .is_err()
+        );
     }
 }

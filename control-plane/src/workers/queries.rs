@@ -85,7 +85,10 @@ pub struct TaintJson {
 }
 
 /// The worker with this id.
-pub async fn by_id<'c>(exec: impl Executor<'c, Database = Database>, id: &str) -> AppResult<Option<WorkerRow>> {
+pub async fn by_id<'c>(
+    exec: impl Executor<'c, Database = Database>,
+    id: &str,
+) -> AppResult<Option<WorkerRow>> {
     Ok(sqlx::query_as("SELECT * FROM workers WHERE id = $1")
         .bind(id)
         .fetch_optional(exec)
@@ -93,7 +96,10 @@ pub async fn by_id<'c>(exec: impl Executor<'c, Database = Database>, id: &str) -
 }
 
 /// The worker with this id, or NOT_FOUND.
-pub async fn require<'c>(exec: impl Executor<'c, Database = Database>, id: &str) -> AppResult<WorkerRow> {
+pub async fn require<'c>(
+    exec: impl Executor<'c, Database = Database>,
+    id: &str,
+) -> AppResult<WorkerRow> {
     by_id(exec, id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("no worker with id {id:?}")))
@@ -101,18 +107,22 @@ pub async fn require<'c>(exec: impl Executor<'c, Database = Database>, id: &str)
 
 /// The most recently enrolled worker with this name.
 pub async fn by_name(db: &Db, name: &str) -> AppResult<Option<WorkerRow>> {
-    Ok(sqlx::query_as("SELECT * FROM workers WHERE name = $1 ORDER BY enrolled_at DESC LIMIT 1")
-        .bind(name)
-        .fetch_optional(db.read())
-        .await?)
+    Ok(
+        sqlx::query_as("SELECT * FROM workers WHERE name = $1 ORDER BY enrolled_at DESC LIMIT 1")
+            .bind(name)
+            .fetch_optional(db.read())
+            .await?,
+    )
 }
 
 /// The worker of this machine.
 pub async fn by_machine_id(tx: &mut Tx, machine_id: &str) -> AppResult<Option<WorkerRow>> {
-    Ok(sqlx::query_as("SELECT * FROM workers WHERE machine_id = $1")
-        .bind(machine_id)
-        .fetch_optional(&mut **tx)
-        .await?)
+    Ok(
+        sqlx::query_as("SELECT * FROM workers WHERE machine_id = $1")
+            .bind(machine_id)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
 }
 
 /// Creates a worker for a newly enrolled machine (PENDING until it connects).
@@ -168,7 +178,13 @@ pub async fn write_facts(tx: &mut Tx, id: &str, f: &MachineFacts) -> AppResult<(
 }
 
 /// Replaces the certificate the worker may use (re-enrollment, renewal).
-pub async fn set_certificate(tx: &mut Tx, id: &str, serial: &str, expires_at: i64, enrolled: bool) -> AppResult<()> {
+pub async fn set_certificate(
+    tx: &mut Tx,
+    id: &str,
+    serial: &str,
+    expires_at: i64,
+    enrolled: bool,
+) -> AppResult<()> {
     let now = now_ms();
     sqlx::query(
         "UPDATE workers SET cert_serial = $2, cert_expires_at = $3,
@@ -200,7 +216,11 @@ pub struct StateChange {
 
 /// Applies `change` to worker `id`, re-deriving its status; None when the
 /// worker does not exist.
-pub async fn apply_state(tx: &mut Tx, id: &str, change: StateChange) -> AppResult<Option<WorkerRow>> {
+pub async fn apply_state(
+    tx: &mut Tx,
+    id: &str,
+    change: StateChange,
+) -> AppResult<Option<WorkerRow>> {
     let Some(row) = by_id(&mut **tx, id).await? else {
         return Ok(None);
     };
@@ -313,7 +333,10 @@ pub async fn update_meta(
 
 /// Deletes a worker; false when absent.
 pub async fn delete(tx: &mut Tx, id: &str) -> AppResult<bool> {
-    let done = sqlx::query("DELETE FROM workers WHERE id = $1").bind(id).execute(&mut **tx).await?;
+    let done = sqlx::query("DELETE FROM workers WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -357,9 +380,18 @@ const FILTER: &str = "($1 = '' OR status = $1)
     AND ($5 = '' OR lower(name) LIKE $5 ESCAPE '\\' OR ip_address LIKE $5 ESCAPE '\\' OR lower(machine_id) LIKE $5 ESCAPE '\\')";
 
 /// One page of workers and the number matching.
-pub async fn list(db: &Db, f: &WorkerFilter, order: WorkerOrder, page: Page) -> AppResult<(Vec<WorkerRow>, i64)> {
+pub async fn list(
+    db: &Db,
+    f: &WorkerFilter,
+    order: WorkerOrder,
+    page: Page,
+) -> AppResult<(Vec<WorkerRow>, i64)> {
     let status = f.status.map(status::to_db).unwrap_or("");
-    let pattern = if f.search.is_empty() { String::new() } else { contains_pattern(&f.search) };
+    let pattern = if f.search.is_empty() {
+        String::new()
+    } else {
+        contains_pattern(&f.search)
+    };
     let order_by = match order {
         WorkerOrder::CreatedAtDesc => "created_at DESC, id",
         WorkerOrder::LastHeartbeatDesc => "last_heartbeat_at DESC, id",
@@ -471,11 +503,16 @@ pub async fn insert_token(tx: &mut Tx, t: &TokenRow) -> AppResult<()> {
 }
 
 /// The token with this id.
-pub async fn token<'c>(exec: impl Executor<'c, Database = Database>, id: &str) -> AppResult<Option<TokenRow>> {
-    Ok(sqlx::query_as("SELECT * FROM enrollment_tokens WHERE id = $1")
-        .bind(id)
-        .fetch_optional(exec)
-        .await?)
+pub async fn token<'c>(
+    exec: impl Executor<'c, Database = Database>,
+    id: &str,
+) -> AppResult<Option<TokenRow>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM enrollment_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(exec)
+            .await?,
+    )
 }
 
 /// Tokens, newest first; only usable ones unless `all`.

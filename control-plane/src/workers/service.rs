@@ -56,7 +56,8 @@ fn label_part_ok(s: &str, allow_empty: bool) -> bool {
         return allow_empty;
     }
     s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -77,7 +78,9 @@ impl WorkerApi {
     async fn update(&self, r: pb::UpdateWorkerRequest) -> AppResult<pb::Worker> {
         require_id(&r.id)?;
         let mut v = Violations::new();
-        let labels = r.labels.map(|l| l.labels.into_iter().collect::<BTreeMap<_, _>>());
+        let labels = r
+            .labels
+            .map(|l| l.labels.into_iter().collect::<BTreeMap<_, _>>());
         if let Some(labels) = &labels {
             if labels.len() > 64 {
                 v.add("labels", "at most 64 labels");
@@ -95,10 +98,19 @@ impl WorkerApi {
             }
             for t in taints {
                 if !label_key_ok(&t.key) || !label_part_ok(&t.value, true) {
-                    v.add("taints", format!("{:?}={:?} is not a valid taint", t.key, t.value));
+                    v.add(
+                        "taints",
+                        format!("{:?}={:?} is not a valid taint", t.key, t.value),
+                    );
                 }
                 if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&t.effect.as_str()) {
-                    v.add("taints", format!("effect {:?} must be NoSchedule, PreferNoSchedule or NoExecute", t.effect));
+                    v.add(
+                        "taints",
+                        format!(
+                            "effect {:?} must be NoSchedule, PreferNoSchedule or NoExecute",
+                            t.effect
+                        ),
+                    );
                 }
             }
         }
@@ -106,21 +118,34 @@ impl WorkerApi {
             v.add("notes", "must be at most 2000 characters");
         }
         v.finish()?;
-        let labels = labels.map(|l| serde_json::to_string(&l)).transpose().map_err(anyhow::Error::from)?;
+        let labels = labels
+            .map(|l| serde_json::to_string(&l))
+            .transpose()
+            .map_err(anyhow::Error::from)?;
         let taints = taints
             .map(|t| {
                 let t: Vec<TaintJson> = t
                     .into_iter()
-                    .map(|t| TaintJson { key: t.key, value: t.value, effect: t.effect })
+                    .map(|t| TaintJson {
+                        key: t.key,
+                        value: t.value,
+                        effect: t.effect,
+                    })
                     .collect();
                 serde_json::to_string(&t)
             })
             .transpose()
             .map_err(anyhow::Error::from)?;
         let mut tx = self.hub.db().begin().await?;
-        let row = workers_db::update_meta(&mut tx, &r.id, labels.as_deref(), taints.as_deref(), r.notes.as_deref())
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("no worker with id {:?}", r.id)))?;
+        let row = workers_db::update_meta(
+            &mut tx,
+            &r.id,
+            labels.as_deref(),
+            taints.as_deref(),
+            r.notes.as_deref(),
+        )
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no worker with id {:?}", r.id)))?;
         tx.commit().await?;
         self.hub.publish(&row);
         Ok((&row).into())
@@ -134,9 +159,17 @@ impl WorkerApi {
         Ok((&row).into())
     }
 
-    async fn create_token(&self, admin: &str, r: pb::CreateEnrollmentTokenRequest) -> AppResult<pb::CreateEnrollmentTokenResponse> {
+    async fn create_token(
+        &self,
+        admin: &str,
+        r: pb::CreateEnrollmentTokenRequest,
+    ) -> AppResult<pb::CreateEnrollmentTokenResponse> {
         let mut v = Violations::new();
-        let ttl = if r.ttl_seconds == 0 { 86_400 } else { r.ttl_seconds };
+        let ttl = if r.ttl_seconds == 0 {
+            86_400
+        } else {
+            r.ttl_seconds
+        };
         if !(60..=31_536_000).contains(&ttl) {
             v.add("ttl_seconds", "must be between 60 and 31536000");
         }
@@ -208,13 +241,19 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::GetWorkerResponse>, Status> {
         self.auth.admin(&request).await?;
         let row = match &request.get_ref().lookup {
-            Some(pb::get_worker_request::Lookup::Id(id)) if !id.is_empty() => workers_db::require(self.hub.db().read(), id).await?,
-            Some(pb::get_worker_request::Lookup::Name(name)) if !name.is_empty() => workers_db::by_name(self.hub.db(), name)
-                .await?
-                .ok_or_else(|| AppError::NotFound(format!("no worker named {name:?}")))?,
+            Some(pb::get_worker_request::Lookup::Id(id)) if !id.is_empty() => {
+                workers_db::require(self.hub.db().read(), id).await?
+            }
+            Some(pb::get_worker_request::Lookup::Name(name)) if !name.is_empty() => {
+                workers_db::by_name(self.hub.db(), name)
+                    .await?
+                    .ok_or_else(|| AppError::NotFound(format!("no worker named {name:?}")))?
+            }
             _ => return Err(AppError::invalid("lookup", "give an id or a name").into()),
         };
-        Ok(Response::new(pb::GetWorkerResponse { worker: Some((&row).into()) }))
+        Ok(Response::new(pb::GetWorkerResponse {
+            worker: Some((&row).into()),
+        }))
     }
 
     async fn update_worker(
@@ -223,7 +262,9 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::UpdateWorkerResponse>, Status> {
         self.auth.admin(&request).await?;
         let worker = self.update(request.into_inner()).await?;
-        Ok(Response::new(pb::UpdateWorkerResponse { worker: Some(worker) }))
+        Ok(Response::new(pb::UpdateWorkerResponse {
+            worker: Some(worker),
+        }))
     }
 
     async fn delete_worker(
@@ -264,12 +305,21 @@ impl WorkerService for WorkerApi {
             }
         };
         let worker = self
-            .state(&r.id, StateChange { maintenance: Some(maintenance), ..Default::default() })
+            .state(
+                &r.id,
+                StateChange {
+                    maintenance: Some(maintenance),
+                    ..Default::default()
+                },
+            )
             .await?;
         if maintenance {
-            self.hub.send_command(&r.id, pb::command::Command::Drain(true));
+            self.hub
+                .send_command(&r.id, pb::command::Command::Drain(true));
         }
-        Ok(Response::new(pb::SetWorkerStatusResponse { worker: Some(worker) }))
+        Ok(Response::new(pb::SetWorkerStatusResponse {
+            worker: Some(worker),
+        }))
     }
 
     async fn set_worker_schedulable(
@@ -279,9 +329,17 @@ impl WorkerService for WorkerApi {
         self.auth.admin(&request).await?;
         let r = request.into_inner();
         let worker = self
-            .state(&r.id, StateChange { cordoned: Some(!r.schedulable), ..Default::default() })
+            .state(
+                &r.id,
+                StateChange {
+                    cordoned: Some(!r.schedulable),
+                    ..Default::default()
+                },
+            )
             .await?;
-        Ok(Response::new(pb::SetWorkerSchedulableResponse { worker: Some(worker) }))
+        Ok(Response::new(pb::SetWorkerSchedulableResponse {
+            worker: Some(worker),
+        }))
     }
 
     async fn get_worker_stats(
@@ -290,8 +348,18 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::GetWorkerStatsResponse>, Status> {
         self.auth.admin(&request).await?;
         let (t, by) = workers_db::stats(self.hub.db()).await?;
-        let count = |s: WorkerStatus| by.iter().find(|(n, _)| n == status::to_db(s)).map_or(0, |(_, c)| *c);
-        let pct = |used: f64, cap: f64| if cap > 0.0 { (used / cap * 100.0).clamp(0.0, 100.0) } else { 0.0 };
+        let count = |s: WorkerStatus| {
+            by.iter()
+                .find(|(n, _)| n == status::to_db(s))
+                .map_or(0, |(_, c)| *c)
+        };
+        let pct = |used: f64, cap: f64| {
+            if cap > 0.0 {
+                (used / cap * 100.0).clamp(0.0, 100.0)
+            } else {
+                0.0
+            }
+        };
         let capacity_cpu = t.cpu_cores * 1000;
         Ok(Response::new(pb::GetWorkerStatsResponse {
             total: t.total,
@@ -306,7 +374,10 @@ impl WorkerService for WorkerApi {
                 WorkerStatus::NotReady,
             ]
             .into_iter()
-            .map(|s| pb::StatusCount { status: s as i32, count: count(s) })
+            .map(|s| pb::StatusCount {
+                status: s as i32,
+                count: count(s),
+            })
             .collect(),
             capacity: Some(pb::WorkerResources {
                 cpu_millicores: capacity_cpu,
@@ -344,15 +415,26 @@ impl WorkerService for WorkerApi {
         let db = self.hub.db().clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
-            let event = |kind: pb::WorkerEventType, worker: pb::Worker, at: i64| pb::WatchWorkersResponse {
-                r#type: kind as i32,
-                worker: Some(worker),
-                observed_at: Some(timestamp(at)),
-            };
+            let event =
+                |kind: pb::WorkerEventType, worker: pb::Worker, at: i64| pb::WatchWorkersResponse {
+                    r#type: kind as i32,
+                    worker: Some(worker),
+                    observed_at: Some(timestamp(at)),
+                };
             'snapshot: loop {
-                let mut page = Page { offset: 0, limit: 500 };
+                let mut page = Page {
+                    offset: 0,
+                    limit: 500,
+                };
                 loop {
-                    let rows = match workers_db::list(&db, &WorkerFilter::default(), pb::WorkerOrder::NameAsc, page).await {
+                    let rows = match workers_db::list(
+                        &db,
+                        &WorkerFilter::default(),
+                        pb::WorkerOrder::NameAsc,
+                        page,
+                    )
+                    .await
+                    {
                         Ok((rows, _)) => rows,
                         Err(e) => {
                             let _ = tx.send(Err(Status::from(e))).await;
@@ -361,7 +443,15 @@ impl WorkerService for WorkerApi {
                     };
                     let n = rows.len() as i64;
                     for row in &rows {
-                        if tx.send(Ok(event(pb::WorkerEventType::Snapshot, row.into(), now_ms()))).await.is_err() {
+                        if tx
+                            .send(Ok(event(
+                                pb::WorkerEventType::Snapshot,
+                                row.into(),
+                                now_ms(),
+                            )))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -370,7 +460,15 @@ impl WorkerService for WorkerApi {
                     }
                     page.offset += n;
                 }
-                if tx.send(Ok(event(pb::WorkerEventType::SnapshotEnd, pb::Worker::default(), now_ms()))).await.is_err() {
+                if tx
+                    .send(Ok(event(
+                        pb::WorkerEventType::SnapshotEnd,
+                        pb::Worker::default(),
+                        now_ms(),
+                    )))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 loop {
@@ -380,12 +478,21 @@ impl WorkerService for WorkerApi {
                         () = tx.closed() => return,
                     };
                     let msg = match item {
-                        Ok((WorkerEvent::Upserted(w), at)) => event(pb::WorkerEventType::Upserted, *w, at),
-                        Ok((WorkerEvent::Deleted(id), at)) => {
-                            event(pb::WorkerEventType::Deleted, pb::Worker { id, ..Default::default() }, at)
+                        Ok((WorkerEvent::Upserted(w), at)) => {
+                            event(pb::WorkerEventType::Upserted, *w, at)
                         }
+                        Ok((WorkerEvent::Deleted(id), at)) => event(
+                            pb::WorkerEventType::Deleted,
+                            pb::Worker {
+                                id,
+                                ..Default::default()
+                            },
+                            at,
+                        ),
                         // Too slow to keep up: start over with a fresh snapshot.
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue 'snapshot,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            continue 'snapshot;
+                        }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                     };
                     if tx.send(Ok(msg)).await.is_err() {

@@ -119,8 +119,19 @@ pub async fn run(
     .await;
 
     if hub.unregister(&worker_id, reg.session_id) {
-        match change_state(&hub, &worker_id, StateChange { online: Some(false), ..Default::default() }).await {
-            Ok(_) => tracing::info!(worker_id, ?reason, held_for = ?started.elapsed(), "worker offline"),
+        match change_state(
+            &hub,
+            &worker_id,
+            StateChange {
+                online: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        {
+            Ok(_) => {
+                tracing::info!(worker_id, ?reason, held_for = ?started.elapsed(), "worker offline")
+            }
             Err(e) => tracing::error!(worker_id, error = %e, "could not mark worker offline"),
         }
     } else {
@@ -129,7 +140,11 @@ pub async fn run(
 }
 
 /// Applies a state change at once and tells watchers.
-pub async fn change_state(hub: &FleetHub, worker_id: &str, change: StateChange) -> AppResult<Option<WorkerRow>> {
+pub async fn change_state(
+    hub: &FleetHub,
+    worker_id: &str,
+    change: StateChange,
+) -> AppResult<Option<WorkerRow>> {
     let mut tx = hub.db().begin().await?;
     let row = workers_db::apply_state(&mut tx, worker_id, change).await?;
     tx.commit().await?;
@@ -146,7 +161,8 @@ async fn go_online(
     hello: pb::Hello,
 ) -> AppResult<WorkerRow> {
     let mut facts = hello.facts.unwrap_or_default();
-    super::enrollment::validate_facts(&facts).map_err(|e| AppError::PermissionDenied(format!("hello: {e}")))?;
+    super::enrollment::validate_facts(&facts)
+        .map_err(|e| AppError::PermissionDenied(format!("hello: {e}")))?;
     if facts.machine_id != worker.machine_id {
         // The certificate belongs to another machine: a copied identity.
         return Err(AppError::PermissionDenied(
@@ -179,7 +195,11 @@ async fn go_online(
 fn metrics_of(b: &pb::Heartbeat) -> HeartbeatMetrics {
     let a = b.allocatable.unwrap_or_default();
     HeartbeatMetrics {
-        cpu_used_percent: if b.cpu_used_percent.is_finite() { b.cpu_used_percent.clamp(0.0, 100.0) } else { 0.0 },
+        cpu_used_percent: if b.cpu_used_percent.is_finite() {
+            b.cpu_used_percent.clamp(0.0, 100.0)
+        } else {
+            0.0
+        },
         memory_used_bytes: b.memory_used_bytes.max(0),
         storage_used_bytes: b.storage_used_bytes.max(0),
         pod_count: i64::from(b.pod_count.max(0)),

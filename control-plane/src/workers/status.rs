@@ -23,10 +23,23 @@ pub struct StatusFacts {
 /// never opened PENDING.
 pub fn derive(f: StatusFacts) -> WorkerStatus {
     match f {
-        StatusFacts { maintenance: true, .. } => WorkerStatus::Maintenance,
-        StatusFacts { online: true, ready: true, .. } => WorkerStatus::Active,
-        StatusFacts { online: true, ready: false, .. } => WorkerStatus::NotReady,
-        StatusFacts { ever_connected: false, .. } => WorkerStatus::Pending,
+        StatusFacts {
+            maintenance: true, ..
+        } => WorkerStatus::Maintenance,
+        StatusFacts {
+            online: true,
+            ready: true,
+            ..
+        } => WorkerStatus::Active,
+        StatusFacts {
+            online: true,
+            ready: false,
+            ..
+        } => WorkerStatus::NotReady,
+        StatusFacts {
+            ever_connected: false,
+            ..
+        } => WorkerStatus::Pending,
         _ => WorkerStatus::Inactive,
     }
 }
@@ -72,7 +85,10 @@ mod tests {
             } else if f.online {
                 assert_eq!(s == WorkerStatus::Active, f.ready, "{f:?}");
             } else {
-                assert!(matches!(s, WorkerStatus::Inactive | WorkerStatus::Pending), "{f:?}");
+                assert!(
+                    matches!(s, WorkerStatus::Inactive | WorkerStatus::Pending),
+                    "{f:?}"
+                );
             }
             assert_eq!(from_db(to_db(s)), s);
         }
@@ -80,10 +96,30 @@ mod tests {
 
     #[test]
     fn losing_the_stream_always_leaves_active_and_not_ready() {
-        let up = StatusFacts { online: true, ready: true, ever_connected: true, ..Default::default() };
+        let up = StatusFacts {
+            online: true,
+            ready: true,
+            ever_connected: true,
+            ..Default::default()
+        };
         assert_eq!(derive(up), WorkerStatus::Active);
-        assert_eq!(derive(StatusFacts { online: false, ..up }), WorkerStatus::Inactive);
-        let maint = StatusFacts { maintenance: true, ..up };
-        assert_eq!(derive(StatusFacts { online: false, ..maint }), WorkerStatus::Maintenance);
+        assert_eq!(
+            derive(StatusFacts {
+                online: false,
+                ..up
+            }),
+            WorkerStatus::Inactive
+        );
+        let maint = StatusFacts {
+            maintenance: true,
+            ..up
+        };
+        assert_eq!(
+            derive(StatusFacts {
+                online: false,
+                ..maint
+            }),
+            WorkerStatus::Maintenance
+        );
     }
 }

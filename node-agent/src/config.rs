@@ -1,0 +1,110 @@
+//! Command line of `minispod-agent`; every flag has an environment fallback.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `minispod-agent`: joins this machine to a MiniSpod fleet.
+#[derive(Debug, Parser)]
+#[command(name = "minispod-agent", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enroll if needed, run the K3s join hook, then hold the stream to the
+    /// control plane until SIGTERM, reconnecting after any failure.
+    Run(AgentArgs),
+    /// Enroll (and run the K3s join hook), then exit.
+    Join(AgentArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of the agent.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Control plane URL, e.g. https://cp.example.org:7443. Repeat (or
+    /// comma-separate) to fail over among several.
+    #[arg(
+        long = "server",
+        env = "MINISPOD_SERVER",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub servers: Vec<String>,
+
+    /// Directory for the key, certificate, CA and worker id (created 0700,
+    /// files 0600).
+    #[arg(
+        long,
+        env = "MINISPOD_STATE_DIR",
+        default_value = "/var/lib/minispod-agent"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Enrollment token; needed only until the agent has enrolled.
+    #[arg(long, env = "MINISPOD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Pin of the control plane's CA, `sha256:<hex>` (from
+    /// `minispod-control-plane ca-hash`); needed only until enrolled.
+    #[arg(long, env = "MINISPOD_CA_HASH")]
+    pub ca_hash: Option<String>,
+
+    /// The control plane's CA certificate, instead of --ca-hash.
+    #[arg(long, env = "MINISPOD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Where the K3s join hook writes the K3s agent configuration.
+    #[arg(
+        long,
+        env = "MINISPOD_K3S_CONFIG",
+        default_value = "/etc/rancher/k3s/config.yaml"
+    )]
+    pub k3s_config: PathBuf,
+
+    /// Command the join hook runs after writing the K3s configuration (via
+    /// `sh -c`, with K3S_URL and K3S_TOKEN set), e.g.
+    /// `systemctl enable --now k3s-agent`. Empty: none.
+    #[arg(long, env = "MINISPOD_K3S_JOIN_COMMAND", default_value = "")]
+    pub k3s_join_command: String,
+
+    /// Longest wait between reconnection attempts.
+    #[arg(long, env = "MINISPOD_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
+    pub max_backoff: Duration,
+
+    /// Log format.
+    #[arg(long, env = "MINISPOD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Parses `250ms`, `90s`, `15m`, `12h` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h)")),
+    }
+}
