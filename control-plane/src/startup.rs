@@ -54,6 +54,8 @@ use crate::{
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for connections to drain.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshakes in progress at once; more wait in the kernel's backlog.
 const MAX_PENDING_HANDSHAKES: usize = 1024;
 
@@ -250,17 +252,35 @@ impl Application {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             );
 
+        // On shutdown, end the long-lived streams (agents, watchers) so the
+        // connections drain; give them DRAIN_TIMEOUT, then stop regardless.
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let closing_hub = hub.clone();
+        let shutdown = async move {
+            shutdown.await;
+            closing_hub.close_all();
+            let _ = signalled_tx.send(());
+        };
+        let drain_deadline = async {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         let served = match tls {
             Some(config) => {
                 let incoming = tls_incoming(listener, TlsAcceptor::from(config));
-                router
-                    .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await
+                tokio::select! {
+                    r = router.serve_with_incoming_shutdown(incoming, shutdown) => r,
+                    () = drain_deadline => { tracing::warn!("connections still open after the drain timeout; stopping anyway"); Ok(()) }
+                }
             }
             None => {
-                router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-                    .await
+                tokio::select! {
+                    r = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown) => r,
+                    () = drain_deadline => { tracing::warn!("connections still open after the drain timeout; stopping anyway"); Ok(()) }
+                }
             }
         };
         cleanup.abort();
@@ -288,7 +308,12 @@ fn tls_incoming(
             let Ok(permit) = pending.clone().acquire_owned().await else {
                 break;
             };
-            let (tcp, peer) = match listener.accept().await {
+            // Stop accepting (and release the port) once the server is gone.
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = tx.closed() => break,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly
@@ -310,9 +335,6 @@ fn tls_incoming(
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
             });
-            if tx.is_closed() {
-                break;
-            }
         }
     });
     ReceiverStream::new(rx)

@@ -67,6 +67,11 @@ pub struct AgentArgs {
     #[arg(long, env = "MINISPOD_CA_FILE")]
     pub ca_file: Option<PathBuf>,
 
+    /// Machine id to report, overriding /etc/machine-id (one worker record
+    /// per machine id; useful for several agents on one host).
+    #[arg(long, env = "MINISPOD_MACHINE_ID")]
+    pub machine_id: Option<String>,
+
     /// Where the K3s join hook writes the K3s agent configuration.
     #[arg(
         long,

@@ -39,7 +39,10 @@ fn enrollment_trust(args: &AgentArgs) -> anyhow::Result<Trust> {
 async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     let state = StateDir::open(&args.state_dir)?;
-    let machine_id = state.machine_id()?;
+    let machine_id = match &args.machine_id {
+        Some(id) => id.clone(),
+        None => state.machine_id()?,
+    };
     let server_host = args
         .servers
         .first()

@@ -81,6 +81,7 @@ struct Inner {
     next_session: AtomicU64,
     events: broadcast::Sender<TimedEvent>,
     pending: Mutex<HashMap<String, HeartbeatMetrics>>,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Shared state of the fleet; cheap to clone.
@@ -101,6 +102,7 @@ impl FleetHub {
                 next_session: AtomicU64::new(1),
                 events,
                 pending: Mutex::new(HashMap::new()),
+                closing: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -178,6 +180,21 @@ impl FleetHub {
             })
             .is_ok()
         })
+    }
+
+    /// Server shutdown: ends every stream (their workers go offline) and
+    /// every watch, so the server can drain its connections.
+    pub fn close_all(&self) {
+        self.inner.closing.send_replace(true);
+        for s in self.sessions().values() {
+            s.stop.notify_one();
+        }
+    }
+
+    /// Resolves once `close_all` was called.
+    pub async fn closed(&self) {
+        let mut rx = self.inner.closing.subscribe();
+        let _ = rx.wait_for(|closing| *closing).await;
     }
 
     /// Number of live streams.

@@ -413,6 +413,7 @@ impl WorkerService for WorkerApi {
         // Subscribe before reading the snapshot, so no change falls between.
         let mut events = self.hub.subscribe();
         let db = self.hub.db().clone();
+        let hub = self.hub.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             let event =
@@ -476,6 +477,7 @@ impl WorkerService for WorkerApi {
                         item = events.recv() => item,
                         // A send that fails means the client left.
                         () = tx.closed() => return,
+                        () = hub.closed() => return,
                     };
                     let msg = match item {
                         Ok((WorkerEvent::Upserted(w), at)) => {

@@ -1,0 +1,958 @@
+//! The worker fleet end to end: a real control plane (in this process, on a
+//! random port, fresh data dir, real TLS) and real `minispod-agent`
+//! processes enrolling and holding their streams.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use minispod_agent::tls::{self, ClientIdentity, Trust};
+use minispod_control_plane::{Application, config::ServeArgs};
+use minispod_proto::v1::{
+    self as pb, WorkerStatus, agent_service_client::AgentServiceClient,
+    auth_service_client::AuthServiceClient, worker_service_client::WorkerServiceClient,
+};
+use tokio::{process::Child, sync::oneshot};
+use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+
+const ADMIN_EMAIL: &str = "fleet-admin@example.org";
+const ADMIN_PASSWORD: &str = "fleet-admin-password";
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new() -> TempDir {
+        let p = std::env::temp_dir().join(format!("minispod-fleet-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct ControlPlane {
+    port: u16,
+    dir: std::sync::Arc<TempDir>,
+    ca_hash: String,
+    ca_pem: String,
+    channel: Channel,
+    admin: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Fast fleet timing so tests take seconds: heartbeats every second, two
+/// missed close the stream, keepalive 1 s + 1 s.
+fn fleet_args(dir: &Path, port: u16) -> ServeArgs {
+    let mut a = ServeArgs::with_data_dir(dir);
+    a.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    a.admin_email = Some(ADMIN_EMAIL.into());
+    a.admin_password = Some(ADMIN_PASSWORD.into());
+    a.heartbeat_interval = Duration::from_secs(1);
+    a.missed_heartbeats = 2;
+    a.keepalive_interval = Duration::from_secs(1);
+    a.keepalive_timeout = Duration::from_secs(1);
+    a.metrics_flush_interval = Duration::from_millis(200);
+    a.login_ip_burst = 10_000;
+    a.login_ip_per_minute = 10_000;
+    a
+}
+
+impl ControlPlane {
+    async fn start() -> ControlPlane {
+        Self::start_in(std::sync::Arc::new(TempDir::new()), free_port(), |_| {}).await
+    }
+
+    async fn start_in(
+        dir: std::sync::Arc<TempDir>,
+        port: u16,
+        configure: impl FnOnce(&mut ServeArgs),
+    ) -> ControlPlane {
+        let mut args = fleet_args(&dir.0, port);
+        configure(&mut args);
+        let app = Application::build(args).await.expect("build control plane");
+        let (ca_hash, ca_pem) = (app.ca_hash(), app.ca_cert_pem());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        let channel = tls::channel(
+            &format!("https://localhost:{port}"),
+            tls::client_config(&Trust::CaPem(ca_pem.clone()), None).unwrap(),
+        )
+        .await
+        .unwrap();
+        let admin = AuthServiceClient::new(channel.clone())
+            .login(pb::LoginRequest {
+                email: ADMIN_EMAIL.into(),
+                password: ADMIN_PASSWORD.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .access_token;
+        ControlPlane {
+            port,
+            dir,
+            ca_hash,
+            ca_pem,
+            channel,
+            admin,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) -> (std::sync::Arc<TempDir>, u16) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task.take().unwrap()).await;
+        (self.dir.clone(), self.port)
+    }
+
+    fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    fn workers(&self) -> WorkerServiceClient<Channel> {
+        WorkerServiceClient::new(self.channel.clone())
+    }
+
+    fn authed<T>(&self, msg: T) -> Request<T> {
+        authed(msg, &self.admin)
+    }
+
+    async fn token(&self, max_uses: i32) -> String {
+        self.workers()
+            .create_enrollment_token(self.authed(pb::CreateEnrollmentTokenRequest {
+                ttl_seconds: 3600,
+                max_uses,
+                description: "test".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    }
+
+    async fn list(&self) -> Vec<pb::Worker> {
+        self.workers()
+            .list_workers(self.authed(pb::ListWorkersRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .workers
+    }
+
+    async fn watch(&self) -> Watch {
+        let mut stream = self
+            .workers()
+            .watch_workers(self.authed(pb::WatchWorkersRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        // Skip the snapshot.
+        loop {
+            let e = stream.message().await.unwrap().unwrap();
+            if e.r#type == pb::WorkerEventType::SnapshotEnd as i32 {
+                break;
+            }
+        }
+        Watch { stream }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn authed<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
+    r
+}
+
+struct Watch {
+    stream: tonic::Streaming<pb::WatchWorkersResponse>,
+}
+
+impl Watch {
+    /// The first upsert that satisfies `pred`, and when the control plane observed it (Unix ms).
+    async fn until(&mut self, what: &str, pred: impl Fn(&pb::Worker) -> bool) -> (pb::Worker, i64) {
+        let deadline = Duration::from_secs(20);
+        tokio::time::timeout(deadline, async {
+            loop {
+                let e = self.stream.message().await.unwrap().expect("watch ended");
+                if e.r#type == pb::WorkerEventType::Upserted as i32 {
+                    let w = e.worker.unwrap();
+                    if pred(&w) {
+                        let t = e.observed_at.unwrap();
+                        return (w, t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no event within {deadline:?}: {what}"))
+    }
+}
+
+fn status(w: &pb::Worker) -> WorkerStatus {
+    WorkerStatus::try_from(w.status).unwrap()
+}
+
+struct Agent {
+    child: Child,
+}
+
+fn spawn_agent(cp: &ControlPlane, state: &Path, token: &str, extra: &[&str]) -> Agent {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_minispod-agent"))
+        .arg("run")
+        .arg("--server")
+        .arg(cp.url())
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--token")
+        .arg(token)
+        .arg("--ca-hash")
+        .arg(&cp.ca_hash)
+        .arg("--k3s-config")
+        .arg(state.join("k3s.yaml"))
+        .arg("--max-backoff")
+        .arg("1s")
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start minispod-agent");
+    Agent { child }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_enrolls_goes_active_and_kill_9_makes_it_inactive_at_once() {
+    let cp = ControlPlane::start().await;
+    let mut watch = cp.watch().await;
+    let state = TempDir::new();
+    let token = cp.token(0).await;
+    let mut agent = spawn_agent(&cp, &state.0, &token, &[]);
+    let (w, _) = watch
+        .until("ACTIVE", |w| status(w) == WorkerStatus::Active)
+        .await;
+    assert!(w.online && w.ready && w.schedulable);
+    assert!(
+        !w.name.is_empty() && w.cpu_cores > 0 && w.memory_bytes > 0 && !w.architecture.is_empty()
+    );
+    assert!(!w.machine_id.is_empty() && !w.os.is_empty() && !w.kernel_version.is_empty());
+    assert!(w.certificate_expires_at.is_some());
+
+    // Heartbeats land in the store in batches.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let listed = cp.list().await;
+    assert!(
+        listed[0].last_heartbeat_at.is_some(),
+        "heartbeat metrics were flushed"
+    );
+
+    let killed_at = now_ms();
+    agent.child.start_kill().unwrap(); // SIGKILL
+    let (w2, seen_at) = watch
+        .until("INACTIVE", |w| status(w) == WorkerStatus::Inactive)
+        .await;
+    assert_eq!(w2.id, w.id);
+    assert!(!w2.online && !w2.schedulable);
+    let latency = seen_at - killed_at;
+    println!("kill -9 to INACTIVE (seen by a WatchWorkers subscriber): {latency} ms");
+    assert!(latency < 1000, "took {latency} ms");
+
+    // The same machine comes back as the same worker.
+    let _agent = spawn_agent(&cp, &state.0, &token, &[]);
+    let (w3, _) = watch
+        .until("ACTIVE again", |w| status(w) == WorkerStatus::Active)
+        .await;
+    assert_eq!(w3.id, w.id);
+    assert_eq!(cp.list().await.len(), 1, "no duplicate worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_the_stream_and_the_worker_goes_inactive() {
+    let cp = ControlPlane::start().await;
+    let mut watch = cp.watch().await;
+    let state = TempDir::new();
+    let agent = spawn_agent(&cp, &state.0, &cp.token(1).await, &[]);
+    watch
+        .until("ACTIVE", |w| status(w) == WorkerStatus::Active)
+        .await;
+    let pid = agent.child.id().unwrap().to_string();
+    let sent = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    watch
+        .until("INACTIVE", |w| status(w) == WorkerStatus::Inactive)
+        .await;
+    assert!(sent.elapsed() < Duration::from_secs(3));
+    let mut child = agent.child;
+    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_reconnect_by_themselves_after_a_control_plane_restart() {
+    let cp = ControlPlane::start().await;
+    let token = cp.token(0).await;
+    let (s1, s2) = (TempDir::new(), TempDir::new());
+    let _a1 = spawn_agent(&cp, &s1.0, &token, &[]);
+    // A second machine: its own generated machine id.
+    std::fs::create_dir_all(&s2.0).unwrap();
+    let _a2 = spawn_agent(&cp, &s2.0, &token, &["--machine-id", "second-machine"]);
+    let mut watch = cp.watch().await;
+    let mut active = std::collections::HashSet::new();
+    while active.len() < 2 {
+        let (w, _) = watch
+            .until("two ACTIVE", |w| status(w) == WorkerStatus::Active)
+            .await;
+        active.insert(w.id);
+    }
+    drop(watch);
+    let (dir, port) = cp.stop().await;
+
+    let cp = ControlPlane::start_in(dir, port, |_| {}).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let workers = cp.list().await;
+        if workers.len() == 2 && workers.iter().all(|w| status(w) == WorkerStatus::Active) {
+            let ids: std::collections::HashSet<_> = workers.into_iter().map(|w| w.id).collect();
+            assert_eq!(ids, active, "the same workers, no duplicates");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agents did not come back: {workers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn raw_enroll(
+    cp: &ControlPlane,
+    token: &str,
+    machine_id: &str,
+) -> Result<pb::EnrollResponse, tonic::Status> {
+    let (_key, csr) = minispod_agent::enroll::key_and_csr("raw").unwrap();
+    AgentServiceClient::new(cp.channel.clone())
+        .enroll(pb::EnrollRequest {
+            token: token.into(),
+            csr_pem: csr,
+            facts: Some(pb::MachineFacts {
+                hostname: format!("host-{machine_id}"),
+                machine_id: machine_id.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_enrollment_tokens_are_refused_and_nothing_is_written() {
+    let cp = ControlPlane::start().await;
+    let once = cp.token(1).await;
+    raw_enroll(&cp, &once, "m1").await.expect("first use");
+    let used_up = raw_enroll(&cp, &once, "m2").await.unwrap_err();
+    assert_eq!(used_up.code(), Code::Unauthenticated);
+    assert!(
+        used_up.message().contains("used up"),
+        "{}",
+        used_up.message()
+    );
+
+    let wrong = format!("{}.{}", once.split('.').next().unwrap(), "x".repeat(43));
+    assert_eq!(
+        raw_enroll(&cp, &wrong, "m3").await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        raw_enroll(&cp, "garbage", "m3").await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+
+    let revoked = cp.token(0).await;
+    let id = revoked.split('.').next().unwrap().to_owned();
+    cp.workers()
+        .revoke_enrollment_token(cp.authed(pb::RevokeEnrollmentTokenRequest { id: id.clone() }))
+        .await
+        .unwrap();
+    let e = raw_enroll(&cp, &revoked, "m4").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("revoked"));
+
+    // Expiry: age a token in the store (the API's shortest TTL is a minute).
+    let expired = cp.token(0).await;
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite:{}",
+        cp.dir.0.join("minispod.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE enrollment_tokens SET expires_at = 1 WHERE id = $1")
+        .bind(expired.split('.').next().unwrap())
+        .execute(&db)
+        .await
+        .unwrap();
+    let e = raw_enroll(&cp, &expired, "m5").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("expired"));
+
+    let workers = cp.list().await;
+    assert_eq!(
+        workers.len(),
+        1,
+        "only the one good enrollment wrote a worker"
+    );
+    let tokens = cp
+        .workers()
+        .list_enrollment_tokens(cp.authed(pb::ListEnrollmentTokensRequest {
+            include_inactive: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .enrollment_tokens;
+    let revoked_row = tokens.iter().find(|t| t.id == id).unwrap();
+    assert_eq!((revoked_row.uses, revoked_row.revoked), (0, true));
+    let active = cp
+        .workers()
+        .list_enrollment_tokens(cp.authed(pb::ListEnrollmentTokensRequest {
+            include_inactive: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .enrollment_tokens;
+    assert!(
+        active.is_empty(),
+        "used-up, revoked and expired tokens are not listed as active: {active:?}"
+    );
+
+    // Invalid CSR and facts are INVALID_ARGUMENT.
+    let good = cp.token(0).await;
+    let e = AgentServiceClient::new(cp.channel.clone())
+        .enroll(pb::EnrollRequest {
+            token: good,
+            csr_pem: "not a csr".into(),
+            facts: Some(pb::MachineFacts {
+                hostname: "h".into(),
+                machine_id: "../../x".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+async fn mtls_channel(cp: &ControlPlane, cert_pem: &str, key_pem: &str) -> anyhow::Result<Channel> {
+    let id = ClientIdentity {
+        cert_pem: cert_pem.into(),
+        key_pem: key_pem.into(),
+    };
+    tls::channel(
+        &cp.url(),
+        tls::client_config(&Trust::CaPem(cp.ca_pem.clone()), Some(&id))?,
+    )
+    .await
+}
+
+async fn open_stream(
+    channel: Channel,
+    machine_id: &str,
+) -> Result<tonic::Streaming<pb::ConnectResponse>, tonic::Status> {
+    let hello = pb::ConnectRequest {
+        message: Some(pb::connect_request::Message::Hello(pb::Hello {
+            facts: Some(pb::MachineFacts {
+                hostname: "h".into(),
+                machine_id: machine_id.into(),
+                ..Default::default()
+            }),
+            ready: true,
+            k3s_join_error: String::new(),
+        })),
+    };
+    let mut s = AgentServiceClient::new(channel)
+        .connect(tokio_stream::iter(vec![hello]).chain(tokio_stream::pending()))
+        .await?
+        .into_inner();
+    // The welcome (or the refusal) comes first.
+    match s.message().await? {
+        Some(_) => Ok(s),
+        None => Err(tonic::Status::unavailable("closed")),
+    }
+}
+
+use tokio_stream::StreamExt as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_need_a_current_certificate_from_this_ca() {
+    let cp = ControlPlane::start().await;
+    let (key, csr) = minispod_agent::enroll::key_and_csr("raw").unwrap();
+    let token = cp.token(0).await;
+    let enrolled = AgentServiceClient::new(cp.channel.clone())
+        .enroll(pb::EnrollRequest {
+            token: token.clone(),
+            csr_pem: csr,
+            facts: Some(pb::MachineFacts {
+                hostname: "h".into(),
+                machine_id: "raw-1".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // No certificate.
+    let e = open_stream(cp.channel.clone(), "raw-1").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = AgentServiceClient::new(cp.channel.clone())
+        .renew_certificate(pb::RenewCertificateRequest {
+            csr_pem: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // The right certificate, but the hello claims another machine.
+    let ch = mtls_channel(&cp, &enrolled.certificate_pem, &key)
+        .await
+        .unwrap();
+    let e = open_stream(ch.clone(), "someone-else").await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // The right certificate works; a second stream replaces the first.
+    let mut first = open_stream(ch.clone(), "raw-1")
+        .await
+        .expect("stream with a valid certificate");
+    let _second = open_stream(ch.clone(), "raw-1")
+        .await
+        .expect("second stream");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = first.message().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the replaced stream was closed");
+
+    // A certificate from another control plane's CA fails the handshake.
+    let other = ControlPlane::start().await;
+    let (okey, ocsr) = minispod_agent::enroll::key_and_csr("other").unwrap();
+    let ocert = AgentServiceClient::new(other.channel.clone())
+        .enroll(pb::EnrollRequest {
+            token: other.token(0).await,
+            csr_pem: ocsr,
+            facts: Some(pb::MachineFacts {
+                hostname: "o".into(),
+                machine_id: "raw-1".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate_pem;
+    let refused = match mtls_channel(&cp, &ocert, &okey).await {
+        Err(_) => true,
+        Ok(ch) => open_stream(ch, "raw-1").await.is_err(),
+    };
+    assert!(refused, "a certificate from another CA was accepted");
+
+    // Renewal over mTLS replaces the certificate; the old one is void.
+    let (nkey, ncsr) = minispod_agent::enroll::key_and_csr("raw").unwrap();
+    let renewed = AgentServiceClient::new(ch.clone())
+        .renew_certificate(pb::RenewCertificateRequest { csr_pem: ncsr })
+        .await
+        .unwrap()
+        .into_inner();
+    let old = mtls_channel(&cp, &enrolled.certificate_pem, &key)
+        .await
+        .unwrap();
+    assert_eq!(
+        open_stream(old, "raw-1").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let new = mtls_channel(&cp, &renewed.certificate_pem, &nkey)
+        .await
+        .unwrap();
+    open_stream(new.clone(), "raw-1")
+        .await
+        .expect("renewed certificate works");
+
+    // A deleted worker's certificate is refused.
+    cp.workers()
+        .delete_worker(cp.authed(pb::DeleteWorkerRequest {
+            id: enrolled.worker_id.clone(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        open_stream(new, "raw-1").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert!(cp.list().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_administration_needs_an_administrator() {
+    let cp = ControlPlane::start().await;
+    let user = AuthServiceClient::new(cp.channel.clone())
+        .register(pb::RegisterRequest {
+            email: "u@example.org".into(),
+            password: "user-password".into(),
+            name: "U".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let mut w = cp.workers();
+    for token in [None, Some(user.as_str())] {
+        let want = if token.is_some() {
+            Code::PermissionDenied
+        } else {
+            Code::Unauthenticated
+        };
+        let r = |m| match token {
+            Some(t) => authed(m, t),
+            None => Request::new(m),
+        };
+        assert_eq!(
+            w.list_workers(r(pb::ListWorkersRequest::default()))
+                .await
+                .unwrap_err()
+                .code(),
+            want
+        );
+        let r2 = |m| match token {
+            Some(t) => authed(m, t),
+            None => Request::new(m),
+        };
+        assert_eq!(
+            w.create_enrollment_token(r2(pb::CreateEnrollmentTokenRequest::default()))
+                .await
+                .unwrap_err()
+                .code(),
+            want
+        );
+        let r3 = |m| match token {
+            Some(t) => authed(m, t),
+            None => Request::new(m),
+        };
+        assert_eq!(
+            w.get_worker_stats(r3(pb::GetWorkerStatsRequest {}))
+                .await
+                .unwrap_err()
+                .code(),
+            want
+        );
+        let r4 = |m| match token {
+            Some(t) => authed(m, t),
+            None => Request::new(m),
+        };
+        assert_eq!(
+            w.watch_workers(r4(pb::WatchWorkersRequest {}))
+                .await
+                .unwrap_err()
+                .code(),
+            want
+        );
+        let r5 = |m| match token {
+            Some(t) => authed(m, t),
+            None => Request::new(m),
+        };
+        assert_eq!(
+            w.delete_worker(r5(pb::DeleteWorkerRequest { id: "x".into() }))
+                .await
+                .unwrap_err()
+                .code(),
+            want
+        );
+    }
+    let tokens = w
+        .list_enrollment_tokens(cp.authed(pb::ListEnrollmentTokensRequest {
+            include_inactive: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(tokens.enrollment_tokens.is_empty(), "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordon_maintenance_lookups_and_stats_behave() {
+    let cp = ControlPlane::start().await;
+    let mut watch = cp.watch().await;
+    let state = TempDir::new();
+    let token = cp.token(0).await;
+    let mut agent = spawn_agent(&cp, &state.0, &token, &[]);
+    let (w, _) = watch
+        .until("ACTIVE", |w| status(w) == WorkerStatus::Active)
+        .await;
+    let mut api = cp.workers();
+
+    let by_id = api
+        .get_worker(cp.authed(pb::GetWorkerRequest {
+            lookup: Some(pb::get_worker_request::Lookup::Id(w.id.clone())),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .worker
+        .unwrap();
+    let by_name = api
+        .get_worker(cp.authed(pb::GetWorkerRequest {
+            lookup: Some(pb::get_worker_request::Lookup::Name(w.name.clone())),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .worker
+        .unwrap();
+    assert_eq!(
+        (by_id.id.as_str(), by_name.id.as_str()),
+        (w.id.as_str(), w.id.as_str())
+    );
+    let missing = api
+        .get_worker(cp.authed(pb::GetWorkerRequest {
+            lookup: Some(pb::get_worker_request::Lookup::Name("nope".into())),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    // Cordon: still ACTIVE, no longer schedulable.
+    let c = api
+        .set_worker_schedulable(cp.authed(pb::SetWorkerSchedulableRequest {
+            id: w.id.clone(),
+            schedulable: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .worker
+        .unwrap();
+    assert!(c.cordoned && !c.schedulable && status(&c) == WorkerStatus::Active);
+    watch.until("cordoned", |x| x.cordoned).await;
+    let unsched = api
+        .list_workers(cp.authed(pb::ListWorkersRequest {
+            schedulable: Some(false),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unsched.total_size, 1);
+    api.set_worker_schedulable(cp.authed(pb::SetWorkerSchedulableRequest {
+        id: w.id.clone(),
+        schedulable: true,
+    }))
+    .await
+    .unwrap();
+
+    // Labels, taints, notes.
+    let u = api
+        .update_worker(cp.authed(pb::UpdateWorkerRequest {
+            id: w.id.clone(),
+            labels: Some(pb::LabelMap {
+                labels: [("zone".to_string(), "eu-1".to_string())].into(),
+            }),
+            taints: Some(pb::TaintList {
+                taints: vec![pb::Taint {
+                    key: "dedicated".into(),
+                    value: "db".into(),
+                    effect: "NoSchedule".into(),
+                }],
+            }),
+            notes: Some("rack 4".into()),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .worker
+        .unwrap();
+    assert_eq!(
+        (u.labels["zone"].as_str(), u.taints.len(), u.notes.as_str()),
+        ("eu-1", 1, "rack 4")
+    );
+    let bad = api
+        .update_worker(cp.authed(pb::UpdateWorkerRequest {
+            id: w.id.clone(),
+            taints: Some(pb::TaintList {
+                taints: vec![pb::Taint {
+                    key: "k".into(),
+                    value: "".into(),
+                    effect: "Sometimes".into(),
+                }],
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+
+    // Maintenance survives a reconnect.
+    let m = api
+        .set_worker_status(cp.authed(pb::SetWorkerStatusRequest {
+            id: w.id.clone(),
+            status: WorkerStatus::Maintenance as i32,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .worker
+        .unwrap();
+    assert_eq!(status(&m), WorkerStatus::Maintenance);
+    agent.child.start_kill().unwrap();
+    watch
+        .until("offline in maintenance", |x| {
+            !x.online && status(x) == WorkerStatus::Maintenance
+        })
+        .await;
+    let _agent = spawn_agent(&cp, &state.0, &token, &[]);
+    watch
+        .until("online in maintenance", |x| {
+            x.online && status(x) == WorkerStatus::Maintenance
+        })
+        .await;
+    api.set_worker_status(cp.authed(pb::SetWorkerStatusRequest {
+        id: w.id.clone(),
+        status: WorkerStatus::Active as i32,
+    }))
+    .await
+    .unwrap();
+    watch
+        .until("ACTIVE after maintenance", |x| {
+            status(x) == WorkerStatus::Active
+        })
+        .await;
+    let bad = api
+        .set_worker_status(cp.authed(pb::SetWorkerStatusRequest {
+            id: w.id.clone(),
+            status: WorkerStatus::Inactive as i32,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+
+    // Let a heartbeat arrive and be flushed.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let stats = api
+        .get_worker_stats(cp.authed(pb::GetWorkerStatsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (stats.total, stats.online, stats.offline, stats.schedulable),
+        (1, 1, 0, 1)
+    );
+    let active = stats
+        .by_status
+        .iter()
+        .find(|s| s.status == WorkerStatus::Active as i32)
+        .unwrap();
+    assert_eq!(active.count, 1);
+    assert_eq!(
+        stats.capacity.unwrap().cpu_millicores,
+        i64::from(w.cpu_cores) * 1000
+    );
+    assert!(stats.memory_utilization_percent > 0.0 && stats.memory_utilization_percent <= 100.0);
+
+    let filtered = api
+        .list_workers(cp.authed(pb::ListWorkersRequest {
+            status: WorkerStatus::Inactive as i32,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(filtered.total_size, 0);
+    let found = api
+        .list_workers(cp.authed(pb::ListWorkersRequest {
+            search: w.name.to_uppercase(),
+            online: Some(true),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.total_size, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_k3s_join_hook_is_reported_and_the_worker_is_not_ready() {
+    let dir = std::sync::Arc::new(TempDir::new());
+    let k3s_token = dir.0.join("k3s-token");
+    std::fs::write(&k3s_token, "K10secret::server:abc\n").unwrap();
+    let cp = ControlPlane::start_in(dir.clone(), free_port(), |a| {
+        a.k3s_server_url = "https://k3s.example.org:6443".into();
+        a.k3s_token_file = Some(k3s_token.clone());
+    })
+    .await;
+    let mut watch = cp.watch().await;
+    let state = TempDir::new();
+    let _agent = spawn_agent(
+        &cp,
+        &state.0,
+        &cp.token(0).await,
+        &["--k3s-join-command", "echo no k3s here >&2; exit 1"],
+    );
+    let (w, _) = watch
+        .until("NOT_READY", |w| status(w) == WorkerStatus::NotReady)
+        .await;
+    assert!(w.online && !w.ready && !w.schedulable);
+    assert!(
+        w.k3s_join_error.contains("no k3s here"),
+        "{}",
+        w.k3s_join_error
+    );
+    let written = std::fs::read_to_string(state.0.join("k3s.yaml")).unwrap();
+    assert!(
+        written.contains("https://k3s.example.org:6443")
+            && written.contains("K10secret::server:abc")
+    );
+}
