@@ -956,3 +956,116 @@ async fn a_failing_k3s_join_hook_is_reported_and_the_worker_is_not_ready() {
             && written.contains("K10secret::server:abc")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_token_from_a_file_enrolls_and_enrollment_is_rate_limited() {
+    let dir = std::sync::Arc::new(TempDir::new());
+    let token_file = dir.0.join("enroll.token");
+    std::fs::write(&token_file, "static-token-for-unattended-installs\n").unwrap();
+    let cp = ControlPlane::start_in(dir.clone(), free_port(), |a| {
+        a.enrollment_token_file = Some(token_file.clone());
+        a.enroll_burst = 3;
+        a.enroll_per_second = 1;
+    })
+    .await;
+    raw_enroll(&cp, "static-token-for-unattended-installs", "s1")
+        .await
+        .expect("static token");
+    raw_enroll(&cp, "static-token-for-unattended-installs", "s2")
+        .await
+        .expect("static tokens have no use limit");
+    let _ = raw_enroll(&cp, "wrong-static-token", "s3").await;
+    let limited = raw_enroll(&cp, "static-token-for-unattended-installs", "s4")
+        .await
+        .unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    assert_eq!(cp.list().await.len(), 2);
+}
+
+/// A TCP relay the test controls: forwards bytes until frozen, then holds
+/// both connections open and silent — a partition that closes nothing.
+async fn relay(upstream: u16) -> (u16, tokio::sync::watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (frozen_tx, frozen_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((down, _)) = listener.accept().await {
+            let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                continue;
+            };
+            let (dr, dw) = down.into_split();
+            let (ur, uw) = up.into_split();
+            for (mut r, mut w, mut frozen) in [
+                (
+                    Box::new(dr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(uw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    frozen_rx.clone(),
+                ),
+                (Box::new(ur), Box::new(dw), frozen_rx.clone()),
+            ] {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = tokio::select! {
+                            n = r.read(&mut buf) => n.unwrap_or(0),
+                            _ = frozen.wait_for(|f| *f) => 0,
+                        };
+                        if *frozen.borrow() {
+                            // Hold both halves open, pass nothing.
+                            std::future::pending::<()>().await;
+                        }
+                        if n == 0 || w.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (port, frozen_tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_partition_is_caught_within_the_keepalive_bound() {
+    let cp = ControlPlane::start().await;
+    let mut watch = cp.watch().await;
+    let (relay_port, freeze) = relay(cp.port).await;
+    let state = TempDir::new();
+    let token = cp.token(0).await;
+    let _agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_minispod-agent"))
+        .args([
+            "run",
+            "--server",
+            &format!("https://localhost:{relay_port}"),
+            "--token",
+            &token,
+            "--ca-hash",
+            &cp.ca_hash,
+        ])
+        .arg("--state-dir")
+        .arg(&state.0)
+        .arg("--k3s-config")
+        .arg(state.0.join("k3s.yaml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    watch
+        .until("ACTIVE through the relay", |w| {
+            status(w) == WorkerStatus::Active
+        })
+        .await;
+    let frozen_at = now_ms();
+    freeze.send(true).unwrap();
+    let (_, seen_at) = watch
+        .until("INACTIVE after the partition", |w| {
+            status(w) == WorkerStatus::Inactive
+        })
+        .await;
+    let took = seen_at - frozen_at;
+    // Bound: keepalive 1 s ping + 1 s timeout, or 2 missed 1 s heartbeats.
+    println!("silent partition to INACTIVE: {took} ms (bound 2000 ms + scheduling)");
+    assert!(took <= 3500, "took {took} ms");
+}

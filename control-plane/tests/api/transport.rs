@@ -20,7 +20,11 @@ fn grpcurl() -> Command {
 
 /// Runs a client process without blocking the server sharing this runtime.
 async fn run(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().await.unwrap_or_else(|e| {
+    cmd.kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within 60 s"))
+        .unwrap_or_else(|e| {
         panic!(
             "cannot run {cmd:?}: {e} (run the README's test command, which installs the test tools)"
         )
@@ -81,7 +85,7 @@ async fn grpcurl_lists_services_checks_health_and_logs_in_over_tls() {
 }
 
 #[tokio::test]
-async fn a_grpc_web_client_logs_in_lists_services_and_passes_cors() {
+async fn a_grpc_web_client_logs_in_lists_services_watches_and_passes_cors() {
     let app = spawn_app().await;
     let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web");
     assert!(
@@ -110,6 +114,11 @@ async fn a_grpc_web_client_logs_in_lists_services_and_passes_cors() {
         serde_json::json!(["ghost", "n8n", "wordpress"])
     );
     assert_eq!(v["totalSize"], 3);
+    // WatchWorkers streams over grpc-web: an empty fleet's snapshot ends at once.
+    assert_eq!(
+        v["watchFirstEventType"],
+        pb::WorkerEventType::SnapshotEnd as i32
+    );
     // connect's Code.Unauthenticated is 16, as in gRPC.
     assert_eq!(v["wrongPasswordCode"], 16);
 

@@ -15,6 +15,7 @@ const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, readFile
 const transport = createGrpcWebTransport({ baseUrl, httpVersion: "1.1", nodeOptions: { ca } });
 const auth = createClient(registry.getService("minispod.v1.AuthService"), transport);
 const catalog = createClient(registry.getService("minispod.v1.CatalogService"), transport);
+const workers = createClient(registry.getService("minispod.v1.WorkerService"), transport);
 
 function preflight(fromOrigin) {
   return new Promise((resolve, reject) => {
@@ -48,6 +49,11 @@ const login = await auth.login({ email, password });
 out.loginHasTokens = login.accessToken.length > 20 && login.refreshToken.startsWith("msr_");
 const profile = await auth.getProfile({}, { headers: { authorization: `Bearer ${login.accessToken}` } });
 out.profileEmail = profile.user.email;
+// A server stream over grpc-web: the watch's snapshot arrives, then we leave.
+for await (const ev of workers.watchWorkers({}, { headers: { authorization: `Bearer ${login.accessToken}` } })) {
+  out.watchFirstEventType = ev.type;
+  break;
+}
 const services = await catalog.listServices({ pageSize: 10 });
 out.serviceSlugs = services.services.map((s) => s.slug).sort();
 out.totalSize = Number(services.totalSize);
@@ -60,3 +66,5 @@ try {
 out.allowedPreflight = await preflight(origin);
 out.otherPreflight = await preflight("https://evil.example.net");
 console.log(JSON.stringify(out));
+// The abandoned watch may leave its keep-alive socket open; we are done.
+process.exit(0);
