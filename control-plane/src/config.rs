@@ -124,6 +124,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_MAX_CONCURRENT_HASHES")]
     pub max_concurrent_hashes: Option<usize>,
 
+    /// Address for Prometheus metrics (`GET /metrics`), e.g. 127.0.0.1:9464.
+    /// Default: not served.
+    #[arg(long, env = "MINISPOD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// How often agents send heartbeats.
     #[arg(long, env = "MINISPOD_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod pki;
 pub mod startup;
 pub mod store;

@@ -33,6 +33,7 @@ use crate::{
     },
     catalog::{seed, service::CatalogApi},
     config::ServeArgs,
+    metrics::{FleetGauges, Metrics},
     pki::Pki,
     store::{Db, now_ms},
     telemetry::RpcTraceLayer,
@@ -68,6 +69,8 @@ pub struct Application {
     pki: Arc<Pki>,
     hub: FleetHub,
     enrollment: Enrollment,
+    metrics: Arc<Metrics>,
+    metrics_listener: Option<TcpListener>,
     args: ServeArgs,
 }
 
@@ -126,6 +129,7 @@ impl Application {
                 "marked workers without a live stream INACTIVE"
             );
         }
+        let metrics = Arc::new(Metrics::default());
         let hub = FleetHub::new(
             auth.db.clone(),
             FleetConfig {
@@ -133,6 +137,7 @@ impl Application {
                 missed_heartbeats: args.missed_heartbeats.max(1),
                 metrics_flush_interval: args.metrics_flush_interval.max(Duration::from_millis(10)),
             },
+            metrics.clone(),
         );
         let enrollment = Enrollment::new(hub.clone(), pki.clone(), enrollment_config(&args)?);
 
@@ -144,6 +149,14 @@ impl Application {
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listen on {}", args.listen))?;
+        let metrics_listener = match args.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listen for metrics on {addr}"))?,
+            ),
+            None => None,
+        };
         let local_addr = listener.local_addr()?;
         tracing::info!(
             addr = %local_addr,
@@ -160,8 +173,17 @@ impl Application {
             pki,
             hub,
             enrollment,
+            metrics,
+            metrics_listener,
             args,
         })
+    }
+
+    /// Where `/metrics` is served, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The bound address (the real port when `--listen` asked for port 0).
@@ -193,6 +215,8 @@ impl Application {
             auth,
             hub,
             enrollment,
+            metrics,
+            metrics_listener,
             args,
             ..
         } = self;
@@ -215,6 +239,20 @@ impl Application {
             .context("build reflection v1alpha")?;
 
         let cleanup = tokio::spawn(expire_refresh_tokens(auth.db.clone()));
+        let metrics_server = metrics_listener.map(|l| {
+            let (db, hub, metrics) = (auth.db.clone(), hub.clone(), metrics.clone());
+            let render: minispod_proto::support::Render = Arc::new(move || {
+                let (db, hub, metrics) = (db.clone(), hub.clone(), metrics.clone());
+                Box::pin(async move {
+                    let workers = workers_db::counts_by_status(&db).await.unwrap_or_default();
+                    metrics.render(&FleetGauges {
+                        workers,
+                        streams_open: hub.online_count(),
+                    })
+                })
+            });
+            tokio::spawn(minispod_proto::support::serve_metrics(l, render))
+        });
         let flusher = hub.spawn_flusher();
         let router = Server::builder()
             .accept_http1(true)
@@ -223,7 +261,7 @@ impl Application {
             .tcp_nodelay(true)
             .layer(cors_layer(&args.cors_origins)?)
             .layer(tonic_web::GrpcWebLayer::new())
-            .layer(RpcTraceLayer)
+            .layer(RpcTraceLayer::new(metrics.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -256,8 +294,13 @@ impl Application {
         // connections drain; give them DRAIN_TIMEOUT, then stop regardless.
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let closing_hub = hub.clone();
+        // systemd (Type=notify): ready now that the port is bound and the
+        // store migrated; watchdog pings while serving.
+        minispod_proto::support::sd_notify("READY=1");
+        let watchdog = minispod_proto::support::spawn_watchdog(|| true);
         let shutdown = async move {
             shutdown.await;
+            minispod_proto::support::sd_notify("STOPPING=1");
             closing_hub.close_all();
             let _ = signalled_tx.send(());
         };
@@ -284,6 +327,12 @@ impl Application {
             }
         };
         cleanup.abort();
+        if let Some(t) = metrics_server {
+            t.abort();
+        }
+        if let Some(t) = watchdog {
+            t.abort();
+        }
         flusher.abort();
         if let Err(e) = hub.flush_metrics().await {
             tracing::warn!(error = %e, "final heartbeat metrics flush failed");

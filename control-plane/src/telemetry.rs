@@ -4,6 +4,7 @@ use std::{
     fmt::Display,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -13,7 +14,7 @@ use tower::{Layer, Service};
 use tracing::{Instrument, field};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::config::LogFormat;
+use crate::{config::LogFormat, metrics::Metrics};
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default level
 /// (info). Calling it twice is harmless (tests do).
@@ -34,14 +35,26 @@ pub fn init(format: LogFormat) {
 /// Wraps every request in an `rpc` span with the method, the peer and, once
 /// the response headers are known, the gRPC status code, and logs one line
 /// per call.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RpcTraceLayer;
+#[derive(Debug, Clone)]
+pub struct RpcTraceLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl RpcTraceLayer {
+    /// A layer counting calls into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        RpcTraceLayer { metrics }
+    }
+}
 
 impl<S> Layer<S> for RpcTraceLayer {
     type Service = RpcTrace<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcTrace { inner }
+        RpcTrace {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -49,6 +62,7 @@ impl<S> Layer<S> for RpcTraceLayer {
 #[derive(Debug, Clone)]
 pub struct RpcTrace<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -84,11 +98,14 @@ where
             code = field::Empty,
         );
         let start = Instant::now();
+        let method = req.uri().path().to_owned();
+        let metrics = self.metrics.clone();
         let fut = self.inner.call(req);
         Box::pin(
             async move {
                 let res = fut.await;
-                let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+                let elapsed = start.elapsed();
+                let elapsed_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
                 match &res {
                     Ok(resp) => {
                         // Errors come as trailers-only responses, so the
@@ -102,7 +119,8 @@ where
                             .map(tonic::Code::from)
                             .unwrap_or(tonic::Code::Ok);
                         let name = crate::error::code_name(code);
-                        tracing::Span::current().record("code", name);
+                        metrics.observe_rpc(&method, name, elapsed);
+                        tracing::Span::current().record("code", field::display(name));
                         tracing::info!(elapsed_ms, "rpc done");
                     }
                     Err(e) => tracing::warn!(elapsed_ms, error = %e, "rpc failed"),

@@ -90,6 +90,11 @@ pub struct AgentArgs {
     #[arg(long, env = "MINISPOD_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
     pub max_backoff: Duration,
 
+    /// Address for the agent's Prometheus metrics (`GET /metrics`).
+    /// Default: not served.
+    #[arg(long, env = "MINISPOD_AGENT_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// Log format.
     #[arg(long, env = "MINISPOD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

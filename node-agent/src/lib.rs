@@ -15,6 +15,7 @@ pub mod config;
 pub mod enroll;
 pub mod facts;
 pub mod k3s;
+pub mod metrics;
 pub mod state;
 pub mod stream;
 pub mod tls;

@@ -50,6 +50,18 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
         .and_then(|u| u.host().map(str::to_owned));
     let facts = facts::machine_facts(&machine_id, server_host.as_deref());
 
+    let metrics = std::sync::Arc::new(minispod_agent::metrics::AgentMetrics::default());
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen for metrics on {addr}"))?;
+        let m = metrics.clone();
+        let render: minispod_proto::support::Render = std::sync::Arc::new(move || {
+            let text = m.render();
+            Box::pin(async move { text })
+        });
+        tokio::spawn(minispod_proto::support::serve_metrics(listener, render));
+    }
     let mut join_error = None;
     let creds = match state.credentials()? {
         Some(c) => c,
@@ -66,6 +78,9 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
                 &state,
             )
             .await?;
+            metrics
+                .enrollments
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Err(e) = k3s::join(
                 &args.k3s_config,
                 &args.k3s_join_command,
@@ -109,7 +124,11 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
         token: args.token.clone(),
         join_error,
         max_backoff: args.max_backoff,
+        metrics: metrics.clone(),
     };
+    // Watchdog pings while the process runs; a hung runtime stops them and
+    // systemd restarts the agent.
+    let _watchdog = minispod_proto::support::spawn_watchdog(|| true);
     stream::run(cfg, creds, stop_rx).await
 }
 

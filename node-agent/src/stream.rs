@@ -2,7 +2,10 @@
 //! commands, and reconnection with backoff across the configured servers.
 //!
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use minispod_proto::v1::{
@@ -17,6 +20,7 @@ use crate::{
     backoff::Backoff,
     enroll,
     facts::LoadSampler,
+    metrics::AgentMetrics,
     state::{Credentials, StateDir},
     tls::{self, ClientIdentity, Trust},
 };
@@ -37,6 +41,8 @@ pub struct StreamConfig {
     pub join_error: Option<String>,
     /// Longest backoff.
     pub max_backoff: Duration,
+    /// The agent's metrics.
+    pub metrics: Arc<AgentMetrics>,
 }
 
 /// How one stream ended.
@@ -66,6 +72,10 @@ pub async fn run(
         let end = session(&cfg, &server, &mut creds, &mut shutdown, &mut up_since)
             .await
             .unwrap_or_else(|e| SessionEnd::Lost(format!("{e:#}")));
+        cfg.metrics.stream_up.store(0, Ordering::Relaxed);
+        if !matches!(end, SessionEnd::Shutdown) {
+            cfg.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
         // A stream that lived a while resets the backoff: its loss is news,
         // not one more failure of a series.
         if up_since.is_some_and(|t: Instant| t.elapsed() > Duration::from_secs(30)) {
@@ -91,7 +101,10 @@ pub async fn run(
                     )
                     .await
                     {
-                        Ok((c, _)) => creds = c,
+                        Ok((c, _)) => {
+                            cfg.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+                            creds = c;
+                        }
                         Err(e) => {
                             tracing::error!(error = %format!("{e:#}"), "re-enrollment failed");
                             wait(&mut backoff, &mut shutdown).await;
@@ -172,6 +185,10 @@ async fn session(
     let mut interval = Duration::from_secs(welcome.heartbeat_interval_seconds.max(1) as u64);
     tracing::info!(%server, worker_id = %welcome.worker_id, ?interval, "stream up");
     *up_since = Some(Instant::now());
+    cfg.metrics.stream_up.store(1, Ordering::Relaxed);
+    cfg.metrics.connects.fetch_add(1, Ordering::Relaxed);
+    // systemd (Type=notify): ready once the first stream is up.
+    minispod_proto::support::sd_notify("READY=1");
     let mut tick = tokio::time::interval(interval);
     tick.reset();
     let mut sampler = LoadSampler::new();
@@ -198,10 +215,14 @@ async fn session(
                 if tx.send(beat).await.is_err() {
                     return Ok(SessionEnd::Lost("request stream closed".into()));
                 }
+                cfg.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
             }
             () = &mut renewal => {
                 match enroll::renew(channel.clone(), creds, &cfg.state).await {
-                    Ok(c) => *creds = c,
+                    Ok(c) => {
+                        cfg.metrics.renewals.fetch_add(1, Ordering::Relaxed);
+                        *creds = c;
+                    }
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; will retry"),
                 }
                 renewal.as_mut().reset(tokio::time::Instant::now() + renew_in(creds).max(Duration::from_secs(60)));

@@ -39,6 +39,7 @@ struct ControlPlane {
     dir: std::sync::Arc<TempDir>,
     ca_hash: String,
     ca_pem: String,
+    metrics: Option<std::net::SocketAddr>,
     channel: Channel,
     admin: String,
     stop: Option<oneshot::Sender<()>>,
@@ -83,7 +84,7 @@ impl ControlPlane {
         let mut args = fleet_args(&dir.0, port);
         configure(&mut args);
         let app = Application::build(args).await.expect("build control plane");
-        let (ca_hash, ca_pem) = (app.ca_hash(), app.ca_cert_pem());
+        let (ca_hash, ca_pem, metrics) = (app.ca_hash(), app.ca_cert_pem(), app.metrics_addr());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async {
             let _ = rx.await;
@@ -108,6 +109,7 @@ impl ControlPlane {
             dir,
             ca_hash,
             ca_pem,
+            metrics,
             channel,
             admin,
             stop: Some(tx),
@@ -1068,4 +1070,120 @@ async fn a_silent_partition_is_caught_within_the_keepalive_bound() {
     // Bound: keepalive 1 s ping + 1 s timeout, or 2 missed 1 s heartbeats.
     println!("silent partition to INACTIVE: {took} ms (bound 2000 ms + scheduling)");
     assert!(took <= 3500, "took {took} ms");
+}
+
+/// GET /metrics over plain HTTP; the value of the first sample named `name`
+/// (with its labels, if any, as written).
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(
+        body.contains("Content-Type: text/plain; version=0.0.4"),
+        "{body}"
+    );
+    body
+}
+
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_an_agent_connects_and_leaves_and_the_agent_notifies_systemd() {
+    let cp = ControlPlane::start_in(std::sync::Arc::new(TempDir::new()), free_port(), |a| {
+        a.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let maddr = cp.metrics.expect("metrics address");
+    let before = scrape(maddr).await;
+    assert_eq!(sample(&before, "minispod_streams_open"), 0.0);
+    assert_eq!(sample(&before, "minispod_workers_online"), 0.0);
+
+    // The agent with a notify socket, as systemd's Type=notify gives it.
+    let state = TempDir::new();
+    let notify_path = state.0.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let agent_metrics = free_port();
+    let mut watch = cp.watch().await;
+    let token = cp.token(0).await;
+    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_minispod-agent"))
+        .args([
+            "run",
+            "--server",
+            &cp.url(),
+            "--token",
+            &token,
+            "--ca-hash",
+            &cp.ca_hash,
+        ])
+        .arg("--state-dir")
+        .arg(&state.0)
+        .arg("--k3s-config")
+        .arg(state.0.join("k3s.yaml"))
+        .args(["--metrics-listen", &format!("127.0.0.1:{agent_metrics}")])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).expect("READY=1 within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready, "READY=1");
+    watch
+        .until("ACTIVE", |w| status(w) == WorkerStatus::Active)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let during = scrape(maddr).await;
+    assert_eq!(sample(&during, "minispod_streams_open"), 1.0);
+    assert_eq!(sample(&during, "minispod_workers_online"), 1.0);
+    assert_eq!(
+        sample(
+            &during,
+            "minispod_workers{status=\"ACTIVE\",online=\"true\"}"
+        ),
+        1.0
+    );
+    assert_eq!(sample(&during, "minispod_enrollments_total"), 1.0);
+    assert!(sample(&during, "minispod_heartbeats_received_total") >= 1.0);
+    assert_eq!(
+        sample(
+            &during,
+            "minispod_rpc_requests_total{method=\"/minispod.v1.AgentService/Enroll\",code=\"OK\"}"
+        ),
+        1.0
+    );
+    assert!(sample(&during, "minispod_store_flush_batch_workers_count") >= 1.0);
+    let agent_text = scrape(format!("127.0.0.1:{agent_metrics}").parse().unwrap()).await;
+    assert_eq!(sample(&agent_text, "minispod_agent_stream_up"), 1.0);
+    assert!(sample(&agent_text, "minispod_agent_heartbeats_sent_total") >= 1.0);
+
+    agent.start_kill().unwrap();
+    watch
+        .until("INACTIVE", |w| status(w) == WorkerStatus::Inactive)
+        .await;
+    let after = scrape(maddr).await;
+    assert_eq!(sample(&after, "minispod_streams_open"), 0.0);
+    assert_eq!(sample(&after, "minispod_workers_online"), 0.0);
+    assert_eq!(sample(&after, "minispod_streams_closed_total"), 1.0);
 }

@@ -2,6 +2,9 @@
 //! the control plane and the node agent, plus the encoded file descriptor set
 //! that the control plane serves through gRPC reflection.
 
+/// systemd notify and the Prometheus endpoint, shared by both daemons.
+pub mod support;
+
 /// The `minispod.v1` package: messages, `*_client` and `*_server` modules.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

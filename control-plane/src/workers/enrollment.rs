@@ -160,6 +160,20 @@ impl Enrollment {
         ip: Option<IpAddr>,
         r: pb::EnrollRequest,
     ) -> AppResult<pb::EnrollResponse> {
+        let outcome = self.admit(ip, r).await;
+        let counter = match &outcome {
+            Ok(_) => &self.hub.metrics().enrollments,
+            Err(_) => &self.hub.metrics().enrollment_failures,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        outcome
+    }
+
+    async fn admit(
+        &self,
+        ip: Option<IpAddr>,
+        r: pb::EnrollRequest,
+    ) -> AppResult<pb::EnrollResponse> {
         let key = ip.map(|i| i.to_string()).unwrap_or_default();
         self.limiter
             .take(&key)

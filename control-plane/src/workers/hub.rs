@@ -21,6 +21,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use super::queries::{self as workers_db, HeartbeatMetrics, WorkerRow};
 use crate::{
     error::AppResult,
+    metrics::Metrics,
     store::{Db, now_ms},
 };
 
@@ -82,6 +83,7 @@ struct Inner {
     events: broadcast::Sender<TimedEvent>,
     pending: Mutex<HashMap<String, HeartbeatMetrics>>,
     closing: tokio::sync::watch::Sender<bool>,
+    metrics: Arc<Metrics>,
 }
 
 /// Shared state of the fleet; cheap to clone.
@@ -92,7 +94,7 @@ pub struct FleetHub {
 
 impl FleetHub {
     /// A hub over `db`.
-    pub fn new(db: Db, config: FleetConfig) -> FleetHub {
+    pub fn new(db: Db, config: FleetConfig, metrics: Arc<Metrics>) -> FleetHub {
         let (events, _) = broadcast::channel(4096);
         FleetHub {
             inner: Arc::new(Inner {
@@ -103,6 +105,7 @@ impl FleetHub {
                 events,
                 pending: Mutex::new(HashMap::new()),
                 closing: tokio::sync::watch::Sender::new(false),
+                metrics,
             }),
         }
     }
@@ -110,6 +113,11 @@ impl FleetHub {
     /// The store.
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The fleet's timing.
@@ -230,6 +238,10 @@ impl FleetHub {
     /// Keeps a heartbeat's metrics for the next flush (the newest wins).
     pub fn record_heartbeat(&self, worker_id: &str, metrics: HeartbeatMetrics) {
         self.pending().insert(worker_id.to_owned(), metrics);
+        self.inner
+            .metrics
+            .heartbeats
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Writes every pending heartbeat in one transaction; returns how many.
@@ -238,9 +250,13 @@ impl FleetHub {
         if batch.is_empty() {
             return Ok(0);
         }
+        let started = std::time::Instant::now();
         let mut tx = self.inner.db.begin().await?;
         workers_db::write_metrics(&mut tx, &batch).await?;
         tx.commit().await?;
+        self.inner
+            .metrics
+            .observe_flush(batch.len(), started.elapsed());
         Ok(batch.len())
     }
 

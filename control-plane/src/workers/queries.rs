@@ -420,6 +420,15 @@ pub async fn list(
     Ok((rows, total))
 }
 
+/// (status, online, count) over all workers, for metrics.
+pub async fn counts_by_status(db: &Db) -> AppResult<Vec<(String, bool, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT status, online, COUNT(*) FROM workers GROUP BY status, online ORDER BY status",
+    )
+    .fetch_all(db.read())
+    .await?)
+}
+
 /// Fleet totals.
 #[derive(Debug, Default, FromRow)]
 #[allow(missing_docs)]

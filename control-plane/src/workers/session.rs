@@ -52,6 +52,7 @@ pub async fn run(
     let mut reg = hub.register(&worker_id);
     let deadline = hub.config().silence_deadline();
 
+    let mut opened = false;
     let reason = async {
         // The hello must come first, within the deadline.
         let hello = match tokio::time::timeout(deadline, inbound.message()).await {
@@ -71,6 +72,8 @@ pub async fn run(
             }
             Err(e) => return EndReason::Broken(format!("store: {e}")),
         };
+        hub.metrics().streams_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        opened = true;
         let welcome = ConnectResponse {
             message: Some(connect_response::Message::Welcome(pb::Welcome {
                 worker_id: worker_id.clone(),
@@ -118,6 +121,11 @@ pub async fn run(
     }
     .await;
 
+    if opened {
+        hub.metrics()
+            .streams_closed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     if hub.unregister(&worker_id, reg.session_id) {
         match change_state(
             &hub,

@@ -214,6 +214,12 @@ async fn the_binary_serves_prints_its_ca_hash_and_stops_on_sigterm() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    // Type=notify: the server must say READY=1 on $NOTIFY_SOCKET.
+    let notify_path = dir.0.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_minispod-control-plane"))
         .arg("serve")
         .arg("--listen")
@@ -223,6 +229,7 @@ async fn the_binary_serves_prints_its_ca_hash_and_stops_on_sigterm() {
         .env("MINISPOD_ADMIN_EMAIL", "ops@example.org")
         .env("MINISPOD_ADMIN_PASSWORD", "ops-password-1")
         .env("MINISPOD_LOG_FORMAT", "json")
+        .env("NOTIFY_SOCKET", &notify_path)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -241,6 +248,14 @@ async fn the_binary_serves_prints_its_ca_hash_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let channel = connected.expect("the server came up");
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 64];
+        let n = notify.recv(&mut buf).expect("READY=1 on the notify socket");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready, "READY=1");
     let mut auth = pb::auth_service_client::AuthServiceClient::new(channel);
     let login = auth
         .login(pb::LoginRequest {
