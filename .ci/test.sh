@@ -22,6 +22,22 @@ export MINISPOD_GRPCURL="$root/.ci/.venv/bin/grpcurl"
 step "buf lint"
 control-plane/tests/web/node_modules/.bin/buf lint
 
+step "systemd units: systemd-analyze verify and security exposure"
+if ! command -v systemd-analyze >/dev/null; then
+  apt-get install -y --no-install-recommends systemd >/dev/null
+fi
+cargo build --workspace --locked --bins
+units=$(mktemp -d)
+for unit in minispod-control-plane minispod-agent; do
+  # verify checks that ExecStart exists: point it at the fresh build.
+  sed "s|/usr/bin/|$root/target/debug/|" "systemd/$unit.service" > "$units/$unit.service"
+done
+(cd "$units" && systemd-analyze verify ./minispod-control-plane.service ./minispod-agent.service)
+for unit in minispod-control-plane minispod-agent; do
+  (cd "$units" && systemd-analyze security --offline=yes --threshold=30 "./$unit.service" | tail -n 1)
+done
+rm -rf "$units"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -41,6 +41,12 @@ pub enum LogFormat {
 /// Settings of `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// TOML file of settings, keyed by flag name (`listen = "0.0.0.0:7443"`,
+    /// `cors-origin = ["https://ui.example.org"]`); flags and environment
+    /// variables override it.
+    #[arg(long, env = "MINISPOD_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on for gRPC and grpc-web.
     #[arg(long, env = "MINISPOD_LISTEN", default_value = "0.0.0.0:7443")]
     pub listen: SocketAddr,
@@ -183,6 +189,20 @@ pub struct ServeArgs {
     /// refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "MINISPOD_MAX_QUEUED_HASHES", default_value_t = 64)]
     pub max_queued_hashes: usize,
+}
+
+impl Cli {
+    /// Parses the process's arguments, folding in `--config`.
+    pub fn from_env() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let args = std::env::args_os().collect();
+        let args = minispod_proto::support::apply_config_file(&Cli::command(), "serve", args)
+            .unwrap_or_else(|e| {
+                clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")).exit()
+            });
+        let matches = Cli::command().get_matches_from(args);
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 impl ServeArgs {

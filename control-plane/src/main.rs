@@ -1,4 +1,3 @@
-use clap::Parser;
 use minispod_control_plane::{
     Application,
     config::{Cli, Command},
@@ -8,7 +7,7 @@ use minispod_control_plane::{
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::from_env();
     match cli.command {
         Command::Serve(args) => {
             telemetry::init(args.log_format);

@@ -35,6 +35,12 @@ pub enum LogFormat {
 /// Settings of the agent.
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
+    /// TOML file of settings, keyed by flag name (`server = ["https://..."]`,
+    /// `state-dir = "/var/lib/minispod-agent"`); flags and environment
+    /// variables override it.
+    #[arg(long, env = "MINISPOD_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Control plane URL, e.g. https://cp.example.org:7443. Repeat (or
     /// comma-separate) to fail over among several.
     #[arg(
@@ -98,6 +104,22 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, env = "MINISPOD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// Parses the process's arguments, folding in `--config`.
+    pub fn from_env() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        for sub in ["run", "join"] {
+            args = minispod_proto::support::apply_config_file(&Cli::command(), sub, args)
+                .unwrap_or_else(|e| {
+                    clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")).exit()
+                });
+        }
+        let matches = Cli::command().get_matches_from(args);
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// Parses `250ms`, `90s`, `15m`, `12h` or a plain number of seconds.

@@ -1,5 +1,4 @@
 use anyhow::Context;
-use clap::Parser;
 use minispod_agent::{
     config::{AgentArgs, Cli, Command, LogFormat},
     enroll, facts, k3s,
@@ -134,7 +133,7 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    match Cli::from_env().command {
         Command::Run(args) => start(args, true).await,
         Command::Join(args) => start(args, false).await,
     }

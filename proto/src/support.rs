@@ -123,6 +123,101 @@ pub async fn serve_metrics(listener: TcpListener, render: Render) {
     }
 }
 
+/// Reads `--config FILE` (or `$MINISPOD_CONFIG`) given to `subcommand` and
+/// turns its TOML settings into flags, so one parser handles all three
+/// sources with the precedence flags > environment > file > defaults.
+///
+/// Keys are the long flag names (`listen`, `data-dir` or `data_dir`);
+/// values are strings, numbers, booleans or arrays (repeated flags). An
+/// unknown key is an error, as is a setting of the wrong type.
+pub fn apply_config_file(
+    command: &clap::Command,
+    subcommand: &str,
+    args: Vec<std::ffi::OsString>,
+) -> Result<Vec<std::ffi::OsString>, String> {
+    use std::ffi::OsString;
+    let Some(pos) = args.iter().position(|a| a == subcommand) else {
+        return Ok(args);
+    };
+    let mut path: Option<OsString> = std::env::var_os("MINISPOD_CONFIG");
+    let mut rest = Vec::with_capacity(args.len());
+    let mut i = pos + 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--config" {
+            path = Some(args.get(i + 1).cloned().ok_or("--config needs a file")?);
+            i += 2;
+            continue;
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(p.into());
+            i += 1;
+            continue;
+        }
+        rest.push(args[i].clone());
+        i += 1;
+    }
+    let mut out: Vec<OsString> = args[..=pos].to_vec();
+    let Some(path) = path else {
+        out.extend(rest);
+        return Ok(out);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.to_string_lossy()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("config file {}: {e}", path.to_string_lossy()))?;
+    let sub = command
+        .find_subcommand(subcommand)
+        .ok_or_else(|| format!("no subcommand {subcommand}"))?;
+    let given: Vec<String> = rest
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    for (key, value) in table {
+        let long = key.replace('_', "-");
+        let arg = sub
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()))
+            .ok_or_else(|| format!("config file: unknown setting `{key}`"))?;
+        let flag = format!("--{long}");
+        let on_cli = given
+            .iter()
+            .any(|g| *g == flag || g.starts_with(&format!("{flag}=")));
+        let in_env = arg.get_env().is_some_and(|e| std::env::var_os(e).is_some());
+        if on_cli || in_env {
+            continue;
+        }
+        let values = match value {
+            toml::Value::Array(items) => items,
+            v => vec![v],
+        };
+        for v in values {
+            match v {
+                toml::Value::Boolean(true) => out.push(flag.clone().into()),
+                toml::Value::Boolean(false) => {}
+                toml::Value::String(s) => {
+                    out.push(flag.clone().into());
+                    out.push(s.into());
+                }
+                toml::Value::Integer(n) => {
+                    out.push(flag.clone().into());
+                    out.push(n.to_string().into());
+                }
+                other => {
+                    return Err(format!(
+                        "config file: `{key}` cannot be {}",
+                        other.type_str()
+                    ));
+                }
+            }
+        }
+    }
+    // The command line comes last and wins.
+    out.extend(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +237,68 @@ mod tests {
             dir.join("absent.sock").as_os_str(),
             "READY=1"
         ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_config_file_fills_in_what_flags_do_not_say() {
+        use clap::{Arg, ArgAction, Command};
+        let cmd = Command::new("x").subcommand(
+            Command::new("serve")
+                .arg(Arg::new("listen").long("listen").env("X_TEST_UNSET_LISTEN"))
+                .arg(Arg::new("data-dir").long("data-dir"))
+                .arg(
+                    Arg::new("plaintext")
+                        .long("plaintext")
+                        .action(ArgAction::SetTrue),
+                )
+                .arg(
+                    Arg::new("tls-san")
+                        .long("tls-san")
+                        .action(ArgAction::Append),
+                ),
+        );
+        let dir = std::env::temp_dir().join(format!("cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "listen = \"1.2.3.4:1\"\ndata_dir = \"/srv\"\nplaintext = true\ntls-san = [\"a\", \"b\"]\n").unwrap();
+        let args = [
+            "x",
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            "/cli",
+        ]
+        .map(std::ffi::OsString::from)
+        .to_vec();
+        let out: Vec<String> = apply_config_file(&cmd, "serve", args)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let m = cmd.clone().get_matches_from(&out);
+        let m = m.subcommand_matches("serve").unwrap();
+        assert_eq!(m.get_one::<String>("listen").unwrap(), "1.2.3.4:1");
+        assert_eq!(
+            m.get_one::<String>("data-dir").unwrap(),
+            "/cli",
+            "the flag wins"
+        );
+        assert!(m.get_flag("plaintext"));
+        assert_eq!(
+            m.get_many::<String>("tls-san").unwrap().collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        std::fs::write(&file, "nonsense = 1\n").unwrap();
+        let args = ["x", "serve", "--config", file.to_str().unwrap()]
+            .map(std::ffi::OsString::from)
+            .to_vec();
+        assert!(
+            apply_config_file(&cmd, "serve", args)
+                .unwrap_err()
+                .contains("unknown setting")
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
