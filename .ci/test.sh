@@ -38,6 +38,9 @@ for unit in minispod-control-plane minispod-agent; do
 done
 rm -rf "$units"
 
+step "Debian packages and install scripts"
+.ci/packaging-test.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
