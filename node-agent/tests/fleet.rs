@@ -1187,3 +1187,127 @@ async fn metrics_move_as_an_agent_connects_and_leaves_and_the_agent_notifies_sys
     assert_eq!(sample(&after, "minispod_workers_online"), 0.0);
     assert_eq!(sample(&after, "minispod_streams_closed_total"), 1.0);
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_with_the_right_codes_and_the_server_keeps_serving() {
+    let cp = ControlPlane::start().await;
+    let rss_before = rss_kib();
+
+    // A flood of Connect attempts without certificates.
+    let attempts: Vec<_> = (0..300)
+        .map(|_| {
+            let ch = cp.channel.clone();
+            tokio::spawn(async move { open_stream(ch, "flood").await.map(|_| ()) })
+        })
+        .collect();
+    for a in attempts {
+        assert_eq!(a.await.unwrap().unwrap_err().code(), Code::Unauthenticated);
+    }
+
+    // Oversized, huge repeated fields, unknown enum values.
+    let huge = AgentServiceClient::new(cp.channel.clone())
+        .enroll(pb::EnrollRequest {
+            token: "t".into(),
+            csr_pem: "x".repeat(2 << 20),
+            facts: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), Code::OutOfRange);
+    let big_csr = AgentServiceClient::new(cp.channel.clone())
+        .enroll(pb::EnrollRequest {
+            token: "t".into(),
+            csr_pem: "x".repeat(100_000),
+            facts: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(big_csr.code(), Code::InvalidArgument);
+    let mut users =
+        minispod_proto::v1::user_service_client::UserServiceClient::new(cp.channel.clone());
+    let many = users
+        .bulk_update_users(cp.authed(pb::BulkUpdateUsersRequest {
+            ids: (0..5000).map(|i| format!("id-{i}")).collect(),
+            action: pb::BulkUserAction::Delete as i32,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(many.code(), Code::InvalidArgument);
+    let mut catalog =
+        minispod_proto::v1::catalog_service_client::CatalogServiceClient::new(cp.channel.clone());
+    let tags = catalog
+        .list_services(pb::ListServicesRequest {
+            tags: (0..1000).map(|i| format!("t{i}")).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(tags.code(), Code::InvalidArgument);
+    for status in [99, -1] {
+        let e = cp
+            .workers()
+            .list_workers(cp.authed(pb::ListWorkersRequest {
+                status,
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+    }
+
+    // A stream that sends nothing is closed after the heartbeat deadline and
+    // its worker never goes online.
+    let (key, csr) = minispod_agent::enroll::key_and_csr("quiet").unwrap();
+    let enrolled = AgentServiceClient::new(cp.channel.clone())
+        .enroll(pb::EnrollRequest {
+            token: cp.token(0).await,
+            csr_pem: csr,
+            facts: Some(pb::MachineFacts {
+                hostname: "quiet".into(),
+                machine_id: "quiet-1".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ch = mtls_channel(&cp, &enrolled.certificate_pem, &key)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut silent = AgentServiceClient::new(ch)
+        .connect(tokio_stream::pending::<pb::ConnectRequest>())
+        .await
+        .unwrap()
+        .into_inner();
+    let end = tokio::time::timeout(Duration::from_secs(10), silent.message())
+        .await
+        .expect("closed within 10 s");
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed after the 2 s deadline, not before"
+    );
+    let quiet = cp
+        .list()
+        .await
+        .into_iter()
+        .find(|w| w.id == enrolled.worker_id)
+        .unwrap();
+    assert_eq!(status(&quiet), WorkerStatus::Pending);
+
+    // Still serving, memory bounded.
+    assert_eq!(cp.list().await.len(), 1);
+    let grown_mib = rss_kib().saturating_sub(rss_before) / 1024;
+    println!("RSS growth over the hostile run: {grown_mib} MiB");
+    assert!(grown_mib < 256, "memory grew by {grown_mib} MiB");
+}
