@@ -93,18 +93,7 @@ impl AuthState {
     /// The client's address: the TCP peer, or with `--trust-forwarded-for`
     /// the first address of `x-forwarded-for`.
     pub fn client_ip<T>(&self, request: &Request<T>) -> Option<IpAddr> {
-        if self.trust_forwarded_for {
-            let forwarded = request
-                .metadata()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok());
-            if forwarded.is_some() {
-                return forwarded;
-            }
-        }
-        request.remote_addr().map(|a| a.ip())
+        client_ip(request, self.trust_forwarded_for)
     }
 
     /// Opens a session for `user` inside `tx`: a new refresh token in
@@ -130,4 +119,21 @@ impl AuthState {
             refresh_token_expires_at: Some(timestamp(refresh_expires)),
         })
     }
+}
+
+/// The client's address: the TCP peer, or with `trust_forwarded_for` the
+/// first address of `x-forwarded-for` (set by a proxy you trust).
+pub fn client_ip<T>(request: &Request<T>, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for {
+        let forwarded = request
+            .metadata()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    request.remote_addr().map(|a| a.ip())
 }

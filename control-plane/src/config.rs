@@ -223,26 +223,7 @@ impl ServeArgs {
     }
 }
 
-/// Parses `90s`, `15m`, `12h`, `30d` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 12h or 30d"))?;
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
-    };
-    Ok(Duration::from_secs(secs))
-}
+pub use minispod_proto::support::parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -8,8 +8,7 @@
 
 use std::{
     fs,
-    io::Write,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
@@ -278,20 +277,10 @@ pub fn pem_to_der(pem: &str) -> anyhow::Result<Vec<u8>> {
     Ok(cert.to_vec())
 }
 
-/// Writes a file readable by its owner only, atomically (temp file + rename).
+/// Writes a file readable by its owner only, atomically.
 pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("create {}", tmp.display()))?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
-    Ok(())
+    minispod_proto::support::write_private(path, contents)
+        .with_context(|| format!("write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -7,8 +7,7 @@
 
 use std::{
     fs,
-    io::Write,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
@@ -79,18 +78,8 @@ impl StateDir {
     /// Writes `name` atomically with mode 0600.
     pub fn write(&self, name: &str, contents: &str) -> anyhow::Result<()> {
         let path = self.path.join(name);
-        let tmp = self.path.join(format!(".{name}.tmp"));
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))?;
-        Ok(())
+        minispod_proto::support::write_private(&path, contents.as_bytes())
+            .with_context(|| format!("write {}", path.display()))
     }
 
     /// The stored credentials, if the agent has enrolled.

@@ -123,6 +123,45 @@ pub async fn serve_metrics(listener: TcpListener, render: Render) {
     }
 }
 
+/// Parses `250ms`, `90s`, `15m`, `12h`, `30d` or a plain number of
+/// seconds: the duration syntax of every flag.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 12h or 30d"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Writes a file readable by its owner only (0600), atomically: a temporary
+/// file in the same directory, synced, then renamed over the target.
+pub fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Reads `--config FILE` (or `$MINISPOD_CONFIG`) given to `subcommand` and
 /// turns its TOML settings into flags, so one parser handles all three
 /// sources with the precedence flags > environment > file > defaults.

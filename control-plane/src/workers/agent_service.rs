@@ -32,17 +32,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
-        let mut ip = request.remote_addr().map(|a| a.ip());
-        if self.trust_forwarded_for
-            && let Some(f) = request
-                .metadata()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok())
-        {
-            ip = Some(f);
-        }
+        let ip = crate::auth::client_ip(&request, self.trust_forwarded_for);
         let r = self.enrollment.enroll(ip, request.into_inner()).await?;
         Ok(Response::new(r))
     }

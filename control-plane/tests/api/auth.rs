@@ -501,3 +501,31 @@ async fn failed_logins_slow_one_account_for_a_while_not_forever() {
         .await
         .expect("not locked out");
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_limits_follow_x_forwarded_for() {
+    let app = spawn_app_with(|a| {
+        a.trust_forwarded_for = true;
+        a.login_ip_burst = 1;
+        a.login_ip_per_minute = 1;
+    })
+    .await;
+    let login_from = |ip: &'static str| {
+        let mut c = app.auth();
+        async move {
+            let mut r = Request::new(pb::LoginRequest {
+                email: "nobody@example.org".into(),
+                password: "whatever-pw".into(),
+            });
+            r.metadata_mut()
+                .insert("x-forwarded-for", ip.parse().unwrap());
+            c.login(r).await
+        }
+    };
+    expect_code(login_from("203.0.113.1").await, Code::Unauthenticated);
+    expect_code(login_from("203.0.113.1").await, Code::ResourceExhausted);
+    expect_code(
+        login_from("203.0.113.2, 10.0.0.1").await,
+        Code::Unauthenticated,
+    );
+}
