@@ -86,11 +86,36 @@ fn first_version(candidates: &[(&str, &str)]) -> String {
     String::new()
 }
 
+/// Where heartbeat figures come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatSource {
+    /// This machine, through sysinfo.
+    Machine,
+    /// Plausible constant figures, no system calls: for the swarm, which
+    /// simulates thousands of agents in one process.
+    Synthetic,
+}
+
+impl HeartbeatSource {
+    /// A sampler of this kind.
+    pub fn sampler(self) -> LoadSampler {
+        match self {
+            HeartbeatSource::Machine => LoadSampler::new(),
+            HeartbeatSource::Synthetic => LoadSampler {
+                sys: None,
+                synthetic: true,
+                sequence: 0,
+            },
+        }
+    }
+}
+
 /// Samples load for heartbeats; keeps the sysinfo state between samples so
 /// CPU use is measured over the interval.
 #[derive(Debug)]
 pub struct LoadSampler {
     sys: Option<System>,
+    synthetic: bool,
     sequence: u64,
 }
 
@@ -107,12 +132,33 @@ impl LoadSampler {
         if let Some(s) = sys.as_mut() {
             s.refresh_cpu_usage();
         }
-        LoadSampler { sys, sequence: 0 }
+        LoadSampler {
+            sys,
+            synthetic: false,
+            sequence: 0,
+        }
     }
 
     /// The next heartbeat.
     pub fn heartbeat(&mut self, ready: bool) -> Heartbeat {
         self.sequence += 1;
+        if self.synthetic {
+            const GIB: i64 = 1 << 30;
+            return Heartbeat {
+                sequence: self.sequence,
+                cpu_used_percent: 5.0 + (self.sequence % 10) as f64,
+                memory_used_bytes: GIB,
+                storage_used_bytes: 10 * GIB,
+                pod_count: 0,
+                ready,
+                allocatable: Some(WorkerResources {
+                    cpu_millicores: 2000,
+                    memory_bytes: 4 * GIB,
+                    storage_bytes: 100 * GIB,
+                    pods: MAX_PODS,
+                }),
+            };
+        }
         let (cpu, mem_used, mem_total, cores) = match self.sys.as_mut() {
             Some(s) => {
                 s.refresh_cpu_usage();

@@ -9,6 +9,7 @@
 //! - `k3s`: the join hook.
 //! - `stream`: the Connect stream with heartbeats and reconnects.
 //! - `backoff`: exponential backoff with full jitter.
+//! - `swarm`: many simulated agents in one process, for benchmarks.
 
 pub mod backoff;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod k3s;
 pub mod metrics;
 pub mod state;
 pub mod stream;
+pub mod swarm;
 pub mod tls;
 
 /// The agent's version, reported to the control plane.

@@ -124,6 +124,7 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
         join_error,
         max_backoff: args.max_backoff,
         metrics: metrics.clone(),
+        heartbeats: facts::HeartbeatSource::Machine,
     };
     // Watchdog pings while the process runs; a hung runtime stops them and
     // systemd restarts the agent.

@@ -19,7 +19,7 @@ use tonic::Code;
 use crate::{
     backoff::Backoff,
     enroll,
-    facts::LoadSampler,
+    facts::HeartbeatSource,
     metrics::AgentMetrics,
     state::{Credentials, StateDir},
     tls::{self, ClientIdentity, Trust},
@@ -43,6 +43,8 @@ pub struct StreamConfig {
     pub max_backoff: Duration,
     /// The agent's metrics.
     pub metrics: Arc<AgentMetrics>,
+    /// Where heartbeat figures come from.
+    pub heartbeats: HeartbeatSource,
 }
 
 /// How one stream ended.
@@ -191,7 +193,7 @@ async fn session(
     minispod_proto::support::sd_notify("READY=1");
     let mut tick = tokio::time::interval(interval);
     tick.reset();
-    let mut sampler = LoadSampler::new();
+    let mut sampler = cfg.heartbeats.sampler();
     let renew_in = |c: &Credentials| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
