@@ -1311,3 +1311,187 @@ async fn hostile_input_is_refused_with_the_right_codes_and_the_server_keeps_serv
     println!("RSS growth over the hostile run: {grown_mib} MiB");
     assert!(grown_mib < 256, "memory grew by {grown_mib} MiB");
 }
+
+/// The control plane binary, built beside the test binaries by
+/// `cargo test --workspace`.
+fn control_plane_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("minispod-control-plane");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the workspace's tests (cargo test --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+fn spawn_control_plane_process(data: &Path, port: u16) -> tokio::process::Child {
+    tokio::process::Command::new(control_plane_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--admin-email",
+            ADMIN_EMAIL,
+            "--admin-password",
+            ADMIN_PASSWORD,
+        ])
+        .args([
+            "--heartbeat-interval",
+            "1s",
+            "--metrics-flush-interval",
+            "100ms",
+        ])
+        .args(["--enroll-burst", "100000", "--enroll-per-second", "100000"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn admin_channel(port: u16, data: &Path) -> (Channel, String) {
+    for _ in 0..200 {
+        if let Ok(pem) = std::fs::read_to_string(data.join("pki/ca.crt"))
+            && let Ok(ch) = tls::channel(
+                &format!("https://localhost:{port}"),
+                tls::client_config(&Trust::CaPem(pem), None).unwrap(),
+            )
+            .await
+            && let Ok(r) = AuthServiceClient::new(ch.clone())
+                .login(pb::LoginRequest {
+                    email: ADMIN_EMAIL.into(),
+                    password: ADMIN_PASSWORD.into(),
+                })
+                .await
+        {
+            return (ch, r.into_inner().access_token);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the control plane did not come up");
+}
+
+async fn fleet_counts(ch: &Channel, admin: &str) -> (usize, usize) {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = WorkerServiceClient::new(ch.clone())
+            .list_workers(authed(
+                pb::ListWorkersRequest {
+                    page_size: 500,
+                    page_token: token,
+                    ..Default::default()
+                },
+                admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.workers);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let active = all
+        .iter()
+        .filter(|w| status(w) == WorkerStatus::Active)
+        .count();
+    (all.len(), active)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_control_plane_under_500_agents_loses_nothing() {
+    const N: usize = 500;
+    minispod_agent::swarm::raise_fd_limit();
+    let dir = TempDir::new();
+    let data = dir.0.join("cp");
+    let port = free_port();
+    let mut cp = spawn_control_plane_process(&data, port);
+    let (ch, admin) = admin_channel(port, &data).await;
+    let token = WorkerServiceClient::new(ch.clone())
+        .create_enrollment_token(authed(
+            pb::CreateEnrollmentTokenRequest {
+                ttl_seconds: 3600,
+                max_uses: 0,
+                description: "swarm".into(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let pem = std::fs::read_to_string(data.join("pki/ca.crt")).unwrap();
+    let swarm = minispod_agent::swarm::Swarm::start(minispod_agent::swarm::SwarmConfig {
+        servers: vec![format!("https://localhost:{port}")],
+        token,
+        trust: Trust::CaPem(pem),
+        agents: N,
+        state_root: dir.0.join("agents"),
+        enroll_concurrency: 32,
+        max_backoff: Duration::from_secs(4),
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fleet_counts(&ch, &admin).await.1 < N {
+        assert!(Instant::now() < deadline, "not all {N} ACTIVE");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Heavy heartbeat load for a moment, then kill -9 mid-flight.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reconnects_before = swarm.reconnects();
+    cp.start_kill().unwrap(); // SIGKILL
+    cp.wait().await.unwrap();
+    let killed_at = Instant::now();
+
+    // The SQLite file survived the kill intact.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite:{}", data.join("minispod.db").display()))
+        .await
+        .unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    db.close().await;
+
+    // Restart on the same data dir and port: every agent comes back by itself.
+    let _cp = spawn_control_plane_process(&data, port);
+    let (ch, admin) = admin_channel(port, &data).await;
+    let restarted_at = Instant::now();
+    let mut first_back = None;
+    loop {
+        let (total, active) = fleet_counts(&ch, &admin).await;
+        assert_eq!(total, N, "no worker lost or duplicated");
+        if active > 0 && first_back.is_none() {
+            first_back = Some(restarted_at.elapsed());
+        }
+        if active == N {
+            break;
+        }
+        assert!(
+            restarted_at.elapsed() < Duration::from_secs(60),
+            "{active}/{N} ACTIVE after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all_back = restarted_at.elapsed();
+    println!(
+        "kill -9 with {N} agents: down for {:?}; after restart first ACTIVE at {:?}, all {N} ACTIVE at {:?} (reconnects spread by jitter); {} reconnects",
+        restarted_at - killed_at,
+        first_back.unwrap(),
+        all_back,
+        swarm.reconnects() - reconnects_before
+    );
+    assert!(swarm.reconnects() > reconnects_before, "agents reconnected");
+    swarm.stop().await;
+}
