@@ -191,7 +191,10 @@ impl Pki {
         params.use_authority_key_identifier_extension = true;
         let mut serial = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut serial);
-        serial[0] &= 0x7f; // positive, as DER integers must be
+        // First byte in 0x40..=0x7f: positive and without a leading zero, so
+        // the DER integer holds exactly these 16 bytes and the serial read
+        // back from a client certificate matches the stored one.
+        serial[0] = 0x40 | (serial[0] & 0x3f);
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         csr.params = params;
         let cert = csr
@@ -322,6 +325,14 @@ mod tests {
             pki.sign_worker_csr("garbage", "w", std::time::Duration::from_secs(60))
                 .is_err()
         );
+        // Every serial reads back as issued (a leading zero byte would not).
+        for _ in 0..300 {
+            let issued = pki
+                .sign_worker_csr(&csr, "worker-1", std::time::Duration::from_secs(3600))
+                .unwrap();
+            let id = peer_identity(&pem_to_der(&issued.pem).unwrap()).unwrap();
+            assert_eq!(id.serial, issued.serial);
+        }
         fs::remove_dir_all(dir).unwrap();
     }
 }
