@@ -31,6 +31,8 @@ fn main() {
         // AgentService has an RPC named Connect, which would clash with the
         // generated `connect` constructor: clients are built with `new(channel)`.
         .build_transport(false)
+        // Small per-stream buffers: see src/codec.rs.
+        .codec_path("crate::codec::LeanCodec")
         .compile_fds(fds)
         .expect("generate code");
 }

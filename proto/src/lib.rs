@@ -2,6 +2,9 @@
 //! the control plane and the node agent, plus the encoded file descriptor set
 //! that the control plane serves through gRPC reflection.
 
+/// The codec of every generated client and server (small buffers).
+pub mod codec;
+
 /// systemd notify and the Prometheus endpoint, shared by both daemons.
 pub mod support;
 
