@@ -183,6 +183,14 @@ impl Drop for ControlPlane {
     }
 }
 
+/// `msg` with the bearer token when there is one.
+fn maybe_authed<T>(msg: T, token: Option<&str>) -> Request<T> {
+    match token {
+        Some(t) => authed(msg, t),
+        None => Request::new(msg),
+    }
+}
+
 fn authed<T>(msg: T, token: &str) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut().insert(
@@ -659,59 +667,45 @@ async fn worker_administration_needs_an_administrator() {
         } else {
             Code::Unauthenticated
         };
-        let r = |m| match token {
-            Some(t) => authed(m, t),
-            None => Request::new(m),
-        };
         assert_eq!(
-            w.list_workers(r(pb::ListWorkersRequest::default()))
+            w.list_workers(maybe_authed(pb::ListWorkersRequest::default(), token))
                 .await
                 .unwrap_err()
                 .code(),
             want
         );
-        let r2 = |m| match token {
-            Some(t) => authed(m, t),
-            None => Request::new(m),
-        };
         assert_eq!(
-            w.create_enrollment_token(r2(pb::CreateEnrollmentTokenRequest::default()))
+            w.create_enrollment_token(maybe_authed(
+                pb::CreateEnrollmentTokenRequest::default(),
+                token
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+            want
+        );
+        assert_eq!(
+            w.get_worker_stats(maybe_authed(pb::GetWorkerStatsRequest {}, token))
                 .await
                 .unwrap_err()
                 .code(),
             want
         );
-        let r3 = |m| match token {
-            Some(t) => authed(m, t),
-            None => Request::new(m),
-        };
         assert_eq!(
-            w.get_worker_stats(r3(pb::GetWorkerStatsRequest {}))
+            w.watch_workers(maybe_authed(pb::WatchWorkersRequest {}, token))
                 .await
                 .unwrap_err()
                 .code(),
             want
         );
-        let r4 = |m| match token {
-            Some(t) => authed(m, t),
-            None => Request::new(m),
-        };
         assert_eq!(
-            w.watch_workers(r4(pb::WatchWorkersRequest {}))
-                .await
-                .unwrap_err()
-                .code(),
-            want
-        );
-        let r5 = |m| match token {
-            Some(t) => authed(m, t),
-            None => Request::new(m),
-        };
-        assert_eq!(
-            w.delete_worker(r5(pb::DeleteWorkerRequest { id: "x".into() }))
-                .await
-                .unwrap_err()
-                .code(),
+            w.delete_worker(maybe_authed(
+                pb::DeleteWorkerRequest { id: "x".into() },
+                token
+            ))
+            .await
+            .unwrap_err()
+            .code(),
             want
         );
     }

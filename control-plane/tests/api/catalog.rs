@@ -1,7 +1,7 @@
 //! CatalogService over the network.
 
 use minispod_proto::v1::{self as pb, get_service_request::Lookup};
-use tonic::{Code, Request};
+use tonic::Code;
 
 use crate::helpers::*;
 
@@ -204,51 +204,25 @@ async fn admin_methods_refuse_anonymous_callers_and_plain_users() {
         } else {
             Code::Unauthenticated
         };
-        let req = |m| match token {
-            Some(t) => authed(m, t),
-            None => Request::new(m),
-        };
         let c = || app.catalog();
-        expect_code(c().create_service(req(spec("sneaky"))).await, want);
+        let id = || "x".to_string();
         expect_code(
-            c().update_service(match token {
-                Some(t) => authed(
-                    pb::UpdateServiceRequest {
-                        id: "x".into(),
-                        ..Default::default()
-                    },
-                    t,
-                ),
-                None => Request::new(pb::UpdateServiceRequest {
-                    id: "x".into(),
-                    ..Default::default()
-                }),
-            })
-            .await,
+            c().create_service(maybe_authed(spec("sneaky"), token))
+                .await,
             want,
         );
+        let update = pb::UpdateServiceRequest {
+            id: id(),
+            ..Default::default()
+        };
+        expect_code(c().update_service(maybe_authed(update, token)).await, want);
+        let delete = pb::DeleteServiceRequest { id: id() };
+        expect_code(c().delete_service(maybe_authed(delete, token)).await, want);
+        let all = pb::ListAllServicesRequest::default();
+        expect_code(c().list_all_services(maybe_authed(all, token)).await, want);
+        let stats = pb::GetCatalogStatsRequest {};
         expect_code(
-            c().delete_service(match token {
-                Some(t) => authed(pb::DeleteServiceRequest { id: "x".into() }, t),
-                None => Request::new(pb::DeleteServiceRequest { id: "x".into() }),
-            })
-            .await,
-            want,
-        );
-        expect_code(
-            c().list_all_services(match token {
-                Some(t) => authed(pb::ListAllServicesRequest::default(), t),
-                None => Request::new(pb::ListAllServicesRequest::default()),
-            })
-            .await,
-            want,
-        );
-        expect_code(
-            c().get_catalog_stats(match token {
-                Some(t) => authed(pb::GetCatalogStatsRequest {}, t),
-                None => Request::new(pb::GetCatalogStatsRequest {}),
-            })
-            .await,
+            c().get_catalog_stats(maybe_authed(stats, token)).await,
             want,
         );
     }

@@ -217,6 +217,14 @@ pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     r
 }
 
+/// `msg` with the bearer token when there is one.
+pub fn maybe_authed<T>(msg: T, token: Option<&str>) -> Request<T> {
+    match token {
+        Some(t) => authed(msg, t),
+        None => Request::new(msg),
+    }
+}
+
 /// Asserts that `result` failed with `code`, and returns the status.
 #[track_caller]
 pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
