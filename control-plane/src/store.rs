@@ -1,54 +1,114 @@
-//! The database boundary: connection pools, migrations and the helpers every
-//! domain's queries share.
+//! The database boundary: connection pools, migrations, transactions and the
+//! helpers every domain's queries share.
 //!
+//! Two backends: SQLite (the embedded default, one file in the data dir) and
+//! PostgreSQL (for production and for several control-plane replicas).
 //! Domain modules keep their SQL next to their logic (`*/queries.rs`) and
-//! reach the database only through [`Db`], [`Tx`] and the helpers here.
-//! The SQL sticks to what SQLite and PostgreSQL both accept (`$n`
-//! placeholders, `RETURNING`, `ON CONFLICT`), so a PostgreSQL backend joins
-//! by adding a pool kind here and a migrations folder, not by touching the
-//! domains.
+//! reach the database only through [`Db`], [`Tx`] and [`with_conn!`]: the
+//! macro runs one query body against whichever backend the store is on, so
+//! the domains never name a database. The SQL sticks to what both accept
+//! (`$n` placeholders, `RETURNING`, `ON CONFLICT`, `CAST(.. AS BIGINT)`).
 
 use std::{path::Path, str::FromStr, time::Duration};
 
 use anyhow::Context;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+use sqlx::{
+    Connection, Database, Pool,
+    pool::PoolConnection,
+    postgres::{PgConnectOptions, PgPoolOptions, Postgres},
+    sqlite::{
+        Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    },
 };
 
 use crate::error::{AppError, AppResult};
 
-/// The database the store runs on.
-pub type Database = sqlx::Sqlite;
-/// A pool of connections.
-pub type Pool = SqlitePool;
-/// A transaction: multi-step writes go through one so nothing is half-written.
-pub type Tx = sqlx::Transaction<'static, Database>;
+/// Pool sizes and timeouts of the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most connections a PostgreSQL pool opens (SQLite: most readers).
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before failing.
+    pub acquire_timeout: Duration,
+    /// How long start-up keeps retrying a database that is not up yet.
+    pub connect_timeout: Duration,
+}
 
-/// Connections to the store. SQLite allows one writer at a time, so writes
-/// go through a one-connection pool and start `BEGIN IMMEDIATE` (no
-/// lock-upgrade failures), while reads use a pool of their own and never
-/// wait for a writer (WAL).
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in the data dir: one machine, one control plane.
+    Sqlite,
+    /// PostgreSQL: one or several control-plane replicas.
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+enum Pools {
+    /// SQLite allows one writer at a time, so writes go through a
+    /// one-connection pool and start `BEGIN IMMEDIATE` (no lock-upgrade
+    /// failures), while reads use a pool of their own and never wait for a
+    /// writer (WAL).
+    Sqlite {
+        reader: Pool<Sqlite>,
+        writer: Pool<Sqlite>,
+    },
+    /// PostgreSQL: one pool; write transactions serialise on an advisory lock
+    /// (see [`Db::begin`]).
+    Postgres(Pool<Postgres>),
+}
+
+/// Connections to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
-    reader: Pool,
-    writer: Pool,
+    pools: Pools,
 }
+
+/// The advisory lock every PostgreSQL write transaction takes first.
+const WRITE_LOCK: i64 = 0x6d69_6e69_7370_6f64; // "minispod"
 
 impl Db {
     /// Opens the database named by `url` (default: SQLite in `data_dir`) and
-    /// runs the migrations.
-    pub async fn connect(url: Option<&str>, data_dir: &Path) -> anyhow::Result<Db> {
-        let options = match url {
-            Some(url) if url.starts_with("sqlite:") => SqliteConnectOptions::from_str(url)
-                .with_context(|| format!("parse database url {url}"))?,
+    /// runs the migrations. A PostgreSQL server that is not up yet is retried
+    /// for `options.connect_timeout`.
+    pub async fn connect(
+        url: Option<&str>,
+        data_dir: &Path,
+        options: &StoreOptions,
+    ) -> anyhow::Result<Db> {
+        match url {
+            Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+                Self::connect_postgres(url, options).await
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                let sqlite = SqliteConnectOptions::from_str(url)
+                    .with_context(|| format!("parse database url {url}"))?;
+                Self::connect_sqlite(sqlite, options).await
+            }
             Some(url) => anyhow::bail!(
-                "unsupported database url `{}`: this build supports sqlite: URLs",
+                "unsupported database url scheme `{}`: use sqlite: or postgres:",
                 url.split(':').next().unwrap_or(url)
             ),
-            None => SqliteConnectOptions::new().filename(data_dir.join("minispod.db")),
-        };
-        let options = options
+            None => {
+                let sqlite = SqliteConnectOptions::new().filename(data_dir.join("minispod.db"));
+                Self::connect_sqlite(sqlite, options).await
+            }
+        }
+    }
+
+    async fn connect_sqlite(sqlite: SqliteConnectOptions, o: &StoreOptions) -> anyhow::Result<Db> {
+        let sqlite = sqlite
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -56,7 +116,8 @@ impl Db {
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .acquire_timeout(o.acquire_timeout)
+            .connect_with(sqlite.clone())
             .await
             .context("open database")?;
         sqlx::migrate!("../migrations/sqlite")
@@ -64,27 +125,243 @@ impl Db {
             .await
             .context("run migrations")?;
         let reader = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options.read_only(true))
+            .max_connections(o.max_connections.clamp(1, 64))
+            .acquire_timeout(o.acquire_timeout)
+            .connect_with(sqlite.read_only(true))
             .await
             .context("open database for reading")?;
-        Ok(Db { reader, writer })
+        Ok(Db {
+            pools: Pools::Sqlite { reader, writer },
+        })
     }
 
-    /// The pool for reads.
-    pub fn read(&self) -> &Pool {
-        &self.reader
+    async fn connect_postgres(url: &str, o: &StoreOptions) -> anyhow::Result<Db> {
+        // The URL may hold a password: never print it.
+        let pg = PgConnectOptions::from_str(url)
+            .map_err(|e| anyhow::anyhow!("parse the PostgreSQL database url: {e}"))?
+            .application_name("minispod-control-plane");
+        let deadline = tokio::time::Instant::now() + o.connect_timeout;
+        let mut wait = Duration::from_millis(100);
+        let pool = loop {
+            let attempt = PgPoolOptions::new()
+                .max_connections(o.max_connections.max(2))
+                .acquire_timeout(o.acquire_timeout)
+                .connect_with(pg.clone())
+                .await;
+            match attempt {
+                Ok(pool) => break pool,
+                Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "PostgreSQL is not reachable yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("connect to PostgreSQL")),
+            }
+        };
+        // sqlx serialises concurrent migrators with an advisory lock, so
+        // replicas may start together.
+        sqlx::migrate!("../migrations/postgres")
+            .run(&pool)
+            .await
+            .context("run migrations")?;
+        Ok(Db {
+            pools: Pools::Postgres(pool),
+        })
     }
 
-    /// Starts a write transaction.
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The PostgreSQL pool, when on PostgreSQL (for LISTEN).
+    pub fn postgres(&self) -> Option<&Pool<Postgres>> {
+        match &self.pools {
+            Pools::Postgres(p) => Some(p),
+            Pools::Sqlite { .. } => None,
+        }
+    }
+
+    /// A handle for reads outside a transaction.
+    pub fn read(&self) -> Conn<'_> {
+        match &self.pools {
+            Pools::Sqlite { reader, .. } => Conn::Sqlite(Handle::Pool(reader)),
+            Pools::Postgres(p) => Conn::Postgres(Handle::Pool(p)),
+        }
+    }
+
+    /// Starts a write transaction. Writes are serialised on both backends:
+    /// SQLite has one writer, and on PostgreSQL every write transaction
+    /// first takes one transaction-scoped advisory lock, so read-check-write
+    /// sequences (the last administrator, one record per machine, a refresh
+    /// token spent once) hold across replicas as they do on SQLite.
     pub async fn begin(&self) -> AppResult<Tx> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => {
+                Ok(Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?))
+            }
+            Pools::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(Tx::Postgres(tx))
+            }
+        }
     }
 
-    /// Closes both pools, waiting for connections in use.
+    /// Ok when the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match &self.pools {
+            Pools::Sqlite { reader, .. } => reader.acquire().await?.ping().await,
+            Pools::Postgres(p) => p.acquire().await?.ping().await,
+        }
+    }
+
+    /// Closes the pools, waiting for connections in use.
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        match &self.pools {
+            Pools::Sqlite { reader, writer } => {
+                writer.close().await;
+                reader.close().await;
+            }
+            Pools::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// A write transaction: multi-step writes go through one so nothing is
+/// half-written. Dropped without [`Tx::commit`], it rolls back.
+#[derive(Debug)]
+pub enum Tx {
+    /// On SQLite.
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    /// On PostgreSQL.
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// A pool or a borrowed connection of one backend.
+#[derive(Debug)]
+pub enum Handle<'a, DB: Database> {
+    /// Take a connection from the pool for the query.
+    Pool(&'a Pool<DB>),
+    /// A connection taken from the pool.
+    Owned(PoolConnection<DB>),
+    /// A transaction's connection.
+    Borrowed(&'a mut DB::Connection),
+}
+
+impl<DB: Database> Handle<'_, DB> {
+    /// The connection to run a query on.
+    pub async fn get(&mut self) -> Result<&mut DB::Connection, sqlx::Error> {
+        if let Handle::Pool(p) = self {
+            *self = Handle::Owned(p.acquire().await?);
+        }
+        match self {
+            Handle::Owned(c) => Ok(&mut **c),
+            Handle::Borrowed(c) => Ok(&mut **c),
+            Handle::Pool(_) => unreachable!("acquired above"),
+        }
+    }
+}
+
+/// Where a query runs: [`Db::read`] or a transaction (`&mut Tx`).
+#[derive(Debug)]
+pub enum Conn<'a> {
+    /// SQLite.
+    Sqlite(Handle<'a, Sqlite>),
+    /// PostgreSQL.
+    Postgres(Handle<'a, Postgres>),
+}
+
+impl<'a> From<&'a mut Tx> for Conn<'a> {
+    fn from(tx: &'a mut Tx) -> Self {
+        match tx {
+            Tx::Sqlite(t) => Conn::Sqlite(Handle::Borrowed(&mut **t)),
+            Tx::Postgres(t) => Conn::Postgres(Handle::Borrowed(&mut **t)),
+        }
+    }
+}
+
+impl<'a> From<&'a Db> for Conn<'a> {
+    fn from(db: &'a Db) -> Self {
+        db.read()
+    }
+}
+
+/// Runs `$body` with `$c` bound to a `&mut` connection of whichever backend
+/// `$conn` (a `&mut Tx`, a `&Db` or a [`Conn`]) is on. The body is compiled
+/// once per backend, so one SQL text and one set of binds serve both; it
+/// evaluates to the body's value, and a failure to get a connection returns
+/// early through `?`.
+#[macro_export]
+macro_rules! with_conn {
+    ($conn:expr, |$c:ident| $body:expr) => {{
+        let conn: $crate::store::Conn<'_> = ::core::convert::Into::into($conn);
+        match conn {
+            $crate::store::Conn::Sqlite(mut handle) => {
+                let $c = handle.get().await?;
+                $body
+            }
+            $crate::store::Conn::Postgres(mut handle) => {
+                let $c = handle.get().await?;
+                $body
+            }
+        }
+    }};
+}
+
+/// Names the PostgreSQL server the test suites run against: an
+/// administrator's URL such as `postgres://postgres@127.0.0.1:5433/postgres`.
+/// Unset, tests use SQLite.
+pub const TEST_POSTGRES_ENV: &str = "MINISPOD_TEST_POSTGRES";
+
+/// Test support: a new, empty database on the server named by
+/// [`TEST_POSTGRES_ENV`] and its URL, or None when the variable is unset
+/// (the tests then run on SQLite in their data dir).
+#[doc(hidden)]
+pub async fn fresh_test_database() -> anyhow::Result<Option<String>> {
+    let Some(admin_url) = std::env::var(TEST_POSTGRES_ENV)
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        return Ok(None);
+    };
+    let name = format!("minispod_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .context("connect to the test PostgreSQL server")?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .context("create a test database")?;
+    conn.close().await?;
+    let mut url = url_without_database(&admin_url);
+    url.push('/');
+    url.push_str(&name);
+    Ok(Some(url))
+}
+
+/// `postgres://user@host:port/db?x` without `/db?x`.
+fn url_without_database(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find(['/', '?']) {
+        Some(i) => url[..after_scheme + i].to_owned(),
+        None => url.to_owned(),
     }
 }
 
@@ -192,24 +469,27 @@ impl Page {
 
 /// Reads a one-time setting.
 pub async fn get_setting(db: &Db, key: &str) -> AppResult<Option<String>> {
-    Ok(
+    Ok(with_conn!(db, |c| {
         sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(key)
-            .fetch_optional(db.read())
-            .await?,
-    )
+            .fetch_optional(c)
+            .await?
+    }))
 }
 
 /// Writes a setting inside `tx`; returns false when it was already set.
 pub async fn insert_setting(tx: &mut Tx, key: &str, value: &str) -> AppResult<bool> {
-    let done = sqlx::query(
-        "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-    )
-    .bind(key)
-    .bind(value)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let done = with_conn!(tx, |c| {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(done == 1)
 }
 
 #[cfg(test)]
@@ -238,6 +518,15 @@ mod tests {
         assert!(Page::parse(501, "").is_err());
         assert!(Page::parse(10, "garbage!").is_err());
         assert!(Page::parse(10, &URL_SAFE_NO_PAD.encode("o:-5")).is_err());
+    }
+
+    #[test]
+    fn test_database_urls_swap_the_database_name() {
+        assert_eq!(
+            url_without_database("postgres://postgres@127.0.0.1:5433/postgres"),
+            "postgres://postgres@127.0.0.1:5433"
+        );
+        assert_eq!(url_without_database("postgres://h"), "postgres://h");
     }
 
     #[test]

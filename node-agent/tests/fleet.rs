@@ -9,7 +9,11 @@ use std::{
 };
 
 use minispod_agent::tls::{self, ClientIdentity, Trust};
-use minispod_control_plane::{Application, config::ServeArgs};
+use minispod_control_plane::{
+    Application,
+    config::ServeArgs,
+    store::{Db, StoreOptions, Tx},
+};
 use minispod_proto::v1::{
     self as pb, WorkerStatus, agent_service_client::AgentServiceClient,
     auth_service_client::AuthServiceClient, worker_service_client::WorkerServiceClient,
@@ -20,12 +24,23 @@ use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
 const ADMIN_EMAIL: &str = "fleet-admin@example.org";
 const ADMIN_PASSWORD: &str = "fleet-admin-password";
 
-struct TempDir(PathBuf);
+/// A directory removed when dropped, and for a control plane's, its
+/// database: None for SQLite in the directory, or a fresh PostgreSQL
+/// database when `MINISPOD_TEST_POSTGRES` names a server.
+struct TempDir(PathBuf, Option<String>);
 impl TempDir {
     fn new() -> TempDir {
         let p = std::env::temp_dir().join(format!("minispod-fleet-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
+        TempDir(p, None)
+    }
+
+    async fn for_server() -> TempDir {
+        let mut dir = TempDir::new();
+        dir.1 = minispod_control_plane::store::fresh_test_database()
+            .await
+            .expect("a fresh test database");
+        dir
     }
 }
 impl Drop for TempDir {
@@ -73,7 +88,12 @@ fn fleet_args(dir: &Path, port: u16) -> ServeArgs {
 
 impl ControlPlane {
     async fn start() -> ControlPlane {
-        Self::start_in(std::sync::Arc::new(TempDir::new()), free_port(), |_| {}).await
+        Self::start_in(
+            std::sync::Arc::new(TempDir::for_server().await),
+            free_port(),
+            |_| {},
+        )
+        .await
     }
 
     async fn start_in(
@@ -82,6 +102,7 @@ impl ControlPlane {
         configure: impl FnOnce(&mut ServeArgs),
     ) -> ControlPlane {
         let mut args = fleet_args(&dir.0, port);
+        args.database_url = dir.1.clone();
         configure(&mut args);
         let app = Application::build(args).await.expect("build control plane");
         let (ca_hash, ca_pem, metrics) = (app.ca_hash(), app.ca_cert_pem(), app.metrics_addr());
@@ -436,17 +457,27 @@ async fn bad_enrollment_tokens_are_refused_and_nothing_is_written() {
 
     // Expiry: age a token in the store (the API's shortest TTL is a minute).
     let expired = cp.token(0).await;
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite:{}",
-        cp.dir.0.join("minispod.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("UPDATE enrollment_tokens SET expires_at = 1 WHERE id = $1")
-        .bind(expired.split('.').next().unwrap())
-        .execute(&db)
+    let db = Db::connect(cp.dir.1.as_deref(), &cp.dir.0, &StoreOptions::default())
         .await
         .unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let sql = "UPDATE enrollment_tokens SET expires_at = 1 WHERE id = $1";
+    let expired_id = expired.split('.').next().unwrap();
+    let aged = match &mut tx {
+        Tx::Sqlite(t) => sqlx::query(sql)
+            .bind(expired_id)
+            .execute(&mut **t)
+            .await
+            .map(|r| r.rows_affected()),
+        Tx::Postgres(t) => sqlx::query(sql)
+            .bind(expired_id)
+            .execute(&mut **t)
+            .await
+            .map(|r| r.rows_affected()),
+    };
+    assert_eq!(aged.unwrap(), 1);
+    tx.commit().await.unwrap();
+    db.close().await;
     let e = raw_enroll(&cp, &expired, "m5").await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("expired"));
@@ -921,7 +952,7 @@ async fn cordon_maintenance_lookups_and_stats_behave() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_k3s_join_hook_is_reported_and_the_worker_is_not_ready() {
-    let dir = std::sync::Arc::new(TempDir::new());
+    let dir = std::sync::Arc::new(TempDir::for_server().await);
     let k3s_token = dir.0.join("k3s-token");
     std::fs::write(&k3s_token, "K10secret::server:abc\n").unwrap();
     let cp = ControlPlane::start_in(dir.clone(), free_port(), |a| {
@@ -955,7 +986,7 @@ async fn a_failing_k3s_join_hook_is_reported_and_the_worker_is_not_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_token_from_a_file_enrolls_and_enrollment_is_rate_limited() {
-    let dir = std::sync::Arc::new(TempDir::new());
+    let dir = std::sync::Arc::new(TempDir::for_server().await);
     let token_file = dir.0.join("enroll.token");
     std::fs::write(&token_file, "static-token-for-unattended-installs\n").unwrap();
     let cp = ControlPlane::start_in(dir.clone(), free_port(), |a| {
@@ -1095,9 +1126,13 @@ fn sample(text: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_as_an_agent_connects_and_leaves_and_the_agent_notifies_systemd() {
-    let cp = ControlPlane::start_in(std::sync::Arc::new(TempDir::new()), free_port(), |a| {
-        a.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    })
+    let cp = ControlPlane::start_in(
+        std::sync::Arc::new(TempDir::for_server().await),
+        free_port(),
+        |a| {
+            a.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        },
+    )
     .await;
     let maddr = cp.metrics.expect("metrics address");
     let before = scrape(maddr).await;
@@ -1324,11 +1359,16 @@ fn control_plane_bin() -> PathBuf {
     bin
 }
 
-fn spawn_control_plane_process(data: &Path, port: u16) -> tokio::process::Child {
+fn spawn_control_plane_process(
+    data: &Path,
+    database_url: Option<&str>,
+    port: u16,
+) -> tokio::process::Child {
     tokio::process::Command::new(control_plane_bin())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(data)
+        .args(database_url.iter().flat_map(|url| ["--database-url", url]))
         .args([
             "--admin-email",
             ADMIN_EMAIL,
@@ -1405,10 +1445,10 @@ async fn fleet_counts(ch: &Channel, admin: &str) -> (usize, usize) {
 async fn kill_9_of_the_control_plane_under_500_agents_loses_nothing() {
     const N: usize = 500;
     minispod_agent::swarm::raise_fd_limit();
-    let dir = TempDir::new();
+    let dir = TempDir::for_server().await;
     let data = dir.0.join("cp");
     let port = free_port();
-    let mut cp = spawn_control_plane_process(&data, port);
+    let mut cp = spawn_control_plane_process(&data, dir.1.as_deref(), port);
     let (ch, admin) = admin_channel(port, &data).await;
     let token = WorkerServiceClient::new(ch.clone())
         .create_enrollment_token(authed(
@@ -1447,19 +1487,23 @@ async fn kill_9_of_the_control_plane_under_500_agents_loses_nothing() {
     cp.wait().await.unwrap();
     let killed_at = Instant::now();
 
-    // The SQLite file survived the kill intact.
-    let db = sqlx::SqlitePool::connect(&format!("sqlite:{}", data.join("minispod.db").display()))
-        .await
-        .unwrap();
-    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(check, "ok");
-    db.close().await;
+    // On SQLite, the file survived the kill intact (PostgreSQL keeps its
+    // own integrity: the server was not killed).
+    if dir.1.is_none() {
+        let db =
+            sqlx::SqlitePool::connect(&format!("sqlite:{}", data.join("minispod.db").display()))
+                .await
+                .unwrap();
+        let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(check, "ok");
+        db.close().await;
+    }
 
     // Restart on the same data dir and port: every agent comes back by itself.
-    let _cp = spawn_control_plane_process(&data, port);
+    let _cp = spawn_control_plane_process(&data, dir.1.as_deref(), port);
     let (ch, admin) = admin_channel(port, &data).await;
     let restarted_at = Instant::now();
     let mut first_back = None;

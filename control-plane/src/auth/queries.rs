@@ -5,6 +5,7 @@ use sqlx::FromRow;
 use crate::{
     error::AppResult,
     store::{Tx, new_id, now_ms},
+    with_conn,
 };
 
 /// A stored refresh token (its hash, never the secret).
@@ -32,7 +33,7 @@ pub async fn insert(
     token_hash: &[u8],
     expires_at: i64,
 ) -> AppResult<()> {
-    sqlx::query(
+    with_conn!(&mut *tx, |c| sqlx::query(
         "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -42,63 +43,72 @@ pub async fn insert(
     .bind(token_hash)
     .bind(now_ms())
     .bind(expires_at)
-    .execute(&mut **tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The token with this hash.
 pub async fn by_hash(tx: &mut Tx, token_hash: &[u8]) -> AppResult<Option<RefreshTokenRow>> {
-    Ok(sqlx::query_as(
+    Ok(with_conn!(&mut *tx, |c| sqlx::query_as(
         "SELECT id, user_id, family_id, expires_at, used_at, revoked_at
          FROM refresh_tokens WHERE token_hash = $1",
     )
     .bind(token_hash)
-    .fetch_optional(&mut **tx)
-    .await?)
+    .fetch_optional(c)
+    .await)?)
 }
 
 /// Spends a token; false when it was already spent or revoked (a race lost).
 pub async fn mark_used(tx: &mut Tx, id: &str) -> AppResult<bool> {
-    let done = sqlx::query(
+    let done = with_conn!(&mut *tx, |c| {
+        sqlx::query(
         "UPDATE refresh_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL",
     )
     .bind(id)
     .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .execute(c)
+    .await
+.map(|r| r.rows_affected())
+    })?;
+    Ok(done == 1)
 }
 
 /// Revokes every token of a family.
 pub async fn revoke_family(tx: &mut Tx, family_id: &str) -> AppResult<u64> {
-    let done = sqlx::query(
+    let done = with_conn!(&mut *tx, |c| sqlx::query(
         "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
     )
     .bind(family_id)
     .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done)
 }
 
 /// Revokes every token of a user.
 pub async fn revoke_user(tx: &mut Tx, user_id: &str) -> AppResult<u64> {
-    let done = sqlx::query(
+    let done = with_conn!(&mut *tx, |c| sqlx::query(
         "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
     )
     .bind(user_id)
     .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done)
 }
 
 /// Deletes tokens that expired before `before_ms`; they can never be used.
 pub async fn delete_expired(tx: &mut Tx, before_ms: i64) -> AppResult<u64> {
-    let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
-        .bind(before_ms)
-        .execute(&mut **tx)
-        .await?;
-    Ok(done.rows_affected())
+    let done = with_conn!(&mut *tx, |c| sqlx::query(
+        "DELETE FROM refresh_tokens WHERE expires_at < $1"
+    )
+    .bind(before_ms)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done)
 }

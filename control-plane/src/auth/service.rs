@@ -147,7 +147,7 @@ impl AuthApi {
         if row.expires_at < now_ms() {
             return Err(AppError::Unauthenticated("refresh token expired".into()));
         }
-        let user = users_db::by_id(&mut *tx, &row.user_id)
+        let user = users_db::by_id(&mut tx, &row.user_id)
             .await?
             .filter(|u| u.active)
             .ok_or_else(|| AppError::Unauthenticated("the account is deactivated".into()))?;

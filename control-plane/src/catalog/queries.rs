@@ -7,7 +7,8 @@ use sqlx::{FromRow, QueryBuilder};
 use super::fields::ServiceSpec;
 use crate::{
     error::{AppError, AppResult},
-    store::{Database, Db, Page, Tx, contains_pattern, new_id, now_ms, unique_violation},
+    store::{Db, Page, Tx, contains_pattern, new_id, now_ms, unique_violation},
+    with_conn,
 };
 
 /// A catalog entry as stored, with its tags.
@@ -92,7 +93,7 @@ const SLUG_TAKEN: &str = "a service with this slug already exists";
 pub async fn insert(tx: &mut Tx, spec: &ServiceSpec) -> AppResult<String> {
     let id = new_id();
     let now = now_ms();
-    sqlx::query(
+    with_conn!(&mut *tx, |c| sqlx::query(
         "INSERT INTO services (id, slug, name, description, category, version, image, port,
             cpu_millicores, memory_mb, storage_gb, env_template, monthly_price_cents, active,
             icon_url, docs_url, created_at, updated_at)
@@ -115,8 +116,9 @@ pub async fn insert(tx: &mut Tx, spec: &ServiceSpec) -> AppResult<String> {
     .bind(&spec.icon_url)
     .bind(&spec.docs_url)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(c)
     .await
+    .map(|r| r.rows_affected()))
     .map_err(unique_violation(SLUG_TAKEN))?;
     replace_tags(tx, &id, &spec.tags).await?;
     Ok(id)
@@ -124,7 +126,8 @@ pub async fn insert(tx: &mut Tx, spec: &ServiceSpec) -> AppResult<String> {
 
 /// Overwrites entry `id` with a validated spec; false when there is none.
 pub async fn update(tx: &mut Tx, id: &str, spec: &ServiceSpec) -> AppResult<bool> {
-    let done = sqlx::query(
+    let done = with_conn!(&mut *tx, |c| {
+        sqlx::query(
         "UPDATE services SET slug = $2, name = $3, description = $4, category = $5, version = $6,
             image = $7, port = $8, cpu_millicores = $9, memory_mb = $10, storage_gb = $11,
             env_template = $12, monthly_price_cents = $13, active = $14, icon_url = $15,
@@ -148,10 +151,12 @@ pub async fn update(tx: &mut Tx, id: &str, spec: &ServiceSpec) -> AppResult<bool
     .bind(&spec.icon_url)
     .bind(&spec.docs_url)
     .bind(now_ms())
-    .execute(&mut **tx)
+    .execute(c)
     .await
+.map(|r| r.rows_affected())
+    })
     .map_err(unique_violation(SLUG_TAKEN))?;
-    if done.rows_affected() == 0 {
+    if done == 0 {
         return Ok(false);
     }
     replace_tags(tx, id, &spec.tags).await?;
@@ -159,29 +164,36 @@ pub async fn update(tx: &mut Tx, id: &str, spec: &ServiceSpec) -> AppResult<bool
 }
 
 async fn replace_tags(tx: &mut Tx, id: &str, tags: &[String]) -> AppResult<()> {
-    sqlx::query("DELETE FROM service_tags WHERE service_id = $1")
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+    with_conn!(&mut *tx, |c| sqlx::query(
+        "DELETE FROM service_tags WHERE service_id = $1"
+    )
+    .bind(id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     if tags.is_empty() {
         return Ok(());
     }
-    let mut q: QueryBuilder<Database> =
-        QueryBuilder::new("INSERT INTO service_tags (service_id, tag) ");
-    q.push_values(tags, |mut b, tag| {
-        b.push_bind(id).push_bind(tag);
+    with_conn!(tx, |c| {
+        let mut q = QueryBuilder::new("INSERT INTO service_tags (service_id, tag) ");
+        q.push_values(tags, |mut b, tag| {
+            b.push_bind(id).push_bind(tag);
+        });
+        q.build().execute(c).await?.rows_affected()
     });
-    q.build().execute(&mut **tx).await?;
     Ok(())
 }
 
 /// Deletes entry `id`; false when there is none.
 pub async fn delete(tx: &mut Tx, id: &str) -> AppResult<bool> {
-    let done = sqlx::query("DELETE FROM services WHERE id = $1")
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    let done = with_conn!(&mut *tx, |c| sqlx::query(
+        "DELETE FROM services WHERE id = $1"
+    )
+    .bind(id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
 }
 
 /// How GetService names an entry.
@@ -199,13 +211,13 @@ pub async fn get(db: &Db, lookup: Lookup<'_>, active_only: bool) -> AppResult<Se
         Lookup::Id(v) => ("id", v),
         Lookup::Slug(v) => ("slug", v),
     };
-    let row: Option<ServiceRow> = sqlx::query_as(&format!(
+    let row: Option<ServiceRow> = with_conn!(db.read(), |c| sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM services s WHERE s.{column} = $1 AND (s.active OR NOT $2)"
     ))
     .bind(value)
     .bind(active_only)
-    .fetch_optional(db.read())
-    .await?;
+    .fetch_optional(c)
+    .await)?;
     let mut row =
         row.ok_or_else(|| AppError::NotFound(format!("no service with {column} {value:?}")))?;
     row.tags = tags_of(db, std::slice::from_ref(&row.id))
@@ -228,7 +240,14 @@ pub struct ServiceFilter {
     pub active: Option<bool>,
 }
 
-fn push_filter<'a>(q: &mut QueryBuilder<'a, Database>, f: &'a ServiceFilter, pattern: &'a str) {
+fn push_filter<'a, DB: sqlx::Database>(
+    q: &mut QueryBuilder<'a, DB>,
+    f: &'a ServiceFilter,
+    pattern: &'a str,
+) where
+    bool: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
     q.push(" WHERE 1 = 1");
     if let Some(active) = f.active {
         q.push(" AND s.active = ").push_bind(active);
@@ -261,18 +280,19 @@ pub async fn list(
     } else {
         contains_pattern(&filter.search)
     };
-    let mut q: QueryBuilder<Database> =
-        QueryBuilder::new(format!("SELECT {COLUMNS} FROM services s"));
-    push_filter(&mut q, filter, &pattern);
-    q.push(" ORDER BY lower(s.name), s.id LIMIT ")
-        .push_bind(page.limit)
-        .push(" OFFSET ")
-        .push_bind(page.offset);
-    let mut rows: Vec<ServiceRow> = q.build_query_as().fetch_all(db.read()).await?;
-
-    let mut count: QueryBuilder<Database> = QueryBuilder::new("SELECT COUNT(*) FROM services s");
-    push_filter(&mut count, filter, &pattern);
-    let total: i64 = count.build_query_scalar().fetch_one(db.read()).await?;
+    let (mut rows, total): (Vec<ServiceRow>, i64) = with_conn!(db, |c| {
+        let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM services s"));
+        push_filter(&mut q, filter, &pattern);
+        q.push(" ORDER BY lower(s.name), s.id LIMIT ")
+            .push_bind(page.limit)
+            .push(" OFFSET ")
+            .push_bind(page.offset);
+        let rows = q.build_query_as().fetch_all(&mut *c).await?;
+        let mut count = QueryBuilder::new("SELECT COUNT(*) FROM services s");
+        push_filter(&mut count, filter, &pattern);
+        let total = count.build_query_scalar().fetch_one(&mut *c).await?;
+        (rows, total)
+    });
 
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
     let mut tags = tags_of(db, &ids).await?;
@@ -287,14 +307,16 @@ async fn tags_of(db: &Db, ids: &[String]) -> AppResult<HashMap<String, Vec<Strin
     if ids.is_empty() {
         return Ok(out);
     }
-    let mut q: QueryBuilder<Database> =
-        QueryBuilder::new("SELECT service_id, tag FROM service_tags WHERE service_id IN (");
-    let mut sep = q.separated(", ");
-    for id in ids {
-        sep.push_bind(id.as_str());
-    }
-    q.push(") ORDER BY tag");
-    let rows: Vec<(String, String)> = q.build_query_as().fetch_all(db.read()).await?;
+    let rows: Vec<(String, String)> = with_conn!(db, |c| {
+        let mut q =
+            QueryBuilder::new("SELECT service_id, tag FROM service_tags WHERE service_id IN (");
+        let mut sep = q.separated(", ");
+        for id in ids {
+            sep.push_bind(id.as_str());
+        }
+        q.push(") ORDER BY tag");
+        q.build_query_as().fetch_all(c).await?
+    });
     for (id, tag) in rows {
         out.entry(id).or_default().push(tag);
     }
@@ -303,23 +325,23 @@ async fn tags_of(db: &Db, ids: &[String]) -> AppResult<HashMap<String, Vec<Strin
 
 /// Categories with their number of entries (active ones only when `active_only`).
 pub async fn categories(db: &Db, active_only: bool) -> AppResult<Vec<(String, i64)>> {
-    Ok(sqlx::query_as(
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
         "SELECT category, COUNT(*) FROM services WHERE active OR NOT $1
          GROUP BY category ORDER BY category",
     )
     .bind(active_only)
-    .fetch_all(db.read())
-    .await?)
+    .fetch_all(c)
+    .await)?)
 }
 
 /// (total, active, average price of active entries in cents).
 pub async fn totals(db: &Db) -> AppResult<(i64, i64, i64)> {
-    let (total, active, avg): (i64, i64, Option<f64>) = sqlx::query_as(
+    let (total, active, avg): (i64, i64, Option<f64>) = with_conn!(db.read(), |c| sqlx::query_as(
         "SELECT COUNT(*), COALESCE(SUM(CASE WHEN active THEN 1 ELSE 0 END), 0),
-                AVG(CASE WHEN active THEN monthly_price_cents END)
+                CAST(AVG(CASE WHEN active THEN monthly_price_cents END) AS DOUBLE PRECISION)
          FROM services",
     )
-    .fetch_one(db.read())
-    .await?;
+    .fetch_one(c)
+    .await)?;
     Ok((total, active, avg.map(|a| a.round() as i64).unwrap_or(0)))
 }

@@ -1,12 +1,13 @@
 //! SQL of the users domain.
 
 use minispod_proto::v1::{Role, UserOrder};
-use sqlx::{Executor, FromRow};
+use sqlx::FromRow;
 
 use super::fields::{role_from_db, role_to_db};
 use crate::{
     error::{AppError, AppResult},
-    store::{Database, Db, Page, Tx, contains_pattern, new_id, now_ms, unique_violation},
+    store::{Conn, Db, Page, Tx, contains_pattern, new_id, now_ms, unique_violation},
+    with_conn,
 };
 
 /// An account as stored.
@@ -58,7 +59,7 @@ pub async fn insert(
     role: Role,
 ) -> AppResult<UserRow> {
     let now = now_ms();
-    sqlx::query_as(&format!(
+    with_conn!(&mut *tx, |c| sqlx::query_as(&format!(
         "INSERT INTO users (id, email, name, password_hash, role, active, token_version, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, TRUE, 0, $6, $6) RETURNING {COLUMNS}"
     ))
@@ -68,29 +69,23 @@ pub async fn insert(
     .bind(password_hash)
     .bind(role_to_db(role))
     .bind(now)
-    .fetch_one(&mut **tx)
-    .await
+    .fetch_one(c)
+    .await)
     .map_err(unique_violation(EMAIL_TAKEN))
 }
 
 /// The account with this id.
-pub async fn by_id<'c>(
-    exec: impl Executor<'c, Database = Database>,
-    id: &str,
-) -> AppResult<Option<UserRow>> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(exec)
-            .await?,
-    )
+pub async fn by_id<'c>(exec: impl Into<Conn<'c>>, id: &str) -> AppResult<Option<UserRow>> {
+    Ok(with_conn!(exec, |c| sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(c)
+    .await)?)
 }
 
 /// The account with this id, or NOT_FOUND.
-pub async fn require<'c>(
-    exec: impl Executor<'c, Database = Database>,
-    id: &str,
-) -> AppResult<UserRow> {
+pub async fn require<'c>(exec: impl Into<Conn<'c>>, id: &str) -> AppResult<UserRow> {
     by_id(exec, id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("no user with id {id:?}")))
@@ -98,12 +93,12 @@ pub async fn require<'c>(
 
 /// The account with this (normalised) email.
 pub async fn by_email(db: &Db, email: &str) -> AppResult<Option<UserRow>> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE email = $1"))
-            .bind(email)
-            .fetch_optional(db.read())
-            .await?,
-    )
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users WHERE email = $1"
+    ))
+    .bind(email)
+    .fetch_optional(c)
+    .await)?)
 }
 
 /// What a listing keeps.
@@ -139,7 +134,7 @@ pub async fn list(
         UserOrder::NameAsc => "lower(name) ASC, id ASC",
         UserOrder::CreatedAtDesc | UserOrder::Unspecified => "created_at DESC, id DESC",
     };
-    let rows = sqlx::query_as(&format!(
+    let rows = with_conn!(db.read(), |c| sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM users WHERE {clause} ORDER BY {order_by} LIMIT $4 OFFSET $5"
     ))
     .bind(&pattern)
@@ -147,14 +142,16 @@ pub async fn list(
     .bind(filter.active)
     .bind(page.limit)
     .bind(page.offset)
-    .fetch_all(db.read())
-    .await?;
-    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM users WHERE {clause}"))
-        .bind(&pattern)
-        .bind(role)
-        .bind(filter.active)
-        .fetch_one(db.read())
-        .await?;
+    .fetch_all(c)
+    .await)?;
+    let total: i64 = with_conn!(db.read(), |c| sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM users WHERE {clause}"
+    ))
+    .bind(&pattern)
+    .bind(role)
+    .bind(filter.active)
+    .fetch_one(c)
+    .await)?;
     Ok((rows, total))
 }
 
@@ -177,7 +174,7 @@ pub struct UserChanges<'a> {
 
 /// Applies `changes` to the account `id`; NOT_FOUND when there is none.
 pub async fn update(tx: &mut Tx, id: &str, changes: &UserChanges<'_>) -> AppResult<UserRow> {
-    sqlx::query_as(&format!(
+    with_conn!(&mut *tx, |c| sqlx::query_as(&format!(
         "UPDATE users SET
             email = COALESCE($2, email),
             name = COALESCE($3, name),
@@ -196,47 +193,49 @@ pub async fn update(tx: &mut Tx, id: &str, changes: &UserChanges<'_>) -> AppResu
     .bind(changes.active)
     .bind(i64::from(changes.revoke_access_tokens))
     .bind(now_ms())
-    .fetch_optional(&mut **tx)
-    .await
+    .fetch_optional(c)
+    .await)
     .map_err(unique_violation(EMAIL_TAKEN))?
     .ok_or_else(|| AppError::NotFound(format!("no user with id {id:?}")))
 }
 
 /// Records a successful login.
 pub async fn touch_login(tx: &mut Tx, id: &str) -> AppResult<()> {
-    sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
-        .bind(id)
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await?;
+    with_conn!(&mut *tx, |c| sqlx::query(
+        "UPDATE users SET last_login_at = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(now_ms())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Deletes an account (its refresh tokens go with it); false when absent.
 pub async fn delete(tx: &mut Tx, id: &str) -> AppResult<bool> {
-    let done = sqlx::query("DELETE FROM users WHERE id = $1")
+    let done = with_conn!(&mut *tx, |c| sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(done.rows_affected() == 1)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
 }
 
 /// Number of active administrators.
-pub async fn count_active_admins<'c>(
-    exec: impl Executor<'c, Database = Database>,
-) -> AppResult<i64> {
-    Ok(sqlx::query_scalar(
+pub async fn count_active_admins<'c>(exec: impl Into<Conn<'c>>) -> AppResult<i64> {
+    Ok(with_conn!(exec, |c| sqlx::query_scalar(
         "SELECT COUNT(*) FROM users WHERE role = 'ADMINISTRATOR' AND active = TRUE",
     )
-    .fetch_one(exec)
-    .await?)
+    .fetch_one(c)
+    .await)?)
 }
 
 /// Fails with FAILED_PRECONDITION when `user` is the last active
 /// administrator and the change would stop it being one. Call inside the
 /// write transaction that makes the change, so two changes cannot both pass.
 pub async fn guard_last_admin(tx: &mut Tx, user: &UserRow, what: &str) -> AppResult<()> {
-    if user.is_active_admin() && count_active_admins(&mut **tx).await? <= 1 {
+    if user.is_active_admin() && count_active_admins(&mut *tx).await? <= 1 {
         return Err(AppError::FailedPrecondition(format!(
             "cannot {what} the last active administrator"
         )));
@@ -263,7 +262,8 @@ pub struct UserStats {
 
 /// Account totals, counting sign-ups since `since_ms`.
 pub async fn stats(db: &Db, since_ms: i64) -> AppResult<UserStats> {
-    Ok(sqlx::query_as(
+    Ok(with_conn!(db.read(), |c| {
+        sqlx::query_as(
         "SELECT COUNT(*) AS total,
                 COALESCE(SUM(CASE WHEN active THEN 1 ELSE 0 END), 0) AS active,
                 COALESCE(SUM(CASE WHEN role = 'USER' THEN 1 ELSE 0 END), 0) AS users,
@@ -273,6 +273,7 @@ pub async fn stats(db: &Db, since_ms: i64) -> AppResult<UserStats> {
          FROM users",
     )
     .bind(since_ms)
-    .fetch_one(db.read())
-    .await?)
+    .fetch_one(c)
+    .await
+    })?)
 }

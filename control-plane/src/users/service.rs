@@ -146,7 +146,7 @@ impl UserApi {
         let r = req.into_inner();
         Self::require_id(&r.id)?;
         let mut tx = self.auth.db.begin().await?;
-        let user = users_db::require(&mut *tx, &r.id).await?;
+        let user = users_db::require(&mut tx, &r.id).await?;
         users_db::guard_last_admin(&mut tx, &user, "delete").await?;
         users_db::delete(&mut tx, &user.id).await?;
         tx.commit().await?;
@@ -160,7 +160,7 @@ impl UserApi {
         Self::require_id(&r.id)?;
         let role = parse_role(r.role).map_err(|e| AppError::invalid("role", e))?;
         let mut tx = self.auth.db.begin().await?;
-        let user = users_db::require(&mut *tx, &r.id).await?;
+        let user = users_db::require(&mut tx, &r.id).await?;
         if role != pb::Role::Administrator {
             users_db::guard_last_admin(&mut tx, &user, "demote").await?;
         }
@@ -182,7 +182,7 @@ impl UserApi {
         let r = req.into_inner();
         Self::require_id(&r.id)?;
         let mut tx = self.auth.db.begin().await?;
-        let user = users_db::require(&mut *tx, &r.id).await?;
+        let user = users_db::require(&mut tx, &r.id).await?;
         let user = set_active(&mut tx, &user, r.active).await?;
         tx.commit().await?;
         Ok((&user).into())
@@ -253,7 +253,7 @@ impl UserApi {
         let mut tx = self.auth.db.begin().await?;
         let mut results = Vec::with_capacity(ids.len());
         for id in ids {
-            let outcome = match users_db::by_id(&mut *tx, &id).await? {
+            let outcome = match users_db::by_id(&mut tx, &id).await? {
                 None => Err(AppError::NotFound("no such user".into())),
                 Some(user) => match action {
                     pb::BulkUserAction::Activate => {

@@ -230,7 +230,7 @@ impl Enrollment {
             )
             .await?;
         }
-        let row = workers_db::require(&mut *tx, &worker_id).await?;
+        let row = workers_db::require(&mut tx, &worker_id).await?;
         tx.commit().await?;
         // A re-enrolled machine's old certificate is void: close its stream.
         self.hub.disconnect(&worker_id);

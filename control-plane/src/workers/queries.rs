@@ -2,12 +2,13 @@
 
 use minispod_proto::v1::{MachineFacts, WorkerOrder, WorkerStatus};
 use serde::{Deserialize, Serialize};
-use sqlx::{Executor, FromRow};
+use sqlx::FromRow;
 
 use super::status::{self, StatusFacts};
 use crate::{
     error::{AppError, AppResult},
-    store::{Database, Db, Page, Tx, contains_pattern, now_ms},
+    store::{Conn, Db, Page, Tx, contains_pattern, now_ms},
+    with_conn,
 };
 
 /// A worker as stored.
@@ -85,21 +86,17 @@ pub struct TaintJson {
 }
 
 /// The worker with this id.
-pub async fn by_id<'c>(
-    exec: impl Executor<'c, Database = Database>,
-    id: &str,
-) -> AppResult<Option<WorkerRow>> {
-    Ok(sqlx::query_as("SELECT * FROM workers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(exec)
-        .await?)
+pub async fn by_id<'c>(exec: impl Into<Conn<'c>>, id: &str) -> AppResult<Option<WorkerRow>> {
+    Ok(with_conn!(exec, |c| sqlx::query_as(
+        "SELECT * FROM workers WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)?)
 }
 
 /// The worker with this id, or NOT_FOUND.
-pub async fn require<'c>(
-    exec: impl Executor<'c, Database = Database>,
-    id: &str,
-) -> AppResult<WorkerRow> {
+pub async fn require<'c>(exec: impl Into<Conn<'c>>, id: &str) -> AppResult<WorkerRow> {
     by_id(exec, id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("no worker with id {id:?}")))
@@ -107,22 +104,22 @@ pub async fn require<'c>(
 
 /// The most recently enrolled worker with this name.
 pub async fn by_name(db: &Db, name: &str) -> AppResult<Option<WorkerRow>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM workers WHERE name = $1 ORDER BY enrolled_at DESC LIMIT 1")
-            .bind(name)
-            .fetch_optional(db.read())
-            .await?,
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
+        "SELECT * FROM workers WHERE name = $1 ORDER BY enrolled_at DESC LIMIT 1"
     )
+    .bind(name)
+    .fetch_optional(c)
+    .await)?)
 }
 
 /// The worker of this machine.
 pub async fn by_machine_id(tx: &mut Tx, machine_id: &str) -> AppResult<Option<WorkerRow>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM workers WHERE machine_id = $1")
-            .bind(machine_id)
-            .fetch_optional(&mut **tx)
-            .await?,
+    Ok(with_conn!(&mut *tx, |c| sqlx::query_as(
+        "SELECT * FROM workers WHERE machine_id = $1"
     )
+    .bind(machine_id)
+    .fetch_optional(c)
+    .await)?)
 }
 
 /// Creates a worker for a newly enrolled machine (PENDING until it connects).
@@ -134,7 +131,7 @@ pub async fn insert(
     cert_expires_at: i64,
 ) -> AppResult<()> {
     let now = now_ms();
-    sqlx::query(
+    with_conn!(&mut *tx, |c| sqlx::query(
         "INSERT INTO workers (id, name, machine_id, status, cert_serial, cert_expires_at,
             enrolled_at, created_at, updated_at)
          VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $6, $6)",
@@ -145,14 +142,15 @@ pub async fn insert(
     .bind(cert_serial)
     .bind(cert_expires_at)
     .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     write_facts(tx, id, facts).await
 }
 
 /// Records a machine's facts.
 pub async fn write_facts(tx: &mut Tx, id: &str, f: &MachineFacts) -> AppResult<()> {
-    sqlx::query(
+    with_conn!(&mut *tx, |c| sqlx::query(
         "UPDATE workers SET name = $2, ip_address = $3, cpu_model = $4, cpu_cores = $5,
             architecture = $6, memory_bytes = $7, storage_bytes = $8, os = $9, kernel_version = $10,
             kubelet_version = $11, container_runtime = $12, agent_version = $13, updated_at = $14
@@ -172,8 +170,9 @@ pub async fn write_facts(tx: &mut Tx, id: &str, f: &MachineFacts) -> AppResult<(
     .bind(&f.container_runtime)
     .bind(&f.agent_version)
     .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -186,7 +185,7 @@ pub async fn set_certificate(
     enrolled: bool,
 ) -> AppResult<()> {
     let now = now_ms();
-    sqlx::query(
+    with_conn!(&mut *tx, |c| sqlx::query(
         "UPDATE workers SET cert_serial = $2, cert_expires_at = $3,
             enrolled_at = CASE WHEN $4 THEN $5 ELSE enrolled_at END, updated_at = $5
          WHERE id = $1",
@@ -196,8 +195,9 @@ pub async fn set_certificate(
     .bind(expires_at)
     .bind(enrolled)
     .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -221,7 +221,7 @@ pub async fn apply_state(
     id: &str,
     change: StateChange,
 ) -> AppResult<Option<WorkerRow>> {
-    let Some(row) = by_id(&mut **tx, id).await? else {
+    let Some(row) = by_id(&mut *tx, id).await? else {
         return Ok(None);
     };
     let mut f = row.facts();
@@ -230,7 +230,7 @@ pub async fn apply_state(
     f.ready = change.ready.unwrap_or(f.ready);
     f.ever_connected |= f.online;
     let now = now_ms();
-    let row = sqlx::query_as(
+    let row = with_conn!(&mut *tx, |c| sqlx::query_as(
         "UPDATE workers SET status = $2, maintenance = $3, online = $4, ready = $5,
             ever_connected = $6, cordoned = COALESCE($7, cordoned),
             last_health_check_at = CASE WHEN $4 THEN $8 ELSE last_health_check_at END,
@@ -245,18 +245,21 @@ pub async fn apply_state(
     .bind(f.ever_connected)
     .bind(change.cordoned)
     .bind(now)
-    .fetch_optional(&mut **tx)
-    .await?;
+    .fetch_optional(c)
+    .await)?;
     Ok(row)
 }
 
 /// Records the K3s join hook's last error.
 pub async fn set_join_error(tx: &mut Tx, id: &str, error: &str) -> AppResult<()> {
-    sqlx::query("UPDATE workers SET k3s_join_error = $2 WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .execute(&mut **tx)
-        .await?;
+    with_conn!(&mut *tx, |c| sqlx::query(
+        "UPDATE workers SET k3s_join_error = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(error)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -286,7 +289,7 @@ pub struct HeartbeatMetrics {
 /// Writes a batch of heartbeat metrics in one transaction's statements.
 pub async fn write_metrics(tx: &mut Tx, batch: &[(String, HeartbeatMetrics)]) -> AppResult<()> {
     for (id, m) in batch {
-        sqlx::query(
+        with_conn!(&mut *tx, |c| sqlx::query(
             "UPDATE workers SET cpu_used_percent = $2, memory_used_bytes = $3,
                 storage_used_bytes = $4, pod_count = $5, allocatable_cpu_millicores = $6,
                 allocatable_memory_bytes = $7, allocatable_storage_bytes = $8,
@@ -303,8 +306,9 @@ pub async fn write_metrics(tx: &mut Tx, batch: &[(String, HeartbeatMetrics)]) ->
         .bind(m.allocatable_storage_bytes)
         .bind(m.allocatable_pods)
         .bind(m.at)
-        .execute(&mut **tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
     }
     Ok(())
 }
@@ -317,7 +321,7 @@ pub async fn update_meta(
     taints: Option<&str>,
     notes: Option<&str>,
 ) -> AppResult<Option<WorkerRow>> {
-    Ok(sqlx::query_as(
+    Ok(with_conn!(&mut *tx, |c| sqlx::query_as(
         "UPDATE workers SET labels = COALESCE($2, labels), taints = COALESCE($3, taints),
             notes = COALESCE($4, notes), updated_at = $5
          WHERE id = $1 RETURNING *",
@@ -327,24 +331,27 @@ pub async fn update_meta(
     .bind(taints)
     .bind(notes)
     .bind(now_ms())
-    .fetch_optional(&mut **tx)
-    .await?)
+    .fetch_optional(c)
+    .await)?)
 }
 
 /// Deletes a worker; false when absent.
 pub async fn delete(tx: &mut Tx, id: &str) -> AppResult<bool> {
-    let done = sqlx::query("DELETE FROM workers WHERE id = $1")
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    let done = with_conn!(&mut *tx, |c| sqlx::query(
+        "DELETE FROM workers WHERE id = $1"
+    )
+    .bind(id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
 }
 
 /// At start-up no stream is open: every worker marked online goes offline
 /// (INACTIVE, or stays MAINTENANCE). Returns how many changed.
 pub async fn mark_all_offline(db: &Db) -> AppResult<u64> {
     let mut tx = db.begin().await?;
-    let done = sqlx::query(
+    let done = with_conn!(&mut tx, |c| sqlx::query(
         "UPDATE workers SET online = FALSE,
             status = CASE WHEN maintenance THEN 'MAINTENANCE'
                           WHEN ever_connected THEN 'INACTIVE' ELSE 'PENDING' END,
@@ -352,10 +359,11 @@ pub async fn mark_all_offline(db: &Db) -> AppResult<u64> {
          WHERE online OR status IN ('ACTIVE', 'NOT_READY')",
     )
     .bind(now_ms())
-    .execute(&mut *tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     tx.commit().await?;
-    Ok(done.rows_affected())
+    Ok(done)
 }
 
 /// What a listing keeps.
@@ -394,10 +402,10 @@ pub async fn list(
     };
     let order_by = match order {
         WorkerOrder::CreatedAtDesc => "created_at DESC, id",
-        WorkerOrder::LastHeartbeatDesc => "last_heartbeat_at DESC, id",
+        WorkerOrder::LastHeartbeatDesc => "last_heartbeat_at DESC NULLS LAST, id",
         WorkerOrder::NameAsc | WorkerOrder::Unspecified => "name, id",
     };
-    let rows = sqlx::query_as(&format!(
+    let rows = with_conn!(db.read(), |c| sqlx::query_as(&format!(
         "SELECT * FROM workers WHERE {FILTER} ORDER BY {order_by} LIMIT $6 OFFSET $7"
     ))
     .bind(status)
@@ -407,26 +415,28 @@ pub async fn list(
     .bind(&pattern)
     .bind(page.limit)
     .bind(page.offset)
-    .fetch_all(db.read())
-    .await?;
-    let total = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM workers WHERE {FILTER}"))
-        .bind(status)
-        .bind(f.schedulable)
-        .bind(f.ready)
-        .bind(f.online)
-        .bind(&pattern)
-        .fetch_one(db.read())
-        .await?;
+    .fetch_all(c)
+    .await)?;
+    let total = with_conn!(db.read(), |c| sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM workers WHERE {FILTER}"
+    ))
+    .bind(status)
+    .bind(f.schedulable)
+    .bind(f.ready)
+    .bind(f.online)
+    .bind(&pattern)
+    .fetch_one(c)
+    .await)?;
     Ok((rows, total))
 }
 
 /// (status, online, count) over all workers, for metrics.
 pub async fn counts_by_status(db: &Db) -> AppResult<Vec<(String, bool, i64)>> {
-    Ok(sqlx::query_as(
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
         "SELECT status, online, COUNT(*) FROM workers GROUP BY status, online ORDER BY status",
     )
-    .fetch_all(db.read())
-    .await?)
+    .fetch_all(c)
+    .await)?)
 }
 
 /// Fleet totals.
@@ -452,29 +462,33 @@ pub struct FleetTotals {
 
 /// Fleet totals and the count per stored status.
 pub async fn stats(db: &Db) -> AppResult<(FleetTotals, Vec<(String, i64)>)> {
-    let totals = sqlx::query_as(
+    let totals = with_conn!(db.read(), |c| {
+        sqlx::query_as(
         "SELECT COUNT(*) AS total,
             COALESCE(SUM(CASE WHEN online THEN 1 ELSE 0 END), 0) AS online,
             COALESCE(SUM(CASE WHEN status = 'ACTIVE' AND NOT cordoned THEN 1 ELSE 0 END), 0) AS schedulable,
-            COALESCE(SUM(cpu_cores), 0) AS cpu_cores,
-            COALESCE(SUM(memory_bytes), 0) AS memory_bytes,
-            COALESCE(SUM(storage_bytes), 0) AS storage_bytes,
-            COALESCE(SUM(max_pods), 0) AS max_pods,
-            COALESCE(SUM(allocatable_cpu_millicores), 0) AS allocatable_cpu_millicores,
-            COALESCE(SUM(allocatable_memory_bytes), 0) AS allocatable_memory_bytes,
-            COALESCE(SUM(allocatable_storage_bytes), 0) AS allocatable_storage_bytes,
-            COALESCE(SUM(allocatable_pods), 0) AS allocatable_pods,
-            COALESCE(SUM(cpu_used_percent * cpu_cores * 10.0), 0.0) AS used_cpu_millicores,
-            COALESCE(SUM(memory_used_bytes), 0) AS memory_used_bytes,
-            COALESCE(SUM(storage_used_bytes), 0) AS storage_used_bytes,
-            COALESCE(SUM(pod_count), 0) AS pod_count
+            CAST(COALESCE(SUM(cpu_cores), 0) AS BIGINT) AS cpu_cores,
+            CAST(COALESCE(SUM(memory_bytes), 0) AS BIGINT) AS memory_bytes,
+            CAST(COALESCE(SUM(storage_bytes), 0) AS BIGINT) AS storage_bytes,
+            CAST(COALESCE(SUM(max_pods), 0) AS BIGINT) AS max_pods,
+            CAST(COALESCE(SUM(allocatable_cpu_millicores), 0) AS BIGINT) AS allocatable_cpu_millicores,
+            CAST(COALESCE(SUM(allocatable_memory_bytes), 0) AS BIGINT) AS allocatable_memory_bytes,
+            CAST(COALESCE(SUM(allocatable_storage_bytes), 0) AS BIGINT) AS allocatable_storage_bytes,
+            CAST(COALESCE(SUM(allocatable_pods), 0) AS BIGINT) AS allocatable_pods,
+            CAST(COALESCE(SUM(cpu_used_percent * cpu_cores * 10.0), 0.0) AS DOUBLE PRECISION) AS used_cpu_millicores,
+            CAST(COALESCE(SUM(memory_used_bytes), 0) AS BIGINT) AS memory_used_bytes,
+            CAST(COALESCE(SUM(storage_used_bytes), 0) AS BIGINT) AS storage_used_bytes,
+            CAST(COALESCE(SUM(pod_count), 0) AS BIGINT) AS pod_count
          FROM workers",
     )
-    .fetch_one(db.read())
-    .await?;
-    let by_status = sqlx::query_as("SELECT status, COUNT(*) FROM workers GROUP BY status")
-        .fetch_all(db.read())
-        .await?;
+    .fetch_one(c)
+    .await
+    })?;
+    let by_status = with_conn!(db.read(), |c| sqlx::query_as(
+        "SELECT status, COUNT(*) FROM workers GROUP BY status"
+    )
+    .fetch_all(c)
+    .await)?;
     Ok((totals, by_status))
 }
 
@@ -495,7 +509,8 @@ pub struct TokenRow {
 
 /// Stores a token.
 pub async fn insert_token(tx: &mut Tx, t: &TokenRow) -> AppResult<()> {
-    sqlx::query(
+    with_conn!(&mut *tx, |c| {
+        sqlx::query(
         "INSERT INTO enrollment_tokens (id, secret_hash, description, expires_at, max_uses, uses, created_by, created_at)
          VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
     )
@@ -506,57 +521,61 @@ pub async fn insert_token(tx: &mut Tx, t: &TokenRow) -> AppResult<()> {
     .bind(t.max_uses)
     .bind(&t.created_by)
     .bind(t.created_at)
-    .execute(&mut **tx)
-    .await?;
+    .execute(c)
+    .await
+.map(|r| r.rows_affected())
+    })?;
     Ok(())
 }
 
 /// The token with this id.
-pub async fn token<'c>(
-    exec: impl Executor<'c, Database = Database>,
-    id: &str,
-) -> AppResult<Option<TokenRow>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM enrollment_tokens WHERE id = $1")
-            .bind(id)
-            .fetch_optional(exec)
-            .await?,
+pub async fn token<'c>(exec: impl Into<Conn<'c>>, id: &str) -> AppResult<Option<TokenRow>> {
+    Ok(with_conn!(exec, |c| sqlx::query_as(
+        "SELECT * FROM enrollment_tokens WHERE id = $1"
     )
+    .bind(id)
+    .fetch_optional(c)
+    .await)?)
 }
 
 /// Tokens, newest first; only usable ones unless `all`.
 pub async fn tokens(db: &Db, all: bool) -> AppResult<Vec<TokenRow>> {
-    Ok(sqlx::query_as(
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
         "SELECT * FROM enrollment_tokens
          WHERE $1 OR (revoked_at IS NULL AND expires_at > $2 AND (max_uses = 0 OR uses < max_uses))
          ORDER BY created_at DESC",
     )
     .bind(all)
     .bind(now_ms())
-    .fetch_all(db.read())
-    .await?)
+    .fetch_all(c)
+    .await)?)
 }
 
 /// Spends one use of a token, if it is still usable.
 pub async fn consume_token(tx: &mut Tx, id: &str) -> AppResult<bool> {
-    let done = sqlx::query(
+    let done = with_conn!(&mut *tx, |c| {
+        sqlx::query(
         "UPDATE enrollment_tokens SET uses = uses + 1
          WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2 AND (max_uses = 0 OR uses < max_uses)",
     )
     .bind(id)
     .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .execute(c)
+    .await
+.map(|r| r.rows_affected())
+    })?;
+    Ok(done == 1)
 }
 
 /// Revokes a token; None when absent.
 pub async fn revoke_token(tx: &mut Tx, id: &str) -> AppResult<Option<TokenRow>> {
-    Ok(sqlx::query_as(
+    Ok(with_conn!(&mut *tx, |c| {
+        sqlx::query_as(
         "UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING *",
     )
     .bind(id)
     .bind(now_ms())
-    .fetch_optional(&mut **tx)
-    .await?)
+    .fetch_optional(c)
+    .await
+    })?)
 }

@@ -20,16 +20,27 @@ pub const ADMIN_EMAIL: &str = "root@example.org";
 /// Password of the bootstrap administrator of every test app.
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
 
-/// A directory removed when dropped.
+/// A directory removed when dropped, and the database of the server that
+/// keeps its state there: None for SQLite in the directory, or a fresh
+/// PostgreSQL database when `MINISPOD_TEST_POSTGRES` names a server.
 #[derive(Debug)]
-pub struct TempDir(pub PathBuf);
+pub struct TempDir(pub PathBuf, pub Option<String>);
 
 impl TempDir {
     /// A new empty directory under the system temp dir.
     pub fn new() -> TempDir {
         let p = std::env::temp_dir().join(format!("minispod-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
+        TempDir(p, None)
+    }
+
+    /// A new empty directory and a fresh database for a server.
+    pub async fn for_server() -> TempDir {
+        let mut dir = TempDir::new();
+        dir.1 = minispod_control_plane::store::fresh_test_database()
+            .await
+            .expect("a fresh test database");
+        dir
     }
 }
 
@@ -74,7 +85,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app after `configure` adjusted the settings.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
-    let dir = std::sync::Arc::new(TempDir::new());
+    let dir = std::sync::Arc::new(TempDir::for_server().await);
     start(dir, configure).await
 }
 
@@ -87,6 +98,7 @@ pub async fn start(
         minispod_control_plane::telemetry::init(minispod_control_plane::config::LogFormat::Text);
     }
     let mut args = test_args(&dir.0);
+    args.database_url = dir.1.clone();
     configure(&mut args);
     let plaintext = args.plaintext;
     let app = Application::build(args).await.expect("build app");

@@ -209,7 +209,7 @@ fn binary() -> Command {
 
 #[tokio::test]
 async fn the_binary_serves_prints_its_ca_hash_and_stops_on_sigterm() {
-    let dir = TempDir::new();
+    let dir = TempDir::for_server().await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -226,6 +226,7 @@ async fn the_binary_serves_prints_its_ca_hash_and_stops_on_sigterm() {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(&dir.0)
+        .args(dir.1.iter().flat_map(|url| ["--database-url", url]))
         .env("MINISPOD_ADMIN_EMAIL", "ops@example.org")
         .env("MINISPOD_ADMIN_PASSWORD", "ops-password-1")
         .env("MINISPOD_LOG_FORMAT", "json")
