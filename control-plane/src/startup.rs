@@ -47,6 +47,7 @@ use crate::{
         enrollment::{Enrollment, EnrollmentConfig},
         hub::{FleetConfig, FleetHub},
         queries as workers_db,
+        replicas::Replica,
         service::WorkerApi,
     },
 };
@@ -68,6 +69,7 @@ pub struct Application {
     auth: AuthState,
     pki: Arc<Pki>,
     hub: FleetHub,
+    replica: Replica,
     enrollment: Enrollment,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
@@ -125,15 +127,6 @@ impl Application {
         if seeded > 0 {
             tracing::info!(entries = seeded, "seeded the service catalog");
         }
-        // No stream survives a restart: whoever was online is offline until
-        // its agent reconnects.
-        let stale = workers_db::mark_all_offline(&auth.db).await?;
-        if stale > 0 {
-            tracing::info!(
-                workers = stale,
-                "marked workers without a live stream INACTIVE"
-            );
-        }
         let metrics = Arc::new(Metrics::default());
         let hub = FleetHub::new(
             auth.db.clone(),
@@ -144,6 +137,15 @@ impl Application {
             },
             metrics.clone(),
         );
+        // Join the replicas. Whatever no live replica holds (a crash left it
+        // online; on SQLite, everything) is offline until its agent reconnects.
+        let (replica, stale) = Replica::join(&hub, args.replica_lease).await?;
+        if stale > 0 {
+            tracing::info!(
+                workers = stale,
+                "marked workers without a live stream INACTIVE"
+            );
+        }
         let enrollment = Enrollment::new(hub.clone(), pki.clone(), enrollment_config(&args)?);
 
         let tls = if args.plaintext {
@@ -177,6 +179,7 @@ impl Application {
             auth,
             pki,
             hub,
+            replica,
             enrollment,
             metrics,
             metrics_listener,
@@ -219,12 +222,14 @@ impl Application {
             tls,
             auth,
             hub,
+            replica,
             enrollment,
             metrics,
             metrics_listener,
             args,
             ..
         } = self;
+        let replica_tasks = replica.spawn().await?;
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AuthServiceServer<AuthApi>>().await;
@@ -244,6 +249,7 @@ impl Application {
             .context("build reflection v1alpha")?;
 
         let cleanup = tokio::spawn(expire_refresh_tokens(auth.db.clone()));
+        let database_watch = tokio::spawn(report_database_health(auth.db.clone(), health.clone()));
         let metrics_server = metrics_listener.map(|l| {
             let (db, hub, metrics) = (auth.db.clone(), hub.clone(), metrics.clone());
             let render: minispod_proto::support::Render = Arc::new(move || {
@@ -332,6 +338,7 @@ impl Application {
             }
         };
         cleanup.abort();
+        database_watch.abort();
         if let Some(t) = metrics_server {
             t.abort();
         }
@@ -342,10 +349,57 @@ impl Application {
         if let Err(e) = hub.flush_metrics().await {
             tracing::warn!(error = %e, "final heartbeat metrics flush failed");
         }
+        for t in replica_tasks {
+            t.abort();
+        }
+        if let Err(e) = replica.leave().await {
+            tracing::warn!(error = %e, "could not leave the replicas");
+        }
         health.set_not_serving::<AuthServiceServer<AuthApi>>().await;
         auth.db.close().await;
         tracing::info!("control plane stopped");
         served.context("serve")
+    }
+}
+
+/// How often the database is checked for grpc.health.v1.
+const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reports NOT_SERVING on grpc.health.v1 (overall and for every API
+/// service) while the database does not answer, and SERVING again once it
+/// does, so probes and load balancers route around a replica cut off from it.
+async fn report_database_health(db: Db, health: tonic_health::server::HealthReporter) {
+    use tonic::server::NamedService;
+    use tonic_health::ServingStatus;
+    let services = [
+        "",
+        <AuthServiceServer<AuthApi> as NamedService>::NAME,
+        <UserServiceServer<UserApi> as NamedService>::NAME,
+        <CatalogServiceServer<CatalogApi> as NamedService>::NAME,
+        <WorkerServiceServer<WorkerApi> as NamedService>::NAME,
+        <AgentServiceServer<AgentApi> as NamedService>::NAME,
+    ];
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(DATABASE_CHECK_INTERVAL).await;
+        let up = matches!(
+            tokio::time::timeout(DATABASE_CHECK_INTERVAL, db.ping()).await,
+            Ok(Ok(()))
+        );
+        if up == serving {
+            continue;
+        }
+        serving = up;
+        let status = if up {
+            tracing::info!("database reachable again: SERVING");
+            ServingStatus::Serving
+        } else {
+            tracing::warn!("database unreachable: NOT_SERVING");
+            ServingStatus::NotServing
+        };
+        for name in services {
+            health.set_service_status(name, status).await;
+        }
     }
 }
 

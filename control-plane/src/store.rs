@@ -185,6 +185,66 @@ impl Db {
         }
     }
 
+    /// True when no other process may share this store (SQLite: the file in
+    /// this control plane's data dir); false when replicas may (PostgreSQL).
+    pub fn single_process(&self) -> bool {
+        matches!(self.pools, Pools::Sqlite { .. })
+    }
+
+    /// A message channel to every other process on this store, named
+    /// `channel` (PostgreSQL LISTEN/NOTIFY); None when the store is this
+    /// process's alone. Messages sent are delivered to every listener but
+    /// this process's own... and this process's too: filter by content.
+    /// Messages sent while a listener reconnects are lost to it.
+    pub async fn open_channel(&self, channel: &'static str) -> anyhow::Result<Option<StoreChannel>> {
+        let Pools::Postgres(pool) = &self.pools else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+            .await
+            .context("connect to PostgreSQL for LISTEN")?;
+        listener
+            .listen(channel)
+            .await
+            .context("LISTEN for fleet changes")?;
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let pool = pool.clone();
+        let sender = tokio::spawn(async move {
+            while let Some(message) = out_rx.recv().await {
+                let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(channel)
+                    .bind(&message)
+                    .execute(&pool)
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "could not tell other replicas of a fleet change");
+                }
+            }
+        });
+        let receiver = tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(n) => {
+                        if in_tx.send(n.payload().to_owned()).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        // PgListener reconnects on the next recv.
+                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(StoreChannel {
+            sender: out_tx,
+            receiver: in_rx,
+            tasks: [sender, receiver],
+        }))
+    }
+
     /// A handle for reads outside a transaction.
     pub fn read(&self) -> Conn<'_> {
         match &self.pools {
@@ -230,6 +290,34 @@ impl Db {
                 reader.close().await;
             }
             Pools::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// See [`Db::open_channel`]. Dropping it stops its tasks.
+#[derive(Debug)]
+pub struct StoreChannel {
+    sender: tokio::sync::mpsc::UnboundedSender<String>,
+    receiver: tokio::sync::mpsc::UnboundedReceiver<String>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl StoreChannel {
+    /// Where to put messages for every process on the store.
+    pub fn sender(&self) -> tokio::sync::mpsc::UnboundedSender<String> {
+        self.sender.clone()
+    }
+
+    /// The next message, from any process including this one.
+    pub async fn recv(&mut self) -> Option<String> {
+        self.receiver.recv().await
+    }
+}
+
+impl Drop for StoreChannel {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
         }
     }
 }

@@ -6,6 +6,9 @@
 //!   heartbeat metrics.
 //! - `session`: one agent stream from hello to goodbye; where a worker goes
 //!   offline.
+//! - `replicas`: the lease under which this process holds streams, reaping
+//!   the workers of dead replicas, and relaying fleet changes between
+//!   replicas.
 //! - `service` / `agent_service`: the gRPC WorkerService and AgentService.
 //! - `queries`: the SQL.
 
@@ -13,6 +16,7 @@ pub mod agent_service;
 pub mod enrollment;
 pub mod hub;
 pub mod queries;
+pub mod replicas;
 pub mod service;
 pub mod session;
 pub mod status;

@@ -255,16 +255,26 @@ struct Agent {
 }
 
 fn spawn_agent(cp: &ControlPlane, state: &Path, token: &str, extra: &[&str]) -> Agent {
+    spawn_agent_to(&[cp.url()], &cp.ca_hash, state, token, extra)
+}
+
+/// An agent that knows `servers`, in that order.
+fn spawn_agent_to(
+    servers: &[String],
+    ca_hash: &str,
+    state: &Path,
+    token: &str,
+    extra: &[&str],
+) -> Agent {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_minispod-agent"))
         .arg("run")
-        .arg("--server")
-        .arg(cp.url())
+        .args(servers.iter().flat_map(|s| ["--server", s.as_str()]))
         .arg("--state-dir")
         .arg(state)
         .arg("--token")
         .arg(token)
         .arg("--ca-hash")
-        .arg(&cp.ca_hash)
+        .arg(ca_hash)
         .arg("--k3s-config")
         .arg(state.join("k3s.yaml"))
         .arg("--max-backoff")
@@ -1364,6 +1374,15 @@ fn spawn_control_plane_process(
     database_url: Option<&str>,
     port: u16,
 ) -> tokio::process::Child {
+    spawn_control_plane_process_with(data, database_url, port, &[])
+}
+
+fn spawn_control_plane_process_with(
+    data: &Path,
+    database_url: Option<&str>,
+    port: u16,
+    extra: &[&str],
+) -> tokio::process::Child {
     tokio::process::Command::new(control_plane_bin())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
@@ -1382,6 +1401,7 @@ fn spawn_control_plane_process(
             "100ms",
         ])
         .args(["--enroll-burst", "100000", "--enroll-per-second", "100000"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -1532,4 +1552,123 @@ async fn kill_9_of_the_control_plane_under_500_agents_loses_nothing() {
     );
     assert!(swarm.reconnects() > reconnects_before, "agents reconnected");
     swarm.stop().await;
+}
+
+/// The PostgreSQL database the replica tests share between replicas.
+async fn replica_database() -> std::sync::Arc<TempDir> {
+    let dir = TempDir::for_server().await;
+    assert!(
+        dir.1.is_some(),
+        "replica tests need PostgreSQL: set MINISPOD_TEST_POSTGRES (the README's test command does)"
+    );
+    std::sync::Arc::new(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_take_over_the_workers_of_a_replica_killed_with_kill_9() {
+    const LEASE: Duration = Duration::from_secs(2);
+    // Replica A is a process (to kill -9); B runs here. Both share one
+    // database and one data dir (so one CA and one JWT key).
+    let dir = replica_database().await;
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = spawn_control_plane_process_with(
+        &dir.0,
+        dir.1.as_deref(),
+        port_a,
+        &["--replica-lease", "2s"],
+    );
+    let (ch_a, admin_a) = admin_channel(port_a, &dir.0).await;
+    let b = ControlPlane::start_in(dir.clone(), port_b, |args| args.replica_lease = LEASE).await;
+    let mut watch_b = b.watch().await;
+    let token = WorkerServiceClient::new(ch_a.clone())
+        .create_enrollment_token(authed(
+            pb::CreateEnrollmentTokenRequest {
+                ttl_seconds: 3600,
+                max_uses: 0,
+                description: "replicas".into(),
+            },
+            &admin_a,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let url_a = format!("https://localhost:{port_a}");
+    // One agent knows only A; the other fails over from A to B.
+    let (s1, s2) = (TempDir::new(), TempDir::new());
+    let _only_a = spawn_agent_to(
+        std::slice::from_ref(&url_a),
+        &b.ca_hash,
+        &s1.0,
+        &token,
+        &["--machine-id", "replica-test-only-a"],
+    );
+    let _both = spawn_agent_to(
+        &[url_a.clone(), b.url()],
+        &b.ca_hash,
+        &s2.0,
+        &token,
+        &["--machine-id", "replica-test-both"],
+    );
+    // Both enrolled and streaming on A; B's watchers see it (LISTEN/NOTIFY).
+    let mut active = std::collections::HashSet::new();
+    while active.len() < 2 {
+        let (w, _) = watch_b
+            .until("both ACTIVE via A", |w| status(w) == WorkerStatus::Active)
+            .await;
+        active.insert(w.machine_id);
+    }
+    let listed = b.list().await;
+    assert_eq!(listed.len(), 2);
+    let only_a = listed
+        .iter()
+        .find(|w| w.machine_id == "replica-test-only-a")
+        .unwrap()
+        .clone();
+
+    a.start_kill().unwrap(); // SIGKILL: A cleans nothing up.
+    a.wait().await.unwrap();
+    let killed_at = now_ms();
+    let (gone, seen_at) = watch_b
+        .until("the worker only A held goes INACTIVE", |w| {
+            w.id == only_a.id && status(w) == WorkerStatus::Inactive
+        })
+        .await;
+    assert!(!gone.online);
+    let latency = seen_at - killed_at;
+    println!(
+        "replica kill -9 to INACTIVE (lease {} ms, seen by a watcher on the other replica): {latency} ms",
+        LEASE.as_millis()
+    );
+    // The lease, plus up to a third of it until the next reaping.
+    assert!(
+        latency <= (LEASE.as_millis() * 4 / 3 + 500) as i64,
+        "took {latency} ms"
+    );
+
+    // The other agent reconnected to B by itself and is ACTIVE there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = b.list().await;
+        assert_eq!(listed.len(), 2, "no duplicate worker");
+        let both = listed
+            .iter()
+            .find(|w| w.machine_id == "replica-test-both")
+            .unwrap();
+        if status(both) == WorkerStatus::Active && both.online {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the agent did not fail over to B");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And it stays ACTIVE past another lease: nobody reaps B's stream.
+    tokio::time::sleep(LEASE * 2).await;
+    let both = b
+        .list()
+        .await
+        .into_iter()
+        .find(|w| w.machine_id == "replica-test-both")
+        .unwrap();
+    assert_eq!(status(&both), WorkerStatus::Active);
+    b.stop().await;
 }

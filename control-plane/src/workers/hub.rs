@@ -59,6 +59,9 @@ pub type TimedEvent = (WorkerEvent, i64);
 #[derive(Debug)]
 struct Session {
     id: u64,
+    stream_id: String,
+    /// Set once the store names this stream as the worker's.
+    claimed: bool,
     stop: Arc<Notify>,
     commands: mpsc::Sender<ConnectResponse>,
 }
@@ -68,15 +71,32 @@ struct Session {
 pub struct Registration {
     /// This session's number; only the current session may mark the worker offline.
     pub session_id: u64,
+    /// The stream's name in the store, unique across replicas.
+    pub stream_id: String,
     /// Notified when another stream replaced this one or the worker was deleted.
     pub stop: Arc<Notify>,
     /// Commands for the agent, from administrators' actions.
     pub commands: mpsc::Receiver<ConnectResponse>,
 }
 
+/// A fleet change other replicas must hear of (PostgreSQL: NOTIFY).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// The worker's record changed: reload it and tell local watchers.
+    Upserted(String),
+    /// The worker was deleted: tell watchers, close its stream.
+    Deleted(String),
+    /// The worker's certificate was replaced: close its stream.
+    Disconnect(String),
+    /// A command for the worker's stream, wherever it is held.
+    Command(String, pb::command::Command),
+}
+
 #[derive(Debug)]
 struct Inner {
     db: Db,
+    replica_id: String,
+    relay: Mutex<Option<mpsc::UnboundedSender<Notice>>>,
     config: FleetConfig,
     sessions: Mutex<HashMap<String, Session>>,
     next_session: AtomicU64,
@@ -99,6 +119,8 @@ impl FleetHub {
         FleetHub {
             inner: Arc::new(Inner {
                 db,
+                replica_id: crate::store::new_id(),
+                relay: Mutex::new(None),
                 config,
                 sessions: Mutex::new(HashMap::new()),
                 next_session: AtomicU64::new(1),
@@ -113,6 +135,22 @@ impl FleetHub {
     /// The store.
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// This process's name among the control-plane replicas.
+    pub fn replica_id(&self) -> &str {
+        &self.inner.replica_id
+    }
+
+    /// From now on, changes are also sent to other replicas through `relay`.
+    pub fn set_relay(&self, relay: mpsc::UnboundedSender<Notice>) {
+        *self.inner.relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay);
+    }
+
+    fn relay(&self, notice: Notice) {
+        if let Some(r) = &*self.inner.relay.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = r.send(notice);
+        }
     }
 
     /// The process's metrics.
@@ -136,12 +174,15 @@ impl FleetHub {
     /// (one live stream per worker: the newest wins).
     pub fn register(&self, worker_id: &str) -> Registration {
         let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let stream_id = format!("{}/{id}", self.inner.replica_id);
         let stop = Arc::new(Notify::new());
         let (tx, rx) = mpsc::channel(8);
         let old = self.sessions().insert(
             worker_id.to_owned(),
             Session {
                 id,
+                stream_id: stream_id.clone(),
+                claimed: false,
                 stop: stop.clone(),
                 commands: tx,
             },
@@ -151,8 +192,46 @@ impl FleetHub {
         }
         Registration {
             session_id: id,
+            stream_id,
             stop,
             commands: rx,
+        }
+    }
+
+    /// Records that the store now names session `session_id` as the
+    /// worker's stream (its claim committed).
+    pub fn mark_claimed(&self, worker_id: &str, session_id: u64) {
+        if let Some(s) = self.sessions().get_mut(worker_id)
+            && s.id == session_id
+        {
+            s.claimed = true;
+        }
+    }
+
+    /// The stream of `worker_id` held here whose claim has committed.
+    fn claimed_stream(&self, worker_id: &str) -> Option<String> {
+        self.sessions()
+            .get(worker_id)
+            .filter(|s| s.claimed)
+            .map(|s| s.stream_id.clone())
+    }
+
+    /// Closes the local stream of `worker_id` if it is `stream_id`, without
+    /// marking the worker offline: another replica holds its newer stream.
+    fn drop_superseded(&self, worker_id: &str, stream_id: &str) {
+        let mut sessions = self.sessions();
+        if sessions.get(worker_id).is_some_and(|s| s.stream_id == stream_id) {
+            if let Some(s) = sessions.remove(worker_id) {
+                s.stop.notify_one();
+            }
+        }
+    }
+
+    /// Ends every local stream at once, without marking workers offline:
+    /// this replica lost its lease, so others may already hold them.
+    pub fn drop_all_streams(&self) {
+        for (_, s) in self.sessions().drain() {
+            s.stop.notify_one();
         }
     }
 
@@ -168,17 +247,31 @@ impl FleetHub {
         }
     }
 
-    /// Closes the worker's stream, if any, without marking it offline (the
-    /// caller deleted it).
+    /// Closes the worker's stream, on whichever replica holds it, without
+    /// marking it offline (the caller deleted it or replaced its certificate).
     pub fn disconnect(&self, worker_id: &str) {
+        self.disconnect_here(worker_id);
+        self.relay(Notice::Disconnect(worker_id.to_owned()));
+    }
+
+    fn disconnect_here(&self, worker_id: &str) {
         if let Some(s) = self.sessions().remove(worker_id) {
             s.stop.notify_one();
         }
         self.pending().remove(worker_id);
     }
 
-    /// Sends a command down the worker's stream; false when it has none.
+    /// Sends a command down the worker's stream, on whichever replica holds
+    /// it; false when it is not held here (it is then relayed).
     pub fn send_command(&self, worker_id: &str, command: pb::command::Command) -> bool {
+        if self.send_command_here(worker_id, command.clone()) {
+            return true;
+        }
+        self.relay(Notice::Command(worker_id.to_owned(), command));
+        false
+    }
+
+    fn send_command_here(&self, worker_id: &str, command: pb::command::Command) -> bool {
         let tx = self.sessions().get(worker_id).map(|s| s.commands.clone());
         tx.is_some_and(|tx| {
             tx.try_send(ConnectResponse {
@@ -188,6 +281,37 @@ impl FleetHub {
             })
             .is_ok()
         })
+    }
+
+    /// Applies a change another replica made: watchers here hear of it, and a
+    /// local stream another replica took over is closed.
+    pub async fn apply_remote(&self, notice: Notice) -> AppResult<()> {
+        match notice {
+            Notice::Upserted(id) => {
+                // Read which stream is ours before reading the record, so a
+                // record read before our own claim committed cannot close
+                // our new stream.
+                let ours = self.claimed_stream(&id);
+                let Some(row) = workers_db::by_id(self.db().read(), &id).await? else {
+                    return Ok(());
+                };
+                if let Some(ours) = ours
+                    && row.stream_id.as_deref() != Some(ours.as_str())
+                {
+                    self.drop_superseded(&id, &ours);
+                }
+                self.publish_here(&row);
+            }
+            Notice::Deleted(id) => {
+                self.disconnect_here(&id);
+                self.publish_deleted_here(&id);
+            }
+            Notice::Disconnect(id) => self.disconnect_here(&id),
+            Notice::Command(id, command) => {
+                self.send_command_here(&id, command);
+            }
+        }
+        Ok(())
     }
 
     /// Server shutdown: ends every stream (their workers go offline) and
@@ -210,16 +334,26 @@ impl FleetHub {
         self.sessions().len()
     }
 
-    /// Tells watchers about a worker's new state.
+    /// Tells watchers, here and on every replica, about a worker's new state.
     pub fn publish(&self, row: &WorkerRow) {
+        self.publish_here(row);
+        self.relay(Notice::Upserted(row.id.clone()));
+    }
+
+    fn publish_here(&self, row: &WorkerRow) {
         let _ = self
             .inner
             .events
             .send((WorkerEvent::Upserted(Box::new(row.into())), now_ms()));
     }
 
-    /// Tells watchers a worker is gone.
+    /// Tells watchers, here and on every replica, a worker is gone.
     pub fn publish_deleted(&self, worker_id: &str) {
+        self.publish_deleted_here(worker_id);
+        self.relay(Notice::Deleted(worker_id.to_owned()));
+    }
+
+    fn publish_deleted_here(&self, worker_id: &str) {
         let _ = self
             .inner
             .events

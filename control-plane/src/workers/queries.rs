@@ -59,6 +59,8 @@ pub struct WorkerRow {
     pub enrolled_at: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    pub stream_replica: Option<String>,
+    pub stream_id: Option<String>,
 }
 
 impl WorkerRow {
@@ -201,9 +203,30 @@ pub async fn set_certificate(
     Ok(())
 }
 
+/// What a state change does to the record of the worker's live stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum StreamChange<'a> {
+    /// Leave it.
+    #[default]
+    Keep,
+    /// A stream opened: `stream` on `replica` is now the worker's.
+    Open {
+        /// The replica holding it.
+        replica: &'a str,
+        /// The stream.
+        stream: &'a str,
+    },
+    /// Stream `stream` ended; the change applies only while it is still the
+    /// worker's stream (a newer one, on any replica, wins).
+    Close {
+        /// The stream that ended.
+        stream: &'a str,
+    },
+}
+
 /// A change of the facts a status follows from; `None` keeps a fact.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StateChange {
+pub struct StateChange<'a> {
     /// Maintenance on or off.
     pub maintenance: Option<bool>,
     /// Stream opened or closed.
@@ -212,17 +235,28 @@ pub struct StateChange {
     pub ready: Option<bool>,
     /// Cordoned or not.
     pub cordoned: Option<bool>,
+    /// The live stream's record.
+    pub stream: StreamChange<'a>,
 }
 
 /// Applies `change` to worker `id`, re-deriving its status; None when the
-/// worker does not exist.
+/// worker does not exist, or when `change` closes a stream that is no
+/// longer the worker's.
 pub async fn apply_state(
     tx: &mut Tx,
     id: &str,
-    change: StateChange,
+    change: StateChange<'_>,
 ) -> AppResult<Option<WorkerRow>> {
     let Some(row) = by_id(&mut *tx, id).await? else {
         return Ok(None);
+    };
+    let (set_stream, replica, stream) = match change.stream {
+        StreamChange::Keep => (false, None, None),
+        StreamChange::Open { replica, stream } => (true, Some(replica), Some(stream)),
+        StreamChange::Close { stream } if row.stream_id.as_deref() == Some(stream) => {
+            (true, None, None)
+        }
+        StreamChange::Close { .. } => return Ok(None),
     };
     let mut f = row.facts();
     f.maintenance = change.maintenance.unwrap_or(f.maintenance);
@@ -234,7 +268,9 @@ pub async fn apply_state(
         "UPDATE workers SET status = $2, maintenance = $3, online = $4, ready = $5,
             ever_connected = $6, cordoned = COALESCE($7, cordoned),
             last_health_check_at = CASE WHEN $4 THEN $8 ELSE last_health_check_at END,
-            updated_at = $8
+            updated_at = $8,
+            stream_replica = CASE WHEN $9 THEN $10 ELSE stream_replica END,
+            stream_id = CASE WHEN $9 THEN $11 ELSE stream_id END
          WHERE id = $1 RETURNING *",
     )
     .bind(id)
@@ -245,6 +281,9 @@ pub async fn apply_state(
     .bind(f.ever_connected)
     .bind(change.cordoned)
     .bind(now)
+    .bind(set_stream)
+    .bind(replica)
+    .bind(stream)
     .fetch_optional(c)
     .await)?;
     Ok(row)
@@ -347,23 +386,80 @@ pub async fn delete(tx: &mut Tx, id: &str) -> AppResult<bool> {
     Ok(done == 1)
 }
 
-/// At start-up no stream is open: every worker marked online goes offline
-/// (INACTIVE, or stays MAINTENANCE). Returns how many changed.
-pub async fn mark_all_offline(db: &Db) -> AppResult<u64> {
-    let mut tx = db.begin().await?;
-    let done = with_conn!(&mut tx, |c| sqlx::query(
-        "UPDATE workers SET online = FALSE,
-            status = CASE WHEN maintenance THEN 'MAINTENANCE'
-                          WHEN ever_connected THEN 'INACTIVE' ELSE 'PENDING' END,
-            updated_at = $1
-         WHERE online OR status IN ('ACTIVE', 'NOT_READY')",
+/// Registers a control-plane replica holding streams until `lease_until`.
+pub async fn insert_replica(tx: &mut Tx, id: &str, lease_until: i64) -> AppResult<()> {
+    with_conn!(tx, |c| sqlx::query(
+        "INSERT INTO replicas (id, lease_expires_at, started_at) VALUES ($1, $2, $3)"
     )
+    .bind(id)
+    .bind(lease_until)
     .bind(now_ms())
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
-    tx.commit().await?;
-    Ok(done)
+    Ok(())
+}
+
+/// Extends a replica's lease; false when its record is gone (the others
+/// presumed it dead and took its workers offline).
+pub async fn renew_replica(tx: &mut Tx, id: &str, lease_until: i64) -> AppResult<bool> {
+    let done = with_conn!(tx, |c| sqlx::query(
+        "UPDATE replicas SET lease_expires_at = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(lease_until)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// Removes replica `id` (it leaves cleanly).
+pub async fn delete_replica(tx: &mut Tx, id: &str) -> AppResult<()> {
+    with_conn!(tx, |c| sqlx::query("DELETE FROM replicas WHERE id = $1")
+        .bind(id)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Removes replicas other than `keep`: with `all_but_keep` every other one
+/// (a store only this process opens), else those whose lease lapsed by `now`.
+pub async fn remove_replicas(
+    tx: &mut Tx,
+    keep: &str,
+    all_but_keep: bool,
+    now: i64,
+) -> AppResult<u64> {
+    Ok(with_conn!(tx, |c| sqlx::query(
+        "DELETE FROM replicas WHERE id <> $1 AND ($2 OR lease_expires_at <= $3)"
+    )
+    .bind(keep)
+    .bind(all_but_keep)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?)
+}
+
+/// Takes offline (INACTIVE, or still MAINTENANCE) every worker marked
+/// online whose stream no live replica holds: its replica's lease lapsed or
+/// its record is gone. Returns the changed workers.
+pub async fn reap_orphaned_streams(tx: &mut Tx, now: i64) -> AppResult<Vec<WorkerRow>> {
+    Ok(with_conn!(tx, |c| sqlx::query_as(
+        "UPDATE workers SET online = FALSE,
+            status = CASE WHEN maintenance THEN 'MAINTENANCE'
+                          WHEN ever_connected THEN 'INACTIVE' ELSE 'PENDING' END,
+            stream_replica = NULL, stream_id = NULL, updated_at = $1
+         WHERE (online OR status IN ('ACTIVE', 'NOT_READY'))
+           AND (stream_replica IS NULL OR stream_replica NOT IN
+                (SELECT id FROM replicas WHERE lease_expires_at > $1))
+         RETURNING *"
+    )
+    .bind(now)
+    .fetch_all(c)
+    .await)?)
 }
 
 /// What a listing keeps.

@@ -151,7 +151,7 @@ impl WorkerApi {
         Ok((&row).into())
     }
 
-    async fn state(&self, id: &str, change: StateChange) -> AppResult<pb::Worker> {
+    async fn state(&self, id: &str, change: StateChange<'_>) -> AppResult<pb::Worker> {
         require_id(id)?;
         let row = change_state(&self.hub, id, change)
             .await?

@@ -16,7 +16,7 @@ use tonic::{Status, Streaming};
 
 use super::{
     hub::FleetHub,
-    queries::{self as workers_db, HeartbeatMetrics, StateChange, WorkerRow},
+    queries::{self as workers_db, HeartbeatMetrics, StateChange, StreamChange, WorkerRow},
 };
 use crate::{
     error::{AppError, AppResult},
@@ -64,8 +64,11 @@ pub async fn run(
             }))) => h,
             Ok(Ok(Some(_))) => return EndReason::Protocol("the first message must be a hello".into()),
         };
-        let status = match go_online(&hub, &worker, peer_ip, hello).await {
-            Ok(row) => row.status,
+        let status = match go_online(&hub, &worker, &reg.stream_id, peer_ip, hello).await {
+            Ok(row) => {
+                hub.mark_claimed(&worker_id, reg.session_id);
+                row.status
+            }
             Err(AppError::PermissionDenied(m)) => {
                 let _ = out.send(Err(Status::permission_denied(m.clone()))).await;
                 return EndReason::Protocol(m);
@@ -132,13 +135,19 @@ pub async fn run(
             &worker_id,
             StateChange {
                 online: Some(false),
+                stream: StreamChange::Close {
+                    stream: &reg.stream_id,
+                },
                 ..Default::default()
             },
         )
         .await
         {
-            Ok(_) => {
+            Ok(Some(_)) => {
                 tracing::info!(worker_id, ?reason, held_for = ?started.elapsed(), "worker offline")
+            }
+            Ok(None) => {
+                tracing::debug!(worker_id, ?reason, "stream ended; another stream holds the worker")
             }
             Err(e) => tracing::error!(worker_id, error = %e, "could not mark worker offline"),
         }
@@ -151,7 +160,7 @@ pub async fn run(
 pub async fn change_state(
     hub: &FleetHub,
     worker_id: &str,
-    change: StateChange,
+    change: StateChange<'_>,
 ) -> AppResult<Option<WorkerRow>> {
     let mut tx = hub.db().begin().await?;
     let row = workers_db::apply_state(&mut tx, worker_id, change).await?;
@@ -165,6 +174,7 @@ pub async fn change_state(
 async fn go_online(
     hub: &FleetHub,
     worker: &WorkerRow,
+    stream_id: &str,
     peer_ip: Option<IpAddr>,
     hello: pb::Hello,
 ) -> AppResult<WorkerRow> {
@@ -189,6 +199,10 @@ async fn go_online(
         StateChange {
             online: Some(true),
             ready: Some(hello.ready),
+            stream: StreamChange::Open {
+                replica: hub.replica_id(),
+                stream: stream_id,
+            },
             ..Default::default()
         },
     )
