@@ -196,7 +196,10 @@ impl Db {
     /// process's alone. Messages sent are delivered to every listener but
     /// this process's own... and this process's too: filter by content.
     /// Messages sent while a listener reconnects are lost to it.
-    pub async fn open_channel(&self, channel: &'static str) -> anyhow::Result<Option<StoreChannel>> {
+    pub async fn open_channel(
+        &self,
+        channel: &'static str,
+    ) -> anyhow::Result<Option<StoreChannel>> {
         let Pools::Postgres(pool) = &self.pools else {
             return Ok(None);
         };

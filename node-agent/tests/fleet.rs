@@ -1658,7 +1658,10 @@ async fn replicas_take_over_the_workers_of_a_replica_killed_with_kill_9() {
         if status(both) == WorkerStatus::Active && both.online {
             break;
         }
-        assert!(Instant::now() < deadline, "the agent did not fail over to B");
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not fail over to B"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // And it stays ACTIVE past another lease: nobody reaps B's stream.

@@ -220,10 +220,12 @@ impl FleetHub {
     /// marking the worker offline: another replica holds its newer stream.
     fn drop_superseded(&self, worker_id: &str, stream_id: &str) {
         let mut sessions = self.sessions();
-        if sessions.get(worker_id).is_some_and(|s| s.stream_id == stream_id) {
-            if let Some(s) = sessions.remove(worker_id) {
-                s.stop.notify_one();
-            }
+        if sessions
+            .get(worker_id)
+            .is_some_and(|s| s.stream_id == stream_id)
+            && let Some(s) = sessions.remove(worker_id)
+        {
+            s.stop.notify_one();
         }
     }
 
@@ -264,7 +266,7 @@ impl FleetHub {
     /// Sends a command down the worker's stream, on whichever replica holds
     /// it; false when it is not held here (it is then relayed).
     pub fn send_command(&self, worker_id: &str, command: pb::command::Command) -> bool {
-        if self.send_command_here(worker_id, command.clone()) {
+        if self.send_command_here(worker_id, command) {
             return true;
         }
         self.relay(Notice::Command(worker_id.to_owned(), command));

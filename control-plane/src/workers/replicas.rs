@@ -120,7 +120,9 @@ async fn keep_lease(hub: FleetHub, lease: Duration) {
         match renew_and_reap(&hub, lease).await {
             Ok(true) => renewed_at = Instant::now(),
             Ok(false) => {
-                tracing::warn!("this replica's lease lapsed and its workers were reaped; dropping its streams");
+                tracing::warn!(
+                    "this replica's lease lapsed and its workers were reaped; dropping its streams"
+                );
                 hub.drop_all_streams();
                 if let Err(e) = rejoin(&hub, lease).await {
                     tracing::warn!(error = %e, "could not rejoin the replicas");
@@ -149,7 +151,10 @@ async fn renew_and_reap(hub: &FleetHub, lease: Duration) -> AppResult<bool> {
     workers_db::remove_replicas(&mut tx, hub.replica_id(), false, now).await?;
     tx.commit().await?;
     if !reaped.is_empty() {
-        tracing::info!(workers = reaped.len(), "workers of a replica whose lease lapsed are offline");
+        tracing::info!(
+            workers = reaped.len(),
+            "workers of a replica whose lease lapsed are offline"
+        );
     }
     for row in &reaped {
         hub.publish(row);
@@ -172,7 +177,7 @@ fn encode(origin: &str, notice: &Notice) -> String {
         Notice::Disconnect(id) => format!("{origin}|x|{id}"),
         Notice::Command(id, command) => {
             let bytes = pb::Command {
-                command: Some(command.clone()),
+                command: Some(*command),
             }
             .encode_to_vec();
             format!("{origin}|c|{id}|{}", STANDARD_NO_PAD.encode(bytes))

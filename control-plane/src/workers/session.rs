@@ -147,7 +147,11 @@ pub async fn run(
                 tracing::info!(worker_id, ?reason, held_for = ?started.elapsed(), "worker offline")
             }
             Ok(None) => {
-                tracing::debug!(worker_id, ?reason, "stream ended; another stream holds the worker")
+                tracing::debug!(
+                    worker_id,
+                    ?reason,
+                    "stream ended; another stream holds the worker"
+                )
             }
             Err(e) => tracing::error!(worker_id, error = %e, "could not mark worker offline"),
         }

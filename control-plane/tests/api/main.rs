@@ -4,5 +4,6 @@
 mod auth;
 mod catalog;
 mod helpers;
+mod replicas;
 mod transport;
 mod users;
