@@ -51,8 +51,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test on SQLite"
 start=$(date +%s)
-# The replica tests need PostgreSQL; they run in the second pass.
-cargo test --workspace --locked -- --skip replicas
+# The tests of PostgreSQL and its replicas (on_postgres) run in the second pass.
+cargo test --workspace --locked -- --skip on_postgres
 echo "SQLite pass took $(( $(date +%s) - start ))s"
 
 step "cargo test on PostgreSQL (every test in a fresh database)"

@@ -110,16 +110,19 @@ impl Application {
             args.max_queued_hashes,
         )?;
         let auth = AuthState {
-            db,
+            db: db.clone(),
             tokens: Arc::new(AccessTokens::new(&secret, args.access_token_ttl)),
             refresh_ttl: args.refresh_token_ttl,
             hasher,
-            limiter: Arc::new(LoginLimiter::new(LoginLimits {
-                ip_burst: args.login_ip_burst,
-                ip_per_minute: args.login_ip_per_minute,
-                account_burst: args.login_account_burst,
-                account_per_hour: args.login_account_per_hour,
-            })),
+            limiter: Arc::new(LoginLimiter::for_store(
+                &db,
+                LoginLimits {
+                    ip_burst: args.login_ip_burst,
+                    ip_per_minute: args.login_ip_per_minute,
+                    account_burst: args.login_account_burst,
+                    account_per_hour: args.login_account_per_hour,
+                },
+            )),
             trust_forwarded_for: args.trust_forwarded_for,
         };
         bootstrap_admin(&auth, &args).await?;
@@ -613,20 +616,32 @@ async fn bootstrap_admin(auth: &AuthState, args: &ServeArgs) -> anyhow::Result<(
     Ok(())
 }
 
-/// Deletes refresh tokens a day after they expired, hourly.
+/// Deletes refresh tokens a day after they expired, and rate-limit buckets
+/// and known addresses that no longer limit anything, hourly.
 async fn expire_refresh_tokens(db: Db) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every.tick().await;
         let outcome = async {
+            let now = now_ms();
             let mut tx = db.begin().await?;
-            let n = refresh_db::delete_expired(&mut tx, now_ms() - 86_400_000).await?;
+            let n = refresh_db::delete_expired(&mut tx, now - 86_400_000).await?;
+            // Buckets idle for a day have long refilled.
+            let limits = refresh_db::delete_stale_limits(
+                &mut tx,
+                now - 86_400_000,
+                crate::auth::rate_limit::known_address_cutoff(now),
+            )
+            .await?;
             tx.commit().await?;
-            Ok::<_, crate::error::AppError>(n)
+            Ok::<_, crate::error::AppError>(n + limits)
         }
         .await;
         match outcome {
-            Ok(n) if n > 0 => tracing::info!(deleted = n, "expired refresh tokens removed"),
+            Ok(n) if n > 0 => tracing::info!(
+                deleted = n,
+                "expired refresh tokens and idle rate limits removed"
+            ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "refresh token cleanup failed"),
         }

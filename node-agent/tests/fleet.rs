@@ -1565,7 +1565,7 @@ async fn replica_database() -> std::sync::Arc<TempDir> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_take_over_the_workers_of_a_replica_killed_with_kill_9() {
+async fn on_postgres_replicas_take_over_the_workers_of_a_replica_killed_with_kill_9() {
     const LEASE: Duration = Duration::from_secs(2);
     // Replica A is a process (to kill -9); B runs here. Both share one
     // database and one data dir (so one CA and one JWT key).

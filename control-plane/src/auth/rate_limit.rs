@@ -1,4 +1,4 @@
-//! In-memory rate limits for Login and Register.
+//! Rate limits for Login, Register and Enroll.
 //!
 //! Three token buckets guard a login:
 //! - per client address, every attempt: stops one source from flooding;
@@ -11,50 +11,90 @@
 //! and an address that signed in to an account successfully in the last 30
 //! days skips the account-wide bucket, so an attacker elsewhere who drains it
 //! does not lock the owner out of their usual machine.
+//!
+//! Buckets and known addresses live in memory when the store is this
+//! process's alone, and in the store when replicas share it, so a limit
+//! holds across replicas (an attacker gains nothing by spreading attempts
+//! over them).
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    sync::Mutex,
-    time::{Duration, Instant},
+use std::{collections::HashMap, net::IpAddr, sync::Mutex, time::Duration};
+
+use super::queries as limits_db;
+use crate::{
+    error::AppError,
+    store::{Db, now_ms},
 };
 
-use crate::error::AppError;
-
-/// Most keys one limiter tracks before it forgets idle ones.
+/// Most keys one limiter tracks in memory before it forgets idle ones.
 const MAX_KEYS: usize = 100_000;
 /// How long a successful login makes its address known to the account.
 const KNOWN_ADDRESS_TTL: Duration = Duration::from_secs(30 * 86_400);
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
+/// A bucket's tokens at a time (Unix ms).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// Tokens left.
+    pub tokens: f64,
+    /// When they were counted.
+    pub updated_ms: i64,
+}
+
+/// Where a limiter keeps its buckets.
+#[derive(Debug)]
+enum Buckets {
+    Memory(Mutex<HashMap<String, Bucket>>),
+    /// In the store, keyed `<name>|<key>`.
+    Store {
+        db: Db,
+        name: &'static str,
+    },
 }
 
 /// A token bucket per key: `burst` tokens, one more every `interval`.
 #[derive(Debug)]
 pub struct RateLimiter {
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Buckets,
     burst: f64,
     interval: Duration,
 }
 
 impl RateLimiter {
-    /// A limiter allowing `burst` at once and one more every `interval`.
+    /// An in-memory limiter allowing `burst` at once and one more every
+    /// `interval`.
     pub fn new(burst: u32, interval: Duration) -> Self {
         RateLimiter {
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Buckets::Memory(Mutex::new(HashMap::new())),
             burst: f64::from(burst.max(1)),
             interval: interval.max(Duration::from_millis(1)),
         }
     }
 
-    fn refilled(&self, b: Bucket, now: Instant) -> Bucket {
-        let gained = now.duration_since(b.updated).as_secs_f64() / self.interval.as_secs_f64();
+    /// A limiter named `name` whose buckets live in `db` when replicas may
+    /// share it, else in memory.
+    pub fn for_store(db: &Db, name: &'static str, burst: u32, interval: Duration) -> Self {
+        let mut limiter = RateLimiter::new(burst, interval);
+        if !db.single_process() {
+            limiter.buckets = Buckets::Store {
+                db: db.clone(),
+                name,
+            };
+        }
+        limiter
+    }
+
+    fn refilled(&self, b: Bucket, now_ms: i64) -> Bucket {
+        let elapsed = Duration::from_millis(now_ms.saturating_sub(b.updated_ms).max(0) as u64);
+        let gained = elapsed.as_secs_f64() / self.interval.as_secs_f64();
         Bucket {
             tokens: (b.tokens + gained).min(self.burst),
-            updated: now,
+            updated_ms: now_ms.max(b.updated_ms),
+        }
+    }
+
+    fn full(&self, now_ms: i64) -> Bucket {
+        Bucket {
+            tokens: self.burst,
+            updated_ms: now_ms,
         }
     }
 
@@ -64,57 +104,162 @@ impl RateLimiter {
 
     /// Ok when `key` has a token left, without spending it; else how long
     /// until it has one.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        match buckets.get(key) {
-            Some(b) => {
-                let b = self.refilled(*b, now);
-                if b.tokens >= 1.0 {
-                    Ok(())
-                } else {
-                    Err(self.wait_for_one(b))
+    pub async fn check(&self, key: &str) -> Result<(), Duration> {
+        let now = now_ms();
+        let bucket = match &self.buckets {
+            Buckets::Memory(m) => m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(key)
+                .copied(),
+            Buckets::Store { db, name } => {
+                match limits_db::bucket(db, &format!("{name}|{key}")).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // Fail open: the call that follows needs the store too.
+                        tracing::warn!(error = %e, "rate limit lookup failed");
+                        None
+                    }
                 }
             }
-            None => Ok(()),
+        };
+        match bucket.map(|b| self.refilled(b, now)) {
+            Some(b) if b.tokens < 1.0 => Err(self.wait_for_one(b)),
+            _ => Ok(()),
         }
     }
 
     /// Spends one token of `key`; Err(wait) when there is none.
-    pub fn take(&self, key: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+    pub async fn take(&self, key: &str) -> Result<(), Duration> {
+        match &self.buckets {
+            Buckets::Memory(m) => self.take_in_memory(m, key),
+            Buckets::Store { db, name } => {
+                // An empty bucket is refused without a write.
+                self.check(key).await?;
+                match self.take_in_store(db, &format!("{name}|{key}")).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rate limit update failed");
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_in_memory(
+        &self,
+        m: &Mutex<HashMap<String, Bucket>>,
+        key: &str,
+    ) -> Result<(), Duration> {
+        let now = now_ms();
+        let mut buckets = m.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
             // Full buckets hold no information: forget them first.
-            let burst = self.burst;
-            buckets.retain(|_, b| {
-                let gained =
-                    now.duration_since(b.updated).as_secs_f64() / self.interval.as_secs_f64();
-                b.tokens + gained < burst
-            });
+            buckets.retain(|_, b| self.refilled(*b, now).tokens < self.burst);
         }
-        let b = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
-        let mut fresh = self.refilled(*b, now);
-        let outcome = if fresh.tokens >= 1.0 {
-            fresh.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(self.wait_for_one(fresh))
-        };
+        let b = buckets.entry(key.to_owned()).or_insert(self.full(now));
+        let (fresh, outcome) = self.spend(*b, now);
         *b = fresh;
         outcome
     }
 
-    /// Forgets `key`, giving it a full bucket.
-    pub fn reset(&self, key: &str) {
-        self.buckets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+    fn spend(&self, b: Bucket, now: i64) -> (Bucket, Result<(), Duration>) {
+        let mut fresh = self.refilled(b, now);
+        if fresh.tokens >= 1.0 {
+            fresh.tokens -= 1.0;
+            (fresh, Ok(()))
+        } else {
+            let wait = self.wait_for_one(fresh);
+            (fresh, Err(wait))
+        }
     }
+
+    async fn take_in_store(
+        &self,
+        db: &Db,
+        key: &str,
+    ) -> crate::error::AppResult<Result<(), Duration>> {
+        let now = now_ms();
+        // Write transactions are serialised, so no two replicas spend the
+        // same token.
+        let mut tx = db.begin().await?;
+        let stored = limits_db::bucket_for_update(&mut tx, key).await?;
+        let (fresh, outcome) = self.spend(stored.unwrap_or(self.full(now)), now);
+        limits_db::put_bucket(&mut tx, key, fresh).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Forgets `key`, giving it a full bucket.
+    pub async fn reset(&self, key: &str) {
+        match &self.buckets {
+            Buckets::Memory(m) => {
+                m.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+            }
+            Buckets::Store { db, name } => {
+                if let Err(e) = limits_db::delete_bucket(db, &format!("{name}|{key}")).await {
+                    tracing::warn!(error = %e, "rate limit reset failed");
+                }
+            }
+        }
+    }
+}
+
+/// Which addresses signed in to which account, and when.
+#[derive(Debug)]
+enum KnownAddresses {
+    Memory(Mutex<HashMap<String, i64>>),
+    Store(Db),
+}
+
+impl KnownAddresses {
+    async fn remember(&self, pair: &str) {
+        let now = now_ms();
+        match self {
+            KnownAddresses::Memory(m) => {
+                let mut known = m.lock().unwrap_or_else(|p| p.into_inner());
+                if known.len() >= MAX_KEYS {
+                    known.retain(|_, t| !expired(*t, now));
+                }
+                if known.len() < MAX_KEYS {
+                    known.insert(pair.to_owned(), now);
+                }
+            }
+            KnownAddresses::Store(db) => {
+                if let Err(e) = limits_db::remember_address(db, pair, now).await {
+                    tracing::warn!(error = %e, "could not remember a login address");
+                }
+            }
+        }
+    }
+
+    async fn contains(&self, pair: &str) -> bool {
+        let seen =
+            match self {
+                KnownAddresses::Memory(m) => m
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(pair)
+                    .copied(),
+                KnownAddresses::Store(db) => limits_db::address_seen_at(db, pair)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "login address lookup failed");
+                        None
+                    }),
+            };
+        seen.is_some_and(|t| !expired(t, now_ms()))
+    }
+}
+
+fn expired(seen_ms: i64, now_ms: i64) -> bool {
+    now_ms.saturating_sub(seen_ms) >= KNOWN_ADDRESS_TTL.as_millis() as i64
+}
+
+/// Oldest `seen_at` a known address may have and still count.
+pub fn known_address_cutoff(now_ms: i64) -> i64 {
+    now_ms - KNOWN_ADDRESS_TTL.as_millis() as i64
 }
 
 /// Limits of Login and Register.
@@ -136,7 +281,7 @@ pub struct LoginLimiter {
     per_ip: RateLimiter,
     per_account_ip: RateLimiter,
     per_account: RateLimiter,
-    known: Mutex<HashMap<String, Instant>>,
+    known: KnownAddresses,
 }
 
 fn too_many(what: &str, wait: Duration) -> AppError {
@@ -147,7 +292,7 @@ fn too_many(what: &str, wait: Duration) -> AppError {
 }
 
 impl LoginLimiter {
-    /// Limiter with these limits.
+    /// An in-memory limiter with these limits.
     pub fn new(l: LoginLimits) -> Self {
         let per_minute = Duration::from_secs(60) / l.ip_per_minute.max(1);
         let per_hour = Duration::from_secs(3600) / l.account_per_hour.max(1);
@@ -155,60 +300,74 @@ impl LoginLimiter {
             per_ip: RateLimiter::new(l.ip_burst, per_minute),
             per_account_ip: RateLimiter::new(l.account_burst, per_hour),
             per_account: RateLimiter::new(l.account_burst.saturating_mul(10), per_hour / 10),
-            known: Mutex::new(HashMap::new()),
+            known: KnownAddresses::Memory(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A limiter with these limits, kept in `db` when replicas may share it.
+    pub fn for_store(db: &Db, l: LoginLimits) -> Self {
+        let per_minute = Duration::from_secs(60) / l.ip_per_minute.max(1);
+        let per_hour = Duration::from_secs(3600) / l.account_per_hour.max(1);
+        LoginLimiter {
+            per_ip: RateLimiter::for_store(db, "login-ip", l.ip_burst, per_minute),
+            per_account_ip: RateLimiter::for_store(
+                db,
+                "login-account-ip",
+                l.account_burst,
+                per_hour,
+            ),
+            per_account: RateLimiter::for_store(
+                db,
+                "login-account",
+                l.account_burst.saturating_mul(10),
+                per_hour / 10,
+            ),
+            known: if db.single_process() {
+                KnownAddresses::Memory(Mutex::new(HashMap::new()))
+            } else {
+                KnownAddresses::Store(db.clone())
+            },
         }
     }
 
     /// Counts one attempt (Login or Register) from `ip`.
-    pub fn attempt(&self, ip: Option<IpAddr>) -> Result<(), AppError> {
+    pub async fn attempt(&self, ip: Option<IpAddr>) -> Result<(), AppError> {
         self.per_ip
             .take(&ip_key(ip))
+            .await
             .map_err(|w| too_many("attempts from this address", w))
     }
 
     /// Whether `email` may try a password from `ip` now.
-    pub fn check_account(&self, email: &str, ip: Option<IpAddr>) -> Result<(), AppError> {
+    pub async fn check_account(&self, email: &str, ip: Option<IpAddr>) -> Result<(), AppError> {
         let pair = pair_key(email, ip);
         self.per_account_ip
             .check(&pair)
+            .await
             .map_err(|w| too_many("failed logins for this account", w))?;
-        if !self.is_known(&pair) {
+        if !self.known.contains(&pair).await {
             self.per_account
                 .check(email)
+                .await
                 .map_err(|w| too_many("failed logins for this account", w))?;
         }
         Ok(())
     }
 
     /// Records a wrong password for `email` from `ip`.
-    pub fn failed(&self, email: &str, ip: Option<IpAddr>) {
+    pub async fn failed(&self, email: &str, ip: Option<IpAddr>) {
         let pair = pair_key(email, ip);
-        let _ = self.per_account_ip.take(&pair);
-        if !self.is_known(&pair) {
-            let _ = self.per_account.take(email);
+        let _ = self.per_account_ip.take(&pair).await;
+        if !self.known.contains(&pair).await {
+            let _ = self.per_account.take(email).await;
         }
     }
 
     /// Records a successful login: the address becomes known to the account.
-    pub fn succeeded(&self, email: &str, ip: Option<IpAddr>) {
+    pub async fn succeeded(&self, email: &str, ip: Option<IpAddr>) {
         let pair = pair_key(email, ip);
-        self.per_account_ip.reset(&pair);
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        if known.len() >= MAX_KEYS {
-            let now = Instant::now();
-            known.retain(|_, t| now.duration_since(*t) < KNOWN_ADDRESS_TTL);
-        }
-        if known.len() < MAX_KEYS {
-            known.insert(pair, Instant::now());
-        }
-    }
-
-    fn is_known(&self, pair: &str) -> bool {
-        self.known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(pair)
-            .is_some_and(|t| t.elapsed() < KNOWN_ADDRESS_TTL)
+        self.per_account_ip.reset(&pair).await;
+        self.known.remember(&pair).await;
     }
 }
 
@@ -225,19 +384,21 @@ fn pair_key(email: &str, ip: Option<IpAddr>) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn buckets_allow_a_burst_then_refill() {
+    #[tokio::test]
+    async fn buckets_allow_a_burst_then_refill() {
         let l = RateLimiter::new(3, Duration::from_millis(50));
-        assert!((0..3).all(|_| l.take("k").is_ok()));
-        let wait = l.take("k").unwrap_err();
+        for _ in 0..3 {
+            assert!(l.take("k").await.is_ok());
+        }
+        let wait = l.take("k").await.unwrap_err();
         assert!(wait <= Duration::from_millis(50));
-        assert!(l.take("other").is_ok());
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(l.take("k").is_ok());
+        assert!(l.take("other").await.is_ok());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(l.take("k").await.is_ok());
     }
 
-    #[test]
-    fn an_attacker_elsewhere_does_not_lock_out_a_known_address() {
+    #[tokio::test]
+    async fn an_attacker_elsewhere_does_not_lock_out_a_known_address() {
         let limits = LoginLimits {
             ip_burst: 1000,
             ip_per_minute: 1000,
@@ -246,19 +407,23 @@ mod tests {
         };
         let l = LoginLimiter::new(limits);
         let home: IpAddr = "192.0.2.1".parse().unwrap();
-        l.succeeded("ada@example.org", Some(home));
+        l.succeeded("ada@example.org", Some(home)).await;
         // Many attacker addresses drain the account-wide bucket (20 tokens).
         for i in 0..40u8 {
             let ip: IpAddr = format!("198.51.100.{i}").parse().unwrap();
-            l.failed("ada@example.org", Some(ip));
+            l.failed("ada@example.org", Some(ip)).await;
         }
         let fresh: IpAddr = "203.0.113.9".parse().unwrap();
-        assert!(l.check_account("ada@example.org", Some(fresh)).is_err());
-        assert!(l.check_account("ada@example.org", Some(home)).is_ok());
+        assert!(
+            l.check_account("ada@example.org", Some(fresh))
+                .await
+                .is_err()
+        );
+        assert!(l.check_account("ada@example.org", Some(home)).await.is_ok());
     }
 
-    #[test]
-    fn one_address_guessing_one_account_is_stopped() {
+    #[tokio::test]
+    async fn one_address_guessing_one_account_is_stopped() {
         let limits = LoginLimits {
             ip_burst: 1000,
             ip_per_minute: 1000,
@@ -267,11 +432,11 @@ mod tests {
         };
         let l = LoginLimiter::new(limits);
         let ip = Some("198.51.100.7".parse().unwrap());
-        l.failed("ada@example.org", ip);
-        assert!(l.check_account("ada@example.org", ip).is_ok());
-        l.failed("ada@example.org", ip);
+        l.failed("ada@example.org", ip).await;
+        assert!(l.check_account("ada@example.org", ip).await.is_ok());
+        l.failed("ada@example.org", ip).await;
         assert!(matches!(
-            l.check_account("ada@example.org", ip),
+            l.check_account("ada@example.org", ip).await,
             Err(AppError::ResourceExhausted { .. })
         ));
     }

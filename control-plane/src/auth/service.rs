@@ -33,7 +33,7 @@ fn invalid_credentials() -> AppError {
 impl AuthApi {
     async fn register(&self, req: Request<pb::RegisterRequest>) -> AppResult<pb::RegisterResponse> {
         let ip = self.auth.client_ip(&req);
-        self.auth.limiter.attempt(ip)?;
+        self.auth.limiter.attempt(ip).await?;
         let r = req.into_inner();
         let mut v = Violations::new();
         let email = v.take("email", Email::parse(&r.email));
@@ -72,7 +72,7 @@ impl AuthApi {
 
     async fn login(&self, req: Request<pb::LoginRequest>) -> AppResult<pb::LoginResponse> {
         let ip = self.auth.client_ip(&req);
-        self.auth.limiter.attempt(ip)?;
+        self.auth.limiter.attempt(ip).await?;
         let r = req.into_inner();
         let mut v = Violations::new();
         if r.email.trim().is_empty() {
@@ -85,7 +85,7 @@ impl AuthApi {
         // An email that cannot exist is checked against the dummy hash like
         // an unknown one, so the answer looks the same.
         let key = r.email.trim().to_lowercase();
-        self.auth.limiter.check_account(&key, ip)?;
+        self.auth.limiter.check_account(&key, ip).await?;
         let user = match Email::parse(&r.email) {
             Ok(email) => users_db::by_email(&self.auth.db, email.as_str()).await?,
             Err(_) => None,
@@ -99,7 +99,7 @@ impl AuthApi {
                 .await?
         };
         let Some(user) = user.filter(|_| password_ok) else {
-            self.auth.limiter.failed(&key, ip);
+            self.auth.limiter.failed(&key, ip).await;
             return Err(invalid_credentials());
         };
         if !user.active {
@@ -107,7 +107,7 @@ impl AuthApi {
                 "the account is deactivated".into(),
             ));
         }
-        self.auth.limiter.succeeded(&key, ip);
+        self.auth.limiter.succeeded(&key, ip).await;
         let mut tx = self.auth.db.begin().await?;
         users_db::touch_login(&mut tx, &user.id).await?;
         let tokens = self.auth.start_session(&mut tx, &user, None).await?;

@@ -104,7 +104,12 @@ impl Enrollment {
     /// Enrollment over `hub`'s store, signing with `pki`.
     pub fn new(hub: FleetHub, pki: Arc<Pki>, config: EnrollmentConfig) -> Self {
         let per = Duration::from_secs(1) / config.rate_per_second.max(1);
-        let limiter = Arc::new(RateLimiter::new(config.rate_burst, per));
+        let limiter = Arc::new(RateLimiter::for_store(
+            hub.db(),
+            "enroll-ip",
+            config.rate_burst,
+            per,
+        ));
         Enrollment {
             hub,
             pki,
@@ -177,6 +182,7 @@ impl Enrollment {
         let key = ip.map(|i| i.to_string()).unwrap_or_default();
         self.limiter
             .take(&key)
+            .await
             .map_err(|wait| AppError::ResourceExhausted {
                 message: "too many enrollments from this address".into(),
                 retry_after: Some(wait),

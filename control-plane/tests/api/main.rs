@@ -4,6 +4,6 @@
 mod auth;
 mod catalog;
 mod helpers;
-mod replicas;
+mod on_postgres;
 mod transport;
 mod users;

@@ -86,3 +86,33 @@ async fn a_refresh_token_rotated_on_one_replica_and_replayed_on_another_is_reuse
         Code::Unauthenticated,
     );
 }
+
+#[tokio::test]
+async fn rate_limits_hold_across_replicas() {
+    let dir = TempDir::for_server().await;
+    assert!(dir.1.is_some(), "replica tests need PostgreSQL");
+    let dir = std::sync::Arc::new(dir);
+    let limits = |args: &mut minispod_control_plane::config::ServeArgs| {
+        args.login_ip_burst = 4;
+        args.login_ip_per_minute = 1;
+    };
+    let a = start(dir.clone(), limits).await;
+    let b = start(dir, limits).await;
+    // Four attempts from this address, spread over both replicas, use the
+    // burst; the fifth is refused by either.
+    for app in [&a, &b, &a, &b] {
+        expect_code(
+            app.login("nobody@example.org", "wrong-password").await,
+            Code::Unauthenticated,
+        );
+    }
+    let refused = expect_code(
+        b.login("nobody@example.org", "wrong-password").await,
+        Code::ResourceExhausted,
+    );
+    assert!(refused.metadata().get("retry-after").is_some());
+    expect_code(
+        a.login("nobody@example.org", "wrong-password").await,
+        Code::ResourceExhausted,
+    );
+}
