@@ -1,5 +1,6 @@
-//! Two control-plane replicas on one PostgreSQL database and one data dir
-//! (one CA, one JWT key): any replica answers any call. Needs
+//! What only PostgreSQL offers: two control-plane replicas on one database
+//! and one data dir (one CA, one JWT key), where any replica answers any
+//! call; and a database that comes up late or goes away. Needs
 //! `MINISPOD_TEST_POSTGRES` (the README's test command sets it).
 
 use minispod_proto::v1 as pb;
@@ -115,4 +116,144 @@ async fn rate_limits_hold_across_replicas() {
         a.login("nobody@example.org", "wrong-password").await,
         Code::ResourceExhausted,
     );
+}
+
+/// A TCP relay on 127.0.0.1 in front of `upstream`, which the test can cut
+/// (closing every connection and refusing new ones) and restore.
+struct Relay {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    /// A relay on `port` (0: any) to `upstream`, passing bytes at once.
+    async fn start(port: u16, upstream: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if *cut_rx.borrow() {
+                    continue; // dropped: the connection closes at once
+                }
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Relay { port, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// The database URL of `dir`, and where its server listens.
+fn database_behind(dir: &TempDir) -> (String, std::net::SocketAddr) {
+    let url = dir
+        .1
+        .clone()
+        .expect("tests on PostgreSQL need MINISPOD_TEST_POSTGRES");
+    let host_port = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('@').next_back())
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    (
+        url.clone(),
+        host_port.parse().expect("a 127.0.0.1:port URL"),
+    )
+}
+
+fn through(url: &str, upstream: std::net::SocketAddr, port: u16) -> String {
+    url.replace(&upstream.to_string(), &format!("127.0.0.1:{port}"))
+}
+
+async fn health_of(app: &crate::helpers::TestApp, service: &str) -> i32 {
+    tonic_health::pb::health_client::HealthClient::new(app.channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_the_database_is_unreachable() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let dir = TempDir::for_server().await;
+    let (url, upstream) = database_behind(&dir);
+    let relay = Relay::start(0, upstream).await;
+    let relayed = through(&url, upstream, relay.port);
+    let app = start(std::sync::Arc::new(dir), |args| {
+        args.database_url = Some(relayed);
+        args.database_acquire_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    assert_eq!(health_of(&app, "").await, ServingStatus::Serving as i32);
+
+    relay.set_cut(true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while health_of(&app, "").await != ServingStatus::NotServing as i32 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still SERVING without a database"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        health_of(&app, "minispod.v1.AuthService").await,
+        ServingStatus::NotServing as i32
+    );
+
+    relay.set_cut(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while health_of(&app, "").await != ServingStatus::Serving as i32 {
+        assert!(std::time::Instant::now() < deadline, "not SERVING again");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // And it answers calls again.
+    app.admin_token().await;
+}
+
+#[tokio::test]
+async fn the_control_plane_waits_for_a_database_that_comes_up_late() {
+    let dir = TempDir::for_server().await;
+    let (url, upstream) = database_behind(&dir);
+    // Nothing listens on this port yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let relayed = through(&url, upstream, port);
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        Relay::start(port, upstream).await
+    });
+    let started = std::time::Instant::now();
+    let app = start(std::sync::Arc::new(dir), |args| {
+        args.database_url = Some(relayed);
+    })
+    .await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    let _relay = late.await.unwrap();
+    app.admin_token().await;
 }
