@@ -352,9 +352,7 @@ impl Application {
         if let Err(e) = hub.flush_metrics().await {
             tracing::warn!(error = %e, "final heartbeat metrics flush failed");
         }
-        for t in replica_tasks {
-            t.abort();
-        }
+        replica_tasks.stop(&hub, Duration::from_secs(2)).await;
         if let Err(e) = replica.leave().await {
             tracing::warn!(error = %e, "could not leave the replicas");
         }

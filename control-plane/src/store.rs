@@ -244,7 +244,8 @@ impl Db {
         Ok(Some(StoreChannel {
             sender: out_tx,
             receiver: in_rx,
-            tasks: [sender, receiver],
+            flushed: sender,
+            listening: ListenGuard(receiver),
         }))
     }
 
@@ -297,31 +298,26 @@ impl Db {
     }
 }
 
-/// See [`Db::open_channel`]. Dropping it stops its tasks.
+/// See [`Db::open_channel`].
 #[derive(Debug)]
 pub struct StoreChannel {
-    sender: tokio::sync::mpsc::UnboundedSender<String>,
-    receiver: tokio::sync::mpsc::UnboundedReceiver<String>,
-    tasks: [tokio::task::JoinHandle<()>; 2],
+    /// Messages for every process on the store.
+    pub sender: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Messages received, from every process including this one.
+    pub receiver: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Ends once every sender is dropped and what they sent went out.
+    pub flushed: tokio::task::JoinHandle<()>,
+    /// Stops listening when dropped.
+    pub listening: ListenGuard,
 }
 
-impl StoreChannel {
-    /// Where to put messages for every process on the store.
-    pub fn sender(&self) -> tokio::sync::mpsc::UnboundedSender<String> {
-        self.sender.clone()
-    }
+/// Stops a channel's listener when dropped.
+#[derive(Debug)]
+pub struct ListenGuard(tokio::task::JoinHandle<()>);
 
-    /// The next message, from any process including this one.
-    pub async fn recv(&mut self) -> Option<String> {
-        self.receiver.recv().await
-    }
-}
-
-impl Drop for StoreChannel {
+impl Drop for ListenGuard {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.0.abort();
     }
 }
 

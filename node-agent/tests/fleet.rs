@@ -1675,3 +1675,68 @@ async fn on_postgres_replicas_take_over_the_workers_of_a_replica_killed_with_kil
     assert_eq!(status(&both), WorkerStatus::Active);
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_stream_claimed_on_another_replica_closes_the_older_copy() {
+    let dir = replica_database().await;
+    // A long heartbeat deadline: a stream that ends within seconds was
+    // closed by the takeover, not for silence.
+    let slow = |args: &mut ServeArgs| args.heartbeat_interval = Duration::from_secs(60);
+    let a = ControlPlane::start_in(dir.clone(), free_port(), slow).await;
+    let b = ControlPlane::start_in(dir, free_port(), slow).await;
+    let mut watch_a = a.watch().await;
+    let (key, csr) = minispod_agent::enroll::key_and_csr("twice").unwrap();
+    let enrolled = AgentServiceClient::new(a.channel.clone())
+        .enroll(pb::EnrollRequest {
+            token: a.token(0).await,
+            csr_pem: csr,
+            facts: Some(pb::MachineFacts {
+                hostname: "twice".into(),
+                machine_id: "twice-1".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cert = enrolled.certificate_pem;
+    let mut on_a = open_stream(mtls_channel(&a, &cert, &key).await.unwrap(), "twice-1")
+        .await
+        .expect("stream on A");
+    watch_a
+        .until("ACTIVE on A", |w| status(w) == WorkerStatus::Active)
+        .await;
+
+    // The same worker streams on B (say the agent lost its path to A): A
+    // closes its copy, and the worker stays online, held by B.
+    let on_b = open_stream(mtls_channel(&b, &cert, &key).await.unwrap(), "twice-1")
+        .await
+        .expect("stream on B");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match on_a.message().await {
+                Ok(Some(_)) => continue,
+                _ => break,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "A kept its copy of the stream");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let w = &b.list().await[0];
+    assert!(
+        w.online && status(w) == WorkerStatus::Active,
+        "A's closing did not take the worker offline: {w:?}"
+    );
+
+    // When B's stream ends (B shuts down), A's watchers see the worker go
+    // INACTIVE.
+    b.stop().await;
+    drop(on_b);
+    let (w, _) = watch_a
+        .until("INACTIVE after B's stream ended", |w| {
+            status(w) == WorkerStatus::Inactive
+        })
+        .await;
+    assert!(!w.online);
+}

@@ -147,6 +147,11 @@ impl FleetHub {
         *self.inner.relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay);
     }
 
+    /// Stops sending changes to other replicas (shutdown).
+    pub fn clear_relay(&self) {
+        *self.inner.relay.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     fn relay(&self, notice: Notice) {
         if let Some(r) = &*self.inner.relay.lock().unwrap_or_else(|p| p.into_inner()) {
             let _ = r.send(notice);

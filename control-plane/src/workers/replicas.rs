@@ -26,7 +26,10 @@ use super::{
     hub::{FleetHub, Notice},
     queries as workers_db,
 };
-use crate::{error::AppResult, store::now_ms};
+use crate::{
+    error::AppResult,
+    store::{StoreChannel, now_ms},
+};
 
 /// The store channel fleet changes travel on.
 const CHANNEL: &str = "minispod_fleet";
@@ -61,35 +64,49 @@ impl Replica {
     }
 
     /// Starts relaying fleet changes to and from the other replicas (when
-    /// the store is shared) and keeping the lease. Abort the tasks to stop.
-    pub async fn spawn(&self) -> anyhow::Result<Vec<JoinHandle<()>>> {
-        let mut tasks = Vec::new();
-        if let Some(mut channel) = self.hub.db().open_channel(CHANNEL).await? {
-            let (notices, mut outgoing) = tokio::sync::mpsc::unbounded_channel();
-            self.hub.set_relay(notices);
-            let me = self.hub.replica_id().to_owned();
-            let sender = channel.sender();
-            tasks.push(tokio::spawn(async move {
-                while let Some(notice) = outgoing.recv().await {
-                    let _ = sender.send(encode(&me, &notice));
-                }
-            }));
-            let hub = self.hub.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(message) = channel.recv().await {
-                    match decode(&message) {
-                        Some((origin, _)) if origin == hub.replica_id() => {}
-                        Some((_, notice)) => {
-                            if let Err(e) = hub.apply_remote(notice).await {
-                                tracing::warn!(error = %e, "could not apply another replica's change");
-                            }
+    /// the store is shared) and keeping the lease.
+    pub async fn spawn(&self) -> anyhow::Result<ReplicaTasks> {
+        let mut tasks = ReplicaTasks {
+            lease: tokio::spawn(keep_lease(self.hub.clone(), self.lease)),
+            relay: None,
+        };
+        let Some(channel) = self.hub.db().open_channel(CHANNEL).await? else {
+            return Ok(tasks);
+        };
+        let StoreChannel {
+            sender,
+            mut receiver,
+            flushed,
+            listening,
+        } = channel;
+        let (notices, mut outgoing) = tokio::sync::mpsc::unbounded_channel();
+        self.hub.set_relay(notices);
+        let me = self.hub.replica_id().to_owned();
+        let outgoing = tokio::spawn(async move {
+            while let Some(notice) = outgoing.recv().await {
+                let _ = sender.send(encode(&me, &notice));
+            }
+        });
+        let hub = self.hub.clone();
+        let incoming = tokio::spawn(async move {
+            let _listening = listening;
+            while let Some(message) = receiver.recv().await {
+                match decode(&message) {
+                    Some((origin, _)) if origin == hub.replica_id() => {}
+                    Some((_, notice)) => {
+                        if let Err(e) = hub.apply_remote(notice).await {
+                            tracing::warn!(error = %e, "could not apply another replica's change");
                         }
-                        None => tracing::warn!(message, "unreadable fleet change notice"),
                     }
+                    None => tracing::warn!(message, "unreadable fleet change notice"),
                 }
-            }));
-        }
-        tasks.push(tokio::spawn(keep_lease(self.hub.clone(), self.lease)));
+            }
+        });
+        tasks.relay = Some(RelayTasks {
+            outgoing,
+            flushed,
+            incoming,
+        });
         Ok(tasks)
     }
 
@@ -99,6 +116,37 @@ impl Replica {
         workers_db::delete_replica(&mut tx, self.hub.replica_id()).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// The tasks of [`Replica::spawn`].
+#[derive(Debug)]
+pub struct ReplicaTasks {
+    lease: JoinHandle<()>,
+    relay: Option<RelayTasks>,
+}
+
+#[derive(Debug)]
+struct RelayTasks {
+    outgoing: JoinHandle<()>,
+    flushed: JoinHandle<()>,
+    incoming: JoinHandle<()>,
+}
+
+impl ReplicaTasks {
+    /// Stops keeping the lease and listening, and sends the other replicas
+    /// what is still queued for them (the last streams' goodbyes), waiting
+    /// up to `timeout`.
+    pub async fn stop(self, hub: &FleetHub, timeout: Duration) {
+        self.lease.abort();
+        let Some(relay) = self.relay else { return };
+        relay.incoming.abort();
+        hub.clear_relay();
+        let _ = tokio::time::timeout(timeout, async {
+            let _ = relay.outgoing.await;
+            let _ = relay.flushed.await;
+        })
+        .await;
     }
 }
 
