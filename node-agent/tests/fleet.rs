@@ -1713,12 +1713,7 @@ async fn on_postgres_a_stream_claimed_on_another_replica_closes_the_older_copy()
         .await
         .expect("stream on B");
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match on_a.message().await {
-                Ok(Some(_)) => continue,
-                _ => break,
-            }
-        }
+        while let Ok(Some(_)) = on_a.message().await {}
     })
     .await;
     assert!(closed.is_ok(), "A kept its copy of the stream");
