@@ -294,38 +294,32 @@ fn too_many(what: &str, wait: Duration) -> AppError {
 impl LoginLimiter {
     /// An in-memory limiter with these limits.
     pub fn new(l: LoginLimits) -> Self {
-        let per_minute = Duration::from_secs(60) / l.ip_per_minute.max(1);
-        let per_hour = Duration::from_secs(3600) / l.account_per_hour.max(1);
-        LoginLimiter {
-            per_ip: RateLimiter::new(l.ip_burst, per_minute),
-            per_account_ip: RateLimiter::new(l.account_burst, per_hour),
-            per_account: RateLimiter::new(l.account_burst.saturating_mul(10), per_hour / 10),
-            known: KnownAddresses::Memory(Mutex::new(HashMap::new())),
-        }
+        Self::with(l, None)
     }
 
     /// A limiter with these limits, kept in `db` when replicas may share it.
     pub fn for_store(db: &Db, l: LoginLimits) -> Self {
+        Self::with(l, Some(db))
+    }
+
+    fn with(l: LoginLimits, db: Option<&Db>) -> Self {
         let per_minute = Duration::from_secs(60) / l.ip_per_minute.max(1);
         let per_hour = Duration::from_secs(3600) / l.account_per_hour.max(1);
+        let limiter = |name, burst, interval| match db {
+            Some(db) => RateLimiter::for_store(db, name, burst, interval),
+            None => RateLimiter::new(burst, interval),
+        };
         LoginLimiter {
-            per_ip: RateLimiter::for_store(db, "login-ip", l.ip_burst, per_minute),
-            per_account_ip: RateLimiter::for_store(
-                db,
-                "login-account-ip",
-                l.account_burst,
-                per_hour,
-            ),
-            per_account: RateLimiter::for_store(
-                db,
+            per_ip: limiter("login-ip", l.ip_burst, per_minute),
+            per_account_ip: limiter("login-account-ip", l.account_burst, per_hour),
+            per_account: limiter(
                 "login-account",
                 l.account_burst.saturating_mul(10),
                 per_hour / 10,
             ),
-            known: if db.single_process() {
-                KnownAddresses::Memory(Mutex::new(HashMap::new()))
-            } else {
-                KnownAddresses::Store(db.clone())
+            known: match db {
+                Some(db) if !db.single_process() => KnownAddresses::Store(db.clone()),
+                _ => KnownAddresses::Memory(Mutex::new(HashMap::new())),
             },
         }
     }
