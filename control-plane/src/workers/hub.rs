@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use minispod_proto::v1::{self as pb, ConnectResponse};
+use minispod_proto::v1 as pb;
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use super::queries::{self as workers_db, HeartbeatMetrics, WorkerRow};
@@ -62,8 +62,7 @@ struct Session {
     stream_id: String,
     /// Set once the store names this stream as the worker's.
     claimed: bool,
-    stop: Arc<Notify>,
-    commands: mpsc::Sender<ConnectResponse>,
+    mailbox: Arc<Mailbox>,
 }
 
 /// What a new stream needs from the hub.
@@ -73,10 +72,78 @@ pub struct Registration {
     pub session_id: u64,
     /// The stream's name in the store, unique across replicas.
     pub stream_id: String,
-    /// Notified when another stream replaced this one or the worker was deleted.
-    pub stop: Arc<Notify>,
-    /// Commands for the agent, from administrators' actions.
-    pub commands: mpsc::Receiver<ConnectResponse>,
+    /// Tells the stream to stop (another stream replaced it, the worker was
+    /// deleted) or to pass administrators' commands to the agent.
+    pub mailbox: Arc<Mailbox>,
+}
+
+/// Most commands a stream's mailbox holds before refusing more.
+const MAILBOX_COMMANDS: usize = 8;
+
+/// What the rest of the control plane tells one live stream. A mutex and a
+/// `Notify` rather than a channel: a tokio channel allocates a 32-slot block
+/// up front, and there is one mailbox per connected agent.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    wake: Notify,
+    state: Mutex<MailboxState>,
+}
+
+#[derive(Debug, Default)]
+struct MailboxState {
+    stopped: bool,
+    commands: Vec<pb::command::Command>,
+}
+
+/// What a mailbox delivers.
+#[derive(Debug, PartialEq)]
+pub enum Mail {
+    /// End the stream.
+    Stop,
+    /// Commands for the agent, oldest first.
+    Commands(Vec<pb::command::Command>),
+}
+
+impl Mailbox {
+    fn state(&self) -> std::sync::MutexGuard<'_, MailboxState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the stream to end.
+    pub fn stop(&self) {
+        self.state().stopped = true;
+        self.wake.notify_one();
+    }
+
+    /// Queues a command; false when the mailbox is full or stopped.
+    pub fn post(&self, command: pb::command::Command) -> bool {
+        let mut state = self.state();
+        if state.stopped || state.commands.len() >= MAILBOX_COMMANDS {
+            return false;
+        }
+        state.commands.push(command);
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
+    /// The next mail; waits for one. Cancel-safe: mail is taken only when
+    /// returned.
+    pub async fn next(&self) -> Mail {
+        loop {
+            {
+                let mut state = self.state();
+                if state.stopped {
+                    return Mail::Stop;
+                }
+                if !state.commands.is_empty() {
+                    return Mail::Commands(std::mem::take(&mut state.commands));
+                }
+            }
+            // A wake-up between the check and here is kept as a permit.
+            self.wake.notified().await;
+        }
+    }
 }
 
 /// A fleet change other replicas must hear of (PostgreSQL: NOTIFY).
@@ -180,26 +247,23 @@ impl FleetHub {
     pub fn register(&self, worker_id: &str) -> Registration {
         let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
         let stream_id = format!("{}/{id}", self.inner.replica_id);
-        let stop = Arc::new(Notify::new());
-        let (tx, rx) = mpsc::channel(8);
+        let mailbox = Arc::new(Mailbox::default());
         let old = self.sessions().insert(
             worker_id.to_owned(),
             Session {
                 id,
                 stream_id: stream_id.clone(),
                 claimed: false,
-                stop: stop.clone(),
-                commands: tx,
+                mailbox: mailbox.clone(),
             },
         );
         if let Some(old) = old {
-            old.stop.notify_one();
+            old.mailbox.stop();
         }
         Registration {
             session_id: id,
             stream_id,
-            stop,
-            commands: rx,
+            mailbox,
         }
     }
 
@@ -230,7 +294,7 @@ impl FleetHub {
             .is_some_and(|s| s.stream_id == stream_id)
             && let Some(s) = sessions.remove(worker_id)
         {
-            s.stop.notify_one();
+            s.mailbox.stop();
         }
     }
 
@@ -238,7 +302,7 @@ impl FleetHub {
     /// this replica lost its lease, so others may already hold them.
     pub fn drop_all_streams(&self) {
         for (_, s) in self.sessions().drain() {
-            s.stop.notify_one();
+            s.mailbox.stop();
         }
     }
 
@@ -263,7 +327,7 @@ impl FleetHub {
 
     fn disconnect_here(&self, worker_id: &str) {
         if let Some(s) = self.sessions().remove(worker_id) {
-            s.stop.notify_one();
+            s.mailbox.stop();
         }
         self.pending().remove(worker_id);
     }
@@ -279,15 +343,9 @@ impl FleetHub {
     }
 
     fn send_command_here(&self, worker_id: &str, command: pb::command::Command) -> bool {
-        let tx = self.sessions().get(worker_id).map(|s| s.commands.clone());
-        tx.is_some_and(|tx| {
-            tx.try_send(ConnectResponse {
-                message: Some(pb::connect_response::Message::Command(pb::Command {
-                    command: Some(command),
-                })),
-            })
-            .is_ok()
-        })
+        self.sessions()
+            .get(worker_id)
+            .is_some_and(|s| s.mailbox.post(command))
     }
 
     /// Applies a change another replica made: watchers here hear of it, and a
@@ -326,7 +384,7 @@ impl FleetHub {
     pub fn close_all(&self) {
         self.inner.closing.send_replace(true);
         for s in self.sessions().values() {
-            s.stop.notify_one();
+            s.mailbox.stop();
         }
     }
 
@@ -419,5 +477,61 @@ impl FleetHub {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mailbox_wakes_its_stream_and_delivers_commands_in_order_then_stop() {
+        let m = Arc::new(Mailbox::default());
+        let waiter = tokio::spawn({
+            let m = m.clone();
+            async move { m.next().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(m.post(pb::command::Command::Drain(true)));
+        let first = tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("a waiting stream is woken by a command")
+            .unwrap();
+        assert_eq!(
+            first,
+            Mail::Commands(vec![pb::command::Command::Drain(true)])
+        );
+
+        assert!(m.post(pb::command::Command::Drain(false)));
+        assert!(m.post(pb::command::Command::HeartbeatIntervalSeconds(7)));
+        let next = tokio::time::timeout(Duration::from_secs(1), m.next())
+            .await
+            .expect("queued commands are ready");
+        assert_eq!(
+            next,
+            Mail::Commands(vec![
+                pb::command::Command::Drain(false),
+                pb::command::Command::HeartbeatIntervalSeconds(7)
+            ])
+        );
+
+        m.stop();
+        let stopped = tokio::time::timeout(Duration::from_secs(1), m.next())
+            .await
+            .expect("a stopped mailbox answers at once");
+        assert_eq!(stopped, Mail::Stop);
+        assert!(!m.post(pb::command::Command::Drain(true)), "stopped");
+    }
+
+    #[tokio::test]
+    async fn a_full_mailbox_refuses_commands() {
+        let m = Mailbox::default();
+        for _ in 0..MAILBOX_COMMANDS {
+            assert!(m.post(pb::command::Command::Drain(true)));
+        }
+        assert!(!m.post(pb::command::Command::Drain(true)));
+        assert!(matches!(m.next().await, Mail::Commands(c) if c.len() == MAILBOX_COMMANDS));
     }
 }

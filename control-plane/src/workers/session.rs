@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use super::{
-    hub::FleetHub,
+    hub::{FleetHub, Mail},
     queries::{self as workers_db, HeartbeatMetrics, StateChange, StreamChange, WorkerRow},
 };
 use crate::{
@@ -65,7 +65,7 @@ async fn serve(
 ) {
     let started = Instant::now();
     let worker_id = worker.id.clone();
-    let mut reg = hub.register(&worker_id);
+    let reg = hub.register(&worker_id);
     let deadline = hub.config().silence_deadline();
 
     let mut opened = false;
@@ -106,12 +106,19 @@ async fn serve(
         }
         loop {
             tokio::select! {
-                () = reg.stop.notified() => return EndReason::Replaced,
-                Some(cmd) = reg.commands.recv() => {
-                    if out.send(Ok(cmd)).await.is_err() {
-                        return EndReason::Closed;
+                mail = reg.mailbox.next() => match mail {
+                    Mail::Stop => return EndReason::Replaced,
+                    Mail::Commands(commands) => {
+                        for command in commands {
+                            let cmd = ConnectResponse {
+                                message: Some(connect_response::Message::Command(pb::Command { command: Some(command) })),
+                            };
+                            if out.send(Ok(cmd)).await.is_err() {
+                                return EndReason::Closed;
+                            }
+                        }
                     }
-                }
+                },
                 msg = tokio::time::timeout(deadline, inbound.message()) => {
                     let beat = match msg {
                         Err(_) => return EndReason::Silent,
