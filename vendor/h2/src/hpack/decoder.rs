@@ -158,7 +158,10 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // MiniSpod patch: no buffer up front instead of 4 KiB; huffman
+            // decoding resizes it to what each header needs, and decoded
+            // values no longer pin a 4 KiB block for the connection's life.
+            buffer: BytesMut::new(),
         }
     }
 
