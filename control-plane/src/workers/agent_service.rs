@@ -2,7 +2,6 @@
 
 use minispod_proto::v1::{self as pb, agent_service_server::AgentService};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{enrollment::Enrollment, hub::FleetHub, session};
@@ -37,7 +36,7 @@ impl AgentService for AgentApi {
         Ok(Response::new(r))
     }
 
-    type ConnectStream = ReceiverStream<Result<pb::ConnectResponse, Status>>;
+    type ConnectStream = session::Outbound;
 
     async fn connect(
         &self,
@@ -48,7 +47,7 @@ impl AgentService for AgentApi {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(session::run(self.hub.clone(), worker, peer_ip, inbound, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(session::Outbound(rx)))
     }
 
     async fn renew_certificate(

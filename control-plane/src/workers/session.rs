@@ -23,6 +23,26 @@ use crate::{
     store::now_ms,
 };
 
+/// One message to the agent, or the status that ends its stream.
+pub type Reply = Result<ConnectResponse, Status>;
+
+/// The stream of replies to an agent, fed by its session task. Replies
+/// travel boxed: a tokio channel allocates a block of 32 slots up front, and
+/// 32 pointers take 1.2 KiB less per connected agent than 32 replies.
+#[derive(Debug)]
+pub struct Outbound(pub mpsc::Receiver<Box<Reply>>);
+
+impl tokio_stream::Stream for Outbound {
+    type Item = Reply;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Reply>> {
+        self.0.poll_recv(cx).map(|reply| reply.map(|r| *r))
+    }
+}
+
 /// Why a stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndReason {
@@ -51,7 +71,7 @@ pub fn run(
     worker: WorkerRow,
     peer_ip: Option<IpAddr>,
     inbound: Streaming<ConnectRequest>,
-    out: mpsc::Sender<Result<ConnectResponse, Status>>,
+    out: mpsc::Sender<Box<Reply>>,
 ) -> impl Future<Output = ()> + Send {
     serve(hub, Box::new(worker), peer_ip, Box::new(inbound), out)
 }
@@ -61,7 +81,7 @@ async fn serve(
     worker: Box<WorkerRow>,
     peer_ip: Option<IpAddr>,
     mut inbound: Box<Streaming<ConnectRequest>>,
-    out: mpsc::Sender<Result<ConnectResponse, Status>>,
+    out: mpsc::Sender<Box<Reply>>,
 ) {
     let started = Instant::now();
     let worker_id = worker.id.clone();
@@ -87,7 +107,7 @@ async fn serve(
                 row.status
             }
             Err(AppError::PermissionDenied(m)) => {
-                let _ = out.send(Err(Status::permission_denied(m.clone()))).await;
+                let _ = out.send(Box::new(Err(Status::permission_denied(m.clone())))).await;
                 return EndReason::Protocol(m);
             }
             Err(e) => return EndReason::Broken(format!("store: {e}")),
@@ -101,7 +121,7 @@ async fn serve(
                 status: super::status::from_db(&status) as i32,
             })),
         };
-        if out.send(Ok(welcome)).await.is_err() {
+        if out.send(Box::new(Ok(welcome))).await.is_err() {
             return EndReason::Closed;
         }
         loop {
@@ -113,7 +133,7 @@ async fn serve(
                             let cmd = ConnectResponse {
                                 message: Some(connect_response::Message::Command(pb::Command { command: Some(command) })),
                             };
-                            if out.send(Ok(cmd)).await.is_err() {
+                            if out.send(Box::new(Ok(cmd))).await.is_err() {
                                 return EndReason::Closed;
                             }
                         }
@@ -138,7 +158,7 @@ async fn serve(
                     let ack = ConnectResponse {
                         message: Some(connect_response::Message::Ack(pb::HeartbeatAck { sequence: beat.sequence })),
                     };
-                    if out.send(Ok(ack)).await.is_err() {
+                    if out.send(Box::new(Ok(ack))).await.is_err() {
                         return EndReason::Closed;
                     }
                 }
