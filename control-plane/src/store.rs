@@ -9,7 +9,15 @@
 //! the domains never name a database. The SQL sticks to what both accept
 //! (`$n` placeholders, `RETURNING`, `ON CONFLICT`, `CAST(.. AS BIGINT)`).
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{
+    path::Path,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -63,6 +71,8 @@ enum Pools {
     Sqlite {
         reader: Pool<Sqlite>,
         writer: Pool<Sqlite>,
+        /// See [`Db::write_generation`].
+        writes: Arc<AtomicU64>,
     },
     /// PostgreSQL: one pool; write transactions serialise on an advisory lock
     /// (see [`Db::begin`]).
@@ -115,6 +125,7 @@ impl Db {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .acquire_timeout(o.acquire_timeout)
             .connect_with(sqlite.clone())
@@ -124,14 +135,22 @@ impl Db {
             .run(&writer)
             .await
             .context("run migrations")?;
+        // No ping before handing out a connection: a SQLite connection is a
+        // file handle that cannot go stale, and the ping is one more round
+        // trip to the connection's thread on every query.
         let reader = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(o.max_connections.clamp(1, 64))
             .acquire_timeout(o.acquire_timeout)
             .connect_with(sqlite.read_only(true))
             .await
             .context("open database for reading")?;
         Ok(Db {
-            pools: Pools::Sqlite { reader, writer },
+            pools: Pools::Sqlite {
+                reader,
+                writer,
+                writes: Arc::default(),
+            },
         })
     }
 
@@ -249,6 +268,20 @@ impl Db {
         }))
     }
 
+    /// On SQLite, where this process is the only writer: a number that
+    /// changes whenever a committed transaction may have changed rows, so
+    /// that a result computed under one value still holds while it is
+    /// unchanged. Read it before the query whose result is kept. The
+    /// heartbeat-metrics flush and lease renewals leave it alone (see
+    /// [`Tx::commit_no_listing_change`]). None on PostgreSQL, where other
+    /// replicas write too.
+    pub fn write_generation(&self) -> Option<u64> {
+        match &self.pools {
+            Pools::Sqlite { writes, .. } => Some(writes.load(Ordering::Acquire)),
+            Pools::Postgres(_) => None,
+        }
+    }
+
     /// A handle for reads outside a transaction.
     pub fn read(&self) -> Conn<'_> {
         match &self.pools {
@@ -264,9 +297,10 @@ impl Db {
     /// token spent once) hold across replicas as they do on SQLite.
     pub async fn begin(&self) -> AppResult<Tx> {
         match &self.pools {
-            Pools::Sqlite { writer, .. } => {
-                Ok(Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?))
-            }
+            Pools::Sqlite { writer, writes, .. } => Ok(Tx::Sqlite(
+                writer.begin_with("BEGIN IMMEDIATE").await?,
+                writes.clone(),
+            )),
             Pools::Postgres(p) => {
                 let mut tx = p.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -289,7 +323,7 @@ impl Db {
     /// Closes the pools, waiting for connections in use.
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite { reader, writer } => {
+            Pools::Sqlite { reader, writer, .. } => {
                 writer.close().await;
                 reader.close().await;
             }
@@ -325,8 +359,8 @@ impl Drop for ListenGuard {
 /// half-written. Dropped without [`Tx::commit`], it rolls back.
 #[derive(Debug)]
 pub enum Tx {
-    /// On SQLite.
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    /// On SQLite, with the counter of [`Db::write_generation`].
+    Sqlite(sqlx::Transaction<'static, Sqlite>, Arc<AtomicU64>),
     /// On PostgreSQL.
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
@@ -335,7 +369,25 @@ impl Tx {
     /// Commits.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Sqlite(tx, writes) => {
+                let done = tx.commit().await;
+                // After the commit (and even when it failed, to be safe): a
+                // reader that sees the new value sees the new rows.
+                writes.fetch_add(1, Ordering::Release);
+                done
+            }
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    /// Commits a transaction that changed nothing a worker listing filters
+    /// on (no worker added or removed; no status, online, ready, cordoned,
+    /// name, IP or machine id changed), such as the heartbeat-metrics flush
+    /// or a lease renewal, leaving [`Db::write_generation`] as it is, so
+    /// the counts kept for listings stay valid.
+    pub async fn commit_no_listing_change(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx, _) => tx.commit().await,
             Tx::Postgres(tx) => tx.commit().await,
         }
     }
@@ -378,7 +430,7 @@ pub enum Conn<'a> {
 impl<'a> From<&'a mut Tx> for Conn<'a> {
     fn from(tx: &'a mut Tx) -> Self {
         match tx {
-            Tx::Sqlite(t) => Conn::Sqlite(Handle::Borrowed(&mut **t)),
+            Tx::Sqlite(t, _) => Conn::Sqlite(Handle::Borrowed(&mut **t)),
             Tx::Postgres(t) => Conn::Postgres(Handle::Borrowed(&mut **t)),
         }
     }

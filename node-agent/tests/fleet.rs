@@ -474,7 +474,7 @@ async fn bad_enrollment_tokens_are_refused_and_nothing_is_written() {
     let sql = "UPDATE enrollment_tokens SET expires_at = 1 WHERE id = $1";
     let expired_id = expired.split('.').next().unwrap();
     let aged = match &mut tx {
-        Tx::Sqlite(t) => sqlx::query(sql)
+        Tx::Sqlite(t, _) => sqlx::query(sql)
             .bind(expired_id)
             .execute(&mut **t)
             .await
@@ -958,6 +958,154 @@ async fn cordon_maintenance_lookups_and_stats_behave() {
         .unwrap()
         .into_inner();
     assert_eq!(found.total_size, 1);
+}
+
+/// The total of a one-worker page of `req`, and that page's next token.
+async fn total_of(cp: &ControlPlane, req: pb::ListWorkersRequest) -> (i64, String) {
+    let r = cp
+        .workers()
+        .list_workers(cp.authed(pb::ListWorkersRequest {
+            page_size: 1,
+            ..req
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    (r.total_size, r.next_page_token)
+}
+
+fn with_status(s: WorkerStatus) -> pb::ListWorkersRequest {
+    pb::ListWorkersRequest {
+        status: s as i32,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_totals_follow_every_change_while_heartbeats_flush() {
+    // Totals are counted once and kept until a write may change them; pages
+    // of one worker over four make every total a count, not the page length.
+    let cp = ControlPlane::start().await;
+    let token = cp.token(0).await;
+    let swarm = minispod_agent::swarm::Swarm::start(minispod_agent::swarm::SwarmConfig {
+        servers: vec![cp.url()],
+        token,
+        trust: Trust::CaPem(cp.ca_pem.clone()),
+        agents: 4,
+        state_root: cp.dir.0.join("agents"),
+        enroll_concurrency: 4,
+        max_backoff: Duration::from_secs(1),
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while total_of(&cp, with_status(WorkerStatus::Active)).await.0 < 4 {
+        assert!(Instant::now() < deadline, "not all 4 ACTIVE");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Asked again across several heartbeat flushes: still exact, and paging
+    // on gives the other workers under the same total.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(total_of(&cp, with_status(WorkerStatus::Active)).await.0, 4);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut next = String::new();
+    loop {
+        let r = cp
+            .workers()
+            .list_workers(cp.authed(pb::ListWorkersRequest {
+                page_size: 1,
+                page_token: next,
+                search: "SWARM-".into(),
+                online: Some(true),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.total_size, 4);
+        seen.extend(r.workers.iter().map(|w| w.id.clone()));
+        next = r.next_page_token;
+        if next.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 4, "every worker once over the pages");
+
+    let ids: Vec<String> = swarm.agents.iter().map(|a| a.worker_id.clone()).collect();
+    // Each change shows in the very next total, with no waiting.
+    cp.workers()
+        .set_worker_status(cp.authed(pb::SetWorkerStatusRequest {
+            id: ids[0].clone(),
+            status: WorkerStatus::Maintenance as i32,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(total_of(&cp, with_status(WorkerStatus::Active)).await.0, 3);
+    assert_eq!(
+        total_of(&cp, with_status(WorkerStatus::Maintenance))
+            .await
+            .0,
+        1
+    );
+    let schedulable = || pb::ListWorkersRequest {
+        schedulable: Some(true),
+        ..Default::default()
+    };
+    assert_eq!(total_of(&cp, schedulable()).await.0, 3);
+    cp.workers()
+        .set_worker_schedulable(cp.authed(pb::SetWorkerSchedulableRequest {
+            id: ids[1].clone(),
+            schedulable: false,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(total_of(&cp, schedulable()).await.0, 2);
+    cp.workers()
+        .update_worker(cp.authed(pb::UpdateWorkerRequest {
+            id: ids[2].clone(),
+            notes: Some("notes are not filtered on".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(total_of(&cp, schedulable()).await.0, 2);
+
+    // The fleet drops: once GetWorker shows each offline, so do the totals.
+    swarm.stop().await;
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let w = cp
+                .workers()
+                .get_worker(cp.authed(pb::GetWorkerRequest {
+                    lookup: Some(pb::get_worker_request::Lookup::Id(id.clone())),
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+                .worker
+                .unwrap();
+            if !w.online {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} still online");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(total_of(&cp, with_status(WorkerStatus::Active)).await.0, 0);
+    assert_eq!(
+        total_of(&cp, with_status(WorkerStatus::Inactive)).await.0,
+        3
+    );
+    let online = pb::ListWorkersRequest {
+        online: Some(true),
+        ..Default::default()
+    };
+    assert_eq!(total_of(&cp, online).await.0, 0);
+    assert_eq!(total_of(&cp, schedulable()).await.0, 0);
+    assert_eq!(total_of(&cp, Default::default()).await.0, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

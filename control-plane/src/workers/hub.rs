@@ -452,7 +452,7 @@ impl FleetHub {
         let started = std::time::Instant::now();
         let mut tx = self.inner.db.begin().await?;
         workers_db::write_metrics(&mut tx, &batch).await?;
-        tx.commit().await?;
+        tx.commit_no_listing_change().await?;
         self.inner
             .metrics
             .observe_flush(batch.len(), started.elapsed());

@@ -197,7 +197,11 @@ async fn renew_and_reap(hub: &FleetHub, lease: Duration) -> AppResult<bool> {
     }
     let reaped = workers_db::reap_orphaned_streams(&mut tx, now).await?;
     workers_db::remove_replicas(&mut tx, hub.replica_id(), false, now).await?;
-    tx.commit().await?;
+    if reaped.is_empty() {
+        tx.commit_no_listing_change().await?;
+    } else {
+        tx.commit().await?;
+    }
     if !reaped.is_empty() {
         tracing::info!(
             workers = reaped.len(),

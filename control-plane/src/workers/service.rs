@@ -1,6 +1,6 @@
 //! WorkerService: fleet administration, for administrators only.
 
-use std::{collections::BTreeMap, pin::Pin};
+use std::{collections::BTreeMap, pin::Pin, sync::Arc};
 
 use minispod_proto::v1::{self as pb, WorkerStatus, worker_service_server::WorkerService};
 use tokio_stream::Stream;
@@ -24,12 +24,17 @@ use crate::{
 pub struct WorkerApi {
     auth: AuthState,
     hub: FleetHub,
+    counts: Arc<workers_db::CountCache>,
 }
 
 impl WorkerApi {
     /// The service over the fleet.
     pub fn new(auth: AuthState, hub: FleetHub) -> Self {
-        WorkerApi { auth, hub }
+        WorkerApi {
+            auth,
+            hub,
+            counts: Arc::default(),
+        }
     }
 }
 
@@ -227,7 +232,8 @@ impl WorkerService for WorkerApi {
             online: r.online,
             search: r.search.trim().to_owned(),
         };
-        let (rows, total) = workers_db::list(self.hub.db(), &filter, order, page).await?;
+        let (rows, total) =
+            workers_db::list(self.hub.db(), &self.counts, &filter, order, page).await?;
         Ok(Response::new(pb::ListWorkersResponse {
             workers: rows.iter().map(Into::into).collect(),
             next_page_token: page.next_token(total),
@@ -414,6 +420,7 @@ impl WorkerService for WorkerApi {
         let mut events = self.hub.subscribe();
         let db = self.hub.db().clone();
         let hub = self.hub.clone();
+        let counts = self.counts.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             let event =
@@ -430,6 +437,7 @@ impl WorkerService for WorkerApi {
                 loop {
                     let rows = match workers_db::list(
                         &db,
+                        &counts,
                         &WorkerFilter::default(),
                         pb::WorkerOrder::NameAsc,
                         page,

@@ -68,6 +68,25 @@ enum Cmd {
         #[arg(long, default_value = "30s", value_parser = minispod_proto::support::parse_duration)]
         window: Duration,
     },
+    /// Time ListWorkers and GetWorkerStats, as the benchmark does, against a
+    /// running control plane (to profile it under a fleet started with `run`).
+    Probe {
+        /// Control plane URL.
+        #[arg(long)]
+        server: String,
+        /// PEM file of the control plane's CA.
+        #[arg(long)]
+        ca_file: PathBuf,
+        /// Administrator email.
+        #[arg(long)]
+        email: String,
+        /// Administrator password.
+        #[arg(long, env = "MINISPOD_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Calls of each RPC.
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+    },
 }
 
 #[tokio::main]
@@ -127,6 +146,24 @@ async fn main() -> anyhow::Result<()> {
             for n in agents {
                 bench(n, heartbeat_interval, window).await?;
             }
+            Ok(())
+        }
+        Cmd::Probe {
+            server,
+            ca_file,
+            email,
+            password,
+            rounds,
+        } => {
+            let channel = connect(&server, &ca_file).await?;
+            let admin = AuthServiceClient::new(channel.clone())
+                .login(pb::LoginRequest { email, password })
+                .await?
+                .into_inner()
+                .access_token;
+            let times =
+                time_queries(&mut WorkerServiceClient::new(channel), &admin, rounds).await?;
+            print_queries(&times);
             Ok(())
         }
     }
@@ -342,31 +379,7 @@ async fn bench(n: usize, heartbeat: Duration, window: Duration) -> anyhow::Resul
         / secs;
 
     // Listings over the whole fleet, with filters.
-    let mut list_ms = Vec::new();
-    let mut stats_ms = Vec::new();
-    for i in 0..200 {
-        let req = pb::ListWorkersRequest {
-            page_size: 50,
-            status: WorkerStatus::Active as i32,
-            online: Some(true),
-            search: if i % 2 == 0 {
-                "swarm-0".into()
-            } else {
-                String::new()
-            },
-            ..Default::default()
-        };
-        let t = Instant::now();
-        workers.list_workers(authed(req, &admin)).await?;
-        list_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        let t = Instant::now();
-        workers
-            .get_worker_stats(authed(pb::GetWorkerStatsRequest {}, &admin))
-            .await?;
-        stats_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    list_ms.sort_by(f64::total_cmp);
-    stats_ms.sort_by(f64::total_cmp);
+    let times = time_queries(&mut workers, &admin, 200).await?;
 
     // Offline detection: drop a sample of connections abruptly.
     let sample_n = (n / 10).clamp(1, 200);
@@ -417,22 +430,87 @@ async fn bench(n: usize, heartbeat: Duration, window: Duration) -> anyhow::Resul
         pct(&offline_ms, 0.5),
         pct(&offline_ms, 0.99)
     );
-    println!(
-        "ListWorkers (filtered, page 50): p50 {:.2} ms, p99 {:.2} ms",
-        pct(&list_ms, 0.5),
-        pct(&list_ms, 0.99)
-    );
-    println!(
-        "GetWorkerStats: p50 {:.2} ms, p99 {:.2} ms",
-        pct(&stats_ms, 0.5),
-        pct(&stats_ms, 0.99)
-    );
+    print_queries(&times);
 
     swarm.stop().await;
     let _ = cp.start_kill();
     let _ = cp.wait().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Latencies in ms, each sorted.
+struct QueryTimes {
+    /// Filtered ListWorkers: first page of 50, ACTIVE and online, every
+    /// other call searching.
+    list: Vec<f64>,
+    /// GetWorkerStats.
+    stats: Vec<f64>,
+    /// ListEnrollmentTokens (one token): the cost of any authenticated call
+    /// on this loaded machine, for scale.
+    floor: Vec<f64>,
+}
+
+/// Times `rounds` calls of each measured RPC, one after the other.
+async fn time_queries(
+    workers: &mut WorkerServiceClient<Channel>,
+    admin: &str,
+    rounds: usize,
+) -> anyhow::Result<QueryTimes> {
+    let mut list_ms = Vec::with_capacity(rounds);
+    let mut stats_ms = Vec::with_capacity(rounds);
+    let mut floor_ms = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let req = pb::ListWorkersRequest {
+            page_size: 50,
+            status: WorkerStatus::Active as i32,
+            online: Some(true),
+            search: if i % 2 == 0 {
+                "swarm-0".into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        };
+        let t = Instant::now();
+        workers.list_workers(authed(req, admin)).await?;
+        list_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        workers
+            .get_worker_stats(authed(pb::GetWorkerStatsRequest {}, admin))
+            .await?;
+        stats_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        workers
+            .list_enrollment_tokens(authed(pb::ListEnrollmentTokensRequest::default(), admin))
+            .await?;
+        floor_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    for v in [&mut list_ms, &mut stats_ms, &mut floor_ms] {
+        v.sort_by(f64::total_cmp);
+    }
+    Ok(QueryTimes {
+        list: list_ms,
+        stats: stats_ms,
+        floor: floor_ms,
+    })
+}
+
+fn print_queries(t: &QueryTimes) {
+    for (what, ms) in [
+        ("ListWorkers (filtered, page 50)", &t.list),
+        ("GetWorkerStats", &t.stats),
+        (
+            "ListEnrollmentTokens (any authenticated call, for scale)",
+            &t.floor,
+        ),
+    ] {
+        println!(
+            "{what}: p50 {:.2} ms, p99 {:.2} ms",
+            pct(ms, 0.5),
+            pct(ms, 0.99)
+        );
+    }
 }
 
 async fn connect(url: &str, ca_path: &Path) -> anyhow::Result<Channel> {
