@@ -360,7 +360,14 @@ pub async fn write_metrics(tx: &mut Tx, batch: &[(String, HeartbeatMetrics)]) ->
                     .push_bind(m.at);
             });
             q.push(") AS v WHERE workers.id = v.column1");
-            q.build().execute(c).await?.rows_affected()
+            // Only the full-size statement is worth keeping prepared: the
+            // last chunk's size varies from flush to flush, and each size
+            // kept would hold a large prepared statement in the cache.
+            q.build()
+                .persistent(chunk.len() == METRICS_ROWS_PER_STATEMENT)
+                .execute(c)
+                .await?
+                .rows_affected()
         });
     }
     Ok(())
