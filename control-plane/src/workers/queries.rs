@@ -598,12 +598,15 @@ pub async fn list(
         WorkerOrder::LastHeartbeatDesc => "last_heartbeat_at DESC NULLS LAST, id",
         WorkerOrder::NameAsc | WorkerOrder::Unspecified => "name, id",
     };
-    let generation = db.write_generation();
-    let key = format!(
-        "{:?}|{:?}|{:?}|{:?}|{pattern}",
-        f.status, f.schedulable, f.ready, f.online
-    );
-    let cached = generation.and_then(|g| counts.get(&key, g));
+    // With a generation (SQLite), the count is looked up and kept by filter.
+    let kept = db.write_generation().map(|g| {
+        let key = format!(
+            "{:?}|{:?}|{:?}|{:?}|{pattern}",
+            f.status, f.schedulable, f.ready, f.online
+        );
+        (g, key)
+    });
+    let cached = kept.as_ref().and_then(|(g, key)| counts.get(key, *g));
     let (rows, counted): (Vec<WorkerRow>, Option<i64>) = with_conn!(db.read(), |c| {
         let mut q = QueryBuilder::new("SELECT * FROM workers");
         push_filter(&mut q, f, &pattern, like);
@@ -628,7 +631,7 @@ pub async fn list(
         (None, None) => page.offset + rows.len() as i64,
     };
     if cached.is_none()
-        && let Some(g) = generation
+        && let Some((g, key)) = kept
     {
         counts.put(key, g, total);
     }

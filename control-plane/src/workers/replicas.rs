@@ -201,8 +201,6 @@ async fn renew_and_reap(hub: &FleetHub, lease: Duration) -> AppResult<bool> {
         tx.commit_no_listing_change().await?;
     } else {
         tx.commit().await?;
-    }
-    if !reaped.is_empty() {
         tracing::info!(
             workers = reaped.len(),
             "workers of a replica whose lease lapsed are offline"
