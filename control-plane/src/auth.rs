@@ -6,6 +6,7 @@
 //! before a password change (token version bump) is refused at once rather
 //! than when the token expires.
 
+pub mod cookie;
 pub mod password;
 pub mod queries;
 pub mod rate_limit;

@@ -51,6 +51,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_LISTEN", default_value = "0.0.0.0:7443")]
     pub listen: SocketAddr,
 
+    /// Also serve the API and the web console without TLS on this loopback
+    /// address (e.g. `127.0.0.1:7080`), so a browser on this machine opens
+    /// the console with no certificate to trust. Loopback only; agents
+    /// cannot connect there (they need mTLS). Default: not served.
+    #[arg(long, env = "MINISPOD_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
+
     /// Data directory: the SQLite database, `pki/` (CA and server
     /// certificate) and the JWT signing key.
     #[arg(long, env = "MINISPOD_DATA_DIR", default_value = "minispod-data")]

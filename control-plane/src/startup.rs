@@ -33,6 +33,7 @@ use crate::{
     },
     catalog::{seed, service::CatalogApi},
     config::ServeArgs,
+    console::ConsoleLayer,
     metrics::{FleetGauges, Metrics},
     pki::Pki,
     store::{Db, StoreOptions, now_ms},
@@ -73,6 +74,7 @@ pub struct Application {
     enrollment: Enrollment,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
+    console_listener: Option<TcpListener>,
     args: ServeArgs,
 }
 
@@ -167,6 +169,18 @@ impl Application {
             ),
             None => None,
         };
+        let console_listener = match args.console_listen {
+            Some(addr) if !addr.ip().is_loopback() => anyhow::bail!(
+                "--console-listen {addr}: only a loopback address may serve without TLS; \
+                 reach the console remotely on the TLS port or through a proxy"
+            ),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listen for the console on {addr}"))?,
+            ),
+            None => None,
+        };
         let local_addr = listener.local_addr()?;
         tracing::info!(
             addr = %local_addr,
@@ -186,8 +200,17 @@ impl Application {
             enrollment,
             metrics,
             metrics_listener,
+            console_listener,
             args,
         })
+    }
+
+    /// Where the plaintext loopback console is served, when
+    /// `--console-listen` is set.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// Where `/metrics` is served, when `--metrics-listen` is set.
@@ -229,7 +252,9 @@ impl Application {
             enrollment,
             metrics,
             metrics_listener,
+            console_listener,
             args,
+            pki,
             ..
         } = self;
         let replica_tasks = replica.spawn().await?;
@@ -273,6 +298,7 @@ impl Application {
             .http2_keepalive_interval(Some(args.keepalive_interval))
             .http2_keepalive_timeout(Some(args.keepalive_timeout))
             .tcp_nodelay(true)
+            .layer(ConsoleLayer)
             .layer(cors_layer(&args.cors_origins)?)
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RpcTraceLayer::new(metrics.clone()))
@@ -292,7 +318,7 @@ impl Application {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                WorkerServiceServer::new(WorkerApi::new(auth.clone(), hub.clone()))
+                WorkerServiceServer::new(WorkerApi::new(auth.clone(), hub.clone(), pki.ca_hash()))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
@@ -312,12 +338,28 @@ impl Application {
         // store migrated; watchdog pings while serving.
         minispod_proto::support::sd_notify("READY=1");
         let watchdog = minispod_proto::support::spawn_watchdog(|| true);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let shutdown = async move {
             shutdown.await;
             minispod_proto::support::sd_notify("STOPPING=1");
             closing_hub.close_all();
+            let _ = stop_tx.send(true);
             let _ = signalled_tx.send(());
         };
+        // The loopback console listener serves the same router without TLS
+        // and stops with the main one.
+        let console_server = console_listener.map(|l| {
+            let (router, mut stop) = (router.clone(), stop_rx.clone());
+            let incoming = TcpListenerStream::new(l);
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped).await {
+                    tracing::warn!(error = %e, "console listener failed");
+                }
+            })
+        });
         let drain_deadline = async {
             if signalled_rx.await.is_ok() {
                 tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -340,6 +382,9 @@ impl Application {
                 }
             }
         };
+        if let Some(t) = console_server {
+            t.abort();
+        }
         cleanup.abort();
         database_watch.abort();
         if let Some(t) = metrics_server {

@@ -120,6 +120,7 @@ impl ControlPlane {
             .login(pb::LoginRequest {
                 email: ADMIN_EMAIL.into(),
                 password: ADMIN_PASSWORD.into(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -696,6 +697,7 @@ async fn worker_administration_needs_an_administrator() {
             email: "u@example.org".into(),
             password: "user-password".into(),
             name: "U".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1570,6 +1572,7 @@ async fn admin_channel(port: u16, data: &Path) -> (Channel, String) {
                 .login(pb::LoginRequest {
                     email: ADMIN_EMAIL.into(),
                     password: ADMIN_PASSWORD.into(),
+                    ..Default::default()
                 })
                 .await
         {

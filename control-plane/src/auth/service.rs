@@ -1,9 +1,10 @@
 //! AuthService: sign-up, sign-in, sessions and the caller's own account.
 
+use http::HeaderValue;
 use minispod_proto::v1::{self as pb, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 
-use super::{AuthState, queries as refresh_db, tokens::hash_refresh_token};
+use super::{AuthState, cookie, queries as refresh_db, tokens::hash_refresh_token};
 use crate::{
     error::{AppError, AppResult, Violations},
     store::now_ms,
@@ -30,8 +31,34 @@ fn invalid_credentials() -> AppError {
     AppError::Unauthenticated("invalid email or password".into())
 }
 
+/// A reply, with the `Set-Cookie` header the console's session needs.
+type WithCookie<T> = (T, Option<HeaderValue>);
+
+fn reply<T>((body, set_cookie): WithCookie<T>) -> Response<T> {
+    let mut response = Response::new(body);
+    if let Some(v) = set_cookie {
+        cookie::attach(&mut response, v);
+    }
+    response
+}
+
+impl AuthState {
+    /// For a console session (`session_cookie`), moves the refresh token out
+    /// of `tokens` into a `Set-Cookie` value; otherwise leaves it in place.
+    fn deliver(&self, tokens: &mut pb::TokenPair, session_cookie: bool) -> Option<HeaderValue> {
+        if !session_cookie {
+            return None;
+        }
+        let token = std::mem::take(&mut tokens.refresh_token);
+        Some(cookie::set(&token, self.refresh_ttl.as_secs()))
+    }
+}
+
 impl AuthApi {
-    async fn register(&self, req: Request<pb::RegisterRequest>) -> AppResult<pb::RegisterResponse> {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> AppResult<WithCookie<pb::RegisterResponse>> {
         let ip = self.auth.client_ip(&req);
         self.auth.limiter.attempt(ip).await?;
         let r = req.into_inner();
@@ -59,18 +86,23 @@ impl AuthApi {
             pb::Role::User,
         )
         .await?;
-        let tokens = self.auth.start_session(&mut tx, &user, None).await?;
+        let mut tokens = self.auth.start_session(&mut tx, &user, None).await?;
         tx.commit().await?;
         tracing::info!(user_id = %user.id, "user registered");
-        Ok(pb::RegisterResponse {
+        let set_cookie = self.auth.deliver(&mut tokens, r.session_cookie);
+        let body = pb::RegisterResponse {
             user: Some((&user).into()),
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
             tokens: Some(tokens),
-        })
+        };
+        Ok((body, set_cookie))
     }
 
-    async fn login(&self, req: Request<pb::LoginRequest>) -> AppResult<pb::LoginResponse> {
+    async fn login(
+        &self,
+        req: Request<pb::LoginRequest>,
+    ) -> AppResult<WithCookie<pb::LoginResponse>> {
         let ip = self.auth.client_ip(&req);
         self.auth.limiter.attempt(ip).await?;
         let r = req.into_inner();
@@ -110,23 +142,25 @@ impl AuthApi {
         self.auth.limiter.succeeded(&key, ip).await;
         let mut tx = self.auth.db.begin().await?;
         users_db::touch_login(&mut tx, &user.id).await?;
-        let tokens = self.auth.start_session(&mut tx, &user, None).await?;
+        let mut tokens = self.auth.start_session(&mut tx, &user, None).await?;
         tx.commit().await?;
         let user = users_db::require(self.auth.db.read(), &user.id).await?;
-        Ok(pb::LoginResponse {
+        let set_cookie = self.auth.deliver(&mut tokens, r.session_cookie);
+        let body = pb::LoginResponse {
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
             tokens: Some(tokens),
             user: Some((&user).into()),
-        })
+        };
+        Ok((body, set_cookie))
     }
 
-    async fn refresh(&self, req: Request<pb::RefreshRequest>) -> AppResult<pb::RefreshResponse> {
-        let r = req.into_inner();
-        if r.refresh_token.is_empty() {
-            return Err(AppError::invalid("refresh_token", "is required"));
-        }
-        let hash = hash_refresh_token(&r.refresh_token);
+    async fn refresh(
+        &self,
+        req: Request<pb::RefreshRequest>,
+    ) -> AppResult<WithCookie<pb::RefreshResponse>> {
+        let (presented, from_cookie) = presented_refresh_token(&req, &req.get_ref().refresh_token)?;
+        let hash = hash_refresh_token(&presented);
         let mut tx = self.auth.db.begin().await?;
         let Some(row) = refresh_db::by_hash(&mut tx, &hash).await? else {
             return Err(AppError::Unauthenticated("invalid refresh token".into()));
@@ -151,25 +185,28 @@ impl AuthApi {
             .await?
             .filter(|u| u.active)
             .ok_or_else(|| AppError::Unauthenticated("the account is deactivated".into()))?;
-        let tokens = self
+        let mut tokens = self
             .auth
             .start_session(&mut tx, &user, Some(&row.family_id))
             .await?;
         tx.commit().await?;
-        Ok(pb::RefreshResponse {
+        let set_cookie = self.auth.deliver(&mut tokens, from_cookie);
+        let body = pb::RefreshResponse {
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
             tokens: Some(tokens),
-        })
+        };
+        Ok((body, set_cookie))
     }
 
-    async fn logout(&self, req: Request<pb::LogoutRequest>) -> AppResult<pb::LogoutResponse> {
+    async fn logout(
+        &self,
+        req: Request<pb::LogoutRequest>,
+    ) -> AppResult<WithCookie<pb::LogoutResponse>> {
+        let (presented, from_cookie) = presented_refresh_token(&req, &req.get_ref().refresh_token)?;
         let r = req.into_inner();
-        if r.refresh_token.is_empty() {
-            return Err(AppError::invalid("refresh_token", "is required"));
-        }
         let mut tx = self.auth.db.begin().await?;
-        let row = refresh_db::by_hash(&mut tx, &hash_refresh_token(&r.refresh_token))
+        let row = refresh_db::by_hash(&mut tx, &hash_refresh_token(&presented))
             .await?
             .ok_or_else(|| AppError::Unauthenticated("invalid refresh token".into()))?;
         if r.all_sessions {
@@ -178,7 +215,7 @@ impl AuthApi {
             refresh_db::revoke_family(&mut tx, &row.family_id).await?;
         }
         tx.commit().await?;
-        Ok(pb::LogoutResponse {})
+        Ok((pb::LogoutResponse {}, from_cookie.then(cookie::clear)))
     }
 
     async fn update_profile(
@@ -227,7 +264,7 @@ impl AuthApi {
     async fn change_password(
         &self,
         req: Request<pb::ChangePasswordRequest>,
-    ) -> AppResult<pb::ChangePasswordResponse> {
+    ) -> AppResult<WithCookie<pb::ChangePasswordResponse>> {
         let user = self.auth.caller(&req).await?;
         let r = req.into_inner();
         let new =
@@ -251,13 +288,15 @@ impl AuthApi {
         };
         let user = users_db::update(&mut tx, &user.id, &changes).await?;
         refresh_db::revoke_user(&mut tx, &user.id).await?;
-        let tokens = self.auth.start_session(&mut tx, &user, None).await?;
+        let mut tokens = self.auth.start_session(&mut tx, &user, None).await?;
         tx.commit().await?;
-        Ok(pb::ChangePasswordResponse {
+        let set_cookie = self.auth.deliver(&mut tokens, r.session_cookie);
+        let body = pb::ChangePasswordResponse {
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
             tokens: Some(tokens),
-        })
+        };
+        Ok((body, set_cookie))
     }
 
     async fn deactivate_account(
@@ -292,34 +331,50 @@ impl AuthApi {
     }
 }
 
+/// The refresh token a Refresh or Logout presents: the request's field, or
+/// else the console's session cookie (same-origin requests only). The flag
+/// says it came from the cookie, so the answer goes back into it.
+fn presented_refresh_token<T>(req: &Request<T>, field: &str) -> AppResult<(String, bool)> {
+    if !field.is_empty() {
+        return Ok((field.to_owned(), false));
+    }
+    match cookie::from_request(req)? {
+        Some(token) => Ok((token, true)),
+        None => Err(AppError::invalid(
+            "refresh_token",
+            "is required (or the console's session cookie)",
+        )),
+    }
+}
+
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        Ok(Response::new(AuthApi::register(self, request).await?))
+        Ok(reply(AuthApi::register(self, request).await?))
     }
 
     async fn login(
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        Ok(Response::new(AuthApi::login(self, request).await?))
+        Ok(reply(AuthApi::login(self, request).await?))
     }
 
     async fn refresh(
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshResponse>, Status> {
-        Ok(Response::new(AuthApi::refresh(self, request).await?))
+        Ok(reply(AuthApi::refresh(self, request).await?))
     }
 
     async fn logout(
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        Ok(Response::new(AuthApi::logout(self, request).await?))
+        Ok(reply(AuthApi::logout(self, request).await?))
     }
 
     async fn get_profile(
@@ -343,9 +398,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        Ok(Response::new(
-            AuthApi::change_password(self, request).await?,
-        ))
+        Ok(reply(AuthApi::change_password(self, request).await?))
     }
 
     async fn deactivate_account(

@@ -25,14 +25,17 @@ pub struct WorkerApi {
     auth: AuthState,
     hub: FleetHub,
     counts: Arc<workers_db::CountCache>,
+    /// The CA pin handed out with enrollment tokens (`sha256:<hex>`).
+    ca_hash: String,
 }
 
 impl WorkerApi {
-    /// The service over the fleet.
-    pub fn new(auth: AuthState, hub: FleetHub) -> Self {
+    /// The service over the fleet; `ca_hash` is the pin agents check.
+    pub fn new(auth: AuthState, hub: FleetHub, ca_hash: String) -> Self {
         WorkerApi {
             auth,
             hub,
+            ca_hash,
             counts: Arc::default(),
         }
     }
@@ -205,6 +208,7 @@ impl WorkerApi {
         Ok(pb::CreateEnrollmentTokenResponse {
             token,
             enrollment_token: Some((&row).into()),
+            ca_hash: self.ca_hash.clone(),
         })
     }
 }

@@ -10,6 +10,7 @@ fn register_req(email: &str, password: &str, name: &str) -> pb::RegisterRequest 
         email: email.into(),
         password: password.into(),
         name: name.into(),
+        ..Default::default()
     }
 }
 
@@ -325,6 +326,7 @@ async fn change_password_revokes_old_sessions_and_access_tokens() {
     let wrong = pb::ChangePasswordRequest {
         current_password: "not-it-at-all".into(),
         new_password: "new-password-1".into(),
+        ..Default::default()
     };
     expect_code(
         app.auth().change_password(authed(wrong, &old_access)).await,
@@ -333,6 +335,7 @@ async fn change_password_revokes_old_sessions_and_access_tokens() {
     let weak = pb::ChangePasswordRequest {
         current_password: "old-password-1".into(),
         new_password: "short".into(),
+        ..Default::default()
     };
     expect_code(
         app.auth().change_password(authed(weak, &old_access)).await,
@@ -341,6 +344,7 @@ async fn change_password_revokes_old_sessions_and_access_tokens() {
     let ok = pb::ChangePasswordRequest {
         current_password: "old-password-1".into(),
         new_password: "new-password-1".into(),
+        ..Default::default()
     };
     let fresh = app
         .auth()
@@ -516,6 +520,7 @@ async fn behind_a_trusted_proxy_limits_follow_x_forwarded_for() {
             let mut r = Request::new(pb::LoginRequest {
                 email: "nobody@example.org".into(),
                 password: "whatever-pw".into(),
+                ..Default::default()
             });
             r.metadata_mut()
                 .insert("x-forwarded-for", ip.parse().unwrap());

@@ -166,6 +166,7 @@ impl TestApp {
             .login(pb::LoginRequest {
                 email: email.into(),
                 password: password.into(),
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -188,6 +189,7 @@ impl TestApp {
                 email: email.into(),
                 password: password.into(),
                 name: "Test User".into(),
+                ..Default::default()
             })
             .await
             .expect("register")

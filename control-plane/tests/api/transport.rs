@@ -262,6 +262,7 @@ async fn the_binary_serves_prints_its_ca_hash_and_stops_on_sigterm() {
         .login(pb::LoginRequest {
             email: "ops@example.org".into(),
             password: "ops-password-1".into(),
+            ..Default::default()
         })
         .await
         .expect("admin from the environment");
@@ -338,6 +339,7 @@ async fn oversized_requests_are_refused() {
         .login(pb::LoginRequest {
             email: big,
             password: "p".into(),
+            ..Default::default()
         })
         .await;
     // tonic answers OUT_OF_RANGE for a message over the decoding limit.

@@ -157,7 +157,11 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let channel = connect(&server, &ca_file).await?;
             let admin = AuthServiceClient::new(channel.clone())
-                .login(pb::LoginRequest { email, password })
+                .login(pb::LoginRequest {
+                    email,
+                    password,
+                    ..Default::default()
+                })
                 .await?
                 .into_inner()
                 .access_token;
@@ -289,6 +293,7 @@ async fn bench(n: usize, heartbeat: Duration, window: Duration) -> anyhow::Resul
         .login(pb::LoginRequest {
             email: "bench@example.org".into(),
             password: "bench-password".into(),
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -1,0 +1,292 @@
+//! The web console: the single-page app built from `web/` and embedded in
+//! the binary (see `build.rs`), served at `/` on the API's own port so it
+//! shares the API's origin and needs no CORS.
+//!
+//! [`ConsoleLayer`] sits in front of the gRPC router: a `GET` or `HEAD`
+//! that is not gRPC gets a console file; everything else goes on to the
+//! API. Hashed files under `/assets/` are cached for a year; every other
+//! path is a route of the app and answers `index.html`, never cached, so a
+//! deep link (`/workers/<id>`) loads the app and a new release is picked up
+//! at the next navigation. Every console response carries a strict
+//! Content-Security-Policy and its companions.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::auth::cookie::RequestAuthority;
+
+/// One embedded file.
+#[derive(Debug)]
+pub struct Asset {
+    /// Its URL path, e.g. `/assets/app-3FQ2.js`.
+    pub path: &'static str,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+    /// Its bytes.
+    pub body: &'static [u8],
+    /// The same bytes gzipped at build time, when worth it.
+    pub gzip: Option<&'static [u8]>,
+}
+
+include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
+
+/// Shown at every console path when the binary was built without `web/dist`.
+const NOT_BUILT: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>MiniSpod</title></head>\
+<body><h1>MiniSpod</h1><p>This control plane was built without its web console. \
+Build it with Node.js: <code>cd web &amp;&amp; npm ci &amp;&amp; npm run build</code>, then rebuild the \
+control plane. The API on this port works either way.</p></body></html>";
+
+/// The console's Content-Security-Policy: nothing but our own files, no
+/// inline script or style, API calls to our own origin only, never framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; \
+manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Whether the binary carries a built console.
+pub fn is_embedded() -> bool {
+    ASSETS.iter().any(|a| a.path == "/index.html")
+}
+
+fn find(path: &str) -> Option<&'static Asset> {
+    ASSETS.iter().find(|a| a.path == path)
+}
+
+/// The response to a console request for `path`.
+fn respond(method: &Method, path: &str, accepts_gzip: bool) -> Response<Body> {
+    let (status, asset, cache) = if path.starts_with("/assets/") {
+        match find(path) {
+            Some(a) => (
+                StatusCode::OK,
+                Some(a),
+                "public, max-age=31536000, immutable",
+            ),
+            None => (StatusCode::NOT_FOUND, None, "no-cache"),
+        }
+    } else if path
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains('.'))
+    {
+        // A file we do not have (favicon.ico, robots.txt, a stale asset
+        // name without the /assets/ prefix): not a route of the app.
+        match find(path) {
+            Some(a) if path != "/index.html" => (StatusCode::OK, Some(a), "no-cache"),
+            _ => (StatusCode::NOT_FOUND, None, "no-cache"),
+        }
+    } else {
+        (StatusCode::OK, find("/index.html"), "no-cache")
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CACHE_CONTROL, cache)
+        .header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::REFERRER_POLICY, "no-referrer")
+        .header(header::X_FRAME_OPTIONS, "DENY")
+        .header("cross-origin-opener-policy", "same-origin")
+        .header("cross-origin-resource-policy", "same-origin")
+        .header(header::VARY, "accept-encoding");
+    let body: &'static [u8] = match (status, asset) {
+        (StatusCode::OK, Some(a)) => {
+            builder = builder.header(header::CONTENT_TYPE, a.content_type);
+            match a.gzip {
+                Some(gz) if accepts_gzip => {
+                    builder = builder.header(header::CONTENT_ENCODING, "gzip");
+                    gz
+                }
+                _ => a.body,
+            }
+        }
+        (StatusCode::OK, None) => {
+            builder = builder.header(header::CONTENT_TYPE, "text/html; charset=utf-8");
+            NOT_BUILT.as_bytes()
+        }
+        _ => {
+            builder = builder.header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
+            b"not found\n"
+        }
+    };
+    builder = builder.header(header::CONTENT_LENGTH, body.len());
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::new(Full::new(Bytes::from_static(body)))
+    };
+    builder.body(body).expect("static headers are valid")
+}
+
+/// Whether a request is for the API (gRPC or grpc-web) rather than the console.
+fn is_rpc<B>(req: &Request<B>) -> bool {
+    let grpc_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    grpc_type || !matches!(*req.method(), Method::GET | Method::HEAD)
+}
+
+fn accepts_gzip<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|enc| {
+            let mut parts = enc.trim().split(';');
+            parts.next().is_some_and(|e| e.trim() == "gzip")
+                && !parts.any(|p| p.trim().replace(' ', "") == "q=0")
+        })
+}
+
+/// Serves the console in front of the API (see the module docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConsoleLayer;
+
+impl<S> Layer<S> for ConsoleLayer {
+    type Service = Console<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Console { inner }
+    }
+}
+
+/// The service [`ConsoleLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct Console<S> {
+    inner: S,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B, ResBody> Service<Request<B>> for Console<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError>,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if !is_rpc(&req) {
+            let response = respond(req.method(), req.uri().path(), accepts_gzip(&req));
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        // The authority this request was sent to, for the session cookie's
+        // Origin check (HTTP/2 carries it in the URI, HTTP/1.1 in Host).
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        if let Some(a) = authority {
+            req.extensions_mut().insert(RequestAuthority(a));
+        }
+        // The clone is not known to be ready; swap so the ready one serves.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let response = inner.call(req).await?;
+            Ok(response.map(Body::new))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str) -> Request<()> {
+        Request::get(path).body(()).unwrap()
+    }
+
+    #[test]
+    fn grpc_and_posts_go_to_the_api_and_page_loads_to_the_console() {
+        let grpc_web = Request::post("/minispod.v1.AuthService/Login")
+            .header("content-type", "application/grpc-web+proto")
+            .body(())
+            .unwrap();
+        assert!(is_rpc(&grpc_web));
+        let grpc_get = Request::get("/x")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        assert!(is_rpc(&grpc_get));
+        assert!(is_rpc(&Request::options("/").body(()).unwrap()));
+        assert!(!is_rpc(&get("/workers/abc")));
+    }
+
+    #[test]
+    fn deep_links_load_the_app_and_unknown_files_are_not_found() {
+        for path in ["/", "/workers/0190-abc", "/users"] {
+            let r = respond(&Method::GET, path, false);
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            assert_eq!(r.headers()[header::CACHE_CONTROL], "no-cache");
+            assert!(
+                r.headers()[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html")
+            );
+        }
+        for path in ["/favicon.ico", "/assets/app-missing.js"] {
+            assert_eq!(
+                respond(&Method::GET, path, false).status(),
+                StatusCode::NOT_FOUND,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_console_response_is_locked_down() {
+        for path in ["/", "/assets/nope.js"] {
+            let r = respond(&Method::GET, path, true);
+            let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap();
+            assert!(csp.contains("frame-ancestors 'none'"));
+            assert!(csp.contains("connect-src 'self'"));
+            assert!(csp.contains("script-src 'self';"));
+            assert!(!csp.contains("unsafe"));
+            assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(r.headers()[header::REFERRER_POLICY], "no-referrer");
+        }
+    }
+
+    #[test]
+    fn gzip_is_chosen_only_when_accepted() {
+        let with = |v: &str| {
+            Request::get("/")
+                .header("accept-encoding", v)
+                .body(())
+                .unwrap()
+        };
+        assert!(accepts_gzip(&with("gzip, deflate, br")));
+        assert!(accepts_gzip(&with("br;q=1.0, gzip;q=0.8")));
+        assert!(!accepts_gzip(&with("gzip;q=0")));
+        assert!(!accepts_gzip(&with("br")));
+        assert!(!accepts_gzip(&get("/")));
+    }
+}

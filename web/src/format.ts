@@ -1,0 +1,67 @@
+// Formatting of the API's values for people.
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { WorkerStatus } from "./gen/minispod/v1/workers_pb";
+
+export function timestampMs(t: Timestamp | undefined): number | undefined {
+  if (!t || (t.seconds === 0n && t.nanos === 0)) return undefined;
+  return Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6);
+}
+
+export function dateTime(t: Timestamp | undefined): string {
+  const ms = timestampMs(t);
+  return ms === undefined ? "—" : new Date(ms).toLocaleString();
+}
+
+/** "3 s ago", "5 min ago", "2 h ago", "4 d ago" relative to `now`. */
+export function ago(ms: number | undefined, now: number): string {
+  if (ms === undefined) return "never";
+  const s = Math.max(0, Math.round((now - ms) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+/** "in 6 d", "in 3 h", "expired" */
+export function until(ms: number | undefined, now: number): string {
+  if (ms === undefined) return "—";
+  const s = Math.round((ms - now) / 1000);
+  if (s <= 0) return "expired";
+  if (s < 3600) return `in ${Math.ceil(s / 60)} min`;
+  if (s < 86400) return `in ${Math.floor(s / 3600)} h`;
+  return `in ${Math.floor(s / 86400)} d`;
+}
+
+export function bytes(n: bigint | number): string {
+  let v = Number(n);
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v >= 10 || i === 0 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
+}
+
+export function percent(used: bigint | number, total: bigint | number): number {
+  const t = Number(total);
+  return t > 0 ? Math.min(100, (Number(used) / t) * 100) : 0;
+}
+
+export function money(cents: bigint | number): string {
+  return (Number(cents) / 100).toLocaleString(undefined, { style: "currency", currency: "USD" });
+}
+
+export const statusName: Record<WorkerStatus, string> = {
+  [WorkerStatus.UNSPECIFIED]: "UNKNOWN",
+  [WorkerStatus.PENDING]: "PENDING",
+  [WorkerStatus.ACTIVE]: "ACTIVE",
+  [WorkerStatus.INACTIVE]: "INACTIVE",
+  [WorkerStatus.MAINTENANCE]: "MAINTENANCE",
+  [WorkerStatus.NOT_READY]: "NOT_READY",
+};
+
+export function statusFromName(name: string | null): WorkerStatus | undefined {
+  const entry = Object.entries(statusName).find(([, v]) => v === name);
+  return entry ? (Number(entry[0]) as WorkerStatus) : undefined;
+}

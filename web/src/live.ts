@@ -1,0 +1,122 @@
+// The live fleet: one WatchWorkers stream shared by every page that shows
+// workers. It keeps the whole fleet in a Map (snapshot, then changes),
+// tells subscribers at most once per animation frame, and when the stream
+// drops (control-plane restart, network) reconnects with capped exponential
+// backoff and full jitter, then swaps in the fresh snapshot whole, so
+// workers deleted meanwhile disappear too.
+import { Code, ConnectError } from "@connectrpc/connect";
+import { workers as api } from "./api";
+import { WorkerEventType, type Worker } from "./gen/minispod/v1/workers_pb";
+import { session } from "./session";
+
+export type LinkState = { kind: "connecting" } | { kind: "live" } | { kind: "reconnecting"; attempt: number; retryAt: number; reason: string };
+
+/** The next delay: min(prev * 2, max), drawn uniformly below it (full jitter). */
+export function nextBackoff(prevCeiling: number, base = 500, max = 15_000): { ceiling: number; delay: number } {
+  const ceiling = Math.min(Math.max(prevCeiling * 2, base), max);
+  return { ceiling, delay: Math.random() * ceiling };
+}
+
+type Listener = () => void;
+
+class FleetWatch {
+  workers = new Map<string, Worker>();
+  /** Bumped on every applied change, so views can memoise on it. */
+  version = 0;
+  state: LinkState = { kind: "connecting" };
+  snapshotAt = 0;
+  #listeners = new Set<Listener>();
+  #abort: AbortController | undefined;
+  #frame = 0;
+  #stopTimer: ReturnType<typeof setTimeout> | undefined;
+
+  subscribe(l: Listener): () => void {
+    this.#listeners.add(l);
+    clearTimeout(this.#stopTimer);
+    if (!this.#abort) this.#start();
+    return () => {
+      this.#listeners.delete(l);
+      // Keep the stream a moment so page-to-page navigation reuses it.
+      if (this.#listeners.size === 0) this.#stopTimer = setTimeout(() => this.#stop(), 5_000);
+    };
+  }
+
+  #notify() {
+    if (this.#frame) return;
+    const flush = () => {
+      this.#frame = 0;
+      for (const l of this.#listeners) l();
+    };
+    // Hidden tabs get no animation frames; fall back to a timer.
+    this.#frame = document.hidden ? (setTimeout(flush, 100) as unknown as number) : requestAnimationFrame(flush);
+  }
+
+  #setState(s: LinkState) {
+    this.state = s;
+    this.#notify();
+  }
+
+  #stop() {
+    this.#abort?.abort();
+    this.#abort = undefined;
+  }
+
+  #start() {
+    const abort = new AbortController();
+    this.#abort = abort;
+    void this.#run(abort.signal);
+  }
+
+  async #run(signal: AbortSignal) {
+    let ceiling = 0;
+    let attempt = 0;
+    while (!signal.aborted) {
+      let reason = "the stream ended";
+      try {
+        const fresh = new Map<string, Worker>();
+        let synced = false;
+        for await (const ev of api.watchWorkers({}, { signal })) {
+          const w = ev.worker;
+          if (!synced) {
+            if (ev.type === WorkerEventType.SNAPSHOT && w) fresh.set(w.id, w);
+            else if (ev.type === WorkerEventType.SNAPSHOT_END) {
+              synced = true;
+              this.workers = fresh;
+              this.snapshotAt = performance.now();
+              this.version++;
+              ceiling = 0;
+              attempt = 0;
+              this.#setState({ kind: "live" });
+            }
+            continue;
+          }
+          if (ev.type === WorkerEventType.UPSERTED && w) this.workers.set(w.id, w);
+          else if (ev.type === WorkerEventType.DELETED && w) this.workers.delete(w.id);
+          else if (ev.type === WorkerEventType.SNAPSHOT && w) this.workers.set(w.id, w);
+          this.version++;
+          this.#notify();
+        }
+      } catch (e) {
+        if (signal.aborted) return;
+        const err = ConnectError.from(e);
+        reason = err.rawMessage || Code[err.code];
+        if (err.code === Code.Unauthenticated) {
+          // An expired access token ends the stream; a refreshed one resumes
+          // it. If the session itself is over, the app shows sign-in.
+          if (!(await session.refreshAfterRejection(""))) return;
+        } else if (err.code === Code.PermissionDenied) {
+          this.#setState({ kind: "reconnecting", attempt: 0, retryAt: 0, reason });
+          return;
+        }
+      }
+      if (signal.aborted) return;
+      attempt++;
+      const next = nextBackoff(ceiling);
+      ceiling = next.ceiling;
+      this.#setState({ kind: "reconnecting", attempt, retryAt: Date.now() + next.delay, reason });
+      await new Promise((r) => setTimeout(r, next.delay));
+    }
+  }
+}
+
+export const fleet = new FleetWatch();

@@ -1,0 +1,145 @@
+// The console's shell: session restore, role-aware navigation and routes.
+import { render } from "preact";
+import { useEffect, useState } from "preact/hooks";
+import { installLinkHandler, navigate, useLocation } from "./router";
+import { session } from "./session";
+import { CatalogPage, ServiceDetailPage, ServiceEditPage } from "./pages/catalog";
+import { DashboardPage } from "./pages/dashboard";
+import { EnrollmentPage } from "./pages/enrollment";
+import { FleetPage } from "./pages/fleet";
+import { ProfilePage } from "./pages/profile";
+import { RegisterPage, SignInPage } from "./pages/signin";
+import { UsersPage } from "./pages/users";
+import { WorkerPage } from "./pages/worker";
+
+function useSession() {
+  const [, force] = useState(0);
+  useEffect(() => session.subscribe(() => force((n) => n + 1)), []);
+  return session;
+}
+
+type Route = { page: () => preact.JSX.Element; admin: boolean; nav?: string };
+
+function route(path: string): Route | undefined {
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const [a, b, c] = parts;
+  if (parts.length === 0) return { page: () => <DashboardPage />, admin: true, nav: "/" };
+  if (a === "workers" && parts.length === 1) return { page: () => <FleetPage />, admin: true, nav: "/workers" };
+  if (a === "workers" && parts.length === 2) return { page: () => <WorkerPage id={b} />, admin: true, nav: "/workers" };
+  if (a === "enrollment" && parts.length === 1) return { page: () => <EnrollmentPage />, admin: true, nav: "/enrollment" };
+  if (a === "users" && parts.length === 1) return { page: () => <UsersPage />, admin: true, nav: "/users" };
+  if (a === "catalog" && parts.length === 1) return { page: () => <CatalogPage />, admin: false, nav: "/catalog" };
+  if (a === "catalog" && b === "new" && parts.length === 2) return { page: () => <ServiceEditPage />, admin: true, nav: "/catalog" };
+  if (a === "catalog" && parts.length === 2) return { page: () => <ServiceDetailPage slug={b} />, admin: false, nav: "/catalog" };
+  if (a === "catalog" && c === "edit" && parts.length === 3) return { page: () => <ServiceEditPage slug={b} />, admin: true, nav: "/catalog" };
+  if (a === "profile" && parts.length === 1) return { page: () => <ProfilePage />, admin: false, nav: "/profile" };
+  return undefined;
+}
+
+const adminNav: [string, string][] = [
+  ["/", "Dashboard"],
+  ["/workers", "Fleet"],
+  ["/enrollment", "Enrollment"],
+  ["/users", "Users"],
+  ["/catalog", "Catalog"],
+  ["/profile", "Profile"],
+];
+const customerNav: [string, string][] = [
+  ["/catalog", "Catalog"],
+  ["/profile", "Profile"],
+];
+
+function Shell({ current, children }: { current?: string; children: preact.ComponentChildren }) {
+  const s = useSession();
+  const [open, setOpen] = useState(false);
+  const items = s.isAdmin ? adminNav : customerNav;
+  return (
+    <div class="shell">
+      <a class="skip" href="#main">
+        Skip to content
+      </a>
+      <header class="top">
+        <a class="brand" href={s.isAdmin ? "/" : "/catalog"}>
+          MiniSpod
+        </a>
+        <button type="button" class="menu-toggle" aria-expanded={open} aria-controls="main-nav" onClick={() => setOpen(!open)}>
+          Menu
+        </button>
+        <nav id="main-nav" aria-label="Main" class={open ? "open" : ""} onClick={() => setOpen(false)}>
+          <ul>
+            {items.map(([href, label]) => (
+              <li key={href}>
+                <a href={href} aria-current={current === href ? "page" : undefined}>
+                  {label}
+                </a>
+              </li>
+            ))}
+          </ul>
+        </nav>
+        <div class="who">
+          <span class="who-name" title={s.user?.email}>
+            {s.user?.name || s.user?.email}
+          </span>
+          <button type="button" onClick={() => void s.signOut().finally(() => navigate("/signin"))}>
+            Sign out
+          </button>
+        </div>
+      </header>
+      <main id="main" tabIndex={-1}>
+        {children}
+      </main>
+    </div>
+  );
+}
+
+function App() {
+  const s = useSession();
+  const { path, query } = useLocation();
+  const here = location.pathname + location.search;
+
+  useEffect(() => {
+    if (!s.ready) return;
+    const publicPage = path === "/signin" || path === "/register";
+    if (!s.signedIn && !publicPage) navigate(`/signin?next=${encodeURIComponent(here)}`, true);
+    else if (s.signedIn && publicPage) navigate(safeNext(query.get("next")), true);
+    else if (s.signedIn && path === "/" && !s.isAdmin) navigate("/catalog", true);
+  }, [s.ready, s.signedIn, path]);
+
+  if (!s.ready) return <p class="loading">Loading…</p>;
+  if (path === "/signin") return <SignInPage />;
+  if (path === "/register") return <RegisterPage />;
+  if (!s.signedIn) return <p class="loading">Redirecting to sign in…</p>;
+  const r = route(path);
+  if (!r) {
+    return (
+      <Shell>
+        <h1>Page not found</h1>
+        <p>
+          Nothing lives at <code>{path}</code>. <a href="/">Go to the start page</a>.
+        </p>
+      </Shell>
+    );
+  }
+  if (r.admin && !s.isAdmin) {
+    return (
+      <Shell>
+        <h1>Not available</h1>
+        <p>This page is for administrators. Your account can use the catalog and your profile.</p>
+        <p>
+          <a href="/catalog">Browse the catalog</a>
+        </p>
+      </Shell>
+    );
+  }
+  return <Shell current={r.nav}>{r.page()}</Shell>;
+}
+
+/** Only local paths are followed after sign-in (no open redirect). */
+function safeNext(next: string | null): string {
+  if (!next || !next.startsWith("/") || next.startsWith("//") || next.startsWith("/signin")) return "/";
+  return next;
+}
+
+installLinkHandler();
+render(<App />, document.getElementById("app")!);
+void session.restore();

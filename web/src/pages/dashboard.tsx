@@ -1,0 +1,106 @@
+// The administrators' start page: users, catalog and fleet figures, the
+// fleet counts live from the shared WatchWorkers stream.
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { catalog, users, workers } from "../api";
+import { ErrorBanner, PageTitle, Stat, useLoad } from "../components";
+import { bytes, money, statusName } from "../format";
+import { WorkerStatus } from "../gen/minispod/v1/workers_pb";
+import { fleet } from "../live";
+
+export function useFleet() {
+  const [, force] = useState(0);
+  useEffect(() => fleet.subscribe(() => force((n) => n + 1)), []);
+  return fleet;
+}
+
+export function LinkBadge() {
+  const f = useFleet();
+  const s = f.state;
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(t);
+  }, []);
+  const text =
+    s.kind === "live" ? "Live" : s.kind === "connecting" ? "Connecting…" : s.retryAt ? `Reconnecting… (attempt ${s.attempt}, next try in ${Math.max(0, Math.ceil((s.retryAt - now) / 1000))} s)` : `Disconnected: ${s.reason}`;
+  return (
+    <span class={`badge link-${s.kind}`} role="status" aria-live="polite">
+      {text}
+    </span>
+  );
+}
+
+export function DashboardPage() {
+  const f = useFleet();
+  const stats = useLoad(
+    async () => {
+      const [u, c, w] = await Promise.all([users.getUserStats({ recentDays: 7 }), catalog.getCatalogStats({}), workers.getWorkerStats({})]);
+      return { u, c, w };
+    },
+    [],
+  );
+  const live = useMemo(() => {
+    const counts = new Map<WorkerStatus, number>();
+    let online = 0;
+    let schedulable = 0;
+    for (const w of f.workers.values()) {
+      counts.set(w.status, (counts.get(w.status) ?? 0) + 1);
+      if (w.online) online++;
+      if (w.schedulable) schedulable++;
+    }
+    return { counts, online, schedulable, total: f.workers.size };
+  }, [f.version]);
+  const d = stats.data;
+  return (
+    <>
+      <PageTitle actions={<LinkBadge />}>Dashboard</PageTitle>
+      <ErrorBanner problem={stats.problem} />
+      <section aria-labelledby="fleet-h">
+        <h2 id="fleet-h">
+          <a href="/workers">Fleet</a>
+        </h2>
+        <div class="stats">
+          <Stat label="Workers" value={f.state.kind === "connecting" ? "…" : live.total} />
+          <Stat label="Online" value={live.online} />
+          <Stat label="Schedulable" value={live.schedulable} />
+          {[WorkerStatus.ACTIVE, WorkerStatus.NOT_READY, WorkerStatus.INACTIVE, WorkerStatus.MAINTENANCE, WorkerStatus.PENDING].map((st) => (
+            <Stat key={st} label={statusName[st]} value={live.counts.get(st) ?? 0} />
+          ))}
+        </div>
+        {d && (
+          <div class="stats">
+            <Stat label="CPU in use" value={`${d.w.cpuUtilizationPercent.toFixed(1)} %`} sub={`of ${(Number(d.w.capacity?.cpuMillicores ?? 0n) / 1000).toFixed(0)} cores`} />
+            <Stat label="Memory in use" value={`${d.w.memoryUtilizationPercent.toFixed(1)} %`} sub={`of ${bytes(d.w.capacity?.memoryBytes ?? 0n)}`} />
+            <Stat label="Storage in use" value={`${d.w.storageUtilizationPercent.toFixed(1)} %`} sub={`of ${bytes(d.w.capacity?.storageBytes ?? 0n)}`} />
+          </div>
+        )}
+      </section>
+      {d && (
+        <section aria-labelledby="users-h">
+          <h2 id="users-h">
+            <a href="/users">Users</a>
+          </h2>
+          <div class="stats">
+            <Stat label="Accounts" value={d.u.total} />
+            <Stat label="Active" value={d.u.active} />
+            <Stat label="Administrators" value={d.u.administrators} />
+            <Stat label={`New in ${d.u.recentDays} days`} value={d.u.recentSignups} />
+          </div>
+        </section>
+      )}
+      {d && (
+        <section aria-labelledby="catalog-h">
+          <h2 id="catalog-h">
+            <a href="/catalog">Catalog</a>
+          </h2>
+          <div class="stats">
+            <Stat label="Services" value={d.c.total} />
+            <Stat label="Active" value={d.c.active} />
+            <Stat label="Inactive" value={d.c.inactive} />
+            <Stat label="Average price" value={money(d.c.averageMonthlyPriceCents)} sub="per month" />
+          </div>
+        </section>
+      )}
+    </>
+  );
+}

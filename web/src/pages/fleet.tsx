@@ -1,0 +1,194 @@
+// The fleet: a live table of every worker from the shared WatchWorkers
+// stream. Filters and sort live in the URL. Only the rows in view are
+// rendered (fixed row height, a spacer for the rest), so 10,000 workers
+// scroll smoothly; the heartbeat ages tick once a second.
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { PageTitle, Select } from "../components";
+import { ago, bytes, percent, statusFromName, statusName, timestampMs } from "../format";
+import type { Worker } from "../gen/minispod/v1/workers_pb";
+import { setQuery, useLocation } from "../router";
+import { LinkBadge, useFleet } from "./dashboard";
+
+const ROW_HEIGHT = 44;
+const OVERSCAN = 8;
+
+type SortKey = "name" | "status" | "ip" | "cpu" | "memory" | "disk" | "heartbeat";
+const sorts: Record<SortKey, (a: Worker, b: Worker) => number> = {
+  name: (a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id),
+  status: (a, b) => statusName[a.status].localeCompare(statusName[b.status]),
+  ip: (a, b) => a.ipAddress.localeCompare(b.ipAddress, undefined, { numeric: true }),
+  cpu: (a, b) => a.cpuUsedPercent - b.cpuUsedPercent,
+  memory: (a, b) => percent(a.memoryUsedBytes, a.memoryBytes) - percent(b.memoryUsedBytes, b.memoryBytes),
+  disk: (a, b) => percent(a.storageUsedBytes, a.storageBytes) - percent(b.storageUsedBytes, b.storageBytes),
+  heartbeat: (a, b) => (timestampMs(b.lastHeartbeatAt) ?? 0) - (timestampMs(a.lastHeartbeatAt) ?? 0),
+};
+const columns: [SortKey | undefined, string][] = [
+  ["status", "Status"],
+  ["name", "Name"],
+  ["ip", "IP"],
+  ["cpu", "CPU"],
+  ["memory", "Memory"],
+  ["disk", "Disk"],
+  ["heartbeat", "Last heartbeat"],
+  [undefined, "Labels"],
+];
+
+/** Sets one style property through the CSSOM (the CSP forbids inline style attributes). */
+const css = (prop: string, value: string) => (el: HTMLElement | null) => {
+  el?.style.setProperty(prop, value);
+};
+
+const yesNo = (v: string | null) => (v === "yes" ? true : v === "no" ? false : undefined);
+
+function Meter({ value, label }: { value: number; label: string }) {
+  return (
+    <span class="meter" title={label}>
+      <span class="meter-bar" ref={css("width", `${value.toFixed(0)}%`)} />
+      <span class="meter-text">{value.toFixed(0)} %</span>
+    </span>
+  );
+}
+
+export function FleetPage() {
+  const f = useFleet();
+  const { query } = useLocation();
+  const status = statusFromName(query.get("status"));
+  const online = yesNo(query.get("online"));
+  const schedulable = yesNo(query.get("schedulable"));
+  const search = query.get("q") ?? "";
+  const sort = (query.get("sort") as SortKey) in sorts ? (query.get("sort") as SortKey) : "name";
+  const desc = query.get("dir") === "desc";
+  const [searchText, setSearchText] = useState(search);
+
+  const rows = useMemo(() => {
+    const needle = search.trim().toLowerCase();
+    const out: Worker[] = [];
+    for (const w of f.workers.values()) {
+      if (status !== undefined && w.status !== status) continue;
+      if (online !== undefined && w.online !== online) continue;
+      if (schedulable !== undefined && w.schedulable !== schedulable) continue;
+      if (needle && !w.name.toLowerCase().includes(needle) && !w.ipAddress.includes(needle) && !w.id.startsWith(needle) && !Object.entries(w.labels).some(([k, v]) => `${k}=${v}`.toLowerCase().includes(needle))) continue;
+      out.push(w);
+    }
+    const cmp = sorts[sort];
+    out.sort(desc ? (a, b) => cmp(b, a) || sorts.name(a, b) : (a, b) => cmp(a, b) || sorts.name(a, b));
+    return out;
+  }, [f.version, status, online, schedulable, search, sort, desc]);
+
+  // Virtual scrolling inside the table body.
+  const body = useRef<HTMLDivElement>(null);
+  const [scroll, setScroll] = useState({ top: 0, height: 600 });
+  useEffect(() => {
+    const el = body.current;
+    if (!el) return;
+    const measure = () => setScroll({ top: el.scrollTop, height: el.clientHeight });
+    measure();
+    const ro = new ResizeObserver(measure);
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, []);
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(t);
+  }, []);
+
+  const first = Math.max(0, Math.floor(scroll.top / ROW_HEIGHT) - OVERSCAN);
+  const last = Math.min(rows.length, Math.ceil((scroll.top + scroll.height) / ROW_HEIGHT) + OVERSCAN);
+  const visible = rows.slice(first, last);
+
+  const sortBy = (key: SortKey) => setQuery({ sort: key === "name" ? undefined : key, dir: key === sort && !desc ? "desc" : undefined });
+  const ariaSort = (key: SortKey | undefined) => (key === sort ? (desc ? "descending" : "ascending") : undefined);
+
+  return (
+    <>
+      <PageTitle actions={<LinkBadge />}>Fleet</PageTitle>
+      <form
+        class="filters"
+        role="search"
+        onSubmit={(e) => {
+          e.preventDefault();
+          setQuery({ q: searchText });
+        }}
+      >
+        <div class="field">
+          <label for="fleet-search">Search</label>
+          <input id="fleet-search" type="search" placeholder="name, IP, id or label" value={searchText} onInput={(e) => {
+            setSearchText(e.currentTarget.value);
+            setQuery({ q: e.currentTarget.value });
+          }} />
+        </div>
+        <Select label="Status" value={query.get("status") ?? ""} onValue={(v) => setQuery({ status: v })} options={[["", "Any"], ...Object.values(statusName).filter((n) => n !== "UNKNOWN").map((n): [string, string] => [n, n])]} />
+        <Select label="Online" value={query.get("online") ?? ""} onValue={(v) => setQuery({ online: v })} options={[["", "Any"], ["yes", "Online"], ["no", "Offline"]]} />
+        <Select label="Schedulable" value={query.get("schedulable") ?? ""} onValue={(v) => setQuery({ schedulable: v })} options={[["", "Any"], ["yes", "Schedulable"], ["no", "Not schedulable"]]} />
+      </form>
+      <p class="muted" aria-live="polite">
+        {f.state.kind === "connecting" ? "Loading the fleet…" : `${rows.length} of ${f.workers.size} workers`}
+      </p>
+      <div class="vtable" role="table" aria-label="Workers" aria-rowcount={rows.length + 1}>
+        <div role="rowgroup" class="vhead">
+          <div role="row" class="vrow" aria-rowindex={1}>
+            {columns.map(([key, label]) => (
+              <div role="columnheader" class={`c-${key ?? "labels"}`} aria-sort={ariaSort(key)} key={label}>
+                {key ? (
+                  <button type="button" class="sort" onClick={() => sortBy(key)}>
+                    {label}
+                    {key === sort ? (desc ? " ↓" : " ↑") : ""}
+                  </button>
+                ) : (
+                  label
+                )}
+              </div>
+            ))}
+          </div>
+        </div>
+        <div role="rowgroup" class="vbody" ref={body} tabIndex={0} aria-label="Worker rows" onScroll={(e) => setScroll({ top: e.currentTarget.scrollTop, height: e.currentTarget.clientHeight })}>
+          <div class="vspacer" ref={css("height", `${rows.length * ROW_HEIGHT}px`)}>
+            {visible.map((w, i) => (
+              <WorkerRow key={w.id} w={w} index={first + i} now={now} />
+            ))}
+          </div>
+          {rows.length === 0 && f.state.kind !== "connecting" && <p class="empty">No worker matches. Workers appear here when they enroll: see <a href="/enrollment">Enrollment</a>.</p>}
+        </div>
+      </div>
+    </>
+  );
+}
+
+function WorkerRow({ w, index, now }: { w: Worker; index: number; now: number }) {
+  const st = statusName[w.status];
+  return (
+    <div role="row" class="vrow" aria-rowindex={index + 2} data-worker={w.name} data-status={st} ref={css("transform", `translateY(${index * ROW_HEIGHT}px)`)}>
+      <div role="cell" class="c-status">
+        <span class={`pill s-${st.toLowerCase()}`}>{st}</span>
+        <span class={`dot ${w.online ? "on" : "off"}`} title={w.online ? "online" : "offline"}>
+          <span class="sr-only">{w.online ? "online" : "offline"}</span>
+        </span>
+      </div>
+      <div role="cell" class="c-name">
+        <a href={`/workers/${encodeURIComponent(w.id)}`}>{w.name || w.id}</a>
+        {w.cordoned && <span class="tag">cordoned</span>}
+      </div>
+      <div role="cell" class="c-ip">{w.ipAddress || "—"}</div>
+      <div role="cell" class="c-cpu">
+        <Meter value={w.cpuUsedPercent} label={`CPU ${w.cpuUsedPercent.toFixed(1)} % of ${w.cpuCores} cores`} />
+      </div>
+      <div role="cell" class="c-memory">
+        <Meter value={percent(w.memoryUsedBytes, w.memoryBytes)} label={`${bytes(w.memoryUsedBytes)} of ${bytes(w.memoryBytes)}`} />
+      </div>
+      <div role="cell" class="c-disk">
+        <Meter value={percent(w.storageUsedBytes, w.storageBytes)} label={`${bytes(w.storageUsedBytes)} of ${bytes(w.storageBytes)}`} />
+      </div>
+      <div role="cell" class="c-heartbeat">{ago(timestampMs(w.lastHeartbeatAt), now)}</div>
+      <div role="cell" class="c-labels">
+        {Object.entries(w.labels)
+          .slice(0, 3)
+          .map(([k, v]) => (
+            <span class="tag" key={k}>
+              {k}={v}
+            </span>
+          ))}
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,213 @@
+// One worker: every fact, its certificate, K3s join error, labels, taints
+// and notes (editable), cordon, maintenance and delete. Live from the
+// shared stream when it carries the worker; usable while it is offline.
+import { useEffect, useState } from "preact/hooks";
+import { workers } from "../api";
+import { Confirm, ErrorBanner, Notice, PageTitle, TextArea, useAction, useLoad } from "../components";
+import { ago, bytes, dateTime, statusName, timestampMs, until } from "../format";
+import { WorkerStatus, type Taint, type Worker } from "../gen/minispod/v1/workers_pb";
+import { navigate } from "../router";
+import { LinkBadge, useFleet } from "./dashboard";
+
+function labelsText(labels: Record<string, string>): string {
+  return Object.entries(labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join("\n");
+}
+
+function taintsText(taints: Taint[]): string {
+  return taints.map((t) => `${t.key}${t.value ? `=${t.value}` : ""}:${t.effect}`).join("\n");
+}
+
+function parseLabels(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split("\n").map((l) => l.trim()).filter(Boolean)) {
+    const i = line.indexOf("=");
+    if (i < 0) out[line] = "";
+    else out[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+  }
+  return out;
+}
+
+function parseTaints(text: string): { key: string; value: string; effect: string }[] {
+  return text
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .map((line) => {
+      const colon = line.lastIndexOf(":");
+      const kv = colon < 0 ? line : line.slice(0, colon);
+      const effect = colon < 0 ? "" : line.slice(colon + 1).trim();
+      const eq = kv.indexOf("=");
+      return eq < 0 ? { key: kv.trim(), value: "", effect } : { key: kv.slice(0, eq).trim(), value: kv.slice(eq + 1).trim(), effect };
+    });
+}
+
+export function WorkerPage({ id }: { id: string }) {
+  const f = useFleet();
+  const loaded = useLoad(async () => (await workers.getWorker({ lookup: { case: "id", value: id } })).worker, [id]);
+  const [local, setLocal] = useState<Worker>();
+  const streamed = f.workers.get(id);
+  // The freshest copy: the stream's, or the one an action just returned.
+  const w = pick(streamed, local ?? loaded.data);
+  const [labels, setLabels] = useState("");
+  const [taints, setTaints] = useState("");
+  const [notes, setNotes] = useState("");
+  const [editing, setEditing] = useState(false);
+  const [done, setDone] = useState("");
+  const [confirmDelete, setConfirmDelete] = useState(false);
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(t);
+  }, []);
+  useEffect(() => {
+    if (w && !editing) {
+      setLabels(labelsText(w.labels));
+      setTaints(taintsText(w.taints));
+      setNotes(w.notes);
+    }
+  }, [w?.updatedAt?.seconds, w?.id, editing]);
+
+  const action = useAction(async (what: string, run: () => Promise<Worker | undefined>) => {
+    setDone("");
+    const updated = await run();
+    if (updated) setLocal(updated);
+    setDone(what);
+  });
+  const save = () =>
+    action.act("Saved labels, taints and notes.", async () => {
+      const res = await workers.updateWorker({ id, labels: { labels: parseLabels(labels) }, taints: { taints: parseTaints(taints) }, notes });
+      setEditing(false);
+      return res.worker;
+    });
+  const del = useAction(async () => {
+    await workers.deleteWorker({ id });
+    navigate("/workers");
+  });
+
+  if (loaded.problem && !w) {
+    return (
+      <>
+        <PageTitle>Worker</PageTitle>
+        <ErrorBanner problem={loaded.problem} />
+        <p>
+          <a href="/workers">Back to the fleet</a>
+        </p>
+      </>
+    );
+  }
+  if (!w) return <p class="loading">Loading…</p>;
+  const st = statusName[w.status];
+  const maintenance = w.status === WorkerStatus.MAINTENANCE;
+  const facts: [string, string][] = [
+    ["Status", st],
+    ["Online", w.online ? "yes" : "no"],
+    ["Ready", w.ready ? "yes" : "no"],
+    ["Schedulable", w.schedulable ? "yes" : "no"],
+    ["Cordoned", w.cordoned ? "yes" : "no"],
+    ["Worker id", w.id],
+    ["Machine id", w.machineId || "—"],
+    ["IP address", w.ipAddress || "—"],
+    ["CPU", `${w.cpuModel || "—"} (${w.cpuCores} cores), ${w.cpuUsedPercent.toFixed(1)} % used`],
+    ["Architecture", w.architecture || "—"],
+    ["Memory", `${bytes(w.memoryUsedBytes)} used of ${bytes(w.memoryBytes)}`],
+    ["Storage", `${bytes(w.storageUsedBytes)} used of ${bytes(w.storageBytes)}`],
+    ["Pods", `${w.podCount} of ${w.maxPods}`],
+    ["Operating system", w.os || "—"],
+    ["Kernel", w.kernelVersion || "—"],
+    ["Kubelet", w.kubeletVersion || "—"],
+    ["Container runtime", w.containerRuntime || "—"],
+    ["Agent version", w.agentVersion || "—"],
+    ["Last heartbeat", `${ago(timestampMs(w.lastHeartbeatAt), now)} (${dateTime(w.lastHeartbeatAt)})`],
+    ["Certificate expires", `${until(timestampMs(w.certificateExpiresAt), now)} (${dateTime(w.certificateExpiresAt)})`],
+    ["Enrolled", dateTime(w.enrolledAt)],
+    ["Created", dateTime(w.createdAt)],
+    ["Updated", dateTime(w.updatedAt)],
+  ];
+  return (
+    <>
+      <p class="crumbs">
+        <a href="/workers">Fleet</a> /
+      </p>
+      <PageTitle
+        actions={
+          <>
+            <LinkBadge />
+            <button type="button" disabled={action.busy} onClick={() => action.act(w.cordoned ? "Uncordoned." : "Cordoned.", async () => (await workers.setWorkerSchedulable({ id, schedulable: w.cordoned })).worker)}>
+              {w.cordoned ? "Uncordon" : "Cordon"}
+            </button>
+            <button type="button" disabled={action.busy} onClick={() => action.act(maintenance ? "Maintenance ended." : "Maintenance started.", async () => (await workers.setWorkerStatus({ id, status: maintenance ? WorkerStatus.ACTIVE : WorkerStatus.MAINTENANCE })).worker)}>
+              {maintenance ? "End maintenance" : "Start maintenance"}
+            </button>
+            <button type="button" class="danger" onClick={() => setConfirmDelete(true)}>
+              Delete worker
+            </button>
+          </>
+        }
+      >
+        {w.name || w.id}
+      </PageTitle>
+      <ErrorBanner problem={action.problem ?? del.problem} />
+      {done && <Notice>{done}</Notice>}
+      {w.k3sJoinError && (
+        <div class="banner error" role="alert">
+          <p>
+            <strong>K3s join failed:</strong> {w.k3sJoinError}
+          </p>
+        </div>
+      )}
+      {!w.online && <p class="banner warn">This worker is offline: its stream is closed. What you see is its last report; changes still apply and reach it when it reconnects.</p>}
+      <div class="split">
+        <section aria-labelledby="facts-h" class="card">
+          <h2 id="facts-h">Facts</h2>
+          <dl class="facts">
+            {facts.map(([k, v]) => (
+              <div key={k}>
+                <dt>{k}</dt>
+                <dd>{v}</dd>
+              </div>
+            ))}
+          </dl>
+        </section>
+        <section aria-labelledby="edit-h" class="card">
+          <h2 id="edit-h">Labels, taints and notes</h2>
+          <form
+            noValidate
+            onSubmit={(e) => {
+              e.preventDefault();
+              void save();
+            }}
+            onInput={() => setEditing(true)}
+          >
+            <TextArea label="Labels" value={labels} onValue={setLabels} rows={4} hint="One key=value per line." error={action.problem?.fields.labels} />
+            <TextArea label="Taints" value={taints} onValue={setTaints} rows={3} hint="One key=value:Effect per line (NoSchedule, PreferNoSchedule, NoExecute)." error={action.problem?.fields.taints} />
+            <TextArea label="Notes" value={notes} onValue={setNotes} rows={4} error={action.problem?.fields.notes} />
+            <div class="actions">
+              <button class="primary" type="submit" disabled={action.busy}>
+                Save
+              </button>
+              {editing && (
+                <button type="button" onClick={() => setEditing(false)}>
+                  Discard changes
+                </button>
+              )}
+            </div>
+          </form>
+        </section>
+      </div>
+      <Confirm open={confirmDelete} title={`Delete ${w.name || w.id}?`} confirmLabel="Delete" danger onCancel={() => setConfirmDelete(false)} onConfirm={() => {
+        setConfirmDelete(false);
+        void del.act();
+      }}>
+        <p>The worker's record goes and its certificate is revoked; its agent is disconnected. This cannot be undone.</p>
+      </Confirm>
+    </>
+  );
+}
+
+function pick(a: Worker | undefined, b: Worker | undefined): Worker | undefined {
+  if (!a) return b;
+  if (!b) return a;
+  return (timestampMs(a.updatedAt) ?? 0) >= (timestampMs(b.updatedAt) ?? 0) ? a : b;
+}
