@@ -3,6 +3,7 @@
 
 mod auth;
 mod catalog;
+mod console;
 mod helpers;
 mod on_postgres;
 mod transport;
