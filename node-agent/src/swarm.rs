@@ -31,6 +31,9 @@ pub struct SwarmConfig {
     pub trust: Trust,
     /// Number of agents.
     pub agents: usize,
+    /// Index of the first agent: agent `i` is `swarm-<i>` (host name and
+    /// machine id), so swarms with disjoint ranges can share a control plane.
+    pub first_index: usize,
     /// Each agent keeps its state in `<state_root>/agent-<i>`.
     pub state_root: PathBuf,
     /// Enrollments in flight at once.
@@ -71,7 +74,7 @@ impl Swarm {
         let (stop, stop_rx) = watch::channel(false);
         let gate = Arc::new(tokio::sync::Semaphore::new(cfg.enroll_concurrency.max(1)));
         let mut pending = Vec::with_capacity(cfg.agents);
-        for i in 0..cfg.agents {
+        for i in cfg.first_index..cfg.first_index + cfg.agents {
             let (cfg, gate, stop_rx) = (cfg.clone(), gate.clone(), stop_rx.clone());
             pending.push(tokio::spawn(async move {
                 start_one(i, cfg, gate, stop_rx).await

@@ -45,6 +45,10 @@ enum Cmd {
         /// Number of agents.
         #[arg(long, default_value_t = 100)]
         agents: usize,
+        /// Index of the first agent (agents are named swarm-<index>), so
+        /// several swarms can join one control plane without colliding.
+        #[arg(long, default_value_t = 0)]
+        first_index: usize,
         /// Where the agents keep their keys (one folder each); reused on restart.
         #[arg(long, default_value = "minispod-swarm-state")]
         state_dir: PathBuf,
@@ -104,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
             token,
             ca_hash,
             agents,
+            first_index,
             state_dir,
             enroll_concurrency,
             max_backoff,
@@ -114,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
                 token,
                 trust: Trust::Pin(ca_hash),
                 agents,
+                first_index,
                 state_root: state_dir,
                 enroll_concurrency,
                 max_backoff,
@@ -350,6 +356,7 @@ async fn bench(n: usize, heartbeat: Duration, window: Duration) -> anyhow::Resul
         token,
         trust: Trust::CaPem(std::fs::read_to_string(&ca_path)?),
         agents: n,
+        first_index: 0,
         state_root: dir.join("agents"),
         enroll_concurrency: 64,
         max_backoff: Duration::from_secs(30),
