@@ -347,6 +347,47 @@ async fn an_agent_enrolls_goes_active_and_kill_9_makes_it_inactive_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_get_each_workers_heartbeat_figures_once_per_flush() {
+    let cp = ControlPlane::start().await;
+    let mut watch = cp.watch().await;
+    let state = TempDir::new();
+    let token = cp.token(0).await;
+    let _agent = spawn_agent(&cp, &state.0, &token, &[]);
+    let (w, _) = watch
+        .until("ACTIVE", |w| status(w) == WorkerStatus::Active)
+        .await;
+    // Heartbeats every second, flushed every 200 ms: the figures arrive as
+    // METRICS events carrying only the id and the heartbeat fields.
+    let mut updates = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while updates.len() < 2 {
+            let e = watch.stream.message().await.unwrap().expect("watch ended");
+            if e.r#type == pb::WorkerEventType::Metrics as i32 {
+                updates.push(e.worker.unwrap());
+            }
+        }
+    })
+    .await
+    .expect("two METRICS events within 20 s");
+    for u in &updates {
+        assert_eq!(u.id, w.id);
+        assert!(u.memory_used_bytes > 0 && u.last_heartbeat_at.is_some());
+        assert!(
+            u.name.is_empty() && u.status == 0,
+            "a partial worker: {u:?}"
+        );
+    }
+    let at = |u: &pb::Worker| {
+        u.last_heartbeat_at.unwrap().seconds * 1000
+            + i64::from(u.last_heartbeat_at.unwrap().nanos) / 1_000_000
+    };
+    assert!(
+        at(&updates[1]) > at(&updates[0]),
+        "each event is a newer heartbeat"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_the_stream_and_the_worker_goes_inactive() {
     let cp = ControlPlane::start().await;
     let mut watch = cp.watch().await;

@@ -1,5 +1,6 @@
 // The live fleet: one WatchWorkers stream shared by every page that shows
-// workers. It keeps the whole fleet in a Map (snapshot, then changes),
+// workers. It keeps the whole fleet in a Map (snapshot, then changes and
+// heartbeat figures),
 // tells subscribers at most once per animation frame, and when the stream
 // drops (control-plane restart, network) reconnects with capped exponential
 // backoff and full jitter, then swaps in the fresh snapshot whole, so
@@ -92,6 +93,12 @@ class FleetWatch {
           }
           if (ev.type === WorkerEventType.UPSERTED && w) this.workers.set(w.id, w);
           else if (ev.type === WorkerEventType.DELETED && w) this.workers.delete(w.id);
+          else if (ev.type === WorkerEventType.METRICS && w) {
+            // Heartbeat figures only: merged into the worker we have.
+            const old = this.workers.get(w.id);
+            if (!old) continue;
+            this.workers.set(w.id, { ...old, cpuUsedPercent: w.cpuUsedPercent, memoryUsedBytes: w.memoryUsedBytes, storageUsedBytes: w.storageUsedBytes, podCount: w.podCount, allocatable: w.allocatable, lastHeartbeatAt: w.lastHeartbeatAt });
+          }
           else if (ev.type === WorkerEventType.SNAPSHOT && w) this.workers.set(w.id, w);
           this.version++;
           this.#notify();

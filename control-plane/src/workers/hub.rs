@@ -50,6 +50,9 @@ pub enum WorkerEvent {
     Upserted(Box<pb::Worker>),
     /// A worker was deleted.
     Deleted(String),
+    /// Heartbeat figures a metrics flush wrote: one entry per worker per
+    /// flush, published only while someone watches.
+    Metrics(Arc<[(String, HeartbeatMetrics)]>),
 }
 
 /// An event and when it was observed (Unix ms).
@@ -449,14 +452,21 @@ impl FleetHub {
         if batch.is_empty() {
             return Ok(0);
         }
+        let n = batch.len();
         let started = std::time::Instant::now();
         let mut tx = self.inner.db.begin().await?;
         workers_db::write_metrics(&mut tx, &batch).await?;
         tx.commit_no_listing_change().await?;
-        self.inner
-            .metrics
-            .observe_flush(batch.len(), started.elapsed());
-        Ok(batch.len())
+        self.inner.metrics.observe_flush(n, started.elapsed());
+        // Live views get the figures once per flush, coalesced per worker:
+        // one broadcast entry for the whole batch, nothing when unwatched.
+        if self.inner.events.receiver_count() > 0 {
+            let _ = self
+                .inner
+                .events
+                .send((WorkerEvent::Metrics(batch.into()), now_ms()));
+        }
+        Ok(n)
     }
 
     /// Flushes metrics every flush interval until the hub is dropped.

@@ -503,6 +503,16 @@ impl WorkerService for WorkerApi {
                             },
                             at,
                         ),
+                        Ok((WorkerEvent::Metrics(batch), at)) => {
+                            for (id, m) in batch.iter() {
+                                let msg =
+                                    event(pb::WorkerEventType::Metrics, metrics_update(id, m), at);
+                                if tx.send(Ok(msg)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
                         // Too slow to keep up: start over with a fresh snapshot.
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                             continue 'snapshot;
@@ -557,5 +567,25 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::RevokeEnrollmentTokenResponse {
             enrollment_token: Some((&row).into()),
         }))
+    }
+}
+
+/// The partial worker a METRICS watch event carries: its id and the
+/// heartbeat figures the flush wrote.
+fn metrics_update(id: &str, m: &workers_db::HeartbeatMetrics) -> pb::Worker {
+    pb::Worker {
+        id: id.to_owned(),
+        cpu_used_percent: m.cpu_used_percent,
+        memory_used_bytes: m.memory_used_bytes,
+        storage_used_bytes: m.storage_used_bytes,
+        pod_count: i32::try_from(m.pod_count).unwrap_or(i32::MAX),
+        allocatable: Some(pb::WorkerResources {
+            cpu_millicores: m.allocatable_cpu_millicores,
+            memory_bytes: m.allocatable_memory_bytes,
+            storage_bytes: m.allocatable_storage_bytes,
+            pods: m.allocatable_pods,
+        }),
+        last_heartbeat_at: Some(timestamp(m.at)),
+        ..Default::default()
     }
 }

@@ -85,11 +85,19 @@ export function ProfilePage() {
       <section class="card danger-zone" aria-labelledby="deactivate-h">
         <h2 id="deactivate-h">Deactivate account</h2>
         <p>You are signed out everywhere and cannot sign in again until an administrator reactivates the account.</p>
-        <ErrorBanner problem={deactivate.problem} shownFields={["password"]} />
-        <Field label="Password (to deactivate)" type="password" autoComplete="current-password" value={deactivatePassword} onValue={setDeactivatePassword} error={deactivate.problem?.fields.password} />
-        <button type="button" class="danger" onClick={() => setConfirm(true)}>
-          Deactivate my account
-        </button>
+        <form
+          noValidate
+          onSubmit={(e) => {
+            e.preventDefault();
+            setConfirm(true);
+          }}
+        >
+          <ErrorBanner problem={deactivate.problem} shownFields={["password"]} />
+          <Field label="Password (to deactivate)" type="password" autoComplete="current-password" value={deactivatePassword} onValue={setDeactivatePassword} error={deactivate.problem?.fields.password} />
+          <button type="submit" class="danger">
+            Deactivate my account
+          </button>
+        </form>
       </section>
       <Confirm open={confirm} title="Deactivate your account?" confirmLabel="Deactivate" danger onCancel={() => setConfirm(false)} onConfirm={() => {
         setConfirm(false);
