@@ -18,7 +18,13 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { ADMIN_EMAIL, ADMIN_PASSWORD, REPO_ROOT, launchBrowser, startControlPlane, waitFor } from "../tests/harness.mjs";
+import { fileURLToPath } from "node:url";
+
+// The release binaries, unless MINISPOD_BIN_DIR says otherwise (set before
+// the harness reads it).
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+process.env.MINISPOD_BIN_DIR ??= path.join(REPO_ROOT, "target/release");
+const { ADMIN_EMAIL, ADMIN_PASSWORD, launchBrowser, startControlPlane, waitFor } = await import("../tests/harness.mjs");
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -26,8 +32,11 @@ const arg = (name, dflt) => {
 };
 const agents = arg("agents", 10_000);
 const killed = arg("killed", 100);
-const release = path.join(REPO_ROOT, "target/release");
-process.env.MINISPOD_BIN_DIR ??= release;
+if (killed !== 100 || agents % 100 !== 0 || agents <= killed) {
+  // The victims are found with one search prefix (swarm-099 for 9900..9999).
+  console.error("--killed must be 100 and --agents a multiple of 100 above it");
+  process.exit(2);
+}
 for (const bin of ["minispod-control-plane", "minispod-swarm"]) {
   if (!fs.existsSync(path.join(process.env.MINISPOD_BIN_DIR, bin))) {
     console.error(`${bin} not built: run cargo build --release --locked --bins`);
@@ -83,7 +92,12 @@ try {
   for (let round = 0; round < 3; round++) {
     await page.goto(`${cp.url}/workers`);
     await page.waitForFunction((n) => document.body.innerText.includes(`${n} of ${n} workers`) && document.querySelectorAll('[role="row"][data-worker]').length > 5, agents, { timeout: 60_000, polling: "raf" });
-    snapshots.push(await page.evaluate(() => performance.now()));
+    snapshots.push(
+      await page.evaluate(() => {
+        const at = (name) => performance.getEntriesByName(name).at(-1)?.startTime ?? NaN;
+        return { rendered: performance.now(), open: at("minispod:watch-open"), first: at("minispod:watch-first-event"), end: at("minispod:watch-snapshot-end") };
+      }),
+    );
   }
   const cdp = await context.newCDPSession(page);
   await cdp.send("HeapProfiler.collectGarbage");
@@ -117,7 +131,8 @@ try {
 
   console.log("\nConsole fleet page (Chromium, 1280×800, control plane and swarm on this machine):");
   console.log(`  workers:                    ${agents}`);
-  console.log(`  snapshot rendered:          ${snapshots.map((s) => `${s.toFixed(0)} ms`).join(", ")} (navigation to "${agents} of ${agents} workers" with rows)`);
+  console.log(`  snapshot rendered:          ${snapshots.map((s) => `${s.rendered.toFixed(0)} ms`).join(", ")} (navigation to "${agents} of ${agents} workers" with rows)`);
+  for (const s of snapshots) console.log(`    watch opened at ${s.open.toFixed(0)} ms, first event ${s.first.toFixed(0)} ms, snapshot end ${s.end.toFixed(0)} ms, rendered ${s.rendered.toFixed(0)} ms`);
   console.log(`  JS heap after GC:           ${heap.toFixed(1)} MB`);
   console.log(`  kill -9 of ${killed} → INACTIVE: p50 ${pct(delays, 50).toFixed(0)} ms, p99 ${pct(delays, 99).toFixed(0)} ms, max ${Math.max(...delays).toFixed(0)} ms (${delays.length} rows seen)`);
   await browser.close();

@@ -76,11 +76,16 @@ class FleetWatch {
       try {
         const fresh = new Map<string, Worker>();
         let synced = false;
+        // Marks for the console benchmark (web/bench): stream opened, first
+        // event, snapshot complete.
+        performance.mark("minispod:watch-open");
         for await (const ev of api.watchWorkers({}, { signal })) {
           const w = ev.worker;
           if (!synced) {
+            if (fresh.size === 0) performance.mark("minispod:watch-first-event");
             if (ev.type === WorkerEventType.SNAPSHOT && w) fresh.set(w.id, w);
             else if (ev.type === WorkerEventType.SNAPSHOT_END) {
+              performance.mark("minispod:watch-snapshot-end");
               synced = true;
               this.workers = fresh;
               this.snapshotAt = performance.now();
