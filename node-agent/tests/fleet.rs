@@ -182,7 +182,7 @@ impl ControlPlane {
     async fn watch(&self) -> Watch {
         let mut stream = self
             .workers()
-            .watch_workers(self.authed(pb::WatchWorkersRequest {}))
+            .watch_workers(self.authed(pb::WatchWorkersRequest::default()))
             .await
             .unwrap()
             .into_inner();
@@ -347,9 +347,21 @@ async fn an_agent_enrolls_goes_active_and_kill_9_makes_it_inactive_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watchers_get_each_workers_heartbeat_figures_once_per_flush() {
+async fn watchers_that_ask_get_each_workers_heartbeat_figures_once_per_flush() {
     let cp = ControlPlane::start().await;
-    let mut watch = cp.watch().await;
+    let mut plain = cp.watch().await;
+    let mut stream = cp
+        .workers()
+        .watch_workers(cp.authed(pb::WatchWorkersRequest {
+            include_metrics: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().unwrap().r#type != pb::WorkerEventType::SnapshotEnd as i32
+    {
+    }
+    let mut watch = Watch { stream };
     let state = TempDir::new();
     let token = cp.token(0).await;
     let _agent = spawn_agent(&cp, &state.0, &token, &[]);
@@ -385,6 +397,18 @@ async fn watchers_get_each_workers_heartbeat_figures_once_per_flush() {
         at(&updates[1]) > at(&updates[0]),
         "each event is a newer heartbeat"
     );
+
+    // A watcher that did not ask sees only status changes, however many
+    // flushes pass.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Ok(e) = tokio::time::timeout_at(until, plain.stream.message()).await {
+        let e = e.unwrap().expect("watch ended");
+        assert_ne!(
+            e.r#type,
+            pb::WorkerEventType::Metrics as i32,
+            "METRICS without include_metrics"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -776,7 +800,7 @@ async fn worker_administration_needs_an_administrator() {
             want
         );
         assert_eq!(
-            w.watch_workers(maybe_authed(pb::WatchWorkersRequest {}, token))
+            w.watch_workers(maybe_authed(pb::WatchWorkersRequest::default(), token))
                 .await
                 .unwrap_err()
                 .code(),

@@ -79,7 +79,7 @@ class FleetWatch {
         // Marks for the console benchmark (web/bench): stream opened, first
         // event, snapshot complete.
         performance.mark("minispod:watch-open");
-        for await (const ev of api.watchWorkers({}, { signal })) {
+        for await (const ev of api.watchWorkers({ includeMetrics: true }, { signal })) {
           const w = ev.worker;
           if (!synced) {
             if (fresh.size === 0) performance.mark("minispod:watch-first-event");

@@ -420,6 +420,7 @@ impl WorkerService for WorkerApi {
         request: Request<pb::WatchWorkersRequest>,
     ) -> Result<Response<Self::WatchWorkersStream>, Status> {
         self.auth.admin(&request).await?;
+        let include_metrics = request.get_ref().include_metrics;
         // Subscribe before reading the snapshot, so no change falls between.
         let mut events = self.hub.subscribe();
         let db = self.hub.db().clone();
@@ -503,6 +504,7 @@ impl WorkerService for WorkerApi {
                             },
                             at,
                         ),
+                        Ok((WorkerEvent::Metrics(_), _)) if !include_metrics => continue,
                         Ok((WorkerEvent::Metrics(batch), at)) => {
                             for (id, m) in batch.iter() {
                                 let msg =

@@ -323,7 +323,7 @@ async fn bench(n: usize, heartbeat: Duration, window: Duration) -> anyhow::Resul
     let seen: Arc<Mutex<HashMap<String, (i32, i64)>>> = Arc::default();
     let active_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut watch = workers
-        .watch_workers(authed(pb::WatchWorkersRequest {}, &admin))
+        .watch_workers(authed(pb::WatchWorkersRequest::default(), &admin))
         .await?
         .into_inner();
     {
