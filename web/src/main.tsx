@@ -14,7 +14,13 @@ import { WorkerPage } from "./pages/worker";
 
 function useSession() {
   const [, force] = useState(0);
-  useEffect(() => session.subscribe(() => force((n) => n + 1)), []);
+  useEffect(() => {
+    const unsubscribe = session.subscribe(() => force((n) => n + 1));
+    // The session may have changed between this render and the effect
+    // (restore() can finish first): render once more with its state now.
+    force((n) => n + 1);
+    return unsubscribe;
+  }, []);
   return session;
 }
 

@@ -24,6 +24,8 @@ export function useLocation(): { path: string; query: URLSearchParams } {
   useEffect(() => {
     const l = () => force((n) => n + 1);
     listeners.add(l);
+    // A navigation between render and this effect is not missed.
+    l();
     return () => {
       listeners.delete(l);
     };

@@ -136,8 +136,18 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<pb::GetServiceRequest>,
     ) -> Result<Response<pb::GetServiceResponse>, Status> {
+        // Administrators also see inactive services (to edit or re-activate
+        // them); everyone else, token or not, only active ones.
+        let active_only = match request.metadata().get("authorization") {
+            Some(_) => !self
+                .auth
+                .caller(&request)
+                .await
+                .is_ok_and(|u| u.role() == pb::Role::Administrator),
+            None => true,
+        };
         let r = request.get_ref();
-        let row = catalog_db::get(&self.auth.db, lookup(r)?, true).await?;
+        let row = catalog_db::get(&self.auth.db, lookup(r)?, active_only).await?;
         Ok(Response::new(pb::GetServiceResponse {
             service: Some((&row).into()),
         }))

@@ -132,11 +132,28 @@ async fn administrators_create_update_and_delete_services() {
     assert_eq!(updated.tags, ["postgres"]);
     assert_eq!(updated.port, 5432, "fields not set are kept");
 
-    // Inactive: hidden from the public, visible to administrators.
+    // Inactive: hidden from the public and from customers, visible to
+    // administrators (who must be able to open it to edit or re-activate it).
     expect_code(
         app.catalog().get_service(by_slug("postgres")).await,
         Code::NotFound,
     );
+    let (customer, _) = app.register("cora@example.org", "customer-pass-1").await;
+    expect_code(
+        app.catalog()
+            .get_service(authed(by_slug("postgres"), &customer))
+            .await,
+        Code::NotFound,
+    );
+    let seen = app
+        .catalog()
+        .get_service(authed(by_slug("postgres"), &admin))
+        .await
+        .expect("an administrator gets an inactive service")
+        .into_inner()
+        .service
+        .unwrap();
+    assert!(!seen.active);
     let all = app
         .catalog()
         .list_all_services(authed(

@@ -9,7 +9,11 @@ import { fleet } from "../live";
 
 export function useFleet() {
   const [, force] = useState(0);
-  useEffect(() => fleet.subscribe(() => force((n) => n + 1)), []);
+  useEffect(() => {
+    const unsubscribe = fleet.subscribe(() => force((n) => n + 1));
+    force((n) => n + 1);
+    return unsubscribe;
+  }, []);
   return fleet;
 }
 

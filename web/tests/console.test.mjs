@@ -1,0 +1,1433 @@
+// End-to-end tests of the web console: Debian's Chromium (playwright-core)
+// against the real control plane and real agent processes, over TLS that
+// the browser trusts because the MiniSpod CA was imported into its NSS
+// database, as a user would do it.
+//
+//   cd web && node --test --test-concurrency=1 tests/
+//
+// Every describe block starts its own control plane (fresh data dir, random
+// port) and stops it, with its agents and browser, at the end. Elements are
+// found by role and label, so the tests also prove the console's labelling.
+// Screenshots go to <repo>/target/console-screenshots/; figures (kill -9 →
+// INACTIVE, restart recovery, refresh counts) are printed as "[console]"
+// lines. CONSOLE_ONLY=<regex> limits the run to matching describe blocks.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import { after, before, describe as nodeDescribe, it } from 'node:test';
+
+import {
+  ADMIN_EMAIL,
+  ADMIN_PASSWORD,
+  assertAccessible,
+  freePort,
+  launchBrowser,
+  newPage,
+  screenshot,
+  sleep,
+  startAgent,
+  startAgentFromCommand,
+  startControlPlane,
+  startNginx,
+  waitFor,
+  withLogs,
+} from './harness.mjs';
+
+const TEST_TIMEOUT = { timeout: 180_000 };
+
+// CONSOLE_ONLY=<regex> runs only the describe blocks whose name matches
+// (the others are skipped with their before hooks: no processes start).
+const only = process.env.CONSOLE_ONLY ? new RegExp(process.env.CONSOLE_ONLY) : undefined;
+/** @type {typeof nodeDescribe} */
+const describe = (name, fn) => (only && !only.test(name) ? nodeDescribe.skip(name, fn) : nodeDescribe(name, fn));
+
+// ---------------------------------------------------------------------------
+// Helpers.
+
+/** Logs a line to the test output (TAP diagnostics go to stdout). */
+function note(msg) {
+  process.stdout.write(`[console] ${msg}\n`);
+}
+
+/**
+ * A per-describe fixture: control plane, browser, agents and pages, with
+ * everything closed in `after`, and the logs to append to a failure.
+ */
+function fixture() {
+  const f = {
+    /** @type {import('./harness.mjs').ControlPlane | undefined} */
+    cp: undefined,
+    /** @type {import('./harness.mjs').TrustingBrowser | undefined} */
+    browser: undefined,
+    /** @type {import('./harness.mjs').Agent[]} */
+    agents: [],
+    /** @type {Array<{log: () => string, name?: string}>} */
+    extraLogs: [],
+    /** @type {string[]} */
+    pageErrors: [],
+    logs() {
+      return [
+        f.cp,
+        ...f.agents,
+        ...f.extraLogs,
+        { name: 'browser page errors', log: () => f.pageErrors.join('\n') },
+      ];
+    },
+    /** New page in a fresh context, its errors recorded. */
+    async page(opts) {
+      const page = await newPage(f.browser, opts);
+      page.on('pageerror', (e) => f.pageErrors.push(`${page.url()}: ${e.message}`));
+      page.on('console', (m) => {
+        if (m.type() === 'error') f.pageErrors.push(`${page.url()}: console.error: ${m.text()}`);
+      });
+      return page;
+    },
+    async close() {
+      await f.browser?.close().catch(() => {});
+      for (const a of f.agents) await a.stop().catch(() => {});
+      await f.cp?.stop().catch(() => {});
+    },
+    /** Wraps a test body so that a failure carries the logs. */
+    t(fn) {
+      const body = withLogs(() => f.logs(), fn);
+      return async (t) => {
+        try {
+          return await body(t);
+        } catch (e) {
+          // What every open page showed, for the failure report.
+          const shots = [];
+          for (const [i, page] of (f.browser?.contexts() ?? []).flatMap((c) => c.pages()).entries()) {
+            try {
+              const file = await screenshot(page, `failure-${t?.name ?? 'test'}-${i}`);
+              const text = (await page.locator('body').innerText({ timeout: 2000 })).slice(0, 600);
+              shots.push(`page ${i}: ${page.url()}\n  screenshot ${file}\n  text: ${JSON.stringify(text)}`);
+            } catch (err) {
+              shots.push(`page ${i}: ${page.url()} (no screenshot: ${err.message})`);
+            }
+          }
+          if (shots.length && e instanceof Error) e.message += `\n--- open pages ---\n${shots.join('\n')}`;
+          throw e;
+        } finally {
+          // A failed test leaves no contexts behind for the next one.
+          for (const c of f.browser?.contexts() ?? []) await c.close().catch(() => {});
+        }
+      };
+    },
+  };
+  return f;
+}
+
+/** The page's <h1> with exactly this text. */
+function h1(page, name) {
+  return page.getByRole('heading', { level: 1, name, exact: true });
+}
+
+/** A fleet table row (role=row, data-worker=<name>). */
+function workerRow(page, name) {
+  return page.getByRole('row').and(page.locator(`[data-worker="${name}"]`));
+}
+
+/** Waits until the worker's row says `status`, in data-status and in its text. */
+async function waitRowStatus(page, name, status, timeoutMs = 30_000) {
+  const row = workerRow(page, name);
+  await waitFor(
+    async () => {
+      if ((await row.count()) !== 1) return false;
+      if ((await row.getAttribute('data-status', { timeout: 1000 })) !== status) return false;
+      return row.getByRole('cell').first().getByText(status, { exact: true }).isVisible();
+    },
+    timeoutMs,
+    { message: `row ${name} with status ${status}` },
+  );
+  return row;
+}
+
+/** The link-state badge (role=status) of the fleet pages. */
+function linkBadge(page) {
+  return page.getByRole('status').and(page.locator('.badge'));
+}
+
+/** How many page loads stayed on the console's first "Loading…" (see settle). */
+/**
+ * Waits until the console has left its first "Loading…" (the session
+ * restore finished, signed in or not). A page that stays there is a bug
+ * (it once raced: the restore could finish before the app subscribed).
+ */
+async function settle(page, what) {
+  const stuck = page.locator('#app > p.loading').filter({ hasText: /^Loading…$/ });
+  await waitFor(async () => (await stuck.count()) === 0, 15_000, { message: `${what}: the console left "Loading…"` });
+}
+
+/** page.goto, then settle. */
+async function open(page, url) {
+  const res = await page.goto(url);
+  await settle(page, `goto ${url}`);
+  return res;
+}
+
+/** page.reload, then settle. */
+async function reload(page) {
+  await page.reload();
+  await settle(page, 'reload');
+}
+
+/** Signs in through the form at /signin (or the page already showing it). */
+async function signIn(page, base, { email = ADMIN_EMAIL, password = ADMIN_PASSWORD, goto = true } = {}) {
+  if (goto) await open(page, `${base}/signin`);
+  await h1(page, 'Sign in').waitFor();
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  // (The main navigation is behind a menu button on a phone.)
+  await page.getByRole('button', { name: 'Sign out' }).waitFor();
+}
+
+/** The value of one fact (dt/dd pair) on the worker page. */
+function fact(page, term) {
+  return page
+    .locator('dl.facts > div')
+    .filter({ has: page.getByRole('term').getByText(term, { exact: true }) })
+    .getByRole('definition');
+}
+
+/** The value of one entry of a service's "What runs" list. */
+function specFact(page, term) {
+  return page
+    .getByRole('region', { name: 'What runs' })
+    .locator('dl.facts > div')
+    .filter({ has: page.getByRole('term').getByText(term, { exact: true }) })
+    .getByRole('definition');
+}
+
+/** The text of the error an input points to with aria-describedby. */
+async function describedError(input) {
+  return input.evaluate((el) => {
+    const ids = (el.getAttribute('aria-describedby') ?? '').split(/\s+/).filter(Boolean);
+    const errs = ids.map((id) => document.getElementById(id)).filter((e) => e && e.classList.contains('error'));
+    return errs.map((e) => e.textContent.trim()).join(' ');
+  });
+}
+
+/** The small.error inside the same .field as the input. */
+async function fieldError(input) {
+  return input.evaluate((el) => el.closest('.field')?.querySelector('small.error')?.textContent.trim() ?? '');
+}
+
+/**
+ * Creates an enrollment token on the console's Enrollment page (the page
+ * must be signed in as an administrator) and returns the token and the
+ * join command the page shows.
+ */
+async function createTokenInConsole(page, base, { description, hours = '1', maxUses = '1' }) {
+  await open(page, `${base}/enrollment`);
+  await h1(page, 'Enrollment tokens').waitFor();
+  await page.getByLabel('Description').fill(description);
+  await page.getByLabel('Valid for (hours)').fill(hours);
+  await page.getByLabel('Max uses').fill(maxUses);
+  await page.getByRole('button', { name: 'Create token' }).click();
+  const command = page.getByLabel('Join command');
+  await command.waitFor();
+  return { token: await page.getByLabel('Token', { exact: true }).inputValue(), command: await command.inputValue() };
+}
+
+/** Marks the document so that a reload (a new document) can be detected. */
+async function markDocument(page) {
+  await page.evaluate(() => {
+    /** @type {any} */ (window).__sameDocument = true;
+  });
+}
+async function assertSameDocument(page, what) {
+  assert.equal(await page.evaluate(() => /** @type {any} */ (window).__sameDocument === true), true, `${what}: the page was reloaded`);
+}
+
+/**
+ * Parses a grpc-web response body: the trailer frame's grpc-status, and
+ * whether any message frame came before it.
+ * @param {Buffer} body
+ * @param {Record<string, string>} headers
+ */
+function grpcWebOutcome(body, headers) {
+  let status = headers['grpc-status'];
+  let messages = 0;
+  let i = 0;
+  while (i + 5 <= body.length) {
+    const flag = body[i];
+    const len = body.readUInt32BE(i + 1);
+    const payload = body.subarray(i + 5, i + 5 + len);
+    if (flag & 0x80) {
+      const m = /grpc-status:\s*(\d+)/i.exec(payload.toString('latin1'));
+      if (m) status = m[1];
+    } else {
+      messages++;
+    }
+    i += 5 + len;
+  }
+  return { status: status === undefined ? undefined : Number(status), messages };
+}
+
+/**
+ * POSTs an empty grpc-web message to the control plane from Node (trusting
+ * its CA), with extra headers; returns the HTTP status and grpc outcome.
+ * @param {{port: number, caPath: string}} cp
+ * @param {string} path
+ * @param {Record<string, string>} headers
+ */
+async function grpcWebPost(cp, path, headers) {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      {
+        host: '127.0.0.1',
+        servername: 'localhost',
+        port: cp.port,
+        path,
+        method: 'POST',
+        ca: fs.readFileSync(cp.caPath),
+        headers: { host: `localhost:${cp.port}`, 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1', ...headers },
+      },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          const h = /** @type {Record<string, string>} */ (res.headers);
+          const body = Buffer.concat(chunks);
+          const message = h['grpc-message'] ?? /grpc-message:\s*([^\r\n]*)/i.exec(body.toString('latin1'))?.[1];
+          resolve({ http: res.statusCode, ...grpcWebOutcome(body, h), message: message && decodeURIComponent(message) });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(Buffer.from([0, 0, 0, 0, 0]));
+  });
+}
+
+/**
+ * Whether the document is wider than the device's viewport, and which
+ * elements make it so (found by hiding each candidate and measuring again;
+ * the innermost ones are named). On an emulated phone window.innerWidth
+ * grows with the content, so the width to fit is the configured viewport's.
+ * @param {import('playwright-core').Page} page
+ */
+async function horizontalOverflow(page) {
+  const vw = page.viewportSize()?.width ?? 0;
+  return page.evaluate((vw) => {
+    const doc = document.documentElement.scrollWidth;
+    const body = document.body.scrollWidth;
+    const overflow = doc > vw + 1 || body > vw + 1;
+    /** @type {Element[]} */
+    const culprits = [];
+    if (overflow) {
+      const width = () => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth);
+      const base = width();
+      for (const el of document.querySelectorAll('body *')) {
+        if (el.getBoundingClientRect().right <= vw + 1) continue;
+        const h = /** @type {HTMLElement} */ (el);
+        const old = h.style.getPropertyValue('display');
+        h.style.setProperty('display', 'none');
+        const w = width();
+        if (old) h.style.setProperty('display', old);
+        else h.style.removeProperty('display');
+        if (w < base) culprits.push(el);
+      }
+    }
+    const describe = (el) => {
+      const r = el.getBoundingClientRect();
+      const cls = el.getAttribute('class');
+      const text = (el.textContent ?? '').trim().slice(0, 30);
+      return `<${el.tagName.toLowerCase()}${cls ? ` class="${cls}"` : ''}> "${text}" x ${Math.round(r.left)}–${Math.round(r.right)}, position ${getComputedStyle(el).position}`;
+    };
+    // Out-of-flow elements that escape a scroller are the usual cause; name them alone when present.
+    const escaped = culprits.filter((el) => ['absolute', 'fixed'].includes(getComputedStyle(el).position));
+    const innermost = escaped.length ? escaped : culprits.filter((el) => !culprits.some((o) => o !== el && el.contains(o)));
+    return { vw, doc, body, overflow, offenders: innermost.slice(0, 6).map(describe) };
+  }, vw);
+}
+
+// ---------------------------------------------------------------------------
+// 1. Sign in.
+
+describe('sign in', () => {
+  const f = fixture();
+  before(async () => {
+    f.cp = await startControlPlane();
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(() => f.close());
+
+  it(
+    'shows the server\'s error for a wrong password, then signs in to the dashboard',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await open(page, `${f.cp.url}/`);
+      // Signed out: the app sends us to sign in.
+      await h1(page, 'Sign in').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/signin');
+      await page.getByLabel('Email').fill(ADMIN_EMAIL);
+      await page.getByLabel('Password').fill('not-the-password-at-all');
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      const alert = page.getByRole('alert');
+      await alert.waitFor();
+      assert.match(await alert.innerText(), /invalid email or password/);
+      assert.equal(new URL(page.url()).pathname, '/signin');
+
+      await page.getByLabel('Password').fill(ADMIN_PASSWORD);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await h1(page, 'Dashboard').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/');
+      assert.equal(await page.getByRole('alert').count(), 0, 'the error stays after a successful sign-in');
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'leaves "Loading…" by itself when the first frame comes late (as in a background tab)',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      // Five fresh loads with no animation frames (background tabs get none);
+      // Preact then runs effects after its 35 ms fallback timer.
+      const results = [];
+      for (let i = 0; i < 5; i++) {
+        const page = await f.page();
+        await page.addInitScript(() => {
+          window.requestAnimationFrame = () => 0;
+        });
+        await page.goto(`${f.cp.url}/signin`);
+        const ok = await h1(page, 'Sign in')
+          .waitFor({ timeout: 5_000 })
+          .then(() => true, () => false);
+        results.push(ok ? 'sign-in form' : JSON.stringify(await page.locator('#app').innerText()));
+        await page.context().close();
+      }
+      note(`loads without animation frames showed: ${results.join(', ')}`);
+      assert.deepEqual(results, Array(5).fill('sign-in form'));
+    }),
+  );
+
+  it(
+    'returns to the deep link it was sent away from',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      const deep = `${f.cp.url}/users?role=administrator`;
+      await open(page, deep);
+      await h1(page, 'Sign in').waitFor();
+      const u = new URL(page.url());
+      assert.equal(u.pathname, '/signin');
+      assert.equal(u.searchParams.get('next'), '/users?role=administrator');
+      await signIn(page, f.cp.url, { goto: false });
+      await h1(page, 'Users').waitFor();
+      await waitFor(() => page.url() === deep, 10_000, { message: `URL ${deep}, is ${page.url()}` });
+      assert.equal(await page.getByLabel('Role', { exact: true }).inputValue(), 'administrator');
+      await page.locator(`tr[data-email="${ADMIN_EMAIL}"]`).waitFor();
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// 2. The live fleet: an agent joins, then dies.
+
+describe('live fleet', () => {
+  const f = fixture();
+  before(async () => {
+    f.cp = await startControlPlane({ enrollmentToken: true });
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(() => f.close());
+
+  it(
+    'shows a joining agent ACTIVE and, after kill -9, INACTIVE without a reload',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await open(page, `${f.cp.url}/workers`);
+      await h1(page, 'Fleet').waitFor();
+      await waitFor(async () => (await linkBadge(page).innerText()) === 'Live', 30_000, { message: 'badge Live' });
+      await markDocument(page);
+
+      const name = 'fleet-kill9';
+      const agent = startAgent(f.cp, { token: f.cp.enrollmentToken, name });
+      f.agents.push(agent);
+      const tStart = Date.now();
+      await waitRowStatus(page, name, 'ACTIVE');
+      note(`agent ${name} appeared ACTIVE on the fleet page ${Date.now() - tStart} ms after its start`);
+      const row = workerRow(page, name);
+      assert.equal(await row.getByRole('link', { name }).count(), 1);
+
+      // Record, in the page, when the row's status changes.
+      await page.evaluate((n) => {
+        const w = /** @type {any} */ (window);
+        w.__statusLog = [];
+        const check = () => {
+          const s = document.querySelector(`[role="row"][data-worker="${n}"]`)?.getAttribute('data-status') ?? null;
+          if (w.__statusLog.at(-1)?.s !== s) w.__statusLog.push({ s, t: Date.now() });
+        };
+        check();
+        new MutationObserver(check).observe(document.body, { subtree: true, childList: true, attributes: true });
+      }, name);
+
+      const tKill = Date.now();
+      const r = await agent.kill9();
+      assert.equal(r.signal, 'SIGKILL');
+      await page.waitForFunction(
+        () => /** @type {any} */ (window).__statusLog.some((e) => e.s === 'INACTIVE'),
+        undefined,
+        { timeout: 30_000 },
+      );
+      const log = await page.evaluate(() => /** @type {any} */ (window).__statusLog);
+      const inactiveAt = log.find((e) => e.s === 'INACTIVE').t;
+      const ms = inactiveAt - tKill;
+      note(`kill -9 → row INACTIVE on the fleet page: ${ms} ms (status log ${JSON.stringify(log.map((e) => e.s))})`);
+      await waitRowStatus(page, name, 'INACTIVE', 5_000);
+      assert.equal(await row.getByText('offline', { exact: true }).count(), 1, 'the row does not say offline');
+      await assertSameDocument(page, 'kill -9');
+      assert.ok(ms < 10_000, `INACTIVE took ${ms} ms`);
+      if (ms > 2_000) note(`WARNING: kill -9 → INACTIVE took ${ms} ms (expected < 2 s)`);
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// 3 and 4. Enrollment through the console; the worker's own page.
+
+describe('enrollment and worker detail', () => {
+  const f = fixture();
+  before(async () => {
+    f.cp = await startControlPlane();
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(() => f.close());
+
+  it(
+    'creates a token, copies the join command, and the agent it starts joins',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: f.cp.url });
+      await signIn(page, f.cp.url);
+      await open(page, `${f.cp.url}/enrollment`);
+      await h1(page, 'Enrollment tokens').waitFor();
+      const description = 'rack 7, joined by paste';
+      await page.getByLabel('Description').fill(description);
+      await page.getByLabel('Valid for (hours)').fill('2');
+      await page.getByLabel('Max uses').fill('1');
+      await page.getByRole('button', { name: 'Create token' }).click();
+      const area = page.getByLabel('Join command');
+      await area.waitFor();
+      const command = await area.inputValue();
+      note(`join command: ${command.replace(/--token '[^']*'/, "--token '…'").replace(/\s*\\\n\s*/g, ' ')}`);
+      assert.match(command, /^minispod-agent run --server /);
+      assert.ok(command.includes(`--server '${f.cp.url}'`), command);
+      assert.ok(command.includes(`--ca-hash '${f.cp.caHash}'`), command);
+      const token = await page.getByLabel('Token', { exact: true }).inputValue();
+      assert.ok(token.length >= 16 && command.includes(token), 'the command holds the token shown');
+
+      await page.getByRole('button', { name: 'Copy join command' }).click();
+      await page.getByRole('status').filter({ hasText: 'Join command copied to the clipboard.' }).waitFor();
+      const clip = await page.evaluate(() => navigator.clipboard.readText());
+      assert.equal(clip, command);
+
+      // The new token is listed, unused.
+      const tokenRow = page.getByRole('row').filter({ hasText: description });
+      await tokenRow.waitFor();
+      assert.ok(await tokenRow.getByRole('cell', { name: '0 of 1', exact: true }).isVisible());
+
+      const name = 'pasted-join';
+      const agent = startAgentFromCommand(clip, { name });
+      f.agents.push(agent);
+      await open(page, `${f.cp.url}/workers`);
+      await h1(page, 'Fleet').waitFor();
+      await waitRowStatus(page, name, 'ACTIVE');
+
+      // The token has been used: it leaves the default list (used up) and
+      // shows "1 of 1" among the inactive ones.
+      await open(page, `${f.cp.url}/enrollment`);
+      await h1(page, 'Enrollment tokens').waitFor();
+      await page.getByRole('row').filter({ hasText: /No tokens\.|rack/ }).first().waitFor();
+      assert.equal(await tokenRow.count(), 0, 'a used-up token is still in the default list');
+      await page.getByLabel('Show revoked, expired and used up').check();
+      await tokenRow.waitFor();
+      assert.ok(await tokenRow.getByRole('cell', { name: '1 of 1', exact: true }).isVisible(), await tokenRow.innerText());
+      assert.ok(await tokenRow.getByRole('cell', { name: 'used up', exact: true }).isVisible(), await tokenRow.innerText());
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'cordons, puts in maintenance, edits and deletes a worker on its page',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      const { command } = await createTokenInConsole(page, f.cp.url, { description: 'detail test', maxUses: '1' });
+      const name = 'detail-worker';
+      const agent = startAgentFromCommand(command, { name });
+      f.agents.push(agent);
+
+      await open(page, `${f.cp.url}/workers`);
+      const row = await waitRowStatus(page, name, 'ACTIVE');
+      await row.getByRole('link', { name, exact: true }).click();
+      await h1(page, name).waitFor();
+      assert.match(new URL(page.url()).pathname, /^\/workers\/[^/]+$/);
+      assert.equal(await fact(page, 'Status').innerText(), 'ACTIVE');
+      assert.equal(await fact(page, 'Cordoned').innerText(), 'no');
+
+      await page.getByRole('button', { name: 'Cordon', exact: true }).click();
+      await page.getByRole('button', { name: 'Uncordon', exact: true }).waitFor();
+      await waitFor(async () => (await fact(page, 'Cordoned').innerText()) === 'yes', 10_000, { message: 'Cordoned yes' });
+      assert.equal(await fact(page, 'Schedulable').innerText(), 'no');
+
+      await page.getByRole('button', { name: 'Start maintenance' }).click();
+      await page.getByRole('button', { name: 'End maintenance' }).waitFor();
+      await waitFor(async () => (await fact(page, 'Status').innerText()) === 'MAINTENANCE', 10_000, { message: 'Status MAINTENANCE' });
+
+      const notes = 'Rack 4, slot 2.\nDisk swapped on Monday.';
+      await page.getByLabel('Notes', { exact: true }).fill(notes);
+      await page.getByLabel('Labels', { exact: true }).fill('zone=eu-west\ntier=gold');
+      await page.getByRole('button', { name: 'Save', exact: true }).click();
+      await page.getByRole('status').filter({ hasText: 'Saved labels, taints and notes.' }).waitFor();
+
+      await reload(page);
+      await h1(page, name).waitFor();
+      await waitFor(async () => (await page.getByLabel('Notes', { exact: true }).inputValue()) === notes, 10_000, { message: 'notes persisted' });
+      const labels = (await page.getByLabel('Labels', { exact: true }).inputValue()).split('\n').sort();
+      assert.deepEqual(labels, ['tier=gold', 'zone=eu-west']);
+      assert.equal(await fact(page, 'Cordoned').innerText(), 'yes');
+      assert.equal(await fact(page, 'Status').innerText(), 'MAINTENANCE');
+      await page.getByRole('button', { name: 'Uncordon', exact: true }).waitFor();
+
+      // The fleet table shows the labels and the maintenance status too.
+      await page.getByRole('link', { name: 'Fleet', exact: true }).first().click();
+      const fleetRow = await waitRowStatus(page, name, 'MAINTENANCE');
+      assert.ok(await fleetRow.getByText('zone=eu-west', { exact: true }).isVisible());
+      assert.ok(await fleetRow.getByText('cordoned', { exact: true }).isVisible());
+      await fleetRow.getByRole('link', { name, exact: true }).click();
+      await h1(page, name).waitFor();
+
+      await page.getByRole('button', { name: 'Delete worker' }).click();
+      const dialog = page.getByRole('dialog', { name: `Delete ${name}?` });
+      await dialog.waitFor();
+      await dialog.getByRole('button', { name: 'Delete', exact: true }).click();
+      await h1(page, 'Fleet').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/workers');
+      await waitFor(async () => (await workerRow(page, name).count()) === 0, 10_000, { message: 'row gone' });
+      // The agent is cut off and its one-use token is spent: it does not come back.
+      await sleep(3_000);
+      assert.equal(await workerRow(page, name).count(), 0, 'the deleted worker came back');
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// 5. Users.
+
+describe('users', () => {
+  const f = fixture();
+  before(async () => {
+    f.cp = await startControlPlane();
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(() => f.close());
+
+  const userRow = (page, email) => page.locator(`tr[data-email="${email}"]`);
+  // Columns: select, Email, Name, Role, State, Last sign-in, actions.
+  const cell = (page, email, i) => userRow(page, email).getByRole('cell').nth(i);
+
+  async function createUser(page, { email, name, password, role = 'user' }) {
+    const form = page.getByRole('region', { name: 'New user' });
+    if (!(await form.isVisible())) await page.getByRole('button', { name: 'New user' }).click();
+    await form.getByLabel('Email').fill(email);
+    await form.getByLabel('Name').fill(name);
+    await form.getByLabel('Password').fill(password);
+    await form.getByLabel('Role').selectOption(role);
+    await form.getByRole('button', { name: 'Create user' }).click();
+    return form;
+  }
+
+  it(
+    'creates, edits, changes the role of, bulk-deactivates and filters users',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await open(page, `${f.cp.url}/users`);
+      await h1(page, 'Users').waitFor();
+      await userRow(page, ADMIN_EMAIL).waitFor();
+
+      // A field error from the server, next to its field.
+      const form = await createUser(page, { email: 'ana@example.test', name: 'Ana Lima', password: 'short' });
+      const pw = form.getByLabel('Password');
+      await waitFor(async () => (await pw.getAttribute('aria-invalid')) === 'true', 10_000, { message: 'Password aria-invalid' });
+      const described = await describedError(pw);
+      assert.match(described, /at least 8 characters/);
+      assert.equal(await fieldError(pw), described);
+      assert.equal(await form.getByLabel('Email').getAttribute('aria-invalid'), null, 'Email marked invalid');
+      assert.equal(await userRow(page, 'ana@example.test').count(), 0);
+
+      await pw.fill('ana-password-123');
+      await form.getByRole('button', { name: 'Create user' }).click();
+      await userRow(page, 'ana@example.test').waitFor();
+      await page.getByRole('status').filter({ hasText: 'Created ana@example.test.' }).waitFor();
+      assert.equal(await form.count(), 0, 'the form stays open after creating');
+      assert.equal(await cell(page, 'ana@example.test', 2).innerText(), 'Ana Lima');
+      assert.equal(await cell(page, 'ana@example.test', 4).innerText(), 'Active');
+
+      await createUser(page, { email: 'bruno@example.test', name: 'Bruno Costa', password: 'bruno-password-123' });
+      await userRow(page, 'bruno@example.test').waitFor();
+      await createUser(page, { email: 'carla@example.test', name: 'Carla Dias', password: 'carla-password-123' });
+      await userRow(page, 'carla@example.test').waitFor();
+
+      // Edit in a dialog.
+      await page.getByRole('button', { name: 'Edit ana@example.test', exact: true }).click();
+      const dialog = page.getByRole('dialog', { name: 'Edit ana@example.test' });
+      await dialog.waitFor();
+      await dialog.getByLabel('Name').fill('Ana Maria Lima');
+      await dialog.getByRole('button', { name: 'Save changes' }).click();
+      await page.getByRole('status').filter({ hasText: 'Saved ana@example.test.' }).waitFor();
+      await waitFor(async () => (await cell(page, 'ana@example.test', 2).innerText()) === 'Ana Maria Lima', 10_000, { message: 'name edited' });
+      assert.equal(await dialog.count(), 0, 'the dialog stays open');
+
+      // Role.
+      await page.getByLabel('Role of carla@example.test').selectOption('administrator');
+      await page.getByRole('status').filter({ hasText: 'carla@example.test is now Administrator.' }).waitFor();
+
+      // Bulk: each selected row shows its own result.
+      await page.getByLabel('Select ana@example.test').check();
+      await page.getByLabel('Select bruno@example.test').check();
+      await page.getByRole('group', { name: 'Bulk actions' }).getByText('2 selected').waitFor();
+      await page.getByRole('button', { name: 'Deactivate selected' }).click();
+      for (const email of ['ana@example.test', 'bruno@example.test']) {
+        await userRow(page, email).getByText('Deactivate: done', { exact: true }).waitFor();
+        await waitFor(async () => (await cell(page, email, 4).innerText()) === 'Inactive', 10_000, { message: `${email} Inactive` });
+        assert.equal(await page.getByLabel(`Select ${email}`).isChecked(), false);
+      }
+      await page.getByRole('status').filter({ hasText: 'Deactivate: 2 succeeded, 0 failed.' }).waitFor();
+      for (const email of ['carla@example.test', ADMIN_EMAIL]) {
+        assert.equal(await userRow(page, email).getByText(/Deactivate:/).count(), 0, `${email} shows a result`);
+        assert.equal(await cell(page, email, 4).innerText(), 'Active');
+      }
+
+      // Everything persisted; the role filter in the URL.
+      await open(page, `${f.cp.url}/users?role=administrator`);
+      await h1(page, 'Users').waitFor();
+      await userRow(page, 'carla@example.test').waitFor();
+      const emails = await page.locator('tr[data-email]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-email')).sort());
+      assert.deepEqual(emails, [ADMIN_EMAIL, 'carla@example.test']);
+      for (const email of emails) assert.equal(await page.getByLabel(`Role of ${email}`).inputValue(), 'administrator');
+      assert.equal(await page.getByLabel('Role', { exact: true }).inputValue(), 'administrator');
+
+      await open(page, `${f.cp.url}/users?state=inactive`);
+      await userRow(page, 'ana@example.test').waitFor();
+      const inactive = await page.locator('tr[data-email]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-email')).sort());
+      assert.deepEqual(inactive, ['ana@example.test', 'bruno@example.test']);
+      assert.equal(await cell(page, 'ana@example.test', 2).innerText(), 'Ana Maria Lima');
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// 6 and 7. The catalog, for administrators and for customers.
+
+describe('catalog', () => {
+  const f = fixture();
+  before(async () => {
+    f.cp = await startControlPlane();
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(() => f.close());
+
+  it(
+    'creates (after a field error), edits, deactivates and deletes a service',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await open(page, `${f.cp.url}/catalog`);
+      await h1(page, 'Catalog').waitFor();
+      await page.getByRole('link', { name: 'New service' }).click();
+      await h1(page, 'New service').waitFor();
+
+      const values = {
+        Slug: 'Not A Slug!',
+        Name: 'Uptime Kuma',
+        Category: 'monitoring',
+        Version: '1.23.13',
+        Image: '',
+        Port: '3001',
+        'Monthly price (USD)': '4.50',
+        'CPU (millicores)': '200',
+        'Memory (MB)': '256',
+        'Storage (GB)': '2',
+        Tags: 'monitoring, status',
+        Description: 'A self-hosted monitoring tool.',
+      };
+      for (const [label, value] of Object.entries(values)) await page.getByLabel(label, { exact: true }).fill(value);
+      await page.getByRole('button', { name: 'Save', exact: true }).click();
+
+      const slug = page.getByLabel('Slug', { exact: true });
+      const image = page.getByLabel('Image', { exact: true });
+      await waitFor(async () => (await slug.getAttribute('aria-invalid')) === 'true', 10_000, { message: 'Slug aria-invalid' });
+      assert.match(await describedError(slug), /lower-case letters, digits and inner dashes/);
+      assert.equal(await fieldError(slug), await describedError(slug));
+      assert.equal(await image.getAttribute('aria-invalid'), 'true');
+      assert.match(await describedError(image), /not a container image reference/);
+      assert.equal(await page.getByLabel('Name', { exact: true }).getAttribute('aria-invalid'), null);
+      assert.equal(new URL(page.url()).pathname, '/catalog/new');
+
+      await slug.fill('uptime-kuma');
+      await image.fill('docker.io/louislam/uptime-kuma:1.23.13');
+      await page.getByRole('button', { name: 'Save', exact: true }).click();
+      await h1(page, 'Uptime Kuma').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/catalog/uptime-kuma');
+      assert.ok(await page.getByText('$4.50').first().isVisible());
+      assert.ok(await page.getByText('200 mCPU, 256 MB memory, 2 GB storage').isVisible());
+
+      await page.getByRole('link', { name: 'Edit', exact: true }).click();
+      await h1(page, 'Edit Uptime Kuma').waitFor();
+      const nameField = page.getByLabel('Name', { exact: true });
+      await waitFor(async () => (await nameField.inputValue()) === 'Uptime Kuma', 10_000, { message: 'edit form loaded' });
+      await nameField.fill('Uptime Kuma Pro');
+      await page.getByRole('button', { name: 'Save', exact: true }).click();
+      await h1(page, 'Uptime Kuma Pro').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/catalog/uptime-kuma');
+
+      // Deactivate and activate again, on the detail page.
+      await page.getByRole('button', { name: 'Deactivate', exact: true }).click();
+      await page.getByRole('button', { name: 'Activate', exact: true }).waitFor();
+      await waitFor(async () => (await specFact(page, 'State').innerText()) === 'inactive', 10_000, { message: 'State inactive' });
+      await page.getByRole('button', { name: 'Activate', exact: true }).click();
+      await page.getByRole('button', { name: 'Deactivate', exact: true }).waitFor();
+      await waitFor(async () => (await specFact(page, 'State').innerText()) === 'active', 10_000, { message: 'State active' });
+
+      await page.getByRole('button', { name: 'Delete', exact: true }).click();
+      const dialog = page.getByRole('dialog', { name: 'Delete Uptime Kuma Pro?' });
+      await dialog.waitFor();
+      await dialog.getByRole('button', { name: 'Delete', exact: true }).click();
+      await h1(page, 'Catalog').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/catalog');
+      await page.getByRole('heading', { level: 2, name: 'n8n' }).waitFor();
+      assert.equal(await page.getByRole('heading', { name: /Uptime Kuma/ }).count(), 0);
+      await open(page, `${f.cp.url}/catalog?show=all`);
+      await page.getByRole('heading', { level: 2, name: 'n8n' }).waitFor();
+      assert.equal(await page.getByRole('heading', { name: /Uptime Kuma/ }).count(), 0, 'the deleted service is still listed');
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'opens an inactive service from the catalog for an administrator',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await open(page, `${f.cp.url}/catalog/new`);
+      await h1(page, 'New service').waitFor();
+      const values = { Slug: 'hidden-svc', Name: 'Hidden Service', Category: 'tools', Version: '1.0', Image: 'docker.io/library/nginx:1.27' };
+      for (const [label, value] of Object.entries(values)) await page.getByLabel(label, { exact: true }).fill(value);
+      await page.getByRole('button', { name: 'Save', exact: true }).click();
+      await h1(page, 'Hidden Service').waitFor();
+      await page.getByRole('button', { name: 'Deactivate', exact: true }).click();
+      await page.getByRole('button', { name: 'Activate', exact: true }).waitFor();
+
+      // Not in the customers' view; listed for administrators under "Inactive".
+      await open(page, `${f.cp.url}/catalog`);
+      await page.getByRole('heading', { level: 2, name: 'n8n' }).waitFor();
+      assert.equal(await page.getByRole('heading', { name: 'Hidden Service' }).count(), 0);
+      await page.getByLabel('Show', { exact: true }).selectOption('inactive');
+      const card = page.getByRole('article', { name: 'Hidden Service' });
+      await card.waitFor();
+      assert.ok(await card.getByText('inactive', { exact: true }).isVisible());
+      await card.getByRole('link', { name: 'Hidden Service' }).click();
+      await page.waitForURL(`${f.cp.url}/catalog/hidden-svc`);
+      // The administrator should see the service, with Activate.
+      await h1(page, 'Hidden Service').or(page.getByRole('alert')).waitFor();
+      const alert = page.getByRole('alert');
+      if (await alert.count()) note(`inactive service detail shows: ${JSON.stringify(await alert.innerText())}`);
+      await h1(page, 'Hidden Service').waitFor({ timeout: 5_000 });
+      await page.getByRole('button', { name: 'Activate', exact: true }).click();
+      await page.getByRole('button', { name: 'Deactivate', exact: true }).waitFor();
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'lets a customer register and browse, but not open administrators\' pages',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      /** Admin RPCs the page made, with their outcome. */
+      const adminCalls = [];
+      const adminRpc = /\/minispod\.v1\.(UserService|WorkerService)\/|\/minispod\.v1\.CatalogService\/(ListAllServices|GetCatalogStats|CreateService|UpdateService|DeleteService)$/;
+      page.on('response', (res) => {
+        const url = new URL(res.url());
+        if (!adminRpc.test(url.pathname)) return;
+        const p = (async () => {
+          let body = Buffer.alloc(0);
+          try {
+            body = await res.body();
+          } catch {
+            /* a stream cut short */
+          }
+          adminCalls.push({ path: url.pathname, http: res.status(), ...grpcWebOutcome(body, await res.allHeaders()) });
+        })();
+        adminCalls.pending = [...(adminCalls.pending ?? []), p];
+      });
+
+      await open(page, `${f.cp.url}/signin`);
+      await page.getByRole('link', { name: 'Create an account' }).click();
+      await h1(page, 'Create an account').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/register');
+      await page.getByLabel('Name').fill('Dora Customer');
+      await page.getByLabel('Email').fill('dora@example.test');
+      await page.getByLabel('Password').fill('dora-password-123');
+      await page.getByRole('button', { name: 'Create account' }).click();
+      await h1(page, 'Catalog').waitFor();
+      await waitFor(() => new URL(page.url()).pathname === '/catalog', 10_000, { message: `on /catalog, is ${page.url()}` });
+
+      for (const svc of ['n8n', 'Ghost', 'WordPress']) {
+        await page.getByRole('heading', { level: 2, name: svc, exact: true }).waitFor();
+      }
+      const nav = page.getByRole('navigation', { name: 'Main' });
+      const navLinks = await nav.getByRole('link').allInnerTexts();
+      assert.deepEqual(navLinks.map((t) => t.trim()), ['Catalog', 'Profile']);
+      assert.equal(await page.getByRole('link', { name: 'New service' }).count(), 0);
+
+      await page.getByRole('link', { name: 'Ghost', exact: true }).click();
+      await h1(page, 'Ghost').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/catalog/ghost');
+      for (const b of ['Edit', 'Deactivate', 'Delete']) {
+        assert.equal(await page.getByRole('main').getByRole(b === 'Edit' ? 'link' : 'button', { name: b, exact: true }).count(), 0, `customer sees ${b}`);
+      }
+
+      await nav.getByRole('link', { name: 'Profile' }).click();
+      await h1(page, 'Profile').waitFor();
+      assert.equal(await page.getByLabel('Email', { exact: true }).inputValue(), 'dora@example.test');
+      assert.equal(await page.getByLabel('Name', { exact: true }).inputValue(), 'Dora Customer');
+
+      for (const path of ['/users', '/workers', '/enrollment', '/catalog/new']) {
+        await open(page, `${f.cp.url}${path}`);
+        await h1(page, 'Not available').waitFor();
+        assert.equal(new URL(page.url()).pathname, path);
+        assert.deepEqual((await nav.getByRole('link').allInnerTexts()).map((t) => t.trim()), ['Catalog', 'Profile']);
+      }
+      await open(page, `${f.cp.url}/`);
+      await h1(page, 'Catalog').waitFor();
+      await waitFor(() => new URL(page.url()).pathname === '/catalog', 10_000, { message: `/ → /catalog, is ${page.url()}` });
+
+      await sleep(500);
+      await Promise.all(adminCalls.pending ?? []);
+      note(`admin RPCs made by the customer's pages: ${JSON.stringify(adminCalls)}`);
+      const succeeded = adminCalls.filter((c) => c.http === 200 && (c.status === 0 || (c.status === undefined && c.messages > 0)));
+      assert.deepEqual(succeeded, [], 'a customer page made a successful administrator RPC');
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// 8. The session: short-lived access tokens, the HttpOnly refresh cookie.
+
+describe('session', () => {
+  const f = fixture();
+  before(async () => {
+    f.cp = await startControlPlane({ args: ['--access-token-ttl', '3s'] });
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(() => f.close());
+
+  it(
+    'refreshes a 3 s access token by itself, survives reloads, and signs out for good',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      const context = page.context();
+      let refreshes = 0;
+      page.on('request', (r) => {
+        if (r.url().endsWith('/minispod.v1.AuthService/Refresh')) refreshes++;
+      });
+      await signIn(page, f.cp.url);
+      await h1(page, 'Dashboard').waitFor();
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Fleet' }).click();
+      await h1(page, 'Fleet').waitFor();
+      await waitFor(async () => (await linkBadge(page).innerText()) === 'Live', 30_000, { message: 'badge Live' });
+      await markDocument(page);
+      await sleep(8_000);
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Users' }).click();
+      await h1(page, 'Users').waitFor();
+      await page.locator(`tr[data-email="${ADMIN_EMAIL}"]`).waitFor();
+      assert.equal(await page.getByRole('alert').count(), 0, 'an error banner on the users page');
+      await assertSameDocument(page, 'navigation after 8 s');
+      note(`refreshes during ~8 s with a 3 s access token: ${refreshes}`);
+      assert.ok(refreshes >= 2, `only ${refreshes} refreshes`);
+
+      await reload(page);
+      await h1(page, 'Users').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/users');
+      assert.equal(await page.getByLabel('Password').count(), 0, 'a sign-in form after reload');
+
+      assert.equal(await page.evaluate(() => document.cookie), '');
+      const cookies = await context.cookies(f.cp.url + '/minispod.v1.AuthService/Refresh');
+      const session = cookies.find((c) => c.name === 'minispod_session');
+      assert.ok(session, `no minispod_session cookie: ${JSON.stringify(cookies.map((c) => c.name))}`);
+      assert.equal(session.httpOnly, true);
+      assert.equal(session.secure, true);
+      assert.equal(session.sameSite, 'Strict');
+      assert.equal(session.path, '/minispod.v1.AuthService/');
+
+      // Sign out; keep the cookie value that went with the Logout call.
+      const logout = page.waitForRequest((r) => r.url().endsWith('/minispod.v1.AuthService/Logout'));
+      await page.getByRole('button', { name: 'Sign out' }).click();
+      const sent = (await (await logout).allHeaders()).cookie ?? '';
+      const m = /(?:^|;\s*)minispod_session=([^;]+)/.exec(sent);
+      assert.ok(m, `Logout carried no session cookie: ${JSON.stringify(sent)}`);
+      const old = m[1];
+      await h1(page, 'Sign in').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/signin');
+      await waitFor(async () => !(await context.cookies(f.cp.url + '/minispod.v1.AuthService/')).some((c) => c.name === 'minispod_session'), 10_000, {
+        message: 'cookie cleared',
+      });
+      await reload(page);
+      await h1(page, 'Sign in').waitFor();
+
+      // The old refresh token is dead on the server too.
+      await context.addCookies([{ ...session, value: old }]);
+      const refreshed = page.waitForResponse((r) => r.url().endsWith('/minispod.v1.AuthService/Refresh'));
+      await open(page, `${f.cp.url}/users`);
+      const res = await refreshed;
+      const outcome = grpcWebOutcome(await res.body().catch(() => Buffer.alloc(0)), await res.allHeaders());
+      note(`Refresh with the signed-out cookie: HTTP ${res.status()}, grpc-status ${outcome.status}`);
+      assert.notEqual(outcome.status, 0);
+      await h1(page, 'Sign in').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/signin');
+      await sleep(500);
+      assert.equal(await page.getByRole('navigation', { name: 'Main' }).count(), 0);
+      await context.close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// 9. CSRF: another site cannot use the refresh cookie.
+
+describe('cross-site requests', () => {
+  const f = fixture();
+  /** @type {http.Server} */
+  let evil;
+  let evilPort = 0;
+  before(async () => {
+    evilPort = await freePort();
+    f.cp = await startControlPlane({ args: ['--cors-origin', `http://127.0.0.1:${evilPort}`] });
+    const target = `${f.cp.url}/minispod.v1.AuthService/Refresh`;
+    const html = `<!doctype html><html lang="en"><head><title>evil</title></head><body><main><h1>Win a prize</h1>
+<script>
+(async () => {
+  const out = {};
+  try {
+    const res = await fetch(${JSON.stringify(target)}, {
+      method: 'POST',
+      credentials: 'include',
+      headers: { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1' },
+      body: new Uint8Array([0, 0, 0, 0, 0]),
+    });
+    const body = new Uint8Array(await res.arrayBuffer());
+    out.status = res.status;
+    out.grpcStatus = res.headers.get('grpc-status');
+    out.body = Array.from(body);
+  } catch (e) {
+    out.error = String(e);
+  }
+  window.__result = out;
+})();
+</script></main></body></html>`;
+    evil = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(html);
+    });
+    await new Promise((r) => evil.listen(evilPort, '127.0.0.1', r));
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(async () => {
+    evil?.close();
+    await f.close();
+  });
+
+  it(
+    'gives a page of another origin no access token, and leaves the session intact',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await h1(page, 'Dashboard').waitFor();
+
+      // CORS itself admits the evil origin: a cookie-less call gets through.
+      const evilPage = await page.context().newPage();
+      await evilPage.goto(`http://127.0.0.1:${evilPort}/`);
+      const result = await evilPage.waitForFunction(() => /** @type {any} */ (window).__result, undefined, { timeout: 30_000 });
+      const r = await result.jsonValue();
+      let obtained = false;
+      let grpcStatus = r.grpcStatus === null || r.grpcStatus === undefined ? undefined : Number(r.grpcStatus);
+      if (r.body) {
+        const o = grpcWebOutcome(Buffer.from(r.body), r.grpcStatus ? { 'grpc-status': r.grpcStatus } : {});
+        grpcStatus = o.status;
+        obtained = o.messages > 0 || o.status === 0;
+      }
+      note(`evil page's Refresh: ${JSON.stringify({ ...r, body: r.body ? `${r.body.length} bytes` : undefined, grpcStatus })}`);
+      assert.equal(obtained, false, 'the evil page obtained an access token');
+      if (!r.error) assert.notEqual(grpcStatus, 0);
+
+      // Also with the evil page's origin allowed by CORS, an uncredentialed
+      // call works (so CORS is not what stops the credentialed one alone).
+      const plain = await evilPage.evaluate(async (url) => {
+        try {
+          const res = await fetch(url, {
+            method: 'POST',
+            headers: { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1' },
+            body: new Uint8Array([0, 0, 0, 0, 0]),
+          });
+          return { status: res.status, grpcStatus: res.headers.get('grpc-status'), body: Array.from(new Uint8Array(await res.arrayBuffer())) };
+        } catch (e) {
+          return { error: String(e) };
+        }
+      }, `${f.cp.url}/minispod.v1.CatalogService/ListServices`);
+      note(`evil page's uncredentialed ListServices: HTTP ${plain.status ?? plain.error}`);
+      assert.equal(plain.status, 200, `CORS did not admit the configured origin: ${JSON.stringify(plain.error ?? plain)}`);
+      await evilPage.close();
+
+      // Were the cookie sent anyway (a browser without SameSite, a looser
+      // CORS setup), the server refuses it for a cross-site request before
+      // looking at the token: replay the real cookie with the headers a
+      // browser would send from the evil page.
+      const cookie = (await page.context().cookies(`${f.cp.url}/minispod.v1.AuthService/Refresh`)).find((c) => c.name === 'minispod_session');
+      assert.ok(cookie, 'no session cookie');
+      const forged = await grpcWebPost(f.cp, '/minispod.v1.AuthService/Refresh', {
+        cookie: `minispod_session=${cookie.value}`,
+        origin: `http://127.0.0.1:${evilPort}`,
+        'sec-fetch-site': 'cross-site',
+        'sec-fetch-mode': 'cors',
+      });
+      note(`forged cross-site Refresh with the real cookie: HTTP ${forged.http}, grpc-status ${forged.status} ${forged.message ?? ''}`);
+      assert.equal(forged.status, 7, 'expected PERMISSION_DENIED');
+      assert.equal(forged.messages, 0);
+
+      // The console's session was neither spent nor revoked.
+      await reload(page);
+      await h1(page, 'Dashboard').waitFor();
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Users' }).click();
+      await page.locator(`tr[data-email="${ADMIN_EMAIL}"]`).waitFor();
+      assert.equal(await page.getByRole('alert').count(), 0);
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// 10. A control-plane restart under an open fleet page.
+
+describe('control-plane restart', () => {
+  const f = fixture();
+  before(async () => {
+    f.cp = await startControlPlane({ enrollmentToken: true });
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(() => f.close());
+
+  it(
+    'shows Reconnecting… while the control plane is down, then Live and the worker ACTIVE again',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const name = 'restart-worker';
+      const agent = startAgent(f.cp, { token: f.cp.enrollmentToken, name });
+      f.agents.push(agent);
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await open(page, `${f.cp.url}/workers`);
+      await h1(page, 'Fleet').waitFor();
+      await waitRowStatus(page, name, 'ACTIVE');
+      const badge = linkBadge(page);
+      await waitFor(async () => (await badge.innerText()) === 'Live', 30_000, { message: 'badge Live' });
+      await markDocument(page);
+      await page.evaluate((n) => {
+        const w = /** @type {any} */ (window);
+        w.__timeline = [];
+        const check = () => {
+          const badge = document.querySelector('.badge[role="status"]')?.textContent?.replace(/\(.*\)/, '').trim() ?? null;
+          const row = document.querySelector(`[role="row"][data-worker="${n}"]`)?.getAttribute('data-status') ?? null;
+          const last = w.__timeline.at(-1);
+          if (last?.badge !== badge || last?.row !== row) w.__timeline.push({ badge, row, t: Date.now() });
+        };
+        check();
+        new MutationObserver(check).observe(document.body, { subtree: true, childList: true, attributes: true, characterData: true });
+      }, name);
+
+      const t0 = Date.now();
+      await f.cp.stop();
+      const tDown = Date.now();
+      await waitFor(async () => /^Reconnecting…/.test(await badge.innerText()), 30_000, { message: 'badge Reconnecting…' });
+      note(`badge: ${await badge.innerText()}`);
+      await f.cp.restart(); // the process is down already: this starts it again
+      const tUp = Date.now();
+      await waitFor(async () => (await badge.innerText()) === 'Live', 30_000, { message: 'badge Live again' });
+      const tLive = Date.now();
+      await waitRowStatus(page, name, 'ACTIVE');
+      const tActive = Date.now();
+      await assertSameDocument(page, 'restart');
+      const timeline = await page.evaluate(() => /** @type {any} */ (window).__timeline);
+      note(
+        `restart: stop took ${tDown - t0} ms, start ${tUp - tDown} ms; Live ${tLive - tUp} ms and row ACTIVE ${tActive - tUp} ms after the start; ` +
+          `timeline ${JSON.stringify(timeline.map((e) => `${e.badge}/${e.row}@${e.t - t0}`))}`,
+      );
+      assert.ok(timeline.some((e) => e.badge === 'Reconnecting…'), 'never showed Reconnecting…');
+      assert.equal(timeline.at(-1).badge, 'Live');
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// 11. Accessibility, screenshots, phone layout, keyboard.
+
+describe('accessibility and layout', () => {
+  const f = fixture();
+  const workerName = 'a11y-worker';
+  let workerPath = '';
+  before(async () => {
+    f.cp = await startControlPlane({ enrollmentToken: true });
+    f.browser = await launchBrowser(f.cp.caPath);
+    f.agents.push(startAgent(f.cp, { token: f.cp.enrollmentToken, name: workerName }));
+  });
+  after(() => f.close());
+
+  /**
+   * The pages, each with how to get there and what shows it is ready.
+   * @type {Array<{name: string, path: () => string, ready: (page: import('playwright-core').Page) => Promise<void>, signedOut?: boolean}>}
+   */
+  const pages = [
+    { name: 'signin', path: () => '/signin', signedOut: true, ready: (p) => h1(p, 'Sign in').waitFor() },
+    { name: 'register', path: () => '/register', signedOut: true, ready: (p) => h1(p, 'Create an account').waitFor() },
+    {
+      name: 'dashboard',
+      path: () => '/',
+      ready: async (p) => {
+        await h1(p, 'Dashboard').waitFor();
+        await p.getByRole('heading', { level: 2, name: 'Catalog' }).waitFor();
+        await waitFor(async () => (await linkBadge(p).innerText()) === 'Live', 30_000, { message: 'Live' });
+      },
+    },
+    {
+      name: 'fleet',
+      path: () => '/workers',
+      ready: async (p) => {
+        await h1(p, 'Fleet').waitFor();
+        await waitRowStatus(p, workerName, 'ACTIVE');
+      },
+    },
+    {
+      name: 'worker',
+      path: () => workerPath,
+      ready: async (p) => {
+        await h1(p, workerName).waitFor();
+        await fact(p, 'Status').getByText('ACTIVE').waitFor();
+      },
+    },
+    {
+      name: 'enrollment',
+      path: () => '/enrollment',
+      ready: async (p) => {
+        await h1(p, 'Enrollment tokens').waitFor();
+        await p.getByRole('cell', { name: 'No tokens.' }).or(p.getByRole('button', { name: /^Revoke/ }).first()).waitFor();
+      },
+    },
+    {
+      name: 'users',
+      path: () => '/users',
+      ready: async (p) => {
+        await h1(p, 'Users').waitFor();
+        await p.locator(`tr[data-email="${ADMIN_EMAIL}"]`).waitFor();
+      },
+    },
+    {
+      name: 'catalog',
+      path: () => '/catalog',
+      ready: async (p) => {
+        await h1(p, 'Catalog').waitFor();
+        await p.getByRole('heading', { level: 2, name: 'WordPress' }).waitFor();
+      },
+    },
+    { name: 'service', path: () => '/catalog/n8n', ready: (p) => h1(p, 'n8n').waitFor() },
+    {
+      name: 'service-edit',
+      path: () => '/catalog/n8n/edit',
+      ready: async (p) => {
+        await h1(p, 'Edit n8n').waitFor();
+        await waitFor(async () => (await p.getByLabel('Slug', { exact: true }).inputValue()) === 'n8n', 10_000, { message: 'form loaded' });
+      },
+    },
+    { name: 'profile', path: () => '/profile', ready: (p) => h1(p, 'Profile').waitFor() },
+  ];
+
+  /** Checks the page as it is: axe on desktop, sideways overflow on a phone; then a screenshot. */
+  async function checkPage(page, spec, phone, problems) {
+    await spec.ready(page);
+    await sleep(150); // let the last frame paint
+    if (!phone) {
+      try {
+        await assertAccessible(page, `${spec.name} (desktop)`);
+      } catch (e) {
+        problems.push(e.message);
+      }
+    } else {
+      const o = await horizontalOverflow(page);
+      if (o.overflow) {
+        const what = `${spec.name} (phone): the document is ${Math.max(o.doc, o.body)} px wide in a ${o.vw} px viewport, because of ${o.offenders.join('; ')}`;
+        problems.push(what);
+      }
+    }
+    note(`screenshot ${await screenshot(page, `${spec.name}-${phone ? 'phone' : 'desktop'}`)}`);
+  }
+
+  async function run(phone) {
+    const page = await f.page(phone ? { phone: true } : undefined);
+    // The first pages are the signed-out ones.
+    const problems = [];
+    for (const spec of pages.filter((s) => s.signedOut)) {
+      await open(page, `${f.cp.url}${spec.path()}`);
+      await checkPage(page, spec, phone, problems);
+    }
+    await signIn(page, f.cp.url);
+    if (phone) {
+      // The main navigation folds behind a Menu button.
+      const menu = page.getByRole('button', { name: 'Menu' });
+      assert.equal(await page.getByRole('navigation', { name: 'Main' }).isVisible(), false);
+      assert.equal(await menu.getAttribute('aria-expanded'), 'false');
+      await menu.click();
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Fleet' }).waitFor();
+      assert.equal(await menu.getAttribute('aria-expanded'), 'true');
+    }
+    if (!workerPath) {
+      await open(page, `${f.cp.url}/workers`);
+      const row = await waitRowStatus(page, workerName, 'ACTIVE');
+      workerPath = new URL(await row.getByRole('link', { name: workerName }).evaluate((a) => a.href)).pathname;
+    }
+    for (const spec of pages.filter((s) => !s.signedOut)) {
+      await open(page, `${f.cp.url}${spec.path()}`);
+      await checkPage(page, spec, phone, problems);
+    }
+    await page.context().close();
+    return problems;
+  }
+  it(
+    'has no serious or critical axe violations on any page at 1280×800',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const problems = await run(false);
+      assert.deepEqual(problems, [], problems.join('\n\n'));
+    }),
+  );
+
+  it(
+    'fits a 390×844 phone without sideways scrolling of the page',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const problems = await run(true);
+      assert.deepEqual(problems, [], problems.join('\n\n'));
+    }),
+  );
+
+  it(
+    'signs in with the keyboard alone',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await open(page, `${f.cp.url}/signin`);
+      await h1(page, 'Sign in').waitFor();
+      const focused = () =>
+        page.evaluate(() => {
+          const el = /** @type {HTMLElement} */ (document.activeElement);
+          if (!el || el === document.body) return 'body';
+          const label = /** @type {any} */ (el).labels?.[0]?.textContent?.trim();
+          return `${el.tagName.toLowerCase()}:${label ?? el.textContent?.trim()}`;
+        });
+      assert.equal(await focused(), 'body');
+      await page.keyboard.press('Tab');
+      assert.equal(await focused(), 'input:Email');
+      await page.keyboard.type(ADMIN_EMAIL);
+      await page.keyboard.press('Tab');
+      assert.equal(await focused(), 'input:Password');
+      await page.keyboard.type(ADMIN_PASSWORD);
+      await page.keyboard.press('Tab');
+      assert.equal(await focused(), 'button:Sign in');
+      await page.keyboard.press('Shift+Tab');
+      assert.equal(await focused(), 'input:Password');
+      await page.keyboard.press('Enter');
+      await h1(page, 'Dashboard').waitFor();
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// 12. Through nginx.
+
+describe('behind nginx', () => {
+  const f = fixture();
+  /** @type {import('./harness.mjs').Nginx | undefined} */
+  let nginx;
+  before(async () => {
+    f.cp = await startControlPlane({ enrollmentToken: true });
+    nginx = await startNginx(f.cp);
+    f.extraLogs.push({ name: 'nginx', log: () => nginx?.log() ?? '' }, { name: 'nginx access', log: () => nginx?.accessLog() ?? '' });
+    // A user of the proxied console trusts only its public certificate.
+    f.browser = await launchBrowser(nginx.caPath);
+  });
+  after(async () => {
+    await f.browser?.close().catch(() => {});
+    await nginx?.stop();
+    await f.close();
+  });
+
+  it(
+    'signs in, shows the live fleet with a worker, and keeps the session over a reload',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const name = 'nginx-worker';
+      f.agents.push(startAgent(f.cp, { token: f.cp.enrollmentToken, name }));
+      const page = await f.page();
+      await signIn(page, nginx.url);
+      await h1(page, 'Dashboard').waitFor();
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Fleet' }).click();
+      await h1(page, 'Fleet').waitFor();
+      await waitFor(async () => (await linkBadge(page).innerText()) === 'Live', 30_000, { message: 'badge Live' });
+      await waitRowStatus(page, name, 'ACTIVE');
+
+      // The stream stays live through the proxy: a change arrives by itself.
+      await markDocument(page);
+      const t = Date.now();
+      await f.agents.at(-1).kill9();
+      await waitRowStatus(page, name, 'INACTIVE');
+      note(`through nginx: kill -9 → INACTIVE in ${Date.now() - t} ms (polled)`);
+      await assertSameDocument(page, 'nginx stream');
+
+      await reload(page);
+      await h1(page, 'Fleet').waitFor();
+      assert.equal(new URL(page.url()).origin, nginx.url);
+      await waitFor(async () => (await linkBadge(page).innerText()) === 'Live', 30_000, { message: 'badge Live after reload' });
+      await waitRowStatus(page, name, 'INACTIVE');
+      // The calls really went through nginx.
+      await waitFor(() => /POST \/minispod\.v1\.AuthService\/Refresh HTTP\/2\.0" 200/.test(nginx.accessLog()), 10_000, {
+        message: 'Refresh in the nginx access log',
+      });
+      await waitFor(() => /POST \/minispod\.v1\.WorkerService\/WatchWorkers HTTP\/2\.0"/.test(nginx.accessLog()), 10_000, {
+        message: 'WatchWorkers in the nginx access log',
+      });
+      await page.context().close();
+    }),
+  );
+});
+
+
