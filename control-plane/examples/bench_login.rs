@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let login = || pb::LoginRequest {
         email: "bench@example.org".into(),
         password: "bench-password".into(),
+        ..Default::default()
     };
 
     let mut logins = Vec::with_capacity(n);
