@@ -51,6 +51,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_LISTEN", default_value = "0.0.0.0:7443")]
     pub listen: SocketAddr,
 
+    /// The URL agents use to reach this control plane's TLS port, written
+    /// into the console's join commands. Default: `https://localhost:<port>`
+    /// when `--listen` is a loopback address, else `https://<first
+    /// --tls-san, or the host name>:<port>`.
+    #[arg(long, env = "MINISPOD_AGENT_URL")]
+    pub agent_url: Option<String>,
+
     /// Also serve the API and the web console without TLS on this loopback
     /// address (e.g. `127.0.0.1:7080`), so a browser on this machine opens
     /// the console with no certificate to trust. Loopback only; agents

@@ -18,7 +18,7 @@ use std::{
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use tonic::body::Body;
+use tonic::{body::Body, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
 
 use crate::auth::cookie::RequestAuthority;
@@ -123,14 +123,65 @@ fn respond(method: &Method, path: &str, accepts_gzip: bool) -> Response<Body> {
     builder.body(body).expect("static headers are valid")
 }
 
-/// Whether a request is for the API (gRPC or grpc-web) rather than the console.
-fn is_rpc<B>(req: &Request<B>) -> bool {
+/// What a request is for.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    /// gRPC or grpc-web (and CORS preflights for it): the API.
+    Rpc,
+    /// A page load or a file: the console.
+    Console,
+    /// Anything else (a form post, `text/plain`): refused, so that no page
+    /// can reach an RPC without a CORS preflight.
+    Refused,
+}
+
+fn kind<B>(req: &Request<B>) -> Kind {
     let grpc_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
-    grpc_type || !matches!(*req.method(), Method::GET | Method::HEAD)
+    match *req.method() {
+        _ if grpc_type => Kind::Rpc,
+        Method::GET | Method::HEAD => Kind::Console,
+        Method::OPTIONS => Kind::Rpc,
+        _ => Kind::Refused,
+    }
+}
+
+/// The authority a request was sent to (HTTP/2 `:authority`, else `Host`).
+fn authority<B>(req: &Request<B>) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+}
+
+/// Whether `authority` names this machine's loopback (`localhost`,
+/// `127.0.0.1`, `[::1]`, any port), as a DNS-rebinding page's would not.
+fn is_loopback_name(authority: &str) -> bool {
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost") || host == "127.0.0.1" || host == "[::1]"
+}
+
+/// A plain-text answer with the console's headers.
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)
+        .body(Body::new(Full::new(Bytes::from_static(text.as_bytes()))))
+        .expect("static headers are valid")
 }
 
 fn accepts_gzip<B>(req: &Request<B>) -> bool {
@@ -148,13 +199,27 @@ fn accepts_gzip<B>(req: &Request<B>) -> bool {
 
 /// Serves the console in front of the API (see the module docs).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ConsoleLayer;
+pub struct ConsoleLayer {
+    loopback_listener: Option<std::net::SocketAddr>,
+}
+
+impl ConsoleLayer {
+    /// The layer; `loopback_listener` is the plaintext `--console-listen`
+    /// address, where only requests naming localhost are answered (a
+    /// DNS-rebinding page reaching 127.0.0.1 under its own name is not).
+    pub fn new(loopback_listener: Option<std::net::SocketAddr>) -> Self {
+        ConsoleLayer { loopback_listener }
+    }
+}
 
 impl<S> Layer<S> for ConsoleLayer {
     type Service = Console<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Console { inner }
+        Console {
+            inner,
+            loopback_listener: self.loopback_listener,
+        }
     }
 }
 
@@ -162,6 +227,7 @@ impl<S> Layer<S> for ConsoleLayer {
 #[derive(Debug, Clone)]
 pub struct Console<S> {
     inner: S,
+    loopback_listener: Option<std::net::SocketAddr>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
@@ -184,22 +250,36 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if !is_rpc(&req) {
-            let response = respond(req.method(), req.uri().path(), accepts_gzip(&req));
+        let authority = authority(&req);
+        let on_loopback_listener = self.loopback_listener.is_some()
+            && req
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::local_addr)
+                == self.loopback_listener;
+        if on_loopback_listener && !authority.as_deref().is_some_and(is_loopback_name) {
+            let response = plain(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this listener answers only to localhost\n",
+            );
             return Box::pin(std::future::ready(Ok(response)));
         }
+        match kind(&req) {
+            Kind::Rpc => {}
+            Kind::Console => {
+                let response = respond(req.method(), req.uri().path(), accepts_gzip(&req));
+                return Box::pin(std::future::ready(Ok(response)));
+            }
+            Kind::Refused => {
+                let response = plain(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "the API takes gRPC or grpc-web (application/grpc*)\n",
+                );
+                return Box::pin(std::future::ready(Ok(response)));
+            }
+        }
         // The authority this request was sent to, for the session cookie's
-        // Origin check (HTTP/2 carries it in the URI, HTTP/1.1 in Host).
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
+        // Origin check.
         if let Some(a) = authority {
             req.extensions_mut().insert(RequestAuthority(a));
         }
@@ -222,19 +302,49 @@ mod tests {
     }
 
     #[test]
-    fn grpc_and_posts_go_to_the_api_and_page_loads_to_the_console() {
+    fn grpc_goes_to_the_api_page_loads_to_the_console_and_other_posts_nowhere() {
         let grpc_web = Request::post("/minispod.v1.AuthService/Login")
             .header("content-type", "application/grpc-web+proto")
             .body(())
             .unwrap();
-        assert!(is_rpc(&grpc_web));
+        assert_eq!(kind(&grpc_web), Kind::Rpc);
         let grpc_get = Request::get("/x")
             .header("content-type", "application/grpc")
             .body(())
             .unwrap();
-        assert!(is_rpc(&grpc_get));
-        assert!(is_rpc(&Request::options("/").body(()).unwrap()));
-        assert!(!is_rpc(&get("/workers/abc")));
+        assert_eq!(kind(&grpc_get), Kind::Rpc);
+        assert_eq!(kind(&Request::options("/").body(()).unwrap()), Kind::Rpc);
+        assert_eq!(kind(&get("/workers/abc")), Kind::Console);
+        // A cross-site "simple" request (no preflight) cannot reach an RPC.
+        let form = Request::post("/minispod.v1.AuthService/Login")
+            .header("content-type", "text/plain")
+            .body(())
+            .unwrap();
+        assert_eq!(kind(&form), Kind::Refused);
+        assert_eq!(kind(&Request::post("/x").body(()).unwrap()), Kind::Refused);
+    }
+
+    #[test]
+    fn only_loopback_names_pass_on_the_loopback_listener() {
+        for ok in [
+            "localhost:7080",
+            "localhost",
+            "127.0.0.1:7080",
+            "[::1]:7080",
+            "app.localhost:7080",
+            "LOCALHOST:7080",
+        ] {
+            assert!(is_loopback_name(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:7080",
+            "127.0.0.1.evil.example:7080",
+            "localhost.evil.example",
+            "10.0.0.1:7080",
+            "",
+        ] {
+            assert!(!is_loopback_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -255,8 +255,9 @@ impl Application {
             console_listener,
             args,
             pki,
-            ..
+            local_addr,
         } = self;
+        let console_addr = console_listener.as_ref().and_then(|l| l.local_addr().ok());
         let replica_tasks = replica.spawn().await?;
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -298,7 +299,7 @@ impl Application {
             .http2_keepalive_interval(Some(args.keepalive_interval))
             .http2_keepalive_timeout(Some(args.keepalive_timeout))
             .tcp_nodelay(true)
-            .layer(ConsoleLayer)
+            .layer(ConsoleLayer::new(console_addr))
             .layer(cors_layer(&args.cors_origins)?)
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RpcTraceLayer::new(metrics.clone()))
@@ -318,8 +319,13 @@ impl Application {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                WorkerServiceServer::new(WorkerApi::new(auth.clone(), hub.clone(), pki.ca_hash()))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                WorkerServiceServer::new(WorkerApi::new(
+                    auth.clone(),
+                    hub.clone(),
+                    pki.ca_hash(),
+                    agent_url(&args, local_addr),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
                 AgentServiceServer::new(AgentApi::new(
@@ -560,6 +566,24 @@ fn enrollment_config(args: &ServeArgs) -> anyhow::Result<EnrollmentConfig> {
         rate_burst: args.enroll_burst,
         rate_per_second: args.enroll_per_second,
     })
+}
+
+/// Where agents reach this control plane: `--agent-url`, or a URL on the
+/// TLS port whose host the server certificate covers.
+fn agent_url(args: &ServeArgs, local: SocketAddr) -> String {
+    if let Some(url) = &args.agent_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = if local.ip().is_loopback() {
+        "localhost".to_owned()
+    } else {
+        args.tls_sans
+            .first()
+            .cloned()
+            .or_else(crate::pki::hostname)
+            .unwrap_or_else(|| "localhost".to_owned())
+    };
+    format!("https://{host}:{}", local.port())
 }
 
 /// CORS for grpc-web from the configured origins (none by default).

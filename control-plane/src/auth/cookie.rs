@@ -59,6 +59,17 @@ pub fn from_request<T>(request: &Request<T>) -> AppResult<Option<String>> {
     let Some(token) = find(&headers) else {
         return Ok(None);
     };
+    check(request, &headers)?;
+    Ok(Some(token))
+}
+
+/// PERMISSION_DENIED unless the request comes from the console's own origin
+/// (for requests that ask the server to set the cookie).
+pub fn require_same_origin<T>(request: &Request<T>) -> AppResult<()> {
+    check(request, &request.metadata().clone().into_headers())
+}
+
+fn check<T>(request: &Request<T>, headers: &HeaderMap) -> AppResult<()> {
     let authority = request
         .extensions()
         .get::<RequestAuthority>()
@@ -68,12 +79,13 @@ pub fn from_request<T>(request: &Request<T>) -> AppResult<Option<String>> {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
-    if !same_origin(&headers, authority) {
-        return Err(AppError::PermissionDenied(
+    if same_origin(headers, authority) {
+        Ok(())
+    } else {
+        Err(AppError::PermissionDenied(
             "the session cookie is accepted only from the console's own origin".into(),
-        ));
+        ))
     }
-    Ok(Some(token))
 }
 
 /// The cookie's value among the request's `Cookie` headers.

@@ -42,6 +42,15 @@ fn reply<T>((body, set_cookie): WithCookie<T>) -> Response<T> {
     response
 }
 
+/// Refuses a request asking for the session cookie from another origin (a
+/// same-site page could otherwise plant its own session in the console).
+fn check_cookie_request<T>(req: &Request<T>, session_cookie: bool) -> AppResult<()> {
+    if session_cookie {
+        cookie::require_same_origin(req)?;
+    }
+    Ok(())
+}
+
 impl AuthState {
     /// For a console session (`session_cookie`), moves the refresh token out
     /// of `tokens` into a `Set-Cookie` value; otherwise leaves it in place.
@@ -59,6 +68,7 @@ impl AuthApi {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> AppResult<WithCookie<pb::RegisterResponse>> {
+        check_cookie_request(&req, req.get_ref().session_cookie)?;
         let ip = self.auth.client_ip(&req);
         self.auth.limiter.attempt(ip).await?;
         let r = req.into_inner();
@@ -103,6 +113,7 @@ impl AuthApi {
         &self,
         req: Request<pb::LoginRequest>,
     ) -> AppResult<WithCookie<pb::LoginResponse>> {
+        check_cookie_request(&req, req.get_ref().session_cookie)?;
         let ip = self.auth.client_ip(&req);
         self.auth.limiter.attempt(ip).await?;
         let r = req.into_inner();
@@ -244,9 +255,7 @@ impl AuthApi {
                 .verify(&r.current_password, Some(&user.password_hash))
                 .await?
         {
-            return Err(AppError::Unauthenticated(
-                "current password is wrong".into(),
-            ));
+            return Err(AppError::invalid("current_password", "is wrong"));
         }
         let changes = UserChanges {
             name: name.as_ref().map(PersonName::as_str),
@@ -265,6 +274,7 @@ impl AuthApi {
         &self,
         req: Request<pb::ChangePasswordRequest>,
     ) -> AppResult<WithCookie<pb::ChangePasswordResponse>> {
+        check_cookie_request(&req, req.get_ref().session_cookie)?;
         let user = self.auth.caller(&req).await?;
         let r = req.into_inner();
         let new =
@@ -275,9 +285,7 @@ impl AuthApi {
             .verify(&r.current_password, Some(&user.password_hash))
             .await?
         {
-            return Err(AppError::Unauthenticated(
-                "current password is wrong".into(),
-            ));
+            return Err(AppError::invalid("current_password", "is wrong"));
         }
         let hash = self.auth.hasher.hash(new.expose()).await?;
         let mut tx = self.auth.db.begin().await?;
@@ -314,7 +322,7 @@ impl AuthApi {
             .verify(&r.password, Some(&user.password_hash))
             .await?
         {
-            return Err(AppError::Unauthenticated("password is wrong".into()));
+            return Err(AppError::invalid("password", "is wrong"));
         }
         let mut tx = self.auth.db.begin().await?;
         users_db::guard_last_admin(&mut tx, &user, "deactivate").await?;

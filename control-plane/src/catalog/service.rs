@@ -139,11 +139,12 @@ impl CatalogService for CatalogApi {
         // Administrators also see inactive services (to edit or re-activate
         // them); everyone else, token or not, only active ones.
         let active_only = match request.metadata().get("authorization") {
-            Some(_) => !self
-                .auth
-                .caller(&request)
-                .await
-                .is_ok_and(|u| u.role() == pb::Role::Administrator),
+            Some(_) => match self.auth.caller(&request).await {
+                Ok(u) => u.role() != pb::Role::Administrator,
+                // A bad or expired token reads the public catalog.
+                Err(AppError::Unauthenticated(_)) => true,
+                Err(e) => return Err(e.into()),
+            },
             None => true,
         };
         let r = request.get_ref();

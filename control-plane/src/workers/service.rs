@@ -27,15 +27,19 @@ pub struct WorkerApi {
     counts: Arc<workers_db::CountCache>,
     /// The CA pin handed out with enrollment tokens (`sha256:<hex>`).
     ca_hash: String,
+    /// The URL agents reach this control plane at, handed out likewise.
+    agent_url: String,
 }
 
 impl WorkerApi {
-    /// The service over the fleet; `ca_hash` is the pin agents check.
-    pub fn new(auth: AuthState, hub: FleetHub, ca_hash: String) -> Self {
+    /// The service over the fleet; `ca_hash` is the pin agents check and
+    /// `agent_url` where they connect, both returned with new tokens.
+    pub fn new(auth: AuthState, hub: FleetHub, ca_hash: String, agent_url: String) -> Self {
         WorkerApi {
             auth,
             hub,
             ca_hash,
+            agent_url,
             counts: Arc::default(),
         }
     }
@@ -209,6 +213,7 @@ impl WorkerApi {
             token,
             enrollment_token: Some((&row).into()),
             ca_hash: self.ca_hash.clone(),
+            server_url: self.agent_url.clone(),
         })
     }
 }

@@ -280,10 +280,13 @@ async fn update_profile_changes_name_and_email_with_the_password() {
         current_password: "wrong-password".into(),
         ..Default::default()
     };
-    expect_code(
+    // A wrong password is the field's error, not an ended session (a client
+    // must not take it for an expired token and sign the user out).
+    let s = expect_code(
         app.auth().update_profile(authed(wrong, &token)).await,
-        Code::Unauthenticated,
+        Code::InvalidArgument,
     );
+    assert_eq!(violated_fields(&s), ["current_password"]);
     let taken = pb::UpdateProfileRequest {
         email: Some(ADMIN_EMAIL.into()),
         current_password: "my-password-1".into(),
@@ -328,10 +331,11 @@ async fn change_password_revokes_old_sessions_and_access_tokens() {
         new_password: "new-password-1".into(),
         ..Default::default()
     };
-    expect_code(
+    let s = expect_code(
         app.auth().change_password(authed(wrong, &old_access)).await,
-        Code::Unauthenticated,
+        Code::InvalidArgument,
     );
+    assert_eq!(violated_fields(&s), ["current_password"]);
     let weak = pb::ChangePasswordRequest {
         current_password: "old-password-1".into(),
         new_password: "short".into(),
@@ -397,7 +401,7 @@ async fn a_deactivated_account_cannot_log_in_or_use_its_tokens() {
                 &access,
             ))
             .await,
-        Code::Unauthenticated,
+        Code::InvalidArgument,
     );
     app.auth()
         .deactivate_account(authed(

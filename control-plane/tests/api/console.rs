@@ -40,14 +40,23 @@ fn from_browser<T>(msg: T, cookie: &str, headers: &[(&'static str, &str)]) -> Re
 
 const SAME_ORIGIN: &[(&str, &str)] = &[("sec-fetch-site", "same-origin")];
 
+fn console_login_request(headers: &[(&'static str, &str)]) -> Request<pb::LoginRequest> {
+    let mut req = Request::new(pb::LoginRequest {
+        email: ADMIN_EMAIL.into(),
+        password: ADMIN_PASSWORD.into(),
+        session_cookie: true,
+    });
+    for (k, v) in headers {
+        req.metadata_mut()
+            .insert(*k, MetadataValue::try_from(*v).unwrap());
+    }
+    req
+}
+
 async fn console_login(app: &TestApp) -> String {
     let res = app
         .auth()
-        .login(pb::LoginRequest {
-            email: ADMIN_EMAIL.into(),
-            password: ADMIN_PASSWORD.into(),
-            session_cookie: true,
-        })
+        .login(console_login_request(SAME_ORIGIN))
         .await
         .unwrap();
     let (cookie, header) = set_cookie(res.metadata());
@@ -166,6 +175,34 @@ async fn another_site_cannot_use_the_session_cookie() {
 }
 
 #[tokio::test]
+async fn another_site_cannot_plant_a_session_cookie_either() {
+    // A same-site page (a sibling subdomain) could otherwise sign the
+    // console into the attacker's account (login CSRF).
+    let app = spawn_app().await;
+    for headers in [
+        &[("sec-fetch-site", "same-site")][..],
+        &[("origin", "https://blog.example.org")],
+        &[],
+    ] {
+        let status = expect_code(
+            app.auth().login(console_login_request(headers)).await,
+            Code::PermissionDenied,
+        );
+        assert!(status.message().contains("origin"), "{status:?}");
+    }
+    let mut register = Request::new(pb::RegisterRequest {
+        email: "planted@example.org".into(),
+        password: "planted-password".into(),
+        name: "Planted".into(),
+        session_cookie: true,
+    });
+    register
+        .metadata_mut()
+        .insert("sec-fetch-site", MetadataValue::from_static("cross-site"));
+    expect_code(app.auth().register(register).await, Code::PermissionDenied);
+}
+
+#[tokio::test]
 async fn logout_with_the_cookie_ends_the_session_and_clears_it() {
     let app = spawn_app().await;
     let cookie = console_login(&app).await;
@@ -237,4 +274,81 @@ async fn an_enrollment_token_comes_with_the_ca_pin_for_the_join_command() {
         .into_inner();
     assert_eq!(res.ca_hash, app.ca_hash);
     assert!(res.ca_hash.starts_with("sha256:"));
+}
+
+/// One raw HTTP/1.1 exchange: the status code and the whole response.
+async fn http1(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut out),
+    )
+    .await
+    .expect("the server answers and closes")
+    .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test]
+async fn the_loopback_console_answers_only_to_localhost_and_refuses_simple_posts() {
+    let app = spawn_app_with(|a| a.console_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let addr = app.console_addr.expect("console listener");
+    let port = addr.port();
+    let get =
+        |host: &str| format!("GET /workers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (status, page) = http1(addr, &get(&format!("localhost:{port}"))).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.to_ascii_lowercase()
+            .contains("content-security-policy")
+    );
+    let (status, _) = http1(addr, &get(&format!("127.0.0.1:{port}"))).await;
+    assert_eq!(status, 200);
+    // A DNS-rebinding page reaches 127.0.0.1 under its own name.
+    let (status, _) = http1(addr, &get(&format!("rebind.evil.example:{port}"))).await;
+    assert_eq!(status, 421);
+
+    // A "simple" cross-site POST (no CORS preflight) never reaches an RPC.
+    let post = format!(
+        "POST /minispod.v1.AuthService/Login HTTP/1.1\r\nHost: localhost:{port}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\n\0\0\0\0\0"
+    );
+    let (status, _) = http1(addr, &post).await;
+    assert_eq!(status, 415);
+}
+
+#[tokio::test]
+async fn the_join_command_names_the_tls_port_agents_use() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let mut workers =
+        minispod_proto::v1::worker_service_client::WorkerServiceClient::new(app.channel.clone());
+    let res = workers
+        .create_enrollment_token(authed(pb::CreateEnrollmentTokenRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        res.server_url,
+        format!("https://localhost:{}", app.addr.port())
+    );
+    let app = spawn_app_with(|a| a.agent_url = Some("https://cp.example.org:7443/".into())).await;
+    let token = app.admin_token().await;
+    let mut workers =
+        minispod_proto::v1::worker_service_client::WorkerServiceClient::new(app.channel.clone());
+    let res = workers
+        .create_enrollment_token(authed(pb::CreateEnrollmentTokenRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(res.server_url, "https://cp.example.org:7443");
 }

@@ -58,6 +58,8 @@ pub struct TestApp {
     pub data_dir: std::sync::Arc<TempDir>,
     /// Its CA pin.
     pub ca_hash: String,
+    /// The plaintext loopback console listener, with `--console-listen`.
+    pub console_addr: Option<SocketAddr>,
     /// A TLS channel to it.
     pub channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
@@ -105,6 +107,7 @@ pub async fn start(
     let addr = app.local_addr();
     let ca_pem = app.ca_cert_pem();
     let ca_hash = app.ca_hash();
+    let console_addr = app.console_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until(async {
         let _ = rx.await;
@@ -122,6 +125,7 @@ pub async fn start(
         addr,
         data_dir: dir,
         ca_hash,
+        console_addr,
         channel,
         shutdown: Some(tx),
         handle: Some(handle),
