@@ -23,12 +23,19 @@ mkdir -p "$data" && chmod 700 "$data"
 if [ ! -s "$data/enrollment.token" ]; then
   (umask 077; head -c 32 /dev/urandom | base64 | tr -d '/+=\n' > "$data/enrollment.token")
 fi
-if [ ! -s "$data/admin.password" ]; then
+# The password is made with the database, so the file always holds the
+# password the administrator was created with (a later change in the
+# console is theirs to remember).
+if [ ! -e "$data/minispod.db" ] && [ -z "${DATABASE_URL:-}" ]; then
   (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=\n' > "$data/admin.password")
 fi
 admin_email=${MINISPOD_ADMIN_EMAIL:-admin@minispod.local}
+password_line="$(cat "$data/admin.password" 2>/dev/null || echo '(set at first start)')   (kept in $data/admin.password; unchanged if you changed it since)"
 
-MINISPOD_ADMIN_PASSWORD=$(cat "$data/admin.password") \
+if [ -s "$data/admin.password" ]; then
+  MINISPOD_ADMIN_PASSWORD=$(cat "$data/admin.password")
+  export MINISPOD_ADMIN_PASSWORD
+fi
 target/release/minispod-control-plane serve \
   --listen "0.0.0.0:$port" --data-dir "$data" \
   --console-listen "127.0.0.1:$console_port" \
@@ -55,7 +62,7 @@ cat <<INFO
   MiniSpod is running.
     Console:   http://localhost:$console_port/   (this machine only; or https://<host>:$port/ once you trust $data/pki/ca.crt)
     Email:     $admin_email
-    Password:  $(cat "$data/admin.password")   (kept in $data/admin.password)
+    Password:  $password_line
     API:       https://localhost:$port   (grpcurl -cacert $data/pki/ca.crt ...)
   Ctrl-C stops the control plane and the agent.
 

@@ -22,6 +22,8 @@ command -v chromium >/dev/null || missing="$missing chromium"
 command -v certutil >/dev/null || missing="$missing libnss3-tools"
 command -v nginx >/dev/null || missing="$missing nginx-light"
 if [ -n "$missing" ]; then
+  # A fresh machine may have no package lists yet.
+  apt-get update -qq
   apt-get install -y --no-install-recommends $missing >/dev/null
 fi
 if [ ! -x .ci/.venv/bin/grpcurl ]; then
@@ -39,6 +41,7 @@ control-plane/tests/web/node_modules/.bin/buf lint
 
 step "systemd units: systemd-analyze verify and security exposure"
 if ! command -v systemd-analyze >/dev/null; then
+  apt-get update -qq
   apt-get install -y --no-install-recommends systemd >/dev/null
 fi
 cargo build --workspace --locked --bins
@@ -79,5 +82,5 @@ echo "PostgreSQL pass took $(( $(date +%s) - start ))s"
 
 step "web console in Chromium (real control plane, agents and nginx)"
 start=$(date +%s)
-(cd web && node --test --test-concurrency=1 tests/)
+(cd web && node --test --test-concurrency=1 tests/*.test.mjs)
 echo "Console tests took $(( $(date +%s) - start ))s"

@@ -4,6 +4,7 @@
 // that the control plane serves to browsers accepting gzip. Prints the
 // gzipped JavaScript size against the console's 200 KB budget.
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync, writeFileSync, readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -39,8 +40,11 @@ const result = await esbuild.build({
 const outputs = Object.keys(result.metafile.outputs).map((p) => "/" + relative(dist, p));
 const js = outputs.find((p) => p.endsWith(".js"));
 const css = outputs.find((p) => p.endsWith(".css"));
-const favicon = "/assets/favicon.svg";
-writeFileSync(join(dist, favicon), readFileSync(join(here, "src/favicon.svg")));
+// Everything under /assets/ is cached for a year, so its name carries a
+// hash of its content.
+const icon = readFileSync(join(here, "src/favicon.svg"));
+const favicon = `/assets/favicon-${createHash("sha256").update(icon).digest("hex").slice(0, 8)}.svg`;
+writeFileSync(join(dist, favicon), icon);
 const html = readFileSync(join(here, "src/index.html"), "utf8")
   .replace("%APP_JS%", js)
   .replace("%APP_CSS%", css)

@@ -15,7 +15,8 @@ import { session } from "./session";
 const withToken: Interceptor = (next) => async (req) => {
   // Auth's own session calls carry no bearer token (the cookie does it).
   const sessionCall = req.method.parent.typeName === AuthService.typeName && ["Login", "Register", "Refresh", "Logout"].includes(req.method.name);
-  if (sessionCall) return next(req);
+  // A call that brings its own token (the session's first GetProfile) keeps it.
+  if (sessionCall || req.header.has("authorization")) return next(req);
   const token = await session.accessToken();
   if (token) req.header.set("authorization", `Bearer ${token}`);
   try {

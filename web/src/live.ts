@@ -69,33 +69,51 @@ class FleetWatch {
   }
 
   async #run(signal: AbortSignal) {
+    try {
+      await this.#follow(signal);
+    } finally {
+      // Whatever ended the loop, the next subscriber starts a new one.
+      if (this.#abort?.signal === signal) this.#abort = undefined;
+    }
+  }
+
+  async #follow(signal: AbortSignal) {
     let ceiling = 0;
     let attempt = 0;
     while (!signal.aborted) {
       let reason = "the stream ended";
+      let liveSince = 0;
       try {
-        const fresh = new Map<string, Worker>();
-        let synced = false;
+        // A snapshot is collected aside and swapped in whole at its end —
+        // on every (re)connection, and when the server starts over on the
+        // same stream because this client fell behind.
+        let fresh: Map<string, Worker> | undefined = new Map();
         // Marks for the console benchmark (web/bench): stream opened, first
         // event, snapshot complete.
         performance.mark("minispod:watch-open");
+        let first = true;
         for await (const ev of api.watchWorkers({ includeMetrics: true }, { signal })) {
           const w = ev.worker;
-          if (!synced) {
-            if (fresh.size === 0) performance.mark("minispod:watch-first-event");
-            if (ev.type === WorkerEventType.SNAPSHOT && w) fresh.set(w.id, w);
-            else if (ev.type === WorkerEventType.SNAPSHOT_END) {
-              performance.mark("minispod:watch-snapshot-end");
-              synced = true;
-              this.workers = fresh;
-              this.snapshotAt = performance.now();
-              this.version++;
-              ceiling = 0;
-              attempt = 0;
-              this.#setState({ kind: "live" });
-            }
+          if (first) {
+            performance.mark("minispod:watch-first-event");
+            first = false;
+          }
+          if (ev.type === WorkerEventType.SNAPSHOT && w) {
+            fresh ??= new Map();
+            fresh.set(w.id, w);
             continue;
           }
+          if (ev.type === WorkerEventType.SNAPSHOT_END) {
+            performance.mark("minispod:watch-snapshot-end");
+            this.workers = fresh ?? new Map();
+            fresh = undefined;
+            this.snapshotAt = performance.now();
+            this.version++;
+            liveSince = Date.now();
+            this.#setState({ kind: "live" });
+            continue;
+          }
+          if (fresh) continue; // changes before the snapshot ends are in it
           if (ev.type === WorkerEventType.UPSERTED && w) this.workers.set(w.id, w);
           else if (ev.type === WorkerEventType.DELETED && w) this.workers.delete(w.id);
           else if (ev.type === WorkerEventType.METRICS && w) {
@@ -103,8 +121,7 @@ class FleetWatch {
             const old = this.workers.get(w.id);
             if (!old) continue;
             this.workers.set(w.id, { ...old, cpuUsedPercent: w.cpuUsedPercent, memoryUsedBytes: w.memoryUsedBytes, storageUsedBytes: w.storageUsedBytes, podCount: w.podCount, allocatable: w.allocatable, lastHeartbeatAt: w.lastHeartbeatAt });
-          }
-          else if (ev.type === WorkerEventType.SNAPSHOT && w) this.workers.set(w.id, w);
+          } else continue;
           this.version++;
           this.#notify();
         }
@@ -122,6 +139,12 @@ class FleetWatch {
         }
       }
       if (signal.aborted) return;
+      // Back off from scratch only after a stream that stayed up a while, so
+      // a server that sends a snapshot and drops is not hammered.
+      if (liveSince && Date.now() - liveSince > 10_000) {
+        ceiling = 0;
+        attempt = 0;
+      }
       attempt++;
       const next = nextBackoff(ceiling);
       ceiling = next.ceiling;

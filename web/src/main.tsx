@@ -26,8 +26,18 @@ function useSession() {
 
 type Route = { page: () => preact.JSX.Element; admin: boolean; nav?: string };
 
+function decode(part: string): string | undefined {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return undefined;
+  }
+}
+
 function route(path: string): Route | undefined {
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const raw = path.split("/").filter(Boolean).map(decode);
+  if (raw.some((p) => p === undefined)) return undefined;
+  const parts = raw as string[];
   const [a, b, c] = parts;
   if (parts.length === 0) return { page: () => <DashboardPage />, admin: true, nav: "/" };
   if (a === "workers" && parts.length === 1) return { page: () => <FleetPage />, admin: true, nav: "/workers" };
@@ -140,10 +150,17 @@ function App() {
   return <Shell current={r.nav}>{r.page()}</Shell>;
 }
 
-/** Only local paths are followed after sign-in (no open redirect). */
-function safeNext(next: string | null): string {
-  if (!next || !next.startsWith("/") || next.startsWith("//") || next.startsWith("/signin")) return "/";
-  return next;
+/** Only paths of this origin are followed after sign-in (no open redirect). */
+export function safeNext(next: string | null): string {
+  if (!next || !next.startsWith("/")) return "/";
+  let url: URL;
+  try {
+    url = new URL(next, location.origin);
+  } catch {
+    return "/";
+  }
+  if (url.origin !== location.origin || url.pathname === "/signin" || url.pathname === "/register") return "/";
+  return url.pathname + url.search + url.hash;
 }
 
 installLinkHandler();

@@ -7,12 +7,33 @@
 // Refreshes are serialised across tabs with the Web Locks API: two tabs
 // spending the same single-use refresh token at once would look like a
 // stolen token to the server, which then revokes the session.
-import { timestampMs } from "./format";
+//
+// The token's remaining life is taken from its own claims (exp - iat) and
+// the local clock at receipt, so a client clock that runs ahead or behind
+// the server's does not make every call refresh first.
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { TokenPair } from "./gen/minispod/v1/auth_pb";
 import type { User } from "./gen/minispod/v1/users_pb";
 import { Role } from "./gen/minispod/v1/users_pb";
 
 type Listener = () => void;
+
+/** Seconds the token lives, from its claims; undefined if unreadable. */
+function lifetimeSeconds(jwt: string): number | undefined {
+  try {
+    const payload = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(payload)) as { iat?: number; exp?: number };
+    return claims.exp && claims.iat ? claims.exp - claims.iat : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a failed refresh means the session is over (not a network blip). */
+function sessionOver(e: unknown): boolean {
+  const code = ConnectError.from(e).code;
+  return code === Code.Unauthenticated || code === Code.PermissionDenied || code === Code.InvalidArgument;
+}
 
 class Session {
   #token = "";
@@ -32,6 +53,10 @@ class Session {
     return this.#user?.role === Role.ADMINISTRATOR;
   }
 
+  get signedIn(): boolean {
+    return this.#token !== "" && this.#user !== undefined;
+  }
+
   subscribe(l: Listener): () => void {
     this.#listeners.add(l);
     return () => this.#listeners.delete(l);
@@ -45,14 +70,24 @@ class Session {
   accept(tokens: TokenPair | undefined, user?: User) {
     if (!tokens) return;
     this.#token = tokens.accessToken;
-    this.#expiresAt = timestampMs(tokens.accessTokenExpiresAt) ?? Date.now() + 60_000;
+    const life = (lifetimeSeconds(tokens.accessToken) ?? 60) * 1000;
+    this.#expiresAt = Date.now() + life;
     if (user) this.#user = user;
-    clearTimeout(this.#timer);
-    // Refresh at four fifths of the remaining life, at least a second ahead.
-    const life = this.#expiresAt - Date.now();
-    const delay = Math.max(1_000, Math.min(life * 0.8, life - 5_000));
-    this.#timer = setTimeout(() => void this.refresh().catch(() => this.end()), delay);
+    // Refresh at four fifths of the life, at least a second ahead.
+    this.#schedule(Math.max(1_000, Math.min(life * 0.8, life - 5_000)));
     this.#changed();
+  }
+
+  #schedule(delay: number) {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.refresh().catch((e) => {
+        if (sessionOver(e)) this.end();
+        // The control plane is unreachable for now: try again shortly,
+        // keeping the session (the cookie is still good).
+        else this.#schedule(5_000);
+      });
+    }, delay);
   }
 
   setUser(user: User) {
@@ -66,9 +101,12 @@ class Session {
     if (Date.now() > this.#expiresAt - 2_000) {
       try {
         return await this.refresh();
-      } catch {
-        this.end();
-        return "";
+      } catch (e) {
+        if (sessionOver(e)) {
+          this.end();
+          return "";
+        }
+        // Unreachable: let the call try with what we have and fail on its own.
       }
     }
     return this.#token;
@@ -79,8 +117,8 @@ class Session {
     if (token && token !== this.#token && this.#token) return this.#token;
     try {
       return await this.refresh();
-    } catch {
-      this.end();
+    } catch (e) {
+      if (sessionOver(e)) this.end();
       return "";
     }
   }
@@ -90,11 +128,11 @@ class Session {
     this.#refreshing ??= this.#withLock(async () => {
       const { auth } = await import("./api");
       const res = await auth.refresh({});
-      this.accept(res.tokens);
-      if (!this.#user) {
-        this.#user = (await auth.getProfile({})).user;
-        this.#changed();
-      }
+      // The first refresh of a page load also needs the account; it is
+      // fetched with the new token given explicitly, so this call never
+      // waits for the refresh it is part of.
+      const user = this.#user ?? (await auth.getProfile({}, { headers: { authorization: `Bearer ${res.accessToken}` } })).user;
+      this.accept(res.tokens, user);
       return this.#token;
     }).finally(() => {
       this.#refreshing = undefined;
@@ -139,10 +177,6 @@ class Session {
     } finally {
       this.end();
     }
-  }
-
-  get signedIn(): boolean {
-    return this.#token !== "";
   }
 }
 

@@ -246,7 +246,17 @@ function toForm(s?: Service): Form {
   };
 }
 
-const int = (v: string) => (v.trim() === "" || !Number.isFinite(Number(v)) ? -1 : Math.round(Number(v)));
+/** An int32 field: anything else goes as -1, so the server names the field. */
+const int = (v: string) => {
+  const n = v.trim() === "" ? NaN : Number(v);
+  return Number.isInteger(n) && Math.abs(n) <= 2 ** 31 - 1 ? n : -1;
+};
+
+/** Dollars as typed to cents; -1 (a field error from the server) if not a price. */
+const money100 = (v: string) => {
+  const n = v.trim() === "" ? NaN : Number(v);
+  return Number.isFinite(n) && Math.abs(n) < 1e13 ? Math.round(n * 100) : -1;
+};
 
 export function ServiceEditPage({ slug }: { slug?: string }) {
   const existing = useLoad(async () => (slug ? (await catalog.getService({ lookup: { case: "slug", value: slug } })).service : undefined), [slug]);
@@ -256,17 +266,42 @@ export function ServiceEditPage({ slug }: { slug?: string }) {
   const save = useAction(async () => {
     const x = f!;
     const env: Record<string, string> = {};
-    for (const line of x.env.split("\n").map((l) => l.trim()).filter(Boolean)) {
+    for (const line of x.env.split("\n")) {
+      if (!line.trim()) continue;
       const i = line.indexOf("=");
-      env[i < 0 ? line : line.slice(0, i)] = i < 0 ? "" : line.slice(i + 1);
+      // Keys are trimmed; values are kept exactly as typed.
+      env[(i < 0 ? line : line.slice(0, i)).trim()] = i < 0 ? "" : line.slice(i + 1);
     }
     const tags = x.tags.split(",").map((t) => t.trim()).filter(Boolean);
     const resources = { cpuMillicores: int(x.cpu), memoryMb: int(x.memory), storageGb: int(x.storage) };
-    const price = BigInt(x.price.trim() === "" || !Number.isFinite(Number(x.price)) ? -1 : Math.round(Number(x.price) * 100));
-    const common = { slug: x.slug, name: x.name, description: x.description, category: x.category, version: x.version, image: x.image, port: int(x.port), monthlyPriceCents: price, active: x.active, iconUrl: x.iconUrl, docsUrl: x.docsUrl, resources };
-    const res = existing.data
-      ? await catalog.updateService({ id: existing.data.id, ...common, tags: { values: tags }, envTemplate: { entries: env } })
-      : await catalog.createService({ ...common, tags, envTemplate: env });
+    const price = BigInt(money100(x.price));
+    const old = existing.data;
+    if (!old) {
+      const res = await catalog.createService({ slug: x.slug, name: x.name, description: x.description, category: x.category, version: x.version, image: x.image, port: int(x.port), monthlyPriceCents: price, active: x.active, iconUrl: x.iconUrl, docsUrl: x.docsUrl, resources, tags, envTemplate: env });
+      navigate(`/catalog/${encodeURIComponent(res.service!.slug)}`);
+      return;
+    }
+    // An update sends only what changed on this form, so a concurrent edit
+    // of another field (or of `active`) is not overwritten.
+    const before = toForm(old);
+    const changed = (k: keyof Form) => x[k] !== before[k];
+    const res = await catalog.updateService({
+      id: old.id,
+      slug: changed("slug") ? x.slug : undefined,
+      name: changed("name") ? x.name : undefined,
+      description: changed("description") ? x.description : undefined,
+      category: changed("category") ? x.category : undefined,
+      version: changed("version") ? x.version : undefined,
+      image: changed("image") ? x.image : undefined,
+      port: changed("port") ? int(x.port) : undefined,
+      monthlyPriceCents: changed("price") ? price : undefined,
+      active: changed("active") ? x.active : undefined,
+      iconUrl: changed("iconUrl") ? x.iconUrl : undefined,
+      docsUrl: changed("docsUrl") ? x.docsUrl : undefined,
+      resources: changed("cpu") || changed("memory") || changed("storage") ? resources : undefined,
+      tags: changed("tags") ? { values: tags } : undefined,
+      envTemplate: changed("env") ? { entries: env } : undefined,
+    });
     navigate(`/catalog/${encodeURIComponent(res.service!.slug)}`);
   });
   if (existing.problem) return <ErrorBanner problem={existing.problem} />;

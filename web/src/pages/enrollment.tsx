@@ -19,13 +19,19 @@ export function EnrollmentPage() {
   const [copied, setCopied] = useState("");
   const list = useLoad(async () => (await workers.listEnrollmentTokens({ includeInactive: showInactive })).enrollmentTokens, [showInactive]);
   const create = useAction(async () => {
-    const h = Number(hours);
+    // Anything that is not a number goes as -1, so the server names the
+    // field in its answer instead of a default being taken silently.
+    const h = hours.trim() === "" ? NaN : Number(hours);
+    const uses = maxUses.trim() === "" ? NaN : Number(maxUses);
     const res = await workers.createEnrollmentToken({
       description,
-      ttlSeconds: BigInt(Number.isFinite(h) ? Math.round(h * 3600) : -1),
-      maxUses: Number.isFinite(Number(maxUses)) ? Number(maxUses) : -1,
+      ttlSeconds: BigInt(Number.isFinite(h) && h > 0 ? Math.max(1, Math.round(h * 3600)) : -1),
+      maxUses: Number.isInteger(uses) && uses >= 0 && uses <= 2 ** 31 - 1 ? uses : -1,
     });
-    const command = [`minispod-agent run --server ${shellQuote(location.origin)}`, `--state-dir /var/lib/minispod-agent`, `--token ${shellQuote(res.token)}`, `--ca-hash ${shellQuote(res.caHash)}`].join(" \\\n  ");
+    // The server says where agents reach it (its TLS port), which is not
+    // necessarily where this page came from (a loopback console, a proxy).
+    const server = res.serverUrl || location.origin;
+    const command = [`minispod-agent run --server ${shellQuote(server)}`, `--state-dir /var/lib/minispod-agent`, `--token ${shellQuote(res.token)}`, `--ca-hash ${shellQuote(res.caHash)}`].join(" \\\n  ");
     setCreated({ token: res.token, command });
     setCopied("");
     list.reload();

@@ -1,7 +1,7 @@
 // Users (administrators): search and filters in the URL, paging, create,
 // edit, role, activate / deactivate, delete, and bulk actions that show
 // each row's own result.
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { users } from "../api";
 import { Confirm, ErrorBanner, Field, Notice, PageTitle, Select, useAction, useLoad } from "../components";
 import { dateTime } from "../format";
@@ -19,7 +19,11 @@ export function UsersPage() {
   const state = query.get("state") ?? "";
   const page = query.get("page") ?? "";
   const [searchText, setSearchText] = useState(search);
+  // Page tokens of the pages before this one; a new filter starts over.
   const [tokens, setTokens] = useState<string[]>([]);
+  useEffect(() => {
+    if (!page) setTokens([]);
+  }, [search, role, state, page]);
   const list = useLoad(
     () =>
       users.listUsers({
