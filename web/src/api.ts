@@ -65,7 +65,8 @@ export function problem(e: unknown): Problem {
     if (detail.retryDelay) retryAfterSeconds = Math.max(1, Math.ceil(Number(detail.retryDelay.seconds) + detail.retryDelay.nanos / 1e9));
   }
   let message = err.rawMessage || Code[err.code];
-  if (err.code === Code.ResourceExhausted && retryAfterSeconds) {
+  // The server's rate-limit messages say when to retry; others get it added.
+  if (err.code === Code.ResourceExhausted && retryAfterSeconds && !/retry/i.test(message)) {
     message = `${message} — try again in ${retryAfterSeconds} s`;
   }
   if (err.code === Code.Unavailable || err.code === Code.Unknown && !err.rawMessage) {

@@ -8,15 +8,10 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { workers as api } from "./api";
 import { WorkerEventType, type Worker } from "./gen/minispod/v1/workers_pb";
+import { nextBackoff } from "./backoff";
 import { session } from "./session";
 
 export type LinkState = { kind: "connecting" } | { kind: "live" } | { kind: "reconnecting"; attempt: number; retryAt: number; reason: string };
-
-/** The next delay: min(prev * 2, max), drawn uniformly below it (full jitter). */
-export function nextBackoff(prevCeiling: number, base = 500, max = 15_000): { ceiling: number; delay: number } {
-  const ceiling = Math.min(Math.max(prevCeiling * 2, base), max);
-  return { ceiling, delay: Math.random() * ceiling };
-}
 
 type Listener = () => void;
 

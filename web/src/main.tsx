@@ -1,6 +1,7 @@
 // The console's shell: session restore, role-aware navigation and routes.
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
+import { safeNext } from "./next";
 import { installLinkHandler, navigate, useLocation } from "./router";
 import { session } from "./session";
 import { CatalogPage, ServiceDetailPage, ServiceEditPage } from "./pages/catalog";
@@ -117,7 +118,7 @@ function App() {
     if (!s.ready) return;
     const publicPage = path === "/signin" || path === "/register";
     if (!s.signedIn && !publicPage) navigate(`/signin?next=${encodeURIComponent(here)}`, true);
-    else if (s.signedIn && publicPage) navigate(safeNext(query.get("next")), true);
+    else if (s.signedIn && publicPage) navigate(safeNext(query.get("next"), location.origin), true);
     else if (s.signedIn && path === "/" && !s.isAdmin) navigate("/catalog", true);
   }, [s.ready, s.signedIn, path]);
 
@@ -148,19 +149,6 @@ function App() {
     );
   }
   return <Shell current={r.nav}>{r.page()}</Shell>;
-}
-
-/** Only paths of this origin are followed after sign-in (no open redirect). */
-export function safeNext(next: string | null): string {
-  if (!next || !next.startsWith("/")) return "/";
-  let url: URL;
-  try {
-    url = new URL(next, location.origin);
-  } catch {
-    return "/";
-  }
-  if (url.origin !== location.origin || url.pathname === "/signin" || url.pathname === "/register") return "/";
-  return url.pathname + url.search + url.hash;
 }
 
 installLinkHandler();

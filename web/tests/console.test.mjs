@@ -232,6 +232,97 @@ async function createTokenInConsole(page, base, { description, hours = '1', maxU
   return { token: await page.getByLabel('Token', { exact: true }).inputValue(), command: await command.inputValue() };
 }
 
+/** Registers a customer account at /register; the console then shows the catalog. */
+async function register(page, base, { name, email, password }) {
+  await open(page, `${base}/register`);
+  await h1(page, 'Create an account').waitFor();
+  await page.getByLabel('Name').fill(name);
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await h1(page, 'Catalog').waitFor();
+}
+
+/**
+ * Submits the sign-in form with credentials that must be refused; returns
+ * the Login call's grpc-status and message and the alert the page shows.
+ */
+async function signInRefused(page, base, { email, password, goto = true }) {
+  if (goto) await open(page, `${base}/signin`);
+  await h1(page, 'Sign in').waitFor();
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(password);
+  const answered = page.waitForResponse((r) => r.url().endsWith('/minispod.v1.AuthService/Login'));
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  const res = await answered;
+  const headers = await res.allHeaders();
+  const body = await res.body().catch(() => Buffer.alloc(0));
+  const outcome = grpcWebOutcome(body, headers);
+  const message = headers['grpc-message'] ?? /grpc-message:\s*([^\r\n]*)/i.exec(body.toString('latin1'))?.[1];
+  assert.notEqual(outcome.status, 0, `the sign-in as ${email} succeeded`);
+  // The form is idle again (the button's label is back) with the answer shown.
+  await page.getByRole('button', { name: 'Sign in', exact: true }).and(page.locator(':enabled')).waitFor();
+  const alert = page.getByRole('alert');
+  await alert.waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Sign out' }).count(), 0, 'signed in after all');
+  return { status: outcome.status, message: message && decodeURIComponent(message), alert: (await alert.innerText()).trim() };
+}
+
+/**
+ * Creates a user with the Users page's "New user" form (the page must be
+ * signed in as an administrator) and waits for the page's confirmation.
+ */
+async function createUserInConsole(page, base, { email, name, password, role = 'user', goto = true }) {
+  if (goto) {
+    await open(page, `${base}/users`);
+    await h1(page, 'Users').waitFor();
+  }
+  const form = page.getByRole('region', { name: 'New user' });
+  if (!(await form.isVisible())) await page.getByRole('button', { name: 'New user' }).click();
+  await form.getByLabel('Email').fill(email);
+  await form.getByLabel('Name').fill(name);
+  await form.getByLabel('Password').fill(password);
+  await form.getByLabel('Role').selectOption(role);
+  await form.getByRole('button', { name: 'Create user' }).click();
+  await page.getByRole('status').filter({ hasText: `Created ${email}.` }).waitFor();
+}
+
+/** The data-email of every row of the users table, in order. */
+function userEmails(page) {
+  return page.locator('tr[data-email]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-email')));
+}
+
+/** The total the users page's pager shows ("N users"), as a number. */
+async function usersTotal(page) {
+  const text = await page.getByRole('navigation', { name: 'Pages' }).getByText(/^\d+ users$/).innerText();
+  return Number(text.split(' ')[0]);
+}
+
+/** The names on the catalog's service cards, sorted. */
+async function cardNames(page) {
+  const names = await page.getByRole('main').getByRole('article').getByRole('heading', { level: 2 }).allInnerTexts();
+  return names.map((n) => n.trim()).sort();
+}
+
+/** Waits until the catalog shows exactly these cards; the failure names what it shows. */
+async function waitCards(page, expected, what, timeoutMs = 15_000) {
+  const want = [...expected].sort();
+  let last = [];
+  try {
+    await waitFor(
+      async () => {
+        last = await cardNames(page);
+        return JSON.stringify(last) === JSON.stringify(want);
+      },
+      timeoutMs,
+      { message: `${what}: cards ${JSON.stringify(want)}` },
+    );
+  } catch (e) {
+    e.message += `; showing ${JSON.stringify(last)} at ${page.url()}`;
+    throw e;
+  }
+}
+
 /** Marks the document so that a reload (a new document) can be detected. */
 async function markDocument(page) {
   await page.evaluate(() => {
@@ -621,6 +712,142 @@ describe('enrollment and worker detail', () => {
       await page.context().close();
     }),
   );
+
+  it(
+    'revokes a token: it leaves the active list, shows "revoked", and an agent with it does not join',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await createTokenInConsole(page, f.cp.url, { description: 'kept token', maxUses: '3' });
+      const revoked = await createTokenInConsole(page, f.cp.url, { description: 'revoked token', maxUses: '3' });
+      const tokenRow = (d) => page.getByRole('row').filter({ has: page.getByRole('cell', { name: d, exact: true }) });
+      const stateCell = (d) => tokenRow(d).getByRole('cell').nth(4);
+      await tokenRow('kept token').waitFor();
+      await tokenRow('revoked token').waitFor();
+      assert.equal(await stateCell('revoked token').innerText(), 'active');
+
+      await page.getByRole('button', { name: 'Revoke revoked token', exact: true }).click();
+      await waitFor(async () => (await tokenRow('revoked token').count()) === 0, 10_000, { message: 'the revoked token left the active list' });
+      assert.equal(await tokenRow('kept token').count(), 1, 'the other token left the list too');
+      assert.equal(await stateCell('kept token').innerText(), 'active');
+      assert.ok(await page.getByRole('button', { name: 'Revoke kept token', exact: true }).isEnabled());
+      assert.equal(await page.getByRole('alert').count(), 0, 'an error banner after revoking');
+
+      await page.getByLabel('Show revoked, expired and used up').check();
+      await tokenRow('revoked token').waitFor();
+      assert.equal(await stateCell('revoked token').innerText(), 'revoked');
+      assert.equal(await tokenRow('revoked token').getByRole('button').count(), 0, 'a revoked token still has a Revoke button');
+      assert.equal(await stateCell('kept token').innerText(), 'active');
+      // Persisted: after a reload the default list still leaves it out.
+      await reload(page);
+      await tokenRow('kept token').waitFor();
+      assert.equal(await tokenRow('revoked token').count(), 0, 'the revoked token is back in the active list after a reload');
+
+      // An agent run with the revoked token's join command is refused.
+      await open(page, `${f.cp.url}/workers`);
+      await h1(page, 'Fleet').waitFor();
+      await waitFor(async () => (await linkBadge(page).innerText()) === 'Live', 30_000, { message: 'badge Live' });
+      const name = 'revoked-join';
+      const tStart = Date.now();
+      const agent = startAgentFromCommand(revoked.command, { name });
+      f.agents.push(agent);
+      await waitFor(() => /enrollment token was revoked/.test(agent.log()), 30_000, { message: 'the agent logs "enrollment token was revoked"' });
+      const exit = await Promise.race([agent.exited, sleep(10_000).then(() => undefined)]);
+      note(`agent with a revoked token: ${exit ? `exited with code ${exit.code}` : 'still running 10 s after the refusal'}; log: ${JSON.stringify(agent.log().split('\n').filter((l) => !l.startsWith('[harness]') && /revoked|Error/.test(l)).slice(0, 2))}`);
+      assert.ok(exit, 'the agent kept running after its enrollment was refused');
+      assert.notEqual(exit.code, 0);
+      // Give a row ~5 s from the start to appear, which it must not.
+      await sleep(Math.max(0, 5_000 - (Date.now() - tStart)));
+      assert.equal(await workerRow(page, name).count(), 0, 'a worker joined with a revoked token');
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'saves taints, uncordons, and ends maintenance (ACTIVE again) while the agent is connected',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      const { command } = await createTokenInConsole(page, f.cp.url, { description: 'taints test', maxUses: '1' });
+      const name = 'taint-worker';
+      f.agents.push(startAgentFromCommand(command, { name }));
+      await open(page, `${f.cp.url}/workers`);
+      const row = await waitRowStatus(page, name, 'ACTIVE');
+      await row.getByRole('link', { name, exact: true }).click();
+      await h1(page, name).waitFor();
+      const factIs = (term, value, timeoutMs = 10_000) =>
+        waitFor(async () => (await fact(page, term).innerText()) === value, timeoutMs, { message: `${term} ${value}` });
+      await factIs('Status', 'ACTIVE');
+      assert.equal(await fact(page, 'Schedulable').innerText(), 'yes');
+
+      await page.getByRole('button', { name: 'Cordon', exact: true }).click();
+      await page.getByRole('button', { name: 'Uncordon', exact: true }).waitFor();
+      await factIs('Schedulable', 'no');
+      await page.getByRole('button', { name: 'Start maintenance' }).click();
+      await page.getByRole('button', { name: 'End maintenance' }).waitFor();
+      await factIs('Status', 'MAINTENANCE');
+
+      // A bad effect: the server's error under the field.
+      const taints = page.getByLabel('Taints', { exact: true });
+      await taints.fill('dedicated=gpu:Sometimes');
+      await page.getByRole('button', { name: 'Save', exact: true }).click();
+      await waitFor(async () => (await taints.getAttribute('aria-invalid')) === 'true', 10_000, { message: 'Taints aria-invalid' });
+      assert.match(await describedError(taints), /must be NoSchedule, PreferNoSchedule or NoExecute/);
+
+      const wanted = ['dedicated=gpu:NoSchedule', 'experimental:PreferNoSchedule', 'maintenance=disk:NoExecute'];
+      await taints.fill(wanted.join('\n'));
+      await page.getByRole('button', { name: 'Save', exact: true }).click();
+      await page.getByRole('status').filter({ hasText: 'Saved labels, taints and notes.' }).waitFor();
+      assert.equal(await taints.getAttribute('aria-invalid'), null, 'Taints still marked invalid');
+
+      const taintLines = async () => (await taints.inputValue()).split('\n').filter(Boolean).sort();
+      const taintsAre = async (what) => {
+        let last = [];
+        await waitFor(
+          async () => {
+            last = await taintLines();
+            return JSON.stringify(last) === JSON.stringify([...wanted].sort());
+          },
+          10_000,
+          { message: `${what}: taints ${JSON.stringify(wanted)}` },
+        ).catch((e) => {
+          e.message += `; the field holds ${JSON.stringify(last)}`;
+          throw e;
+        });
+      };
+      await reload(page);
+      await h1(page, name).waitFor();
+      await taintsAre('after a reload');
+      assert.equal(await fact(page, 'Status').innerText(), 'MAINTENANCE');
+
+      // End maintenance: the connected worker is ACTIVE again (still cordoned).
+      await page.getByRole('button', { name: 'End maintenance' }).click();
+      await page.getByRole('button', { name: 'Start maintenance' }).waitFor();
+      await factIs('Status', 'ACTIVE');
+      assert.equal(await fact(page, 'Online').innerText(), 'yes');
+      assert.equal(await fact(page, 'Schedulable').innerText(), 'no', 'schedulable while cordoned');
+
+      // Uncordon: schedulable again.
+      await page.getByRole('button', { name: 'Uncordon', exact: true }).click();
+      await page.getByRole('button', { name: 'Cordon', exact: true }).waitFor();
+      await factIs('Cordoned', 'no');
+      await factIs('Schedulable', 'yes');
+
+      await reload(page);
+      await h1(page, name).waitFor();
+      await factIs('Status', 'ACTIVE');
+      assert.equal(await fact(page, 'Cordoned').innerText(), 'no');
+      assert.equal(await fact(page, 'Schedulable').innerText(), 'yes');
+      await taintsAre('after uncordon and end of maintenance');
+
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Fleet' }).click();
+      const fleetRow = await waitRowStatus(page, name, 'ACTIVE');
+      assert.equal(await fleetRow.getByText('cordoned', { exact: true }).count(), 0, 'the fleet row still says cordoned');
+      await page.context().close();
+    }),
+  );
 });
 
 // ---------------------------------------------------------------------------
@@ -726,6 +953,92 @@ describe('users', () => {
       const inactive = await page.locator('tr[data-email]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-email')).sort());
       assert.deepEqual(inactive, ['ana@example.test', 'bruno@example.test']);
       assert.equal(await cell(page, 'ana@example.test', 2).innerText(), 'Ana Maria Lima');
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'pages through the users 25 at a time with Next and Previous page, with the right total',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const PAGE = 25; // web/src/pages/users.tsx
+      const N = PAGE + 1;
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await open(page, `${f.cp.url}/users`);
+      await h1(page, 'Users').waitFor();
+      await userRow(page, ADMIN_EMAIL).waitFor();
+      const before = await usersTotal(page);
+      const t0 = Date.now();
+      const made = [];
+      for (let i = 1; i <= N; i++) {
+        const email = `pager-${String(i).padStart(2, '0')}@example.test`;
+        await createUserInConsole(page, f.cp.url, { email, name: `Pager ${i}`, password: `pager-password-${i}`, goto: false });
+        made.push(email);
+      }
+      note(`created ${N} users with the New user form in ${Date.now() - t0} ms`);
+      await waitFor(async () => (await usersTotal(page)) === before + N, 10_000, { message: `${before + N} users` });
+
+      const pager = page.getByRole('navigation', { name: 'Pages' });
+      const next = pager.getByRole('button', { name: 'Next page' });
+      const prev = pager.getByRole('button', { name: 'Previous page' });
+      /** Waits for the table to show `n` rows other than `not`, and returns them. */
+      const rowsChange = async (not, n, what) => {
+        let last = [];
+        await waitFor(
+          async () => {
+            last = await userEmails(page);
+            return last.length === n && JSON.stringify(last) !== JSON.stringify(not);
+          },
+          10_000,
+          { message: `${what}: ${n} rows other than before` },
+        ).catch((e) => {
+          e.message += `; showing ${last.length} rows: ${JSON.stringify(last)}`;
+          throw e;
+        });
+        return last;
+      };
+
+      // Every user: 25, then the rest.
+      const total = before + N;
+      const first = await userEmails(page);
+      assert.equal(first.length, PAGE);
+      assert.equal(await prev.isDisabled(), true, 'Previous page enabled on the first page');
+      assert.equal(await next.isEnabled(), true, 'Next page disabled with more users than a page');
+      await next.click();
+      const second = await rowsChange(first, total - PAGE, 'page 2');
+      assert.ok(new URL(page.url()).searchParams.get('page'), `no page in the URL: ${page.url()}`);
+      assert.deepEqual(second.filter((e) => first.includes(e)), [], 'a user on both pages');
+      for (const e of [ADMIN_EMAIL, ...made]) assert.ok([...first, ...second].includes(e), `${e} on neither page`);
+      assert.equal(await usersTotal(page), total);
+      assert.equal(await next.isDisabled(), true, 'Next page enabled on the last page');
+      assert.equal(await prev.isEnabled(), true, 'Previous page disabled on page 2');
+      await prev.click();
+      await rowsChange(second, PAGE, 'back to page 1');
+      assert.deepEqual(await userEmails(page), first);
+      assert.equal(new URL(page.url()).searchParams.get('page'), null);
+      assert.equal(await prev.isDisabled(), true);
+
+      // With a search: only the new users, newest first; page 2 survives a reload.
+      await page.getByRole('searchbox', { name: 'Search' }).fill('pager-');
+      await page.getByRole('search').getByRole('button', { name: 'Search', exact: true }).click();
+      const newestFirst = [...made].reverse();
+      await waitFor(async () => (await usersTotal(page)) === N, 10_000, { message: `${N} users matching "pager-"` });
+      await waitFor(async () => JSON.stringify(await userEmails(page)) === JSON.stringify(newestFirst.slice(0, PAGE)), 10_000, { message: 'search page 1' });
+      await next.click();
+      await waitFor(async () => JSON.stringify(await userEmails(page)) === JSON.stringify(newestFirst.slice(PAGE)), 10_000, { message: 'search page 2' });
+      const searchPage2 = page.url();
+      assert.equal(new URL(searchPage2).searchParams.get('q'), 'pager-');
+      await reload(page);
+      await h1(page, 'Users').waitFor();
+      await waitFor(async () => JSON.stringify(await userEmails(page)) === JSON.stringify(newestFirst.slice(PAGE)), 10_000, { message: 'search page 2 after a reload' });
+      assert.equal(page.url(), searchPage2);
+      assert.equal(await usersTotal(page), N);
+      assert.equal(await page.getByRole('searchbox', { name: 'Search' }).inputValue(), 'pager-');
+      await prev.click();
+      await waitFor(async () => JSON.stringify(await userEmails(page)) === JSON.stringify(newestFirst.slice(0, PAGE)), 10_000, { message: 'search page 1 again' });
+      assert.equal(new URL(page.url()).searchParams.get('q'), 'pager-');
+      assert.equal(new URL(page.url()).searchParams.get('page'), null);
       await page.context().close();
     }),
   );
@@ -925,6 +1238,71 @@ describe('catalog', () => {
       note(`admin RPCs made by the customer's pages: ${JSON.stringify(adminCalls)}`);
       const succeeded = adminCalls.filter((c) => c.http === 200 && (c.status === 0 || (c.status === undefined && c.messages > 0)));
       assert.deepEqual(succeeded, [], 'a customer page made a successful administrator RPC');
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'narrows a customer\'s catalog by search and by category, both kept in the URL over a reload',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await register(page, f.cp.url, { name: 'Erin Browser', email: 'erin@example.test', password: 'erin-password-123' });
+      await waitFor(() => new URL(page.url()).pathname === '/catalog', 10_000, { message: `on /catalog, is ${page.url()}` });
+      const search = page.getByRole('searchbox', { name: 'Search' });
+      const category = page.getByLabel('Category', { exact: true });
+      const query = () => Object.fromEntries(new URL(page.url()).searchParams);
+      await page.getByRole('heading', { level: 2, name: 'WordPress', exact: true }).waitFor();
+      const all = await cardNames(page);
+      for (const svc of ['Ghost', 'n8n', 'WordPress']) assert.ok(all.includes(svc), `${svc} not in ${JSON.stringify(all)}`);
+
+      await search.fill('ghost');
+      await waitCards(page, ['Ghost'], 'search "ghost"');
+      assert.deepEqual(query(), { q: 'ghost' });
+      // Any case; the description counts too ("Publishing platform for blogs, newsletters…").
+      await search.fill('NEWSLETTER');
+      await waitCards(page, ['Ghost'], 'search "NEWSLETTER"');
+      await search.fill('blog');
+      await waitCards(page, ['Ghost', 'WordPress'], 'search "blog"');
+
+      // The category select: only cms entries (n8n is automation).
+      await search.fill('');
+      await waitCards(page, all, 'empty search');
+      assert.deepEqual(query(), {});
+      await waitFor(async () => (await category.locator('option').count()) > 1, 10_000, { message: 'categories loaded' });
+      await category.selectOption('cms');
+      await waitCards(page, ['Ghost', 'WordPress'], 'category cms');
+      assert.deepEqual(query(), { category: 'cms' });
+      await category.selectOption('automation');
+      await waitCards(page, ['n8n'], 'category automation');
+
+      // Both together, and a reload keeps them.
+      await category.selectOption('cms');
+      await search.fill('ghost');
+      await waitCards(page, ['Ghost'], 'search "ghost" in cms');
+      assert.deepEqual(query(), { category: 'cms', q: 'ghost' });
+      const url = page.url();
+      await reload(page);
+      await h1(page, 'Catalog').waitFor();
+      assert.equal(page.url(), url);
+      await waitCards(page, ['Ghost'], 'after a reload');
+      assert.equal(await search.inputValue(), 'ghost');
+      await waitFor(async () => (await category.inputValue()) === 'cms', 10_000, { message: 'Category select shows cms after the reload' });
+
+      // A search with no match in the category says so.
+      await category.selectOption('automation');
+      await waitCards(page, [], 'search "ghost" in automation');
+      await page.getByText('No service matches.', { exact: true }).waitFor();
+      assert.deepEqual(query(), { category: 'automation', q: 'ghost' });
+
+      // Opened as a link.
+      await open(page, `${f.cp.url}/catalog?category=cms`);
+      await waitCards(page, ['Ghost', 'WordPress'], 'link with category=cms');
+      assert.equal(await search.inputValue(), '');
+      await waitFor(async () => (await category.inputValue()) === 'cms', 10_000, { message: 'Category select shows cms' });
+      await category.selectOption('');
+      await waitCards(page, all, 'All categories');
+      assert.deepEqual(query(), {});
       await page.context().close();
     }),
   );
@@ -1431,3 +1809,401 @@ describe('behind nginx', () => {
 });
 
 
+
+// ---------------------------------------------------------------------------
+// 13. The own profile: name, password, deactivation.
+
+describe('profile', () => {
+  const f = fixture();
+  before(async () => {
+    // Many sign-ins in one block: room above the default login rate limit.
+    f.cp = await startControlPlane({ args: ['--login-ip-burst', '200', '--login-ip-per-minute', '200'] });
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(() => f.close());
+
+  it(
+    'saves a new name ("Profile saved.") that the header shows, also after a reload',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Profile' }).click();
+      await h1(page, 'Profile').waitFor();
+      const header = page.getByRole('banner');
+      const newName = 'Ada Renamed';
+      assert.equal(await header.getByText(newName, { exact: true }).count(), 0);
+      const nameField = page.getByLabel('Name', { exact: true });
+      await nameField.fill(newName);
+      // Only the email needs the password.
+      assert.equal(await page.getByLabel('Password (to change the email)').count(), 0);
+      await page.getByRole('button', { name: 'Save profile' }).click();
+      await page.getByRole('status').filter({ hasText: 'Profile saved.' }).waitFor();
+      assert.equal(await page.getByRole('alert').count(), 0);
+      await header.getByText(newName, { exact: true }).waitFor();
+
+      await reload(page);
+      await h1(page, 'Profile').waitFor();
+      await header.getByText(newName, { exact: true }).waitFor();
+      assert.equal(await nameField.inputValue(), newName);
+      // Also where administrators see it.
+      await open(page, `${f.cp.url}/users`);
+      await waitFor(async () => (await page.locator(`tr[data-email="${ADMIN_EMAIL}"]`).getByRole('cell').nth(2).innerText()) === newName, 10_000, {
+        message: 'the new name in the users table',
+      });
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'changes the password: a wrong current one shows the server\'s error; then the page keeps working, the old password fails and the new one signs in',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const email = 'pat@example.test';
+      const oldPassword = 'pat-old-password-1';
+      const newPassword = 'pat-new-password-2';
+      const admin = await f.page();
+      await signIn(admin, f.cp.url);
+      await createUserInConsole(admin, f.cp.url, { email, name: 'Pat Admin', password: oldPassword, role: 'administrator' });
+      await admin.context().close();
+
+      const page = await f.page();
+      await signIn(page, f.cp.url, { email, password: oldPassword });
+      const nav = page.getByRole('navigation', { name: 'Main' });
+      await nav.getByRole('link', { name: 'Profile' }).click();
+      await h1(page, 'Profile').waitFor();
+      await markDocument(page);
+      const form = page.getByRole('region', { name: 'Password', exact: true });
+      const current = form.getByLabel('Current password');
+      const next = form.getByLabel('New password');
+
+      await current.fill('not-my-password-9');
+      await next.fill(newPassword);
+      await form.getByRole('button', { name: 'Change password' }).click();
+      // The server's answer: "is wrong", as a field error of current_password
+      // (INVALID_ARGUMENT) with the banner, or in the banner alone.
+      const alert = form.getByRole('alert');
+      await alert.waitFor();
+      const said = `${await alert.innerText()} | ${await describedError(current)}`;
+      note(`wrong current password shows: ${JSON.stringify(said)}`);
+      assert.match(said, /wrong/);
+      assert.equal(new URL(page.url()).pathname, '/profile', 'a wrong current password left the page');
+      assert.equal(await page.getByRole('button', { name: 'Sign out' }).count(), 1, 'a wrong current password signed out');
+
+      await current.fill(oldPassword);
+      await form.getByRole('button', { name: 'Change password' }).click();
+      await page.getByRole('status').filter({ hasText: 'Password changed. Your other sessions were signed out.' }).waitFor();
+      assert.equal(await alert.count(), 0, 'the error stays after the change');
+      assert.equal(await current.inputValue(), '');
+      assert.equal(await next.inputValue(), '');
+
+      // The page goes on with the new session: other pages load, and a reload
+      // resumes from the session cookie ChangePassword set.
+      await nav.getByRole('link', { name: 'Users' }).click();
+      await h1(page, 'Users').waitFor();
+      await page.locator(`tr[data-email="${email}"]`).waitFor();
+      assert.equal(await page.getByRole('alert').count(), 0, 'an error on the users page after the change');
+      await nav.getByRole('link', { name: 'Profile' }).click();
+      await h1(page, 'Profile').waitFor();
+      await assertSameDocument(page, 'navigation after the password change');
+      await reload(page);
+      await h1(page, 'Profile').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/profile');
+      await page.getByRole('button', { name: 'Sign out' }).waitFor();
+      await nav.getByRole('link', { name: 'Users' }).click();
+      await page.locator(`tr[data-email="${email}"]`).waitFor();
+      assert.equal(await page.getByRole('alert').count(), 0, 'an error on the users page after the reload');
+
+      // Signing in afresh: the old password is refused, the new one works.
+      const other = await f.page();
+      const refused = await signInRefused(other, f.cp.url, { email, password: oldPassword });
+      assert.match(refused.alert, /invalid email or password/);
+      await signIn(other, f.cp.url, { email, password: newPassword });
+      await h1(other, 'Dashboard').waitFor();
+      await other.context().close();
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'deactivates the own account after a confirmation; signing in again is refused with the server\'s reason',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const email = 'dee@example.test';
+      const password = 'dee-password-123';
+      const page = await f.page();
+      await register(page, f.cp.url, { name: 'Dee Parting', email, password });
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Profile' }).click();
+      await h1(page, 'Profile').waitFor();
+      const zone = page.getByRole('region', { name: 'Deactivate account', exact: true });
+      const field = zone.getByLabel('Password (to deactivate)');
+      const dialog = page.getByRole('dialog', { name: 'Deactivate your account?' });
+
+      // A wrong password: the server's error, still signed in.
+      await field.fill('not-my-password-9');
+      await zone.getByRole('button', { name: 'Deactivate my account' }).click();
+      await dialog.waitFor();
+      await dialog.getByRole('button', { name: 'Deactivate', exact: true }).click();
+      const alert = zone.getByRole('alert');
+      await alert.waitFor();
+      const said = `${await alert.innerText()} | ${await describedError(field)}`;
+      note(`wrong password to deactivate shows: ${JSON.stringify(said)}`);
+      assert.match(said, /wrong/);
+      assert.equal(new URL(page.url()).pathname, '/profile');
+      assert.equal(await page.getByRole('button', { name: 'Sign out' }).count(), 1);
+
+      // Cancel leaves the account alone.
+      await field.fill(password);
+      await zone.getByRole('button', { name: 'Deactivate my account' }).click();
+      await dialog.waitFor();
+      await dialog.getByRole('button', { name: 'Cancel' }).click();
+      await waitFor(async () => !(await dialog.isVisible()), 5_000, { message: 'dialog closed' });
+      assert.equal(new URL(page.url()).pathname, '/profile');
+
+      await zone.getByRole('button', { name: 'Deactivate my account' }).click();
+      await dialog.waitFor();
+      await dialog.getByRole('button', { name: 'Deactivate', exact: true }).click();
+      await h1(page, 'Sign in').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/signin');
+      assert.equal(await page.getByRole('navigation', { name: 'Main' }).count(), 0);
+      // The session is over on the server too: a reload stays signed out.
+      await reload(page);
+      await h1(page, 'Sign in').waitFor();
+
+      const refused = await signInRefused(page, f.cp.url, { email, password, goto: false });
+      note(`sign-in to a deactivated account: grpc-status ${refused.status}, alert ${JSON.stringify(refused.alert)}`);
+      assert.match(refused.alert, /the account is deactivated/);
+      assert.equal(new URL(page.url()).pathname, '/signin');
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// 14. A session revoked or expired under an open page: sign in, then back.
+
+describe('session revocation', () => {
+  const f = fixture();
+  const sam = { email: 'sam@example.test', password: 'sam-password-123' };
+  before(async () => {
+    f.cp = await startControlPlane({ enrollmentToken: true, args: ['--login-ip-burst', '200', '--login-ip-per-minute', '200'] });
+    f.browser = await launchBrowser(f.cp.caPath);
+    // Sam, a second administrator, and a plain user for the role=user list.
+    const page = await f.page();
+    await signIn(page, f.cp.url);
+    await createUserInConsole(page, f.cp.url, { ...sam, name: 'Sam Second', role: 'administrator' });
+    await createUserInConsole(page, f.cp.url, { email: 'uma@example.test', name: 'Uma User', password: 'uma-password-123', goto: false });
+    await page.context().close();
+  });
+  after(() => f.close());
+
+  /** Sam, signed in, on /users?role=user with its rows loaded. */
+  async function samOnUsers() {
+    const page = await f.page();
+    await signIn(page, f.cp.url, sam);
+    await open(page, `${f.cp.url}/users?role=user`);
+    await h1(page, 'Users').waitFor();
+    await page.locator('tr[data-email="uma@example.test"]').waitFor();
+    return page;
+  }
+
+  /** The page is on /signin with next = `next`; signing in returns to exactly that URL. */
+  async function signInReturnsTo(page, next, password = sam.password) {
+    await h1(page, 'Sign in').waitFor();
+    await waitFor(() => new URL(page.url()).pathname === '/signin', 10_000, { message: `on /signin, is ${page.url()}` });
+    assert.equal(new URL(page.url()).searchParams.get('next'), next, `next of ${page.url()}`);
+    await signIn(page, f.cp.url, { email: sam.email, password, goto: false });
+    await h1(page, 'Users').waitFor();
+    await waitFor(() => page.url() === `${f.cp.url}${next}`, 10_000, { message: `back on ${next}, is ${page.url()}` });
+    await page.locator('tr[data-email="uma@example.test"]').waitFor();
+    assert.equal(await page.getByLabel('Role', { exact: true }).inputValue(), 'user');
+  }
+
+  it(
+    'after an administrator deactivates and re-activates the user, the next call in the app goes to sign-in and back to the page',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await samOnUsers();
+      await markDocument(page);
+
+      const admin = await f.page();
+      await signIn(admin, f.cp.url);
+      await open(admin, `${f.cp.url}/users`);
+      await admin.getByRole('button', { name: `Deactivate ${sam.email}`, exact: true }).click();
+      await admin.getByRole('status').filter({ hasText: `${sam.email} deactivated.` }).waitFor();
+      await admin.getByRole('button', { name: `Activate ${sam.email}`, exact: true }).click();
+      await admin.getByRole('status').filter({ hasText: `${sam.email} activated.` }).waitFor();
+
+      // Sam changes a filter: the list call is refused, the refresh too.
+      await page.getByLabel('State', { exact: true }).selectOption('active');
+      const next = '/users?role=user&state=active';
+      await signInReturnsTo(page, next);
+      assert.equal(await page.getByLabel('State', { exact: true }).inputValue(), 'active');
+      await assertSameDocument(page, 'sign-in after a revoked session');
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'after a password change in another browser, a reload goes to sign-in and, with the new password, back to the page',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await samOnUsers();
+      const newPassword = 'sam-password-456';
+
+      const second = await f.page();
+      await signIn(second, f.cp.url, sam);
+      await open(second, `${f.cp.url}/profile`);
+      const form = second.getByRole('region', { name: 'Password', exact: true });
+      await form.getByLabel('Current password').fill(sam.password);
+      await form.getByLabel('New password').fill(newPassword);
+      await form.getByRole('button', { name: 'Change password' }).click();
+      await second.getByRole('status').filter({ hasText: 'Password changed.' }).waitFor();
+
+      await reload(page);
+      await signInReturnsTo(page, '/users?role=user', newPassword);
+      sam.password = newPassword;
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'a deactivated administrator\'s open fleet page stops getting the live fleet and goes to sign-in',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url, sam);
+      await open(page, `${f.cp.url}/workers`);
+      await h1(page, 'Fleet').waitFor();
+      await waitFor(async () => (await linkBadge(page).innerText()) === 'Live', 30_000, { message: 'badge Live' });
+
+      const admin = await f.page();
+      await signIn(admin, f.cp.url);
+      await open(admin, `${f.cp.url}/users`);
+      await admin.getByRole('button', { name: `Deactivate ${sam.email}`, exact: true }).click();
+      await admin.getByRole('status').filter({ hasText: `${sam.email} deactivated.` }).waitFor();
+      try {
+        // A worker joins after the deactivation: the admin's fleet shows it ...
+        const name = 'after-deactivation';
+        f.agents.push(startAgent(f.cp, { token: f.cp.enrollmentToken, name }));
+        await open(admin, `${f.cp.url}/workers`);
+        await waitRowStatus(admin, name, 'ACTIVE');
+        const seen = await workerRow(page, name).count();
+        const badge = await linkBadge(page).innerText().catch(() => '(none)');
+        note(`deactivated user's fleet page: ${page.url()}, badge ${JSON.stringify(badge)}, sees the new worker: ${seen > 0}`);
+        // ... the deactivated one's must not, and must be on the sign-in page.
+        await h1(page, 'Sign in').waitFor({ timeout: 15_000 });
+        assert.equal(await workerRow(page, name).count(), 0, 'the deactivated user saw a worker that joined after');
+      } finally {
+        await open(admin, `${f.cp.url}/users`);
+        await admin.getByRole('button', { name: `Activate ${sam.email}`, exact: true }).click();
+        await admin.getByRole('status').filter({ hasText: `${sam.email} activated.` }).waitFor();
+      }
+    }),
+  );
+});
+
+describe('expired session', () => {
+  const f = fixture();
+  before(async () => {
+    f.cp = await startControlPlane({ args: ['--refresh-token-ttl', '3s'] });
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(() => f.close());
+
+  it(
+    'an expired session sends a reload to sign-in and, after it, back to the page',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      const deep = '/users?role=administrator';
+      await open(page, `${f.cp.url}${deep}`);
+      await page.locator(`tr[data-email="${ADMIN_EMAIL}"]`).waitFor();
+      // The refresh token lives 3 s (the access token 15 min, so nothing
+      // refreshes meanwhile): let it lapse.
+      await sleep(4_000);
+      const refreshed = page.waitForResponse((r) => r.url().endsWith('/minispod.v1.AuthService/Refresh'));
+      await reload(page);
+      const res = await refreshed;
+      const outcome = grpcWebOutcome(await res.body().catch(() => Buffer.alloc(0)), await res.allHeaders());
+      // The cookie expires with the token (no cookie: INVALID_ARGUMENT); were
+      // it sent, the server refuses it (UNAUTHENTICATED).
+      note(`Refresh after the refresh token's 3 s: HTTP ${res.status()}, grpc-status ${outcome.status}`);
+      assert.notEqual(outcome.status, 0, 'an expired session was refreshed');
+      await h1(page, 'Sign in').waitFor();
+      assert.equal(new URL(page.url()).pathname, '/signin');
+      assert.equal(new URL(page.url()).searchParams.get('next'), deep);
+      await signIn(page, f.cp.url, { goto: false });
+      await waitFor(() => page.url() === `${f.cp.url}${deep}`, 10_000, { message: `back on ${deep}, is ${page.url()}` });
+      await page.locator(`tr[data-email="${ADMIN_EMAIL}"]`).waitFor();
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// 15. Login rate limits: the sign-in page says when to try again.
+
+describe('login rate limit', () => {
+  const f = fixture();
+  const BURST = 3;
+  before(async () => {
+    f.cp = await startControlPlane({ args: ['--login-ip-burst', String(BURST), '--login-ip-per-minute', '1'] });
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(() => f.close());
+
+  it(
+    'shows the server\'s RESOURCE_EXHAUSTED message with when to retry once the limit is hit, for the right password too',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await open(page, `${f.cp.url}/signin`);
+      const attempts = [];
+      for (let i = 0; i < BURST + 5; i++) {
+        const r = await signInRefused(page, f.cp.url, { email: ADMIN_EMAIL, password: `wrong-password-${i}`, goto: false });
+        attempts.push(r);
+        if (r.status === 8) break;
+      }
+      note(`login attempts: ${JSON.stringify(attempts.map((a) => `${a.status}: ${a.alert}`))}`);
+      const last = attempts.at(-1);
+      assert.equal(last.status, 8, 'never RESOURCE_EXHAUSTED');
+      assert.equal(attempts.length, BURST + 1, `refused after ${attempts.length - 1} attempts with a burst of ${BURST}`);
+      for (const a of attempts.slice(0, -1)) assert.match(a.alert, /invalid email or password/);
+      // The server's message, then the console's retry time from RetryInfo.
+      assert.ok(last.alert.startsWith(last.message), `alert ${JSON.stringify(last.alert)} does not start with the server's ${JSON.stringify(last.message)}`);
+      assert.match(last.alert, /too many attempts from this address/);
+      const m = /retry in (\d+) ?s$/.exec(last.alert);
+      assert.ok(m, `no "retry in N s" in ${JSON.stringify(last.alert)}`);
+      const n = Number(m[1]);
+      assert.ok(n >= 1 && n <= 60, `try again in ${n} s with one attempt a minute`);
+
+      // The right password is refused too while the limit holds.
+      const right = await signInRefused(page, f.cp.url, { email: ADMIN_EMAIL, password: ADMIN_PASSWORD, goto: false });
+      assert.equal(right.status, 8);
+      assert.match(right.alert, /too many attempts from this address.*retry in \d+ ?s$/);
+      assert.equal(new URL(page.url()).pathname, '/signin');
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'names one retry time in the rate-limit alert',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await open(page, `${f.cp.url}/signin`);
+      let r;
+      for (let i = 0; i < BURST + 2; i++) {
+        r = await signInRefused(page, f.cp.url, { email: ADMIN_EMAIL, password: `wrong-password-x${i}`, goto: false });
+        if (r.status === 8) break;
+      }
+      assert.equal(r.status, 8, 'never RESOURCE_EXHAUSTED');
+      const seconds = [...r.alert.matchAll(/(\d+) ?s\b/g)].map((m) => Number(m[1]));
+      assert.ok(seconds.length >= 1, r.alert);
+      assert.equal(new Set(seconds).size, 1, `different retry times in ${JSON.stringify(r.alert)}`);
+      await page.context().close();
+    }),
+  );
+});

@@ -284,9 +284,15 @@ pub struct LoginLimiter {
     known: KnownAddresses,
 }
 
+/// Whole seconds, rounded up, at least one.
+pub fn ceil_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
 fn too_many(what: &str, wait: Duration) -> AppError {
     AppError::ResourceExhausted {
-        message: format!("too many {what}; retry in {}s", wait.as_secs().max(1)),
+        // Rounded up: "retry in 59s" for a wait of 59.9 s would be too early.
+        message: format!("too many {what}; retry in {}s", ceil_secs(wait)),
         retry_after: Some(wait),
     }
 }

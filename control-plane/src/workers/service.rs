@@ -426,6 +426,11 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<Self::WatchWorkersStream>, Status> {
         self.auth.admin(&request).await?;
         let include_metrics = request.get_ref().include_metrics;
+        // The caller is checked again while the stream lasts, so it ends
+        // soon after the account is deactivated, demoted or deleted, its
+        // tokens are revoked, or the access token expires.
+        let credentials = request.metadata().clone();
+        let auth = self.auth.clone();
         // Subscribe before reading the snapshot, so no change falls between.
         let mut events = self.hub.subscribe();
         let db = self.hub.db().clone();
@@ -490,12 +495,23 @@ impl WorkerService for WorkerApi {
                 {
                     return;
                 }
+                let mut recheck = tokio::time::interval(CALLER_RECHECK);
+                recheck.tick().await;
                 loop {
                     let item = tokio::select! {
                         item = events.recv() => item,
                         // A send that fails means the client left.
                         () = tx.closed() => return,
                         () = hub.closed() => return,
+                        _ = recheck.tick() => {
+                            let mut probe = Request::new(());
+                            *probe.metadata_mut() = credentials.clone();
+                            if let Err(e) = auth.admin(&probe).await {
+                                let _ = tx.send(Err(Status::from(e))).await;
+                                return;
+                            }
+                            continue;
+                        }
                     };
                     let msg = match item {
                         Ok((WorkerEvent::Upserted(w), at)) => {
@@ -576,6 +592,9 @@ impl WorkerService for WorkerApi {
         }))
     }
 }
+
+/// How often a WatchWorkers stream checks that its caller may still watch.
+const CALLER_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The partial worker a METRICS watch event carries: its id and the
 /// heartbeat figures the flush wrote.

@@ -352,3 +352,57 @@ async fn the_join_command_names_the_tls_port_agents_use() {
         .into_inner();
     assert_eq!(res.server_url, "https://cp.example.org:7443");
 }
+
+#[tokio::test]
+async fn a_watch_ends_soon_after_its_administrator_is_deactivated() {
+    let app = spawn_app().await;
+    let root = app.admin_token().await;
+    let sam = app
+        .users()
+        .create_user(authed(
+            pb::CreateUserRequest {
+                email: "sam@example.org".into(),
+                password: "sam-password-1".into(),
+                name: "Sam".into(),
+                role: pb::Role::Administrator as i32,
+            },
+            &root,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let (sam_token, _) = app
+        .login("sam@example.org", "sam-password-1")
+        .await
+        .unwrap();
+    let mut workers =
+        minispod_proto::v1::worker_service_client::WorkerServiceClient::new(app.channel.clone());
+    let mut watch = workers
+        .watch_workers(authed(pb::WatchWorkersRequest::default(), &sam_token))
+        .await
+        .unwrap()
+        .into_inner();
+    // The (empty) snapshot, then the stream stays open.
+    let end = watch.message().await.unwrap().unwrap();
+    assert_eq!(end.r#type, pb::WorkerEventType::SnapshotEnd as i32);
+
+    app.users()
+        .set_user_active(authed(
+            pb::SetUserActiveRequest {
+                id: sam.id,
+                active: false,
+            },
+            &root,
+        ))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), watch.message())
+        .await
+        .expect("the watch ends within 10 s");
+    let status = ended.expect_err("it ends with an error");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    println!("watch ended {:?} after the deactivation", started.elapsed());
+}

@@ -66,7 +66,7 @@ export function CatalogPage() {
       >
         <div class="field">
           <label for="catalog-search">Search</label>
-          <input id="catalog-search" type="search" placeholder="name, description or tag" value={searchText} onInput={(e) => {
+          <input id="catalog-search" type="search" placeholder="name or description" value={searchText} onInput={(e) => {
             setSearchText(e.currentTarget.value);
             setQuery({ q: e.currentTarget.value });
           }} />
