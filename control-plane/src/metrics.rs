@@ -15,6 +15,40 @@ use std::{
     time::Duration,
 };
 
+/// Every method path this server answers (`/package.Service/Method`), from
+/// the descriptor sets it serves by reflection, plus reflection's own.
+static KNOWN_METHODS: std::sync::LazyLock<std::collections::HashSet<String>> =
+    std::sync::LazyLock::new(|| {
+        let mut known = std::collections::HashSet::new();
+        for encoded in [
+            minispod_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(encoded)
+            else {
+                continue;
+            };
+            for file in set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        known.insert(format!(
+                            "/{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        for v in ["v1", "v1alpha"] {
+            known.insert(format!(
+                "/grpc.reflection.{v}.ServerReflection/ServerReflectionInfo"
+            ));
+        }
+        known
+    });
+
 /// Latency buckets, seconds.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -121,14 +155,15 @@ pub struct FleetGauges {
 impl Metrics {
     /// Counts one finished RPC.
     pub fn observe_rpc(&self, method: &str, code: &'static str, elapsed: Duration) {
-        // Method names come from clients: past a bound, unknown ones share
-        // one series so a scan of made-up paths cannot grow memory.
-        let mut calls = lock(&self.rpc_calls);
-        let method = if calls.len() < 512 || calls.contains_key(&(method.to_owned(), code)) {
+        // Paths come from clients: only methods this server has get their
+        // own series, so a made-up path can neither grow memory nor put
+        // characters into the exposition that break the whole scrape.
+        let method = if KNOWN_METHODS.contains(method) {
             method
         } else {
             "other"
         };
+        let mut calls = lock(&self.rpc_calls);
         *calls.entry((method.to_owned(), code)).or_default() += 1;
         drop(calls);
         lock(&self.rpc_latency)
@@ -241,6 +276,32 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_up_paths_share_one_series_and_cannot_break_the_scrape() {
+        let m = Metrics::default();
+        let crafted = "/x\"} 1\nminispod_fake 99\n{";
+        m.observe_rpc(crafted, "UNIMPLEMENTED", Duration::from_millis(1));
+        m.observe_rpc(
+            "/nope.Service/Call",
+            "UNIMPLEMENTED",
+            Duration::from_millis(1),
+        );
+        m.observe_rpc(
+            "/minispod.v1.WorkerService/WatchWorkers",
+            "OK",
+            Duration::from_millis(1),
+        );
+        let text = m.render(&FleetGauges {
+            workers: vec![],
+            streams_open: 0,
+        });
+        assert!(!text.contains("minispod_fake"), "{text}");
+        assert!(
+            text.contains("minispod_rpc_requests_total{method=\"other\",code=\"UNIMPLEMENTED\"} 2")
+        );
+        assert!(text.contains("method=\"/minispod.v1.WorkerService/WatchWorkers\""));
+    }
 
     #[test]
     fn the_exposition_has_counters_histograms_and_gauges() {

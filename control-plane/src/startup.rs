@@ -133,6 +133,10 @@ impl Application {
             tracing::info!(entries = seeded, "seeded the service catalog");
         }
         let metrics = Arc::new(Metrics::default());
+        anyhow::ensure!(
+            args.heartbeat_interval >= Duration::from_secs(1),
+            "--heartbeat-interval must be at least 1s: agents are told it in whole seconds"
+        );
         let hub = FleetHub::new(
             auth.db.clone(),
             FleetConfig {
@@ -261,11 +265,11 @@ impl Application {
         let replica_tasks = replica.spawn().await?;
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<AuthServiceServer<AuthApi>>().await;
-        health.set_serving::<UserServiceServer<UserApi>>().await;
-        health
-            .set_serving::<CatalogServiceServer<CatalogApi>>()
-            .await;
+        for name in API_SERVICES {
+            health
+                .set_service_status(name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(minispod_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -345,9 +349,16 @@ impl Application {
         minispod_proto::support::sd_notify("READY=1");
         let watchdog = minispod_proto::support::spawn_watchdog(|| true);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopping_health = health.clone();
         let shutdown = async move {
             shutdown.await;
             minispod_proto::support::sd_notify("STOPPING=1");
+            // Probes and load balancers stop sending work before the drain.
+            for name in API_SERVICES {
+                stopping_health
+                    .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
             closing_hub.close_all();
             let _ = stop_tx.send(true);
             let _ = signalled_tx.send(());
@@ -407,12 +418,23 @@ impl Application {
         if let Err(e) = replica.leave().await {
             tracing::warn!(error = %e, "could not leave the replicas");
         }
-        health.set_not_serving::<AuthServiceServer<AuthApi>>().await;
         auth.db.close().await;
         tracing::info!("control plane stopped");
         served.context("serve")
     }
 }
+
+/// The names grpc.health.v1 reports: the server as a whole ("") and every
+/// API service, all SERVING while the store answers and NOT_SERVING from the
+/// moment shutdown begins.
+const API_SERVICES: [&str; 6] = [
+    "",
+    <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME,
+    <UserServiceServer<UserApi> as tonic::server::NamedService>::NAME,
+    <CatalogServiceServer<CatalogApi> as tonic::server::NamedService>::NAME,
+    <WorkerServiceServer<WorkerApi> as tonic::server::NamedService>::NAME,
+    <AgentServiceServer<AgentApi> as tonic::server::NamedService>::NAME,
+];
 
 /// How often the database is checked for grpc.health.v1.
 const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -421,16 +443,7 @@ const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// service) while the database does not answer, and SERVING again once it
 /// does, so probes and load balancers route around a replica cut off from it.
 async fn report_database_health(db: Db, health: tonic_health::server::HealthReporter) {
-    use tonic::server::NamedService;
     use tonic_health::ServingStatus;
-    let services = [
-        "",
-        <AuthServiceServer<AuthApi> as NamedService>::NAME,
-        <UserServiceServer<UserApi> as NamedService>::NAME,
-        <CatalogServiceServer<CatalogApi> as NamedService>::NAME,
-        <WorkerServiceServer<WorkerApi> as NamedService>::NAME,
-        <AgentServiceServer<AgentApi> as NamedService>::NAME,
-    ];
     let mut serving = true;
     loop {
         tokio::time::sleep(DATABASE_CHECK_INTERVAL).await;
@@ -449,7 +462,7 @@ async fn report_database_health(db: Db, health: tonic_health::server::HealthRepo
             tracing::warn!("database unreachable: NOT_SERVING");
             ServingStatus::NotServing
         };
-        for name in services {
+        for name in API_SERVICES {
             health.set_service_status(name, status).await;
         }
     }

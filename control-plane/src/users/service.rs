@@ -232,20 +232,21 @@ impl UserApi {
             }
             Ok(a) => a,
         };
-        let mut ids: Vec<String> = Vec::with_capacity(r.ids.len());
-        for id in r.ids {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        if ids.is_empty() {
-            return Err(AppError::invalid("ids", "must name at least one user"));
-        }
-        if ids.len() > MAX_BULK_IDS {
+        // The size first: the request is bounded before any work on it.
+        if r.ids.len() > MAX_BULK_IDS {
             return Err(AppError::invalid(
                 "ids",
                 format!("must name at most {MAX_BULK_IDS} users"),
             ));
+        }
+        let mut seen = std::collections::HashSet::with_capacity(r.ids.len());
+        let ids: Vec<String> = r
+            .ids
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
+        if ids.is_empty() {
+            return Err(AppError::invalid("ids", "must name at least one user"));
         }
 
         // One transaction: every change lands or none does. Per-id refusals
@@ -262,10 +263,13 @@ impl UserApi {
                     pb::BulkUserAction::Deactivate => {
                         set_active(&mut tx, &user, false).await.map(drop)
                     }
-                    _ => match users_db::guard_last_admin(&mut tx, &user, "delete").await {
-                        Ok(()) => users_db::delete(&mut tx, &user.id).await.map(drop),
-                        Err(e) => Err(e),
-                    },
+                    pb::BulkUserAction::Delete => {
+                        match users_db::guard_last_admin(&mut tx, &user, "delete").await {
+                            Ok(()) => users_db::delete(&mut tx, &user.id).await.map(drop),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    pb::BulkUserAction::Unspecified => unreachable!("refused above"),
                 },
             };
             results.push(match outcome {

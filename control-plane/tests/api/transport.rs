@@ -348,3 +348,62 @@ async fn oversized_requests_are_refused() {
     // The server still serves.
     app.admin_token().await;
 }
+
+#[tokio::test]
+async fn health_reports_every_service_serving_and_not_serving_once_shutdown_begins() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel.clone());
+    for service in [
+        "",
+        "minispod.v1.AuthService",
+        "minispod.v1.UserService",
+        "minispod.v1.CatalogService",
+        "minispod.v1.WorkerService",
+        "minispod.v1.AgentService",
+    ] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{service:?}: {e:?}"))
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "minispod.v1.WorkerService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let stopping = tokio::spawn(app.stop());
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("a status change when shutdown begins")
+        .expect("before the connection closes")
+        .expect("a message");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_heartbeat_interval_agents_cannot_be_told_is_refused_at_start() {
+    let dir = TempDir::for_server().await;
+    let mut args = test_args(&dir.0);
+    args.database_url = dir.1.clone();
+    args.heartbeat_interval = Duration::from_millis(500);
+    let err = minispod_control_plane::Application::build(args)
+        .await
+        .expect_err("500ms is refused");
+    assert!(
+        format!("{err:#}").contains("--heartbeat-interval"),
+        "{err:#}"
+    );
+}

@@ -788,3 +788,22 @@ async fn user_stats_count_roles_states_and_recent_signups() {
         (4, 3, 1, 2, 2, 2, 4, 7)
     );
 }
+
+#[tokio::test]
+async fn a_bulk_request_is_bounded_before_duplicates_are_folded() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let status = expect_code(
+        app.users()
+            .bulk_update_users(authed(
+                pb::BulkUpdateUsersRequest {
+                    ids: vec!["same-id".into(); 1001],
+                    action: pb::BulkUserAction::Deactivate as i32,
+                },
+                &admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&status), ["ids"]);
+}
