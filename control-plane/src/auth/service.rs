@@ -221,6 +221,13 @@ impl AuthApi {
             .await?
             .ok_or_else(|| AppError::Unauthenticated("invalid refresh token".into()))?;
         if r.all_sessions {
+            // Ending every session is for whoever holds a live one: a spent,
+            // revoked or expired token (a stale copy) may not do it.
+            if row.used_at.is_some() || row.revoked_at.is_some() || row.expires_at < now_ms() {
+                return Err(AppError::Unauthenticated(
+                    "ending every session needs a live refresh token".into(),
+                ));
+            }
             refresh_db::revoke_user(&mut tx, &row.user_id).await?;
         } else {
             refresh_db::revoke_family(&mut tx, &row.family_id).await?;

@@ -538,3 +538,43 @@ async fn behind_a_trusted_proxy_limits_follow_x_forwarded_for() {
         Code::Unauthenticated,
     );
 }
+
+#[tokio::test]
+async fn only_a_live_refresh_token_ends_every_session() {
+    let app = spawn_app().await;
+    app.register("all@example.org", "all-sessions-pw").await;
+    let (_, spent) = app
+        .login("all@example.org", "all-sessions-pw")
+        .await
+        .unwrap();
+    let (_, other) = app
+        .login("all@example.org", "all-sessions-pw")
+        .await
+        .unwrap();
+    // Spend the first token; its successor is the live one.
+    let live = app
+        .auth()
+        .refresh(pb::RefreshRequest {
+            refresh_token: spent.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .refresh_token;
+    expect_code(
+        app.auth()
+            .logout(pb::LogoutRequest {
+                refresh_token: spent,
+                all_sessions: true,
+            })
+            .await,
+        Code::Unauthenticated,
+    );
+    // Nothing was ended: both sessions still refresh.
+    for t in [live, other] {
+        app.auth()
+            .refresh(pb::RefreshRequest { refresh_token: t })
+            .await
+            .expect("the session survived a stale all_sessions logout");
+    }
+}
