@@ -632,38 +632,33 @@ fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
         .max_age(Duration::from_secs(24 * 3600)))
 }
 
-/// Creates the bootstrap administrator on first start: the configured one
-/// if absent, or `admin@minispod.local` with a generated password printed
-/// once when there is no administrator at all.
+/// The file a generated bootstrap password is written to (mode 0600).
+pub const ADMIN_PASSWORD_FILE: &str = "admin.password";
+
+/// Creates the bootstrap administrator when the store has no administrator
+/// at all: `--admin-email` (default `admin@minispod.local`) with
+/// `--admin-password`, or a generated password written to
+/// `<data-dir>/admin.password` (0600) and printed only to a terminal (under
+/// systemd stdout is the journal). Once any administrator exists, nothing is
+/// created, so deleting or renaming this account does not bring it back.
 async fn bootstrap_admin(auth: &AuthState, args: &ServeArgs) -> anyhow::Result<()> {
-    let (email, given) = match &args.admin_email {
-        Some(e) => {
-            let email = Email::parse(e).map_err(|why| anyhow::anyhow!("--admin-email {why}"))?;
-            if users_db::by_email(&auth.db, email.as_str())
-                .await?
-                .is_some()
-            {
-                return Ok(());
-            }
-            (email, args.admin_password.clone())
-        }
-        None => {
-            if users_db::count_active_admins(auth.db.read()).await? > 0 {
-                return Ok(());
-            }
-            let email = Email::parse("admin@minispod.local").expect("valid email");
-            if users_db::by_email(&auth.db, email.as_str())
-                .await?
-                .is_some()
-            {
-                // The bootstrap account exists but was demoted or
-                // deactivated while other administrators remain; that is
-                // the operators' business.
-                return Ok(());
-            }
-            (email, args.admin_password.clone())
-        }
-    };
+    if users_db::count_admins(auth.db.read()).await? > 0 {
+        return Ok(());
+    }
+    let email = Email::parse(
+        args.admin_email
+            .as_deref()
+            .unwrap_or("admin@minispod.local"),
+    )
+    .map_err(|why| anyhow::anyhow!("--admin-email {why}"))?;
+    if users_db::by_email(&auth.db, email.as_str())
+        .await?
+        .is_some()
+    {
+        tracing::warn!(email = %email.as_str(), "no administrator exists, but the bootstrap email belongs to a user; not promoting it (give --admin-email another address)");
+        return Ok(());
+    }
+    let given = args.admin_password.clone();
     let generated = given.is_none();
     let password = match given {
         Some(p) => Password::parse(&p).map_err(|why| anyhow::anyhow!("--admin-password {why}"))?,
@@ -683,15 +678,29 @@ async fn bootstrap_admin(auth: &AuthState, args: &ServeArgs) -> anyhow::Result<(
         minispod_proto::v1::Role::Administrator,
     )
     .await?;
+    if generated {
+        // Written before the commit: if it cannot be kept, nobody would
+        // know the password, so the account is not created either.
+        let path = args.data_dir.join(ADMIN_PASSWORD_FILE);
+        minispod_proto::support::write_private(
+            &path,
+            format!("{}\n", password.expose()).as_bytes(),
+        )
+        .with_context(|| format!("write {}", path.display()))?;
+    }
     tx.commit().await?;
     tracing::info!(user_id = %user.id, email = %user.email, "created the bootstrap administrator");
     if generated {
-        // Printed once, to stdout, never to the log.
-        println!(
-            "\n  MiniSpod bootstrap administrator\n    email:    {}\n    password: {}\n  It is shown only this once; change it after logging in.\n",
-            user.email,
-            password.expose()
-        );
+        let path = args.data_dir.join(ADMIN_PASSWORD_FILE);
+        tracing::info!(file = %path.display(), "the bootstrap administrator's generated password is in this file (mode 0600)");
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            println!(
+                "\n  MiniSpod bootstrap administrator\n    email:    {}\n    password: {}\n  Also in {} (mode 0600); change it after logging in.\n",
+                user.email,
+                password.expose(),
+                path.display()
+            );
+        }
     }
     Ok(())
 }

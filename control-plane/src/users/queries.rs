@@ -222,6 +222,15 @@ pub async fn delete(tx: &mut Tx, id: &str) -> AppResult<bool> {
     Ok(done == 1)
 }
 
+/// Administrators in the store, active or not.
+pub async fn count_admins<'c>(exec: impl Into<Conn<'c>>) -> AppResult<i64> {
+    Ok(with_conn!(exec, |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users WHERE role = 'ADMINISTRATOR'",
+    )
+    .fetch_one(c)
+    .await)?)
+}
+
 /// Number of active administrators.
 pub async fn count_active_admins<'c>(exec: impl Into<Conn<'c>>) -> AppResult<i64> {
     Ok(with_conn!(exec, |c| sqlx::query_scalar(

@@ -407,3 +407,45 @@ async fn a_heartbeat_interval_agents_cannot_be_told_is_refused_at_start() {
         "{err:#}"
     );
 }
+
+#[tokio::test]
+async fn the_bootstrap_administrator_is_made_once_and_not_brought_back() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    // The bootstrap administrator takes another address.
+    app.auth()
+        .update_profile(authed(
+            pb::UpdateProfileRequest {
+                email: Some("renamed@example.org".into()),
+                current_password: ADMIN_PASSWORD.into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let dir = app.stop().await;
+    // The next start (the install script passes the same --admin-email)
+    // finds an administrator and creates nobody.
+    let app = start(dir, |_| {}).await;
+    expect_code(
+        app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await,
+        Code::Unauthenticated,
+    );
+    app.login("renamed@example.org", ADMIN_PASSWORD)
+        .await
+        .expect("the renamed administrator");
+}
+
+#[tokio::test]
+async fn a_generated_bootstrap_password_goes_to_a_private_file_not_the_log() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app_with(|a| a.admin_password = None).await;
+    let path = app.data_dir.0.join("admin.password");
+    let meta = std::fs::metadata(&path).expect("admin.password written");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let password = std::fs::read_to_string(&path).unwrap();
+    app.login(ADMIN_EMAIL, password.trim())
+        .await
+        .expect("the file holds the password");
+}
