@@ -44,6 +44,8 @@ pub struct AuthState {
     pub limiter: Arc<LoginLimiter>,
     /// Whether `x-forwarded-for` names the client.
     pub trust_forwarded_for: bool,
+    /// Whether anyone may Register (`--close-registration` turns it off).
+    pub registration_open: bool,
 }
 
 impl AuthState {

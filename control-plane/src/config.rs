@@ -125,6 +125,11 @@ pub struct ServeArgs {
     )]
     pub cors_origins: Vec<String>,
 
+    /// Refuse Register (PERMISSION_DENIED): accounts are then made by
+    /// administrators only. Default: anyone may sign up.
+    #[arg(long, env = "MINISPOD_CLOSE_REGISTRATION")]
+    pub close_registration: bool,
+
     /// Take the client address from `x-forwarded-for` (only behind a proxy
     /// you trust, with `--plaintext`), for rate limits and logs.
     #[arg(long, env = "MINISPOD_TRUST_FORWARDED_FOR")]

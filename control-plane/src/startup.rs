@@ -126,6 +126,7 @@ impl Application {
                 },
             )),
             trust_forwarded_for: args.trust_forwarded_for,
+            registration_open: !args.close_registration,
         };
         bootstrap_admin(&auth, &args).await?;
         let seeded = seed::seed_once(&auth.db).await?;

@@ -68,6 +68,12 @@ impl AuthApi {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> AppResult<WithCookie<pb::RegisterResponse>> {
+        if !self.auth.registration_open {
+            return Err(AppError::PermissionDenied(
+                "registration is closed on this control plane; ask an administrator for an account"
+                    .into(),
+            ));
+        }
         check_cookie_request(&req, req.get_ref().session_cookie)?;
         let ip = self.auth.client_ip(&req);
         self.auth.limiter.attempt(ip).await?;
@@ -114,6 +120,9 @@ impl AuthApi {
         req: Request<pb::LoginRequest>,
     ) -> AppResult<WithCookie<pb::LoginResponse>> {
         check_cookie_request(&req, req.get_ref().session_cookie)?;
+        // Sizes first: nothing oversized reaches a limiter, a lookup or the
+        // hasher (a limiter keyed by a 1 MB email would keep it in memory).
+        reject_oversized(&req.get_ref().email, &req.get_ref().password)?;
         let ip = self.auth.client_ip(&req);
         self.auth.limiter.attempt(ip).await?;
         let r = req.into_inner();
@@ -126,8 +135,9 @@ impl AuthApi {
         }
         v.finish()?;
         // An email that cannot exist is checked against the dummy hash like
-        // an unknown one, so the answer looks the same.
-        let key = r.email.trim().to_lowercase();
+        // an unknown one, so the answer looks the same. The per-account
+        // buckets are keyed by a hash: fixed size whatever was typed.
+        let key = account_key(&r.email);
         self.auth.limiter.check_account(&key, ip).await?;
         let user = match Email::parse(&r.email) {
             Ok(email) => users_db::by_email(&self.auth.db, email.as_str()).await?,
@@ -344,6 +354,31 @@ impl AuthApi {
         tracing::info!(user_id = %user.id, "account deactivated by its owner");
         Ok(pb::DeactivateAccountResponse {})
     }
+}
+
+/// INVALID_ARGUMENT for an email or password longer than any account's.
+fn reject_oversized(email: &str, password: &str) -> AppResult<()> {
+    let mut v = Violations::new();
+    if email.len() > crate::users::fields::MAX_EMAIL_BYTES {
+        v.add("email", "is longer than any email address");
+    }
+    if password.chars().count() > crate::users::fields::MAX_PASSWORD_CHARS {
+        v.add(
+            "password",
+            format!(
+                "must be at most {} characters",
+                crate::users::fields::MAX_PASSWORD_CHARS
+            ),
+        );
+    }
+    v.finish()
+}
+
+/// The rate limiter's key for an account: SHA-256 of the address as typed,
+/// trimmed and lowercased.
+fn account_key(email: &str) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(email.trim().to_lowercase().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The refresh token a Refresh or Logout presents: the request's field, or

@@ -58,6 +58,9 @@ impl std::fmt::Debug for Password {
     }
 }
 
+/// Longest email Login looks at, in bytes: an account's address has at most
+/// 254 (`Email::parse`); the rest is slack for what a form may add around it.
+pub const MAX_EMAIL_BYTES: usize = 1024;
 /// Fewest characters of a password.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Most characters of a password.

@@ -578,3 +578,50 @@ async fn only_a_live_refresh_token_ends_every_session() {
             .expect("the session survived a stale all_sessions logout");
     }
 }
+
+#[tokio::test]
+async fn oversized_credentials_are_refused_before_any_limiter_or_lookup() {
+    // A limit of one attempt per address: an oversized login must not use it.
+    let app = spawn_app_with(|a| {
+        a.login_ip_burst = 1;
+        a.login_ip_per_minute = 1;
+    })
+    .await;
+    let huge_email = format!("{}@example.org", "a".repeat(1 << 19));
+    for (email, password, field) in [
+        (huge_email.as_str(), "password-1", "email"),
+        ("someone@example.org", &"p".repeat(200)[..], "password"),
+    ] {
+        let s = expect_code(app.login(email, password).await, Code::InvalidArgument);
+        assert_eq!(violated_fields(&s), [field]);
+    }
+    // The one allowed attempt is still there.
+    app.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .expect("the address's bucket was not spent by oversized requests");
+}
+
+#[tokio::test]
+async fn a_closed_registration_refuses_sign_ups_but_administrators_still_create_users() {
+    let app = spawn_app_with(|a| a.close_registration = true).await;
+    let s = expect_code(
+        app.auth()
+            .register(register_req("new@example.org", "new-password-1", "New"))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(s.message().contains("registration is closed"), "{s:?}");
+    let admin = app.admin_token().await;
+    app.users()
+        .create_user(authed(
+            pb::CreateUserRequest {
+                email: "new@example.org".into(),
+                password: "new-password-1".into(),
+                name: "New".into(),
+                role: pb::Role::User as i32,
+            },
+            &admin,
+        ))
+        .await
+        .expect("administrators still create accounts");
+}
