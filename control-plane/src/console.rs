@@ -50,11 +50,6 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; \
 manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// Whether the binary carries a built console.
-pub fn is_embedded() -> bool {
-    ASSETS.iter().any(|a| a.path == "/index.html")
-}
-
 fn find(path: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.path == path)
 }
@@ -84,15 +79,8 @@ fn respond(method: &Method, path: &str, accepts_gzip: bool) -> Response<Body> {
     } else {
         (StatusCode::OK, find("/index.html"), "no-cache")
     };
-    let mut builder = Response::builder()
-        .status(status)
+    let mut builder = locked_down(status)
         .header(header::CACHE_CONTROL, cache)
-        .header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .header(header::REFERRER_POLICY, "no-referrer")
-        .header(header::X_FRAME_OPTIONS, "DENY")
-        .header("cross-origin-opener-policy", "same-origin")
-        .header("cross-origin-resource-policy", "same-origin")
         .header(header::VARY, "accept-encoding");
     let body: &'static [u8] = match (status, asset) {
         (StatusCode::OK, Some(a)) => {
@@ -173,13 +161,22 @@ fn is_loopback_name(authority: &str) -> bool {
     host == "localhost" || host.ends_with(".localhost") || host == "127.0.0.1" || host == "[::1]"
 }
 
-/// A plain-text answer with the console's headers.
-fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+/// A response builder with the headers every console answer carries.
+fn locked_down(status: StatusCode) -> http::response::Builder {
     Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::REFERRER_POLICY, "no-referrer")
+        .header(header::X_FRAME_OPTIONS, "DENY")
+        .header("cross-origin-opener-policy", "same-origin")
+        .header("cross-origin-resource-policy", "same-origin")
+}
+
+/// A plain-text answer with the console's headers.
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    locked_down(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::new(Full::new(Bytes::from_static(text.as_bytes()))))
         .expect("static headers are valid")
 }

@@ -179,6 +179,16 @@ export function Confirm({ open, title, children, confirmLabel, onConfirm, onCanc
   );
 }
 
+/** The time now, re-rendering the caller every second (ticking ages). */
+export function useNow(): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(t);
+  }, []);
+  return now;
+}
+
 /** Sets the document title and renders the page heading. */
 export function PageTitle({ children, actions }: { children: string; actions?: ComponentChildren }) {
   useEffect(() => {

@@ -20,7 +20,6 @@ class FleetWatch {
   /** Bumped on every applied change, so views can memoise on it. */
   version = 0;
   state: LinkState = { kind: "connecting" };
-  snapshotAt = 0;
   #listeners = new Set<Listener>();
   #abort: AbortController | undefined;
   #frame = 0;
@@ -102,7 +101,6 @@ class FleetWatch {
             performance.mark("minispod:watch-snapshot-end");
             this.workers = fresh ?? new Map();
             fresh = undefined;
-            this.snapshotAt = performance.now();
             this.version++;
             liveSince = Date.now();
             this.#setState({ kind: "live" });

@@ -254,13 +254,10 @@ async fn clients_without_the_console_flag_still_get_the_token_in_the_body() {
     assert!(res.into_inner().refresh_token.starts_with("msr_"));
 }
 
-#[tokio::test]
-async fn an_enrollment_token_comes_with_the_ca_pin_for_the_join_command() {
-    let app = spawn_app().await;
+/// A new enrollment token from `app`, as an administrator asks for it.
+async fn new_enrollment_token(app: &TestApp) -> pb::CreateEnrollmentTokenResponse {
     let token = app.admin_token().await;
-    let mut workers =
-        minispod_proto::v1::worker_service_client::WorkerServiceClient::new(app.channel.clone());
-    let res = workers
+    minispod_proto::v1::worker_service_client::WorkerServiceClient::new(app.channel.clone())
         .create_enrollment_token(authed(
             pb::CreateEnrollmentTokenRequest {
                 ttl_seconds: 600,
@@ -271,7 +268,13 @@ async fn an_enrollment_token_comes_with_the_ca_pin_for_the_join_command() {
         ))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+}
+
+#[tokio::test]
+async fn an_enrollment_token_comes_with_the_ca_pin_for_the_join_command() {
+    let app = spawn_app().await;
+    let res = new_enrollment_token(&app).await;
     assert_eq!(res.ca_hash, app.ca_hash);
     assert!(res.ca_hash.starts_with("sha256:"));
 }
@@ -329,27 +332,13 @@ async fn the_loopback_console_answers_only_to_localhost_and_refuses_simple_posts
 #[tokio::test]
 async fn the_join_command_names_the_tls_port_agents_use() {
     let app = spawn_app().await;
-    let token = app.admin_token().await;
-    let mut workers =
-        minispod_proto::v1::worker_service_client::WorkerServiceClient::new(app.channel.clone());
-    let res = workers
-        .create_enrollment_token(authed(pb::CreateEnrollmentTokenRequest::default(), &token))
-        .await
-        .unwrap()
-        .into_inner();
+    let res = new_enrollment_token(&app).await;
     assert_eq!(
         res.server_url,
         format!("https://localhost:{}", app.addr.port())
     );
     let app = spawn_app_with(|a| a.agent_url = Some("https://cp.example.org:7443/".into())).await;
-    let token = app.admin_token().await;
-    let mut workers =
-        minispod_proto::v1::worker_service_client::WorkerServiceClient::new(app.channel.clone());
-    let res = workers
-        .create_enrollment_token(authed(pb::CreateEnrollmentTokenRequest::default(), &token))
-        .await
-        .unwrap()
-        .into_inner();
+    let res = new_enrollment_token(&app).await;
     assert_eq!(res.server_url, "https://cp.example.org:7443");
 }
 

@@ -2,7 +2,7 @@
 // fleet counts live from the shared WatchWorkers stream.
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { catalog, users, workers } from "../api";
-import { ErrorBanner, PageTitle, Stat, useLoad } from "../components";
+import { ErrorBanner, PageTitle, Stat, useLoad, useNow } from "../components";
 import { bytes, money, statusName } from "../format";
 import { WorkerStatus } from "../gen/minispod/v1/workers_pb";
 import { fleet } from "../live";
@@ -20,11 +20,7 @@ export function useFleet() {
 export function LinkBadge() {
   const f = useFleet();
   const s = f.state;
-  const [now, setNow] = useState(Date.now());
-  useEffect(() => {
-    const t = setInterval(() => setNow(Date.now()), 1000);
-    return () => clearInterval(t);
-  }, []);
+  const now = useNow();
   const text =
     s.kind === "live" ? "Live" : s.kind === "connecting" ? "Connecting…" : s.retryAt ? `Reconnecting… (attempt ${s.attempt}, next try in ${Math.max(0, Math.ceil((s.retryAt - now) / 1000))} s)` : `Disconnected: ${s.reason}`;
   return (

@@ -3,7 +3,7 @@
 // rendered (fixed row height, a spacer for the rest), so 10,000 workers
 // scroll smoothly; the heartbeat ages tick once a second.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { PageTitle, Select } from "../components";
+import { PageTitle, Select, useNow } from "../components";
 import { ago, bytes, percent, statusFromName, statusName, timestampMs } from "../format";
 import type { Worker } from "../gen/minispod/v1/workers_pb";
 import { setQuery, useLocation } from "../router";
@@ -87,11 +87,7 @@ export function FleetPage() {
     ro.observe(el);
     return () => ro.disconnect();
   }, []);
-  const [now, setNow] = useState(Date.now());
-  useEffect(() => {
-    const t = setInterval(() => setNow(Date.now()), 1000);
-    return () => clearInterval(t);
-  }, []);
+  const now = useNow();
 
   const first = Math.max(0, Math.floor(scroll.top / ROW_HEIGHT) - OVERSCAN);
   const last = Math.min(rows.length, Math.ceil((scroll.top + scroll.height) / ROW_HEIGHT) + OVERSCAN);

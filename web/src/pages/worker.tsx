@@ -3,7 +3,7 @@
 // shared stream when it carries the worker; usable while it is offline.
 import { useEffect, useState } from "preact/hooks";
 import { workers } from "../api";
-import { Confirm, ErrorBanner, Notice, PageTitle, TextArea, useAction, useLoad } from "../components";
+import { Confirm, ErrorBanner, Notice, PageTitle, TextArea, useAction, useLoad, useNow } from "../components";
 import { ago, bytes, dateTime, statusName, timestampMs, until } from "../format";
 import { WorkerStatus, type Taint, type Worker } from "../gen/minispod/v1/workers_pb";
 import { navigate } from "../router";
@@ -56,11 +56,7 @@ export function WorkerPage({ id }: { id: string }) {
   const [editing, setEditing] = useState(false);
   const [done, setDone] = useState("");
   const [confirmDelete, setConfirmDelete] = useState(false);
-  const [now, setNow] = useState(Date.now());
-  useEffect(() => {
-    const t = setInterval(() => setNow(Date.now()), 1000);
-    return () => clearInterval(t);
-  }, []);
+  const now = useNow();
   useEffect(() => {
     if (w && !editing) {
       setLabels(labelsText(w.labels));
