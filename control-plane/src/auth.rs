@@ -9,7 +9,6 @@
 pub mod cookie;
 pub mod password;
 pub mod queries;
-pub mod rate_limit;
 pub mod service;
 pub mod tokens;
 
@@ -20,11 +19,11 @@ use tonic::Request;
 
 use self::{
     password::PasswordHasher,
-    rate_limit::LoginLimiter,
     tokens::{AccessTokens, new_refresh_token},
 };
 use crate::{
     error::{AppError, AppResult},
+    rate_limit::{Cidr, LoginLimiter, client_address},
     store::{Db, Tx, new_id, now_ms, timestamp},
     users::queries::{self as users_db, UserRow},
 };
@@ -42,8 +41,8 @@ pub struct AuthState {
     pub hasher: PasswordHasher,
     /// Login and Register rate limits.
     pub limiter: Arc<LoginLimiter>,
-    /// Whether `x-forwarded-for` names the client.
-    pub trust_forwarded_for: bool,
+    /// Proxies whose `x-forwarded-for` names the client (`--trusted-proxy`).
+    pub trusted_proxies: Arc<[Cidr]>,
     /// Whether anyone may Register (`--close-registration` turns it off).
     pub registration_open: bool,
 }
@@ -93,10 +92,9 @@ impl AuthState {
         Ok(user)
     }
 
-    /// The client's address: the TCP peer, or with `--trust-forwarded-for`
-    /// the first address of `x-forwarded-for`.
+    /// The client's address (see [`client_ip`]).
     pub fn client_ip<T>(&self, request: &Request<T>) -> Option<IpAddr> {
-        client_ip(request, self.trust_forwarded_for)
+        client_ip(request, &self.trusted_proxies)
     }
 
     /// Opens a session for `user` inside `tx`: a new refresh token in
@@ -124,19 +122,16 @@ impl AuthState {
     }
 }
 
-/// The client's address: the TCP peer, or with `trust_forwarded_for` the
-/// first address of `x-forwarded-for` (set by a proxy you trust).
-pub fn client_ip<T>(request: &Request<T>, trust_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_forwarded_for {
-        let forwarded = request
-            .metadata()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if forwarded.is_some() {
-            return forwarded;
-        }
-    }
-    request.remote_addr().map(|a| a.ip())
+/// The client's address: the TCP peer, or when that is a trusted proxy the
+/// right-most untrusted hop of its `x-forwarded-for`.
+pub fn client_ip<T>(request: &Request<T>, trusted_proxies: &[Cidr]) -> Option<IpAddr> {
+    let forwarded = request
+        .metadata()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    client_address(
+        request.remote_addr().map(|a| a.ip()),
+        forwarded,
+        trusted_proxies,
+    )
 }

@@ -130,10 +130,9 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_CLOSE_REGISTRATION")]
     pub close_registration: bool,
 
-    /// Take the client address from `x-forwarded-for` (only behind a proxy
-    /// you trust, with `--plaintext`), for rate limits and logs.
-    #[arg(long, env = "MINISPOD_TRUST_FORWARDED_FOR")]
-    pub trust_forwarded_for: bool,
+    /// Connection, stream, buffer and proxy limits.
+    #[command(flatten)]
+    pub transport: crate::transport::TransportLimits,
 
     /// Log format.
     #[arg(long, env = "MINISPOD_LOG_FORMAT", value_enum, default_value = "text")]

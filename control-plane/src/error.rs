@@ -117,7 +117,7 @@ impl From<AppError> for Status {
                     ErrorDetails::with_retry_info(retry_after),
                 );
                 if let Some(d) = retry_after {
-                    let secs = crate::auth::rate_limit::ceil_secs(d).to_string();
+                    let secs = crate::rate_limit::ceil_secs(d).to_string();
                     if let Ok(v) = secs.parse() {
                         status.metadata_mut().insert("retry-after", v);
                     }

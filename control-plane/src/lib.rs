@@ -12,9 +12,11 @@ pub mod console;
 pub mod error;
 pub mod metrics;
 pub mod pki;
+pub mod rate_limit;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod transport;
 pub mod users;
 pub mod workers;
 

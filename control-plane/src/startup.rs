@@ -16,9 +16,8 @@ use minispod_proto::v1::{
     worker_service_server::WorkerServiceServer,
 };
 use rand::RngCore;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::transport::Server;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -27,7 +26,6 @@ use crate::{
         AuthState,
         password::PasswordHasher,
         queries as refresh_db,
-        rate_limit::{LoginLimiter, LoginLimits},
         service::AuthApi,
         tokens::{AccessTokens, load_or_create_secret},
     },
@@ -36,8 +34,10 @@ use crate::{
     console::ConsoleLayer,
     metrics::{FleetGauges, Metrics},
     pki::Pki,
+    rate_limit::{LoginLimiter, LoginLimits},
     store::{Db, StoreOptions, now_ms},
     telemetry::RpcTraceLayer,
+    transport::{Gate, RequestBuffer, RequestBufferLayer, plain_incoming, tls_incoming},
     users::{
         fields::{Email, Password},
         queries as users_db,
@@ -53,14 +53,32 @@ use crate::{
     },
 };
 
-/// Largest request message any service accepts.
-pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request message of each service: what its biggest valid request
+/// needs, with room to spare, so a client cannot make the server buffer
+/// more (AuthService: an email and a password; UserService: a bulk update
+/// of 1,000 ids; CatalogService: an entry with 100 environment variables of
+/// 4 KiB; AgentService: a 16 KiB CSR and the machine's facts).
+pub mod message_limits {
+    /// AuthService.
+    pub const AUTH: usize = 16 * 1024;
+    /// UserService.
+    pub const USER: usize = 128 * 1024;
+    /// CatalogService.
+    pub const CATALOG: usize = 512 * 1024;
+    /// WorkerService.
+    pub const WORKER: usize = 256 * 1024;
+    /// AgentService.
+    pub const AGENT: usize = 64 * 1024;
+}
 /// How long shutdown waits for connections to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Handshakes in progress at once; more wait in the kernel's backlog.
-const MAX_PENDING_HANDSHAKES: usize = 1024;
+/// How often in-memory rate-limit buckets that refilled are forgotten.
+const LIMITER_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// Local errors (refused or malformed streams) a connection may cause
+/// before it is closed with GOAWAY: the HTTP/2 reset-flood guard.
+const MAX_LOCAL_ERROR_RESETS: usize = 256;
+/// Largest header block a call may send.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// A built server, bound to its port, not yet serving.
 pub struct Application {
@@ -125,7 +143,7 @@ impl Application {
                     account_per_hour: args.login_account_per_hour,
                 },
             )),
-            trust_forwarded_for: args.trust_forwarded_for,
+            trusted_proxies: args.transport.trusted_proxies.clone().into(),
             registration_open: !args.close_registration,
         };
         bootstrap_admin(&auth, &args).await?;
@@ -299,29 +317,48 @@ impl Application {
             tokio::spawn(minispod_proto::support::serve_metrics(l, render))
         });
         let flusher = hub.spawn_flusher();
+        let limits = &args.transport;
+        let gate = Gate::new(limits.clone());
+        let request_buffer = RequestBuffer::new(limits.max_request_buffer);
+        let purge = {
+            let (limiter, enrollment) = (auth.limiter.clone(), enrollment.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(LIMITER_PURGE_INTERVAL);
+                loop {
+                    every.tick().await;
+                    let n = limiter.purge_idle() + enrollment.purge_idle_limits();
+                    tracing::debug!(purged = n, "idle rate-limit buckets forgotten");
+                }
+            })
+        };
         let router = Server::builder()
             .accept_http1(true)
             .http2_keepalive_interval(Some(args.keepalive_interval))
             .http2_keepalive_timeout(Some(args.keepalive_timeout))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+            .timeout(limits.request_timeout)
             .tcp_nodelay(true)
             .layer(ConsoleLayer::new(console_addr))
             .layer(cors_layer(&args.cors_origins)?)
             .layer(tonic_web::GrpcWebLayer::new())
+            .layer(RequestBufferLayer(request_buffer))
             .layer(RpcTraceLayer::new(metrics.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
                 AuthServiceServer::new(AuthApi::new(auth.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                    .max_decoding_message_size(message_limits::AUTH),
             )
             .add_service(
                 UserServiceServer::new(UserApi::new(auth.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                    .max_decoding_message_size(message_limits::USER),
             )
             .add_service(
                 CatalogServiceServer::new(CatalogApi::new(auth.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                    .max_decoding_message_size(message_limits::CATALOG),
             )
             .add_service(
                 WorkerServiceServer::new(WorkerApi::new(
@@ -330,15 +367,15 @@ impl Application {
                     pki.ca_hash(),
                     agent_url(&args, local_addr),
                 ))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(message_limits::WORKER),
             )
             .add_service(
                 AgentServiceServer::new(AgentApi::new(
                     hub.clone(),
                     enrollment,
-                    args.trust_forwarded_for,
+                    auth.trusted_proxies.clone(),
                 ))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(message_limits::AGENT),
             );
 
         // On shutdown, end the long-lived streams (agents, watchers) so the
@@ -368,7 +405,7 @@ impl Application {
         // and stops with the main one.
         let console_server = console_listener.map(|l| {
             let (router, mut stop) = (router.clone(), stop_rx.clone());
-            let incoming = TcpListenerStream::new(l);
+            let incoming = plain_incoming(l, gate.clone());
             tokio::spawn(async move {
                 let stopped = async move {
                     let _ = stop.wait_for(|s| *s).await;
@@ -387,7 +424,7 @@ impl Application {
         };
         let served = match tls {
             Some(config) => {
-                let incoming = tls_incoming(listener, TlsAcceptor::from(config));
+                let incoming = tls_incoming(listener, TlsAcceptor::from(config), gate.clone());
                 tokio::select! {
                     r = router.serve_with_incoming_shutdown(incoming, shutdown) => r,
                     () = drain_deadline => { tracing::warn!("connections still open after the drain timeout; stopping anyway"); Ok(()) }
@@ -395,7 +432,7 @@ impl Application {
             }
             None => {
                 tokio::select! {
-                    r = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown) => r,
+                    r = router.serve_with_incoming_shutdown(plain_incoming(listener, gate.clone()), shutdown) => r,
                     () = drain_deadline => { tracing::warn!("connections still open after the drain timeout; stopping anyway"); Ok(()) }
                 }
             }
@@ -404,6 +441,7 @@ impl Application {
             t.abort();
         }
         cleanup.abort();
+        purge.abort();
         database_watch.abort();
         if let Some(t) = metrics_server {
             t.abort();
@@ -467,51 +505,6 @@ async fn report_database_health(db: Db, health: tonic_health::server::HealthRepo
             health.set_service_status(name, status).await;
         }
     }
-}
-
-/// TLS connections from `listener`: each handshake runs in its own task with
-/// a deadline, so a client that stalls mid-handshake holds up nobody else.
-fn tls_incoming(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-) -> ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
-    tokio::spawn(async move {
-        loop {
-            let Ok(permit) = pending.clone().acquire_owned().await else {
-                break;
-            };
-            // Stop accepting (and release the port) once the server is gone.
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = tx.closed() => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly
-                    // instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let (acceptor, conns) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = conns.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
 }
 
 /// rustls server settings: the server certificate from the built-in CA,
@@ -717,10 +710,10 @@ async fn expire_refresh_tokens(db: Db) {
             let mut tx = db.begin().await?;
             let n = refresh_db::delete_expired(&mut tx, now - 86_400_000).await?;
             // Buckets idle for a day have long refilled.
-            let limits = refresh_db::delete_stale_limits(
+            let limits = crate::rate_limit::queries::delete_stale_limits(
                 &mut tx,
                 now - 86_400_000,
-                crate::auth::rate_limit::known_address_cutoff(now),
+                crate::rate_limit::known_address_cutoff(now),
             )
             .await?;
             tx.commit().await?;

@@ -83,6 +83,9 @@ fn fleet_args(dir: &Path, port: u16) -> ServeArgs {
     a.metrics_flush_interval = Duration::from_millis(200);
     a.login_ip_burst = 10_000;
     a.login_ip_per_minute = 10_000;
+    // Every test agent connects from 127.0.0.1.
+    a.transport.max_connections_per_address = 0;
+    a.transport.max_handshakes_per_address = 100_000;
     a
 }
 
@@ -1617,6 +1620,13 @@ fn spawn_control_plane_process_with(
             "100ms",
         ])
         .args(["--enroll-burst", "100000", "--enroll-per-second", "100000"])
+        // Every test agent connects from 127.0.0.1.
+        .args([
+            "--max-connections-per-address",
+            "0",
+            "--max-handshakes-per-address",
+            "100000",
+        ])
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

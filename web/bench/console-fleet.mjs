@@ -51,7 +51,11 @@ const pct = (xs, p) => {
 
 const cp = await startControlPlane({
   enrollmentToken: true,
-  args: ["--heartbeat-interval", "5s", "--enroll-burst", "100000", "--enroll-per-second", "100000"],
+  // The swarm's agents all share 127.0.0.1; real ones each have an address of their own.
+  args: [
+    "--heartbeat-interval", "5s", "--enroll-burst", "100000", "--enroll-per-second", "100000",
+    "--max-connections-per-address", "0", "--max-handshakes-per-address", "1000000",
+  ],
 });
 const children = [];
 const cleanup = async () => {

@@ -5,6 +5,12 @@
 //! minimum: m = 19 MiB, t = 2, p = 1). At most `max_concurrent` run at once
 //! on the blocking pool; at most `max_queued` more wait for a slot, and any
 //! beyond that are refused with RESOURCE_EXHAUSTED instead of piling up.
+//!
+//! Hashing outside Login (Register, ChangePassword, DeactivateAccount, an
+//! email change, administrators setting passwords) runs in
+//! [`Lane::Other`], which may hold at most half the slots (rounded up), so
+//! a flood of those from signed-in accounts cannot keep users from signing
+//! in.
 
 use std::{
     sync::{
@@ -30,10 +36,21 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// Which share of the hasher a check may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Login: every slot.
+    Login,
+    /// Everything else: at most half the slots, rounded up.
+    Other,
+}
+
 /// Hashes and verifies passwords within a concurrency bound.
 #[derive(Clone)]
 pub struct PasswordHasher {
     slots: Arc<Semaphore>,
+    /// Slots [`Lane::Other`] may hold.
+    others: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
     max_queued: usize,
     /// Verified against when an email is unknown, so the answer takes as long
@@ -56,18 +73,21 @@ impl PasswordHasher {
             .hash_password(b"minispod dummy password")
             .map_err(|e| anyhow!("argon2: {e}"))?
             .to_string();
+        let max_concurrent = max_concurrent.max(1);
         Ok(PasswordHasher {
-            slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            slots: Arc::new(Semaphore::new(max_concurrent)),
+            others: Arc::new(Semaphore::new(max_concurrent - max_concurrent / 2)),
             waiting: Arc::new(AtomicUsize::new(0)),
             max_queued,
             dummy_hash: dummy.into(),
         })
     }
 
-    /// The PHC string of an argon2id hash of `password` with a fresh salt.
+    /// The PHC string of an argon2id hash of `password` with a fresh salt
+    /// (never on the Login lane: Login only verifies).
     pub async fn hash(&self, password: &str) -> AppResult<String> {
         let password = password.to_owned();
-        self.run(move || {
+        self.run(Lane::Other, move || {
             argon2()
                 .hash_password(password.as_bytes())
                 .map(|h| h.to_string())
@@ -78,13 +98,13 @@ impl PasswordHasher {
 
     /// True when `password` matches `hash`. With no hash (unknown account) it
     /// does the same work against a dummy and answers false.
-    pub async fn verify(&self, password: &str, hash: Option<&str>) -> AppResult<bool> {
+    pub async fn verify(&self, lane: Lane, password: &str, hash: Option<&str>) -> AppResult<bool> {
         let password = password.to_owned();
         let (hash, real) = match hash {
             Some(h) => (h.to_owned(), true),
             None => (self.dummy_hash.to_string(), false),
         };
-        self.run(move || {
+        self.run(lane, move || {
             Ok(argon2()
                 .verify_password(password.as_bytes(), hash.as_str())
                 .is_ok()
@@ -95,17 +115,27 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        lane: Lane,
         work: impl FnOnce() -> AppResult<T> + Send + 'static,
     ) -> AppResult<T> {
         let queued = self.waiting.fetch_add(1, Ordering::SeqCst);
         // Refuse only when every slot is busy and the queue is full.
-        let permit = if self.slots.available_permits() == 0 && queued >= self.max_queued {
+        let permits = if self.slots.available_permits() == 0 && queued >= self.max_queued {
             None
         } else {
-            self.slots.clone().acquire_owned().await.ok()
+            let share = match lane {
+                Lane::Login => None,
+                Lane::Other => self.others.clone().acquire_owned().await.ok(),
+            };
+            self.slots
+                .clone()
+                .acquire_owned()
+                .await
+                .ok()
+                .map(|slot| (slot, share))
         };
         self.waiting.fetch_sub(1, Ordering::SeqCst);
-        let Some(permit) = permit else {
+        let Some(permit) = permits else {
             return Err(AppError::ResourceExhausted {
                 message: "the server is busy checking passwords; retry shortly".into(),
                 retry_after: Some(Duration::from_secs(1)),
@@ -131,9 +161,21 @@ mod tests {
         let b = h.hash("correct horse").await.unwrap();
         assert_ne!(a, b);
         assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(h.verify("correct horse", Some(&a)).await.unwrap());
-        assert!(!h.verify("wrong horse", Some(&a)).await.unwrap());
-        assert!(!h.verify("minispod dummy password", None).await.unwrap());
+        assert!(
+            h.verify(Lane::Login, "correct horse", Some(&a))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !h.verify(Lane::Login, "wrong horse", Some(&a))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !h.verify(Lane::Login, "minispod dummy password", None)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
@@ -143,7 +185,9 @@ mod tests {
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let (h, hash) = (h.clone(), hash.clone());
-                tokio::spawn(async move { h.verify("correct horse", Some(&hash)).await })
+                tokio::spawn(
+                    async move { h.verify(Lane::Login, "correct horse", Some(&hash)).await },
+                )
             })
             .collect();
         let mut refused = 0;
@@ -153,5 +197,38 @@ mod tests {
             }
         }
         assert!(refused > 0, "no request was refused");
+    }
+
+    #[tokio::test]
+    async fn checks_outside_login_leave_login_a_slot() {
+        let h = PasswordHasher::new(2, 64).unwrap();
+        let hash = h.hash("correct horse").await.unwrap();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let others: Vec<_> = (0..3)
+            .map(|i| {
+                let (h, hash, order) = (h.clone(), hash.clone(), order.clone());
+                tokio::spawn(async move {
+                    h.verify(Lane::Other, "correct horse", Some(&hash))
+                        .await
+                        .unwrap();
+                    order.lock().unwrap().push(format!("other{i}"));
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            h.verify(Lane::Login, "correct horse", Some(&hash))
+                .await
+                .unwrap()
+        );
+        order.lock().unwrap().push("login".into());
+        for t in others {
+            t.await.unwrap();
+        }
+        // The other lane runs one at a time here, so Login, on the slot kept
+        // for it, finishes before the third of them.
+        let order = order.lock().unwrap().clone();
+        let login = order.iter().position(|o| o == "login").unwrap();
+        assert!(login < 2, "{order:?}");
     }
 }

@@ -4,13 +4,13 @@ use http::HeaderValue;
 use minispod_proto::v1::{self as pb, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 
-use super::{AuthState, cookie, queries as refresh_db, tokens::hash_refresh_token};
+use super::{AuthState, cookie, password::Lane, queries as refresh_db, tokens::hash_refresh_token};
 use crate::{
     error::{AppError, AppResult, Violations},
     store::now_ms,
     users::{
         fields::{Email, Password, PersonName},
-        queries::{self as users_db, UserChanges},
+        queries::{self as users_db, UserChanges, UserRow},
     },
 };
 
@@ -64,6 +64,34 @@ impl AuthState {
 }
 
 impl AuthApi {
+    /// Checks a signed-in user's own password (`field` names it in the
+    /// error), counted in the same buckets as a Login of that account and
+    /// hashed outside Login's reserved share of the hasher.
+    async fn check_own_password(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        user: &UserRow,
+        password: &str,
+        field: &str,
+    ) -> AppResult<()> {
+        if password.chars().count() > crate::users::fields::MAX_PASSWORD_CHARS {
+            return Err(AppError::invalid(field, "is wrong"));
+        }
+        let key = account_key(&user.email);
+        self.auth.limiter.begin(&key, ip).await?;
+        let right = self
+            .auth
+            .hasher
+            .verify(Lane::Other, password, Some(&user.password_hash))
+            .await?;
+        self.auth.limiter.finish(&key, ip, right).await;
+        if right {
+            Ok(())
+        } else {
+            Err(AppError::invalid(field, "is wrong"))
+        }
+    }
+
     async fn register(
         &self,
         req: Request<pb::RegisterRequest>,
@@ -138,7 +166,7 @@ impl AuthApi {
         // an unknown one, so the answer looks the same. The per-account
         // buckets are keyed by a hash: fixed size whatever was typed.
         let key = account_key(&r.email);
-        self.auth.limiter.check_account(&key, ip).await?;
+        self.auth.limiter.begin(&key, ip).await?;
         let user = match Email::parse(&r.email) {
             Ok(email) => users_db::by_email(&self.auth.db, email.as_str()).await?,
             Err(_) => None,
@@ -148,11 +176,15 @@ impl AuthApi {
         } else {
             self.auth
                 .hasher
-                .verify(&r.password, user.as_ref().map(|u| u.password_hash.as_str()))
+                .verify(
+                    Lane::Login,
+                    &r.password,
+                    user.as_ref().map(|u| u.password_hash.as_str()),
+                )
                 .await?
         };
+        self.auth.limiter.finish(&key, ip, password_ok).await;
         let Some(user) = user.filter(|_| password_ok) else {
-            self.auth.limiter.failed(&key, ip).await;
             return Err(invalid_credentials());
         };
         if !user.active {
@@ -160,7 +192,6 @@ impl AuthApi {
                 "the account is deactivated".into(),
             ));
         }
-        self.auth.limiter.succeeded(&key, ip).await;
         let mut tx = self.auth.db.begin().await?;
         users_db::touch_login(&mut tx, &user.id).await?;
         let mut tokens = self.auth.start_session(&mut tx, &user, None).await?;
@@ -251,6 +282,7 @@ impl AuthApi {
         req: Request<pb::UpdateProfileRequest>,
     ) -> AppResult<pb::UpdateProfileResponse> {
         let user = self.auth.caller(&req).await?;
+        let ip = self.auth.client_ip(&req);
         let r = req.into_inner();
         let mut v = Violations::new();
         let name = r
@@ -265,14 +297,9 @@ impl AuthApi {
             v.add("current_password", "is required to change the email");
         }
         v.finish()?;
-        if email.is_some()
-            && !self
-                .auth
-                .hasher
-                .verify(&r.current_password, Some(&user.password_hash))
-                .await?
-        {
-            return Err(AppError::invalid("current_password", "is wrong"));
+        if email.is_some() {
+            self.check_own_password(ip, &user, &r.current_password, "current_password")
+                .await?;
         }
         let changes = UserChanges {
             name: name.as_ref().map(PersonName::as_str),
@@ -293,17 +320,12 @@ impl AuthApi {
     ) -> AppResult<WithCookie<pb::ChangePasswordResponse>> {
         check_cookie_request(&req, req.get_ref().session_cookie)?;
         let user = self.auth.caller(&req).await?;
+        let ip = self.auth.client_ip(&req);
         let r = req.into_inner();
         let new =
             Password::parse(&r.new_password).map_err(|e| AppError::invalid("new_password", e))?;
-        if !self
-            .auth
-            .hasher
-            .verify(&r.current_password, Some(&user.password_hash))
-            .await?
-        {
-            return Err(AppError::invalid("current_password", "is wrong"));
-        }
+        self.check_own_password(ip, &user, &r.current_password, "current_password")
+            .await?;
         let hash = self.auth.hasher.hash(new.expose()).await?;
         let mut tx = self.auth.db.begin().await?;
         let changes = UserChanges {
@@ -329,18 +351,13 @@ impl AuthApi {
         req: Request<pb::DeactivateAccountRequest>,
     ) -> AppResult<pb::DeactivateAccountResponse> {
         let user = self.auth.caller(&req).await?;
+        let ip = self.auth.client_ip(&req);
         let r = req.into_inner();
         if r.password.is_empty() {
             return Err(AppError::invalid("password", "is required"));
         }
-        if !self
-            .auth
-            .hasher
-            .verify(&r.password, Some(&user.password_hash))
-            .await?
-        {
-            return Err(AppError::invalid("password", "is wrong"));
-        }
+        self.check_own_password(ip, &user, &r.password, "password")
+            .await?;
         let mut tx = self.auth.db.begin().await?;
         users_db::guard_last_admin(&mut tx, &user, "deactivate").await?;
         let changes = UserChanges {

@@ -11,16 +11,20 @@ use super::{enrollment::Enrollment, hub::FleetHub, session};
 pub struct AgentApi {
     hub: FleetHub,
     enrollment: Enrollment,
-    trust_forwarded_for: bool,
+    trusted_proxies: std::sync::Arc<[crate::rate_limit::Cidr]>,
 }
 
 impl AgentApi {
     /// The service over the fleet.
-    pub fn new(hub: FleetHub, enrollment: Enrollment, trust_forwarded_for: bool) -> Self {
+    pub fn new(
+        hub: FleetHub,
+        enrollment: Enrollment,
+        trusted_proxies: std::sync::Arc<[crate::rate_limit::Cidr]>,
+    ) -> Self {
         AgentApi {
             hub,
             enrollment,
-            trust_forwarded_for,
+            trusted_proxies,
         }
     }
 }
@@ -31,7 +35,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
-        let ip = crate::auth::client_ip(&request, self.trust_forwarded_for);
+        let ip = crate::auth::client_ip(&request, &self.trusted_proxies);
         let r = self.enrollment.enroll(ip, request.into_inner()).await?;
         Ok(Response::new(r))
     }

@@ -15,9 +15,9 @@ use super::{
     queries::{self as workers_db, TokenRow, WorkerRow},
 };
 use crate::{
-    auth::rate_limit::RateLimiter,
     error::{AppError, AppResult, Violations},
     pki::{PeerIdentity, Pki, peer_identity},
+    rate_limit::{RateLimiter, address_key},
     store::{new_id, now_ms, timestamp},
 };
 
@@ -118,6 +118,11 @@ impl Enrollment {
         }
     }
 
+    /// Forgets the Enroll rate-limit buckets that have refilled.
+    pub fn purge_idle_limits(&self) -> usize {
+        self.limiter.purge_idle()
+    }
+
     /// The CA chain handed to agents.
     pub fn ca_pem(&self) -> &str {
         self.pki.ca_cert_pem()
@@ -179,7 +184,7 @@ impl Enrollment {
         ip: Option<IpAddr>,
         r: pb::EnrollRequest,
     ) -> AppResult<pb::EnrollResponse> {
-        let key = ip.map(|i| i.to_string()).unwrap_or_default();
+        let key = ip.map(|i| address_key(i).to_string()).unwrap_or_default();
         self.limiter
             .take(&key)
             .await

@@ -500,7 +500,11 @@ async fn failed_logins_slow_one_account_for_a_while_not_forever() {
         app.login("victim@example.org", "victim-password").await,
         Code::ResourceExhausted,
     );
-    assert!(s.message().contains("failed logins"), "{}", s.message());
+    assert!(
+        s.message().contains("failed password checks"),
+        "{}",
+        s.message()
+    );
     // Other accounts from the same address are unaffected.
     app.admin_token().await;
     // The bucket refills: the owner gets in after the wait.
@@ -510,32 +514,65 @@ async fn failed_logins_slow_one_account_for_a_while_not_forever() {
         .expect("not locked out");
 }
 
+/// A Login with `x-forwarded-for` set, from this test's loopback address.
+async fn login_forwarded_for(
+    app: &TestApp,
+    forwarded_for: &'static str,
+) -> Result<tonic::Response<pb::LoginResponse>, tonic::Status> {
+    let mut r = Request::new(pb::LoginRequest {
+        email: "nobody@example.org".into(),
+        password: "whatever-pw".into(),
+        ..Default::default()
+    });
+    r.metadata_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    app.auth().login(r).await
+}
+
 #[tokio::test]
-async fn behind_a_trusted_proxy_limits_follow_x_forwarded_for() {
+async fn behind_a_trusted_proxy_limits_follow_its_right_most_untrusted_hop() {
     let app = spawn_app_with(|a| {
-        a.trust_forwarded_for = true;
+        a.transport.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
         a.login_ip_burst = 1;
         a.login_ip_per_minute = 1;
     })
     .await;
-    let login_from = |ip: &'static str| {
-        let mut c = app.auth();
-        async move {
-            let mut r = Request::new(pb::LoginRequest {
-                email: "nobody@example.org".into(),
-                password: "whatever-pw".into(),
-                ..Default::default()
-            });
-            r.metadata_mut()
-                .insert("x-forwarded-for", ip.parse().unwrap());
-            c.login(r).await
-        }
-    };
-    expect_code(login_from("203.0.113.1").await, Code::Unauthenticated);
-    expect_code(login_from("203.0.113.1").await, Code::ResourceExhausted);
     expect_code(
-        login_from("203.0.113.2, 10.0.0.1").await,
+        login_forwarded_for(&app, "203.0.113.1").await,
         Code::Unauthenticated,
+    );
+    expect_code(
+        login_forwarded_for(&app, "203.0.113.1").await,
+        Code::ResourceExhausted,
+    );
+    // A client forging hops to the left of the one the proxy appended is
+    // still the address the proxy saw.
+    expect_code(
+        login_forwarded_for(&app, "198.51.100.77, 203.0.113.1").await,
+        Code::ResourceExhausted,
+    );
+    // Another client behind the proxy has its own bucket.
+    expect_code(
+        login_forwarded_for(&app, "203.0.113.2").await,
+        Code::Unauthenticated,
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_client_cannot_name_another_address() {
+    // No trusted proxies: x-forwarded-for from a direct client means nothing.
+    let app = spawn_app_with(|a| {
+        a.login_ip_burst = 1;
+        a.login_ip_per_minute = 1;
+    })
+    .await;
+    expect_code(
+        login_forwarded_for(&app, "203.0.113.1").await,
+        Code::Unauthenticated,
+    );
+    expect_code(
+        login_forwarded_for(&app, "203.0.113.99").await,
+        Code::ResourceExhausted,
     );
 }
 
@@ -587,14 +624,18 @@ async fn oversized_credentials_are_refused_before_any_limiter_or_lookup() {
         a.login_ip_per_minute = 1;
     })
     .await;
-    let huge_email = format!("{}@example.org", "a".repeat(1 << 19));
+    // Within AuthService's message limit but over the field limits.
+    let long_email = format!("{}@example.org", "a".repeat(8 * 1024));
     for (email, password, field) in [
-        (huge_email.as_str(), "password-1", "email"),
+        (long_email.as_str(), "password-1", "email"),
         ("someone@example.org", &"p".repeat(200)[..], "password"),
     ] {
         let s = expect_code(app.login(email, password).await, Code::InvalidArgument);
         assert_eq!(violated_fields(&s), [field]);
     }
+    // Beyond the message limit the message is not even decoded.
+    let huge_email = format!("{}@example.org", "a".repeat(1 << 19));
+    expect_code(app.login(&huge_email, "password-1").await, Code::OutOfRange);
     // The one allowed attempt is still there.
     app.login(ADMIN_EMAIL, ADMIN_PASSWORD)
         .await
@@ -624,4 +665,59 @@ async fn a_closed_registration_refuses_sign_ups_but_administrators_still_create_
         ))
         .await
         .expect("administrators still create accounts");
+}
+
+#[tokio::test]
+async fn password_checks_outside_login_are_limited_like_logins() {
+    let app = spawn_app_with(|a| {
+        a.login_account_burst = 2;
+        a.login_account_per_hour = 1;
+    })
+    .await;
+    let (_, access) = app.register("guess@example.org", "guess-password-1").await;
+    let wrong = || pb::ChangePasswordRequest {
+        current_password: "not-it-at-all".into(),
+        new_password: "new-password-1".into(),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        expect_code(
+            app.auth().change_password(authed(wrong(), &access)).await,
+            Code::InvalidArgument,
+        );
+    }
+    // Out of checks: ChangePassword, DeactivateAccount, an email change and
+    // a Login of the same account all wait, even with the right password.
+    expect_code(
+        app.auth().change_password(authed(wrong(), &access)).await,
+        Code::ResourceExhausted,
+    );
+    expect_code(
+        app.auth()
+            .deactivate_account(authed(
+                pb::DeactivateAccountRequest {
+                    password: "guess-password-1".into(),
+                },
+                &access,
+            ))
+            .await,
+        Code::ResourceExhausted,
+    );
+    expect_code(
+        app.auth()
+            .update_profile(authed(
+                pb::UpdateProfileRequest {
+                    email: Some("moved@example.org".into()),
+                    current_password: "guess-password-1".into(),
+                    ..Default::default()
+                },
+                &access,
+            ))
+            .await,
+        Code::ResourceExhausted,
+    );
+    expect_code(
+        app.login("guess@example.org", "guess-password-1").await,
+        Code::ResourceExhausted,
+    );
 }

@@ -5,6 +5,7 @@ mod auth;
 mod catalog;
 mod console;
 mod helpers;
+mod hostile;
 mod on_postgres;
 mod transport;
 mod users;

@@ -285,6 +285,14 @@ async fn bench(n: usize, heartbeat: Duration, window: Duration) -> anyhow::Resul
             "--enroll-per-second",
             "1000000",
         ])
+        // The swarm's agents all share 127.0.0.1; real ones each have an
+        // address of their own.
+        .args([
+            "--max-connections-per-address",
+            "0",
+            "--max-handshakes-per-address",
+            "1000000",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(log)
