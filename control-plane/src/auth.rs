@@ -4,7 +4,8 @@
 //! the token's signature, algorithm, issuer, audience and expiry are checked,
 //! then the account is loaded, so a deactivated account or a token issued
 //! before a password change (token version bump) is refused at once rather
-//! than when the token expires.
+//! than when the token expires. Tokens name their session (refresh-token
+//! family), and a session ended by Logout ends its access tokens too.
 
 pub mod cookie;
 pub mod password;
@@ -37,6 +38,8 @@ pub struct AuthState {
     pub tokens: Arc<AccessTokens>,
     /// Lifetime of refresh tokens.
     pub refresh_ttl: Duration,
+    /// Absolute lifetime of a session, however often it is refreshed.
+    pub session_max_age: Duration,
     /// Bounded argon2id hashing.
     pub hasher: PasswordHasher,
     /// Login and Register rate limits.
@@ -78,6 +81,15 @@ impl AuthState {
                 "access token revoked; sign in again".into(),
             ));
         }
+        // Checked last: a deactivated account says so, not just that its
+        // sessions ended.
+        if let Some(sid) = &claims.sid
+            && !queries::family_is_live(self.db.read(), sid).await?
+        {
+            return Err(AppError::Unauthenticated(
+                "the session was ended; sign in again".into(),
+            ));
+        }
         Ok(user)
     }
 
@@ -97,19 +109,31 @@ impl AuthState {
         client_ip(request, &self.trusted_proxies)
     }
 
-    /// Opens a session for `user` inside `tx`: a new refresh token in
-    /// `family` (a new family when None) and an access token.
+    /// Opens a session for `user` inside `tx`, or continues one: a new
+    /// refresh token in `family` (family id and when the session began; a
+    /// new family when None) and an access token. Neither outlives the
+    /// session's absolute age.
     pub async fn start_session(
         &self,
         tx: &mut Tx,
         user: &UserRow,
-        family: Option<&str>,
+        family: Option<(&str, i64)>,
     ) -> AppResult<TokenPair> {
-        let family = family.map(str::to_owned).unwrap_or_else(new_id);
+        let now = now_ms();
+        let (family, started) = match family {
+            Some((id, started)) => (id.to_owned(), started),
+            None => (new_id(), now),
+        };
+        let session_end = started.saturating_add(self.session_max_age.as_millis() as i64);
         let (refresh, hash) = new_refresh_token();
-        let refresh_expires = now_ms() + self.refresh_ttl.as_millis() as i64;
-        queries::insert(tx, &user.id, &family, &hash, refresh_expires).await?;
-        let (access, access_exp) = self.tokens.issue(&user.id, user.token_version)?;
+        let refresh_expires = (now + self.refresh_ttl.as_millis() as i64).min(session_end);
+        queries::insert(tx, &user.id, &family, &hash, refresh_expires, started).await?;
+        let (access, access_exp) = self.tokens.issue_for_session(
+            &user.id,
+            user.token_version,
+            Some(&family),
+            (session_end / 1000).max(0) as u64,
+        )?;
         Ok(TokenPair {
             access_token: access,
             access_token_expires_at: Some(prost_types::Timestamp {

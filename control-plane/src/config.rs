@@ -146,6 +146,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_REFRESH_TOKEN_TTL", default_value = "30d", value_parser = parse_duration)]
     pub refresh_token_ttl: Duration,
 
+    /// Absolute lifetime of a session: however often it is refreshed, it
+    /// ends this long after its sign-in, e.g. `90d`.
+    #[arg(long, env = "MINISPOD_SESSION_MAX_AGE", default_value = "90d", value_parser = parse_duration)]
+    pub session_max_age: Duration,
+
     /// Login and Register attempts one client address may burst.
     #[arg(long, env = "MINISPOD_LOGIN_IP_BURST", default_value_t = 20)]
     pub login_ip_burst: u32,

@@ -133,6 +133,7 @@ impl Application {
             db: db.clone(),
             tokens: Arc::new(AccessTokens::new(&secret, args.access_token_ttl)),
             refresh_ttl: args.refresh_token_ttl,
+            session_max_age: args.session_max_age,
             hasher,
             limiter: Arc::new(LoginLimiter::for_store(
                 &db,

@@ -4,7 +4,7 @@ use sqlx::FromRow;
 
 use crate::{
     error::AppResult,
-    store::{Tx, new_id, now_ms},
+    store::{Conn, Tx, new_id, now_ms},
     with_conn,
 };
 
@@ -23,6 +23,9 @@ pub struct RefreshTokenRow {
     pub used_at: Option<i64>,
     /// Set once the token was revoked.
     pub revoked_at: Option<i64>,
+    /// When the session (the family's first login) began, Unix ms; None
+    /// for tokens from before it was recorded.
+    pub session_started_at: Option<i64>,
 }
 
 /// Stores a refresh token's hash.
@@ -32,10 +35,12 @@ pub async fn insert(
     family_id: &str,
     token_hash: &[u8],
     expires_at: i64,
+    session_started_at: i64,
 ) -> AppResult<()> {
     with_conn!(&mut *tx, |c| sqlx::query(
-        "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO refresh_tokens
+             (id, user_id, family_id, token_hash, created_at, expires_at, session_started_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(new_id())
     .bind(user_id)
@@ -43,6 +48,7 @@ pub async fn insert(
     .bind(token_hash)
     .bind(now_ms())
     .bind(expires_at)
+    .bind(session_started_at)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -52,12 +58,25 @@ pub async fn insert(
 /// The token with this hash.
 pub async fn by_hash(tx: &mut Tx, token_hash: &[u8]) -> AppResult<Option<RefreshTokenRow>> {
     Ok(with_conn!(&mut *tx, |c| sqlx::query_as(
-        "SELECT id, user_id, family_id, expires_at, used_at, revoked_at
+        "SELECT id, user_id, family_id, expires_at, used_at, revoked_at, session_started_at
          FROM refresh_tokens WHERE token_hash = $1",
     )
     .bind(token_hash)
     .fetch_optional(c)
     .await)?)
+}
+
+/// Whether session `family_id` still has a token that was not revoked: a
+/// session ends when Logout (or reuse detection, or a password change)
+/// revokes its family, and its access tokens with it.
+pub async fn family_is_live<'c>(exec: impl Into<Conn<'c>>, family_id: &str) -> AppResult<bool> {
+    let live: Option<i32> = with_conn!(exec, |c| sqlx::query_scalar(
+        "SELECT 1 FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NULL LIMIT 1"
+    )
+    .bind(family_id)
+    .fetch_optional(c)
+    .await)?;
+    Ok(live.is_some())
 }
 
 /// Spends a token; false when it was already spent or revoked (a race lost).

@@ -233,13 +233,21 @@ impl AuthApi {
         if row.expires_at < now_ms() {
             return Err(AppError::Unauthenticated("refresh token expired".into()));
         }
+        // Rows from before session ages were kept count from the session's
+        // latest token.
+        let started = row.session_started_at.unwrap_or_else(now_ms);
+        if started.saturating_add(self.auth.session_max_age.as_millis() as i64) <= now_ms() {
+            return Err(AppError::Unauthenticated(
+                "the session reached its maximum age; sign in again".into(),
+            ));
+        }
         let user = users_db::by_id(&mut tx, &row.user_id)
             .await?
             .filter(|u| u.active)
             .ok_or_else(|| AppError::Unauthenticated("the account is deactivated".into()))?;
         let mut tokens = self
             .auth
-            .start_session(&mut tx, &user, Some(&row.family_id))
+            .start_session(&mut tx, &user, Some((&row.family_id, started)))
             .await?;
         tx.commit().await?;
         let set_cookie = self.auth.deliver(&mut tokens, from_cookie);

@@ -36,6 +36,11 @@ pub struct Claims {
     pub exp: u64,
     /// Token id.
     pub jti: String,
+    /// The session (refresh-token family) the token belongs to: when it
+    /// ends (Logout, reuse detected), so does the token. Tokens from before
+    /// sessions were tracked have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Signs and checks access tokens.
@@ -74,8 +79,22 @@ impl AccessTokens {
 
     /// A token for `user_id` at `version`, and its expiry (Unix seconds).
     pub fn issue(&self, user_id: &str, version: i64) -> AppResult<(String, u64)> {
+        self.issue_for_session(user_id, version, None, u64::MAX)
+    }
+
+    /// A token for `user_id` at `version` in session `sid`, expiring after
+    /// the TTL or at `not_after` (Unix seconds), whichever comes first.
+    pub fn issue_for_session(
+        &self,
+        user_id: &str,
+        version: i64,
+        sid: Option<&str>,
+        not_after: u64,
+    ) -> AppResult<(String, u64)> {
         let now = unix_now();
-        let exp = now + self.ttl.as_secs().max(1);
+        let exp = (now + self.ttl.as_secs().max(1))
+            .min(not_after)
+            .max(now + 1);
         let claims = Claims {
             sub: user_id.to_owned(),
             ver: version,
@@ -84,6 +103,7 @@ impl AccessTokens {
             iat: now,
             exp,
             jti: uuid::Uuid::new_v4().to_string(),
+            sid: sid.map(str::to_owned),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .context("sign access token")?;

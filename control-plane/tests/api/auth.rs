@@ -721,3 +721,90 @@ async fn password_checks_outside_login_are_limited_like_logins() {
         Code::ResourceExhausted,
     );
 }
+
+#[tokio::test]
+async fn logout_ends_the_sessions_access_token_at_once() {
+    let app = spawn_app().await;
+    app.register("out@example.org", "logout-password").await;
+    let (access, refresh) = app
+        .login("out@example.org", "logout-password")
+        .await
+        .unwrap();
+    let (other_access, _) = app
+        .login("out@example.org", "logout-password")
+        .await
+        .unwrap();
+    let profile = |token: String| {
+        let mut auth = app.auth();
+        async move {
+            auth.get_profile(authed(pb::GetProfileRequest {}, &token))
+                .await
+        }
+    };
+    profile(access.clone()).await.expect("signed in");
+    app.auth()
+        .logout(pb::LogoutRequest {
+            refresh_token: refresh,
+            all_sessions: false,
+        })
+        .await
+        .unwrap();
+    let s = expect_code(profile(access).await, Code::Unauthenticated);
+    assert!(s.message().contains("session was ended"), "{s:?}");
+    // The other session is untouched.
+    profile(other_access)
+        .await
+        .expect("another session survives");
+}
+
+/// `exp - iat` of an access token, read from its payload.
+fn access_token_life(token: &str) -> u64 {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    v["exp"].as_u64().unwrap() - v["iat"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_maximum_age_however_often_refreshed() {
+    let app = spawn_app_with(|a| a.session_max_age = std::time::Duration::from_secs(3)).await;
+    app.register("aged@example.org", "aged-password-1").await;
+    let (access, mut refresh) = app
+        .login("aged@example.org", "aged-password-1")
+        .await
+        .unwrap();
+    // Access tokens do not outlive the session (15 minutes otherwise).
+    assert!(
+        access_token_life(&access) <= 3,
+        "{}",
+        access_token_life(&access)
+    );
+    for _ in 0..2 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        refresh = app
+            .auth()
+            .refresh(pb::RefreshRequest {
+                refresh_token: refresh,
+            })
+            .await
+            .expect("refreshes within the age")
+            .into_inner()
+            .refresh_token;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let s = expect_code(
+        app.auth()
+            .refresh(pb::RefreshRequest {
+                refresh_token: refresh,
+            })
+            .await,
+        Code::Unauthenticated,
+    );
+    assert!(
+        s.message().contains("maximum age") || s.message().contains("expired"),
+        "{s:?}"
+    );
+}
