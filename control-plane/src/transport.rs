@@ -82,7 +82,7 @@ pub struct TransportLimits {
     #[arg(
         long,
         env = "MINISPOD_MAX_REQUEST_BUFFER",
-        default_value_t = 64 * 1024 * 1024
+        default_value_t = 16 * 1024 * 1024
     )]
     pub max_request_buffer: usize,
 
