@@ -18,10 +18,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Enroll if needed, run the K3s join hook, then hold the stream to the
-    /// control plane until SIGTERM, reconnecting after any failure.
+    /// Enroll if needed (or again, after a refusal or an expired
+    /// certificate, with an unspent token), run the K3s join hook (retried
+    /// until it succeeds), then hold the stream to the control plane until
+    /// SIGTERM, reconnecting after any failure.
     Run(AgentArgs),
-    /// Enroll (and run the K3s join hook), then exit.
+    /// Enroll unless enrolled with a current certificate, run the K3s join
+    /// hook unless it has succeeded, print the worker id, then exit.
     Join(AgentArgs),
 }
 

@@ -109,7 +109,7 @@ pub async fn enroll(
                 state.save_credentials(&creds)?;
                 tracing::info!(worker_id = %r.worker_id, %server, "enrolled");
                 if let Err(e) = token.spend(state) {
-                    tracing::error!(error = %format!("{e:#}"), "could not record the enrollment token as spent");
+                    tracing::error!(error = %format!("{e:#}"), "could not spend the enrollment token (record its hash, delete its file)");
                 }
                 let join = K3sJoin {
                     server_url: r.k3s_server_url,

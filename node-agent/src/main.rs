@@ -125,8 +125,8 @@ async fn join(
     hook: &JoinHook,
 ) -> anyhow::Result<()> {
     let current = creds.filter(|c| !c.identity.expired_at(minispod_agent::state::now()));
-    let creds = match current {
-        Some(c) => c,
+    let (creds, settings) = match current {
+        Some(c) => (c, state.k3s_join()?),
         None => {
             let existing = state.credentials()?;
             let trust = match (&existing, enroll_trust) {
@@ -141,7 +141,7 @@ async fn join(
                 );
             };
             match enroll::enroll(&args.servers, &trust, &t, facts, state, existing.as_ref()).await {
-                Ok((c, _)) => c,
+                Ok((c, j)) => (c, Some(j)),
                 Err(EnrollError::Refused(r)) => {
                     anyhow::bail!("{r}: {}", r.operator_action(&machine_id))
                 }
@@ -150,7 +150,7 @@ async fn join(
         }
     };
     println!("{}", creds.identity.worker_id);
-    if let Some(mut settings) = state.k3s_join()?.filter(|j| !j.succeeded)
+    if let Some(mut settings) = settings.filter(|j| !j.succeeded)
         && let Err(e) = k3s::join_once(hook, state, &mut settings).await
     {
         anyhow::bail!(

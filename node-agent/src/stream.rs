@@ -247,7 +247,15 @@ async fn run_loop(
                 Attempt::Failed(e) => {
                     tracing::warn!(error = %format!("{e:#}"), next_ceiling = ?backoff.ceiling(), "enrollment failed; retrying");
                     wait(backoff.next_delay(), &mut shutdown).await;
-                    continue;
+                    // Asked to enroll again while the certificate still
+                    // works: connect with it; the control plane can ask
+                    // again. Otherwise there is no way in but enrolling.
+                    let usable = creds
+                        .as_ref()
+                        .is_some_and(|c| !c.identity.expired_at(state::now()));
+                    if !(std::mem::take(&mut asked_to_reenroll) && blocked.is_none() && usable) {
+                        continue;
+                    }
                 }
             }
         }
@@ -388,6 +396,8 @@ async fn session(
     let mut interval = Duration::from_secs(welcome.heartbeat_interval_seconds.max(1) as u64);
     tracing::info!(%server, worker_id = %welcome.worker_id, ?interval, "stream up");
     *up_since = Some(Instant::now());
+    // In: whatever refusal kept the worker out no longer does.
+    cfg.metrics.set_refused(None);
     cfg.metrics.stream_up.store(1, Ordering::Relaxed);
     cfg.metrics.connects.fetch_add(1, Ordering::Relaxed);
     // systemd (Type=notify): ready once the first stream is up.

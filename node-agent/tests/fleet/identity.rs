@@ -656,3 +656,47 @@ async fn not_ready_survives_a_restart_and_the_hook_is_retried_until_it_succeeds(
     agent.stop().await;
     assert_eq!(cp.tokens(), ["t1"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_with_a_token_file_enrolls_once_deletes_the_file_and_fails_on_a_failed_hook() {
+    let cp = FakeControlPlane::start().await;
+    cp.script().k3s_url = "https://k3s.example.org:6443".into();
+    let dir = TempDir::new();
+    let state_dir = dir.0.join("state");
+    let token_file = dir.0.join("enroll.token");
+    std::fs::write(&token_file, "file-token\n").unwrap();
+    let join = |hook: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_minispod-agent"))
+            .arg("join")
+            .args(["--server", &cp.url, "--ca-hash", &cp.pin()])
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--k3s-config")
+            .arg(dir.0.join("k3s.yaml"))
+            .args(["--k3s-join-command", hook])
+            .env("MINISPOD_TOKEN", "env-token")
+            .output()
+            .expect("run minispod-agent join")
+    };
+    let run = tokio::task::block_in_place(|| join("echo no k3s here >&2; exit 1"));
+    assert!(!run.status.success(), "a failed hook fails `join`");
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "w0");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no k3s here"));
+    assert!(!token_file.exists(), "the spent token's file is deleted");
+    assert_eq!(cp.tokens(), ["file-token"]);
+
+    // Enrolled with a current certificate: `join` only retries the hook.
+    let run = tokio::task::block_in_place(|| join("true"));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "w0");
+    assert_eq!(cp.tokens(), ["file-token"], "no second enrollment");
+    let state = StateDir::open(&state_dir).unwrap();
+    assert!(state.k3s_join().unwrap().unwrap().succeeded);
+    assert!(state.token_spent("file-token").unwrap());
+}
