@@ -279,15 +279,12 @@ async fn run_loop(
             // Else try the stream again, slowly: an operator may have
             // lifted the refusal.
         }
-        let Some(c) = creds.as_mut() else {
+        let Some(c) = creds.as_mut().filter(|_| usable) else {
             let delay = backoff.slow_delay();
             tracing::error!(retry_in = ?delay, "not enrolled and no unspent enrollment token: give the agent one (--token-file or MINISPOD_TOKEN)");
             wait(delay, &mut shutdown).await;
             continue;
         };
-        if !usable {
-            continue;
-        }
         let server = cfg.servers[server_index % cfg.servers.len()].clone();
         let mut up_since = None;
         let end = session(cfg, &server, c, readiness, &mut shutdown, &mut up_since)
