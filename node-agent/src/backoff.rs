@@ -39,6 +39,14 @@ impl Backoff {
         Duration::from_millis(rand::rng().random_range(0..=ms))
     }
 
+    /// A wait for when nothing will change soon (a refusal, an expired
+    /// certificate): uniform in `[max / 2, max]`, so refused agents neither
+    /// hammer the control plane nor retry together.
+    pub fn slow_delay(&self) -> Duration {
+        let max = self.max.as_millis() as u64;
+        Duration::from_millis(rand::rng().random_range(max / 2..=max))
+    }
+
     /// Back to the first step, after a connection that worked.
     pub fn reset(&mut self) {
         self.ceiling = self.base;
@@ -61,6 +69,18 @@ mod tests {
         assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
         b.reset();
         assert_eq!(b.ceiling(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn slow_delays_stay_in_the_upper_half_of_the_maximum() {
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        for _ in 0..200 {
+            let d = b.slow_delay();
+            assert!(
+                d >= Duration::from_millis(500) && d <= Duration::from_millis(1000),
+                "{d:?}"
+            );
+        }
     }
 
     #[test]

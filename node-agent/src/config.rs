@@ -4,6 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::{secret::Secret, token::TokenSource};
+
 /// `minispod-agent`: joins this machine to a MiniSpod fleet.
 #[derive(Debug, Parser)]
 #[command(name = "minispod-agent", version, about, long_about = None)]
@@ -16,10 +18,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Enroll if needed, run the K3s join hook, then hold the stream to the
-    /// control plane until SIGTERM, reconnecting after any failure.
+    /// Enroll if needed (or again, after a refusal or an expired
+    /// certificate, with an unspent token), run the K3s join hook (retried
+    /// until it succeeds), then hold the stream to the control plane until
+    /// SIGTERM, reconnecting after any failure.
     Run(AgentArgs),
-    /// Enroll (and run the K3s join hook), then exit.
+    /// Enroll unless enrolled with a current certificate, run the K3s join
+    /// hook unless it has succeeded, print the worker id, then exit.
     Join(AgentArgs),
 }
 
@@ -51,8 +56,8 @@ pub struct AgentArgs {
     )]
     pub servers: Vec<String>,
 
-    /// Directory for the key, certificate, CA and worker id (created 0700,
-    /// files 0600).
+    /// Directory for the key, certificate, CA, worker id, hashes of spent
+    /// tokens and the K3s join hook's last result (created 0700, files 0600).
     #[arg(
         long,
         env = "MINISPOD_STATE_DIR",
@@ -60,12 +65,21 @@ pub struct AgentArgs {
     )]
     pub state_dir: PathBuf,
 
-    /// Enrollment token; needed only until the agent has enrolled.
+    /// Enrollment token; needed only to enroll (again). Spent once: after
+    /// enrolling with it the agent records its SHA-256 in the state
+    /// directory and never sends it again. Prefer --token-file.
     #[arg(long, env = "MINISPOD_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
+
+    /// File holding the enrollment token, read whenever the agent needs to
+    /// enroll (so a new token can be dropped in without a restart) and
+    /// deleted once the token is spent. Tried before --token.
+    #[arg(long, env = "MINISPOD_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 
     /// Pin of the control plane's CA, `sha256:<hex>` (from
-    /// `minispod-control-plane ca-hash`); needed only until enrolled.
+    /// `minispod-control-plane ca-hash`); needed only until enrolled. The
+    /// CA that Enroll returns must match it, or the answer is refused.
     #[arg(long, env = "MINISPOD_CA_HASH")]
     pub ca_hash: Option<String>,
 
@@ -92,7 +106,9 @@ pub struct AgentArgs {
     #[arg(long, env = "MINISPOD_K3S_JOIN_COMMAND", default_value = "")]
     pub k3s_join_command: String,
 
-    /// Longest wait between reconnection attempts.
+    /// Longest wait between reconnection attempts, K3s join hook retries
+    /// and, after a refusal (removed worker, expired certificate, bad
+    /// token), between attempts to get back in.
     #[arg(long, env = "MINISPOD_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
     pub max_backoff: Duration,
 
@@ -104,6 +120,16 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, env = "MINISPOD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+impl AgentArgs {
+    /// Where the enrollment token comes from.
+    pub fn token_source(&self) -> TokenSource {
+        TokenSource {
+            file: self.token_file.clone(),
+            inline: self.token.clone(),
+        }
+    }
 }
 
 impl Cli {
@@ -123,3 +149,30 @@ impl Cli {
 }
 
 pub use minispod_proto::support::parse_duration;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_stays_out_of_debug_output() {
+        let cli = Cli::try_parse_from([
+            "minispod-agent",
+            "run",
+            "--server",
+            "https://cp:7443",
+            "--token",
+            "abc.sekrit",
+            "--token-file",
+            "/run/token",
+        ])
+        .unwrap();
+        let Command::Run(args) = &cli.command else {
+            panic!("run")
+        };
+        assert_eq!(args.token_source().inline.unwrap().expose(), "abc.sekrit");
+        let out = format!("{cli:?}");
+        assert!(!out.contains("sekrit"), "{out}");
+        assert!(out.contains("/run/token"), "{out}");
+    }
+}

@@ -1,75 +1,105 @@
-//! Enrollment (token + CSR, once) and certificate renewal (over mTLS).
+//! Enrollment (token + CSR) and certificate renewal (over mTLS).
 //!
-//! The key pair is generated here and only the CSR leaves the machine.
+//! The key pair is generated here and only the CSR leaves the machine. A
+//! response is saved only once it checks out (its CA matches the pin), and
+//! saving it swaps the whole identity in one rename, so a failed or refused
+//! attempt leaves the old identity as it was.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use minispod_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
 use rcgen::{CertificateParams, DnType, KeyPair};
 use tonic::transport::Channel;
 
 use crate::{
-    state::{Credentials, Identity, StateDir},
-    tls::{self, Trust},
+    refusal::Refusal,
+    secret::Secret,
+    state::{self, Credentials, Identity, K3sJoin, StateDir},
+    tls::{self, ClientIdentity, Trust},
+    token::Token,
 };
 
+/// Why an enrollment or renewal did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// The control plane refused it for a reason asking again won't fix.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// Anything else (network, a server in trouble, a bad response).
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl From<tonic::Status> for EnrollError {
+    fn from(s: tonic::Status) -> EnrollError {
+        match Refusal::from_status(&s) {
+            Some(r) => EnrollError::Refused(r),
+            None => EnrollError::Failed(anyhow::anyhow!("{}: {}", s.code(), s.message())),
+        }
+    }
+}
+
 /// A fresh key pair and a CSR for it: (key PEM, CSR PEM).
-pub fn key_and_csr(common_name: &str) -> anyhow::Result<(String, String)> {
+pub fn key_and_csr(common_name: &str) -> anyhow::Result<(Secret, String)> {
     let key = KeyPair::generate().context("generate key")?;
     let mut params = CertificateParams::default();
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
     let csr = params.serialize_request(&key).context("build CSR")?;
-    Ok((key.serialize_pem(), csr.pem().context("encode CSR")?))
+    Ok((
+        Secret::new(key.serialize_pem()),
+        csr.pem().context("encode CSR")?,
+    ))
 }
 
 fn unix(ts: Option<minispod_proto::prost_types::Timestamp>) -> i64 {
     ts.map_or(0, |t| t.seconds)
 }
 
-/// What enrollment hands the join hook.
-#[derive(Debug, Clone, Default)]
-pub struct JoinInfo {
-    /// K3s server URL.
-    pub k3s_server_url: String,
-    /// K3s join token.
-    pub k3s_token: String,
-}
-
 /// Enrolls with `token` against the first server that answers, trusting it
-/// per `trust`; stores the credentials in `state`.
+/// per `trust` and presenting `current`'s certificate when it has not
+/// expired (the contract lets an unbound token re-enroll an existing worker
+/// that way). On success: saves the credentials (replacing `current`),
+/// spends the token (records its hash, deletes its file) and records the
+/// K3s join settings as not yet joined. A refusal stops at once: the
+/// servers share one database, so another would refuse too.
 pub async fn enroll(
     servers: &[String],
     trust: &Trust,
-    token: &str,
+    token: &Token,
     facts: pb::MachineFacts,
     state: &StateDir,
-) -> anyhow::Result<(Credentials, JoinInfo)> {
+    current: Option<&Credentials>,
+) -> Result<(Credentials, K3sJoin), EnrollError> {
     let (key_pem, csr_pem) = key_and_csr(&facts.hostname)?;
+    let presented = current
+        .filter(|c| !c.identity.expired_at(state::now()))
+        .map(|c| ClientIdentity {
+            cert_pem: c.cert_pem.clone(),
+            key_pem: c.key_pem.clone(),
+        });
     let mut last_error = None;
     for server in servers {
         let attempt = async {
-            let channel = tls::channel(server, tls::client_config(trust, None)?).await?;
+            let channel =
+                tls::channel(server, tls::client_config(trust, presented.as_ref())?).await?;
             let r = AgentServiceClient::new(channel)
                 .enroll(pb::EnrollRequest {
-                    token: token.to_owned(),
+                    token: token.value.expose().to_owned(),
                     csr_pem: csr_pem.clone(),
                     facts: Some(facts.clone()),
                 })
-                .await
-                .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+                .await?
                 .into_inner();
-            Ok::<_, anyhow::Error>(r)
+            tls::check_ca_bundle(trust, &r.ca_pem)?;
+            Ok::<_, EnrollError>(r)
         };
         match attempt.await {
             Ok(r) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
                 let creds = Credentials {
                     identity: Identity {
                         worker_id: r.worker_id.clone(),
-                        issued_at: now,
+                        issued_at: state::now(),
                         expires_at: unix(r.certificate_expires_at),
                     },
                     key_pem: key_pem.clone(),
@@ -78,46 +108,54 @@ pub async fn enroll(
                 };
                 state.save_credentials(&creds)?;
                 tracing::info!(worker_id = %r.worker_id, %server, "enrolled");
-                return Ok((
-                    creds,
-                    JoinInfo {
-                        k3s_server_url: r.k3s_server_url,
-                        k3s_token: r.k3s_token,
-                    },
-                ));
+                if let Err(e) = token.spend(state) {
+                    tracing::error!(error = %format!("{e:#}"), "could not spend the enrollment token (record its hash, delete its file)");
+                }
+                let join = K3sJoin {
+                    server_url: r.k3s_server_url,
+                    token: Secret::new(r.k3s_token),
+                    succeeded: false,
+                    last_error: String::new(),
+                };
+                if let Err(e) = state.save_k3s_join(&join) {
+                    tracing::error!(error = %format!("{e:#}"), "could not record the K3s join settings");
+                }
+                return Ok((creds, join));
             }
-            Err(e) => {
-                tracing::warn!(%server, error = %e, "enrollment failed");
+            Err(EnrollError::Refused(r)) => {
+                tracing::warn!(%server, reason = r.reason(), "enrollment refused");
+                return Err(EnrollError::Refused(r));
+            }
+            Err(EnrollError::Failed(e)) => {
+                tracing::warn!(%server, error = %format!("{e:#}"), "enrollment failed");
                 last_error = Some(e);
             }
         }
     }
-    match last_error {
-        Some(e) => Err(e.context("enrollment failed on every server")),
-        None => bail!("no server given"),
-    }
+    Err(EnrollError::Failed(match last_error {
+        Some(e) => e.context("enrollment failed on every server"),
+        None => anyhow::anyhow!("no server given"),
+    }))
 }
 
 /// Renews the certificate over `channel` (mTLS with the current one) with a
-/// new key pair; stores and returns the new credentials.
+/// new key pair; checks the returned CA against the saved one, then stores
+/// and returns the new credentials.
 pub async fn renew(
     channel: Channel,
     current: &Credentials,
     state: &StateDir,
-) -> anyhow::Result<Credentials> {
+) -> Result<Credentials, EnrollError> {
     let (key_pem, csr_pem) = key_and_csr(&current.identity.worker_id)?;
     let r = AgentServiceClient::new(channel)
         .renew_certificate(pb::RenewCertificateRequest { csr_pem })
-        .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+        .await?
         .into_inner();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    tls::check_ca_bundle(&Trust::CaPem(current.ca_pem.clone()), &r.ca_pem)?;
     let creds = Credentials {
         identity: Identity {
             worker_id: current.identity.worker_id.clone(),
-            issued_at: now,
+            issued_at: state::now(),
             expires_at: unix(r.certificate_expires_at),
         },
         key_pem,

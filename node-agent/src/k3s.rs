@@ -1,30 +1,137 @@
 //! The K3s join hook: after enrollment, write the K3s agent configuration
 //! and run the configured command. A failing hook is reported (the worker
-//! shows NOT_READY with the error), never fatal.
+//! shows NOT_READY with the error), never fatal, and retried with backoff
+//! until it succeeds; its last result is kept in the state directory so a
+//! restart neither forgets the failure nor claims readiness.
 
-use std::{os::unix::fs::PermissionsExt, path::Path, process::Stdio, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
 
-/// Writes `server` and `token` to `config_path` (mode 0600) and runs
-/// `command` with K3S_URL and K3S_TOKEN set. Ok(()) when there is nothing to
-/// do; Err(message) when a step failed.
+use tokio::sync::watch;
+
+use crate::{
+    backoff::Backoff,
+    secret::Secret,
+    state::{K3sJoin, StateDir, write_private},
+};
+
+/// The hook as configured on this machine.
+#[derive(Debug, Clone)]
+pub struct JoinHook {
+    /// Where the K3s agent configuration goes (`--k3s-config`).
+    pub config_path: PathBuf,
+    /// Command run after writing it (`--k3s-join-command`); empty: none.
+    pub command: String,
+}
+
+/// The readiness the agent reports: ready only once the hook succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// True when the worker may be scheduled on.
+    pub ready: bool,
+    /// Why not, when not.
+    pub join_error: String,
+}
+
+impl Readiness {
+    /// Readiness from the recorded join settings. None (nothing recorded:
+    /// an agent enrolled before the hook's result was kept) counts as
+    /// ready, as it did then.
+    pub fn of(join: Option<&K3sJoin>) -> Readiness {
+        match join {
+            Some(j) if !j.succeeded => Readiness {
+                ready: false,
+                join_error: if j.last_error.is_empty() {
+                    "the K3s join hook has not succeeded yet".into()
+                } else {
+                    j.last_error.clone()
+                },
+            },
+            _ => Readiness {
+                ready: true,
+                join_error: String::new(),
+            },
+        }
+    }
+}
+
+/// `s` as a YAML double-quoted scalar: quotes, backslashes, line breaks
+/// and every other control character escaped, so no value can end its
+/// string or start another key.
+pub fn yaml_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // C0, DEL, C1 (with NEL), YAML's own line and paragraph
+            // separators and the BOM.
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Checks the K3s server URL the control plane sent: `https://host[:port]`
+/// with nothing that could smuggle in other settings.
+pub fn check_server_url(url: &str) -> Result<(), String> {
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("the K3s server URL contains spaces or control characters".into());
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("the K3s server URL {url:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!(
+            "the K3s server URL {url:?} must start with https://"
+        ));
+    }
+    match uri.authority() {
+        Some(a) if !a.host().is_empty() && !a.as_str().contains('@') => Ok(()),
+        _ => Err(format!("the K3s server URL {url:?} has no host")),
+    }
+}
+
+/// The K3s agent configuration for `server` and `token`.
+pub fn config_yaml(server: &str, token: &str) -> String {
+    format!(
+        "server: {}\ntoken: {}\n",
+        yaml_quoted(server),
+        yaml_quoted(token)
+    )
+}
+
+/// Writes `server` and `token` to `config_path` (created 0600, replaced
+/// atomically) and runs `command` with K3S_URL and K3S_TOKEN set. Ok(())
+/// when there is nothing to do; Err(message) when a step failed.
 pub async fn join(
     config_path: &Path,
     command: &str,
     server: &str,
-    token: &str,
+    token: &Secret,
 ) -> Result<(), String> {
     if server.is_empty() && command.is_empty() {
         return Ok(());
     }
     if !server.is_empty() {
+        check_server_url(server)?;
         if let Some(dir) = config_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         }
-        let yaml = format!("server: \"{server}\"\ntoken: \"{token}\"\n");
-        std::fs::write(config_path, yaml)
+        write_private(config_path, config_yaml(server, token.expose()).as_bytes())
             .map_err(|e| format!("write {}: {e}", config_path.display()))?;
-        std::fs::set_permissions(config_path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("restrict {}: {e}", config_path.display()))?;
     }
     if command.is_empty() {
         return Ok(());
@@ -33,7 +140,7 @@ pub async fn join(
         .arg("-c")
         .arg(command)
         .env("K3S_URL", server)
-        .env("K3S_TOKEN", token)
+        .env("K3S_TOKEN", token.expose())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -55,30 +162,224 @@ pub async fn join(
     }
 }
 
+/// Runs the hook once for `settings` and records the result in `state`.
+pub async fn join_once(
+    hook: &JoinHook,
+    state: &StateDir,
+    settings: &mut K3sJoin,
+) -> Result<(), String> {
+    let result = join(
+        &hook.config_path,
+        &hook.command,
+        &settings.server_url,
+        &settings.token,
+    )
+    .await;
+    settings.succeeded = result.is_ok();
+    settings.last_error = result.clone().err().unwrap_or_default();
+    if let Err(e) = state.save_k3s_join(settings) {
+        tracing::error!(error = %format!("{e:#}"), "could not record the K3s join hook's result");
+    }
+    result
+}
+
+/// Keeps the hook run until it has succeeded for the latest settings
+/// (`settings` changes after each enrollment), retrying with backoff up to
+/// `max_backoff` (the first retry of a hook that already failed waits too),
+/// and publishes the readiness that results.
+pub async fn keep_joined(
+    hook: JoinHook,
+    state: StateDir,
+    mut settings: watch::Receiver<Option<K3sJoin>>,
+    readiness: Arc<watch::Sender<Readiness>>,
+    max_backoff: Duration,
+) {
+    'settings: loop {
+        let current = settings.borrow_and_update().clone();
+        if let Some(mut j) = current.filter(|j| !j.succeeded) {
+            let mut backoff = Backoff::new(Duration::from_secs(1), max_backoff);
+            loop {
+                if !j.last_error.is_empty() {
+                    let delay = backoff.next_delay();
+                    tracing::info!(retry_in = ?delay, last_error = %j.last_error, "K3s join hook failed before; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        changed = settings.changed() => match changed {
+                            Ok(()) => continue 'settings,
+                            Err(_) => return,
+                        },
+                    }
+                }
+                let result = join_once(&hook, &state, &mut j).await;
+                readiness.send_replace(Readiness::of(Some(&j)));
+                match result {
+                    Ok(()) => {
+                        tracing::info!("K3s join hook succeeded; the worker reports ready");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "K3s join hook failed; the worker reports not ready");
+                    }
+                }
+            }
+        }
+        if settings.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
+
+    fn temp_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("k3s-hook-{}", uuid::Uuid::new_v4()))
+    }
 
     #[tokio::test]
     async fn the_hook_writes_the_config_and_reports_failures() {
-        let dir = std::env::temp_dir().join(format!("k3s-hook-{}", uuid::Uuid::new_v4()));
+        let dir = temp_dir();
         let cfg = dir.join("k3s/config.yaml");
         let marker = dir.join("ran");
         let cmd = format!("test \"$K3S_TOKEN\" = secret && touch {}", marker.display());
-        join(&cfg, &cmd, "https://k3s:6443", "secret")
+        join(&cfg, &cmd, "https://k3s:6443", &"secret".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&cfg).unwrap(),
+            "server: \"https://k3s:6443\"\ntoken: \"secret\"\n"
+        );
+        assert!(marker.exists());
+        let err = join(
+            &cfg,
+            "echo boom >&2; exit 3",
+            "https://k3s:6443",
+            &"t".into(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("boom"), "{err}");
+        assert!(join(&cfg, "", "", &"".into()).await.is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn values_are_quoted_so_they_cannot_add_keys() {
+        let token = "K10abc\"\nserver: \"https://evil\\\r\u{85}\u{2028}\u{1b}";
+        let yaml = config_yaml("https://k3s:6443", token);
+        assert_eq!(
+            yaml,
+            "server: \"https://k3s:6443\"\n\
+             token: \"K10abc\\\"\\nserver: \\\"https://evil\\\\\\r\\u0085\\u2028\\u001b\"\n"
+        );
+        assert_eq!(yaml.lines().count(), 2);
+        assert_eq!(
+            yaml_quoted("plain K10::server:x"),
+            "\"plain K10::server:x\""
+        );
+    }
+
+    #[tokio::test]
+    async fn only_an_https_k3s_server_is_accepted() {
+        for bad in [
+            "http://k3s:6443",
+            "k3s:6443",
+            "https://k3s:6443\ntoken: x",
+            "https://k3s:6443 x",
+            "https://user@k3s:6443",
+            "https://",
+            "",
+        ] {
+            assert!(check_server_url(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_server_url("https://k3s.example.org:6443").is_ok());
+        assert!(check_server_url("https://[fd00::1]:6443").is_ok());
+        let dir = temp_dir();
+        let cfg = dir.join("config.yaml");
+        let err = join(&cfg, "", "http://k3s:6443", &"t".into())
+            .await
+            .unwrap_err();
+        assert!(err.contains("https://"), "{err}");
+        assert!(!cfg.exists(), "nothing is written for a refused URL");
+    }
+
+    #[tokio::test]
+    async fn the_config_is_created_private_and_replaced_not_rewritten() {
+        let dir = temp_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("config.yaml");
+        // A world-readable config from an earlier install, with a second
+        // name: writing in place (then chmod) would expose the new token
+        // through it.
+        std::fs::write(&cfg, "old").unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let other_name = dir.join("hard-link");
+        std::fs::hard_link(&cfg, &other_name).unwrap();
+        // And a stale temporary file, world-readable too.
+        let tmp = dir.join(".config.yaml.tmp");
+        std::fs::write(&tmp, "stale").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        join(&cfg, "", "https://k3s:6443", &"new-secret".into())
             .await
             .unwrap();
         assert!(
             std::fs::read_to_string(&cfg)
                 .unwrap()
-                .contains("server: \"https://k3s:6443\"")
+                .contains("new-secret")
         );
-        assert!(marker.exists());
-        let err = join(&cfg, "echo boom >&2; exit 3", "https://k3s:6443", "t")
+        let mode = std::fs::metadata(&cfg).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&other_name).unwrap(), "old");
+        assert!(!tmp.exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_hook_is_remembered_and_retried_until_it_succeeds() {
+        let dir = temp_dir();
+        let state = StateDir::open(&dir.join("state")).unwrap();
+        let gate = dir.join("k3s-can-start");
+        let hook = JoinHook {
+            config_path: dir.join("config.yaml"),
+            command: format!(
+                "test -e {} || {{ echo k3s not there >&2; exit 1; }}",
+                gate.display()
+            ),
+        };
+        let mut settings = K3sJoin {
+            server_url: "https://k3s:6443".into(),
+            token: "t".into(),
+            ..K3sJoin::default()
+        };
+        // The hook fails once; as after a restart, only the state remains.
+        assert!(join_once(&hook, &state, &mut settings).await.is_err());
+        let recorded = state.k3s_join().unwrap();
+        let r = Readiness::of(recorded.as_ref());
+        assert!(!r.ready && r.join_error.contains("k3s not there"), "{r:?}");
+
+        let (_settings_tx, settings_rx) = watch::channel(recorded);
+        let (ready_tx, mut ready_rx) = watch::channel(r);
+        let ready_tx = Arc::new(ready_tx);
+        let task = tokio::spawn(keep_joined(
+            hook,
+            state.clone(),
+            settings_rx,
+            ready_tx,
+            Duration::from_millis(200),
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!ready_rx.borrow().ready, "not ready while the hook fails");
+        std::fs::write(&gate, "").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), ready_rx.wait_for(|r| r.ready))
             .await
-            .unwrap_err();
-        assert!(err.contains("boom"), "{err}");
-        assert!(join(&cfg, "", "", "").await.is_ok());
+            .expect("ready once the hook succeeds")
+            .unwrap();
+        assert!(state.k3s_join().unwrap().unwrap().succeeded);
+        task.abort();
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -2,12 +2,18 @@
 //! tests (and later the swarm benchmark) share every piece.
 //!
 //! - `config`: the command line.
-//! - `state`: key, certificate, CA and worker id on disk (mode 0600).
+//! - `state`: key, certificate, CA, worker id, spent tokens and the K3s
+//!   hook's result on disk (mode 0600, replaced atomically).
+//! - `secret`: a string that `Debug` hides (tokens, keys).
+//! - `token`: where the enrollment token comes from; spent at most once.
+//! - `refusal`: the control plane's refusals and what the operator must do.
 //! - `facts`: what the machine is (sysinfo, /etc/machine-id) and how busy.
 //! - `tls`: CA pinning and the mTLS connector.
-//! - `enroll`: the one-time Enroll call and certificate renewal.
-//! - `k3s`: the join hook.
-//! - `stream`: the Connect stream with heartbeats and reconnects.
+//! - `enroll`: the Enroll call and certificate renewal (CA checked
+//!   against the pin).
+//! - `k3s`: the join hook, retried until it succeeds.
+//! - `stream`: the Connect stream with heartbeats and reconnects, and
+//!   getting back in after a refusal or an expired certificate.
 //! - `backoff`: exponential backoff with full jitter.
 //! - `swarm`: many simulated agents in one process, for benchmarks.
 
@@ -17,10 +23,13 @@ pub mod enroll;
 pub mod facts;
 pub mod k3s;
 pub mod metrics;
+pub mod refusal;
+pub mod secret;
 pub mod state;
 pub mod stream;
 pub mod swarm;
 pub mod tls;
+pub mod token;
 
 /// The agent's version, reported to the control plane.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

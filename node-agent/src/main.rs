@@ -1,10 +1,13 @@
 use anyhow::Context;
 use minispod_agent::{
     config::{AgentArgs, Cli, Command, LogFormat},
-    enroll, facts, k3s,
-    state::StateDir,
+    enroll::{self, EnrollError},
+    facts,
+    k3s::{self, JoinHook},
+    state::{Credentials, StateDir},
     stream::{self, StreamConfig},
-    tls::Trust,
+    tls::{self, Trust},
+    token::TokenSource,
 };
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -22,17 +25,18 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Trust for enrollment: the CA file, or the pin.
-fn enrollment_trust(args: &AgentArgs) -> anyhow::Result<Trust> {
+/// Trust for an enrollment without saved credentials: the CA file, or the
+/// pin; None when neither is given.
+fn enrollment_trust(args: &AgentArgs) -> anyhow::Result<Option<Trust>> {
     if let Some(f) = &args.ca_file {
-        return Ok(Trust::CaPem(
+        return Ok(Some(Trust::CaPem(
             std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?,
-        ));
+        )));
     }
-    match &args.ca_hash {
-        Some(h) => Ok(Trust::Pin(h.clone())),
-        None => anyhow::bail!("not enrolled yet: give --ca-hash (or --ca-file) with --token"),
-    }
+    Ok(match &args.ca_hash {
+        Some(h) => Some(Trust::Pin(tls::parse_pin(h)?)),
+        None => None,
+    })
 }
 
 async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
@@ -48,6 +52,26 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
         .and_then(|s| s.parse::<http::Uri>().ok())
         .and_then(|u| u.host().map(str::to_owned));
     let facts = facts::machine_facts(&machine_id, server_host.as_deref());
+    let token = args.token_source();
+    let enroll_trust = enrollment_trust(&args)?;
+    let hook = JoinHook {
+        config_path: args.k3s_config.clone(),
+        command: args.k3s_join_command.clone(),
+    };
+    let creds = state.credentials()?;
+    if creds.is_none() {
+        anyhow::ensure!(
+            token.is_configured(),
+            "not enrolled yet: give --token-file or --token (and --ca-hash)"
+        );
+        anyhow::ensure!(
+            enroll_trust.is_some(),
+            "not enrolled yet: give --ca-hash (or --ca-file) with the token"
+        );
+    }
+    if !keep_running {
+        return join(&args, &state, &token, enroll_trust, facts, creds, &hook).await;
+    }
 
     let metrics = std::sync::Arc::new(minispod_agent::metrics::AgentMetrics::default());
     if let Some(addr) = args.metrics_listen {
@@ -61,50 +85,6 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
         });
         tokio::spawn(minispod_proto::support::serve_metrics(listener, render));
     }
-    let mut join_error = None;
-    let creds = match state.credentials()? {
-        Some(c) => c,
-        None => {
-            let token = args
-                .token
-                .clone()
-                .context("not enrolled yet: give --token (and --ca-hash)")?;
-            let (creds, join) = enroll::enroll(
-                &args.servers,
-                &enrollment_trust(&args)?,
-                &token,
-                facts.clone(),
-                &state,
-            )
-            .await?;
-            metrics
-                .enrollments
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Err(e) = k3s::join(
-                &args.k3s_config,
-                &args.k3s_join_command,
-                &join.k3s_server_url,
-                &join.k3s_token,
-            )
-            .await
-            {
-                tracing::error!(error = %e, "K3s join hook failed; the worker reports not ready");
-                join_error = Some(e);
-            }
-            creds
-        }
-    };
-    if !keep_running {
-        println!("{}", creds.identity.worker_id);
-        return match join_error {
-            Some(e) => anyhow::bail!(
-                "enrolled as {}, but the K3s join hook failed: {e}",
-                creds.identity.worker_id
-            ),
-            None => Ok(()),
-        };
-    }
-
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term =
@@ -120,8 +100,9 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
         servers: args.servers.clone(),
         state,
         facts,
-        token: args.token.clone(),
-        join_error,
+        token,
+        enroll_trust,
+        k3s: Some(hook),
         max_backoff: args.max_backoff,
         metrics: metrics.clone(),
         heartbeats: facts::HeartbeatSource::Machine,
@@ -130,6 +111,54 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
     // systemd restarts the agent.
     let _watchdog = minispod_proto::support::spawn_watchdog(|| true);
     stream::run(cfg, creds, stop_rx).await
+}
+
+/// `join`: enroll unless enrolled with a current certificate, run the K3s
+/// join hook unless it has succeeded, print the worker id.
+async fn join(
+    args: &AgentArgs,
+    state: &StateDir,
+    token: &TokenSource,
+    enroll_trust: Option<Trust>,
+    facts: minispod_proto::v1::MachineFacts,
+    creds: Option<Credentials>,
+    hook: &JoinHook,
+) -> anyhow::Result<()> {
+    let current = creds.filter(|c| !c.identity.expired_at(minispod_agent::state::now()));
+    let (creds, settings) = match current {
+        Some(c) => (c, state.k3s_join()?),
+        None => {
+            let existing = state.credentials()?;
+            let trust = match (&existing, enroll_trust) {
+                (Some(c), _) => Trust::CaPem(c.ca_pem.clone()),
+                (None, Some(t)) => t,
+                (None, None) => anyhow::bail!("not enrolled yet: give --ca-hash (or --ca-file)"),
+            };
+            let machine_id = facts.machine_id.clone();
+            let Some(t) = token.unspent(state, &Default::default())? else {
+                anyhow::bail!(
+                    "no unspent enrollment token (a token is used once): give a new one with --token-file or --token"
+                );
+            };
+            match enroll::enroll(&args.servers, &trust, &t, facts, state, existing.as_ref()).await {
+                Ok((c, j)) => (c, Some(j)),
+                Err(EnrollError::Refused(r)) => {
+                    anyhow::bail!("{r}: {}", r.operator_action(&machine_id))
+                }
+                Err(EnrollError::Failed(e)) => return Err(e),
+            }
+        }
+    };
+    println!("{}", creds.identity.worker_id);
+    if let Some(mut settings) = settings.filter(|j| !j.succeeded)
+        && let Err(e) = k3s::join_once(hook, state, &mut settings).await
+    {
+        anyhow::bail!(
+            "enrolled as {}, but the K3s join hook failed (`run` retries it): {e}",
+            creds.identity.worker_id
+        );
+    }
+    Ok(())
 }
 
 #[tokio::main]

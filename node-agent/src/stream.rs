@@ -1,8 +1,15 @@
 //! The Connect stream: hello, heartbeats at the interval the server asks,
-//! commands, and reconnection with backoff across the configured servers.
+//! commands, and reconnection with backoff across the configured servers;
+//! around it, getting (back) in: enrolling when the agent has no identity,
+//! when its certificate expired, when the control plane refused it or asked
+//! it to enroll again — each time only with a token it has not spent.
 //!
+//! A refusal (see `refusal`) is not retried in a loop: the agent logs what
+//! the operator must do, shows the reason in its metrics and tries again at
+//! its longest backoff.
 
 use std::{
+    collections::HashSet,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -14,15 +21,17 @@ use minispod_proto::v1::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Code;
 
 use crate::{
     backoff::Backoff,
-    enroll,
+    enroll::{self, EnrollError},
     facts::HeartbeatSource,
+    k3s::{self, JoinHook, Readiness},
     metrics::AgentMetrics,
-    state::{Credentials, StateDir},
+    refusal::Refusal,
+    state::{self, Credentials, K3sJoin, StateDir},
     tls::{self, ClientIdentity, Trust},
+    token::TokenSource,
 };
 
 /// What the stream loop needs about this agent.
@@ -34,12 +43,15 @@ pub struct StreamConfig {
     pub state: StateDir,
     /// Facts sent in each hello.
     pub facts: pb::MachineFacts,
-    /// Token for re-enrollment when the control plane asks or refuses the
-    /// certificate; None: not possible.
-    pub token: Option<String>,
-    /// The K3s join hook's failure, if it failed (the agent is then not ready).
-    pub join_error: Option<String>,
-    /// Longest backoff.
+    /// Where enrollment tokens come from.
+    pub token: TokenSource,
+    /// Trust for an enrollment without a saved CA (the pin or the CA file);
+    /// with credentials the saved CA is used. None: only re-enrollment.
+    pub enroll_trust: Option<Trust>,
+    /// The K3s join hook, retried until it succeeds; the worker reports
+    /// ready only after that. None: no hook, always ready (the swarm).
+    pub k3s: Option<JoinHook>,
+    /// Longest backoff; refused agents retry at about this pace.
     pub max_backoff: Duration,
     /// The agent's metrics.
     pub metrics: Arc<AgentMetrics>,
@@ -54,29 +66,237 @@ enum SessionEnd {
     Shutdown,
     /// The server closed the stream or the connection broke.
     Lost(String),
-    /// The server refused the certificate or asked to enroll again.
-    ReEnroll(String),
+    /// The control plane refused this worker's certificate.
+    Refused(Refusal),
+    /// The control plane asked the agent to enroll again.
+    ReEnroll,
+}
+
+/// How an attempt to enroll went.
+enum Attempt {
+    Enrolled(Box<(Credentials, K3sJoin)>),
+    /// No token the agent has not spent (or had refused).
+    NoToken,
+    Refused(Refusal),
+    Failed(anyhow::Error),
+}
+
+/// Enrolls with the first unspent token, if there is one, presenting
+/// `creds` (and trusting their CA) when there are credentials.
+async fn try_enroll(
+    cfg: &StreamConfig,
+    creds: Option<&Credentials>,
+    refused_tokens: &mut HashSet<String>,
+) -> anyhow::Result<Attempt> {
+    let trust = match (creds, &cfg.enroll_trust) {
+        (Some(c), _) => Trust::CaPem(c.ca_pem.clone()),
+        (None, Some(t)) => t.clone(),
+        (None, None) => {
+            return Ok(Attempt::Failed(anyhow::anyhow!(
+                "not enrolled and no CA to trust: give --ca-hash (or --ca-file)"
+            )));
+        }
+    };
+    let Some(token) = cfg.token.unspent(&cfg.state, refused_tokens)? else {
+        return Ok(Attempt::NoToken);
+    };
+    Ok(
+        match enroll::enroll(
+            &cfg.servers,
+            &trust,
+            &token,
+            cfg.facts.clone(),
+            &cfg.state,
+            creds,
+        )
+        .await
+        {
+            Ok(done) => Attempt::Enrolled(Box::new(done)),
+            Err(EnrollError::Refused(r)) => {
+                // The same token will be refused again: not in this run.
+                refused_tokens.insert(token.hash());
+                Attempt::Refused(r)
+            }
+            Err(EnrollError::Failed(e)) => Attempt::Failed(e),
+        },
+    )
 }
 
 /// Holds a stream to one of the servers until `shutdown` turns true,
 /// reconnecting after any failure with jittered backoff, moving to the next
-/// server each time.
+/// server each time. Enrolls first when `creds` is None (or expired), and
+/// again when the control plane refuses or asks for it, with a token the
+/// agent has not spent; runs the K3s join hook (`cfg.k3s`) after each
+/// enrollment and retries it until it succeeds.
 pub async fn run(
     cfg: StreamConfig,
-    mut creds: Credentials,
-    mut shutdown: watch::Receiver<bool>,
+    creds: Option<Credentials>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let initial = match &cfg.k3s {
+        Some(_) => cfg.state.k3s_join()?,
+        None => None,
+    };
+    let (settings_tx, settings_rx) = watch::channel(initial.clone());
+    let (readiness_tx, readiness) = watch::channel(Readiness::of(initial.as_ref()));
+    let readiness_tx = Arc::new(readiness_tx);
+    let joiner = cfg.k3s.clone().map(|hook| {
+        tokio::spawn(k3s::keep_joined(
+            hook,
+            cfg.state.clone(),
+            settings_rx,
+            readiness_tx.clone(),
+            cfg.max_backoff,
+        ))
+    });
+    let k3s = K3sHandles {
+        settings: settings_tx,
+        readiness: readiness_tx,
+    };
+    let result = run_loop(&cfg, creds, shutdown, &k3s, &readiness).await;
+    if let Some(j) = joiner {
+        j.abort();
+    }
+    result
+}
+
+/// How the stream loop hands new K3s settings to the hook's task.
+struct K3sHandles {
+    settings: watch::Sender<Option<K3sJoin>>,
+    readiness: Arc<watch::Sender<Readiness>>,
+}
+
+impl K3sHandles {
+    /// After an enrollment: runs the hook once before the stream comes up
+    /// (so the first hello carries its result), then leaves retries to the
+    /// hook's task.
+    async fn joined(&self, cfg: &StreamConfig, mut join: K3sJoin) {
+        let Some(hook) = &cfg.k3s else {
+            return;
+        };
+        if let Err(e) = k3s::join_once(hook, &cfg.state, &mut join).await {
+            tracing::error!(error = %e, "K3s join hook failed; the worker reports not ready and retries it");
+        }
+        self.readiness.send_replace(Readiness::of(Some(&join)));
+        self.settings.send_replace(Some(join));
+    }
+}
+
+async fn run_loop(
+    cfg: &StreamConfig,
+    mut creds: Option<Credentials>,
+    mut shutdown: watch::Receiver<bool>,
+    k3s: &K3sHandles,
+    readiness: &watch::Receiver<Readiness>,
+) -> anyhow::Result<()> {
+    let machine_id = cfg.facts.machine_id.clone();
     let mut backoff = Backoff::new(Duration::from_millis(500), cfg.max_backoff);
     let mut server_index = 0usize;
+    let mut refused_tokens = HashSet::new();
+    // Why the current credentials do not get this worker in, if they don't.
+    let mut blocked: Option<Refusal> = None;
+    let mut asked_to_reenroll = false;
     loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        if let Some(c) = &creds {
+            let expired = c.identity.expired_at(state::now());
+            cfg.metrics
+                .certificate_expires_at
+                .store(c.identity.expires_at.max(0) as u64, Ordering::Relaxed);
+            cfg.metrics
+                .certificate_expired
+                .store(u64::from(expired), Ordering::Relaxed);
+            if expired && blocked.is_none() {
+                blocked = Some(Refusal::CertificateExpired(c.identity.expires_at));
+            }
+        }
+        if creds.is_none() || blocked.is_some() || asked_to_reenroll {
+            match try_enroll(cfg, creds.as_ref(), &mut refused_tokens).await? {
+                Attempt::Enrolled(done) => {
+                    let (c, join) = *done;
+                    cfg.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+                    cfg.metrics.set_refused(None);
+                    blocked = None;
+                    asked_to_reenroll = false;
+                    creds = Some(c);
+                    backoff.reset();
+                    k3s.joined(cfg, join).await;
+                    continue;
+                }
+                Attempt::NoToken => {
+                    if std::mem::take(&mut asked_to_reenroll) {
+                        tracing::warn!(
+                            "the control plane asked this agent to enroll again, but it has no unspent token; keeping its certificate"
+                        );
+                    }
+                }
+                Attempt::Refused(r) => {
+                    tracing::error!(reason = r.reason(), action = %r.operator_action(&machine_id), "enrollment refused");
+                    cfg.metrics.set_refused(Some(r.reason()));
+                    // Asked to enroll again while the certificate still
+                    // works: keep using it.
+                    let keep_current = std::mem::take(&mut asked_to_reenroll)
+                        && blocked.is_none()
+                        && creds.is_some();
+                    if !keep_current {
+                        blocked = Some(r);
+                    }
+                }
+                Attempt::Failed(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), next_ceiling = ?backoff.ceiling(), "enrollment failed; retrying");
+                    wait(backoff.next_delay(), &mut shutdown).await;
+                    // Asked to enroll again while the certificate still
+                    // works: connect with it; the control plane can ask
+                    // again. Otherwise there is no way in but enrolling.
+                    let usable = creds
+                        .as_ref()
+                        .is_some_and(|c| !c.identity.expired_at(state::now()));
+                    if !(std::mem::take(&mut asked_to_reenroll) && blocked.is_none() && usable) {
+                        continue;
+                    }
+                }
+            }
+        }
+        let usable = creds
+            .as_ref()
+            .is_some_and(|c| !c.identity.expired_at(state::now()));
+        if let Some(r) = &blocked {
+            cfg.metrics.set_refused(Some(r.reason()));
+            let delay = backoff.slow_delay();
+            tracing::error!(
+                reason = r.reason(),
+                action = %r.operator_action(&machine_id),
+                retry_in = ?delay,
+                "{r}; this agent cannot get in"
+            );
+            wait(delay, &mut shutdown).await;
+            if !usable {
+                // Only a token can help; look for one again.
+                continue;
+            }
+            // Else try the stream again, slowly: an operator may have
+            // lifted the refusal.
+        }
+        let Some(c) = creds.as_mut().filter(|_| usable) else {
+            let delay = backoff.slow_delay();
+            tracing::error!(retry_in = ?delay, "not enrolled and no unspent enrollment token: give the agent one (--token-file or MINISPOD_TOKEN)");
+            wait(delay, &mut shutdown).await;
+            continue;
+        };
         let server = cfg.servers[server_index % cfg.servers.len()].clone();
         let mut up_since = None;
-        let end = session(&cfg, &server, &mut creds, &mut shutdown, &mut up_since)
+        let end = session(cfg, &server, c, readiness, &mut shutdown, &mut up_since)
             .await
             .unwrap_or_else(|e| SessionEnd::Lost(format!("{e:#}")));
         cfg.metrics.stream_up.store(0, Ordering::Relaxed);
         if !matches!(end, SessionEnd::Shutdown) {
             cfg.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        if up_since.is_some() {
+            // The control plane let this worker in.
+            blocked = None;
         }
         // A stream that lived a while resets the backoff: its loss is news,
         // not one more failure of a series.
@@ -85,64 +305,45 @@ pub async fn run(
         }
         match end {
             SessionEnd::Shutdown => return Ok(()),
-            SessionEnd::ReEnroll(why) => match cfg.token.clone() {
-                None => {
-                    tracing::error!(reason = %why, "the control plane refused this worker and there is no token to enroll again");
-                    wait(&mut backoff, &mut shutdown).await;
-                }
-                Some(token) => {
-                    tracing::warn!(reason = %why, "enrolling again");
-                    cfg.state.forget_credentials()?;
-                    let trust = Trust::CaPem(creds.ca_pem.clone());
-                    match enroll::enroll(
-                        &cfg.servers,
-                        &trust,
-                        &token,
-                        cfg.facts.clone(),
-                        &cfg.state,
-                    )
-                    .await
-                    {
-                        Ok((c, _)) => {
-                            cfg.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
-                            creds = c;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %format!("{e:#}"), "re-enrollment failed");
-                            wait(&mut backoff, &mut shutdown).await;
-                        }
-                    }
-                }
-            },
+            SessionEnd::Refused(r) => {
+                tracing::error!(%server, reason = r.reason(), action = %r.operator_action(&machine_id), "the control plane refused this worker");
+                cfg.metrics.set_refused(Some(r.reason()));
+                blocked = Some(r);
+            }
+            SessionEnd::ReEnroll => {
+                tracing::warn!("the control plane asked this agent to enroll again");
+                asked_to_reenroll = true;
+            }
             SessionEnd::Lost(why) => {
                 server_index += 1;
                 tracing::warn!(%server, reason = %why, next_ceiling = ?backoff.ceiling(), "stream lost; reconnecting");
-                wait(&mut backoff, &mut shutdown).await;
+                wait(backoff.next_delay(), &mut shutdown).await;
             }
-        }
-        if *shutdown.borrow() {
-            return Ok(());
         }
     }
 }
 
-/// Sleeps the next backoff delay, or until shutdown.
-async fn wait(backoff: &mut Backoff, shutdown: &mut watch::Receiver<bool>) {
-    let delay = backoff.next_delay();
+/// Sleeps `delay`, or until shutdown.
+async fn wait(delay: Duration, shutdown: &mut watch::Receiver<bool>) {
     tokio::select! {
         () = tokio::time::sleep(delay) => {},
         _ = shutdown.changed() => {},
     }
 }
 
-fn is_refusal(s: &tonic::Status) -> bool {
-    matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated)
+/// The end of a stream for a failed call: a refusal, or a lost stream.
+fn ended_by(s: &tonic::Status) -> SessionEnd {
+    match Refusal::from_status(s) {
+        Some(r) => SessionEnd::Refused(r),
+        None => SessionEnd::Lost(format!("{}: {}", s.code(), s.message())),
+    }
 }
 
 async fn session(
     cfg: &StreamConfig,
     server: &str,
     creds: &mut Credentials,
+    readiness: &watch::Receiver<Readiness>,
     shutdown: &mut watch::Receiver<bool>,
     up_since: &mut Option<Instant>,
 ) -> anyhow::Result<SessionEnd> {
@@ -153,12 +354,19 @@ async fn session(
     let tls_config = tls::client_config(&Trust::CaPem(creds.ca_pem.clone()), Some(&identity))?;
     let channel = tls::channel(server, tls_config).await?;
     let (tx, rx) = mpsc::channel(4);
-    let ready = cfg.join_error.is_none();
+    let now_ready = || {
+        let r = readiness.borrow().clone();
+        cfg.metrics
+            .k3s_joined
+            .store(u64::from(r.ready), Ordering::Relaxed);
+        r
+    };
+    let Readiness { ready, join_error } = now_ready();
     let hello = ConnectRequest {
         message: Some(connect_request::Message::Hello(pb::Hello {
             facts: Some(cfg.facts.clone()),
             ready,
-            k3s_join_error: cfg.join_error.clone().unwrap_or_default(),
+            k3s_join_error: join_error,
         })),
     };
     tx.send(hello).await.context("queue hello")?;
@@ -167,13 +375,11 @@ async fn session(
         .await
     {
         Ok(r) => r.into_inner(),
-        Err(s) if is_refusal(&s) => return Ok(SessionEnd::ReEnroll(s.message().to_owned())),
-        Err(s) => return Ok(SessionEnd::Lost(format!("{}: {}", s.code(), s.message()))),
+        Err(s) => return Ok(ended_by(&s)),
     };
     let welcome = match tokio::time::timeout(Duration::from_secs(15), inbound.message()).await {
         Err(_) => return Ok(SessionEnd::Lost("no welcome within 15 s".into())),
-        Ok(Err(s)) if is_refusal(&s) => return Ok(SessionEnd::ReEnroll(s.message().to_owned())),
-        Ok(Err(s)) => return Ok(SessionEnd::Lost(s.message().to_owned())),
+        Ok(Err(s)) => return Ok(ended_by(&s)),
         Ok(Ok(None)) => return Ok(SessionEnd::Lost("closed before the welcome".into())),
         Ok(Ok(Some(pb::ConnectResponse {
             message: Some(connect_response::Message::Welcome(w)),
@@ -187,6 +393,8 @@ async fn session(
     let mut interval = Duration::from_secs(welcome.heartbeat_interval_seconds.max(1) as u64);
     tracing::info!(%server, worker_id = %welcome.worker_id, ?interval, "stream up");
     *up_since = Some(Instant::now());
+    // In: whatever refusal kept the worker out no longer does.
+    cfg.metrics.set_refused(None);
     cfg.metrics.stream_up.store(1, Ordering::Relaxed);
     cfg.metrics.connects.fetch_add(1, Ordering::Relaxed);
     // systemd (Type=notify): ready once the first stream is up.
@@ -194,12 +402,8 @@ async fn session(
     let mut tick = tokio::time::interval(interval);
     tick.reset();
     let mut sampler = cfg.heartbeats.sampler();
-    let renew_in = |c: &Credentials| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        Duration::from_secs((c.identity.renew_at() - now).max(0) as u64)
-    };
+    let renew_in =
+        |c: &Credentials| Duration::from_secs((c.identity.renew_at() - state::now()).max(0) as u64);
     let renewal = tokio::time::sleep(renew_in(creds));
     tokio::pin!(renewal);
     loop {
@@ -213,7 +417,7 @@ async fn session(
                 return Ok(SessionEnd::Shutdown);
             }
             _ = tick.tick() => {
-                let beat = ConnectRequest { message: Some(connect_request::Message::Heartbeat(sampler.heartbeat(ready))) };
+                let beat = ConnectRequest { message: Some(connect_request::Message::Heartbeat(sampler.heartbeat(now_ready().ready))) };
                 if tx.send(beat).await.is_err() {
                     return Ok(SessionEnd::Lost("request stream closed".into()));
                 }
@@ -223,9 +427,11 @@ async fn session(
                 match enroll::renew(channel.clone(), creds, &cfg.state).await {
                     Ok(c) => {
                         cfg.metrics.renewals.fetch_add(1, Ordering::Relaxed);
+                        cfg.metrics.certificate_expires_at.store(c.identity.expires_at.max(0) as u64, Ordering::Relaxed);
                         *creds = c;
                     }
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; will retry"),
+                    Err(EnrollError::Refused(r)) => return Ok(SessionEnd::Refused(r)),
+                    Err(EnrollError::Failed(e)) => tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; will retry"),
                 }
                 renewal.as_mut().reset(tokio::time::Instant::now() + renew_in(creds).max(Duration::from_secs(60)));
             }
@@ -241,14 +447,13 @@ async fn session(
                         }
                         Some(pb::command::Command::Drain(true)) => tracing::info!("drain requested (maintenance)"),
                         Some(pb::command::Command::RenewCertificate(true)) => renewal.as_mut().reset(tokio::time::Instant::now()),
-                        Some(pb::command::Command::Reenroll(true)) => return Ok(SessionEnd::ReEnroll("asked by the control plane".into())),
+                        Some(pb::command::Command::Reenroll(true)) => return Ok(SessionEnd::ReEnroll),
                         _ => {}
                     }
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(SessionEnd::Lost("the server closed the stream".into())),
-                Err(s) if is_refusal(&s) => return Ok(SessionEnd::ReEnroll(s.message().to_owned())),
-                Err(s) => return Ok(SessionEnd::Lost(format!("{}: {}", s.code(), s.message()))),
+                Err(s) => return Ok(ended_by(&s)),
             }
         }
     }

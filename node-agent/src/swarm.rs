@@ -15,9 +15,11 @@ use crate::{
     enroll,
     facts::HeartbeatSource,
     metrics::AgentMetrics,
+    secret::Secret,
     state::StateDir,
     stream::{self, StreamConfig},
     tls::Trust,
+    token::{Token, TokenSource},
 };
 
 /// What the swarm needs.
@@ -25,8 +27,9 @@ use crate::{
 pub struct SwarmConfig {
     /// Control plane URLs.
     pub servers: Vec<String>,
-    /// Enrollment token.
-    pub token: String,
+    /// Enrollment token (shared by every simulated agent: give it enough
+    /// uses); `Debug` hides it.
+    pub token: Secret,
     /// Trust for enrollment.
     pub trust: Trust,
     /// Number of agents.
@@ -143,6 +146,10 @@ async fn start_one(
         agent_version: crate::VERSION.into(),
     };
     let metrics = Arc::new(AgentMetrics::default());
+    let token = Token {
+        value: cfg.token.clone(),
+        file: None,
+    };
     let creds = match state.credentials()? {
         Some(c) => c,
         None => {
@@ -150,8 +157,15 @@ async fn start_one(
             let mut backoff =
                 crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
             loop {
-                match enroll::enroll(&cfg.servers, &cfg.trust, &cfg.token, facts.clone(), &state)
-                    .await
+                match enroll::enroll(
+                    &cfg.servers,
+                    &cfg.trust,
+                    &token,
+                    facts.clone(),
+                    &state,
+                    None,
+                )
+                .await
                 {
                     Ok((c, _)) => break c,
                     Err(e) => {
@@ -168,14 +182,18 @@ async fn start_one(
         servers: cfg.servers.clone(),
         state,
         facts,
-        token: Some(cfg.token.clone()),
-        join_error: None,
+        token: TokenSource {
+            file: None,
+            inline: Some(cfg.token.clone()),
+        },
+        enroll_trust: Some(cfg.trust.clone()),
+        k3s: None,
         max_backoff: cfg.max_backoff,
         metrics: metrics.clone(),
         heartbeats: HeartbeatSource::Synthetic,
     };
     let task = tokio::spawn(async move {
-        if let Err(e) = stream::run(stream_cfg, creds, stop).await {
+        if let Err(e) = stream::run(stream_cfg, Some(creds), stop).await {
             tracing::warn!(agent = i, error = %format!("{e:#}"), "simulated agent stopped");
         }
     });

@@ -25,6 +25,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::secret::Secret;
+
 /// How the agent trusts the control plane.
 #[derive(Debug, Clone)]
 pub enum Trust {
@@ -34,13 +36,13 @@ pub enum Trust {
     CaPem(String),
 }
 
-/// A client certificate and its key, PEM.
+/// A client certificate and its key, PEM. `Debug` hides the key.
 #[derive(Debug, Clone)]
 pub struct ClientIdentity {
     /// Certificate chain.
     pub cert_pem: String,
     /// Private key.
-    pub key_pem: String,
+    pub key_pem: Secret,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -131,6 +133,30 @@ fn certs(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
+/// Checks the CA bundle a control plane handed out (Enroll,
+/// RenewCertificate) against what the agent trusts: every certificate in it
+/// must be the pinned CA (`Trust::Pin`) or one of the trusted CAs
+/// (`Trust::CaPem`). The agent trusts the saved bundle from then on, so a
+/// bundle with another CA in it would widen that trust behind the pin's
+/// back; such a response is refused, not saved. (A new CA therefore needs a
+/// new pin and enrollment.)
+pub fn check_ca_bundle(trust: &Trust, bundle_pem: &str) -> anyhow::Result<()> {
+    let allowed: Vec<String> = match trust {
+        Trust::Pin(pin) => vec![parse_pin(pin)?],
+        Trust::CaPem(pem) => certs(pem)?.iter().map(|c| pin_of(c.as_ref())).collect(),
+    };
+    let bundle = certs(bundle_pem).context("the CA bundle the control plane sent")?;
+    for c in &bundle {
+        let pin = pin_of(c.as_ref());
+        anyhow::ensure!(
+            allowed.contains(&pin),
+            "the control plane sent a CA ({pin}) that does not match the pinned CA ({}); refusing it",
+            allowed.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// rustls client settings for `trust`, presenting `identity` when given.
 pub fn client_config(
     trust: &Trust,
@@ -158,7 +184,7 @@ pub fn client_config(
     let mut config = match identity {
         Some(id) => {
             let key: PrivateKeyDer<'static> =
-                rustls_pemfile::private_key(&mut id.key_pem.as_bytes())
+                rustls_pemfile::private_key(&mut id.key_pem.expose().as_bytes())
                     .context("parse key")?
                     .context("no private key in PEM")?;
             builder
@@ -212,6 +238,36 @@ pub async fn channel(server: &str, config: rustls::ClientConfig) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ca_pem(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), pin_of(cert.der()))
+    }
+
+    #[test]
+    fn a_ca_bundle_that_does_not_match_the_pin_is_refused() {
+        let (ours, our_pin) = ca_pem("ours");
+        let (theirs, _) = ca_pem("theirs");
+        assert!(check_ca_bundle(&Trust::Pin(our_pin.clone()), &ours).is_ok());
+        let err = check_ca_bundle(&Trust::Pin(our_pin.clone()), &theirs).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("does not match the pinned CA"),
+            "{err:#}"
+        );
+        // Adding a second CA next to ours is refused too.
+        let both = format!("{ours}{theirs}");
+        assert!(check_ca_bundle(&Trust::Pin(our_pin), &both).is_err());
+        // After enrollment the saved CA is the pin.
+        assert!(check_ca_bundle(&Trust::CaPem(ours.clone()), &ours).is_ok());
+        assert!(check_ca_bundle(&Trust::CaPem(ours.clone()), &theirs).is_err());
+        assert!(check_ca_bundle(&Trust::CaPem(ours), "").is_err());
+    }
 
     #[test]
     fn pins_must_be_sha256_hex() {

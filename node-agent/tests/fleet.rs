@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use minispod_agent::tls::{self, ClientIdentity, Trust};
+use minispod_agent::{
+    secret::Secret,
+    tls::{self, ClientIdentity, Trust},
+};
 use minispod_control_plane::{
     Application,
     config::ServeArgs,
@@ -20,6 +23,9 @@ use minispod_proto::v1::{
 };
 use tokio::{process::Child, sync::oneshot};
 use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+
+#[path = "fleet/identity.rs"]
+mod identity;
 
 const ADMIN_EMAIL: &str = "fleet-admin@example.org";
 const ADMIN_PASSWORD: &str = "fleet-admin-password";
@@ -609,10 +615,14 @@ async fn bad_enrollment_tokens_are_refused_and_nothing_is_written() {
     assert_eq!(e.code(), Code::InvalidArgument);
 }
 
-async fn mtls_channel(cp: &ControlPlane, cert_pem: &str, key_pem: &str) -> anyhow::Result<Channel> {
+async fn mtls_channel(
+    cp: &ControlPlane,
+    cert_pem: &str,
+    key_pem: &Secret,
+) -> anyhow::Result<Channel> {
     let id = ClientIdentity {
         cert_pem: cert_pem.into(),
-        key_pem: key_pem.into(),
+        key_pem: key_pem.clone(),
     };
     tls::channel(
         &cp.url(),
@@ -1059,7 +1069,7 @@ async fn listing_totals_follow_every_change_while_heartbeats_flush() {
     let token = cp.token(0).await;
     let swarm = minispod_agent::swarm::Swarm::start(minispod_agent::swarm::SwarmConfig {
         servers: vec![cp.url()],
-        token,
+        token: token.into(),
         trust: Trust::CaPem(cp.ca_pem.clone()),
         agents: 4,
         first_index: 0,
@@ -1713,7 +1723,7 @@ async fn kill_9_of_the_control_plane_under_500_agents_loses_nothing() {
     let pem = std::fs::read_to_string(data.join("pki/ca.crt")).unwrap();
     let swarm = minispod_agent::swarm::Swarm::start(minispod_agent::swarm::SwarmConfig {
         servers: vec![format!("https://localhost:{port}")],
-        token,
+        token: token.into(),
         trust: Trust::CaPem(pem),
         agents: N,
         first_index: 0,

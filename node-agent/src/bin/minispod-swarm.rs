@@ -116,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             let swarm = Swarm::start(SwarmConfig {
                 servers,
-                token,
+                token: token.into(),
                 trust: Trust::Pin(ca_hash),
                 agents,
                 first_index,
@@ -361,7 +361,7 @@ async fn bench(n: usize, heartbeat: Duration, window: Duration) -> anyhow::Resul
     let started = Instant::now();
     let swarm = Swarm::start(SwarmConfig {
         servers: vec![url.clone()],
-        token,
+        token: token.into(),
         trust: Trust::CaPem(std::fs::read_to_string(&ca_path)?),
         agents: n,
         first_index: 0,
