@@ -240,7 +240,7 @@ impl Cli {
     pub fn from_env() -> Cli {
         use clap::{CommandFactory, FromArgMatches};
         let args = std::env::args_os().collect();
-        let args = minispod_proto::support::apply_config_file(&Cli::command(), "serve", args)
+        let args = minispod_support::apply_config_file(&Cli::command(), "serve", args)
             .unwrap_or_else(|e| {
                 clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")).exit()
             });
@@ -267,7 +267,7 @@ impl ServeArgs {
     }
 }
 
-pub use minispod_proto::support::parse_duration;
+pub use minispod_support::parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -282,7 +282,7 @@ pub fn pem_to_der(pem: &str) -> anyhow::Result<Vec<u8>> {
 
 /// Writes a file readable by its owner only, atomically.
 pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    minispod_proto::support::write_private(path, contents)
+    minispod_support::write_private(path, contents)
         .with_context(|| format!("write {}", path.display()))
 }
 

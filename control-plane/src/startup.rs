@@ -305,7 +305,7 @@ impl Application {
         let database_watch = tokio::spawn(report_database_health(auth.db.clone(), health.clone()));
         let metrics_server = metrics_listener.map(|l| {
             let (db, hub, metrics) = (auth.db.clone(), hub.clone(), metrics.clone());
-            let render: minispod_proto::support::Render = Arc::new(move || {
+            let render: minispod_support::Render = Arc::new(move || {
                 let (db, hub, metrics) = (db.clone(), hub.clone(), metrics.clone());
                 Box::pin(async move {
                     let workers = workers_db::counts_by_status(&db).await.unwrap_or_default();
@@ -315,7 +315,7 @@ impl Application {
                     })
                 })
             });
-            tokio::spawn(minispod_proto::support::serve_metrics(l, render))
+            tokio::spawn(minispod_support::serve_metrics(l, render))
         });
         let flusher = hub.spawn_flusher();
         let limits = &args.transport;
@@ -385,13 +385,13 @@ impl Application {
         let closing_hub = hub.clone();
         // systemd (Type=notify): ready now that the port is bound and the
         // store migrated; watchdog pings while serving.
-        minispod_proto::support::sd_notify("READY=1");
-        let watchdog = minispod_proto::support::spawn_watchdog(|| true);
+        minispod_support::sd_notify("READY=1");
+        let watchdog = minispod_support::spawn_watchdog(|| true);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopping_health = health.clone();
         let shutdown = async move {
             shutdown.await;
-            minispod_proto::support::sd_notify("STOPPING=1");
+            minispod_support::sd_notify("STOPPING=1");
             // Probes and load balancers stop sending work before the drain.
             for name in API_SERVICES {
                 stopping_health
@@ -677,11 +677,8 @@ async fn bootstrap_admin(auth: &AuthState, args: &ServeArgs) -> anyhow::Result<(
         // Written before the commit: if it cannot be kept, nobody would
         // know the password, so the account is not created either.
         let path = args.data_dir.join(ADMIN_PASSWORD_FILE);
-        minispod_proto::support::write_private(
-            &path,
-            format!("{}\n", password.expose()).as_bytes(),
-        )
-        .with_context(|| format!("write {}", path.display()))?;
+        minispod_support::write_private(&path, format!("{}\n", password.expose()).as_bytes())
+            .with_context(|| format!("write {}", path.display()))?;
     }
     tx.commit().await?;
     tracing::info!(user_id = %user.id, email = %user.email, "created the bootstrap administrator");

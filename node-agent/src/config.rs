@@ -138,17 +138,16 @@ impl Cli {
         use clap::{CommandFactory, FromArgMatches};
         let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
         for sub in ["run", "join"] {
-            args = minispod_proto::support::apply_config_file(&Cli::command(), sub, args)
-                .unwrap_or_else(|e| {
-                    clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")).exit()
-                });
+            args = minispod_support::apply_config_file(&Cli::command(), sub, args).unwrap_or_else(
+                |e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")).exit(),
+            );
         }
         let matches = Cli::command().get_matches_from(args);
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
 }
 
-pub use minispod_proto::support::parse_duration;
+pub use minispod_support::parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -79,11 +79,11 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listen for metrics on {addr}"))?;
         let m = metrics.clone();
-        let render: minispod_proto::support::Render = std::sync::Arc::new(move || {
+        let render: minispod_support::Render = std::sync::Arc::new(move || {
             let text = m.render();
             Box::pin(async move { text })
         });
-        tokio::spawn(minispod_proto::support::serve_metrics(listener, render));
+        tokio::spawn(minispod_support::serve_metrics(listener, render));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -109,7 +109,7 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
     };
     // Watchdog pings while the process runs; a hung runtime stops them and
     // systemd restarts the agent.
-    let _watchdog = minispod_proto::support::spawn_watchdog(|| true);
+    let _watchdog = minispod_support::spawn_watchdog(|| true);
     stream::run(cfg, creds, stop_rx).await
 }
 

@@ -398,7 +398,7 @@ async fn session(
     cfg.metrics.stream_up.store(1, Ordering::Relaxed);
     cfg.metrics.connects.fetch_add(1, Ordering::Relaxed);
     // systemd (Type=notify): ready once the first stream is up.
-    minispod_proto::support::sd_notify("READY=1");
+    minispod_support::sd_notify("READY=1");
     let mut tick = tokio::time::interval(interval);
     tick.reset();
     let mut sampler = cfg.heartbeats.sampler();

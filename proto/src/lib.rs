@@ -5,9 +5,6 @@
 /// The codec of every generated client and server (small buffers).
 pub mod codec;
 
-/// systemd notify and the Prometheus endpoint, shared by both daemons.
-pub mod support;
-
 /// The `minispod.v1` package: messages, `*_client` and `*_server` modules.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

@@ -56,7 +56,7 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         enroll_concurrency: usize,
         /// Longest reconnect backoff.
-        #[arg(long, default_value = "30s", value_parser = minispod_proto::support::parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = minispod_support::parse_duration)]
         max_backoff: Duration,
     },
     /// Start a control plane (the sibling minispod-control-plane binary) and
@@ -66,10 +66,10 @@ enum Cmd {
         #[arg(long = "agents", default_values_t = [1000usize, 10000])]
         agents: Vec<usize>,
         /// Heartbeat interval the control plane asks for.
-        #[arg(long, default_value = "5s", value_parser = minispod_proto::support::parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = minispod_support::parse_duration)]
         heartbeat_interval: Duration,
         /// Steady-state measurement window.
-        #[arg(long, default_value = "30s", value_parser = minispod_proto::support::parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = minispod_support::parse_duration)]
         window: Duration,
     },
     /// Time ListWorkers and GetWorkerStats, as the benchmark does, against a

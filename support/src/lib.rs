@@ -1,5 +1,7 @@
-//! Small operational helpers both daemons share: the systemd notify
-//! protocol and a minimal HTTP endpoint for Prometheus scrapes.
+//! Small operational helpers both daemons share, none of them protobuf: the
+//! systemd notify protocol and watchdog, a minimal HTTP endpoint for
+//! Prometheus scrapes, folding a TOML config file into the command line,
+//! durations, and writing private files.
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
