@@ -103,7 +103,7 @@ pub struct ServeArgs {
 
     /// Password of the bootstrap administrator (used only when it is created).
     #[arg(long, env = "MINISPOD_ADMIN_PASSWORD", hide_env_values = true)]
-    pub admin_password: Option<String>,
+    pub admin_password: Option<minispod_support::secret::Secret>,
 
     /// Serve without TLS, for use behind a TLS-terminating proxy. Agents
     /// cannot connect then (they need mTLS end to end).
@@ -285,6 +285,22 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let cli = Cli::parse_from([
+            "minispod-control-plane",
+            "serve",
+            "--admin-password",
+            "hunter2-but-longer",
+        ]);
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed serve")
+        };
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
     }
 
     #[test]

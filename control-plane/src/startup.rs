@@ -656,7 +656,9 @@ async fn bootstrap_admin(auth: &AuthState, args: &ServeArgs) -> anyhow::Result<(
     let given = args.admin_password.clone();
     let generated = given.is_none();
     let password = match given {
-        Some(p) => Password::parse(&p).map_err(|why| anyhow::anyhow!("--admin-password {why}"))?,
+        Some(p) => {
+            Password::parse(p.expose()).map_err(|why| anyhow::anyhow!("--admin-password {why}"))?
+        }
         None => {
             let mut raw = [0u8; 18];
             rand::rng().fill_bytes(&mut raw);

@@ -4,7 +4,7 @@
 //! - `config`: the command line.
 //! - `state`: key, certificate, CA, worker id, spent tokens and the K3s
 //!   hook's result on disk (mode 0600, replaced atomically).
-//! - `secret`: a string that `Debug` hides (tokens, keys).
+//! - `secret`: a string that `Debug` hides (tokens, keys), from minispod-support.
 //! - `token`: where the enrollment token comes from; spent at most once.
 //! - `refusal`: the control plane's refusals and what the operator must do.
 //! - `facts`: what the machine is (sysinfo, /etc/machine-id) and how busy.
@@ -24,7 +24,7 @@ pub mod facts;
 pub mod k3s;
 pub mod metrics;
 pub mod refusal;
-pub mod secret;
+pub use minispod_support::secret;
 pub mod state;
 pub mod stream;
 pub mod swarm;

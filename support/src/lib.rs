@@ -3,6 +3,8 @@
 //! Prometheus scrapes, folding a TOML config file into the command line,
 //! durations, and writing private files.
 
+pub mod secret;
+
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{

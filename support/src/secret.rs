@@ -1,5 +1,5 @@
-//! A string that must not reach logs: enrollment tokens, private keys, the
-//! K3s join token. `Debug` and `Display` print `[redacted]`; the value is
+//! A string that must not reach logs: passwords, enrollment tokens, private
+//! keys, the K3s join token. `Debug` and `Display` print `[redacted]`; the value is
 //! read only through [`Secret::expose`].
 
 use std::{fmt, str::FromStr};
