@@ -8,3 +8,4 @@ mod helpers;
 mod on_postgres;
 mod transport;
 mod users;
+mod workers;
