@@ -6,13 +6,12 @@
 -- when used). Written in the same transaction as the delete.
 CREATE TABLE removed_machines (
     machine_id  TEXT PRIMARY KEY,
-    -- The deleted worker: its certificate names it.
+    -- The deleted worker (its certificate named it).
     worker_id   TEXT NOT NULL,
     name        TEXT NOT NULL,
     removed_by  TEXT,
     removed_at  BIGINT NOT NULL
 );
-CREATE INDEX removed_machines_worker ON removed_machines (worker_id);
 
 -- A token bound to a machine id is an administrator's approval to (re-)enroll
 -- exactly that machine; NULL admits only machines never seen.

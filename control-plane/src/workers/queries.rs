@@ -871,17 +871,6 @@ pub async fn removed_machine<'c>(
     .await)?)
 }
 
-/// Whether `worker_id` is a worker an administrator deleted.
-pub async fn worker_was_removed<'c>(exec: impl Into<Conn<'c>>, worker_id: &str) -> AppResult<bool> {
-    let n: i64 = with_conn!(exec, |c| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM removed_machines WHERE worker_id = $1"
-    )
-    .bind(worker_id)
-    .fetch_one(c)
-    .await)?;
-    Ok(n > 0)
-}
-
 /// Removed machines, most recently removed first.
 pub async fn removed_machines(db: &Db) -> AppResult<Vec<RemovedMachineRow>> {
     Ok(with_conn!(db.read(), |c| sqlx::query_as(
