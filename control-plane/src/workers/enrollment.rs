@@ -201,7 +201,7 @@ pub async fn create_token_offline(args: &crate::config::CreateTokenArgs) -> anyh
     );
     std::fs::create_dir_all(&args.data_dir)?;
     let db = Db::connect(
-        args.database_url.as_deref(),
+        args.database_url.as_deref().filter(|u| !u.is_empty()),
         &args.data_dir,
         &crate::store::StoreOptions::default(),
     )
