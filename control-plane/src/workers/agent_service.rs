@@ -1,10 +1,10 @@
 //! AgentService: what node agents call.
 
+use std::sync::Arc;
+
 use minispod_proto::v1::{self as pb, agent_service_server::AgentService};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
-
-use std::sync::Arc;
 
 use super::{
     enrollment::{Enrollment, request_identity},

@@ -27,12 +27,20 @@ pub struct Rate {
 #[derive(Debug)]
 pub struct WorkerLimiter {
     rate: Rate,
-    /// Per worker, when its bucket is full again ("theoretical arrival time").
-    full_at: Mutex<HashMap<String, Instant>>,
+    buckets: Mutex<Buckets>,
 }
 
-/// Past this many workers tracked, buckets that are full again are dropped
-/// (a full bucket and a missing one mean the same).
+#[derive(Debug, Default)]
+struct Buckets {
+    /// Per worker, when its bucket is full again ("theoretical arrival time").
+    full_at: HashMap<String, Instant>,
+    /// The size at which buckets that are full again are dropped (a full
+    /// bucket and a missing one mean the same): twice what the last pruning
+    /// left, so pruning costs O(1) per call however large the fleet.
+    prune_at: usize,
+}
+
+/// The smallest map that is pruned.
 const PRUNE_ABOVE: usize = 4096;
 
 impl WorkerLimiter {
@@ -40,7 +48,10 @@ impl WorkerLimiter {
     pub fn new(rate: Rate) -> Self {
         WorkerLimiter {
             rate,
-            full_at: Mutex::default(),
+            buckets: Mutex::new(Buckets {
+                full_at: HashMap::new(),
+                prune_at: PRUNE_ABOVE,
+            }),
         }
     }
 
@@ -52,19 +63,20 @@ impl WorkerLimiter {
     fn take_at(&self, worker_id: &str, now: Instant) -> Result<(), Duration> {
         let every = self.rate.every;
         let allowance = every * self.rate.burst.max(1).saturating_sub(1);
-        let mut map = self
-            .full_at
+        let mut b = self
+            .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() > PRUNE_ABOVE {
-            map.retain(|_, t| *t > now);
+        if b.full_at.len() > b.prune_at {
+            b.full_at.retain(|_, t| *t > now);
+            b.prune_at = PRUNE_ABOVE.max(2 * b.full_at.len());
         }
-        let full_at = map.get(worker_id).copied().unwrap_or(now).max(now);
+        let full_at = b.full_at.get(worker_id).copied().unwrap_or(now).max(now);
         let ahead = full_at - now;
         if ahead > allowance {
             return Err(ahead - allowance);
         }
-        map.insert(worker_id.to_owned(), full_at + every);
+        b.full_at.insert(worker_id.to_owned(), full_at + every);
         Ok(())
     }
 }
@@ -134,6 +146,6 @@ mod tests {
             l.take_at(&format!("w{i}"), t0).unwrap();
         }
         l.take_at("late", t0 + Duration::from_secs(2)).unwrap();
-        assert_eq!(l.full_at.lock().unwrap().len(), 1);
+        assert_eq!(l.buckets.lock().unwrap().full_at.len(), 1);
     }
 }
