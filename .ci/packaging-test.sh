@@ -135,6 +135,14 @@ expect_mode "$scratch/root-agent-twice" var/lib/minispod-agent 700
 echo "install scripts: idempotent, secrets generated once, units enabled, packaged configuration completed"
 
 # End to end, in a private network and mount namespace.
+missing=
+command -v ip >/dev/null || missing="$missing iproute2"
+command -v curl >/dev/null || missing="$missing curl"
+command -v unshare >/dev/null || missing="$missing util-linux"
+if [ -n "$missing" ]; then
+  apt-get update -qq
+  apt-get install -y --no-install-recommends $missing >/dev/null
+fi
 join=$(sed -n 's/^  \(install-agent.sh --server .*\)$/\1/p' "$scratch/second-control-plane.log")
 cat > "$scratch/e2e.sh" <<'EOF2'
 set -euo pipefail
