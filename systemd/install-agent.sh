@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the MiniSpod node agent on this worker: binary, hardened unit,
 # /etc/minispod/agent.env with the server, token and CA pin, enabled and
-# started; the agent then enrolls and runs its K3s join hook.
+# started; the agent then enrolls and runs its K3s join hook. TOKEN is an
+# enrollment token for this machine, e.g. the single-use one in the join
+# command install-control-plane.sh prints.
 #
 # Idempotent: a second run with the same options changes nothing.
 #
@@ -21,7 +23,7 @@ while [ $# -gt 0 ]; do
     --token) token=$2; shift 2 ;;
     --ca-hash) ca_hash=$2; shift 2 ;;
     --k3s-join-command) join_cmd=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) die "unknown option $1" ;;
   esac
 done
@@ -38,7 +40,8 @@ ensure_dir "$R/etc/minispod" 755
 ensure_dir "$R/var/lib/minispod-agent" 700
 write_file "$R/etc/minispod/agent.env" 600 <<EOF2
 # Environment of minispod-agent.service (written by install-agent.sh).
-# The token and CA pin are used only until the agent has enrolled.
+# The token and CA pin are used only until the agent has enrolled; the
+# token (single-use, from install-control-plane.sh) admits nothing after.
 MINISPOD_SERVER=$server
 MINISPOD_TOKEN=$token
 MINISPOD_CA_HASH=$ca_hash

@@ -34,6 +34,40 @@ write_once() {
   write_file "$1" "$2"
 }
 
+# ensure_setting FILE KEY VALUE: a TOML `KEY = VALUE` line, replacing the
+# key's line, or appended when the key is absent (or only commented out).
+ensure_setting() {
+  local line="$2 = $3"
+  grep -qxF "$line" "$1" && return 0
+  local tmp
+  tmp=$(mktemp)
+  if grep -q "^$2 *=" "$1"; then
+    awk -v k="$2" -v l="$line" '$0 ~ "^"k" *=" { if (!done) print l; done=1; next } { print }' "$1" > "$tmp"
+  else
+    cat "$1" > "$tmp"
+    printf '%s\n' "$line" >> "$tmp"
+  fi
+  cat "$tmp" > "$1"
+  rm -f "$tmp"
+  say "  set $2 in $1"
+}
+
+# ensure_tls_san FILE NAME: NAME in the file's tls-san list.
+ensure_tls_san() {
+  local current
+  current=$(sed -n 's/^tls-san *= *\[\(.*\)\].*/\1/p' "$1" | head -n 1)
+  if ! grep -q '^tls-san *=' "$1"; then
+    ensure_setting "$1" tls-san "[\"$2\"]"
+  elif ! grep -q '^tls-san *= *\[.*\]' "$1"; then
+    die "$1: write tls-san on one line, or add \"$2\" to it yourself"
+  elif ! printf '%s' "$current" | grep -qF "\"$2\""; then
+    case "$current" in
+      *[![:space:]]*) ensure_setting "$1" tls-san "[\"$2\", $current]" ;;
+      *) ensure_setting "$1" tls-san "[\"$2\"]" ;;
+    esac
+  fi
+}
+
 # ensure_dir DIR MODE
 ensure_dir() {
   if [ ! -d "$1" ]; then

@@ -149,6 +149,7 @@ async fn real_agent(b: &Bench, name: &str) -> anyhow::Result<Duration> {
                 ttl_seconds: 600,
                 max_uses: 1,
                 description: format!("hostile bench {name}"),
+                ..Default::default()
             },
             &b.admin,
         ))

@@ -27,6 +27,35 @@ pub enum Command {
         #[arg(long, env = "MINISPOD_DATA_DIR", default_value = "minispod-data")]
         data_dir: PathBuf,
     },
+    /// Store a new enrollment token directly in the database (the server
+    /// may be running or not) and print it: for install scripts, which
+    /// hand each machine a single-use token. Listed and revoked like the
+    /// ones CreateEnrollmentToken makes.
+    CreateEnrollmentToken(CreateTokenArgs),
+}
+
+/// Settings of `create-enrollment-token`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateTokenArgs {
+    /// Data directory of the control plane (holds the SQLite database).
+    #[arg(long, env = "MINISPOD_DATA_DIR", default_value = "minispod-data")]
+    pub data_dir: PathBuf,
+    /// Database URL, as for `serve` (default: SQLite in the data dir).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Lifetime of the token, e.g. `1h`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Enrollments the token admits; 0 for unlimited.
+    #[arg(long, default_value_t = 1)]
+    pub max_uses: u32,
+    /// Bind the token to this machine id: it then (re-)enrolls exactly that
+    /// machine, readmitting it if it was removed.
+    #[arg(long)]
+    pub machine_id: Option<String>,
+    /// What the token is for.
+    #[arg(long, default_value = "created by create-enrollment-token")]
+    pub description: String,
 }
 
 /// Log output format.
@@ -208,10 +237,46 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_WORKER_CERT_TTL", default_value = "7d", value_parser = parse_duration)]
     pub worker_cert_ttl: Duration,
 
-    /// File holding a static enrollment token (for unattended installs),
-    /// accepted besides tokens made with CreateEnrollmentToken.
+    /// File holding a static enrollment token (opt-in, for unattended
+    /// installs). Imported into the token table on the first start that
+    /// sees it, with `--enrollment-token-ttl` and
+    /// `--enrollment-token-max-uses`; then listed, used up, expired and
+    /// revoked like tokens made with CreateEnrollmentToken.
     #[arg(long, env = "MINISPOD_ENROLLMENT_TOKEN_FILE")]
     pub enrollment_token_file: Option<PathBuf>,
+
+    /// Lifetime of the static token, from its first import.
+    #[arg(long, env = "MINISPOD_ENROLLMENT_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub enrollment_token_ttl: Duration,
+
+    /// Enrollments the static token admits; 0 for unlimited.
+    #[arg(long, env = "MINISPOD_ENROLLMENT_TOKEN_MAX_USES", default_value_t = 1)]
+    pub enrollment_token_max_uses: u32,
+
+    /// Connect calls one worker may burst (each marks it online: a write).
+    #[arg(long, env = "MINISPOD_WORKER_CONNECT_BURST", default_value_t = 10)]
+    pub worker_connect_burst: u32,
+
+    /// Sustained spacing of one worker's Connect calls after the burst.
+    #[arg(long, env = "MINISPOD_WORKER_CONNECT_EVERY", default_value = "10s", value_parser = parse_duration)]
+    pub worker_connect_every: Duration,
+
+    /// RenewCertificate calls one worker may burst.
+    #[arg(long, env = "MINISPOD_WORKER_RENEW_BURST", default_value_t = 5)]
+    pub worker_renew_burst: u32,
+
+    /// Sustained spacing of one worker's RenewCertificate calls.
+    #[arg(long, env = "MINISPOD_WORKER_RENEW_EVERY", default_value = "10m", value_parser = parse_duration)]
+    pub worker_renew_every: Duration,
+
+    /// Readiness changes of one worker written at once; more wait for a
+    /// later heartbeat.
+    #[arg(long, env = "MINISPOD_WORKER_READY_CHANGE_BURST", default_value_t = 10)]
+    pub worker_ready_change_burst: u32,
+
+    /// Sustained spacing of one worker's readiness writes.
+    #[arg(long, env = "MINISPOD_WORKER_READY_CHANGE_EVERY", default_value = "10s", value_parser = parse_duration)]
+    pub worker_ready_change_every: Duration,
 
     /// K3s server URL handed to enrolled agents for their join hook.
     #[arg(long, env = "MINISPOD_K3S_SERVER_URL", default_value = "")]
@@ -262,7 +327,9 @@ impl ServeArgs {
         ]);
         match cli.command {
             Command::Serve(args) => *args,
-            Command::CaHash { .. } => unreachable!("parsed serve"),
+            Command::CaHash { .. } | Command::CreateEnrollmentToken(_) => {
+                unreachable!("parsed serve")
+            }
         }
     }
 }

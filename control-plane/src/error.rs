@@ -52,10 +52,25 @@ pub enum AppError {
         /// When a retry may succeed.
         retry_after: Option<Duration>,
     },
+    /// A refusal a client acts on by its reason: answered with `code` and a
+    /// google.rpc.ErrorInfo detail (domain [`ERROR_DOMAIN`], `reason`), as
+    /// the worker identity contract lists them (`MACHINE_REMOVED`, ...).
+    #[error("{message}")]
+    Refused {
+        /// The gRPC code.
+        code: Code,
+        /// ErrorInfo.reason, UPPER_SNAKE_CASE.
+        reason: &'static str,
+        /// What happened and what to do, for people.
+        message: String,
+    },
     /// A bug or an outage; never shown to the client.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
+
+/// ErrorInfo.domain of the control plane's refusals.
+pub const ERROR_DOMAIN: &str = "minispod.dev";
 
 /// Result of the control plane's domain code.
 pub type AppResult<T> = Result<T, AppError>;
@@ -73,6 +88,23 @@ impl AppError {
         }
     }
 
+    /// A refusal with `code` and ErrorInfo `reason`.
+    pub fn refused(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
+        AppError::Refused {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The ErrorInfo reason of a [`AppError::Refused`], if this is one.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            AppError::Refused { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
     /// The gRPC code this error answers with.
     pub fn code(&self) -> Code {
         match self {
@@ -83,6 +115,7 @@ impl AppError {
             AppError::PermissionDenied(_) => Code::PermissionDenied,
             AppError::FailedPrecondition(_) => Code::FailedPrecondition,
             AppError::ResourceExhausted { .. } => Code::ResourceExhausted,
+            AppError::Refused { code, .. } => *code,
             AppError::Internal(_) => Code::Internal,
         }
     }
@@ -124,6 +157,19 @@ impl From<AppError> for Status {
                 }
                 status
             }
+            AppError::Refused {
+                code,
+                reason,
+                message,
+            } => Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_error_info(
+                    reason,
+                    ERROR_DOMAIN,
+                    std::collections::HashMap::<String, String>::new(),
+                ),
+            ),
             AppError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");
                 Status::internal("internal error")
@@ -217,6 +263,16 @@ mod tests {
         let br = status.get_details_bad_request().expect("BadRequest detail");
         assert_eq!(br.field_violations.len(), 2);
         assert_eq!(br.field_violations[0].field, "email");
+    }
+
+    #[test]
+    fn refusals_carry_their_reason_in_error_info() {
+        let status: Status =
+            AppError::refused(Code::PermissionDenied, "MACHINE_REMOVED", "removed").into();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let info = status.get_details_error_info().expect("ErrorInfo detail");
+        assert_eq!(info.reason, "MACHINE_REMOVED");
+        assert_eq!(info.domain, ERROR_DOMAIN);
     }
 
     #[test]

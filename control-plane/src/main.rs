@@ -14,6 +14,12 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(*args).await?;
             app.run_until_stopped().await
         }
+        Command::CreateEnrollmentToken(args) => {
+            let token =
+                minispod_control_plane::workers::enrollment::create_token_offline(&args).await?;
+            println!("{}", token.expose());
+            Ok(())
+        }
         Command::CaHash { data_dir } => {
             let pki = Pki::load_or_create(&data_dir, &[])?;
             println!("{}", pki.ca_hash());

@@ -45,8 +45,9 @@ use crate::{
     },
     workers::{
         agent_service::AgentApi,
-        enrollment::{Enrollment, EnrollmentConfig},
+        enrollment::{Enrollment, EnrollmentConfig, Secret, StaticToken},
         hub::{FleetConfig, FleetHub},
+        limits::{Rate, WorkerLimits},
         queries as workers_db,
         replicas::Replica,
         service::WorkerApi,
@@ -176,6 +177,7 @@ impl Application {
             );
         }
         let enrollment = Enrollment::new(hub.clone(), pki.clone(), enrollment_config(&args)?);
+        enrollment.import_static_token().await?;
 
         let tls = if args.plaintext {
             None
@@ -375,6 +377,7 @@ impl Application {
                     hub.clone(),
                     enrollment,
                     auth.trusted_proxies.clone(),
+                    Arc::new(worker_limits(&args)),
                 ))
                 .max_decoding_message_size(message_limits::AGENT),
             );
@@ -550,7 +553,7 @@ fn enrollment_config(args: &ServeArgs) -> anyhow::Result<EnrollmentConfig> {
         anyhow::ensure!(!s.is_empty(), "{} is empty", path.display());
         Ok(s)
     };
-    let static_token_hash = match &args.enrollment_token_file {
+    let static_token = match &args.enrollment_token_file {
         Some(p) => {
             let token = read(p)?;
             anyhow::ensure!(
@@ -558,22 +561,45 @@ fn enrollment_config(args: &ServeArgs) -> anyhow::Result<EnrollmentConfig> {
                 "the enrollment token in {} is shorter than 16 characters",
                 p.display()
             );
-            Some(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into())
+            Some(StaticToken {
+                token: Secret::new(token),
+                source: p.display().to_string(),
+                ttl: args.enrollment_token_ttl,
+                max_uses: args.enrollment_token_max_uses,
+            })
         }
         None => None,
     };
     let k3s_token = match &args.k3s_token_file {
-        Some(p) => read(p)?,
-        None => String::new(),
+        Some(p) => Secret::new(read(p)?),
+        None => Secret::default(),
     };
     Ok(EnrollmentConfig {
         cert_ttl: args.worker_cert_ttl.max(Duration::from_secs(60)),
-        static_token_hash,
+        static_token,
         k3s_server_url: args.k3s_server_url.clone(),
         k3s_token,
         rate_burst: args.enroll_burst,
         rate_per_second: args.enroll_per_second,
     })
+}
+
+/// The per-worker limits of AgentService from the command line.
+fn worker_limits(args: &ServeArgs) -> WorkerLimits {
+    WorkerLimits::new(
+        Rate {
+            burst: args.worker_connect_burst,
+            every: args.worker_connect_every,
+        },
+        Rate {
+            burst: args.worker_renew_burst,
+            every: args.worker_renew_every,
+        },
+        Rate {
+            burst: args.worker_ready_change_burst,
+            every: args.worker_ready_change_every,
+        },
+    )
 }
 
 /// Where agents reach this control plane: `--agent-url`, or a URL on the

@@ -1,9 +1,11 @@
 //! The worker fleet: enrollment, the agents' streams, and administration.
 //!
-//! - `enrollment`: tokens, Enroll and RenewCertificate (certificates from
-//!   the CA in `pki`).
+//! - `enrollment`: tokens, Enroll (who may take over a machine id, removed
+//!   machines) and RenewCertificate (certificates from the CA in `pki`).
 //! - `hub`: the live streams (one per worker), watchers, and the batched
 //!   heartbeat metrics.
+//! - `limits`: per-worker limits on connects, renewals and readiness
+//!   changes (each a write).
 //! - `session`: one agent stream from hello to goodbye; where a worker goes
 //!   offline.
 //! - `replicas`: the lease under which this process holds streams, reaping
@@ -15,6 +17,7 @@
 pub mod agent_service;
 pub mod enrollment;
 pub mod hub;
+pub mod limits;
 pub mod queries;
 pub mod replicas;
 pub mod service;

@@ -424,6 +424,8 @@ export async function startControlPlane(opts = {}) {
     const tokenFile = path.join(dataDir, 'enrollment-token');
     fs.writeFileSync(tokenFile, `${enrollmentToken}\n`, { mode: 0o600 });
     extra.push('--enrollment-token-file', tokenFile);
+    // Test agents share the one static token (real installs get one use).
+    if (!extra.includes('--enrollment-token-max-uses')) extra.push('--enrollment-token-max-uses', '0');
   }
   const given = new Set(extra.filter((a) => a.startsWith('--')).map((a) => a.split('=')[0]));
   const buildArgs = () => {
@@ -1028,6 +1030,8 @@ export function rewriteNginxConf(text, o) {
     c = c.replace(/\b(?:127\.0\.0\.1|localhost|\[::1\]):7443\b/g, `127.0.0.1:${o.cpPort}`);
     if (o.consolePort) c = c.replace(/\b(?:127\.0\.0\.1|localhost|\[::1\]):7080\b/g, `127.0.0.1:${o.consolePort}`);
     c = c.replace(/\/var\/lib\/minispod\/pki\//g, `${o.pkiDir}/`);
+    // The install script publishes the CA for nginx as /etc/ssl/minispod/ca.crt.
+    c = c.replace(/\/etc\/ssl\/minispod\//g, `${o.pkiDir}/`);
     return c + comment;
   });
   return lines.join('\n');

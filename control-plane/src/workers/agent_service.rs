@@ -1,32 +1,54 @@
 //! AgentService: what node agents call.
 
+use std::sync::Arc;
+
 use minispod_proto::v1::{self as pb, agent_service_server::AgentService};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{enrollment::Enrollment, hub::FleetHub, session};
+use super::{
+    enrollment::{Enrollment, request_identity},
+    hub::FleetHub,
+    limits::{WorkerLimiter, WorkerLimits},
+    session,
+};
+use crate::error::AppError;
 
 /// The gRPC AgentService.
 #[derive(Debug, Clone)]
 pub struct AgentApi {
     hub: FleetHub,
     enrollment: Enrollment,
-    trusted_proxies: std::sync::Arc<[crate::rate_limit::Cidr]>,
+    trusted_proxies: Arc<[crate::rate_limit::Cidr]>,
+    limits: Arc<WorkerLimits>,
 }
 
 impl AgentApi {
-    /// The service over the fleet.
+    /// The service over the fleet, limiting each worker by `limits`.
     pub fn new(
         hub: FleetHub,
         enrollment: Enrollment,
-        trusted_proxies: std::sync::Arc<[crate::rate_limit::Cidr]>,
+        trusted_proxies: Arc<[crate::rate_limit::Cidr]>,
+        limits: Arc<WorkerLimits>,
     ) -> Self {
         AgentApi {
             hub,
             enrollment,
             trusted_proxies,
+            limits,
         }
     }
+}
+
+/// Takes one call of `worker_id` from `limiter`, or RESOURCE_EXHAUSTED with
+/// the delay in RetryInfo.
+fn take(limiter: &WorkerLimiter, worker_id: &str, what: &str) -> Result<(), AppError> {
+    limiter
+        .take(worker_id)
+        .map_err(|wait| AppError::ResourceExhausted {
+            message: format!("too many {what} from this worker"),
+            retry_after: Some(wait),
+        })
 }
 
 #[tonic::async_trait]
@@ -36,7 +58,11 @@ impl AgentService for AgentApi {
         request: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         let ip = crate::auth::client_ip(&request, &self.trusted_proxies);
-        let r = self.enrollment.enroll(ip, request.into_inner()).await?;
+        let peer = request_identity(&request);
+        let r = self
+            .enrollment
+            .enroll(ip, peer, request.into_inner())
+            .await?;
         Ok(Response::new(r))
     }
 
@@ -47,10 +73,18 @@ impl AgentService for AgentApi {
         request: Request<Streaming<pb::ConnectRequest>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let (_, worker) = self.enrollment.authenticate_peer(&request).await?;
+        take(&self.limits.connect, &worker.id, "connects")?;
         let peer_ip = request.remote_addr().map(|a| a.ip());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(session::run(self.hub.clone(), worker, peer_ip, inbound, tx));
+        tokio::spawn(session::run(
+            self.hub.clone(),
+            self.limits.clone(),
+            worker,
+            peer_ip,
+            inbound,
+            tx,
+        ));
         Ok(Response::new(session::Outbound(rx)))
     }
 
@@ -59,6 +93,7 @@ impl AgentService for AgentApi {
         request: Request<pb::RenewCertificateRequest>,
     ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
         let (_, worker) = self.enrollment.authenticate_peer(&request).await?;
+        take(&self.limits.renew, &worker.id, "certificate renewals")?;
         let r = self
             .enrollment
             .renew(&worker, &request.get_ref().csr_pem)

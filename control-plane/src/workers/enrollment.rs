@@ -8,7 +8,7 @@ use minispod_proto::v1::{self as pb, MachineFacts};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tonic::Request;
+use tonic::{Code, Request};
 
 use super::{
     hub::FleetHub,
@@ -18,20 +18,56 @@ use crate::{
     error::{AppError, AppResult, Violations},
     pki::{PeerIdentity, Pki, peer_identity},
     rate_limit::{RateLimiter, address_key},
-    store::{new_id, now_ms, timestamp},
+    store::{Db, new_id, now_ms, timestamp},
 };
+
+/// ErrorInfo reasons of refused agent calls (the worker identity contract).
+pub mod reason {
+    /// Enroll for a machine an administrator removed and has not readmitted.
+    pub const MACHINE_REMOVED: &str = "MACHINE_REMOVED";
+    /// Connect or RenewCertificate with a deleted worker's certificate.
+    pub const WORKER_REMOVED: &str = "WORKER_REMOVED";
+    /// Connect or RenewCertificate with a certificate the store no longer
+    /// accepts (renewed or re-enrolled since).
+    pub const CERTIFICATE_REPLACED: &str = "CERTIFICATE_REPLACED";
+    /// Enroll for an existing worker while it is online.
+    pub const WORKER_ONLINE: &str = "WORKER_ONLINE";
+    /// Enroll for an existing worker with neither its current certificate
+    /// nor a token bound to its machine.
+    pub const REENROLL_NEEDS_APPROVAL: &str = "REENROLL_NEEDS_APPROVAL";
+    /// Enroll with an unknown, expired, revoked or used-up token, or one
+    /// bound to another machine.
+    pub const TOKEN_INVALID: &str = "TOKEN_INVALID";
+}
+
+pub use minispod_support::secret::Secret;
+
+/// The token of `--enrollment-token-file`: imported into the token table at
+/// start (once: restarts keep its expiry, uses and revocation), so it
+/// expires, is used up, and can be listed and revoked like any other.
+#[derive(Debug, Clone)]
+pub struct StaticToken {
+    /// The token as the file holds it.
+    pub token: Secret,
+    /// Where it came from, for its description.
+    pub source: String,
+    /// Lifetime from its first import.
+    pub ttl: Duration,
+    /// Enrollments it admits; 0 for unlimited.
+    pub max_uses: u32,
+}
 
 /// Settings of enrollment.
 #[derive(Debug, Clone)]
 pub struct EnrollmentConfig {
     /// Lifetime of worker certificates.
     pub cert_ttl: Duration,
-    /// SHA-256 of the static token from `--enrollment-token-file`, if any.
-    pub static_token_hash: Option<[u8; 32]>,
+    /// The token from `--enrollment-token-file`, if any.
+    pub static_token: Option<StaticToken>,
     /// K3s server URL handed to agents.
     pub k3s_server_url: String,
     /// K3s join token handed to agents.
-    pub k3s_token: String,
+    pub k3s_token: Secret,
     /// Enroll calls one address may burst.
     pub rate_burst: u32,
     /// Sustained Enroll calls per second per address.
@@ -54,7 +90,7 @@ impl std::fmt::Debug for Enrollment {
 }
 
 /// A new token: (id, full token `<id>.<secret>`, SHA-256 of the secret).
-pub fn new_token() -> (String, String, Vec<u8>) {
+pub fn new_token() -> (String, Secret, Vec<u8>) {
     let mut id = [0u8; 6];
     rand::rng().fill_bytes(&mut id);
     let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -62,7 +98,111 @@ pub fn new_token() -> (String, String, Vec<u8>) {
     rand::rng().fill_bytes(&mut secret);
     let secret = URL_SAFE_NO_PAD.encode(secret);
     let hash = Sha256::digest(secret.as_bytes()).to_vec();
-    (id.clone(), format!("{id}.{secret}"), hash)
+    (id.clone(), Secret::new(format!("{id}.{secret}")), hash)
+}
+
+/// The id a token is stored under and its secret part: `<id>.<secret>` as
+/// CreateEnrollmentToken makes them; any other token (a static one an
+/// operator wrote) is stored under `static-<12 hex digits of its SHA-256>`,
+/// the whole token being its secret.
+pub fn token_parts(token: &str) -> (String, &str) {
+    match token.split_once('.') {
+        Some((id, secret)) => (id.to_owned(), secret),
+        None => {
+            let hash = Sha256::digest(token.as_bytes());
+            let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+            (format!("static-{hex}"), token)
+        }
+    }
+}
+
+/// What a new enrollment token admits.
+#[derive(Debug, Clone, Default)]
+pub struct NewToken {
+    /// Lifetime.
+    pub ttl: Duration,
+    /// Enrollments it admits; 0 for unlimited.
+    pub max_uses: u32,
+    /// What it is for.
+    pub description: String,
+    /// The one machine it may (re-)enroll, if bound.
+    pub machine_id: Option<String>,
+}
+
+/// Stores a new token made by `created_by` (None: the command line), in
+/// one transaction; answers its secret, shown only now, and its record.
+pub async fn store_new_token(
+    db: &Db,
+    spec: NewToken,
+    created_by: Option<&str>,
+) -> AppResult<(Secret, TokenRow)> {
+    let (id, token, secret_hash) = new_token();
+    let now = now_ms();
+    let row = TokenRow {
+        id,
+        secret_hash,
+        description: spec.description.trim().to_owned(),
+        expires_at: now + i64::try_from(spec.ttl.as_millis()).unwrap_or(i64::MAX / 2),
+        max_uses: i64::from(spec.max_uses),
+        uses: 0,
+        revoked_at: None,
+        created_by: created_by.map(str::to_owned),
+        created_at: now,
+        machine_id: spec.machine_id.filter(|m| !m.is_empty()),
+    };
+    let mut tx = db.begin().await?;
+    workers_db::insert_token(&mut tx, &row).await?;
+    tx.commit().await?;
+    tracing::info!(by = created_by.unwrap_or("command line"), token_id = %row.id,
+        ttl = ?spec.ttl, max_uses = spec.max_uses, machine_id = row.machine_id.as_deref().unwrap_or(""),
+        "enrollment token created");
+    Ok((token, row))
+}
+
+/// `minispod-control-plane create-enrollment-token`: stores a new token in
+/// the database of `args` (creating or migrating it as `serve` would) and
+/// answers its secret.
+pub async fn create_token_offline(args: &crate::config::CreateTokenArgs) -> anyhow::Result<Secret> {
+    if let Some(m) = &args.machine_id {
+        let probe = MachineFacts {
+            hostname: "h".into(),
+            machine_id: m.clone(),
+            ..Default::default()
+        };
+        validate_facts(&probe).map_err(|e| anyhow::anyhow!("--machine-id: {e}"))?;
+    }
+    anyhow::ensure!(
+        args.ttl >= Duration::from_secs(60),
+        "--ttl must be at least 60s"
+    );
+    std::fs::create_dir_all(&args.data_dir)?;
+    let db = Db::connect(
+        args.database_url.as_deref().filter(|u| !u.is_empty()),
+        &args.data_dir,
+        &crate::store::StoreOptions::default(),
+    )
+    .await?;
+    let (token, _) = store_new_token(
+        &db,
+        NewToken {
+            ttl: args.ttl,
+            max_uses: args.max_uses,
+            description: args.description.chars().take(200).collect(),
+            machine_id: args.machine_id.clone(),
+        },
+        None,
+    )
+    .await?;
+    db.close().await;
+    Ok(token)
+}
+
+fn token_refused(why: &str) -> AppError {
+    AppError::refused(
+        Code::Unauthenticated,
+        reason::TOKEN_INVALID,
+        format!("enrollment token {why}"),
+    )
 }
 
 /// Checks the facts an agent reports.
@@ -128,20 +268,44 @@ impl Enrollment {
         self.pki.ca_cert_pem()
     }
 
-    /// Checks the token in constant time; `Some(id)` for a database token
-    /// (to spend in the transaction), `None` for the static one.
-    async fn check_token(&self, token: &str) -> AppResult<Option<String>> {
-        let refused = |why: &str| AppError::Unauthenticated(format!("enrollment token {why}"));
-        if let Some(static_hash) = &self.config.static_token_hash {
-            let given = Sha256::digest(token.as_bytes());
-            if bool::from(given[..].ct_eq(static_hash)) {
-                return Ok(None);
-            }
-        }
-        let Some((id, secret)) = token.split_once('.') else {
-            return Err(refused("is invalid"));
+    /// Imports the static token of `--enrollment-token-file` into the token
+    /// table unless it is there already; called once at start.
+    pub async fn import_static_token(&self) -> AppResult<()> {
+        let Some(st) = &self.config.static_token else {
+            return Ok(());
         };
-        let row = workers_db::token(self.hub.db().read(), id).await?;
+        let (id, secret) = token_parts(st.token.expose());
+        let now = now_ms();
+        let row = TokenRow {
+            id,
+            secret_hash: Sha256::digest(secret.as_bytes()).to_vec(),
+            description: format!("static token from {}", st.source)
+                .chars()
+                .take(200)
+                .collect(),
+            expires_at: now + i64::try_from(st.ttl.as_millis()).unwrap_or(i64::MAX / 2),
+            max_uses: i64::from(st.max_uses),
+            uses: 0,
+            revoked_at: None,
+            created_by: None,
+            created_at: now,
+            machine_id: None,
+        };
+        let mut tx = self.hub.db().begin().await?;
+        let added = workers_db::insert_token_once(&mut tx, &row).await?;
+        tx.commit().await?;
+        if added {
+            tracing::info!(token_id = %row.id, ttl = ?st.ttl, max_uses = st.max_uses, "imported the static enrollment token");
+        } else {
+            tracing::info!(token_id = %row.id, "the static enrollment token was imported before; its expiry and uses stand");
+        }
+        Ok(())
+    }
+
+    /// Checks the token in constant time; its record when usable.
+    async fn check_token(&self, token: &str) -> AppResult<TokenRow> {
+        let (id, secret) = token_parts(token);
+        let row = workers_db::token(self.hub.db().read(), &id).await?;
         // Compare against a dummy when the id is unknown, so timing does not
         // tell which ids exist.
         let stored = row
@@ -150,27 +314,30 @@ impl Enrollment {
         let given = Sha256::digest(secret.as_bytes());
         let matches = bool::from(given[..].ct_eq(&stored));
         let Some(row) = row.filter(|_| matches) else {
-            return Err(refused("is invalid"));
+            return Err(token_refused("is invalid"));
         };
         if row.revoked_at.is_some() {
-            return Err(refused("was revoked"));
+            return Err(token_refused("was revoked"));
         }
         if row.expires_at <= now_ms() {
-            return Err(refused("expired"));
+            return Err(token_refused("expired"));
         }
         if row.max_uses > 0 && row.uses >= row.max_uses {
-            return Err(refused("is used up"));
+            return Err(token_refused("is used up"));
         }
-        Ok(Some(row.id))
+        Ok(row)
     }
 
-    /// Admits a machine (see AgentService.Enroll).
+    /// Admits a machine (see AgentService.Enroll). `peer` is the client
+    /// certificate the call came with, if any: the current certificate of
+    /// an existing worker lets that worker re-enroll.
     pub async fn enroll(
         &self,
         ip: Option<IpAddr>,
+        peer: Option<PeerIdentity>,
         r: pb::EnrollRequest,
     ) -> AppResult<pb::EnrollResponse> {
-        let outcome = self.admit(ip, r).await;
+        let outcome = self.admit(ip, peer, r).await;
         let counter = match &outcome {
             Ok(_) => &self.hub.metrics().enrollments,
             Err(_) => &self.hub.metrics().enrollment_failures,
@@ -182,6 +349,7 @@ impl Enrollment {
     async fn admit(
         &self,
         ip: Option<IpAddr>,
+        peer: Option<PeerIdentity>,
         r: pb::EnrollRequest,
     ) -> AppResult<pb::EnrollResponse> {
         let key = ip.map(|i| address_key(i).to_string()).unwrap_or_default();
@@ -204,18 +372,68 @@ impl Enrollment {
             v.add("facts", e);
         }
         v.finish()?;
-        let token_id = self.check_token(&r.token).await?;
+        let token = self.check_token(&r.token).await?;
+        // A bound token approves exactly one machine.
+        let approved = match &token.machine_id {
+            Some(m) if *m == facts.machine_id => true,
+            Some(_) => return Err(token_refused("is bound to another machine")),
+            None => false,
+        };
 
+        // Every check below runs in the transaction that spends the token,
+        // so a refusal rolls the use back and spends nothing.
         let mut tx = self.hub.db().begin().await?;
-        if let Some(id) = &token_id
-            && !workers_db::consume_token(&mut tx, id).await?
-        {
+        if !workers_db::consume_token(&mut tx, &token.id).await? {
             // Spent or revoked between the check and now.
-            return Err(AppError::Unauthenticated(
-                "enrollment token is used up".into(),
-            ));
+            return Err(token_refused("is used up"));
+        }
+        if let Some(removed) = workers_db::removed_machine(&mut tx, &facts.machine_id).await? {
+            if !approved {
+                return Err(AppError::refused(
+                    Code::PermissionDenied,
+                    reason::MACHINE_REMOVED,
+                    format!(
+                        "an administrator removed this machine (worker {:?}); it may enroll again once \
+                         readmitted (WorkerService.ReadmitMachine, or a token bound to machine id {:?})",
+                        removed.name, removed.machine_id
+                    ),
+                ));
+            }
+            // Using a token bound to the machine readmits it.
+            workers_db::readmit_machine(&mut tx, &facts.machine_id).await?;
+            tracing::info!(machine_id = %facts.machine_id, token_id = %token.id, "removed machine readmitted by a bound token");
         }
         let existing = workers_db::by_machine_id(&mut tx, &facts.machine_id).await?;
+        if let Some(w) = &existing {
+            // Machine ids are not secret: taking over a worker (its record,
+            // labels, maintenance) needs the worker's own certificate or an
+            // administrator's approval.
+            let own_certificate = peer.as_ref().is_some_and(|p| {
+                p.worker_id == w.id
+                    && bool::from(p.serial.as_bytes().ct_eq(w.cert_serial.as_bytes()))
+            });
+            if !approved && !own_certificate {
+                return Err(AppError::refused(
+                    Code::PermissionDenied,
+                    reason::REENROLL_NEEDS_APPROVAL,
+                    format!(
+                        "machine id {:?} belongs to worker {:?}: re-enrolling it needs that worker's \
+                         current certificate on the call or a token bound to the machine id",
+                        facts.machine_id, w.name
+                    ),
+                ));
+            }
+            if w.online {
+                return Err(AppError::refused(
+                    Code::FailedPrecondition,
+                    reason::WORKER_ONLINE,
+                    format!(
+                        "worker {:?} of this machine is online; re-enroll once its stream has ended",
+                        w.name
+                    ),
+                ));
+            }
+        }
         let worker_id = existing.as_ref().map_or_else(new_id, |w| w.id.clone());
         let cert = self
             .pki
@@ -243,17 +461,18 @@ impl Enrollment {
         }
         let row = workers_db::require(&mut tx, &worker_id).await?;
         tx.commit().await?;
-        // A re-enrolled machine's old certificate is void: close its stream.
+        // A re-enrolled machine's old certificate is void: close any stream
+        // (one another replica may not have reported closed yet).
         self.hub.disconnect(&worker_id);
         self.hub.publish(&row);
-        tracing::info!(worker_id, name = %facts.hostname, reused = existing.is_some(), "worker enrolled");
+        tracing::info!(worker_id, name = %facts.hostname, reused = existing.is_some(), token_id = %token.id, "worker enrolled");
         Ok(pb::EnrollResponse {
             worker_id,
             certificate_pem: cert.pem,
             ca_pem: self.ca_pem().to_owned(),
             certificate_expires_at: Some(timestamp(cert.expires_at_ms)),
             k3s_server_url: self.config.k3s_server_url.clone(),
-            k3s_token: self.config.k3s_token.clone(),
+            k3s_token: self.config.k3s_token.expose().to_owned(),
             heartbeat_interval_seconds: self.hub.config().heartbeat_interval.as_secs().max(1)
                 as i32,
         })
@@ -266,24 +485,29 @@ impl Enrollment {
         &self,
         request: &Request<T>,
     ) -> AppResult<(PeerIdentity, WorkerRow)> {
-        let certs = request
-            .peer_certs()
+        let identity = request_identity(request)
             .ok_or_else(|| AppError::Unauthenticated("a client certificate is required".into()))?;
-        let identity = certs
-            .first()
-            .and_then(|c| peer_identity(c.as_ref()))
-            .ok_or_else(|| AppError::Unauthenticated("unreadable client certificate".into()))?;
+        // Only this CA signs worker certificates, so a certificate naming no
+        // stored worker is a deleted worker's.
         let worker = workers_db::by_id(self.hub.db().read(), &identity.worker_id)
             .await?
-            .ok_or_else(|| AppError::PermissionDenied("the worker was deleted".into()))?;
+            .ok_or_else(|| {
+                AppError::refused(
+                    Code::PermissionDenied,
+                    reason::WORKER_REMOVED,
+                    "an administrator deleted this worker; its machine enrolls again only once readmitted",
+                )
+            })?;
         if !bool::from(
             worker
                 .cert_serial
                 .as_bytes()
                 .ct_eq(identity.serial.as_bytes()),
         ) {
-            return Err(AppError::PermissionDenied(
-                "the certificate was revoked or replaced".into(),
+            return Err(AppError::refused(
+                Code::PermissionDenied,
+                reason::CERTIFICATE_REPLACED,
+                "the certificate was revoked or replaced",
             ));
         }
         Ok((identity, worker))
@@ -318,6 +542,13 @@ impl Enrollment {
     }
 }
 
+/// The worker identity in a request's client certificate, if it has one
+/// (the TLS layer verified it chains to the CA).
+pub fn request_identity<T>(request: &Request<T>) -> Option<PeerIdentity> {
+    let certs = request.peer_certs()?;
+    certs.first().and_then(|c| peer_identity(c.as_ref()))
+}
+
 impl From<&TokenRow> for pb::EnrollmentToken {
     fn from(t: &TokenRow) -> Self {
         pb::EnrollmentToken {
@@ -328,6 +559,7 @@ impl From<&TokenRow> for pb::EnrollmentToken {
             uses: t.uses as i32,
             revoked: t.revoked_at.is_some(),
             created_at: Some(timestamp(t.created_at)),
+            machine_id: t.machine_id.clone().unwrap_or_default(),
         }
     }
 }
@@ -339,12 +571,35 @@ mod tests {
     #[test]
     fn tokens_have_an_id_and_a_hashed_secret() {
         let (id, token, hash) = new_token();
+        let token = token.expose().to_owned();
         let (tid, secret) = token.split_once('.').unwrap();
         assert_eq!(tid, id);
         assert_eq!(id.len(), 12);
         assert!(secret.len() >= 43);
         assert_eq!(Sha256::digest(secret.as_bytes()).to_vec(), hash);
-        assert_ne!(new_token().1, token);
+        assert_ne!(new_token().1.expose(), token);
+        assert_eq!(token_parts(&token), (id, secret));
+    }
+
+    #[test]
+    fn static_tokens_are_stored_under_an_id_from_their_hash() {
+        let (id, secret) = token_parts("static-token-for-unattended-installs");
+        assert!(id.starts_with("static-") && id.len() == 19, "{id}");
+        assert_eq!(secret, "static-token-for-unattended-installs");
+        assert_ne!(token_parts("another-static-token").0, id);
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let s = Secret::new("hunter2-very-secret");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let c = StaticToken {
+            token: s,
+            source: "/etc/t".into(),
+            ttl: Duration::from_secs(1),
+            max_uses: 1,
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

@@ -713,14 +713,16 @@ pub struct TokenRow {
     pub revoked_at: Option<i64>,
     pub created_by: Option<String>,
     pub created_at: i64,
+    /// The one machine this token may (re-)enroll; None for new machines only.
+    pub machine_id: Option<String>,
 }
 
 /// Stores a token.
 pub async fn insert_token(tx: &mut Tx, t: &TokenRow) -> AppResult<()> {
     with_conn!(&mut *tx, |c| {
         sqlx::query(
-        "INSERT INTO enrollment_tokens (id, secret_hash, description, expires_at, max_uses, uses, created_by, created_at)
-         VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
+        "INSERT INTO enrollment_tokens (id, secret_hash, description, expires_at, max_uses, uses, created_by, created_at, machine_id)
+         VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8)",
     )
     .bind(&t.id)
     .bind(&t.secret_hash)
@@ -729,6 +731,7 @@ pub async fn insert_token(tx: &mut Tx, t: &TokenRow) -> AppResult<()> {
     .bind(t.max_uses)
     .bind(&t.created_by)
     .bind(t.created_at)
+    .bind(&t.machine_id)
     .execute(c)
     .await
 .map(|r| r.rows_affected())
@@ -786,4 +789,107 @@ pub async fn revoke_token(tx: &mut Tx, id: &str) -> AppResult<Option<TokenRow>> 
     .fetch_optional(c)
     .await
     })?)
+}
+
+/// Stores a token unless one with its id exists (a static token imported at
+/// every start keeps its first expiry, uses and revocation); true when added.
+pub async fn insert_token_once(tx: &mut Tx, t: &TokenRow) -> AppResult<bool> {
+    let done = with_conn!(&mut *tx, |c| {
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (id, secret_hash, description, expires_at, max_uses, uses, created_by, created_at, machine_id)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&t.id)
+        .bind(&t.secret_hash)
+        .bind(&t.description)
+        .bind(t.expires_at)
+        .bind(t.max_uses)
+        .bind(&t.created_by)
+        .bind(t.created_at)
+        .bind(&t.machine_id)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    Ok(done == 1)
+}
+
+/// A machine an administrator removed, kept out until readmitted.
+#[derive(Debug, Clone, FromRow)]
+#[allow(missing_docs)]
+pub struct RemovedMachineRow {
+    pub machine_id: String,
+    pub worker_id: String,
+    pub name: String,
+    pub removed_by: Option<String>,
+    pub removed_at: i64,
+}
+
+/// Deletes a worker and records its machine as removed, in `tx`; the
+/// deleted worker, or None when absent.
+pub async fn delete_and_remove_machine(
+    tx: &mut Tx,
+    id: &str,
+    removed_by: &str,
+) -> AppResult<Option<WorkerRow>> {
+    let Some(worker) = by_id(&mut *tx, id).await? else {
+        return Ok(None);
+    };
+    if !delete(tx, id).await? {
+        return Ok(None);
+    }
+    with_conn!(&mut *tx, |c| {
+        sqlx::query(
+        "INSERT INTO removed_machines (machine_id, worker_id, name, removed_by, removed_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (machine_id) DO UPDATE SET worker_id = excluded.worker_id,
+             name = excluded.name, removed_by = excluded.removed_by, removed_at = excluded.removed_at",
+    )
+    .bind(&worker.machine_id)
+    .bind(&worker.id)
+    .bind(&worker.name)
+    .bind(removed_by)
+    .bind(now_ms())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected())
+    })?;
+    Ok(Some(worker))
+}
+
+/// The removal record of a machine id, if it was removed.
+pub async fn removed_machine<'c>(
+    exec: impl Into<Conn<'c>>,
+    machine_id: &str,
+) -> AppResult<Option<RemovedMachineRow>> {
+    Ok(with_conn!(exec, |c| sqlx::query_as(
+        "SELECT * FROM removed_machines WHERE machine_id = $1"
+    )
+    .bind(machine_id)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Removed machines, most recently removed first.
+pub async fn removed_machines(db: &Db) -> AppResult<Vec<RemovedMachineRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
+        "SELECT * FROM removed_machines ORDER BY removed_at DESC, machine_id"
+    )
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Lets a removed machine enroll again; its record, or None when it was not
+/// removed.
+pub async fn readmit_machine(
+    tx: &mut Tx,
+    machine_id: &str,
+) -> AppResult<Option<RemovedMachineRow>> {
+    Ok(with_conn!(&mut *tx, |c| sqlx::query_as(
+        "DELETE FROM removed_machines WHERE machine_id = $1 RETURNING *"
+    )
+    .bind(machine_id)
+    .fetch_optional(c)
+    .await)?)
 }

@@ -7,9 +7,9 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{
-    enrollment::new_token,
+    enrollment::{NewToken, store_new_token, validate_facts},
     hub::{FleetHub, WorkerEvent},
-    queries::{self as workers_db, StateChange, TaintJson, TokenRow, WorkerFilter},
+    queries::{self as workers_db, RemovedMachineRow, StateChange, TaintJson, WorkerFilter},
     session::change_state,
     status,
 };
@@ -191,30 +191,48 @@ impl WorkerApi {
         if r.description.chars().count() > 200 {
             v.add("description", "must be at most 200 characters");
         }
+        let machine_id = r.machine_id.trim().to_owned();
+        if !machine_id.is_empty() {
+            let probe = pb::MachineFacts {
+                hostname: "h".into(),
+                machine_id: machine_id.clone(),
+                ..Default::default()
+            };
+            if validate_facts(&probe).is_err() {
+                v.add(
+                    "machine_id",
+                    "must be 1 to 128 letters, digits, dashes or underscores",
+                );
+            }
+        }
         v.finish()?;
-        let (id, token, secret_hash) = new_token();
-        let now = now_ms();
-        let row = TokenRow {
-            id,
-            secret_hash,
-            description: r.description.trim().to_owned(),
-            expires_at: now + ttl * 1000,
-            max_uses: i64::from(r.max_uses),
-            uses: 0,
-            revoked_at: None,
-            created_by: Some(admin.to_owned()),
-            created_at: now,
-        };
-        let mut tx = self.hub.db().begin().await?;
-        workers_db::insert_token(&mut tx, &row).await?;
-        tx.commit().await?;
-        tracing::info!(by = admin, token_id = %row.id, ttl_seconds = ttl, max_uses = r.max_uses, "enrollment token created");
+        let (token, row) = store_new_token(
+            self.hub.db(),
+            NewToken {
+                ttl: std::time::Duration::from_secs(ttl.unsigned_abs()),
+                max_uses: r.max_uses.unsigned_abs(),
+                description: r.description,
+                machine_id: Some(machine_id),
+            },
+            Some(admin),
+        )
+        .await?;
         Ok(pb::CreateEnrollmentTokenResponse {
-            token,
+            token: token.expose().to_owned(),
             enrollment_token: Some((&row).into()),
             ca_hash: self.ca_hash.clone(),
             server_url: self.agent_url.clone(),
         })
+    }
+}
+
+fn removed_machine(r: &RemovedMachineRow) -> pb::RemovedMachine {
+    pb::RemovedMachine {
+        machine_id: r.machine_id.clone(),
+        worker_id: r.worker_id.clone(),
+        name: r.name.clone(),
+        removed_by: r.removed_by.clone().unwrap_or_default(),
+        removed_at: Some(timestamp(r.removed_at)),
     }
 }
 
@@ -289,16 +307,19 @@ impl WorkerService for WorkerApi {
         let admin = self.auth.admin(&request).await?;
         let id = &request.get_ref().id;
         require_id(id)?;
+        // One transaction: the worker goes and its machine is recorded as
+        // removed, so the agent cannot re-enroll in between.
         let mut tx = self.hub.db().begin().await?;
-        if !workers_db::delete(&mut tx, id).await? {
+        let Some(worker) = workers_db::delete_and_remove_machine(&mut tx, id, &admin.id).await?
+        else {
             return Err(AppError::NotFound(format!("no worker with id {id:?}")).into());
-        }
+        };
         tx.commit().await.map_err(AppError::from)?;
         // Deleting the row voids its certificate (Connect and Renew look the
         // worker up); closing the stream ends the live session now.
         self.hub.disconnect(id);
         self.hub.publish_deleted(id);
-        tracing::info!(by = %admin.id, worker_id = %id, "worker deleted");
+        tracing::info!(by = %admin.id, worker_id = %id, machine_id = %worker.machine_id, "worker deleted; its machine stays out until readmitted");
         Ok(Response::new(pb::DeleteWorkerResponse {}))
     }
 
@@ -590,6 +611,47 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::RevokeEnrollmentTokenResponse {
             enrollment_token: Some((&row).into()),
         }))
+    }
+
+    async fn list_removed_machines(
+        &self,
+        request: Request<pb::ListRemovedMachinesRequest>,
+    ) -> Result<Response<pb::ListRemovedMachinesResponse>, Status> {
+        self.auth.admin(&request).await?;
+        let rows = workers_db::removed_machines(self.hub.db()).await?;
+        Ok(Response::new(pb::ListRemovedMachinesResponse {
+            removed_machines: rows.iter().map(removed_machine).collect(),
+        }))
+    }
+
+    async fn readmit_machine(
+        &self,
+        request: Request<pb::ReadmitMachineRequest>,
+    ) -> Result<Response<pb::ReadmitMachineResponse>, Status> {
+        let admin = self.auth.admin(&request).await?;
+        let removed = self
+            .readmit(&admin.id, request.get_ref().machine_id.trim())
+            .await?;
+        Ok(Response::new(pb::ReadmitMachineResponse {
+            removed_machine: Some(removed),
+        }))
+    }
+}
+
+impl WorkerApi {
+    async fn readmit(&self, admin: &str, machine_id: &str) -> AppResult<pb::RemovedMachine> {
+        if machine_id.trim().is_empty() {
+            return Err(AppError::invalid("machine_id", "is required"));
+        }
+        let mut tx = self.hub.db().begin().await?;
+        let row = workers_db::readmit_machine(&mut tx, machine_id)
+            .await?
+            .ok_or_else(|| {
+                AppError::NotFound(format!("machine {machine_id:?} is not a removed machine"))
+            })?;
+        tx.commit().await?;
+        tracing::info!(by = admin, machine_id, "removed machine readmitted");
+        Ok(removed_machine(&row))
     }
 }
 

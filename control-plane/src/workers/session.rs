@@ -6,7 +6,7 @@
 //! silence longer than the heartbeat deadline, or a newer stream replacing
 //! it — marks the worker offline at once (unless a newer stream took over).
 
-use std::{net::IpAddr, time::Instant};
+use std::{net::IpAddr, sync::Arc, time::Instant};
 
 use minispod_proto::v1::{
     self as pb, ConnectRequest, ConnectResponse, connect_request, connect_response,
@@ -16,6 +16,7 @@ use tonic::{Status, Streaming};
 
 use super::{
     hub::{FleetHub, Mail},
+    limits::WorkerLimits,
     queries::{self as workers_db, HeartbeatMetrics, StateChange, StreamChange, WorkerRow},
 };
 use crate::{
@@ -68,16 +69,25 @@ pub enum EndReason {
 /// BENCHMARKS.md).
 pub fn run(
     hub: FleetHub,
+    limits: Arc<WorkerLimits>,
     worker: WorkerRow,
     peer_ip: Option<IpAddr>,
     inbound: Streaming<ConnectRequest>,
     out: mpsc::Sender<Box<Reply>>,
 ) -> impl Future<Output = ()> + Send {
-    serve(hub, Box::new(worker), peer_ip, Box::new(inbound), out)
+    serve(
+        hub,
+        limits,
+        Box::new(worker),
+        peer_ip,
+        Box::new(inbound),
+        out,
+    )
 }
 
 async fn serve(
     hub: FleetHub,
+    limits: Arc<WorkerLimits>,
     worker: Box<WorkerRow>,
     peer_ip: Option<IpAddr>,
     mut inbound: Box<Streaming<ConnectRequest>>,
@@ -100,14 +110,16 @@ async fn serve(
             }))) => h,
             Ok(Ok(Some(_))) => return EndReason::Protocol("the first message must be a hello".into()),
         };
-        let mut ready = worker.ready;
+        // What the store holds from here on: the hello's readiness.
+        let mut ready = hello.ready;
         let status = match Box::pin(go_online(&hub, worker, &reg.stream_id, peer_ip, hello)).await {
             Ok(row) => {
                 hub.mark_claimed(&worker_id, reg.session_id);
                 row.status
             }
-            Err(AppError::PermissionDenied(m)) => {
-                let _ = out.send(Box::new(Err(Status::permission_denied(m.clone())))).await;
+            Err(e @ (AppError::PermissionDenied(_) | AppError::Refused { .. })) => {
+                let m = e.to_string();
+                let _ = out.send(Box::new(Err(Status::from(e)))).await;
                 return EndReason::Protocol(m);
             }
             Err(e) => return EndReason::Broken(format!("store: {e}")),
@@ -147,8 +159,12 @@ async fn serve(
                         Ok(Ok(Some(ConnectRequest { message: Some(connect_request::Message::Heartbeat(b)) }))) => b,
                         Ok(Ok(Some(_))) => return EndReason::Protocol("expected a heartbeat".into()),
                     };
-                    if beat.ready != ready {
-                        // Readiness is a status change: written at once.
+                    // Readiness is a status change: written at once, within
+                    // the worker's limit. Over it, `ready` keeps the stored
+                    // value, so a later heartbeat writes the change once the
+                    // limit allows: flapping costs a bounded number of writes
+                    // and the record still ends up true.
+                    if beat.ready != ready && limits.ready.take(&worker_id).is_ok() {
                         ready = beat.ready;
                         if let Err(e) = Box::pin(change_state(&hub, &worker_id, StateChange { ready: Some(ready), ..Default::default() })).await {
                             return EndReason::Broken(format!("store: {e}"));
@@ -254,7 +270,13 @@ async fn go_online(
         },
     )
     .await?
-    .ok_or_else(|| AppError::PermissionDenied("the worker was deleted".into()))?;
+    .ok_or_else(|| {
+        AppError::refused(
+            tonic::Code::PermissionDenied,
+            super::enrollment::reason::WORKER_REMOVED,
+            "an administrator deleted this worker",
+        )
+    })?;
     tx.commit().await?;
     hub.publish(&row);
     tracing::info!(worker_id = %row.id, name = %row.name, status = %row.status, "worker online");

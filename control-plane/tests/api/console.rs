@@ -263,6 +263,7 @@ async fn new_enrollment_token(app: &TestApp) -> pb::CreateEnrollmentTokenRespons
                 ttl_seconds: 600,
                 max_uses: 1,
                 description: "console".into(),
+                ..Default::default()
             },
             &token,
         ))

@@ -9,3 +9,4 @@ mod hostile;
 mod on_postgres;
 mod transport;
 mod users;
+mod workers;

@@ -319,6 +319,7 @@ async fn bench(n: usize, heartbeat: Duration, window: Duration) -> anyhow::Resul
                 ttl_seconds: 86_400,
                 max_uses: 0,
                 description: "bench".into(),
+                ..Default::default()
             },
             &admin,
         ))
