@@ -32,7 +32,12 @@ pub enum EnrollError {
 impl From<tonic::Status> for EnrollError {
     fn from(s: tonic::Status) -> EnrollError {
         match Refusal::from_status(&s) {
-            Some(r) => EnrollError::Refused(r),
+            Some(r) => {
+                // The server's words say which case of the reason it is
+                // ("was revoked", "expired"); the caller logs what to do.
+                tracing::warn!(code = ?s.code(), message = %s.message(), "the control plane refused the enrollment");
+                EnrollError::Refused(r)
+            }
             None => EnrollError::Failed(anyhow::anyhow!("{}: {}", s.code(), s.message())),
         }
     }

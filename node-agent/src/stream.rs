@@ -334,7 +334,10 @@ async fn wait(delay: Duration, shutdown: &mut watch::Receiver<bool>) {
 /// The end of a stream for a failed call: a refusal, or a lost stream.
 fn ended_by(s: &tonic::Status) -> SessionEnd {
     match Refusal::from_status(s) {
-        Some(r) => SessionEnd::Refused(r),
+        Some(r) => {
+            tracing::warn!(code = ?s.code(), message = %s.message(), "the control plane refused this worker");
+            SessionEnd::Refused(r)
+        }
         None => SessionEnd::Lost(format!("{}: {}", s.code(), s.message())),
     }
 }

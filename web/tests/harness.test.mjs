@@ -72,7 +72,7 @@ describe('harness', () => {
       for (const [agent, name] of [[a, 'harness-direct'], [b, 'harness-pasted']]) {
         await waitFor(() => /stream up/.test(agent.log()), 30_000, { message: `${name} connected` });
         await waitFor(() => cp.log().includes(`name=${name} status=ACTIVE`), 10_000, { message: `${name} online` });
-        assert.ok(fs.existsSync(path.join(agent.stateDir, 'identity.json')));
+        assert.ok(fs.existsSync(path.join(agent.stateDir, 'credentials.json')));
       }
       assert.deepEqual(await b.stop(), { code: 0, signal: null });
       assert.equal((await a.kill9()).signal, 'SIGKILL');
