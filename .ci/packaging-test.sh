@@ -185,6 +185,7 @@ read -ra cmd <<< "$join"
 (
   export_env_file "$agent_root/etc/minispod/agent.env"
   export MINISPOD_STATE_DIR=$agent_root/var/lib/minispod-agent
+  export MINISPOD_TOKEN_FILE=$agent_root/var/lib/minispod-agent/enroll.token
   export MINISPOD_K3S_CONFIG=$agent_root/etc/rancher/k3s/config.yaml
   exec "$agent_root/usr/bin/minispod-agent" run
 ) > "$scratch/agent.log" 2>&1 &
@@ -199,6 +200,8 @@ for _ in $(seq 150); do
   sleep 0.2
 done
 [ -n "$online" ] || fail "the agent did not come online: $(tail -n 20 "$scratch/agent.log")"
+# The agent does not keep the spent token.
+[ ! -e "$agent_root/var/lib/minispod-agent/enroll.token" ] || fail "the agent kept its token file after enrolling"
 echo "end to end: the printed join command enrolled an agent against https://cp.example.org:7443"
 EOF2
 scratch=$scratch cp_root=$cp_root agent_root=$agent_root join=$join \

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the MiniSpod node agent on this worker: binary, hardened unit,
-# /etc/minispod/agent.env with the server, token and CA pin, enabled and
-# started; the agent then enrolls and runs its K3s join hook. TOKEN is an
+# /etc/minispod/agent.env with the server and CA pin, the token in
+# /var/lib/minispod-agent/enroll.token (0600; the agent deletes it once it
+# has enrolled), enabled and started; the agent then enrolls and runs its
+# K3s join hook. TOKEN is an
 # enrollment token for this machine, e.g. the single-use one in the join
 # command install-control-plane.sh prints.
 #
@@ -38,12 +40,18 @@ install_file "$bin" "$R/usr/bin/minispod-agent" 755
 install_file "$here/minispod-agent.service" "$R/etc/systemd/system/minispod-agent.service" 644
 ensure_dir "$R/etc/minispod" 755
 ensure_dir "$R/var/lib/minispod-agent" 700
+# Not in agent.env: the agent deletes the file once the token is spent (it
+# cannot edit the environment file, which its unit keeps read-only).
+if [ ! -e "$R/var/lib/minispod-agent/credentials.json" ]; then
+  write_file "$R/var/lib/minispod-agent/enroll.token" 600 <<<"$token"
+fi
 write_file "$R/etc/minispod/agent.env" 600 <<EOF2
 # Environment of minispod-agent.service (written by install-agent.sh).
-# The token and CA pin are used only until the agent has enrolled; the
-# token (single-use, from install-control-plane.sh) admits nothing after.
+# The token file and CA pin are used only until the agent has enrolled; the
+# token (single-use, from install-control-plane.sh) admits nothing after,
+# and the agent deletes its file.
 MINISPOD_SERVER=$server
-MINISPOD_TOKEN=$token
+MINISPOD_TOKEN_FILE=/var/lib/minispod-agent/enroll.token
 MINISPOD_CA_HASH=$ca_hash
 MINISPOD_STATE_DIR=/var/lib/minispod-agent
 MINISPOD_K3S_JOIN_COMMAND=$join_cmd

@@ -33,7 +33,9 @@ pub struct WorkerLimiter {
 #[derive(Debug, Default)]
 struct Buckets {
     /// Per worker, when its bucket is full again ("theoretical arrival time").
-    full_at: HashMap<String, Instant>,
+    /// Keyed by the worker id's 128 bits (worker ids are UUIDs), not its
+    /// text: a 10,000-worker fleet keeps an entry per worker.
+    full_at: HashMap<u128, Instant>,
     /// The size at which buckets that are full again are dropped (a full
     /// bucket and a missing one mean the same): twice what the last pruning
     /// left, so pruning costs O(1) per call however large the fleet.
@@ -71,12 +73,13 @@ impl WorkerLimiter {
             b.full_at.retain(|_, t| *t > now);
             b.prune_at = PRUNE_ABOVE.max(2 * b.full_at.len());
         }
-        let full_at = b.full_at.get(worker_id).copied().unwrap_or(now).max(now);
+        let key = worker_key(worker_id);
+        let full_at = b.full_at.get(&key).copied().unwrap_or(now).max(now);
         let ahead = full_at - now;
         if ahead > allowance {
             return Err(ahead - allowance);
         }
-        b.full_at.insert(worker_id.to_owned(), full_at + every);
+        b.full_at.insert(key, full_at + every);
         Ok(())
     }
 }
@@ -103,6 +106,20 @@ impl WorkerLimits {
             ready: WorkerLimiter::new(ready),
         }
     }
+}
+
+/// A worker id as a map key: its UUID's bits, or for an id that is not a
+/// UUID (none the store makes) a hash of it.
+fn worker_key(worker_id: &str) -> u128 {
+    uuid::Uuid::parse_str(worker_id).map_or_else(
+        |_| {
+            use std::hash::BuildHasher;
+            static SEED: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+                std::sync::LazyLock::new(Default::default);
+            u128::from(SEED.hash_one(worker_id))
+        },
+        |u| u.as_u128(),
+    )
 }
 
 #[cfg(test)]

@@ -468,19 +468,24 @@ pub async fn remove_replicas(
 /// online whose stream no live replica holds: its replica's lease lapsed or
 /// its record is gone. Returns the changed workers.
 pub async fn reap_orphaned_streams(tx: &mut Tx, now: i64) -> AppResult<Vec<WorkerRow>> {
-    Ok(with_conn!(tx, |c| sqlx::query_as(
-        "UPDATE workers SET online = FALSE,
-            status = CASE WHEN maintenance THEN 'MAINTENANCE'
-                          WHEN ever_connected THEN 'INACTIVE' ELSE 'PENDING' END,
-            stream_replica = NULL, stream_id = NULL, updated_at = $1
-         WHERE (online OR status IN ('ACTIVE', 'NOT_READY'))
-           AND (stream_replica IS NULL OR stream_replica NOT IN
-                (SELECT id FROM replicas WHERE lease_expires_at > $1))
-         RETURNING *"
-    )
-    .bind(now)
-    .fetch_all(c)
-    .await)?)
+    // The statuses come from the state machine (status.rs), not from SQL of
+    // their own.
+    static REAP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "UPDATE workers SET online = FALSE, status = {},
+                stream_replica = NULL, stream_id = NULL, updated_at = $1
+             WHERE (online OR status IN ({}))
+               AND (stream_replica IS NULL OR stream_replica NOT IN
+                    (SELECT id FROM replicas WHERE lease_expires_at > $1))
+             RETURNING *",
+            status::offline_status_sql(),
+            status::online_statuses_sql()
+        )
+    });
+    Ok(with_conn!(tx, |c| sqlx::query_as(REAP.as_str())
+        .bind(now)
+        .fetch_all(c)
+        .await)?)
 }
 
 /// What a listing keeps.

@@ -44,6 +44,51 @@ pub fn derive(f: StatusFacts) -> WorkerStatus {
     }
 }
 
+/// The status of a worker whose stream is gone, as an SQL expression over
+/// its `maintenance` and `ever_connected` columns: [`derive`] evaluated for
+/// every combination, so a bulk update in SQL cannot disagree with it.
+pub fn offline_status_sql() -> String {
+    let s = |maintenance, ever_connected| {
+        to_db(derive(StatusFacts {
+            maintenance,
+            online: false,
+            ready: false,
+            ever_connected,
+        }))
+    };
+    format!(
+        "CASE WHEN maintenance AND ever_connected THEN '{}' WHEN maintenance THEN '{}' \
+         WHEN ever_connected THEN '{}' ELSE '{}' END",
+        s(true, true),
+        s(true, false),
+        s(false, true),
+        s(false, false)
+    )
+}
+
+/// The stored statuses a worker outside maintenance can have only while
+/// its stream is open, as an SQL list (`'ACTIVE', 'NOT_READY'`), from
+/// [`derive`].
+pub fn online_statuses_sql() -> String {
+    let mut names: Vec<&str> = [true, false]
+        .into_iter()
+        .map(|ready| {
+            to_db(derive(StatusFacts {
+                maintenance: false,
+                online: true,
+                ready,
+                ever_connected: true,
+            }))
+        })
+        .collect();
+    names.dedup();
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The status's name as stored.
 pub fn to_db(s: WorkerStatus) -> &'static str {
     match s {
@@ -92,6 +137,16 @@ mod tests {
             }
             assert_eq!(from_db(to_db(s)), s);
         }
+    }
+
+    #[test]
+    fn the_sql_forms_are_derived_from_the_machine() {
+        assert_eq!(
+            offline_status_sql(),
+            "CASE WHEN maintenance AND ever_connected THEN 'MAINTENANCE' WHEN maintenance THEN 'MAINTENANCE' \
+             WHEN ever_connected THEN 'INACTIVE' ELSE 'PENDING' END"
+        );
+        assert_eq!(online_statuses_sql(), "'ACTIVE', 'NOT_READY'");
     }
 
     #[test]
