@@ -6,11 +6,17 @@
 // addresses (127.0.0.2, 127.0.0.3, ...), as distinct machines would be.
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import http2 from 'node:http2';
 import { after, before, describe, it } from 'node:test';
 
-import { startControlPlane, startNginx, withLogs } from './harness.mjs';
+import { REPO_ROOT, startControlPlane, startNginx, withLogs } from './harness.mjs';
+
+/** grpcurl: $MINISPOD_GRPCURL (set by .ci/test.sh), else the one it installs. */
+const GRPCURL = process.env.MINISPOD_GRPCURL || path.join(REPO_ROOT, '.ci', '.venv', 'bin', 'grpcurl');
 
 /** protobuf: a length-delimited string field. */
 function stringField(num, s) {
@@ -95,6 +101,20 @@ describe('rate limits through nginx', () => {
       );
       // Another client behind the same nginx is not affected.
       assert.equal(await login(nginx.url, caPem, '127.0.0.3'), UNAUTHENTICATED, 'another client');
+    }),
+  );
+
+  it(
+    'serves grpcurl through nginx: reflection lists the services and health answers SERVING',
+    withLogs(logs, async () => {
+      const run = promisify(execFile);
+      const target = `localhost:${nginx.port}`;
+      const list = await run(GRPCURL, ['-cacert', nginx.caPath, target, 'list']);
+      for (const svc of ['minispod.v1.AuthService', 'minispod.v1.WorkerService', 'grpc.health.v1.Health']) {
+        assert.ok(list.stdout.split('\n').includes(svc), `${svc} missing from:\n${list.stdout}`);
+      }
+      const health = await run(GRPCURL, ['-cacert', nginx.caPath, target, 'grpc.health.v1.Health/Check']);
+      assert.match(health.stdout, /"SERVING"/);
     }),
   );
 });
