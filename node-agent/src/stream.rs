@@ -448,7 +448,6 @@ async fn session(
                             tick.reset();
                             tracing::info!(?interval, "heartbeat interval changed");
                         }
-                        Some(pb::command::Command::Drain(true)) => tracing::info!("drain requested (maintenance)"),
                         Some(pb::command::Command::RenewCertificate(true)) => renewal.as_mut().reset(tokio::time::Instant::now()),
                         Some(pb::command::Command::Reenroll(true)) => return Ok(SessionEnd::ReEnroll),
                         _ => {}

@@ -504,26 +504,26 @@ mod tests {
             async move { m.next().await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(m.post(pb::command::Command::Drain(true)));
+        assert!(m.post(pb::command::Command::RenewCertificate(true)));
         let first = tokio::time::timeout(Duration::from_secs(1), waiter)
             .await
             .expect("a waiting stream is woken by a command")
             .unwrap();
         assert_eq!(
             first,
-            Mail::Commands(vec![pb::command::Command::Drain(true)])
+            Mail::Commands(vec![pb::command::Command::RenewCertificate(true)])
         );
 
-        assert!(m.post(pb::command::Command::Drain(false)));
         assert!(m.post(pb::command::Command::HeartbeatIntervalSeconds(7)));
+        assert!(m.post(pb::command::Command::Reenroll(true)));
         let next = tokio::time::timeout(Duration::from_secs(1), m.next())
             .await
             .expect("queued commands are ready");
         assert_eq!(
             next,
             Mail::Commands(vec![
-                pb::command::Command::Drain(false),
-                pb::command::Command::HeartbeatIntervalSeconds(7)
+                pb::command::Command::HeartbeatIntervalSeconds(7),
+                pb::command::Command::Reenroll(true)
             ])
         );
 
@@ -532,16 +532,16 @@ mod tests {
             .await
             .expect("a stopped mailbox answers at once");
         assert_eq!(stopped, Mail::Stop);
-        assert!(!m.post(pb::command::Command::Drain(true)), "stopped");
+        assert!(!m.post(pb::command::Command::RenewCertificate(true)), "stopped");
     }
 
     #[tokio::test]
     async fn a_full_mailbox_refuses_commands() {
         let m = Mailbox::default();
         for _ in 0..MAILBOX_COMMANDS {
-            assert!(m.post(pb::command::Command::Drain(true)));
+            assert!(m.post(pb::command::Command::RenewCertificate(true)));
         }
-        assert!(!m.post(pb::command::Command::Drain(true)));
+        assert!(!m.post(pb::command::Command::RenewCertificate(true)));
         assert!(matches!(m.next().await, Mail::Commands(c) if c.len() == MAILBOX_COMMANDS));
     }
 }

@@ -261,7 +261,7 @@ mod tests {
             Notice::Upserted("w1".into()),
             Notice::Deleted("w2".into()),
             Notice::Disconnect("w3".into()),
-            Notice::Command("w4".into(), pb::command::Command::Drain(true)),
+            Notice::Command("w4".into(), pb::command::Command::RenewCertificate(true)),
         ] {
             let text = encode("r1", &notice);
             assert_eq!(decode(&text), Some(("r1", notice)));

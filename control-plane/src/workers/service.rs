@@ -349,10 +349,6 @@ impl WorkerService for WorkerApi {
                 },
             )
             .await?;
-        if maintenance {
-            self.hub
-                .send_command(&r.id, pb::command::Command::Drain(true));
-        }
         Ok(Response::new(pb::SetWorkerStatusResponse {
             worker: Some(worker),
         }))
@@ -436,6 +432,8 @@ impl WorkerService for WorkerApi {
             cpu_utilization_percent: pct(t.used_cpu_millicores, capacity_cpu as f64),
             memory_utilization_percent: pct(t.memory_used_bytes as f64, t.memory_bytes as f64),
             storage_utilization_percent: pct(t.storage_used_bytes as f64, t.storage_bytes as f64),
+            cluster_link: pb::ClusterLinkState::Unlinked as i32,
+            ..Default::default()
         }))
     }
 
@@ -634,6 +632,17 @@ impl WorkerService for WorkerApi {
             .await?;
         Ok(Response::new(pb::ReadmitMachineResponse {
             removed_machine: Some(removed),
+        }))
+    }
+
+    async fn get_cluster_link(
+        &self,
+        request: Request<pb::GetClusterLinkRequest>,
+    ) -> Result<Response<pb::GetClusterLinkResponse>, Status> {
+        self.auth.admin(&request).await?;
+        Ok(Response::new(pb::GetClusterLinkResponse {
+            state: pb::ClusterLinkState::Unlinked as i32,
+            ..Default::default()
         }))
     }
 }
