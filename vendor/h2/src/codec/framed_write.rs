@@ -62,11 +62,11 @@ enum Next<B> {
 
 /// Initialize the connection with this amount of write buffer.
 ///
-/// MiniSpod patch: 2 KiB instead of 16 KiB. The buffer still grows on demand
+/// MiniSpod patch: 1.5 KiB instead of 16 KiB. The buffer still grows on demand
 /// (a HEADERS frame of MAX_FRAME_SIZE still fits), and it must stay above
 /// `chain_threshold + HEADER_LEN` (1,033 bytes) for `has_capacity`. A server
 /// holding thousands of mostly idle streams keeps 14 KiB less per connection.
-const DEFAULT_BUFFER_CAPACITY: usize = 2 * 1_024;
+const DEFAULT_BUFFER_CAPACITY: usize = 1_536;
 
 /// Chain payloads bigger than this when vectored I/O is enabled. The remote
 /// will never advertise a max frame size less than this (well, the spec says

@@ -42,7 +42,7 @@ where
         let framed_write = FramedWrite::new(io);
 
         // Delimit the frames
-        // MiniSpod patch: a 2 KiB initial read buffer instead of tokio-util's
+        // MiniSpod patch: a 1 KiB initial read buffer instead of tokio-util's
         // 8 KiB; it grows to fit a frame that needs more.
         let delimited = tokio_util::codec::FramedRead::with_capacity(
             framed_write,
@@ -65,7 +65,7 @@ where
 }
 
 /// Initial capacity of the read buffer (MiniSpod patch).
-const READ_BUFFER_CAPACITY: usize = 2 * 1_024;
+const READ_BUFFER_CAPACITY: usize = 1_024;
 
 impl<T, B> Codec<T, B> {
     /// Updates the max received frame size.
