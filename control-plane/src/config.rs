@@ -282,9 +282,43 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_K3S_SERVER_URL", default_value = "")]
     pub k3s_server_url: String,
 
-    /// File holding the K3s join token handed to enrolled agents.
+    /// File holding the K3s join token handed to enrolled agents. With a
+    /// linked cluster each enrollment gets a bootstrap token of its own
+    /// instead, and this one is the fallback when the cluster cannot make one.
     #[arg(long, env = "MINISPOD_K3S_TOKEN_FILE")]
     pub k3s_token_file: Option<PathBuf>,
+
+    /// How long the per-enrollment K3s bootstrap tokens of a linked cluster
+    /// stay valid (the agent joins K3s right after enrolling).
+    #[arg(long, env = "MINISPOD_K3S_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub k3s_token_ttl: Duration,
+
+    /// Kubeconfig of the K3s (or any Kubernetes) cluster the workers join,
+    /// e.g. /etc/rancher/k3s/k3s.yaml on the K3s server. With it the control
+    /// plane watches Nodes and Pods (the worker records show their
+    /// conditions, capacity and allocated resources) and applies cordons,
+    /// labels, taints, drains and its offline taint to the nodes. Without
+    /// it (and without --kube-in-cluster) no cluster is linked.
+    #[arg(long, env = "MINISPOD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Link to the cluster the control plane runs in, with its pod's
+    /// service account (deploy/kubernetes/control-plane-rbac.yaml).
+    #[arg(long, env = "MINISPOD_KUBE_IN_CLUSTER", conflicts_with = "kubeconfig")]
+    pub kube_in_cluster: bool,
+
+    /// How long a worker's stream may be gone before its node is tainted
+    /// minispod.dev/offline:NoExecute, so that Kubernetes moves its pods
+    /// (Kubernetes alone waits about 40 s to call a node NotReady and 300 s
+    /// more to evict). Short blips stay below it and move nothing.
+    #[arg(long, env = "MINISPOD_OFFLINE_TAINT_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub offline_taint_grace: Duration,
+
+    /// No offline taint this soon after the control plane starts (or
+    /// restarts): its agents need a moment to reconnect, and a restart must
+    /// not move every pod in the cluster.
+    #[arg(long, env = "MINISPOD_OFFLINE_TAINT_AFTER_START", default_value = "30s", value_parser = parse_duration)]
+    pub offline_taint_after_start: Duration,
 
     /// Enroll calls one client address may burst.
     #[arg(long, env = "MINISPOD_ENROLL_BURST", default_value_t = 100)]

@@ -1,12 +1,13 @@
 //! The MiniSpod control plane as a library, so tests start the real server.
 //!
-//! A folder per domain (`auth`, `users`, `catalog`, `workers`), each with
+//! A folder per domain (`auth`, `users`, `catalog`, `workers`, `cluster`), each with
 //! its service, logic and queries; cross-cutting pieces (`console`, `pki`,
 //! `store`, ...) at the top.
 //! See ARCHITECTURE.md for the map.
 
 pub mod auth;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod error;

@@ -150,6 +150,9 @@ pub struct FleetGauges {
     pub workers: Vec<(String, bool, i64)>,
     /// Streams held by this process.
     pub streams_open: usize,
+    /// The cluster link's state name (e.g. "CONNECTED") and its (nodes,
+    /// nodes that belong to a worker); None when no cluster is linked.
+    pub cluster: Option<(&'static str, i64, i64)>,
 }
 
 impl Metrics {
@@ -207,6 +210,17 @@ impl Metrics {
             "# HELP minispod_streams_open Agent streams held by this process.\n# TYPE minispod_streams_open gauge\nminispod_streams_open {}",
             fleet.streams_open
         );
+        if let Some((state, nodes, linked)) = fleet.cluster {
+            let _ = writeln!(
+                out,
+                "# HELP minispod_cluster_link_up 1 while the Kubernetes API server is reachable and the node and pod watches are synced.\n# TYPE minispod_cluster_link_up gauge\nminispod_cluster_link_up{{state=\"{state}\"}} {}",
+                u8::from(state == "CONNECTED")
+            );
+            let _ = writeln!(
+                out,
+                "# HELP minispod_cluster_nodes Kubernetes nodes the link sees, and how many belong to a worker.\n# TYPE minispod_cluster_nodes gauge\nminispod_cluster_nodes {nodes}\nminispod_cluster_nodes_linked {linked}"
+            );
+        }
         counter(
             &mut out,
             "minispod_heartbeats_received_total",
@@ -295,6 +309,7 @@ mod tests {
         let text = m.render(&FleetGauges {
             workers: vec![],
             streams_open: 0,
+            cluster: None,
         });
         assert!(!text.contains("minispod_fake"), "{text}");
         assert!(
@@ -320,6 +335,7 @@ mod tests {
         let text = m.render(&FleetGauges {
             workers: vec![("ACTIVE".into(), true, 3)],
             streams_open: 3,
+            cluster: None,
         });
         assert!(text.contains(
             "minispod_rpc_requests_total{method=\"/minispod.v1.AuthService/Login\",code=\"OK\"} 1"

@@ -11,7 +11,7 @@ use anyhow::Context;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderName, HeaderValue, Method};
 use minispod_proto::v1::{
-    agent_service_server::AgentServiceServer, auth_service_server::AuthServiceServer,
+    self as pb, agent_service_server::AgentServiceServer, auth_service_server::AuthServiceServer,
     catalog_service_server::CatalogServiceServer, user_service_server::UserServiceServer,
     worker_service_server::WorkerServiceServer,
 };
@@ -30,6 +30,7 @@ use crate::{
         tokens::{AccessTokens, load_or_create_secret},
     },
     catalog::{seed, service::CatalogApi},
+    cluster::{ClusterLink, LinkSettings},
     config::ServeArgs,
     console::ConsoleLayer,
     metrics::{FleetGauges, Metrics},
@@ -176,6 +177,16 @@ impl Application {
                 "marked workers without a live stream INACTIVE"
             );
         }
+        let cluster = ClusterLink::connect(
+            args.kubeconfig.as_deref(),
+            args.kube_in_cluster,
+            LinkSettings {
+                offline_taint_grace: args.offline_taint_grace,
+                offline_taint_after_start: args.offline_taint_after_start,
+            },
+        )
+        .await?;
+        hub.set_cluster(cluster.clone());
         let enrollment = Enrollment::new(hub.clone(), pki.clone(), enrollment_config(&args)?);
         enrollment.import_static_token().await?;
 
@@ -314,12 +325,22 @@ impl Application {
                     metrics.render(&FleetGauges {
                         workers,
                         streams_open: hub.online_count(),
+                        cluster: hub.cluster().and_then(ClusterLink::gauges),
                     })
                 })
             });
             tokio::spawn(minispod_support::serve_metrics(l, render))
         });
         let flusher = hub.spawn_flusher();
+        let cluster = hub.cluster().cloned().unwrap_or_else(ClusterLink::unlinked);
+        let mut cluster_tasks = cluster.spawn_watches();
+        cluster_tasks.extend(cluster.spawn_reconciler(hub.clone()));
+        if cluster.is_linked() {
+            cluster_tasks.push(tokio::spawn(report_cluster_health(
+                cluster.clone(),
+                health.clone(),
+            )));
+        }
         let limits = &args.transport;
         let gate = Gate::new(limits.clone());
         let request_buffer = RequestBuffer::new(limits.max_request_buffer);
@@ -454,6 +475,9 @@ impl Application {
             t.abort();
         }
         flusher.abort();
+        for t in cluster_tasks {
+            t.abort();
+        }
         if let Err(e) = hub.flush_metrics().await {
             tracing::warn!(error = %e, "final heartbeat metrics flush failed");
         }
@@ -478,6 +502,30 @@ const API_SERVICES: [&str; 6] = [
     <WorkerServiceServer<WorkerApi> as tonic::server::NamedService>::NAME,
     <AgentServiceServer<AgentApi> as tonic::server::NamedService>::NAME,
 ];
+
+/// The grpc.health.v1 name of the cluster link: SERVING while it is
+/// CONNECTED. Only that name: a lost API server must not take the control
+/// plane out of a load balancer, since agents' streams do not need it.
+pub const CLUSTER_HEALTH: &str = "minispod.cluster";
+
+/// Reports the cluster link's state on grpc.health.v1 as [`CLUSTER_HEALTH`].
+async fn report_cluster_health(link: ClusterLink, health: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    let mut last = None;
+    loop {
+        let up = link.state() == pb::ClusterLinkState::Connected;
+        if last != Some(up) {
+            let status = if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status(CLUSTER_HEALTH, status).await;
+            last = Some(up);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
 
 /// How often the database is checked for grpc.health.v1.
 const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -579,6 +627,7 @@ fn enrollment_config(args: &ServeArgs) -> anyhow::Result<EnrollmentConfig> {
         static_token,
         k3s_server_url: args.k3s_server_url.clone(),
         k3s_token,
+        k3s_token_ttl: args.k3s_token_ttl,
         rate_burst: args.enroll_burst,
         rate_per_second: args.enroll_per_second,
     })

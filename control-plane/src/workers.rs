@@ -87,6 +87,25 @@ impl From<&WorkerRow> for pb::Worker {
             enrolled_at: Some(timestamp(w.enrolled_at)),
             created_at: Some(timestamp(w.created_at)),
             updated_at: Some(timestamp(w.updated_at)),
+            not_ready_reason: not_ready_reason(w, status),
+            // The cluster link adds these from its view of the node.
+            node: None,
+            drain: None,
+            capacity: None,
         }
+    }
+}
+
+/// Why a worker is NOT_READY: the agent's own readiness first (with the K3s
+/// join hook's error, which is the usual cause), then its node's.
+fn not_ready_reason(w: &WorkerRow, status: pb::WorkerStatus) -> String {
+    if status != pb::WorkerStatus::NotReady {
+        String::new()
+    } else if !w.ready && !w.k3s_join_error.is_empty() {
+        format!("agent not ready: {}", w.k3s_join_error)
+    } else if !w.ready {
+        "agent not ready".into()
+    } else {
+        w.node_reason.clone()
     }
 }

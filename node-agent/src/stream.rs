@@ -370,6 +370,7 @@ async fn session(
             facts: Some(cfg.facts.clone()),
             ready,
             k3s_join_error: join_error,
+            ..Default::default()
         })),
     };
     tx.send(hello).await.context("queue hello")?;

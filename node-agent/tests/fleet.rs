@@ -645,6 +645,7 @@ async fn open_stream(
             }),
             ready: true,
             k3s_join_error: String::new(),
+            kubernetes_node_name: String::new(),
         })),
     };
     let mut s = AgentServiceClient::new(channel)

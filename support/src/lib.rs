@@ -5,6 +5,11 @@
 
 pub mod secret;
 
+/// The Kubernetes node label that ties a node to its worker: the agent's
+/// K3s configuration sets it to the worker id, and the control plane finds
+/// each worker's node by it.
+pub const WORKER_ID_LABEL: &str = "minispod.dev/worker-id";
+
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{

@@ -38,6 +38,10 @@ pub mod reason {
     /// Enroll with an unknown, expired, revoked or used-up token, or one
     /// bound to another machine.
     pub const TOKEN_INVALID: &str = "TOKEN_INVALID";
+    /// Enroll while the linked cluster cannot make a K3s join token (and no
+    /// --k3s-token-file fallback): UNAVAILABLE, retry later; the enrollment
+    /// token is not spent.
+    pub const CLUSTER_UNAVAILABLE: &str = "CLUSTER_UNAVAILABLE";
 }
 
 pub use minispod_support::secret::Secret;
@@ -68,6 +72,8 @@ pub struct EnrollmentConfig {
     pub k3s_server_url: String,
     /// K3s join token handed to agents.
     pub k3s_token: Secret,
+    /// How long the per-worker K3s bootstrap tokens of a linked cluster last.
+    pub k3s_token_ttl: std::time::Duration,
     /// Enroll calls one address may burst.
     pub rate_burst: u32,
     /// Sustained Enroll calls per second per address.
@@ -440,7 +446,7 @@ impl Enrollment {
             .sign_worker_csr(&r.csr_pem, &worker_id, self.config.cert_ttl)
             .map_err(|e| AppError::invalid("csr_pem", e))?;
         if existing.is_some() {
-            workers_db::write_facts(&mut tx, &worker_id, &facts).await?;
+            workers_db::write_facts(&mut tx, &worker_id, &facts, None).await?;
             workers_db::set_certificate(
                 &mut tx,
                 &worker_id,
@@ -460,6 +466,31 @@ impl Enrollment {
             .await?;
         }
         let row = workers_db::require(&mut tx, &worker_id).await?;
+        // With a linked cluster, a join token of this worker's own, made
+        // before the enrollment is committed: if the API server cannot make
+        // one, the enrollment fails (UNAVAILABLE, the agent retries) and its
+        // token is not spent — unless --k3s-token-file gives a fallback.
+        let k3s_token = match self.hub.cluster() {
+            Some(c) if c.is_linked() => match c
+                .k3s_join_token(&worker_id, self.config.k3s_token_ttl)
+                .await
+            {
+                Ok(Some(t)) => t,
+                Ok(None) => self.config.k3s_token.clone(),
+                Err(e) if !self.config.k3s_token.expose().is_empty() => {
+                    tracing::warn!(worker_id, error = %format!("{e:#}"), "no bootstrap token from the cluster; handing out the --k3s-token-file token");
+                    self.config.k3s_token.clone()
+                }
+                Err(e) => {
+                    return Err(AppError::refused(
+                        tonic::Code::Unavailable,
+                        reason::CLUSTER_UNAVAILABLE,
+                        format!("the cluster could not make a K3s join token ({e}); try again"),
+                    ));
+                }
+            },
+            _ => self.config.k3s_token.clone(),
+        };
         tx.commit().await?;
         // A re-enrolled machine's old certificate is void: close any stream
         // (one another replica may not have reported closed yet).
@@ -472,7 +503,7 @@ impl Enrollment {
             ca_pem: self.ca_pem().to_owned(),
             certificate_expires_at: Some(timestamp(cert.expires_at_ms)),
             k3s_server_url: self.config.k3s_server_url.clone(),
-            k3s_token: self.config.k3s_token.expose().to_owned(),
+            k3s_token: k3s_token.expose().to_owned(),
             heartbeat_interval_seconds: self.hub.config().heartbeat_interval.as_secs().max(1)
                 as i32,
         })

@@ -20,6 +20,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 
 use super::queries::{self as workers_db, HeartbeatMetrics, WorkerRow};
 use crate::{
+    cluster::ClusterLink,
     error::AppResult,
     metrics::Metrics,
     store::{Db, now_ms},
@@ -174,6 +175,8 @@ struct Inner {
     pending: Mutex<HashMap<String, HeartbeatMetrics>>,
     closing: tokio::sync::watch::Sender<bool>,
     metrics: Arc<Metrics>,
+    /// The cluster link, once startup made it.
+    cluster: std::sync::OnceLock<ClusterLink>,
 }
 
 /// Shared state of the fleet; cheap to clone.
@@ -198,8 +201,29 @@ impl FleetHub {
                 pending: Mutex::new(HashMap::new()),
                 closing: tokio::sync::watch::Sender::new(false),
                 metrics,
+                cluster: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Workers shown from now on carry what `link` says of their nodes.
+    pub fn set_cluster(&self, link: ClusterLink) {
+        let _ = self.inner.cluster.set(link);
+    }
+
+    /// The cluster link, when one was set.
+    pub fn cluster(&self) -> Option<&ClusterLink> {
+        self.inner.cluster.get()
+    }
+
+    /// A worker as the API shows it: its record, and what the cluster link
+    /// says of its node.
+    pub fn worker(&self, row: &WorkerRow) -> pb::Worker {
+        let mut w = pb::Worker::from(row);
+        if let Some(c) = self.cluster() {
+            c.decorate(&mut w);
+        }
+        w
     }
 
     /// The store.
@@ -412,7 +436,7 @@ impl FleetHub {
         let _ = self
             .inner
             .events
-            .send((WorkerEvent::Upserted(Box::new(row.into())), now_ms()));
+            .send((WorkerEvent::Upserted(Box::new(self.worker(row))), now_ms()));
     }
 
     /// Tells watchers, here and on every replica, a worker is gone.
@@ -532,7 +556,10 @@ mod tests {
             .await
             .expect("a stopped mailbox answers at once");
         assert_eq!(stopped, Mail::Stop);
-        assert!(!m.post(pb::command::Command::RenewCertificate(true)), "stopped");
+        assert!(
+            !m.post(pb::command::Command::RenewCertificate(true)),
+            "stopped"
+        );
     }
 
     #[tokio::test]

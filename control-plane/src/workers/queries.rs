@@ -63,6 +63,9 @@ pub struct WorkerRow {
     pub updated_at: i64,
     pub stream_replica: Option<String>,
     pub stream_id: Option<String>,
+    pub node_ready: bool,
+    pub node_reason: String,
+    pub kubernetes_node: String,
 }
 
 impl WorkerRow {
@@ -72,6 +75,7 @@ impl WorkerRow {
             maintenance: self.maintenance,
             online: self.online,
             ready: self.ready,
+            node_ready: self.node_ready,
             ever_connected: self.ever_connected,
         }
     }
@@ -149,15 +153,22 @@ pub async fn insert(
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
-    write_facts(tx, id, facts).await
+    write_facts(tx, id, facts, None).await
 }
 
-/// Records a machine's facts.
-pub async fn write_facts(tx: &mut Tx, id: &str, f: &MachineFacts) -> AppResult<()> {
+/// Records a machine's facts and, when given, the Kubernetes node the
+/// agent says it runs on.
+pub async fn write_facts(
+    tx: &mut Tx,
+    id: &str,
+    f: &MachineFacts,
+    kubernetes_node: Option<&str>,
+) -> AppResult<()> {
     with_conn!(&mut *tx, |c| sqlx::query(
         "UPDATE workers SET name = $2, ip_address = $3, cpu_model = $4, cpu_cores = $5,
             architecture = $6, memory_bytes = $7, storage_bytes = $8, os = $9, kernel_version = $10,
-            kubelet_version = $11, container_runtime = $12, agent_version = $13, updated_at = $14
+            kubelet_version = $11, container_runtime = $12, agent_version = $13, updated_at = $14,
+            kubernetes_node = COALESCE($15, kubernetes_node)
          WHERE id = $1",
     )
     .bind(id)
@@ -174,6 +185,7 @@ pub async fn write_facts(tx: &mut Tx, id: &str, f: &MachineFacts) -> AppResult<(
     .bind(&f.container_runtime)
     .bind(&f.agent_version)
     .bind(now_ms())
+    .bind(kubernetes_node)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -237,6 +249,8 @@ pub struct StateChange<'a> {
     pub ready: Option<bool>,
     /// Cordoned or not.
     pub cordoned: Option<bool>,
+    /// The Kubernetes node's readiness and, when not ready, why.
+    pub node: Option<(bool, &'a str)>,
     /// The live stream's record.
     pub stream: StreamChange<'a>,
 }
@@ -264,6 +278,9 @@ pub async fn apply_state(
     f.maintenance = change.maintenance.unwrap_or(f.maintenance);
     f.online = change.online.unwrap_or(f.online);
     f.ready = change.ready.unwrap_or(f.ready);
+    if let Some((node_ready, _)) = change.node {
+        f.node_ready = node_ready;
+    }
     f.ever_connected |= f.online;
     let now = now_ms();
     let row = with_conn!(&mut *tx, |c| sqlx::query_as(
@@ -272,7 +289,8 @@ pub async fn apply_state(
             last_health_check_at = CASE WHEN $4 THEN $8 ELSE last_health_check_at END,
             updated_at = $8,
             stream_replica = CASE WHEN $9 THEN $10 ELSE stream_replica END,
-            stream_id = CASE WHEN $9 THEN $11 ELSE stream_id END
+            stream_id = CASE WHEN $9 THEN $11 ELSE stream_id END,
+            node_ready = $12, node_reason = COALESCE($13, node_reason)
          WHERE id = $1 RETURNING *",
     )
     .bind(id)
@@ -286,6 +304,8 @@ pub async fn apply_state(
     .bind(set_stream)
     .bind(replica)
     .bind(stream)
+    .bind(f.node_ready)
+    .bind(change.node.map(|(_, reason)| reason))
     .fetch_optional(c)
     .await)?;
     Ok(row)
@@ -643,6 +663,16 @@ pub async fn list(
     Ok((rows, total))
 }
 
+/// (id, online, ever connected) of every worker, for the cluster link's
+/// sweeps.
+pub async fn presence(db: &Db) -> AppResult<Vec<(String, bool, bool)>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
+        "SELECT id, online, ever_connected FROM workers",
+    )
+    .fetch_all(c)
+    .await)?)
+}
+
 /// (status, online, count) over all workers, for metrics.
 pub async fn counts_by_status(db: &Db) -> AppResult<Vec<(String, bool, i64)>> {
     Ok(with_conn!(db.read(), |c| sqlx::query_as(
@@ -703,6 +733,56 @@ pub async fn stats(db: &Db) -> AppResult<(FleetTotals, Vec<(String, i64)>)> {
     .fetch_all(c)
     .await)?;
     Ok((totals, by_status))
+}
+
+/// What an online worker offers, as its agent reports it.
+#[derive(Debug, Clone, FromRow)]
+#[allow(missing_docs)]
+pub struct OnlineCapacity {
+    pub id: String,
+    pub cpu_cores: i64,
+    pub memory_bytes: i64,
+    pub storage_bytes: i64,
+    pub max_pods: i64,
+    pub allocatable_cpu_millicores: i64,
+    pub allocatable_memory_bytes: i64,
+    pub allocatable_storage_bytes: i64,
+    pub allocatable_pods: i64,
+    pub allocated_cpu_millicores: i64,
+    pub allocated_memory_bytes: i64,
+    pub allocated_storage_bytes: i64,
+    pub pod_count: i64,
+}
+
+/// Every online worker's capacity, for the fleet's headroom.
+pub async fn online_capacity(db: &Db) -> AppResult<Vec<OnlineCapacity>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
+        "SELECT id, cpu_cores, memory_bytes, storage_bytes, max_pods,
+            allocatable_cpu_millicores, allocatable_memory_bytes, allocatable_storage_bytes,
+            allocatable_pods, allocated_cpu_millicores, allocated_memory_bytes,
+            allocated_storage_bytes, pod_count
+         FROM workers WHERE online",
+    )
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Workers per architecture and per OS: (architecture counts, OS counts),
+/// most common first.
+pub async fn counts_by_platform(db: &Db) -> AppResult<(Vec<(String, i64)>, Vec<(String, i64)>)> {
+    let arch = with_conn!(db.read(), |c| {
+        sqlx::query_as(
+        "SELECT architecture, COUNT(*) AS n FROM workers GROUP BY architecture ORDER BY n DESC, architecture"
+    )
+    .fetch_all(c)
+    .await
+    })?;
+    let os = with_conn!(db.read(), |c| sqlx::query_as(
+        "SELECT os, COUNT(*) AS n FROM workers GROUP BY os ORDER BY n DESC, os"
+    )
+    .fetch_all(c)
+    .await)?;
+    Ok((arch, os))
 }
 
 /// An enrollment token as stored.

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     auth::AuthState,
+    cluster::{ClusterLink, view::Resources},
     error::{AppError, AppResult, Violations},
     store::{Page, now_ms, timestamp},
 };
@@ -160,7 +161,7 @@ impl WorkerApi {
         .ok_or_else(|| AppError::NotFound(format!("no worker with id {:?}", r.id)))?;
         tx.commit().await?;
         self.hub.publish(&row);
-        Ok((&row).into())
+        Ok(self.hub.worker(&row))
     }
 
     async fn state(&self, id: &str, change: StateChange<'_>) -> AppResult<pb::Worker> {
@@ -168,7 +169,7 @@ impl WorkerApi {
         let row = change_state(&self.hub, id, change)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("no worker with id {id:?}")))?;
-        Ok((&row).into())
+        Ok(self.hub.worker(&row))
     }
 
     async fn create_token(
@@ -262,7 +263,7 @@ impl WorkerService for WorkerApi {
         let (rows, total) =
             workers_db::list(self.hub.db(), &self.counts, &filter, order, page).await?;
         Ok(Response::new(pb::ListWorkersResponse {
-            workers: rows.iter().map(Into::into).collect(),
+            workers: rows.iter().map(|r| self.hub.worker(r)).collect(),
             next_page_token: page.next_token(total),
             total_size: total,
         }))
@@ -285,7 +286,7 @@ impl WorkerService for WorkerApi {
             _ => return Err(AppError::invalid("lookup", "give an id or a name").into()),
         };
         Ok(Response::new(pb::GetWorkerResponse {
-            worker: Some((&row).into()),
+            worker: Some(self.hub.worker(&row)),
         }))
     }
 
@@ -380,6 +381,11 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::GetWorkerStatsResponse>, Status> {
         self.auth.admin(&request).await?;
         let (t, by) = workers_db::stats(self.hub.db()).await?;
+        let (by_arch, by_os) = workers_db::counts_by_platform(self.hub.db()).await?;
+        let online = OnlineTotals::of(
+            &workers_db::online_capacity(self.hub.db()).await?,
+            self.hub.cluster(),
+        );
         let count = |s: WorkerStatus| {
             by.iter()
                 .find(|(n, _)| n == status::to_db(s))
@@ -432,8 +438,17 @@ impl WorkerService for WorkerApi {
             cpu_utilization_percent: pct(t.used_cpu_millicores, capacity_cpu as f64),
             memory_utilization_percent: pct(t.memory_used_bytes as f64, t.memory_bytes as f64),
             storage_utilization_percent: pct(t.storage_used_bytes as f64, t.storage_bytes as f64),
-            cluster_link: pb::ClusterLinkState::Unlinked as i32,
-            ..Default::default()
+            online_capacity: Some(online.capacity.to_pb()),
+            online_allocatable: Some(online.allocatable.to_pb()),
+            allocated: Some(online.allocated.to_pb()),
+            headroom: Some(online.headroom.to_pb()),
+            by_architecture: named(by_arch),
+            by_os: named(by_os),
+            cluster_link: self
+                .hub
+                .cluster()
+                .map_or(pb::ClusterLinkState::Unlinked, ClusterLink::state)
+                as i32,
         }))
     }
 
@@ -489,7 +504,7 @@ impl WorkerService for WorkerApi {
                         if tx
                             .send(Ok(event(
                                 pb::WorkerEventType::Snapshot,
-                                row.into(),
+                                hub.worker(row),
                                 now_ms(),
                             )))
                             .await
@@ -547,8 +562,11 @@ impl WorkerService for WorkerApi {
                         Ok((WorkerEvent::Metrics(_), _)) if !include_metrics => continue,
                         Ok((WorkerEvent::Metrics(batch), at)) => {
                             for (id, m) in batch.iter() {
-                                let msg =
-                                    event(pb::WorkerEventType::Metrics, metrics_update(id, m), at);
+                                let mut update = metrics_update(id, m);
+                                if let Some(c) = hub.cluster() {
+                                    c.decorate_figures(&mut update);
+                                }
+                                let msg = event(pb::WorkerEventType::Metrics, update, at);
                                 if tx.send(Ok(msg)).await.is_err() {
                                     return;
                                 }
@@ -640,9 +658,9 @@ impl WorkerService for WorkerApi {
         request: Request<pb::GetClusterLinkRequest>,
     ) -> Result<Response<pb::GetClusterLinkResponse>, Status> {
         self.auth.admin(&request).await?;
-        Ok(Response::new(pb::GetClusterLinkResponse {
-            state: pb::ClusterLinkState::Unlinked as i32,
-            ..Default::default()
+        Ok(Response::new(match self.hub.cluster() {
+            Some(c) => c.describe(),
+            None => ClusterLink::unlinked().describe(),
         }))
     }
 }
@@ -669,6 +687,60 @@ const CALLER_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The partial worker a METRICS watch event carries: its id and the
 /// heartbeat figures the flush wrote.
+fn named(counts: Vec<(String, i64)>) -> Vec<pb::NamedCount> {
+    counts
+        .into_iter()
+        .map(|(name, count)| pb::NamedCount { name, count })
+        .collect()
+}
+
+/// Capacity, allocatable, allocated and headroom summed over online
+/// workers: from their nodes where the cluster link knows them, otherwise
+/// from what their agents report.
+#[derive(Debug, Default)]
+struct OnlineTotals {
+    capacity: Resources,
+    allocatable: Resources,
+    allocated: Resources,
+    headroom: Resources,
+}
+
+impl OnlineTotals {
+    fn of(rows: &[workers_db::OnlineCapacity], cluster: Option<&ClusterLink>) -> OnlineTotals {
+        let mut t = OnlineTotals::default();
+        for r in rows {
+            let (capacity, allocatable, allocated) = match cluster.and_then(|c| c.figures(&r.id)) {
+                Some(f) => (f.capacity, f.allocatable, f.allocated),
+                None => (
+                    Resources {
+                        cpu: r.cpu_cores.saturating_mul(1000),
+                        memory: r.memory_bytes,
+                        storage: r.storage_bytes,
+                        pods: r.max_pods,
+                    },
+                    Resources {
+                        cpu: r.allocatable_cpu_millicores,
+                        memory: r.allocatable_memory_bytes,
+                        storage: r.allocatable_storage_bytes,
+                        pods: r.allocatable_pods,
+                    },
+                    Resources {
+                        cpu: r.allocated_cpu_millicores,
+                        memory: r.allocated_memory_bytes,
+                        storage: r.allocated_storage_bytes,
+                        pods: r.pod_count,
+                    },
+                ),
+            };
+            t.capacity.add(capacity);
+            t.allocatable.add(allocatable);
+            t.allocated.add(allocated);
+            t.headroom.add(allocatable.headroom(allocated));
+        }
+        t
+    }
+}
+
 fn metrics_update(id: &str, m: &workers_db::HeartbeatMetrics) -> pb::Worker {
     pb::Worker {
         id: id.to_owned(),

@@ -254,7 +254,13 @@ async fn go_online(
         facts.ip_address = peer_ip.map(|i| i.to_string()).unwrap_or_default();
     }
     let mut tx = hub.db().begin().await?;
-    workers_db::write_facts(&mut tx, &worker.id, &facts).await?;
+    workers_db::write_facts(
+        &mut tx,
+        &worker.id,
+        &facts,
+        Some(&truncate(hello.kubernetes_node_name.trim(), 253)),
+    )
+    .await?;
     workers_db::set_join_error(&mut tx, &worker.id, &truncate(&hello.k3s_join_error, 2000)).await?;
     let row = workers_db::apply_state(
         &mut tx,

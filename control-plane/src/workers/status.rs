@@ -14,13 +14,15 @@ pub struct StatusFacts {
     pub online: bool,
     /// The agent reports ready.
     pub ready: bool,
+    /// Its Kubernetes node is Ready (true while no cluster is linked).
+    pub node_ready: bool,
     /// It ever opened a stream.
     pub ever_connected: bool,
 }
 
 /// MAINTENANCE wins (it survives reconnects); otherwise the stream decides:
-/// open and ready is ACTIVE, open and not ready NOT_READY, closed INACTIVE,
-/// never opened PENDING.
+/// open with the agent and its node ready is ACTIVE, open otherwise
+/// NOT_READY, closed INACTIVE, never opened PENDING.
 pub fn derive(f: StatusFacts) -> WorkerStatus {
     match f {
         StatusFacts {
@@ -29,13 +31,10 @@ pub fn derive(f: StatusFacts) -> WorkerStatus {
         StatusFacts {
             online: true,
             ready: true,
+            node_ready: true,
             ..
         } => WorkerStatus::Active,
-        StatusFacts {
-            online: true,
-            ready: false,
-            ..
-        } => WorkerStatus::NotReady,
+        StatusFacts { online: true, .. } => WorkerStatus::NotReady,
         StatusFacts {
             ever_connected: false,
             ..
@@ -53,6 +52,7 @@ pub fn offline_status_sql() -> String {
             maintenance,
             online: false,
             ready: false,
+            node_ready: false,
             ever_connected,
         }))
     };
@@ -70,17 +70,19 @@ pub fn offline_status_sql() -> String {
 /// its stream is open, as an SQL list (`'ACTIVE', 'NOT_READY'`), from
 /// [`derive`].
 pub fn online_statuses_sql() -> String {
-    let mut names: Vec<&str> = [true, false]
+    let mut names: Vec<&str> = [(true, true), (false, true), (true, false), (false, false)]
         .into_iter()
-        .map(|ready| {
+        .map(|(ready, node_ready)| {
             to_db(derive(StatusFacts {
                 maintenance: false,
                 online: true,
                 ready,
+                node_ready,
                 ever_connected: true,
             }))
         })
         .collect();
+    names.sort_unstable();
     names.dedup();
     names
         .iter()
@@ -117,18 +119,24 @@ mod tests {
 
     #[test]
     fn every_combination_has_the_documented_status() {
-        for bits in 0..16u8 {
+        for bits in 0..32u8 {
             let f = StatusFacts {
                 maintenance: bits & 1 != 0,
                 online: bits & 2 != 0,
                 ready: bits & 4 != 0,
                 ever_connected: bits & 8 != 0,
+                node_ready: bits & 16 != 0,
             };
             let s = derive(f);
             if f.maintenance {
                 assert_eq!(s, WorkerStatus::Maintenance);
             } else if f.online {
-                assert_eq!(s == WorkerStatus::Active, f.ready, "{f:?}");
+                assert_eq!(s == WorkerStatus::Active, f.ready && f.node_ready, "{f:?}");
+                assert_eq!(
+                    s == WorkerStatus::NotReady,
+                    !(f.ready && f.node_ready),
+                    "{f:?}"
+                );
             } else {
                 assert!(
                     matches!(s, WorkerStatus::Inactive | WorkerStatus::Pending),
@@ -154,6 +162,7 @@ mod tests {
         let up = StatusFacts {
             online: true,
             ready: true,
+            node_ready: true,
             ever_connected: true,
             ..Default::default()
         };

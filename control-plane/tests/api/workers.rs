@@ -141,6 +141,7 @@ async fn connect(channel: Channel, machine_id: &str) -> Result<Stream, Status> {
             }),
             ready: true,
             k3s_join_error: String::new(),
+            kubernetes_node_name: String::new(),
         })),
     })
     .await

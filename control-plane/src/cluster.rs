@@ -1,0 +1,404 @@
+//! The link to the Kubernetes (K3s) cluster the workers join.
+//!
+//! - `view`: what is kept of Nodes and Pods, indexed by worker, and the
+//!   figures a worker record shows from them.
+//! - `watch`: the Node and Pod watches that keep the index current, and the
+//!   link's state (CONNECTING, CONNECTED, LOST) with backoff.
+//! - `reconcile`: makes each worker's node what its record says: labels and
+//!   cordon by server-side apply under our field manager, our taints
+//!   (including the offline NoExecute taint after the grace), node
+//!   readiness into the worker's status.
+//! - `drain`: maintenance drains through the Eviction API.
+//! - `bootstrap`: a K3s bootstrap token for each enrollment.
+//! - `quantity`: Kubernetes quantities as integers.
+//!
+//! Without `--kubeconfig` or `--kube-in-cluster` there is no link: the
+//! worker records show what the agents report and nothing reaches a node.
+//! The link never blocks the agents' streams: it reads the store and the
+//! hub's events, and the streams never wait for it.
+
+pub mod bootstrap;
+pub mod drain;
+pub mod quantity;
+pub mod reconcile;
+pub mod view;
+pub mod watch;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use anyhow::Context;
+use minispod_proto::v1 as pb;
+use prost_types::Timestamp;
+use tokio::sync::Notify;
+
+use crate::store::{now_ms, timestamp};
+use view::Index;
+
+/// The field manager of every write the control plane makes to the cluster.
+pub const FIELD_MANAGER: &str = "minispod-control-plane";
+
+/// How the link is configured.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// After this long without a stream, a worker's node gets the offline
+    /// NoExecute taint.
+    pub offline_taint_grace: Duration,
+    /// No offline taint this soon after the control plane starts: every
+    /// agent reconnects after a restart, which must not move every pod.
+    pub offline_taint_after_start: Duration,
+}
+
+/// Where the link is, as GetClusterLink says.
+#[derive(Debug, Clone)]
+struct LinkStatus {
+    state: pb::ClusterLinkState,
+    error: String,
+    since_ms: i64,
+    server_version: String,
+}
+
+/// The cluster link: a Kubernetes client, what its watches saw, and the
+/// link's state. Cheap to clone.
+#[derive(Clone)]
+pub struct ClusterLink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// None when no cluster is configured.
+    client: Option<kube::Client>,
+    server: String,
+    settings: LinkSettings,
+    status: Mutex<LinkStatus>,
+    index: RwLock<Index>,
+    /// Which watches have listed everything since the link was (re)made:
+    /// (nodes, pods).
+    synced: Mutex<(bool, bool)>,
+    /// Workers whose node must be looked at again.
+    queue: Mutex<std::collections::BTreeSet<String>>,
+    wake: Notify,
+    /// Progress of each worker's drain.
+    drains: Mutex<HashMap<String, pb::WorkerDrain>>,
+    /// sha256 (hex) of the cluster CA bundle as K3s hashes it, for secure
+    /// join tokens; None when the credentials name no CA.
+    cluster_ca_hash: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterLink")
+            .field("server", &self.inner.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterLink {
+    /// No cluster: every figure comes from the agents.
+    pub fn unlinked() -> ClusterLink {
+        ClusterLink::with_client(
+            None,
+            String::new(),
+            None,
+            LinkSettings {
+                offline_taint_grace: Duration::from_secs(5),
+                offline_taint_after_start: Duration::from_secs(30),
+            },
+        )
+    }
+
+    fn with_client(
+        client: Option<kube::Client>,
+        server: String,
+        cluster_ca_hash: Option<String>,
+        settings: LinkSettings,
+    ) -> ClusterLink {
+        let state = if client.is_some() {
+            pb::ClusterLinkState::Connecting
+        } else {
+            pb::ClusterLinkState::Unlinked
+        };
+        ClusterLink {
+            inner: Arc::new(Inner {
+                client,
+                server,
+                settings,
+                status: Mutex::new(LinkStatus {
+                    state,
+                    error: String::new(),
+                    since_ms: now_ms(),
+                    server_version: String::new(),
+                }),
+                index: RwLock::default(),
+                synced: Mutex::default(),
+                queue: Mutex::default(),
+                wake: Notify::new(),
+                drains: Mutex::default(),
+                cluster_ca_hash,
+            }),
+        }
+    }
+
+    /// A link to the cluster of `kubeconfig`, or of the pod's service
+    /// account with `in_cluster`. Reads the credentials now (a bad file is
+    /// an error at start); the API server is first reached by the watches.
+    pub async fn connect(
+        kubeconfig: Option<&std::path::Path>,
+        in_cluster: bool,
+        settings: LinkSettings,
+    ) -> anyhow::Result<ClusterLink> {
+        let (mut config, ca_bundle) = match (kubeconfig, in_cluster) {
+            (Some(path), _) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("read kubeconfig {}", path.display()))?;
+                let ca = kubeconfig_ca(&kc, path);
+                let config = kube::Config::from_custom_kubeconfig(
+                    kc,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?;
+                (config, ca)
+            }
+            (None, true) => (
+                kube::Config::incluster().context("in-cluster Kubernetes credentials")?,
+                std::fs::read("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt").ok(),
+            ),
+            (None, false) => return Ok(ClusterLink::unlinked()),
+        };
+        let cluster_ca_hash = ca_bundle.map(|b| {
+            use sha2::Digest;
+            sha2::Sha256::digest(&b)
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<String>()
+        });
+        // A lost API server shows within seconds, not after the default 30.
+        config.connect_timeout = Some(Duration::from_secs(5));
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config).context("Kubernetes client")?;
+        tracing::info!(%server, "cluster link configured");
+        Ok(ClusterLink::with_client(
+            Some(client),
+            server,
+            cluster_ca_hash,
+            settings,
+        ))
+    }
+
+    /// Whether a cluster is configured.
+    pub fn is_linked(&self) -> bool {
+        self.inner.client.is_some()
+    }
+
+    fn client(&self) -> Option<&kube::Client> {
+        self.inner.client.as_ref()
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, LinkStatus> {
+        self.inner.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.inner.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.inner.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The link's state now.
+    pub fn state(&self) -> pb::ClusterLinkState {
+        self.status().state
+    }
+
+    /// True once both watches have listed everything and the link is up:
+    /// only then is a missing node really missing.
+    pub fn synced(&self) -> bool {
+        *self.inner.synced.lock().unwrap_or_else(|p| p.into_inner()) == (true, true)
+            && self.state() == pb::ClusterLinkState::Connected
+    }
+
+    fn set_state(&self, state: pb::ClusterLinkState, error: String) -> bool {
+        let mut s = self.status();
+        let changed = s.state != state;
+        if changed {
+            s.since_ms = now_ms();
+            match state {
+                pb::ClusterLinkState::Lost => {
+                    tracing::warn!(server = %self.inner.server, %error, "cluster link lost")
+                }
+                pb::ClusterLinkState::Connected => {
+                    tracing::info!(server = %self.inner.server, "cluster link connected")
+                }
+                _ => {}
+            }
+        }
+        s.state = state;
+        s.error = error;
+        changed
+    }
+
+    /// The state's short name for metrics and health ("CONNECTED", ...).
+    pub fn state_name(&self) -> &'static str {
+        match self.state() {
+            pb::ClusterLinkState::Connected => "CONNECTED",
+            pb::ClusterLinkState::Connecting => "CONNECTING",
+            pb::ClusterLinkState::Lost => "LOST",
+            pb::ClusterLinkState::Unlinked | pb::ClusterLinkState::Unspecified => "UNLINKED",
+        }
+    }
+
+    /// What the metrics show: state, nodes, nodes with a worker.
+    pub fn gauges(&self) -> Option<(&'static str, i64, i64)> {
+        if !self.is_linked() {
+            return None;
+        }
+        let (nodes, linked) = self.index().counts();
+        Some((self.state_name(), nodes as i64, linked as i64))
+    }
+
+    /// What GetClusterLink answers.
+    pub fn describe(&self) -> pb::GetClusterLinkResponse {
+        let s = self.status().clone();
+        let (nodes, linked) = self.index().counts();
+        pb::GetClusterLinkResponse {
+            state: s.state as i32,
+            server: self.inner.server.clone(),
+            server_version: s.server_version,
+            error: s.error,
+            since: Some(timestamp(s.since_ms)),
+            nodes: nodes as i64,
+            linked_nodes: linked as i64,
+            field_manager: if self.is_linked() {
+                FIELD_MANAGER.into()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    /// Adds what the cluster says of the worker's node to `w`: the node
+    /// itself, capacity, allocatable, allocated, pods and versions, and the
+    /// drain's progress. Leaves `w` as it is without a link or a node.
+    pub fn decorate(&self, w: &mut pb::Worker) {
+        if !self.is_linked() {
+            return;
+        }
+        if let Some(d) = self
+            .inner
+            .drains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&w.id)
+        {
+            w.drain = Some(d.clone());
+        }
+        let Some(f) = self.index().figures(&w.id) else {
+            return;
+        };
+        let stale = self.state() != pb::ClusterLinkState::Connected;
+        let mut node = f.node;
+        node.stale = stale;
+        if !node.kubelet_version.is_empty() {
+            w.kubelet_version.clone_from(&node.kubelet_version);
+        }
+        if !node.container_runtime_version.is_empty() {
+            w.container_runtime
+                .clone_from(&node.container_runtime_version);
+        }
+        w.node = Some(node);
+        self.decorate_figures(w);
+    }
+
+    /// Sets the figures a metrics event carries (pods, allocatable,
+    /// allocated, capacity) from the worker's node, when it has one.
+    pub fn decorate_figures(&self, w: &mut pb::Worker) {
+        let Some(f) = self.index().figures(&w.id) else {
+            return;
+        };
+        w.capacity = Some(f.capacity.to_pb());
+        w.allocatable = Some(f.allocatable.to_pb());
+        w.allocated = Some(f.allocated.to_pb());
+        w.pod_count = f.allocated.pods.clamp(0, i32::MAX as i64) as i32;
+        w.max_pods = f.allocatable.pods.clamp(0, i32::MAX as i64) as i32;
+    }
+
+    /// The figures of a worker's node, for fleet totals.
+    pub fn figures(&self, worker_id: &str) -> Option<view::NodeFigures> {
+        self.index().figures(worker_id)
+    }
+
+    /// Asks the reconciler to look at these workers' nodes again.
+    pub fn enqueue(&self, workers: impl IntoIterator<Item = String>) {
+        let mut q = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let before = q.len();
+        q.extend(workers);
+        if q.len() != before {
+            drop(q);
+            self.inner.wake.notify_one();
+        }
+    }
+
+    fn take_queue(&self) -> std::collections::BTreeSet<String> {
+        std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn set_drain(&self, worker_id: &str, drain: Option<pb::WorkerDrain>) {
+        let mut d = self.inner.drains.lock().unwrap_or_else(|p| p.into_inner());
+        match drain {
+            Some(v) => d.insert(worker_id.to_owned(), v),
+            None => d.remove(worker_id),
+        };
+    }
+
+    fn drain_of(&self, worker_id: &str) -> Option<pb::WorkerDrain> {
+        self.inner
+            .drains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(worker_id)
+            .cloned()
+    }
+}
+
+/// The CA bundle of the kubeconfig's current cluster, as bytes: K3s
+/// hashes exactly these for its secure join tokens.
+fn kubeconfig_ca(kc: &kube::config::Kubeconfig, path: &std::path::Path) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let current = kc.current_context.as_deref()?;
+    let context = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == current)?
+        .context
+        .as_ref()?;
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)?
+        .cluster
+        .as_ref()?;
+    if let Some(data) = &cluster.certificate_authority_data {
+        return base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .ok();
+    }
+    let file = std::path::Path::new(cluster.certificate_authority.as_deref()?);
+    let file = if file.is_relative() {
+        path.parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(file)
+    } else {
+        file.to_owned()
+    };
+    std::fs::read(file).ok()
+}
+
+/// Now as a protobuf timestamp.
+fn now() -> Timestamp {
+    timestamp(now_ms())
+}
