@@ -18,7 +18,7 @@ use tonic_types::StatusExt;
 use crate::helpers::{TempDir, TestApp, authed, expect_code, spawn_app, spawn_app_with, start};
 
 /// A fresh key pair and a CSR for it: (key PEM, CSR PEM).
-fn key_and_csr() -> (String, String) {
+pub(crate) fn key_and_csr() -> (String, String) {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, "agent");
@@ -46,9 +46,9 @@ fn expect_refused<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, why
 
 /// An enrolled machine: its key, its certificate and what Enroll answered.
 #[derive(Debug)]
-struct Agent {
-    key_pem: String,
-    enrolled: pb::EnrollResponse,
+pub(crate) struct Agent {
+    pub(crate) key_pem: String,
+    pub(crate) enrolled: pb::EnrollResponse,
 }
 
 /// Enroll over `channel` (TLS, with or without a client certificate).
@@ -69,12 +69,12 @@ async fn enroll_over(channel: Channel, token: &str, machine_id: &str) -> Result<
     Ok(Agent { key_pem, enrolled })
 }
 
-async fn enroll(app: &TestApp, token: &str, machine_id: &str) -> Result<Agent, Status> {
+pub(crate) async fn enroll(app: &TestApp, token: &str, machine_id: &str) -> Result<Agent, Status> {
     enroll_over(app.channel.clone(), token, machine_id).await
 }
 
 /// A TLS channel presenting `agent`'s client certificate.
-async fn mtls(app: &TestApp, agent: &Agent) -> Channel {
+pub(crate) async fn mtls(app: &TestApp, agent: &Agent) -> Channel {
     let ca = std::fs::read_to_string(app.data_dir.0.join("pki/ca.crt")).unwrap();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
@@ -94,7 +94,7 @@ async fn mtls(app: &TestApp, agent: &Agent) -> Channel {
 
 /// An open Connect stream: send heartbeats with `beat`, read replies.
 #[derive(Debug)]
-struct Stream {
+pub(crate) struct Stream {
     tx: mpsc::Sender<pb::ConnectRequest>,
     rx: tonic::Streaming<pb::ConnectResponse>,
     sequence: u64,
@@ -102,7 +102,7 @@ struct Stream {
 
 impl Stream {
     /// Sends a heartbeat and waits for its ack (sent after any status write).
-    async fn beat(&mut self, ready: bool) {
+    pub(crate) async fn beat(&mut self, ready: bool) {
         self.sequence += 1;
         self.tx
             .send(pb::ConnectRequest {
@@ -130,7 +130,17 @@ impl Stream {
 }
 
 /// Opens Connect with a hello for `machine_id`; the welcome or the refusal.
-async fn connect(channel: Channel, machine_id: &str) -> Result<Stream, Status> {
+pub(crate) async fn connect(channel: Channel, machine_id: &str) -> Result<Stream, Status> {
+    connect_as(channel, machine_id, "").await
+}
+
+/// Opens Connect with a hello that also names the Kubernetes node the
+/// agent runs on (an agent of the DaemonSet).
+pub(crate) async fn connect_as(
+    channel: Channel,
+    machine_id: &str,
+    kubernetes_node_name: &str,
+) -> Result<Stream, Status> {
     let (tx, rx) = mpsc::channel(8);
     tx.send(pb::ConnectRequest {
         message: Some(pb::connect_request::Message::Hello(pb::Hello {
@@ -141,7 +151,7 @@ async fn connect(channel: Channel, machine_id: &str) -> Result<Stream, Status> {
             }),
             ready: true,
             k3s_join_error: String::new(),
-            kubernetes_node_name: String::new(),
+            kubernetes_node_name: kubernetes_node_name.into(),
         })),
     })
     .await
@@ -177,20 +187,20 @@ async fn renew(channel: Channel) -> Result<Agent, Status> {
 }
 
 /// Fleet administration as the bootstrap administrator.
-struct Admin {
-    client: WorkerServiceClient<Channel>,
-    token: String,
+pub(crate) struct Admin {
+    pub(crate) client: WorkerServiceClient<Channel>,
+    pub(crate) token: String,
 }
 
 impl Admin {
-    async fn of(app: &TestApp) -> Admin {
+    pub(crate) async fn of(app: &TestApp) -> Admin {
         Admin {
             client: WorkerServiceClient::new(app.channel.clone()),
             token: app.admin_token().await,
         }
     }
 
-    async fn token(
+    pub(crate) async fn token(
         &mut self,
         max_uses: i32,
         machine_id: &str,
@@ -210,7 +220,7 @@ impl Admin {
             .into_inner()
     }
 
-    async fn worker(&mut self, id: &str) -> pb::Worker {
+    pub(crate) async fn worker(&mut self, id: &str) -> pb::Worker {
         self.client
             .get_worker(authed(
                 pb::GetWorkerRequest {
@@ -225,7 +235,7 @@ impl Admin {
             .unwrap()
     }
 
-    async fn delete(&mut self, id: &str) {
+    pub(crate) async fn delete(&mut self, id: &str) {
         self.client
             .delete_worker(authed(
                 pb::DeleteWorkerRequest { id: id.into() },
