@@ -1,8 +1,10 @@
 //! Small operational helpers both daemons share, none of them protobuf: the
 //! systemd notify protocol and watchdog, a minimal HTTP endpoint for
 //! Prometheus scrapes, folding a TOML config file into the command line,
-//! durations, and writing private files.
+//! durations, writing private files, and the names both share in the
+//! Kubernetes cluster (`kubernetes`).
 
+pub mod kubernetes;
 pub mod secret;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
