@@ -651,7 +651,8 @@ async fn not_ready_survives_a_restart_and_the_hook_is_retried_until_it_succeeds(
     let written = std::fs::read_to_string(&hook.config_path).unwrap();
     assert_eq!(
         written,
-        "server: \"https://k3s.example.org:6443\"\ntoken: \"K10fake::server:abc\"\n"
+        "server: \"https://k3s.example.org:6443\"\ntoken: \"K10fake::server:abc\"\n\
+         node-label:\n  - \"minispod.dev/worker-id=w0\"\n"
     );
     agent.stop().await;
     assert_eq!(cp.tokens(), ["t1"]);
