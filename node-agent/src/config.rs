@@ -100,7 +100,8 @@ pub struct AgentArgs {
 
     /// File holding the enrollment token, read whenever the agent needs to
     /// enroll (so a new token can be dropped in without a restart) and
-    /// deleted once the token is spent. Tried before --token.
+    /// deleted once the token is spent (left in place on a read-only file
+    /// system, such as a Kubernetes Secret volume). Tried before --token.
     #[arg(long, env = "MINISPOD_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
