@@ -49,9 +49,13 @@ validate() {
   out=$(mktemp -d /tmp/minispod-validate.XXXXXX)
   # Batches run in parallel, each into a log of its own (lines of two
   # processes writing one file could interleave).
-  local rc=0
+  local rc=0 jobs per
+  jobs=$(nproc)
+  # Enough batches to keep every core busy, none above $batch files.
+  per=$(( ($# + jobs - 1) / jobs ))
+  [ "$per" -le "$batch" ] || per=$batch
   printf '%s\0' "$@" \
-    | xargs -0 -n "$batch" -P "$(nproc)" bash -c \
+    | xargs -0 -n "$per" -P "$jobs" bash -c \
         'log=$(mktemp -p "$0" batch.XXXXXX); exec "$1" --strict -k "$2" "${@:3}" >"$log" 2>&1' \
         "$out" "$validator" "$kubernetes_version" \
     || rc=$?
