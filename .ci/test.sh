@@ -5,7 +5,8 @@
 # buf, a stock grpc-web client, the console's packages and playwright-core
 # from npm, PostgreSQL, Chromium, NSS tools and nginx from Debian's
 # packages), builds and type-checks the web console, lints the protos with
-# buf, checks formatting and clippy, runs the whole cargo test suite twice,
+# buf, validates the Kubernetes manifests (kubernetes-validate from PyPI),
+# checks formatting and clippy, runs the whole cargo test suite twice,
 # on SQLite and on a throwaway PostgreSQL cluster, then drives the console
 # in a real Chromium against real control-plane and agent processes.
 # Integration tests start real servers on random ports, each with a fresh
@@ -39,6 +40,9 @@ step "web console: npm ci, protobuf-es code, type-check, build (embedded by carg
 step "buf lint"
 control-plane/tests/web/node_modules/.bin/buf lint
 
+step "Kubernetes manifests against Kubernetes' schemas (kubernetes-validate, PyPI)"
+.ci/validate-kubernetes.sh
+
 step "systemd units: systemd-analyze verify and security exposure"
 if ! command -v systemd-analyze >/dev/null; then
   apt-get update -qq
@@ -67,9 +71,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test on SQLite"
 start=$(date +%s)
+# The cluster tests' stand-in API server writes every object and patch body
+# the control plane sends into this directory, for the schema check below.
+kube_requests=$(mktemp -d /tmp/minispod-kube-requests.XXXXXX)
 # The tests of PostgreSQL and its replicas (on_postgres) run in the second pass.
-cargo test --workspace --locked -- --skip on_postgres
+MINISPOD_KUBE_REQUEST_DIR=$kube_requests cargo test --workspace --locked -- --skip on_postgres
 echo "SQLite pass took $(( $(date +%s) - start ))s"
+
+step "what the control plane sent to Kubernetes, against Kubernetes' schemas"
+.ci/validate-kubernetes.sh "$kube_requests"
+rm -rf "$kube_requests"
 
 step "cargo test on PostgreSQL (every test in a fresh database)"
 pg_dir=$(mktemp -d /tmp/minispod-pg.XXXXXX)

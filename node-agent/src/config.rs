@@ -20,12 +20,39 @@ pub struct Cli {
 pub enum Command {
     /// Enroll if needed (or again, after a refusal or an expired
     /// certificate, with an unspent token), run the K3s join hook (retried
-    /// until it succeeds), then hold the stream to the control plane until
-    /// SIGTERM, reconnecting after any failure.
+    /// until it succeeds; none with --kubernetes-node), then hold the
+    /// stream to the control plane until SIGTERM, reconnecting after any
+    /// failure.
     Run(AgentArgs),
     /// Enroll unless enrolled with a current certificate, run the K3s join
-    /// hook unless it has succeeded, print the worker id, then exit.
+    /// hook unless it has succeeded (none with --kubernetes-node), print
+    /// the worker id, then exit.
     Join(AgentArgs),
+}
+
+/// A Kubernetes Node name (a DNS subdomain), checked when parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeName(String);
+
+impl NodeName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for NodeName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<NodeName, String> {
+        if minispod_support::kubernetes::is_node_name(s) {
+            Ok(NodeName(s.to_owned()))
+        } else {
+            Err(format!(
+                "`{s}` is not a Kubernetes node name (lower-case letters, digits, `-` and `.`, at most 253)"
+            ))
+        }
+    }
 }
 
 /// Log output format.
@@ -73,7 +100,8 @@ pub struct AgentArgs {
 
     /// File holding the enrollment token, read whenever the agent needs to
     /// enroll (so a new token can be dropped in without a restart) and
-    /// deleted once the token is spent. Tried before --token.
+    /// deleted once the token is spent (left in place on a read-only file
+    /// system, such as a Kubernetes Secret volume). Tried before --token.
     #[arg(long, env = "MINISPOD_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
@@ -92,7 +120,18 @@ pub struct AgentArgs {
     #[arg(long, env = "MINISPOD_MACHINE_ID")]
     pub machine_id: Option<String>,
 
-    /// Where the K3s join hook writes the K3s agent configuration.
+    /// The Kubernetes node this agent runs on, when it runs inside the
+    /// cluster already (the DaemonSet passes `spec.nodeName`). The agent
+    /// then names this node in its hello, reports it as its host name (the
+    /// worker's name; a pod's own host name changes with every pod) and
+    /// runs no K3s join hook: no configuration is written, no
+    /// --k3s-join-command runs, and readiness does not wait for a hook.
+    #[arg(long, env = "MINISPOD_KUBERNETES_NODE")]
+    pub kubernetes_node: Option<NodeName>,
+
+    /// Where the K3s join hook writes the K3s agent configuration
+    /// (`server`, `token` and the node label
+    /// `minispod.dev/worker-id=<worker id>`).
     #[arg(
         long,
         env = "MINISPOD_K3S_CONFIG",
@@ -173,5 +212,31 @@ mod tests {
         let out = format!("{cli:?}");
         assert!(!out.contains("sekrit"), "{out}");
         assert!(out.contains("/run/token"), "{out}");
+    }
+
+    #[test]
+    fn the_kubernetes_node_is_a_node_name() {
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(
+                ["minispod-agent", "join", "--server", "https://cp:7443"]
+                    .iter()
+                    .chain(extra),
+            )
+            .map(|cli| match cli.command {
+                Command::Join(a) | Command::Run(a) => a.kubernetes_node,
+            })
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(
+            parse(&["--kubernetes-node", "k3s-worker-1.example.org"])
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "k3s-worker-1.example.org"
+        );
+        for bad in ["Node_A", "", "a b"] {
+            let err = parse(&["--kubernetes-node", bad]).unwrap_err().to_string();
+            assert!(err.contains("not a Kubernetes node name"), "{bad:?}: {err}");
+        }
     }
 }

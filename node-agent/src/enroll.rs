@@ -119,6 +119,7 @@ pub async fn enroll(
                 let join = K3sJoin {
                     server_url: r.k3s_server_url,
                     token: Secret::new(r.k3s_token),
+                    worker_id: r.worker_id,
                     succeeded: false,
                     last_error: String::new(),
                 };

@@ -1,8 +1,13 @@
 //! The K3s join hook: after enrollment, write the K3s agent configuration
-//! and run the configured command. A failing hook is reported (the worker
-//! shows NOT_READY with the error), never fatal, and retried with backoff
-//! until it succeeds; its last result is kept in the state directory so a
-//! restart neither forgets the failure nor claims readiness.
+//! (server, token, and the node label `minispod.dev/worker-id=<worker id>`
+//! by which the control plane finds this worker's node) and run the
+//! configured command. A failing hook is reported (the worker shows
+//! NOT_READY with the error), never fatal, and retried with backoff until
+//! it succeeds; its last result is kept in the state directory so a restart
+//! neither forgets the failure nor claims readiness.
+//!
+//! Agents that already run on a node of the cluster (`--kubernetes-node`,
+//! the DaemonSet) have no hook: they name their node in the hello instead.
 
 use std::{
     path::{Path, PathBuf},
@@ -11,11 +16,11 @@ use std::{
     time::Duration,
 };
 
+use minispod_support::kubernetes::{WORKER_ID_LABEL, is_label_value};
 use tokio::sync::watch;
 
 use crate::{
     backoff::Backoff,
-    secret::Secret,
     state::{K3sJoin, StateDir, write_private},
 };
 
@@ -104,33 +109,47 @@ pub fn check_server_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// The K3s agent configuration for `server` and `token`.
-pub fn config_yaml(server: &str, token: &str) -> String {
+/// Checks the worker id the control plane sent before it goes into the
+/// node label: a non-empty Kubernetes label value, or K3s would fail to
+/// register the node.
+pub fn check_worker_id(worker_id: &str) -> Result<(), String> {
+    if worker_id.is_empty() || !is_label_value(worker_id) {
+        return Err(format!(
+            "the worker id {worker_id:?} cannot be the value of the node label {WORKER_ID_LABEL}"
+        ));
+    }
+    Ok(())
+}
+
+/// The K3s agent configuration for `server`, `token` and the node label
+/// that carries `worker_id` (K3s applies `node-label` when the node
+/// registers).
+pub fn config_yaml(server: &str, token: &str, worker_id: &str) -> String {
     format!(
-        "server: {}\ntoken: {}\n",
+        "server: {}\ntoken: {}\nnode-label:\n  - {}\n",
         yaml_quoted(server),
-        yaml_quoted(token)
+        yaml_quoted(token),
+        yaml_quoted(&format!("{WORKER_ID_LABEL}={worker_id}"))
     )
 }
 
-/// Writes `server` and `token` to `config_path` (created 0600, replaced
-/// atomically) and runs `command` with K3S_URL and K3S_TOKEN set. Ok(())
-/// when there is nothing to do; Err(message) when a step failed.
-pub async fn join(
-    config_path: &Path,
-    command: &str,
-    server: &str,
-    token: &Secret,
-) -> Result<(), String> {
+/// Writes the K3s agent configuration for `settings` (server, token,
+/// worker id) to `config_path` (created 0600, replaced atomically) and runs
+/// `command` with K3S_URL and K3S_TOKEN set. Ok(()) when there is nothing
+/// to do; Err(message) when a step failed.
+pub async fn join(config_path: &Path, command: &str, settings: &K3sJoin) -> Result<(), String> {
+    let (server, token) = (settings.server_url.as_str(), &settings.token);
     if server.is_empty() && command.is_empty() {
         return Ok(());
     }
     if !server.is_empty() {
         check_server_url(server)?;
+        check_worker_id(&settings.worker_id)?;
         if let Some(dir) = config_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         }
-        write_private(config_path, config_yaml(server, token.expose()).as_bytes())
+        let yaml = config_yaml(server, token.expose(), &settings.worker_id);
+        write_private(config_path, yaml.as_bytes())
             .map_err(|e| format!("write {}: {e}", config_path.display()))?;
     }
     if command.is_empty() {
@@ -168,13 +187,7 @@ pub async fn join_once(
     state: &StateDir,
     settings: &mut K3sJoin,
 ) -> Result<(), String> {
-    let result = join(
-        &hook.config_path,
-        &hook.command,
-        &settings.server_url,
-        &settings.token,
-    )
-    .await;
+    let result = join(&hook.config_path, &hook.command, settings).await;
     settings.succeeded = result.is_ok();
     settings.last_error = result.clone().err().unwrap_or_default();
     if let Err(e) = state.save_k3s_join(settings) {
@@ -239,43 +252,98 @@ mod tests {
         std::env::temp_dir().join(format!("k3s-hook-{}", uuid::Uuid::new_v4()))
     }
 
+    const WORKER: &str = "0b5e7c2a-4d1f-4a8e-9c3b-2f6d8e1a7b90";
+
+    fn settings(server: &str, token: &str) -> K3sJoin {
+        K3sJoin {
+            server_url: server.into(),
+            token: token.into(),
+            worker_id: WORKER.into(),
+            ..K3sJoin::default()
+        }
+    }
+
     #[tokio::test]
     async fn the_hook_writes_the_config_and_reports_failures() {
         let dir = temp_dir();
         let cfg = dir.join("k3s/config.yaml");
         let marker = dir.join("ran");
         let cmd = format!("test \"$K3S_TOKEN\" = secret && touch {}", marker.display());
-        join(&cfg, &cmd, "https://k3s:6443", &"secret".into())
+        join(&cfg, &cmd, &settings("https://k3s:6443", "secret"))
             .await
             .unwrap();
         assert_eq!(
             std::fs::read_to_string(&cfg).unwrap(),
-            "server: \"https://k3s:6443\"\ntoken: \"secret\"\n"
+            format!(
+                "server: \"https://k3s:6443\"\ntoken: \"secret\"\n\
+                 node-label:\n  - \"minispod.dev/worker-id={WORKER}\"\n"
+            )
         );
         assert!(marker.exists());
         let err = join(
             &cfg,
             "echo boom >&2; exit 3",
-            "https://k3s:6443",
-            &"t".into(),
+            &settings("https://k3s:6443", "t"),
         )
         .await
         .unwrap_err();
         assert!(err.contains("boom"), "{err}");
-        assert!(join(&cfg, "", "", &"".into()).await.is_ok());
+        assert!(join(&cfg, "", &K3sJoin::default()).await.is_ok());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_config_labels_the_node_with_the_worker_id_as_k3s_reads_it() {
+        let yaml = config_yaml("https://k3s:6443", "K10t", WORKER);
+        // K3s's config.yaml: `node-label` is a list of `key=value` strings,
+        // like repeated --node-label flags.
+        let (_, list) = yaml
+            .split_once("\nnode-label:\n")
+            .expect("a node-label key");
+        assert_eq!(
+            list.lines().collect::<Vec<_>>(),
+            [format!("  - \"{WORKER_ID_LABEL}={WORKER}\"")]
+        );
+        assert_eq!(WORKER_ID_LABEL, "minispod.dev/worker-id");
+    }
+
+    #[tokio::test]
+    async fn a_worker_id_that_is_no_label_value_is_refused_and_nothing_is_written() {
+        for bad in ["", "w\"\nnode-taint: x", "-w", &"a".repeat(64)] {
+            assert!(check_worker_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_worker_id(WORKER).is_ok() && check_worker_id("w0").is_ok());
+        let dir = temp_dir();
+        let cfg = dir.join("config.yaml");
+        let marker = dir.join("ran");
+        let mut j = settings("https://k3s:6443", "t");
+        j.worker_id = "evil\nnode-taint: x".into();
+        let err = join(&cfg, &format!("touch {}", marker.display()), &j)
+            .await
+            .unwrap_err();
+        assert!(err.contains("node label"), "{err}");
+        assert!(!cfg.exists() && !marker.exists(), "nothing written or run");
     }
 
     #[test]
     fn values_are_quoted_so_they_cannot_add_keys() {
         let token = "K10abc\"\nserver: \"https://evil\\\r\u{85}\u{2028}\u{1b}";
-        let yaml = config_yaml("https://k3s:6443", token);
+        let yaml = config_yaml("https://k3s:6443", token, "w-1");
         assert_eq!(
             yaml,
             "server: \"https://k3s:6443\"\n\
-             token: \"K10abc\\\"\\nserver: \\\"https://evil\\\\\\r\\u0085\\u2028\\u001b\"\n"
+             token: \"K10abc\\\"\\nserver: \\\"https://evil\\\\\\r\\u0085\\u2028\\u001b\"\n\
+             node-label:\n  - \"minispod.dev/worker-id=w-1\"\n"
         );
-        assert_eq!(yaml.lines().count(), 2);
+        assert_eq!(yaml.lines().count(), 4);
+        // A worker id that tried to end the label's string is quoted too
+        // (and `join` refuses it before writing anything, see below).
+        let yaml = config_yaml("https://k3s:6443", "t", "w\"\nnode-taint: x");
+        assert!(
+            yaml.ends_with("  - \"minispod.dev/worker-id=w\\\"\\nnode-taint: x\"\n"),
+            "{yaml}"
+        );
+        assert_eq!(yaml.lines().count(), 4);
         assert_eq!(
             yaml_quoted("plain K10::server:x"),
             "\"plain K10::server:x\""
@@ -299,7 +367,7 @@ mod tests {
         assert!(check_server_url("https://[fd00::1]:6443").is_ok());
         let dir = temp_dir();
         let cfg = dir.join("config.yaml");
-        let err = join(&cfg, "", "http://k3s:6443", &"t".into())
+        let err = join(&cfg, "", &settings("http://k3s:6443", "t"))
             .await
             .unwrap_err();
         assert!(err.contains("https://"), "{err}");
@@ -323,7 +391,7 @@ mod tests {
         std::fs::write(&tmp, "stale").unwrap();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
 
-        join(&cfg, "", "https://k3s:6443", &"new-secret".into())
+        join(&cfg, "", &settings("https://k3s:6443", "new-secret"))
             .await
             .unwrap();
         assert!(
@@ -350,11 +418,7 @@ mod tests {
                 gate.display()
             ),
         };
-        let mut settings = K3sJoin {
-            server_url: "https://k3s:6443".into(),
-            token: "t".into(),
-            ..K3sJoin::default()
-        };
+        let mut settings = settings("https://k3s:6443", "t");
         // The hook fails once; as after a restart, only the state remains.
         assert!(join_once(&hook, &state, &mut settings).await.is_err());
         let recorded = state.k3s_join().unwrap();

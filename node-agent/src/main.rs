@@ -51,12 +51,25 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
         .first()
         .and_then(|s| s.parse::<http::Uri>().ok())
         .and_then(|u| u.host().map(str::to_owned));
-    let facts = facts::machine_facts(&machine_id, server_host.as_deref());
+    let mut facts = facts::machine_facts(&machine_id, server_host.as_deref());
     let token = args.token_source();
     let enroll_trust = enrollment_trust(&args)?;
-    let hook = JoinHook {
-        config_path: args.k3s_config.clone(),
-        command: args.k3s_join_command.clone(),
+    // An agent already on a node of the cluster has nothing to join, and
+    // its host name is its pod's, which changes with every pod: the
+    // worker is named after the node.
+    let hook = match &args.kubernetes_node {
+        Some(node) => {
+            tracing::info!(
+                node = node.as_str(),
+                "running on a Kubernetes node; no K3s join hook"
+            );
+            facts.hostname = node.as_str().to_owned();
+            None
+        }
+        None => Some(JoinHook {
+            config_path: args.k3s_config.clone(),
+            command: args.k3s_join_command.clone(),
+        }),
     };
     let creds = state.credentials()?;
     if creds.is_none() {
@@ -70,7 +83,16 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
         );
     }
     if !keep_running {
-        return join(&args, &state, &token, enroll_trust, facts, creds, &hook).await;
+        return join(
+            &args,
+            &state,
+            &token,
+            enroll_trust,
+            facts,
+            creds,
+            hook.as_ref(),
+        )
+        .await;
     }
 
     let metrics = std::sync::Arc::new(minispod_agent::metrics::AgentMetrics::default());
@@ -102,7 +124,8 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
         facts,
         token,
         enroll_trust,
-        k3s: Some(hook),
+        k3s: hook,
+        kubernetes_node: args.kubernetes_node.clone(),
         max_backoff: args.max_backoff,
         metrics: metrics.clone(),
         heartbeats: facts::HeartbeatSource::Machine,
@@ -114,7 +137,7 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
 }
 
 /// `join`: enroll unless enrolled with a current certificate, run the K3s
-/// join hook unless it has succeeded, print the worker id.
+/// join hook (if there is one) unless it has succeeded, print the worker id.
 async fn join(
     args: &AgentArgs,
     state: &StateDir,
@@ -122,7 +145,7 @@ async fn join(
     enroll_trust: Option<Trust>,
     facts: minispod_proto::v1::MachineFacts,
     creds: Option<Credentials>,
-    hook: &JoinHook,
+    hook: Option<&JoinHook>,
 ) -> anyhow::Result<()> {
     let current = creds.filter(|c| !c.identity.expired_at(minispod_agent::state::now()));
     let (creds, settings) = match current {
@@ -150,7 +173,8 @@ async fn join(
         }
     };
     println!("{}", creds.identity.worker_id);
-    if let Some(mut settings) = settings.filter(|j| !j.succeeded)
+    if let Some(hook) = hook
+        && let Some(mut settings) = settings.filter(|j| !j.succeeded)
         && let Err(e) = k3s::join_once(hook, state, &mut settings).await
     {
         anyhow::bail!(

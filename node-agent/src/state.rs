@@ -9,9 +9,9 @@
 //!   read, and removed once a new identity is saved.)
 //! - `spent-tokens`: SHA-256 (hex) of each enrollment token the agent
 //!   enrolled with, one a line; such a token is never sent again.
-//! - `k3s-join.json`: what the K3s join hook needs and its last result, so
-//!   a failed hook is retried (and the worker reported not ready) after a
-//!   restart too.
+//! - `k3s-join.json`: what the K3s join hook needs (server, token, worker
+//!   id for the node label) and its last result, so a failed hook is
+//!   retried (and the worker reported not ready) after a restart too.
 //! - `machine-id`, on machines without /etc/machine-id.
 //!
 //! The directory is 0700 and every file 0600, created so from the start
@@ -166,6 +166,8 @@ pub struct K3sJoin {
     pub server_url: String,
     /// K3s join token.
     pub token: Secret,
+    /// The worker id, the value of the node label the hook configures.
+    pub worker_id: String,
     /// True once the hook has succeeded for these settings.
     pub succeeded: bool,
     /// The hook's last failure; empty when it has not failed.
@@ -177,6 +179,7 @@ impl fmt::Debug for K3sJoin {
         f.debug_struct("K3sJoin")
             .field("server_url", &self.server_url)
             .field("token", &self.token)
+            .field("worker_id", &self.worker_id)
             .field("succeeded", &self.succeeded)
             .field("last_error", &self.last_error)
             .finish()
@@ -187,6 +190,9 @@ impl fmt::Debug for K3sJoin {
 struct K3sJoinFile {
     server_url: String,
     token: String,
+    /// Recorded since #13; files from before have the credentials' id.
+    #[serde(default)]
+    worker_id: String,
     succeeded: bool,
     last_error: String,
 }
@@ -315,15 +321,25 @@ impl StateDir {
     }
 
     /// The K3s join settings and last result; None before the first
-    /// enrollment that recorded them (agents before #12 did not).
+    /// enrollment that recorded them (agents before #12 did not). Settings
+    /// recorded before the worker id was (#13) take it from the
+    /// credentials.
     pub fn k3s_join(&self) -> anyhow::Result<Option<K3sJoin>> {
         let Some(text) = self.read("k3s-join.json")? else {
             return Ok(None);
         };
         let j: K3sJoinFile = serde_json::from_str(&text).context("parse k3s-join.json")?;
+        let worker_id = match j.worker_id {
+            id if id.is_empty() => self
+                .credentials()?
+                .map(|c| c.identity.worker_id)
+                .unwrap_or_default(),
+            id => id,
+        };
         Ok(Some(K3sJoin {
             server_url: j.server_url,
             token: Secret::new(j.token),
+            worker_id,
             succeeded: j.succeeded,
             last_error: j.last_error,
         }))
@@ -334,6 +350,7 @@ impl StateDir {
         let file = K3sJoinFile {
             server_url: j.server_url.clone(),
             token: j.token.expose().to_owned(),
+            worker_id: j.worker_id.clone(),
             succeeded: j.succeeded,
             last_error: j.last_error.clone(),
         };
@@ -438,6 +455,27 @@ mod tests {
             assert!(!dir.join(f).exists(), "{f} is discarded after the swap");
         }
         assert!(!dir.join(".credentials.json.tmp").exists());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn k3s_settings_from_before_the_worker_id_was_recorded_take_the_credentials_one() {
+        let (dir, s) = temp_state();
+        // k3s-join.json as agents of #12 wrote it.
+        s.write(
+            "k3s-join.json",
+            r#"{"server_url":"https://k3s:6443","token":"t","succeeded":false,"last_error":""}"#,
+        )
+        .unwrap();
+        assert_eq!(s.k3s_join().unwrap().unwrap().worker_id, "");
+        s.save_credentials(&creds("w-7", "k")).unwrap();
+        assert_eq!(s.k3s_join().unwrap().unwrap().worker_id, "w-7");
+        let j = K3sJoin {
+            worker_id: "w-8".into(),
+            ..s.k3s_join().unwrap().unwrap()
+        };
+        s.save_k3s_join(&j).unwrap();
+        assert_eq!(s.k3s_join().unwrap().unwrap(), j, "the recorded id wins");
         fs::remove_dir_all(dir).unwrap();
     }
 

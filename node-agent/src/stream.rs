@@ -24,6 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     backoff::Backoff,
+    config::NodeName,
     enroll::{self, EnrollError},
     facts::HeartbeatSource,
     k3s::{self, JoinHook, Readiness},
@@ -49,8 +50,13 @@ pub struct StreamConfig {
     /// with credentials the saved CA is used. None: only re-enrollment.
     pub enroll_trust: Option<Trust>,
     /// The K3s join hook, retried until it succeeds; the worker reports
-    /// ready only after that. None: no hook, always ready (the swarm).
+    /// ready only after that. None: no hook, always ready (the swarm, and
+    /// agents already on a node of the cluster).
     pub k3s: Option<JoinHook>,
+    /// The Kubernetes node this agent runs on (`--kubernetes-node`), named
+    /// in each hello. None: the node, if any, is the one the join hook
+    /// makes, which carries the worker-id label instead.
+    pub kubernetes_node: Option<NodeName>,
     /// Longest backoff; refused agents retry at about this pace.
     pub max_backoff: Duration,
     /// The agent's metrics.
@@ -331,6 +337,24 @@ async fn wait(delay: Duration, shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
+/// The hello that opens each stream: the machine's facts, its readiness
+/// and, for an agent that runs on a node of the cluster already, that
+/// node's name (empty otherwise).
+pub fn hello(
+    facts: &pb::MachineFacts,
+    readiness: Readiness,
+    kubernetes_node: Option<&NodeName>,
+) -> pb::Hello {
+    pb::Hello {
+        facts: Some(facts.clone()),
+        ready: readiness.ready,
+        k3s_join_error: readiness.join_error,
+        kubernetes_node_name: kubernetes_node
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default(),
+    }
+}
+
 /// The end of a stream for a failed call: a refusal, or a lost stream.
 fn ended_by(s: &tonic::Status) -> SessionEnd {
     match Refusal::from_status(s) {
@@ -364,14 +388,12 @@ async fn session(
             .store(u64::from(r.ready), Ordering::Relaxed);
         r
     };
-    let Readiness { ready, join_error } = now_ready();
     let hello = ConnectRequest {
-        message: Some(connect_request::Message::Hello(pb::Hello {
-            facts: Some(cfg.facts.clone()),
-            ready,
-            k3s_join_error: join_error,
-            ..Default::default()
-        })),
+        message: Some(connect_request::Message::Hello(hello(
+            &cfg.facts,
+            now_ready(),
+            cfg.kubernetes_node.as_ref(),
+        ))),
     };
     tx.send(hello).await.context("queue hello")?;
     let mut inbound = match AgentServiceClient::new(channel.clone())
@@ -459,5 +481,40 @@ async fn session(
                 Err(s) => return Ok(ended_by(&s)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> pb::MachineFacts {
+        pb::MachineFacts {
+            hostname: "node-a".into(),
+            machine_id: "m1".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_hello_names_the_node_of_an_agent_inside_the_cluster() {
+        let node: NodeName = "node-a".parse().unwrap();
+        let ready = Readiness {
+            ready: true,
+            join_error: String::new(),
+        };
+        let h = hello(&facts(), ready.clone(), Some(&node));
+        assert_eq!(h.kubernetes_node_name, "node-a");
+        assert!(h.ready && h.k3s_join_error.is_empty());
+        assert_eq!(h.facts, Some(facts()));
+        // An agent that joins K3s itself leaves the name empty: its node is
+        // found by the worker-id label.
+        let not_ready = Readiness {
+            ready: false,
+            join_error: "no k3s".into(),
+        };
+        let h = hello(&facts(), not_ready, None);
+        assert_eq!(h.kubernetes_node_name, "");
+        assert!(!h.ready && h.k3s_join_error == "no k3s");
     }
 }

@@ -188,6 +188,7 @@ async fn start_one(
         },
         enroll_trust: Some(cfg.trust.clone()),
         k3s: None,
+        kubernetes_node: None,
         max_backoff: cfg.max_backoff,
         metrics: metrics.clone(),
         heartbeats: HeartbeatSource::Synthetic,

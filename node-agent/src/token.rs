@@ -96,19 +96,34 @@ impl Token {
     }
 
     /// Marks the token spent: records its hash in `state`, then deletes the
-    /// file it came from.
+    /// file it came from (unless that file is on a read-only file system,
+    /// such as a Kubernetes Secret volume: the hash alone keeps the token
+    /// from being sent again).
     pub fn spend(&self, state: &StateDir) -> anyhow::Result<()> {
         state.record_spent_token(self.value.expose())?;
         if let Some(path) = &self.file {
             match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e) if deletion_failed(&e) => {
                     return Err(e).with_context(|| format!("delete {}", path.display()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+                    tracing::info!(file = %path.display(), "the spent token's file is read-only (a mounted Secret?); it stays, and is never sent again");
                 }
                 _ => {}
             }
         }
         Ok(())
     }
+}
+
+/// True when `e`, from deleting a spent token's file, is a failure: not
+/// when the file is already gone, nor when it lies on a read-only file
+/// system, where its owner (Kubernetes, for a Secret) removes it.
+fn deletion_failed(e: &std::io::Error) -> bool {
+    !matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ReadOnlyFilesystem
+    )
 }
 
 #[cfg(test)]
@@ -146,5 +161,15 @@ mod tests {
         let refused = HashSet::from([t.hash()]);
         assert!(source.unspent(&state, &refused).unwrap().is_none());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_token_file_on_a_read_only_mount_is_spent_without_deleting_it() {
+        use std::io::{Error, ErrorKind};
+        assert!(!deletion_failed(&Error::from(
+            ErrorKind::ReadOnlyFilesystem
+        )));
+        assert!(!deletion_failed(&Error::from(ErrorKind::NotFound)));
+        assert!(deletion_failed(&Error::from(ErrorKind::PermissionDenied)));
     }
 }

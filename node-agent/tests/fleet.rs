@@ -26,6 +26,8 @@ use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
 
 #[path = "fleet/identity.rs"]
 mod identity;
+#[path = "fleet/kubernetes.rs"]
+mod kubernetes;
 
 const ADMIN_EMAIL: &str = "fleet-admin@example.org";
 const ADMIN_PASSWORD: &str = "fleet-admin-password";
@@ -277,8 +279,22 @@ fn spawn_agent_to(
     token: &str,
     extra: &[&str],
 ) -> Agent {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_minispod-agent"))
-        .arg("run")
+    let child = agent_command(servers, ca_hash, state, token, extra)
+        .spawn()
+        .expect("start minispod-agent");
+    Agent { child }
+}
+
+/// `minispod-agent run` as `spawn_agent_to` starts it, to add to.
+fn agent_command(
+    servers: &[String],
+    ca_hash: &str,
+    state: &Path,
+    token: &str,
+    extra: &[&str],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_minispod-agent"));
+    cmd.arg("run")
         .args(servers.iter().flat_map(|s| ["--server", s.as_str()]))
         .arg("--state-dir")
         .arg(state)
@@ -298,10 +314,8 @@ fn spawn_agent_to(
         } else {
             Stdio::null()
         })
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start minispod-agent");
-    Agent { child }
+        .kill_on_drop(true);
+    cmd
 }
 
 fn now_ms() -> i64 {

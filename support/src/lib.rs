@@ -1,14 +1,13 @@
 //! Small operational helpers both daemons share, none of them protobuf: the
 //! systemd notify protocol and watchdog, a minimal HTTP endpoint for
 //! Prometheus scrapes, folding a TOML config file into the command line,
-//! durations, and writing private files.
+//! durations, writing private files, and the names both share in the
+//! Kubernetes cluster (`kubernetes`).
 
+pub mod kubernetes;
 pub mod secret;
 
-/// The Kubernetes node label that ties a node to its worker: the agent's
-/// K3s configuration sets it to the worker id, and the control plane finds
-/// each worker's node by it.
-pub const WORKER_ID_LABEL: &str = "minispod.dev/worker-id";
+pub use kubernetes::WORKER_ID_LABEL;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 

@@ -295,6 +295,7 @@ impl InProcessAgent {
             token,
             enroll_trust: Some(Trust::Pin(cp.pin())),
             k3s,
+            kubernetes_node: None,
             max_backoff: Duration::from_secs(1),
             metrics: metrics.clone(),
             heartbeats: HeartbeatSource::Synthetic,
@@ -651,7 +652,8 @@ async fn not_ready_survives_a_restart_and_the_hook_is_retried_until_it_succeeds(
     let written = std::fs::read_to_string(&hook.config_path).unwrap();
     assert_eq!(
         written,
-        "server: \"https://k3s.example.org:6443\"\ntoken: \"K10fake::server:abc\"\n"
+        "server: \"https://k3s.example.org:6443\"\ntoken: \"K10fake::server:abc\"\n\
+         node-label:\n  - \"minispod.dev/worker-id=w0\"\n"
     );
     agent.stop().await;
     assert_eq!(cp.tokens(), ["t1"]);
@@ -699,4 +701,44 @@ async fn join_with_a_token_file_enrolls_once_deletes_the_file_and_fails_on_a_fai
     let state = StateDir::open(&state_dir).unwrap();
     assert!(state.k3s_join().unwrap().unwrap().succeeded);
     assert!(state.token_spent("file-token").unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_a_kubernetes_node_names_it_in_its_hello_and_reports_ready_without_a_hook() {
+    let cp = FakeControlPlane::start().await;
+    cp.script().k3s_url = "https://k3s.example.org:6443".into();
+    let dir = TempDir::new();
+    let hook_ran = dir.0.join("hook-ran");
+    let _agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_minispod-agent"))
+        .arg("run")
+        .args(["--server", &cp.url, "--ca-hash", &cp.pin(), "--token", "t1"])
+        .arg("--state-dir")
+        .arg(dir.0.join("state"))
+        .arg("--k3s-config")
+        .arg(dir.0.join("k3s.yaml"))
+        .args([
+            "--k3s-join-command",
+            &format!("touch {}", hook_ran.display()),
+        ])
+        .args(["--kubernetes-node", "node-a"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start minispod-agent");
+    until("a hello and a heartbeat", || {
+        let seen = cp.seen();
+        !seen.hellos.is_empty() && !seen.heartbeat_ready.is_empty()
+    })
+    .await;
+    let (worker, hello) = cp.seen().hellos[0].clone();
+    assert_eq!(worker, "w0");
+    assert_eq!(hello.kubernetes_node_name, "node-a");
+    assert_eq!(hello.facts.unwrap().hostname, "node-a");
+    assert!(
+        hello.ready && hello.k3s_join_error.is_empty(),
+        "ready at once"
+    );
+    assert!(cp.seen().heartbeat_ready.iter().all(|r| *r));
+    assert!(!dir.0.join("k3s.yaml").exists() && !hook_ran.exists());
 }
