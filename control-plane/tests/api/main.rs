@@ -3,6 +3,7 @@
 
 mod auth;
 mod catalog;
+mod cluster;
 mod console;
 mod helpers;
 mod hostile;

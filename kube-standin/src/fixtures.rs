@@ -1,0 +1,256 @@
+//! Fixtures for cluster tests: fake Nodes (status set through `/status` as
+//! a kubelet would) and Pods bound to them, namespaces and disruption
+//! budgets. Names carry the cluster's random suffix; what a test creates is
+//! deleted when the `TestCluster` drops (on a real cluster; a stand-in
+//! simply goes).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::cluster::TestCluster;
+
+/// The field manager fixtures write status with, standing for the kubelet.
+pub const FIXTURE_KUBELET: &str = "minispod-test-kubelet";
+
+/// What a test created, to delete on drop.
+#[derive(Debug, Default)]
+pub struct Created {
+    nodes: Vec<String>,
+    namespaces: Vec<String>,
+}
+
+fn labels_of(labels: &[(&str, &str)]) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn condition(kind: &str, status: &str, reason: &str, message: &str) -> Value {
+    let now = crate::meta::now();
+    json!({"type": kind, "status": status, "reason": reason, "message": message,
+           "lastHeartbeatTime": now, "lastTransitionTime": now})
+}
+
+fn pod_conditions(ready: bool) -> Value {
+    let now = crate::meta::now();
+    let ready = if ready { "True" } else { "False" };
+    json!([
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
+        {"type": "Ready", "status": ready, "lastTransitionTime": now},
+    ])
+}
+
+impl TestCluster {
+    /// `base` with this cluster's random suffix: the name fixtures give
+    /// nodes and namespaces, unique across runs on a shared cluster.
+    pub fn name(&self, base: &str) -> String {
+        format!("{base}-{}", self.suffix)
+    }
+
+    fn status_params() -> PatchParams {
+        PatchParams {
+            field_manager: Some(FIXTURE_KUBELET.into()),
+            ..PatchParams::default()
+        }
+    }
+
+    /// A fake Node named `name(base)` with these labels, made Ready with 4
+    /// CPUs, 8Gi of memory, 100Gi of ephemeral storage and 110 pods through
+    /// the `/status` subresource, as a kubelet would.
+    pub async fn create_node(&self, base: &str, labels: &[(&str, &str)]) -> anyhow::Result<Node> {
+        let name = self.name(base);
+        let nodes: Api<Node> = Api::all(self.client().await);
+        let mut node = Node::default();
+        node.metadata.name = Some(name.clone());
+        node.metadata.labels = Some(labels_of(labels));
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .with_context(|| format!("create node {name}"))?;
+        self.created
+            .lock()
+            .expect("not poisoned")
+            .nodes
+            .push(name.clone());
+        let resources =
+            json!({"cpu": "4", "memory": "8Gi", "ephemeral-storage": "100Gi", "pods": "110"});
+        let status = json!({"status": {
+            "capacity": resources, "allocatable": resources,
+            "conditions": [condition("Ready", "True", "KubeletReady", "kubelet is posting ready status")],
+            "addresses": [{"type": "Hostname", "address": name}],
+            "nodeInfo": {
+                "machineID": "0", "systemUUID": "0", "bootID": "0",
+                "kernelVersion": "6.1.0-minispod", "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "containerRuntimeVersion": "containerd://1.7.0", "kubeletVersion": "v1.33.5+k3s1",
+                "kubeProxyVersion": "v1.33.5+k3s1", "operatingSystem": "linux", "architecture": "amd64",
+            },
+        }});
+        nodes
+            .patch_status(&name, &Self::status_params(), &Patch::Merge(&status))
+            .await
+            .with_context(|| format!("set the status of node {name}"))
+    }
+
+    /// Set one condition of a node (replacing the one of that type), as the
+    /// kubelet or the node lifecycle controller would.
+    pub async fn set_node_condition(
+        &self,
+        name: &str,
+        kind: &str,
+        status: &str,
+        reason: &str,
+        message: &str,
+    ) -> anyhow::Result<Node> {
+        let nodes: Api<Node> = Api::all(self.client().await);
+        let node = nodes.get(name).await?;
+        let mut conditions: Vec<Value> = node
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.type_ != kind)
+            .map(|c| serde_json::to_value(c).expect("conditions serialize"))
+            .collect();
+        conditions.push(condition(kind, status, reason, message));
+        let patch = json!({"status": {"conditions": conditions}});
+        Ok(nodes
+            .patch_status(name, &Self::status_params(), &Patch::Merge(&patch))
+            .await?)
+    }
+
+    /// A fresh namespace `minispod-test-<suffix>-<n>`.
+    pub async fn create_namespace(&self) -> anyhow::Result<String> {
+        let count = self.created.lock().expect("not poisoned").namespaces.len();
+        let name = self.name(&format!("minispod-test-{count}"));
+        let namespaces: Api<Namespace> = Api::all(self.client().await);
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(name.clone());
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await?;
+        self.created
+            .lock()
+            .expect("not poisoned")
+            .namespaces
+            .push(name.clone());
+        Ok(name)
+    }
+
+    /// A Pod bound to `node` (no scheduler, no kubelet) with one container
+    /// requesting `requests` (`[("cpu", "500m")]`), Running, and Ready or
+    /// not, through `/status`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        labels: &[(&str, &str)],
+        requests: &[(&str, &str)],
+        ready: bool,
+        owner: Option<OwnerReference>,
+    ) -> anyhow::Result<Pod> {
+        let pods: Api<Pod> = Api::namespaced(self.client().await, namespace);
+        let requests: BTreeMap<&str, &str> = requests.iter().copied().collect();
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": labels_of(labels), "ownerReferences": owner.into_iter().collect::<Vec<_>>()},
+            "spec": {
+                "nodeName": node,
+                "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10",
+                                "resources": {"requests": requests}}],
+            },
+        }))?;
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .with_context(|| format!("create pod {namespace}/{name}"))?;
+        self.set_pod_ready(namespace, name, ready).await
+    }
+
+    /// Mark a pod Running and Ready (or not), as its kubelet would.
+    pub async fn set_pod_ready(
+        &self,
+        namespace: &str,
+        name: &str,
+        ready: bool,
+    ) -> anyhow::Result<Pod> {
+        let pods: Api<Pod> = Api::namespaced(self.client().await, namespace);
+        let patch = json!({"status": {
+            "phase": "Running",
+            "conditions": pod_conditions(ready),
+            "startTime": crate::meta::now(),
+        }});
+        Ok(pods
+            .patch_status(name, &Self::status_params(), &Patch::Merge(&patch))
+            .await?)
+    }
+
+    /// A PodDisruptionBudget over the pods with these labels.
+    pub async fn create_pdb(
+        &self,
+        namespace: &str,
+        name: &str,
+        selector: &[(&str, &str)],
+        min_available: i32,
+    ) -> anyhow::Result<PodDisruptionBudget> {
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(self.client().await, namespace);
+        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name},
+            "spec": {"minAvailable": min_available, "selector": {"matchLabels": labels_of(selector)}},
+        }))?;
+        Ok(pdbs.create(&PostParams::default(), &pdb).await?)
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if !self.is_real() {
+            return;
+        }
+        let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
+        if created.nodes.is_empty() && created.namespaces.is_empty() {
+            return;
+        }
+        // The test's runtime may be shutting down: delete from a runtime of
+        // our own, with a client of its own.
+        let config = self.config().clone();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(client) = kube::Client::try_from(config) else {
+                    return;
+                };
+                let delete = DeleteParams::default();
+                let nodes: Api<Node> = Api::all(client.clone());
+                for name in &created.nodes {
+                    if let Err(error) = nodes.delete(name, &delete).await {
+                        tracing::warn!(%error, name, "could not delete a test node");
+                    }
+                }
+                let namespaces: Api<Namespace> = Api::all(client);
+                for name in &created.namespaces {
+                    if let Err(error) = namespaces.delete(name, &delete).await {
+                        tracing::warn!(%error, name, "could not delete a test namespace");
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
