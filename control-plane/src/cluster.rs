@@ -178,6 +178,10 @@ impl ClusterLink {
         });
         // A lost API server shows within seconds, not after the default 30.
         config.connect_timeout = Some(Duration::from_secs(5));
+        // kube retries 429 up to 15 times with backoff up to 1000 s, which
+        // would hold a drain on one PodDisruptionBudget refusal for minutes;
+        // the drain and the reconciler retry on their own terms.
+        config.default_retry = false;
         let server = config.cluster_url.to_string();
         let client = kube::Client::try_from(config).context("Kubernetes client")?;
         tracing::info!(%server, "cluster link configured");

@@ -10,9 +10,10 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::Eviction;
 use kube::{
     Api,
-    api::{EvictParams, ListParams},
+    api::{ListParams, ObjectMeta, PostParams},
 };
 use minispod_proto::v1 as pb;
 
@@ -149,7 +150,7 @@ impl ClusterLink {
                         let ns = p.metadata.namespace.as_deref().unwrap_or("default");
                         let name = p.metadata.name.as_deref().unwrap_or_default();
                         let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-                        match api.evict(name, &EvictParams::default()).await {
+                        match evict(&api, ns, name).await {
                             Ok(_) => {
                                 evicted += 1;
                                 progress.error.clear();
@@ -208,6 +209,28 @@ impl ClusterLink {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// POSTs a policy/v1 Eviction for the pod. Not kube's `Api::evict`: its
+/// body (kube 5.0) has no apiVersion and kind and names its options
+/// `delete_options`, a field the Eviction schema does not have, which the
+/// schema check of the test command caught.
+async fn evict(api: &Api<Pod>, namespace: &str, name: &str) -> kube::Result<kube::core::Status> {
+    let eviction = Eviction {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        delete_options: None,
+    };
+    let params = PostParams {
+        field_manager: Some(super::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    // k8s-openapi writes apiVersion and kind with the object.
+    api.create_subresource("eviction", name, &params, &eviction)
+        .await
 }
 
 /// The disruption budget's own words from a refused eviction: its cause's

@@ -14,7 +14,9 @@ use minispod_kube_standin::TestCluster;
 use minispod_proto::v1 as pb;
 use minispod_support::WORKER_ID_LABEL;
 use serde_json::json;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::{
     helpers::{TestApp, authed, spawn_app_with},
@@ -44,7 +46,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -73,7 +78,11 @@ async fn connected(admin: &mut Admin) {
     until(20, "the link to connect", || {
         let (mut client, token) = (client.clone(), token.clone());
         async move {
-            let r = client.get_cluster_link(authed(pb::GetClusterLinkRequest {}, &token)).await.ok()?.into_inner();
+            let r = client
+                .get_cluster_link(authed(pb::GetClusterLinkRequest {}, &token))
+                .await
+                .ok()?
+                .into_inner();
             (r.state == pb::ClusterLinkState::Connected as i32).then_some(())
         }
     })
@@ -85,7 +94,9 @@ async fn get(admin: &Admin, id: &str) -> pb::Worker {
     let mut client = admin.client.clone();
     client
         .get_worker(authed(
-            pb::GetWorkerRequest { lookup: Some(pb::get_worker_request::Lookup::Id(id.into())) },
+            pb::GetWorkerRequest {
+                lookup: Some(pb::get_worker_request::Lookup::Id(id.into())),
+            },
             &admin.token,
         ))
         .await
@@ -95,13 +106,25 @@ async fn get(admin: &Admin, id: &str) -> pb::Worker {
         .unwrap()
 }
 
-/// Waits until the worker satisfies `ok`.
-async fn worker_until(admin: &Admin, id: &str, what: &str, ok: impl Fn(&pb::Worker) -> bool) -> pb::Worker {
-    until(20, what, || async {
+/// Waits until the worker satisfies `ok`; on a timeout, shows it.
+async fn worker_until(
+    admin: &Admin,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&pb::Worker) -> bool,
+) -> pb::Worker {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
         let w = get(admin, id).await;
-        ok(&w).then_some(w)
-    })
-    .await
+        if ok(&w) {
+            return w;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; the worker: {w:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the node satisfies `ok`.
@@ -151,14 +174,46 @@ async fn a_workers_figures_follow_its_node_and_its_pods() {
     let (id, mut stream) = online_worker(&app, &mut admin, "m-figures").await;
 
     // Stream up, no node yet: NOT_READY, and why.
-    let w = worker_until(&admin, &id, "NOT_READY without a node", |w| w.status == pb::WorkerStatus::NotReady as i32).await;
-    assert!(w.not_ready_reason.contains("node not joined"), "{}", w.not_ready_reason);
+    let w = worker_until(&admin, &id, "NOT_READY without a node", |w| {
+        w.status == pb::WorkerStatus::NotReady as i32
+    })
+    .await;
+    assert!(
+        w.not_ready_reason.contains("node not joined"),
+        "{}",
+        w.not_ready_reason
+    );
 
-    let node = cluster.create_node("figures", &[(WORKER_ID_LABEL, &id)]).await.unwrap();
+    let node = cluster
+        .create_node("figures", &[(WORKER_ID_LABEL, &id)])
+        .await
+        .unwrap();
     let node_name = node.metadata.name.unwrap();
     let ns = cluster.create_namespace().await.unwrap();
-    cluster.create_pod(&ns, "a", &node_name, &[("app", "a")], &[("cpu", "250m"), ("memory", "128Mi")], true, None).await.unwrap();
-    cluster.create_pod(&ns, "b", &node_name, &[("app", "b")], &[("cpu", "1"), ("memory", "1Gi")], true, None).await.unwrap();
+    cluster
+        .create_pod(
+            &ns,
+            "a",
+            &node_name,
+            &[("app", "a")],
+            &[("cpu", "250m"), ("memory", "128Mi")],
+            true,
+            None,
+        )
+        .await
+        .unwrap();
+    cluster
+        .create_pod(
+            &ns,
+            "b",
+            &node_name,
+            &[("app", "b")],
+            &[("cpu", "1"), ("memory", "1Gi")],
+            true,
+            None,
+        )
+        .await
+        .unwrap();
 
     let w = worker_until(&admin, &id, "ACTIVE with its node's figures", |w| {
         w.status == pb::WorkerStatus::Active as i32 && w.pod_count == 2
@@ -168,10 +223,20 @@ async fn a_workers_figures_follow_its_node_and_its_pods() {
     assert_eq!(n.name, node_name);
     assert!(n.ready && !n.stale);
     assert_eq!(n.kubelet_version, "v1.33.5+k3s1");
-    assert_eq!(w.kubelet_version, "v1.33.5+k3s1", "the node's version, not the agent's guess");
+    assert_eq!(
+        w.kubelet_version, "v1.33.5+k3s1",
+        "the node's version, not the agent's guess"
+    );
     assert_eq!(w.max_pods, 110);
     let allocated = w.allocated.unwrap();
-    assert_eq!((allocated.cpu_millicores, allocated.memory_bytes, allocated.pods), (1250, (128 << 20) + (1 << 30), 2));
+    assert_eq!(
+        (
+            allocated.cpu_millicores,
+            allocated.memory_bytes,
+            allocated.pods
+        ),
+        (1250, (128 << 20) + (1 << 30), 2)
+    );
     assert_eq!(w.allocatable.unwrap().memory_bytes, 8 << 30);
     assert_eq!(w.capacity.unwrap().cpu_millicores, 4000);
     assert!(w.not_ready_reason.is_empty());
@@ -200,13 +265,37 @@ async fn a_workers_figures_follow_its_node_and_its_pods() {
 
     // The kubelet stops posting: NOT_READY with the kubelet's words; back.
     cluster
-        .set_node_condition(&node_name, "Ready", "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.")
+        .set_node_condition(
+            &node_name,
+            "Ready",
+            "Unknown",
+            "NodeStatusUnknown",
+            "Kubelet stopped posting node status.",
+        )
         .await
         .unwrap();
-    let w = worker_until(&admin, &id, "NOT_READY from the node", |w| w.status == pb::WorkerStatus::NotReady as i32).await;
-    assert_eq!(w.not_ready_reason, "node not ready: kubelet stopped posting node status");
-    cluster.set_node_condition(&node_name, "Ready", "True", "KubeletReady", "kubelet is posting ready status").await.unwrap();
-    worker_until(&admin, &id, "ACTIVE again", |w| w.status == pb::WorkerStatus::Active as i32).await;
+    let w = worker_until(&admin, &id, "NOT_READY from the node", |w| {
+        w.status == pb::WorkerStatus::NotReady as i32
+    })
+    .await;
+    assert_eq!(
+        w.not_ready_reason,
+        "node not ready: kubelet stopped posting node status"
+    );
+    cluster
+        .set_node_condition(
+            &node_name,
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        )
+        .await
+        .unwrap();
+    worker_until(&admin, &id, "ACTIVE again", |w| {
+        w.status == pb::WorkerStatus::Active as i32
+    })
+    .await;
     stream.beat(true).await;
 }
 
@@ -217,7 +306,10 @@ async fn cordon_labels_and_taints_reach_the_node_and_others_survive() {
     let mut admin = Admin::of(&app).await;
     connected(&mut admin).await;
     let (id, _stream) = online_worker(&app, &mut admin, "m-labels").await;
-    let node = cluster.create_node("labels", &[(WORKER_ID_LABEL, &id), ("team", "infra")]).await.unwrap();
+    let node = cluster
+        .create_node("labels", &[(WORKER_ID_LABEL, &id), ("team", "infra")])
+        .await
+        .unwrap();
     let name = node.metadata.name.unwrap();
     let nodes: Api<Node> = Api::all(cluster.client().await);
     // Someone else's taint, as the node lifecycle controller would set it.
@@ -236,9 +328,15 @@ async fn cordon_labels_and_taints_reach_the_node_and_others_survive() {
         .update_worker(authed(
             pb::UpdateWorkerRequest {
                 id: id.clone(),
-                labels: Some(pb::LabelMap { labels: [("tier".to_owned(), "gold".to_owned())].into() }),
+                labels: Some(pb::LabelMap {
+                    labels: [("tier".to_owned(), "gold".to_owned())].into(),
+                }),
                 taints: Some(pb::TaintList {
-                    taints: vec![pb::Taint { key: "dedicated".into(), value: "db".into(), effect: "NoSchedule".into() }],
+                    taints: vec![pb::Taint {
+                        key: "dedicated".into(),
+                        value: "db".into(),
+                        effect: "NoSchedule".into(),
+                    }],
                 }),
                 notes: None,
             },
@@ -248,7 +346,13 @@ async fn cordon_labels_and_taints_reach_the_node_and_others_survive() {
         .unwrap();
     admin
         .client
-        .set_worker_schedulable(authed(pb::SetWorkerSchedulableRequest { id: id.clone(), schedulable: false }, &admin.token))
+        .set_worker_schedulable(authed(
+            pb::SetWorkerSchedulableRequest {
+                id: id.clone(),
+                schedulable: false,
+            },
+            &admin.token,
+        ))
         .await
         .unwrap();
     let n = node_until(&nodes, &name, "labels, taint and cordon on the node", |n| {
@@ -257,9 +361,19 @@ async fn cordon_labels_and_taints_reach_the_node_and_others_survive() {
             && taints(n).contains(&("dedicated".into(), "NoSchedule".into()))
     })
     .await;
-    assert_eq!(labels(&n).get("team").map(String::as_str), Some("infra"), "another manager's label survives");
-    assert!(taints(&n).contains(&("example.com/theirs".into(), "NoSchedule".into())), "another manager's taint survives");
-    let w = worker_until(&admin, &id, "the worker to show the cordoned node", |w| w.node.as_ref().is_some_and(|n| n.unschedulable)).await;
+    assert_eq!(
+        labels(&n).get("team").map(String::as_str),
+        Some("infra"),
+        "another manager's label survives"
+    );
+    assert!(
+        taints(&n).contains(&("example.com/theirs".into(), "NoSchedule".into())),
+        "another manager's taint survives"
+    );
+    let w = worker_until(&admin, &id, "the worker to show the cordoned node", |w| {
+        w.node.as_ref().is_some_and(|n| n.unschedulable)
+    })
+    .await;
     assert!(w.cordoned);
 
     // Take them away again: only ours go.
@@ -278,7 +392,13 @@ async fn cordon_labels_and_taints_reach_the_node_and_others_survive() {
         .unwrap();
     admin
         .client
-        .set_worker_schedulable(authed(pb::SetWorkerSchedulableRequest { id: id.clone(), schedulable: true }, &admin.token))
+        .set_worker_schedulable(authed(
+            pb::SetWorkerSchedulableRequest {
+                id: id.clone(),
+                schedulable: true,
+            },
+            &admin.token,
+        ))
         .await
         .unwrap();
     let n = node_until(&nodes, &name, "our labels, taint and cordon gone", |n| {
@@ -288,8 +408,15 @@ async fn cordon_labels_and_taints_reach_the_node_and_others_survive() {
     })
     .await;
     assert_eq!(labels(&n).get("team").map(String::as_str), Some("infra"));
-    assert_eq!(labels(&n).get(WORKER_ID_LABEL), Some(&id), "the worker id label stays");
-    assert_eq!(taints(&n), vec![("example.com/theirs".to_owned(), "NoSchedule".to_owned())]);
+    assert_eq!(
+        labels(&n).get(WORKER_ID_LABEL),
+        Some(&id),
+        "the worker id label stays"
+    );
+    assert_eq!(
+        taints(&n),
+        vec![("example.com/theirs".to_owned(), "NoSchedule".to_owned())]
+    );
 }
 
 #[tokio::test]
@@ -301,24 +428,53 @@ async fn a_lost_stream_taints_the_node_noexecute_after_the_grace_and_reconnectin
     let token = admin.token(0, "").await.token;
     let agent = enroll(&app, &token, "m-offline").await.unwrap();
     let id = agent.enrolled.worker_id.clone();
-    let stream = connect(mtls(&app, &agent).await, "m-offline").await.unwrap();
-    let node = cluster.create_node("offline", &[(WORKER_ID_LABEL, &id)]).await.unwrap();
+    let stream = connect(mtls(&app, &agent).await, "m-offline")
+        .await
+        .unwrap();
+    let node = cluster
+        .create_node("offline", &[(WORKER_ID_LABEL, &id)])
+        .await
+        .unwrap();
     let name = node.metadata.name.unwrap();
-    worker_until(&admin, &id, "ACTIVE", |w| w.status == pb::WorkerStatus::Active as i32).await;
+    worker_until(&admin, &id, "ACTIVE", |w| {
+        w.status == pb::WorkerStatus::Active as i32
+    })
+    .await;
     let nodes: Api<Node> = Api::all(cluster.client().await);
 
     // The agent dies: its connection drops with the stream.
     let dropped = std::time::Instant::now();
     drop(stream);
-    let n = node_until(&nodes, &name, "the offline taint", |n| taints(n).contains(&("minispod.dev/offline".into(), "NoExecute".into()))).await;
+    let n = node_until(&nodes, &name, "the offline taint", |n| {
+        taints(n).contains(&("minispod.dev/offline".into(), "NoExecute".into()))
+    })
+    .await;
     let after = dropped.elapsed();
-    assert!(after >= Duration::from_millis(300), "not before the grace: {after:?}");
-    let t = n.spec.unwrap().taints.unwrap().into_iter().find(|t| t.key == "minispod.dev/offline").unwrap();
-    assert!(t.time_added.is_some(), "a NoExecute taint says when it was added");
+    assert!(
+        after >= Duration::from_millis(300),
+        "not before the grace: {after:?}"
+    );
+    let t = n
+        .spec
+        .unwrap()
+        .taints
+        .unwrap()
+        .into_iter()
+        .find(|t| t.key == "minispod.dev/offline")
+        .unwrap();
+    assert!(
+        t.time_added.is_some(),
+        "a NoExecute taint says when it was added"
+    );
 
     // It comes back: the taint goes.
-    let _back = connect(mtls(&app, &agent).await, "m-offline").await.unwrap();
-    node_until(&nodes, &name, "the taint removed", |n| !taints(n).iter().any(|t| t.0 == "minispod.dev/offline")).await;
+    let _back = connect(mtls(&app, &agent).await, "m-offline")
+        .await
+        .unwrap();
+    node_until(&nodes, &name, "the taint removed", |n| {
+        !taints(n).iter().any(|t| t.0 == "minispod.dev/offline")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -328,17 +484,43 @@ async fn maintenance_drains_the_node_through_evictions_respecting_a_disruption_b
     let mut admin = Admin::of(&app).await;
     connected(&mut admin).await;
     let (id, _stream) = online_worker(&app, &mut admin, "m-drain").await;
-    let node = cluster.create_node("drain", &[(WORKER_ID_LABEL, &id)]).await.unwrap();
+    let node = cluster
+        .create_node("drain", &[(WORKER_ID_LABEL, &id)])
+        .await
+        .unwrap();
     let name = node.metadata.name.unwrap();
-    let elsewhere = cluster.create_node("elsewhere", &[]).await.unwrap().metadata.name.unwrap();
+    let elsewhere = cluster
+        .create_node("elsewhere", &[])
+        .await
+        .unwrap()
+        .metadata
+        .name
+        .unwrap();
     let ns = cluster.create_namespace().await.unwrap();
     // Two replicas of "web" here, a budget that wants one of them up, a
     // plain pod, and a DaemonSet pod that stays.
     for p in ["web-1", "web-2"] {
-        cluster.create_pod(&ns, p, &name, &[("app", "web")], &[("cpu", "100m")], true, None).await.unwrap();
+        cluster
+            .create_pod(
+                &ns,
+                p,
+                &name,
+                &[("app", "web")],
+                &[("cpu", "100m")],
+                true,
+                None,
+            )
+            .await
+            .unwrap();
     }
-    cluster.create_pdb(&ns, "web", &[("app", "web")], 1).await.unwrap();
-    cluster.create_pod(&ns, "batch", &name, &[("app", "batch")], &[], true, None).await.unwrap();
+    cluster
+        .create_pdb(&ns, "web", &[("app", "web")], 1)
+        .await
+        .unwrap();
+    cluster
+        .create_pod(&ns, "batch", &name, &[("app", "batch")], &[], true, None)
+        .await
+        .unwrap();
     let daemon = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
         api_version: "apps/v1".into(),
         kind: "DaemonSet".into(),
@@ -347,36 +529,85 @@ async fn maintenance_drains_the_node_through_evictions_respecting_a_disruption_b
         controller: Some(true),
         ..Default::default()
     };
-    cluster.create_pod(&ns, "logs-x", &name, &[("app", "logs")], &[], true, Some(daemon)).await.unwrap();
+    cluster
+        .create_pod(
+            &ns,
+            "logs-x",
+            &name,
+            &[("app", "logs")],
+            &[],
+            true,
+            Some(daemon),
+        )
+        .await
+        .unwrap();
     worker_until(&admin, &id, "the pods counted", |w| w.pod_count == 4).await;
 
     admin
         .client
         .set_worker_status(authed(
-            pb::SetWorkerStatusRequest { id: id.clone(), status: pb::WorkerStatus::Maintenance as i32 },
+            pb::SetWorkerStatusRequest {
+                id: id.clone(),
+                status: pb::WorkerStatus::Maintenance as i32,
+            },
             &admin.token,
         ))
         .await
         .unwrap();
     let nodes: Api<Node> = Api::all(cluster.client().await);
-    node_until(&nodes, &name, "the node cordoned", |n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)).await;
+    node_until(&nodes, &name, "the node cordoned", |n| {
+        n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true)
+    })
+    .await;
     // One web pod may go, the other is held by the budget.
     let w = worker_until(&admin, &id, "the drain blocked by the budget", |w| {
-        w.drain.as_ref().is_some_and(|d| d.state == pb::DrainState::Blocked as i32)
+        w.drain
+            .as_ref()
+            .is_some_and(|d| d.state == pb::DrainState::Blocked as i32)
     })
     .await;
     let d = w.drain.unwrap();
     assert!(d.error.contains("disruption budget"), "{}", d.error);
     let pods: Api<Pod> = Api::namespaced(cluster.client().await, &ns);
-    let left: Vec<String> = pods.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|p| p.metadata.name).collect();
-    assert!(left.contains(&"logs-x".to_owned()), "DaemonSet pods stay: {left:?}");
+    let left: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(
+        left.contains(&"logs-x".to_owned()),
+        "DaemonSet pods stay: {left:?}"
+    );
     assert!(!left.contains(&"batch".to_owned()), "{left:?}");
-    assert_eq!(left.iter().filter(|p| p.starts_with("web-")).count(), 1, "{left:?}");
+    assert_eq!(
+        left.iter().filter(|p| p.starts_with("web-")).count(),
+        1,
+        "{left:?}"
+    );
 
     // The evicted replica comes up elsewhere (its controller's work): the
     // budget allows the last one to go.
-    cluster.create_pod(&ns, "web-3", &elsewhere, &[("app", "web")], &[("cpu", "100m")], true, None).await.unwrap();
-    let w = worker_until(&admin, &id, "the drain done", |w| w.drain.as_ref().is_some_and(|d| d.state == pb::DrainState::Done as i32)).await;
+    cluster
+        .create_pod(
+            &ns,
+            "web-3",
+            &elsewhere,
+            &[("app", "web")],
+            &[("cpu", "100m")],
+            true,
+            None,
+        )
+        .await
+        .unwrap();
+    let w = worker_until(&admin, &id, "the drain done", |w| {
+        w.drain
+            .as_ref()
+            .is_some_and(|d| d.state == pb::DrainState::Done as i32)
+    })
+    .await;
     let d = w.drain.unwrap();
     assert_eq!((d.pods_evicted, d.pods_remaining), (3, 0));
     assert!(d.finished_at.is_some());
@@ -385,12 +616,18 @@ async fn maintenance_drains_the_node_through_evictions_respecting_a_disruption_b
     admin
         .client
         .set_worker_status(authed(
-            pb::SetWorkerStatusRequest { id: id.clone(), status: pb::WorkerStatus::Active as i32 },
+            pb::SetWorkerStatusRequest {
+                id: id.clone(),
+                status: pb::WorkerStatus::Active as i32,
+            },
             &admin.token,
         ))
         .await
         .unwrap();
-    node_until(&nodes, &name, "the node uncordoned", |n| n.spec.as_ref().and_then(|s| s.unschedulable) != Some(true)).await;
+    node_until(&nodes, &name, "the node uncordoned", |n| {
+        n.spec.as_ref().and_then(|s| s.unschedulable) != Some(true)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -407,17 +644,26 @@ async fn each_enrollment_gets_a_bootstrap_token_of_its_own() {
     for e in [&a, &b] {
         // K10<sha256 of the cluster CA>::<id>.<secret>
         let (prefix, credentials) = e.k3s_token.split_once("::").expect("the secure K3s form");
-        assert!(prefix.starts_with("K10") && prefix.len() == 3 + 64, "{prefix}");
+        assert!(
+            prefix.starts_with("K10") && prefix.len() == 3 + 64,
+            "{prefix}"
+        );
         let (token_id, secret) = credentials.split_once('.').unwrap();
         assert_eq!((token_id.len(), secret.len()), (6, 16));
-        let s = secrets.get(&format!("bootstrap-token-{token_id}")).await.expect("the token's Secret");
+        let s = secrets
+            .get(&format!("bootstrap-token-{token_id}"))
+            .await
+            .expect("the token's Secret");
         assert_eq!(s.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
         let data = s.data.unwrap();
         assert_eq!(data["token-secret"].0, secret.as_bytes());
         assert_eq!(data["usage-bootstrap-authentication"].0, b"true");
         assert_eq!(s.metadata.labels.unwrap()[WORKER_ID_LABEL], e.worker_id);
         let expiration = String::from_utf8(data["expiration"].0.clone()).unwrap();
-        assert!(expiration.ends_with('Z') && expiration.len() == 20, "{expiration}");
+        assert!(
+            expiration.ends_with('Z') && expiration.len() == 20,
+            "{expiration}"
+        );
     }
 }
 
@@ -428,17 +674,33 @@ async fn losing_the_api_server_shows_and_the_link_recovers_without_touching_the_
     let mut admin = Admin::of(&app).await;
     connected(&mut admin).await;
     let (id, mut stream) = online_worker(&app, &mut admin, "m-lost").await;
-    let node = cluster.create_node("lost", &[(WORKER_ID_LABEL, &id)]).await.unwrap();
+    let node = cluster
+        .create_node("lost", &[(WORKER_ID_LABEL, &id)])
+        .await
+        .unwrap();
     let name = node.metadata.name.unwrap();
-    worker_until(&admin, &id, "ACTIVE", |w| w.status == pb::WorkerStatus::Active as i32).await;
+    worker_until(&admin, &id, "ACTIVE", |w| {
+        w.status == pb::WorkerStatus::Active as i32
+    })
+    .await;
     let mut health = HealthClient::new(app.channel.clone());
     let check = |h: &mut HealthClient<_>| {
         let mut h = h.clone();
         async move {
-            h.check(HealthCheckRequest { service: "minispod.cluster".into() }).await.unwrap().into_inner().status
+            h.check(HealthCheckRequest {
+                service: "minispod.cluster".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
         }
     };
-    assert_eq!(check(&mut health).await, ServingStatus::Serving as i32);
+    until(5, "health SERVING", || {
+        let mut h = health.clone();
+        async move { (check(&mut h).await == ServingStatus::Serving as i32).then_some(()) }
+    })
+    .await;
 
     cluster.cut();
     let token = admin.token.clone();
@@ -446,21 +708,40 @@ async fn losing_the_api_server_shows_and_the_link_recovers_without_touching_the_
     until(20, "the link LOST", || {
         let (mut client, token) = (client.clone(), token.clone());
         async move {
-            let r = client.get_cluster_link(authed(pb::GetClusterLinkRequest {}, &token)).await.ok()?.into_inner();
+            let r = client
+                .get_cluster_link(authed(pb::GetClusterLinkRequest {}, &token))
+                .await
+                .ok()?
+                .into_inner();
             (r.state == pb::ClusterLinkState::Lost as i32 && !r.error.is_empty()).then_some(())
         }
     })
     .await;
     let w = get(&admin, &id).await;
     assert!(w.node.unwrap().stale, "the last figures seen, marked stale");
-    assert_eq!(w.status, pb::WorkerStatus::Active as i32, "a lost link is not a lost node");
+    assert_eq!(
+        w.status,
+        pb::WorkerStatus::Active as i32,
+        "a lost link is not a lost node"
+    );
     until(5, "health NOT_SERVING", || {
         let mut h = health.clone();
         async move { (check(&mut h).await == ServingStatus::NotServing as i32).then_some(()) }
     })
     .await;
-    let overall = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
-    assert_eq!(overall, ServingStatus::Serving as i32, "the control plane itself still serves");
+    let overall = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        overall,
+        ServingStatus::Serving as i32,
+        "the control plane itself still serves"
+    );
     // The agent's stream does not notice.
     stream.beat(true).await;
     // A change made meanwhile reaches the node once the link is back.
@@ -469,7 +750,9 @@ async fn losing_the_api_server_shows_and_the_link_recovers_without_touching_the_
         .update_worker(authed(
             pb::UpdateWorkerRequest {
                 id: id.clone(),
-                labels: Some(pb::LabelMap { labels: [("during".to_owned(), "outage".to_owned())].into() }),
+                labels: Some(pb::LabelMap {
+                    labels: [("during".to_owned(), "outage".to_owned())].into(),
+                }),
                 taints: None,
                 notes: None,
             },
@@ -481,8 +764,14 @@ async fn losing_the_api_server_shows_and_the_link_recovers_without_touching_the_
     cluster.restore();
     connected(&mut admin).await;
     let nodes: Api<Node> = Api::all(cluster.client().await);
-    node_until(&nodes, &name, "the change made during the outage", |n| labels(n).get("during").map(String::as_str) == Some("outage")).await;
-    let w = worker_until(&admin, &id, "fresh figures", |w| w.node.as_ref().is_some_and(|n| !n.stale)).await;
+    node_until(&nodes, &name, "the change made during the outage", |n| {
+        labels(n).get("during").map(String::as_str) == Some("outage")
+    })
+    .await;
+    let w = worker_until(&admin, &id, "fresh figures", |w| {
+        w.node.as_ref().is_some_and(|n| !n.stale)
+    })
+    .await;
     assert_eq!(w.status, pb::WorkerStatus::Active as i32);
     stream.beat(true).await;
 }
