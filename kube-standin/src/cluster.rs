@@ -64,9 +64,12 @@ fn host_and_port(server: &str) -> anyhow::Result<(String, String)> {
 }
 
 async fn client_for(kubeconfig: Kubeconfig) -> anyhow::Result<(kube::Config, kube::Client)> {
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .context("read the kubeconfig")?;
+    // kube-rs retries 429 (a refused eviction) up to 15 times with backoff
+    // growing to minutes; fixtures and assertions want the answer at once.
+    config.default_retry = false;
     let client = kube::Client::try_from(config.clone()).context("build the kube client")?;
     Ok((config, client))
 }
@@ -127,7 +130,9 @@ impl TestCluster {
         self.dir.path()
     }
 
-    /// A client that reaches the cluster directly, past the proxy.
+    /// A client that reaches the cluster directly, past the proxy, with
+    /// kube-rs' retry of 429/503/504 turned off (`Config::default_retry`) so
+    /// a refused eviction is seen at once.
     pub async fn client(&self) -> kube::Client {
         self.client.clone()
     }

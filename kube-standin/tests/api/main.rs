@@ -18,9 +18,10 @@ use minispod_kube_standin::{Settings, StandIn};
 pub async fn standin_with(settings: Settings) -> (StandIn, kube::Client) {
     let standin = StandIn::start_with(settings).await.expect("the stand-in starts");
     let kubeconfig = Kubeconfig::from_yaml(&standin.kubeconfig(None)).expect("a valid kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("kube reads the kubeconfig");
+    config.default_retry = false;
     let client = kube::Client::try_from(config).expect("a client");
     (standin, client)
 }
