@@ -64,9 +64,10 @@ fn host_and_port(server: &str) -> anyhow::Result<(String, String)> {
 }
 
 async fn client_for(kubeconfig: Kubeconfig) -> anyhow::Result<(kube::Config, kube::Client)> {
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .context("read the kubeconfig")?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .context("read the kubeconfig")?;
     // kube-rs retries 429 (a refused eviction) up to 15 times with backoff
     // growing to minutes; fixtures and assertions want the answer at once.
     config.default_retry = false;

@@ -27,22 +27,43 @@ async fn eviction_respects_the_disruption_budget() {
     let ns = cluster.create_namespace().await.unwrap();
     let web = [("app", "web")];
     for name in ["web-1", "web-2"] {
-        cluster.create_pod(&ns, name, &node, &web, &[("cpu", "100m")], true, None).await.unwrap();
+        cluster
+            .create_pod(&ns, name, &node, &web, &[("cpu", "100m")], true, None)
+            .await
+            .unwrap();
     }
-    cluster.create_pod(&ns, "web-3", &node, &web, &[], false, None).await.unwrap();
+    cluster
+        .create_pod(&ns, "web-3", &node, &web, &[], false, None)
+        .await
+        .unwrap();
     cluster.create_pdb(&ns, "web", &web, 2).await.unwrap();
     let client = cluster.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client, &ns);
     wait_for_budget(&pdbs, "web", 0).await;
     let status = pdbs.get("web").await.unwrap().status.unwrap();
-    assert_eq!((status.current_healthy, status.desired_healthy, status.expected_pods), (2, 2, 3));
+    assert_eq!(
+        (
+            status.current_healthy,
+            status.desired_healthy,
+            status.expected_pods
+        ),
+        (2, 2, 3)
+    );
 
     let (reason, code, message) = api_error(pods.evict("web-1", &EvictParams::default()).await);
     assert_eq!((reason.as_str(), code), ("TooManyRequests", 429));
-    assert_eq!(message, "Cannot evict pod as it would violate the pod's disruption budget.");
+    assert_eq!(
+        message,
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
     if let Some(standin) = cluster.standin() {
-        let refused = standin.requests().into_iter().rev().find(|r| r.status == 429).unwrap();
+        let refused = standin
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.status == 429)
+            .unwrap();
         assert_eq!(refused.verb, minispod_kube_standin::Verb::Evict);
     }
 
@@ -70,11 +91,20 @@ async fn a_pod_under_two_budgets_cannot_be_evicted() {
     let node = cluster.create_node("n", &[]).await.unwrap();
     let node = node.metadata.name.unwrap();
     let ns = cluster.create_namespace().await.unwrap();
-    cluster.create_pod(&ns, "p", &node, &[("app", "web")], &[], true, None).await.unwrap();
-    cluster.create_pdb(&ns, "one", &[("app", "web")], 0).await.unwrap();
+    cluster
+        .create_pod(&ns, "p", &node, &[("app", "web")], &[], true, None)
+        .await
+        .unwrap();
+    cluster
+        .create_pdb(&ns, "one", &[("app", "web")], 0)
+        .await
+        .unwrap();
     cluster.create_pdb(&ns, "two", &[], 0).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(cluster.client().await, &ns);
     let (_, code, message) = api_error(pods.evict("p", &EvictParams::default()).await);
     assert_eq!(code, 500);
-    assert!(message.contains("more than one PodDisruptionBudget"), "{message}");
+    assert!(
+        message.contains("more than one PodDisruptionBudget"),
+        "{message}"
+    );
 }

@@ -16,11 +16,14 @@ use minispod_kube_standin::{Settings, StandIn};
 
 /// A fresh stand-in with these settings and a client for it.
 pub async fn standin_with(settings: Settings) -> (StandIn, kube::Client) {
-    let standin = StandIn::start_with(settings).await.expect("the stand-in starts");
-    let kubeconfig = Kubeconfig::from_yaml(&standin.kubeconfig(None)).expect("a valid kubeconfig");
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    let standin = StandIn::start_with(settings)
         .await
-        .expect("kube reads the kubeconfig");
+        .expect("the stand-in starts");
+    let kubeconfig = Kubeconfig::from_yaml(&standin.kubeconfig(None)).expect("a valid kubeconfig");
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kube reads the kubeconfig");
     config.default_retry = false;
     let client = kube::Client::try_from(config).expect("a client");
     (standin, client)
@@ -42,7 +45,9 @@ pub fn quick() -> Settings {
 /// The reason and code of a kube API error.
 pub fn api_error<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> (String, u16, String) {
     match result {
-        Err(kube::Error::Api(status)) => (status.reason.clone(), status.code, status.message.clone()),
+        Err(kube::Error::Api(status)) => {
+            (status.reason.clone(), status.code, status.message.clone())
+        }
         other => panic!("expected an API error, got {other:?}"),
     }
 }

@@ -14,14 +14,21 @@ async fn a_watcher_through_a_cut_proxy_errs_and_recovers_after_restore() {
     let cluster = TestCluster::start().await.unwrap();
     let ns = cluster.create_namespace().await.unwrap();
     let kubeconfig = Kubeconfig::read_from(cluster.kubeconfig_path()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
     let proxied = kube::Client::try_from(config).unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(proxied, &ns);
     let mut events = watcher(cms, watcher::Config::default()).boxed();
     // The initial list arrives through the proxy.
-    let first = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(first.is_ok(), "{first:?}");
-    while let Ok(Some(Ok(event))) = tokio::time::timeout(Duration::from_millis(300), events.next()).await {
+    while let Ok(Some(Ok(event))) =
+        tokio::time::timeout(Duration::from_millis(300), events.next()).await
+    {
         if matches!(event, watcher::Event::InitDone) {
             break;
         }
@@ -50,7 +57,10 @@ async fn a_watcher_through_a_cut_proxy_errs_and_recovers_after_restore() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, applied.next()).await.expect("recovered in time") {
+        match tokio::time::timeout(left, applied.next())
+            .await
+            .expect("recovered in time")
+        {
             Some(Ok(cm)) if cm.metadata.name.as_deref() == Some("after-restore") => break,
             Some(_) => continue,
             None => panic!("the watcher ended"),

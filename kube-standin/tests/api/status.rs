@@ -16,10 +16,16 @@ async fn status_changes_only_through_the_status_subresource() {
     let both = json!({"metadata": {"labels": {"a": "1"}}, "status": {"capacity": {"cpu": "99"}}});
     let main = nodes.patch(&name, &pp, &Patch::Merge(&both)).await.unwrap();
     assert_eq!(main.metadata.labels.as_ref().unwrap()["a"], "1");
-    assert_eq!(main.status.as_ref().unwrap().capacity.as_ref().unwrap()["cpu"].0, "4");
+    assert_eq!(
+        main.status.as_ref().unwrap().capacity.as_ref().unwrap()["cpu"].0,
+        "4"
+    );
 
     let both = json!({"metadata": {"labels": {"b": "2"}}, "spec": {"unschedulable": true}, "status": {"capacity": {"cpu": "8"}}});
-    let status = nodes.patch_status(&name, &pp, &Patch::Merge(&both)).await.unwrap();
+    let status = nodes
+        .patch_status(&name, &pp, &Patch::Merge(&both))
+        .await
+        .unwrap();
     assert_eq!(status.status.unwrap().capacity.unwrap()["cpu"].0, "8");
     assert!(status.spec.unwrap_or_default().unschedulable.is_none());
     let got = nodes.get_status(&name).await.unwrap();
@@ -39,11 +45,18 @@ async fn generation_counts_spec_changes_only() {
                               "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}},
     }))
     .unwrap();
-    let created = deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    let created = deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
     assert_eq!(created.metadata.generation, Some(1));
     let pp = PatchParams::default();
     let labelled = deployments
-        .patch("d", &pp, &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})))
+        .patch(
+            "d",
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})),
+        )
         .await
         .unwrap();
     assert_eq!(labelled.metadata.generation, Some(1));
