@@ -6,6 +6,7 @@ mod crud;
 mod dumps;
 mod eviction;
 mod proxy;
+mod real;
 mod status;
 mod watch;
 
