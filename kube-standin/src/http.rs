@@ -490,7 +490,13 @@ fn resource(
                 api.delete(kind, &namespace, name, options.as_ref())?,
             ))
         }
-        (_, _, Some(sub)) if !matches!(sub, "status" | "eviction") => Err(ApiError::no_route()),
+        (_, Some(_), Some("eviction")) if kind == kinds::pods() => {
+            Err(ApiError::method_not_allowed())
+        }
+        (_, Some(_), Some("status")) if kind.status_subresource => {
+            Err(ApiError::method_not_allowed())
+        }
+        (_, _, Some(_)) => Err(ApiError::no_route()),
         _ => Err(ApiError::method_not_allowed()),
     }
 }
