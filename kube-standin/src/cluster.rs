@@ -64,9 +64,13 @@ fn host_and_port(server: &str) -> anyhow::Result<(String, String)> {
 }
 
 async fn client_for(kubeconfig: Kubeconfig) -> anyhow::Result<(kube::Config, kube::Client)> {
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .context("read the kubeconfig")?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .context("read the kubeconfig")?;
+    // kube-rs retries 429 (a refused eviction) up to 15 times with backoff
+    // growing to minutes; fixtures and assertions want the answer at once.
+    config.default_retry = false;
     let client = kube::Client::try_from(config.clone()).context("build the kube client")?;
     Ok((config, client))
 }
@@ -76,41 +80,51 @@ impl TestCluster {
     /// context). Otherwise a fresh stand-in. Both behind a cuttable proxy.
     pub async fn start() -> anyhow::Result<TestCluster> {
         require_kubernetes_if_asked();
+        if let Some(path) = std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
+            return TestCluster::start_real(Path::new(&path)).await;
+        }
         let dir = tempfile::tempdir().context("a directory for the kubeconfig")?;
         let kubeconfig_path = dir.path().join("kubeconfig");
-        let suffix = crate::meta::generate_name("");
-        let (standin, proxy, config, client) =
-            match std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
-                Some(path) => {
-                    let kubeconfig = Kubeconfig::read_from(&path)
-                        .with_context(|| format!("read {}", PathBuf::from(&path).display()))?;
-                    let (config, client) = client_for(kubeconfig.clone()).await?;
-                    let (host, upstream) = host_and_port(&config.cluster_url.to_string())?;
-                    let proxy = CutProxy::start(upstream).await?;
-                    let proxied = proxied_kubeconfig(kubeconfig, &host, &proxy)?;
-                    // JSON is YAML: kube reads it back as a kubeconfig.
-                    let text = serde_json::to_string_pretty(&proxied)?;
-                    std::fs::write(&kubeconfig_path, text).context("write the kubeconfig")?;
-                    (None, proxy, config, client)
-                }
-                None => {
-                    let standin = StandIn::start().await?;
-                    let proxy = CutProxy::start(standin.addr().to_string()).await?;
-                    let proxied = standin.kubeconfig(Some(&format!("https://{}", proxy.addr())));
-                    std::fs::write(&kubeconfig_path, proxied).context("write the kubeconfig")?;
-                    let direct = Kubeconfig::from_yaml(&standin.kubeconfig(None))?;
-                    let (config, client) = client_for(direct).await?;
-                    (Some(standin), proxy, config, client)
-                }
-            };
+        let standin = StandIn::start().await?;
+        let proxy = CutProxy::start(standin.addr().to_string()).await?;
+        let proxied = standin.kubeconfig(Some(&format!("https://{}", proxy.addr())));
+        std::fs::write(&kubeconfig_path, proxied).context("write the kubeconfig")?;
+        let direct = Kubeconfig::from_yaml(&standin.kubeconfig(None))?;
+        let (config, client) = client_for(direct).await?;
         Ok(TestCluster {
-            standin,
+            standin: Some(standin),
             proxy,
             config,
             client,
             dir,
             kubeconfig_path,
-            suffix,
+            suffix: crate::meta::generate_name(""),
+            created: Default::default(),
+        })
+    }
+
+    /// The cluster a kubeconfig file names (its current context), treated
+    /// as a real cluster: what `start` does with `MINISPOD_TEST_KUBECONFIG`.
+    pub async fn start_real(kubeconfig: &Path) -> anyhow::Result<TestCluster> {
+        let dir = tempfile::tempdir().context("a directory for the kubeconfig")?;
+        let kubeconfig_path = dir.path().join("kubeconfig");
+        let original = Kubeconfig::read_from(kubeconfig)
+            .with_context(|| format!("read {}", kubeconfig.display()))?;
+        let (config, client) = client_for(original.clone()).await?;
+        let (host, upstream) = host_and_port(&config.cluster_url.to_string())?;
+        let proxy = CutProxy::start(upstream).await?;
+        let proxied = proxied_kubeconfig(original, &host, &proxy)?;
+        // JSON is YAML: kube reads it back as a kubeconfig.
+        let text = serde_json::to_string_pretty(&proxied)?;
+        std::fs::write(&kubeconfig_path, text).context("write the kubeconfig")?;
+        Ok(TestCluster {
+            standin: None,
+            proxy,
+            config,
+            client,
+            dir,
+            kubeconfig_path,
+            suffix: crate::meta::generate_name(""),
             created: Default::default(),
         })
     }
@@ -127,7 +141,9 @@ impl TestCluster {
         self.dir.path()
     }
 
-    /// A client that reaches the cluster directly, past the proxy.
+    /// A client that reaches the cluster directly, past the proxy, with
+    /// kube-rs' retry of 429/503/504 turned off (`Config::default_retry`) so
+    /// a refused eviction is seen at once.
     pub async fn client(&self) -> kube::Client {
         self.client.clone()
     }

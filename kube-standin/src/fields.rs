@@ -190,10 +190,8 @@ pub fn from_fields_v1(value: &Value) -> FieldSet {
         let Some(map) = value.as_object() else {
             return;
         };
-        if map.is_empty() || map.contains_key(".") {
-            if !path.is_empty() {
-                out.insert(path.clone());
-            }
+        if (map.is_empty() || map.contains_key(".")) && !path.is_empty() {
+            out.insert(path.clone());
         }
         for (key, child) in map {
             if let Some(field) = key.strip_prefix("f:") {

@@ -36,6 +36,9 @@ pub struct Settings {
     pub body_limit: usize,
     /// How often watches that allow bookmarks get one (default 3 s).
     pub bookmark_interval: Duration,
+    /// Where to dump mutating request bodies (default: the directory
+    /// `MINISPOD_KUBE_REQUEST_DIR` names, if set).
+    pub dump_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -45,6 +48,7 @@ impl Default for Settings {
             request_log_limit: 10_000,
             body_limit: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(3),
+            dump_dir: dump::request_dir(),
         }
     }
 }
@@ -59,8 +63,6 @@ pub struct Shared {
     pub log: Mutex<VecDeque<Recorded>>,
     /// Limits and timings.
     pub settings: Settings,
-    /// Where to dump mutating bodies, if anywhere.
-    pub dump_dir: Option<PathBuf>,
     /// The address served, for discovery.
     pub addr: SocketAddr,
 }
@@ -337,7 +339,7 @@ fn resource(
         return Err(ApiError::no_route());
     }
     let dump = |verb: &str, body: &Value, object_name: &str| {
-        if let Some(dir) = &shared.dump_dir {
+        if let Some(dir) = &shared.settings.dump_dir {
             let ns = kind.namespaced.then_some(namespace.as_str());
             let object = dump::complete(body, &kind.api_version(), kind.kind, ns, object_name);
             dump::write(dir, verb, kind, object_name, &object);
@@ -402,7 +404,7 @@ fn resource(
             }
             check_eviction_name(&body, name)?;
             let status = api.evict(&namespace, name)?;
-            if let Some(dir) = &shared.dump_dir {
+            if let Some(dir) = &shared.settings.dump_dir {
                 let object = dump::complete(&body, "policy/v1", "Eviction", Some(&namespace), name);
                 dump::write(dir, "evict", kind, name, &object);
             }
@@ -413,7 +415,15 @@ fn resource(
             *verb = Verb::Update;
             let body = require_json(call)?;
             let updated = api.update(kind, &namespace, name, body.clone(), &call.manager, scope)?;
-            dump("update", &body, name);
+            dump(
+                if sub.is_some() {
+                    "update-status"
+                } else {
+                    "update"
+                },
+                &body,
+                name,
+            );
             Ok(Answer::Json(200, updated))
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
@@ -424,7 +434,15 @@ fn resource(
                     let patch = call.json_body()?;
                     let patched =
                         api.merge_patch(kind, &namespace, name, &patch, &call.manager, scope)?;
-                    dump("patch", &patch, name);
+                    dump(
+                        if sub.is_some() {
+                            "patch-status"
+                        } else {
+                            "patch"
+                        },
+                        &patch,
+                        name,
+                    );
                     Ok(Answer::Json(200, patched))
                 }
                 "application/apply-patch+yaml" => {
@@ -450,7 +468,15 @@ fn resource(
                         call.flag("force"),
                         scope,
                     )?;
-                    dump("apply", &body, name);
+                    dump(
+                        if sub.is_some() {
+                            "apply-status"
+                        } else {
+                            "apply"
+                        },
+                        &body,
+                        name,
+                    );
                     Ok(Answer::Json(if created { 201 } else { 200 }, object))
                 }
                 other => Err(ApiError::unsupported_media_type(other)),
@@ -464,7 +490,13 @@ fn resource(
                 api.delete(kind, &namespace, name, options.as_ref())?,
             ))
         }
-        (_, _, Some(sub)) if !matches!(sub, "status" | "eviction") => Err(ApiError::no_route()),
+        (_, Some(_), Some("eviction")) if kind == kinds::pods() => {
+            Err(ApiError::method_not_allowed())
+        }
+        (_, Some(_), Some("status")) if kind.status_subresource => {
+            Err(ApiError::method_not_allowed())
+        }
+        (_, _, Some(_)) => Err(ApiError::no_route()),
         _ => Err(ApiError::method_not_allowed()),
     }
 }

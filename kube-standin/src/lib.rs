@@ -14,7 +14,7 @@
 //! eviction subresource with PodDisruptionBudgets whose status the stand-in
 //! keeps as the disruption controller would.
 //!
-//! Deliberate differences (see also the report in the crate's README):
+//! Deliberate differences:
 //! - No kubelet: DELETE removes at once (no graceful termination); objects
 //!   with finalizers get a deletionTimestamp and go when the last finalizer
 //!   is removed. Deleting a namespace removes its objects at once.

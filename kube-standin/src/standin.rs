@@ -17,7 +17,6 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::Api;
-use crate::dump;
 use crate::http::{Settings, Shared, serve};
 use crate::record::Recorded;
 
@@ -106,7 +105,6 @@ impl StandIn {
             api: Mutex::new(Api::new(settings.history_limit)),
             token: random_token(),
             log: Mutex::new(VecDeque::new()),
-            dump_dir: dump::request_dir(),
             settings,
             addr,
         });
