@@ -20,7 +20,7 @@ use tonic_health::pb::{
 
 use crate::{
     helpers::{TestApp, authed, spawn_app_with},
-    workers::{Admin, Stream, connect, enroll, mtls},
+    workers::{Admin, Stream, connect, connect_as, enroll, mtls},
 };
 
 /// A control plane linked to `cluster`, with a short offline-taint grace.
@@ -774,4 +774,147 @@ async fn losing_the_api_server_shows_and_the_link_recovers_without_touching_the_
     .await;
     assert_eq!(w.status, pb::WorkerStatus::Active as i32);
     stream.beat(true).await;
+}
+
+#[tokio::test]
+async fn an_agent_of_the_daemonset_names_its_node_and_the_control_plane_labels_it() {
+    let cluster = TestCluster::start().await.unwrap();
+    let app = linked(&cluster).await;
+    let mut admin = Admin::of(&app).await;
+    connected(&mut admin).await;
+    // A node already in the cluster, without our label.
+    let node = cluster
+        .create_node("daemonset", &[("kubernetes.io/os", "linux")])
+        .await
+        .unwrap();
+    let name = node.metadata.name.unwrap();
+    let token = admin.token(1, "").await.token;
+    let agent = enroll(&app, &token, "m-daemonset").await.unwrap();
+    let id = agent.enrolled.worker_id.clone();
+    let _stream = connect_as(mtls(&app, &agent).await, "m-daemonset", &name)
+        .await
+        .unwrap();
+    let nodes: Api<Node> = Api::all(cluster.client().await);
+    let n = node_until(
+        &nodes,
+        &name,
+        "the worker-id label on the named node",
+        |n| labels(n).get(WORKER_ID_LABEL) == Some(&id),
+    )
+    .await;
+    assert_eq!(
+        labels(&n).get("kubernetes.io/os").map(String::as_str),
+        Some("linux")
+    );
+    let w = worker_until(&admin, &id, "ACTIVE with the node", |w| {
+        w.status == pb::WorkerStatus::Active as i32 && w.node.is_some()
+    })
+    .await;
+    assert_eq!(w.node.unwrap().name, name);
+}
+
+#[tokio::test]
+async fn deleting_a_worker_drains_and_deletes_its_node() {
+    let cluster = TestCluster::start().await.unwrap();
+    let app = linked(&cluster).await;
+    let mut admin = Admin::of(&app).await;
+    connected(&mut admin).await;
+    let (id, _stream) = online_worker(&app, &mut admin, "m-delete").await;
+    let name = cluster
+        .create_node("deleted", &[(WORKER_ID_LABEL, &id)])
+        .await
+        .unwrap()
+        .metadata
+        .name
+        .unwrap();
+    let ns = cluster.create_namespace().await.unwrap();
+    cluster
+        .create_pod(
+            &ns,
+            "app",
+            &name,
+            &[("app", "x")],
+            &[("cpu", "100m")],
+            true,
+            None,
+        )
+        .await
+        .unwrap();
+    worker_until(&admin, &id, "the pod counted", |w| w.pod_count == 1).await;
+
+    admin.delete(&id).await;
+    let nodes: Api<Node> = Api::all(cluster.client().await);
+    until(20, "the node deleted", || async {
+        nodes
+            .get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client().await, &ns);
+    assert!(
+        pods.get_opt("app").await.unwrap().is_none(),
+        "the pod was evicted first"
+    );
+    if let Some(standin) = cluster.standin() {
+        let evicted = standin.requests().iter().any(|r| {
+            r.verb == minispod_kube_standin::Verb::Evict && r.path.ends_with("/pods/app/eviction")
+        });
+        assert!(evicted, "through the Eviction API, not a delete");
+    }
+}
+
+#[tokio::test]
+async fn a_live_view_gets_the_nodes_figures_with_the_metrics() {
+    let cluster = TestCluster::start().await.unwrap();
+    let app = linked(&cluster).await;
+    let mut admin = Admin::of(&app).await;
+    connected(&mut admin).await;
+    let (id, mut stream) = online_worker(&app, &mut admin, "m-watch").await;
+    let name = cluster
+        .create_node("watched", &[(WORKER_ID_LABEL, &id)])
+        .await
+        .unwrap()
+        .metadata
+        .name
+        .unwrap();
+    let ns = cluster.create_namespace().await.unwrap();
+    cluster
+        .create_pod(&ns, "p", &name, &[], &[("cpu", "500m")], true, None)
+        .await
+        .unwrap();
+    worker_until(&admin, &id, "the pod counted", |w| w.pod_count == 1).await;
+    let mut watch = admin
+        .client
+        .watch_workers(authed(
+            pb::WatchWorkersRequest {
+                include_metrics: true,
+            },
+            &admin.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        stream.beat(true).await;
+        let ev = tokio::time::timeout_at(deadline, watch.message())
+            .await
+            .expect("a metrics event")
+            .unwrap()
+            .unwrap();
+        if ev.r#type == pb::WorkerEventType::Metrics as i32
+            && ev.worker.as_ref().is_some_and(|w| w.id == id)
+        {
+            let w = ev.worker.unwrap();
+            assert_eq!(w.pod_count, 1);
+            assert_eq!(w.allocated.unwrap().cpu_millicores, 500);
+            assert_eq!(w.max_pods, 110);
+            assert_eq!(w.capacity.unwrap().memory_bytes, 8 << 30);
+            break;
+        }
+    }
 }
