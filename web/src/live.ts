@@ -113,7 +113,20 @@ class FleetWatch {
             // Heartbeat figures only: merged into the worker we have.
             const old = this.workers.get(w.id);
             if (!old) continue;
-            this.workers.set(w.id, { ...old, cpuUsedPercent: w.cpuUsedPercent, memoryUsedBytes: w.memoryUsedBytes, storageUsedBytes: w.storageUsedBytes, podCount: w.podCount, allocatable: w.allocatable, lastHeartbeatAt: w.lastHeartbeatAt });
+            // With a linked cluster the event also carries the node's
+            // figures; without one they are unset and the old ones stay.
+            this.workers.set(w.id, {
+              ...old,
+              cpuUsedPercent: w.cpuUsedPercent,
+              memoryUsedBytes: w.memoryUsedBytes,
+              storageUsedBytes: w.storageUsedBytes,
+              podCount: w.podCount,
+              allocatable: w.allocatable,
+              lastHeartbeatAt: w.lastHeartbeatAt,
+              allocated: w.allocated ?? old.allocated,
+              capacity: w.capacity ?? old.capacity,
+              maxPods: w.allocated ? w.maxPods : old.maxPods,
+            });
           } else continue;
           this.version++;
           this.#notify();

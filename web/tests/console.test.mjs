@@ -22,6 +22,7 @@ import {
   ADMIN_EMAIL,
   ADMIN_PASSWORD,
   assertAccessible,
+  binPath,
   freePort,
   launchBrowser,
   newPage,
@@ -856,6 +857,119 @@ describe('enrollment and worker detail', () => {
 
 // ---------------------------------------------------------------------------
 // 5. Users.
+
+/**
+ * The stand-in Kubernetes API server (`minispod-kube-standin`) as a
+ * process, and a small client for it: what a kubelet would write.
+ */
+async function startKubeStandin(dir) {
+  const { spawn } = await import('node:child_process');
+  const kubeconfig = `${dir}/kubeconfig`;
+  const child = spawn(binPath('minispod-kube-standin'), ['--kubeconfig-out', kubeconfig], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
+  await waitFor(() => /^https:\/\/\S+\n/.test(out), 10_000, { message: `the stand-in to start: ${out}` });
+  const url = new URL(out.split('\n')[0]);
+  const text = fs.readFileSync(kubeconfig, 'utf8');
+  const ca = Buffer.from(/certificate-authority-data: (\S+)/.exec(text)[1], 'base64').toString();
+  const token = /token: (\S+)/.exec(text)[1];
+  /** One API request; the answer's JSON. */
+  const request = (method, path, body, contentType = 'application/json') =>
+    new Promise((resolve, reject) => {
+      const req = https.request(
+        { host: url.hostname, port: url.port, path, method, ca, servername: '127.0.0.1', headers: { authorization: `Bearer ${token}`, 'content-type': contentType } },
+        (res) => {
+          let data = '';
+          res.on('data', (d) => (data += d));
+          res.on('end', () => (res.statusCode < 300 ? resolve(JSON.parse(data)) : reject(new Error(`${method} ${path}: ${res.statusCode} ${data}`))));
+        },
+      );
+      req.on('error', reject);
+      req.end(body === undefined ? undefined : JSON.stringify(body));
+    });
+  const condition = (status, reason, message) => ({ type: 'Ready', status, reason, message, lastHeartbeatTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z'), lastTransitionTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z') });
+  return {
+    kubeconfig,
+    log: () => out,
+    name: 'kube stand-in',
+    stop: () => child.kill('SIGTERM'),
+    /** A Node carrying the worker's id, Ready, as a kubelet registers one. */
+    async createNode(name, workerId) {
+      await request('POST', '/api/v1/nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { 'minispod.dev/worker-id': workerId } } });
+      const resources = { cpu: '4', memory: '8Gi', 'ephemeral-storage': '100Gi', pods: '110' };
+      await request('PATCH', `/api/v1/nodes/${name}/status?fieldManager=kubelet`, { status: { capacity: resources, allocatable: resources, conditions: [condition('True', 'KubeletReady', 'kubelet is posting ready status')], nodeInfo: { machineID: '0', systemUUID: '0', bootID: '0', kernelVersion: '6.1.0', osImage: 'Debian GNU/Linux 12 (bookworm)', containerRuntimeVersion: 'containerd://1.7.0', kubeletVersion: 'v1.33.5+k3s1', kubeProxyVersion: 'v1.33.5+k3s1', operatingSystem: 'linux', architecture: 'amd64' } } }, 'application/merge-patch+json');
+    },
+    async setReady(name, status, reason, message) {
+      await request('PATCH', `/api/v1/nodes/${name}/status?fieldManager=kubelet`, { status: { conditions: [condition(status, reason, message)] } }, 'application/merge-patch+json');
+    },
+    getNode: (name) => request('GET', `/api/v1/nodes/${name}`),
+  };
+}
+
+describe('cluster link', () => {
+  const f = fixture();
+  /** @type {Awaited<ReturnType<typeof startKubeStandin>> | undefined} */
+  let kube;
+  before(async () => {
+    kube = await startKubeStandin(fs.mkdtempSync('/tmp/minispod-kube-'));
+    f.extraLogs.push(kube);
+    f.cp = await startControlPlane({ enrollmentToken: true, args: ['--kubeconfig', kube.kubeconfig, '--offline-taint-after-start', '0s'] });
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(async () => {
+    await f.close();
+    kube?.stop();
+  });
+
+  it(
+    "shows the worker's node, its conditions and figures, and NOT_READY with the kubelet's words",
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      const name = 'node-worker';
+      f.agents.push(startAgent(f.cp, { token: f.cp.enrollmentToken, name }));
+      await open(page, `${f.cp.url}/workers`);
+      // Its stream is up but no node carries its id yet.
+      const row = await waitRowStatus(page, name, 'NOT_READY');
+      await row.getByRole('link', { name, exact: true }).click();
+      await h1(page, name).waitFor();
+      await page.getByRole('status').filter({ hasText: 'Not ready: node not joined' }).waitFor();
+      const id = new URL(page.url()).pathname.split('/').pop();
+
+      // The node registers: the page follows it live.
+      await kube.createNode('node-worker-k3s', id);
+      await page.getByRole('heading', { name: 'Kubernetes node' }).waitFor({ timeout: 20_000 });
+      await waitFor(async () => (await fact(page, 'Status').innerText()) === 'ACTIVE', 20_000, { message: 'ACTIVE with its node' });
+      assert.equal(await fact(page, 'Node').innerText(), 'node-worker-k3s');
+      assert.equal(await fact(page, 'Node ready').innerText(), 'yes');
+      assert.match(await fact(page, 'Allocatable').innerText(), /^4 CPU, 8(\.0)? GiB memory/);
+      assert.equal(await fact(page, 'Kubelet').innerText(), 'v1.33.5+k3s1');
+      const conditions = page.getByRole('table', { name: 'Conditions' });
+      assert.ok(await conditions.getByRole('row').filter({ hasText: 'kubelet is posting ready status' }).isVisible());
+
+      // The kubelet reports trouble: NOT_READY, in its words.
+      await kube.setReady('node-worker-k3s', 'False', 'KubeletNotReady', 'container runtime network not ready');
+      await page.getByRole('status').filter({ hasText: 'Not ready: node not ready: container runtime network not ready' }).waitFor({ timeout: 20_000 });
+      assert.equal(await fact(page, 'Status').innerText(), 'NOT_READY');
+
+      // Cordon from the console reaches the node.
+      await kube.setReady('node-worker-k3s', 'True', 'KubeletReady', 'kubelet is posting ready status');
+      await waitFor(async () => (await fact(page, 'Status').innerText()) === 'ACTIVE', 20_000, { message: 'ACTIVE again' });
+      await page.getByRole('button', { name: 'Cordon', exact: true }).click();
+      await waitFor(async () => (await kube.getNode('node-worker-k3s')).spec?.unschedulable === true, 20_000, { message: 'spec.unschedulable on the node' });
+      await waitFor(async () => (await fact(page, 'Unschedulable').innerText()) === 'yes (cordoned)', 20_000, { message: 'the page shows the cordoned node' });
+      await screenshot(page, 'worker-with-node');
+
+      // The dashboard says the cluster is linked and what pods requested.
+      await open(page, `${f.cp.url}/`);
+      await h1(page, 'Dashboard').waitFor();
+      await page.getByText('connected', { exact: true }).waitFor();
+      await page.context().close();
+    }),
+  );
+});
 
 describe('users', () => {
   const f = fixture();

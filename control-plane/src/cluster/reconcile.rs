@@ -56,6 +56,9 @@ const DISRUPTION_SHARE: f64 = 0.55;
 /// is deleted anyway.
 const RETIRE_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Watchers see a worker's node change at most this often.
+const SHOW_EVERY: Duration = Duration::from_millis(500);
+
 /// How often a worker whose node could not be written is tried again.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -64,6 +67,8 @@ const RETRY: Duration = Duration::from_secs(2);
 struct Presence {
     started: Instant,
     offline_since: HashMap<String, Instant>,
+    /// What watchers were last shown of each worker's node, and when.
+    shown: HashMap<String, (u64, Instant)>,
 }
 
 impl Presence {
@@ -86,6 +91,7 @@ impl ClusterLink {
         let mut presence = Presence {
             started: Instant::now(),
             offline_since: HashMap::new(),
+            shown: HashMap::new(),
         };
         let mut swept = false;
         loop {
@@ -111,6 +117,7 @@ impl ClusterLink {
                     }
                     Ok((WorkerEvent::Deleted(id), _)) => {
                         presence.offline_since.remove(&id);
+                        presence.shown.remove(&id);
                         self.enqueue([id]);
                     }
                     Ok((WorkerEvent::Metrics(_), _)) => continue,
@@ -147,7 +154,7 @@ impl ClusterLink {
             }
             let mut failed = Vec::new();
             for id in self.take_queue() {
-                if let Err(e) = self.reconcile(&hub, &presence, &id).await {
+                if let Err(e) = self.reconcile(&hub, &mut presence, &id).await {
                     tracing::warn!(worker_id = %id, error = %format!("{e:#}"), "cluster link: could not update the node");
                     failed.push(id);
                 }
@@ -189,7 +196,12 @@ impl ClusterLink {
         Some(true)
     }
 
-    async fn reconcile(&self, hub: &FleetHub, presence: &Presence, id: &str) -> anyhow::Result<()> {
+    async fn reconcile(
+        &self,
+        hub: &FleetHub,
+        presence: &mut Presence,
+        id: &str,
+    ) -> anyhow::Result<()> {
         let Some(client) = self.client() else {
             return Ok(());
         };
@@ -255,6 +267,7 @@ impl ClusterLink {
                 .unwrap_or_else(|| node.own_taints.iter().any(|t| t.key == OFFLINE_TAINT_KEY));
         let name = node.name.clone();
         self.patch_taints(&nodes, &row, node, offline).await?;
+        self.show_node_changes(hub, presence, &row);
         // After the cordon above, so evicted pods land elsewhere.
         if row.maintenance {
             self.ensure_drain(hub, id, &name);
@@ -400,6 +413,43 @@ impl ClusterLink {
             }
         }
         Ok(())
+    }
+
+    /// Tells this replica's watchers when what the API shows of a worker's
+    /// node changed (conditions, taints, figures; not the kubelet's
+    /// heartbeat times), at most once per [`SHOW_EVERY`] per worker; a
+    /// change within that is shown when it has passed.
+    fn show_node_changes(&self, hub: &FleetHub, presence: &mut Presence, row: &WorkerRow) {
+        let Some(mut f) = self.figures(&row.id) else {
+            return;
+        };
+        f.node.observed_at = None;
+        for c in &mut f.node.conditions {
+            c.last_heartbeat_at = None;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&prost::Message::encode_to_vec(&f.node), &mut h);
+        std::hash::Hash::hash(
+            &format!("{:?}{:?}{:?}", f.capacity, f.allocatable, f.allocated),
+            &mut h,
+        );
+        let print = std::hash::Hasher::finish(&h);
+        let now = Instant::now();
+        match presence.shown.get(&row.id) {
+            Some((p, _)) if *p == print => {}
+            Some((_, at)) if now.duration_since(*at) < SHOW_EVERY => {
+                let link = self.clone();
+                let (id, wait) = (row.id.clone(), SHOW_EVERY - now.duration_since(*at));
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    link.enqueue([id]);
+                });
+            }
+            _ => {
+                presence.shown.insert(row.id.clone(), (print, now));
+                hub.publish_here(row);
+            }
+        }
     }
 
     /// A deleted worker's node: cordoned, drained (for at most

@@ -432,7 +432,9 @@ impl FleetHub {
         self.relay(Notice::Upserted(row.id.clone()));
     }
 
-    fn publish_here(&self, row: &WorkerRow) {
+    /// Tells this replica's watchers only: for changes every replica sees
+    /// by itself (the cluster link's view of a node).
+    pub fn publish_here(&self, row: &WorkerRow) {
         let _ = self
             .inner
             .events

@@ -4,7 +4,7 @@ import { useEffect, useMemo, useState } from "preact/hooks";
 import { catalog, users, workers } from "../api";
 import { ErrorBanner, PageTitle, Stat, useLoad, useNow } from "../components";
 import { bytes, money, statusName } from "../format";
-import { WorkerStatus } from "../gen/minispod/v1/workers_pb";
+import { ClusterLinkState, WorkerStatus } from "../gen/minispod/v1/workers_pb";
 import { fleet } from "../live";
 
 export function useFleet() {
@@ -29,6 +29,14 @@ export function LinkBadge() {
     </span>
   );
 }
+
+const clusterName: Record<ClusterLinkState, string> = {
+  [ClusterLinkState.UNSPECIFIED]: "—",
+  [ClusterLinkState.UNLINKED]: "not linked",
+  [ClusterLinkState.CONNECTING]: "connecting",
+  [ClusterLinkState.CONNECTED]: "connected",
+  [ClusterLinkState.LOST]: "unreachable",
+};
 
 export function DashboardPage() {
   const f = useFleet();
@@ -72,6 +80,14 @@ export function DashboardPage() {
             <Stat label="CPU in use" value={`${d.w.cpuUtilizationPercent.toFixed(1)} %`} sub={`of ${(Number(d.w.capacity?.cpuMillicores ?? 0n) / 1000).toFixed(0)} cores`} />
             <Stat label="Memory in use" value={`${d.w.memoryUtilizationPercent.toFixed(1)} %`} sub={`of ${bytes(d.w.capacity?.memoryBytes ?? 0n)}`} />
             <Stat label="Storage in use" value={`${d.w.storageUtilizationPercent.toFixed(1)} %`} sub={`of ${bytes(d.w.capacity?.storageBytes ?? 0n)}`} />
+          </div>
+        )}
+        {d && d.w.clusterLink !== ClusterLinkState.UNLINKED && d.w.clusterLink !== ClusterLinkState.UNSPECIFIED && (
+          <div class="stats">
+            <Stat label="Cluster" value={clusterName[d.w.clusterLink]} />
+            <Stat label="CPU requested" value={`${(Number(d.w.allocated?.cpuMillicores ?? 0n) / 1000).toFixed(1)}`} sub={`of ${(Number(d.w.onlineAllocatable?.cpuMillicores ?? 0n) / 1000).toFixed(1)} allocatable`} />
+            <Stat label="Memory requested" value={bytes(d.w.allocated?.memoryBytes ?? 0n)} sub={`of ${bytes(d.w.onlineAllocatable?.memoryBytes ?? 0n)} allocatable`} />
+            <Stat label="Pods" value={Number(d.w.allocated?.pods ?? 0n)} sub={`${Number(d.w.headroom?.pods ?? 0n)} more fit`} />
           </div>
         )}
       </section>

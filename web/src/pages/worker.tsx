@@ -1,11 +1,12 @@
-// One worker: every fact, its certificate, K3s join error, labels, taints
+// One worker: every fact, its certificate, K3s join error, its Kubernetes
+// node (conditions, capacity, requests, taints) and drain, labels, taints
 // and notes (editable), cordon, maintenance and delete. Live from the
 // shared stream when it carries the worker; usable while it is offline.
 import { useEffect, useState } from "preact/hooks";
 import { workers } from "../api";
 import { Confirm, ErrorBanner, Notice, PageTitle, TextArea, useAction, useLoad, useNow } from "../components";
 import { ago, bytes, dateTime, statusName, timestampMs, until } from "../format";
-import { WorkerStatus, type Taint, type Worker } from "../gen/minispod/v1/workers_pb";
+import { DrainState, WorkerStatus, type Taint, type Worker, type WorkerDrain, type WorkerNode, type WorkerResources } from "../gen/minispod/v1/workers_pb";
 import { navigate } from "../router";
 import { LinkBadge, useFleet } from "./dashboard";
 
@@ -153,6 +154,12 @@ export function WorkerPage({ id }: { id: string }) {
           </p>
         </div>
       )}
+      {w.status === WorkerStatus.NOT_READY && w.notReadyReason && (
+        <p class="banner warn" role="status">
+          <strong>Not ready:</strong> {w.notReadyReason}
+        </p>
+      )}
+      {w.drain && w.drain.state !== DrainState.UNSPECIFIED && <DrainBanner drain={w.drain} />}
       {!w.online && <p class="banner warn">This worker is offline: its stream is closed. What you see is its last report; changes still apply and reach it when it reconnects.</p>}
       <div class="split">
         <section aria-labelledby="facts-h" class="card">
@@ -166,6 +173,7 @@ export function WorkerPage({ id }: { id: string }) {
             ))}
           </dl>
         </section>
+        <NodeCard w={w} />
         <section aria-labelledby="edit-h" class="card">
           <h2 id="edit-h">Labels, taints and notes</h2>
           <form
@@ -199,6 +207,83 @@ export function WorkerPage({ id }: { id: string }) {
         <p>The worker's record goes and its certificate is revoked; its agent is disconnected. This cannot be undone.</p>
       </Confirm>
     </>
+  );
+}
+
+const drainName: Record<DrainState, string> = {
+  [DrainState.UNSPECIFIED]: "none",
+  [DrainState.RUNNING]: "draining",
+  [DrainState.BLOCKED]: "waiting for a disruption budget",
+  [DrainState.DONE]: "drained",
+  [DrainState.FAILED]: "failed",
+  [DrainState.CANCELLED]: "cancelled",
+};
+
+function millicores(m: bigint): string {
+  return m % 1000n === 0n ? `${m / 1000n}` : `${(Number(m) / 1000).toFixed(2)}`;
+}
+
+function resources(r: WorkerResources | undefined): string {
+  if (!r) return "—";
+  return `${millicores(r.cpuMillicores)} CPU, ${bytes(r.memoryBytes)} memory, ${bytes(r.storageBytes)} storage, ${r.pods} pods`;
+}
+
+function DrainBanner({ drain }: { drain: WorkerDrain }) {
+  const tone = drain.state === DrainState.FAILED || drain.state === DrainState.BLOCKED ? "warn" : "ok";
+  return (
+    <p class={`banner ${tone}`} role="status">
+      <strong>Drain: {drainName[drain.state]}</strong> — {drain.podsEvicted} of {drain.podsToEvict} pods evicted, {drain.podsRemaining} still on the node
+      {drain.error && <>. {drain.error}</>}
+    </p>
+  );
+}
+
+/** The worker's Kubernetes node as the cluster link last saw it. */
+function NodeCard({ w }: { w: Worker }) {
+  const node: WorkerNode | undefined = w.node;
+  if (!node) return null;
+  const facts: [string, string][] = [
+    ["Node", node.name],
+    ["Node ready", node.ready ? "yes" : "no"],
+    ["Unschedulable", node.unschedulable ? "yes (cordoned)" : "no"],
+    ["Capacity", resources(w.capacity)],
+    ["Allocatable", resources(w.allocatable)],
+    ["Requested by pods", resources(w.allocated)],
+    ["OS image", node.osImage || "—"],
+    ["Node taints", node.taints.map((t) => `${t.key}${t.value ? `=${t.value}` : ""}:${t.effect}`).join(", ") || "none"],
+  ];
+  return (
+    <section aria-labelledby="node-h" class="card">
+      <h2 id="node-h">Kubernetes node</h2>
+      {node.stale && <p class="banner warn">The cluster cannot be reached: these are the last figures seen.</p>}
+      <dl class="facts">
+        {facts.map(([k, v]) => (
+          <div key={k}>
+            <dt>{k}</dt>
+            <dd>{v}</dd>
+          </div>
+        ))}
+      </dl>
+      <table>
+        <caption>Conditions</caption>
+        <thead>
+          <tr>
+            <th scope="col">Condition</th>
+            <th scope="col">Status</th>
+            <th scope="col">Message</th>
+          </tr>
+        </thead>
+        <tbody>
+          {node.conditions.map((c) => (
+            <tr key={c.type}>
+              <td>{c.type}</td>
+              <td>{c.status}</td>
+              <td>{c.message || c.reason || "—"}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
   );
 }
 
