@@ -157,7 +157,11 @@ pub async fn store_new_token(
         machine_id: spec.machine_id.filter(|m| !m.is_empty()),
     };
     let mut tx = db.begin().await?;
-    workers_db::insert_token(&mut tx, &row).await?;
+    if !workers_db::insert_token_once(&mut tx, &row).await? {
+        return Err(AppError::AlreadyExists(
+            "a token with this id exists; create another".into(),
+        ));
+    }
     tx.commit().await?;
     tracing::info!(by = created_by.unwrap_or("command line"), token_id = %row.id,
         ttl = ?spec.ttl, max_uses = spec.max_uses, machine_id = row.machine_id.as_deref().unwrap_or(""),

@@ -802,28 +802,6 @@ pub struct TokenRow {
     pub machine_id: Option<String>,
 }
 
-/// Stores a token.
-pub async fn insert_token(tx: &mut Tx, t: &TokenRow) -> AppResult<()> {
-    with_conn!(&mut *tx, |c| {
-        sqlx::query(
-        "INSERT INTO enrollment_tokens (id, secret_hash, description, expires_at, max_uses, uses, created_by, created_at, machine_id)
-         VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8)",
-    )
-    .bind(&t.id)
-    .bind(&t.secret_hash)
-    .bind(&t.description)
-    .bind(t.expires_at)
-    .bind(t.max_uses)
-    .bind(&t.created_by)
-    .bind(t.created_at)
-    .bind(&t.machine_id)
-    .execute(c)
-    .await
-.map(|r| r.rows_affected())
-    })?;
-    Ok(())
-}
-
 /// The token with this id.
 pub async fn token<'c>(exec: impl Into<Conn<'c>>, id: &str) -> AppResult<Option<TokenRow>> {
     Ok(with_conn!(exec, |c| sqlx::query_as(
@@ -876,8 +854,11 @@ pub async fn revoke_token(tx: &mut Tx, id: &str) -> AppResult<Option<TokenRow>> 
     })?)
 }
 
-/// Stores a token unless one with its id exists (a static token imported at
-/// every start keeps its first expiry, uses and revocation); true when added.
+/// Stores a token unless one with its id exists; true when added. A static
+/// token imported at every start keeps its first expiry, uses and
+/// revocation this way; a new random token's 48-bit id is already taken
+/// with odds of (tokens stored) in 2^48, which its caller answers
+/// ALREADY_EXISTS.
 pub async fn insert_token_once(tx: &mut Tx, t: &TokenRow) -> AppResult<bool> {
     let done = with_conn!(&mut *tx, |c| {
         sqlx::query(
