@@ -20,11 +20,13 @@ use minispod_proto::v1::{
     self as pb, auth_service_client::AuthServiceClient, worker_service_client::WorkerServiceClient,
 };
 use tokio::{net::TcpSocket, sync::mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{
     Request,
     transport::{Certificate, Channel, ClientTlsConfig},
 };
+
+#[path = "../tests/common/raw_grpc.rs"]
+mod raw_grpc;
 
 const ADMIN_EMAIL: &str = "bench@example.org";
 const ADMIN_PASSWORD: &str = "bench-password";
@@ -105,30 +107,10 @@ fn unfinished_call(
     announce: u32,
     send: usize,
 ) -> mpsc::Sender<Bytes> {
-    let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let frames = tokio_stream::StreamExt::map(ReceiverStream::new(rx), |b| {
-        Ok::<_, tonic::Status>(http_body::Frame::data(b))
-    });
-    let body = tonic::body::Body::new(http_body_util::StreamBody::new(frames));
-    let req = http::Request::builder()
-        .method("POST")
-        .uri(format!("https://localhost{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(body)
-        .unwrap();
-    let mut svc = channel.clone();
-    tokio::spawn(async move {
-        use tower::{Service, ServiceExt};
-        if let Ok(s) = svc.ready().await {
-            let _ = s.call(req).await;
-        }
-    });
+    let (tx, _status) = raw_grpc::raw_call(channel, path);
     let feed = tx.clone();
     tokio::spawn(async move {
-        let mut header = vec![0u8];
-        header.extend_from_slice(&announce.to_be_bytes());
-        let _ = feed.send(Bytes::from(header)).await;
+        let _ = feed.send(raw_grpc::message_header(announce)).await;
         let chunk = Bytes::from(vec![0u8; 16 * 1024]);
         let mut sent = 0;
         while sent < send {

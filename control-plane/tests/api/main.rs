@@ -8,6 +8,8 @@ mod console;
 mod helpers;
 mod hostile;
 mod on_postgres;
+#[path = "../common/raw_grpc.rs"]
+mod raw_grpc;
 mod transport;
 mod users;
 mod workers;
