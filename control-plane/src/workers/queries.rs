@@ -735,11 +735,10 @@ pub async fn stats(db: &Db) -> AppResult<(FleetTotals, Vec<(String, i64)>)> {
     Ok((totals, by_status))
 }
 
-/// What an online worker offers, as its agent reports it.
-#[derive(Debug, Clone, FromRow)]
+/// What the online workers offer, summed, as their agents report it.
+#[derive(Debug, Default, FromRow)]
 #[allow(missing_docs)]
-pub struct OnlineCapacity {
-    pub id: String,
+pub struct OnlineTotals {
     pub cpu_cores: i64,
     pub memory_bytes: i64,
     pub storage_bytes: i64,
@@ -754,35 +753,44 @@ pub struct OnlineCapacity {
     pub pod_count: i64,
 }
 
-/// Every online worker's capacity, for the fleet's headroom.
-pub async fn online_capacity(db: &Db) -> AppResult<Vec<OnlineCapacity>> {
+/// The online workers' capacity, summed in SQL (no cluster linked).
+pub async fn online_totals(db: &Db) -> AppResult<OnlineTotals> {
     Ok(with_conn!(db.read(), |c| sqlx::query_as(
-        "SELECT id, cpu_cores, memory_bytes, storage_bytes, max_pods,
-            allocatable_cpu_millicores, allocatable_memory_bytes, allocatable_storage_bytes,
-            allocatable_pods, allocated_cpu_millicores, allocated_memory_bytes,
-            allocated_storage_bytes, pod_count
+        "SELECT CAST(COALESCE(SUM(cpu_cores), 0) AS BIGINT) AS cpu_cores,
+            CAST(COALESCE(SUM(memory_bytes), 0) AS BIGINT) AS memory_bytes,
+            CAST(COALESCE(SUM(storage_bytes), 0) AS BIGINT) AS storage_bytes,
+            CAST(COALESCE(SUM(max_pods), 0) AS BIGINT) AS max_pods,
+            CAST(COALESCE(SUM(allocatable_cpu_millicores), 0) AS BIGINT) AS allocatable_cpu_millicores,
+            CAST(COALESCE(SUM(allocatable_memory_bytes), 0) AS BIGINT) AS allocatable_memory_bytes,
+            CAST(COALESCE(SUM(allocatable_storage_bytes), 0) AS BIGINT) AS allocatable_storage_bytes,
+            CAST(COALESCE(SUM(allocatable_pods), 0) AS BIGINT) AS allocatable_pods,
+            CAST(COALESCE(SUM(allocated_cpu_millicores), 0) AS BIGINT) AS allocated_cpu_millicores,
+            CAST(COALESCE(SUM(allocated_memory_bytes), 0) AS BIGINT) AS allocated_memory_bytes,
+            CAST(COALESCE(SUM(allocated_storage_bytes), 0) AS BIGINT) AS allocated_storage_bytes,
+            CAST(COALESCE(SUM(pod_count), 0) AS BIGINT) AS pod_count
          FROM workers WHERE online",
+    )
+    .fetch_one(c)
+    .await)?)
+}
+
+/// The ids of the online workers (a cluster linked: their figures come
+/// from their nodes).
+pub async fn online_ids(db: &Db) -> AppResult<Vec<String>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT id FROM workers WHERE online"
     )
     .fetch_all(c)
     .await)?)
 }
 
-/// Workers per architecture and per OS: (architecture counts, OS counts),
-/// most common first.
-pub async fn counts_by_platform(db: &Db) -> AppResult<(Vec<(String, i64)>, Vec<(String, i64)>)> {
-    let arch = with_conn!(db.read(), |c| {
-        sqlx::query_as(
-        "SELECT architecture, COUNT(*) AS n FROM workers GROUP BY architecture ORDER BY n DESC, architecture"
+/// Workers per (architecture, OS), for the counts by each.
+pub async fn counts_by_platform(db: &Db) -> AppResult<Vec<(String, String, i64)>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
+        "SELECT architecture, os, COUNT(*) FROM workers GROUP BY architecture, os"
     )
     .fetch_all(c)
-    .await
-    })?;
-    let os = with_conn!(db.read(), |c| sqlx::query_as(
-        "SELECT os, COUNT(*) AS n FROM workers GROUP BY os ORDER BY n DESC, os"
-    )
-    .fetch_all(c)
-    .await)?;
-    Ok((arch, os))
+    .await)?)
 }
 
 /// An enrollment token as stored.

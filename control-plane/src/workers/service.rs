@@ -381,11 +381,11 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::GetWorkerStatsResponse>, Status> {
         self.auth.admin(&request).await?;
         let (t, by) = workers_db::stats(self.hub.db()).await?;
-        let (by_arch, by_os) = workers_db::counts_by_platform(self.hub.db()).await?;
-        let online = OnlineTotals::of(
-            &workers_db::online_capacity(self.hub.db()).await?,
-            self.hub.cluster(),
-        );
+        let (by_arch, by_os) = by_platform(workers_db::counts_by_platform(self.hub.db()).await?);
+        let online = match self.hub.cluster().filter(|c| c.is_linked()) {
+            Some(c) => OnlineTotals::of_nodes(&workers_db::online_ids(self.hub.db()).await?, c),
+            None => OnlineTotals::of_agents(&workers_db::online_totals(self.hub.db()).await?),
+        };
         let count = |s: WorkerStatus| {
             by.iter()
                 .find(|(n, _)| n == status::to_db(s))
@@ -442,8 +442,8 @@ impl WorkerService for WorkerApi {
             online_allocatable: Some(online.allocatable.to_pb()),
             allocated: Some(online.allocated.to_pb()),
             headroom: Some(online.headroom.to_pb()),
-            by_architecture: named(by_arch),
-            by_os: named(by_os),
+            by_architecture: by_arch,
+            by_os,
             cluster_link: self
                 .hub
                 .cluster()
@@ -687,16 +687,27 @@ const CALLER_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The partial worker a METRICS watch event carries: its id and the
 /// heartbeat figures the flush wrote.
-fn named(counts: Vec<(String, i64)>) -> Vec<pb::NamedCount> {
-    counts
-        .into_iter()
-        .map(|(name, count)| pb::NamedCount { name, count })
-        .collect()
+/// Workers per architecture and per OS, most common first.
+fn by_platform(rows: Vec<(String, String, i64)>) -> (Vec<pb::NamedCount>, Vec<pb::NamedCount>) {
+    let mut arch: BTreeMap<String, i64> = BTreeMap::new();
+    let mut os: BTreeMap<String, i64> = BTreeMap::new();
+    for (a, o, n) in rows {
+        *arch.entry(a).or_default() += n;
+        *os.entry(o).or_default() += n;
+    }
+    let ranked = |m: BTreeMap<String, i64>| {
+        let mut v: Vec<pb::NamedCount> = m
+            .into_iter()
+            .map(|(name, count)| pb::NamedCount { name, count })
+            .collect();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+        v
+    };
+    (ranked(arch), ranked(os))
 }
 
 /// Capacity, allocatable, allocated and headroom summed over online
-/// workers: from their nodes where the cluster link knows them, otherwise
-/// from what their agents report.
+/// workers.
 #[derive(Debug, Default)]
 struct OnlineTotals {
     capacity: Resources,
@@ -706,38 +717,45 @@ struct OnlineTotals {
 }
 
 impl OnlineTotals {
-    fn of(rows: &[workers_db::OnlineCapacity], cluster: Option<&ClusterLink>) -> OnlineTotals {
+    /// From their nodes, per worker (headroom never below zero on any):
+    /// with a linked cluster, a worker without a node offers nothing the
+    /// cluster can schedule on.
+    fn of_nodes(online: &[String], cluster: &ClusterLink) -> OnlineTotals {
         let mut t = OnlineTotals::default();
-        for r in rows {
-            let (capacity, allocatable, allocated) = match cluster.and_then(|c| c.figures(&r.id)) {
-                Some(f) => (f.capacity, f.allocatable, f.allocated),
-                None => (
-                    Resources {
-                        cpu: r.cpu_cores.saturating_mul(1000),
-                        memory: r.memory_bytes,
-                        storage: r.storage_bytes,
-                        pods: r.max_pods,
-                    },
-                    Resources {
-                        cpu: r.allocatable_cpu_millicores,
-                        memory: r.allocatable_memory_bytes,
-                        storage: r.allocatable_storage_bytes,
-                        pods: r.allocatable_pods,
-                    },
-                    Resources {
-                        cpu: r.allocated_cpu_millicores,
-                        memory: r.allocated_memory_bytes,
-                        storage: r.allocated_storage_bytes,
-                        pods: r.pod_count,
-                    },
-                ),
-            };
-            t.capacity.add(capacity);
-            t.allocatable.add(allocatable);
-            t.allocated.add(allocated);
-            t.headroom.add(allocatable.headroom(allocated));
+        for f in online.iter().filter_map(|id| cluster.figures(id)) {
+            t.capacity.add(f.capacity);
+            t.allocatable.add(f.allocatable);
+            t.allocated.add(f.allocated);
+            t.headroom.add(f.allocatable.headroom(f.allocated));
         }
         t
+    }
+
+    /// From what their agents report, summed in SQL.
+    fn of_agents(r: &workers_db::OnlineTotals) -> OnlineTotals {
+        let allocatable = Resources {
+            cpu: r.allocatable_cpu_millicores,
+            memory: r.allocatable_memory_bytes,
+            storage: r.allocatable_storage_bytes,
+            pods: r.allocatable_pods,
+        };
+        let allocated = Resources {
+            cpu: r.allocated_cpu_millicores,
+            memory: r.allocated_memory_bytes,
+            storage: r.allocated_storage_bytes,
+            pods: r.pod_count,
+        };
+        OnlineTotals {
+            capacity: Resources {
+                cpu: r.cpu_cores.saturating_mul(1000),
+                memory: r.memory_bytes,
+                storage: r.storage_bytes,
+                pods: r.max_pods,
+            },
+            allocatable,
+            allocated,
+            headroom: allocatable.headroom(allocated),
+        }
     }
 }
 
