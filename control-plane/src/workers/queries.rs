@@ -755,7 +755,8 @@ pub struct OnlineTotals {
 
 /// The online workers' capacity, summed in SQL (no cluster linked).
 pub async fn online_totals(db: &Db) -> AppResult<OnlineTotals> {
-    Ok(with_conn!(db.read(), |c| sqlx::query_as(
+    Ok(with_conn!(db.read(), |c| {
+        sqlx::query_as(
         "SELECT CAST(COALESCE(SUM(cpu_cores), 0) AS BIGINT) AS cpu_cores,
             CAST(COALESCE(SUM(memory_bytes), 0) AS BIGINT) AS memory_bytes,
             CAST(COALESCE(SUM(storage_bytes), 0) AS BIGINT) AS storage_bytes,
@@ -771,7 +772,8 @@ pub async fn online_totals(db: &Db) -> AppResult<OnlineTotals> {
          FROM workers WHERE online",
     )
     .fetch_one(c)
-    .await)?)
+    .await
+    })?)
 }
 
 /// The ids of the online workers (a cluster linked: their figures come
