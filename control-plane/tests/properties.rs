@@ -78,10 +78,10 @@ proptest! {
         prop_assert_eq!(spec.validated().is_ok(), ok);
     }
 
-    /// Any sequence of stream and administrator events keeps the status
-    /// consistent with the facts it follows from.
+    /// Any sequence of stream, node and administrator events keeps the
+    /// status consistent with the facts it follows from.
     #[test]
-    fn the_status_machine_never_contradicts_its_facts(events in proptest::collection::vec(0u8..6, 0..60)) {
+    fn the_status_machine_never_contradicts_its_facts(events in proptest::collection::vec(0u8..8, 0..60)) {
         let mut f = StatusFacts::default();
         let mut was_connected = false;
         for e in events {
@@ -91,7 +91,9 @@ proptest! {
                 2 => f.ready = true,
                 3 => f.ready = false,
                 4 => f.maintenance = true,
-                _ => f.maintenance = false,
+                5 => f.maintenance = false,
+                6 => f.node_ready = true,
+                _ => f.node_ready = false,
             }
             was_connected |= f.online;
             let s = derive(f);
@@ -101,7 +103,7 @@ proptest! {
                 prop_assert!(matches!(s, WorkerStatus::Inactive | WorkerStatus::Pending));
                 prop_assert_eq!(s == WorkerStatus::Pending, !was_connected);
             } else {
-                prop_assert_eq!(s, if f.ready { WorkerStatus::Active } else { WorkerStatus::NotReady });
+                prop_assert_eq!(s, if f.ready && f.node_ready { WorkerStatus::Active } else { WorkerStatus::NotReady });
             }
         }
     }
