@@ -12,7 +12,7 @@
 //! minispod-control-plane --example failover_bench [-- --rounds 20 --grace 5s]`
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -25,45 +25,12 @@ use minispod_proto::v1::{
     self as pb, auth_service_client::AuthServiceClient, worker_service_client::WorkerServiceClient,
 };
 use minispod_support::WORKER_ID_LABEL;
-use tonic::{
-    Request,
-    transport::{Certificate, Channel, ClientTlsConfig},
-};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-const ADMIN_EMAIL: &str = "bench@example.org";
-const ADMIN_PASSWORD: &str = "bench-password";
+#[path = "common/bench.rs"]
+mod bench;
+use bench::{ADMIN_EMAIL, ADMIN_PASSWORD, authed, free_port, release_bin};
 const OFFLINE_TAINT: &str = "minispod.dev/offline";
-
-fn release_bin(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/release/examples/failover_bench -> target/release/<name>
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("exe dir")?
-        .join(name);
-    anyhow::ensure!(
-        bin.exists(),
-        "{} is missing: cargo build --release --bins",
-        bin.display()
-    );
-    Ok(bin)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
 
 fn tainted(n: &Node) -> bool {
     n.spec

@@ -9,7 +9,7 @@
 
 use std::{
     net::IpAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -20,40 +20,14 @@ use minispod_proto::v1::{
     self as pb, auth_service_client::AuthServiceClient, worker_service_client::WorkerServiceClient,
 };
 use tokio::{net::TcpSocket, sync::mpsc};
-use tonic::{
-    Request,
-    transport::{Certificate, Channel, ClientTlsConfig},
-};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 #[path = "../tests/common/raw_grpc.rs"]
 mod raw_grpc;
 
-const ADMIN_EMAIL: &str = "bench@example.org";
-const ADMIN_PASSWORD: &str = "bench-password";
-
-fn release_bin(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/release/examples/hostile_bench -> target/release/<name>
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("exe dir")?
-        .join(name);
-    anyhow::ensure!(
-        bin.exists(),
-        "{} is missing: cargo build --release --bins",
-        bin.display()
-    );
-    Ok(bin)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "common/bench.rs"]
+mod bench;
+use bench::{ADMIN_EMAIL, ADMIN_PASSWORD, authed, free_port, release_bin};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -89,13 +63,6 @@ async fn channel_from(b: &Bench, local: IpAddr) -> anyhow::Result<Channel> {
             .connect()
             .await?,
     )
-}
-
-fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
 }
 
 /// Sends the headers of a call and an unfinished message announcing
