@@ -10,6 +10,7 @@ mod proxy;
 mod real;
 mod status;
 mod watch;
+mod workloads;
 
 use std::time::Duration;
 
