@@ -404,7 +404,9 @@ fn canonical(value: &Value) -> String {
 /// alphabet, as in `pod-template-hash` and `controller-revision-hash`.
 fn template_hash(template: &Value, collision_count: Option<i64>) -> String {
     let mut text = canonical(template);
-    if let Some(count) = collision_count {
+    // A count of zero is written into status at once; it must not change
+    // the hash the first pods were made with.
+    if let Some(count) = collision_count.filter(|c| *c > 0) {
         text.push_str(&count.to_string());
     }
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -472,6 +474,7 @@ mod tests {
         let b = json!({"spec": {"x": 1}, "metadata": {"labels": {"b": "2", "a": "1"}}});
         assert_eq!(template_hash(&a, None), template_hash(&b, None));
         assert_ne!(template_hash(&a, None), template_hash(&a, Some(1)));
+        assert_eq!(template_hash(&a, None), template_hash(&a, Some(0)));
         let hash = template_hash(&a, None);
         assert!(!hash.is_empty() && hash.len() <= 10, "{hash}");
         assert!(

@@ -231,8 +231,8 @@ impl LogOptions {
             follow: flag("follow"),
             previous: flag("previous"),
             timestamps: flag("timestamps"),
-            tail_lines: tail_lines.map(|t| t as usize),
-            limit_bytes: limit_bytes.map(|l| l.min(usize::MAX as i64) as usize),
+            tail_lines: tail_lines.map(|t| usize::try_from(t).unwrap_or(usize::MAX)),
+            limit_bytes: limit_bytes.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
             since,
         })
     }
