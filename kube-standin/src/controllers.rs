@@ -446,13 +446,13 @@ fn pod_from_template(template: &Value, owner: Value) -> Value {
     pod
 }
 
-/// The replica count a workload asks for (default 1).
+/// The replica count a workload asks for (default 1; an int32 in the API).
 fn desired_replicas(workload: &Value) -> i64 {
     workload
         .pointer("/spec/replicas")
         .and_then(Value::as_i64)
         .unwrap_or(1)
-        .max(0)
+        .clamp(0, i64::from(i32::MAX))
 }
 
 /// Set integer status fields that Go omits when zero.

@@ -12,15 +12,74 @@
 //! merge patch, server-side apply with per-manager field ownership,
 //! conflicts and `force`, managedFields, `/status` subresources, the
 //! eviction subresource with PodDisruptionBudgets whose status the stand-in
-//! keeps as the disruption controller would.
+//! keeps as the disruption controller would, pod logs (`pods/{name}/log`
+//! with container, tailLines, sinceSeconds/sinceTime, timestamps,
+//! limitBytes and a chunked `follow`), and the work of kube-controller-
+//! manager, kube-scheduler and the kubelets on workloads, written through
+//! the store so watches see every step (see `controllers`):
+//! Deployment → ReplicaSet (`<name>-<pod-template-hash>`, revision
+//! annotations) → Pods (`<rs>-<5 chars>`), StatefulSet → Pods
+//! (`<name>-<ordinal>`, OrderedReady or Parallel, claims from
+//! volumeClaimTemplates), scale up and down, template changes, status of
+//! all three, garbage collection of pods and ReplicaSets whose Deployment,
+//! ReplicaSet or StatefulSet owner is gone; a scheduler (cordons, NoSchedule
+//! and NoExecute taints with toleration matching, nodeSelector, cpu, memory
+//! and pod count against allocatable, least requested first, `0/N nodes are
+//! available: ...` when nothing fits, retried on every change); a kubelet
+//! for the pods it bound (ContainerCreating, then Running and Ready after
+//! `Settings::pod_ready_delay`, or ErrImagePull then ImagePullBackOff for
+//! images made unpullable); the node lifecycle controller's Ready=False on
+//! pods of nodes whose Ready is not True; the taint manager's eviction for
+//! untolerated NoExecute taints (after `tolerationSeconds` when tolerated
+//! for a while); PVCs Bound at their requested size; ResourceQuota
+//! `status.hard` and `status.used`.
 //!
 //! Deliberate differences:
-//! - No kubelet: DELETE removes at once (no graceful termination); objects
-//!   with finalizers get a deletionTimestamp and go when the last finalizer
-//!   is removed. Deleting a namespace removes its objects at once.
-//! - No controllers but the disruption budget's status: no garbage
-//!   collection of dependents, no Deployment → ReplicaSet → Pod, no node
-//!   lifecycle (fake nodes never go NotReady on their own).
+//! - DELETE removes at once (no graceful termination, no Terminating
+//!   pods); objects with finalizers get a deletionTimestamp and go when the
+//!   last finalizer is removed. Deleting a namespace removes its objects at
+//!   once. `propagationPolicy` is ignored: dependents always go in the
+//!   background (Orphan and Foreground behave as Background).
+//! - Both Deployment strategies roll out as Recreate (old ReplicaSets to
+//!   zero, new pods once the old are gone); RollingUpdate's maxSurge is not
+//!   used. `paused` stops scaling. Pods of an old ReplicaSet are not
+//!   adopted or orphaned by selector, only by owner uid. There are no
+//!   ControllerRevision objects (StatefulSets' revisions are only labels
+//!   and status), no DaemonSets, Jobs or HorizontalPodAutoscalers at work.
+//!   ReplicaSets are reused only when their template hash matches (no
+//!   revision bump on a rollback to an old ReplicaSet). Progressing turns
+//!   False (ProgressDeadlineExceeded) when no replica count moved for
+//!   `progressDeadlineSeconds`, whole seconds as the condition times.
+//! - The kubelet runs only pods the stand-in's scheduler bound: pods created
+//!   with `spec.nodeName` set (the fixtures' `create_pod`) keep the status
+//!   their creator writes. Containers never exit or restart (restartCount
+//!   stays 0; no liveness or readiness probes, no init containers run, no
+//!   CrashLoopBackOff, `previous` logs never exist). ImagePullBackOff
+//!   stays once reached (a real kubelet retries, showing ErrImagePull
+//!   again); its message is `Back-off pulling image "<image>"` without the
+//!   error some kubelet versions append. Pod IPs are made up, hostIP is the
+//!   node's InternalIP or 10.0.0.1.
+//! - Nodes never go NotReady on their own, and the node lifecycle
+//!   controller writes no taints: a node whose Ready is not True is treated
+//!   by the scheduler as if it had the `node.kubernetes.io/not-ready`
+//!   (False) or `unreachable` (Unknown) NoSchedule taint, and its pods get
+//!   Ready=False, but nothing is evicted from it (a real cluster adds
+//!   NoExecute taints and evicts after the default 300 s tolerations, which
+//!   the stand-in does not add to pods). Pods bound to a deleted node stay.
+//! - Scheduling looks at cpu, memory and pod count only (no extended
+//!   resources, ephemeral storage, ports, affinity/anti-affinity, topology
+//!   spread, volume topology, priorities or preemption; the message's
+//!   "preemption:" part is what a cluster without priorities says).
+//! - No admission: ResourceQuotas and LimitRanges are stored and quotas'
+//!   status kept, but nothing over quota is refused and no default requests
+//!   or limits are filled in. `status.used` counts pods, cpu and memory
+//!   requests and limits of pods not finished, PVCs and their requested
+//!   storage, services, secrets, configmaps and `count/<resource>` for kinds
+//!   the stand-in serves; other quota resources are left out of `used`.
+//!   NetworkPolicies are stored, not enforced.
+//! - PVCs become Bound at once with their requested capacity, without
+//!   PersistentVolumes or `spec.volumeName` (k3s' local-path waits for a
+//!   consumer pod), and are never resized.
 //! - Server-side apply treats every list as atomic (kube merges
 //!   list-type=map lists such as containers, env or ports by key).
 //! - No OpenAPI validation: unknown or mistyped fields are stored as sent.
@@ -30,7 +89,8 @@
 //!   (allowed by the API conventions); `resourceVersion` on GET/LIST is
 //!   ignored (the latest state is served).
 //! - Strategic merge patch, JSON patch, dryRun, deletecollection, YAML
-//!   and protobuf bodies are refused (415/400/405).
+//!   and protobuf bodies are refused (415/400/405). There is no `binding`,
+//!   `exec`, `attach`, `portforward` or `scale` subresource.
 //! - A PDB's expected pod count is the number of matching pods (the
 //!   disruption controller uses the scale of the pods' controllers for
 //!   percentages and maxUnavailable).

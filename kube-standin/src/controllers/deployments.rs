@@ -320,7 +320,7 @@ fn max_unavailable(deployment: &Value, replicas: i64) -> i64 {
         Value::String(s) => s
             .strip_suffix('%')
             .and_then(|p| p.parse::<i64>().ok())
-            .map_or(0, |p| p * replicas / 100),
+            .map_or(0, |p| p.saturating_mul(replicas) / 100),
         _ => 0,
     };
     figure.clamp(0, replicas)
@@ -352,10 +352,7 @@ pub fn deployment_status(api: &mut Api) {
             replicas += pods.len() as i64;
             ready += pods.iter().filter(|p| super::running_and_ready(p)).count() as i64;
             available_count += pods.iter().filter(|p| available(p, min_ready)).count() as i64;
-            scaled += rs
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
+            scaled += desired_replicas(rs);
             if hash_of(rs) == hash {
                 updated += pods.len() as i64;
                 new_rs_name = Some(name_of(rs).1.to_string());

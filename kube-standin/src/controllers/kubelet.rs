@@ -90,11 +90,17 @@ pub fn evict_for_taints(
                     .whole_milliseconds()
                     .max(0) as u64
             });
-            let first_seen = *evict_at.entry(uid.clone()).or_insert_with(|| {
+            // tolerationSeconds comes from the pod spec: a figure too large
+            // for the clock means a year.
+            let due = *evict_at.entry(uid.clone()).or_insert_with(|| {
                 let elapsed = Duration::from_millis(since.unwrap_or(0));
-                now.checked_sub(elapsed).unwrap_or(now) + Duration::from_secs(seconds.max(0) as u64)
+                let year = Duration::from_secs(86_400 * 365);
+                now.checked_sub(elapsed)
+                    .unwrap_or(now)
+                    .checked_add(Duration::from_secs(seconds.max(0) as u64).min(year))
+                    .unwrap_or(now + year)
             });
-            Some(first_seen)
+            Some(due)
         } else {
             evict_at.remove(&uid);
             None
@@ -191,7 +197,7 @@ fn pod_status(
         let state = if behaviour.unpullable.contains(image) {
             if elapsed < delay {
                 ContainerState::Creating
-            } else if elapsed < delay + back_off_after(delay) {
+            } else if elapsed < delay.saturating_add(back_off_after(delay)) {
                 ContainerState::PullFailed
             } else {
                 ContainerState::BackOff
@@ -326,9 +332,11 @@ pub fn run_pods(
         let seen = *started.entry(uid.clone()).or_insert(now);
         let elapsed = now.saturating_duration_since(seen);
         let delay = behaviour.ready_delay;
-        for step in [delay, delay + back_off_after(delay)] {
-            if elapsed < step {
-                timers.at(seen + step);
+        for step in [delay, delay.saturating_add(back_off_after(delay))] {
+            if elapsed < step
+                && let Some(when) = seen.checked_add(step)
+            {
+                timers.at(when);
             }
         }
         let node = api

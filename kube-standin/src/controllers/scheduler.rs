@@ -26,6 +26,14 @@ pub struct Resources {
     pub pods: i64,
 }
 
+impl Resources {
+    fn add(&mut self, other: Resources) {
+        self.cpu = self.cpu.saturating_add(other.cpu);
+        self.memory = self.memory.saturating_add(other.memory);
+        self.pods = self.pods.saturating_add(other.pods);
+    }
+}
+
 fn figure<'a>(map: Option<&'a Value>, resource: &str) -> Option<&'a str> {
     map.and_then(|m| m.get(resource)).and_then(Value::as_str)
 }
@@ -54,8 +62,8 @@ pub fn pod_requests(pod: &Value) -> Resources {
     let (mut cpu, mut memory) = (0, 0);
     for c in list("containers") {
         let (c_cpu, c_mem) = container_requests(&c);
-        cpu += c_cpu;
-        memory += c_mem;
+        cpu = c_cpu.saturating_add(cpu);
+        memory = c_mem.saturating_add(memory);
     }
     for c in list("initContainers") {
         let (c_cpu, c_mem) = container_requests(&c);
@@ -170,13 +178,13 @@ fn misfits(pod: &Value, node: &Value, used: Resources) -> Vec<String> {
     let wanted = pod_requests(pod);
     let room = allocatable(node);
     let mut reasons = Vec::new();
-    if used.pods + 1 > room.pods {
+    if used.pods.saturating_add(1) > room.pods {
         reasons.push("Too many pods".to_string());
     }
-    if wanted.cpu > 0 && used.cpu + wanted.cpu > room.cpu {
+    if wanted.cpu > 0 && used.cpu.saturating_add(wanted.cpu) > room.cpu {
         reasons.push("Insufficient cpu".into());
     }
-    if wanted.memory > 0 && used.memory + wanted.memory > room.memory {
+    if wanted.memory > 0 && used.memory.saturating_add(wanted.memory) > room.memory {
         reasons.push("Insufficient memory".into());
     }
     reasons
@@ -187,14 +195,17 @@ fn misfits(pod: &Value, node: &Value, used: Resources) -> Vec<String> {
 fn score(pod: &Value, node: &Value, used: Resources) -> i64 {
     let wanted = pod_requests(pod);
     let room = allocatable(node);
-    let free = |total: i64, taken: i64| {
+    let free = |total: i64, taken: i64| -> i64 {
         if total <= 0 {
             0
         } else {
-            (total - taken).max(0) * 1_000_000 / total
+            let free = i128::from(total.saturating_sub(taken).max(0));
+            (free * 1_000_000 / i128::from(total)) as i64
         }
     };
-    (free(room.cpu, used.cpu + wanted.cpu) + free(room.memory, used.memory + wanted.memory)) / 2
+    (free(room.cpu, used.cpu.saturating_add(wanted.cpu))
+        + free(room.memory, used.memory.saturating_add(wanted.memory)))
+        / 2
 }
 
 /// `0/N nodes are available: ...` with the preemption postscript.
@@ -264,9 +275,7 @@ pub fn schedule(api: &mut Api, scheduled: &mut HashSet<String>) {
         }
         let wanted = pod_requests(pod);
         let entry = used.entry(node.to_string()).or_default();
-        entry.cpu += wanted.cpu;
-        entry.memory += wanted.memory;
-        entry.pods += 1;
+        entry.add(wanted);
     }
     for pod in pending {
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -302,9 +311,7 @@ pub fn schedule(api: &mut Api, scheduled: &mut HashSet<String>) {
                         scheduled.insert(uid_of(&pod).to_string());
                         let wanted = pod_requests(&pod);
                         let entry = used.entry(node_name).or_default();
-                        entry.cpu += wanted.cpu;
-                        entry.memory += wanted.memory;
-                        entry.pods += 1;
+                        entry.add(wanted);
                     }
                     Err(error) => tracing::debug!(?error, name, "binding failed"),
                 }

@@ -149,8 +149,13 @@ fn reconcile_one(api: &mut Api, sts: &Value) {
     let pods = pods_by_ordinal(api, sts);
     let pod = |ordinal: i64| pods.iter().find(|(o, _)| *o == ordinal).map(|(_, p)| p);
 
-    // Create missing pods in order; failed ones are replaced.
+    // Create missing pods in order; failed ones are replaced. At most a
+    // batch per pass, so a huge replica count cannot hold the lock.
+    let mut budget = 100;
     for ordinal in 0..replicas {
+        if budget == 0 {
+            return;
+        }
         match pod(ordinal) {
             None => {
                 create_claims(api, sts, ordinal);
@@ -160,8 +165,10 @@ fn reconcile_one(api: &mut Api, sts: &Value) {
                     new_pod(sts, ordinal, &revision),
                     CONTROLLER_MANAGER,
                 );
+                budget -= 1;
                 if let Err(error) = created {
                     tracing::debug!(?error, "creating a stateful set pod failed");
+                    return;
                 }
                 if monotonic {
                     return;

@@ -42,8 +42,12 @@ fn limits_of(pod: &Value) -> (i64, i64) {
     {
         let limits = c.pointer("/resources/limits");
         let read = |r: &str| limits.and_then(|l| l.get(r)).and_then(Value::as_str);
-        cpu += read("cpu").map_or(0, quantity::millicores);
-        memory += read("memory").map_or(0, quantity::whole);
+        cpu = read("cpu")
+            .map_or(0, quantity::millicores)
+            .saturating_add(cpu);
+        memory = read("memory")
+            .map_or(0, quantity::whole)
+            .saturating_add(memory);
     }
     (cpu, memory)
 }
@@ -69,19 +73,31 @@ fn used(api: &Api, namespace: &str, resource: &str) -> Option<String> {
         .list(kind("", "persistentvolumeclaims"), Some(namespace));
     Some(match resource {
         "pods" | "count/pods" => pods.len().to_string(),
-        "cpu" | "requests.cpu" => {
-            quantity::format_millicores(pods.iter().map(|p| pod_requests(p).cpu).sum())
-        }
-        "memory" | "requests.memory" => {
-            quantity::format_bytes(pods.iter().map(|p| pod_requests(p).memory).sum())
-        }
-        "limits.cpu" => quantity::format_millicores(pods.iter().map(|p| limits_of(p).0).sum()),
-        "limits.memory" => quantity::format_bytes(pods.iter().map(|p| limits_of(p).1).sum()),
+        "cpu" | "requests.cpu" => quantity::format_millicores(
+            pods.iter()
+                .map(|p| pod_requests(p).cpu)
+                .fold(0i64, i64::saturating_add),
+        ),
+        "memory" | "requests.memory" => quantity::format_bytes(
+            pods.iter()
+                .map(|p| pod_requests(p).memory)
+                .fold(0i64, i64::saturating_add),
+        ),
+        "limits.cpu" => quantity::format_millicores(
+            pods.iter()
+                .map(|p| limits_of(p).0)
+                .fold(0i64, i64::saturating_add),
+        ),
+        "limits.memory" => quantity::format_bytes(
+            pods.iter()
+                .map(|p| limits_of(p).1)
+                .fold(0i64, i64::saturating_add),
+        ),
         "persistentvolumeclaims" | "count/persistentvolumeclaims" => pvcs.len().to_string(),
         "requests.storage" => quantity::format_bytes(
             pvcs.iter()
                 .map(|c| quantity::whole(text(c, "/spec/resources/requests/storage")))
-                .sum(),
+                .fold(0i64, i64::saturating_add),
         ),
         "services" | "count/services" => count("services"),
         "secrets" | "count/secrets" => count("secrets"),

@@ -689,3 +689,170 @@ async fn stand_in_fixtures_say_so_on_a_real_cluster() {
     );
     assert!(cluster.set_pod_ready_delay(Duration::ZERO).await.is_err());
 }
+
+#[tokio::test]
+async fn pods_on_a_node_that_is_not_ready_are_not_ready_until_it_is_back() {
+    let cluster = quick_cluster().await;
+    let node = cluster
+        .create_node("n", &[])
+        .await
+        .unwrap()
+        .metadata
+        .name
+        .unwrap();
+    let ns = cluster.create_namespace().await.unwrap();
+    apply_deployment(
+        &cluster,
+        &ns,
+        &deployment("web", "nginx", "100m", json!({})),
+    )
+    .await;
+    let before = cluster
+        .wait_for(&ns, "app=web", one_ready, WAIT)
+        .await
+        .unwrap();
+    cluster
+        .set_node_condition(
+            &node,
+            "Ready",
+            "Unknown",
+            "NodeStatusUnknown",
+            "Kubelet stopped posting node status.",
+        )
+        .await
+        .unwrap();
+    let same_pod = |p: &[Pod]| p.len() == 1 && p[0].metadata.uid == before[0].metadata.uid;
+    cluster
+        .wait_for(&ns, "app=web", |p| same_pod(p) && !ready(&p[0]), WAIT)
+        .await
+        .unwrap();
+    // A new pod cannot go there meanwhile.
+    apply_deployment(
+        &cluster,
+        &ns,
+        &deployment("late", "nginx", "100m", json!({})),
+    )
+    .await;
+    let late = cluster
+        .wait_for(
+            &ns,
+            "app=late",
+            |p| p.len() == 1 && condition(&p[0], "PodScheduled").is_some(),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let message = condition(&late[0], "PodScheduled")
+        .unwrap()
+        .message
+        .clone()
+        .unwrap();
+    assert!(
+        message.starts_with("0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }."),
+        "{message}"
+    );
+    cluster
+        .set_node_condition(
+            &node,
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_for(&ns, "app=web", |p| same_pod(p) && ready(&p[0]), WAIT)
+        .await
+        .unwrap();
+    cluster
+        .wait_for(&ns, "app=late", one_ready, WAIT)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_toleration_with_seconds_delays_the_eviction() {
+    let cluster = quick_cluster().await;
+    let node = cluster
+        .create_node("n", &[])
+        .await
+        .unwrap()
+        .metadata
+        .name
+        .unwrap();
+    let ns = cluster.create_namespace().await.unwrap();
+    let patient = deployment(
+        "patient",
+        "nginx",
+        "100m",
+        json!({"spec": {"tolerations": [{"key": "minispod.dev/offline", "operator": "Exists",
+                                         "effect": "NoExecute", "tolerationSeconds": 2}]}}),
+    );
+    apply_deployment(&cluster, &ns, &patient).await;
+    let before = cluster
+        .wait_for(&ns, "app=patient", one_ready, WAIT)
+        .await
+        .unwrap();
+    let nodes: Api<Node> = Api::all(cluster.client().await);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let taint = json!({"spec": {"taints": [{"key": "minispod.dev/offline", "effect": "NoExecute", "timeAdded": now}]}});
+    nodes
+        .patch(&node, &PatchParams::default(), &Patch::Merge(&taint))
+        .await
+        .unwrap();
+    let tainted = std::time::Instant::now();
+    let old_uid = before[0].metadata.uid.clone();
+    cluster
+        .wait_for(
+            &ns,
+            "app=patient",
+            |p| p.iter().all(|p| p.metadata.uid != old_uid),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let waited = tainted.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "evicted after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_controllers_write_nothing_once_everything_settled() {
+    let cluster = quick_cluster().await;
+    if cluster.is_real() {
+        return; // Real nodes heartbeat, moving the resourceVersion.
+    }
+    cluster.create_node("n", &[]).await.unwrap();
+    let ns = cluster.create_namespace().await.unwrap();
+    apply_deployment(
+        &cluster,
+        &ns,
+        &deployment("web", "nginx", "100m", json!({})),
+    )
+    .await;
+    cluster
+        .wait_for(&ns, "app=web", one_ready, WAIT)
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client().await, &ns);
+    wait_deployment(&deployments, "web", "available", |d| {
+        d.status.as_ref().and_then(|s| s.available_replicas) == Some(1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let version = || async {
+        let pods: Api<Pod> = Api::namespaced(cluster.client().await, &ns);
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+    };
+    let settled = version().await;
+    // Longer than the resync: timers and resyncs change nothing.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(version().await, settled);
+}
