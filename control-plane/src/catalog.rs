@@ -35,7 +35,7 @@ impl From<&ServiceRow> for pb::Service {
             docs_url: s.docs_url.clone(),
             created_at: Some(timestamp(s.created_at)),
             updated_at: Some(timestamp(s.updated_at)),
-            template: None,
+            template: s.template(),
         }
     }
 }

@@ -71,7 +71,7 @@ proptest! {
             slug: "app".into(), name: "App".into(), description: String::new(), category: "misc".into(),
             version: "1".into(), image: "nginx:1".into(), port, cpu_millicores: cpu, memory_mb: mem,
             storage_gb: disk, env_template: Default::default(), monthly_price_cents: price, active: true,
-            tags: vec![], icon_url: String::new(), docs_url: String::new(),
+            tags: vec![], icon_url: String::new(), docs_url: String::new(), template: None,
         };
         let ok = (1..=65_535).contains(&port) && (1..=64_000).contains(&cpu) && (1..=262_144).contains(&mem)
             && (1..=16_384).contains(&disk) && (0..=1_000_000_000).contains(&price);

@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use minispod_proto::v1 as pb;
+
+use super::template;
 use crate::error::{AppResult, Violations};
 
 /// A catalog entry whose every field passed its rule.
@@ -39,13 +42,21 @@ pub struct ServiceSpec {
     pub icon_url: String,
     /// Documentation URL or empty.
     pub docs_url: String,
+    /// How a subscription is deployed; None for an entry that is listed but
+    /// not deployable. With one, image, port, resources and env_template
+    /// are derived from it by [`ServiceSpec::validated`].
+    pub template: Option<pb::ServiceTemplate>,
 }
 
 impl ServiceSpec {
-    /// Normalises (trim, lower-case where the rule says so, sort tags) and
-    /// checks every field, reporting all violations at once.
+    /// Normalises (trim, lower-case where the rule says so, sort tags),
+    /// derives image, port, resources and env_template from the template
+    /// when there is one, and checks every field, reporting all violations
+    /// at once.
     pub fn validated(mut self) -> AppResult<ServiceSpec> {
         let mut v = Violations::new();
+        // Derived fields were checked as parts of the template, at its paths.
+        let derived = self.template.is_some();
         self.slug = self.slug.trim().to_owned();
         if let Err(e) = check_slug(&self.slug) {
             v.add("slug", e);
@@ -82,43 +93,45 @@ impl ServiceSpec {
         {
             v.add("version", "must be 1 to 64 characters without spaces");
         }
-        self.image = self.image.trim().to_owned();
-        if let Err(e) = check_image(&self.image) {
-            v.add("image", e);
-        }
-        if !(1..=65535).contains(&self.port) {
-            v.add("port", "must be between 1 and 65535");
-        }
-        if !(1..=64_000).contains(&self.cpu_millicores) {
-            v.add("resources.cpu_millicores", "must be between 1 and 64000");
-        }
-        if !(1..=262_144).contains(&self.memory_mb) {
-            v.add("resources.memory_mb", "must be between 1 and 262144");
-        }
-        if !(1..=16_384).contains(&self.storage_gb) {
-            v.add("resources.storage_gb", "must be between 1 and 16384");
-        }
-        if self.env_template.len() > 100 {
-            v.add("env_template", "must have at most 100 entries");
-        }
-        for (k, val) in &self.env_template {
-            let key_ok = !k.is_empty()
-                && k.len() <= 128
-                && k.chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !key_ok {
-                v.add(
-                    "env_template",
-                    format!("key {k:?} is not an environment variable name"),
-                );
+        if !derived {
+            self.image = self.image.trim().to_owned();
+            if let Err(e) = check_image(&self.image) {
+                v.add("image", e);
             }
-            if val.len() > 4096 {
-                v.add(
-                    "env_template",
-                    format!("value of {k} must be at most 4096 bytes"),
-                );
+            if !(1..=65535).contains(&self.port) {
+                v.add("port", "must be between 1 and 65535");
+            }
+            if !(1..=64_000).contains(&self.cpu_millicores) {
+                v.add("resources.cpu_millicores", "must be between 1 and 64000");
+            }
+            if !(1..=262_144).contains(&self.memory_mb) {
+                v.add("resources.memory_mb", "must be between 1 and 262144");
+            }
+            if !(1..=16_384).contains(&self.storage_gb) {
+                v.add("resources.storage_gb", "must be between 1 and 16384");
+            }
+            if self.env_template.len() > 100 {
+                v.add("env_template", "must have at most 100 entries");
+            }
+            for (k, val) in &self.env_template {
+                let key_ok = !k.is_empty()
+                    && k.len() <= 128
+                    && k.chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !key_ok {
+                    v.add(
+                        "env_template",
+                        format!("key {k:?} is not an environment variable name"),
+                    );
+                }
+                if val.len() > 4096 {
+                    v.add(
+                        "env_template",
+                        format!("value of {k} must be at most 4096 bytes"),
+                    );
+                }
             }
         }
         if !(0..=1_000_000_000).contains(&self.monthly_price_cents) {
@@ -152,6 +165,29 @@ impl ServiceSpec {
             if !url.is_empty() && !is_http_url(url) {
                 v.add(field, "must be an http(s) URL of at most 2048 characters");
             }
+        }
+        if let Some(t) = &self.template {
+            template::validate(t, &mut v);
+            let d = template::derived(t);
+            // The entry's totals have the bounds of ResourceRequests.
+            for (what, total, max) in [
+                ("CPU requests", d.cpu_millicores, 64_000),
+                ("memory requests", d.memory_mb, 262_144),
+                ("volume sizes", d.storage_gb, 16_384),
+            ] {
+                if total > max {
+                    v.add(
+                        "template.components",
+                        format!("the components' {what} add up to {total}, more than {max}"),
+                    );
+                }
+            }
+            self.image = d.image;
+            self.port = d.port;
+            self.cpu_millicores = d.cpu_millicores;
+            self.memory_mb = d.memory_mb;
+            self.storage_gb = d.storage_gb;
+            self.env_template = d.env;
         }
         v.finish()?;
         Ok(self)

@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use minispod_proto::v1 as pb;
+use prost::Message;
 use sqlx::{FromRow, QueryBuilder};
 
 use super::fields::ServiceSpec;
@@ -50,6 +52,8 @@ pub struct ServiceRow {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// The prost-encoded ServiceTemplate; None without one.
+    pub template: Option<Vec<u8>>,
     /// Filled from service_tags.
     #[sqlx(skip)]
     pub tags: Vec<String>,
@@ -75,6 +79,20 @@ impl ServiceRow {
             tags: self.tags.clone(),
             icon_url: self.icon_url.clone(),
             docs_url: self.docs_url.clone(),
+            template: self.template(),
+        }
+    }
+
+    /// The deployment template, None for an entry without one (or, logged,
+    /// one that no longer decodes).
+    pub fn template(&self) -> Option<pb::ServiceTemplate> {
+        let bytes = self.template.as_deref()?;
+        match pb::ServiceTemplate::decode(bytes) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(service_id = %self.id, error = %e, "stored template does not decode");
+                None
+            }
         }
     }
 
@@ -86,7 +104,7 @@ impl ServiceRow {
 
 const COLUMNS: &str = "s.id, s.slug, s.name, s.description, s.category, s.version, s.image, s.port,
     s.cpu_millicores, s.memory_mb, s.storage_gb, s.env_template, s.monthly_price_cents, s.active,
-    s.icon_url, s.docs_url, s.created_at, s.updated_at";
+    s.icon_url, s.docs_url, s.created_at, s.updated_at, s.template";
 const SLUG_TAKEN: &str = "a service with this slug already exists";
 
 /// Inserts a validated entry.
@@ -96,8 +114,9 @@ pub async fn insert(tx: &mut Tx, spec: &ServiceSpec) -> AppResult<String> {
     with_conn!(&mut *tx, |c| sqlx::query(
         "INSERT INTO services (id, slug, name, description, category, version, image, port,
             cpu_millicores, memory_mb, storage_gb, env_template, monthly_price_cents, active,
-            icon_url, docs_url, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)",
+            icon_url, docs_url, created_at, updated_at, template)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17,
+            $18)",
     )
     .bind(&id)
     .bind(&spec.slug)
@@ -116,6 +135,7 @@ pub async fn insert(tx: &mut Tx, spec: &ServiceSpec) -> AppResult<String> {
     .bind(&spec.icon_url)
     .bind(&spec.docs_url)
     .bind(now)
+    .bind(encoded_template(spec))
     .execute(c)
     .await
     .map(|r| r.rows_affected()))
@@ -131,7 +151,7 @@ pub async fn update(tx: &mut Tx, id: &str, spec: &ServiceSpec) -> AppResult<bool
         "UPDATE services SET slug = $2, name = $3, description = $4, category = $5, version = $6,
             image = $7, port = $8, cpu_millicores = $9, memory_mb = $10, storage_gb = $11,
             env_template = $12, monthly_price_cents = $13, active = $14, icon_url = $15,
-            docs_url = $16, updated_at = $17
+            docs_url = $16, updated_at = $17, template = $18
          WHERE id = $1",
     )
     .bind(id)
@@ -151,6 +171,7 @@ pub async fn update(tx: &mut Tx, id: &str, spec: &ServiceSpec) -> AppResult<bool
     .bind(&spec.icon_url)
     .bind(&spec.docs_url)
     .bind(now_ms())
+    .bind(encoded_template(spec))
     .execute(c)
     .await
 .map(|r| r.rows_affected())
@@ -161,6 +182,10 @@ pub async fn update(tx: &mut Tx, id: &str, spec: &ServiceSpec) -> AppResult<bool
     }
     replace_tags(tx, id, &spec.tags).await?;
     Ok(true)
+}
+
+fn encoded_template(spec: &ServiceSpec) -> Option<Vec<u8>> {
+    spec.template.as_ref().map(Message::encode_to_vec)
 }
 
 async fn replace_tags(tx: &mut Tx, id: &str, tags: &[String]) -> AppResult<()> {

@@ -1,129 +1,543 @@
-//! The catalog a first start begins with: n8n, Ghost and WordPress.
+//! The catalog a first start begins with: n8n, Ghost and WordPress, each a
+//! complete deployable template for its real image.
 //!
 //! Seeding happens once per database (a `settings` row records it), so an
-//! administrator who deletes a seeded entry does not see it come back.
+//! administrator who deletes a seeded entry does not see it come back. A
+//! database seeded before entries had templates gets the templates of the
+//! seeded entries it still has, once (a second `settings` row).
 
-use std::collections::BTreeMap;
+use minispod_proto::v1 as pb;
 
-use super::{fields::ServiceSpec, queries};
+use super::{
+    fields::ServiceSpec,
+    queries::{self, Lookup},
+};
 use crate::{
-    error::AppResult,
+    error::{AppError, AppResult},
     store::{Db, insert_setting},
 };
 
+/// Set when the catalog was seeded.
 const SEEDED: &str = "catalog.seeded";
+/// Set when the seeded entries got their templates (new databases get both
+/// at once).
+const TEMPLATES_SEEDED: &str = "catalog.templates_seeded";
 
-fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+fn env(pairs: &[(&str, &str)]) -> Vec<pb::TemplateEnvVar> {
     pairs
         .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .map(|(name, value)| pb::TemplateEnvVar {
+            name: (*name).to_owned(),
+            value: (*value).to_owned(),
+        })
         .collect()
 }
 
-fn entries() -> Vec<ServiceSpec> {
-    vec![
-        ServiceSpec {
-            slug: "n8n".into(),
+fn port(name: &str, container_port: i32) -> pb::ComponentPort {
+    pb::ComponentPort {
+        name: name.into(),
+        container_port,
+    }
+}
+
+fn volume(name: &str, mount_path: &str, size_gb: i32) -> pb::ComponentVolume {
+    pb::ComponentVolume {
+        name: name.into(),
+        mount_path: mount_path.into(),
+        size_gb,
+    }
+}
+
+fn http_probe(path: &str, port: &str, initial_delay: i32, period: i32) -> Option<pb::Probe> {
+    Some(pb::Probe {
+        check: Some(pb::probe::Check::HttpPath(path.into())),
+        port: port.into(),
+        initial_delay_seconds: initial_delay,
+        period_seconds: period,
+        failure_threshold: 6,
+    })
+}
+
+fn tcp_probe(port: &str, initial_delay: i32, period: i32) -> Option<pb::Probe> {
+    Some(pb::Probe {
+        check: Some(pb::probe::Check::Tcp(true)),
+        port: port.into(),
+        initial_delay_seconds: initial_delay,
+        period_seconds: period,
+        failure_threshold: 6,
+    })
+}
+
+fn resources(
+    cpu: i32,
+    cpu_limit: i32,
+    memory: i32,
+    memory_limit: i32,
+) -> Option<pb::ComponentResources> {
+    Some(pb::ComponentResources {
+        cpu_request_millicores: cpu,
+        memory_request_mb: memory,
+        cpu_limit_millicores: cpu_limit,
+        memory_limit_mb: memory_limit,
+    })
+}
+
+fn generated(name: &str, kind: pb::GeneratedValueKind, length: i32) -> pb::GeneratedValue {
+    pb::GeneratedValue {
+        name: name.into(),
+        kind: kind as i32,
+        length,
+    }
+}
+
+/// n8n keeps workflows, credentials and its SQLite database in
+/// `/home/node/.n8n`; the encryption key of stored credentials must never
+/// change, so it is generated once. Behind the subscription's TLS ingress it
+/// is told its public URL and to trust one proxy hop.
+fn n8n_template() -> pb::ServiceTemplate {
+    pb::ServiceTemplate {
+        components: vec![pb::TemplateComponent {
             name: "n8n".into(),
-            description:
-                "Workflow automation: connect APIs, databases and apps with a visual editor.".into(),
-            category: "automation".into(),
-            version: "1.64.0".into(),
             image: "docker.io/n8nio/n8n:1.64.0".into(),
-            port: 5678,
-            cpu_millicores: 500,
-            memory_mb: 512,
-            storage_gb: 5,
-            env_template: env(&[
+            ports: vec![port("http", 5678)],
+            env: env(&[
+                ("N8N_HOST", "${DOMAIN}"),
                 ("N8N_PORT", "5678"),
                 ("N8N_PROTOCOL", "https"),
-                ("N8N_ENCRYPTION_KEY", "${GENERATED_SECRET}"),
-                ("GENERIC_TIMEZONE", "UTC"),
+                ("WEBHOOK_URL", "${PUBLIC_URL}/"),
+                ("N8N_EDITOR_BASE_URL", "${PUBLIC_URL}/"),
+                ("N8N_PROXY_HOPS", "1"),
+                ("N8N_ENCRYPTION_KEY", "${N8N_ENCRYPTION_KEY}"),
+                ("GENERIC_TIMEZONE", "${TIMEZONE}"),
+                ("TZ", "${TIMEZONE}"),
+                ("N8N_DIAGNOSTICS_ENABLED", "false"),
             ]),
-            monthly_price_cents: 900,
-            active: true,
-            tags: vec!["automation".into(), "workflow".into(), "low-code".into()],
-            icon_url: "https://n8n.io/favicon.ico".into(),
-            docs_url: "https://docs.n8n.io/hosting/".into(),
-        },
-        ServiceSpec {
-            slug: "ghost".into(),
-            name: "Ghost".into(),
-            description: "Publishing platform for blogs, newsletters and memberships.".into(),
-            category: "cms".into(),
-            version: "5.96".into(),
+            volumes: vec![volume("data", "/home/node/.n8n", 5)],
+            // /healthz answers 200 once the HTTP server is up.
+            readiness_probe: http_probe("/healthz", "http", 10, 10),
+            liveness_probe: http_probe("/healthz", "http", 30, 20),
+            resources: resources(500, 1000, 512, 1024),
+            expose_port: "http".into(),
+            args: vec![],
+            workload: pb::WorkloadKind::Deployment as i32,
+        }],
+        variables: vec![pb::TemplateVariable {
+            name: "TIMEZONE".into(),
+            label: "Time zone".into(),
+            description: "IANA time zone of schedule triggers, e.g. Europe/Berlin.".into(),
+            r#type: pb::VariableType::String as i32,
+            options: vec![],
+            default_value: "UTC".into(),
+            required: true,
+            pattern: "[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}".into(),
+        }],
+        generated: vec![generated(
+            "N8N_ENCRYPTION_KEY",
+            pb::GeneratedValueKind::Hex,
+            64,
+        )],
+        notes: "Open ${PUBLIC_URL}/ to create the owner account of your n8n instance.\n\
+                Webhooks are reached at ${PUBLIC_URL}/webhook/<path>; schedules run in \
+                the ${TIMEZONE} time zone."
+            .into(),
+    }
+}
+
+/// Ghost on SQLite in its content volume (images, themes and the database
+/// together, one volume to back up). Ghost redirects plain-HTTP requests to
+/// its https URL unless the proxy says https, so kubelet's probes, which
+/// cannot set that header, check the port over TCP.
+fn ghost_template() -> pb::ServiceTemplate {
+    pb::ServiceTemplate {
+        components: vec![pb::TemplateComponent {
+            name: "ghost".into(),
             image: "docker.io/library/ghost:5.96-alpine".into(),
-            port: 2368,
-            cpu_millicores: 500,
-            memory_mb: 1024,
-            storage_gb: 10,
-            env_template: env(&[
-                ("url", "https://${DOMAIN}"),
+            ports: vec![port("http", 2368)],
+            env: env(&[
+                ("url", "${PUBLIC_URL}"),
+                ("NODE_ENV", "production"),
                 ("database__client", "sqlite3"),
                 (
                     "database__connection__filename",
                     "/var/lib/ghost/content/data/ghost.db",
                 ),
-                ("NODE_ENV", "production"),
+                ("logging__level", "${LOG_LEVEL}"),
             ]),
-            monthly_price_cents: 1200,
-            active: true,
-            tags: vec!["blog".into(), "cms".into(), "newsletter".into()],
-            icon_url: "https://ghost.org/favicon.ico".into(),
-            docs_url: "https://ghost.org/docs/".into(),
-        },
-        ServiceSpec {
-            slug: "wordpress".into(),
-            name: "WordPress".into(),
-            description: "The most widely used CMS for websites and blogs.".into(),
-            category: "cms".into(),
-            version: "6.6".into(),
-            image: "docker.io/library/wordpress:6.6-apache".into(),
-            port: 80,
-            cpu_millicores: 500,
-            memory_mb: 512,
-            storage_gb: 10,
-            env_template: env(&[
-                ("WORDPRESS_DB_HOST", "${DB_HOST}"),
-                ("WORDPRESS_DB_USER", "wordpress"),
-                ("WORDPRESS_DB_PASSWORD", "${GENERATED_PASSWORD}"),
-                ("WORDPRESS_DB_NAME", "wordpress"),
-            ]),
-            monthly_price_cents: 1000,
-            active: true,
-            tags: vec!["blog".into(), "cms".into(), "php".into()],
-            icon_url: "https://wordpress.org/favicon.ico".into(),
-            docs_url: "https://wordpress.org/documentation/".into(),
-        },
-    ]
+            volumes: vec![volume("content", "/var/lib/ghost/content", 10)],
+            readiness_probe: tcp_probe("http", 10, 10),
+            liveness_probe: tcp_probe("http", 60, 20),
+            resources: resources(250, 1000, 512, 1024),
+            expose_port: "http".into(),
+            args: vec![],
+            workload: pb::WorkloadKind::Deployment as i32,
+        }],
+        variables: vec![pb::TemplateVariable {
+            name: "LOG_LEVEL".into(),
+            label: "Log level".into(),
+            description: "How much Ghost writes to its log.".into(),
+            r#type: pb::VariableType::Select as i32,
+            options: vec!["info".into(), "warn".into(), "error".into()],
+            default_value: "info".into(),
+            required: false,
+            pattern: String::new(),
+        }],
+        generated: vec![],
+        notes: "Open ${PUBLIC_URL}/ghost to create the admin account; the first account \
+                created owns the site. Your site is at ${PUBLIC_URL}/. To send newsletters \
+                and staff invitations, set up a mail service in Ghost's settings."
+            .into(),
+    }
 }
 
-/// Seeds the catalog unless this database was seeded before; returns the
-/// number of entries added.
+/// WordPress with its own MariaDB. The image writes wp-config.php (with
+/// fresh salts) into /var/www/html on first start and already honours
+/// X-Forwarded-Proto; WP_HOME and WP_SITEURL pin the public URL.
+fn wordpress_template() -> pb::ServiceTemplate {
+    pb::ServiceTemplate {
+        components: vec![
+            pb::TemplateComponent {
+                name: "wordpress".into(),
+                image: "docker.io/library/wordpress:6.6-apache".into(),
+                ports: vec![port("http", 80)],
+                env: env(&[
+                    ("WORDPRESS_DB_HOST", "${DB_HOST}"),
+                    ("WORDPRESS_DB_USER", "wordpress"),
+                    ("WORDPRESS_DB_PASSWORD", "${DB_PASSWORD}"),
+                    ("WORDPRESS_DB_NAME", "wordpress"),
+                    ("WORDPRESS_TABLE_PREFIX", "${TABLE_PREFIX}"),
+                    (
+                        "WORDPRESS_CONFIG_EXTRA",
+                        "define('WP_HOME', '${PUBLIC_URL}');\n\
+                         define('WP_SITEURL', '${PUBLIC_URL}');",
+                    ),
+                ]),
+                volumes: vec![volume("html", "/var/www/html", 5)],
+                // A static file: Apache is serving, whatever WordPress's own
+                // redirects (to the installer, to the https URL) say.
+                readiness_probe: http_probe("/wp-includes/images/blank.gif", "http", 10, 10),
+                liveness_probe: tcp_probe("http", 30, 20),
+                resources: resources(250, 1000, 256, 512),
+                expose_port: "http".into(),
+                args: vec![],
+                workload: pb::WorkloadKind::Deployment as i32,
+            },
+            pb::TemplateComponent {
+                name: "db".into(),
+                image: "docker.io/library/mariadb:11.4".into(),
+                ports: vec![port("mysql", 3306)],
+                env: env(&[
+                    ("MARIADB_DATABASE", "wordpress"),
+                    ("MARIADB_USER", "wordpress"),
+                    ("MARIADB_PASSWORD", "${DB_PASSWORD}"),
+                    ("MARIADB_ROOT_PASSWORD", "${DB_ROOT_PASSWORD}"),
+                    // A newer image upgrades the system tables of old data.
+                    ("MARIADB_AUTO_UPGRADE", "1"),
+                ]),
+                volumes: vec![volume("data", "/var/lib/mysql", 5)],
+                readiness_probe: tcp_probe("mysql", 10, 10),
+                liveness_probe: tcp_probe("mysql", 60, 20),
+                resources: resources(250, 1000, 256, 1024),
+                expose_port: String::new(),
+                args: vec![],
+                workload: pb::WorkloadKind::StatefulSet as i32,
+            },
+        ],
+        variables: vec![pb::TemplateVariable {
+            name: "TABLE_PREFIX".into(),
+            label: "Table prefix".into(),
+            description: "Prefix of WordPress's database tables.".into(),
+            r#type: pb::VariableType::String as i32,
+            options: vec![],
+            default_value: "wp_".into(),
+            required: true,
+            pattern: "[A-Za-z0-9_]{1,20}".into(),
+        }],
+        generated: vec![
+            generated("DB_PASSWORD", pb::GeneratedValueKind::Password, 32),
+            generated("DB_ROOT_PASSWORD", pb::GeneratedValueKind::Password, 32),
+        ],
+        notes: "Open ${PUBLIC_URL}/wp-admin/install.php to choose the site's language, \
+                title and administrator account. The database runs in its own container \
+                with passwords generated for this subscription."
+            .into(),
+    }
+}
+
+/// A seeded entry: `template` gives image, port, resources and environment.
+struct Entry {
+    slug: &'static str,
+    name: &'static str,
+    description: &'static str,
+    category: &'static str,
+    version: &'static str,
+    monthly_price_cents: i64,
+    tags: &'static [&'static str],
+    icon_url: &'static str,
+    docs_url: &'static str,
+    template: fn() -> pb::ServiceTemplate,
+}
+
+const ENTRIES: [Entry; 3] = [
+    Entry {
+        slug: "n8n",
+        name: "n8n",
+        description: "Workflow automation: connect APIs, databases and apps with a visual editor.",
+        category: "automation",
+        version: "1.64.0",
+        monthly_price_cents: 900,
+        tags: &["automation", "workflow", "low-code"],
+        icon_url: "https://n8n.io/favicon.ico",
+        docs_url: "https://docs.n8n.io/hosting/",
+        template: n8n_template,
+    },
+    Entry {
+        slug: "ghost",
+        name: "Ghost",
+        description: "Publishing platform for blogs, newsletters and memberships.",
+        category: "cms",
+        version: "5.96",
+        monthly_price_cents: 1200,
+        tags: &["blog", "cms", "newsletter"],
+        icon_url: "https://ghost.org/favicon.ico",
+        docs_url: "https://ghost.org/docs/",
+        template: ghost_template,
+    },
+    Entry {
+        slug: "wordpress",
+        name: "WordPress",
+        description: "The most widely used CMS for websites and blogs.",
+        category: "cms",
+        version: "6.6",
+        monthly_price_cents: 1000,
+        tags: &["blog", "cms", "php"],
+        icon_url: "https://wordpress.org/favicon.ico",
+        docs_url: "https://wordpress.org/documentation/",
+        template: wordpress_template,
+    },
+];
+
+impl Entry {
+    fn spec(&self) -> ServiceSpec {
+        ServiceSpec {
+            slug: self.slug.into(),
+            name: self.name.into(),
+            description: self.description.into(),
+            category: self.category.into(),
+            version: self.version.into(),
+            // Derived from the template by `validated`.
+            image: String::new(),
+            port: 0,
+            cpu_millicores: 0,
+            memory_mb: 0,
+            storage_gb: 0,
+            env_template: Default::default(),
+            monthly_price_cents: self.monthly_price_cents,
+            active: true,
+            tags: self.tags.iter().map(|t| (*t).to_owned()).collect(),
+            icon_url: self.icon_url.into(),
+            docs_url: self.docs_url.into(),
+            template: Some((self.template)()),
+        }
+    }
+}
+
+/// Seeds the catalog unless this database was seeded before, and gives the
+/// seeded entries of a database seeded before templates existed their
+/// template (once; entries deleted since stay deleted, entries that have a
+/// template keep it). Returns the number of entries added or completed.
 pub async fn seed_once(db: &Db) -> AppResult<usize> {
     let mut tx = db.begin().await?;
-    if !insert_setting(&mut tx, SEEDED, "1").await? {
-        return Ok(0);
-    }
-    let mut added = 0;
-    for spec in entries() {
-        let spec = spec.validated()?;
-        queries::insert(&mut tx, &spec).await?;
-        added += 1;
+    let fresh = insert_setting(&mut tx, SEEDED, "1").await?;
+    let templates_due = insert_setting(&mut tx, TEMPLATES_SEEDED, "1").await?;
+    let mut changed = 0;
+    if fresh {
+        for entry in &ENTRIES {
+            queries::insert(&mut tx, &entry.spec().validated()?).await?;
+            changed += 1;
+        }
+    } else if templates_due {
+        for entry in &ENTRIES {
+            let row = match queries::get(db, Lookup::Slug(entry.slug), false).await {
+                Ok(row) => row,
+                Err(AppError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if row.template.is_some() {
+                continue;
+            }
+            // The administrator's choices (name, price, tags, ...) stay;
+            // what the template derives is replaced.
+            let mut spec = row.spec();
+            spec.template = Some((entry.template)());
+            match spec.validated() {
+                Ok(spec) => {
+                    queries::update(&mut tx, &row.id, &spec).await?;
+                    changed += 1;
+                    tracing::info!(slug = entry.slug, "seeded catalog entry got its template");
+                }
+                Err(e) => {
+                    tracing::warn!(slug = entry.slug, error = %e, "seeded catalog entry left without a template");
+                }
+            }
+        }
     }
     tx.commit().await?;
-    Ok(added)
+    Ok(changed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{catalog::template, error::Violations};
 
     #[test]
-    fn seed_entries_pass_the_catalog_rules() {
-        for e in entries() {
-            let slug = e.slug.clone();
-            assert!(e.validated().is_ok(), "{slug} is invalid");
+    fn every_seeded_template_passes_the_template_rules() {
+        for e in &ENTRIES {
+            let mut v = Violations::new();
+            template::validate(&(e.template)(), &mut v);
+            if let Err(err) = v.finish() {
+                panic!("{}: {err}", e.slug);
+            }
         }
+    }
+
+    #[test]
+    fn seed_entries_pass_the_catalog_rules_and_derive_their_figures() {
+        let specs: Vec<ServiceSpec> = ENTRIES
+            .iter()
+            .map(|e| {
+                e.spec()
+                    .validated()
+                    .unwrap_or_else(|err| panic!("{}: {err}", e.slug))
+            })
+            .collect();
+        let figures: Vec<_> = specs
+            .iter()
+            .map(|s| (s.slug.as_str(), s.image.as_str(), s.port, s.storage_gb))
+            .collect();
+        assert_eq!(
+            figures,
+            [
+                ("n8n", "docker.io/n8nio/n8n:1.64.0", 5678, 5),
+                ("ghost", "docker.io/library/ghost:5.96-alpine", 2368, 10),
+                (
+                    "wordpress",
+                    "docker.io/library/wordpress:6.6-apache",
+                    80,
+                    10
+                ),
+            ]
+        );
+        assert_eq!(specs[2].cpu_millicores, 500, "wordpress and db");
+        assert_eq!(specs[2].env_template["WORDPRESS_DB_HOST"], "${DB_HOST}");
+    }
+
+    #[test]
+    fn seeded_templates_expand_with_every_name_they_use() {
+        for e in &ENTRIES {
+            let t = (e.template)();
+            let mut v = Violations::new();
+            let mut values = template::validate_values(&t, &Default::default(), &mut v);
+            assert!(v.finish().is_ok(), "{}: defaults are valid values", e.slug);
+            for b in template::BUILT_INS {
+                values.insert(b.to_owned(), "x".to_owned());
+            }
+            for c in &t.components {
+                values.insert(template::host_placeholder(&c.name), c.name.clone());
+            }
+            for g in &t.generated {
+                values.insert(g.name.clone(), "secret".to_owned());
+            }
+            for c in &t.components {
+                for env in &c.env {
+                    template::expand(&env.value, &values)
+                        .unwrap_or_else(|err| panic!("{} {}: {err}", e.slug, env.name));
+                }
+            }
+            template::expand(&t.notes, &values).unwrap();
+        }
+    }
+
+    async fn temp_db() -> (Db, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("minispod-seed-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = Db::connect(None, &dir, &Default::default()).await.unwrap();
+        (db, dir)
+    }
+
+    #[tokio::test]
+    async fn a_new_database_is_seeded_once_with_templates() {
+        let (db, dir) = temp_db().await;
+        assert_eq!(seed_once(&db).await.unwrap(), 3);
+        assert_eq!(seed_once(&db).await.unwrap(), 0);
+        for e in &ENTRIES {
+            let row = queries::get(&db, Lookup::Slug(e.slug), false)
+                .await
+                .unwrap();
+            assert_eq!(row.template(), Some((e.template)()), "{}", e.slug);
+        }
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn entries_seeded_before_templates_get_theirs_once_and_deleted_ones_stay_gone() {
+        let (db, dir) = temp_db().await;
+        // What an earlier version left: the seeded setting and entries
+        // without a template; Ghost was deleted, n8n's price changed.
+        let mut tx = db.begin().await.unwrap();
+        insert_setting(&mut tx, SEEDED, "1").await.unwrap();
+        for e in ENTRIES.iter().filter(|e| e.slug != "ghost") {
+            let d = template::derived(&(e.template)());
+            let old = ServiceSpec {
+                image: d.image,
+                port: d.port,
+                cpu_millicores: 500,
+                memory_mb: 512,
+                storage_gb: 5,
+                env_template: d.env,
+                monthly_price_cents: if e.slug == "n8n" {
+                    1500
+                } else {
+                    e.monthly_price_cents
+                },
+                template: None,
+                ..e.spec()
+            };
+            queries::insert(&mut tx, &old.validated().unwrap())
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+
+        assert_eq!(seed_once(&db).await.unwrap(), 2);
+        let n8n = queries::get(&db, Lookup::Slug("n8n"), false).await.unwrap();
+        assert_eq!(n8n.template(), Some(n8n_template()));
+        assert_eq!(
+            n8n.monthly_price_cents, 1500,
+            "the administrator's price stays"
+        );
+        assert_eq!((n8n.cpu_millicores, n8n.memory_mb), (500, 512));
+        let wordpress = queries::get(&db, Lookup::Slug("wordpress"), false)
+            .await
+            .unwrap();
+        assert_eq!(wordpress.template(), Some(wordpress_template()));
+        assert_eq!(wordpress.storage_gb, 10);
+        assert!(matches!(
+            queries::get(&db, Lookup::Slug("ghost"), false).await,
+            Err(AppError::NotFound(_))
+        ));
+
+        // Once: a template removed by hand afterwards is not put back.
+        let mut tx = db.begin().await.unwrap();
+        let mut spec = n8n.spec();
+        spec.template = None;
+        queries::update(&mut tx, &n8n.id, &spec).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(seed_once(&db).await.unwrap(), 0);
+        let n8n = queries::get(&db, Lookup::Slug("n8n"), false).await.unwrap();
+        assert_eq!(n8n.template, None);
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

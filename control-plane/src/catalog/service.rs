@@ -1,5 +1,7 @@
 //! CatalogService: public browsing of active services, administration of all.
 
+use std::collections::BTreeMap;
+
 use minispod_proto::v1::{self as pb, catalog_service_server::CatalogService};
 use tonic::{Request, Response, Status};
 
@@ -9,7 +11,7 @@ use super::{
 };
 use crate::{
     auth::AuthState,
-    error::{AppError, AppResult},
+    error::{AppError, AppResult, Violations},
     store::Page,
 };
 
@@ -56,6 +58,15 @@ impl CatalogApi {
             return Err(AppError::invalid("id", "is required"));
         }
         let current = catalog_db::get(&self.auth.db, Lookup::Id(&r.id), false).await?;
+        let given = Given {
+            image: r.image.clone(),
+            port: r.port,
+            resources: r.resources,
+            env_template: r
+                .env_template
+                .as_ref()
+                .map(|e| e.entries.clone().into_iter().collect()),
+        };
         let mut spec = current.spec();
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = r.$field { spec.$field = v; } )* };
@@ -84,7 +95,11 @@ impl CatalogApi {
         if let Some(tags) = r.tags {
             spec.tags = tags.values;
         }
+        if let Some(template) = r.template {
+            spec.template = Some(template);
+        }
         let spec = spec.validated()?;
+        given.check(&spec)?;
         let mut tx = self.auth.db.begin().await?;
         if !catalog_db::update(&mut tx, &r.id, &spec).await? {
             return Err(AppError::NotFound(format!("no service with id {:?}", r.id)));
@@ -92,6 +107,47 @@ impl CatalogApi {
         tx.commit().await?;
         let row = catalog_db::get(&self.auth.db, Lookup::Id(&r.id), false).await?;
         Ok((&row).into())
+    }
+}
+
+/// The fields a request gave that a template derives.
+struct Given {
+    image: Option<String>,
+    port: Option<i32>,
+    resources: Option<pb::ResourceRequests>,
+    env_template: Option<BTreeMap<String, String>>,
+}
+
+impl Given {
+    /// With a template, image, port, resources and env_template come from
+    /// it: a request may leave them unset or repeat what the template gives,
+    /// but a different value is refused rather than silently replaced.
+    fn check(&self, spec: &ServiceSpec) -> AppResult<()> {
+        if spec.template.is_none() {
+            return Ok(());
+        }
+        let mut v = Violations::new();
+        let why = "is derived from the template: leave it unset or change the template";
+        if self.image.as_ref().is_some_and(|i| *i != spec.image) {
+            v.add("image", why);
+        }
+        if self.port.is_some_and(|p| p != spec.port) {
+            v.add("port", why);
+        }
+        if self.resources.is_some_and(|r| {
+            (r.cpu_millicores, r.memory_mb, r.storage_gb)
+                != (spec.cpu_millicores, spec.memory_mb, spec.storage_gb)
+        }) {
+            v.add("resources", why);
+        }
+        if self
+            .env_template
+            .as_ref()
+            .is_some_and(|e| *e != spec.env_template)
+        {
+            v.add("env_template", why);
+        }
+        v.finish()
     }
 }
 
@@ -176,8 +232,18 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<pb::CreateServiceResponse>, Status> {
         let admin = self.auth.admin(&request).await?;
         let r = request.into_inner();
-        let Some(res) = r.resources else {
-            return Err(AppError::invalid("resources", "is required").into());
+        // With a template, image, port and resources are derived from it.
+        let res = match r.resources {
+            Some(res) => res,
+            None if r.template.is_some() => pb::ResourceRequests::default(),
+            None => return Err(AppError::invalid("resources", "is required").into()),
+        };
+        let given = Given {
+            image: Some(r.image.clone()).filter(|i| !i.is_empty()),
+            port: Some(r.port).filter(|p| *p != 0),
+            resources: r.resources,
+            env_template: Some(r.env_template.clone().into_iter().collect())
+                .filter(|e: &BTreeMap<_, _>| !e.is_empty()),
         };
         let spec = ServiceSpec {
             slug: r.slug,
@@ -196,8 +262,10 @@ impl CatalogService for CatalogApi {
             tags: r.tags,
             icon_url: r.icon_url,
             docs_url: r.docs_url,
+            template: r.template,
         }
         .validated()?;
+        given.check(&spec)?;
         let mut tx = self.auth.db.begin().await?;
         let id = catalog_db::insert(&mut tx, &spec).await?;
         tx.commit().await.map_err(AppError::from)?;

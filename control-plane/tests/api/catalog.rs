@@ -468,3 +468,394 @@ async fn listings_filter_by_search_category_and_tags_and_page() {
     slugs.dedup();
     assert_eq!(slugs.len(), 8);
 }
+
+fn component(name: &str, image: &str, port_name: &str, port: i32) -> pb::TemplateComponent {
+    pb::TemplateComponent {
+        name: name.into(),
+        image: image.into(),
+        ports: vec![pb::ComponentPort {
+            name: port_name.into(),
+            container_port: port,
+        }],
+        resources: Some(pb::ComponentResources {
+            cpu_request_millicores: 100,
+            memory_request_mb: 128,
+            cpu_limit_millicores: 500,
+            memory_limit_mb: 256,
+        }),
+        ..Default::default()
+    }
+}
+
+/// An app and its PostgreSQL: 2 components, one variable, one secret.
+fn template() -> pb::ServiceTemplate {
+    let mut app = component("app", "ghcr.io/example/app:2.1.0", "http", 8080);
+    app.expose_port = "http".into();
+    app.env = vec![
+        pb::TemplateEnvVar {
+            name: "DATABASE_URL".into(),
+            value: "postgres://app:${DB_PASSWORD}@${DB_HOST}:5432/app".into(),
+        },
+        pb::TemplateEnvVar {
+            name: "BASE_URL".into(),
+            value: "${PUBLIC_URL}".into(),
+        },
+        pb::TemplateEnvVar {
+            name: "LANGUAGE".into(),
+            value: "${LANGUAGE}".into(),
+        },
+    ];
+    app.readiness_probe = Some(pb::Probe {
+        check: Some(pb::probe::Check::HttpPath("/health".into())),
+        port: "http".into(),
+        ..Default::default()
+    });
+    app.volumes = vec![pb::ComponentVolume {
+        name: "uploads".into(),
+        mount_path: "/data".into(),
+        size_gb: 2,
+    }];
+    let mut db = component("db", "docker.io/library/postgres:16.4-alpine", "pg", 5432);
+    db.workload = pb::WorkloadKind::StatefulSet as i32;
+    db.env = vec![pb::TemplateEnvVar {
+        name: "POSTGRES_PASSWORD".into(),
+        value: "${DB_PASSWORD}".into(),
+    }];
+    db.volumes = vec![pb::ComponentVolume {
+        name: "data".into(),
+        mount_path: "/var/lib/postgresql/data".into(),
+        size_gb: 8,
+    }];
+    pb::ServiceTemplate {
+        components: vec![app, db],
+        variables: vec![pb::TemplateVariable {
+            name: "LANGUAGE".into(),
+            label: "Language".into(),
+            r#type: pb::VariableType::Select as i32,
+            options: vec!["en".into(), "de".into()],
+            default_value: "en".into(),
+            ..Default::default()
+        }],
+        generated: vec![pb::GeneratedValue {
+            name: "DB_PASSWORD".into(),
+            kind: pb::GeneratedValueKind::Password as i32,
+            length: 24,
+        }],
+        notes: "Open ${PUBLIC_URL}/ (language ${LANGUAGE}).".into(),
+    }
+}
+
+/// A CreateServiceRequest with [`template`] and nothing it derives.
+fn templated(slug: &str) -> pb::CreateServiceRequest {
+    pb::CreateServiceRequest {
+        image: String::new(),
+        port: 0,
+        resources: None,
+        env_template: Default::default(),
+        template: Some(template()),
+        ..spec(slug)
+    }
+}
+
+#[tokio::test]
+async fn seeded_services_carry_deployable_templates() {
+    let app = spawn_app().await;
+    let list = app
+        .catalog()
+        .list_services(pb::ListServicesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    for s in &list.services {
+        let t = s
+            .template
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has none", s.slug));
+        let exposed: Vec<_> = t
+            .components
+            .iter()
+            .filter(|c| !c.expose_port.is_empty())
+            .collect();
+        assert_eq!(exposed.len(), 1, "{}", s.slug);
+        assert_eq!(s.image, exposed[0].image, "{}", s.slug);
+        assert!(!t.notes.is_empty(), "{}", s.slug);
+    }
+    let wordpress = list
+        .services
+        .iter()
+        .find(|s| s.slug == "wordpress")
+        .unwrap();
+    let t = wordpress.template.as_ref().unwrap();
+    let names: Vec<_> = t.components.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["wordpress", "db"]);
+    assert_eq!(t.components[1].image, "docker.io/library/mariadb:11.4");
+    assert_eq!(
+        t.components[1].workload,
+        pb::WorkloadKind::StatefulSet as i32
+    );
+    let generated: Vec<_> = t.generated.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(generated, ["DB_PASSWORD", "DB_ROOT_PASSWORD"]);
+    assert_eq!(wordpress.port, 80);
+    assert_eq!(wordpress.env_template["WORDPRESS_DB_HOST"], "${DB_HOST}");
+    assert_eq!(wordpress.resources.as_ref().unwrap().storage_gb, 10);
+
+    // GetService (by slug, the customer's path) carries it too.
+    let n8n = app
+        .catalog()
+        .get_service(by_slug("n8n"))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    let t = n8n.template.unwrap();
+    assert_eq!(t.generated[0].name, "N8N_ENCRYPTION_KEY");
+    assert_eq!(t.variables[0].default_value, "UTC");
+}
+
+#[tokio::test]
+async fn a_template_round_trips_and_derives_image_port_and_resources() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    // Figures the template derives may not be given otherwise.
+    let mut req = spec("with-db");
+    req.template = Some(template());
+    req.env_template.clear();
+    let s = expect_code(
+        app.catalog()
+            .create_service(authed(req.clone(), &admin))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&s), ["image", "port", "resources"]);
+
+    let created = app
+        .catalog()
+        .create_service(authed(templated("with-db"), &admin))
+        .await
+        .expect("a valid template is accepted")
+        .into_inner()
+        .service
+        .unwrap();
+    assert_eq!(created.template.as_ref(), Some(&template()));
+    assert_eq!(created.image, "ghcr.io/example/app:2.1.0");
+    assert_eq!(created.port, 8080);
+    assert_eq!(
+        created.resources,
+        Some(pb::ResourceRequests {
+            cpu_millicores: 200,
+            memory_mb: 256,
+            storage_gb: 10,
+        })
+    );
+    assert_eq!(
+        created.env_template,
+        [
+            (
+                "DATABASE_URL".to_string(),
+                "postgres://app:${DB_PASSWORD}@${DB_HOST}:5432/app".to_string()
+            ),
+            ("BASE_URL".to_string(), "${PUBLIC_URL}".to_string()),
+            ("LANGUAGE".to_string(), "${LANGUAGE}".to_string()),
+        ]
+        .into()
+    );
+    let listed = app
+        .catalog()
+        .list_all_services(authed(
+            pb::ListAllServicesRequest {
+                search: "with-db".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.services, [created]);
+
+    // A service without a template still works, and has none.
+    let plain = app
+        .catalog()
+        .create_service(authed(spec("plain"), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    assert_eq!(plain.template, None);
+    assert_eq!(plain.port, 5432);
+}
+
+#[tokio::test]
+async fn update_replaces_the_template_and_rederives_the_figures() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let created = app
+        .catalog()
+        .create_service(authed(templated("swap"), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+
+    // An update of other fields keeps the template.
+    let renamed = app
+        .catalog()
+        .update_service(authed(
+            pb::UpdateServiceRequest {
+                id: created.id.clone(),
+                name: Some("Swapped".into()),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    assert_eq!(renamed.template, created.template);
+    assert_eq!(renamed.port, 8080);
+    // Repeating a derived figure is fine; changing it is refused.
+    app.catalog()
+        .update_service(authed(
+            pb::UpdateServiceRequest {
+                id: created.id.clone(),
+                port: Some(8080),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("the same port");
+    let s = expect_code(
+        app.catalog()
+            .update_service(authed(
+                pb::UpdateServiceRequest {
+                    id: created.id.clone(),
+                    image: Some("docker.io/library/nginx:1.27".into()),
+                    env_template: Some(pb::StringMap::default()),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&s), ["image", "env_template"]);
+
+    let mut single = component("web", "docker.io/library/nginx:1.27-alpine", "web", 80);
+    single.expose_port = "web".into();
+    let replacement = pb::ServiceTemplate {
+        components: vec![single],
+        ..Default::default()
+    };
+    let updated = app
+        .catalog()
+        .update_service(authed(
+            pb::UpdateServiceRequest {
+                id: created.id.clone(),
+                template: Some(replacement.clone()),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    assert_eq!(updated.template, Some(replacement));
+    assert_eq!(updated.name, "Swapped");
+    assert_eq!(updated.image, "docker.io/library/nginx:1.27-alpine");
+    assert_eq!(updated.port, 80);
+    assert_eq!(
+        updated.resources,
+        Some(pb::ResourceRequests {
+            cpu_millicores: 100,
+            memory_mb: 128,
+            storage_gb: 1,
+        })
+    );
+    assert!(updated.env_template.is_empty());
+
+    // A malformed replacement changes nothing.
+    let s = expect_code(
+        app.catalog()
+            .update_service(authed(
+                pb::UpdateServiceRequest {
+                    id: created.id.clone(),
+                    template: Some(pb::ServiceTemplate::default()),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&s), ["template.components"]);
+    let kept = app
+        .catalog()
+        .get_service(authed(by_slug("swap"), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    assert_eq!(kept, updated);
+}
+
+#[tokio::test]
+async fn malformed_templates_are_refused_field_by_field() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let mut t = template();
+    t.components[0].image = "ghcr.io/example/app:latest".into();
+    t.components[0].ports[0].container_port = 0;
+    t.components[0].env[1].value = "${PUBLIC_URL".into();
+    t.components[0].readiness_probe.as_mut().unwrap().port = "nope".into();
+    t.components[1].expose_port = "pg".into();
+    t.components[1].volumes[0].mount_path = "relative/path".into();
+    t.variables[0].default_value = "fr".into();
+    t.variables.push(pb::TemplateVariable {
+        name: "DOMAIN".into(),
+        label: "Shadow".into(),
+        pattern: "(".into(),
+        ..Default::default()
+    });
+    t.generated[0].length = 8;
+    t.notes = "Your password: ${DB_PASSWORD}".into();
+    let mut req = templated("broken");
+    req.slug = "Broken Slug".into();
+    req.template = Some(t);
+    let s = expect_code(
+        app.catalog().create_service(authed(req, &admin)).await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violated_fields(&s),
+        [
+            "slug",
+            "template.components",
+            "template.components[0].image",
+            "template.components[0].ports[0].container_port",
+            "template.components[0].env[1].value",
+            "template.components[0].readiness_probe.port",
+            "template.components[1].volumes[0].mount_path",
+            "template.variables[0].default_value",
+            "template.variables[1].name",
+            "template.variables[1].pattern",
+            "template.generated[0].length",
+            "template.notes",
+        ]
+    );
+    let list = app
+        .catalog()
+        .list_services(pb::ListServicesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.total_size, 3, "nothing was written");
+}
