@@ -296,6 +296,14 @@ impl CatalogService for CatalogApi {
             return Err(AppError::invalid("id", "is required").into());
         }
         let mut tx = self.auth.db.begin().await.map_err(Status::from)?;
+        let subscribed = crate::subscriptions::queries::count_for_service(&mut tx, id).await?;
+        if subscribed > 0 {
+            return Err(AppError::FailedPrecondition(format!(
+                "{subscribed} subscription(s) run this service: deactivate it instead, or delete \
+                 them first"
+            ))
+            .into());
+        }
         if !catalog_db::delete(&mut tx, id).await? {
             return Err(AppError::NotFound(format!("no service with id {id:?}")).into());
         }

@@ -393,6 +393,20 @@ pub async fn lease(db: &Db, id: &str, owner: &str, ttl_ms: i64) -> AppResult<boo
     Ok(done == 1)
 }
 
+/// Forgets every lease: on SQLite only one control plane uses the store,
+/// so leases left by the previous process mean nothing.
+pub async fn clear_leases(db: &Db) -> AppResult<()> {
+    let mut tx = db.begin().await?;
+    with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE subscriptions SET lease_owner = '', lease_until = 0 WHERE lease_owner <> ''"
+    )
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    tx.commit_no_listing_change().await?;
+    Ok(())
+}
+
 /// Suspends the running subscriptions of `user_id` because of its owner
 /// (deactivated or deleted), status and event included; returns their ids.
 /// The reconciler scales them to zero at its next pass.

@@ -38,9 +38,10 @@ use crate::{
 
 /// How long a replica's lease on a subscription lasts without renewal.
 const LEASE: Duration = Duration::from_secs(30);
-/// Objects are applied again this often even when nothing changed, so a
-/// hand edit or a deleted object is put back.
-const REAPPLY: Duration = Duration::from_secs(60);
+/// Objects are applied again every this many resyncs even when nothing
+/// changed, so a hand edit or a deleted object is put back (a minute with
+/// the default 10 s resync).
+const REAPPLY_EVERY: u32 = 6;
 /// Waiting reasons that mean the image cannot be had.
 const IMAGE_ERRORS: &[&str] = &[
     "ErrImagePull",
@@ -166,6 +167,11 @@ impl Subscriptions {
     }
 
     async fn reconcile_loop(self) {
+        if self.db().backend() == crate::store::Backend::Sqlite
+            && let Err(e) = queries::clear_leases(self.db()).await
+        {
+            tracing::warn!(error = %e, "subscriptions: clearing old leases failed");
+        }
         let mut applied: HashMap<String, (i64, Instant)> = HashMap::new();
         let mut next_resync = Instant::now();
         loop {
@@ -281,9 +287,9 @@ impl Subscriptions {
             return Ok(());
         }
 
-        let stale = applied
-            .get(id)
-            .is_none_or(|(g, at)| *g != row.generation || at.elapsed() >= REAPPLY);
+        let stale = applied.get(id).is_none_or(|(g, at)| {
+            *g != row.generation || at.elapsed() >= self.settings().resync * REAPPLY_EVERY
+        });
         if stale {
             self.apply_namespace(&client, &row.user_id).await?;
             for o in &objects {
