@@ -1294,7 +1294,7 @@ describe('catalog', () => {
       const page = await f.page();
       /** Admin RPCs the page made, with their outcome. */
       const adminCalls = [];
-      const adminRpc = /\/minispod\.v1\.(UserService|WorkerService)\/|\/minispod\.v1\.CatalogService\/(ListAllServices|GetCatalogStats|CreateService|UpdateService|DeleteService)$/;
+      const adminRpc = /\/minispod\.v1\.(UserService|WorkerService)\/|\/minispod\.v1\.CatalogService\/(ListAllServices|GetCatalogStats|CreateService|UpdateService|DeleteService)$|\/minispod\.v1\.SubscriptionService\/(SuspendSubscription|ResumeSubscription|GetSubscriptionStats)$/;
       page.on('response', (res) => {
         const url = new URL(res.url());
         if (!adminRpc.test(url.pathname)) return;
@@ -1326,7 +1326,7 @@ describe('catalog', () => {
       }
       const nav = page.getByRole('navigation', { name: 'Main' });
       const navLinks = await nav.getByRole('link').allInnerTexts();
-      assert.deepEqual(navLinks.map((t) => t.trim()), ['Catalog', 'Profile']);
+      assert.deepEqual(navLinks.map((t) => t.trim()), ['Catalog', 'My services', 'Profile']);
       assert.equal(await page.getByRole('link', { name: 'New service' }).count(), 0);
 
       await page.getByRole('link', { name: 'Ghost', exact: true }).click();
@@ -1341,11 +1341,11 @@ describe('catalog', () => {
       assert.equal(await page.getByLabel('Email', { exact: true }).inputValue(), 'dora@example.test');
       assert.equal(await page.getByLabel('Name', { exact: true }).inputValue(), 'Dora Customer');
 
-      for (const path of ['/users', '/workers', '/enrollment', '/catalog/new']) {
+      for (const path of ['/users', '/workers', '/enrollment', '/catalog/new', '/subscriptions']) {
         await open(page, `${f.cp.url}${path}`);
         await h1(page, 'Not available').waitFor();
         assert.equal(new URL(page.url()).pathname, path);
-        assert.deepEqual((await nav.getByRole('link').allInnerTexts()).map((t) => t.trim()), ['Catalog', 'Profile']);
+        assert.deepEqual((await nav.getByRole('link').allInnerTexts()).map((t) => t.trim()), ['Catalog', 'My services', 'Profile']);
       }
       await open(page, `${f.cp.url}/`);
       await h1(page, 'Catalog').waitFor();
@@ -1765,6 +1765,22 @@ describe('accessibility and layout', () => {
       },
     },
     { name: 'profile', path: () => '/profile', ready: (p) => h1(p, 'Profile').waitFor() },
+    {
+      name: 'my-services',
+      path: () => '/my-services',
+      ready: async (p) => {
+        await h1(p, 'My services').waitFor();
+        await p.getByRole('cell', { name: /You have no services yet/ }).waitFor();
+      },
+    },
+    {
+      name: 'subscriptions',
+      path: () => '/subscriptions',
+      ready: async (p) => {
+        await h1(p, 'Subscriptions').waitFor();
+        await p.getByRole('cell', { name: 'No subscription matches.' }).waitFor();
+      },
+    },
   ];
 
   /** Checks the page as it is: axe on desktop, sideways overflow on a phone; then a screenshot. */

@@ -115,7 +115,7 @@ export function SubscribeForm({ service }: { service: Service }) {
           value={name}
           onValue={setName}
           error={errors.name}
-          hint={`Lower-case letters, digits and dashes, 1 to ${NAME_MAX}; part of its address.`}
+          hint={`Lower-case letters, digits and dashes, starting with a letter, 1 to ${NAME_MAX}; part of its address.`}
           required
           pattern={NAME_PATTERN}
           maxLength={NAME_MAX}
