@@ -23,8 +23,9 @@ type Listener = () => void;
  * Runs `connect` (one stream: it calls `live()` once its snapshot is in,
  * and returns or throws when the stream ends) until `signal` aborts,
  * reconnecting with capped exponential backoff and full jitter. An expired
- * access token is refreshed first; PERMISSION_DENIED and UNIMPLEMENTED end
- * the loop (trying again would be refused again).
+ * access token is refreshed first; PERMISSION_DENIED, NOT_FOUND (a watched
+ * subscription that is gone) and UNIMPLEMENTED end the loop (trying again
+ * would be refused again).
  */
 export async function followWithBackoff(signal: AbortSignal, connect: (live: () => void) => Promise<void>, setState: (s: LinkState) => void) {
   let ceiling = 0;
@@ -45,7 +46,7 @@ export async function followWithBackoff(signal: AbortSignal, connect: (live: () 
         // An expired access token ends the stream; a refreshed one resumes
         // it. If the session itself is over, the app shows sign-in.
         if (!(await session.refreshAfterRejection(""))) return;
-      } else if (err.code === Code.PermissionDenied || err.code === Code.Unimplemented) {
+      } else if (err.code === Code.PermissionDenied || err.code === Code.NotFound || err.code === Code.Unimplemented) {
         setState({ kind: "reconnecting", attempt: 0, retryAt: 0, reason });
         return;
       }

@@ -277,6 +277,8 @@ function Events({ events }: { events: SubscriptionEvent[] }) {
   );
 }
 
+const count = (n: number) => `${n} ${n === 1 ? "line" : "lines"}.`;
+
 /** The most log lines kept (and rendered); older ones are dropped. */
 export const MAX_LOG_LINES = 1000;
 
@@ -286,6 +288,8 @@ type LogState = { kind: "streaming" | "ended" } | { kind: "error"; problem: Prob
 function LogsPanel({ s }: { s: Subscription }) {
   const [component, setComponent] = useState("");
   const [tail, setTail] = useState("100");
+  // The tail typed applies on Reload, not at every keystroke.
+  const [appliedTail, setAppliedTail] = useState("100");
   const [follow, setFollow] = useState(true);
   const [run, setRun] = useState(0);
   const [lines, setLines] = useState<LogLine[]>([]);
@@ -293,7 +297,7 @@ function LogsPanel({ s }: { s: Subscription }) {
   const [state, setState] = useState<LogState>({ kind: "streaming" });
   const box = useRef<HTMLDivElement>(null);
   const stick = useRef(true);
-  const tailLines = Math.min(10_000, Math.max(1, Math.round(Number(tail)) || 100));
+  const tailLines = Math.min(10_000, Math.max(1, Math.round(Number(appliedTail)) || 100));
 
   useEffect(() => {
     const abort = new AbortController();
@@ -377,6 +381,7 @@ function LogsPanel({ s }: { s: Subscription }) {
         class="filters"
         onSubmit={(e) => {
           e.preventDefault();
+          setAppliedTail(tail);
           setRun((r) => r + 1);
         }}
       >
@@ -386,7 +391,7 @@ function LogsPanel({ s }: { s: Subscription }) {
         <button type="submit">Reload</button>
       </form>
       <p class="muted" aria-live="polite">
-        {state.kind === "streaming" ? (follow ? "Following…" : "Loading…") : state.kind === "ended" ? `${lines.filter((l) => !l.marker).length} lines.` : ""}
+        {state.kind === "streaming" ? (follow ? "Following…" : "Loading…") : state.kind === "ended" ? count(lines.filter((l) => !l.marker).length) : ""}
         {dropped && ` Only the last ${MAX_LOG_LINES} lines are kept.`}
       </p>
       {state.kind === "error" && (
