@@ -4,6 +4,7 @@ pub mod fields;
 pub mod queries;
 pub mod seed;
 pub mod service;
+pub mod template;
 
 use minispod_proto::v1 as pb;
 
@@ -34,6 +35,7 @@ impl From<&ServiceRow> for pb::Service {
             docs_url: s.docs_url.clone(),
             created_at: Some(timestamp(s.created_at)),
             updated_at: Some(timestamp(s.updated_at)),
+            template: None,
         }
     }
 }

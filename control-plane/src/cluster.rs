@@ -202,6 +202,44 @@ impl ClusterLink {
         self.inner.client.as_ref()
     }
 
+    /// The Kubernetes client, for the other controllers (subscriptions).
+    pub fn kube_client(&self) -> Option<kube::Client> {
+        self.inner.client.clone()
+    }
+
+    /// The worker a node belongs to, if it is one of ours.
+    pub fn worker_of_node(&self, node: &str) -> Option<String> {
+        self.index().node(node).and_then(|v| v.worker_id.clone())
+    }
+
+    /// Each worker's node: (worker id, node name, allocatable less the
+    /// requests of its pods, whether the node takes new pods: Ready, not
+    /// cordoned, no NoSchedule or NoExecute taint).
+    pub fn free_by_worker(&self) -> Vec<(String, String, view::Resources, bool)> {
+        let index = self.index();
+        index
+            .workers()
+            .into_iter()
+            .filter_map(|w| {
+                let v = index.node_of(&w)?;
+                let f = index.figures(&w)?;
+                let takes = v.ready.0
+                    && !v.node.unschedulable
+                    && !v
+                        .node
+                        .taints
+                        .iter()
+                        .any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute");
+                Some((
+                    w,
+                    v.name.clone(),
+                    f.allocatable.headroom(f.allocated),
+                    takes,
+                ))
+            })
+            .collect()
+    }
+
     fn status(&self) -> std::sync::MutexGuard<'_, LinkStatus> {
         self.inner.status.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -314,6 +314,40 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_OFFLINE_TAINT_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub offline_taint_grace: Duration,
 
+    /// Subscriptions are served at <subscription>.<apps-domain>: point a
+    /// wildcard DNS record for it at the cluster's ingress (Traefik on K3s).
+    #[arg(long, env = "MINISPOD_APPS_DOMAIN", default_value = "apps.localhost")]
+    pub apps_domain: String,
+
+    /// ingressClassName of subscriptions' Ingresses; empty uses the
+    /// cluster's default class.
+    #[arg(long, env = "MINISPOD_INGRESS_CLASS", default_value = "")]
+    pub ingress_class: String,
+
+    /// Namespace the ingress controller runs in: the only other namespace
+    /// whose pods may reach a customer's pods.
+    #[arg(
+        long,
+        env = "MINISPOD_INGRESS_NAMESPACE",
+        default_value = "kube-system"
+    )]
+    pub ingress_namespace: String,
+
+    /// A cert-manager ClusterIssuer that issues the subscriptions' TLS
+    /// certificates; empty for none (TLS then ends elsewhere).
+    #[arg(long, env = "MINISPOD_CERT_ISSUER", default_value = "")]
+    pub cert_issuer: String,
+
+    /// How long a deleted subscription's volumes are kept before they are
+    /// deleted from the cluster.
+    #[arg(long, env = "MINISPOD_VOLUME_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub volume_retention: Duration,
+
+    /// How often every subscription is checked against the cluster even
+    /// without a change.
+    #[arg(long, env = "MINISPOD_SUBSCRIPTION_RESYNC", default_value = "10s", value_parser = parse_duration)]
+    pub subscription_resync: Duration,
+
     /// No offline taint this soon after the control plane starts (or
     /// restarts): its agents need a moment to reconnect, and a restart must
     /// not move every pod in the cluster.

@@ -16,6 +16,7 @@ pub mod pki;
 pub mod rate_limit;
 pub mod startup;
 pub mod store;
+pub mod subscriptions;
 pub mod telemetry;
 pub mod transport;
 pub mod users;

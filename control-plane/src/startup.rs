@@ -12,7 +12,8 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderName, HeaderValue, Method};
 use minispod_proto::v1::{
     self as pb, agent_service_server::AgentServiceServer, auth_service_server::AuthServiceServer,
-    catalog_service_server::CatalogServiceServer, user_service_server::UserServiceServer,
+    catalog_service_server::CatalogServiceServer,
+    subscription_service_server::SubscriptionServiceServer, user_service_server::UserServiceServer,
     worker_service_server::WorkerServiceServer,
 };
 use rand::RngCore;
@@ -37,6 +38,9 @@ use crate::{
     pki::Pki,
     rate_limit::{LoginLimiter, LoginLimits},
     store::{Db, StoreOptions, now_ms},
+    subscriptions::{
+        SubscriptionSettings, Subscriptions, render::RenderSettings, service::SubscriptionApi,
+    },
     telemetry::RpcTraceLayer,
     transport::{Gate, RequestBuffer, RequestBufferLayer, plain_incoming, tls_incoming},
     users::{
@@ -71,6 +75,9 @@ pub mod message_limits {
     pub const WORKER: usize = 256 * 1024;
     /// AgentService.
     pub const AGENT: usize = 64 * 1024;
+    /// SubscriptionService: a create with 64 variable values of 1000
+    /// characters at most.
+    pub const SUBSCRIPTION: usize = 128 * 1024;
 }
 /// How long shutdown waits for connections to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -335,6 +342,22 @@ impl Application {
         let cluster = hub.cluster().cloned().unwrap_or_else(ClusterLink::unlinked);
         let mut cluster_tasks = cluster.spawn_watches();
         cluster_tasks.extend(cluster.spawn_reconciler(hub.clone()));
+        let subscriptions = Subscriptions::new(
+            auth.db.clone(),
+            cluster.clone(),
+            SubscriptionSettings {
+                render: RenderSettings {
+                    apps_domain: args.apps_domain.clone(),
+                    ingress_class: args.ingress_class.clone(),
+                    cert_issuer: args.cert_issuer.clone(),
+                    ingress_namespace: args.ingress_namespace.clone(),
+                },
+                volume_retention: args.volume_retention,
+                resync: args.subscription_resync,
+            },
+            hub.replica_id().to_owned(),
+        );
+        cluster_tasks.extend(subscriptions.spawn(hub.clone()));
         if cluster.is_linked() {
             cluster_tasks.push(tokio::spawn(report_cluster_health(
                 cluster.clone(),
@@ -401,6 +424,13 @@ impl Application {
                     Arc::new(worker_limits(&args)),
                 ))
                 .max_decoding_message_size(message_limits::AGENT),
+            )
+            .add_service(
+                SubscriptionServiceServer::new(SubscriptionApi::new(
+                    auth.clone(),
+                    subscriptions.clone(),
+                ))
+                .max_decoding_message_size(message_limits::SUBSCRIPTION),
             );
 
         // On shutdown, end the long-lived streams (agents, watchers) so the
@@ -494,13 +524,14 @@ impl Application {
 /// The names grpc.health.v1 reports: the server as a whole ("") and every
 /// API service, all SERVING while the store answers and NOT_SERVING from the
 /// moment shutdown begins.
-const API_SERVICES: [&str; 6] = [
+const API_SERVICES: [&str; 7] = [
     "",
     <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME,
     <UserServiceServer<UserApi> as tonic::server::NamedService>::NAME,
     <CatalogServiceServer<CatalogApi> as tonic::server::NamedService>::NAME,
     <WorkerServiceServer<WorkerApi> as tonic::server::NamedService>::NAME,
     <AgentServiceServer<AgentApi> as tonic::server::NamedService>::NAME,
+    <SubscriptionServiceServer<SubscriptionApi> as tonic::server::NamedService>::NAME,
 ];
 
 /// The grpc.health.v1 name of the cluster link: SERVING while it is

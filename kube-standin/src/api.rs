@@ -41,6 +41,9 @@ enum Ownership<'a> {
     /// A controller's write, recorded as an Update by this manager in
     /// the status scope.
     Controller(&'a str),
+    /// The binding subresource's write of `spec.nodeName` and the
+    /// PodScheduled condition, recorded as an Update by this manager.
+    Binding(&'a str),
 }
 
 fn text<'a>(object: &'a Value, pointer: &str) -> Option<&'a str> {
@@ -488,7 +491,9 @@ impl Api {
                         }
                     }
                 }
-                self.check_immutable(kind, old, &new)?;
+                if !matches!(ownership, Ownership::Binding(_)) {
+                    self.check_immutable(kind, old, &new)?;
+                }
                 if kind.generation && strip_for_generation(old) != strip_for_generation(&new) {
                     let generation = old
                         .pointer("/metadata/generation")
@@ -534,6 +539,16 @@ impl Api {
             Ownership::Controller(manager) => {
                 ownership::record_update(kind, old, &mut new, manager, Scope::Status, &now)
             }
+            Ownership::Binding(manager) => ownership::record_update(
+                kind,
+                old,
+                &mut new,
+                manager,
+                Scope::Main {
+                    status_separate: false,
+                },
+                &now,
+            ),
             Ownership::Applied => {}
         }
         let namespace = name_of(&new).0.to_string();
@@ -607,6 +622,63 @@ impl Api {
         if let Err(error) = result {
             tracing::warn!(?error, "controller status write failed");
         }
+    }
+
+    /// A controller's write of a whole object (spec and metadata, the
+    /// status left alone when the kind has a `/status` subresource),
+    /// recorded under its manager name; as a merge patch would.
+    pub fn write_as_controller(
+        &mut self,
+        kind: &'static Kind,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+        manager: &str,
+    ) -> Result<Value, ApiError> {
+        self.merge_patch(kind, namespace, name, patch, manager, scope_of(kind, false))
+    }
+
+    /// What POST `pods/{name}/binding` does: set `spec.nodeName` and the
+    /// PodScheduled=True condition in one write; 409 when already bound.
+    pub fn bind(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        manager: &str,
+    ) -> Result<Value, ApiError> {
+        let kind = kinds::pods();
+        let live = self.live(kind, namespace, name)?.clone();
+        if text(&live, "/spec/nodeName").is_some_and(|n| !n.is_empty()) {
+            return Err(ApiError::conflict(
+                kind,
+                name,
+                &format!(
+                    "pod {name} is already assigned to node {:?}",
+                    text(&live, "/spec/nodeName").unwrap_or_default()
+                ),
+            ));
+        }
+        let mut bound = live.clone();
+        bound["spec"]["nodeName"] = json!(node);
+        let mut conditions: Vec<Value> = live
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        conditions.retain(|c| c["type"] != "PodScheduled");
+        conditions.push(json!({"type": "PodScheduled", "status": "True",
+            "lastProbeTime": null, "lastTransitionTime": meta::now()}));
+        bound["status"]["conditions"] = json!(conditions);
+        self.commit(
+            kind,
+            Some(&live),
+            bound,
+            Scope::Main {
+                status_separate: false,
+            },
+            Ownership::Binding(manager),
+        )
     }
 
     /// Keep derived state (disruption budgets) in step with a change.

@@ -5,16 +5,18 @@
 //! simply goes).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::cluster::TestCluster;
+use crate::standin::StandIn;
 
 /// The field manager fixtures write status with, standing for the kubelet.
 pub const FIXTURE_KUBELET: &str = "minispod-test-kubelet";
@@ -210,6 +212,94 @@ impl TestCluster {
             "spec": {"minAvailable": min_available, "selector": {"matchLabels": labels_of(selector)}},
         }))?;
         Ok(pdbs.create(&PostParams::default(), &pdb).await?)
+    }
+}
+
+impl TestCluster {
+    /// The stand-in, or an error saying that `fixture` needs one (tests
+    /// skip that part on a real cluster).
+    fn standin_for(&self, fixture: &str) -> anyhow::Result<&StandIn> {
+        self.standin().with_context(|| {
+            format!(
+                "{fixture} needs the kube stand-in: on a real cluster it has no hook for it (skip this part of the test there)"
+            )
+        })
+    }
+
+    /// From now on pulls of `image` (exactly as pod specs name it) fail on
+    /// the stand-in's nodes: its containers wait with ErrImagePull, then
+    /// ImagePullBackOff. Stand-in only.
+    pub async fn set_image_unpullable(&self, image: &str) -> anyhow::Result<()> {
+        self.standin_for("set_image_unpullable")?
+            .set_image_unpullable(image);
+        Ok(())
+    }
+
+    /// Append lines to the log of one container of a pod, as its process
+    /// would print them. Stand-in only.
+    pub async fn append_pod_log(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        lines: &[&str],
+    ) -> anyhow::Result<()> {
+        self.standin_for("append_pod_log")?
+            .append_pod_log(namespace, pod, container, lines)
+            .map_err(|e| anyhow::anyhow!("append to the log of {namespace}/{pod}: {}", e.message))
+    }
+
+    /// How long after their binding the stand-in's pods run and are Ready
+    /// (default 300 ms); pods bound from now on. Stand-in only (a real
+    /// cluster's pods are ready when their kubelet says).
+    pub async fn set_pod_ready_delay(&self, delay: Duration) -> anyhow::Result<()> {
+        self.standin_for("set_pod_ready_delay")?
+            .set_pod_ready_delay(delay);
+        Ok(())
+    }
+
+    /// Wait until the pods of `namespace` that `label_selector` selects
+    /// satisfy `predicate` (looking every 50 ms), and return them; an error
+    /// naming the pods and their phases after `timeout`.
+    pub async fn wait_for(
+        &self,
+        namespace: &str,
+        label_selector: &str,
+        predicate: impl Fn(&[Pod]) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Pod>> {
+        let pods: Api<Pod> = Api::namespaced(self.client().await, namespace);
+        let params = ListParams::default().labels(label_selector);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let list = pods
+                .list(&params)
+                .await
+                .with_context(|| format!("list pods {label_selector:?} in {namespace}"))?
+                .items;
+            if predicate(&list) {
+                return Ok(list);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let seen: Vec<String> = list
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} ({})",
+                            p.metadata.name.as_deref().unwrap_or_default(),
+                            p.status
+                                .as_ref()
+                                .and_then(|s| s.phase.as_deref())
+                                .unwrap_or("no phase")
+                        )
+                    })
+                    .collect();
+                anyhow::bail!(
+                    "pods {label_selector:?} in {namespace} did not get there in {timeout:?}; last seen: {seen:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

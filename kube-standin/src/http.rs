@@ -15,9 +15,11 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use crate::api::{Api, scope_of};
+use crate::controllers::Behaviour;
 use crate::dump;
 use crate::error::ApiError;
 use crate::kinds::{self, KINDS, Kind};
+use crate::logs::{LogAnswer, LogOptions, PodLogs};
 use crate::record::{Recorded, Verb};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::watch::{Watch, WatchRequest};
@@ -39,6 +41,13 @@ pub struct Settings {
     /// Where to dump mutating request bodies (default: the directory
     /// `MINISPOD_KUBE_REQUEST_DIR` names, if set).
     pub dump_dir: Option<PathBuf>,
+    /// How long after its binding a pod's containers run and are Ready
+    /// (default 300 ms); until then they are ContainerCreating. Unpullable
+    /// images fail this long after the binding (ErrImagePull), and back
+    /// off (ImagePullBackOff) as long again, at least 500 ms, later.
+    pub pod_ready_delay: Duration,
+    /// Lines of log kept per container (default 10 000).
+    pub log_lines_per_container: usize,
 }
 
 impl Default for Settings {
@@ -49,6 +58,8 @@ impl Default for Settings {
             body_limit: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(3),
             dump_dir: dump::request_dir(),
+            pod_ready_delay: Duration::from_millis(300),
+            log_lines_per_container: 10_000,
         }
     }
 }
@@ -65,6 +76,10 @@ pub struct Shared {
     pub settings: Settings,
     /// The address served, for discovery.
     pub addr: SocketAddr,
+    /// How the simulated nodes behave (readiness delay, unpullable images).
+    pub behaviour: Behaviour,
+    /// Container logs.
+    pub logs: PodLogs,
 }
 
 /// What a routed request answered.
@@ -72,6 +87,7 @@ enum Answer {
     Json(u16, Value),
     Text(&'static str),
     Watch(Watch),
+    Log(LogAnswer),
 }
 
 /// The request, parsed once.
@@ -229,6 +245,14 @@ pub async fn serve(
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .body(Full::new(Bytes::from_static(text.as_bytes())).boxed())
             .expect("a valid response"),
+        Ok(Answer::Log(LogAnswer::Text(text))) => Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Full::new(Bytes::from(text)).boxed())
+            .expect("a valid response"),
+        Ok(Answer::Log(LogAnswer::Follow(stream))) => Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(StreamBody::new(stream).boxed())
+            .expect("a valid response"),
         Ok(Answer::Watch(watch)) => Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .body(StreamBody::new(watch.into_stream()).boxed())
@@ -276,7 +300,7 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, Api
     })
 }
 
-fn route(shared: &Shared, call: &Call, verb: &mut Verb) -> Result<Answer, ApiError> {
+fn route(shared: &Arc<Shared>, call: &Call, verb: &mut Verb) -> Result<Answer, ApiError> {
     let segments: Vec<&str> = call.path.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         ["version"] => Ok(Answer::Json(200, version())),
@@ -320,7 +344,7 @@ fn require_json(call: &Call) -> Result<Value, ApiError> {
 }
 
 fn resource(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     call: &Call,
     target: Target,
     verb: &mut Verb,
@@ -379,6 +403,13 @@ fn resource(
         (&Method::GET, Some(name), None) => {
             *verb = Verb::Get;
             Ok(Answer::Json(200, api.get(kind, &namespace, name)?))
+        }
+        (&Method::GET, Some(name), Some("log")) if kind == kinds::pods() => {
+            *verb = Verb::Get;
+            let options = LogOptions::parse(|p| call.param(p).map(str::to_string))?;
+            let pod = api.get(kind, &namespace, name)?;
+            drop(api);
+            Ok(Answer::Log(crate::logs::serve_log(shared, &pod, options)?))
         }
         (&Method::GET, Some(name), Some("status")) if kind.status_subresource => {
             *verb = Verb::Get;

@@ -95,6 +95,16 @@ pub static KINDS: &[Kind] = &[
         false,
         false,
     ),
+    kind(
+        "",
+        "v1",
+        "resourcequotas",
+        "ResourceQuota",
+        true,
+        true,
+        false,
+    ),
+    kind("", "v1", "limitranges", "LimitRange", true, false, false),
     kind("apps", "v1", "deployments", "Deployment", true, true, true),
     kind(
         "apps",
@@ -123,6 +133,15 @@ pub static KINDS: &[Kind] = &[
         "Ingress",
         true,
         true,
+        true,
+    ),
+    kind(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        true,
+        false,
         true,
     ),
 ];

@@ -37,6 +37,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod controllers;
 pub mod dump;
 pub mod error;
 pub mod eviction;
@@ -44,10 +45,12 @@ pub mod fields;
 pub mod fixtures;
 pub mod http;
 pub mod kinds;
+pub mod logs;
 pub mod merge_patch;
 pub mod meta;
 pub mod ownership;
 pub mod proxy;
+pub mod quantity;
 pub mod record;
 pub mod selectors;
 pub mod standin;

@@ -17,7 +17,9 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::Api;
+use crate::controllers::Behaviour;
 use crate::http::{Settings, Shared, serve};
+use crate::logs::PodLogs;
 use crate::record::Recorded;
 
 /// An in-process stand-in for kube-apiserver, serving until stopped (or
@@ -105,10 +107,14 @@ impl StandIn {
             api: Mutex::new(Api::new(settings.history_limit)),
             token: random_token(),
             log: Mutex::new(VecDeque::new()),
+            behaviour: Behaviour::new(settings.pod_ready_delay),
+            logs: PodLogs::new(settings.log_lines_per_container),
             settings,
             addr,
         });
         let (shutdown, stopped) = watch::channel(false);
+        // The controllers stop with the server (they watch the same flag).
+        tokio::spawn(crate::controllers::run(shared.clone(), stopped.clone()));
         let server = tokio::spawn(accept_loop(listener, acceptor, shared.clone(), stopped));
         tracing::debug!(%addr, "kube stand-in listening");
         Ok(StandIn {
@@ -189,6 +195,52 @@ current-context: standin
             .lock()
             .expect("the log lock is never poisoned")
             .clear();
+    }
+
+    /// From now on pulls of `image` (exactly as pod specs name it) fail:
+    /// its containers wait in ErrImagePull, then ImagePullBackOff.
+    pub fn set_image_unpullable(&self, image: &str) {
+        self.shared.behaviour.set_image_unpullable(image);
+    }
+
+    /// Pods bound from now on have their containers running and Ready this
+    /// long after the binding.
+    pub fn set_pod_ready_delay(&self, delay: std::time::Duration) {
+        self.shared.behaviour.set_pod_ready_delay(delay);
+    }
+
+    /// Append lines to the log of a container of a pod (as its process
+    /// would print them); 404 when the pod does not exist, 400 when it has
+    /// no such container.
+    pub fn append_pod_log(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        lines: &[&str],
+    ) -> Result<(), crate::error::ApiError> {
+        let object = {
+            let api = self.shared.api.lock().unwrap_or_else(|e| e.into_inner());
+            api.get(crate::kinds::pods(), namespace, pod)?
+        };
+        let has_container = ["containers", "initContainers"].iter().any(|list| {
+            object
+                .pointer(&format!("/spec/{list}"))
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|l| l.iter().any(|c| c["name"] == container))
+        });
+        if !has_container {
+            return Err(crate::error::ApiError::bad_request(format!(
+                "container {container} is not valid for pod {pod}"
+            )));
+        }
+        let uid = object
+            .pointer("/metadata/uid")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        self.shared.logs.append(uid, container, &lines);
+        Ok(())
     }
 
     /// Stop serving: close the listener and every connection (open watches

@@ -375,6 +375,12 @@ impl AuthApi {
         };
         users_db::update(&mut tx, &user.id, &changes).await?;
         refresh_db::revoke_user(&mut tx, &user.id).await?;
+        crate::subscriptions::queries::suspend_for_owner(
+            &mut tx,
+            &user.id,
+            "its owner's account was deactivated",
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(user_id = %user.id, "account deactivated by its owner");
         Ok(pb::DeactivateAccountResponse {})

@@ -1,5 +1,6 @@
 //! UserService: account administration, for administrators only.
 
+use crate::subscriptions::queries as subscriptions_db;
 use minispod_proto::v1::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
@@ -148,7 +149,7 @@ impl UserApi {
         let mut tx = self.auth.db.begin().await?;
         let user = users_db::require(&mut tx, &r.id).await?;
         users_db::guard_last_admin(&mut tx, &user, "delete").await?;
-        users_db::delete(&mut tx, &user.id).await?;
+        delete_user_in(&mut tx, &user.id).await?;
         tx.commit().await?;
         tracing::info!(by = %admin.id, user_id = %user.id, "user deleted");
         Ok(())
@@ -265,7 +266,7 @@ impl UserApi {
                     }
                     pb::BulkUserAction::Delete => {
                         match users_db::guard_last_admin(&mut tx, &user, "delete").await {
-                            Ok(()) => users_db::delete(&mut tx, &user.id).await.map(drop),
+                            Ok(()) => delete_user_in(&mut tx, &user.id).await,
                             Err(e) => Err(e),
                         }
                     }
@@ -298,6 +299,13 @@ impl UserApi {
     }
 }
 
+/// Deletes user `id` inside `tx`, suspending their subscriptions first.
+async fn delete_user_in(tx: &mut crate::store::Tx, id: &str) -> AppResult<()> {
+    subscriptions_db::suspend_for_owner(tx, id, "its owner's account was deleted").await?;
+    users_db::delete(tx, id).await?;
+    Ok(())
+}
+
 /// Activates or deactivates `user` inside `tx`; deactivation ends every
 /// session and access token of the user, and spares the last administrator.
 async fn set_active(
@@ -316,6 +324,10 @@ async fn set_active(
     let updated = users_db::update(tx, &user.id, &changes).await?;
     if !active {
         refresh_db::revoke_user(tx, &user.id).await?;
+        subscriptions_db::suspend_for_owner(tx, &user.id, "its owner's account was deactivated")
+            .await?;
+    } else if !user.active {
+        subscriptions_db::resume_for_owner(tx, &user.id).await?;
     }
     Ok(updated)
 }

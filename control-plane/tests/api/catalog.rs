@@ -29,6 +29,7 @@ fn spec(slug: &str) -> pb::CreateServiceRequest {
         tags: vec!["SQL".into(), "database".into(), "sql".into()],
         icon_url: "https://example.org/pg.png".into(),
         docs_url: String::new(),
+        template: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod hostile;
 mod on_postgres;
 #[path = "../common/raw_grpc.rs"]
 mod raw_grpc;
+mod subscriptions;
 mod transport;
 mod users;
 mod workers;

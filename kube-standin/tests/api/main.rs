@@ -5,10 +5,13 @@ mod auth;
 mod crud;
 mod dumps;
 mod eviction;
+mod logs;
+mod policy;
 mod proxy;
 mod real;
 mod status;
 mod watch;
+mod workloads;
 
 use std::time::Duration;
 

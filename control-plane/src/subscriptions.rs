@@ -1,0 +1,426 @@
+//! Subscriptions: a customer's instance of a catalog service, run as
+//! Kubernetes objects in the customer's namespace (issue #14).
+//!
+//! - `render`: template and values → the objects applied.
+//! - `queries`: the rows, their events, leases.
+//! - `reconcile`: keeps the cluster equal to the store and the status
+//!   equal to what the pods say; level triggered, one replica at a time per
+//!   subscription (a lease on the row).
+//! - `service`: the gRPC SubscriptionService.
+//!
+//! `Subscriptions` is the state they share: the store, the cluster link,
+//! the pods of subscriptions as a watch last saw them, the reconciler's
+//! queue and the broadcast the watch RPC reads.
+
+pub mod queries;
+pub mod reconcile;
+pub mod render;
+pub mod service;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Pod;
+use minispod_proto::v1 as pb;
+use prost::Message;
+use tokio::sync::{Notify, broadcast};
+
+use crate::{
+    cluster::ClusterLink,
+    error::AppResult,
+    store::{Db, timestamp},
+    with_conn,
+};
+use queries::SubscriptionRow;
+use render::{COMPONENT_LABEL, RenderSettings, SUBSCRIPTION_LABEL};
+
+/// How subscriptions are run.
+#[derive(Debug, Clone)]
+pub struct SubscriptionSettings {
+    /// What the objects look like.
+    pub render: RenderSettings,
+    /// How long a deleted subscription's volumes are kept.
+    pub volume_retention: Duration,
+    /// How often every subscription is looked at even without a change.
+    pub resync: Duration,
+}
+
+/// A change a watch shows.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Created or changed, with the owner (for filtering) and the event if
+    /// its status changed.
+    Upserted(String, Option<pb::SubscriptionEvent>),
+    /// Gone: (id, owner).
+    Deleted(String, String),
+}
+
+/// What is kept of one pod of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Pod name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Template component.
+    pub component: String,
+    /// status.phase.
+    pub phase: String,
+    /// The Ready condition.
+    pub ready: bool,
+    /// Why not ready, in the cluster's words ("ImagePullBackOff: ...").
+    pub reason: String,
+    /// The waiting reason alone (ErrImagePull, CrashLoopBackOff, ...).
+    pub waiting: String,
+    /// Restarts of its containers.
+    pub restarts: i32,
+    /// spec.nodeName.
+    pub node: String,
+    /// Being deleted.
+    pub terminating: bool,
+}
+
+impl PodInfo {
+    /// The subscription id and what is kept of `p`, if it is one of ours.
+    pub fn of(p: &Pod) -> Option<(String, PodInfo)> {
+        let labels = p.metadata.labels.as_ref()?;
+        let sub = labels.get(SUBSCRIPTION_LABEL)?.clone();
+        let component = labels.get(COMPONENT_LABEL).cloned().unwrap_or_default();
+        let status = p.status.clone().unwrap_or_default();
+        let conditions = status.conditions.unwrap_or_default();
+        let ready = conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        let mut reason = String::new();
+        let mut waiting = String::new();
+        let mut restarts = 0;
+        for cs in status.container_statuses.iter().flatten() {
+            restarts += cs.restart_count;
+            if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+                let r = w.reason.clone().unwrap_or_default();
+                if reason.is_empty() {
+                    reason = match w.message.as_deref() {
+                        Some(m) if !m.is_empty() => format!("{r}: {m}"),
+                        _ => r.clone(),
+                    };
+                    waiting = r;
+                }
+            }
+        }
+        if reason.is_empty() && !ready {
+            // Unschedulable and the like: the condition that is not True.
+            if let Some(c) = conditions
+                .iter()
+                .find(|c| c.status != "True" && c.reason.is_some())
+            {
+                let r = c.reason.clone().unwrap_or_default();
+                reason = match c.message.as_deref() {
+                    Some(m) if !m.is_empty() => format!("{r}: {m}"),
+                    _ => r.clone(),
+                };
+                if r == "Unschedulable" {
+                    waiting = r;
+                }
+            }
+        }
+        Some((
+            sub,
+            PodInfo {
+                name: p.metadata.name.clone().unwrap_or_default(),
+                namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                component,
+                phase: status.phase.unwrap_or_default(),
+                ready,
+                reason,
+                waiting,
+                restarts,
+                node: p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default(),
+                terminating: p.metadata.deletion_timestamp.is_some(),
+            },
+        ))
+    }
+}
+
+/// The shared state of subscriptions. Cheap to clone.
+#[derive(Clone)]
+pub struct Subscriptions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    link: ClusterLink,
+    settings: SubscriptionSettings,
+    replica_id: String,
+    /// Subscription id → pod name → pod.
+    pods: RwLock<HashMap<String, BTreeMap<String, PodInfo>>>,
+    /// Whether the pod watch has listed everything.
+    pods_synced: Mutex<bool>,
+    queue: Mutex<BTreeSet<String>>,
+    wake: Notify,
+    changes: broadcast::Sender<Change>,
+}
+
+impl std::fmt::Debug for Subscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriptions").finish_non_exhaustive()
+    }
+}
+
+impl Subscriptions {
+    /// The state over `db` and `link`; `replica_id` names this replica's leases.
+    pub fn new(
+        db: Db,
+        link: ClusterLink,
+        settings: SubscriptionSettings,
+        replica_id: String,
+    ) -> Self {
+        Subscriptions {
+            inner: Arc::new(Inner {
+                db,
+                link,
+                settings,
+                replica_id,
+                pods: RwLock::default(),
+                pods_synced: Mutex::new(false),
+                queue: Mutex::default(),
+                wake: Notify::new(),
+                changes: broadcast::channel(1024).0,
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The cluster link.
+    pub fn link(&self) -> &ClusterLink {
+        &self.inner.link
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &SubscriptionSettings {
+        &self.inner.settings
+    }
+
+    /// Asks the reconciler to look at these subscriptions.
+    pub fn enqueue(&self, ids: impl IntoIterator<Item = String>) {
+        let mut q = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let before = q.len();
+        q.extend(ids);
+        if q.len() != before {
+            drop(q);
+            self.inner.wake.notify_one();
+        }
+    }
+
+    fn take_queue(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Tells watchers.
+    pub fn publish(&self, change: Change) {
+        let _ = self.inner.changes.send(change);
+    }
+
+    /// A receiver of every change from now on.
+    pub fn changes(&self) -> broadcast::Receiver<Change> {
+        self.inner.changes.subscribe()
+    }
+
+    /// The pods of a subscription, by name.
+    pub fn pods_of(&self, id: &str) -> Vec<PodInfo> {
+        self.inner
+            .pods
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The subscriptions with a pod on `node`.
+    pub fn on_node(&self, node: &str) -> Vec<String> {
+        self.inner
+            .pods
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, pods)| pods.values().any(|p| p.node == node))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Whether the pod watch has listed everything since it (re)started.
+    pub fn pods_synced(&self) -> bool {
+        *self
+            .inner
+            .pods_synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The API's message for `row`: decoded template values, URL, notes and
+    /// the components' pods with the workers they run on.
+    pub async fn to_pb(&self, row: &SubscriptionRow) -> AppResult<pb::Subscription> {
+        let mut out = self.to_pb_many(std::slice::from_ref(row)).await?;
+        Ok(out.remove(0))
+    }
+
+    /// [`Subscriptions::to_pb`] for many rows, with one worker lookup.
+    pub async fn to_pb_many(&self, rows: &[SubscriptionRow]) -> AppResult<Vec<pb::Subscription>> {
+        let pods: Vec<Vec<PodInfo>> = rows.iter().map(|r| self.pods_of(&r.id)).collect();
+        let link = self.link();
+        let mut workers: BTreeMap<String, String> = BTreeMap::new();
+        for p in pods.iter().flatten() {
+            if let Some(w) = link.worker_of_node(&p.node) {
+                workers.insert(p.node.clone(), w);
+            }
+        }
+        let names = worker_names(self.db(), workers.values().cloned().collect()).await?;
+        let settings = &self.settings().render;
+        Ok(rows
+            .iter()
+            .zip(pods)
+            .map(|(r, pods)| {
+                let template =
+                    pb::ServiceTemplate::decode(r.template.as_slice()).unwrap_or_default();
+                let mut variables = queries::decode_map(&r.variables);
+                let generated = queries::decode_map(&r.generated);
+                let inst = render::Instance {
+                    id: &r.id,
+                    name: &r.name,
+                    user_id: &r.user_id,
+                    slug: &r.service_slug,
+                    template: &template,
+                    variables: &variables,
+                    generated: &generated,
+                    suspended: false,
+                    restarted_at: 0,
+                };
+                let notes = render::notes(&inst, settings);
+                let url = if template
+                    .components
+                    .iter()
+                    .any(|c| !c.expose_port.is_empty())
+                {
+                    format!("https://{}", render::host(&r.name, settings))
+                } else {
+                    String::new()
+                };
+                for v in &template.variables {
+                    if v.r#type() == pb::VariableType::Secret
+                        && let Some(x) = variables.get_mut(&v.name)
+                    {
+                        x.clear();
+                    }
+                }
+                let components = template
+                    .components
+                    .iter()
+                    .map(|c| {
+                        let pods: Vec<pb::PodStatus> = pods
+                            .iter()
+                            .filter(|p| p.component == c.name)
+                            .map(|p| {
+                                let worker_id = workers.get(&p.node).cloned().unwrap_or_default();
+                                pb::PodStatus {
+                                    name: p.name.clone(),
+                                    phase: p.phase.clone(),
+                                    ready: p.ready,
+                                    reason: p.reason.clone(),
+                                    restarts: p.restarts,
+                                    node_name: p.node.clone(),
+                                    worker_name: names
+                                        .get(&worker_id)
+                                        .map(|(n, _)| n.clone())
+                                        .unwrap_or_default(),
+                                    worker_id,
+                                }
+                            })
+                            .collect();
+                        pb::ComponentStatus {
+                            name: c.name.clone(),
+                            ready: pods.iter().any(|p| p.ready),
+                            pods,
+                        }
+                    })
+                    .collect();
+                pb::Subscription {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    user_id: r.user_id.clone(),
+                    user_email: r.user_email.clone(),
+                    service_id: r.service_id.clone(),
+                    service_slug: r.service_slug.clone(),
+                    service_name: r.service_name.clone(),
+                    status: status_from_db(&r.status) as i32,
+                    status_reason: r.status_reason.clone(),
+                    variables: variables.into_iter().collect(),
+                    url,
+                    notes,
+                    namespace: r.namespace.clone(),
+                    components,
+                    monthly_price_cents: r.monthly_price_cents,
+                    created_at: Some(timestamp(r.created_at)),
+                    updated_at: Some(timestamp(r.updated_at)),
+                    status_changed_at: Some(timestamp(r.status_changed_at)),
+                }
+            })
+            .collect())
+    }
+}
+
+/// Names and online flags of workers, by id.
+pub async fn worker_names(db: &Db, ids: Vec<String>) -> AppResult<HashMap<String, (String, bool)>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, String, bool)> = with_conn!(db.read(), |c| {
+        let mut q = sqlx::QueryBuilder::new("SELECT id, name, online FROM workers WHERE id IN (");
+        let mut sep = q.separated(", ");
+        for id in &ids {
+            sep.push_bind(id.as_str());
+        }
+        q.push(")");
+        q.build_query_as().fetch_all(c).await?
+    });
+    Ok(rows.into_iter().map(|(id, n, o)| (id, (n, o))).collect())
+}
+
+/// The stored name of a status.
+pub fn status_to_db(s: pb::SubscriptionStatus) -> &'static str {
+    use pb::SubscriptionStatus as S;
+    match s {
+        S::Pending | S::Unspecified => "PENDING",
+        S::Provisioning => "PROVISIONING",
+        S::Running => "RUNNING",
+        S::Degraded => "DEGRADED",
+        S::Suspended => "SUSPENDED",
+        S::Deleting => "DELETING",
+        S::Failed => "FAILED",
+    }
+}
+
+/// The status of a stored name.
+pub fn status_from_db(s: &str) -> pb::SubscriptionStatus {
+    use pb::SubscriptionStatus as S;
+    match s {
+        "PROVISIONING" => S::Provisioning,
+        "RUNNING" => S::Running,
+        "DEGRADED" => S::Degraded,
+        "SUSPENDED" => S::Suspended,
+        "DELETING" => S::Deleting,
+        "FAILED" => S::Failed,
+        _ => S::Pending,
+    }
+}

@@ -1,0 +1,554 @@
+//! The subscription reconciler: the cluster made equal to the store, and
+//! each subscription's status made equal to what its pods say.
+//!
+//! Level triggered: a pass over one subscription reads its row, applies
+//! every object it should have (server-side apply, forced, under our field
+//! manager) when its generation moved or a minute went by, deletes what a
+//! deleted one had, and derives the status from its pods and their
+//! workers. Passes are queued by changes (the API, the pod watch, worker
+//! status) and by a periodic resync, so a restart of the control plane
+//! picks up where it stopped. With several replicas on PostgreSQL a lease
+//! on the row makes one replica at a time act on a subscription.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api,
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams},
+    runtime::watcher::{self, Event},
+};
+use minispod_proto::v1 as pb;
+use prost::Message;
+use serde_json::Value;
+use tokio_stream::StreamExt;
+
+use super::{
+    Change, PodInfo, Subscriptions, queries, render, status_from_db, status_to_db, worker_names,
+};
+use crate::{
+    cluster::FIELD_MANAGER,
+    error::AppResult,
+    store::{now_ms, timestamp},
+    workers::hub::{FleetHub, WorkerEvent},
+};
+
+/// How long a replica's lease on a subscription lasts without renewal.
+const LEASE: Duration = Duration::from_secs(30);
+/// Objects are applied again this often even when nothing changed, so a
+/// hand edit or a deleted object is put back.
+const REAPPLY: Duration = Duration::from_secs(60);
+/// Waiting reasons that mean the image cannot be had.
+const IMAGE_ERRORS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+];
+/// Restarts after which a crash loop is a failure rather than a blip.
+const CRASH_RESTARTS: i32 = 5;
+
+impl Subscriptions {
+    /// Starts the pod watch, the worker listener and the reconciler; none
+    /// without a linked cluster.
+    pub fn spawn(&self, hub: FleetHub) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(client) = self.link().kube_client() else {
+            return Vec::new();
+        };
+        vec![
+            tokio::spawn(self.clone().watch_pods(Api::all(client))),
+            tokio::spawn(self.clone().follow_workers(hub)),
+            tokio::spawn(self.clone().reconcile_loop()),
+        ]
+    }
+
+    async fn watch_pods(self, api: Api<Pod>) {
+        let config = watcher::Config::default().labels(&format!(
+            "{}={}",
+            render::MANAGED_BY.0,
+            render::MANAGED_BY.1
+        ));
+        let mut stream = Box::pin(watcher::watcher(api, config));
+        let mut listing: HashMap<String, std::collections::BTreeMap<String, PodInfo>> =
+            HashMap::new();
+        let mut backoff = Duration::from_millis(200);
+        while let Some(event) = stream.next().await {
+            match event {
+                Err(e) => {
+                    tracing::debug!(error = %e, "subscription pod watch failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+                Ok(Event::Init) => listing.clear(),
+                Ok(Event::InitApply(p)) => {
+                    if let Some((sub, info)) = PodInfo::of(&p) {
+                        listing
+                            .entry(sub)
+                            .or_default()
+                            .insert(info.name.clone(), info);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let mut pods = self.inner.pods.write().unwrap_or_else(|p| p.into_inner());
+                    let mut touched: BTreeSet<String> = pods.keys().cloned().collect();
+                    touched.extend(listing.keys().cloned());
+                    *pods = std::mem::take(&mut listing);
+                    drop(pods);
+                    *self
+                        .inner
+                        .pods_synced
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = true;
+                    self.enqueue(touched);
+                }
+                Ok(Event::Apply(p)) => {
+                    if let Some((sub, info)) = PodInfo::of(&p) {
+                        let mut pods = self.inner.pods.write().unwrap_or_else(|p| p.into_inner());
+                        let m = pods.entry(sub.clone()).or_default();
+                        if m.get(&info.name) != Some(&info) {
+                            m.insert(info.name.clone(), info);
+                            drop(pods);
+                            self.enqueue([sub]);
+                        }
+                    }
+                }
+                Ok(Event::Delete(p)) => {
+                    if let Some((sub, info)) = PodInfo::of(&p) {
+                        let mut pods = self.inner.pods.write().unwrap_or_else(|p| p.into_inner());
+                        if let Some(m) = pods.get_mut(&sub) {
+                            m.remove(&info.name);
+                            if m.is_empty() {
+                                pods.remove(&sub);
+                            }
+                        }
+                        drop(pods);
+                        self.enqueue([sub]);
+                    }
+                }
+            }
+            backoff = Duration::from_millis(200);
+        }
+    }
+
+    /// A worker's stream dropping (or coming back) changes the status of
+    /// the subscriptions with pods on its node at once, long before the
+    /// node controller would mark the pods not ready.
+    async fn follow_workers(self, hub: FleetHub) {
+        let mut events = hub.subscribe();
+        loop {
+            match events.recv().await {
+                Ok((WorkerEvent::Upserted(w), _)) => {
+                    let ids: Vec<String> = {
+                        let pods = self.inner.pods.read().unwrap_or_else(|p| p.into_inner());
+                        pods.iter()
+                            .filter(|(_, m)| {
+                                m.values().any(|p| {
+                                    self.link().worker_of_node(&p.node).as_deref() == Some(&w.id)
+                                })
+                            })
+                            .map(|(id, _)| id.clone())
+                            .collect()
+                    };
+                    self.enqueue(ids);
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let all = queries::all_ids(self.db()).await.unwrap_or_default();
+                    self.enqueue(all);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn reconcile_loop(self) {
+        let mut applied: HashMap<String, (i64, Instant)> = HashMap::new();
+        let mut next_resync = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_resync {
+                next_resync = now + self.settings().resync;
+                match queries::all_ids(self.db()).await {
+                    Ok(ids) => self.enqueue(ids),
+                    Err(e) => tracing::warn!(error = %e, "subscriptions: listing failed"),
+                }
+                self.expire_volumes().await;
+            }
+            let queue = self.take_queue();
+            if queue.is_empty() {
+                tokio::select! {
+                    () = self.inner.wake.notified() => {}
+                    () = tokio::time::sleep_until(next_resync.into()) => {}
+                }
+                continue;
+            }
+            if !self.pods_synced() {
+                // Statuses from a half-listed watch would be wrong: wait.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                self.enqueue(queue);
+                continue;
+            }
+            for id in queue {
+                if let Err(e) = self.reconcile_one(&id, &mut applied).await {
+                    tracing::warn!(subscription = %id, error = %e, "subscription reconcile failed; retrying");
+                    applied.remove(&id);
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        me.enqueue([id]);
+                    });
+                }
+            }
+        }
+    }
+
+    async fn reconcile_one(
+        &self,
+        id: &str,
+        applied: &mut HashMap<String, (i64, Instant)>,
+    ) -> anyhow::Result<()> {
+        let Some(row) = queries::get(self.db(), id).await? else {
+            applied.remove(id);
+            return Ok(());
+        };
+        if !queries::lease(
+            self.db(),
+            id,
+            &self.inner.replica_id,
+            LEASE.as_millis() as i64,
+        )
+        .await?
+        {
+            return Ok(());
+        }
+        let Some(client) = self.link().kube_client() else {
+            return Ok(());
+        };
+        let template = pb::ServiceTemplate::decode(row.template.as_slice())?;
+        let variables = queries::decode_map(&row.variables);
+        let generated = queries::decode_map(&row.generated);
+        let inst = render::Instance {
+            id: &row.id,
+            name: &row.name,
+            user_id: &row.user_id,
+            slug: &row.service_slug,
+            template: &template,
+            variables: &variables,
+            generated: &generated,
+            suspended: row.desired == "SUSPENDED",
+            restarted_at: row.restarted_at,
+        };
+        let objects = render::subscription_objects(&inst, &self.settings().render)
+            .map_err(|e| anyhow::anyhow!("render: {e}"))?;
+
+        if row.desired == "DELETED" {
+            if row.status != "DELETING" {
+                self.record(
+                    &row,
+                    "DELETING",
+                    "removing its objects from the cluster",
+                    row.ever_ran,
+                    ",",
+                )
+                .await?;
+            }
+            let mut volumes = Vec::new();
+            for o in objects.iter().rev() {
+                let (api, name) = dynamic(&client, o);
+                if kind_of(o) == "PersistentVolumeClaim" {
+                    volumes.push(name);
+                    continue;
+                }
+                match api.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let mut tx = self.db().begin().await?;
+            let keep_until = now_ms() + self.settings().volume_retention.as_millis() as i64;
+            queries::retain_volumes(&mut tx, &row.namespace, &volumes, keep_until).await?;
+            queries::delete(&mut tx, id).await?;
+            tx.commit().await?;
+            applied.remove(id);
+            self.apply_namespace(&client, &row.user_id).await?;
+            self.publish(Change::Deleted(row.id.clone(), row.user_id.clone()));
+            tracing::info!(subscription = %row.id, name = %row.name, "subscription deleted");
+            return Ok(());
+        }
+
+        let stale = applied
+            .get(id)
+            .is_none_or(|(g, at)| *g != row.generation || at.elapsed() >= REAPPLY);
+        if stale {
+            self.apply_namespace(&client, &row.user_id).await?;
+            for o in &objects {
+                let (api, name) = dynamic(&client, o);
+                let kind = kind_of(o);
+                match api
+                    .patch(
+                        &name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(o),
+                    )
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s))
+                        if (400..500).contains(&s.code) && ![409, 429].contains(&s.code) =>
+                    {
+                        let reason = format!("the cluster refused {kind} {name}: {}", s.message);
+                        self.record(&row, "FAILED", &reason, row.ever_ran, &row.workers)
+                            .await?;
+                        applied.insert(id.to_owned(), (row.generation, Instant::now()));
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e).context(format!("apply {kind} {name}")));
+                    }
+                }
+                if kind == "PersistentVolumeClaim" {
+                    queries::forget_volume(self.db(), &row.namespace, &name).await?;
+                }
+            }
+            applied.insert(id.to_owned(), (row.generation, Instant::now()));
+        }
+
+        let pods = self.pods_of(id);
+        let mut nodes: HashMap<String, String> = HashMap::new();
+        for p in &pods {
+            if let Some(w) = self.link().worker_of_node(&p.node) {
+                nodes.insert(p.node.clone(), w);
+            }
+        }
+        let workers = worker_names(self.db(), nodes.values().cloned().collect()).await?;
+        let (status, reason) = derive(&row, &template, &pods, &|node: &str| {
+            nodes
+                .get(node)
+                .and_then(|w| workers.get(w))
+                .map(|(name, online)| (name.clone(), *online))
+        });
+        let ever_ran = row.ever_ran || status == pb::SubscriptionStatus::Running;
+        let mut on: Vec<&String> = nodes.values().collect();
+        on.sort();
+        on.dedup();
+        let on = if on.is_empty() {
+            ",".to_owned()
+        } else {
+            format!(
+                ",{},",
+                on.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+            )
+        };
+        let reason = if status == pb::SubscriptionStatus::Suspended {
+            row.status_reason.clone()
+        } else {
+            reason
+        };
+        let mut tx = self.db().begin().await?;
+        let changed = queries::record_status(
+            &mut tx,
+            id,
+            status_to_db(status),
+            &reason,
+            ever_ran,
+            &on,
+            row.generation,
+        )
+        .await?;
+        tx.commit().await?;
+        if changed {
+            self.publish_row_change(&row, status, &reason);
+        }
+        Ok(())
+    }
+
+    /// Records a status the reconciler decided without the pods.
+    async fn record(
+        &self,
+        row: &queries::SubscriptionRow,
+        status: &str,
+        reason: &str,
+        ever_ran: bool,
+        workers: &str,
+    ) -> AppResult<()> {
+        let mut tx = self.db().begin().await?;
+        let changed = queries::record_status(
+            &mut tx,
+            &row.id,
+            status,
+            reason,
+            ever_ran,
+            workers,
+            row.generation,
+        )
+        .await?;
+        tx.commit().await?;
+        if changed {
+            self.publish_row_change(row, status_from_db(status), reason);
+        }
+        Ok(())
+    }
+
+    fn publish_row_change(
+        &self,
+        row: &queries::SubscriptionRow,
+        status: pb::SubscriptionStatus,
+        reason: &str,
+    ) {
+        let event =
+            (status_to_db(status) != row.status || reason != row.status_reason).then(|| {
+                pb::SubscriptionEvent {
+                    status: status as i32,
+                    reason: reason.to_owned(),
+                    at: Some(timestamp(now_ms())),
+                }
+            });
+        if let Some(e) = &event {
+            tracing::info!(subscription = %row.id, name = %row.name, status = status_to_db(status), reason = %e.reason, "subscription status");
+        }
+        self.publish(Change::Upserted(row.id.clone(), event));
+    }
+
+    /// Applies the customer's namespace, quota, limit range and network
+    /// policy, the quota sized for their live subscriptions.
+    async fn apply_namespace(&self, client: &kube::Client, user_id: &str) -> anyhow::Result<()> {
+        let mut totals = render::Totals::default();
+        for t in queries::live_templates(self.db(), user_id).await? {
+            totals.add(render::Totals::of(&pb::ServiceTemplate::decode(
+                t.as_slice(),
+            )?));
+        }
+        for o in render::namespace_objects(user_id, &totals, &self.settings().render) {
+            let (api, name) = dynamic(client, &o);
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&o),
+            )
+            .await
+            .map_err(|e| anyhow::Error::new(e).context(format!("apply {} {name}", kind_of(&o))))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the retained volumes whose retention ended.
+    async fn expire_volumes(&self) {
+        let Some(client) = self.link().kube_client() else {
+            return;
+        };
+        let Ok(expired) = queries::expired_volumes(self.db()).await else {
+            return;
+        };
+        for (ns, name) in expired {
+            let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+                Api::namespaced(client.clone(), &ns);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(namespace = %ns, claim = %name, "retained volume deleted");
+                    let _ = queries::forget_volume(self.db(), &ns, &name).await;
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    tracing::info!(namespace = %ns, claim = %name, "retained volume deleted");
+                    let _ = queries::forget_volume(self.db(), &ns, &name).await;
+                }
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, claim = %name, error = %e, "retained volume not deleted yet")
+                }
+            }
+        }
+    }
+}
+
+fn kind_of(o: &Value) -> &str {
+    o["kind"].as_str().unwrap_or_default()
+}
+
+/// The API of object `o`'s kind (in its namespace) and its name.
+fn dynamic(client: &kube::Client, o: &Value) -> (Api<DynamicObject>, String) {
+    let api_version = o["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind_of(o)));
+    let name = o["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let api = match o["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    (api, name)
+}
+
+/// The status of `row` from its pods. `worker` names the worker of a node
+/// and whether its stream is up (None: not one of ours).
+pub fn derive(
+    row: &queries::SubscriptionRow,
+    template: &pb::ServiceTemplate,
+    pods: &[PodInfo],
+    worker: &dyn Fn(&str) -> Option<(String, bool)>,
+) -> (pb::SubscriptionStatus, String) {
+    use pb::SubscriptionStatus as S;
+    match row.desired.as_str() {
+        "SUSPENDED" => return (S::Suspended, String::new()),
+        "DELETED" => return (S::Deleting, String::new()),
+        _ => {}
+    }
+    let mut failed = Vec::new();
+    let mut waiting = Vec::new();
+    for c in &template.components {
+        let mine: Vec<&PodInfo> = pods
+            .iter()
+            .filter(|p| p.component == c.name && !p.terminating)
+            .collect();
+        let ready = mine
+            .iter()
+            .any(|p| p.ready && worker(&p.node).is_none_or(|(_, online)| online));
+        if ready {
+            continue;
+        }
+        let Some(p) = mine.first() else {
+            waiting.push(format!("component {}: waiting for its pod", c.name));
+            continue;
+        };
+        if let Some((name, false)) = worker(&p.node) {
+            waiting.push(format!("component {}: worker {name} is offline", c.name));
+        } else if IMAGE_ERRORS.contains(&p.waiting.as_str()) {
+            failed.push(format!(
+                "component {}: image {} cannot be pulled: {}",
+                c.name, c.image, p.reason
+            ));
+        } else if p.waiting == "CrashLoopBackOff" && p.restarts >= CRASH_RESTARTS {
+            failed.push(format!(
+                "component {}: keeps crashing ({} restarts): {}",
+                c.name, p.restarts, p.reason
+            ));
+        } else if p.waiting == "Unschedulable" {
+            waiting.push(format!("component {}: no capacity: {}", c.name, p.reason));
+        } else if !p.reason.is_empty() {
+            waiting.push(format!("component {}: {}", c.name, p.reason));
+        } else {
+            waiting.push(format!(
+                "component {}: pod {} is {}",
+                c.name, p.name, p.phase
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        failed.extend(waiting);
+        return (S::Failed, failed.join("; "));
+    }
+    if waiting.is_empty() {
+        return (S::Running, String::new());
+    }
+    let status = if row.ever_ran {
+        S::Degraded
+    } else {
+        S::Provisioning
+    };
+    (status, waiting.join("; "))
+}

@@ -1,0 +1,455 @@
+//! A subscription as Kubernetes objects: what the reconciler applies.
+//!
+//! Everything here is pure: a template, the subscription's values and the
+//! settings in, JSON objects out (server-side apply bodies). Names:
+//! namespace `ms-<user id>`; per subscription `<name>-<component>` for the
+//! workload and its Service, `<name>-<component>-<volume>` for claims,
+//! `<name>-secrets` and an Ingress `<name>`. Subscription names are unique
+//! across the installation, so names never collide inside a namespace and
+//! host names never collide at all.
+
+use std::collections::BTreeMap;
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use minispod_proto::v1 as pb;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::template;
+
+/// Label on every object the control plane makes for subscriptions.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "minispod");
+/// Label naming the subscription (its id).
+pub const SUBSCRIPTION_LABEL: &str = "minispod.dev/subscription";
+/// Label naming the template component.
+pub const COMPONENT_LABEL: &str = "minispod.dev/component";
+/// Label naming the owner on namespaces.
+pub const USER_LABEL: &str = "minispod.dev/user";
+/// Pod annotation that changes on RestartSubscription (a rollout).
+pub const RESTARTED_AT: &str = "minispod.dev/restarted-at";
+/// Pod annotation with a hash of the Secret's data, so a changed secret
+/// value rolls the pods that read it.
+pub const SECRET_HASH: &str = "minispod.dev/secret-hash";
+/// Name of the per-namespace quota, limit range and network policy.
+pub const NAMESPACE_OBJECTS: &str = "minispod";
+
+/// Cluster-wide settings of what is rendered.
+#[derive(Debug, Clone)]
+pub struct RenderSettings {
+    /// Host names are `<subscription>.<apps_domain>`.
+    pub apps_domain: String,
+    /// spec.ingressClassName, or empty for the cluster's default (Traefik on K3s).
+    pub ingress_class: String,
+    /// A cert-manager ClusterIssuer for TLS, or empty for none.
+    pub cert_issuer: String,
+    /// The namespace the ingress controller runs in (allowed through the
+    /// network policy).
+    pub ingress_namespace: String,
+}
+
+/// One subscription as the renderer needs it.
+#[derive(Debug, Clone)]
+pub struct Instance<'a> {
+    /// Subscription id.
+    pub id: &'a str,
+    /// Subscription name.
+    pub name: &'a str,
+    /// Owner.
+    pub user_id: &'a str,
+    /// The catalog slug (app.kubernetes.io/name).
+    pub slug: &'a str,
+    /// The template it was created with.
+    pub template: &'a pb::ServiceTemplate,
+    /// Variable values (effective, SECRET ones included).
+    pub variables: &'a BTreeMap<String, String>,
+    /// Generated values.
+    pub generated: &'a BTreeMap<String, String>,
+    /// Scaled to zero.
+    pub suspended: bool,
+    /// Unix ms of the last restart, 0 for none.
+    pub restarted_at: i64,
+}
+
+/// The customer's namespace.
+pub fn namespace_of(user_id: &str) -> String {
+    format!("ms-{}", user_id.to_ascii_lowercase())
+}
+
+/// The host name of a subscription.
+pub fn host(name: &str, s: &RenderSettings) -> String {
+    format!("{name}.{}", s.apps_domain)
+}
+
+/// Workload and Service name of a component.
+pub fn component_object(sub: &str, component: &str) -> String {
+    format!("{sub}-{component}")
+}
+
+/// The claim of a component's volume.
+pub fn volume_claim(sub: &str, component: &str, volume: &str) -> String {
+    format!("{sub}-{component}-{volume}")
+}
+
+/// The Secret of a subscription.
+pub fn secret_name(sub: &str) -> String {
+    format!("{sub}-secrets")
+}
+
+/// Every value a placeholder can name, for `inst`.
+pub fn values(inst: &Instance<'_>, s: &RenderSettings) -> BTreeMap<String, String> {
+    let mut v = inst.variables.clone();
+    v.extend(inst.generated.iter().map(|(k, x)| (k.clone(), x.clone())));
+    let domain = host(inst.name, s);
+    v.insert("SUBSCRIPTION_NAME".into(), inst.name.to_owned());
+    v.insert("PUBLIC_URL".into(), format!("https://{domain}"));
+    v.insert("DOMAIN".into(), domain);
+    for c in &inst.template.components {
+        v.insert(
+            template::host_placeholder(&c.name),
+            component_object(inst.name, &c.name),
+        );
+    }
+    v
+}
+
+/// The post-install notes with placeholders filled (secrets are not).
+pub fn notes(inst: &Instance<'_>, s: &RenderSettings) -> String {
+    let mut v = values(inst, s);
+    for n in template::secret_names(inst.template) {
+        v.insert(n, "(secret)".into());
+    }
+    template::expand(&inst.template.notes, &v).unwrap_or_else(|_| inst.template.notes.clone())
+}
+
+fn labels(inst: &Instance<'_>, component: Option<&str>) -> Value {
+    let mut l = json!({
+        MANAGED_BY.0: MANAGED_BY.1,
+        SUBSCRIPTION_LABEL: inst.id,
+        "app.kubernetes.io/name": inst.slug,
+        "app.kubernetes.io/instance": inst.name,
+    });
+    if let Some(c) = component {
+        l[COMPONENT_LABEL] = json!(c);
+        l["app.kubernetes.io/component"] = json!(c);
+    }
+    l
+}
+
+fn selector(inst: &Instance<'_>, component: &str) -> Value {
+    json!({ SUBSCRIPTION_LABEL: inst.id, COMPONENT_LABEL: component })
+}
+
+fn meta(name: &str, namespace: &str, labels: Value) -> Value {
+    json!({ "name": name, "namespace": namespace, "labels": labels })
+}
+
+/// Objects shared by a customer's subscriptions: namespace, quota (the
+/// sums of `totals`), limit range and network policy.
+pub fn namespace_objects(user_id: &str, totals: &Totals, s: &RenderSettings) -> Vec<Value> {
+    let ns = namespace_of(user_id);
+    let labels = json!({ MANAGED_BY.0: MANAGED_BY.1, USER_LABEL: user_id });
+    vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": { "name": ns, "labels": labels },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": meta(NAMESPACE_OBJECTS, &ns, labels.clone()),
+            "spec": { "hard": {
+                "requests.cpu": format!("{}m", totals.cpu_request_millicores),
+                "requests.memory": format!("{}Mi", totals.memory_request_mb),
+                "limits.memory": format!("{}Mi", totals.memory_limit_mb),
+                "requests.storage": format!("{}Gi", totals.storage_gb),
+                "persistentvolumeclaims": totals.volumes.to_string(),
+                "pods": totals.pods.to_string(),
+            }},
+        }),
+        // Containers always carry requests and a memory limit; the range
+        // covers anything else started in the namespace. No default CPU
+        // limit: a template may run without one.
+        json!({
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": meta(NAMESPACE_OBJECTS, &ns, labels.clone()),
+            "spec": { "limits": [{
+                "type": "Container",
+                "defaultRequest": { "cpu": "100m", "memory": "128Mi" },
+                "default": { "memory": "256Mi" },
+            }]},
+        }),
+        // Only pods of the same namespace and the ingress controller reach
+        // a customer's pods: other customers cannot.
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(NAMESPACE_OBJECTS, &ns, labels),
+            "spec": {
+                "podSelector": {},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    { "from": [{ "podSelector": {} }] },
+                    { "from": [{ "namespaceSelector": { "matchLabels": {
+                        "kubernetes.io/metadata.name": s.ingress_namespace,
+                    }}}]},
+                ],
+            },
+        }),
+    ]
+}
+
+/// What a template asks of a namespace's quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Sum of CPU requests.
+    pub cpu_request_millicores: i64,
+    /// Sum of memory requests.
+    pub memory_request_mb: i64,
+    /// Sum of memory limits.
+    pub memory_limit_mb: i64,
+    /// Sum of volume sizes.
+    pub storage_gb: i64,
+    /// Number of volumes.
+    pub volumes: i64,
+    /// Number of pods (one per component).
+    pub pods: i64,
+}
+
+impl Totals {
+    /// What `t` asks for.
+    pub fn of(t: &pb::ServiceTemplate) -> Totals {
+        let mut out = Totals::default();
+        for c in &t.components {
+            let r = c.resources.unwrap_or_default();
+            out.cpu_request_millicores += i64::from(r.cpu_request_millicores);
+            out.memory_request_mb += i64::from(r.memory_request_mb);
+            out.memory_limit_mb += i64::from(r.memory_limit_mb.max(r.memory_request_mb));
+            out.storage_gb += c.volumes.iter().map(|v| i64::from(v.size_gb)).sum::<i64>();
+            out.volumes += c.volumes.len() as i64;
+            out.pods += 1;
+        }
+        out
+    }
+
+    /// Adds `o`.
+    pub fn add(&mut self, o: Totals) {
+        self.cpu_request_millicores += o.cpu_request_millicores;
+        self.memory_request_mb += o.memory_request_mb;
+        self.memory_limit_mb += o.memory_limit_mb;
+        self.storage_gb += o.storage_gb;
+        self.volumes += o.volumes;
+        self.pods += o.pods;
+    }
+}
+
+/// Secret data key of a component's environment variable.
+fn secret_key(component: &str, env: &str) -> String {
+    format!("{component}.{env}")
+}
+
+fn probe(p: &pb::Probe) -> Value {
+    let mut out = match &p.check {
+        Some(pb::probe::Check::HttpPath(path)) => {
+            json!({ "httpGet": { "path": path, "port": p.port } })
+        }
+        _ => json!({ "tcpSocket": { "port": p.port } }),
+    };
+    out["initialDelaySeconds"] = json!(p.initial_delay_seconds);
+    out["periodSeconds"] = json!(if p.period_seconds > 0 {
+        p.period_seconds
+    } else {
+        10
+    });
+    out["failureThreshold"] = json!(if p.failure_threshold > 0 {
+        p.failure_threshold
+    } else {
+        3
+    });
+    out
+}
+
+/// The objects of one subscription, in apply order (Secret and claims
+/// before the workloads that use them, the Ingress last). Err names a
+/// placeholder the template and values cannot fill.
+pub fn subscription_objects(inst: &Instance<'_>, s: &RenderSettings) -> Result<Vec<Value>, String> {
+    let ns = namespace_of(inst.user_id);
+    let values = values(inst, s);
+    let secrets = template::secret_names(inst.template);
+    let mut secret_data = BTreeMap::new();
+    for g in inst.generated {
+        secret_data.insert(format!("generated.{}", g.0), g.1.clone());
+    }
+    let mut objects = Vec::new();
+    let mut workloads = Vec::new();
+    for c in &inst.template.components {
+        let mut env = Vec::new();
+        for e in &c.env {
+            let used = template::placeholders(&e.value)?;
+            let value = template::expand(&e.value, &values)?;
+            if used.iter().any(|u| secrets.contains(u)) {
+                let key = secret_key(&c.name, &e.name);
+                secret_data.insert(key.clone(), value);
+                env.push(json!({ "name": e.name, "valueFrom": { "secretKeyRef": {
+                    "name": secret_name(inst.name), "key": key,
+                }}}));
+            } else {
+                env.push(json!({ "name": e.name, "value": value }));
+            }
+        }
+        let args = c
+            .args
+            .iter()
+            .map(|a| template::expand(a, &values))
+            .collect::<Result<Vec<_>, _>>()?;
+        let r = c.resources.unwrap_or_default();
+        let mut limits =
+            json!({ "memory": format!("{}Mi", r.memory_limit_mb.max(r.memory_request_mb)) });
+        if r.cpu_limit_millicores > 0 {
+            limits["cpu"] = json!(format!("{}m", r.cpu_limit_millicores));
+        }
+        let mut container = json!({
+            "name": c.name,
+            "image": c.image,
+            "ports": c.ports.iter().map(|p| json!({
+                "name": p.name, "containerPort": p.container_port, "protocol": "TCP",
+            })).collect::<Vec<_>>(),
+            "env": env,
+            "resources": {
+                "requests": {
+                    "cpu": format!("{}m", r.cpu_request_millicores),
+                    "memory": format!("{}Mi", r.memory_request_mb),
+                },
+                "limits": limits,
+            },
+            "volumeMounts": c.volumes.iter().map(|v| json!({
+                "name": v.name, "mountPath": v.mount_path,
+            })).collect::<Vec<_>>(),
+        });
+        if !args.is_empty() {
+            container["args"] = json!(args);
+        }
+        if let Some(p) = &c.readiness_probe {
+            container["readinessProbe"] = probe(p);
+        }
+        if let Some(p) = &c.liveness_probe {
+            container["livenessProbe"] = probe(p);
+        }
+        for v in &c.volumes {
+            objects.push(json!({
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": meta(&volume_claim(inst.name, &c.name, &v.name), &ns, labels(inst, Some(&c.name))),
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": { "requests": { "storage": format!("{}Gi", v.size_gb) } },
+                },
+            }));
+        }
+        let pod_spec = json!({
+            "containers": [container],
+            "volumes": c.volumes.iter().map(|v| json!({
+                "name": v.name,
+                "persistentVolumeClaim": { "claimName": volume_claim(inst.name, &c.name, &v.name) },
+            })).collect::<Vec<_>>(),
+            // Service links would put FOO_PORT=tcp://... into the
+            // environment, which apps such as n8n read as their own settings.
+            "enableServiceLinks": false,
+            "automountServiceAccountToken": false,
+        });
+        let name = component_object(inst.name, &c.name);
+        let stateful = c.workload() == pb::WorkloadKind::StatefulSet;
+        let mut spec = json!({
+            "replicas": if inst.suspended { 0 } else { 1 },
+            "selector": { "matchLabels": selector(inst, &c.name) },
+            "template": {
+                "metadata": { "labels": labels(inst, Some(&c.name)), "annotations": {} },
+                "spec": pod_spec,
+            },
+        });
+        if stateful {
+            spec["serviceName"] = json!(name);
+        } else {
+            // One replica and quota-bounded namespaces: a surge pod would
+            // not fit, and a ReadWriteOnce volume has one writer.
+            spec["strategy"] = json!({ "type": "Recreate" });
+        }
+        if inst.restarted_at > 0 {
+            spec["template"]["metadata"]["annotations"][RESTARTED_AT] =
+                json!(inst.restarted_at.to_string());
+        }
+        workloads.push((c, name, stateful, spec));
+    }
+    let hash = {
+        let mut h = Sha256::new();
+        for (k, v) in &secret_data {
+            h.update(k.as_bytes());
+            h.update([0]);
+            h.update(v.as_bytes());
+            h.update([0]);
+        }
+        h.finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let mut out = vec![json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta(&secret_name(inst.name), &ns, labels(inst, None)),
+        "type": "Opaque",
+        "data": secret_data.iter().map(|(k, v)| (k.clone(), json!(STANDARD.encode(v)))).collect::<serde_json::Map<_, _>>(),
+    })];
+    out.append(&mut objects);
+    let mut exposed = None;
+    for (c, name, stateful, mut spec) in workloads {
+        spec["template"]["metadata"]["annotations"][SECRET_HASH] = json!(hash);
+        out.push(json!({
+            "apiVersion": "apps/v1",
+            "kind": if stateful { "StatefulSet" } else { "Deployment" },
+            "metadata": meta(&name, &ns, labels(inst, Some(&c.name))),
+            "spec": spec,
+        }));
+        out.push(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(&name, &ns, labels(inst, Some(&c.name))),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector(inst, &c.name),
+                "ports": c.ports.iter().map(|p| json!({
+                    "name": p.name, "port": p.container_port, "targetPort": p.name, "protocol": "TCP",
+                })).collect::<Vec<_>>(),
+            },
+        }));
+        if !c.expose_port.is_empty() {
+            exposed = Some((name, c.expose_port.clone()));
+        }
+    }
+    if let Some((service, port)) = exposed {
+        let host = host(inst.name, s);
+        let mut ingress = json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": meta(inst.name, &ns, labels(inst, None)),
+            "spec": { "rules": [{ "host": host, "http": { "paths": [{
+                "path": "/",
+                "pathType": "Prefix",
+                "backend": { "service": { "name": service, "port": { "name": port } } },
+            }]}}]},
+        });
+        if !s.ingress_class.is_empty() {
+            ingress["spec"]["ingressClassName"] = json!(s.ingress_class);
+        }
+        if !s.cert_issuer.is_empty() {
+            ingress["metadata"]["annotations"] =
+                json!({ "cert-manager.io/cluster-issuer": s.cert_issuer });
+            ingress["spec"]["tls"] =
+                json!([{ "hosts": [host], "secretName": format!("{}-tls", inst.name) }]);
+        }
+        out.push(ingress);
+    }
+    Ok(out)
+}

@@ -1,0 +1,835 @@
+//! SubscriptionService: customers run catalog services; administrators see
+//! and control every subscription.
+
+use std::{collections::BTreeMap, pin::Pin, time::Duration};
+
+use futures::{AsyncBufReadExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, LogParams};
+use minispod_proto::v1::{self as pb, subscription_service_server::SubscriptionService};
+use prost::Message;
+use rand::Rng;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{
+    Change, Subscriptions,
+    queries::{self, Filter, SubscriptionRow},
+    render, status_to_db,
+};
+use crate::{
+    auth::AuthState,
+    catalog::template,
+    error::{AppError, AppResult, Violations},
+    store::{Page, new_id, now_ms, timestamp},
+    users::queries::UserRow,
+};
+
+/// How often a watch checks that its caller may still watch.
+const CALLER_RECHECK: Duration = Duration::from_secs(30);
+/// Longest log line sent; longer ones are cut.
+const MAX_LOG_LINE: usize = 16 * 1024;
+/// Most lines in one log message.
+const LOG_BATCH: usize = 200;
+
+/// The gRPC SubscriptionService.
+#[derive(Debug, Clone)]
+pub struct SubscriptionApi {
+    auth: AuthState,
+    subs: Subscriptions,
+}
+
+fn is_admin(u: &UserRow) -> bool {
+    u.role == "ADMINISTRATOR"
+}
+
+/// A subscription name: a DNS label of 1 to 30, starting with a letter.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = (1..=30).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "must be 1 to 30 lower-case letters, digits and inner dashes, starting with a letter"
+                .into(),
+        )
+    }
+}
+
+/// A value made once per subscription.
+fn generate(g: &pb::GeneratedValue) -> String {
+    let len = if g.length == 0 { 32 } else { g.length as usize };
+    let alphabet: &[u8] = match g.kind() {
+        pb::GeneratedValueKind::Hex => b"0123456789abcdef",
+        _ => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+    };
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+fn mib(bytes: i64) -> i64 {
+    bytes / (1024 * 1024)
+}
+
+impl SubscriptionApi {
+    /// The service over `auth` and the shared subscription state.
+    pub fn new(auth: AuthState, subs: Subscriptions) -> Self {
+        SubscriptionApi { auth, subs }
+    }
+
+    /// The subscription `id` if `caller` may see it.
+    async fn visible(&self, caller: &UserRow, id: &str) -> AppResult<SubscriptionRow> {
+        if id.is_empty() {
+            return Err(AppError::invalid("id", "is required"));
+        }
+        match queries::get(self.subs.db(), id).await? {
+            Some(r) if r.desired != "DELETED" && (is_admin(caller) || r.user_id == caller.id) => {
+                Ok(r)
+            }
+            _ => Err(queries::not_found(id)),
+        }
+    }
+
+    async fn reply(&self, id: &str) -> AppResult<pb::Subscription> {
+        let row = queries::get(self.subs.db(), id)
+            .await?
+            .ok_or_else(|| queries::not_found(id))?;
+        self.subs.to_pb(&row).await
+    }
+
+    /// Refuses a subscription the schedulable workers cannot hold.
+    async fn admit(&self, t: &pb::ServiceTemplate) -> AppResult<()> {
+        let link = self.subs.link();
+        if !link.is_linked() {
+            return Err(AppError::FailedPrecondition(
+                "no Kubernetes cluster is linked: start the control plane with --kubeconfig or \
+                 --kube-in-cluster"
+                    .into(),
+            ));
+        }
+        let schedulable: std::collections::HashSet<String> =
+            queries::schedulable_workers(self.subs.db())
+                .await?
+                .into_iter()
+                .collect();
+        let free: Vec<_> = link
+            .free_by_worker()
+            .into_iter()
+            .filter(|(w, _, _, takes)| *takes && schedulable.contains(w))
+            .map(|(_, _, r, _)| r)
+            .collect();
+        let (need_cpu, need_mem) = t.components.iter().fold((0i64, 0i64), |(c, m), x| {
+            let r = x.resources.unwrap_or_default();
+            (
+                c + i64::from(r.cpu_request_millicores),
+                m + i64::from(r.memory_request_mb),
+            )
+        });
+        let have_cpu: i64 = free.iter().map(|r| r.cpu).sum();
+        let have_mem: i64 = free.iter().map(|r| mib(r.memory)).sum();
+        let biggest = t
+            .components
+            .iter()
+            .filter_map(|c| c.resources.map(|r| (c, r)))
+            .find(|(_, r)| {
+                !free.iter().any(|f| {
+                    f.cpu >= i64::from(r.cpu_request_millicores)
+                        && mib(f.memory) >= i64::from(r.memory_request_mb)
+                        && f.pods >= 1
+                })
+            });
+        if need_cpu > have_cpu || need_mem > have_mem || biggest.is_some() {
+            let mut msg = format!(
+                "not enough capacity: this service requests {need_cpu}m CPU and {need_mem} MiB \
+                 memory; the {} schedulable worker(s) have {have_cpu}m CPU and {have_mem} MiB free",
+                free.len()
+            );
+            if let Some((c, r)) = biggest {
+                msg.push_str(&format!(
+                    "; no worker can hold component {} ({}m CPU, {} MiB)",
+                    c.name, r.cpu_request_millicores, r.memory_request_mb
+                ));
+            }
+            return Err(AppError::FailedPrecondition(msg));
+        }
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        caller: &UserRow,
+        r: pb::CreateSubscriptionRequest,
+    ) -> AppResult<String> {
+        let mut v = Violations::new();
+        v.take("name", check_name(&r.name));
+        if r.service_id.is_empty() {
+            v.add("service_id", "is required");
+        }
+        if r.variables.len() > 64 {
+            v.add("variables", "at most 64 values");
+        }
+        v.finish()?;
+        let service = queries::deployable(self.subs.db(), &r.service_id).await?;
+        let Some((service_id, slug, service_name, active, price, template)) =
+            service.filter(|s| s.3 || is_admin(caller))
+        else {
+            return Err(AppError::NotFound(format!("no service {:?}", r.service_id)));
+        };
+        let _ = active;
+        let template = template
+            .and_then(|t| pb::ServiceTemplate::decode(t.as_slice()).ok())
+            .filter(|t| !t.components.is_empty())
+            .ok_or_else(|| {
+                AppError::FailedPrecondition(format!(
+                    "service {slug} has no deployment template; an administrator must add one"
+                ))
+            })?;
+        let given: BTreeMap<String, String> = r.variables.into_iter().collect();
+        let mut v = Violations::new();
+        let variables = template::validate_values(&template, &given, &mut v);
+        v.finish()?;
+        self.admit(&template).await?;
+        let generated: BTreeMap<String, String> = template
+            .generated
+            .iter()
+            .map(|g| (g.name.clone(), generate(g)))
+            .collect();
+        let now = now_ms();
+        let row = SubscriptionRow {
+            id: new_id(),
+            name: r.name.clone(),
+            user_id: caller.id.clone(),
+            user_email: caller.email.clone(),
+            service_id,
+            service_slug: slug,
+            service_name,
+            namespace: render::namespace_of(&caller.id),
+            template: template.encode_to_vec(),
+            variables: queries::encode_map(&variables),
+            generated: queries::encode_map(&generated),
+            monthly_price_cents: price,
+            desired: "RUNNING".into(),
+            suspended_by: String::new(),
+            status: "PENDING".into(),
+            status_reason: "waiting to be applied to the cluster".into(),
+            status_changed_at: now,
+            ever_ran: false,
+            generation: 1,
+            applied_generation: 0,
+            restarted_at: 0,
+            workers: ",".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = self.subs.db().begin().await?;
+        queries::insert(&mut tx, &row).await.map_err(|e| match e {
+            AppError::AlreadyExists(m) => AppError::InvalidArgument {
+                message: format!("name: {m}"),
+                violations: vec![crate::error::FieldViolation {
+                    field: "name".into(),
+                    description: m,
+                }],
+            },
+            e => e,
+        })?;
+        tx.commit().await.map_err(AppError::from)?;
+        tracing::info!(subscription = %row.id, name = %row.name, service = %row.service_slug, user_id = %caller.id, "subscription created");
+        self.changed(&row.id, None);
+        Ok(row.id)
+    }
+
+    fn changed(&self, id: &str, event: Option<pb::SubscriptionEvent>) {
+        self.subs.publish(Change::Upserted(id.to_owned(), event));
+        self.subs.enqueue([id.to_owned()]);
+    }
+
+    /// Sets the status at once (suspend, resume), with its event.
+    async fn set_status(
+        &self,
+        id: &str,
+        status: pb::SubscriptionStatus,
+        reason: &str,
+    ) -> AppResult<()> {
+        let row = queries::get(self.subs.db(), id)
+            .await?
+            .ok_or_else(|| queries::not_found(id))?;
+        let mut tx = self.subs.db().begin().await?;
+        queries::record_status(
+            &mut tx,
+            id,
+            status_to_db(status),
+            reason,
+            row.ever_ran,
+            &row.workers,
+            row.applied_generation,
+        )
+        .await?;
+        tx.commit().await.map_err(AppError::from)?;
+        self.changed(
+            id,
+            Some(pb::SubscriptionEvent {
+                status: status as i32,
+                reason: reason.to_owned(),
+                at: Some(timestamp(now_ms())),
+            }),
+        );
+        Ok(())
+    }
+}
+
+type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchSubscriptionsResponse, Status>> + Send>>;
+type LogStream =
+    Pin<Box<dyn Stream<Item = Result<pb::StreamSubscriptionLogsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SubscriptionService for SubscriptionApi {
+    async fn create_subscription(
+        &self,
+        request: Request<pb::CreateSubscriptionRequest>,
+    ) -> Result<Response<pb::CreateSubscriptionResponse>, Status> {
+        let caller = self.auth.caller(&request).await?;
+        let id = self.create(&caller, request.into_inner()).await?;
+        Ok(Response::new(pb::CreateSubscriptionResponse {
+            subscription: Some(self.reply(&id).await?),
+        }))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<pb::ListSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        let caller = self.auth.caller(&request).await?;
+        let r = request.into_inner();
+        let page = Page::parse(r.page_size, &r.page_token)?;
+        if r.all && !is_admin(&caller) {
+            return Err(
+                AppError::PermissionDenied("all requires ROLE_ADMINISTRATOR".into()).into(),
+            );
+        }
+        if r.search.chars().count() > 200 {
+            return Err(AppError::invalid("search", "must be at most 200 characters").into());
+        }
+        let status = pb::SubscriptionStatus::try_from(r.status)
+            .map_err(|_| AppError::invalid("status", format!("unknown status {}", r.status)))?;
+        let filter = Filter {
+            user_id: if r.all { r.user_id } else { caller.id.clone() },
+            service_id: r.service_id,
+            status: if status == pb::SubscriptionStatus::Unspecified {
+                String::new()
+            } else {
+                status_to_db(status).to_owned()
+            },
+            worker_id: r.worker_id,
+            search: r.search.trim().to_owned(),
+        };
+        let (rows, total) = queries::list(self.subs.db(), &filter, page).await?;
+        Ok(Response::new(pb::ListSubscriptionsResponse {
+            subscriptions: self.subs.to_pb_many(&rows).await?,
+            next_page_token: page.next_token(total),
+            total_size: total,
+        }))
+    }
+
+    async fn get_subscription(
+        &self,
+        request: Request<pb::GetSubscriptionRequest>,
+    ) -> Result<Response<pb::GetSubscriptionResponse>, Status> {
+        let caller = self.auth.caller(&request).await?;
+        let row = self.visible(&caller, &request.get_ref().id).await?;
+        let events = queries::events(self.subs.db(), &row.id, 50)
+            .await?
+            .into_iter()
+            .map(|(s, reason, at)| pb::SubscriptionEvent {
+                status: super::status_from_db(&s) as i32,
+                reason,
+                at: Some(timestamp(at)),
+            })
+            .collect();
+        Ok(Response::new(pb::GetSubscriptionResponse {
+            subscription: Some(self.subs.to_pb(&row).await?),
+            events,
+        }))
+    }
+
+    async fn update_subscription(
+        &self,
+        request: Request<pb::UpdateSubscriptionRequest>,
+    ) -> Result<Response<pb::UpdateSubscriptionResponse>, Status> {
+        let caller = self.auth.caller(&request).await?;
+        let r = request.into_inner();
+        let row = self.visible(&caller, &r.id).await?;
+        let template = pb::ServiceTemplate::decode(row.template.as_slice())
+            .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("stored template")))?;
+        let mut merged = queries::decode_map(&row.variables);
+        for (k, val) in r.variables {
+            let secret = template
+                .variables
+                .iter()
+                .any(|v| v.name == k && v.r#type() == pb::VariableType::Secret);
+            // A SECRET is never sent back: empty keeps the stored value.
+            if secret && val.is_empty() {
+                continue;
+            }
+            merged.insert(k, val);
+        }
+        let mut v = Violations::new();
+        let variables = template::validate_values(&template, &merged, &mut v);
+        v.finish()?;
+        let mut tx = self.subs.db().begin().await?;
+        if !queries::change(
+            &mut tx,
+            &row.id,
+            Some(&queries::encode_map(&variables)),
+            None,
+            None,
+        )
+        .await?
+        {
+            return Err(queries::not_found(&row.id).into());
+        }
+        tx.commit().await.map_err(AppError::from)?;
+        self.changed(&row.id, None);
+        Ok(Response::new(pb::UpdateSubscriptionResponse {
+            subscription: Some(self.reply(&row.id).await?),
+        }))
+    }
+
+    async fn restart_subscription(
+        &self,
+        request: Request<pb::RestartSubscriptionRequest>,
+    ) -> Result<Response<pb::RestartSubscriptionResponse>, Status> {
+        let caller = self.auth.caller(&request).await?;
+        let row = self.visible(&caller, &request.get_ref().id).await?;
+        if row.desired != "RUNNING" {
+            return Err(AppError::FailedPrecondition(
+                "a suspended subscription cannot be restarted; resume it first".into(),
+            )
+            .into());
+        }
+        let mut tx = self.subs.db().begin().await?;
+        queries::change(&mut tx, &row.id, None, None, Some(now_ms())).await?;
+        tx.commit().await.map_err(AppError::from)?;
+        self.changed(&row.id, None);
+        Ok(Response::new(pb::RestartSubscriptionResponse {
+            subscription: Some(self.reply(&row.id).await?),
+        }))
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<pb::DeleteSubscriptionRequest>,
+    ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
+        let caller = self.auth.caller(&request).await?;
+        let row = self.visible(&caller, &request.get_ref().id).await?;
+        let mut tx = self.subs.db().begin().await?;
+        queries::change(&mut tx, &row.id, None, Some(("DELETED", "")), None).await?;
+        queries::record_status(
+            &mut tx,
+            &row.id,
+            "DELETING",
+            "deletion asked for",
+            row.ever_ran,
+            &row.workers,
+            row.applied_generation,
+        )
+        .await?;
+        tx.commit().await.map_err(AppError::from)?;
+        tracing::info!(subscription = %row.id, name = %row.name, by = %caller.id, "subscription deletion asked for");
+        self.changed(
+            &row.id,
+            Some(pb::SubscriptionEvent {
+                status: pb::SubscriptionStatus::Deleting as i32,
+                reason: "deletion asked for".into(),
+                at: Some(timestamp(now_ms())),
+            }),
+        );
+        Ok(Response::new(pb::DeleteSubscriptionResponse {
+            subscription: Some(self.reply(&row.id).await?),
+        }))
+    }
+
+    type WatchSubscriptionsStream = WatchStream;
+
+    async fn watch_subscriptions(
+        &self,
+        request: Request<pb::WatchSubscriptionsRequest>,
+    ) -> Result<Response<Self::WatchSubscriptionsStream>, Status> {
+        let caller = self.auth.caller(&request).await?;
+        let r = request.get_ref().clone();
+        if r.all && !is_admin(&caller) {
+            return Err(
+                AppError::PermissionDenied("all requires ROLE_ADMINISTRATOR".into()).into(),
+            );
+        }
+        if !r.id.is_empty() {
+            self.visible(&caller, &r.id).await?;
+        }
+        let credentials = request.metadata().clone();
+        let auth = self.auth.clone();
+        let subs = self.subs.clone();
+        let mut changes = subs.changes();
+        let owner = if r.all { None } else { Some(caller.id.clone()) };
+        let only = (!r.id.is_empty()).then(|| r.id.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let event = |kind: pb::SubscriptionEventType,
+                         s: pb::Subscription,
+                         e: Option<pb::SubscriptionEvent>| {
+                pb::WatchSubscriptionsResponse {
+                    r#type: kind as i32,
+                    subscription: Some(s),
+                    event: e,
+                }
+            };
+            let keep = |row: &SubscriptionRow| {
+                owner.as_ref().is_none_or(|o| &row.user_id == o)
+                    && only.as_ref().is_none_or(|i| &row.id == i)
+            };
+            'snapshot: loop {
+                let filter = Filter {
+                    user_id: owner.clone().unwrap_or_default(),
+                    ..Filter::default()
+                };
+                let mut page = Page {
+                    offset: 0,
+                    limit: 200,
+                };
+                loop {
+                    let rows = match queries::list(subs.db(), &filter, page).await {
+                        Ok((rows, _)) => rows,
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::from(e))).await;
+                            return;
+                        }
+                    };
+                    let n = rows.len() as i64;
+                    let rows: Vec<SubscriptionRow> = rows.into_iter().filter(|r| keep(r)).collect();
+                    let Ok(list) = subs.to_pb_many(&rows).await else {
+                        return;
+                    };
+                    for s in list {
+                        if tx
+                            .send(Ok(event(pb::SubscriptionEventType::Snapshot, s, None)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    if n < page.limit {
+                        break;
+                    }
+                    page.offset += n;
+                }
+                if tx
+                    .send(Ok(event(
+                        pb::SubscriptionEventType::SnapshotEnd,
+                        pb::Subscription::default(),
+                        None,
+                    )))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let mut recheck = tokio::time::interval(CALLER_RECHECK);
+                recheck.tick().await;
+                loop {
+                    let item = tokio::select! {
+                        item = changes.recv() => item,
+                        () = tx.closed() => return,
+                        _ = recheck.tick() => {
+                            let mut probe = Request::new(());
+                            *probe.metadata_mut() = credentials.clone();
+                            if let Err(e) = auth.caller(&probe).await {
+                                let _ = tx.send(Err(Status::from(e))).await;
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    let msg = match item {
+                        Ok(Change::Upserted(id, e)) => {
+                            let Ok(Some(row)) = queries::get(subs.db(), &id).await else {
+                                continue;
+                            };
+                            if !keep(&row) {
+                                continue;
+                            }
+                            let Ok(s) = subs.to_pb(&row).await else {
+                                continue;
+                            };
+                            event(pb::SubscriptionEventType::Upserted, s, e)
+                        }
+                        Ok(Change::Deleted(id, user)) => {
+                            if owner.as_ref().is_some_and(|o| o != &user)
+                                || only.as_ref().is_some_and(|i| i != &id)
+                            {
+                                continue;
+                            }
+                            event(
+                                pb::SubscriptionEventType::Deleted,
+                                pb::Subscription {
+                                    id,
+                                    ..Default::default()
+                                },
+                                None,
+                            )
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            continue 'snapshot;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type StreamSubscriptionLogsStream = LogStream;
+
+    async fn stream_subscription_logs(
+        &self,
+        request: Request<pb::StreamSubscriptionLogsRequest>,
+    ) -> Result<Response<Self::StreamSubscriptionLogsStream>, Status> {
+        let caller = self.auth.caller(&request).await?;
+        let r = request.into_inner();
+        let row = self.visible(&caller, &r.id).await?;
+        let mut v = Violations::new();
+        if !(0..=10_000).contains(&r.tail_lines) {
+            v.add("tail_lines", "must be between 0 and 10000");
+        }
+        if r.since_seconds < 0 {
+            v.add("since_seconds", "must be 0 or more");
+        }
+        v.finish()?;
+        let template = pb::ServiceTemplate::decode(row.template.as_slice()).unwrap_or_default();
+        let component = if r.component.is_empty() {
+            template
+                .components
+                .iter()
+                .find(|c| !c.expose_port.is_empty())
+                .or(template.components.first())
+                .map(|c| c.name.clone())
+                .unwrap_or_default()
+        } else if template.components.iter().any(|c| c.name == r.component) {
+            r.component.clone()
+        } else {
+            return Err(AppError::invalid(
+                "component",
+                format!("{:?} is not a component of this subscription", r.component),
+            )
+            .into());
+        };
+        let mut pods = self.subs.pods_of(&row.id);
+        pods.retain(|p| p.component == component && !p.node.is_empty() && p.phase != "Pending");
+        pods.sort_by_key(|p| (!p.ready, p.terminating));
+        let pod = pods.into_iter().next().ok_or_else(|| {
+            AppError::FailedPrecondition(format!("no pod of component {component} is running"))
+        })?;
+        let client = self.subs.link().kube_client().ok_or_else(|| {
+            AppError::FailedPrecondition("no Kubernetes cluster is linked".into())
+        })?;
+        let api: Api<Pod> = Api::namespaced(client, &pod.namespace);
+        let params = LogParams {
+            container: Some(component.clone()),
+            follow: r.follow,
+            tail_lines: Some(if r.tail_lines == 0 {
+                100
+            } else {
+                i64::from(r.tail_lines)
+            }),
+            since_seconds: (r.since_seconds > 0).then_some(r.since_seconds),
+            ..LogParams::default()
+        };
+        let reader = api
+            .log_stream(&pod.name, &params)
+            .await
+            .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("open pod log")))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let pod_name = pod.name.clone();
+        tokio::spawn(async move {
+            let mut lines = Box::pin(reader.lines());
+            let mut batch = Vec::new();
+            loop {
+                let next = if batch.is_empty() {
+                    tokio::select! {
+                        l = lines.next() => l.transpose(),
+                        () = tx.closed() => return,
+                    }
+                } else {
+                    // Send what is there when no more comes within 50 ms.
+                    match tokio::time::timeout(Duration::from_millis(50), lines.next()).await {
+                        Ok(l) => l.transpose(),
+                        Err(_) => {
+                            let msg = pb::StreamSubscriptionLogsResponse {
+                                pod: pod_name.clone(),
+                                lines: std::mem::take(&mut batch),
+                            };
+                            if tx.send(Ok(msg)).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
+                };
+                match next {
+                    Ok(Some(mut line)) => {
+                        if line.len() > MAX_LOG_LINE {
+                            let mut cut = MAX_LOG_LINE;
+                            while !line.is_char_boundary(cut) {
+                                cut -= 1;
+                            }
+                            line.truncate(cut);
+                        }
+                        batch.push(line);
+                        if batch.len() >= LOG_BATCH {
+                            let msg = pb::StreamSubscriptionLogsResponse {
+                                pod: pod_name.clone(),
+                                lines: std::mem::take(&mut batch),
+                            };
+                            if tx.send(Ok(msg)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        if !batch.is_empty() {
+                            let _ = tx
+                                .send(Ok(pb::StreamSubscriptionLogsResponse {
+                                    pod: pod_name.clone(),
+                                    lines: batch,
+                                }))
+                                .await;
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn suspend_subscription(
+        &self,
+        request: Request<pb::SuspendSubscriptionRequest>,
+    ) -> Result<Response<pb::SuspendSubscriptionResponse>, Status> {
+        let admin = self.auth.admin(&request).await?;
+        let r = request.into_inner();
+        if r.reason.chars().count() > 500 {
+            return Err(AppError::invalid("reason", "must be at most 500 characters").into());
+        }
+        let row = self.visible(&admin, &r.id).await?;
+        if row.desired == "RUNNING" {
+            let mut tx = self.subs.db().begin().await?;
+            queries::change(&mut tx, &row.id, None, Some(("SUSPENDED", "ADMIN")), None).await?;
+            tx.commit().await.map_err(AppError::from)?;
+            let reason = if r.reason.trim().is_empty() {
+                "suspended by an administrator".to_owned()
+            } else {
+                format!("suspended by an administrator: {}", r.reason.trim())
+            };
+            self.set_status(&row.id, pb::SubscriptionStatus::Suspended, &reason)
+                .await?;
+            tracing::info!(subscription = %row.id, by = %admin.id, "subscription suspended");
+        }
+        Ok(Response::new(pb::SuspendSubscriptionResponse {
+            subscription: Some(self.reply(&row.id).await?),
+        }))
+    }
+
+    async fn resume_subscription(
+        &self,
+        request: Request<pb::ResumeSubscriptionRequest>,
+    ) -> Result<Response<pb::ResumeSubscriptionResponse>, Status> {
+        let admin = self.auth.admin(&request).await?;
+        let row = self.visible(&admin, &request.get_ref().id).await?;
+        if row.desired == "SUSPENDED" {
+            let owner_active = queries::owner_active(self.subs.db(), &row.user_id).await?;
+            match owner_active {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(AppError::FailedPrecondition(
+                        "its owner is deactivated: activate the account first".into(),
+                    )
+                    .into());
+                }
+                None => {
+                    return Err(AppError::FailedPrecondition(
+                        "its owner's account was deleted".into(),
+                    )
+                    .into());
+                }
+            }
+            let mut tx = self.subs.db().begin().await?;
+            queries::change(&mut tx, &row.id, None, Some(("RUNNING", "")), None).await?;
+            tx.commit().await.map_err(AppError::from)?;
+            self.set_status(&row.id, pb::SubscriptionStatus::Provisioning, "resumed")
+                .await?;
+            tracing::info!(subscription = %row.id, by = %admin.id, "subscription resumed");
+        }
+        Ok(Response::new(pb::ResumeSubscriptionResponse {
+            subscription: Some(self.reply(&row.id).await?),
+        }))
+    }
+
+    async fn get_subscription_stats(
+        &self,
+        request: Request<pb::GetSubscriptionStatsRequest>,
+    ) -> Result<Response<pb::GetSubscriptionStatsResponse>, Status> {
+        self.auth.admin(&request).await?;
+        let (by_status, by_service) = queries::stats(self.subs.db()).await?;
+        use pb::SubscriptionStatus as S;
+        let statuses = [
+            S::Pending,
+            S::Provisioning,
+            S::Running,
+            S::Degraded,
+            S::Suspended,
+            S::Deleting,
+            S::Failed,
+        ];
+        let count = |s: S| {
+            by_status
+                .iter()
+                .find(|(n, _)| n == status_to_db(s))
+                .map_or(0, |(_, c)| *c)
+        };
+        Ok(Response::new(pb::GetSubscriptionStatsResponse {
+            total: by_status.iter().map(|(_, c)| c).sum(),
+            by_status: statuses
+                .iter()
+                .map(|s| pb::SubscriptionStatusCount {
+                    status: *s as i32,
+                    count: count(*s),
+                })
+                .collect(),
+            monthly_revenue_cents: by_service.iter().map(|s| s.3).sum(),
+            by_service: by_service
+                .into_iter()
+                .map(|(id, name, count, revenue)| pb::SubscriptionServiceCount {
+                    service_id: id,
+                    service_name: name,
+                    count,
+                    monthly_revenue_cents: revenue,
+                })
+                .collect(),
+        }))
+    }
+}
