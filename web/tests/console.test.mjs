@@ -2437,6 +2437,9 @@ describe('subscriptions', () => {
     const { service } = await grpcurl(f.cp, 'minispod.v1.CatalogService/GetService', { slug: SERVICE.slug });
     if (!service.template?.components?.length) {
       await grpcurl(f.cp, 'minispod.v1.CatalogService/UpdateService', { id: service.id, template: TEST_TEMPLATE }, accessToken);
+      const again = await grpcurl(f.cp, 'minispod.v1.CatalogService/GetService', { slug: SERVICE.slug });
+      // (A catalog that neither seeds templates nor keeps one given leaves nothing to subscribe to.)
+      assert.ok(again.service.template?.components?.length, `the catalog did not keep the template given to ${SERVICE.slug} (UpdateService.template)`);
       templateInstalled = true;
       note(`the seeded ${SERVICE.slug} has no template: the test gave it one`);
     }
@@ -2505,7 +2508,7 @@ describe('subscriptions', () => {
       // A name the browser refuses: no call is made, the field says why.
       let calls = 0;
       page.on('request', (r) => {
-        if (r.url().endsWith('/SubscriptionService/CreateSubscription')) calls++;
+        if (r.url().endsWith('/minispod.v1.SubscriptionService/CreateSubscription')) calls++;
       });
       await subscribe(page, 'My Blog', {});
       const nameField = form.getByLabel('Name', { exact: true });
@@ -2719,7 +2722,7 @@ describe('subscriptions', () => {
       const page = await f.page();
       await signIn(page, f.cp.url, customerA);
       await open(page, `${f.cp.url}/my-services`);
-      await subRow(page, 'notes').getByRole('link', { name: 'notes' }).click();
+      await subRow(page, 'notes').getByRole('link', { name: 'notes', exact: true }).click();
       await h1(page, 'notes').waitFor();
       await page.getByRole('main').getByRole('button', { name: 'Delete', exact: true }).click();
       const dialog = page.getByRole('dialog', { name: 'Delete notes?' });
