@@ -3,6 +3,7 @@
 import type { ComponentChildren, JSX } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { problem, type Problem } from "./api";
+import type { LinkState } from "./live";
 
 let nextId = 0;
 function useId(prefix: string): string {
@@ -154,7 +155,7 @@ export function useLoad<T>(load: (signal: AbortSignal) => Promise<T>, deps: unkn
 }
 
 /** A modal confirmation (native <dialog>: focus trap and Escape for free). */
-export function Confirm({ open, title, children, confirmLabel, onConfirm, onCancel, danger }: { open: boolean; title: string; children: ComponentChildren; confirmLabel: string; onConfirm: () => void; onCancel: () => void; danger?: boolean }) {
+export function Confirm({ open, title, children, confirmLabel, onConfirm, onCancel, danger, confirmDisabled }: { open: boolean; title: string; children: ComponentChildren; confirmLabel: string; onConfirm: () => void; onCancel: () => void; danger?: boolean; confirmDisabled?: boolean }) {
   const ref = useRef<HTMLDialogElement>(null);
   const id = useId("d");
   useEffect(() => {
@@ -171,7 +172,7 @@ export function Confirm({ open, title, children, confirmLabel, onConfirm, onCanc
         <button type="button" onClick={onCancel}>
           Cancel
         </button>
-        <button type="button" class={danger ? "danger" : "primary"} onClick={onConfirm}>
+        <button type="button" class={danger ? "danger" : "primary"} onClick={onConfirm} disabled={confirmDisabled}>
           {confirmLabel}
         </button>
       </div>
@@ -210,5 +211,17 @@ export function Stat({ label, value, sub }: { label: string; value: string | num
       <div class="stat-value">{String(value)}</div>
       {sub && <div class="stat-sub">{sub}</div>}
     </div>
+  );
+}
+
+/** A live stream's state: "Live", "Connecting…", or when it retries. */
+export function LiveBadge({ state: s }: { state: LinkState }) {
+  const now = useNow();
+  const text =
+    s.kind === "live" ? "Live" : s.kind === "connecting" ? "Connecting…" : s.retryAt ? `Reconnecting… (attempt ${s.attempt}, next try in ${Math.max(0, Math.ceil((s.retryAt - now) / 1000))} s)` : `Disconnected: ${s.reason}`;
+  return (
+    <span class={`badge link-${s.kind}`} role="status" aria-live="polite">
+      {text}
+    </span>
   );
 }

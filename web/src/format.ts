@@ -1,5 +1,6 @@
 // Formatting of the API's values for people.
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { SubscriptionStatus } from "./gen/minispod/v1/subscriptions_pb";
 import { WorkerStatus } from "./gen/minispod/v1/workers_pb";
 
 export function timestampMs(t: Timestamp | undefined): number | undefined {
@@ -64,4 +65,20 @@ export const statusName: Record<WorkerStatus, string> = {
 export function statusFromName(name: string | null): WorkerStatus | undefined {
   const entry = Object.entries(statusName).find(([, v]) => v === name);
   return entry ? (Number(entry[0]) as WorkerStatus) : undefined;
+}
+
+export const subscriptionStatusName: Record<SubscriptionStatus, string> = {
+  [SubscriptionStatus.UNSPECIFIED]: "UNKNOWN",
+  [SubscriptionStatus.PENDING]: "PENDING",
+  [SubscriptionStatus.PROVISIONING]: "PROVISIONING",
+  [SubscriptionStatus.RUNNING]: "RUNNING",
+  [SubscriptionStatus.DEGRADED]: "DEGRADED",
+  [SubscriptionStatus.SUSPENDED]: "SUSPENDED",
+  [SubscriptionStatus.DELETING]: "DELETING",
+  [SubscriptionStatus.FAILED]: "FAILED",
+};
+
+export function subscriptionStatusFromName(name: string | null): SubscriptionStatus | undefined {
+  const entry = Object.entries(subscriptionStatusName).find(([, v]) => v === name && v !== "UNKNOWN");
+  return entry ? (Number(entry[0]) as SubscriptionStatus) : undefined;
 }

@@ -10,6 +10,8 @@ import { EnrollmentPage } from "./pages/enrollment";
 import { FleetPage } from "./pages/fleet";
 import { ProfilePage } from "./pages/profile";
 import { RegisterPage, SignInPage } from "./pages/signin";
+import { SubscriptionPage } from "./pages/subscription";
+import { MyServicesPage, SubscriptionsAdminPage } from "./pages/subscriptions";
 import { UsersPage } from "./pages/users";
 import { WorkerPage } from "./pages/worker";
 
@@ -49,6 +51,9 @@ function route(path: string): Route | undefined {
   if (a === "catalog" && b === "new" && parts.length === 2) return { page: () => <ServiceEditPage />, admin: true, nav: "/catalog" };
   if (a === "catalog" && parts.length === 2) return { page: () => <ServiceDetailPage slug={b} />, admin: false, nav: "/catalog" };
   if (a === "catalog" && c === "edit" && parts.length === 3) return { page: () => <ServiceEditPage slug={b} />, admin: true, nav: "/catalog" };
+  if (a === "my-services" && parts.length === 1) return { page: () => <MyServicesPage />, admin: false, nav: "/my-services" };
+  if (a === "subscriptions" && parts.length === 1) return { page: () => <SubscriptionsAdminPage />, admin: true, nav: "/subscriptions" };
+  if (a === "subscriptions" && parts.length === 2) return { page: () => <SubscriptionPage id={b} />, admin: false, nav: session.isAdmin ? "/subscriptions" : "/my-services" };
   if (a === "profile" && parts.length === 1) return { page: () => <ProfilePage />, admin: false, nav: "/profile" };
   return undefined;
 }
@@ -59,10 +64,13 @@ const adminNav: [string, string][] = [
   ["/enrollment", "Enrollment"],
   ["/users", "Users"],
   ["/catalog", "Catalog"],
+  ["/subscriptions", "Subscriptions"],
+  ["/my-services", "My services"],
   ["/profile", "Profile"],
 ];
 const customerNav: [string, string][] = [
   ["/catalog", "Catalog"],
+  ["/my-services", "My services"],
   ["/profile", "Profile"],
 ];
 
@@ -141,7 +149,7 @@ function App() {
     return (
       <Shell>
         <h1>Not available</h1>
-        <p>This page is for administrators. Your account can use the catalog and your profile.</p>
+        <p>This page is for administrators. Your account can use the catalog, your services and your profile.</p>
         <p>
           <a href="/catalog">Browse the catalog</a>
         </p>

@@ -8,6 +8,7 @@ import { money } from "../format";
 import type { Service } from "../gen/minispod/v1/catalog_pb";
 import { navigate, setQuery, useLocation } from "../router";
 import { session } from "../session";
+import { SubscribeForm } from "./subscriptions";
 
 function Icon({ s }: { s: Service }) {
   // Icons are not fetched from other sites (the console's CSP allows only
@@ -209,6 +210,7 @@ export function ServiceDetailPage({ slug }: { slug: string }) {
           </dl>
         </section>
       </div>
+      {s.template && s.active && <SubscribeForm key={s.id} service={s} />}
       <Confirm open={confirm} title={`Delete ${s.name}?`} confirmLabel="Delete" danger onCancel={() => setConfirm(false)} onConfirm={() => {
         setConfirm(false);
         void del.act();

@@ -1,9 +1,10 @@
-// The administrators' start page: users, catalog and fleet figures, the
-// fleet counts live from the shared WatchWorkers stream.
+// The administrators' start page: users, catalog, subscriptions and fleet
+// figures, the fleet counts live from the shared WatchWorkers stream.
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { catalog, users, workers } from "../api";
-import { ErrorBanner, PageTitle, Stat, useLoad, useNow } from "../components";
+import { catalog, subscriptions, users, workers, type Problem } from "../api";
+import { ErrorBanner, LiveBadge, PageTitle, Stat, useLoad } from "../components";
 import { bytes, money, statusName } from "../format";
+import { SubscriptionStatus, type GetSubscriptionStatsResponse } from "../gen/minispod/v1/subscriptions_pb";
 import { ClusterLinkState, WorkerStatus } from "../gen/minispod/v1/workers_pb";
 import { fleet } from "../live";
 
@@ -18,16 +19,7 @@ export function useFleet() {
 }
 
 export function LinkBadge() {
-  const f = useFleet();
-  const s = f.state;
-  const now = useNow();
-  const text =
-    s.kind === "live" ? "Live" : s.kind === "connecting" ? "Connecting…" : s.retryAt ? `Reconnecting… (attempt ${s.attempt}, next try in ${Math.max(0, Math.ceil((s.retryAt - now) / 1000))} s)` : `Disconnected: ${s.reason}`;
-  return (
-    <span class={`badge link-${s.kind}`} role="status" aria-live="polite">
-      {text}
-    </span>
-  );
+  return <LiveBadge state={useFleet().state} />;
 }
 
 const clusterName: Record<ClusterLinkState, string> = {
@@ -47,6 +39,8 @@ export function DashboardPage() {
     },
     [],
   );
+  // Apart from the others, so that its failure leaves the rest standing.
+  const subs = useLoad(() => subscriptions.getSubscriptionStats({}), []);
   const live = useMemo(() => {
     const counts = new Map<WorkerStatus, number>();
     let online = 0;
@@ -91,6 +85,7 @@ export function DashboardPage() {
           </div>
         )}
       </section>
+      <SubscriptionsTile stats={subs.data} problem={subs.problem} />
       {d && (
         <section aria-labelledby="users-h">
           <h2 id="users-h">
@@ -118,5 +113,27 @@ export function DashboardPage() {
         </section>
       )}
     </>
+  );
+}
+
+function SubscriptionsTile({ stats, problem }: { stats: GetSubscriptionStatsResponse | undefined; problem: Problem | undefined }) {
+  if (!stats && !problem) return null;
+  const count = (st: SubscriptionStatus) => stats?.byStatus.find((c) => c.status === st)?.count ?? 0n;
+  return (
+    <section aria-labelledby="subs-h">
+      <h2 id="subs-h">
+        <a href="/subscriptions">Subscriptions</a>
+      </h2>
+      <ErrorBanner problem={problem} />
+      {stats && (
+        <div class="stats">
+          <Stat label="Subscriptions" value={stats.total} />
+          <Stat label="Running" value={count(SubscriptionStatus.RUNNING)} />
+          <Stat label="Degraded or failed" value={count(SubscriptionStatus.DEGRADED) + count(SubscriptionStatus.FAILED)} />
+          <Stat label="Suspended" value={count(SubscriptionStatus.SUSPENDED)} />
+          <Stat label="Monthly revenue" value={money(stats.monthlyRevenueCents)} sub="suspended ones not counted" />
+        </div>
+      )}
+    </section>
   );
 }
