@@ -791,9 +791,17 @@ async fn an_agent_of_the_daemonset_names_its_node_and_the_control_plane_labels_i
     let token = admin.token(1, "").await.token;
     let agent = enroll(&app, &token, "m-daemonset").await.unwrap();
     let id = agent.enrolled.worker_id.clone();
-    let _stream = connect_as(mtls(&app, &agent).await, "m-daemonset", &name)
+    let mut stream = connect_as(mtls(&app, &agent).await, "m-daemonset", &name)
         .await
         .unwrap();
+    // Heartbeats while the test waits: on a loaded machine the waits below
+    // can outlast the silence deadline of a stream that says nothing.
+    let beating = tokio::spawn(async move {
+        loop {
+            stream.beat(true).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
     let nodes: Api<Node> = Api::all(cluster.client().await);
     let n = node_until(
         &nodes,
@@ -811,6 +819,7 @@ async fn an_agent_of_the_daemonset_names_its_node_and_the_control_plane_labels_i
     })
     .await;
     assert_eq!(w.node.unwrap().name, name);
+    beating.abort();
 }
 
 #[tokio::test]
