@@ -374,13 +374,16 @@ pub async fn delete(tx: &mut Tx, id: &str) -> AppResult<bool> {
 }
 
 /// Takes or renews the reconciler's lease on `id` for `ttl_ms`; false when
-/// another replica holds it.
+/// another live replica holds it. A replica that left (clean shutdown) or
+/// whose replica lease ran out holds nothing, so a restarted control plane
+/// picks its subscriptions up at once.
 pub async fn lease(db: &Db, id: &str, owner: &str, ttl_ms: i64) -> AppResult<bool> {
     let now = now_ms();
     let mut tx = db.begin().await?;
     let done = with_conn!(&mut tx, |c| sqlx::query(
         "UPDATE subscriptions SET lease_owner = $2, lease_until = $3
-         WHERE id = $1 AND (lease_owner = $2 OR lease_owner = '' OR lease_until < $4)"
+         WHERE id = $1 AND (lease_owner = $2 OR lease_owner = '' OR lease_until < $4
+            OR lease_owner NOT IN (SELECT id FROM replicas WHERE lease_expires_at >= $4))"
     )
     .bind(id)
     .bind(owner)
@@ -391,20 +394,6 @@ pub async fn lease(db: &Db, id: &str, owner: &str, ttl_ms: i64) -> AppResult<boo
     .map(|r| r.rows_affected()))?;
     tx.commit_no_listing_change().await?;
     Ok(done == 1)
-}
-
-/// Forgets every lease: on SQLite only one control plane uses the store,
-/// so leases left by the previous process mean nothing.
-pub async fn clear_leases(db: &Db) -> AppResult<()> {
-    let mut tx = db.begin().await?;
-    with_conn!(&mut tx, |c| sqlx::query(
-        "UPDATE subscriptions SET lease_owner = '', lease_until = 0 WHERE lease_owner <> ''"
-    )
-    .execute(c)
-    .await
-    .map(|_| ()))?;
-    tx.commit_no_listing_change().await?;
-    Ok(())
 }
 
 /// Suspends the running subscriptions of `user_id` because of its owner

@@ -167,11 +167,6 @@ impl Subscriptions {
     }
 
     async fn reconcile_loop(self) {
-        if self.db().backend() == crate::store::Backend::Sqlite
-            && let Err(e) = queries::clear_leases(self.db()).await
-        {
-            tracing::warn!(error = %e, "subscriptions: clearing old leases failed");
-        }
         let mut applied: HashMap<String, (i64, Instant)> = HashMap::new();
         let mut next_resync = Instant::now();
         loop {
