@@ -10,6 +10,7 @@
 pub mod cookie;
 pub mod password;
 pub mod queries;
+pub mod recovery;
 pub mod service;
 pub mod tokens;
 
@@ -24,7 +25,8 @@ use self::{
 };
 use crate::{
     error::{AppError, AppResult},
-    rate_limit::{Cidr, LoginLimiter, client_address},
+    mail::Mail,
+    rate_limit::{Cidr, LoginLimiter, RateLimiter, client_address},
     store::{Db, Tx, new_id, now_ms, timestamp},
     users::queries::{self as users_db, UserRow},
 };
@@ -48,6 +50,10 @@ pub struct AuthState {
     pub trusted_proxies: Arc<[Cidr]>,
     /// Whether anyone may Register (`--close-registration` turns it off).
     pub registration_open: bool,
+    /// Mail: the outbox, SMTP and the account links.
+    pub mail: Mail,
+    /// Mails asked for per email address (password reset, new links).
+    pub mail_limiter: Arc<RateLimiter>,
 }
 
 impl AuthState {

@@ -153,6 +153,10 @@ pub struct FleetGauges {
     /// The cluster link's state name (e.g. "CONNECTED") and its (nodes,
     /// nodes that belong to a worker); None when no cluster is linked.
     pub cluster: Option<(&'static str, i64, i64)>,
+    /// Outbox messages waiting and given up, from the store.
+    pub outbox: (i64, i64),
+    /// This process's deliveries: sent, failed attempts, given up.
+    pub deliveries: (u64, u64, u64),
 }
 
 impl Metrics {
@@ -221,6 +225,29 @@ impl Metrics {
                 "# HELP minispod_cluster_nodes Kubernetes nodes the link sees, and how many belong to a worker.\n# TYPE minispod_cluster_nodes gauge\nminispod_cluster_nodes {nodes}\nminispod_cluster_nodes_linked {linked}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP minispod_outbox_messages Mails and webhooks in the outbox that wait to be sent, and that were given up.\n# TYPE minispod_outbox_messages gauge\nminispod_outbox_messages{{status=\"pending\"}} {}\nminispod_outbox_messages{{status=\"failed\"}} {}",
+            fleet.outbox.0, fleet.outbox.1
+        );
+        counter(
+            &mut out,
+            "minispod_outbox_delivered_total",
+            "Mails and webhooks this process delivered.",
+            fleet.deliveries.0,
+        );
+        counter(
+            &mut out,
+            "minispod_outbox_attempt_failures_total",
+            "Delivery attempts of this process that failed (retried or given up).",
+            fleet.deliveries.1,
+        );
+        counter(
+            &mut out,
+            "minispod_outbox_given_up_total",
+            "Messages this process gave up on (FAILED).",
+            fleet.deliveries.2,
+        );
         counter(
             &mut out,
             "minispod_heartbeats_received_total",
@@ -310,6 +337,7 @@ mod tests {
             workers: vec![],
             streams_open: 0,
             cluster: None,
+            ..Default::default()
         });
         assert!(!text.contains("minispod_fake"), "{text}");
         assert!(
@@ -336,7 +364,12 @@ mod tests {
             workers: vec![("ACTIVE".into(), true, 3)],
             streams_open: 3,
             cluster: None,
+            outbox: (4, 1),
+            deliveries: (7, 2, 1),
         });
+        assert!(text.contains("minispod_outbox_messages{status=\"pending\"} 4"));
+        assert!(text.contains("minispod_outbox_messages{status=\"failed\"} 1"));
+        assert!(text.contains("minispod_outbox_delivered_total 7"));
         assert!(text.contains(
             "minispod_rpc_requests_total{method=\"/minispod.v1.AuthService/Login\",code=\"OK\"} 1"
         ));

@@ -34,9 +34,10 @@ use crate::{
     cluster::{ClusterLink, LinkSettings},
     config::ServeArgs,
     console::ConsoleLayer,
+    mail::{Mail, MailSettings, RetryPolicy, smtp::SmtpUrl},
     metrics::{FleetGauges, Metrics},
     pki::Pki,
-    rate_limit::{LoginLimiter, LoginLimits},
+    rate_limit::{LoginLimiter, LoginLimits, RateLimiter},
     store::{Db, StoreOptions, now_ms},
     subscriptions::{
         SubscriptionSettings, Subscriptions, render::RenderSettings, service::SubscriptionApi,
@@ -89,6 +90,45 @@ const MAX_LOCAL_ERROR_RESETS: usize = 256;
 /// Largest header block a call may send.
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
+/// The mail settings of `args`; links point at `--public-url`, or at
+/// this server (`bound`) by the name its certificate covers.
+fn mail_settings(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<MailSettings> {
+    let smtp_url = args
+        .smtp_url
+        .as_ref()
+        .filter(|u| !u.is_empty())
+        .map(|u| SmtpUrl::parse(u.expose()))
+        .transpose()?;
+    let public_url = match &args.public_url {
+        Some(u) if !u.is_empty() => {
+            anyhow::ensure!(
+                u.starts_with("https://") || u.starts_with("http://"),
+                "--public-url must start with https:// (or http://)"
+            );
+            u.clone()
+        }
+        _ => {
+            let scheme = if args.plaintext { "http" } else { "https" };
+            format!("{scheme}://localhost:{}", bound.port())
+        }
+    };
+    Ok(MailSettings {
+        smtp_url,
+        smtp_ca_file: args.smtp_ca_file.clone(),
+        from: args.mail_from.clone(),
+        public_url,
+        webhook_ca_file: args.webhook_ca_file.clone(),
+        require_verification: args.require_email_verification,
+        reset_ttl: args.password_reset_ttl,
+        verify_ttl: args.email_verification_ttl,
+        retry: RetryPolicy {
+            initial: args.outbox_retry_initial,
+            max: args.outbox_retry_max,
+            max_attempts: args.outbox_max_attempts,
+        },
+    })
+}
+
 /// A built server, bound to its port, not yet serving.
 pub struct Application {
     listener: TcpListener,
@@ -138,6 +178,10 @@ impl Application {
             args.max_concurrent_hashes.unwrap_or(cpus),
             args.max_queued_hashes,
         )?;
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listen on {}", args.listen))?;
+        let mail = Mail::new(&mail_settings(&args, listener.local_addr()?)?)?;
         let auth = AuthState {
             db: db.clone(),
             tokens: Arc::new(AccessTokens::new(&secret, args.access_token_ttl)),
@@ -155,6 +199,14 @@ impl Application {
             )),
             trusted_proxies: args.transport.trusted_proxies.clone().into(),
             registration_open: !args.close_registration,
+            mail,
+            // Three mails per address at once, then one every ten minutes.
+            mail_limiter: Arc::new(RateLimiter::for_store(
+                &db,
+                "mail_address",
+                3,
+                Duration::from_secs(600),
+            )),
         };
         bootstrap_admin(&auth, &args).await?;
         let seeded = seed::seed_once(&auth.db).await?;
@@ -202,9 +254,6 @@ impl Application {
         } else {
             Some(Arc::new(tls_config(&pki)?))
         };
-        let listener = TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("listen on {}", args.listen))?;
         let metrics_listener = match args.metrics_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -322,17 +371,35 @@ impl Application {
             .context("build reflection v1alpha")?;
 
         let cleanup = tokio::spawn(expire_refresh_tokens(auth.db.clone()));
+        let mail_worker = auth
+            .mail
+            .spawn(auth.db.clone(), hub.replica_id().to_owned());
         let database_watch = tokio::spawn(report_database_health(auth.db.clone(), health.clone()));
         let metrics_server = metrics_listener.map(|l| {
-            let (db, hub, metrics) = (auth.db.clone(), hub.clone(), metrics.clone());
+            let (db, hub, metrics, mail) = (
+                auth.db.clone(),
+                hub.clone(),
+                metrics.clone(),
+                auth.mail.clone(),
+            );
             let render: minispod_support::Render = Arc::new(move || {
-                let (db, hub, metrics) = (db.clone(), hub.clone(), metrics.clone());
+                let (db, hub, metrics, mail) =
+                    (db.clone(), hub.clone(), metrics.clone(), mail.clone());
                 Box::pin(async move {
                     let workers = workers_db::counts_by_status(&db).await.unwrap_or_default();
+                    let outbox = crate::mail::outbox::counts(db.read())
+                        .await
+                        .unwrap_or_default();
+                    let c = mail.counters();
+                    let load = |n: &std::sync::atomic::AtomicU64| {
+                        n.load(std::sync::atomic::Ordering::Relaxed)
+                    };
                     metrics.render(&FleetGauges {
                         workers,
                         streams_open: hub.online_count(),
                         cluster: hub.cluster().and_then(ClusterLink::gauges),
+                        outbox,
+                        deliveries: (load(&c.sent), load(&c.attempt_failures), load(&c.given_up)),
                     })
                 })
             });
@@ -496,6 +563,7 @@ impl Application {
             t.abort();
         }
         cleanup.abort();
+        mail_worker.abort();
         purge.abort();
         database_watch.abort();
         if let Some(t) = metrics_server {
@@ -781,6 +849,8 @@ async fn bootstrap_admin(auth: &AuthState, args: &ServeArgs) -> anyhow::Result<(
         minispod_proto::v1::Role::Administrator,
     )
     .await?;
+    // The operator chose the address; nobody could verify it by mail yet.
+    let user = users_db::verify_email(&mut tx, &user.id, &user.email).await?;
     if generated {
         // Written before the commit: if it cannot be kept, nobody would
         // know the password, so the account is not created either.

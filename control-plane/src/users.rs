@@ -20,6 +20,8 @@ impl From<&UserRow> for pb::User {
             created_at: Some(timestamp(u.created_at)),
             updated_at: Some(timestamp(u.updated_at)),
             last_login_at: u.last_login_at.map(timestamp),
+            email_verified: u.email_verified_at.is_some(),
+            pending_email: u.pending_email.clone(),
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::{
 /// The gRPC AuthService.
 #[derive(Debug, Clone)]
 pub struct AuthApi {
-    auth: AuthState,
+    pub(crate) auth: AuthState,
 }
 
 impl AuthApi {
@@ -130,8 +130,27 @@ impl AuthApi {
             pb::Role::User,
         )
         .await?;
+        // With mail, the address gets its link; when sign-in needs it, no
+        // session starts until the link is used.
+        let mail = self.auth.mail.clone();
+        if mail.configured() {
+            self.queue_verification(&mut tx, &user, &user.email, false)
+                .await?;
+        }
+        if mail.require_verification() {
+            tx.commit().await?;
+            mail.wake();
+            tracing::info!(user_id = %user.id, "user registered; address to be verified");
+            let body = pb::RegisterResponse {
+                user: Some((&user).into()),
+                verification_required: true,
+                ..Default::default()
+            };
+            return Ok((body, None));
+        }
         let mut tokens = self.auth.start_session(&mut tx, &user, None).await?;
         tx.commit().await?;
+        mail.wake();
         tracing::info!(user_id = %user.id, "user registered");
         let set_cookie = self.auth.deliver(&mut tokens, r.session_cookie);
         let body = pb::RegisterResponse {
@@ -139,6 +158,7 @@ impl AuthApi {
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
             tokens: Some(tokens),
+            verification_required: false,
         };
         Ok((body, set_cookie))
     }
@@ -192,6 +212,8 @@ impl AuthApi {
                 "the account is deactivated".into(),
             ));
         }
+        // Said only to whoever knows the password.
+        super::recovery::check_verified(&user, self.auth.mail.require_verification())?;
         let mut tx = self.auth.db.begin().await?;
         users_db::touch_login(&mut tx, &user.id).await?;
         let mut tokens = self.auth.start_session(&mut tx, &user, None).await?;
@@ -309,14 +331,25 @@ impl AuthApi {
             self.check_own_password(ip, &user, &r.current_password, "current_password")
                 .await?;
         }
+        // With mail, a new address takes effect once its link is used.
+        let mail = self.auth.mail.clone();
+        let (direct_email, pending_email) = match &email {
+            Some(e) if mail.configured() => (None, Some(e.as_str())),
+            Some(e) => (Some(e.as_str()), None),
+            None => (None, None),
+        };
         let changes = UserChanges {
             name: name.as_ref().map(PersonName::as_str),
-            email: email.as_ref().map(Email::as_str),
+            email: direct_email,
             ..Default::default()
         };
         let mut tx = self.auth.db.begin().await?;
-        let user = users_db::update(&mut tx, &user.id, &changes).await?;
+        let mut user = users_db::update(&mut tx, &user.id, &changes).await?;
+        if let Some(new_email) = pending_email {
+            user = self.request_email_change(&mut tx, &user, new_email).await?;
+        }
         tx.commit().await?;
+        mail.wake();
         Ok(pb::UpdateProfileResponse {
             user: Some((&user).into()),
         })
@@ -407,7 +440,7 @@ fn reject_oversized(email: &str, password: &str) -> AppResult<()> {
 
 /// The rate limiter's key for an account: SHA-256 of the address as typed,
 /// trimmed and lowercased.
-fn account_key(email: &str) -> String {
+pub(crate) fn account_key(email: &str) -> String {
     let digest = <sha2::Sha256 as sha2::Digest>::digest(email.trim().to_lowercase().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -488,6 +521,38 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::DeactivateAccountResponse>, Status> {
         Ok(Response::new(
             AuthApi::deactivate_account(self, request).await?,
+        ))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        Ok(Response::new(
+            AuthApi::request_password_reset(self, request).await?,
+        ))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        Ok(Response::new(AuthApi::reset_password(self, request).await?))
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        Ok(Response::new(AuthApi::verify_email(self, request).await?))
+    }
+
+    async fn resend_verification(
+        &self,
+        request: Request<pb::ResendVerificationRequest>,
+    ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
+        Ok(Response::new(
+            AuthApi::resend_verification(self, request).await?,
         ))
     }
 }

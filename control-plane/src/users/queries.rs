@@ -33,6 +33,10 @@ pub struct UserRow {
     pub updated_at: i64,
     /// Unix ms of the last login.
     pub last_login_at: Option<i64>,
+    /// Unix ms when the address was verified; None when not.
+    pub email_verified_at: Option<i64>,
+    /// An address the owner asked to change to, awaiting its link; ''.
+    pub pending_email: String,
 }
 
 impl UserRow {
@@ -47,7 +51,7 @@ impl UserRow {
     }
 }
 
-const COLUMNS: &str = "id, email, name, password_hash, role, active, token_version, created_at, updated_at, last_login_at";
+const COLUMNS: &str = "id, email, name, password_hash, role, active, token_version, created_at, updated_at, last_login_at, email_verified_at, pending_email";
 const EMAIL_TAKEN: &str = "a user with this email already exists";
 
 /// Inserts an account.
@@ -170,6 +174,10 @@ pub struct UserChanges<'a> {
     pub active: Option<bool>,
     /// Kill every access token issued so far.
     pub revoke_access_tokens: bool,
+    /// Some(true): the address is verified (an administrator vouches for
+    /// it); None: a changed email is unverified, an unchanged one stays as
+    /// it was.
+    pub email_verified: Option<bool>,
 }
 
 /// Applies `changes` to the account `id`; NOT_FOUND when there is none.
@@ -182,7 +190,12 @@ pub async fn update(tx: &mut Tx, id: &str, changes: &UserChanges<'_>) -> AppResu
             role = COALESCE($5, role),
             active = COALESCE($6, active),
             token_version = token_version + $7,
-            updated_at = $8
+            updated_at = $8,
+            email_verified_at = CASE
+                WHEN $9 THEN COALESCE(email_verified_at, $8)
+                WHEN $2 IS NOT NULL AND $2 <> email THEN NULL
+                ELSE email_verified_at END,
+            pending_email = CASE WHEN $2 IS NOT NULL AND $2 <> email THEN '' ELSE pending_email END
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
@@ -193,6 +206,7 @@ pub async fn update(tx: &mut Tx, id: &str, changes: &UserChanges<'_>) -> AppResu
     .bind(changes.active)
     .bind(i64::from(changes.revoke_access_tokens))
     .bind(now_ms())
+    .bind(changes.email_verified == Some(true))
     .fetch_optional(c)
     .await)
     .map_err(unique_violation(EMAIL_TAKEN))?
@@ -285,4 +299,45 @@ pub async fn stats(db: &Db, since_ms: i64) -> AppResult<UserStats> {
     .fetch_one(c)
     .await
     })?)
+}
+
+/// Proves `email` for the account `id`: it becomes the login name (an
+/// email change) and is marked verified. ALREADY_EXISTS when another
+/// account took the address meanwhile.
+pub async fn verify_email(tx: &mut Tx, id: &str, email: &str) -> AppResult<UserRow> {
+    with_conn!(&mut *tx, |c| sqlx::query_as(&format!(
+        "UPDATE users SET email = $2, email_verified_at = $3, updated_at = $3,
+            pending_email = CASE WHEN pending_email = $2 THEN '' ELSE pending_email END
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(email)
+    .bind(now_ms())
+    .fetch_optional(c)
+    .await)
+    .map_err(unique_violation(EMAIL_TAKEN))?
+    .ok_or_else(|| AppError::NotFound(format!("no user with id {id:?}")))
+}
+
+/// Records the address the owner asked to change to ('' for none).
+pub async fn set_pending_email(tx: &mut Tx, id: &str, email: &str) -> AppResult<UserRow> {
+    with_conn!(&mut *tx, |c| sqlx::query_as(&format!(
+        "UPDATE users SET pending_email = $2, updated_at = $3 WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(email)
+    .bind(now_ms())
+    .fetch_optional(c)
+    .await)?
+    .ok_or_else(|| AppError::NotFound(format!("no user with id {id:?}")))
+}
+
+/// The account waiting to change to `email`, if any.
+pub async fn by_pending_email(db: &Db, email: &str) -> AppResult<Option<UserRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users WHERE pending_email = $1 ORDER BY updated_at DESC LIMIT 1"
+    ))
+    .bind(email)
+    .fetch_optional(c)
+    .await)?)
 }

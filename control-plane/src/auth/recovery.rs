@@ -1,0 +1,379 @@
+//! What needs mail: password reset, address verification and email
+//! changes, with their single-use tokens.
+//!
+//! A token is 256 random bits in a link's fragment (`#token=...`, so it
+//! reaches neither server logs nor `Referer`); only its SHA-256 is stored.
+//! It is spent once, lives for its TTL, and a newer token of the same
+//! purpose supersedes the older ones. The mail is queued in the transaction
+//! that makes the token: no token without its mail, no mail without its
+//! token. Asking for a reset or a new verification link answers the same
+//! for every address and is rate limited per client address and per email.
+
+use minispod_proto::v1 as pb;
+use tonic::{Code, Request};
+
+use super::{
+    queries as refresh_db,
+    service::AuthApi,
+    tokens::{hash_refresh_token, new_refresh_token},
+};
+use crate::{
+    error::{AppError, AppResult},
+    mail::templates,
+    store::{Tx, new_id, now_ms},
+    users::{
+        fields::{Email, Password},
+        queries::{self as users_db, UserChanges, UserRow},
+    },
+    with_conn,
+};
+
+/// What a token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Choose a new password.
+    PasswordReset,
+    /// Prove an address (a new account's, or an email change's new one).
+    VerifyEmail,
+}
+
+impl Purpose {
+    fn as_db(self) -> &'static str {
+        match self {
+            Purpose::PasswordReset => "PASSWORD_RESET",
+            Purpose::VerifyEmail => "VERIFY_EMAIL",
+        }
+    }
+}
+
+/// Longest token accepted (ours are 47 characters).
+const MAX_TOKEN_CHARS: usize = 128;
+
+/// Makes a token for `user_id` to `email`, superseding older ones of the
+/// same purpose, and returns its secret.
+async fn new_token(
+    tx: &mut Tx,
+    user_id: &str,
+    purpose: Purpose,
+    email: &str,
+    ttl: std::time::Duration,
+) -> AppResult<String> {
+    let now = now_ms();
+    with_conn!(&mut *tx, |c| sqlx::query(
+        "UPDATE account_tokens SET used_at = $3
+         WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL"
+    )
+    .bind(user_id)
+    .bind(purpose.as_db())
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    let (secret, hash) = new_refresh_token();
+    with_conn!(&mut *tx, |c| {
+        sqlx::query(
+        "INSERT INTO account_tokens (id, user_id, purpose, token_hash, email, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    )
+    .bind(new_id())
+    .bind(user_id)
+    .bind(purpose.as_db())
+    .bind(&hash)
+    .bind(email)
+    .bind(now)
+    .bind(now + ttl.as_millis() as i64)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected())
+    })?;
+    Ok(secret)
+}
+
+/// Spends the token `secret` of `purpose`: (user id, email it was sent
+/// to). INVALID_ARGUMENT on field `token` when it is unknown, spent,
+/// superseded or expired.
+async fn spend_token(tx: &mut Tx, secret: &str, purpose: Purpose) -> AppResult<(String, String)> {
+    let bad = || {
+        AppError::invalid(
+            "token",
+            "is not valid: it was used, replaced by a newer one, or has expired; ask for a new link",
+        )
+    };
+    if secret.is_empty() {
+        return Err(AppError::invalid("token", "is required"));
+    }
+    if secret.chars().count() > MAX_TOKEN_CHARS {
+        return Err(bad());
+    }
+    let now = now_ms();
+    let row: Option<(String, String)> = with_conn!(&mut *tx, |c| sqlx::query_as(
+        "UPDATE account_tokens SET used_at = $3
+         WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3
+         RETURNING user_id, email"
+    )
+    .bind(hash_refresh_token(secret))
+    .bind(purpose.as_db())
+    .bind(now)
+    .fetch_optional(c)
+    .await)?;
+    row.ok_or_else(bad)
+}
+
+impl AuthApi {
+    /// Rate limits a mail-sending request from `ip` for `email`.
+    async fn limit_mail_request<T>(&self, req: &Request<T>, email: &str) -> AppResult<()> {
+        let ip = self.auth.client_ip(req);
+        self.auth.limiter.attempt(ip).await?;
+        self.auth
+            .mail_limiter
+            .take(&super::service::account_key(email))
+            .await
+            .map_err(|wait| AppError::ResourceExhausted {
+                message: "too many mails asked for this address; try again later".into(),
+                retry_after: Some(wait),
+            })
+    }
+
+    /// Queues the verification mail of `email` for `user` in `tx`.
+    pub(crate) async fn queue_verification(
+        &self,
+        tx: &mut Tx,
+        user: &UserRow,
+        email: &str,
+        change: bool,
+    ) -> AppResult<()> {
+        let mail = &self.auth.mail;
+        let token = new_token(tx, &user.id, Purpose::VerifyEmail, email, mail.verify_ttl()).await?;
+        let link = mail.link(&format!("/verify-email#token={token}"));
+        let rendered = if change {
+            templates::confirm_email_change(&user.name, email, &link, mail.verify_ttl())
+        } else {
+            templates::verify_email(&user.name, email, &link, mail.verify_ttl())
+        };
+        mail.queue_mail(tx, "verify_email", email, &rendered).await
+    }
+
+    pub(crate) async fn request_password_reset(
+        &self,
+        req: Request<pb::RequestPasswordResetRequest>,
+    ) -> AppResult<pb::RequestPasswordResetResponse> {
+        self.auth.mail.require_configured()?;
+        if req.get_ref().email.len() > crate::users::fields::MAX_EMAIL_BYTES {
+            return Err(AppError::invalid("email", "is not a valid address"));
+        }
+        let email =
+            Email::parse(&req.get_ref().email).map_err(|e| AppError::invalid("email", e))?;
+        self.limit_mail_request(&req, email.as_str()).await?;
+        let user = users_db::by_email(&self.auth.db, email.as_str()).await?;
+        // Unknown and deactivated accounts get the same answer, and nothing.
+        if let Some(user) = user.filter(|u| u.active) {
+            let mail = &self.auth.mail;
+            let mut tx = self.auth.db.begin().await?;
+            let token = new_token(
+                &mut tx,
+                &user.id,
+                Purpose::PasswordReset,
+                &user.email,
+                mail.reset_ttl(),
+            )
+            .await?;
+            let link = mail.link(&format!("/reset-password#token={token}"));
+            let rendered = templates::password_reset(&user.name, &link, mail.reset_ttl());
+            mail.queue_mail(&mut tx, "password_reset", &user.email, &rendered)
+                .await?;
+            tx.commit().await?;
+            mail.wake();
+            tracing::info!(user_id = %user.id, "password reset link queued");
+        }
+        Ok(pb::RequestPasswordResetResponse {})
+    }
+
+    pub(crate) async fn reset_password(
+        &self,
+        req: Request<pb::ResetPasswordRequest>,
+    ) -> AppResult<pb::ResetPasswordResponse> {
+        let ip = self.auth.client_ip(&req);
+        self.auth.limiter.attempt(ip).await?;
+        let r = req.into_inner();
+        let password =
+            Password::parse(&r.new_password).map_err(|e| AppError::invalid("new_password", e))?;
+        if r.token.chars().count() > MAX_TOKEN_CHARS {
+            return Err(AppError::invalid("token", "is not valid"));
+        }
+        let hash = self.auth.hasher.hash(password.expose()).await?;
+        let mut tx = self.auth.db.begin().await?;
+        let (user_id, email) = spend_token(&mut tx, &r.token, Purpose::PasswordReset).await?;
+        let user = users_db::require(&mut tx, &user_id).await?;
+        if !user.active {
+            return Err(AppError::FailedPrecondition(
+                "the account is deactivated".into(),
+            ));
+        }
+        let changes = UserChanges {
+            password_hash: Some(&hash),
+            revoke_access_tokens: true,
+            ..Default::default()
+        };
+        let user = users_db::update(&mut tx, &user.id, &changes).await?;
+        refresh_db::revoke_user(&mut tx, &user.id).await?;
+        // The link reached this address: it is proven, if it still is the
+        // account's.
+        let user = if user.email_verified_at.is_none() && user.email == email {
+            users_db::verify_email(&mut tx, &user.id, &email).await?
+        } else {
+            user
+        };
+        let mail = &self.auth.mail;
+        let notice = templates::password_was_reset(&user.name, &mail.link("/login"));
+        mail.queue_mail(&mut tx, "password_changed", &user.email, &notice)
+            .await?;
+        tx.commit().await?;
+        mail.wake();
+        tracing::info!(user_id = %user.id, "password reset; every session ended");
+        Ok(pb::ResetPasswordResponse {})
+    }
+
+    pub(crate) async fn verify_email(
+        &self,
+        req: Request<pb::VerifyEmailRequest>,
+    ) -> AppResult<pb::VerifyEmailResponse> {
+        let ip = self.auth.client_ip(&req);
+        self.auth.limiter.attempt(ip).await?;
+        let r = req.into_inner();
+        let mut tx = self.auth.db.begin().await?;
+        let (user_id, email) = spend_token(&mut tx, &r.token, Purpose::VerifyEmail).await?;
+        let user = users_db::require(&mut tx, &user_id).await?;
+        let changing = user.email != email;
+        if changing && user.pending_email != email {
+            // A newer change replaced this one.
+            return Err(AppError::invalid(
+                "token",
+                "is for an email change that was replaced by a newer one",
+            ));
+        }
+        let user = users_db::verify_email(&mut tx, &user.id, &email).await?;
+        tx.commit().await?;
+        tracing::info!(user_id = %user.id, email_change = changing, "email address verified");
+        Ok(pb::VerifyEmailResponse {
+            user: Some((&user).into()),
+        })
+    }
+
+    pub(crate) async fn resend_verification(
+        &self,
+        req: Request<pb::ResendVerificationRequest>,
+    ) -> AppResult<pb::ResendVerificationResponse> {
+        self.auth.mail.require_configured()?;
+        let email =
+            Email::parse(&req.get_ref().email).map_err(|e| AppError::invalid("email", e))?;
+        self.limit_mail_request(&req, email.as_str()).await?;
+        let db = &self.auth.db;
+        let (user, change) = match users_db::by_email(db, email.as_str()).await? {
+            Some(u) if u.email_verified_at.is_none() => (Some(u), false),
+            Some(u) if !u.pending_email.is_empty() => {
+                let pending = u.pending_email.clone();
+                return self.resend_change(u, pending).await;
+            }
+            _ => (users_db::by_pending_email(db, email.as_str()).await?, true),
+        };
+        if let Some(user) = user.filter(|u| u.active) {
+            let to = if change {
+                user.pending_email.clone()
+            } else {
+                user.email.clone()
+            };
+            let mut tx = db.begin().await?;
+            self.queue_verification(&mut tx, &user, &to, change).await?;
+            tx.commit().await?;
+            self.auth.mail.wake();
+        }
+        Ok(pb::ResendVerificationResponse {})
+    }
+
+    async fn resend_change(
+        &self,
+        user: UserRow,
+        pending: String,
+    ) -> AppResult<pb::ResendVerificationResponse> {
+        if user.active {
+            let mut tx = self.auth.db.begin().await?;
+            self.queue_verification(&mut tx, &user, &pending, true)
+                .await?;
+            tx.commit().await?;
+            self.auth.mail.wake();
+        }
+        Ok(pb::ResendVerificationResponse {})
+    }
+
+    /// An email change asked for by a signed-in user, with mail configured:
+    /// the new address becomes pending, gets a link, and the old one a
+    /// notice. ALREADY_EXISTS when the new address is taken.
+    pub(crate) async fn request_email_change(
+        &self,
+        tx: &mut Tx,
+        user: &UserRow,
+        new_email: &str,
+    ) -> AppResult<UserRow> {
+        if new_email == user.email {
+            return users_db::set_pending_email(tx, &user.id, "").await;
+        }
+        if users_db::by_email(&self.auth.db, new_email)
+            .await?
+            .is_some()
+        {
+            return Err(AppError::AlreadyExists(
+                "a user with this email already exists".into(),
+            ));
+        }
+        let updated = users_db::set_pending_email(tx, &user.id, new_email).await?;
+        self.queue_verification(tx, &updated, new_email, true)
+            .await?;
+        let mail = &self.auth.mail;
+        let notice = templates::email_change_notice(&user.name, new_email, mail.public_url());
+        mail.queue_mail(tx, "email_change_notice", &user.email, &notice)
+            .await?;
+        Ok(updated)
+    }
+}
+
+/// FAILED_PRECONDITION (EMAIL_NOT_VERIFIED) for an unverified account when
+/// sign-in needs a verified address.
+pub fn check_verified(user: &UserRow, required: bool) -> AppResult<()> {
+    if required && user.email_verified_at.is_none() {
+        return Err(AppError::refused(
+            Code::FailedPrecondition,
+            "EMAIL_NOT_VERIFIED",
+            "confirm your email address first: open the link mailed to you, or ask for a new one",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unverified_accounts_sign_in_only_when_it_is_not_required() {
+        let mut user = UserRow {
+            id: "u".into(),
+            email: "a@b.org".into(),
+            name: "A".into(),
+            password_hash: String::new(),
+            role: "USER".into(),
+            active: true,
+            token_version: 0,
+            created_at: 0,
+            updated_at: 0,
+            last_login_at: None,
+            email_verified_at: None,
+            pending_email: String::new(),
+        };
+        assert!(check_verified(&user, false).is_ok());
+        let refused = check_verified(&user, true).unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert_eq!(refused.reason(), Some("EMAIL_NOT_VERIFIED"));
+        user.email_verified_at = Some(1);
+        assert!(check_verified(&user, true).is_ok());
+    }
+}
