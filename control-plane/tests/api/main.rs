@@ -7,9 +7,12 @@ mod cluster;
 mod console;
 mod helpers;
 mod hostile;
+mod mail;
 mod on_postgres;
 #[path = "../common/raw_grpc.rs"]
 mod raw_grpc;
+#[path = "../common/smtp.rs"]
+mod smtp;
 mod subscriptions;
 mod transport;
 mod users;

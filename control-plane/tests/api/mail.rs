@@ -1,0 +1,367 @@
+//! Mail against a real SMTP server (aiosmtpd, STARTTLS and AUTH required):
+//! password reset, address verification, email changes, and the outbox
+//! holding mail while the server is down.
+
+use std::time::Duration;
+
+use minispod_control_plane::config::ServeArgs;
+use minispod_proto::v1 as pb;
+use tonic::Code;
+
+use crate::{
+    helpers::{TempDir, TestApp, authed, expect_code, spawn_app, spawn_app_with, violated_fields},
+    smtp::SmtpSink,
+};
+
+/// Where the test apps say the console is.
+pub const PUBLIC_URL: &str = "https://console.example.org";
+
+/// Mail settings for `sink`, with quick retries.
+pub fn with_mail(args: &mut ServeArgs, sink: &SmtpSink) {
+    args.smtp_url = Some(sink.url().into());
+    args.smtp_ca_file = Some(sink.ca_file.clone());
+    args.mail_from = "MiniSpod <noreply@minispod.test>".into();
+    args.public_url = Some(PUBLIC_URL.into());
+    args.outbox_retry_initial = Duration::from_millis(200);
+    args.outbox_retry_max = Duration::from_millis(500);
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn token_of(link: &str) -> String {
+    link.split_once("#token=")
+        .map(|(_, t)| t.to_owned())
+        .unwrap_or_else(|| panic!("no token in {link}"))
+}
+
+async fn request_reset(app: &TestApp, email: &str) -> Result<(), tonic::Status> {
+    app.auth()
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            email: email.into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn reset(app: &TestApp, token: &str, password: &str) -> Result<(), tonic::Status> {
+    app.auth()
+        .reset_password(pb::ResetPasswordRequest {
+            token: token.into(),
+            new_password: password.into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn a_reset_mail_arrives_over_tls_and_its_link_works_once_and_ends_every_session() {
+    let dir = TempDir::new();
+    let sink = SmtpSink::start(&dir.0);
+    let app = spawn_app_with(|a| with_mail(a, &sink)).await;
+    app.register("forgetful@example.org", "old-password-1")
+        .await;
+    let (_, old_refresh) = app
+        .login("forgetful@example.org", "old-password-1")
+        .await
+        .unwrap();
+
+    request_reset(&app, "Forgetful@Example.org").await.unwrap();
+    let mails = sink.wait_for("forgetful@example.org", 2, WAIT).await;
+    let mail = mails
+        .iter()
+        .find(|m| m.subject == "Reset your MiniSpod password")
+        .expect("a reset mail");
+    assert!(mail.tls && mail.auth, "STARTTLS and AUTH: {mail:?}");
+    assert_eq!(mail.from, "noreply@minispod.test");
+    assert!(mail.html.contains("Choose a new password"), "{}", mail.html);
+    let link = mail
+        .link(&format!("{PUBLIC_URL}/reset-password#token="))
+        .expect("a link into the console");
+    let token = token_of(&link);
+
+    expect_code(reset(&app, &token, "short").await, Code::InvalidArgument);
+    reset(&app, &token, "new-password-1").await.unwrap();
+    // Once only.
+    let again = expect_code(
+        reset(&app, &token, "other-password-1").await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&again), ["token"]);
+    // Every session ended; the new password works, the old one not.
+    let refreshed = app
+        .auth()
+        .refresh(pb::RefreshRequest {
+            refresh_token: old_refresh,
+        })
+        .await;
+    expect_code(refreshed, Code::Unauthenticated);
+    expect_code(
+        app.login("forgetful@example.org", "old-password-1").await,
+        Code::Unauthenticated,
+    );
+    app.login("forgetful@example.org", "new-password-1")
+        .await
+        .unwrap();
+    // And the owner is told.
+    let mails = sink.wait_for("forgetful@example.org", 3, WAIT).await;
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.subject == "Your MiniSpod password was changed"),
+        "{mails:#?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_address_gets_the_same_answer_and_no_mail() {
+    let dir = TempDir::new();
+    let sink = SmtpSink::start(&dir.0);
+    let app = spawn_app_with(|a| with_mail(a, &sink)).await;
+    app.register("known@example.org", "known-password-1").await;
+    request_reset(&app, "nobody@example.org").await.unwrap();
+    // A known address's mail, asked for after, is the barrier: once it is
+    // in, the unknown one would have been too.
+    request_reset(&app, "known@example.org").await.unwrap();
+    sink.wait_for("known@example.org", 2, WAIT).await;
+    assert!(sink.received_by("nobody@example.org").is_empty());
+    // Malformed is a field error, not a hint.
+    let bad = expect_code(
+        request_reset(&app, "not an address").await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&bad), ["email"]);
+}
+
+#[tokio::test]
+async fn without_smtp_the_features_that_need_mail_say_so_and_the_rest_works() {
+    let app = spawn_app().await;
+    let status = expect_code(
+        request_reset(&app, "someone@example.org").await,
+        Code::FailedPrecondition,
+    );
+    assert!(status.message().contains("--smtp-url"), "{status:?}");
+    // Registration and email changes work as before, at once.
+    let (_, access) = app.register("plain@example.org", "plain-password-1").await;
+    let user = app
+        .auth()
+        .update_profile(authed(
+            pb::UpdateProfileRequest {
+                email: Some("plain2@example.org".into()),
+                current_password: "plain-password-1".into(),
+                ..Default::default()
+            },
+            &access,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(user.email, "plain2@example.org");
+    assert!(!user.email_verified);
+}
+
+#[tokio::test]
+async fn with_verification_required_sign_in_waits_for_the_link() {
+    let dir = TempDir::new();
+    let sink = SmtpSink::start(&dir.0);
+    let app = spawn_app_with(|a| {
+        with_mail(a, &sink);
+        a.require_email_verification = true;
+    })
+    .await;
+    let registered = app
+        .auth()
+        .register(pb::RegisterRequest {
+            email: "new@example.org".into(),
+            password: "new-password-1".into(),
+            name: "New".into(),
+            session_cookie: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(registered.verification_required);
+    assert!(registered.access_token.is_empty() && registered.refresh_token.is_empty());
+    let refused = expect_code(
+        app.login("new@example.org", "new-password-1").await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        refused.message().contains("confirm your email"),
+        "{refused:?}"
+    );
+    // A wrong password still says only that.
+    expect_code(
+        app.login("new@example.org", "wrong-password-1").await,
+        Code::Unauthenticated,
+    );
+    let mail = sink.wait_for("new@example.org", 1, WAIT).await.remove(0);
+    assert_eq!(mail.subject, "Confirm your email address for MiniSpod");
+    let token = token_of(
+        &mail
+            .link(&format!("{PUBLIC_URL}/verify-email#token="))
+            .unwrap(),
+    );
+    // Asking again supersedes the first link.
+    app.auth()
+        .resend_verification(pb::ResendVerificationRequest {
+            email: "new@example.org".into(),
+        })
+        .await
+        .unwrap();
+    let second = sink.wait_for("new@example.org", 2, WAIT).await.remove(1);
+    let second_token = token_of(
+        &second
+            .link(&format!("{PUBLIC_URL}/verify-email#token="))
+            .unwrap(),
+    );
+    let verify = |t: String| {
+        let mut auth = app.auth();
+        async move { auth.verify_email(pb::VerifyEmailRequest { token: t }).await }
+    };
+    expect_code(verify(token).await, Code::InvalidArgument);
+    let user = verify(second_token.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(user.email_verified);
+    app.login("new@example.org", "new-password-1")
+        .await
+        .expect("signs in once verified");
+    expect_code(verify(second_token).await, Code::InvalidArgument);
+    // Accounts an administrator makes are verified.
+    let admin = app.admin_token().await;
+    app.users()
+        .create_user(authed(
+            pb::CreateUserRequest {
+                email: "made@example.org".into(),
+                password: "made-password-1".into(),
+                name: "Made".into(),
+                role: pb::Role::User as i32,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    app.login("made@example.org", "made-password-1")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_email_change_waits_for_the_new_address_and_tells_the_old_one() {
+    let dir = TempDir::new();
+    let sink = SmtpSink::start(&dir.0);
+    let app = spawn_app_with(|a| with_mail(a, &sink)).await;
+    let (_, access) = app.register("old@example.org", "change-password-1").await;
+    let user = app
+        .auth()
+        .update_profile(authed(
+            pb::UpdateProfileRequest {
+                email: Some("New@Example.org".into()),
+                current_password: "change-password-1".into(),
+                ..Default::default()
+            },
+            &access,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(
+        (user.email.as_str(), user.pending_email.as_str()),
+        ("old@example.org", "new@example.org")
+    );
+    let confirm = sink.wait_for("new@example.org", 1, WAIT).await.remove(0);
+    assert_eq!(
+        confirm.subject,
+        "Confirm your new email address for MiniSpod"
+    );
+    let notices = sink.wait_for("old@example.org", 2, WAIT).await;
+    assert!(
+        notices.iter().any(
+            |m| m.subject == "Your MiniSpod email address is being changed"
+                && m.text.contains("new@example.org")
+        ),
+        "{notices:#?}"
+    );
+    // Until the link is used, the old address signs in.
+    app.login("old@example.org", "change-password-1")
+        .await
+        .unwrap();
+    let token = token_of(
+        &confirm
+            .link(&format!("{PUBLIC_URL}/verify-email#token="))
+            .unwrap(),
+    );
+    let user = app
+        .auth()
+        .verify_email(pb::VerifyEmailRequest { token })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(user.email, "new@example.org");
+    assert!(user.email_verified && user.pending_email.is_empty());
+    app.login("new@example.org", "change-password-1")
+        .await
+        .unwrap();
+    expect_code(
+        app.login("old@example.org", "change-password-1").await,
+        Code::Unauthenticated,
+    );
+}
+
+#[tokio::test]
+async fn reset_requests_are_rate_limited_per_address() {
+    let dir = TempDir::new();
+    let sink = SmtpSink::start(&dir.0);
+    let app = spawn_app_with(|a| with_mail(a, &sink)).await;
+    for _ in 0..3 {
+        request_reset(&app, "flood@example.org").await.unwrap();
+    }
+    let limited = expect_code(
+        request_reset(&app, "flood@example.org").await,
+        Code::ResourceExhausted,
+    );
+    assert!(limited.message().contains("too many"), "{limited:?}");
+    // Another address is not affected.
+    request_reset(&app, "other@example.org").await.unwrap();
+}
+
+#[tokio::test]
+async fn mail_queued_while_the_smtp_server_is_down_arrives_once_it_is_up_and_only_once() {
+    let dir = TempDir::new();
+    let mut sink = SmtpSink::start(&dir.0);
+    let app = spawn_app_with(|a| with_mail(a, &sink)).await;
+    let admin = app.admin_token().await;
+    app.users()
+        .create_user(authed(
+            pb::CreateUserRequest {
+                email: "patient@example.org".into(),
+                password: "patient-password-1".into(),
+                name: "Patient".into(),
+                role: pb::Role::User as i32,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    sink.stop();
+    request_reset(&app, "patient@example.org").await.unwrap();
+    // Several retries fail while it is down.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sink.start_again();
+    let mails = sink.wait_for("patient@example.org", 1, WAIT).await;
+    assert_eq!(mails[0].subject, "Reset your MiniSpod password");
+    // A later mail is the barrier for a duplicate of the first.
+    request_reset(&app, "patient@example.org").await.unwrap();
+    let mails = sink.wait_for("patient@example.org", 2, WAIT).await;
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    assert_ne!(mails[0].message_id, mails[1].message_id);
+}
