@@ -365,3 +365,128 @@ async fn mail_queued_while_the_smtp_server_is_down_arrives_once_it_is_up_and_onl
     assert_eq!(mails.len(), 2, "{mails:#?}");
     assert_ne!(mails[0].message_id, mails[1].message_id);
 }
+
+/// The control plane as its own process, killable with SIGKILL.
+struct Process {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Process {
+    async fn start(dir: &TempDir, data: &std::path::Path, port: u16, sink: &SmtpSink) -> Process {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_minispod-control-plane"));
+        cmd.arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--admin-email", crate::helpers::ADMIN_EMAIL])
+            .args(["--admin-password", crate::helpers::ADMIN_PASSWORD])
+            .args(["--smtp-url", &sink.url()])
+            .arg("--smtp-ca-file")
+            .arg(&sink.ca_file)
+            .args(["--mail-from", "noreply@minispod.test"])
+            .args(["--public-url", PUBLIC_URL])
+            .args([
+                "--outbox-retry-initial",
+                "200ms",
+                "--outbox-retry-max",
+                "500ms",
+            ])
+            .args(["--replica-lease", "2s"])
+            .env_remove("DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(url) = &dir.1 {
+            cmd.args(["--database-url", url]);
+        }
+        let child = cmd.spawn().expect("start the control plane");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the control plane did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Process { child, addr }
+    }
+
+    async fn auth(
+        &self,
+        data: &std::path::Path,
+    ) -> pb::auth_service_client::AuthServiceClient<tonic::transport::Channel> {
+        let ca = std::fs::read_to_string(data.join("pki/ca.crt")).unwrap();
+        pb::auth_service_client::AuthServiceClient::new(
+            crate::helpers::tls_channel(self.addr, &ca).await,
+        )
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_queued_when_the_control_plane_is_killed_goes_out_after_its_restart_once() {
+    let dir = TempDir::for_server().await;
+    let mut sink = SmtpSink::start(&dir.0);
+    let data = dir.0.join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The SMTP port answers TCP and then nothing: the first control plane
+    // is stuck in the middle of delivering, holding the message's lease.
+    sink.stop();
+    let hole = std::net::TcpListener::bind(("127.0.0.1", sink.port)).unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let holder = {
+        let hole = hole.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            if let Ok((conn, _)) = hole.accept() {
+                held.push(conn);
+                let _ = held_tx.send(());
+            }
+            held
+        })
+    };
+    let mut first = Process::start(&dir, &data, port, &sink).await;
+    first
+        .auth(&data)
+        .await
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            email: crate::helpers::ADMIN_EMAIL.into(),
+        })
+        .await
+        .unwrap();
+    held_rx
+        .recv_timeout(WAIT)
+        .expect("the control plane connects to deliver");
+    // kill -9 mid-delivery: no shutdown, the lease left behind.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    drop(first);
+    drop(holder.join().unwrap());
+    drop(hole);
+    sink.start_again();
+    let second = Process::start(&dir, &data, port, &sink).await;
+    let mails = sink.wait_for(crate::helpers::ADMIN_EMAIL, 1, WAIT).await;
+    assert_eq!(mails[0].subject, "Reset your MiniSpod password");
+    // A second request is the barrier for a duplicate of the first.
+    second
+        .auth(&data)
+        .await
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            email: crate::helpers::ADMIN_EMAIL.into(),
+        })
+        .await
+        .unwrap();
+    let mails = sink.wait_for(crate::helpers::ADMIN_EMAIL, 2, WAIT).await;
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+}

@@ -257,3 +257,59 @@ async fn the_control_plane_waits_for_a_database_that_comes_up_late() {
     let _relay = late.await.unwrap();
     app.admin_token().await;
 }
+
+#[tokio::test]
+async fn with_two_replicas_sending_mail_each_mail_goes_out_once() {
+    let dir = TempDir::for_server().await;
+    assert!(
+        dir.1.is_some(),
+        "replica tests need PostgreSQL: set MINISPOD_TEST_POSTGRES (the README's test command does)"
+    );
+    let sink_dir = TempDir::new();
+    let sink = crate::smtp::SmtpSink::start(&sink_dir.0);
+    let dir = std::sync::Arc::new(dir);
+    let a = start(dir.clone(), |x| crate::mail::with_mail(x, &sink)).await;
+    let b = start(dir, |x| crate::mail::with_mail(x, &sink)).await;
+    let admin = a.admin_token().await;
+    let emails: Vec<String> = (0..12).map(|i| format!("twice{i}@example.org")).collect();
+    for email in &emails {
+        a.users()
+            .create_user(authed(
+                pb::CreateUserRequest {
+                    email: email.clone(),
+                    password: "twice-password-1".into(),
+                    name: "Twice".into(),
+                    role: pb::Role::User as i32,
+                },
+                &admin,
+            ))
+            .await
+            .unwrap();
+    }
+    // Half through each replica: both delivery workers see every message.
+    for (i, email) in emails.iter().enumerate() {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.auth()
+            .request_password_reset(pb::RequestPasswordResetRequest {
+                email: email.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    let wait = std::time::Duration::from_secs(20);
+    for email in &emails {
+        sink.wait_for(email, 1, wait).await;
+    }
+    // A later mail is the barrier for duplicates of the first ones.
+    b.auth()
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            email: emails[0].clone(),
+        })
+        .await
+        .unwrap();
+    sink.wait_for(&emails[0], 2, wait).await;
+    for email in &emails[1..] {
+        assert_eq!(sink.received_by(email).len(), 1, "{email} got a duplicate");
+    }
+    assert_eq!(sink.received().len(), emails.len() + 1);
+}

@@ -17,6 +17,10 @@ import ssl
 import sys
 import threading
 import time
+import warnings
+
+# aiosmtpd warns about its own internals on every AUTH.
+warnings.filterwarnings("ignore", message="Session.login_data")
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
