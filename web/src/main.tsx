@@ -9,6 +9,7 @@ import { DashboardPage } from "./pages/dashboard";
 import { EnrollmentPage } from "./pages/enrollment";
 import { FleetPage } from "./pages/fleet";
 import { ProfilePage } from "./pages/profile";
+import { ForgotPasswordPage, ResetPasswordPage, VerifyEmailPage } from "./pages/recovery";
 import { RegisterPage, SignInPage } from "./pages/signin";
 import { SubscriptionPage } from "./pages/subscription";
 import { MyServicesPage, SubscriptionsAdminPage } from "./pages/subscriptions";
@@ -125,12 +126,18 @@ function App() {
   useEffect(() => {
     if (!s.ready) return;
     const publicPage = path === "/signin" || path === "/register";
+    const linkPage = path === "/reset-password" || path === "/verify-email" || path === "/forgot-password";
+    if (linkPage) return;
     if (!s.signedIn && !publicPage) navigate(`/signin?next=${encodeURIComponent(here)}`, true);
     else if (s.signedIn && publicPage) navigate(safeNext(query.get("next"), location.origin), true);
     else if (s.signedIn && path === "/" && !s.isAdmin) navigate("/catalog", true);
   }, [s.ready, s.signedIn, path]);
 
   if (!s.ready) return <p class="loading">Loading…</p>;
+  // The pages mailed links open: with or without a session.
+  if (path === "/reset-password") return <ResetPasswordPage />;
+  if (path === "/verify-email") return <VerifyEmailPage />;
+  if (path === "/forgot-password") return <ForgotPasswordPage />;
   if (path === "/signin") return <SignInPage />;
   if (path === "/register") return <RegisterPage />;
   if (!s.signedIn) return <p class="loading">Redirecting to sign in…</p>;

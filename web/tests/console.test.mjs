@@ -36,6 +36,7 @@ import {
   startAgentFromCommand,
   startControlPlane,
   startNginx,
+  startSmtpSink,
   waitFor,
   withLogs,
 } from './harness.mjs';
@@ -2755,6 +2756,114 @@ describe('subscriptions', () => {
         await screenshot(page, `subscriptions-${path.split('/')[1]}-phone`);
       }
       assert.deepEqual(problems, [], problems.join('\n'));
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// Mail: a forgotten password and a new account's address, through a real
+// SMTP server, with sign-in gated on a confirmed address.
+
+describe('mail', () => {
+  const f = fixture();
+  /** @type {import('./harness.mjs').SmtpSink} */
+  let sink;
+  before(async () => {
+    sink = await startSmtpSink();
+    f.extraLogs.push({ name: 'smtp', log: () => JSON.stringify(sink.mails().map((m) => [m.to, m.subject])) });
+    f.cp = await startControlPlane({
+      args: ['--smtp-url', sink.url, '--mail-from', 'noreply@minispod.test', '--require-email-verification', '--outbox-retry-initial', '200ms'],
+    });
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(async () => {
+    await f.close();
+    await sink?.stop();
+  });
+
+  /** The link in a mail's text that starts with `prefix`. */
+  const linkIn = (mail, prefix) => {
+    const link = mail.text.split(/\s+/).find((w) => w.startsWith(prefix));
+    assert.ok(link, `no ${prefix} link in ${JSON.stringify(mail.text)}`);
+    return link;
+  };
+
+  it(
+    'resets a forgotten password from the sign-in page with the mailed link, once',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await open(page, `${f.cp.url}/signin`);
+      await page.getByRole('link', { name: 'Forgot your password?' }).click();
+      await h1(page, 'Forgot your password?').waitFor();
+      await page.getByLabel('Email').fill(ADMIN_EMAIL);
+      await page.getByRole('button', { name: 'Send the link' }).click();
+      await h1(page, 'Check your inbox').waitFor();
+      const [mail] = await sink.waitForMail(ADMIN_EMAIL, 1);
+      assert.equal(mail.subject, 'Reset your MiniSpod password');
+      const link = linkIn(mail, `${f.cp.url}/reset-password#token=`);
+
+      await open(page, link);
+      await h1(page, 'Choose a new password').waitFor();
+      // The token leaves the address bar.
+      assert.equal(new URL(page.url()).hash, '');
+      await page.getByLabel('New password', { exact: true }).fill('a-new-Passw0rd-by-mail');
+      await page.getByLabel('New password again').fill('a-new-Passw0rd-by-mail');
+      await page.getByRole('button', { name: 'Set the new password' }).click();
+      await h1(page, 'Password changed').waitFor();
+      await page.getByRole('link', { name: 'Sign in' }).click();
+      await signIn(page, f.cp.url, { password: 'a-new-Passw0rd-by-mail', goto: false });
+      await h1(page, 'Dashboard').waitFor();
+      await assertAccessible(page, 'dashboard after reset');
+
+      // The same link again: refused, with a way to a new one.
+      const again = await f.page();
+      await open(again, link);
+      await again.getByLabel('New password', { exact: true }).fill('yet-another-Passw0rd');
+      await again.getByLabel('New password again').fill('yet-another-Passw0rd');
+      await again.getByRole('button', { name: 'Set the new password' }).click();
+      const alert = again.getByRole('alert');
+      await alert.waitFor();
+      assert.match(await alert.innerText(), /not valid/);
+      await again.getByRole('link', { name: 'Ask for a new link' }).waitFor();
+      await again.context().close();
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'has a new account confirm its address before the first sign-in',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const email = 'newcomer@example.org';
+      const page = await f.page();
+      await open(page, `${f.cp.url}/register`);
+      await page.getByLabel('Name').fill('Newcomer');
+      await page.getByLabel('Email').fill(email);
+      await page.getByLabel('Password').fill('newcomer-Passw0rd');
+      await page.getByRole('button', { name: 'Create account' }).click();
+      await h1(page, 'Confirm your address').waitFor();
+      await assertAccessible(page, 'confirm your address');
+
+      // Signing in first says what to do, and offers a new link.
+      await open(page, `${f.cp.url}/signin`);
+      await page.getByLabel('Email').fill(email);
+      await page.getByLabel('Password').fill('newcomer-Passw0rd');
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      const alert = page.getByRole('alert');
+      await alert.waitFor();
+      assert.match(await alert.innerText(), /confirm your email address first/);
+      await page.getByRole('button', { name: 'Send a new link' }).click();
+      await page.getByText('a new link is on its way').waitFor();
+      const mails = await sink.waitForMail(email, 2);
+      const link = linkIn(mails[1], `${f.cp.url}/verify-email#token=`);
+
+      await open(page, link);
+      await h1(page, 'Address confirmed').waitFor();
+      await page.getByRole('link', { name: 'Sign in' }).click();
+      await signIn(page, f.cp.url, { email, password: 'newcomer-Passw0rd', goto: false });
+      await h1(page, 'Catalog').waitFor();
       await page.context().close();
     }),
   );

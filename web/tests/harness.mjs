@@ -1175,3 +1175,48 @@ ${body}
     stop: () => terminate(child, 'SIGTERM'),
   };
 }
+
+/**
+ * @typedef {object} SmtpSink
+ * @property {number} port
+ * @property {string} url          --smtp-url for it (plain SMTP on loopback)
+ * @property {() => Array<{to: string[], subject: string, text: string, html: string}>} mails  every mail received, oldest first
+ * @property {(to: string, n?: number, timeoutMs?: number) => Promise<Array<{to: string[], subject: string, text: string, html: string}>>} waitForMail
+ * @property {() => Promise<unknown>} stop
+ */
+
+/**
+ * Starts a real SMTP server (aiosmtpd, control-plane/tests/common/smtp_sink.py)
+ * that keeps every mail as JSON. Python comes from MINISPOD_TEST_PYTHON or
+ * the test command's venv (.ci/.venv).
+ * @returns {Promise<SmtpSink>}
+ */
+export async function startSmtpSink() {
+  const python = process.env.MINISPOD_TEST_PYTHON || path.join(REPO_ROOT, '.ci', '.venv', 'bin', 'python');
+  requireExecutable(python, 'the mail tests need aiosmtpd: run the README\'s test command, or set MINISPOD_TEST_PYTHON');
+  const dir = makeTempDir('smtp');
+  const mailDir = path.join(dir, 'mail');
+  fs.mkdirSync(mailDir);
+  const port = await freePort();
+  const logPath = path.join(dir, 'smtp.log');
+  const script = path.join(REPO_ROOT, 'control-plane', 'tests', 'common', 'smtp_sink.py');
+  const child = spawnLogged(python, [script, '--port', String(port), '--dir', mailDir], { logPath });
+  await waitFor(() => portAccepts(port), 15_000, { message: `SMTP server on ${port}; log: ${readText(logPath)}` });
+  const mails = () =>
+    fs
+      .readdirSync(mailDir)
+      .filter((n) => n.endsWith('.json'))
+      .sort()
+      .map((n) => JSON.parse(fs.readFileSync(path.join(mailDir, n), 'utf8')));
+  return {
+    port,
+    url: `smtp://127.0.0.1:${port}?tls=none`,
+    mails,
+    async waitForMail(to, n = 1, timeoutMs = 30_000) {
+      const mine = () => mails().filter((m) => m.to.some((t) => t.toLowerCase() === to.toLowerCase()));
+      await waitFor(() => mine().length >= n, timeoutMs, { message: `${n} mail(s) to ${to}; got ${JSON.stringify(mails().map((m) => [m.to, m.subject]))}` });
+      return mine();
+    },
+    stop: () => terminate(child),
+  };
+}

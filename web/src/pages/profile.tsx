@@ -6,6 +6,7 @@ import { dateTime } from "../format";
 import { Role } from "../gen/minispod/v1/users_pb";
 import { navigate } from "../router";
 import { session } from "../session";
+import { ResendVerification } from "./recovery";
 
 export function ProfilePage() {
   const user = session.user!;
@@ -22,7 +23,10 @@ export function ProfilePage() {
     const res = await auth.updateProfile({ name: name !== user.name ? name : undefined, email: email !== user.email ? email : undefined, currentPassword: emailPassword });
     if (res.user) session.setUser(res.user);
     setEmailPassword("");
-    setNotice("Profile saved.");
+    if (res.user?.pendingEmail && res.user.pendingEmail !== user.pendingEmail) {
+      setEmail(res.user.email);
+      setNotice(`Profile saved. We mailed a link to ${res.user.pendingEmail}: the new address is used once you open it.`);
+    } else setNotice("Profile saved.");
   });
   const password = useAction(async () => {
     setNotice("");
@@ -57,7 +61,13 @@ export function ProfilePage() {
           >
             <ErrorBanner problem={profile.problem} shownFields={["name", "email", "current_password"]} />
             <Field label="Name" autoComplete="name" value={name} onValue={setName} error={profile.problem?.fields.name} />
-            <Field label="Email" type="email" autoComplete="email" value={email} onValue={setEmail} error={profile.problem?.fields.email} />
+            <Field label="Email" type="email" autoComplete="email" value={email} onValue={setEmail} error={profile.problem?.fields.email} hint={user.emailVerified ? "Confirmed." : "Not confirmed yet."} />
+            {user.pendingEmail && (
+              <div class="banner warn" role="status">
+                Waiting for you to confirm <strong>{user.pendingEmail}</strong> with the link we mailed there.
+                <ResendVerification email={user.pendingEmail} />
+              </div>
+            )}
             {email !== user.email && <Field label="Password (to change the email)" type="password" autoComplete="current-password" value={emailPassword} onValue={setEmailPassword} error={profile.problem?.fields.current_password} />}
             <button class="primary" type="submit" disabled={profile.busy}>
               Save profile

@@ -3,8 +3,9 @@ import { useState } from "preact/hooks";
 import { auth } from "../api";
 import { ErrorBanner, Field, useAction } from "../components";
 import { session } from "../session";
+import { needsVerification, ResendVerification } from "./recovery";
 
-function Centered({ title, children }: { title: string; children: preact.ComponentChildren }) {
+export function Centered({ title, children }: { title: string; children: preact.ComponentChildren }) {
   document.title = `${title} · MiniSpod`;
   return (
     <main class="centered" id="main">
@@ -40,6 +41,10 @@ export function SignInPage() {
           {busy ? "Signing in…" : "Sign in"}
         </button>
       </form>
+      {needsVerification(problem) && <ResendVerification email={email} />}
+      <p class="muted">
+        <a href="/forgot-password">Forgot your password?</a>
+      </p>
       <p class="muted">
         New here? <a href={`/register${location.search}`}>Create an account</a>
       </p>
@@ -51,11 +56,27 @@ export function RegisterPage() {
   const [name, setName] = useState("");
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
+  const [checkInbox, setCheckInbox] = useState("");
   const { busy, problem, act } = useAction(async () => {
     const res = await auth.register({ name, email, password, sessionCookie: true });
-    session.accept(res.tokens, res.user);
+    // The server wants the address confirmed before the first sign-in.
+    if (res.verificationRequired) setCheckInbox(res.user?.email ?? email);
+    else session.accept(res.tokens, res.user);
   });
   const shown = ["name", "email", "password"];
+  if (checkInbox) {
+    return (
+      <Centered title="Confirm your address">
+        <p>
+          We mailed a link to <strong>{checkInbox}</strong>. Open it to confirm the address, then sign in.
+        </p>
+        <ResendVerification email={checkInbox} />
+        <p class="muted">
+          <a href="/signin">Sign in</a>
+        </p>
+      </Centered>
+    );
+  }
   return (
     <Centered title="Create an account">
       <form
