@@ -497,12 +497,15 @@ mod tests {
             "serve",
             "--admin-password",
             "hunter2-but-longer",
+            "--smtp-url",
+            "smtp://mailer:smtp-hunter3@mail.example.org",
         ]);
         let Command::Serve(args) = cli.command else {
             panic!("parsed serve")
         };
         let shown = format!("{args:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("smtp-hunter3"), "{shown}");
         assert!(shown.contains("[redacted]"), "{shown}");
     }
 

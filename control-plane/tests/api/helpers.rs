@@ -60,6 +60,8 @@ pub struct TestApp {
     pub ca_hash: String,
     /// The plaintext loopback console listener, with `--console-listen`.
     pub console_addr: Option<SocketAddr>,
+    /// The `/metrics` listener, with `--metrics-listen`.
+    pub metrics_addr: Option<SocketAddr>,
     /// A TLS channel to it.
     pub channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
@@ -108,6 +110,7 @@ pub async fn start(
     let ca_pem = app.ca_cert_pem();
     let ca_hash = app.ca_hash();
     let console_addr = app.console_addr();
+    let metrics_addr = app.metrics_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until(async {
         let _ = rx.await;
@@ -126,6 +129,7 @@ pub async fn start(
         data_dir: dir,
         ca_hash,
         console_addr,
+        metrics_addr,
         channel,
         shutdown: Some(tx),
         handle: Some(handle),
@@ -199,6 +203,33 @@ impl TestApp {
             .expect("register")
             .into_inner();
         (r.user.unwrap().id, r.access_token)
+    }
+
+    /// The Prometheus exposition (needs `--metrics-listen`).
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr.expect("started with --metrics-listen");
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        conn.read_to_string(&mut body).await.unwrap();
+        body
+    }
+
+    /// The value of the metric line starting with `series ` (0 if absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
     }
 
     /// Stops the server and waits until it has shut down.

@@ -113,6 +113,50 @@ async fn a_reset_mail_arrives_over_tls_and_its_link_works_once_and_ends_every_se
 }
 
 #[tokio::test]
+async fn smtps_speaks_tls_from_the_first_byte_and_a_server_not_trusted_gets_nothing() {
+    let dir = TempDir::new();
+    let sink = SmtpSink::start_implicit_tls(&dir.0);
+    let app = spawn_app_with(|a| with_mail(a, &sink)).await;
+    request_reset(&app, crate::helpers::ADMIN_EMAIL)
+        .await
+        .unwrap();
+    let mail = sink
+        .wait_for(crate::helpers::ADMIN_EMAIL, 1, WAIT)
+        .await
+        .remove(0);
+    assert!(mail.tls && mail.auth, "{mail:?}");
+
+    // Without --smtp-ca-file the sink's certificate is not trusted: the
+    // mail stays queued (and the password never goes out in the clear).
+    let other = TempDir::new();
+    let untrusted = SmtpSink::start(&other.0);
+    let app = spawn_app_with(|a| {
+        with_mail(a, &untrusted);
+        a.smtp_ca_file = None;
+        a.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    request_reset(&app, crate::helpers::ADMIN_EMAIL)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while app.metric("minispod_outbox_attempt_failures_total").await < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed attempt counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(untrusted.received().is_empty());
+    assert_eq!(
+        app.metric("minispod_outbox_messages{status=\"pending\"}")
+            .await,
+        1.0,
+        "the mail waits in the outbox"
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_address_gets_the_same_answer_and_no_mail() {
     let dir = TempDir::new();
     let sink = SmtpSink::start(&dir.0);

@@ -61,6 +61,7 @@ pub struct SmtpSink {
     pub ca_file: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    implicit_tls: bool,
 }
 
 fn python() -> PathBuf {
@@ -86,8 +87,18 @@ fn free_port() -> u16 {
 }
 
 impl SmtpSink {
-    /// Starts a server with mails kept under `dir` (created).
+    /// Starts a server with mails kept under `dir` (created), requiring
+    /// STARTTLS.
     pub fn start(dir: &Path) -> SmtpSink {
+        Self::start_with(dir, false)
+    }
+
+    /// Starts a server that speaks TLS from the first byte (`smtps://`).
+    pub fn start_implicit_tls(dir: &Path) -> SmtpSink {
+        Self::start_with(dir, true)
+    }
+
+    fn start_with(dir: &Path, implicit_tls: bool) -> SmtpSink {
         let mail_dir = dir.join("mail");
         std::fs::create_dir_all(&mail_dir).unwrap();
         // Its own CA and a certificate for localhost and 127.0.0.1.
@@ -108,6 +119,7 @@ impl SmtpSink {
             ca_file,
             cert,
             key,
+            implicit_tls,
         };
         sink.start_again();
         sink
@@ -127,6 +139,7 @@ impl SmtpSink {
             .arg("--key")
             .arg(&self.key)
             .args(["--user", SMTP_USER, "--password", SMTP_PASSWORD])
+            .args(self.implicit_tls.then_some("--implicit-tls"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -150,9 +163,14 @@ impl SmtpSink {
         }
     }
 
-    /// `--smtp-url` for it (STARTTLS required, with credentials).
+    /// `--smtp-url` for it (STARTTLS required, or smtps://, with
+    /// credentials).
     pub fn url(&self) -> String {
-        format!("smtp://{SMTP_USER}:{SMTP_PASSWORD}@localhost:{}", self.port)
+        let scheme = if self.implicit_tls { "smtps" } else { "smtp" };
+        format!(
+            "{scheme}://{SMTP_USER}:{SMTP_PASSWORD}@localhost:{}",
+            self.port
+        )
     }
 
     /// Every mail accepted so far, oldest first.

@@ -11,6 +11,7 @@ import argparse
 import email
 import email.policy
 import json
+import logging
 import os
 import signal
 import ssl
@@ -19,8 +20,11 @@ import threading
 import time
 import warnings
 
-# aiosmtpd warns about its own internals on every AUTH.
+# aiosmtpd warns about its own internals on every AUTH, and about AUTH
+# without STARTTLS even when the whole connection is TLS (smtps).
 warnings.filterwarnings("ignore", message="Session.login_data")
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+logging.getLogger("mail.log").setLevel(logging.CRITICAL)
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
@@ -46,7 +50,7 @@ class Sink:
             "message_id": str(message.get("Message-ID", "")),
             "text": part("plain"),
             "html": part("html"),
-            "tls": session.ssl is not None,
+            "tls": session.ssl is not None or a_implicit_tls,
             "auth": session.authenticated,
         }
         with self.lock:
@@ -59,7 +63,11 @@ class Sink:
         return "250 Message accepted for delivery"
 
 
+a_implicit_tls = False
+
+
 def main():
+    global a_implicit_tls
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--dir", required=True)
@@ -67,20 +75,26 @@ def main():
     p.add_argument("--key")
     p.add_argument("--user")
     p.add_argument("--password")
+    p.add_argument("--implicit-tls", action="store_true",
+                   help="TLS from the first byte (smtps) instead of STARTTLS")
     a = p.parse_args()
 
     kwargs = {}
     if a.cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(a.cert, a.key)
-        kwargs.update(tls_context=context, require_starttls=True)
+        if a.implicit_tls:
+            kwargs.update(ssl_context=context)
+        else:
+            kwargs.update(tls_context=context, require_starttls=True)
     if a.user:
         def authenticator(server, session, envelope, mechanism, auth_data):
             ok = (auth_data.login.decode() == a.user and auth_data.password.decode() == a.password)
             return AuthResult(success=ok)
 
         kwargs.update(authenticator=authenticator, auth_required=True,
-                      auth_require_tls=bool(a.cert))
+                      auth_require_tls=bool(a.cert) and not a.implicit_tls)
+    a_implicit_tls = a.implicit_tls
     controller = Controller(Sink(a.dir), hostname="127.0.0.1", port=a.port, **kwargs)
     controller.start()
     print("ready %d" % controller.port, flush=True)
