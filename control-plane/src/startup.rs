@@ -884,7 +884,8 @@ async fn expire_refresh_tokens(db: Db) {
         let outcome = async {
             let now = now_ms();
             let mut tx = db.begin().await?;
-            let n = refresh_db::delete_expired(&mut tx, now - 86_400_000).await?;
+            let n = refresh_db::delete_expired(&mut tx, now - 86_400_000).await?
+                + crate::auth::recovery::delete_expired(&mut tx, now - 86_400_000).await?;
             // Buckets idle for a day have long refilled.
             let limits = crate::rate_limit::queries::delete_stale_limits(
                 &mut tx,
@@ -899,7 +900,7 @@ async fn expire_refresh_tokens(db: Db) {
         match outcome {
             Ok(n) if n > 0 => tracing::info!(
                 deleted = n,
-                "expired refresh tokens and idle rate limits removed"
+                "expired refresh and account tokens and idle rate limits removed"
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "refresh token cleanup failed"),

@@ -119,6 +119,17 @@ async fn spend_token(tx: &mut Tx, secret: &str, purpose: Purpose) -> AppResult<(
     row.ok_or_else(bad)
 }
 
+/// Deletes account tokens that expired before `before_ms`.
+pub async fn delete_expired(tx: &mut Tx, before_ms: i64) -> AppResult<u64> {
+    Ok(with_conn!(&mut *tx, |c| sqlx::query(
+        "DELETE FROM account_tokens WHERE expires_at < $1"
+    )
+    .bind(before_ms)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?)
+}
+
 impl AuthApi {
     /// Rate limits a mail-sending request from `ip` for `email`.
     async fn limit_mail_request<T>(&self, req: &Request<T>, email: &str) -> AppResult<()> {
@@ -164,28 +175,43 @@ impl AuthApi {
         let email =
             Email::parse(&req.get_ref().email).map_err(|e| AppError::invalid("email", e))?;
         self.limit_mail_request(&req, email.as_str()).await?;
-        let user = users_db::by_email(&self.auth.db, email.as_str()).await?;
-        // Unknown and deactivated accounts get the same answer, and nothing.
-        if let Some(user) = user.filter(|u| u.active) {
-            let mail = &self.auth.mail;
-            let mut tx = self.auth.db.begin().await?;
-            let token = new_token(
-                &mut tx,
-                &user.id,
-                Purpose::PasswordReset,
-                &user.email,
-                mail.reset_ttl(),
-            )
-            .await?;
-            let link = mail.link(&format!("/reset-password#token={token}"));
-            let rendered = templates::password_reset(&user.name, &link, mail.reset_ttl());
-            mail.queue_mail(&mut tx, "password_reset", &user.email, &rendered)
-                .await?;
-            tx.commit().await?;
-            mail.wake();
-            tracing::info!(user_id = %user.id, "password reset link queued");
-        }
+        // The lookup and the write happen after the answer, so its timing
+        // says nothing about whether the account exists.
+        let api = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = api.queue_password_reset(email.as_str()).await {
+                tracing::warn!(error = %e, "cannot queue a password reset mail");
+            }
+        });
         Ok(pb::RequestPasswordResetResponse {})
+    }
+
+    /// Makes a reset token for the active account with `email`, if there is
+    /// one, and queues its mail in the same transaction.
+    async fn queue_password_reset(&self, email: &str) -> AppResult<()> {
+        let user = users_db::by_email(&self.auth.db, email).await?;
+        // Unknown and deactivated accounts get nothing.
+        let Some(user) = user.filter(|u| u.active) else {
+            return Ok(());
+        };
+        let mail = &self.auth.mail;
+        let mut tx = self.auth.db.begin().await?;
+        let token = new_token(
+            &mut tx,
+            &user.id,
+            Purpose::PasswordReset,
+            &user.email,
+            mail.reset_ttl(),
+        )
+        .await?;
+        let link = mail.link(&format!("/reset-password#token={token}"));
+        let rendered = templates::password_reset(&user.name, &link, mail.reset_ttl());
+        mail.queue_mail(&mut tx, "password_reset", &user.email, &rendered)
+            .await?;
+        tx.commit().await?;
+        mail.wake();
+        tracing::info!(user_id = %user.id, "password reset link queued");
+        Ok(())
     }
 
     pub(crate) async fn reset_password(
@@ -267,42 +293,43 @@ impl AuthApi {
         let email =
             Email::parse(&req.get_ref().email).map_err(|e| AppError::invalid("email", e))?;
         self.limit_mail_request(&req, email.as_str()).await?;
-        let db = &self.auth.db;
-        let (user, change) = match users_db::by_email(db, email.as_str()).await? {
-            Some(u) if u.email_verified_at.is_none() => (Some(u), false),
-            Some(u) if !u.pending_email.is_empty() => {
-                let pending = u.pending_email.clone();
-                return self.resend_change(u, pending).await;
+        // As for a reset: the work happens after the answer.
+        let api = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = api.queue_resend(email.as_str()).await {
+                tracing::warn!(error = %e, "cannot queue a verification mail");
             }
-            _ => (users_db::by_pending_email(db, email.as_str()).await?, true),
-        };
-        if let Some(user) = user.filter(|u| u.active) {
-            let to = if change {
-                user.pending_email.clone()
-            } else {
-                user.email.clone()
-            };
-            let mut tx = db.begin().await?;
-            self.queue_verification(&mut tx, &user, &to, change).await?;
-            tx.commit().await?;
-            self.auth.mail.wake();
-        }
+        });
         Ok(pb::ResendVerificationResponse {})
     }
 
-    async fn resend_change(
-        &self,
-        user: UserRow,
-        pending: String,
-    ) -> AppResult<pb::ResendVerificationResponse> {
-        if user.active {
-            let mut tx = self.auth.db.begin().await?;
-            self.queue_verification(&mut tx, &user, &pending, true)
-                .await?;
-            tx.commit().await?;
-            self.auth.mail.wake();
+    /// A new link for the account `email` names, if it waits for one: to
+    /// its unconfirmed address, or to its pending new one (`email` may be
+    /// either).
+    async fn queue_resend(&self, email: &str) -> AppResult<()> {
+        let db = &self.auth.db;
+        let (user, to, change) = match users_db::by_email(db, email).await? {
+            Some(u) if u.email_verified_at.is_none() => {
+                let to = u.email.clone();
+                (u, to, false)
+            }
+            Some(u) if !u.pending_email.is_empty() => {
+                let to = u.pending_email.clone();
+                (u, to, true)
+            }
+            _ => match users_db::by_pending_email(db, email).await? {
+                Some(u) => (u, email.to_owned(), true),
+                None => return Ok(()),
+            },
+        };
+        if !user.active {
+            return Ok(());
         }
-        Ok(pb::ResendVerificationResponse {})
+        let mut tx = db.begin().await?;
+        self.queue_verification(&mut tx, &user, &to, change).await?;
+        tx.commit().await?;
+        self.auth.mail.wake();
+        Ok(())
     }
 
     /// An email change asked for by a signed-in user, with mail configured:
