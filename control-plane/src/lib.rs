@@ -15,6 +15,7 @@ pub mod mail;
 pub mod metrics;
 pub mod pki;
 pub mod rate_limit;
+pub mod sealed;
 pub mod startup;
 pub mod store;
 pub mod subscriptions;
