@@ -257,3 +257,236 @@ async fn the_control_plane_waits_for_a_database_that_comes_up_late() {
     let _relay = late.await.unwrap();
     app.admin_token().await;
 }
+
+/// Two replicas on one database, both linked to one stand-in cluster, with
+/// a worker streaming to B; and a pool on the database to read leases.
+struct LinkedReplicas {
+    cluster: minispod_kube_standin::TestCluster,
+    a: crate::helpers::TestApp,
+    b: crate::helpers::TestApp,
+    /// A's name among the replicas (its lease owner id).
+    a_id: String,
+    db: sqlx::PgPool,
+    _worker: crate::workers::Stream,
+}
+
+/// [`LinkedReplicas`] with a resync of `resync`: objects are re-applied
+/// every sixth resync, so a long one keeps the cluster's request log to the
+/// applies that changes cause.
+async fn linked_replicas(resync: std::time::Duration) -> LinkedReplicas {
+    use crate::subscriptions::{linked_app_with, until, worker_with_node_on};
+    let cluster = minispod_kube_standin::TestCluster::start().await.unwrap();
+    let dir = TempDir::for_server().await;
+    let url = dir.1.clone().expect(
+        "replica tests need PostgreSQL: set MINISPOD_TEST_POSTGRES (the README's test command does)",
+    );
+    let dir = std::sync::Arc::new(dir);
+    let settings = move |a: &mut minispod_control_plane::config::ServeArgs| {
+        a.subscription_resync = resync;
+    };
+    let a = linked_app_with(&cluster, Some(dir.clone()), settings).await;
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let a_id: String = sqlx::query_scalar("SELECT id FROM replicas")
+        .fetch_one(&db)
+        .await
+        .expect("A is the only replica yet");
+    let b = linked_app_with(&cluster, Some(dir), settings).await;
+    let mut admin = crate::workers::Admin::of(&b).await;
+    let (worker, _node, stream) = worker_with_node_on(&cluster, &b, &mut admin, "m-replicas").await;
+    // Both replicas' cluster links see the worker's node (admission on
+    // either needs its capacity).
+    for app in [&a, &b] {
+        let admin = crate::workers::Admin::of(app).await;
+        until(20, "the worker's node on both replicas", || {
+            let (mut c, t, w) = (admin.client.clone(), admin.token.clone(), worker.clone());
+            async move {
+                let w = c
+                    .get_worker(authed(
+                        pb::GetWorkerRequest {
+                            lookup: Some(pb::get_worker_request::Lookup::Id(w)),
+                        },
+                        &t,
+                    ))
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .worker?;
+                w.node.is_some().then_some(())
+            }
+        })
+        .await;
+    }
+    LinkedReplicas {
+        cluster,
+        a,
+        b,
+        a_id,
+        db,
+        _worker: stream,
+    }
+}
+
+/// Every subscription as `app` lists it: (id, status, workers of its
+/// ready pods), by id.
+async fn listing(app: &crate::helpers::TestApp, token: &str) -> Vec<(String, i32, Vec<String>)> {
+    let mut all: Vec<_> = crate::subscriptions::subs(app)
+        .list_subscriptions(authed(
+            pb::ListSubscriptionsRequest {
+                all: true,
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .expect("ListSubscriptions")
+        .into_inner()
+        .subscriptions
+        .into_iter()
+        .map(|s| {
+            let on = s
+                .components
+                .iter()
+                .flat_map(|c| c.pods.iter().filter(|p| p.ready))
+                .map(|p| p.worker_id.clone())
+                .collect();
+            (s.id, s.status, on)
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Server-side applies of the Deployment `name` the stand-in served.
+fn deployment_applies(standin: &minispod_kube_standin::StandIn, name: &str) -> usize {
+    standin
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.verb == minispod_kube_standin::Verb::Patch
+                && r.content_type.as_deref() == Some("application/apply-patch+yaml")
+                && r.path.ends_with(&format!("/deployments/{name}"))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn one_replica_at_a_time_acts_on_a_subscription_and_the_survivor_takes_over() {
+    use crate::subscriptions::{create, customer, until};
+    let r = linked_replicas(std::time::Duration::from_secs(5)).await;
+    let Some(standin) = r.cluster.standin() else {
+        eprintln!("skipped: needs the stand-in's request log");
+        return;
+    };
+    let (_, ann) = customer(&r.a, "ann@example.com").await;
+    let (_, bob) = customer(&r.b, "bob@example.com").await;
+    let mut made = Vec::new();
+    for (app, token, name) in [
+        (&r.a, &ann, "via-a-one"),
+        (&r.b, &bob, "via-b-one"),
+        (&r.a, &ann, "via-a-two"),
+        (&r.b, &bob, "via-b-two"),
+    ] {
+        let s = create(app, token, "ghost", name, &[]).await.unwrap();
+        made.push((s.id, name));
+    }
+
+    // Both replicas list the four RUNNING, alike: same statuses, same pods.
+    let admin = r.a.admin_token().await;
+    let running = pb::SubscriptionStatus::Running as i32;
+    let agreed = until(30, "both replicas to list the four RUNNING", || {
+        let (a, b, admin) = (&r.a, &r.b, admin.clone());
+        async move {
+            let (on_a, on_b) = (listing(a, &admin).await, listing(b, &admin).await);
+            (on_a.len() == 4
+                && on_a
+                    .iter()
+                    .all(|(_, s, pods)| *s == running && !pods.is_empty())
+                && on_a == on_b)
+                .then_some(on_a)
+        }
+    })
+    .await;
+    assert_eq!(agreed.len(), 4);
+
+    // One replica acted on each: its Deployment was applied once, for its
+    // one generation (a second replica acting would have applied it too),
+    // and the row names one live replica as the holder of its lease.
+    for (_, name) in &made {
+        assert_eq!(
+            deployment_applies(standin, &format!("{name}-ghost")),
+            1,
+            "{name}: applied by one replica"
+        );
+    }
+    let replicas: Vec<String> = sqlx::query_scalar("SELECT id FROM replicas")
+        .fetch_all(&r.db)
+        .await
+        .unwrap();
+    assert_eq!(replicas.len(), 2);
+    let b_id = replicas.iter().find(|id| **id != r.a_id).unwrap().clone();
+    let leases: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, lease_owner FROM subscriptions ORDER BY id")
+            .fetch_all(&r.db)
+            .await
+            .unwrap();
+    assert!(
+        leases.iter().all(|(_, o)| *o == r.a_id || *o == b_id),
+        "{leases:?}"
+    );
+    let held_by_a: Vec<&(String, &str)> = made
+        .iter()
+        .filter(|(id, _)| leases.iter().any(|(l, o)| l == id && *o == r.a_id))
+        .collect();
+    assert!(
+        !held_by_a.is_empty(),
+        "A reconciles what was created through it: {leases:?}"
+    );
+
+    // A stops: its leases are free at once, and B applies a change to a
+    // subscription A held within seconds.
+    let (moved, name) = held_by_a[0].clone();
+    r.a.stop().await;
+    let admin = r.b.admin_token().await;
+    let changed = std::time::Instant::now();
+    crate::subscriptions::subs(&r.b)
+        .update_subscription(authed(
+            pb::UpdateSubscriptionRequest {
+                id: moved.clone(),
+                variables: [("LOG_LEVEL".to_string(), "warn".to_string())].into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("updated through B");
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::all(r.cluster.client().await);
+    let deployment = format!("{name}-ghost");
+    until(10, "the change applied by B", || {
+        let (d, deployment) = (deployments.clone(), deployment.clone());
+        async move {
+            let list = d.list(&Default::default()).await.ok()?;
+            let dep = list
+                .items
+                .into_iter()
+                .find(|d| d.metadata.name.as_deref() == Some(deployment.as_str()))?;
+            let env = dep.spec?.template.spec?.containers[0].env.clone()?;
+            env.iter()
+                .any(|e| e.name == "logging__level" && e.value.as_deref() == Some("warn"))
+                .then_some(())
+        }
+    })
+    .await;
+    println!(
+        "replica A stopped; an update through B reached the cluster in {} ms",
+        changed.elapsed().as_millis()
+    );
+    assert_eq!(deployment_applies(standin, &deployment), 2);
+    let owner: String = sqlx::query_scalar("SELECT lease_owner FROM subscriptions WHERE id = $1")
+        .bind(&moved)
+        .fetch_one(&r.db)
+        .await
+        .unwrap();
+    assert_eq!(owner, b_id, "B holds the lease now");
+    crate::subscriptions::status_until(&r.b, &admin, &moved, pb::SubscriptionStatus::Running, 30)
+        .await;
+}

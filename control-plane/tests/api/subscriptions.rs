@@ -27,13 +27,23 @@ struct Env {
     admin: Admin,
 }
 
-fn subs(app: &TestApp) -> SubscriptionServiceClient<Channel> {
+pub(crate) fn subs(app: &TestApp) -> SubscriptionServiceClient<Channel> {
     SubscriptionServiceClient::new(app.channel.clone())
 }
 
 async fn linked_app(
     cluster: &TestCluster,
     dir: Option<std::sync::Arc<crate::helpers::TempDir>>,
+) -> TestApp {
+    linked_app_with(cluster, dir, |_| {}).await
+}
+
+/// A control plane linked to `cluster` (fast taints, a 1 s resync), after
+/// `more` adjusted its settings.
+pub(crate) async fn linked_app_with(
+    cluster: &TestCluster,
+    dir: Option<std::sync::Arc<crate::helpers::TempDir>>,
+    more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs),
 ) -> TestApp {
     let kubeconfig = cluster.kubeconfig_path().to_owned();
     let configure = move |a: &mut minispod_control_plane::config::ServeArgs| {
@@ -42,6 +52,7 @@ async fn linked_app(
         a.offline_taint_after_start = Duration::ZERO;
         a.apps_domain = "apps.example.test".into();
         a.subscription_resync = Duration::from_secs(1);
+        more(a);
     };
     match dir {
         Some(d) => start(d, configure).await,
@@ -77,7 +88,7 @@ async fn env() -> Env {
 }
 
 /// Polls `check` every 50 ms until it gives Some, for at most `secs`.
-async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+pub(crate) async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -97,21 +108,30 @@ where
 
 /// An online worker with a Ready node of its own: (worker id, node name, stream).
 async fn worker_with_node(env: &mut Env, machine: &str) -> (String, String, Stream) {
-    let token = env.admin.token(1, "").await.token;
-    let agent = enroll(&env.app, &token, machine).await.expect("enroll");
-    let channel = mtls(&env.app, &agent).await;
+    worker_with_node_on(&env.cluster, &env.app, &mut env.admin, machine).await
+}
+
+/// [`worker_with_node`] enrolled and streaming through `app`.
+pub(crate) async fn worker_with_node_on(
+    cluster: &TestCluster,
+    app: &TestApp,
+    admin: &mut Admin,
+    machine: &str,
+) -> (String, String, Stream) {
+    let token = admin.token(1, "").await.token;
+    let agent = enroll(app, &token, machine).await.expect("enroll");
+    let channel = mtls(app, &agent).await;
     let stream = connect(channel, machine).await.expect("connect");
     let id = agent.enrolled.worker_id;
-    let node = env
-        .cluster
+    let node = cluster
         .create_node(machine, &[(WORKER_ID_LABEL, &id)])
         .await
         .unwrap()
         .metadata
         .name
         .unwrap();
-    let admin_client = env.admin.client.clone();
-    let token = env.admin.token.clone();
+    let admin_client = admin.client.clone();
+    let token = admin.token.clone();
     let wid = id.clone();
     until(20, "the worker to be ACTIVE", || {
         let (mut c, t, w) = (admin_client.clone(), token.clone(), wid.clone());
@@ -134,7 +154,7 @@ async fn worker_with_node(env: &mut Env, machine: &str) -> (String, String, Stre
     (id, node, stream)
 }
 
-async fn create(
+pub(crate) async fn create(
     app: &TestApp,
     token: &str,
     service: &str,
@@ -157,7 +177,7 @@ async fn create(
         .map(|r| r.into_inner().subscription.unwrap())
 }
 
-async fn get(
+pub(crate) async fn get(
     app: &TestApp,
     token: &str,
     id: &str,
@@ -169,7 +189,7 @@ async fn get(
 }
 
 /// Waits until the subscription has `status`; on a timeout, shows it.
-async fn status_until(
+pub(crate) async fn status_until(
     app: &TestApp,
     token: &str,
     id: &str,
@@ -196,7 +216,7 @@ async fn status_until(
     }
 }
 
-async fn customer(app: &TestApp, email: &str) -> (String, String) {
+pub(crate) async fn customer(app: &TestApp, email: &str) -> (String, String) {
     app.register(email, "correct horse battery").await
 }
 
