@@ -358,6 +358,7 @@ impl Application {
             hub.replica_id().to_owned(),
         );
         cluster_tasks.extend(subscriptions.spawn(hub.clone()));
+        cluster_tasks.extend(subscriptions.spawn_relay().await?);
         if cluster.is_linked() {
             cluster_tasks.push(tokio::spawn(report_cluster_health(
                 cluster.clone(),

@@ -490,3 +490,101 @@ async fn one_replica_at_a_time_acts_on_a_subscription_and_the_survivor_takes_ove
     crate::subscriptions::status_until(&r.b, &admin, &moved, pb::SubscriptionStatus::Running, 30)
         .await;
 }
+
+/// The next UPSERTED event of subscription `id` that satisfies `pred`,
+/// within `secs`.
+async fn next_upsert(
+    watch: &mut tonic::Streaming<pb::WatchSubscriptionsResponse>,
+    id: &str,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&pb::Subscription, Option<&pb::SubscriptionEvent>) -> bool,
+) -> (pb::Subscription, Option<pb::SubscriptionEvent>) {
+    let within = std::time::Duration::from_secs(secs);
+    tokio::time::timeout(within, async {
+        loop {
+            let e = watch
+                .message()
+                .await
+                .expect("the watch answers")
+                .expect("the watch goes on");
+            if e.r#type != pb::SubscriptionEventType::Upserted as i32 {
+                continue;
+            }
+            let s = e.subscription.unwrap();
+            if s.id == id && pred(&s, e.event.as_ref()) {
+                return (s, e.event);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no watch event within {within:?}: {what}"))
+}
+
+#[tokio::test]
+async fn a_watch_on_one_replica_sees_what_another_replicas_reconciler_and_api_change() {
+    use crate::subscriptions::{create, customer, linked_app_with, subs, worker_with_node_on};
+    let cluster = minispod_kube_standin::TestCluster::start().await.unwrap();
+    let dir = TempDir::for_server().await;
+    assert!(dir.1.is_some(), "replica tests need PostgreSQL");
+    let dir = std::sync::Arc::new(dir);
+    // B is linked to the cluster and reconciles; A is not linked, so it
+    // runs no reconciler and its watchers learn of changes only from B.
+    let b = linked_app_with(&cluster, Some(dir.clone()), |_| {}).await;
+    let a = start(dir, |_| {}).await;
+    let mut admin = crate::workers::Admin::of(&b).await;
+    let (_w, _n, _stream) = worker_with_node_on(&cluster, &b, &mut admin, "m-relay").await;
+    let (_, token) = customer(&b, "watcher@example.com").await;
+
+    let mut watch = subs(&a)
+        .watch_subscriptions(authed(pb::WatchSubscriptionsRequest::default(), &token))
+        .await
+        .expect("watch on A")
+        .into_inner();
+    loop {
+        let e = watch.message().await.unwrap().unwrap();
+        if e.r#type == pb::SubscriptionEventType::SnapshotEnd as i32 {
+            break;
+        }
+    }
+    let s = create(&b, &token, "ghost", "relayed", &[])
+        .await
+        .expect("created through B");
+    next_upsert(&mut watch, &s.id, 5, "the creation", |_, _| true).await;
+    let running = pb::SubscriptionStatus::Running as i32;
+    let (_, event) = next_upsert(
+        &mut watch,
+        &s.id,
+        30,
+        "RUNNING from B's reconciler",
+        |s, e| s.status == running && e.is_some(),
+    )
+    .await;
+    assert_eq!(event.unwrap().status, running, "with its event");
+
+    let admin_token = b.admin_token().await;
+    let suspended_at = std::time::Instant::now();
+    subs(&b)
+        .suspend_subscription(authed(
+            pb::SuspendSubscriptionRequest {
+                id: s.id.clone(),
+                reason: "unpaid invoice".into(),
+            },
+            &admin_token,
+        ))
+        .await
+        .expect("suspended through B");
+    let suspended = pb::SubscriptionStatus::Suspended as i32;
+    let (seen, event) = next_upsert(&mut watch, &s.id, 5, "SUSPENDED through B", |s, _| {
+        s.status == suspended
+    })
+    .await;
+    println!(
+        "suspend through B to the watch on A: {} ms",
+        suspended_at.elapsed().as_millis()
+    );
+    assert!(seen.status_reason.contains("unpaid invoice"));
+    let event = event.expect("the status change comes with its event");
+    assert_eq!(event.status, suspended);
+    assert!(event.reason.contains("unpaid invoice"), "{}", event.reason);
+}
