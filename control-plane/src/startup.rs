@@ -397,11 +397,11 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                AuthServiceServer::new(AuthApi::new(auth.clone()))
+                AuthServiceServer::new(AuthApi::new(auth.clone(), subscriptions.clone()))
                     .max_decoding_message_size(message_limits::AUTH),
             )
             .add_service(
-                UserServiceServer::new(UserApi::new(auth.clone()))
+                UserServiceServer::new(UserApi::new(auth.clone(), subscriptions.clone()))
                     .max_decoding_message_size(message_limits::USER),
             )
             .add_service(

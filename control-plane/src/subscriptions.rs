@@ -232,6 +232,25 @@ impl Subscriptions {
         std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Announces what a committed account change did to its owner's
+    /// subscriptions: watchers hear of each with its event, and the
+    /// reconciler scales them now rather than at its next resync.
+    pub fn owner_changed(&self, changes: impl IntoIterator<Item = queries::OwnerChange>) {
+        for c in changes {
+            for id in &c.ids {
+                self.publish(Change::Upserted(
+                    id.clone(),
+                    Some(pb::SubscriptionEvent {
+                        status: c.status as i32,
+                        reason: c.reason.clone(),
+                        at: Some(timestamp(c.at)),
+                    }),
+                ));
+            }
+            self.enqueue(c.ids);
+        }
+    }
+
     /// Tells watchers, here and on every other replica.
     pub fn publish(&self, change: Change) {
         self.relay(&change);

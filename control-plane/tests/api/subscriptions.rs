@@ -62,8 +62,13 @@ pub(crate) async fn linked_app_with(
 
 /// A linked control plane whose link is up.
 async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+/// [`env`] after `more` adjusted the control plane's settings.
+async fn env_with(more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs)) -> Env {
     let cluster = TestCluster::start().await.unwrap();
-    let app = linked_app(&cluster, None).await;
+    let app = linked_app_with(&cluster, None, more).await;
     let admin = Admin::of(&app).await;
     let env = Env {
         cluster,
@@ -603,7 +608,10 @@ async fn a_dropped_stream_degrades_at_once_and_rescheduling_brings_it_back() {
 
 #[tokio::test]
 async fn deactivating_the_owner_suspends_and_administrators_suspend_and_resume() {
-    let mut env = env().await;
+    // A resync far longer than the test: every change below must reach the
+    // cluster because it woke the reconciler, not because a resync came.
+    let resync = Duration::from_secs(120);
+    let mut env = env_with(|a| a.subscription_resync = resync).await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-suspend").await;
     let (user, token) = customer(&env.app, "sus@example.com").await;
     let s = create(&env.app, &token, "ghost", "paused", &[])
@@ -672,6 +680,7 @@ async fn deactivating_the_owner_suspends_and_administrators_suspend_and_resume()
     assert!(stats.monthly_revenue_cents > 0);
 
     // The owner deactivated: suspended, and it cannot be resumed.
+    let deactivated = tokio::time::Instant::now();
     env.app
         .users()
         .set_user_active(authed(
@@ -701,11 +710,18 @@ async fn deactivating_the_owner_suspends_and_administrators_suspend_and_resume()
         "{}",
         it.status_reason
     );
-    until(20, "replicas 0 after deactivation", || {
+    until(5, "replicas 0 after deactivation, long before the resync", || {
         let d = deployments.clone();
         async move { (d.get("paused-ghost").await.ok()?.spec?.replicas == Some(0)).then_some(()) }
     })
     .await;
+    let scaled = deactivated.elapsed();
+    assert!(scaled < resync / 10, "{scaled:?}");
+    println!(
+        "owner deactivated to replicas 0: {} ms (resync {} s)",
+        scaled.as_millis(),
+        resync.as_secs()
+    );
     expect_code(
         c.resume_subscription(authed(
             pb::ResumeSubscriptionRequest { id: s.id.clone() },
