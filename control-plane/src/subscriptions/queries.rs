@@ -557,9 +557,19 @@ pub async fn owner_active(db: &Db, user_id: &str) -> AppResult<Option<bool>> {
 }
 
 /// Workers that take new subscriptions: ACTIVE and not cordoned.
-pub async fn schedulable_workers(db: &Db) -> AppResult<Vec<String>> {
-    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
+pub async fn schedulable_workers(tx: &mut Tx) -> AppResult<Vec<String>> {
+    Ok(with_conn!(tx, |c| sqlx::query_scalar(
         "SELECT id FROM workers WHERE status = 'ACTIVE' AND NOT cordoned"
+    )
+    .fetch_all(c)
+    .await)?)
+}
+
+/// (id, template) of every subscription meant to run: what admission
+/// counts as taken until its pods are scheduled.
+pub async fn running_templates(tx: &mut Tx) -> AppResult<Vec<(String, Vec<u8>)>> {
+    Ok(with_conn!(tx, |c| sqlx::query_as(
+        "SELECT id, template FROM subscriptions WHERE desired = 'RUNNING'"
     )
     .fetch_all(c)
     .await)?)

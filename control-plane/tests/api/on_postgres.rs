@@ -588,3 +588,44 @@ async fn a_watch_on_one_replica_sees_what_another_replicas_reconciler_and_api_ch
     assert_eq!(event.status, suspended);
     assert!(event.reason.contains("unpaid invoice"), "{}", event.reason);
 }
+
+#[tokio::test]
+async fn concurrent_creates_through_two_replicas_are_admitted_only_as_far_as_the_capacity_goes() {
+    // One node of 4 CPUs and 8 GiB; Ghost requests 250m and 512 MiB: 16 fit.
+    let r = linked_replicas(std::time::Duration::from_secs(1)).await;
+    let (_, token) = crate::subscriptions::customer(&r.a, "race@example.com").await;
+    let calls: Vec<_> = (0..24)
+        .map(|i| {
+            let app = if i % 2 == 0 { &r.a } else { &r.b };
+            let (mut client, token) = (crate::subscriptions::subs(app), token.clone());
+            tokio::spawn(async move {
+                client
+                    .create_subscription(authed(
+                        pb::CreateSubscriptionRequest {
+                            service_id: "ghost".into(),
+                            name: format!("race-{i}"),
+                            variables: Default::default(),
+                        },
+                        &token,
+                    ))
+                    .await
+                    .map(drop)
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(()) => admitted += 1,
+            Err(s) => {
+                assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+                assert!(
+                    s.message().contains("not enough capacity"),
+                    "{}",
+                    s.message()
+                );
+            }
+        }
+    }
+    assert_eq!(admitted, 16);
+}

@@ -825,3 +825,81 @@ async fn logs_stream_from_the_components_pod() {
     assert!(lines.iter().any(|l| l == "hello from ghost"), "{lines:?}");
     assert_eq!(lines.last().map(String::as_str), Some("second line"));
 }
+
+#[tokio::test]
+async fn concurrent_creates_are_admitted_only_as_far_as_the_capacity_goes() {
+    let mut env = env().await;
+    // One node of 4 CPUs and 8 GiB; Ghost requests 250m and 512 MiB, so
+    // exactly 16 fit, by CPU and by memory alike.
+    let (worker, _n, _stream) = worker_with_node(&mut env, "m-race").await;
+    let (_user, token) = customer(&env.app, "race@example.com").await;
+    const TRIES: usize = 24;
+    const FIT: usize = 16;
+    let calls: Vec<_> = (0..TRIES)
+        .map(|i| {
+            let (channel, token) = (env.app.channel.clone(), token.clone());
+            tokio::spawn(async move {
+                SubscriptionServiceClient::new(channel)
+                    .create_subscription(authed(
+                        pb::CreateSubscriptionRequest {
+                            service_id: "ghost".into(),
+                            name: format!("race-{i}"),
+                            variables: Default::default(),
+                        },
+                        &token,
+                    ))
+                    .await
+                    .map(|r| r.into_inner().subscription.unwrap().id)
+            })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    let mut refused = Vec::new();
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(id) => admitted.push(id),
+            Err(s) => refused.push(s),
+        }
+    }
+    assert_eq!(admitted.len(), FIT, "refusals: {refused:?}");
+    for s in &refused {
+        assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+        assert!(
+            s.message().contains("not enough capacity"),
+            "{}",
+            s.message()
+        );
+    }
+    // What was admitted fits: every one of them runs on the node.
+    let admin = env.app.admin_token().await;
+    until(60, "every admitted subscription RUNNING", || {
+        let (app, admin, worker) = (&env.app, admin.clone(), worker.clone());
+        async move {
+            let all = subs(app)
+                .list_subscriptions(authed(
+                    pb::ListSubscriptionsRequest {
+                        all: true,
+                        page_size: 100,
+                        ..Default::default()
+                    },
+                    &admin,
+                ))
+                .await
+                .ok()?
+                .into_inner()
+                .subscriptions;
+            (all.len() == FIT
+                && all.iter().all(|s| {
+                    s.status == pb::SubscriptionStatus::Running as i32
+                        && s.components[0].pods.iter().any(|p| p.worker_id == worker)
+                }))
+            .then_some(())
+        }
+    })
+    .await;
+    // With the pods scheduled, the node is full: one more is refused too.
+    expect_code(
+        create(&env.app, &token, "ghost", "race-late", &[]).await,
+        Code::FailedPrecondition,
+    );
+}
