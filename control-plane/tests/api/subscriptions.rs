@@ -733,6 +733,71 @@ async fn deactivating_the_owner_suspends_and_administrators_suspend_and_resume()
 }
 
 #[tokio::test]
+async fn an_owner_who_deactivates_their_own_account_is_scaled_to_zero_at_once() {
+    let resync = Duration::from_secs(120);
+    let mut env = env_with(|a| a.subscription_resync = resync).await;
+    let (_w, _n, _stream) = worker_with_node(&mut env, "m-self").await;
+    let (user, token) = customer(&env.app, "leaving@example.com").await;
+    let s = create(&env.app, &token, "ghost", "leaving", &[])
+        .await
+        .unwrap();
+    status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
+    let deployments: Api<Deployment> =
+        Api::namespaced(env.cluster.client().await, &format!("ms-{user}"));
+    let admin = env.app.admin_token().await;
+    let mut watch = subs(&env.app)
+        .watch_subscriptions(authed(
+            pb::WatchSubscriptionsRequest {
+                all: true,
+                id: s.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let e = watch.message().await.unwrap().unwrap();
+        if e.r#type == pb::SubscriptionEventType::SnapshotEnd as i32 {
+            break;
+        }
+    }
+
+    let deactivated = tokio::time::Instant::now();
+    env.app
+        .auth()
+        .deactivate_account(authed(
+            pb::DeactivateAccountRequest {
+                password: "correct horse battery".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    // Watchers hear of it with its event, and the workload goes to zero,
+    // both long before the resync.
+    let event = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let e = watch.message().await.unwrap().unwrap();
+            if let Some(ev) = e.event
+                && ev.status == pb::SubscriptionStatus::Suspended as i32
+            {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("the suspension on the watch");
+    assert!(event.reason.contains("deactivated"), "{}", event.reason);
+    until(5, "replicas 0 after the owner left", || {
+        let d = deployments.clone();
+        async move { (d.get("leaving-ghost").await.ok()?.spec?.replicas == Some(0)).then_some(()) }
+    })
+    .await;
+    assert!(deactivated.elapsed() < resync / 10);
+}
+
+#[tokio::test]
 async fn deleting_removes_the_objects_keeps_the_volumes_and_frees_the_catalog_entry() {
     let mut env = env().await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-delete").await;
