@@ -107,7 +107,7 @@ async fn kill_9_of_the_agent_under_a_subscription_degrades_it_at_once_and_the_ta
         return;
     }
     let kubeconfig = cluster.kubeconfig_path().to_owned();
-    let grace = Duration::from_millis(500);
+    let grace = Duration::from_secs(1);
     let cp = ControlPlane::start_in(Arc::new(TempDir::for_server().await), free_port(), |a| {
         a.kubeconfig = Some(kubeconfig);
         a.offline_taint_grace = grace;
