@@ -11,9 +11,10 @@
 //! to it; the periodic resync still reconciles, but a watch may miss a
 //! status until the next change.
 
+use minispod_proto::v1 as pb;
+
 use super::{Change, Subscriptions, queries, status_from_db};
 use crate::store::{StoreChannel, timestamp};
-use minispod_proto::v1 as pb;
 
 /// The store channel subscription changes travel on.
 const CHANNEL: &str = "minispod_subscriptions";
