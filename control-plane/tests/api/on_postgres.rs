@@ -630,6 +630,27 @@ async fn a_watch_on_one_replica_sees_what_another_replicas_reconciler_and_api_ch
     let event = event.expect("the status change comes with its event");
     assert_eq!(event.status, suspended);
     assert!(event.reason.contains("unpaid invoice"), "{}", event.reason);
+
+    // B's reconciler removes a subscription deleted through B: A's watch
+    // hears that it is gone.
+    subs(&b)
+        .delete_subscription(authed(
+            pb::DeleteSubscriptionRequest { id: s.id.clone() },
+            &token,
+        ))
+        .await
+        .expect("deleted through B");
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            let e = watch.message().await.unwrap().expect("the watch goes on");
+            if e.r#type == pb::SubscriptionEventType::Deleted as i32 {
+                assert_eq!(e.subscription.unwrap().id, s.id);
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the deletion on A's watch");
 }
 
 #[tokio::test]
