@@ -212,6 +212,12 @@ impl ClusterLink {
         self.index().node(node).and_then(|v| v.worker_id.clone())
     }
 
+    /// Whether the pod `namespace/name` is bound and counted in its node's
+    /// requests ([`ClusterLink::free_by_worker`] has taken it off).
+    pub fn counts_pod(&self, namespace: &str, name: &str) -> bool {
+        self.index().counts_pod(namespace, name)
+    }
+
     /// Each worker's node: (worker id, node name, allocatable less the
     /// requests of its pods, whether the node takes new pods: Ready, not
     /// cordoned, no NoSchedule or NoExecute taint).

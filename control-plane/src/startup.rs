@@ -425,6 +425,7 @@ impl Application {
             hub.replica_id().to_owned(),
         );
         cluster_tasks.extend(subscriptions.spawn(hub.clone()));
+        cluster_tasks.extend(subscriptions.spawn_relay().await?);
         if cluster.is_linked() {
             cluster_tasks.push(tokio::spawn(report_cluster_health(
                 cluster.clone(),
@@ -463,11 +464,11 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                AuthServiceServer::new(AuthApi::new(auth.clone()))
+                AuthServiceServer::new(AuthApi::new(auth.clone(), subscriptions.clone()))
                     .max_decoding_message_size(message_limits::AUTH),
             )
             .add_service(
-                UserServiceServer::new(UserApi::new(auth.clone()))
+                UserServiceServer::new(UserApi::new(auth.clone(), subscriptions.clone()))
                     .max_decoding_message_size(message_limits::USER),
             )
             .add_service(

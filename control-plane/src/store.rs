@@ -228,7 +228,7 @@ impl Db {
         listener
             .listen(channel)
             .await
-            .context("LISTEN for fleet changes")?;
+            .with_context(|| format!("LISTEN on {channel}"))?;
         let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let pool = pool.clone();
@@ -240,7 +240,7 @@ impl Db {
                     .execute(&pool)
                     .await;
                 if let Err(e) = sent {
-                    tracing::warn!(error = %e, "could not tell other replicas of a fleet change");
+                    tracing::warn!(error = %e, channel, "could not tell other replicas of a change");
                 }
             }
         });
@@ -254,7 +254,7 @@ impl Db {
                     }
                     Err(e) => {
                         // PgListener reconnects on the next recv.
-                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        tracing::warn!(error = %e, channel, "LISTEN connection lost; reconnecting");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }

@@ -7,6 +7,7 @@
 //!   equal to what the pods say; level triggered, one replica at a time per
 //!   subscription (a lease on the row).
 //! - `service`: the gRPC SubscriptionService.
+//! - `relay`: changes told to and heard from other replicas (PostgreSQL).
 //!
 //! `Subscriptions` is the state they share: the store, the cluster link,
 //! the pods of subscriptions as a watch last saw them, the reconciler's
@@ -14,6 +15,7 @@
 
 pub mod queries;
 pub mod reconcile;
+pub mod relay;
 pub mod render;
 pub mod service;
 
@@ -166,6 +168,8 @@ struct Inner {
     queue: Mutex<BTreeSet<String>>,
     wake: Notify,
     changes: broadcast::Sender<Change>,
+    /// Notices for the other replicas, once the relay runs.
+    relay: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -193,6 +197,7 @@ impl Subscriptions {
                 queue: Mutex::default(),
                 wake: Notify::new(),
                 changes: broadcast::channel(1024).0,
+                relay: Mutex::new(None),
             }),
         }
     }
@@ -227,8 +232,33 @@ impl Subscriptions {
         std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Tells watchers.
+    /// Announces what a committed account change did to its owner's
+    /// subscriptions: watchers hear of each with its event, and the
+    /// reconciler scales them now rather than at its next resync.
+    pub fn owner_changed(&self, changes: impl IntoIterator<Item = queries::OwnerChange>) {
+        for c in changes {
+            for id in &c.ids {
+                self.publish(Change::Upserted(
+                    id.clone(),
+                    Some(pb::SubscriptionEvent {
+                        status: c.status as i32,
+                        reason: c.reason.clone(),
+                        at: Some(timestamp(c.at)),
+                    }),
+                ));
+            }
+            self.enqueue(c.ids);
+        }
+    }
+
+    /// Tells watchers, here and on every other replica.
     pub fn publish(&self, change: Change) {
+        self.relay(&change);
+        self.publish_here(change);
+    }
+
+    /// Tells this replica's watchers only (a change another replica made).
+    fn publish_here(&self, change: Change) {
         let _ = self.inner.changes.send(change);
     }
 

@@ -28,6 +28,8 @@ use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
 mod identity;
 #[path = "fleet/kubernetes.rs"]
 mod kubernetes;
+#[path = "fleet/subscriptions.rs"]
+mod subscriptions;
 
 const ADMIN_EMAIL: &str = "fleet-admin@example.org";
 const ADMIN_PASSWORD: &str = "fleet-admin-password";

@@ -8,6 +8,7 @@ use super::{AuthState, cookie, password::Lane, queries as refresh_db, tokens::ha
 use crate::{
     error::{AppError, AppResult, Violations},
     store::now_ms,
+    subscriptions::Subscriptions,
     users::{
         fields::{Email, Password, PersonName},
         queries::{self as users_db, UserChanges, UserRow},
@@ -18,12 +19,15 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct AuthApi {
     pub(crate) auth: AuthState,
+    /// Told of subscriptions an owner's own deactivation suspended.
+    subs: Subscriptions,
 }
 
 impl AuthApi {
-    /// The service over `auth`.
-    pub fn new(auth: AuthState) -> Self {
-        AuthApi { auth }
+    /// The service over `auth`; subscriptions an owner's deactivation
+    /// suspends are announced to `subs`.
+    pub fn new(auth: AuthState, subs: Subscriptions) -> Self {
+        AuthApi { auth, subs }
     }
 }
 
@@ -408,13 +412,14 @@ impl AuthApi {
         };
         users_db::update(&mut tx, &user.id, &changes).await?;
         refresh_db::revoke_user(&mut tx, &user.id).await?;
-        crate::subscriptions::queries::suspend_for_owner(
+        let suspended = crate::subscriptions::queries::suspend_for_owner(
             &mut tx,
             &user.id,
             "its owner's account was deactivated",
         )
         .await?;
         tx.commit().await?;
+        self.subs.owner_changed([suspended]);
         tracing::info!(user_id = %user.id, "account deactivated by its owner");
         Ok(pb::DeactivateAccountResponse {})
     }

@@ -444,6 +444,12 @@ impl Index {
         self.nodes.get(name)
     }
 
+    /// Whether pod `namespace/name` is bound and its requests are in its
+    /// node's `allocated`.
+    pub fn counts_pod(&self, namespace: &str, name: &str) -> bool {
+        self.pods.contains_key(&format!("{namespace}/{name}"))
+    }
+
     /// The figures of a worker's node, None when it has none.
     pub fn figures(&self, worker_id: &str) -> Option<NodeFigures> {
         let v = self.node_of(worker_id)?;

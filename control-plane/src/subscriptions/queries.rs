@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use minispod_proto::v1 as pb;
 use sqlx::{FromRow, QueryBuilder};
 
 use crate::{
@@ -397,9 +398,10 @@ pub async fn lease(db: &Db, id: &str, owner: &str, ttl_ms: i64) -> AppResult<boo
 }
 
 /// Suspends the running subscriptions of `user_id` because of its owner
-/// (deactivated or deleted), status and event included; returns their ids.
-/// The reconciler scales them to zero at its next pass.
-pub async fn suspend_for_owner(tx: &mut Tx, user_id: &str, why: &str) -> AppResult<Vec<String>> {
+/// (deactivated or deleted), status and event included. Announce what it
+/// returns after the commit ([`super::Subscriptions::owner_changed`]) so
+/// the reconciler scales them to zero at once.
+pub async fn suspend_for_owner(tx: &mut Tx, user_id: &str, why: &str) -> AppResult<OwnerChange> {
     let now = now_ms();
     let ids: Vec<String> = with_conn!(&mut *tx, |c| sqlx::query_scalar(
         "UPDATE subscriptions SET desired = 'SUSPENDED', suspended_by = 'OWNER',
@@ -415,11 +417,16 @@ pub async fn suspend_for_owner(tx: &mut Tx, user_id: &str, why: &str) -> AppResu
     for id in &ids {
         add_event(tx, id, "SUSPENDED", why, now).await?;
     }
-    Ok(ids)
+    Ok(OwnerChange {
+        ids,
+        status: pb::SubscriptionStatus::Suspended,
+        reason: why.to_owned(),
+        at: now,
+    })
 }
 
 /// Resumes what [`suspend_for_owner`] suspended (the owner is active again).
-pub async fn resume_for_owner(tx: &mut Tx, user_id: &str) -> AppResult<Vec<String>> {
+pub async fn resume_for_owner(tx: &mut Tx, user_id: &str) -> AppResult<OwnerChange> {
     let now = now_ms();
     let why = "its owner's account was activated again";
     let ids: Vec<String> = with_conn!(&mut *tx, |c| sqlx::query_scalar(
@@ -436,7 +443,27 @@ pub async fn resume_for_owner(tx: &mut Tx, user_id: &str) -> AppResult<Vec<Strin
     for id in &ids {
         add_event(tx, id, "PROVISIONING", why, now).await?;
     }
-    Ok(ids)
+    Ok(OwnerChange {
+        ids,
+        status: pb::SubscriptionStatus::Provisioning,
+        reason: why.to_owned(),
+        at: now,
+    })
+}
+
+/// Subscriptions an account change suspended or resumed in its
+/// transaction, with the status and event it gave them.
+#[derive(Debug)]
+#[must_use = "announce it after the commit, or the reconciler waits for its resync"]
+pub struct OwnerChange {
+    /// The subscriptions.
+    pub ids: Vec<String>,
+    /// Their new status.
+    pub status: pb::SubscriptionStatus,
+    /// Its reason.
+    pub reason: String,
+    /// When (Unix ms).
+    pub at: i64,
 }
 
 /// How many subscriptions run `service_id` (a catalog entry with any
@@ -530,9 +557,19 @@ pub async fn owner_active(db: &Db, user_id: &str) -> AppResult<Option<bool>> {
 }
 
 /// Workers that take new subscriptions: ACTIVE and not cordoned.
-pub async fn schedulable_workers(db: &Db) -> AppResult<Vec<String>> {
-    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
+pub async fn schedulable_workers(tx: &mut Tx) -> AppResult<Vec<String>> {
+    Ok(with_conn!(tx, |c| sqlx::query_scalar(
         "SELECT id FROM workers WHERE status = 'ACTIVE' AND NOT cordoned"
+    )
+    .fetch_all(c)
+    .await)?)
+}
+
+/// (id, template) of every subscription meant to run: what admission
+/// counts as taken until its pods are scheduled.
+pub async fn running_templates(tx: &mut Tx) -> AppResult<Vec<(String, Vec<u8>)>> {
+    Ok(with_conn!(tx, |c| sqlx::query_as(
+        "SELECT id, template FROM subscriptions WHERE desired = 'RUNNING'"
     )
     .fetch_all(c)
     .await)?)

@@ -5,8 +5,9 @@
 //! every object it should have (server-side apply, forced, under our field
 //! manager) when its generation moved or a minute went by, deletes what a
 //! deleted one had, and derives the status from its pods and their
-//! workers. Passes are queued by changes (the API, the pod watch, worker
-//! status) and by a periodic resync, so a restart of the control plane
+//! workers. Passes are queued by changes (the API, an owner's account
+//! deactivated or activated, the pod watch, worker status, other replicas'
+//! notices) and by a periodic resync, so a restart of the control plane
 //! picks up where it stopped. With several replicas on PostgreSQL a lease
 //! on the row makes one replica at a time act on a subscription.
 

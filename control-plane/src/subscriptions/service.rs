@@ -21,7 +21,7 @@ use crate::{
     auth::AuthState,
     catalog::template,
     error::{AppError, AppResult, Violations},
-    store::{Page, new_id, now_ms, timestamp},
+    store::{Page, Tx, new_id, now_ms, timestamp},
     users::queries::UserRow,
 };
 
@@ -104,8 +104,13 @@ impl SubscriptionApi {
         self.subs.to_pb(&row).await
     }
 
-    /// Refuses a subscription the schedulable workers cannot hold.
-    async fn admit(&self, t: &pb::ServiceTemplate) -> AppResult<()> {
+    /// Refuses a subscription the schedulable workers cannot hold. Runs
+    /// inside the write transaction that stores it, and write transactions
+    /// are serialised (SQLite has one writer; on PostgreSQL each first
+    /// takes one transaction-scoped advisory lock, see `Db::begin`), so
+    /// concurrent creates are admitted one after the other, each counting
+    /// those admitted before it.
+    async fn admit(&self, tx: &mut Tx, t: &pb::ServiceTemplate) -> AppResult<()> {
         let link = self.subs.link();
         if !link.is_linked() {
             return Err(AppError::FailedPrecondition(
@@ -114,11 +119,14 @@ impl SubscriptionApi {
                     .into(),
             ));
         }
-        let schedulable: std::collections::HashSet<String> =
-            queries::schedulable_workers(self.subs.db())
-                .await?
-                .into_iter()
-                .collect();
+        let schedulable: std::collections::HashSet<String> = queries::schedulable_workers(tx)
+            .await?
+            .into_iter()
+            .collect();
+        // Before the free figures: a pod the link starts counting between
+        // the two reads is then counted twice (refusing too much for a
+        // moment) rather than not at all.
+        let (held_cpu, held_mem) = self.unscheduled_requests(tx).await?;
         let free: Vec<_> = link
             .free_by_worker()
             .into_iter()
@@ -132,8 +140,8 @@ impl SubscriptionApi {
                 m + i64::from(r.memory_request_mb),
             )
         });
-        let have_cpu: i64 = free.iter().map(|r| r.cpu).sum();
-        let have_mem: i64 = free.iter().map(|r| mib(r.memory)).sum();
+        let have_cpu: i64 = free.iter().map(|r| r.cpu).sum::<i64>() - held_cpu;
+        let have_mem: i64 = free.iter().map(|r| mib(r.memory)).sum::<i64>() - held_mem;
         let biggest = t
             .components
             .iter()
@@ -148,9 +156,17 @@ impl SubscriptionApi {
         if need_cpu > have_cpu || need_mem > have_mem || biggest.is_some() {
             let mut msg = format!(
                 "not enough capacity: this service requests {need_cpu}m CPU and {need_mem} MiB \
-                 memory; the {} schedulable worker(s) have {have_cpu}m CPU and {have_mem} MiB free",
-                free.len()
+                 memory; the {} schedulable worker(s) have {}m CPU and {} MiB free",
+                free.len(),
+                have_cpu.max(0),
+                have_mem.max(0)
             );
+            if held_cpu > 0 || held_mem > 0 {
+                msg.push_str(&format!(
+                    " (besides {held_cpu}m CPU and {held_mem} MiB for subscriptions not \
+                     scheduled yet)"
+                ));
+            }
             if let Some((c, r)) = biggest {
                 msg.push_str(&format!(
                     "; no worker can hold component {} ({}m CPU, {} MiB)",
@@ -160,6 +176,32 @@ impl SubscriptionApi {
             return Err(AppError::FailedPrecondition(msg));
         }
         Ok(())
+    }
+
+    /// CPU (millicores) and memory (MiB) requested by the components of
+    /// admitted subscriptions that have no pod the cluster link counts yet
+    /// (just created, pending, being moved): the link's free figures do
+    /// not show what they will take.
+    async fn unscheduled_requests(&self, tx: &mut Tx) -> AppResult<(i64, i64)> {
+        let link = self.subs.link();
+        let (mut cpu, mut mem) = (0i64, 0i64);
+        for (id, template) in queries::running_templates(tx).await? {
+            let Ok(t) = pb::ServiceTemplate::decode(template.as_slice()) else {
+                continue;
+            };
+            let pods = self.subs.pods_of(&id);
+            for c in &t.components {
+                let counted = pods
+                    .iter()
+                    .any(|p| p.component == c.name && link.counts_pod(&p.namespace, &p.name));
+                if !counted {
+                    let r = c.resources.unwrap_or_default();
+                    cpu += i64::from(r.cpu_request_millicores);
+                    mem += i64::from(r.memory_request_mb);
+                }
+            }
+        }
+        Ok((cpu, mem))
     }
 
     async fn create(
@@ -195,7 +237,6 @@ impl SubscriptionApi {
         let mut v = Violations::new();
         let variables = template::validate_values(&template, &given, &mut v);
         v.finish()?;
-        self.admit(&template).await?;
         let generated: BTreeMap<String, String> = template
             .generated
             .iter()
@@ -229,6 +270,7 @@ impl SubscriptionApi {
             updated_at: now,
         };
         let mut tx = self.subs.db().begin().await?;
+        self.admit(&mut tx, &template).await?;
         queries::insert(&mut tx, &row).await.map_err(|e| match e {
             AppError::AlreadyExists(m) => AppError::InvalidArgument {
                 message: format!("name: {m}"),

@@ -1,6 +1,6 @@
 //! UserService: account administration, for administrators only.
 
-use crate::subscriptions::queries as subscriptions_db;
+use crate::subscriptions::{Subscriptions, queries as subscriptions_db};
 use minispod_proto::v1::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
@@ -21,12 +21,15 @@ const MAX_BULK_IDS: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct UserApi {
     auth: AuthState,
+    /// Told of subscriptions an account change suspended or resumed.
+    subs: Subscriptions,
 }
 
 impl UserApi {
-    /// The service over `auth`.
-    pub fn new(auth: AuthState) -> Self {
-        UserApi { auth }
+    /// The service over `auth`; account changes that suspend or resume
+    /// subscriptions are announced to `subs`.
+    pub fn new(auth: AuthState, subs: Subscriptions) -> Self {
+        UserApi { auth, subs }
     }
 
     fn require_id(id: &str) -> AppResult<()> {
@@ -153,8 +156,9 @@ impl UserApi {
         let mut tx = self.auth.db.begin().await?;
         let user = users_db::require(&mut tx, &r.id).await?;
         users_db::guard_last_admin(&mut tx, &user, "delete").await?;
-        delete_user_in(&mut tx, &user.id).await?;
+        let suspended = delete_user_in(&mut tx, &user.id).await?;
         tx.commit().await?;
+        self.subs.owner_changed([suspended]);
         tracing::info!(by = %admin.id, user_id = %user.id, "user deleted");
         Ok(())
     }
@@ -188,8 +192,9 @@ impl UserApi {
         Self::require_id(&r.id)?;
         let mut tx = self.auth.db.begin().await?;
         let user = users_db::require(&mut tx, &r.id).await?;
-        let user = set_active(&mut tx, &user, r.active).await?;
+        let (user, changed) = set_active(&mut tx, &user, r.active).await?;
         tx.commit().await?;
+        self.subs.owner_changed(changed);
         Ok((&user).into())
     }
 
@@ -258,19 +263,20 @@ impl UserApi {
         // (unknown id, last administrator) are reported, not fatal.
         let mut tx = self.auth.db.begin().await?;
         let mut results = Vec::with_capacity(ids.len());
+        let mut changed = Vec::new();
         for id in ids {
             let outcome = match users_db::by_id(&mut tx, &id).await? {
                 None => Err(AppError::NotFound("no such user".into())),
                 Some(user) => match action {
                     pb::BulkUserAction::Activate => {
-                        set_active(&mut tx, &user, true).await.map(drop)
+                        set_active(&mut tx, &user, true).await.map(|(_, c)| c)
                     }
                     pb::BulkUserAction::Deactivate => {
-                        set_active(&mut tx, &user, false).await.map(drop)
+                        set_active(&mut tx, &user, false).await.map(|(_, c)| c)
                     }
                     pb::BulkUserAction::Delete => {
                         match users_db::guard_last_admin(&mut tx, &user, "delete").await {
-                            Ok(()) => delete_user_in(&mut tx, &user.id).await,
+                            Ok(()) => delete_user_in(&mut tx, &user.id).await.map(Some),
                             Err(e) => Err(e),
                         }
                     }
@@ -278,11 +284,14 @@ impl UserApi {
                 },
             };
             results.push(match outcome {
-                Ok(()) => pb::BulkUserResult {
-                    id,
-                    ok: true,
-                    ..Default::default()
-                },
+                Ok(c) => {
+                    changed.extend(c);
+                    pb::BulkUserResult {
+                        id,
+                        ok: true,
+                        ..Default::default()
+                    }
+                }
                 Err(AppError::Internal(e)) => return Err(AppError::Internal(e)),
                 Err(e) => pb::BulkUserResult {
                     id,
@@ -293,6 +302,7 @@ impl UserApi {
             });
         }
         tx.commit().await?;
+        self.subs.owner_changed(changed);
         let succeeded = results.iter().filter(|r| r.ok).count() as i32;
         tracing::info!(by = %admin.id, action = action.as_str_name(), succeeded, "bulk user update");
         Ok(pb::BulkUpdateUsersResponse {
@@ -303,20 +313,27 @@ impl UserApi {
     }
 }
 
-/// Deletes user `id` inside `tx`, suspending their subscriptions first.
-async fn delete_user_in(tx: &mut crate::store::Tx, id: &str) -> AppResult<()> {
-    subscriptions_db::suspend_for_owner(tx, id, "its owner's account was deleted").await?;
+/// Deletes user `id` inside `tx`, suspending their subscriptions first
+/// (announce them after the commit).
+async fn delete_user_in(
+    tx: &mut crate::store::Tx,
+    id: &str,
+) -> AppResult<subscriptions_db::OwnerChange> {
+    let suspended =
+        subscriptions_db::suspend_for_owner(tx, id, "its owner's account was deleted").await?;
     users_db::delete(tx, id).await?;
-    Ok(())
+    Ok(suspended)
 }
 
 /// Activates or deactivates `user` inside `tx`; deactivation ends every
 /// session and access token of the user, and spares the last administrator.
+/// Returns the user and what it did to their subscriptions (announce it
+/// after the commit).
 async fn set_active(
     tx: &mut crate::store::Tx,
     user: &users_db::UserRow,
     active: bool,
-) -> AppResult<users_db::UserRow> {
+) -> AppResult<(users_db::UserRow, Option<subscriptions_db::OwnerChange>)> {
     if !active {
         users_db::guard_last_admin(tx, user, "deactivate").await?;
     }
@@ -326,14 +343,22 @@ async fn set_active(
         ..Default::default()
     };
     let updated = users_db::update(tx, &user.id, &changes).await?;
-    if !active {
+    let changed = if !active {
         refresh_db::revoke_user(tx, &user.id).await?;
-        subscriptions_db::suspend_for_owner(tx, &user.id, "its owner's account was deactivated")
-            .await?;
+        Some(
+            subscriptions_db::suspend_for_owner(
+                tx,
+                &user.id,
+                "its owner's account was deactivated",
+            )
+            .await?,
+        )
     } else if !user.active {
-        subscriptions_db::resume_for_owner(tx, &user.id).await?;
-    }
-    Ok(updated)
+        Some(subscriptions_db::resume_for_owner(tx, &user.id).await?)
+    } else {
+        None
+    };
+    Ok((updated, changed))
 }
 
 #[tonic::async_trait]

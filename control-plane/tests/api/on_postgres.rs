@@ -313,3 +313,440 @@ async fn with_two_replicas_sending_mail_each_mail_goes_out_once() {
     }
     assert_eq!(sink.received().len(), emails.len() + 1);
 }
+
+/// Two replicas on one database, both linked to one stand-in cluster, each
+/// holding the stream of one worker with a node of its own (4 CPUs, 8 GiB);
+/// and a pool on the database to read leases.
+struct LinkedReplicas {
+    cluster: minispod_kube_standin::TestCluster,
+    a: crate::helpers::TestApp,
+    b: crate::helpers::TestApp,
+    /// A's and B's names among the replicas (lease owner ids).
+    ids: (String, String),
+    db: sqlx::PgPool,
+    _workers: Vec<crate::workers::Stream>,
+}
+
+/// [`LinkedReplicas`] with a resync of `resync`: objects are re-applied
+/// every sixth resync, so a long one keeps the cluster's request log to the
+/// applies that changes cause.
+async fn linked_replicas(resync: std::time::Duration) -> LinkedReplicas {
+    use crate::subscriptions::{linked_app_with, until, worker_with_node_on};
+    let cluster = minispod_kube_standin::TestCluster::start().await.unwrap();
+    let dir = TempDir::for_server().await;
+    let url = dir.1.clone().expect(
+        "replica tests need PostgreSQL: set MINISPOD_TEST_POSTGRES (the README's test command does)",
+    );
+    let dir = std::sync::Arc::new(dir);
+    let settings = move |a: &mut minispod_control_plane::config::ServeArgs| {
+        a.subscription_resync = resync;
+    };
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let replicas = async || -> Vec<String> {
+        sqlx::query_scalar("SELECT id FROM replicas ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap()
+    };
+    let a = linked_app_with(&cluster, Some(dir.clone()), settings).await;
+    let a_id = replicas().await.pop().expect("A is the only replica yet");
+    let b = linked_app_with(&cluster, Some(dir), settings).await;
+    let b_id = replicas()
+        .await
+        .into_iter()
+        .find(|id| *id != a_id)
+        .expect("B joined");
+    let mut workers = Vec::new();
+    let mut streams = Vec::new();
+    for (app, machine) in [(&a, "m-replica-a"), (&b, "m-replica-b")] {
+        let mut admin = crate::workers::Admin::of(app).await;
+        let (worker, _node, stream) = worker_with_node_on(&cluster, app, &mut admin, machine).await;
+        workers.push(worker);
+        streams.push(stream);
+    }
+    // Both replicas' cluster links see both nodes (admission on either
+    // counts their capacity).
+    for app in [&a, &b] {
+        let admin = crate::workers::Admin::of(app).await;
+        for worker in &workers {
+            until(20, "the workers' nodes on both replicas", || {
+                let (mut c, t, w) = (admin.client.clone(), admin.token.clone(), worker.clone());
+                async move {
+                    let w = c
+                        .get_worker(authed(
+                            pb::GetWorkerRequest {
+                                lookup: Some(pb::get_worker_request::Lookup::Id(w)),
+                            },
+                            &t,
+                        ))
+                        .await
+                        .ok()?
+                        .into_inner()
+                        .worker?;
+                    w.node.is_some().then_some(())
+                }
+            })
+            .await;
+        }
+    }
+    LinkedReplicas {
+        cluster,
+        a,
+        b,
+        ids: (a_id, b_id),
+        db,
+        _workers: streams,
+    }
+}
+
+/// Every subscription as `app` lists it: (id, status, workers of its
+/// ready pods), by id.
+async fn listing(app: &crate::helpers::TestApp, token: &str) -> Vec<(String, i32, Vec<String>)> {
+    let mut all: Vec<_> = crate::subscriptions::subs(app)
+        .list_subscriptions(authed(
+            pb::ListSubscriptionsRequest {
+                all: true,
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .expect("ListSubscriptions")
+        .into_inner()
+        .subscriptions
+        .into_iter()
+        .map(|s| {
+            let on = s
+                .components
+                .iter()
+                .flat_map(|c| c.pods.iter().filter(|p| p.ready))
+                .map(|p| p.worker_id.clone())
+                .collect();
+            (s.id, s.status, on)
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Server-side applies of the Deployment `name` the stand-in served whose
+/// body satisfies `with`.
+fn deployment_applies(
+    standin: &minispod_kube_standin::StandIn,
+    name: &str,
+    with: impl Fn(&serde_json::Value) -> bool,
+) -> usize {
+    standin
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.verb == minispod_kube_standin::Verb::Patch
+                && r.content_type.as_deref() == Some("application/apply-patch+yaml")
+                && r.path.ends_with(&format!("/deployments/{name}"))
+                && r.body.as_ref().is_some_and(&with)
+        })
+        .count()
+}
+
+/// Whether an applied Deployment sets Ghost's log level to `level`.
+fn log_level(level: &str) -> impl Fn(&serde_json::Value) -> bool + '_ {
+    move |body| {
+        body["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .is_some_and(|env| {
+                env.iter()
+                    .any(|e| e["name"] == "logging__level" && e["value"] == level)
+            })
+    }
+}
+
+#[tokio::test]
+async fn one_replica_at_a_time_acts_on_a_subscription_and_the_survivor_takes_over() {
+    use crate::subscriptions::{create, customer, until};
+    let r = linked_replicas(std::time::Duration::from_secs(5)).await;
+    let Some(standin) = r.cluster.standin() else {
+        eprintln!("skipped: needs the stand-in's request log");
+        return;
+    };
+    let (_, ann) = customer(&r.a, "ann@example.com").await;
+    let (_, bob) = customer(&r.b, "bob@example.com").await;
+    let mut made = Vec::new();
+    for (app, token, name) in [
+        (&r.a, &ann, "via-a-one"),
+        (&r.b, &bob, "via-b-one"),
+        (&r.a, &ann, "via-a-two"),
+        (&r.b, &bob, "via-b-two"),
+    ] {
+        let s = create(app, token, "ghost", name, &[]).await.unwrap();
+        made.push((s.id, name));
+    }
+
+    // Both replicas list the four RUNNING, alike: same statuses, same pods.
+    let admin = r.a.admin_token().await;
+    let running = pb::SubscriptionStatus::Running as i32;
+    let agreed = until(30, "both replicas to list the four RUNNING", || {
+        let (a, b, admin) = (&r.a, &r.b, admin.clone());
+        async move {
+            let (on_a, on_b) = (listing(a, &admin).await, listing(b, &admin).await);
+            (on_a.len() == 4
+                && on_a
+                    .iter()
+                    .all(|(_, s, pods)| *s == running && !pods.is_empty())
+                && on_a == on_b)
+                .then_some(on_a)
+        }
+    })
+    .await;
+    assert_eq!(agreed.len(), 4);
+
+    // One replica acted on each: its Deployment was applied once, for its
+    // one generation (a second replica acting would have applied it too),
+    // and the row names one live replica as the holder of its lease.
+    for (_, name) in &made {
+        assert_eq!(
+            deployment_applies(standin, &format!("{name}-ghost"), |_| true),
+            1,
+            "{name}: applied by one replica"
+        );
+    }
+    let leases: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, lease_owner FROM subscriptions ORDER BY id")
+            .fetch_all(&r.db)
+            .await
+            .unwrap();
+    let (a_id, b_id) = r.ids.clone();
+    assert_eq!(leases.len(), 4);
+    assert!(
+        leases.iter().all(|(_, o)| *o == a_id || *o == b_id),
+        "{leases:?}"
+    );
+
+    // The holder of one subscription's lease stops (its worker's stream
+    // goes with it): its leases are free at once, and the survivor applies
+    // a change to that subscription within seconds.
+    let (moved, name) = made[0].clone();
+    let holder = &leases.iter().find(|(id, _)| *id == moved).unwrap().1;
+    let (gone, survivor, survivor_id) = if *holder == a_id {
+        (r.a, r.b, b_id)
+    } else {
+        (r.b, r.a, a_id)
+    };
+    gone.stop().await;
+    let admin = survivor.admin_token().await;
+    let changed = std::time::Instant::now();
+    crate::subscriptions::subs(&survivor)
+        .update_subscription(authed(
+            pb::UpdateSubscriptionRequest {
+                id: moved.clone(),
+                variables: [("LOG_LEVEL".to_string(), "warn".to_string())].into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("updated through the survivor");
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::all(r.cluster.client().await);
+    let deployment = format!("{name}-ghost");
+    until(10, "the change applied by the survivor", || {
+        let (d, deployment) = (deployments.clone(), deployment.clone());
+        async move {
+            let list = d.list(&Default::default()).await.ok()?;
+            let dep = list
+                .items
+                .into_iter()
+                .find(|d| d.metadata.name.as_deref() == Some(deployment.as_str()))?;
+            let env = dep.spec?.template.spec?.containers[0].env.clone()?;
+            env.iter()
+                .any(|e| e.name == "logging__level" && e.value.as_deref() == Some("warn"))
+                .then_some(())
+        }
+    })
+    .await;
+    println!(
+        "the lease holder stopped; an update through the other replica reached the cluster in {} ms",
+        changed.elapsed().as_millis()
+    );
+    // The new generation was applied once (the survivor may also have
+    // applied the old one when it took the lease over: it cannot know
+    // what the stopped replica applied).
+    assert_eq!(
+        deployment_applies(standin, &deployment, log_level("warn")),
+        1
+    );
+    let owner: String = sqlx::query_scalar("SELECT lease_owner FROM subscriptions WHERE id = $1")
+        .bind(&moved)
+        .fetch_one(&r.db)
+        .await
+        .unwrap();
+    assert_eq!(owner, survivor_id, "the survivor holds the lease now");
+    // Running again (on the survivor's worker, if it ran on the other one).
+    crate::subscriptions::status_until(
+        &survivor,
+        &admin,
+        &moved,
+        pb::SubscriptionStatus::Running,
+        30,
+    )
+    .await;
+}
+
+/// The next UPSERTED event of subscription `id` that satisfies `pred`,
+/// within `secs`.
+async fn next_upsert(
+    watch: &mut tonic::Streaming<pb::WatchSubscriptionsResponse>,
+    id: &str,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&pb::Subscription, Option<&pb::SubscriptionEvent>) -> bool,
+) -> (pb::Subscription, Option<pb::SubscriptionEvent>) {
+    let within = std::time::Duration::from_secs(secs);
+    tokio::time::timeout(within, async {
+        loop {
+            let e = watch
+                .message()
+                .await
+                .expect("the watch answers")
+                .expect("the watch goes on");
+            if e.r#type != pb::SubscriptionEventType::Upserted as i32 {
+                continue;
+            }
+            let s = e.subscription.unwrap();
+            if s.id == id && pred(&s, e.event.as_ref()) {
+                return (s, e.event);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no watch event within {within:?}: {what}"))
+}
+
+#[tokio::test]
+async fn a_watch_on_one_replica_sees_what_another_replicas_reconciler_and_api_change() {
+    use crate::subscriptions::{create, customer, linked_app_with, subs, worker_with_node_on};
+    let cluster = minispod_kube_standin::TestCluster::start().await.unwrap();
+    let dir = TempDir::for_server().await;
+    assert!(dir.1.is_some(), "replica tests need PostgreSQL");
+    let dir = std::sync::Arc::new(dir);
+    // B is linked to the cluster and reconciles; A is not linked, so it
+    // runs no reconciler and its watchers learn of changes only from B.
+    let b = linked_app_with(&cluster, Some(dir.clone()), |_| {}).await;
+    let a = start(dir, |_| {}).await;
+    let mut admin = crate::workers::Admin::of(&b).await;
+    let (_w, _n, _stream) = worker_with_node_on(&cluster, &b, &mut admin, "m-relay").await;
+    let (_, token) = customer(&b, "watcher@example.com").await;
+
+    let mut watch = subs(&a)
+        .watch_subscriptions(authed(pb::WatchSubscriptionsRequest::default(), &token))
+        .await
+        .expect("watch on A")
+        .into_inner();
+    loop {
+        let e = watch.message().await.unwrap().unwrap();
+        if e.r#type == pb::SubscriptionEventType::SnapshotEnd as i32 {
+            break;
+        }
+    }
+    let s = create(&b, &token, "ghost", "relayed", &[])
+        .await
+        .expect("created through B");
+    next_upsert(&mut watch, &s.id, 5, "the creation", |_, _| true).await;
+    let running = pb::SubscriptionStatus::Running as i32;
+    let (_, event) = next_upsert(
+        &mut watch,
+        &s.id,
+        30,
+        "RUNNING from B's reconciler",
+        |s, e| s.status == running && e.is_some(),
+    )
+    .await;
+    assert_eq!(event.unwrap().status, running, "with its event");
+
+    let admin_token = b.admin_token().await;
+    let suspended_at = std::time::Instant::now();
+    subs(&b)
+        .suspend_subscription(authed(
+            pb::SuspendSubscriptionRequest {
+                id: s.id.clone(),
+                reason: "unpaid invoice".into(),
+            },
+            &admin_token,
+        ))
+        .await
+        .expect("suspended through B");
+    let suspended = pb::SubscriptionStatus::Suspended as i32;
+    let (seen, event) = next_upsert(&mut watch, &s.id, 5, "SUSPENDED through B", |s, _| {
+        s.status == suspended
+    })
+    .await;
+    println!(
+        "suspend through B to the watch on A: {} ms",
+        suspended_at.elapsed().as_millis()
+    );
+    assert!(seen.status_reason.contains("unpaid invoice"));
+    let event = event.expect("the status change comes with its event");
+    assert_eq!(event.status, suspended);
+    assert!(event.reason.contains("unpaid invoice"), "{}", event.reason);
+
+    // B's reconciler removes a subscription deleted through B: A's watch
+    // hears that it is gone.
+    subs(&b)
+        .delete_subscription(authed(
+            pb::DeleteSubscriptionRequest { id: s.id.clone() },
+            &token,
+        ))
+        .await
+        .expect("deleted through B");
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            let e = watch.message().await.unwrap().expect("the watch goes on");
+            if e.r#type == pb::SubscriptionEventType::Deleted as i32 {
+                assert_eq!(e.subscription.unwrap().id, s.id);
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the deletion on A's watch");
+}
+
+#[tokio::test]
+async fn concurrent_creates_through_two_replicas_are_admitted_only_as_far_as_the_capacity_goes() {
+    // Two nodes of 4 CPUs and 8 GiB; Ghost requests 250m and 512 MiB: 32
+    // fit.
+    let r = linked_replicas(std::time::Duration::from_secs(1)).await;
+    let (_, token) = crate::subscriptions::customer(&r.a, "race@example.com").await;
+    let calls: Vec<_> = (0..48)
+        .map(|i| {
+            let app = if i % 2 == 0 { &r.a } else { &r.b };
+            let (mut client, token) = (crate::subscriptions::subs(app), token.clone());
+            tokio::spawn(async move {
+                client
+                    .create_subscription(authed(
+                        pb::CreateSubscriptionRequest {
+                            service_id: "ghost".into(),
+                            name: format!("race-{i}"),
+                            variables: Default::default(),
+                        },
+                        &token,
+                    ))
+                    .await
+                    .map(drop)
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(()) => admitted += 1,
+            Err(s) => {
+                assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+                assert!(
+                    s.message().contains("not enough capacity"),
+                    "{}",
+                    s.message()
+                );
+            }
+        }
+    }
+    assert_eq!(admitted, 32);
+}

@@ -27,13 +27,23 @@ struct Env {
     admin: Admin,
 }
 
-fn subs(app: &TestApp) -> SubscriptionServiceClient<Channel> {
+pub(crate) fn subs(app: &TestApp) -> SubscriptionServiceClient<Channel> {
     SubscriptionServiceClient::new(app.channel.clone())
 }
 
 async fn linked_app(
     cluster: &TestCluster,
     dir: Option<std::sync::Arc<crate::helpers::TempDir>>,
+) -> TestApp {
+    linked_app_with(cluster, dir, |_| {}).await
+}
+
+/// A control plane linked to `cluster` (fast taints, a 1 s resync), after
+/// `more` adjusted its settings.
+pub(crate) async fn linked_app_with(
+    cluster: &TestCluster,
+    dir: Option<std::sync::Arc<crate::helpers::TempDir>>,
+    more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs),
 ) -> TestApp {
     let kubeconfig = cluster.kubeconfig_path().to_owned();
     let configure = move |a: &mut minispod_control_plane::config::ServeArgs| {
@@ -42,6 +52,7 @@ async fn linked_app(
         a.offline_taint_after_start = Duration::ZERO;
         a.apps_domain = "apps.example.test".into();
         a.subscription_resync = Duration::from_secs(1);
+        more(a);
     };
     match dir {
         Some(d) => start(d, configure).await,
@@ -51,8 +62,13 @@ async fn linked_app(
 
 /// A linked control plane whose link is up.
 async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+/// [`env`] after `more` adjusted the control plane's settings.
+async fn env_with(more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs)) -> Env {
     let cluster = TestCluster::start().await.unwrap();
-    let app = linked_app(&cluster, None).await;
+    let app = linked_app_with(&cluster, None, more).await;
     let admin = Admin::of(&app).await;
     let env = Env {
         cluster,
@@ -77,7 +93,7 @@ async fn env() -> Env {
 }
 
 /// Polls `check` every 50 ms until it gives Some, for at most `secs`.
-async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+pub(crate) async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -97,21 +113,30 @@ where
 
 /// An online worker with a Ready node of its own: (worker id, node name, stream).
 async fn worker_with_node(env: &mut Env, machine: &str) -> (String, String, Stream) {
-    let token = env.admin.token(1, "").await.token;
-    let agent = enroll(&env.app, &token, machine).await.expect("enroll");
-    let channel = mtls(&env.app, &agent).await;
+    worker_with_node_on(&env.cluster, &env.app, &mut env.admin, machine).await
+}
+
+/// [`worker_with_node`] enrolled and streaming through `app`.
+pub(crate) async fn worker_with_node_on(
+    cluster: &TestCluster,
+    app: &TestApp,
+    admin: &mut Admin,
+    machine: &str,
+) -> (String, String, Stream) {
+    let token = admin.token(1, "").await.token;
+    let agent = enroll(app, &token, machine).await.expect("enroll");
+    let channel = mtls(app, &agent).await;
     let stream = connect(channel, machine).await.expect("connect");
     let id = agent.enrolled.worker_id;
-    let node = env
-        .cluster
+    let node = cluster
         .create_node(machine, &[(WORKER_ID_LABEL, &id)])
         .await
         .unwrap()
         .metadata
         .name
         .unwrap();
-    let admin_client = env.admin.client.clone();
-    let token = env.admin.token.clone();
+    let admin_client = admin.client.clone();
+    let token = admin.token.clone();
     let wid = id.clone();
     until(20, "the worker to be ACTIVE", || {
         let (mut c, t, w) = (admin_client.clone(), token.clone(), wid.clone());
@@ -134,7 +159,7 @@ async fn worker_with_node(env: &mut Env, machine: &str) -> (String, String, Stre
     (id, node, stream)
 }
 
-async fn create(
+pub(crate) async fn create(
     app: &TestApp,
     token: &str,
     service: &str,
@@ -157,7 +182,7 @@ async fn create(
         .map(|r| r.into_inner().subscription.unwrap())
 }
 
-async fn get(
+pub(crate) async fn get(
     app: &TestApp,
     token: &str,
     id: &str,
@@ -169,7 +194,7 @@ async fn get(
 }
 
 /// Waits until the subscription has `status`; on a timeout, shows it.
-async fn status_until(
+pub(crate) async fn status_until(
     app: &TestApp,
     token: &str,
     id: &str,
@@ -196,7 +221,7 @@ async fn status_until(
     }
 }
 
-async fn customer(app: &TestApp, email: &str) -> (String, String) {
+pub(crate) async fn customer(app: &TestApp, email: &str) -> (String, String) {
     app.register(email, "correct horse battery").await
 }
 
@@ -583,7 +608,10 @@ async fn a_dropped_stream_degrades_at_once_and_rescheduling_brings_it_back() {
 
 #[tokio::test]
 async fn deactivating_the_owner_suspends_and_administrators_suspend_and_resume() {
-    let mut env = env().await;
+    // A resync far longer than the test: every change below must reach the
+    // cluster because it woke the reconciler, not because a resync came.
+    let resync = Duration::from_secs(120);
+    let mut env = env_with(|a| a.subscription_resync = resync).await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-suspend").await;
     let (user, token) = customer(&env.app, "sus@example.com").await;
     let s = create(&env.app, &token, "ghost", "paused", &[])
@@ -652,6 +680,7 @@ async fn deactivating_the_owner_suspends_and_administrators_suspend_and_resume()
     assert!(stats.monthly_revenue_cents > 0);
 
     // The owner deactivated: suspended, and it cannot be resumed.
+    let deactivated = tokio::time::Instant::now();
     env.app
         .users()
         .set_user_active(authed(
@@ -681,11 +710,18 @@ async fn deactivating_the_owner_suspends_and_administrators_suspend_and_resume()
         "{}",
         it.status_reason
     );
-    until(20, "replicas 0 after deactivation", || {
+    until(5, "replicas 0 after deactivation, long before the resync", || {
         let d = deployments.clone();
         async move { (d.get("paused-ghost").await.ok()?.spec?.replicas == Some(0)).then_some(()) }
     })
     .await;
+    let scaled = deactivated.elapsed();
+    assert!(scaled < resync / 10, "{scaled:?}");
+    println!(
+        "owner deactivated to replicas 0: {} ms (resync {} s)",
+        scaled.as_millis(),
+        resync.as_secs()
+    );
     expect_code(
         c.resume_subscription(authed(
             pb::ResumeSubscriptionRequest { id: s.id.clone() },
@@ -694,6 +730,71 @@ async fn deactivating_the_owner_suspends_and_administrators_suspend_and_resume()
         .await,
         Code::FailedPrecondition,
     );
+}
+
+#[tokio::test]
+async fn an_owner_who_deactivates_their_own_account_is_scaled_to_zero_at_once() {
+    let resync = Duration::from_secs(120);
+    let mut env = env_with(|a| a.subscription_resync = resync).await;
+    let (_w, _n, _stream) = worker_with_node(&mut env, "m-self").await;
+    let (user, token) = customer(&env.app, "leaving@example.com").await;
+    let s = create(&env.app, &token, "ghost", "leaving", &[])
+        .await
+        .unwrap();
+    status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
+    let deployments: Api<Deployment> =
+        Api::namespaced(env.cluster.client().await, &format!("ms-{user}"));
+    let admin = env.app.admin_token().await;
+    let mut watch = subs(&env.app)
+        .watch_subscriptions(authed(
+            pb::WatchSubscriptionsRequest {
+                all: true,
+                id: s.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let e = watch.message().await.unwrap().unwrap();
+        if e.r#type == pb::SubscriptionEventType::SnapshotEnd as i32 {
+            break;
+        }
+    }
+
+    let deactivated = tokio::time::Instant::now();
+    env.app
+        .auth()
+        .deactivate_account(authed(
+            pb::DeactivateAccountRequest {
+                password: "correct horse battery".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    // Watchers hear of it with its event, and the workload goes to zero,
+    // both long before the resync.
+    let event = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let e = watch.message().await.unwrap().unwrap();
+            if let Some(ev) = e.event
+                && ev.status == pb::SubscriptionStatus::Suspended as i32
+            {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("the suspension on the watch");
+    assert!(event.reason.contains("deactivated"), "{}", event.reason);
+    until(5, "replicas 0 after the owner left", || {
+        let d = deployments.clone();
+        async move { (d.get("leaving-ghost").await.ok()?.spec?.replicas == Some(0)).then_some(()) }
+    })
+    .await;
+    assert!(deactivated.elapsed() < resync / 10);
 }
 
 #[tokio::test]
@@ -788,4 +889,82 @@ async fn logs_stream_from_the_components_pod() {
     }
     assert!(lines.iter().any(|l| l == "hello from ghost"), "{lines:?}");
     assert_eq!(lines.last().map(String::as_str), Some("second line"));
+}
+
+#[tokio::test]
+async fn concurrent_creates_are_admitted_only_as_far_as_the_capacity_goes() {
+    let mut env = env().await;
+    // One node of 4 CPUs and 8 GiB; Ghost requests 250m and 512 MiB, so
+    // exactly 16 fit, by CPU and by memory alike.
+    let (worker, _n, _stream) = worker_with_node(&mut env, "m-race").await;
+    let (_user, token) = customer(&env.app, "race@example.com").await;
+    const TRIES: usize = 24;
+    const FIT: usize = 16;
+    let calls: Vec<_> = (0..TRIES)
+        .map(|i| {
+            let (channel, token) = (env.app.channel.clone(), token.clone());
+            tokio::spawn(async move {
+                SubscriptionServiceClient::new(channel)
+                    .create_subscription(authed(
+                        pb::CreateSubscriptionRequest {
+                            service_id: "ghost".into(),
+                            name: format!("race-{i}"),
+                            variables: Default::default(),
+                        },
+                        &token,
+                    ))
+                    .await
+                    .map(|r| r.into_inner().subscription.unwrap().id)
+            })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    let mut refused = Vec::new();
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(id) => admitted.push(id),
+            Err(s) => refused.push(s),
+        }
+    }
+    assert_eq!(admitted.len(), FIT, "refusals: {refused:?}");
+    for s in &refused {
+        assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+        assert!(
+            s.message().contains("not enough capacity"),
+            "{}",
+            s.message()
+        );
+    }
+    // What was admitted fits: every one of them runs on the node.
+    let admin = env.app.admin_token().await;
+    until(60, "every admitted subscription RUNNING", || {
+        let (app, admin, worker) = (&env.app, admin.clone(), worker.clone());
+        async move {
+            let all = subs(app)
+                .list_subscriptions(authed(
+                    pb::ListSubscriptionsRequest {
+                        all: true,
+                        page_size: 100,
+                        ..Default::default()
+                    },
+                    &admin,
+                ))
+                .await
+                .ok()?
+                .into_inner()
+                .subscriptions;
+            (all.len() == FIT
+                && all.iter().all(|s| {
+                    s.status == pb::SubscriptionStatus::Running as i32
+                        && s.components[0].pods.iter().any(|p| p.worker_id == worker)
+                }))
+            .then_some(())
+        }
+    })
+    .await;
+    // With the pods scheduled, the node is full: one more is refused too.
+    expect_code(
+        create(&env.app, &token, "ghost", "race-late", &[]).await,
+        Code::FailedPrecondition,
+    );
 }
