@@ -1,7 +1,8 @@
-//! A customer's subscription (#14) when the worker it runs on dies, end to
-//! end: a real control plane linked to the stand-in cluster, two real
-//! `minispod-agent` processes on two stand-in nodes, and `kill -9` of the
-//! agent whose node holds the subscription's pod.
+//! A customer's subscription (#14) when what runs it dies, end to end
+//! against the stand-in cluster with real `minispod-agent` processes:
+//! `kill -9` of the agent whose node holds the subscription's pod, and (on
+//! PostgreSQL) `kill -9` of the control-plane replica that holds the
+//! subscription's lease.
 
 use std::{
     sync::Arc,
@@ -220,4 +221,233 @@ async fn kill_9_of_the_agent_under_a_subscription_degrades_it_at_once_and_the_ta
         back.as_millis(),
         grace.as_millis()
     );
+}
+
+/// Polls `check` every 50 ms until it gives Some, for at most `secs`.
+async fn until<T, Fut: std::future::Future<Output = Option<T>>>(
+    secs: u64,
+    what: &str,
+    mut check: impl FnMut() -> Fut,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn subscription_on(ch: &Channel, token: &str, id: &str) -> Option<pb::Subscription> {
+    SubscriptionServiceClient::new(ch.clone())
+        .get_subscription(authed(pb::GetSubscriptionRequest { id: id.into() }, token))
+        .await
+        .ok()?
+        .into_inner()
+        .subscription
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_the_subscriptions_of_a_replica_killed_with_kill_9_pass_to_the_survivor() {
+    const LEASE: Duration = Duration::from_secs(2);
+    const RESYNC: Duration = Duration::from_secs(1);
+    let cluster = TestCluster::start().await.unwrap();
+    if cluster.standin().is_none() {
+        eprintln!("skipped: needs the stand-in's scheduler");
+        return;
+    }
+    // Replica A is a process (to kill -9); B runs here. One database, one
+    // data dir (one CA, one JWT key), one cluster.
+    let dir = super::replica_database().await;
+    let ca_hash = minispod_control_plane::pki::Pki::load_or_create(&dir.0, &[])
+        .unwrap()
+        .ca_hash();
+    let kubeconfig = cluster.kubeconfig_path().to_str().unwrap().to_owned();
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = super::spawn_control_plane_process_with(
+        &dir.0,
+        dir.1.as_deref(),
+        port_a,
+        &[
+            "--replica-lease",
+            "2s",
+            "--kubeconfig",
+            &kubeconfig,
+            "--offline-taint-after-start",
+            "0s",
+            "--subscription-resync",
+            "1s",
+            "--apps-domain",
+            "apps.example.test",
+        ],
+    );
+    let (ch_a, admin_a) = super::admin_channel(port_a, &dir.0).await;
+    let token = super::WorkerServiceClient::new(ch_a.clone())
+        .create_enrollment_token(authed(
+            pb::CreateEnrollmentTokenRequest {
+                ttl_seconds: 3600,
+                description: "replicas".into(),
+                ..Default::default()
+            },
+            &admin_a,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    // The agent knows both replicas: it streams to A, and fails over to B.
+    let state = TempDir::new();
+    let node = cluster.name("cp-killed");
+    let _agent = super::spawn_agent_to(
+        &[
+            format!("https://localhost:{port_a}"),
+            format!("https://localhost:{port_b}"),
+        ],
+        &ca_hash,
+        &state.0,
+        &token,
+        &["--machine-id", "cp-killed", "--kubernetes-node", &node],
+    );
+    let workers = |ch: Channel, admin: String| async move {
+        super::WorkerServiceClient::new(ch)
+            .list_workers(authed(pb::ListWorkersRequest::default(), &admin))
+            .await
+            .ok()
+            .map(|r| r.into_inner().workers)
+    };
+    let worker = until(20, "the worker online on A", || {
+        let w = workers(ch_a.clone(), admin_a.clone());
+        async move { w.await?.into_iter().find(|w| w.online) }
+    })
+    .await;
+    cluster
+        .create_node("cp-killed", &[(WORKER_ID_LABEL, &worker.id)])
+        .await
+        .unwrap();
+    until(20, "the worker ACTIVE with its node", || {
+        let w = workers(ch_a.clone(), admin_a.clone());
+        async move {
+            w.await?
+                .into_iter()
+                .find(|w| status(w) == WorkerStatus::Active && w.node.is_some())
+        }
+    })
+    .await;
+
+    // A subscription made while A is the only replica: A holds its lease.
+    let customer = AuthServiceClient::new(ch_a.clone())
+        .register(pb::RegisterRequest {
+            email: "stays@example.org".into(),
+            password: "correct horse battery".into(),
+            name: "Stays".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("register")
+        .into_inner()
+        .access_token;
+    let s = SubscriptionServiceClient::new(ch_a.clone())
+        .create_subscription(authed(
+            pb::CreateSubscriptionRequest {
+                service_id: "ghost".into(),
+                name: "stays".into(),
+                variables: Default::default(),
+            },
+            &customer,
+        ))
+        .await
+        .expect("subscribed through A")
+        .into_inner()
+        .subscription
+        .unwrap();
+    until(30, "RUNNING through A", || {
+        let (ch, t, id) = (ch_a.clone(), customer.clone(), s.id.clone());
+        async move {
+            subscription_on(&ch, &t, &id)
+                .await
+                .filter(|s| s.status == SubscriptionStatus::Running as i32)
+        }
+    })
+    .await;
+    let db = sqlx::PgPool::connect(dir.1.as_deref().unwrap())
+        .await
+        .unwrap();
+    let lease_owner = async || -> String {
+        sqlx::query_scalar("SELECT lease_owner FROM subscriptions WHERE id = $1")
+            .bind(&s.id)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    let a_id: String = sqlx::query_scalar("SELECT id FROM replicas")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(lease_owner().await, a_id);
+
+    let kubeconfig = cluster.kubeconfig_path().to_owned();
+    let b = ControlPlane::start_in(dir.clone(), port_b, |args| {
+        args.replica_lease = LEASE;
+        args.kubeconfig = Some(kubeconfig);
+        args.offline_taint_after_start = Duration::ZERO;
+        args.subscription_resync = RESYNC;
+        args.apps_domain = "apps.example.test".into();
+    })
+    .await;
+    a.start_kill().unwrap(); // SIGKILL: A leaves its replica row and leases.
+    a.wait().await.unwrap();
+    let killed = Instant::now();
+
+    // A change through B reaches the cluster once A's replica lease lapsed.
+    SubscriptionServiceClient::new(b.channel.clone())
+        .update_subscription(authed(
+            pb::UpdateSubscriptionRequest {
+                id: s.id.clone(),
+                variables: [("LOG_LEVEL".to_string(), "warn".to_string())].into(),
+            },
+            &customer,
+        ))
+        .await
+        .expect("updated through B");
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::all(cluster.client().await);
+    until(20, "B to apply the change", || {
+        let d = deployments.clone();
+        async move {
+            let dep = d
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|d| d.metadata.name.as_deref() == Some("stays-ghost"))?;
+            let env = dep.spec?.template.spec?.containers[0].env.clone()?;
+            env.iter()
+                .any(|e| e.name == "logging__level" && e.value.as_deref() == Some("warn"))
+                .then_some(())
+        }
+    })
+    .await;
+    let took = killed.elapsed();
+    println!(
+        "replica kill -9 to its subscription's update applied by the survivor: {} ms (replica lease {} ms, resync {} ms)",
+        took.as_millis(),
+        LEASE.as_millis(),
+        RESYNC.as_millis()
+    );
+    assert!(took >= LEASE / 2, "not while A's lease held: {took:?}");
+    assert!(took < LEASE + RESYNC * 3, "{took:?}");
+    assert_ne!(lease_owner().await, a_id, "B holds the lease now");
+    // The agent failed over to B: the subscription runs again.
+    until(30, "RUNNING through B", || {
+        let (ch, t, id) = (b.channel.clone(), customer.clone(), s.id.clone());
+        async move {
+            subscription_on(&ch, &t, &id)
+                .await
+                .filter(|s| s.status == SubscriptionStatus::Running as i32)
+        }
+    })
+    .await;
+    b.stop().await;
 }
