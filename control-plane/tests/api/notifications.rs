@@ -25,7 +25,7 @@ use crate::{
     },
     mail::{PUBLIC_URL, with_mail},
     smtp::SmtpSink,
-    workers::{Admin, Stream, connect, enroll, mtls},
+    workers::{Admin, Agent, Stream, connect, enroll, mtls},
 };
 
 /// Longest wait for anything in these tests.
@@ -264,12 +264,13 @@ pub(crate) async fn opt_in(app: &TestApp, token: &str, url: &str, mail: bool) ->
     r.webhook_secret
 }
 
-/// An enrolled worker with an open stream: (id, stream).
+/// An enrolled worker with an open stream: its id, the stream, its mTLS
+/// channel and its key and certificate.
 pub(crate) async fn online_worker(
     app: &TestApp,
     admin: &mut Admin,
     machine_id: &str,
-) -> (String, Stream, Channel) {
+) -> (String, Stream, Channel, Agent) {
     let token = admin.token(1, "").await.token;
     let agent = enroll(app, &token, machine_id).await.expect("enrolled");
     let channel = mtls(app, &agent).await;
@@ -277,7 +278,7 @@ pub(crate) async fn online_worker(
         .await
         .expect("connected");
     stream.beat(true).await;
-    (agent.enrolled.worker_id, stream, channel)
+    (agent.enrolled.worker_id.clone(), stream, channel, agent)
 }
 
 /// Waits until the worker's `online` is `online`.
@@ -432,8 +433,8 @@ async fn a_worker_offline_past_the_grace_sends_one_mail_and_one_signed_webhook_a
     let mut admin = Admin::of(&app).await;
 
     // Two new machines: each enrollment is told.
-    let (brief, brief_stream, brief_channel) = online_worker(&app, &mut admin, "brief").await;
-    let (long, long_stream, long_channel) = online_worker(&app, &mut admin, "long").await;
+    let (brief, brief_stream, brief_channel, _) = online_worker(&app, &mut admin, "brief").await;
+    let (long, long_stream, long_channel, _) = online_worker(&app, &mut admin, "long").await;
     let enrolled = hooks.wait_for(2, |h| h.event() == "worker_enrolled").await;
     for h in &enrolled {
         h.assert_signed_with(&secret);
@@ -525,7 +526,7 @@ async fn a_flapping_worker_is_summarised_in_one_notice_at_the_end_of_the_window(
     let token = app.admin_token().await;
     let secret = opt_in(&app, &token, &hooks.url, false).await;
     let mut admin = Admin::of(&app).await;
-    let (id, stream, channel) = online_worker(&app, &mut admin, "flappy").await;
+    let (id, stream, channel, _) = online_worker(&app, &mut admin, "flappy").await;
 
     drop(stream);
     hooks.wait_for(1, of_worker("worker_offline", &id)).await;
@@ -588,7 +589,7 @@ async fn a_worker_not_ready_past_its_grace_is_told_once() {
     let token = app.admin_token().await;
     let secret = opt_in(&app, &token, &hooks.url, false).await;
     let mut admin = Admin::of(&app).await;
-    let (id, mut stream, _) = online_worker(&app, &mut admin, "tired").await;
+    let (id, mut stream, _, _) = online_worker(&app, &mut admin, "tired").await;
     stream.beat(false).await;
     let told = hooks.wait_for(1, of_worker("worker_not_ready", &id)).await;
     told[0].assert_signed_with(&secret);
