@@ -447,6 +447,7 @@ impl Application {
                 resync: args.subscription_resync,
             },
             hub.replica_id().to_owned(),
+            notifier.clone(),
         );
         cluster_tasks.extend(subscriptions.spawn(hub.clone()));
         if cluster.is_linked() {

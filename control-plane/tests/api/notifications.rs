@@ -104,6 +104,16 @@ impl Drop for WebhookSink {
 impl WebhookSink {
     /// Starts it with a certificate from a CA of its own under `dir`.
     pub(crate) async fn start(dir: &std::path::Path) -> WebhookSink {
+        WebhookSink::start_with(dir, true).await
+    }
+
+    /// Starts it without TLS, at an http:// URL on 127.0.0.1 (allowed for
+    /// loopback), for apps whose settings cannot name its CA.
+    pub(crate) async fn start_plain(dir: &std::path::Path) -> WebhookSink {
+        WebhookSink::start_with(dir, false).await
+    }
+
+    async fn start_with(dir: &std::path::Path, tls: bool) -> WebhookSink {
         let pki_dir = dir.join("webhook-receiver");
         let pki = Pki::load_or_create(&pki_dir, &[]).unwrap();
         let ca_file = pki_dir.join("receiver-ca.crt");
@@ -137,15 +147,22 @@ impl WebhookSink {
                     let (acceptor, answer, hooks) =
                         (acceptor.clone(), answer.clone(), hooks.clone());
                     tokio::spawn(async move {
-                        if let Ok(tls) = acceptor.accept(tcp).await {
-                            serve_one(tls, &answer, &hooks).await;
+                        if !tls {
+                            serve_one(tcp, &answer, &hooks).await;
+                        } else if let Ok(stream) = acceptor.accept(tcp).await {
+                            serve_one(stream, &answer, &hooks).await;
                         }
                     });
                 }
             }
         });
+        let url = if tls {
+            format!("https://localhost:{port}/hooks/minispod")
+        } else {
+            format!("http://127.0.0.1:{port}/hooks/minispod")
+        };
         WebhookSink {
-            url: format!("https://localhost:{port}/hooks/minispod"),
+            url,
             ca_file,
             answer,
             hooks,
