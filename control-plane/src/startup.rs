@@ -395,7 +395,8 @@ impl Application {
                 args.notify_offline_grace,
                 args.notify_not_ready_grace,
                 args.notify_flap_window,
-            ),
+            )
+            .started_at(now_ms()),
         )
         .spawn();
         let database_watch = tokio::spawn(report_database_health(auth.db.clone(), health.clone()));

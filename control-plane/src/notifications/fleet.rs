@@ -137,7 +137,7 @@ impl FleetNotices {
         let stored = queries::incident(&mut tx, worker_id).await?;
         let mut incident = stored.clone().unwrap_or_else(|| Incident::new(worker_id));
         let alerts = self.advance(&mut incident, seen, &row, now);
-        if stored.as_ref() == Some(&incident) {
+        if unchanged(stored.as_ref(), &incident) {
             return Ok(());
         }
         queries::save_incident(&mut tx, &incident).await?;
@@ -199,7 +199,16 @@ impl FleetNotices {
         let stored = queries::incident(db.read(), worker_id).await?;
         let mut incident = stored.clone().unwrap_or_else(|| Incident::new(worker_id));
         self.advance(&mut incident, seen, &row, now);
-        Ok(stored.as_ref() != Some(&incident))
+        Ok(!unchanged(stored.as_ref(), &incident))
+    }
+}
+
+/// Whether `now` needs no write over `stored`: the same, or quiet with no
+/// row (a healthy fleet writes nothing).
+fn unchanged(stored: Option<&Incident>, now: &Incident) -> bool {
+    match stored {
+        Some(s) => s == now,
+        None => now.is_quiet(),
     }
 }
 

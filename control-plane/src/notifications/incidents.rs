@@ -25,6 +25,11 @@ pub struct Timing {
     pub not_ready_grace: i64,
     /// `--notify-flap-window`.
     pub flap_window: i64,
+    /// No offline notice before this moment (Unix ms): the offline grace
+    /// counted from this process's start. Streams end when a control plane
+    /// stops and their agents reconnect once it is back: an upgrade that
+    /// took longer than the grace must not report the whole fleet offline.
+    pub quiet_until: i64,
 }
 
 impl Timing {
@@ -39,7 +44,21 @@ impl Timing {
             offline_grace: ms(offline_grace),
             not_ready_grace: ms(not_ready_grace),
             flap_window: ms(flap_window),
+            quiet_until: 0,
         }
+    }
+
+    /// These timings for a process started at `started_at` (Unix ms).
+    pub fn started_at(self, started_at: i64) -> Timing {
+        Timing {
+            quiet_until: started_at + self.offline_grace,
+            ..self
+        }
+    }
+
+    /// When an outage that began at `since` is told.
+    fn offline_deadline(&self, since: i64) -> i64 {
+        (since + self.offline_grace).max(self.quiet_until)
     }
 }
 
@@ -123,6 +142,15 @@ impl Incident {
         }
     }
 
+    /// Nothing going on: no outage, no NOT_READY spell, no window. A
+    /// worker in this state needs no row.
+    pub fn is_quiet(&self) -> bool {
+        self.offline_since.is_none()
+            && self.not_ready_since.is_none()
+            && self.flap_window_end.is_none()
+            && !self.offline_notified
+    }
+
     fn in_flap_window(&self, at: i64) -> bool {
         self.flap_window_end.is_some_and(|end| at < end)
     }
@@ -188,7 +216,7 @@ impl Incident {
         if let Some(since) = self.offline_since
             && !self.offline_notified
             && self.flap_window_end.is_none()
-            && since + t.offline_grace <= now
+            && t.offline_deadline(since) <= now
         {
             alerts.push(Alert::Offline { since });
             self.offline_notified = true;
@@ -216,7 +244,7 @@ impl Incident {
         let offline = self
             .offline_since
             .filter(|_| !self.offline_notified && self.flap_window_end.is_none())
-            .map(|s| s + t.offline_grace);
+            .map(|s| t.offline_deadline(s));
         let not_ready = self
             .not_ready_since
             .filter(|_| !self.not_ready_notified)
@@ -236,6 +264,7 @@ mod tests {
         offline_grace: 60_000,
         not_ready_grace: 300_000,
         flap_window: 600_000,
+        quiet_until: 0,
     };
 
     fn seen(at: i64, status: WorkerStatus) -> Seen {
@@ -381,6 +410,29 @@ mod tests {
         ];
         let alerts = run(&mut i, &changes, 3_600_000);
         assert_eq!(alerts, vec![(302_000, Alert::NotReady { since: 2_000 })]);
+    }
+
+    #[test]
+    fn after_a_restart_outages_get_the_grace_again_from_the_start() {
+        // Streams ended at 2 s when the control plane stopped; it is back
+        // at 500 s and agents reconnect at 530 s: nothing to tell.
+        let t = Timing {
+            quiet_until: 500_000 + T.offline_grace,
+            ..T
+        };
+        let mut i = Incident::new("w");
+        i.observe(seen(1_000, Active));
+        i.observe(seen(2_000, Inactive));
+        assert_eq!(i.tick(500_000, &t), vec![]);
+        assert_eq!(i.due_at, Some(560_000));
+        i.observe(seen(530_000, Active));
+        assert_eq!(i.tick(530_000, &t), vec![]);
+        assert_eq!(i.due_at, None);
+        // One that stays away is told a grace after the start.
+        i.observe(seen(540_000, Inactive));
+        let mut j = i.clone();
+        j.offline_since = Some(2_000);
+        assert_eq!(j.tick(560_000, &t), vec![Alert::Offline { since: 2_000 }]);
     }
 
     #[test]

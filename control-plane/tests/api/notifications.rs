@@ -21,7 +21,7 @@ use tonic::{Code, transport::Channel};
 
 use crate::{
     helpers::{
-        ADMIN_EMAIL, TempDir, TestApp, authed, expect_code, spawn_app_with, violated_fields,
+        ADMIN_EMAIL, TempDir, TestApp, authed, expect_code, spawn_app_with, start, violated_fields,
     },
     mail::{PUBLIC_URL, with_mail},
     smtp::SmtpSink,
@@ -777,5 +777,67 @@ async fn a_refused_webhook_is_listed_as_failed_and_a_retry_delivers_it() {
             .retry_outbox_message(authed(pb::RetryOutboxMessageRequest { id }, &token))
             .await,
         Code::FailedPrecondition,
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_what_was_told_and_reports_no_outage_of_its_own() {
+    let dir = TempDir::new();
+    let hooks = WebhookSink::start(&dir.0).await;
+    let grace = Duration::from_secs(2);
+    let configure = |a: &mut ServeArgs| {
+        quick(a, &hooks, Duration::from_secs(60));
+        a.notify_offline_grace = grace;
+    };
+    let app = spawn_app_with(configure).await;
+    let token = app.admin_token().await;
+    opt_in(&app, &token, &hooks.url, false).await;
+    let mut admin = Admin::of(&app).await;
+    let (down, down_stream, _, down_agent) = online_worker(&app, &mut admin, "down").await;
+    let (up, _up_stream, _, up_agent) = online_worker(&app, &mut admin, "up").await;
+    drop(down_stream);
+    hooks.wait_for(1, of_worker("worker_offline", &down)).await;
+
+    // The control plane stops (`up`'s stream ends with it) and stays away
+    // longer than the grace; `up` comes back a moment after it (its agent
+    // retrying), once the new process has looked at every worker.
+    let data = app.stop().await;
+    tokio::time::sleep(grace + Duration::from_millis(500)).await;
+    let app = start(data, configure).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut up_stream = connect(mtls(&app, &up_agent).await, "up").await.unwrap();
+    up_stream.beat(true).await;
+    let mut down_stream = connect(mtls(&app, &down_agent).await, "down")
+        .await
+        .unwrap();
+    down_stream.beat(true).await;
+
+    // The new process knows `down`'s outage was told: its return is told.
+    hooks.wait_for(1, of_worker("worker_online", &down)).await;
+    let token = app.admin_token().await;
+    let outbox = notifications(&app)
+        .list_outbox_messages(authed(pb::ListOutboxMessagesRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let purposes: Vec<(&str, &str)> = outbox
+        .messages
+        .iter()
+        .map(|m| (m.purpose.as_str(), m.subject.as_str()))
+        .collect();
+    assert!(
+        !purposes
+            .iter()
+            .any(|(p, s)| *p != "worker_enrolled" && s.contains("host-up ")),
+        "`up` was away only while the control plane was: {purposes:?}"
+    );
+    assert_eq!(
+        hooks
+            .received()
+            .iter()
+            .filter(|h| h.worker_id() == up)
+            .map(Hook::event)
+            .collect::<Vec<_>>(),
+        ["worker_enrolled"]
     );
 }
