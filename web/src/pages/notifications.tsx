@@ -173,7 +173,7 @@ function Outbox() {
           </thead>
           <tbody>
             {rows.map((m) => (
-              <tr key={m.id}>
+              <tr key={m.id} data-message={m.id} data-status={statusText[m.status]}>
                 <td>{dateTime(m.createdAt)}</td>
                 <td>{m.kind === OutboxKind.MAIL ? "mail" : "webhook"}</td>
                 <td class="wrap">{m.recipient}</td>
