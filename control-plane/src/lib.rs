@@ -13,6 +13,7 @@ pub mod console;
 pub mod error;
 pub mod mail;
 pub mod metrics;
+pub mod notifications;
 pub mod pki;
 pub mod rate_limit;
 pub mod sealed;

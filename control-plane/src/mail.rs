@@ -228,6 +228,19 @@ impl Mail {
         to: &str,
         mail: &Rendered,
     ) -> AppResult<()> {
+        self.queue_mail_returning(tx, purpose, to, mail).await?;
+        Ok(())
+    }
+
+    /// Queues a mail in `tx` and returns the stored message; call
+    /// [`Mail::wake`] after the commit.
+    pub async fn queue_mail_returning(
+        &self,
+        tx: &mut Tx,
+        purpose: &'static str,
+        to: &str,
+        mail: &Rendered,
+    ) -> AppResult<outbox::MessageRow> {
         outbox::enqueue(
             tx,
             &NewMessage {
@@ -240,8 +253,7 @@ impl Mail {
                 signer_user_id: String::new(),
             },
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Queues a webhook in `tx`, signed at delivery with `signer`'s secret.

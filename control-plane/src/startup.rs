@@ -13,6 +13,7 @@ use http::{HeaderName, HeaderValue, Method};
 use minispod_proto::v1::{
     self as pb, agent_service_server::AgentServiceServer, auth_service_server::AuthServiceServer,
     catalog_service_server::CatalogServiceServer,
+    notification_service_server::NotificationServiceServer,
     subscription_service_server::SubscriptionServiceServer, user_service_server::UserServiceServer,
     worker_service_server::WorkerServiceServer,
 };
@@ -36,6 +37,7 @@ use crate::{
     console::ConsoleLayer,
     mail::{Mail, MailSettings, RetryPolicy, smtp::SmtpUrl},
     metrics::{FleetGauges, Metrics},
+    notifications::{Notifier, fleet::FleetNotices, incidents::Timing, service::NotificationApi},
     pki::Pki,
     rate_limit::{LoginLimiter, LoginLimits, RateLimiter},
     store::{Db, StoreOptions, now_ms},
@@ -79,6 +81,9 @@ pub mod message_limits {
     /// SubscriptionService: a create with 64 variable values of 1000
     /// characters at most.
     pub const SUBSCRIPTION: usize = 128 * 1024;
+    /// NotificationService: preferences with a 2 KiB webhook URL and a
+    /// handful of events.
+    pub const NOTIFICATION: usize = 16 * 1024;
 }
 /// How long shutdown waits for connections to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -139,6 +144,7 @@ pub struct Application {
     hub: FleetHub,
     replica: Replica,
     enrollment: Enrollment,
+    notifier: Notifier,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
     console_listener: Option<TcpListener>,
@@ -246,7 +252,13 @@ impl Application {
         )
         .await?;
         hub.set_cluster(cluster.clone());
-        let enrollment = Enrollment::new(hub.clone(), pki.clone(), enrollment_config(&args)?);
+        let notifier = Notifier::new(auth.mail.clone());
+        let enrollment = Enrollment::new(
+            hub.clone(),
+            pki.clone(),
+            enrollment_config(&args)?,
+            notifier.clone(),
+        );
         enrollment.import_static_token().await?;
 
         let tls = if args.plaintext {
@@ -291,6 +303,7 @@ impl Application {
             hub,
             replica,
             enrollment,
+            notifier,
             metrics,
             metrics_listener,
             console_listener,
@@ -343,6 +356,7 @@ impl Application {
             hub,
             replica,
             enrollment,
+            notifier,
             metrics,
             metrics_listener,
             console_listener,
@@ -374,6 +388,17 @@ impl Application {
         let mail_worker = auth
             .mail
             .spawn(auth.db.clone(), hub.replica_id().to_owned());
+        let fleet_notices = FleetNotices::new(
+            hub.clone(),
+            notifier.clone(),
+            Timing::new(
+                args.notify_offline_grace,
+                args.notify_not_ready_grace,
+                args.notify_flap_window,
+            )
+            .started_at(now_ms()),
+        )
+        .spawn();
         let database_watch = tokio::spawn(report_database_health(auth.db.clone(), health.clone()));
         let metrics_server = metrics_listener.map(|l| {
             let (db, hub, metrics, mail) = (
@@ -423,6 +448,7 @@ impl Application {
                 resync: args.subscription_resync,
             },
             hub.replica_id().to_owned(),
+            notifier.clone(),
         );
         cluster_tasks.extend(subscriptions.spawn(hub.clone()));
         cluster_tasks.extend(subscriptions.spawn_relay().await?);
@@ -499,6 +525,13 @@ impl Application {
                     subscriptions.clone(),
                 ))
                 .max_decoding_message_size(message_limits::SUBSCRIPTION),
+            )
+            .add_service(
+                NotificationServiceServer::new(NotificationApi::new(
+                    auth.clone(),
+                    notifier.clone(),
+                ))
+                .max_decoding_message_size(message_limits::NOTIFICATION),
             );
 
         // On shutdown, end the long-lived streams (agents, watchers) so the
@@ -565,6 +598,7 @@ impl Application {
         }
         cleanup.abort();
         mail_worker.abort();
+        fleet_notices.abort();
         purge.abort();
         database_watch.abort();
         if let Some(t) = metrics_server {
@@ -593,7 +627,7 @@ impl Application {
 /// The names grpc.health.v1 reports: the server as a whole ("") and every
 /// API service, all SERVING while the store answers and NOT_SERVING from the
 /// moment shutdown begins.
-const API_SERVICES: [&str; 7] = [
+const API_SERVICES: [&str; 8] = [
     "",
     <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME,
     <UserServiceServer<UserApi> as tonic::server::NamedService>::NAME,
@@ -601,6 +635,7 @@ const API_SERVICES: [&str; 7] = [
     <WorkerServiceServer<WorkerApi> as tonic::server::NamedService>::NAME,
     <AgentServiceServer<AgentApi> as tonic::server::NamedService>::NAME,
     <SubscriptionServiceServer<SubscriptionApi> as tonic::server::NamedService>::NAME,
+    <NotificationServiceServer<NotificationApi> as tonic::server::NamedService>::NAME,
 ];
 
 /// The grpc.health.v1 name of the cluster link: SERVING while it is

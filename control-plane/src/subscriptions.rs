@@ -33,6 +33,7 @@ use tokio::sync::{Notify, broadcast};
 use crate::{
     cluster::ClusterLink,
     error::AppResult,
+    notifications::Notifier,
     store::{Db, timestamp},
     with_conn,
 };
@@ -161,6 +162,7 @@ struct Inner {
     link: ClusterLink,
     settings: SubscriptionSettings,
     replica_id: String,
+    notifier: Notifier,
     /// Subscription id → pod name → pod.
     pods: RwLock<HashMap<String, BTreeMap<String, PodInfo>>>,
     /// Whether the pod watch has listed everything.
@@ -179,12 +181,14 @@ impl std::fmt::Debug for Subscriptions {
 }
 
 impl Subscriptions {
-    /// The state over `db` and `link`; `replica_id` names this replica's leases.
+    /// The state over `db` and `link`; `replica_id` names this replica's
+    /// leases; failures are told to administrators through `notifier`.
     pub fn new(
         db: Db,
         link: ClusterLink,
         settings: SubscriptionSettings,
         replica_id: String,
+        notifier: Notifier,
     ) -> Self {
         Subscriptions {
             inner: Arc::new(Inner {
@@ -192,6 +196,7 @@ impl Subscriptions {
                 link,
                 settings,
                 replica_id,
+                notifier,
                 pods: RwLock::default(),
                 pods_synced: Mutex::new(false),
                 queue: Mutex::default(),
@@ -210,6 +215,11 @@ impl Subscriptions {
     /// The cluster link.
     pub fn link(&self) -> &ClusterLink {
         &self.inner.link
+    }
+
+    /// Where failures are told.
+    pub fn notifier(&self) -> &Notifier {
+        &self.inner.notifier
     }
 
     /// The settings.

@@ -8,6 +8,7 @@ import { CatalogPage, ServiceDetailPage, ServiceEditPage } from "./pages/catalog
 import { DashboardPage } from "./pages/dashboard";
 import { EnrollmentPage } from "./pages/enrollment";
 import { FleetPage } from "./pages/fleet";
+import { NotificationsPage } from "./pages/notifications";
 import { ProfilePage } from "./pages/profile";
 import { ForgotPasswordPage, ResetPasswordPage, VerifyEmailPage } from "./pages/recovery";
 import { RegisterPage, SignInPage } from "./pages/signin";
@@ -47,6 +48,7 @@ function route(path: string): Route | undefined {
   if (a === "workers" && parts.length === 1) return { page: () => <FleetPage />, admin: true, nav: "/workers" };
   if (a === "workers" && parts.length === 2) return { page: () => <WorkerPage id={b} />, admin: true, nav: "/workers" };
   if (a === "enrollment" && parts.length === 1) return { page: () => <EnrollmentPage />, admin: true, nav: "/enrollment" };
+  if (a === "notifications" && parts.length === 1) return { page: () => <NotificationsPage />, admin: true, nav: "/notifications" };
   if (a === "users" && parts.length === 1) return { page: () => <UsersPage />, admin: true, nav: "/users" };
   if (a === "catalog" && parts.length === 1) return { page: () => <CatalogPage />, admin: false, nav: "/catalog" };
   if (a === "catalog" && b === "new" && parts.length === 2) return { page: () => <ServiceEditPage />, admin: true, nav: "/catalog" };
@@ -66,6 +68,7 @@ const adminNav: [string, string][] = [
   ["/users", "Users"],
   ["/catalog", "Catalog"],
   ["/subscriptions", "Subscriptions"],
+  ["/notifications", "Notifications"],
   ["/my-services", "My services"],
   ["/profile", "Profile"],
 ];

@@ -13,6 +13,7 @@
 // lines. CONSOLE_ONLY=<regex> limits the run to matching describe blocks.
 
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -2864,6 +2865,114 @@ describe('mail', () => {
       await page.getByRole('link', { name: 'Sign in' }).click();
       await signIn(page, f.cp.url, { email, password: 'newcomer-Passw0rd', goto: false });
       await h1(page, 'Catalog').waitFor();
+      await page.context().close();
+    }),
+  );
+});
+
+describe('notifications', () => {
+  const f = fixture();
+  /** What the webhook receiver got, and the status it answers with. */
+  const hooks = { received: /** @type {Array<{headers: http.IncomingHttpHeaders, body: string}>} */ ([]), answer: 400 };
+  /** @type {http.Server | undefined} */
+  let receiver;
+  let hookUrl = '';
+
+  before(async () => {
+    // A receiver on loopback over plain HTTP (allowed for 127.0.0.1).
+    receiver = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        hooks.received.push({ headers: req.headers, body });
+        res.writeHead(hooks.answer, { 'content-type': 'text/plain' });
+        res.end(hooks.answer < 300 ? '' : 'not today');
+      });
+    });
+    await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    hookUrl = `http://127.0.0.1:${/** @type {import('node:net').AddressInfo} */ (receiver.address()).port}/hook`;
+    f.cp = await startControlPlane({ args: ['--outbox-retry-initial', '200ms'] });
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(async () => {
+    await f.close();
+    receiver?.close();
+  });
+
+  it(
+    'sets a webhook (field error for http:// elsewhere, the secret shown once), sends a signed test notice, and retries it from the outbox once it failed',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Notifications' }).click();
+      await h1(page, 'Notifications').waitFor();
+      // No --smtp-url here: the page says mail cannot go out.
+      await page.getByText('This control plane sends no mail').waitFor();
+
+      const url = page.getByLabel('Webhook URL');
+      await url.fill('http://hooks.example.org/x');
+      await page.getByRole('button', { name: 'Save', exact: true }).click();
+      await waitFor(async () => (await url.getAttribute('aria-invalid')) === 'true', 10_000, { message: 'the URL field marked invalid' });
+      await page.getByText('must be https://').first().waitFor();
+
+      await url.fill(hookUrl);
+      await page.getByLabel(/^Worker offline/).check();
+      await page.getByRole('button', { name: 'Save', exact: true }).click();
+      await page.getByRole('status').filter({ hasText: 'Preferences saved.' }).waitFor();
+      const secretBox = page.getByLabel('Secret', { exact: true });
+      const secret = await secretBox.inputValue();
+      assert.match(secret, /^[0-9a-f]{64}$/);
+      await assertAccessible(page, 'notifications (desktop)');
+
+      // Shown once: a reload keeps the settings, not the secret.
+      await reload(page);
+      await h1(page, 'Notifications').waitFor();
+      await waitFor(async () => (await url.inputValue()) === hookUrl, 10_000, { message: 'the stored URL' });
+      assert.equal(await page.getByLabel(/^Worker offline/).isChecked(), true);
+      assert.equal(await secretBox.count(), 0);
+      await page.getByRole('button', { name: 'Make a new signing secret' }).waitFor();
+
+      // The receiver refuses the test notice: it is listed as failed.
+      await page.getByRole('button', { name: 'Send a test notice' }).click();
+      await page.getByRole('status').filter({ hasText: `Test notice queued: a webhook to ${hookUrl}` }).waitFor();
+      await waitFor(async () => hooks.received.length === 1, 15_000, { message: 'the test notice posted' });
+      const [t, v1] = String(hooks.received[0].headers['x-minispod-signature']).split(',').map((p) => p.split('=')[1]);
+      const want = crypto.createHmac('sha256', secret).update(`${t}.${hooks.received[0].body}`).digest('hex');
+      assert.equal(v1, want, 'signed with the secret the page showed');
+      assert.equal(JSON.parse(hooks.received[0].body).event, 'test');
+
+      await page.getByLabel('Only failed').check();
+      await waitFor(async () => new URL(page.url()).searchParams.get('status') === 'failed', 5_000, { message: 'the filter in the URL' });
+      const failedRow = page.locator('tr[data-status="failed"]');
+      await waitFor(
+        async () => {
+          if ((await failedRow.count()) === 1) return true;
+          await page.getByRole('button', { name: 'Refresh' }).click();
+          return false;
+        },
+        15_000,
+        { message: 'the failed message listed' },
+      );
+      await failedRow.getByText('400').first().waitFor();
+      await page.getByText('0 waiting to be sent, 1 failed.').waitFor();
+
+      // Fixed receiver, retry: delivered, and the failed list empties.
+      hooks.answer = 204;
+      await failedRow.getByRole('button', { name: /^Retry/ }).click();
+      await waitFor(async () => hooks.received.length === 2, 15_000, { message: 'the retry posted' });
+      await page.getByLabel('Only failed').uncheck();
+      const sentRow = page.locator('tr[data-status="sent"]');
+      await waitFor(
+        async () => {
+          if ((await sentRow.count()) === 1) return true;
+          await page.getByRole('button', { name: 'Refresh' }).click();
+          return false;
+        },
+        15_000,
+        { message: 'the retried message shown as sent' },
+      );
+      assert.equal(await page.locator('tr[data-status="failed"]').count(), 0);
       await page.context().close();
     }),
   );

@@ -313,8 +313,17 @@ pub async fn change(
     Ok(done == 1)
 }
 
+/// What [`record_status`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recorded {
+    /// Anything changed.
+    pub changed: bool,
+    /// The status turned FAILED just now (it was something else).
+    pub turned_failed: bool,
+}
+
 /// Records what the reconciler saw; adds an event when status or reason
-/// changed. Returns whether anything changed.
+/// changed.
 #[allow(clippy::too_many_arguments)]
 pub async fn record_status(
     tx: &mut Tx,
@@ -324,7 +333,7 @@ pub async fn record_status(
     ever_ran: bool,
     workers: &str,
     applied_generation: i64,
-) -> AppResult<bool> {
+) -> AppResult<Recorded> {
     let now = now_ms();
     let changed: Option<(String, String)> = with_conn!(&mut *tx, |c| sqlx::query_as(
         "SELECT status, status_reason FROM subscriptions WHERE id = $1"
@@ -333,7 +342,7 @@ pub async fn record_status(
     .fetch_optional(c)
     .await)?;
     let Some((old_status, old_reason)) = changed else {
-        return Ok(false);
+        return Ok(Recorded::default());
     };
     let moved = old_status != status || old_reason != reason;
     let done = with_conn!(&mut *tx, |c| {
@@ -359,7 +368,10 @@ pub async fn record_status(
     if moved {
         add_event(tx, id, status, reason, now).await?;
     }
-    Ok(done == 1)
+    Ok(Recorded {
+        changed: done == 1,
+        turned_failed: status == "FAILED" && old_status != "FAILED",
+    })
 }
 
 /// Removes a subscription whose objects are gone.

@@ -33,7 +33,8 @@ use super::{
 use crate::{
     cluster::FIELD_MANAGER,
     error::AppResult,
-    store::{now_ms, timestamp},
+    notifications::notices,
+    store::{Tx, now_ms, timestamp},
     workers::hub::{FleetHub, WorkerEvent},
 };
 
@@ -352,7 +353,7 @@ impl Subscriptions {
             reason
         };
         let mut tx = self.db().begin().await?;
-        let changed = queries::record_status(
+        let recorded = queries::record_status(
             &mut tx,
             id,
             status_to_db(status),
@@ -362,8 +363,12 @@ impl Subscriptions {
             row.generation,
         )
         .await?;
+        let told = self.tell_failed(&mut tx, &row, recorded, &reason).await?;
         tx.commit().await?;
-        if changed {
+        if told > 0 {
+            self.notifier().wake();
+        }
+        if recorded.changed {
             self.publish_row_change(&row, status, &reason);
         }
         Ok(())
@@ -379,7 +384,7 @@ impl Subscriptions {
         workers: &str,
     ) -> AppResult<()> {
         let mut tx = self.db().begin().await?;
-        let changed = queries::record_status(
+        let recorded = queries::record_status(
             &mut tx,
             &row.id,
             status,
@@ -389,11 +394,32 @@ impl Subscriptions {
             row.generation,
         )
         .await?;
+        let told = self.tell_failed(&mut tx, row, recorded, reason).await?;
         tx.commit().await?;
-        if changed {
+        if told > 0 {
+            self.notifier().wake();
+        }
+        if recorded.changed {
             self.publish_row_change(row, status_from_db(status), reason);
         }
         Ok(())
+    }
+
+    /// Queues the SUBSCRIPTION_FAILED notice in `tx` when `recorded` says
+    /// the status turned FAILED: in the transaction that writes it, so it is
+    /// told once whichever replica reconciles.
+    async fn tell_failed(
+        &self,
+        tx: &mut Tx,
+        row: &queries::SubscriptionRow,
+        recorded: queries::Recorded,
+        reason: &str,
+    ) -> AppResult<usize> {
+        if !recorded.turned_failed {
+            return Ok(0);
+        }
+        let notice = notices::subscription_failed(&row.id, &row.name, reason, now_ms());
+        self.notifier().queue(tx, &notice).await
     }
 
     fn publish_row_change(

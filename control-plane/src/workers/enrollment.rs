@@ -16,6 +16,10 @@ use super::{
 };
 use crate::{
     error::{AppError, AppResult, Violations},
+    notifications::{
+        Notifier,
+        notices::{self, WorkerRef},
+    },
     pki::{PeerIdentity, Pki, peer_identity},
     rate_limit::{RateLimiter, address_key},
     store::{Db, new_id, now_ms, timestamp},
@@ -87,6 +91,7 @@ pub struct Enrollment {
     pki: Arc<Pki>,
     config: EnrollmentConfig,
     limiter: Arc<RateLimiter>,
+    notifier: Notifier,
 }
 
 impl std::fmt::Debug for Enrollment {
@@ -251,8 +256,9 @@ pub fn validate_facts(f: &MachineFacts) -> Result<(), String> {
 }
 
 impl Enrollment {
-    /// Enrollment over `hub`'s store, signing with `pki`.
-    pub fn new(hub: FleetHub, pki: Arc<Pki>, config: EnrollmentConfig) -> Self {
+    /// Enrollment over `hub`'s store, signing with `pki`; new machines are
+    /// told to administrators through `notifier`.
+    pub fn new(hub: FleetHub, pki: Arc<Pki>, config: EnrollmentConfig, notifier: Notifier) -> Self {
         let per = Duration::from_secs(1) / config.rate_per_second.max(1);
         let limiter = Arc::new(RateLimiter::for_store(
             hub.db(),
@@ -265,6 +271,7 @@ impl Enrollment {
             pki,
             config,
             limiter,
+            notifier,
         }
     }
 
@@ -495,7 +502,24 @@ impl Enrollment {
             },
             _ => self.config.k3s_token.clone(),
         };
+        // A new machine is told in the enrollment's own transaction.
+        let notices = if existing.is_none() {
+            let notice = notices::worker_enrolled(
+                &WorkerRef {
+                    id: row.id.clone(),
+                    name: row.name.clone(),
+                },
+                &row.ip_address,
+                now_ms(),
+            );
+            self.notifier.queue(&mut tx, &notice).await?
+        } else {
+            0
+        };
         tx.commit().await?;
+        if notices > 0 {
+            self.notifier.wake();
+        }
         // A re-enrolled machine's old certificate is void: close any stream
         // (one another replica may not have reported closed yet).
         self.hub.disconnect(&worker_id);

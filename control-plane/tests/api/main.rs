@@ -8,6 +8,7 @@ mod console;
 mod helpers;
 mod hostile;
 mod mail;
+mod notifications;
 mod on_postgres;
 #[path = "../common/raw_grpc.rs"]
 mod raw_grpc;

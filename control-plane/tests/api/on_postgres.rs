@@ -750,3 +750,78 @@ async fn concurrent_creates_through_two_replicas_are_admitted_only_as_far_as_the
     }
     assert_eq!(admitted, 32);
 }
+
+#[tokio::test]
+async fn a_worker_offline_past_the_grace_is_told_once_although_both_replicas_saw_it() {
+    use std::time::Duration;
+
+    use crate::{
+        helpers::ADMIN_EMAIL,
+        mail::with_mail,
+        notifications::{WebhookSink, online_worker, opt_in, until_online},
+        smtp::SmtpSink,
+        workers::{Admin, connect},
+    };
+
+    let dir = TempDir::for_server().await;
+    assert!(dir.1.is_some(), "replica tests need PostgreSQL");
+    let sink = SmtpSink::start(&dir.0);
+    let hooks = WebhookSink::start(&dir.0).await;
+    let dir = std::sync::Arc::new(dir);
+    let configure = |a: &mut minispod_control_plane::config::ServeArgs| {
+        with_mail(a, &sink);
+        a.webhook_ca_file = Some(hooks.ca_file.clone());
+        a.notify_offline_grace = Duration::from_secs(1);
+    };
+    let a = start(dir.clone(), configure).await;
+    let b = start(dir, configure).await;
+    let token = b.admin_token().await;
+    let secret = opt_in(&b, &token, &hooks.url, true).await;
+
+    // The worker's stream is on A; B hears of its changes through the relay.
+    let mut admin = Admin::of(&a).await;
+    let (id, stream, _, agent) = online_worker(&a, &mut admin, "replicated").await;
+    let mut on_b = Admin::of(&b).await;
+    until_online(&mut on_b, &id, true).await;
+    drop(stream);
+    until_online(&mut on_b, &id, false).await;
+    let offline = hooks
+        .wait_for(1, |h| h.event() == "worker_offline" && h.worker_id() == id)
+        .await;
+    offline[0].assert_signed_with(&secret);
+
+    // Back, now through B: its return is told once too, and it is the
+    // barrier after which a second offline notice would have shown.
+    let channel_b = crate::workers::mtls(&b, &agent).await;
+    let mut stream = connect(channel_b, "replicated").await.unwrap();
+    stream.beat(true).await;
+    hooks
+        .wait_for(1, |h| h.event() == "worker_online" && h.worker_id() == id)
+        .await;
+    let mails = sink.wait_for(ADMIN_EMAIL, 3, Duration::from_secs(30)).await;
+    let count = |event: &str| {
+        hooks
+            .received()
+            .iter()
+            .filter(|h| h.event() == event && h.worker_id() == id)
+            .count()
+    };
+    assert_eq!(
+        (
+            count("worker_enrolled"),
+            count("worker_offline"),
+            count("worker_online")
+        ),
+        (1, 1, 1)
+    );
+    let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(
+        subjects
+            .iter()
+            .filter(|s| **s == "Worker host-replicated is offline")
+            .count(),
+        1,
+        "{subjects:?}"
+    );
+    assert_eq!(mails.len(), 3, "enrolled, offline, online: {subjects:?}");
+}

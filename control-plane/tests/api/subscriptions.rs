@@ -540,11 +540,29 @@ async fn an_image_that_cannot_be_pulled_fails_with_its_cause() {
         ))
         .await
         .unwrap();
+    // The administrator wants to hear of failures.
+    let dir = crate::helpers::TempDir::new();
+    let hooks = crate::notifications::WebhookSink::start_plain(&dir.0).await;
+    let secret = crate::notifications::opt_in(&env.app, &admin_token, &hooks.url, false).await;
     let (_user, token) = customer(&env.app, "pull@example.com").await;
     let s = create(&env.app, &token, "broken", "broken", &[])
         .await
         .unwrap();
     let s = status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Failed, 30).await;
+    let told = hooks
+        .wait_for(1, |h| h.event() == "subscription_failed")
+        .await;
+    told[0].assert_signed_with(&secret);
+    let event = told[0].json();
+    assert_eq!(event["subscription"]["id"], s.id.as_str());
+    assert_eq!(event["subscription"]["name"], "broken");
+    assert!(
+        event["subscription"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be pulled"),
+        "{event}"
+    );
     assert!(
         s.status_reason.contains("cannot be pulled"),
         "{}",

@@ -49,6 +49,7 @@ async fn grpcurl_lists_services_checks_health_and_logs_in_over_tls() {
         "minispod.v1.AuthService",
         "minispod.v1.CatalogService",
         "minispod.v1.UserService",
+        "minispod.v1.NotificationService",
     ] {
         assert!(
             list.lines().any(|l| l == svc),
@@ -119,6 +120,8 @@ async fn a_grpc_web_client_logs_in_lists_services_watches_and_passes_cors() {
         v["watchFirstEventType"],
         pb::WorkerEventType::SnapshotEnd as i32
     );
+    // NotificationService answers over grpc-web too (an empty outbox).
+    assert_eq!(v["outboxPending"], 0);
     // connect's Code.Unauthenticated is 16, as in gRPC.
     assert_eq!(v["wrongPasswordCode"], 16);
 
@@ -363,6 +366,8 @@ async fn health_reports_every_service_serving_and_not_serving_once_shutdown_begi
         "minispod.v1.CatalogService",
         "minispod.v1.WorkerService",
         "minispod.v1.AgentService",
+        "minispod.v1.SubscriptionService",
+        "minispod.v1.NotificationService",
     ] {
         let status = health
             .check(HealthCheckRequest {

@@ -16,6 +16,7 @@ const transport = createGrpcWebTransport({ baseUrl, httpVersion: "1.1", nodeOpti
 const auth = createClient(registry.getService("minispod.v1.AuthService"), transport);
 const catalog = createClient(registry.getService("minispod.v1.CatalogService"), transport);
 const workers = createClient(registry.getService("minispod.v1.WorkerService"), transport);
+const notifications = createClient(registry.getService("minispod.v1.NotificationService"), transport);
 
 function preflight(fromOrigin) {
   return new Promise((resolve, reject) => {
@@ -54,6 +55,8 @@ for await (const ev of workers.watchWorkers({}, { headers: { authorization: `Bea
   out.watchFirstEventType = ev.type;
   break;
 }
+const outbox = await notifications.listOutboxMessages({}, { headers: { authorization: `Bearer ${login.accessToken}` } });
+out.outboxPending = Number(outbox.pending);
 const services = await catalog.listServices({ pageSize: 10 });
 out.serviceSlugs = services.services.map((s) => s.slug).sort();
 out.totalSize = Number(services.totalSize);

@@ -1,0 +1,214 @@
+//! NotificationService: an administrator's notice preferences, a test
+//! notice, and the outbox. Administrators only.
+
+use minispod_proto::v1::{self as pb, notification_service_server::NotificationService};
+use rand::RngCore;
+use tonic::{Request, Response, Status};
+
+use super::{
+    Notifier,
+    fields::{OutboxPage, PreferenceChanges, outbox_status},
+    notices,
+    queries::{self, events_column},
+};
+use crate::{
+    auth::AuthState,
+    error::{AppError, AppResult},
+    mail::outbox,
+    store::now_ms,
+};
+
+/// The gRPC NotificationService.
+#[derive(Debug, Clone)]
+pub struct NotificationApi {
+    auth: AuthState,
+    notifier: Notifier,
+}
+
+/// A new webhook signing secret: 32 random bytes, hex.
+fn new_secret() -> String {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl NotificationApi {
+    /// The service over `auth`, queueing through `notifier`.
+    pub fn new(auth: AuthState, notifier: Notifier) -> Self {
+        NotificationApi { auth, notifier }
+    }
+
+    async fn get_preferences(
+        &self,
+        req: Request<pb::GetNotificationPreferencesRequest>,
+    ) -> AppResult<pb::GetNotificationPreferencesResponse> {
+        let admin = self.auth.admin(&req).await?;
+        let prefs = queries::preferences(self.auth.db.read(), &admin.id).await?;
+        Ok(pb::GetNotificationPreferencesResponse {
+            preferences: Some(prefs.to_pb()),
+            mail_configured: self.notifier.mail().configured(),
+        })
+    }
+
+    async fn update_preferences(
+        &self,
+        req: Request<pb::UpdateNotificationPreferencesRequest>,
+    ) -> AppResult<pb::UpdateNotificationPreferencesResponse> {
+        let admin = self.auth.admin(&req).await?;
+        let changes = PreferenceChanges::parse(req.get_ref())?;
+        let mut tx = self.auth.db.begin().await?;
+        let mut prefs = queries::preferences(&mut tx, &admin.id).await?;
+        if let Some(mail) = changes.mail {
+            prefs.mail = mail;
+        }
+        if let Some(url) = changes.webhook_url {
+            if url.is_empty() {
+                // Off: the next URL is a first one, with a secret of its own.
+                prefs.webhook_secret.clear();
+            }
+            prefs.webhook_url = url;
+        }
+        if let Some(events) = &changes.events {
+            prefs.events = events_column(events);
+        }
+        if changes.rotate_secret && prefs.webhook_url.is_empty() {
+            return Err(AppError::invalid(
+                "rotate_webhook_secret",
+                "needs a webhook URL to sign for",
+            ));
+        }
+        let made = (changes.rotate_secret
+            || (!prefs.webhook_url.is_empty() && prefs.webhook_secret.is_empty()))
+        .then(new_secret);
+        if let Some(secret) = &made {
+            prefs.webhook_secret = secret.clone();
+        }
+        queries::save_preferences(&mut tx, &prefs).await?;
+        tx.commit_no_listing_change().await?;
+        tracing::info!(user_id = %admin.id, mail = prefs.mail, webhook = !prefs.webhook_url.is_empty(),
+            events = %prefs.events, new_secret = made.is_some(), "notification preferences changed");
+        Ok(pb::UpdateNotificationPreferencesResponse {
+            preferences: Some(prefs.to_pb()),
+            webhook_secret: made.unwrap_or_default(),
+        })
+    }
+
+    async fn send_test(
+        &self,
+        req: Request<pb::SendTestNotificationRequest>,
+    ) -> AppResult<pb::SendTestNotificationResponse> {
+        let admin = self.auth.admin(&req).await?;
+        let mut tx = self.auth.db.begin().await?;
+        let recipient = queries::recipient(&mut tx, &admin.id).await?;
+        let mail_ok = self.notifier.mail().configured();
+        let Some(recipient) =
+            recipient.filter(|r| (r.mail && mail_ok) || !r.webhook_url.is_empty())
+        else {
+            return Err(AppError::FailedPrecondition(if mail_ok {
+                "turn on mail or set a webhook URL first".into()
+            } else {
+                "set a webhook URL first: this control plane sends no mail (no --smtp-url)".into()
+            }));
+        };
+        let written = self
+            .notifier
+            .queue_for(&mut tx, &notices::test(now_ms()), &recipient, true)
+            .await?;
+        tx.commit_no_listing_change().await?;
+        self.notifier.wake();
+        Ok(pb::SendTestNotificationResponse {
+            queued: written.iter().map(outbox::MessageRow::to_pb).collect(),
+        })
+    }
+
+    async fn list_outbox(
+        &self,
+        req: Request<pb::ListOutboxMessagesRequest>,
+    ) -> AppResult<pb::ListOutboxMessagesResponse> {
+        self.auth.admin(&req).await?;
+        let r = req.into_inner();
+        let status = outbox_status(r.status)?;
+        let page = OutboxPage::parse(r.page_size, &r.page_token)?;
+        let db = &self.auth.db;
+        let mut rows = outbox::list(db.read(), status, page.after, page.size + 1).await?;
+        let next_page_token = if rows.len() as i64 > page.size {
+            rows.truncate(page.size as usize);
+            rows.last()
+                .map(|m| OutboxPage::token_after(m.created_at, &m.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let (pending, failed) = outbox::counts(db.read()).await?;
+        Ok(pb::ListOutboxMessagesResponse {
+            messages: rows.iter().map(outbox::MessageRow::to_pb).collect(),
+            next_page_token,
+            pending,
+            failed,
+        })
+    }
+
+    async fn retry(
+        &self,
+        req: Request<pb::RetryOutboxMessageRequest>,
+    ) -> AppResult<pb::RetryOutboxMessageResponse> {
+        let admin = self.auth.admin(&req).await?;
+        let id = req.get_ref().id.trim();
+        if id.is_empty() {
+            return Err(AppError::invalid("id", "is required"));
+        }
+        let mut tx = self.auth.db.begin().await?;
+        let message = outbox::get(&mut tx, id).await?;
+        if !outbox::retry(&mut tx, id).await? {
+            return Err(AppError::FailedPrecondition(format!(
+                "message {id} is {}: only a FAILED message can be retried",
+                message.status
+            )));
+        }
+        let message = outbox::get(&mut tx, id).await?;
+        tx.commit_no_listing_change().await?;
+        self.notifier.wake();
+        tracing::info!(by = %admin.id, id, purpose = %message.purpose, "outbox message queued again");
+        Ok(pb::RetryOutboxMessageResponse {
+            message: Some(message.to_pb()),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl NotificationService for NotificationApi {
+    async fn get_notification_preferences(
+        &self,
+        request: Request<pb::GetNotificationPreferencesRequest>,
+    ) -> Result<Response<pb::GetNotificationPreferencesResponse>, Status> {
+        Ok(Response::new(self.get_preferences(request).await?))
+    }
+
+    async fn update_notification_preferences(
+        &self,
+        request: Request<pb::UpdateNotificationPreferencesRequest>,
+    ) -> Result<Response<pb::UpdateNotificationPreferencesResponse>, Status> {
+        Ok(Response::new(self.update_preferences(request).await?))
+    }
+
+    async fn send_test_notification(
+        &self,
+        request: Request<pb::SendTestNotificationRequest>,
+    ) -> Result<Response<pb::SendTestNotificationResponse>, Status> {
+        Ok(Response::new(self.send_test(request).await?))
+    }
+
+    async fn list_outbox_messages(
+        &self,
+        request: Request<pb::ListOutboxMessagesRequest>,
+    ) -> Result<Response<pb::ListOutboxMessagesResponse>, Status> {
+        Ok(Response::new(self.list_outbox(request).await?))
+    }
+
+    async fn retry_outbox_message(
+        &self,
+        request: Request<pb::RetryOutboxMessageRequest>,
+    ) -> Result<Response<pb::RetryOutboxMessageResponse>, Status> {
+        Ok(Response::new(self.retry(request).await?))
+    }
+}
