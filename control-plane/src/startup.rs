@@ -449,6 +449,8 @@ impl Application {
             },
             hub.replica_id().to_owned(),
             notifier.clone(),
+            // The data dir's key, as the JWT key: replicas share one.
+            crate::sealed::Sealer::load_or_create(&args.data_dir.join("secrets.key"))?,
         );
         cluster_tasks.extend(subscriptions.spawn(hub.clone()));
         cluster_tasks.extend(subscriptions.spawn_relay().await?);

@@ -32,8 +32,9 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::{
     cluster::ClusterLink,
-    error::AppResult,
+    error::{AppError, AppResult},
     notifications::Notifier,
+    sealed::Sealer,
     store::{Db, timestamp},
     with_conn,
 };
@@ -158,6 +159,8 @@ pub struct Subscriptions {
 }
 
 struct Inner {
+    /// Seals the values rows keep (see `crate::sealed`).
+    sealer: Sealer,
     db: Db,
     link: ClusterLink,
     settings: SubscriptionSettings,
@@ -189,9 +192,11 @@ impl Subscriptions {
         settings: SubscriptionSettings,
         replica_id: String,
         notifier: Notifier,
+        sealer: Sealer,
     ) -> Self {
         Subscriptions {
             inner: Arc::new(Inner {
+                sealer,
                 db,
                 link,
                 settings,
@@ -210,6 +215,28 @@ impl Subscriptions {
     /// The store.
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// `map` as stored in the row `row_id`: sealed (variables may hold
+    /// SECRET values, generated values are passwords).
+    pub fn seal_map(&self, row_id: &str, map: &BTreeMap<String, String>) -> String {
+        self.inner.sealer.seal(row_id, &queries::encode_map(map))
+    }
+
+    /// The map stored in the row `row_id` (sealed, or plain from before
+    /// sealing). An error when it does not open: the reconciler must never
+    /// apply empty passwords in place of the real ones.
+    pub fn open_map(&self, row_id: &str, stored: &str) -> AppResult<BTreeMap<String, String>> {
+        let plain = self
+            .inner
+            .sealer
+            .open(row_id, stored)
+            .map_err(|e| AppError::Internal(e.context(format!("subscription {row_id}"))))?;
+        serde_json::from_str(&plain).map_err(|e| {
+            AppError::Internal(
+                anyhow::Error::new(e).context(format!("subscription {row_id}: stored values")),
+            )
+        })
     }
 
     /// The cluster link.
@@ -334,8 +361,16 @@ impl Subscriptions {
             .map(|(r, pods)| {
                 let template =
                     pb::ServiceTemplate::decode(r.template.as_slice()).unwrap_or_default();
-                let mut variables = queries::decode_map(&r.variables);
-                let generated = queries::decode_map(&r.generated);
+                // For display only: a row that does not open shows no values
+                // (and says so in the log) rather than failing the list.
+                let open = |stored: &str| {
+                    self.open_map(&r.id, stored).unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot open a subscription's values");
+                        BTreeMap::new()
+                    })
+                };
+                let mut variables = open(&r.variables);
+                let generated = open(&r.generated);
                 let inst = render::Instance {
                     id: &r.id,
                     name: &r.name,

@@ -69,11 +69,6 @@ const COLUMNS: &str = "id, name, user_id, user_email, service_id, service_slug, 
     status, status_reason, status_changed_at, ever_ran, generation, applied_generation, \
     restarted_at, workers, created_at, updated_at";
 
-/// A JSON object of strings, as stored.
-pub fn decode_map(json: &str) -> BTreeMap<String, String> {
-    serde_json::from_str(json).unwrap_or_default()
-}
-
 /// A map as stored.
 pub fn encode_map(map: &BTreeMap<String, String>) -> String {
     serde_json::to_string(map).unwrap_or_else(|_| "{}".into())

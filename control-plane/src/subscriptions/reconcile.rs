@@ -232,8 +232,8 @@ impl Subscriptions {
             return Ok(());
         };
         let template = pb::ServiceTemplate::decode(row.template.as_slice())?;
-        let variables = queries::decode_map(&row.variables);
-        let generated = queries::decode_map(&row.generated);
+        let variables = self.open_map(&row.id, &row.variables)?;
+        let generated = self.open_map(&row.id, &row.generated)?;
         let inst = render::Instance {
             id: &row.id,
             name: &row.name,

@@ -243,8 +243,11 @@ impl SubscriptionApi {
             .map(|g| (g.name.clone(), generate(g)))
             .collect();
         let now = now_ms();
+        let id = new_id();
         let row = SubscriptionRow {
-            id: new_id(),
+            variables: self.subs.seal_map(&id, &variables),
+            generated: self.subs.seal_map(&id, &generated),
+            id,
             name: r.name.clone(),
             user_id: caller.id.clone(),
             user_email: caller.email.clone(),
@@ -253,8 +256,6 @@ impl SubscriptionApi {
             service_name,
             namespace: render::namespace_of(&caller.id),
             template: template.encode_to_vec(),
-            variables: queries::encode_map(&variables),
-            generated: queries::encode_map(&generated),
             monthly_price_cents: price,
             desired: "RUNNING".into(),
             suspended_by: String::new(),
@@ -410,7 +411,7 @@ impl SubscriptionService for SubscriptionApi {
         let row = self.visible(&caller, &r.id).await?;
         let template = pb::ServiceTemplate::decode(row.template.as_slice())
             .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("stored template")))?;
-        let mut merged = queries::decode_map(&row.variables);
+        let mut merged = self.subs.open_map(&row.id, &row.variables)?;
         for (k, val) in r.variables {
             let secret = template
                 .variables
@@ -429,7 +430,7 @@ impl SubscriptionService for SubscriptionApi {
         if !queries::change(
             &mut tx,
             &row.id,
-            Some(&queries::encode_map(&variables)),
+            Some(&self.subs.seal_map(&row.id, &variables)),
             None,
             None,
         )

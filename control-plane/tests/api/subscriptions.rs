@@ -358,6 +358,41 @@ async fn generated_secrets_survive_an_update_and_a_restart_of_the_control_plane(
     // A restart of the control plane: same data dir, same cluster.
     let Env { cluster, app, .. } = env;
     let dir = app.stop().await;
+    // The store keeps them sealed: a copy of the database alone (a
+    // backup, a dump) does not hold the passwords.
+    {
+        let db = minispod_control_plane::store::Db::connect(
+            dir.1.as_deref(),
+            &dir.0,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        let read = async {
+            Ok::<(String, String), sqlx::Error>(minispod_control_plane::with_conn!(
+                db.read(),
+                |c| sqlx::query_as("SELECT variables, generated FROM subscriptions WHERE id = $1")
+                    .bind(&s.id)
+                    .fetch_one(c)
+                    .await
+            )?)
+        };
+        let (variables, generated) = read.await.unwrap();
+        for stored in [&variables, &generated] {
+            assert!(stored.starts_with("sealed:v1:"), "{stored}");
+            assert!(!stored.contains("Europe/Berlin"), "{stored}");
+        }
+        for (k, v) in &before {
+            let plain = String::from_utf8(v.0.clone()).unwrap();
+            if k.starts_with("generated.") && plain.len() >= 8 {
+                assert!(
+                    !generated.contains(&plain),
+                    "{k} is in the store in the clear"
+                );
+            }
+        }
+        db.close().await;
+    }
     let app = linked_app(&cluster, Some(dir)).await;
     // (Its agent's stream went with the old process, so the worker is
     // offline now: the subscription is not expected to be RUNNING.)
