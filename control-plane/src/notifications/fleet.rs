@@ -88,9 +88,9 @@ impl FleetNotices {
         }
     }
 
-    /// Looks at every worker (and every incident of a deleted one).
+    /// Looks at every worker that may have something going on.
     async fn catch_up(&self) {
-        match queries::worker_ids(self.hub.db().read()).await {
+        match queries::workers_to_look_at(self.hub.db().read()).await {
             Ok(ids) => {
                 for id in ids {
                     self.step_logged(&id, None).await;
