@@ -46,22 +46,21 @@ impl Notifier {
         let recipients = queries::recipients(&mut *tx, notice.event).await?;
         let mut queued = 0;
         for r in &recipients {
-            queued += self.queue_for(tx, notice, r, true).await?.len();
+            queued += self.queue_for(tx, notice, r).await?.len();
         }
         Ok(queued)
     }
 
-    /// Queues `notice` for one recipient; `want_mail` false skips the mail.
-    /// Returns the messages written.
+    /// Queues `notice` for one recipient, as they set things up. Returns
+    /// the messages written.
     pub async fn queue_for(
         &self,
         tx: &mut Tx,
         notice: &Notice,
         to: &queries::Recipient,
-        want_mail: bool,
     ) -> AppResult<Vec<crate::mail::outbox::MessageRow>> {
         let mut written = Vec::new();
-        if want_mail && to.mail && self.mail.configured() && !to.email.is_empty() {
+        if to.mail && self.mail.configured() && !to.email.is_empty() {
             let rendered = notice.mail(&to.name, &self.mail);
             written.push(
                 self.mail

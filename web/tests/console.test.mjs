@@ -1746,6 +1746,14 @@ describe('accessibility and layout', () => {
       },
     },
     {
+      name: 'notifications',
+      path: () => '/notifications',
+      ready: async (p) => {
+        await h1(p, 'Notifications').waitFor();
+        await p.getByRole('cell', { name: 'Nothing was sent yet.' }).waitFor();
+      },
+    },
+    {
       name: 'users',
       path: () => '/users',
       ready: async (p) => {

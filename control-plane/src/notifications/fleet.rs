@@ -88,9 +88,9 @@ impl FleetNotices {
         }
     }
 
-    /// Looks at every worker (and every incident of a deleted one).
+    /// Looks at every worker that may have something going on.
     async fn catch_up(&self) {
-        match queries::worker_ids(self.hub.db().read()).await {
+        match queries::workers_to_look_at(self.hub.db().read()).await {
             Ok(ids) => {
                 for id in ids {
                     self.step_logged(&id, None).await;
@@ -122,7 +122,7 @@ impl FleetNotices {
     /// and queues the notices in one transaction. A quick read first skips
     /// the transaction when nothing would change (the common case on every
     /// replica but the first to look).
-    pub async fn step(&self, worker_id: &str, seen: Option<Seen>) -> AppResult<()> {
+    async fn step(&self, worker_id: &str, seen: Option<Seen>) -> AppResult<()> {
         let db = self.hub.db();
         let now = now_ms();
         if !self.would_change(db, worker_id, seen, now).await? {
@@ -160,8 +160,9 @@ impl FleetNotices {
                     notices::worker_not_ready(&worker, since, &reason, now)
                 }
             };
-            queued += self.notifier.queue(&mut tx, &notice).await?;
-            tracing::info!(worker_id, notice = %notice.summary, recipients_messages = queued, "fleet notice");
+            let messages = self.notifier.queue(&mut tx, &notice).await?;
+            tracing::info!(worker_id, notice = %notice.summary, messages, "fleet notice");
+            queued += messages;
         }
         tx.commit_no_listing_change().await?;
         if queued > 0 {

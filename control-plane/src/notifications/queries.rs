@@ -9,6 +9,7 @@ use crate::{
     error::AppResult,
     store::{Conn, Tx, now_ms},
     with_conn,
+    workers::status,
 };
 
 /// An administrator's preferences as stored.
@@ -221,11 +222,19 @@ pub async fn next_due<'c>(exec: impl Into<Conn<'c>>) -> AppResult<Option<i64>> {
     .await)?)
 }
 
-/// Every worker id, and every id with an incident row but no worker.
-pub async fn worker_ids<'c>(exec: impl Into<Conn<'c>>) -> AppResult<Vec<String>> {
-    Ok(with_conn!(exec, |c| sqlx::query_scalar(
-        "SELECT id FROM workers UNION SELECT worker_id FROM worker_incidents"
-    )
-    .fetch_all(c)
-    .await)?)
+/// The workers a catch-up must look at: those with an incident row (their
+/// worker may be gone), and those whose status can start one (offline, not
+/// ready). A healthy worker without a row has nothing to tell.
+pub async fn workers_to_look_at<'c>(exec: impl Into<Conn<'c>>) -> AppResult<Vec<String>> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT id FROM workers WHERE status IN ('{}', '{}')
+             UNION SELECT worker_id FROM worker_incidents",
+            status::to_db(pb::WorkerStatus::Inactive),
+            status::to_db(pb::WorkerStatus::NotReady)
+        )
+    });
+    Ok(with_conn!(exec, |c| sqlx::query_scalar(SQL.as_str())
+        .fetch_all(c)
+        .await)?)
 }

@@ -112,7 +112,7 @@ impl NotificationApi {
         };
         let written = self
             .notifier
-            .queue_for(&mut tx, &notices::test(now_ms()), &recipient, true)
+            .queue_for(&mut tx, &notices::test(now_ms()), &recipient)
             .await?;
         tx.commit_no_listing_change().await?;
         self.notifier.wake();
