@@ -28,6 +28,10 @@ use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
 mod identity;
 #[path = "fleet/kubernetes.rs"]
 mod kubernetes;
+#[path = "fleet/notifications.rs"]
+mod notifications;
+#[path = "../../control-plane/tests/common/smtp.rs"]
+mod smtp;
 #[path = "fleet/subscriptions.rs"]
 mod subscriptions;
 

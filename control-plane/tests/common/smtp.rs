@@ -128,7 +128,9 @@ impl SmtpSink {
     /// (Re)starts the server on its port.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/smtp_sink.py");
+        // From either crate's tests (control-plane, node-agent).
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../control-plane/tests/common/smtp_sink.py");
         let mut child = Command::new(python())
             .arg(script)
             .args(["--port", &self.port.to_string()])
