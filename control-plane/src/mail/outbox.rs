@@ -152,6 +152,16 @@ pub async fn claim_due(
              ORDER BY next_attempt_at LIMIT $4)
          RETURNING {COLUMNS}"
     );
+    // A read first: an idle outbox costs the single writer nothing.
+    let due: Option<i32> = with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT 1 FROM outbox WHERE status = 'PENDING' AND next_attempt_at <= $1 LIMIT 1"
+    )
+    .bind(now)
+    .fetch_optional(c)
+    .await)?;
+    if due.is_none() {
+        return Ok(Vec::new());
+    }
     let mut tx = db.begin().await?;
     let rows: Vec<MessageRow> = with_conn!(&mut tx, |c| sqlx::query_as(&sql)
         .bind(owner)
