@@ -207,6 +207,9 @@ impl ClusterLink {
         };
         let nodes: Api<Node> = Api::all(client.clone());
         let row = workers_db::by_id(hub.db().read(), id).await?;
+        if let Some(r) = row.as_ref().filter(|r| !r.kubernetes_node.is_empty()) {
+            self.index_mut().name_node(&r.kubernetes_node, id);
+        }
         let node = {
             let ix = self.index();
             ix.node_of(id)

@@ -328,6 +328,11 @@ pub struct Index {
     pods: HashMap<String, PodView>,
     /// Node name → sums over its pods.
     allocated: HashMap<String, Resources>,
+    /// Node name → the worker whose in-cluster agent named it (DaemonSet
+    /// mode), until the node carries that worker's label: the node's
+    /// watch event may come after the worker's first pass, and an
+    /// unlabelled node names no worker by itself.
+    named: HashMap<String, String>,
 }
 
 impl Index {
@@ -346,8 +351,23 @@ impl Index {
             self.by_worker.insert(w.clone(), view.name.clone());
             touched.push(w.clone());
         }
+        if let Some(w) = self.named.get(&view.name) {
+            if view.worker_id.as_ref() == Some(w) {
+                self.named.remove(&view.name);
+            } else {
+                touched.push(w.clone());
+            }
+        }
         self.nodes.insert(view.name.clone(), view);
         touched
+    }
+
+    /// Records that a worker's agent names `node` as its own, so the node's
+    /// next watch event queues the worker even before it carries the label.
+    pub fn name_node(&mut self, node: &str, worker_id: &str) {
+        if self.nodes.get(node).and_then(|v| v.worker_id.as_deref()) != Some(worker_id) {
+            self.named.insert(node.to_owned(), worker_id.to_owned());
+        }
     }
 
     /// Forgets a node; returns its worker.
@@ -615,6 +635,26 @@ mod tests {
         ));
         assert!(ix.figures("w1").is_none());
         assert_eq!(ix.counts(), (2, 0));
+    }
+
+    #[test]
+    fn a_node_named_by_its_agent_queues_the_worker_until_it_carries_the_label() {
+        let mut ix = Index::default();
+        // The agent named its node before the watch saw the node.
+        ix.name_node("n1", "w1");
+        let unlabelled = NodeView::of(&node("n1", None, "True"), Timestamp::default());
+        assert_eq!(ix.put_node(unlabelled.clone()), vec!["w1".to_owned()]);
+        assert_eq!(ix.put_node(unlabelled), vec!["w1".to_owned()]);
+        let labelled = NodeView::of(&node("n1", Some("w1"), "True"), Timestamp::default());
+        assert_eq!(ix.put_node(labelled.clone()), vec!["w1".to_owned()]);
+        // Labelled: the label names the worker; the note is gone.
+        let unlabelled = NodeView::of(&node("n1", None, "True"), Timestamp::default());
+        assert_eq!(ix.put_node(unlabelled), vec!["w1".to_owned()]);
+        assert!(ix.named.is_empty());
+        // Naming a node that already carries the worker's label notes nothing.
+        ix.put_node(labelled);
+        ix.name_node("n1", "w1");
+        assert!(ix.named.is_empty());
     }
 
     #[test]

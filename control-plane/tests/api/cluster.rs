@@ -823,6 +823,52 @@ async fn an_agent_of_the_daemonset_names_its_node_and_the_control_plane_labels_i
 }
 
 #[tokio::test]
+async fn a_node_the_control_plane_sees_after_its_agent_named_it_is_labelled_too() {
+    // A DaemonSet agent can say hello before the control plane's node
+    // watch has seen its node (the watch lags, or the node is new): the
+    // node's first event must still bring the worker's label.
+    let cluster = TestCluster::start().await.unwrap();
+    let app = linked(&cluster).await;
+    let mut admin = Admin::of(&app).await;
+    connected(&mut admin).await;
+    // The name the fixture below gives the node, known before it exists.
+    let name = cluster.name("late");
+    let token = admin.token(1, "").await.token;
+    let agent = enroll(&app, &token, "m-late-node").await.unwrap();
+    let id = agent.enrolled.worker_id.clone();
+    let mut stream = connect_as(mtls(&app, &agent).await, "m-late-node", &name)
+        .await
+        .unwrap();
+    worker_until(&admin, &id, "NOT_READY: no node yet", |w| {
+        w.status == pb::WorkerStatus::NotReady as i32
+    })
+    .await;
+    stream.beat(true).await;
+    let beating = tokio::spawn(async move {
+        loop {
+            stream.beat(true).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let created = cluster
+        .create_node("late", &[("kubernetes.io/os", "linux")])
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.name.as_deref(), Some(name.as_str()));
+    let nodes: Api<Node> = Api::all(cluster.client().await);
+    node_until(&nodes, &name, "the worker-id label on the late node", |n| {
+        labels(n).get(WORKER_ID_LABEL) == Some(&id)
+    })
+    .await;
+    let w = worker_until(&admin, &id, "ACTIVE with the node", |w| {
+        w.status == pb::WorkerStatus::Active as i32 && w.node.is_some()
+    })
+    .await;
+    assert_eq!(w.node.unwrap().name, name);
+    beating.abort();
+}
+
+#[tokio::test]
 async fn deleting_a_worker_drains_and_deletes_its_node() {
     let cluster = TestCluster::start().await.unwrap();
     let app = linked(&cluster).await;
