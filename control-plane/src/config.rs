@@ -343,6 +343,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_VOLUME_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub volume_retention: Duration,
 
+    /// What one customer's subscriptions may take unless an administrator
+    /// set their own limits (UserService.SetUserLimits).
+    #[command(flatten)]
+    pub tenant: crate::subscriptions::limits::TenantDefaults,
+
     /// How often every subscription is checked against the cluster even
     /// without a change.
     #[arg(long, env = "MINISPOD_SUBSCRIPTION_RESYNC", default_value = "10s", value_parser = parse_duration)]

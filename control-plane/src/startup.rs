@@ -446,6 +446,7 @@ impl Application {
                 },
                 volume_retention: args.volume_retention,
                 resync: args.subscription_resync,
+                tenant: args.tenant,
             },
             hub.replica_id().to_owned(),
             notifier.clone(),

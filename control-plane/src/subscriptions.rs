@@ -3,6 +3,8 @@
 //!
 //! - `render`: template and values → the objects applied.
 //! - `queries`: the rows, their events, leases.
+//! - `limits`: what one customer may take (fair shares), checked at
+//!   admission and carried by the namespace's quota.
 //! - `reconcile`: keeps the cluster equal to the store and the status
 //!   equal to what the pods say; level triggered, one replica at a time per
 //!   subscription (a lease on the row).
@@ -13,6 +15,7 @@
 //! the pods of subscriptions as a watch last saw them, the reconciler's
 //! queue and the broadcast the watch RPC reads.
 
+pub mod limits;
 pub mod queries;
 pub mod reconcile;
 pub mod relay;
@@ -50,6 +53,8 @@ pub struct SubscriptionSettings {
     pub volume_retention: Duration,
     /// How often every subscription is looked at even without a change.
     pub resync: Duration,
+    /// What one customer may take unless an administrator said otherwise.
+    pub tenant: limits::TenantDefaults,
 }
 
 /// A change a watch shows.

@@ -1166,6 +1166,47 @@ describe('users', () => {
       await page.context().close();
     }),
   );
+  it(
+    "sets a customer's own limits, with the server's field errors",
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await open(page, `${f.cp.url}/users`);
+      await h1(page, 'Users').waitFor();
+      await createUser(page, { email: 'dana@example.test', name: 'Dana Reis', password: 'dana-password-123' });
+      await userRow(page, 'dana@example.test').waitFor();
+
+      await page.getByRole('button', { name: 'Limits of dana@example.test', exact: true }).click();
+      const dialog = page.getByRole('dialog', { name: 'Limits of dana@example.test' });
+      await dialog.waitFor();
+      const row = (name) => dialog.getByRole('row', { name: new RegExp(`^${name}`) });
+      // The defaults in force, and nothing used yet.
+      await waitFor(async () => /^Subscriptions\s+0\s+5/.test((await row('Subscriptions').innerText()).trim()), 10_000, { message: 'the share loaded' });
+      const field = dialog.getByLabel('Subscriptions limit');
+      assert.equal(await field.inputValue(), '', 'no override yet');
+
+      await field.fill('-1');
+      await dialog.getByRole('button', { name: 'Save limits' }).click();
+      await waitFor(async () => (await field.getAttribute('aria-invalid')) === 'true', 10_000, { message: 'Subscriptions limit aria-invalid' });
+      assert.match(await describedError(field), /must be 0 to 1000/);
+
+      await field.fill('2');
+      await dialog.getByLabel('Storage limit').fill('20');
+      await dialog.getByRole('button', { name: 'Save limits' }).click();
+      await page.getByRole('status').filter({ hasText: 'Saved the limits of dana@example.test.' }).waitFor();
+      assert.equal(await dialog.count(), 0, 'the dialog stays open');
+
+      // Kept by the server: the dialog shows them again.
+      await page.getByRole('button', { name: 'Limits of dana@example.test', exact: true }).click();
+      await dialog.waitFor();
+      await waitFor(async () => (await dialog.getByLabel('Subscriptions limit').inputValue()) === '2', 10_000, { message: 'the override shown' });
+      assert.equal(await dialog.getByLabel('Storage limit').inputValue(), '20');
+      assert.equal(await dialog.getByLabel('CPU limit').inputValue(), '', 'the others follow the defaults');
+      assert.match((await row('Storage').innerText()).trim(), /^Storage\s+0\s+20 GiB/);
+      await dialog.getByRole('button', { name: 'Cancel' }).click();
+    }),
+  );
 });
 
 // ---------------------------------------------------------------------------

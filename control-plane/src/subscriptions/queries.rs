@@ -266,11 +266,10 @@ pub async fn all_ids(db: &Db) -> AppResult<Vec<String>> {
     .await)?)
 }
 
-/// Templates of `user_id`'s subscriptions that are not being deleted (for
-/// the namespace's quota).
-pub async fn live_templates(db: &Db, user_id: &str) -> AppResult<Vec<Vec<u8>>> {
+/// Ids of one customer's subscriptions.
+pub async fn ids_of_user(db: &Db, user_id: &str) -> AppResult<Vec<String>> {
     Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
-        "SELECT template FROM subscriptions WHERE user_id = $1 AND desired <> 'DELETED'"
+        "SELECT id FROM subscriptions WHERE user_id = $1 ORDER BY id"
     )
     .bind(user_id)
     .fetch_all(c)
@@ -509,17 +508,20 @@ pub async fn stats(db: &Db) -> AppResult<(Vec<(String, i64)>, Vec<(String, Strin
 pub async fn retain_volumes(
     tx: &mut Tx,
     namespace: &str,
-    names: &[String],
+    claims: &[(String, i64)],
     delete_after: i64,
 ) -> AppResult<()> {
-    for n in names {
+    for (n, size_gb) in claims {
         with_conn!(&mut *tx, |c| sqlx::query(
-            "INSERT INTO retained_volumes (namespace, name, delete_after) VALUES ($1, $2, $3)
-             ON CONFLICT (namespace, name) DO UPDATE SET delete_after = excluded.delete_after"
+            "INSERT INTO retained_volumes (namespace, name, delete_after, size_gb)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (namespace, name) DO UPDATE SET
+                 delete_after = excluded.delete_after, size_gb = excluded.size_gb"
         )
         .bind(namespace)
         .bind(n)
         .bind(delete_after)
+        .bind(size_gb)
         .execute(c)
         .await
         .map(|_| ()))?;

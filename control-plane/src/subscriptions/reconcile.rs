@@ -28,7 +28,8 @@ use serde_json::Value;
 use tokio_stream::StreamExt;
 
 use super::{
-    Change, PodInfo, Subscriptions, queries, render, status_from_db, status_to_db, worker_names,
+    Change, PodInfo, Subscriptions, limits, queries, render, status_from_db, status_to_db,
+    worker_names,
 };
 use crate::{
     cluster::FIELD_MANAGER,
@@ -263,7 +264,7 @@ impl Subscriptions {
             for o in objects.iter().rev() {
                 let (api, name) = dynamic(&client, o);
                 if kind_of(o) == "PersistentVolumeClaim" {
-                    volumes.push(name);
+                    volumes.push((name, claim_gib(o)));
                     continue;
                 }
                 match api.delete(&name, &DeleteParams::background()).await {
@@ -445,13 +446,11 @@ impl Subscriptions {
     /// Applies the customer's namespace, quota, limit range and network
     /// policy, the quota sized for their live subscriptions.
     async fn apply_namespace(&self, client: &kube::Client, user_id: &str) -> anyhow::Result<()> {
-        let mut totals = render::Totals::default();
-        for t in queries::live_templates(self.db(), user_id).await? {
-            totals.add(render::Totals::of(&pb::ServiceTemplate::decode(
-                t.as_slice(),
-            )?));
-        }
-        for o in render::namespace_objects(user_id, &totals, &self.settings().render) {
+        let quota = {
+            let mut tx = self.db().begin().await?;
+            limits::quota(&mut tx, &self.settings().tenant, user_id).await?
+        };
+        for o in render::namespace_objects(user_id, &quota, &self.settings().render) {
             let (api, name) = dynamic(client, &o);
             api.patch(
                 &name,
@@ -490,6 +489,15 @@ impl Subscriptions {
             }
         }
     }
+}
+
+/// The size a claim rendered by `render` asks for, in GiB (`"<n>Gi"`).
+fn claim_gib(o: &Value) -> i64 {
+    o["spec"]["resources"]["requests"]["storage"]
+        .as_str()
+        .and_then(|q| q.strip_suffix("Gi"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn kind_of(o: &Value) -> &str {

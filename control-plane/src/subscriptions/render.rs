@@ -145,7 +145,7 @@ fn meta(name: &str, namespace: &str, labels: Value) -> Value {
 
 /// Objects shared by a customer's subscriptions: namespace, quota (the
 /// sums of `totals`), limit range and network policy.
-pub fn namespace_objects(user_id: &str, totals: &Totals, s: &RenderSettings) -> Vec<Value> {
+pub fn namespace_objects(user_id: &str, quota: &Quota, s: &RenderSettings) -> Vec<Value> {
     let ns = namespace_of(user_id);
     let labels = json!({ MANAGED_BY.0: MANAGED_BY.1, USER_LABEL: user_id });
     vec![
@@ -159,12 +159,12 @@ pub fn namespace_objects(user_id: &str, totals: &Totals, s: &RenderSettings) -> 
             "kind": "ResourceQuota",
             "metadata": meta(NAMESPACE_OBJECTS, &ns, labels.clone()),
             "spec": { "hard": {
-                "requests.cpu": format!("{}m", totals.cpu_request_millicores),
-                "requests.memory": format!("{}Mi", totals.memory_request_mb),
-                "limits.memory": format!("{}Mi", totals.memory_limit_mb),
-                "requests.storage": format!("{}Gi", totals.storage_gb),
-                "persistentvolumeclaims": totals.volumes.to_string(),
-                "pods": totals.pods.to_string(),
+                "requests.cpu": format!("{}m", quota.cpu_millicores),
+                "requests.memory": format!("{}Mi", quota.memory_mb),
+                "limits.memory": format!("{}Mi", quota.memory_mb),
+                "requests.storage": format!("{}Gi", quota.storage_gb),
+                "persistentvolumeclaims": quota.claims.to_string(),
+                "pods": quota.pods.to_string(),
             }},
         }),
         // Containers always carry requests and a memory limit; the range
@@ -198,6 +198,21 @@ pub fn namespace_objects(user_id: &str, totals: &Totals, s: &RenderSettings) -> 
             },
         }),
     ]
+}
+
+/// A customer namespace's ResourceQuota (`subscriptions::limits::quota`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// CPU requests in all, millicores: the customer's limit.
+    pub cpu_millicores: i64,
+    /// Memory requests and limits in all, MiB: the customer's limit.
+    pub memory_mb: i64,
+    /// Storage requests in all, GiB: the customer's limit.
+    pub storage_gb: i64,
+    /// PersistentVolumeClaims: those of live subscriptions and retained ones.
+    pub claims: i64,
+    /// Pods: one per component of the live subscriptions.
+    pub pods: i64,
 }
 
 /// What a template asks of a namespace's quota.

@@ -13,7 +13,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{
-    Change, Subscriptions,
+    Change, Subscriptions, limits,
     queries::{self, Filter, SubscriptionRow},
     render, status_to_db,
 };
@@ -271,6 +271,9 @@ impl SubscriptionApi {
             updated_at: now,
         };
         let mut tx = self.subs.db().begin().await?;
+        // The customer's own limits first: past them, the cluster's room
+        // is not theirs to take.
+        limits::admit(&mut tx, &self.subs.settings().tenant, &caller.id, &template).await?;
         self.admit(&mut tx, &template).await?;
         queries::insert(&mut tx, &row).await.map_err(|e| match e {
             AppError::AlreadyExists(m) => AppError::InvalidArgument {

@@ -1,6 +1,6 @@
 //! UserService: account administration, for administrators only.
 
-use crate::subscriptions::{Subscriptions, queries as subscriptions_db};
+use crate::subscriptions::{Subscriptions, limits, queries as subscriptions_db};
 use minispod_proto::v1::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
@@ -378,8 +378,39 @@ impl UserService for UserApi {
         self.auth.admin(&request).await?;
         Self::require_id(&request.get_ref().id)?;
         let user = users_db::require(self.auth.db.read(), &request.get_ref().id).await?;
+        let share = {
+            let mut tx = self.auth.db.begin().await?;
+            limits::share(&mut tx, &self.subs.settings().tenant, &user.id).await?
+        };
         Ok(Response::new(pb::GetUserResponse {
             user: Some((&user).into()),
+            share: Some(share),
+        }))
+    }
+
+    async fn set_user_limits(
+        &self,
+        request: Request<pb::SetUserLimitsRequest>,
+    ) -> Result<Response<pb::SetUserLimitsResponse>, Status> {
+        let admin = self.auth.admin(&request).await?;
+        let r = request.into_inner();
+        Self::require_id(&r.id)?;
+        let overrides = r.limits.unwrap_or_default();
+        limits::validate(&overrides)?;
+        let mut tx = self.auth.db.begin().await?;
+        // Inside the transaction: a user deleted meanwhile is NOT_FOUND,
+        // never a row of limits for nobody.
+        users_db::require(&mut tx, &r.id).await?;
+        limits::set_overrides(&mut tx, &r.id, &overrides).await?;
+        let share = limits::share(&mut tx, &self.subs.settings().tenant, &r.id).await?;
+        tx.commit().await.map_err(AppError::from)?;
+        tracing::info!(by = %admin.id, user_id = %r.id, ?overrides, "tenant limits set");
+        // The namespace's quota follows the limits: the reconciler applies
+        // it on the customer's next pass.
+        let ids = subscriptions_db::ids_of_user(&self.auth.db, &r.id).await?;
+        self.subs.enqueue(ids);
+        Ok(Response::new(pb::SetUserLimitsResponse {
+            share: Some(share),
         }))
     }
 

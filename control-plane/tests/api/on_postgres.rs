@@ -340,6 +340,12 @@ async fn linked_replicas(resync: std::time::Duration) -> LinkedReplicas {
     let dir = std::sync::Arc::new(dir);
     let settings = move |a: &mut minispod_control_plane::config::ServeArgs| {
         a.subscription_resync = resync;
+        // Customers' own limits past the cluster's room: these tests are
+        // about the cluster's capacity and the replicas.
+        a.tenant.subscriptions = 100;
+        a.tenant.cpu_millicores = 100_000;
+        a.tenant.memory_mb = 100_000;
+        a.tenant.storage_gb = 1000;
     };
     let db = sqlx::PgPool::connect(&url).await.unwrap();
     let replicas = async || -> Vec<String> {

@@ -946,7 +946,15 @@ async fn logs_stream_from_the_components_pod() {
 
 #[tokio::test]
 async fn concurrent_creates_are_admitted_only_as_far_as_the_capacity_goes() {
-    let mut env = env().await;
+    // The customer's own limits are past the cluster's room: this is
+    // about the cluster's capacity.
+    let mut env = env_with(|a| {
+        a.tenant.subscriptions = 100;
+        a.tenant.cpu_millicores = 100_000;
+        a.tenant.memory_mb = 100_000;
+        a.tenant.storage_gb = 1000;
+    })
+    .await;
     // One node of 4 CPUs and 8 GiB; Ghost requests 250m and 512 MiB, so
     // exactly 16 fit, by CPU and by memory alike.
     let (worker, _n, _stream) = worker_with_node(&mut env, "m-race").await;
@@ -1020,4 +1028,239 @@ async fn concurrent_creates_are_admitted_only_as_far_as_the_capacity_goes() {
         create(&env.app, &token, "ghost", "race-late", &[]).await,
         Code::FailedPrecondition,
     );
+}
+
+/// Sets a customer's own limits as an administrator; their share after.
+async fn set_limits(
+    app: &TestApp,
+    user_id: &str,
+    limits: pb::TenantLimitOverrides,
+) -> Result<pb::TenantShare, tonic::Status> {
+    let admin = app.admin_token().await;
+    minispod_proto::v1::user_service_client::UserServiceClient::new(app.channel.clone())
+        .set_user_limits(authed(
+            pb::SetUserLimitsRequest {
+                id: user_id.to_owned(),
+                limits: Some(limits),
+            },
+            &admin,
+        ))
+        .await
+        .map(|r| r.into_inner().share.unwrap())
+}
+
+/// Creates `n` subscriptions of `service` at once; (admitted ids, refusals).
+async fn burst(
+    app: &TestApp,
+    token: &str,
+    service: &str,
+    prefix: &str,
+    n: usize,
+) -> (Vec<String>, Vec<tonic::Status>) {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let (channel, token) = (app.channel.clone(), token.to_owned());
+            let (service, name) = (service.to_owned(), format!("{prefix}-{i}"));
+            tokio::spawn(async move {
+                SubscriptionServiceClient::new(channel)
+                    .create_subscription(authed(
+                        pb::CreateSubscriptionRequest {
+                            service_id: service,
+                            name,
+                            variables: Default::default(),
+                        },
+                        &token,
+                    ))
+                    .await
+                    .map(|r| r.into_inner().subscription.unwrap().id)
+            })
+        })
+        .collect();
+    let (mut admitted, mut refused) = (Vec::new(), Vec::new());
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(id) => admitted.push(id),
+            Err(s) => refused.push(s),
+        }
+    }
+    (admitted, refused)
+}
+
+#[tokio::test]
+async fn a_customer_past_their_limits_is_refused_and_the_next_customer_still_gets_in() {
+    // Room in the cluster for 16 Ghosts (250m, 512 MiB each), but each
+    // customer may request 1 CPU: four Ghosts.
+    let mut env = env_with(|a| {
+        a.tenant.cpu_millicores = 1000;
+        a.tenant.subscriptions = 8;
+    })
+    .await;
+    let (_w, _n, _stream) = worker_with_node(&mut env, "m-shares").await;
+    let (greedy, greedy_token) = customer(&env.app, "greedy@example.com").await;
+    let (admitted, refused) = burst(&env.app, &greedy_token, "ghost", "burst", 8).await;
+    assert_eq!(admitted.len(), 4, "refusals: {refused:?}");
+    for s in &refused {
+        assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+        assert!(
+            s.message()
+                .contains("needs 250m CPU and you use 1000m of your 1000m"),
+            "{}",
+            s.message()
+        );
+    }
+
+    // The next customer is admitted and runs.
+    let (_other, other_token) = customer(&env.app, "next@example.com").await;
+    let s = create(&env.app, &other_token, "ghost", "mine", &[])
+        .await
+        .expect("the second customer is admitted");
+    status_until(
+        &env.app,
+        &other_token,
+        &s.id,
+        pb::SubscriptionStatus::Running,
+        60,
+    )
+    .await;
+
+    // An administrator's override: one more Ghost, and at most five.
+    let share = set_limits(
+        &env.app,
+        &greedy,
+        pb::TenantLimitOverrides {
+            cpu_millicores: Some(2000),
+            subscriptions: Some(5),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (limits, usage) = (share.limits.unwrap(), share.usage.unwrap());
+    assert_eq!(
+        (
+            limits.cpu_millicores,
+            limits.subscriptions,
+            limits.memory_mb
+        ),
+        (2000, 5, 8192),
+        "overrides, and the default where none"
+    );
+    assert_eq!(
+        (usage.subscriptions, usage.cpu_millicores, usage.storage_gb),
+        (4, 1000, 40)
+    );
+    create(&env.app, &greedy_token, "ghost", "fifth", &[])
+        .await
+        .expect("within the raised limits");
+    let refused = create(&env.app, &greedy_token, "ghost", "sixth", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused
+            .message()
+            .contains("you have 5 of the 5 subscriptions you may have"),
+        "{}",
+        refused.message()
+    );
+
+    // The namespace's quota carries the customer's limits.
+    let ns = format!("ms-{greedy}");
+    let quotas: Api<ResourceQuota> = Api::namespaced(env.cluster.client().await, &ns);
+    until(20, "the quota at the raised CPU limit", || {
+        let quotas = quotas.clone();
+        async move {
+            let q = quotas.list(&Default::default()).await.ok()?;
+            let hard = q.items.first()?.spec.as_ref()?.hard.clone()?;
+            (hard.get("requests.cpu")?.0 == "2000m"
+                && hard.get("limits.memory")?.0 == "8192Mi"
+                && hard.get("requests.storage")?.0 == "100Gi")
+                .then_some(())
+        }
+    })
+    .await;
+
+    // A deleted subscription's retained volume still counts against
+    // storage: a customer cannot churn past their storage.
+    let share = set_limits(
+        &env.app,
+        &greedy,
+        pb::TenantLimitOverrides {
+            storage_gb: Some(50),
+            subscriptions: Some(5),
+            cpu_millicores: Some(2000),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(share.usage.unwrap().storage_gb, 50);
+    subs(&env.app)
+        .delete_subscription(authed(
+            pb::DeleteSubscriptionRequest {
+                id: admitted[0].clone(),
+            },
+            &greedy_token,
+        ))
+        .await
+        .unwrap();
+    let admin = env.app.admin_token().await;
+    until(30, "the subscription deleted, its volume retained", || {
+        let (app, admin, gone) = (&env.app, admin.clone(), admitted[0].clone());
+        async move {
+            let all = subs(app)
+                .list_subscriptions(authed(
+                    pb::ListSubscriptionsRequest {
+                        all: true,
+                        page_size: 100,
+                        ..Default::default()
+                    },
+                    &admin,
+                ))
+                .await
+                .ok()?
+                .into_inner();
+            (!all.subscriptions.iter().any(|s| s.id == gone)).then_some(())
+        }
+    })
+    .await;
+    let usage =
+        minispod_proto::v1::user_service_client::UserServiceClient::new(env.app.channel.clone())
+            .get_user(authed(pb::GetUserRequest { id: greedy.clone() }, &admin))
+            .await
+            .unwrap()
+            .into_inner()
+            .share
+            .unwrap()
+            .usage
+            .unwrap();
+    assert_eq!(usage.subscriptions, 4);
+    assert_eq!(usage.storage_gb, 50, "the retained 10 GiB still count");
+    let refused = create(&env.app, &greedy_token, "ghost", "again", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("storage"),
+        "{}",
+        refused.message()
+    );
+
+    // Bad overrides name their field; unknown accounts are NOT_FOUND.
+    let bad = set_limits(
+        &env.app,
+        &greedy,
+        pb::TenantLimitOverrides {
+            memory_mb: Some(-1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&bad), vec!["limits.memory_mb".to_owned()]);
+    let missing = set_limits(&env.app, "no-such-user", Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
 }

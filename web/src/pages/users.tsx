@@ -40,6 +40,7 @@ export function UsersPage() {
   const [notice, setNotice] = useState("");
   const [creating, setCreating] = useState(false);
   const [editing, setEditing] = useState<User>();
+  const [limiting, setLimiting] = useState<User>();
   const [deleting, setDeleting] = useState<User>();
 
   const done = (msg: string) => {
@@ -159,6 +160,9 @@ export function UsersPage() {
                     <button type="button" class="small" aria-label={`Edit ${u.email}`} onClick={() => setEditing(u)}>
                       Edit
                     </button>
+                    <button type="button" class="small" aria-label={`Limits of ${u.email}`} onClick={() => setLimiting(u)}>
+                      Limits
+                    </button>
                     <button type="button" class="small" aria-label={`${u.active ? "Deactivate" : "Activate"} ${u.email}`} disabled={me && u.active} onClick={() => void rowAction.act(`${u.email} ${u.active ? "deactivated" : "activated"}.`, () => users.setUserActive({ id: u.id, active: !u.active }))}>
                       {u.active ? "Deactivate" : "Activate"}
                     </button>
@@ -197,6 +201,10 @@ export function UsersPage() {
       </nav>
       {editing && <EditUser user={editing} onClose={(msg) => {
         setEditing(undefined);
+        if (msg) done(msg);
+      }} />}
+      {limiting && <UserLimits user={limiting} onClose={(msg) => {
+        setLimiting(undefined);
         if (msg) done(msg);
       }} />}
       <Confirm open={!!deleting} title={`Delete ${deleting?.email}?`} confirmLabel="Delete" danger onCancel={() => setDeleting(undefined)} onConfirm={() => {
@@ -266,3 +274,86 @@ function EditUser({ user, onClose }: { user: User; onClose: (msg?: string) => vo
     </Confirm>
   );
 }
+
+// What one customer's subscriptions may take: the figures in force, what
+// they use, and the administrator's own limits (empty: the default).
+const LIMITS = [
+  ["subscriptions", "Subscriptions", ""],
+  ["cpuMillicores", "CPU", "millicores"],
+  ["memoryMb", "Memory", "MiB"],
+  ["storageGb", "Storage", "GiB, retained volumes included"],
+] as const;
+type LimitKey = (typeof LIMITS)[number][0];
+
+function UserLimits({ user, onClose }: { user: User; onClose: (msg?: string) => void }) {
+  const share = useLoad(() => users.getUser({ id: user.id }).then((r) => r.share), [user.id]);
+  const [values, setValues] = useState<Partial<Record<LimitKey, string>>>({});
+  useEffect(() => {
+    const o = share.data?.overrides;
+    if (!o) return;
+    const v: Partial<Record<LimitKey, string>> = {};
+    for (const [k] of LIMITS) if (o[k] !== undefined) v[k] = String(o[k]);
+    setValues(v);
+  }, [share.data]);
+  const save = useAction(async () => {
+    const num = (k: LimitKey) => (values[k]?.trim() ? values[k]!.trim() : undefined);
+    const s = num("subscriptions");
+    const big = (k: LimitKey) => {
+      const x = num(k);
+      return x === undefined ? undefined : BigInt(x);
+    };
+    await users.setUserLimits({
+      id: user.id,
+      limits: {
+        subscriptions: s === undefined ? undefined : Number(s),
+        cpuMillicores: big("cpuMillicores"),
+        memoryMb: big("memoryMb"),
+        storageGb: big("storageGb"),
+      },
+    });
+    onClose(`Saved the limits of ${user.email}.`);
+  });
+  const limits = share.data?.limits;
+  const usage = share.data?.usage;
+  return (
+    <Confirm open title={`Limits of ${user.email}`} confirmLabel="Save limits" onCancel={() => onClose()} onConfirm={() => void save.act()}>
+      <ErrorBanner problem={share.problem ?? save.problem} shownFields={LIMITS.map(([k]) => `limits.${snake(k)}`)} />
+      <p>New subscriptions past a limit are refused; lowering one stops nothing that runs. Leave a field empty for the default.</p>
+      {limits && usage && (
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Resource</th>
+              <th scope="col">In use</th>
+              <th scope="col">Limit</th>
+            </tr>
+          </thead>
+          <tbody>
+            {LIMITS.map(([k, label, unit]) => (
+              <tr key={k}>
+                <th scope="row">{label}</th>
+                <td>{Number(usage[k]).toLocaleString()}</td>
+                <td>
+                  {Number(limits[k]).toLocaleString()} {unit.split(",")[0]}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {LIMITS.map(([k, label, unit]) => (
+        <Field
+          key={k}
+          label={`${label} limit`}
+          inputMode="numeric"
+          value={values[k] ?? ""}
+          onValue={(v) => setValues({ ...values, [k]: v })}
+          error={save.problem?.fields[`limits.${snake(k)}`]}
+          hint={unit ? `In ${unit}. Empty: the control plane's default.` : "Empty: the control plane's default."}
+        />
+      ))}
+    </Confirm>
+  );
+}
+
+const snake = (k: string) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
