@@ -7,12 +7,15 @@
 //!   equal to what the pods say; level triggered, one replica at a time per
 //!   subscription (a lease on the row).
 //! - `service`: the gRPC SubscriptionService.
+//! - `logs`: log streams, read in bounded chunks and cut into bounded
+//!   lines; per-user slots.
 //! - `relay`: changes told to and heard from other replicas (PostgreSQL).
 //!
 //! `Subscriptions` is the state they share: the store, the cluster link,
 //! the pods of subscriptions as a watch last saw them, the reconciler's
 //! queue and the broadcast the watch RPC reads.
 
+pub mod logs;
 pub mod queries;
 pub mod reconcile;
 pub mod relay;

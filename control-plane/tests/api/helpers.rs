@@ -78,6 +78,8 @@ pub fn test_args(data_dir: &std::path::Path) -> ServeArgs {
     args.login_ip_burst = 10_000;
     args.login_ip_per_minute = 10_000;
     args.login_account_burst = 1_000;
+    args.subscription_change_burst = 10_000;
+    args.log_stream_burst = 10_000;
     args.cors_origins = vec!["https://app.example.org".into()];
     args
 }
