@@ -249,15 +249,18 @@ impl WebhookUrl {
         };
         match literal {
             Some(ip) => policy.permits(ip, u.tls).map_err(refused)?,
-            None if policy.allow.is_empty() => {
-                if INTERNAL_SUFFIXES.iter().any(|s| host.ends_with(s)) || !host.contains('.') {
+            None => {
+                if policy.allow.is_empty()
+                    && (INTERNAL_SUFFIXES.iter().any(|s| host.ends_with(s)) || !host.contains('.'))
+                {
                     return Err(refused(format!("{host} names an internal host")));
                 }
+                // Plain http:// needs an address in an allowed range, which
+                // a name cannot show before it is resolved.
                 if !u.tls {
-                    return Err(refused("plain http://".into()));
+                    return Err(refused("plain http:// to a name".into()));
                 }
             }
-            None => {}
         }
         Ok(u)
     }

@@ -138,6 +138,40 @@ pub async fn start(
     }
 }
 
+/// A `TestApp` for a control plane running elsewhere (another process)
+/// at `addr` with its data in `dir`: waits for its CA, then connects.
+pub async fn attach(addr: SocketAddr, dir: std::sync::Arc<TempDir>) -> TestApp {
+    let ca_file = dir.0.join("pki/ca.crt");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let ca_pem = loop {
+        if let Ok(pem) = std::fs::read_to_string(&ca_file)
+            && tokio::net::TcpStream::connect(addr).await.is_ok()
+        {
+            break pem;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the control plane at {addr} did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let der = rustls_pemfile::certs(&mut ca_pem.as_bytes())
+        .next()
+        .expect("a CA certificate")
+        .unwrap();
+    let channel = tls_channel(addr, &ca_pem).await;
+    TestApp {
+        addr,
+        data_dir: dir,
+        ca_hash: minispod_control_plane::pki::ca_hash_of(&der),
+        console_addr: None,
+        metrics_addr: None,
+        channel,
+        shutdown: None,
+        handle: None,
+    }
+}
+
 /// A TLS channel to `addr` trusting `ca_pem`, for the name `localhost`.
 pub async fn tls_channel(addr: SocketAddr, ca_pem: &str) -> Channel {
     let tls = ClientTlsConfig::new()
