@@ -115,9 +115,8 @@ fn internal_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("shared (CGNAT)")
     } else if ip.is_multicast() {
         Some("multicast")
-    } else if a >= 240 {
-        Some("reserved")
-    } else if (a == 192 && b == 0 && c == 0) || (a == 198 && (b == 18 || b == 19)) {
+    } else if a >= 240 || (a == 192 && b == 0 && c == 0) || (a == 198 && (b == 18 || b == 19)) {
+        // Class E and broadcast, IETF protocol assignments, benchmarking.
         Some("reserved")
     } else if ip.is_documentation() {
         Some("documentation")
