@@ -1139,7 +1139,7 @@ async fn a_huge_log_line_is_cut_as_it_arrives_and_a_stream_ends_at_its_byte_limi
 }
 
 #[tokio::test]
-async fn log_streams_are_capped_per_user_and_end_after_logout() {
+async fn log_streams_are_capped_per_user_and_end_after_logout_or_deactivation() {
     let mut env = env_with(|a| {
         a.log_streams_per_user = 2;
         a.stream_caller_recheck = Duration::from_millis(200);
@@ -1218,6 +1218,58 @@ async fn log_streams_are_capped_per_user_and_end_after_logout() {
         Some(Code::Unauthenticated),
         "ends with UNAUTHENTICATED"
     );
+
+    // Deactivation ends them too: a second administrator reads the
+    // customer's log (the pod stays) and is deactivated meanwhile.
+    let root = env.app.admin_token().await;
+    let helper = env
+        .app
+        .users()
+        .create_user(authed(
+            pb::CreateUserRequest {
+                email: "helper@example.org".into(),
+                password: "helper-password-1".into(),
+                name: "Helper".into(),
+                role: pb::Role::Administrator as i32,
+            },
+            &root,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let (helper_token, _) = env
+        .app
+        .login("helper@example.org", "helper-password-1")
+        .await
+        .unwrap();
+    let mut watched = open(helper_token).await.unwrap();
+    env.app
+        .users()
+        .set_user_active(authed(
+            pb::SetUserActiveRequest {
+                id: helper.id,
+                active: false,
+            },
+            &root,
+        ))
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match watched.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 10 s of the deactivation");
+    let ended = ended.expect("ends with a status");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("deactivated"), "{ended:?}");
 }
 
 #[tokio::test]
