@@ -435,6 +435,67 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_ENROLL_PER_SECOND", default_value_t = 50)]
     pub enroll_per_second: u32,
 
+    /// CreateSubscription and UpdateSubscription calls one user may burst.
+    #[arg(long, env = "MINISPOD_SUBSCRIPTION_CHANGE_BURST", default_value_t = 10)]
+    pub subscription_change_burst: u32,
+
+    /// Sustained CreateSubscription and UpdateSubscription calls per minute
+    /// per user.
+    #[arg(
+        long,
+        env = "MINISPOD_SUBSCRIPTION_CHANGES_PER_MINUTE",
+        default_value_t = 10
+    )]
+    pub subscription_changes_per_minute: u32,
+
+    /// StreamSubscriptionLogs calls one user may burst.
+    #[arg(long, env = "MINISPOD_LOG_STREAM_BURST", default_value_t = 10)]
+    pub log_stream_burst: u32,
+
+    /// Sustained StreamSubscriptionLogs calls per minute per user.
+    #[arg(long, env = "MINISPOD_LOG_STREAMS_PER_MINUTE", default_value_t = 30)]
+    pub log_streams_per_minute: u32,
+
+    /// Log streams one user may hold open at once (per replica); more are
+    /// refused with RESOURCE_EXHAUSTED until one ends.
+    #[arg(long, env = "MINISPOD_LOG_STREAMS_PER_USER", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub log_streams_per_user: u32,
+
+    /// The most bytes one log stream reads from the cluster (sent to it as
+    /// `limitBytes`); the stream then ends with RESOURCE_EXHAUSTED. Default
+    /// 32 MiB.
+    #[arg(long, env = "MINISPOD_LOG_STREAM_LIMIT_BYTES", default_value_t = 32 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_stream_limit_bytes: u64,
+
+    /// How often an open watch or log stream checks that its caller may
+    /// still read: it ends after Logout, a password change or deactivation.
+    #[arg(long, env = "MINISPOD_STREAM_CALLER_RECHECK", default_value = "30s", value_parser = parse_duration)]
+    pub stream_caller_recheck: Duration,
+
+    /// Address ranges webhooks may reach although they are internal
+    /// (loopback, private, link-local...), plain http:// included; e.g.
+    /// `127.0.0.0/8` for a receiver on this machine. Repeat or separate by
+    /// commas. None by default: webhooks go to the public internet over
+    /// https:// only.
+    #[arg(
+        long = "webhook-allow-range",
+        env = "MINISPOD_WEBHOOK_ALLOW_RANGES",
+        value_delimiter = ','
+    )]
+    pub webhook_allow_ranges: Vec<crate::rate_limit::Cidr>,
+
+    /// Address ranges webhooks never reach besides the built-in internal
+    /// ones: the cluster's pod, service and node ranges (K3s's default pod
+    /// and service ranges by default; add the nodes' range when it is
+    /// public).
+    #[arg(
+        long = "webhook-deny-range",
+        env = "MINISPOD_WEBHOOK_DENY_RANGES",
+        value_delimiter = ',',
+        default_value = "10.42.0.0/16,10.43.0.0/16"
+    )]
+    pub webhook_deny_ranges: Vec<crate::rate_limit::Cidr>,
+
     /// Password checks allowed to wait for a hashing slot before new ones are
     /// refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "MINISPOD_MAX_QUEUED_HASHES", default_value_t = 64)]

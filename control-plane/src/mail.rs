@@ -30,7 +30,7 @@ use self::{
     outbox::{Kind, NewMessage},
     smtp::{Smtp, SmtpUrl},
     templates::Rendered,
-    webhook::WebhookClient,
+    webhook::{WebhookClient, WebhookPolicy},
 };
 use crate::{
     error::{AppError, AppResult},
@@ -50,6 +50,8 @@ pub struct MailSettings {
     pub public_url: String,
     /// `--webhook-ca-file`: trusted besides the system's roots.
     pub webhook_ca_file: Option<PathBuf>,
+    /// `--webhook-allow-range` and `--webhook-deny-range`.
+    pub webhook_policy: WebhookPolicy,
     /// `--require-email-verification`.
     pub require_verification: bool,
     /// `--password-reset-ttl`.
@@ -149,8 +151,11 @@ impl Mail {
                 "--require-email-verification needs --smtp-url: nobody could verify an address"
             );
         }
-        let webhooks =
-            WebhookClient::new(settings.webhook_ca_file.as_deref()).context("webhook client")?;
+        let webhooks = WebhookClient::new(
+            settings.webhook_ca_file.as_deref(),
+            settings.webhook_policy.clone(),
+        )
+        .context("webhook client")?;
         Ok(Mail {
             inner: Arc::new(Inner {
                 smtp,
@@ -175,6 +180,11 @@ impl Mail {
             ..MailSettings::default()
         })
         .expect("mail without SMTP always builds")
+    }
+
+    /// Where webhooks may be sent.
+    pub fn webhook_policy(&self) -> &WebhookPolicy {
+        self.inner.webhooks.policy()
     }
 
     /// Whether `--smtp-url` is set.

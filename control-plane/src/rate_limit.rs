@@ -374,7 +374,8 @@ pub fn ceil_secs(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
-fn too_many(what: &str, wait: Duration) -> AppError {
+/// RESOURCE_EXHAUSTED for too many `what`, with the wait as the retry hint.
+pub fn too_many(what: &str, wait: Duration) -> AppError {
     AppError::ResourceExhausted {
         // Rounded up: "retry in 59s" for a wait of 59.9 s would be too early.
         message: format!("too many {what}; retry in {}s", ceil_secs(wait)),

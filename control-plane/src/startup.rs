@@ -42,7 +42,10 @@ use crate::{
     rate_limit::{LoginLimiter, LoginLimits, RateLimiter},
     store::{Db, StoreOptions, now_ms},
     subscriptions::{
-        SubscriptionSettings, Subscriptions, render::RenderSettings, service::SubscriptionApi,
+        SubscriptionSettings, Subscriptions,
+        logs::LogSlots,
+        render::RenderSettings,
+        service::{CallerLimits, SubscriptionApi},
     },
     telemetry::RpcTraceLayer,
     transport::{Gate, RequestBuffer, RequestBufferLayer, plain_incoming, tls_incoming},
@@ -95,6 +98,28 @@ const MAX_LOCAL_ERROR_RESETS: usize = 256;
 /// Largest header block a call may send.
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
+/// Per-user limits of the SubscriptionService from `args`.
+fn subscription_limits(args: &ServeArgs, db: &crate::store::Db) -> CallerLimits {
+    let per_minute = |n: u32| Duration::from_secs(60) / n.max(1);
+    CallerLimits {
+        changes: Arc::new(RateLimiter::for_store(
+            db,
+            "subscription_change",
+            args.subscription_change_burst,
+            per_minute(args.subscription_changes_per_minute),
+        )),
+        log_opens: Arc::new(RateLimiter::for_store(
+            db,
+            "subscription_logs",
+            args.log_stream_burst,
+            per_minute(args.log_streams_per_minute),
+        )),
+        log_slots: LogSlots::new(args.log_streams_per_user as usize),
+        log_limit_bytes: args.log_stream_limit_bytes,
+        caller_recheck: args.stream_caller_recheck.max(Duration::from_millis(10)),
+    }
+}
+
 /// The mail settings of `args`; links point at `--public-url`, or at
 /// this server (`bound`) by the name its certificate covers.
 fn mail_settings(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<MailSettings> {
@@ -123,6 +148,10 @@ fn mail_settings(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<MailSett
         from: args.mail_from.clone(),
         public_url,
         webhook_ca_file: args.webhook_ca_file.clone(),
+        webhook_policy: crate::mail::webhook::WebhookPolicy {
+            allow: args.webhook_allow_ranges.clone(),
+            deny: args.webhook_deny_ranges.clone(),
+        },
         require_verification: args.require_email_verification,
         reset_ttl: args.password_reset_ttl,
         verify_ttl: args.email_verification_ttl,
@@ -464,13 +493,17 @@ impl Application {
         let limits = &args.transport;
         let gate = Gate::new(limits.clone());
         let request_buffer = RequestBuffer::new(limits.max_request_buffer);
+        let subscription_limits = subscription_limits(&args, &auth.db);
         let purge = {
             let (limiter, enrollment) = (auth.limiter.clone(), enrollment.clone());
+            let subscription_limits = subscription_limits.clone();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(LIMITER_PURGE_INTERVAL);
                 loop {
                     every.tick().await;
-                    let n = limiter.purge_idle() + enrollment.purge_idle_limits();
+                    let n = limiter.purge_idle()
+                        + enrollment.purge_idle_limits()
+                        + subscription_limits.purge_idle();
                     tracing::debug!(purged = n, "idle rate-limit buckets forgotten");
                 }
             })
@@ -526,6 +559,7 @@ impl Application {
                 SubscriptionServiceServer::new(SubscriptionApi::new(
                     auth.clone(),
                     subscriptions.clone(),
+                    subscription_limits.clone(),
                 ))
                 .max_decoding_message_size(message_limits::SUBSCRIPTION),
             )

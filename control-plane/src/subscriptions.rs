@@ -9,6 +9,8 @@
 //!   equal to what the pods say; level triggered, one replica at a time per
 //!   subscription (a lease on the row).
 //! - `service`: the gRPC SubscriptionService.
+//! - `logs`: log streams, read in bounded chunks and cut into bounded
+//!   lines; per-user slots.
 //! - `relay`: changes told to and heard from other replicas (PostgreSQL).
 //!
 //! `Subscriptions` is the state they share: the store, the cluster link,
@@ -16,6 +18,7 @@
 //! queue and the broadcast the watch RPC reads.
 
 pub mod limits;
+pub mod logs;
 pub mod queries;
 pub mod reconcile;
 pub mod relay;

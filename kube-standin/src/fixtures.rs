@@ -249,6 +249,23 @@ impl TestCluster {
             .map_err(|e| anyhow::anyhow!("append to the log of {namespace}/{pod}: {}", e.message))
     }
 
+    /// Append one line of `bytes` bytes (`x`, then a newline) to the log
+    /// of one container of a pod, as a process printing that much without
+    /// a newline would. Generated lazily while served, never stored: a
+    /// 1 GiB line costs the stand-in a 64 KiB frame at a time. Stand-in
+    /// only.
+    pub async fn append_generated_pod_log_line(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        bytes: u64,
+    ) -> anyhow::Result<()> {
+        self.standin_for("append_generated_pod_log_line")?
+            .append_generated_pod_log_line(namespace, pod, container, bytes)
+            .map_err(|e| anyhow::anyhow!("append to the log of {namespace}/{pod}: {}", e.message))
+    }
+
     /// How long after their binding the stand-in's pods run and are Ready
     /// (default 300 ms); pods bound from now on. Stand-in only (a real
     /// cluster's pods are ready when their kubelet says).

@@ -219,6 +219,35 @@ current-context: standin
         container: &str,
         lines: &[&str],
     ) -> Result<(), crate::error::ApiError> {
+        let uid = self.container_uid(namespace, pod, container)?;
+        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        self.shared.logs.append(&uid, container, &lines);
+        Ok(())
+    }
+
+    /// Append one line of `bytes` bytes to the log of a container of a pod,
+    /// as a process printing that much before its next newline would. The
+    /// line is generated while it is served (64 KiB at a time), never
+    /// stored. Errors as [`StandIn::append_pod_log`].
+    pub fn append_generated_pod_log_line(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        bytes: u64,
+    ) -> Result<(), crate::error::ApiError> {
+        let uid = self.container_uid(namespace, pod, container)?;
+        self.shared.logs.append_generated(&uid, container, bytes);
+        Ok(())
+    }
+
+    /// The uid of the pod, checking it has the container.
+    fn container_uid(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<String, crate::error::ApiError> {
         let object = {
             let api = self.shared.api.lock().unwrap_or_else(|e| e.into_inner());
             api.get(crate::kinds::pods(), namespace, pod)?
@@ -234,13 +263,11 @@ current-context: standin
                 "container {container} is not valid for pod {pod}"
             )));
         }
-        let uid = object
+        Ok(object
             .pointer("/metadata/uid")
             .and_then(serde_json::Value::as_str)
-            .unwrap_or_default();
-        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-        self.shared.logs.append(uid, container, &lines);
-        Ok(())
+            .unwrap_or_default()
+            .to_string())
     }
 
     /// Stop serving: close the listener and every connection (open watches

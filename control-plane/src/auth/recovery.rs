@@ -20,6 +20,7 @@ use super::{
 use crate::{
     error::{AppError, AppResult},
     mail::templates,
+    rate_limit::too_many,
     store::{Tx, new_id, now_ms},
     users::{
         fields::{Email, Password},
@@ -332,9 +333,37 @@ impl AuthApi {
         Ok(())
     }
 
+    /// Rate limits an email change of `user` to `new_email` as a password
+    /// reset is: per account, and per address (the address's bucket is the
+    /// one resets and new links spend). Call it before the change's
+    /// transaction: with replicas the buckets are written in the store.
+    pub(crate) async fn limit_email_change(
+        &self,
+        user: &UserRow,
+        new_email: &str,
+    ) -> AppResult<()> {
+        let limiter = &self.auth.mail_limiter;
+        let account = format!("email-change|{}", user.id);
+        limiter
+            .take(&account)
+            .await
+            .map_err(|wait| too_many("email changes for this account", wait))?;
+        if let Err(wait) = limiter.take(&super::service::account_key(new_email)).await {
+            limiter.give_back(&account).await;
+            return Err(AppError::ResourceExhausted {
+                message: "too many mails asked for this address; try again later".into(),
+                retry_after: Some(wait),
+            });
+        }
+        Ok(())
+    }
+
     /// An email change asked for by a signed-in user, with mail configured:
-    /// the new address becomes pending, gets a link, and the old one a
-    /// notice. ALREADY_EXISTS when the new address is taken.
+    /// the new address becomes pending and the old one gets a notice. The
+    /// new address gets a confirmation link, or, when another account
+    /// holds it, a notice that nothing changed (no link, the asking
+    /// account not named). The caller gets the same answer either way, so
+    /// it learns nothing about who holds an address.
     pub(crate) async fn request_email_change(
         &self,
         tx: &mut Tx,
@@ -344,18 +373,21 @@ impl AuthApi {
         if new_email == user.email {
             return users_db::set_pending_email(tx, &user.id, "").await;
         }
-        if users_db::by_email(&self.auth.db, new_email)
-            .await?
-            .is_some()
-        {
-            return Err(AppError::AlreadyExists(
-                "a user with this email already exists".into(),
-            ));
-        }
+        let holder = users_db::by_email(&self.auth.db, new_email).await?;
         let updated = users_db::set_pending_email(tx, &user.id, new_email).await?;
-        self.queue_verification(tx, &updated, new_email, true)
-            .await?;
         let mail = &self.auth.mail;
+        match holder {
+            Some(holder) => {
+                let notice =
+                    templates::email_already_held(&holder.name, new_email, &mail.link("/login"));
+                mail.queue_mail(tx, "email_already_held", new_email, &notice)
+                    .await?;
+            }
+            None => {
+                self.queue_verification(tx, &updated, new_email, true)
+                    .await?;
+            }
+        }
         let notice = templates::email_change_notice(&user.name, new_email, mail.public_url());
         mail.queue_mail(tx, "email_change_notice", &user.email, &notice)
             .await?;

@@ -342,6 +342,9 @@ impl AuthApi {
             Some(e) => (Some(e.as_str()), None),
             None => (None, None),
         };
+        if let Some(new_email) = pending_email.filter(|e| *e != user.email) {
+            self.limit_email_change(&user, new_email).await?;
+        }
         let changes = UserChanges {
             name: name.as_ref().map(PersonName::as_str),
             email: direct_email,

@@ -285,12 +285,13 @@ pub async fn get<'c>(exec: impl Into<Conn<'c>>, id: &str) -> AppResult<MessageRo
     row.ok_or_else(|| AppError::NotFound(format!("no outbox message {id}")))
 }
 
-/// Puts a FAILED message back in the queue, due now.
+/// Puts a FAILED message back in the queue, due now; false when it is not
+/// FAILED or its body was pruned.
 pub async fn retry(tx: &mut Tx, id: &str) -> AppResult<bool> {
     let done = with_conn!(&mut *tx, |c| sqlx::query(
         "UPDATE outbox SET status = 'PENDING', next_attempt_at = $2, lease_owner = '',
              lease_until = 0
-         WHERE id = $1 AND status = 'FAILED'"
+         WHERE id = $1 AND status = 'FAILED' AND (body_text <> '' OR body_html <> '')"
     )
     .bind(id)
     .bind(now_ms())
@@ -300,16 +301,59 @@ pub async fn retry(tx: &mut Tx, id: &str) -> AppResult<bool> {
     Ok(done == 1)
 }
 
-/// Deletes sent messages older than `before_ms`.
-pub async fn prune_sent(db: &Db, before_ms: i64) -> AppResult<u64> {
+/// Sent messages are kept this long (for the administrators' list); their
+/// bodies went when they were sent.
+pub const KEEP_SENT_MS: i64 = 30 * 86_400_000;
+/// Failed messages keep their bodies (links are secrets) this long, for a
+/// retry; then only the row (recipient, subject, error) is kept.
+pub const KEEP_FAILED_BODY_MS: i64 = 3 * 86_400_000;
+/// Failed messages are kept this long in all.
+pub const KEEP_FAILED_MS: i64 = 30 * 86_400_000;
+
+/// What [`prune`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// SENT rows deleted.
+    pub sent: u64,
+    /// FAILED rows whose bodies were cleared.
+    pub failed_bodies: u64,
+    /// FAILED rows deleted.
+    pub failed: u64,
+}
+
+/// Prunes the outbox as of `now_ms`: SENT rows after [`KEEP_SENT_MS`];
+/// FAILED rows' bodies after [`KEEP_FAILED_BODY_MS`] (a message without
+/// its body can no longer be retried) and the rows after
+/// [`KEEP_FAILED_MS`], counted from their last attempt.
+pub async fn prune(db: &Db, now_ms: i64) -> AppResult<Pruned> {
     let mut tx = db.begin().await?;
-    let done = with_conn!(&mut tx, |c| sqlx::query(
+    let sent = with_conn!(&mut tx, |c| sqlx::query(
         "DELETE FROM outbox WHERE status = 'SENT' AND sent_at < $1"
     )
-    .bind(before_ms)
+    .bind(now_ms - KEEP_SENT_MS)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    let failed_bodies = with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE outbox SET body_text = '', body_html = ''
+         WHERE status = 'FAILED' AND next_attempt_at < $1
+           AND (body_text <> '' OR body_html <> '')"
+    )
+    .bind(now_ms - KEEP_FAILED_BODY_MS)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    let failed = with_conn!(&mut tx, |c| sqlx::query(
+        "DELETE FROM outbox WHERE status = 'FAILED' AND next_attempt_at < $1"
+    )
+    .bind(now_ms - KEEP_FAILED_MS)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
     tx.commit_no_listing_change().await?;
-    Ok(done)
+    Ok(Pruned {
+        sent,
+        failed_bodies,
+        failed,
+    })
 }

@@ -165,6 +165,20 @@ pub fn email_change_notice(name: &str, new_email: &str, console: &str) -> Render
     )
 }
 
+/// To the holder of an address another account asked to change to: no
+/// link, nothing changed; the account that asked is not named.
+pub fn email_already_held(name: &str, email: &str, console: &str) -> Rendered {
+    compose(
+        "Somebody tried to move a MiniSpod account to your address",
+        name,
+        &[format!(
+            "Somebody signed in to another MiniSpod account asked to change its email address to {email}. This address already belongs to your account, so nothing was changed and no confirmation link was sent."
+        )],
+        Some(("Open MiniSpod", console)),
+        "If this was you, sign in with this address instead. Otherwise you need not do anything.",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

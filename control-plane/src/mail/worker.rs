@@ -30,9 +30,6 @@ const CONCURRENCY: usize = 4;
 /// messages, and retries that came due).
 const POLL: Duration = Duration::from_secs(1);
 
-/// Sent messages are kept this long (for the administrators' list).
-const KEEP_SENT_MS: i64 = 30 * 86_400_000;
-
 impl Mail {
     /// Runs the delivery worker of replica `owner` until the task is aborted.
     pub fn spawn(&self, db: Db, owner: String) -> tokio::task::JoinHandle<()> {
@@ -61,8 +58,9 @@ impl Mail {
                     .await;
                 if now_ms() - last_prune > 3_600_000 {
                     last_prune = now_ms();
-                    if let Err(e) = outbox::prune_sent(&db, now_ms() - KEEP_SENT_MS).await {
-                        tracing::warn!(error = %e, "outbox: cannot prune sent messages");
+                    match outbox::prune(&db, now_ms()).await {
+                        Ok(p) => tracing::debug!(?p, "outbox: pruned"),
+                        Err(e) => tracing::warn!(error = %e, "outbox: cannot prune"),
                     }
                 }
                 if !full {

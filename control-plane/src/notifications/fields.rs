@@ -5,7 +5,7 @@ use minispod_proto::v1 as pb;
 
 use crate::{
     error::{AppError, AppResult, Violations},
-    mail::webhook::WebhookUrl,
+    mail::webhook::{WebhookPolicy, WebhookUrl},
 };
 
 /// Largest page of ListOutboxMessages.
@@ -27,15 +27,19 @@ pub struct PreferenceChanges {
 }
 
 impl PreferenceChanges {
-    /// Parses `r`; every bad field is named.
-    pub fn parse(r: &pb::UpdateNotificationPreferencesRequest) -> AppResult<PreferenceChanges> {
+    /// Parses `r`, a webhook URL against `policy`; every bad field is
+    /// named.
+    pub fn parse(
+        r: &pb::UpdateNotificationPreferencesRequest,
+        policy: &WebhookPolicy,
+    ) -> AppResult<PreferenceChanges> {
         let mut v = Violations::new();
         let webhook_url = match r.webhook_url.as_deref().map(str::trim) {
             None => None,
             Some("") => Some(String::new()),
             Some(url) => v.take(
                 "webhook_url",
-                WebhookUrl::parse(url).map(|_| url.to_owned()),
+                WebhookUrl::parse_for(url, policy).map(|_| url.to_owned()),
             ),
         };
         let events = if r.update_events {
@@ -159,7 +163,9 @@ mod tests {
             update_events: true,
             ..Default::default()
         };
-        let Err(AppError::InvalidArgument { violations, .. }) = PreferenceChanges::parse(&r) else {
+        let Err(AppError::InvalidArgument { violations, .. }) =
+            PreferenceChanges::parse(&r, &WebhookPolicy::default())
+        else {
             panic!("refused")
         };
         let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();

@@ -55,7 +55,8 @@ impl NotificationApi {
         req: Request<pb::UpdateNotificationPreferencesRequest>,
     ) -> AppResult<pb::UpdateNotificationPreferencesResponse> {
         let admin = self.auth.admin(&req).await?;
-        let changes = PreferenceChanges::parse(req.get_ref())?;
+        let changes =
+            PreferenceChanges::parse(req.get_ref(), self.notifier.mail().webhook_policy())?;
         let mut tx = self.auth.db.begin().await?;
         let mut prefs = queries::preferences(&mut tx, &admin.id).await?;
         if let Some(mail) = changes.mail {
@@ -160,10 +161,18 @@ impl NotificationApi {
         let mut tx = self.auth.db.begin().await?;
         let message = outbox::get(&mut tx, id).await?;
         if !outbox::retry(&mut tx, id).await? {
-            return Err(AppError::FailedPrecondition(format!(
-                "message {id} is {}: only a FAILED message can be retried",
-                message.status
-            )));
+            return Err(AppError::FailedPrecondition(
+                if message.status == "FAILED" {
+                    format!(
+                        "message {id} failed too long ago: its body was pruned, it cannot be sent again"
+                    )
+                } else {
+                    format!(
+                        "message {id} is {}: only a FAILED message can be retried",
+                        message.status
+                    )
+                },
+            ));
         }
         let message = outbox::get(&mut tx, id).await?;
         tx.commit_no_listing_change().await?;

@@ -1,9 +1,8 @@
 //! SubscriptionService: customers run catalog services; administrators see
 //! and control every subscription.
 
-use std::{collections::BTreeMap, pin::Pin, time::Duration};
+use std::{collections::BTreeMap, pin::Pin, sync::Arc, time::Duration};
 
-use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use minispod_proto::v1::{self as pb, subscription_service_server::SubscriptionService};
@@ -14,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     Change, Subscriptions, limits,
+    logs::{CallerCheck, LOG_CHANNEL, LogPump, LogSlots},
     queries::{self, Filter, SubscriptionRow},
     render, status_to_db,
 };
@@ -21,22 +21,40 @@ use crate::{
     auth::AuthState,
     catalog::template,
     error::{AppError, AppResult, Violations},
+    rate_limit::{RateLimiter, too_many},
     store::{Page, Tx, new_id, now_ms, timestamp},
     users::queries::UserRow,
 };
 
-/// How often a watch checks that its caller may still watch.
-const CALLER_RECHECK: Duration = Duration::from_secs(30);
-/// Longest log line sent; longer ones are cut.
-const MAX_LOG_LINE: usize = 16 * 1024;
-/// Most lines in one log message.
-const LOG_BATCH: usize = 200;
+/// What one user may ask of the SubscriptionService, and how often.
+#[derive(Debug, Clone)]
+pub struct CallerLimits {
+    /// CreateSubscription and UpdateSubscription, per user.
+    pub changes: Arc<RateLimiter>,
+    /// StreamSubscriptionLogs calls, per user.
+    pub log_opens: Arc<RateLimiter>,
+    /// Log streams open at once, per user.
+    pub log_slots: LogSlots,
+    /// `limitBytes` of each log request: the most one stream reads.
+    pub log_limit_bytes: u64,
+    /// How often a watch or a log stream checks that its caller may still
+    /// read (signed in, active).
+    pub caller_recheck: Duration,
+}
+
+impl CallerLimits {
+    /// Forgets idle in-memory rate-limit buckets.
+    pub fn purge_idle(&self) -> usize {
+        self.changes.purge_idle() + self.log_opens.purge_idle()
+    }
+}
 
 /// The gRPC SubscriptionService.
 #[derive(Debug, Clone)]
 pub struct SubscriptionApi {
     auth: AuthState,
     subs: Subscriptions,
+    limits: CallerLimits,
 }
 
 fn is_admin(u: &UserRow) -> bool {
@@ -80,8 +98,18 @@ fn mib(bytes: i64) -> i64 {
 
 impl SubscriptionApi {
     /// The service over `auth` and the shared subscription state.
-    pub fn new(auth: AuthState, subs: Subscriptions) -> Self {
-        SubscriptionApi { auth, subs }
+    pub fn new(auth: AuthState, subs: Subscriptions, limits: CallerLimits) -> Self {
+        SubscriptionApi { auth, subs, limits }
+    }
+
+    /// Spends one of `caller`'s CreateSubscription / UpdateSubscription
+    /// tokens, or RESOURCE_EXHAUSTED with the wait.
+    async fn limit_change(&self, caller: &UserRow) -> AppResult<()> {
+        self.limits
+            .changes
+            .take(&caller.id)
+            .await
+            .map_err(|wait| too_many("subscription changes", wait))
     }
 
     /// The subscription `id` if `caller` may see it.
@@ -342,6 +370,7 @@ impl SubscriptionService for SubscriptionApi {
         request: Request<pb::CreateSubscriptionRequest>,
     ) -> Result<Response<pb::CreateSubscriptionResponse>, Status> {
         let caller = self.auth.caller(&request).await?;
+        self.limit_change(&caller).await?;
         let id = self.create(&caller, request.into_inner()).await?;
         Ok(Response::new(pb::CreateSubscriptionResponse {
             subscription: Some(self.reply(&id).await?),
@@ -410,6 +439,7 @@ impl SubscriptionService for SubscriptionApi {
         request: Request<pb::UpdateSubscriptionRequest>,
     ) -> Result<Response<pb::UpdateSubscriptionResponse>, Status> {
         let caller = self.auth.caller(&request).await?;
+        self.limit_change(&caller).await?;
         let r = request.into_inner();
         let row = self.visible(&caller, &r.id).await?;
         let template = pb::ServiceTemplate::decode(row.template.as_slice())
@@ -521,6 +551,7 @@ impl SubscriptionService for SubscriptionApi {
         let credentials = request.metadata().clone();
         let auth = self.auth.clone();
         let subs = self.subs.clone();
+        let caller_recheck = self.limits.caller_recheck;
         let mut changes = subs.changes();
         let owner = if r.all { None } else { Some(caller.id.clone()) };
         let only = (!r.id.is_empty()).then(|| r.id.clone());
@@ -586,7 +617,7 @@ impl SubscriptionService for SubscriptionApi {
                 {
                     return;
                 }
-                let mut recheck = tokio::time::interval(CALLER_RECHECK);
+                let mut recheck = tokio::time::interval(caller_recheck);
                 recheck.tick().await;
                 loop {
                     let item = tokio::select! {
@@ -653,6 +684,12 @@ impl SubscriptionService for SubscriptionApi {
         request: Request<pb::StreamSubscriptionLogsRequest>,
     ) -> Result<Response<Self::StreamSubscriptionLogsStream>, Status> {
         let caller = self.auth.caller(&request).await?;
+        self.limits
+            .log_opens
+            .take(&caller.id)
+            .await
+            .map_err(|wait| too_many("log streams asked for", wait))?;
+        let credentials = request.metadata().clone();
         let r = request.into_inner();
         let row = self.visible(&caller, &r.id).await?;
         let mut v = Violations::new();
@@ -690,7 +727,11 @@ impl SubscriptionService for SubscriptionApi {
         let client = self.subs.link().kube_client().ok_or_else(|| {
             AppError::FailedPrecondition("no Kubernetes cluster is linked".into())
         })?;
+        // Taken before the cluster is asked, held by the pump until the
+        // stream ends.
+        let slot = self.limits.log_slots.take(&caller.id)?;
         let api: Api<Pod> = Api::namespaced(client, &pod.namespace);
+        let limit_bytes = self.limits.log_limit_bytes;
         let params = LogParams {
             container: Some(component.clone()),
             follow: r.follow,
@@ -700,73 +741,27 @@ impl SubscriptionService for SubscriptionApi {
                 i64::from(r.tail_lines)
             }),
             since_seconds: (r.since_seconds > 0).then_some(r.since_seconds),
+            limit_bytes: Some(i64::try_from(limit_bytes).unwrap_or(i64::MAX)),
             ..LogParams::default()
         };
         let reader = api
             .log_stream(&pod.name, &params)
             .await
             .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("open pod log")))?;
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let pod_name = pod.name.clone();
-        tokio::spawn(async move {
-            let mut lines = Box::pin(reader.lines());
-            let mut batch = Vec::new();
-            loop {
-                let next = if batch.is_empty() {
-                    tokio::select! {
-                        l = lines.next() => l.transpose(),
-                        () = tx.closed() => return,
-                    }
-                } else {
-                    // Send what is there when no more comes within 50 ms.
-                    match tokio::time::timeout(Duration::from_millis(50), lines.next()).await {
-                        Ok(l) => l.transpose(),
-                        Err(_) => {
-                            let msg = pb::StreamSubscriptionLogsResponse {
-                                pod: pod_name.clone(),
-                                lines: std::mem::take(&mut batch),
-                            };
-                            if tx.send(Ok(msg)).await.is_err() {
-                                return;
-                            }
-                            continue;
-                        }
-                    }
-                };
-                match next {
-                    Ok(Some(mut line)) => {
-                        if line.len() > MAX_LOG_LINE {
-                            let mut cut = MAX_LOG_LINE;
-                            while !line.is_char_boundary(cut) {
-                                cut -= 1;
-                            }
-                            line.truncate(cut);
-                        }
-                        batch.push(line);
-                        if batch.len() >= LOG_BATCH {
-                            let msg = pb::StreamSubscriptionLogsResponse {
-                                pod: pod_name.clone(),
-                                lines: std::mem::take(&mut batch),
-                            };
-                            if tx.send(Ok(msg)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Ok(None) | Err(_) => {
-                        if !batch.is_empty() {
-                            let _ = tx
-                                .send(Ok(pb::StreamSubscriptionLogsResponse {
-                                    pod: pod_name.clone(),
-                                    lines: batch,
-                                }))
-                                .await;
-                        }
-                        return;
-                    }
-                }
-            }
-        });
+        let (tx, rx) = tokio::sync::mpsc::channel(LOG_CHANNEL);
+        let pump = LogPump {
+            reader: Box::pin(reader),
+            tx,
+            pod: pod.name.clone(),
+            limit_bytes,
+            caller: CallerCheck {
+                auth: self.auth.clone(),
+                credentials,
+                every: self.limits.caller_recheck,
+            },
+            slot,
+        };
+        tokio::spawn(pump.run());
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

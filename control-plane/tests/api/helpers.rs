@@ -78,6 +78,8 @@ pub fn test_args(data_dir: &std::path::Path) -> ServeArgs {
     args.login_ip_burst = 10_000;
     args.login_ip_per_minute = 10_000;
     args.login_account_burst = 1_000;
+    args.subscription_change_burst = 10_000;
+    args.log_stream_burst = 10_000;
     args.cors_origins = vec!["https://app.example.org".into()];
     args
 }
@@ -133,6 +135,40 @@ pub async fn start(
         channel,
         shutdown: Some(tx),
         handle: Some(handle),
+    }
+}
+
+/// A `TestApp` for a control plane running elsewhere (another process)
+/// at `addr` with its data in `dir`: waits for its CA, then connects.
+pub async fn attach(addr: SocketAddr, dir: std::sync::Arc<TempDir>) -> TestApp {
+    let ca_file = dir.0.join("pki/ca.crt");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let ca_pem = loop {
+        if let Ok(pem) = std::fs::read_to_string(&ca_file)
+            && tokio::net::TcpStream::connect(addr).await.is_ok()
+        {
+            break pem;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the control plane at {addr} did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let der = rustls_pemfile::certs(&mut ca_pem.as_bytes())
+        .next()
+        .expect("a CA certificate")
+        .unwrap();
+    let channel = tls_channel(addr, &ca_pem).await;
+    TestApp {
+        addr,
+        data_dir: dir,
+        ca_hash: minispod_control_plane::pki::ca_hash_of(&der),
+        console_addr: None,
+        metrics_addr: None,
+        channel,
+        shutdown: None,
+        handle: None,
     }
 }
 

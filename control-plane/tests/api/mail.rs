@@ -361,6 +361,145 @@ async fn an_email_change_waits_for_the_new_address_and_tells_the_old_one() {
     );
 }
 
+/// UpdateProfile with a new email (and the right password).
+async fn change_email(
+    app: &TestApp,
+    access: &str,
+    email: &str,
+    password: &str,
+) -> Result<pb::User, tonic::Status> {
+    app.auth()
+        .update_profile(authed(
+            pb::UpdateProfileRequest {
+                email: Some(email.into()),
+                current_password: password.into(),
+                ..Default::default()
+            },
+            access,
+        ))
+        .await
+        .map(|r| r.into_inner().user.unwrap())
+}
+
+#[tokio::test]
+async fn an_email_change_to_a_taken_address_answers_as_any_other_and_tells_only_the_holder() {
+    let dir = TempDir::new();
+    let sink = SmtpSink::start(&dir.0);
+    let app = spawn_app_with(|a| with_mail(a, &sink)).await;
+    app.register("holder@example.org", "holder-password-1")
+        .await;
+    let (_, access) = app.register("mover@example.org", "mover-password-1").await;
+    let taken = change_email(&app, &access, "holder@example.org", "mover-password-1")
+        .await
+        .unwrap();
+    let free = change_email(&app, &access, "free@example.org", "mover-password-1")
+        .await
+        .unwrap();
+    // The same answer: the address is pending in both.
+    assert_eq!(
+        (taken.email.as_str(), taken.pending_email.as_str()),
+        ("mover@example.org", "holder@example.org")
+    );
+    assert_eq!(
+        (free.email.as_str(), free.pending_email.as_str()),
+        ("mover@example.org", "free@example.org")
+    );
+    // The mover's own mailbox hears of both changes alike.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let changes = sink
+            .received_by("mover@example.org")
+            .into_iter()
+            .filter(|m| m.subject == "Your MiniSpod email address is being changed")
+            .count();
+        if changes == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{changes} change notices"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The holder gets a notice and no link; the free address its link.
+    // (Its first mail is its own registration's link.)
+    let mails = sink.wait_for("holder@example.org", 2, WAIT).await;
+    let told: Vec<_> = mails
+        .iter()
+        .filter(|m| m.subject == "Somebody tried to move a MiniSpod account to your address")
+        .collect();
+    assert_eq!(told.len(), 1, "{mails:#?}");
+    assert!(
+        told[0]
+            .link(&format!("{PUBLIC_URL}/verify-email#token="))
+            .is_none()
+    );
+    assert!(
+        !told[0].text.contains("mover@example.org"),
+        "{}",
+        told[0].text
+    );
+    assert!(
+        !mails
+            .iter()
+            .any(|m| m.subject == "Confirm your new email address for MiniSpod"),
+        "{mails:#?}"
+    );
+    let confirm = sink.wait_for("free@example.org", 1, WAIT).await;
+    assert!(
+        confirm[0]
+            .link(&format!("{PUBLIC_URL}/verify-email#token="))
+            .is_some()
+    );
+    app.login("holder@example.org", "holder-password-1")
+        .await
+        .expect("the holder keeps the address");
+}
+
+#[tokio::test]
+async fn email_changes_are_rate_limited_per_account_and_per_address() {
+    let dir = TempDir::new();
+    let sink = SmtpSink::start(&dir.0);
+    let app = spawn_app_with(|a| with_mail(a, &sink)).await;
+    let (_, access) = app
+        .register("restless@example.org", "restless-password-1")
+        .await;
+    for n in 1..=3 {
+        change_email(
+            &app,
+            &access,
+            &format!("new{n}@example.org"),
+            "restless-password-1",
+        )
+        .await
+        .unwrap();
+    }
+    let limited = expect_code(
+        change_email(&app, &access, "new4@example.org", "restless-password-1").await,
+        Code::ResourceExhausted,
+    );
+    assert!(limited.message().contains("email changes"), "{limited:?}");
+    // An address shares its bucket with password resets: two resets and
+    // one change use it up, whoever asks.
+    let (_, other) = app.register("other@example.org", "other-password-1").await;
+    request_reset(&app, "target@example.org").await.unwrap();
+    request_reset(&app, "target@example.org").await.unwrap();
+    change_email(&app, &other, "target@example.org", "other-password-1")
+        .await
+        .unwrap();
+    let (_, third) = app.register("third@example.org", "third-password-1").await;
+    let limited = expect_code(
+        change_email(&app, &third, "target@example.org", "third-password-1").await,
+        Code::ResourceExhausted,
+    );
+    assert!(limited.message().contains("this address"), "{limited:?}");
+    // The refused change did not spend the account's token.
+    change_email(&app, &third, "elsewhere@example.org", "third-password-1")
+        .await
+        .unwrap();
+    assert!(sink.received_by("new4@example.org").is_empty());
+}
+
 #[tokio::test]
 async fn reset_requests_are_rate_limited_per_address() {
     let dir = TempDir::new();

@@ -249,8 +249,17 @@ where
     let _ = io.shutdown().await;
 }
 
-/// Quick notices: 1 s of grace, `flap_window` of flap window.
+/// Lets webhooks reach a receiver on this machine (`--webhook-allow-range
+/// 127.0.0.0/8,::1`): without it they are refused, as for any internal
+/// address.
+pub(crate) fn allow_local_webhooks(args: &mut ServeArgs) {
+    args.webhook_allow_ranges = vec!["127.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
+}
+
+/// Quick notices: 1 s of grace, `flap_window` of flap window; the local
+/// receiver allowed.
 fn quick(args: &mut ServeArgs, hooks: &WebhookSink, flap_window: Duration) {
+    allow_local_webhooks(args);
     args.webhook_ca_file = Some(hooks.ca_file.clone());
     args.notify_offline_grace = Duration::from_secs(1);
     args.notify_not_ready_grace = Duration::from_secs(1);
@@ -678,6 +687,8 @@ async fn a_refused_webhook_is_listed_as_failed_and_a_retry_delivers_it() {
     let m = &failed.messages[0];
     assert_eq!((m.id.as_str(), m.attempts), (id.as_str(), 1));
     assert!(m.last_error.contains("400"), "{m:?}");
+    // The status line only: what the receiver said stays out of the outbox.
+    assert!(!m.last_error.contains("no thanks"), "{m:?}");
     assert_eq!(m.recipient, hooks.url);
 
     // A message that did not fail cannot be retried; nor an unknown one.
@@ -848,5 +859,177 @@ async fn a_restart_keeps_what_was_told_and_reports_no_outage_of_its_own() {
             .map(Hook::event)
             .collect::<Vec<_>>(),
         ["worker_enrolled"]
+    );
+}
+
+/// The outbox messages listed in `status`.
+async fn listed(app: &TestApp, token: &str, status: pb::OutboxStatus) -> Vec<pb::OutboxMessage> {
+    notifications(app)
+        .list_outbox_messages(authed(
+            pb::ListOutboxMessagesRequest {
+                status: status as i32,
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .messages
+}
+
+/// Waits until a message is listed in `status`; returns them all.
+async fn until_listed(
+    app: &TestApp,
+    token: &str,
+    status: pb::OutboxStatus,
+) -> Vec<pb::OutboxMessage> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = listed(app, token, status).await;
+        if !got.is_empty() {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "nothing {status:?} in {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn webhooks_to_internal_addresses_are_refused_unless_an_operator_allows_the_range() {
+    let dir = TempDir::new();
+    let hooks = WebhookSink::start(&dir.0).await;
+    let plain = WebhookSink::start_plain(&dir.0).await;
+    // Saved while the operator allowed this machine's range...
+    let app = spawn_app_with(|a| quick(a, &hooks, Duration::from_secs(60))).await;
+    let token = app.admin_token().await;
+    opt_in(&app, &token, &hooks.url, false).await;
+    let data = app.stop().await;
+    // ...then started without --webhook-allow-range.
+    let app = start(data, |a| a.webhook_ca_file = Some(hooks.ca_file.clone())).await;
+    let token = app.admin_token().await;
+    let mut client = notifications(&app);
+    for url in [
+        plain.url.as_str(),
+        hooks.url.as_str(),
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.8/hook",
+        "https://100.64.1.1/hook",
+        "https://[fd00::1]/hook",
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://kubernetes.default.svc/api",
+        "http://hooks.example.org/x",
+    ] {
+        let bad = expect_code(
+            client
+                .update_notification_preferences(authed(
+                    pb::UpdateNotificationPreferencesRequest {
+                        webhook_url: Some(url.into()),
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(violated_fields(&bad), ["webhook_url"], "{url}");
+    }
+    // The URL saved before names `localhost`: resolved at delivery to a
+    // loopback address, refused, and nothing is sent.
+    client
+        .send_test_notification(authed(pb::SendTestNotificationRequest {}, &token))
+        .await
+        .unwrap();
+    let failed = until_listed(&app, &token, pb::OutboxStatus::Failed).await;
+    assert!(
+        failed[0].last_error.contains("loopback"),
+        "{:?}",
+        failed[0].last_error
+    );
+    assert!(hooks.received().is_empty(), "{:?}", hooks.received());
+    assert!(plain.received().is_empty());
+}
+
+#[tokio::test]
+async fn failed_outbox_messages_lose_their_bodies_then_their_rows_as_sent_ones_do() {
+    use minispod_control_plane::{
+        mail::outbox::{self, Pruned},
+        store::{Db, now_ms},
+    };
+    const DAY: i64 = 86_400_000;
+    let dir = TempDir::new();
+    let hooks = WebhookSink::start(&dir.0).await;
+    let app = spawn_app_with(|a| quick(a, &hooks, Duration::from_secs(60))).await;
+    let token = app.admin_token().await;
+    opt_in(&app, &token, &hooks.url, false).await;
+    let mut client = notifications(&app);
+    hooks.answer_with(400);
+    client
+        .send_test_notification(authed(pb::SendTestNotificationRequest {}, &token))
+        .await
+        .unwrap();
+    let failed = until_listed(&app, &token, pb::OutboxStatus::Failed).await[0].clone();
+    hooks.answer_with(204);
+    client
+        .send_test_notification(authed(pb::SendTestNotificationRequest {}, &token))
+        .await
+        .unwrap();
+    until_listed(&app, &token, pb::OutboxStatus::Sent).await;
+
+    let db = Db::connect(
+        app.data_dir.1.as_deref(),
+        &app.data_dir.0,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let body = |id: String| {
+        let db = db.clone();
+        async move {
+            let read = async {
+                Ok::<String, sqlx::Error>(minispod_control_plane::with_conn!(db.read(), |c| {
+                    sqlx::query_scalar("SELECT body_text FROM outbox WHERE id = $1")
+                        .bind(&id)
+                        .fetch_one(c)
+                        .await
+                })?)
+            };
+            read.await.unwrap()
+        }
+    };
+    let now = now_ms();
+    assert_eq!(
+        outbox::prune(&db, now + 2 * DAY).await.unwrap(),
+        Pruned::default()
+    );
+    assert!(!body(failed.id.clone()).await.is_empty());
+    // Past three days the body (links are secrets) goes; the row stays
+    // listed, and can no longer be sent again.
+    let pruned = outbox::prune(&db, now + 4 * DAY).await.unwrap();
+    assert_eq!(pruned.failed_bodies, 1, "{pruned:?}");
+    assert_eq!(body(failed.id.clone()).await, "");
+    assert_eq!(
+        listed(&app, &token, pb::OutboxStatus::Failed).await.len(),
+        1
+    );
+    let refused = expect_code(
+        client
+            .retry_outbox_message(authed(
+                pb::RetryOutboxMessageRequest {
+                    id: failed.id.clone(),
+                },
+                &token,
+            ))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(refused.message().contains("pruned"), "{refused:?}");
+    // Past thirty days both rows go, failed and sent alike.
+    let pruned = outbox::prune(&db, now + 31 * DAY).await.unwrap();
+    assert_eq!((pruned.sent, pruned.failed), (1, 1), "{pruned:?}");
+    assert!(
+        listed(&app, &token, pb::OutboxStatus::Unspecified)
+            .await
+            .is_empty()
     );
 }

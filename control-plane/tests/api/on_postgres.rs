@@ -776,6 +776,7 @@ async fn a_worker_offline_past_the_grace_is_told_once_although_both_replicas_saw
     let dir = std::sync::Arc::new(dir);
     let configure = |a: &mut minispod_control_plane::config::ServeArgs| {
         with_mail(a, &sink);
+        crate::notifications::allow_local_webhooks(a);
         a.webhook_ca_file = Some(hooks.ca_file.clone());
         a.notify_offline_grace = Duration::from_secs(1);
     };

@@ -17,7 +17,10 @@ use minispod_support::WORKER_ID_LABEL;
 use tonic::{Code, transport::Channel};
 
 use crate::{
-    helpers::{TestApp, authed, expect_code, spawn_app_with, start, violated_fields},
+    helpers::{
+        ADMIN_EMAIL, ADMIN_PASSWORD, TempDir, TestApp, attach, authed, expect_code, spawn_app_with,
+        start, violated_fields,
+    },
     workers::{Admin, Stream, connect, enroll, mtls},
 };
 
@@ -75,8 +78,14 @@ async fn env_with(more: impl FnOnce(&mut minispod_control_plane::config::ServeAr
         app,
         admin,
     };
-    let token = env.admin.token.clone();
-    let client = env.admin.client.clone();
+    until_linked(&env.admin).await;
+    env
+}
+
+/// Waits until the control plane's link to the cluster is up.
+async fn until_linked(admin: &Admin) {
+    let token = admin.token.clone();
+    let client = admin.client.clone();
     until(20, "the link to connect", || {
         let (mut client, token) = (client.clone(), token.clone());
         async move {
@@ -89,7 +98,6 @@ async fn env_with(more: impl FnOnce(&mut minispod_control_plane::config::ServeAr
         }
     })
     .await;
-    env
 }
 
 /// Polls `check` every 50 ms until it gives Some, for at most `secs`.
@@ -531,7 +539,7 @@ async fn bad_values_and_short_capacity_are_refused_with_the_reason() {
 
 #[tokio::test]
 async fn an_image_that_cannot_be_pulled_fails_with_its_cause() {
-    let mut env = env().await;
+    let mut env = env_with(crate::notifications::allow_local_webhooks).await;
     if env.cluster.standin().is_none() {
         eprintln!("skipped: needs the stand-in to make an image unpullable");
         return;
@@ -1263,4 +1271,437 @@ async fn a_customer_past_their_limits_is_refused_and_the_next_customer_still_get
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
+}
+
+/// Reads the last `tail` lines of the subscription's log (no follow): the
+/// lines, and how the stream ended (Ok, or the status it ended with).
+async fn read_logs(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    tail: i32,
+) -> (Vec<String>, Result<(), tonic::Status>) {
+    let mut stream = subs(app)
+        .stream_subscription_logs(authed(
+            pb::StreamSubscriptionLogsRequest {
+                id: id.into(),
+                tail_lines: tail,
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .expect("the log stream opens")
+        .into_inner();
+    let mut lines = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(m)) => lines.extend(m.lines),
+            Ok(None) => return (lines, Ok(())),
+            Err(status) => return (lines, Err(status)),
+        }
+    }
+}
+
+/// The mark at the end of a line cut after 16 KiB, `dropped` bytes gone.
+fn cut_mark(dropped: u64) -> String {
+    format!(" … [line cut: {dropped} bytes dropped]")
+}
+
+/// Asserts that `line` is 16 KiB of the generated `x`s and the cut mark.
+#[track_caller]
+fn assert_cut(line: &str, dropped: u64) {
+    let mark = cut_mark(dropped);
+    assert!(
+        line.ends_with(&mark),
+        "{:?}",
+        &line[line.len().saturating_sub(80)..]
+    );
+    let kept = &line[..line.len() - mark.len()];
+    assert_eq!(kept.len(), 16 * 1024);
+    assert!(kept.bytes().all(|b| b == b'x'));
+}
+
+#[tokio::test]
+async fn a_huge_log_line_is_cut_as_it_arrives_and_a_stream_ends_at_its_byte_limit() {
+    const MIB: u64 = 1024 * 1024;
+    let mut env = env_with(|a| a.log_stream_limit_bytes = 3 * MIB).await;
+    if env.cluster.standin().is_none() {
+        eprintln!("skipped: needs the stand-in to print a generated line");
+        return;
+    }
+    let (_w, _n, _stream) = worker_with_node(&mut env, "m-longline").await;
+    let (user, token) = customer(&env.app, "longline@example.com").await;
+    let s = create(&env.app, &token, "ghost", "longline", &[])
+        .await
+        .unwrap();
+    let s = status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
+    let (namespace, pod) = (format!("ms-{user}"), s.components[0].pods[0].name.clone());
+    let cluster = &env.cluster;
+    cluster
+        .append_pod_log(&namespace, &pod, "ghost", &["before"])
+        .await
+        .unwrap();
+    cluster
+        .append_generated_pod_log_line(&namespace, &pod, "ghost", 2 * MIB)
+        .await
+        .unwrap();
+    cluster
+        .append_pod_log(&namespace, &pod, "ghost", &["after the long line"])
+        .await
+        .unwrap();
+    let (lines, end) = read_logs(&env.app, &token, &s.id, 10).await;
+    end.expect("the stream ends cleanly");
+    // The pod's own lines come first.
+    let at = lines.iter().position(|l| l == "before").expect("our line");
+    assert_eq!(lines.len(), at + 3, "{} lines", lines.len());
+    assert_cut(&lines[at + 1], 2 * MIB - 16 * 1024);
+    assert_eq!(lines[at + 2], "after the long line");
+    // What the cluster sent before the next line: every line and its
+    // newline, the long one in full.
+    let sent_so_far: u64 = lines[..at + 1]
+        .iter()
+        .map(|l| l.len() as u64 + 1)
+        .sum::<u64>()
+        + 2 * MIB
+        + 1
+        + "after the long line\n".len() as u64;
+
+    // A 4 MiB line takes the stream past its 3 MiB: it ends, saying so,
+    // with what it read of the line cut and marked.
+    cluster
+        .append_generated_pod_log_line(&namespace, &pod, "ghost", 4 * MIB)
+        .await
+        .unwrap();
+    let (lines, end) = read_logs(&env.app, &token, &s.id, 10).await;
+    let end = end.expect_err("the stream ends at its limit");
+    assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
+    assert!(end.message().contains("3145728 bytes"), "{end:?}");
+    assert_eq!(lines.len(), at + 4, "{} lines", lines.len());
+    assert_cut(&lines[at + 3], 3 * MIB - sent_so_far - 16 * 1024);
+}
+
+#[tokio::test]
+async fn log_streams_are_capped_per_user_and_end_after_logout_or_deactivation() {
+    let mut env = env_with(|a| {
+        a.log_streams_per_user = 2;
+        a.stream_caller_recheck = Duration::from_millis(200);
+    })
+    .await;
+    let (_w, _n, _stream) = worker_with_node(&mut env, "m-capped").await;
+    let (_user, first) = customer(&env.app, "capped@example.com").await;
+    let s = create(&env.app, &first, "ghost", "capped", &[])
+        .await
+        .unwrap();
+    status_until(&env.app, &first, &s.id, pb::SubscriptionStatus::Running, 30).await;
+    let (token, refresh) = env
+        .app
+        .login("capped@example.com", "correct horse battery")
+        .await
+        .unwrap();
+    let open = |token: String| {
+        let (app, id) = (&env.app, s.id.clone());
+        async move {
+            subs(app)
+                .stream_subscription_logs(authed(
+                    pb::StreamSubscriptionLogsRequest {
+                        id,
+                        follow: true,
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let mut a = open(token.clone()).await.unwrap();
+    let b = open(token.clone()).await.unwrap();
+    let refused = expect_code(
+        open(token.clone()).await.map(|_| ()),
+        Code::ResourceExhausted,
+    );
+    assert!(refused.message().contains("at most 2"), "{refused:?}");
+    // The cap is per user: the user's other session counts too.
+    expect_code(
+        open(first.clone()).await.map(|_| ()),
+        Code::ResourceExhausted,
+    );
+
+    // A client that leaves frees its slot.
+    drop(b);
+    let _c = until(10, "the slot of a closed stream to be freed", || {
+        let open = open(token.clone());
+        async move { open.await.ok() }
+    })
+    .await;
+
+    // Logout ends the session's streams.
+    env.app
+        .auth()
+        .logout(pb::LogoutRequest {
+            refresh_token: refresh,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match a.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 10 s of the logout");
+    assert_eq!(
+        ended.map(|s| s.code()),
+        Some(Code::Unauthenticated),
+        "ends with UNAUTHENTICATED"
+    );
+
+    // Deactivation ends them too: a second administrator reads the
+    // customer's log (the pod stays) and is deactivated meanwhile.
+    let root = env.app.admin_token().await;
+    let helper = env
+        .app
+        .users()
+        .create_user(authed(
+            pb::CreateUserRequest {
+                email: "helper@example.org".into(),
+                password: "helper-password-1".into(),
+                name: "Helper".into(),
+                role: pb::Role::Administrator as i32,
+            },
+            &root,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let (helper_token, _) = env
+        .app
+        .login("helper@example.org", "helper-password-1")
+        .await
+        .unwrap();
+    let mut watched = open(helper_token).await.unwrap();
+    env.app
+        .users()
+        .set_user_active(authed(
+            pb::SetUserActiveRequest {
+                id: helper.id,
+                active: false,
+            },
+            &root,
+        ))
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match watched.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 10 s of the deactivation");
+    let ended = ended.expect("ends with a status");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("deactivated"), "{ended:?}");
+}
+
+#[tokio::test]
+async fn subscription_changes_and_log_streams_are_rate_limited_per_user() {
+    use tonic_types::StatusExt;
+    let app = spawn_app_with(|a| {
+        a.subscription_change_burst = 2;
+        a.subscription_changes_per_minute = 1;
+        a.log_stream_burst = 1;
+        a.log_streams_per_minute = 1;
+    })
+    .await;
+    let (_, ann) = customer(&app, "ann-rate@example.com").await;
+    let (_, bob) = customer(&app, "bob-rate@example.com").await;
+    // Two attempts pass the limit (and fail for what they are: no cluster
+    // is linked)...
+    for name in ["one", "two"] {
+        let e = create(&app, &ann, "ghost", name, &[]).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    }
+    // ...the third is refused with a retry hint, and an update too.
+    let refused = expect_code(
+        create(&app, &ann, "ghost", "three", &[]).await,
+        Code::ResourceExhausted,
+    );
+    assert!(refused.message().contains("retry in"), "{refused:?}");
+    let delay = refused
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("a retry hint");
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_secs(60),
+        "{delay:?}"
+    );
+    expect_code(
+        subs(&app)
+            .update_subscription(authed(
+                pb::UpdateSubscriptionRequest {
+                    id: "whatever".into(),
+                    ..Default::default()
+                },
+                &ann,
+            ))
+            .await,
+        Code::ResourceExhausted,
+    );
+    // Another user has buckets of their own.
+    let e = create(&app, &bob, "ghost", "one", &[]).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    let logs = |token: String| {
+        let mut client = subs(&app);
+        async move {
+            client
+                .stream_subscription_logs(authed(
+                    pb::StreamSubscriptionLogsRequest {
+                        id: "nope".into(),
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+                .map(|_| ())
+        }
+    };
+    expect_code(logs(ann.clone()).await, Code::NotFound);
+    expect_code(logs(ann.clone()).await, Code::ResourceExhausted);
+    expect_code(logs(bob.clone()).await, Code::NotFound);
+}
+
+/// VmHWM or VmRSS of process `pid`, in KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The control plane's memory while one huge log line goes through it,
+/// measured on a control plane running as a process of its own (so the
+/// stand-in and this test are not counted): its peak resident set
+/// (VmHWM, reset just before the stream) stays within a few MiB of what it
+/// held before. `MINISPOD_LOG_LINE_BYTES` sets the line's size (default
+/// 1 GiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_gib_log_line_costs_the_control_plane_a_few_mib() {
+    let cluster = TestCluster::start().await.unwrap();
+    if cluster.standin().is_none() {
+        eprintln!("skipped: needs the stand-in to print a generated line");
+        return;
+    }
+    let bytes: u64 = std::env::var("MINISPOD_LOG_LINE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30);
+    let dir = std::sync::Arc::new(TempDir::for_server().await);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let limit = (2 * bytes).to_string();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_minispod-control-plane"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&dir.0)
+        .args(
+            dir.1
+                .iter()
+                .flat_map(|url| ["--database-url", url.as_str()]),
+        )
+        .args([
+            "--admin-email",
+            ADMIN_EMAIL,
+            "--admin-password",
+            ADMIN_PASSWORD,
+        ])
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .args([
+            "--offline-taint-grace",
+            "300ms",
+            "--offline-taint-after-start",
+            "0s",
+        ])
+        .args([
+            "--apps-domain",
+            "apps.example.test",
+            "--subscription-resync",
+            "1s",
+        ])
+        .args([
+            "--login-ip-burst",
+            "10000",
+            "--login-ip-per-minute",
+            "10000",
+        ])
+        .args(["--log-stream-limit-bytes", &limit])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let app = attach(([127, 0, 0, 1], port).into(), dir).await;
+    let mut admin = Admin::of(&app).await;
+    until_linked(&admin).await;
+    let (_w, _n, _stream) = worker_with_node_on(&cluster, &app, &mut admin, "m-memory").await;
+    let (user, token) = customer(&app, "memory@example.com").await;
+    let s = create(&app, &token, "ghost", "memory", &[]).await.unwrap();
+    let s = status_until(&app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
+    let (namespace, pod) = (format!("ms-{user}"), s.components[0].pods[0].name.clone());
+    cluster
+        .append_generated_pod_log_line(&namespace, &pod, "ghost", bytes)
+        .await
+        .unwrap();
+    cluster
+        .append_pod_log(&namespace, &pod, "ghost", &["after the long line"])
+        .await
+        .unwrap();
+    // A warm-up read of the last line, then the peak is reset (clear_refs 5).
+    read_logs(&app, &token, &s.id, 1).await.1.unwrap();
+    let rss_before = proc_kib(pid, "VmRSS");
+    let reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+    let started = std::time::Instant::now();
+    let (lines, end) = read_logs(&app, &token, &s.id, 10).await;
+    let took = started.elapsed();
+    let peak = proc_kib(pid, "VmHWM");
+    let grown_mib = peak.saturating_sub(rss_before) as f64 / 1024.0;
+    println!(
+        "a {bytes}-byte line through the control plane in {took:.1?}: VmRSS before {rss_before} \
+         KiB, peak (VmHWM{}) {peak} KiB, growth {grown_mib:.1} MiB",
+        if reset {
+            ", reset before the stream"
+        } else {
+            " since start"
+        }
+    );
+    assert!(
+        grown_mib < 16.0,
+        "the control plane grew by {grown_mib:.1} MiB"
+    );
+    end.expect("the stream ends cleanly");
+    let n = lines.len();
+    assert!(n >= 2, "{lines:?}");
+    assert_cut(&lines[n - 2], bytes - 16 * 1024);
+    assert_eq!(lines[n - 1], "after the long line");
+    drop(child);
 }
