@@ -95,6 +95,7 @@
 //!   disruption controller uses the scale of the pods' controllers for
 //!   percentages and maxUnavailable).
 
+pub mod admission;
 pub mod api;
 pub mod cluster;
 pub mod controllers;
