@@ -590,6 +590,98 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    fn without_security(mut t: pb::ServiceTemplate) -> pb::ServiceTemplate {
+        for c in &mut t.components {
+            c.security = None;
+        }
+        t
+    }
+
+    #[tokio::test]
+    async fn entries_and_subscriptions_from_before_security_get_the_seeded_users_once() {
+        let (db, dir) = temp_db().await;
+        let mut tx = db.begin().await.unwrap();
+        insert_setting(&mut tx, SEEDED, "1").await.unwrap();
+        insert_setting(&mut tx, TEMPLATES_SEEDED, "1")
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for e in &ENTRIES {
+            let spec = ServiceSpec {
+                template: Some(without_security((e.template)())),
+                ..e.spec()
+            };
+            ids.push(
+                queries::insert(&mut tx, &spec.validated().unwrap())
+                    .await
+                    .unwrap(),
+            );
+        }
+        // A WordPress subscription; its administrator had swapped the
+        // database for PostgreSQL, which is left as it is.
+        let mut old = without_security(wordpress_template());
+        old.components[1].image = "docker.io/library/postgres:16".into();
+        let row = subscription_queries::SubscriptionRow {
+            id: "sub-1".into(),
+            name: "site".into(),
+            user_id: "user-1".into(),
+            user_email: "ann@example.com".into(),
+            service_id: ids[2].clone(),
+            service_slug: "wordpress".into(),
+            service_name: "WordPress".into(),
+            namespace: "ms-user-1".into(),
+            template: old.encode_to_vec(),
+            variables: "{}".into(),
+            generated: "{}".into(),
+            monthly_price_cents: 1000,
+            desired: "RUNNING".into(),
+            suspended_by: String::new(),
+            status: "RUNNING".into(),
+            status_reason: String::new(),
+            status_changed_at: 0,
+            ever_ran: true,
+            generation: 3,
+            applied_generation: 3,
+            restarted_at: 0,
+            workers: String::new(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        subscription_queries::insert(&mut tx, &row).await.unwrap();
+        tx.commit().await.unwrap();
+
+        assert_eq!(
+            seed_once(&db).await.unwrap(),
+            4,
+            "three entries, one subscription"
+        );
+        for e in &ENTRIES {
+            let row = queries::get(&db, Lookup::Slug(e.slug), false)
+                .await
+                .unwrap();
+            assert_eq!(row.template(), Some((e.template)()), "{}", e.slug);
+        }
+        let mut tx = db.begin().await.unwrap();
+        let subs = subscription_queries::templates_of_service(&mut tx, "wordpress")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let t = pb::ServiceTemplate::decode(subs[0].1.as_slice()).unwrap();
+        assert_eq!(
+            t.components[0].security,
+            wordpress_template().components[0].security
+        );
+        assert_eq!(t.components[1].security, None, "not the seeded image");
+        let row = subscription_queries::get(&db, "sub-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.generation, 4, "rolled out");
+        assert_eq!(seed_once(&db).await.unwrap(), 0, "once");
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[tokio::test]
     async fn entries_seeded_before_templates_get_theirs_once_and_deleted_ones_stay_gone() {
         let (db, dir) = temp_db().await;
