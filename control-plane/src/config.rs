@@ -333,6 +333,46 @@ pub struct ServeArgs {
     )]
     pub ingress_namespace: String,
 
+    /// The cluster's pod network (CIDRs, comma-separated): customer pods
+    /// may not connect into it, except to their own namespace's pods and
+    /// the cluster DNS. K3s' default --cluster-cidr.
+    #[arg(
+        long,
+        env = "MINISPOD_CLUSTER_POD_CIDRS",
+        value_delimiter = ',',
+        default_value = "10.42.0.0/16",
+        value_parser = parse_cidr
+    )]
+    pub cluster_pod_cidrs: Vec<String>,
+
+    /// The cluster's service network (CIDRs, comma-separated), refused to
+    /// customer pods as the pod network. K3s' default --service-cidr.
+    #[arg(
+        long,
+        env = "MINISPOD_CLUSTER_SERVICE_CIDRS",
+        value_delimiter = ',',
+        default_value = "10.43.0.0/16",
+        value_parser = parse_cidr
+    )]
+    pub cluster_service_cidrs: Vec<String>,
+
+    /// Where the nodes (API server, kubelets, the control plane) and
+    /// other internal hosts live (CIDRs, comma-separated), refused to
+    /// customer pods. The default is every private range (RFC 1918, the
+    /// shared 100.64.0.0/10 of CGNAT and Tailscale, and IPv6 unique-local
+    /// fc00::/7, where AWS's fd00:ec2::254 metadata lives) because nodes'
+    /// addresses differ per installation and a private range is rarely
+    /// something a customer's app needs; add public node addresses when
+    /// nodes have them. 169.254.0.0/16 and fe80::/10 are always refused.
+    #[arg(
+        long,
+        env = "MINISPOD_CLUSTER_NODE_CIDRS",
+        value_delimiter = ',',
+        default_value = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7",
+        value_parser = parse_cidr
+    )]
+    pub cluster_node_cidrs: Vec<String>,
+
     /// A cert-manager ClusterIssuer that issues the subscriptions' TLS
     /// certificates; empty for none (TLS then ends elsewhere).
     #[arg(long, env = "MINISPOD_CERT_ISSUER", default_value = "")]
@@ -537,6 +577,11 @@ impl ServeArgs {
 }
 
 pub use minispod_support::parse_duration;
+
+/// A network range as NetworkPolicy takes it (`10.42.0.0/16`, `fd00::/8`).
+fn parse_cidr(s: &str) -> Result<String, String> {
+    crate::subscriptions::render::parse_cidr(s).map(|(ip, len)| format!("{ip}/{len}"))
+}
 
 #[cfg(test)]
 mod tests {

@@ -472,6 +472,15 @@ impl Application {
                     ingress_class: args.ingress_class.clone(),
                     cert_issuer: args.cert_issuer.clone(),
                     ingress_namespace: args.ingress_namespace.clone(),
+                    cluster_cidrs: [
+                        &args.cluster_pod_cidrs,
+                        &args.cluster_service_cidrs,
+                        &args.cluster_node_cidrs,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect(),
                 },
                 volume_retention: args.volume_retention,
                 resync: args.subscription_resync,

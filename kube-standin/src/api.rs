@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::admission;
 use crate::error::ApiError;
 use crate::fields::Scope;
 use crate::kinds::{self, Kind};
@@ -167,6 +168,15 @@ impl Api {
         api
     }
 
+    /// Validating admission of a new object (named already): Pod
+    /// Security for pods (see `admission`).
+    fn admit(&self, kind: &'static Kind, namespace: &str, object: &Value) -> Result<(), ApiError> {
+        if kind.group.is_empty() && kind.plural == "pods" {
+            admission::admit_pod(self.store.get(kinds::namespaces(), "", namespace), object)?;
+        }
+        Ok(())
+    }
+
     fn live(&self, kind: &'static Kind, namespace: &str, name: &str) -> Result<&Value, ApiError> {
         self.store
             .get(kind, namespace, name)
@@ -244,6 +254,7 @@ impl Api {
         if kind.namespaced && self.store.get(kinds::namespaces(), "", namespace).is_none() {
             return Err(ApiError::not_found(kinds::namespaces(), namespace));
         }
+        self.admit(kind, namespace, &body)?;
         if self.store.get(kind, namespace, &name).is_some() {
             return Err(ApiError::already_exists(kind, &name));
         }
@@ -364,6 +375,7 @@ impl Api {
                 if let Some(why) = meta::invalid_subdomain(name) {
                     return Err(ApiError::invalid(kind, name, "metadata.name", &why));
                 }
+                self.admit(kind, namespace, &merged)?;
                 let object = self.commit(kind, None, merged, scope, Ownership::Applied)?;
                 Ok((object, true))
             }

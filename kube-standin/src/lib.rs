@@ -70,9 +70,18 @@
 //!   resources, ephemeral storage, ports, affinity/anti-affinity, topology
 //!   spread, volume topology, priorities or preemption; the message's
 //!   "preemption:" part is what a cluster without priorities says).
-//! - No admission: ResourceQuotas and LimitRanges are stored and quotas'
-//!   status kept, but nothing over quota is refused and no default requests
-//!   or limits are filled in. `status.used` counts pods, cpu and memory
+//! - Admission is Pod Security only (`admission`): a pod created (POST or
+//!   server-side apply) in a namespace labelled
+//!   `pod-security.kubernetes.io/enforce: baseline|restricted` is refused
+//!   with kube-apiserver's 403 message, and a ReplicaSet whose pod is
+//!   refused gets ReplicaFailure/FailedCreate (copied to its Deployment);
+//!   a StatefulSet just gets no pod (no Events are served). Checks are the
+//!   latest version's whatever `enforce-version` says, without
+//!   appArmorProfile, seLinuxOptions, procMount and windowsHostProcess;
+//!   `warn`/`audit`, exemptions and pod updates are not evaluated.
+//!   ResourceQuotas and LimitRanges are stored and quotas' status kept, but
+//!   nothing over quota is refused and no default requests or limits are
+//!   filled in. `status.used` counts pods, cpu and memory
 //!   requests and limits of pods not finished, PVCs and their requested
 //!   storage, services, secrets, configmaps and `count/<resource>` for kinds
 //!   the stand-in serves; other quota resources are left out of `used`.
@@ -95,6 +104,7 @@
 //!   disruption controller uses the scale of the pods' controllers for
 //!   percentages and maxUnavailable).
 
+pub mod admission;
 pub mod api;
 pub mod cluster;
 pub mod controllers;

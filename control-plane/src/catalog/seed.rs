@@ -7,6 +7,7 @@
 //! seeded entries it still has, once (a second `settings` row).
 
 use minispod_proto::v1 as pb;
+use prost::Message;
 
 use super::{
     fields::ServiceSpec,
@@ -14,7 +15,8 @@ use super::{
 };
 use crate::{
     error::{AppError, AppResult},
-    store::{Db, insert_setting},
+    store::{Db, Tx, insert_setting},
+    subscriptions::queries as subscription_queries,
 };
 
 /// Set when the catalog was seeded.
@@ -22,6 +24,10 @@ const SEEDED: &str = "catalog.seeded";
 /// Set when the seeded entries got their templates (new databases get both
 /// at once).
 const TEMPLATES_SEEDED: &str = "catalog.templates_seeded";
+/// Set when the seeded entries' components, and the subscriptions made
+/// from them, got the user they run as (new databases get it with the
+/// rest).
+const SECURITY_SEEDED: &str = "catalog.security_seeded";
 
 fn env(pairs: &[(&str, &str)]) -> Vec<pb::TemplateEnvVar> {
     pairs
@@ -82,6 +88,15 @@ fn resources(
     })
 }
 
+/// Runs as `uid`, with `gid` as primary group and owner of its volumes.
+fn runs_as(uid: i64, gid: i64) -> Option<pb::ComponentSecurity> {
+    Some(pb::ComponentSecurity {
+        run_as_user: uid,
+        run_as_group: gid,
+        fs_group: gid,
+    })
+}
+
 fn generated(name: &str, kind: pb::GeneratedValueKind, length: i32) -> pb::GeneratedValue {
     pb::GeneratedValue {
         name: name.into(),
@@ -120,6 +135,8 @@ fn n8n_template() -> pb::ServiceTemplate {
             expose_port: "http".into(),
             args: vec![],
             workload: pb::WorkloadKind::Deployment as i32,
+            // The image's own `USER node`: uid and gid 1000.
+            security: runs_as(1000, 1000),
         }],
         variables: vec![pb::TemplateVariable {
             name: "TIMEZONE".into(),
@@ -170,6 +187,10 @@ fn ghost_template() -> pb::ServiceTemplate {
             expose_port: "http".into(),
             args: vec![],
             workload: pb::WorkloadKind::Deployment as i32,
+            // The image's `node` user (1000:1000); started non-root, the
+            // entrypoint skips its step down and seeds an empty content
+            // volume as that user.
+            security: runs_as(1000, 1000),
         }],
         variables: vec![pb::TemplateVariable {
             name: "LOG_LEVEL".into(),
@@ -220,6 +241,11 @@ fn wordpress_template() -> pb::ServiceTemplate {
                 expose_port: "http".into(),
                 args: vec![],
                 workload: pb::WorkloadKind::Deployment as i32,
+                // Debian's www-data (33:33), whom Apache serves as anyway;
+                // started non-root, the entrypoint copies WordPress in as
+                // that user. Port 80 is bound thanks to the pod's
+                // net.ipv4.ip_unprivileged_port_start=0 (ports below 1024).
+                security: runs_as(33, 33),
             },
             pb::TemplateComponent {
                 name: "db".into(),
@@ -240,6 +266,10 @@ fn wordpress_template() -> pb::ServiceTemplate {
                 expose_port: String::new(),
                 args: vec![],
                 workload: pb::WorkloadKind::StatefulSet as i32,
+                // The image's `mysql` user (999:999); started non-root, the
+                // entrypoint skips gosu and initialises the data directory
+                // as that user.
+                security: runs_as(999, 999),
             },
         ],
         variables: vec![pb::TemplateVariable {
@@ -349,6 +379,7 @@ pub async fn seed_once(db: &Db) -> AppResult<usize> {
     let mut tx = db.begin().await?;
     let fresh = insert_setting(&mut tx, SEEDED, "1").await?;
     let templates_due = insert_setting(&mut tx, TEMPLATES_SEEDED, "1").await?;
+    let security_due = insert_setting(&mut tx, SECURITY_SEEDED, "1").await?;
     let mut changed = 0;
     if fresh {
         for entry in &ENTRIES {
@@ -381,7 +412,86 @@ pub async fn seed_once(db: &Db) -> AppResult<usize> {
             }
         }
     }
+    if !fresh && security_due {
+        changed += fill_in_security(db, &mut tx).await?;
+    }
     tx.commit().await?;
+    Ok(changed)
+}
+
+/// The image without its tag or digest.
+fn repository(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => &image[..i],
+        _ => image,
+    }
+}
+
+/// Gives the components of `t` that have no security the seeded one's, where
+/// `seeded` has a component of the same name running the same image
+/// repository. Returns whether anything changed.
+fn add_security(t: &mut pb::ServiceTemplate, seeded: &pb::ServiceTemplate) -> bool {
+    let mut changed = false;
+    for c in t.components.iter_mut().filter(|c| c.security.is_none()) {
+        if let Some(s) = seeded
+            .components
+            .iter()
+            .find(|s| s.name == c.name && repository(&s.image) == repository(&c.image))
+        {
+            c.security = s.security;
+            changed |= c.security.is_some();
+        }
+    }
+    changed
+}
+
+/// For a database seeded before templates said who components run as: the
+/// seeded entries it still has, and every subscription made from them,
+/// get the seeded uid/gid/fsGroup of the components they still run (an
+/// administrator's own components and images are left alone). A
+/// subscription's template is its own copy, so without this its pods would
+/// be refused by the kubelet (root images under runAsNonRoot). Returns the
+/// number of entries and subscriptions changed.
+async fn fill_in_security(db: &Db, tx: &mut Tx) -> AppResult<usize> {
+    let mut changed = 0;
+    for entry in &ENTRIES {
+        let seeded = (entry.template)();
+        match queries::get(db, Lookup::Slug(entry.slug), false).await {
+            Ok(row) => {
+                if let Some(mut t) = row.template()
+                    && add_security(&mut t, &seeded)
+                {
+                    let mut spec = row.spec();
+                    spec.template = Some(t);
+                    match spec.validated() {
+                        Ok(spec) => {
+                            queries::update(tx, &row.id, &spec).await?;
+                            changed += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(slug = entry.slug, error = %e, "seeded catalog entry left without security settings");
+                        }
+                    }
+                }
+            }
+            Err(AppError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        for (id, bytes) in subscription_queries::templates_of_service(tx, entry.slug).await? {
+            let Ok(mut t) = pb::ServiceTemplate::decode(bytes.as_slice()) else {
+                continue;
+            };
+            if add_security(&mut t, &seeded) {
+                subscription_queries::replace_template(tx, &id, &t.encode_to_vec()).await?;
+                changed += 1;
+            }
+        }
+        tracing::info!(
+            slug = entry.slug,
+            "seeded components got the user they run as"
+        );
+    }
     Ok(changed)
 }
 
@@ -476,6 +586,98 @@ mod tests {
                 .unwrap();
             assert_eq!(row.template(), Some((e.template)()), "{}", e.slug);
         }
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn without_security(mut t: pb::ServiceTemplate) -> pb::ServiceTemplate {
+        for c in &mut t.components {
+            c.security = None;
+        }
+        t
+    }
+
+    #[tokio::test]
+    async fn entries_and_subscriptions_from_before_security_get_the_seeded_users_once() {
+        let (db, dir) = temp_db().await;
+        let mut tx = db.begin().await.unwrap();
+        insert_setting(&mut tx, SEEDED, "1").await.unwrap();
+        insert_setting(&mut tx, TEMPLATES_SEEDED, "1")
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for e in &ENTRIES {
+            let spec = ServiceSpec {
+                template: Some(without_security((e.template)())),
+                ..e.spec()
+            };
+            ids.push(
+                queries::insert(&mut tx, &spec.validated().unwrap())
+                    .await
+                    .unwrap(),
+            );
+        }
+        // A WordPress subscription; its administrator had swapped the
+        // database for PostgreSQL, which is left as it is.
+        let mut old = without_security(wordpress_template());
+        old.components[1].image = "docker.io/library/postgres:16".into();
+        let row = subscription_queries::SubscriptionRow {
+            id: "sub-1".into(),
+            name: "site".into(),
+            user_id: "user-1".into(),
+            user_email: "ann@example.com".into(),
+            service_id: ids[2].clone(),
+            service_slug: "wordpress".into(),
+            service_name: "WordPress".into(),
+            namespace: "ms-user-1".into(),
+            template: old.encode_to_vec(),
+            variables: "{}".into(),
+            generated: "{}".into(),
+            monthly_price_cents: 1000,
+            desired: "RUNNING".into(),
+            suspended_by: String::new(),
+            status: "RUNNING".into(),
+            status_reason: String::new(),
+            status_changed_at: 0,
+            ever_ran: true,
+            generation: 3,
+            applied_generation: 3,
+            restarted_at: 0,
+            workers: String::new(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        subscription_queries::insert(&mut tx, &row).await.unwrap();
+        tx.commit().await.unwrap();
+
+        assert_eq!(
+            seed_once(&db).await.unwrap(),
+            4,
+            "three entries, one subscription"
+        );
+        for e in &ENTRIES {
+            let row = queries::get(&db, Lookup::Slug(e.slug), false)
+                .await
+                .unwrap();
+            assert_eq!(row.template(), Some((e.template)()), "{}", e.slug);
+        }
+        let mut tx = db.begin().await.unwrap();
+        let subs = subscription_queries::templates_of_service(&mut tx, "wordpress")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let t = pb::ServiceTemplate::decode(subs[0].1.as_slice()).unwrap();
+        assert_eq!(
+            t.components[0].security,
+            wordpress_template().components[0].security
+        );
+        assert_eq!(t.components[1].security, None, "not the seeded image");
+        let row = subscription_queries::get(&db, "sub-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.generation, 4, "rolled out");
+        assert_eq!(seed_once(&db).await.unwrap(), 0, "once");
         db.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -542,6 +542,11 @@ fn validate_components(
                 );
             } else if mount.is_empty() {
                 v.add(&format!("{vp}.mount_path"), "must not be /");
+            } else if let Some(f) = forbidden_mount(mount) {
+                v.add(
+                    &format!("{vp}.mount_path"),
+                    format!("must not be {f} or under it: that belongs to the kernel, the runtime or the kubelet"),
+                );
             } else if !mounts.insert(mount) {
                 v.add(
                     &format!("{vp}.mount_path"),
@@ -611,7 +616,73 @@ fn validate_components(
         if pb::WorkloadKind::try_from(c.workload).is_err() {
             v.add(&format!("{p}.workload"), "is not a WorkloadKind");
         }
+        if let Some(sec) = &c.security {
+            validate_security(sec, &format!("{p}.security"), v);
+        }
     }
+}
+
+/// Mount paths a volume may not cover: the kernel's and the runtime's own
+/// file systems, where Kubernetes puts service account tokens and secrets,
+/// and the files the kubelet writes into every container.
+pub const FORBIDDEN_MOUNTS: [&str; 9] = [
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run/secrets",
+    "/var/run/secrets",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/run/containerd",
+];
+
+/// The forbidden mount `mount` (without a trailing slash) is or lies under.
+fn forbidden_mount(mount: &str) -> Option<&'static str> {
+    FORBIDDEN_MOUNTS.into_iter().find(|f| {
+        mount == *f
+            || mount
+                .strip_prefix(f)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+/// Highest uid or gid a template may name (Kubernetes' limit).
+pub const MAX_ID: i64 = 2_147_483_647;
+
+fn validate_security(s: &pb::ComponentSecurity, p: &str, v: &mut Violations) {
+    if s.run_as_user == 0 {
+        v.add(
+            &format!("{p}.run_as_user"),
+            "must not be 0: components never run as root",
+        );
+    } else if !(1..=MAX_ID).contains(&s.run_as_user) {
+        v.add(
+            &format!("{p}.run_as_user"),
+            format!("must be between 1 and {MAX_ID}"),
+        );
+    }
+    for (field, id) in [("run_as_group", s.run_as_group), ("fs_group", s.fs_group)] {
+        if !(0..=MAX_ID).contains(&id) {
+            v.add(
+                &format!("{p}.{field}"),
+                format!("must be 0 (the default) or between 1 and {MAX_ID}"),
+            );
+        }
+    }
+}
+
+/// Who a component runs as: (uid, gid, fs group), each defaulted as the
+/// proto says; None when the template leaves it to the image.
+pub fn run_as(c: &pb::TemplateComponent) -> Option<(i64, i64, i64)> {
+    let s = c.security.as_ref()?;
+    let gid = if s.run_as_group > 0 {
+        s.run_as_group
+    } else {
+        s.run_as_user
+    };
+    let fs_group = if s.fs_group > 0 { s.fs_group } else { gid };
+    Some((s.run_as_user, gid, fs_group))
 }
 
 fn validate_probe(probe: &pb::Probe, ports: &BTreeSet<&str>, p: &str, v: &mut Violations) {
@@ -857,6 +928,11 @@ mod tests {
                     expose_port: "http".into(),
                     args: vec![],
                     workload: pb::WorkloadKind::Deployment as i32,
+                    security: Some(pb::ComponentSecurity {
+                        run_as_user: 33,
+                        run_as_group: 0,
+                        fs_group: 0,
+                    }),
                 },
                 pb::TemplateComponent {
                     name: "db".into(),
@@ -1092,6 +1168,61 @@ mod tests {
                 "template.notes",
             ]
         );
+    }
+
+    #[test]
+    fn root_and_mounts_over_the_systems_own_paths_are_refused() {
+        let mut t = sample();
+        t.components[0].security = Some(pb::ComponentSecurity {
+            run_as_user: 0,
+            run_as_group: -1,
+            fs_group: MAX_ID + 1,
+        });
+        t.components[1].security = Some(pb::ComponentSecurity {
+            run_as_user: -5,
+            ..Default::default()
+        });
+        for (i, path) in [
+            "/proc",
+            "/sys/fs",
+            "/dev/",
+            "/var/run/secrets/kubernetes.io",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            t.components[0].volumes.push(pb::ComponentVolume {
+                name: format!("v{i}"),
+                mount_path: path.into(),
+                size_gb: 1,
+            });
+        }
+        // Not under a forbidden path: a prefix of the name only.
+        t.components[1].volumes[0].mount_path = "/devdata".into();
+        assert_eq!(
+            violated(|v| validate(&t, v)),
+            [
+                "template.components[0].volumes",
+                "template.components[0].volumes[1].mount_path",
+                "template.components[0].volumes[2].mount_path",
+                "template.components[0].volumes[3].mount_path",
+                "template.components[0].volumes[4].mount_path",
+                "template.components[0].security.run_as_user",
+                "template.components[0].security.run_as_group",
+                "template.components[0].security.fs_group",
+                "template.components[1].security.run_as_user",
+            ]
+        );
+        let mut v = Violations::new();
+        validate(&t, &mut v);
+        let e = v.finish().unwrap_err().to_string();
+        assert!(e.contains("never run as root"), "{e}");
+        assert_eq!(
+            run_as(&sample().components[0]),
+            Some((33, 33, 33)),
+            "group and fs group default to the user"
+        );
+        assert_eq!(run_as(&sample().components[1]), None);
     }
 
     #[test]

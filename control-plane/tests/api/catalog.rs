@@ -859,3 +859,142 @@ async fn malformed_templates_are_refused_field_by_field() {
         .into_inner();
     assert_eq!(list.total_size, 3, "nothing was written");
 }
+
+/// A CreateServiceRequest as JSON (proto3 JSON names) whose only component
+/// is `component`.
+fn json_request(slug: &str, component: serde_json::Value) -> String {
+    serde_json::json!({
+        "slug": slug,
+        "name": "Hostile",
+        "description": "Wants the host.",
+        "category": "tools",
+        "version": "1",
+        "active": true,
+        "template": { "components": [component] },
+    })
+    .to_string()
+}
+
+fn json_component() -> serde_json::Value {
+    serde_json::json!({
+        "name": "app",
+        "image": "ghcr.io/example/app:2.1.0",
+        "ports": [{ "name": "http", "containerPort": 8080 }],
+        "resources": { "cpuRequestMillicores": 100, "memoryRequestMb": 128 },
+        "exposePort": "http",
+    })
+}
+
+#[tokio::test]
+async fn a_template_cannot_ask_for_the_host_or_root_whoever_sends_it() {
+    use crate::transport::{grpcurl, run};
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let ca = app.data_dir.0.join("pki/ca.crt");
+    let target = format!("localhost:{}", app.addr.port());
+    let create = |body: String| {
+        let mut cmd = grpcurl();
+        cmd.arg("-cacert")
+            .arg(&ca)
+            .arg("-H")
+            .arg(format!("authorization: Bearer {admin}"))
+            .arg("-d")
+            .arg(body)
+            .arg(&target)
+            .arg("minispod.v1.CatalogService/CreateService");
+        cmd
+    };
+
+    // What Kubernetes would take in a pod spec has no field in a template:
+    // the request cannot even be written, let alone stored.
+    let mut asks = Vec::new();
+    for (field, value) in [
+        ("hostNetwork", serde_json::json!(true)),
+        ("hostPID", serde_json::json!(true)),
+        ("hostIPC", serde_json::json!(true)),
+        ("privileged", serde_json::json!(true)),
+        (
+            "securityContext",
+            serde_json::json!({ "capabilities": { "add": ["SYS_ADMIN"] } }),
+        ),
+        ("capabilities", serde_json::json!(["NET_ADMIN"])),
+    ] {
+        let mut c = json_component();
+        c[field] = value;
+        asks.push((field, c));
+    }
+    let mut c = json_component();
+    c["ports"][0]["hostPort"] = serde_json::json!(80);
+    asks.push(("hostPort", c));
+    let mut c = json_component();
+    c["volumes"] =
+        serde_json::json!([{ "name": "root", "mountPath": "/host", "sizeGb": 1, "hostPath": "/" }]);
+    asks.push(("hostPath", c));
+    let mut c = json_component();
+    c["security"] = serde_json::json!({ "runAsUser": 1000, "privileged": true });
+    asks.push(("privileged", c));
+    for (field, component) in asks {
+        let (ok, out, err) = run(&mut create(json_request("hostile", component))).await;
+        assert!(!ok, "{field} accepted: {out}");
+        assert!(
+            err.contains(&format!("has no known field named {field}")),
+            "{field}: {err}"
+        );
+    }
+
+    // What a template can say is checked on save, with the field's path.
+    let mut c = json_component();
+    c["security"] = serde_json::json!({ "runAsUser": 0 });
+    c["volumes"] = serde_json::json!([
+        { "name": "token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "sizeGb": 1 },
+        { "name": "kernel", "mountPath": "/proc/sys", "sizeGb": 1 },
+    ]);
+    let (ok, out, err) = run(&mut create(json_request("hostile", c))).await;
+    assert!(!ok, "accepted: {out}");
+    assert!(err.contains("Code: InvalidArgument"), "{err}");
+    for field in [
+        "template.components[0].volumes[0].mount_path: must not be /var/run/secrets or under it",
+        "template.components[0].volumes[1].mount_path: must not be /proc or under it",
+        "template.components[0].security.run_as_user: must not be 0",
+    ] {
+        assert!(err.contains(field), "{field}: {err}");
+    }
+
+    // The same through the typed client, and nothing was stored.
+    let mut req = templated("hostile");
+    req.template.as_mut().unwrap().components[1].security = Some(pb::ComponentSecurity {
+        run_as_user: 0,
+        run_as_group: 0,
+        fs_group: 0,
+    });
+    let status = app
+        .catalog()
+        .create_service(authed(req, &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&status),
+        ["template.components[1].security.run_as_user"]
+    );
+    let all = app
+        .catalog()
+        .list_all_services(authed(
+            pb::ListAllServicesRequest {
+                page_size: 500,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.services.iter().all(|s| s.slug != "hostile"));
+
+    // A sound template with its user is stored as sent.
+    let mut c = json_component();
+    c["security"] = serde_json::json!({ "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 2000 });
+    let (ok, out, err) = run(&mut create(json_request("tame", c))).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("\"fsGroup\": \"2000\""), "{out}");
+}

@@ -301,7 +301,10 @@ async fn each_seeded_entry_deploys_into_the_customers_namespace_with_quota_and_i
     ranges.get("minispod").await.unwrap();
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
     let p = policies.get("minispod").await.unwrap().spec.unwrap();
-    assert_eq!(p.policy_types, Some(vec!["Ingress".to_string()]));
+    assert_eq!(
+        p.policy_types,
+        Some(vec!["Ingress".to_string(), "Egress".to_string()])
+    );
     let from: Vec<_> = p
         .ingress
         .unwrap()
@@ -313,6 +316,248 @@ async fn each_seeded_entry_deploys_into_the_customers_namespace_with_quota_and_i
             .any(|f| f.pod_selector.is_some() && f.namespace_selector.is_none())
     );
     assert!(from.iter().any(|f| f.namespace_selector.is_some()));
+    assert_isolated(&client, &ns).await;
+}
+
+/// What tenant isolation puts on a customer's namespace and every pod the
+/// cluster made in it (read back from the cluster, as it stored them).
+async fn assert_isolated(client: &kube::Client, ns: &str) {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    let namespace = Api::<Namespace>::all(client.clone()).get(ns).await.unwrap();
+    let labels = namespace.metadata.labels.unwrap();
+    for mode in ["enforce", "warn", "audit"] {
+        let key = format!("pod-security.kubernetes.io/{mode}");
+        assert_eq!(labels[&key], "restricted", "{key}");
+        assert_eq!(labels[&format!("{key}-version")], "latest");
+    }
+
+    let policy = Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+        .get("minispod")
+        .await
+        .unwrap();
+    let egress = serde_json::to_value(policy.spec.unwrap().egress.unwrap()).unwrap();
+    assert_eq!(
+        egress,
+        serde_json::json!([
+            { "to": [{ "podSelector": {} }] },
+            {
+                "to": [{
+                    "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "kube-system" } },
+                    "podSelector": { "matchLabels": { "k8s-app": "kube-dns" } },
+                }],
+                "ports": [{ "protocol": "UDP", "port": 53 }, { "protocol": "TCP", "port": 53 }],
+            },
+            { "to": [
+                { "ipBlock": { "cidr": "0.0.0.0/0", "except": [
+                    "169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                ]}},
+                { "ipBlock": { "cidr": "::/0", "except": ["fe80::/10", "fc00::/7"] } },
+            ]},
+        ]),
+        "DNS, the namespace and the internet; not metadata, pods, services or nodes"
+    );
+
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pods.len(), 4, "n8n, ghost, wordpress and its database");
+    for pod in pods {
+        let component = pod.metadata.labels.as_ref().unwrap()["minispod.dev/component"].clone();
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let sc = spec.security_context.unwrap();
+        let id = match component.as_str() {
+            "n8n" | "ghost" => 1000,
+            "wordpress" => 33,
+            "db" => 999,
+            other => panic!("unexpected component {other}"),
+        };
+        assert_eq!(
+            (
+                sc.run_as_non_root,
+                sc.run_as_user,
+                sc.run_as_group,
+                sc.fs_group
+            ),
+            (Some(true), Some(id), Some(id), Some(id)),
+            "{component}"
+        );
+        assert_eq!(sc.fs_group_change_policy.as_deref(), Some("OnRootMismatch"));
+        assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        // Only Apache listens below 1024 (port 80).
+        let sysctls: Vec<_> = sc
+            .sysctls
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.name, s.value))
+            .collect();
+        if component == "wordpress" {
+            assert_eq!(
+                sysctls,
+                [(
+                    "net.ipv4.ip_unprivileged_port_start".to_string(),
+                    "0".to_string()
+                )]
+            );
+        } else {
+            assert!(sysctls.is_empty(), "{component}: {sysctls:?}");
+        }
+        for c in spec.containers {
+            let sc = c.security_context.unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{component}");
+            assert_eq!(sc.privileged, Some(false));
+            assert_eq!(sc.run_as_non_root, Some(true));
+            assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+            assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+            assert!(
+                c.ports
+                    .unwrap_or_default()
+                    .iter()
+                    .all(|p| p.host_port.is_none())
+            );
+        }
+        assert!(spec.host_network.is_none() && spec.host_pid.is_none() && spec.host_ipc.is_none());
+        assert!(
+            spec.volumes
+                .unwrap_or_default()
+                .iter()
+                .all(|v| v.persistent_volume_claim.is_some()),
+            "{component}: claims only"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_cluster_refuses_pods_that_break_the_customer_namespaces_profile() {
+    use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
+    let mut env = env().await;
+    let (_worker, _node, _stream) = worker_with_node(&mut env, "m-psa").await;
+    let (user, token) = customer(&env.app, "pat@example.com").await;
+    let s = create(&env.app, &token, "n8n", "flows-psa", &[])
+        .await
+        .unwrap();
+    status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
+    let ns = format!("ms-{user}");
+    let client = env.cluster.client().await;
+
+    // A pod as anyone would write it, root and all: refused whole.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let plain: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "intruder" },
+        "spec": { "containers": [{ "name": "shell", "image": "docker.io/library/busybox:1.36" }] },
+    }))
+    .unwrap();
+    let err = pods.create(&Default::default(), &plain).await.unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("not an API error: {err:?}")
+    };
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert!(
+        status.message.starts_with(
+            "pods \"intruder\" is forbidden: violates PodSecurity \"restricted:latest\": "
+        ),
+        "{}",
+        status.message
+    );
+    for reason in [
+        "allowPrivilegeEscalation != false",
+        "unrestricted capabilities",
+        "runAsNonRoot != true",
+        "seccompProfile",
+    ] {
+        assert!(
+            status.message.contains(reason),
+            "{reason}: {}",
+            status.message
+        );
+    }
+    assert!(pods.get_opt("intruder").await.unwrap().is_none());
+
+    // One hardened in every way but host networking: still refused.
+    let mut host: serde_json::Value = serde_json::json!({
+        "metadata": { "name": "host-net" },
+        "spec": {
+            "hostNetwork": true,
+            "securityContext": { "runAsNonRoot": true, "runAsUser": 1000,
+                "seccompProfile": { "type": "RuntimeDefault" } },
+            "containers": [{ "name": "shell", "image": "docker.io/library/busybox:1.36",
+                "securityContext": { "allowPrivilegeEscalation": false,
+                    "capabilities": { "drop": ["ALL"] } } }],
+        },
+    });
+    let err = pods
+        .create(
+            &Default::default(),
+            &serde_json::from_value(host.clone()).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("not an API error: {err:?}")
+    };
+    assert!(
+        status
+            .message
+            .ends_with("host namespaces (hostNetwork=true)"),
+        "{}",
+        status.message
+    );
+    // Without it, the same pod is admitted: the refusal was the profile's.
+    host["spec"].as_object_mut().unwrap().remove("hostNetwork");
+    pods.create(&Default::default(), &serde_json::from_value(host).unwrap())
+        .await
+        .unwrap();
+    pods.delete("host-net", &Default::default()).await.unwrap();
+
+    // A ReplicaSet whose template breaks the profile gets no pod and says
+    // why in its ReplicaFailure condition.
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let rs: ReplicaSet = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "rooted" },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": "rooted" } },
+            "template": {
+                "metadata": { "labels": { "app": "rooted" } },
+                "spec": { "containers": [{ "name": "shell", "image": "docker.io/library/busybox:1.36",
+                    "securityContext": { "privileged": true } }] },
+            },
+        },
+    }))
+    .unwrap();
+    sets.create(&Default::default(), &rs).await.unwrap();
+    let condition = until(30, "the ReplicaFailure condition", || {
+        let sets = sets.clone();
+        async move {
+            let rs = sets.get("rooted").await.ok()?;
+            rs.status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "ReplicaFailure")
+        }
+    })
+    .await;
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_deref()),
+        ("True", Some("FailedCreate"))
+    );
+    let message = condition.message.unwrap_or_default();
+    assert!(
+        message.contains("is forbidden: violates PodSecurity \"restricted:latest\": ")
+            && message.contains(
+                "privileged (container \"shell\" must not set securityContext.privileged=true)"
+            ),
+        "{message}"
+    );
+    let stray = pods
+        .list(&kube::api::ListParams::default().labels("app=rooted"))
+        .await
+        .unwrap()
+        .items;
+    assert!(stray.is_empty(), "{stray:?}");
+    sets.delete("rooted", &Default::default()).await.unwrap();
 }
 
 #[tokio::test]

@@ -13,13 +13,13 @@ use crate::helpers::*;
 /// The grpcurl binary: `$MINISPOD_GRPCURL`, else `grpcurl` on PATH. The
 /// README's test command installs it; without it this test fails, it is
 /// never skipped.
-fn grpcurl() -> Command {
+pub(crate) fn grpcurl() -> Command {
     let bin = std::env::var("MINISPOD_GRPCURL").unwrap_or_else(|_| "grpcurl".into());
     Command::new(bin)
 }
 
 /// Runs a client process without blocking the server sharing this runtime.
-async fn run(cmd: &mut Command) -> (bool, String, String) {
+pub(crate) async fn run(cmd: &mut Command) -> (bool, String, String) {
     cmd.kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await

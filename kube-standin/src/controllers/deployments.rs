@@ -209,6 +209,7 @@ pub fn reconcile_replica_sets(api: &mut Api) {
             .collect();
         let wanted = desired_replicas(&rs);
         let have = pods.len() as i64;
+        let mut failure = None;
         if have < wanted {
             let template = rs
                 .pointer("/spec/template")
@@ -220,6 +221,7 @@ pub fn reconcile_replica_sets(api: &mut Api) {
                 pod["metadata"]["generateName"] = json!(format!("{name}-"));
                 if let Err(error) = api.create(kinds::pods(), &namespace, pod, CONTROLLER_MANAGER) {
                     tracing::debug!(?error, name, "creating a pod failed");
+                    failure = Some(error.message);
                     break;
                 }
             }
@@ -237,7 +239,44 @@ pub fn reconcile_replica_sets(api: &mut Api) {
                 super::delete(api, kinds::pods(), pod);
             }
         }
+        set_replica_failure(api, &namespace, &name, failure);
     }
+}
+
+/// The ReplicaFailure condition a failed pod creation leaves on its
+/// ReplicaSet (reason FailedCreate, the API's error as message), removed
+/// once a pass creates what it needs, as the replica set controller's
+/// `calculateStatus` does.
+fn set_replica_failure(api: &mut Api, namespace: &str, name: &str, failure: Option<String>) {
+    let Some(rs) = api.store.get(replica_sets_kind(), namespace, name).cloned() else {
+        return;
+    };
+    let mut status = rs.get("status").cloned().unwrap_or_else(|| json!({}));
+    let mut conditions: Vec<Value> = status["conditions"].as_array().cloned().unwrap_or_default();
+    let had = conditions.iter().any(|c| c["type"] == "ReplicaFailure");
+    match failure {
+        Some(message) if !had => conditions.push(json!({
+            "type": "ReplicaFailure", "status": "True", "lastTransitionTime": meta::now(),
+            "reason": "FailedCreate", "message": message,
+        })),
+        None if had => conditions.retain(|c| c["type"] != "ReplicaFailure"),
+        _ => return,
+    }
+    if conditions.is_empty() {
+        if let Some(s) = status.as_object_mut() {
+            s.remove("conditions");
+        }
+    } else {
+        status["conditions"] = json!(conditions);
+    }
+    write_status(api, replica_sets_kind(), &rs, status, CONTROLLER_MANAGER);
+}
+
+/// The ReplicaFailure condition of `rs`, if any.
+fn replica_failure(rs: &Value) -> Option<&Value> {
+    rs.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "ReplicaFailure"))
 }
 
 /// Whether a pod has been Ready for `min_ready_seconds`.
@@ -301,6 +340,9 @@ pub fn replica_set_status(api: &mut Api) {
             .pointer("/metadata/generation")
             .cloned()
             .unwrap_or(json!(1));
+        if let Some(failure) = replica_failure(&rs) {
+            status["conditions"] = json!([failure]);
+        }
         write_status(api, replica_sets_kind(), &rs, status, CONTROLLER_MANAGER);
     }
 }
@@ -457,6 +499,15 @@ pub fn deployment_status(api: &mut Api) {
             }
         };
         let mut conditions = vec![available_condition, progressing];
+        // The deployment controller moves its ReplicaSets' failure here.
+        if let Some(failure) = replica_sets.iter().find_map(replica_failure) {
+            conditions.push(condition(
+                "ReplicaFailure",
+                "True",
+                failure["reason"].as_str().unwrap_or("FailedCreate"),
+                failure["message"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
         keep_condition_times(&mut conditions, old_conditions);
         // Progress (counts moving) is an update of the Progressing condition.
         if counts_changed && let Some(p) = conditions.get_mut(1) {
