@@ -443,6 +443,7 @@ impl Application {
                     ingress_class: args.ingress_class.clone(),
                     cert_issuer: args.cert_issuer.clone(),
                     ingress_namespace: args.ingress_namespace.clone(),
+                    control_plane_user: args.kube_user.clone(),
                 },
                 volume_retention: args.volume_retention,
                 resync: args.subscription_resync,

@@ -164,6 +164,7 @@ impl Api {
             api.create(kinds::namespaces(), "", namespace, "kube-apiserver")
                 .expect("the initial namespaces are valid");
         }
+        crate::rbac::bootstrap(&mut api);
         api
     }
 
@@ -235,6 +236,8 @@ impl Api {
         }
         let invalid_name = if kind.plural == "namespaces" || kind.plural == "services" {
             meta::invalid_label(&name)
+        } else if kind.group == crate::rbac::RBAC_GROUP {
+            meta::invalid_path_segment(&name)
         } else {
             meta::invalid_subdomain(&name)
         };
@@ -361,7 +364,12 @@ impl Api {
                         return Err(ApiError::not_found(kinds::namespaces(), namespace));
                     }
                 }
-                if let Some(why) = meta::invalid_subdomain(name) {
+                let invalid = if kind.group == crate::rbac::RBAC_GROUP {
+                    meta::invalid_path_segment(name)
+                } else {
+                    meta::invalid_subdomain(name)
+                };
+                if let Some(why) = invalid {
                     return Err(ApiError::invalid(kind, name, "metadata.name", &why));
                 }
                 let object = self.commit(kind, None, merged, scope, Ownership::Applied)?;
