@@ -95,7 +95,10 @@ pub const FORBIDDEN_KEPT: usize = 1000;
 impl Shared {
     /// The user of this name, if a token authenticates it.
     pub fn user_of_name(&self, name: &str) -> Option<&UserInfo> {
-        self.users.iter().find(|(_, u)| u.name == name).map(|(_, u)| u)
+        self.users
+            .iter()
+            .find(|(_, u)| u.name == name)
+            .map(|(_, u)| u)
     }
 
     /// The user a bearer token authenticates, if any.
@@ -570,9 +573,7 @@ fn resource(
                         }
                     };
                     if api.get(kind, &namespace, name).is_err() {
-                        rbac::authorize_create_on_write(
-                            &api, &call.user, kind, &namespace, name,
-                        )?;
+                        rbac::authorize_create_on_write(&api, &call.user, kind, &namespace, name)?;
                     }
                     rbac::check_escalation(&api, &call.user, kind, &namespace, name, &body)?;
                     let (object, created) = api.apply(

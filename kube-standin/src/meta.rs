@@ -57,9 +57,10 @@ pub fn invalid_path_segment(name: &str) -> Option<String> {
     if name == "." || name == ".." {
         return Some(format!("Invalid value: {name:?}: may not be '{name}'"));
     }
-    ["/", "%"].iter().find(|c| name.contains(*c)).map(|c| {
-        format!("Invalid value: {name:?}: may not contain '{c}'")
-    })
+    ["/", "%"]
+        .iter()
+        .find(|c| name.contains(*c))
+        .map(|c| format!("Invalid value: {name:?}: may not contain '{c}'"))
 }
 
 /// Why a name is not an RFC 1123 label (namespaces, services), or None.

@@ -458,7 +458,8 @@ pub fn authorize_create_on_write(
     name: &str,
 ) -> Result<(), ApiError> {
     let a = Attributes::resource("create", kind, namespace, name);
-    allowed(api, user, &a).map_err(|reason| forbidden_status(kind.group, kind.plural, name, &reason))
+    allowed(api, user, &a)
+        .map_err(|reason| forbidden_status(kind.group, kind.plural, name, &reason))
 }
 
 /// One rule per verb, group, resource and name (or URL): what `Covers`
@@ -471,7 +472,10 @@ fn breakdown(rule: &Rule) -> Vec<Rule> {
                 let names: Vec<Vec<String>> = if rule.resource_names.is_empty() {
                     vec![Vec::new()]
                 } else {
-                    rule.resource_names.iter().map(|n| vec![n.clone()]).collect()
+                    rule.resource_names
+                        .iter()
+                        .map(|n| vec![n.clone()])
+                        .collect()
                 };
                 for names in names {
                     out.push(Rule {
@@ -510,9 +514,10 @@ fn covers(owner: &Rule, sub: &Rule) -> bool {
                     .is_some_and(|(_, sub)| owner.resources.contains(&format!("*/{sub}")))
         });
     let urls = sub.non_resource_urls.iter().all(|url| {
-        owner.non_resource_urls.iter().any(|o| {
-            o == url || (o.ends_with('*') && url.starts_with(o.trim_end_matches('*')))
-        })
+        owner
+            .non_resource_urls
+            .iter()
+            .any(|o| o == url || (o.ends_with('*') && url.starts_with(o.trim_end_matches('*'))))
     });
     let names = owner.resource_names.is_empty()
         || (!sub.resource_names.is_empty() && has_all(&owner.resource_names, &sub.resource_names));
@@ -722,10 +727,14 @@ mod tests {
 
     #[test]
     fn rules_match_verbs_groups_resources_subresources_and_names() {
-        let rule = Rule::from_json(&json!({"apiGroups": [""], "resources": ["pods", "pods/log"],
-            "verbs": ["get", "list"]}));
+        let rule = Rule::from_json(
+            &json!({"apiGroups": [""], "resources": ["pods", "pods/log"],
+            "verbs": ["get", "list"]}),
+        );
         assert!(rule.allows(&Attributes::resource("get", pods(), "a", "p")));
-        assert!(rule.allows(&Attributes::resource("get", pods(), "a", "p").with_subresource("log")));
+        assert!(
+            rule.allows(&Attributes::resource("get", pods(), "a", "p").with_subresource("log"))
+        );
         assert!(!rule.allows(&Attributes::resource("create", pods(), "a", "p")));
         assert!(!rule.allows(
             &Attributes::resource("create", pods(), "a", "p").with_subresource("eviction")
@@ -735,18 +744,33 @@ mod tests {
 
         let status = Rule::from_json(&json!({"apiGroups": ["*"], "resources": ["*/status"],
             "verbs": ["*"]}));
-        assert!(status.allows(&Attributes::resource("patch", deployments, "a", "d").with_subresource("status")));
+        assert!(status.allows(
+            &Attributes::resource("patch", deployments, "a", "d").with_subresource("status")
+        ));
         assert!(!status.allows(&Attributes::resource("patch", deployments, "a", "d")));
 
-        let named = Rule::from_json(&json!({"apiGroups": [RBAC_GROUP], "resources": ["clusterroles"],
-            "verbs": ["bind"], "resourceNames": ["minispod-tenant"]}));
+        let named = Rule::from_json(
+            &json!({"apiGroups": [RBAC_GROUP], "resources": ["clusterroles"],
+            "verbs": ["bind"], "resourceNames": ["minispod-tenant"]}),
+        );
         let clusterroles = rbac_kind("clusterroles");
-        assert!(named.allows(&Attributes::resource("bind", clusterroles, "", "minispod-tenant")));
-        assert!(!named.allows(&Attributes::resource("bind", clusterroles, "", "cluster-admin")));
+        assert!(named.allows(&Attributes::resource(
+            "bind",
+            clusterroles,
+            "",
+            "minispod-tenant"
+        )));
+        assert!(!named.allows(&Attributes::resource(
+            "bind",
+            clusterroles,
+            "",
+            "cluster-admin"
+        )));
         // A rule with resourceNames never allows a request without a name.
         assert!(!named.allows(&Attributes::resource("bind", clusterroles, "", "")));
 
-        let urls = Rule::from_json(&json!({"nonResourceURLs": ["/apis/*", "/version"], "verbs": ["get"]}));
+        let urls =
+            Rule::from_json(&json!({"nonResourceURLs": ["/apis/*", "/version"], "verbs": ["get"]}));
         assert!(urls.allows(&Attributes::non_resource("get", "/apis/apps/v1")));
         assert!(urls.allows(&Attributes::non_resource("get", "/version")));
         assert!(!urls.allows(&Attributes::non_resource("get", "/version/x")));
@@ -768,9 +792,28 @@ mod tests {
             Some("spec.nodeName=n1,metadata.name=p1"),
         );
         assert_eq!((a.verb.as_str(), a.name.as_str()), ("list", "p1"));
-        let a = Attributes::of_request(&Method::POST, pods(), "ns", Some("p"), Some("eviction"), false, None);
-        assert_eq!((a.verb.as_str(), a.subresource.as_str()), ("create", "eviction"));
-        let a = Attributes::of_request(&Method::PATCH, kinds::namespaces(), "", Some("ms-u"), None, false, None);
+        let a = Attributes::of_request(
+            &Method::POST,
+            pods(),
+            "ns",
+            Some("p"),
+            Some("eviction"),
+            false,
+            None,
+        );
+        assert_eq!(
+            (a.verb.as_str(), a.subresource.as_str()),
+            ("create", "eviction")
+        );
+        let a = Attributes::of_request(
+            &Method::PATCH,
+            kinds::namespaces(),
+            "",
+            Some("ms-u"),
+            None,
+            false,
+            None,
+        );
         assert_eq!((a.verb.as_str(), a.namespace.as_str()), ("patch", "ms-u"));
         let a = Attributes::of_request(&Method::DELETE, pods(), "ns", None, None, false, None);
         assert_eq!(a.verb, "deletecollection");
@@ -779,19 +822,52 @@ mod tests {
     #[test]
     fn bindings_grant_in_their_scope_only() {
         let api = api_with(&[
-            ("clusterroles", "", cluster_role("tenant", json!([
-                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]))),
-            ("clusterroles", "", cluster_role("nodes", json!([
-                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]))),
-            ("rolebindings", "ms-a", binding("RoleBinding", "b", Some("ms-a"), ("ClusterRole", "tenant"))),
-            ("clusterrolebindings", "", binding("ClusterRoleBinding", "b", None, ("ClusterRole", "nodes"))),
+            (
+                "clusterroles",
+                "",
+                cluster_role(
+                    "tenant",
+                    json!([
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]),
+                ),
+            ),
+            (
+                "clusterroles",
+                "",
+                cluster_role(
+                    "nodes",
+                    json!([
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]),
+                ),
+            ),
+            (
+                "rolebindings",
+                "ms-a",
+                binding("RoleBinding", "b", Some("ms-a"), ("ClusterRole", "tenant")),
+            ),
+            (
+                "clusterrolebindings",
+                "",
+                binding("ClusterRoleBinding", "b", None, ("ClusterRole", "nodes")),
+            ),
         ]);
         let secrets = kinds::lookup("", "v1", "secrets").unwrap();
         let nodes = kinds::lookup("", "v1", "nodes").unwrap();
         let user = cp();
-        assert!(authorize(&api, &user, &Attributes::resource("get", secrets, "ms-a", "s")).is_ok());
-        let refused = authorize(&api, &user, &Attributes::resource("get", secrets, "kube-system", "s"))
-            .unwrap_err();
+        assert!(
+            authorize(
+                &api,
+                &user,
+                &Attributes::resource("get", secrets, "ms-a", "s")
+            )
+            .is_ok()
+        );
+        let refused = authorize(
+            &api,
+            &user,
+            &Attributes::resource("get", secrets, "kube-system", "s"),
+        )
+        .unwrap_err();
         assert_eq!(refused.code, 403);
         assert_eq!(refused.reason, "Forbidden");
         assert_eq!(
@@ -799,17 +875,44 @@ mod tests {
             "secrets \"s\" is forbidden: User \"system:serviceaccount:minispod-system:minispod-control-plane\" \
              cannot get resource \"secrets\" in API group \"\" in the namespace \"kube-system\""
         );
-        assert_eq!(refused.details, Some(json!({"name": "s", "kind": "secrets"})));
+        assert_eq!(
+            refused.details,
+            Some(json!({"name": "s", "kind": "secrets"}))
+        );
         assert!(authorize(&api, &user, &Attributes::resource("list", nodes, "", "")).is_ok());
-        let refused = authorize(&api, &user, &Attributes::resource("delete", nodes, "", "n1")).unwrap_err();
-        assert!(refused.message.ends_with("cannot delete resource \"nodes\" in API group \"\" at the cluster scope"));
+        let refused = authorize(
+            &api,
+            &user,
+            &Attributes::resource("delete", nodes, "", "n1"),
+        )
+        .unwrap_err();
+        assert!(
+            refused.message.ends_with(
+                "cannot delete resource \"nodes\" in API group \"\" at the cluster scope"
+            )
+        );
         // A ServiceAccount subject names one account; another is refused.
         let other = UserInfo::service_account("minispod-system", "someone-else");
         assert!(authorize(&api, &other, &Attributes::resource("list", nodes, "", "")).is_err());
         // Superusers pass everything; every authenticated user may discover.
-        assert!(authorize(&api, &UserInfo::admin(), &Attributes::resource("delete", nodes, "", "n1")).is_ok());
-        assert!(authorize(&api, &user, &Attributes::non_resource("get", "/apis/apps/v1")).is_ok());
-        let refused = authorize(&api, &user, &Attributes::non_resource("get", "/metrics")).unwrap_err();
+        assert!(
+            authorize(
+                &api,
+                &UserInfo::admin(),
+                &Attributes::resource("delete", nodes, "", "n1")
+            )
+            .is_ok()
+        );
+        assert!(
+            authorize(
+                &api,
+                &user,
+                &Attributes::non_resource("get", "/apis/apps/v1")
+            )
+            .is_ok()
+        );
+        let refused =
+            authorize(&api, &user, &Attributes::non_resource("get", "/metrics")).unwrap_err();
         assert_eq!(
             refused.message,
             "forbidden: User \"system:serviceaccount:minispod-system:minispod-control-plane\" cannot get path \"/metrics\""
@@ -823,9 +926,12 @@ mod tests {
             "",
             binding("ClusterRoleBinding", "b", None, ("ClusterRole", "gone")),
         )]);
-        let refused = authorize(&api, &cp(), &Attributes::resource("list", pods(), "", "")).unwrap_err();
+        let refused =
+            authorize(&api, &cp(), &Attributes::resource("list", pods(), "", "")).unwrap_err();
         assert!(
-            refused.message.ends_with(": RBAC: [clusterroles.rbac.authorization.k8s.io \"gone\" not found]"),
+            refused
+                .message
+                .ends_with(": RBAC: [clusterroles.rbac.authorization.k8s.io \"gone\" not found]"),
             "{}",
             refused.message
         );
@@ -834,25 +940,65 @@ mod tests {
     #[test]
     fn bindings_need_bind_on_their_role_or_all_its_rules() {
         let api = api_with(&[
-            ("clusterroles", "", cluster_role("minispod-tenant", json!([
-                {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create", "patch"]}]))),
-            ("clusterroles", "", cluster_role("cp", json!([
+            (
+                "clusterroles",
+                "",
+                cluster_role(
+                    "minispod-tenant",
+                    json!([
+                {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create", "patch"]}]),
+                ),
+            ),
+            (
+                "clusterroles",
+                "",
+                cluster_role(
+                    "cp",
+                    json!([
                 {"apiGroups": [RBAC_GROUP], "resources": ["clusterroles"], "verbs": ["bind"],
                  "resourceNames": ["minispod-tenant"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]))),
-            ("clusterroles", "", cluster_role("pod-reader", json!([
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]))),
-            ("clusterrolebindings", "", binding("ClusterRoleBinding", "cp", None, ("ClusterRole", "cp"))),
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
+                ),
+            ),
+            (
+                "clusterroles",
+                "",
+                cluster_role(
+                    "pod-reader",
+                    json!([
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
+                ),
+            ),
+            (
+                "clusterrolebindings",
+                "",
+                binding("ClusterRoleBinding", "cp", None, ("ClusterRole", "cp")),
+            ),
         ]);
         let rolebindings = rbac_kind("rolebindings");
         let user = cp();
-        let tenant = binding("RoleBinding", "x", Some("ms-a"), ("ClusterRole", "minispod-tenant"));
+        let tenant = binding(
+            "RoleBinding",
+            "x",
+            Some("ms-a"),
+            ("ClusterRole", "minispod-tenant"),
+        );
         assert!(check_escalation(&api, &user, rolebindings, "ms-a", "x", &tenant).is_ok());
         // Holding every rule of the role is enough without bind.
-        let reader = binding("RoleBinding", "x", Some("ms-a"), ("ClusterRole", "pod-reader"));
+        let reader = binding(
+            "RoleBinding",
+            "x",
+            Some("ms-a"),
+            ("ClusterRole", "pod-reader"),
+        );
         assert!(check_escalation(&api, &user, rolebindings, "ms-a", "x", &reader).is_ok());
         // cluster-admin: neither bind nor its rules.
-        let admin = binding("RoleBinding", "x", Some("ms-a"), ("ClusterRole", "cluster-admin"));
+        let admin = binding(
+            "RoleBinding",
+            "x",
+            Some("ms-a"),
+            ("ClusterRole", "cluster-admin"),
+        );
         let refused = check_escalation(&api, &user, rolebindings, "ms-a", "x", &admin).unwrap_err();
         assert_eq!(refused.code, 403);
         assert!(refused.message.starts_with(
@@ -860,28 +1006,50 @@ mod tests {
              (groups=[\"system:serviceaccounts\" \"system:serviceaccounts:minispod-system\" \"system:authenticated\"]) \
              is attempting to grant RBAC permissions not currently held:\n"
         ), "{}", refused.message);
-        assert!(refused.message.contains("{APIGroups:[\"*\"], Resources:[\"*\"], Verbs:[\"*\"]}"));
+        assert!(
+            refused
+                .message
+                .contains("{APIGroups:[\"*\"], Resources:[\"*\"], Verbs:[\"*\"]}")
+        );
         let crb = rbac_kind("clusterrolebindings");
-        let admin = binding("ClusterRoleBinding", "x", None, ("ClusterRole", "cluster-admin"));
+        let admin = binding(
+            "ClusterRoleBinding",
+            "x",
+            None,
+            ("ClusterRole", "cluster-admin"),
+        );
         assert!(check_escalation(&api, &user, crb, "", "x", &admin).is_err());
         // Superusers may bind anything.
         assert!(check_escalation(&api, &UserInfo::admin(), crb, "", "x", &admin).is_ok());
         // A role granting more than its writer holds is refused too.
         let clusterroles = rbac_kind("clusterroles");
-        let wide = cluster_role("wide", json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]));
+        let wide = cluster_role(
+            "wide",
+            json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]),
+        );
         assert!(check_escalation(&api, &user, clusterroles, "", "wide", &wide).is_err());
-        let narrow = cluster_role("narrow", json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]));
+        let narrow = cluster_role(
+            "narrow",
+            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
+        );
         assert!(check_escalation(&api, &user, clusterroles, "", "narrow", &narrow).is_ok());
     }
 
     #[test]
     fn covering_follows_resource_names_and_subresources() {
-        let owner = Rule::from_json(&json!({"apiGroups": [""], "resources": ["*/log"], "verbs": ["get"]}));
-        let sub = Rule::from_json(&json!({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}));
+        let owner =
+            Rule::from_json(&json!({"apiGroups": [""], "resources": ["*/log"], "verbs": ["get"]}));
+        let sub = Rule::from_json(
+            &json!({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}),
+        );
         assert!(breakdown(&sub).iter().all(|s| covers(&owner, s)));
-        let named = Rule::from_json(&json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
-            "resourceNames": ["a"]}));
-        let all = Rule::from_json(&json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}));
+        let named = Rule::from_json(
+            &json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+            "resourceNames": ["a"]}),
+        );
+        let all = Rule::from_json(
+            &json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}),
+        );
         assert!(breakdown(&named).iter().all(|s| covers(&all, s)));
         assert!(!breakdown(&all).iter().all(|s| covers(&named, s)));
     }

@@ -140,12 +140,18 @@ async fn the_control_plane_gets_what_the_manifest_grants_and_nothing_more() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(allowed, "the tenant binding lets the control plane apply a Secret");
+    assert!(
+        allowed,
+        "the tenant binding lets the control plane apply a Secret"
+    );
     assert_eq!(api_error(secrets.get("s").await).1, 403);
 
     // The administrator may do everything refused above.
     let admin_secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
-    assert_eq!(admin_secrets.get("s").await.unwrap().metadata.name.unwrap(), "s");
+    assert_eq!(
+        admin_secrets.get("s").await.unwrap().metadata.name.unwrap(),
+        "s"
+    );
     let admin_deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
     admin_deployments
         .create(&PostParams::default(), &deployment("d"))
@@ -181,10 +187,7 @@ async fn a_refused_request_of_the_control_plane_fails_the_test() {
         return;
     }
     let panic = dropped.expect_err("the drop fails the test");
-    let message = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(
         message.starts_with(
             "the cluster refused 1 request(s) of system:serviceaccount:minispod-system:minispod-control-plane"
