@@ -307,6 +307,20 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_KUBE_IN_CLUSTER", conflicts_with = "kubeconfig")]
     pub kube_in_cluster: bool,
 
+    /// The user the cluster authenticates the control plane as (what
+    /// `kubectl auth whoami` says with its kubeconfig). The control plane
+    /// binds the ClusterRole minispod-tenant to this user in each customer
+    /// namespace it makes; the default is the ServiceAccount of
+    /// deploy/kubernetes/control-plane-rbac.yaml. A
+    /// `system:serviceaccount:<namespace>:<name>` name is bound as that
+    /// ServiceAccount.
+    #[arg(
+        long,
+        env = "MINISPOD_KUBE_USER",
+        default_value = "system:serviceaccount:minispod-system:minispod-control-plane"
+    )]
+    pub kube_user: String,
+
     /// How long a worker's stream may be gone before its node is tainted
     /// minispod.dev/offline:NoExecute, so that Kubernetes moves its pods
     /// (Kubernetes alone waits about 40 s to call a node NotReady and 300 s

@@ -481,6 +481,7 @@ impl Application {
                     .flatten()
                     .cloned()
                     .collect(),
+                    control_plane_user: args.kube_user.clone(),
                 },
                 volume_retention: args.volume_retention,
                 resync: args.subscription_resync,

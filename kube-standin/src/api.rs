@@ -165,6 +165,7 @@ impl Api {
             api.create(kinds::namespaces(), "", namespace, "kube-apiserver")
                 .expect("the initial namespaces are valid");
         }
+        crate::rbac::bootstrap(&mut api);
         api
     }
 
@@ -245,6 +246,8 @@ impl Api {
         }
         let invalid_name = if kind.plural == "namespaces" || kind.plural == "services" {
             meta::invalid_label(&name)
+        } else if kind.group == crate::rbac::RBAC_GROUP {
+            meta::invalid_path_segment(&name)
         } else {
             meta::invalid_subdomain(&name)
         };
@@ -372,7 +375,12 @@ impl Api {
                         return Err(ApiError::not_found(kinds::namespaces(), namespace));
                     }
                 }
-                if let Some(why) = meta::invalid_subdomain(name) {
+                let invalid = if kind.group == crate::rbac::RBAC_GROUP {
+                    meta::invalid_path_segment(name)
+                } else {
+                    meta::invalid_subdomain(name)
+                };
+                if let Some(why) = invalid {
                     return Err(ApiError::invalid(kind, name, "metadata.name", &why));
                 }
                 self.admit(kind, namespace, &merged)?;

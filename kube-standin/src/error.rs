@@ -37,6 +37,11 @@ impl ApiError {
         json!({"name": name, "group": kind.group, "kind": kind.plural})
     }
 
+    /// 403 Forbidden with this message and details (see `rbac`).
+    pub fn forbidden(message: String, details: Value) -> Self {
+        Self::new(403, "Forbidden", message).with_details(details)
+    }
+
     /// 404: `pods "x" not found`.
     pub fn not_found(kind: &Kind, name: &str) -> Self {
         Self::new(

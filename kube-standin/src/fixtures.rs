@@ -323,6 +323,9 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         if !self.is_real() {
+            if !std::thread::panicking() {
+                self.assert_nothing_forbidden();
+            }
             return;
         }
         let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));

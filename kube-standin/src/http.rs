@@ -20,6 +20,7 @@ use crate::dump;
 use crate::error::ApiError;
 use crate::kinds::{self, KINDS, Kind};
 use crate::logs::{LogAnswer, LogOptions, PodLogs};
+use crate::rbac::{self, Attributes, UserInfo};
 use crate::record::{Recorded, Verb};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::watch::{Watch, WatchRequest};
@@ -68,8 +69,14 @@ impl Default for Settings {
 pub struct Shared {
     /// The API state; one lock per request.
     pub api: Mutex<Api>,
-    /// The bearer token requests must carry.
+    /// The administrator's bearer token (a `system:masters` user).
     pub token: String,
+    /// Every token the stand-in knows and the user it authenticates,
+    /// the administrator's included.
+    pub users: Vec<(String, UserInfo)>,
+    /// Requests of users outside `system:masters` answered 403, oldest
+    /// first (at most `FORBIDDEN_KEPT`).
+    pub forbidden: Mutex<VecDeque<Recorded>>,
     /// Requests served, oldest first.
     pub log: Mutex<VecDeque<Recorded>>,
     /// Limits and timings.
@@ -82,6 +89,24 @@ pub struct Shared {
     pub logs: PodLogs,
 }
 
+/// How many refused requests `Shared::forbidden` keeps.
+pub const FORBIDDEN_KEPT: usize = 1000;
+
+impl Shared {
+    /// The user of this name, if a token authenticates it.
+    pub fn user_of_name(&self, name: &str) -> Option<&UserInfo> {
+        self.users
+            .iter()
+            .find(|(_, u)| u.name == name)
+            .map(|(_, u)| u)
+    }
+
+    /// The user a bearer token authenticates, if any.
+    pub fn user_of(&self, token: &str) -> Option<&UserInfo> {
+        self.users.iter().find(|(t, _)| t == token).map(|(_, u)| u)
+    }
+}
+
 /// What a routed request answered.
 enum Answer {
     Json(u16, Value),
@@ -92,6 +117,7 @@ enum Answer {
 
 /// The request, parsed once.
 struct Call {
+    user: UserInfo,
     method: Method,
     path: String,
     query: Vec<(String, String)>,
@@ -200,13 +226,14 @@ pub async fn serve(
         force,
         body: None,
         status: 0,
+        user: String::new(),
     };
 
-    let authorized =
-        header_text(header::AUTHORIZATION).is_some_and(|v| v == format!("Bearer {}", shared.token));
-    let answer = if !authorized {
-        Err(ApiError::unauthorized())
-    } else {
+    let user = header_text(header::AUTHORIZATION)
+        .and_then(|v| v.strip_prefix("Bearer ").map(str::to_string))
+        .and_then(|token| shared.user_of(&token).cloned());
+    let answer = if let Some(user) = user {
+        record.user = user.name.clone();
         match Limited::new(incoming, shared.settings.body_limit)
             .collect()
             .await
@@ -227,6 +254,7 @@ pub async fn serve(
                         .to_string()
                 });
                 let call = Call {
+                    user,
                     method: parts.method.clone(),
                     path: path.clone(),
                     query,
@@ -238,6 +266,8 @@ pub async fn serve(
                 route(&shared, &call, &mut record.verb)
             }
         }
+    } else {
+        Err(ApiError::unauthorized())
     };
     let response = match answer {
         Ok(Answer::Json(code, value)) => json_response(code, &value),
@@ -261,6 +291,20 @@ pub async fn serve(
     };
     record.status = response.status().as_u16();
     tracing::debug!(method = %record.method, path = %record.path, status = record.status, "served");
+    if record.status == 403
+        && shared
+            .user_of_name(&record.user)
+            .is_some_and(|u| !u.is_superuser())
+    {
+        let mut forbidden = shared
+            .forbidden
+            .lock()
+            .expect("the forbidden log lock is never poisoned");
+        if forbidden.len() >= FORBIDDEN_KEPT {
+            forbidden.pop_front();
+        }
+        forbidden.push_back(record.clone());
+    }
     let mut log = shared.log.lock().expect("the log lock is never poisoned");
     if log.len() >= shared.settings.request_log_limit {
         log.pop_front();
@@ -300,8 +344,21 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, Api
     })
 }
 
+/// Whether a path is an API resource's (`/api/v1/<...>`,
+/// `/apis/<group>/<version>/<...>`) rather than discovery or health.
+fn is_resource_path(segments: &[&str]) -> bool {
+    matches!(segments, ["api", _, _, ..] | ["apis", _, _, _, ..])
+}
+
 fn route(shared: &Arc<Shared>, call: &Call, verb: &mut Verb) -> Result<Answer, ApiError> {
     let segments: Vec<&str> = call.path.split('/').filter(|s| !s.is_empty()).collect();
+    if !is_resource_path(&segments) {
+        // Discovery, /version and health are non-resource URLs.
+        let api = shared.api.lock().expect("the API lock is never poisoned");
+        let attributes =
+            Attributes::non_resource(&call.method.as_str().to_ascii_lowercase(), &call.path);
+        rbac::authorize(&api, &call.user, &attributes)?;
+    }
     match segments.as_slice() {
         ["version"] => Ok(Answer::Json(200, version())),
         ["livez" | "readyz" | "healthz", ..] => Ok(Answer::Text("ok")),
@@ -349,6 +406,17 @@ fn resource(
     target: Target,
     verb: &mut Verb,
 ) -> Result<Answer, ApiError> {
+    let mut api = shared.api.lock().expect("the API lock is never poisoned");
+    let attributes = Attributes::of_request(
+        &call.method,
+        target.kind,
+        target.namespace.as_deref().unwrap_or_default(),
+        target.name.as_deref(),
+        target.subresource.as_deref(),
+        call.flag("watch"),
+        call.param("fieldSelector"),
+    );
+    rbac::authorize(&api, &call.user, &attributes)?;
     if call.param("dryRun").is_some() {
         return Err(ApiError::bad_request(
             "the stand-in does not support dryRun",
@@ -356,7 +424,6 @@ fn resource(
     }
     let kind = target.kind;
     let namespace = target.namespace.clone().unwrap_or_default();
-    let mut api = shared.api.lock().expect("the API lock is never poisoned");
     let name = target.name.as_deref();
     let subresource = target.subresource.as_deref();
     if kind.namespaced && namespace.is_empty() && (name.is_some() || call.method != Method::GET) {
@@ -418,6 +485,11 @@ fn resource(
         (&Method::POST, None, None) => {
             *verb = Verb::Create;
             let body = require_json(call)?;
+            let body_name = body
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            rbac::check_escalation(&api, &call.user, kind, &namespace, body_name, &body)?;
             let created = api.create(kind, &namespace, body.clone(), &call.manager)?;
             let created_name = created["metadata"]["name"].as_str().unwrap_or_default();
             dump("create", &body, created_name);
@@ -445,6 +517,7 @@ fn resource(
             let scope = status_scope(kind, sub)?;
             *verb = Verb::Update;
             let body = require_json(call)?;
+            rbac::check_escalation(&api, &call.user, kind, &namespace, name, &body)?;
             let updated = api.update(kind, &namespace, name, body.clone(), &call.manager, scope)?;
             dump(
                 if sub.is_some() {
@@ -463,6 +536,15 @@ fn resource(
             match media_type(call) {
                 "application/merge-patch+json" => {
                     let patch = call.json_body()?;
+                    if kind.group == rbac::RBAC_GROUP {
+                        // Merge patches replace lists whole: the new rules
+                        // are the patch's; roleRef cannot change.
+                        let mut object = api.get(kind, &namespace, name)?;
+                        if let Some(rules) = patch.get("rules") {
+                            object["rules"] = rules.clone();
+                        }
+                        rbac::check_escalation(&api, &call.user, kind, &namespace, name, &object)?;
+                    }
                     let patched =
                         api.merge_patch(kind, &namespace, name, &patch, &call.manager, scope)?;
                     dump(
@@ -490,6 +572,10 @@ fn resource(
                             ));
                         }
                     };
+                    if api.get(kind, &namespace, name).is_err() {
+                        rbac::authorize_create_on_write(&api, &call.user, kind, &namespace, name)?;
+                    }
+                    rbac::check_escalation(&api, &call.user, kind, &namespace, name, &body)?;
                     let (object, created) = api.apply(
                         kind,
                         &namespace,

@@ -4,7 +4,12 @@
 //! The stand-in aims to answer every request the control plane makes as
 //! kube-apiserver would, so that a request failing here fails on a cluster
 //! and the other way round. Faithful: URL layout, bearer-token auth (401),
-//! `Status` errors with kube-apiserver's reasons, codes and messages, one
+//! RBAC authorization (see `rbac`: ClusterRoles, ClusterRoleBindings,
+//! Roles and RoleBindings served and evaluated on every request, with
+//! subresources, resourceNames, nonResourceURLs, the bootstrap discovery
+//! roles, 403 Forbidden with kube-apiserver's message, `create` checked on
+//! an apply that creates, the escalation check on writing roles and
+//! bindings), `Status` errors with kube-apiserver's reasons, codes and messages, one
 //! global resourceVersion, uid/creationTimestamp/generation/generateName,
 //! label and field selectors, watches (replay from a bounded history, 410
 //! Expired beyond it, selector transitions as ADDED/DELETED, bookmarks,
@@ -100,6 +105,16 @@
 //! - Strategic merge patch, JSON patch, dryRun, deletecollection, YAML
 //!   and protobuf bodies are refused (415/400/405). There is no `binding`,
 //!   `exec`, `attach`, `portforward` or `scale` subresource.
+//! - Authentication knows two bearer tokens: an administrator
+//!   (`system:admin` in `system:masters`) and the control plane's
+//!   ServiceAccount (`system:serviceaccount:minispod-system:
+//!   minispod-control-plane`); no client certificates, TokenRequest,
+//!   TokenReview, SelfSubjectReview or access reviews, no impersonation.
+//!   RBAC is the only authorizer (no Node authorizer); aggregated
+//!   ClusterRoles (`aggregationRule`) are not filled in; a request to an
+//!   unknown path gets 404 before authorization (kube-apiserver answers
+//!   403 to a user who may not see it). Escalation errors list the missing
+//!   rules one verb at a time (kube-apiserver compacts them).
 //! - A PDB's expected pod count is the number of matching pods (the
 //!   disruption controller uses the scale of the pods' controllers for
 //!   percentages and maxUnavailable).
@@ -121,6 +136,7 @@ pub mod meta;
 pub mod ownership;
 pub mod proxy;
 pub mod quantity;
+pub mod rbac;
 pub mod record;
 pub mod selectors;
 pub mod standin;

@@ -51,6 +51,18 @@ pub fn invalid_subdomain(name: &str) -> Option<String> {
     })
 }
 
+/// Why a name is not a valid path segment (the rule for RBAC objects,
+/// whose names may hold ':' as in `system:discovery`), or None.
+pub fn invalid_path_segment(name: &str) -> Option<String> {
+    if name == "." || name == ".." {
+        return Some(format!("Invalid value: {name:?}: may not be '{name}'"));
+    }
+    ["/", "%"]
+        .iter()
+        .find(|c| name.contains(*c))
+        .map(|c| format!("Invalid value: {name:?}: may not contain '{c}'"))
+}
+
 /// Why a name is not an RFC 1123 label (namespaces, services), or None.
 pub fn invalid_label(name: &str) -> Option<String> {
     if name.len() <= 63 && !name.contains('.') && invalid_subdomain(name).is_none() {

@@ -63,4 +63,6 @@ pub struct Recorded {
     pub body: Option<Value>,
     /// HTTP status answered (for a watch: 200 when the stream began).
     pub status: u16,
+    /// The user the bearer token authenticated ("" when none did).
+    pub user: String,
 }

@@ -20,7 +20,14 @@ use crate::api::Api;
 use crate::controllers::Behaviour;
 use crate::http::{Settings, Shared, serve};
 use crate::logs::PodLogs;
+use crate::rbac::UserInfo;
 use crate::record::Recorded;
+
+/// Namespace of the control plane's ServiceAccount (as the shipped
+/// deploy/kubernetes/control-plane-rbac.yaml names it).
+pub const CONTROL_PLANE_NAMESPACE: &str = "minispod-system";
+/// Name of the control plane's ServiceAccount.
+pub const CONTROL_PLANE_ACCOUNT: &str = "minispod-control-plane";
 
 /// An in-process stand-in for kube-apiserver, serving until stopped (or
 /// dropped).
@@ -103,9 +110,19 @@ impl StandIn {
             .await
             .context("bind the stand-in")?;
         let addr = listener.local_addr()?;
+        let token = random_token();
+        let users = vec![
+            (token.clone(), UserInfo::admin()),
+            (
+                random_token(),
+                UserInfo::service_account(CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT),
+            ),
+        ];
         let shared = Arc::new(Shared {
             api: Mutex::new(Api::new(settings.history_limit)),
-            token: random_token(),
+            token,
+            users,
+            forbidden: Mutex::new(VecDeque::new()),
             log: Mutex::new(VecDeque::new()),
             behaviour: Behaviour::new(settings.pod_ready_delay),
             logs: PodLogs::new(settings.log_lines_per_container),
@@ -141,15 +158,40 @@ impl StandIn {
         &self.ca_pem
     }
 
-    /// The bearer token requests must carry.
+    /// The administrator's bearer token (`system:admin` in
+    /// `system:masters`: every request is allowed).
     pub fn token(&self) -> &str {
         &self.shared.token
     }
 
-    /// A kubeconfig for `server` (default: this stand-in's URL) with the
-    /// CA, the token, and `tls-server-name: 127.0.0.1`, so that it also
-    /// works through a TCP proxy listening elsewhere.
+    /// The bearer token of the control plane's ServiceAccount
+    /// (`system:serviceaccount:minispod-system:minispod-control-plane`):
+    /// RBAC decides what it may do.
+    pub fn control_plane_token(&self) -> &str {
+        self.shared
+            .users
+            .iter()
+            .find(|(_, u)| !u.is_superuser())
+            .map(|(t, _)| t.as_str())
+            .expect("the stand-in has a control plane token")
+    }
+
+    /// The user the control plane's token authenticates.
+    pub fn control_plane_user(&self) -> UserInfo {
+        UserInfo::service_account(CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT)
+    }
+
+    /// An administrator's kubeconfig for `server` (default: this
+    /// stand-in's URL) with the CA, the admin token, and
+    /// `tls-server-name: 127.0.0.1`, so that it also works through a TCP
+    /// proxy listening elsewhere.
     pub fn kubeconfig(&self, server: Option<&str>) -> String {
+        self.kubeconfig_with_token(server, &self.shared.token)
+    }
+
+    /// The same kubeconfig with another bearer token (see
+    /// `control_plane_token`).
+    pub fn kubeconfig_with_token(&self, server: Option<&str>, token: &str) -> String {
         let server = server.map_or_else(|| self.url(), str::to_string);
         let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
         format!(
@@ -171,9 +213,29 @@ contexts:
     cluster: standin
     user: standin
 current-context: standin
-",
-            token = self.shared.token
+"
         )
+    }
+
+    /// The requests of users outside `system:masters` the stand-in refused
+    /// with 403 (RBAC or admission), oldest first (the last 1000).
+    pub fn forbidden_requests(&self) -> Vec<Recorded> {
+        self.shared
+            .forbidden
+            .lock()
+            .expect("the forbidden log lock is never poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Forget the refused requests so far.
+    pub fn clear_forbidden_requests(&self) {
+        self.shared
+            .forbidden
+            .lock()
+            .expect("the forbidden log lock is never poisoned")
+            .clear();
     }
 
     /// Every request served, oldest first (bounded by the settings' log

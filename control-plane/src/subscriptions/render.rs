@@ -52,6 +52,9 @@ pub struct RenderSettings {
     /// IPv6): customer pods may not open connections into them, except to
     /// their own namespace's pods and the cluster DNS.
     pub cluster_cidrs: Vec<String>,
+    /// The user the cluster authenticates the control plane as: the
+    /// subject of the RoleBinding in each customer namespace.
+    pub control_plane_user: String,
 }
 
 /// The Pod Security Admission level every customer namespace enforces
@@ -254,6 +257,7 @@ pub fn namespace_objects(user_id: &str, quota: &Quota, s: &RenderSettings) -> Ve
             "kind": "Namespace",
             "metadata": { "name": ns, "labels": ns_labels },
         }),
+        tenant_role_binding(&ns, &labels, &s.control_plane_user),
         json!({
             "apiVersion": "v1",
             "kind": "ResourceQuota",
@@ -380,6 +384,35 @@ fn container_security_context() -> Value {
         "privileged": false,
         "runAsNonRoot": true,
         "seccompProfile": { "type": "RuntimeDefault" },
+    })
+}
+
+/// The RoleBinding `minispod-control-plane` that gives `user` (the control
+/// plane) the ClusterRole `minispod-tenant` in the customer's namespace
+/// `ns`: what it may do with tenant objects there, and nowhere else
+/// (deploy/kubernetes/control-plane-rbac.yaml). A service account's user
+/// name (`system:serviceaccount:<namespace>:<name>`) becomes a
+/// ServiceAccount subject, any other a User.
+pub fn tenant_role_binding(ns: &str, labels: &Value, user: &str) -> Value {
+    let subject = match user
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+    {
+        Some((namespace, name)) => {
+            json!({ "kind": "ServiceAccount", "name": name, "namespace": namespace })
+        }
+        None => json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user }),
+    };
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": meta("minispod-control-plane", ns, labels.clone()),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "minispod-tenant",
+        },
+        "subjects": [subject],
     })
 }
 

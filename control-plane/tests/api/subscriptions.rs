@@ -289,6 +289,33 @@ async fn each_seeded_entry_deploys_into_the_customers_namespace_with_quota_and_i
         Some("Recreate"),
         "a ReadWriteOnce volume has one writer"
     );
+    // The control plane did it as itself, through the tenant role bound to
+    // its own ServiceAccount in this namespace only (a refused request
+    // would fail the test: the stand-in enforces the shipped RBAC).
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(client.clone(), &ns);
+    let binding = bindings.get("minispod-control-plane").await.unwrap();
+    assert_eq!(
+        (
+            binding.role_ref.kind.as_str(),
+            binding.role_ref.name.as_str()
+        ),
+        ("ClusterRole", "minispod-tenant")
+    );
+    let subjects: Vec<_> = binding
+        .subjects
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.kind, s.name, s.namespace))
+        .collect();
+    assert_eq!(
+        subjects,
+        [(
+            "ServiceAccount".to_string(),
+            "minispod-control-plane".to_string(),
+            Some("minispod-system".to_string())
+        )]
+    );
     // The namespace's quota holds the three, the range and the policy exist.
     let quota: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns);
     let q = quota.get("minispod").await.unwrap();
@@ -1949,4 +1976,25 @@ async fn a_one_gib_log_line_costs_the_control_plane_a_few_mib() {
     assert_cut(&lines[n - 2], bytes - 16 * 1024);
     assert_eq!(lines[n - 1], "after the long line");
     drop(child);
+}
+
+#[test]
+fn the_tenant_role_is_bound_to_the_control_planes_own_user() {
+    use minispod_control_plane::subscriptions::render::tenant_role_binding;
+    let labels = serde_json::json!({ "minispod.dev/user": "u1" });
+    let sa = tenant_role_binding("ms-u1", &labels, "system:serviceaccount:platform:minispod");
+    assert_eq!(sa["metadata"]["namespace"], "ms-u1");
+    assert_eq!(sa["metadata"]["name"], "minispod-control-plane");
+    assert_eq!(sa["roleRef"]["name"], "minispod-tenant");
+    assert_eq!(
+        sa["subjects"],
+        serde_json::json!([{ "kind": "ServiceAccount", "name": "minispod", "namespace": "platform" }])
+    );
+    // Any other user name (a client certificate's CN, an OIDC user) is a
+    // User subject.
+    let user = tenant_role_binding("ms-u1", &labels, "minispod-cp");
+    assert_eq!(
+        user["subjects"],
+        serde_json::json!([{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "minispod-cp" }])
+    );
 }

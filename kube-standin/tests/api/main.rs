@@ -8,6 +8,7 @@ mod eviction;
 mod logs;
 mod policy;
 mod proxy;
+mod rbac;
 mod real;
 mod status;
 mod watch;

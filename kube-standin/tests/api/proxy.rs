@@ -1,9 +1,8 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::PostParams;
 use kube::config::Kubeconfig;
 use kube::runtime::{WatchStreamExt, watcher};
 use minispod_kube_standin::TestCluster;
@@ -12,14 +11,14 @@ use minispod_kube_standin::TestCluster;
 async fn a_watcher_through_a_cut_proxy_errs_and_recovers_after_restore() {
     minispod_kube_standin::require_kubernetes_if_asked();
     let cluster = TestCluster::start().await.unwrap();
-    let ns = cluster.create_namespace().await.unwrap();
+    // The proxied kubeconfig is the control plane's: it may watch nodes.
     let kubeconfig = Kubeconfig::read_from(cluster.kubeconfig_path()).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .unwrap();
     let proxied = kube::Client::try_from(config).unwrap();
-    let cms: Api<ConfigMap> = Api::namespaced(proxied, &ns);
-    let mut events = watcher(cms, watcher::Config::default()).boxed();
+    let nodes: Api<Node> = Api::all(proxied);
+    let mut events = watcher(nodes, watcher::Config::default()).boxed();
     // The initial list arrives through the proxy.
     let first = tokio::time::timeout(Duration::from_secs(5), events.next())
         .await
@@ -49,10 +48,8 @@ async fn a_watcher_through_a_cut_proxy_errs_and_recovers_after_restore() {
     assert!(saw_error);
 
     cluster.restore();
-    let direct: Api<ConfigMap> = Api::namespaced(cluster.client().await, &ns);
-    let mut cm = ConfigMap::default();
-    cm.metadata.name = Some("after-restore".into());
-    direct.create(&PostParams::default(), &cm).await.unwrap();
+    let node = cluster.create_node("after-restore", &[]).await.unwrap();
+    let name = node.metadata.name;
     let mut applied = events.applied_objects();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -61,7 +58,7 @@ async fn a_watcher_through_a_cut_proxy_errs_and_recovers_after_restore() {
             .await
             .expect("recovered in time")
         {
-            Some(Ok(cm)) if cm.metadata.name.as_deref() == Some("after-restore") => break,
+            Some(Ok(n)) if n.metadata.name == name => break,
             Some(_) => continue,
             None => panic!("the watcher ended"),
         }

@@ -12,7 +12,13 @@ async fn a_real_cluster_is_reached_through_the_proxy_and_cleaned_up_on_drop() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, standin.kubeconfig(None)).unwrap();
-    let cluster = TestCluster::start_real(&path).await.unwrap();
+    let own = dir.path().join("control-plane.kubeconfig");
+    std::fs::write(
+        &own,
+        standin.kubeconfig_with_token(None, standin.control_plane_token()),
+    )
+    .unwrap();
+    let cluster = TestCluster::start_real_with(&path, &own).await.unwrap();
     assert!(cluster.is_real());
     let node = cluster
         .create_node("n", &[])
@@ -38,6 +44,10 @@ async fn a_real_cluster_is_reached_through_the_proxy_and_cleaned_up_on_drop() {
         .unwrap();
     let proxied: Api<Node> = Api::all(kube::Client::try_from(config).unwrap());
     proxied.get(&node).await.unwrap();
+    // ... as the control plane, not as the administrator.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(proxied.into_client(), &ns);
+    assert_eq!(api_error(secrets.list(&Default::default()).await).1, 403);
 
     drop(cluster);
     let nodes: Api<Node> = Api::all(client.clone());

@@ -671,7 +671,7 @@ async fn stand_in_fixtures_say_so_on_a_real_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, standin.kubeconfig(None)).unwrap();
-    let cluster = TestCluster::start_real(&path).await.unwrap();
+    let cluster = TestCluster::start_real_with(&path, &path).await.unwrap();
     let error = cluster.set_image_unpullable("x").await.unwrap_err();
     assert!(
         error.to_string().contains("needs the kube stand-in"),
