@@ -446,6 +446,11 @@ impl Application {
                 },
                 volume_retention: args.volume_retention,
                 resync: args.subscription_resync,
+                backoff: crate::workqueue::Backoff {
+                    base: args.kube_retry_base,
+                    max: args.kube_retry_max,
+                },
+                refusal_grace: args.subscription_refusal_grace,
             },
             hub.replica_id().to_owned(),
             notifier.clone(),
