@@ -35,7 +35,10 @@ use minispod_proto::v1 as pb;
 use prost_types::Timestamp;
 use tokio::sync::Notify;
 
-use crate::store::{now_ms, timestamp};
+use crate::{
+    store::{now_ms, timestamp},
+    workqueue::{Backoff, WorkQueue},
+};
 use view::Index;
 
 /// The field manager of every write the control plane makes to the cluster.
@@ -50,6 +53,9 @@ pub struct LinkSettings {
     /// No offline taint this soon after the control plane starts: every
     /// agent reconnects after a restart, which must not move every pod.
     pub offline_taint_after_start: Duration,
+    /// How a worker whose node could not be written (or whose drain
+    /// failed a round) is retried.
+    pub backoff: Backoff,
 }
 
 /// Where the link is, as GetClusterLink says.
@@ -78,8 +84,9 @@ struct Inner {
     /// Which watches have listed everything since the link was (re)made:
     /// (nodes, pods).
     synced: Mutex<(bool, bool)>,
-    /// Workers whose node must be looked at again.
-    queue: Mutex<std::collections::BTreeSet<String>>,
+    /// Workers whose node must be looked at again, with their backoff.
+    queue: WorkQueue<String>,
+    /// Wakes the reconciler for its sweep once the watches have listed.
     wake: Notify,
     /// Progress of each worker's drain.
     drains: Mutex<HashMap<String, pb::WorkerDrain>>,
@@ -106,6 +113,7 @@ impl ClusterLink {
             LinkSettings {
                 offline_taint_grace: Duration::from_secs(5),
                 offline_taint_after_start: Duration::from_secs(30),
+                backoff: Backoff::default(),
             },
         )
     }
@@ -123,6 +131,7 @@ impl ClusterLink {
         };
         ClusterLink {
             inner: Arc::new(Inner {
+                queue: WorkQueue::new(settings.backoff),
                 client,
                 server,
                 settings,
@@ -134,7 +143,6 @@ impl ClusterLink {
                 }),
                 index: RwLock::default(),
                 synced: Mutex::default(),
-                queue: Mutex::default(),
                 wake: Notify::new(),
                 drains: Mutex::default(),
                 cluster_ca_hash,
@@ -380,19 +388,10 @@ impl ClusterLink {
         self.index().figures(worker_id)
     }
 
-    /// Asks the reconciler to look at these workers' nodes again.
+    /// Asks the reconciler to look at these workers' nodes again (one
+    /// waiting out a backoff after a failure keeps its time).
     pub fn enqueue(&self, workers: impl IntoIterator<Item = String>) {
-        let mut q = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let before = q.len();
-        q.extend(workers);
-        if q.len() != before {
-            drop(q);
-            self.inner.wake.notify_one();
-        }
-    }
-
-    fn take_queue(&self) -> std::collections::BTreeSet<String> {
-        std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()))
+        self.inner.queue.add(workers);
     }
 
     fn set_drain(&self, worker_id: &str, drain: Option<pb::WorkerDrain>) {

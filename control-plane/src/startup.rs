@@ -248,6 +248,10 @@ impl Application {
             LinkSettings {
                 offline_taint_grace: args.offline_taint_grace,
                 offline_taint_after_start: args.offline_taint_after_start,
+                backoff: crate::workqueue::Backoff {
+                    base: args.kube_retry_base,
+                    max: args.kube_retry_max,
+                },
             },
         )
         .await?;
