@@ -9,6 +9,8 @@
 //!   (including the offline NoExecute taint after the grace), node
 //!   readiness into the worker's status.
 //! - `drain`: maintenance drains through the Eviction API.
+//! - `api_stats`: requests and error answers per resource kind, recorded by
+//!   a layer of the client (metrics, GetClusterLink).
 //! - `bootstrap`: a K3s bootstrap token for each enrollment.
 //! - `quantity`: Kubernetes quantities as integers.
 //!
@@ -17,6 +19,7 @@
 //! The link never blocks the agents' streams: it reads the store and the
 //! hub's events, and the streams never wait for it.
 
+pub mod api_stats;
 pub mod bootstrap;
 pub mod drain;
 pub mod quantity;
@@ -77,6 +80,8 @@ pub struct ClusterLink {
 struct Inner {
     /// None when no cluster is configured.
     client: Option<kube::Client>,
+    /// What the client's requests met.
+    api: Arc<api_stats::ApiStats>,
     server: String,
     settings: LinkSettings,
     status: Mutex<LinkStatus>,
@@ -108,6 +113,7 @@ impl ClusterLink {
     pub fn unlinked() -> ClusterLink {
         ClusterLink::with_client(
             None,
+            Arc::default(),
             String::new(),
             None,
             LinkSettings {
@@ -120,6 +126,7 @@ impl ClusterLink {
 
     fn with_client(
         client: Option<kube::Client>,
+        api: Arc<api_stats::ApiStats>,
         server: String,
         cluster_ca_hash: Option<String>,
         settings: LinkSettings,
@@ -133,6 +140,7 @@ impl ClusterLink {
             inner: Arc::new(Inner {
                 queue: WorkQueue::new(settings.backoff),
                 client,
+                api,
                 server,
                 settings,
                 status: Mutex::new(LinkStatus {
@@ -191,10 +199,18 @@ impl ClusterLink {
         // the drain and the reconciler retry on their own terms.
         config.default_retry = false;
         let server = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).context("Kubernetes client")?;
+        let api: Arc<api_stats::ApiStats> = Arc::default();
+        let recorder = api.clone();
+        let client = kube::client::ClientBuilder::try_from(config)
+            .context("Kubernetes client")?
+            .with_layer(&tower::layer::layer_fn(move |s| {
+                api_stats::Recorded::new(s, recorder.clone())
+            }))
+            .build();
         tracing::info!(%server, "cluster link configured");
         Ok(ClusterLink::with_client(
             Some(client),
+            api,
             server,
             cluster_ca_hash,
             settings,
@@ -317,10 +333,16 @@ impl ClusterLink {
         Some((self.state_name(), nodes as i64, linked as i64))
     }
 
+    /// What the client's requests met so far.
+    pub fn api_stats(&self) -> api_stats::ApiSnapshot {
+        self.inner.api.snapshot()
+    }
+
     /// What GetClusterLink answers.
     pub fn describe(&self) -> pb::GetClusterLinkResponse {
         let s = self.status().clone();
         let (nodes, linked) = self.index().counts();
+        let api = self.api_stats();
         pb::GetClusterLinkResponse {
             state: s.state as i32,
             server: self.inner.server.clone(),
@@ -334,6 +356,21 @@ impl ClusterLink {
             } else {
                 String::new()
             },
+            api_errors: api
+                .errors
+                .iter()
+                .map(|((kind, code), n)| pb::KubeApiErrorCount {
+                    kind: kind.clone(),
+                    code: i32::from(*code),
+                    count: *n as i64,
+                })
+                .collect(),
+            last_api_error: api.last.map(|e| pb::KubeApiError {
+                kind: e.kind,
+                code: i32::from(e.code),
+                message: e.message,
+                at: Some(timestamp(e.at_ms)),
+            }),
         }
     }
 

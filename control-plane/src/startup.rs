@@ -427,6 +427,10 @@ impl Application {
                         workers,
                         streams_open: hub.online_count(),
                         cluster: hub.cluster().and_then(ClusterLink::gauges),
+                        kube_api: hub
+                            .cluster()
+                            .filter(|c| c.is_linked())
+                            .map(ClusterLink::api_stats),
                         outbox,
                         deliveries: (load(&c.sent), load(&c.attempt_failures), load(&c.given_up)),
                     })
