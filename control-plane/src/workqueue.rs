@@ -331,7 +331,11 @@ mod tests {
         type Error = &'static str;
         async fn reconcile(&mut self, _: &&'static str) -> Result<Action, &'static str> {
             self.passes += 1;
-            if self.failing { Err("refused") } else { Ok(Action::Done) }
+            if self.failing {
+                Err("refused")
+            } else {
+                Ok(Action::Done)
+            }
         }
     }
 
@@ -385,7 +389,10 @@ mod tests {
         let (lo, hi) = (Duration::from_millis(1000), Duration::from_millis(8000));
         let draws: Vec<Duration> = (0..2000).map(|_| jitter(lo, hi)).collect();
         assert!(draws.iter().all(|d| *d >= lo && *d <= hi));
-        let low_half = draws.iter().filter(|d| **d < Duration::from_millis(4500)).count();
+        let low_half = draws
+            .iter()
+            .filter(|d| **d < Duration::from_millis(4500))
+            .count();
         assert!(
             (700..1300).contains(&low_half),
             "{low_half} of 2000 in the lower half"

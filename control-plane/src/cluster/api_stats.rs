@@ -249,7 +249,10 @@ mod tests {
     #[test]
     fn kinds_and_verbs_come_from_the_url() {
         assert_eq!(
-            c(Method::PATCH, "/apis/apps/v1/namespaces/u-1/deployments/web?fieldManager=x&force=true"),
+            c(
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/u-1/deployments/web?fieldManager=x&force=true"
+            ),
             ("deployments".into(), "patch")
         );
         assert_eq!(
@@ -261,7 +264,10 @@ mod tests {
             ("namespaces".into(), "patch")
         );
         assert_eq!(
-            c(Method::GET, "/api/v1/pods?labelSelector=a%3Db&watch=true&timeoutSeconds=290"),
+            c(
+                Method::GET,
+                "/api/v1/pods?labelSelector=a%3Db&watch=true&timeoutSeconds=290"
+            ),
             ("pods".into(), "watch")
         );
         assert_eq!(c(Method::GET, "/api/v1/nodes"), ("nodes".into(), "list"));

@@ -63,7 +63,6 @@ const RETIRE_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Watchers see a worker's node change at most this often.
 const SHOW_EVERY: Duration = Duration::from_millis(500);
 
-
 /// The reconciler's memory of which workers are offline since when.
 #[derive(Debug)]
 struct Presence {
