@@ -449,9 +449,7 @@ impl ClusterLink {
         presence: &mut Presence,
         row: &WorkerRow,
     ) -> Option<Duration> {
-        let Some(mut f) = self.figures(&row.id) else {
-            return None;
-        };
+        let mut f = self.figures(&row.id)?;
         f.node.observed_at = None;
         for c in &mut f.node.conditions {
             c.last_heartbeat_at = None;
