@@ -9,6 +9,8 @@
 //!   (including the offline NoExecute taint after the grace), node
 //!   readiness into the worker's status.
 //! - `drain`: maintenance drains through the Eviction API.
+//! - `api_stats`: requests and error answers per resource kind, recorded by
+//!   a layer of the client (metrics, GetClusterLink).
 //! - `bootstrap`: a K3s bootstrap token for each enrollment.
 //! - `quantity`: Kubernetes quantities as integers.
 //!
@@ -17,6 +19,7 @@
 //! The link never blocks the agents' streams: it reads the store and the
 //! hub's events, and the streams never wait for it.
 
+pub mod api_stats;
 pub mod bootstrap;
 pub mod drain;
 pub mod quantity;
@@ -35,7 +38,10 @@ use minispod_proto::v1 as pb;
 use prost_types::Timestamp;
 use tokio::sync::Notify;
 
-use crate::store::{now_ms, timestamp};
+use crate::{
+    store::{now_ms, timestamp},
+    workqueue::{Backoff, WorkQueue},
+};
 use view::Index;
 
 /// The field manager of every write the control plane makes to the cluster.
@@ -50,6 +56,9 @@ pub struct LinkSettings {
     /// No offline taint this soon after the control plane starts: every
     /// agent reconnects after a restart, which must not move every pod.
     pub offline_taint_after_start: Duration,
+    /// How a worker whose node could not be written (or whose drain
+    /// failed a round) is retried.
+    pub backoff: Backoff,
 }
 
 /// Where the link is, as GetClusterLink says.
@@ -71,6 +80,8 @@ pub struct ClusterLink {
 struct Inner {
     /// None when no cluster is configured.
     client: Option<kube::Client>,
+    /// What the client's requests met.
+    api: Arc<api_stats::ApiStats>,
     server: String,
     settings: LinkSettings,
     status: Mutex<LinkStatus>,
@@ -78,8 +89,9 @@ struct Inner {
     /// Which watches have listed everything since the link was (re)made:
     /// (nodes, pods).
     synced: Mutex<(bool, bool)>,
-    /// Workers whose node must be looked at again.
-    queue: Mutex<std::collections::BTreeSet<String>>,
+    /// Workers whose node must be looked at again, with their backoff.
+    queue: WorkQueue<String>,
+    /// Wakes the reconciler for its sweep once the watches have listed.
     wake: Notify,
     /// Progress of each worker's drain.
     drains: Mutex<HashMap<String, pb::WorkerDrain>>,
@@ -101,17 +113,20 @@ impl ClusterLink {
     pub fn unlinked() -> ClusterLink {
         ClusterLink::with_client(
             None,
+            Arc::default(),
             String::new(),
             None,
             LinkSettings {
                 offline_taint_grace: Duration::from_secs(5),
                 offline_taint_after_start: Duration::from_secs(30),
+                backoff: Backoff::default(),
             },
         )
     }
 
     fn with_client(
         client: Option<kube::Client>,
+        api: Arc<api_stats::ApiStats>,
         server: String,
         cluster_ca_hash: Option<String>,
         settings: LinkSettings,
@@ -123,7 +138,9 @@ impl ClusterLink {
         };
         ClusterLink {
             inner: Arc::new(Inner {
+                queue: WorkQueue::new(settings.backoff),
                 client,
+                api,
                 server,
                 settings,
                 status: Mutex::new(LinkStatus {
@@ -134,7 +151,6 @@ impl ClusterLink {
                 }),
                 index: RwLock::default(),
                 synced: Mutex::default(),
-                queue: Mutex::default(),
                 wake: Notify::new(),
                 drains: Mutex::default(),
                 cluster_ca_hash,
@@ -183,10 +199,18 @@ impl ClusterLink {
         // the drain and the reconciler retry on their own terms.
         config.default_retry = false;
         let server = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).context("Kubernetes client")?;
+        let api: Arc<api_stats::ApiStats> = Arc::default();
+        let recorder = api.clone();
+        let client = kube::client::ClientBuilder::try_from(config)
+            .context("Kubernetes client")?
+            .with_layer(&tower::layer::layer_fn(move |s| {
+                api_stats::Recorded::new(s, recorder.clone())
+            }))
+            .build();
         tracing::info!(%server, "cluster link configured");
         Ok(ClusterLink::with_client(
             Some(client),
+            api,
             server,
             cluster_ca_hash,
             settings,
@@ -309,10 +333,16 @@ impl ClusterLink {
         Some((self.state_name(), nodes as i64, linked as i64))
     }
 
+    /// What the client's requests met so far.
+    pub fn api_stats(&self) -> api_stats::ApiSnapshot {
+        self.inner.api.snapshot()
+    }
+
     /// What GetClusterLink answers.
     pub fn describe(&self) -> pb::GetClusterLinkResponse {
         let s = self.status().clone();
         let (nodes, linked) = self.index().counts();
+        let api = self.api_stats();
         pb::GetClusterLinkResponse {
             state: s.state as i32,
             server: self.inner.server.clone(),
@@ -326,6 +356,21 @@ impl ClusterLink {
             } else {
                 String::new()
             },
+            api_errors: api
+                .errors
+                .iter()
+                .map(|((kind, code), n)| pb::KubeApiErrorCount {
+                    kind: kind.clone(),
+                    code: i32::from(*code),
+                    count: *n as i64,
+                })
+                .collect(),
+            last_api_error: api.last.map(|e| pb::KubeApiError {
+                kind: e.kind,
+                code: i32::from(e.code),
+                message: e.message,
+                at: Some(timestamp(e.at_ms)),
+            }),
         }
     }
 
@@ -380,19 +425,10 @@ impl ClusterLink {
         self.index().figures(worker_id)
     }
 
-    /// Asks the reconciler to look at these workers' nodes again.
+    /// Asks the reconciler to look at these workers' nodes again (one
+    /// waiting out a backoff after a failure keeps its time).
     pub fn enqueue(&self, workers: impl IntoIterator<Item = String>) {
-        let mut q = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let before = q.len();
-        q.extend(workers);
-        if q.len() != before {
-            drop(q);
-            self.inner.wake.notify_one();
-        }
-    }
-
-    fn take_queue(&self) -> std::collections::BTreeSet<String> {
-        std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()))
+        self.inner.queue.add(workers);
     }
 
     fn set_drain(&self, worker_id: &str, drain: Option<pb::WorkerDrain>) {

@@ -407,6 +407,25 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_SUBSCRIPTION_RESYNC", default_value = "10s", value_parser = parse_duration)]
     pub subscription_resync: Duration,
 
+    /// The first retry of a control loop's failed pass (a subscription's
+    /// objects, a worker's node) comes after this long; each further
+    /// failure doubles the ceiling up to --kube-retry-max, each retry
+    /// drawn at random between this and the ceiling; a success resets it.
+    #[arg(long, env = "MINISPOD_KUBE_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
+    pub kube_retry_base: Duration,
+
+    /// The longest wait between retries of a failed pass (see
+    /// --kube-retry-base): against an API server that refuses everything,
+    /// each subscription costs about one request per half of this.
+    #[arg(long, env = "MINISPOD_KUBE_RETRY_MAX", default_value = "2m", value_parser = parse_duration)]
+    pub kube_retry_max: Duration,
+
+    /// How long the cluster may refuse a subscription's objects (forbidden,
+    /// unauthorized, invalid) before a subscription that is not running
+    /// turns FAILED; it keeps being retried and resumes by itself.
+    #[arg(long, env = "MINISPOD_SUBSCRIPTION_REFUSAL_GRACE", default_value = "3m", value_parser = parse_duration)]
+    pub subscription_refusal_grace: Duration,
+
     /// No offline taint this soon after the control plane starts (or
     /// restarts): its agents need a moment to reconnect, and a restart must
     /// not move every pod in the cluster.

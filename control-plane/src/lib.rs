@@ -2,7 +2,7 @@
 //!
 //! A folder per domain (`auth`, `users`, `catalog`, `workers`, `cluster`), each with
 //! its service, logic and queries; cross-cutting pieces (`console`, `pki`,
-//! `store`, ...) at the top.
+//! `store`, `workqueue`, ...) at the top.
 //! See ARCHITECTURE.md for the map.
 
 pub mod auth;
@@ -24,5 +24,6 @@ pub mod telemetry;
 pub mod transport;
 pub mod users;
 pub mod workers;
+pub mod workqueue;
 
 pub use startup::Application;

@@ -157,6 +157,8 @@ pub struct FleetGauges {
     pub outbox: (i64, i64),
     /// This process's deliveries: sent, failed attempts, given up.
     pub deliveries: (u64, u64, u64),
+    /// The Kubernetes API's answers to this process; None when unlinked.
+    pub kube_api: Option<crate::cluster::api_stats::ApiSnapshot>,
 }
 
 impl Metrics {
@@ -224,6 +226,28 @@ impl Metrics {
                 out,
                 "# HELP minispod_cluster_nodes Kubernetes nodes the link sees, and how many belong to a worker.\n# TYPE minispod_cluster_nodes gauge\nminispod_cluster_nodes {nodes}\nminispod_cluster_nodes_linked {linked}"
             );
+        }
+        if let Some(api) = &fleet.kube_api {
+            let _ = writeln!(
+                out,
+                "# HELP minispod_kube_api_requests_total Requests to the Kubernetes API server by resource kind and verb.\n# TYPE minispod_kube_api_requests_total counter"
+            );
+            for ((kind, verb), n) in &api.requests {
+                let _ = writeln!(
+                    out,
+                    "minispod_kube_api_requests_total{{kind=\"{kind}\",verb=\"{verb}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP minispod_kube_api_errors_total Error answers of the Kubernetes API server by resource kind and HTTP code (0: no answer).\n# TYPE minispod_kube_api_errors_total counter"
+            );
+            for ((kind, code), n) in &api.errors {
+                let _ = writeln!(
+                    out,
+                    "minispod_kube_api_errors_total{{kind=\"{kind}\",code=\"{code}\"}} {n}"
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -337,9 +361,17 @@ mod tests {
             workers: vec![],
             streams_open: 0,
             cluster: None,
+            kube_api: Some(crate::cluster::api_stats::ApiSnapshot {
+                errors: [(("deployments".to_owned(), 403), 3)].into(),
+                ..Default::default()
+            }),
             ..Default::default()
         });
         assert!(!text.contains("minispod_fake"), "{text}");
+        assert!(
+            text.contains("minispod_kube_api_errors_total{kind=\"deployments\",code=\"403\"} 3"),
+            "{text}"
+        );
         assert!(
             text.contains("minispod_rpc_requests_total{method=\"other\",code=\"UNIMPLEMENTED\"} 2")
         );
@@ -366,6 +398,7 @@ mod tests {
             cluster: None,
             outbox: (4, 1),
             deliveries: (7, 2, 1),
+            kube_api: None,
         });
         assert!(text.contains("minispod_outbox_messages{status=\"pending\"} 4"));
         assert!(text.contains("minispod_outbox_messages{status=\"failed\"} 1"));

@@ -277,6 +277,10 @@ impl Application {
             LinkSettings {
                 offline_taint_grace: args.offline_taint_grace,
                 offline_taint_after_start: args.offline_taint_after_start,
+                backoff: crate::workqueue::Backoff {
+                    base: args.kube_retry_base,
+                    max: args.kube_retry_max,
+                },
             },
         )
         .await?;
@@ -452,6 +456,10 @@ impl Application {
                         workers,
                         streams_open: hub.online_count(),
                         cluster: hub.cluster().and_then(ClusterLink::gauges),
+                        kube_api: hub
+                            .cluster()
+                            .filter(|c| c.is_linked())
+                            .map(ClusterLink::api_stats),
                         outbox,
                         deliveries: (load(&c.sent), load(&c.attempt_failures), load(&c.given_up)),
                     })
@@ -486,6 +494,11 @@ impl Application {
                 volume_retention: args.volume_retention,
                 resync: args.subscription_resync,
                 tenant: args.tenant,
+                backoff: crate::workqueue::Backoff {
+                    base: args.kube_retry_base,
+                    max: args.kube_retry_max,
+                },
+                refusal_grace: args.subscription_refusal_grace,
             },
             hub.replica_id().to_owned(),
             notifier.clone(),

@@ -26,7 +26,7 @@ pub mod render;
 pub mod service;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
@@ -34,7 +34,7 @@ use std::{
 use k8s_openapi::api::core::v1::Pod;
 use minispod_proto::v1 as pb;
 use prost::Message;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 
 use crate::{
     cluster::ClusterLink,
@@ -43,6 +43,7 @@ use crate::{
     sealed::Sealer,
     store::{Db, timestamp},
     with_conn,
+    workqueue::{Backoff, WorkQueue},
 };
 use queries::SubscriptionRow;
 use render::{COMPONENT_LABEL, RenderSettings, SUBSCRIPTION_LABEL};
@@ -58,6 +59,11 @@ pub struct SubscriptionSettings {
     pub resync: Duration,
     /// What one customer may take unless an administrator said otherwise.
     pub tenant: limits::TenantDefaults,
+    /// How failed passes are retried.
+    pub backoff: Backoff,
+    /// How long the cluster may refuse a subscription's objects before a
+    /// subscription that is not running turns FAILED.
+    pub refusal_grace: Duration,
 }
 
 /// A change a watch shows.
@@ -178,8 +184,8 @@ struct Inner {
     pods: RwLock<HashMap<String, BTreeMap<String, PodInfo>>>,
     /// Whether the pod watch has listed everything.
     pods_synced: Mutex<bool>,
-    queue: Mutex<BTreeSet<String>>,
-    wake: Notify,
+    /// Subscriptions to look at, with their backoff.
+    queue: WorkQueue<String>,
     changes: broadcast::Sender<Change>,
     /// Notices for the other replicas, once the relay runs.
     relay: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
@@ -202,6 +208,7 @@ impl Subscriptions {
         notifier: Notifier,
         sealer: Sealer,
     ) -> Self {
+        let queue = WorkQueue::new(settings.backoff);
         Subscriptions {
             inner: Arc::new(Inner {
                 sealer,
@@ -212,8 +219,7 @@ impl Subscriptions {
                 notifier,
                 pods: RwLock::default(),
                 pods_synced: Mutex::new(false),
-                queue: Mutex::default(),
-                wake: Notify::new(),
+                queue,
                 changes: broadcast::channel(1024).0,
                 relay: Mutex::new(None),
             }),
@@ -262,19 +268,20 @@ impl Subscriptions {
         &self.inner.settings
     }
 
-    /// Asks the reconciler to look at these subscriptions.
+    /// Asks the reconciler to look at these subscriptions (one waiting
+    /// out a backoff after a failure keeps its time).
     pub fn enqueue(&self, ids: impl IntoIterator<Item = String>) {
-        let mut q = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let before = q.len();
-        q.extend(ids);
-        if q.len() != before {
-            drop(q);
-            self.inner.wake.notify_one();
-        }
+        self.inner.queue.add(ids);
     }
 
-    fn take_queue(&self) -> BTreeSet<String> {
-        std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Asks the reconciler to look at a subscription now, even one waiting
+    /// out a backoff: its owner or an administrator just changed it.
+    pub fn enqueue_now(&self, id: String) {
+        self.inner.queue.add_now(id);
+    }
+
+    fn queue(&self) -> &WorkQueue<String> {
+        &self.inner.queue
     }
 
     /// Announces what a committed account change did to its owner's

@@ -1,9 +1,10 @@
 //! Makes each worker's node what the worker's record says, and the
 //! worker's status what its node says.
 //!
-//! One task takes workers from a queue (filled by the watches, the hub's
-//! worker events and the offline timers) and, for each, compares the record
-//! with the node as last watched:
+//! One task takes workers from a work queue (`crate::workqueue`: filled by
+//! the watches, the hub's worker events and the offline timers; a failed
+//! pass is retried after a per-worker backoff with jitter, never stacked)
+//! and, for each, compares the record with the node as last watched:
 //! - labels (the administrator's, plus the worker-id label) and cordon
 //!   (`spec.unschedulable` while cordoned or in maintenance) by server-side
 //!   apply under [`FIELD_MANAGER`], forced: what the control plane stops
@@ -40,10 +41,13 @@ use super::{
     ClusterLink, FIELD_MANAGER, LinkSettings, now,
     view::{NODE_NOT_JOINED, NodeView, OFFLINE_TAINT_KEY, OWN_TAINTS_ANNOTATION, TaintKey},
 };
-use crate::workers::{
-    hub::{FleetHub, WorkerEvent},
-    queries::{self as workers_db, StateChange, TaintJson, WorkerRow},
-    session::change_state,
+use crate::{
+    workers::{
+        hub::{FleetHub, WorkerEvent},
+        queries::{self as workers_db, StateChange, TaintJson, WorkerRow},
+        session::change_state,
+    },
+    workqueue::{Action, Reconcile},
 };
 
 /// When more than this share of the linked workers is offline, the fault
@@ -58,9 +62,6 @@ const RETIRE_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Watchers see a worker's node change at most this often.
 const SHOW_EVERY: Duration = Duration::from_millis(500);
-
-/// How often a worker whose node could not be written is tried again.
-const RETRY: Duration = Duration::from_secs(2);
 
 /// The reconciler's memory of which workers are offline since when.
 #[derive(Debug)]
@@ -79,6 +80,28 @@ impl Presence {
     }
 }
 
+/// The node reconciler's loop and what it remembers.
+struct NodeReconciler {
+    link: ClusterLink,
+    hub: FleetHub,
+    presence: Presence,
+}
+
+impl Reconcile for NodeReconciler {
+    type Key = String;
+    type Error = anyhow::Error;
+
+    async fn reconcile(&mut self, id: &String) -> anyhow::Result<Action> {
+        self.link.reconcile(&self.hub, &mut self.presence, id).await
+    }
+
+    fn error_policy(&mut self, id: &String, e: &anyhow::Error, backoff: Duration) -> Action {
+        tracing::warn!(worker_id = %id, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64,
+            "cluster link: could not update the node");
+        Action::RequeueAfter(backoff)
+    }
+}
+
 impl ClusterLink {
     /// Starts the reconciler; nothing when no cluster is linked.
     pub fn spawn_reconciler(&self, hub: FleetHub) -> Option<tokio::task::JoinHandle<()>> {
@@ -88,13 +111,18 @@ impl ClusterLink {
 
     async fn reconcile_loop(self, hub: FleetHub) {
         let mut events = hub.subscribe();
-        let mut presence = Presence {
-            started: Instant::now(),
-            offline_since: HashMap::new(),
-            shown: HashMap::new(),
+        let mut r = NodeReconciler {
+            link: self.clone(),
+            hub: hub.clone(),
+            presence: Presence {
+                started: Instant::now(),
+                offline_since: HashMap::new(),
+                shown: HashMap::new(),
+            },
         };
         let mut swept = false;
         loop {
+            let presence = &r.presence;
             let next_due = presence
                 .offline_since
                 .keys()
@@ -107,17 +135,18 @@ impl ClusterLink {
                     None => std::future::pending().await,
                 }
             };
+            let mut next = None;
             tokio::select! {
                 // Shutting down: streams closing now are not workers failing.
                 () = hub.closed() => return,
                 ev = events.recv() => match ev {
                     Ok((WorkerEvent::Upserted(w), _)) => {
-                        track(&mut presence, &w);
+                        track(&mut r.presence, &w);
                         self.enqueue([w.id.clone()]);
                     }
                     Ok((WorkerEvent::Deleted(id), _)) => {
-                        presence.offline_since.remove(&id);
-                        presence.shown.remove(&id);
+                        r.presence.offline_since.remove(&id);
+                        r.presence.shown.remove(&id);
                         self.enqueue([id]);
                     }
                     Ok((WorkerEvent::Metrics(_), _)) => continue,
@@ -127,11 +156,15 @@ impl ClusterLink {
                 () = self.inner.wake.notified() => {}
                 () = wake => {
                     let now = Instant::now();
-                    let due: Vec<String> = presence.offline_since.keys()
-                        .filter(|id| presence.due(id, &self.inner.settings).is_some_and(|d| d <= now + Duration::from_millis(1)))
+                    let due: Vec<String> = r.presence.offline_since.keys()
+                        .filter(|id| r.presence.due(id, &self.inner.settings).is_some_and(|d| d <= now + Duration::from_millis(1)))
                         .cloned().collect();
-                    self.enqueue(due);
+                    // Due now, backoff or not: the taint's time came.
+                    for id in due {
+                        self.inner.queue.add_now(id);
+                    }
                 }
+                id = self.inner.queue.next() => next = Some(id),
             }
             if !swept && self.synced() {
                 // Once everything is listed: every worker, for its node
@@ -140,31 +173,21 @@ impl ClusterLink {
                     Ok(all) => {
                         for (id, online, ever) in &all {
                             if !online && *ever {
-                                presence
+                                r.presence
                                     .offline_since
                                     .entry(id.clone())
                                     .or_insert_with(Instant::now);
                             }
                         }
-                        self.enqueue(all.into_iter().map(|(id, ..)| id));
+                        self.inner.queue.resync(all.into_iter().map(|(id, ..)| id));
                         swept = true;
                     }
                     Err(e) => tracing::warn!(error = %e, "cluster link: could not list workers"),
                 }
             }
-            let mut failed = Vec::new();
-            for id in self.take_queue() {
-                if let Err(e) = self.reconcile(&hub, &mut presence, &id).await {
-                    tracing::warn!(worker_id = %id, error = %format!("{e:#}"), "cluster link: could not update the node");
-                    failed.push(id);
-                }
-            }
-            if !failed.is_empty() {
-                let link = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(RETRY).await;
-                    link.enqueue(failed);
-                });
+            if let Some(id) = next {
+                // Retried by the queue with backoff (`error_policy`).
+                let _ = self.inner.queue.process(&mut r, id).await;
             }
         }
     }
@@ -201,9 +224,9 @@ impl ClusterLink {
         hub: &FleetHub,
         presence: &mut Presence,
         id: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Action> {
         let Some(client) = self.client() else {
-            return Ok(());
+            return Ok(Action::Done);
         };
         let nodes: Api<Node> = Api::all(client.clone());
         let row = workers_db::by_id(hub.db().read(), id).await?;
@@ -239,7 +262,7 @@ impl ClusterLink {
                 let (link, hub, id) = (self.clone(), hub.clone(), id.to_owned());
                 tokio::spawn(async move { link.retire_node(&hub, nodes, &id, n).await });
             }
-            return Ok(());
+            return Ok(Action::Done);
         };
         if self.synced() {
             let (ready, reason) = node
@@ -258,7 +281,7 @@ impl ClusterLink {
             }
         }
         let Some(mut node) = node else {
-            return Ok(());
+            return Ok(Action::Done);
         };
 
         if let Some(updated) = self.apply_labels_and_cordon(&nodes, &row, &node).await? {
@@ -270,14 +293,14 @@ impl ClusterLink {
                 .unwrap_or_else(|| node.own_taints.iter().any(|t| t.key == OFFLINE_TAINT_KEY));
         let name = node.name.clone();
         self.patch_taints(&nodes, &row, node, offline).await?;
-        self.show_node_changes(hub, presence, &row);
+        let show_later = self.show_node_changes(hub, presence, &row);
         // After the cordon above, so evicted pods land elsewhere.
         if row.maintenance {
             self.ensure_drain(hub, id, &name);
         } else {
             self.cancel_drain(hub, id);
         }
-        Ok(())
+        Ok(show_later.map_or(Action::Done, Action::RequeueAfter))
     }
 
     async fn apply_labels_and_cordon(
@@ -421,11 +444,15 @@ impl ClusterLink {
     /// Tells this replica's watchers when what the API shows of a worker's
     /// node changed (conditions, taints, figures; not the kubelet's
     /// heartbeat times), at most once per [`SHOW_EVERY`] per worker; a
-    /// change within that is shown when it has passed.
-    fn show_node_changes(&self, hub: &FleetHub, presence: &mut Presence, row: &WorkerRow) {
-        let Some(mut f) = self.figures(&row.id) else {
-            return;
-        };
+    /// change within that is shown when it has passed: the answer is when
+    /// to look again.
+    fn show_node_changes(
+        &self,
+        hub: &FleetHub,
+        presence: &mut Presence,
+        row: &WorkerRow,
+    ) -> Option<Duration> {
+        let mut f = self.figures(&row.id)?;
         f.node.observed_at = None;
         for c in &mut f.node.conditions {
             c.last_heartbeat_at = None;
@@ -439,18 +466,14 @@ impl ClusterLink {
         let print = std::hash::Hasher::finish(&h);
         let now = Instant::now();
         match presence.shown.get(&row.id) {
-            Some((p, _)) if *p == print => {}
+            Some((p, _)) if *p == print => None,
             Some((_, at)) if now.duration_since(*at) < SHOW_EVERY => {
-                let link = self.clone();
-                let (id, wait) = (row.id.clone(), SHOW_EVERY - now.duration_since(*at));
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    link.enqueue([id]);
-                });
+                Some(SHOW_EVERY - now.duration_since(*at))
             }
             _ => {
                 presence.shown.insert(row.id.clone(), (print, now));
                 hub.publish_here(row);
+                None
             }
         }
     }

@@ -55,9 +55,11 @@ impl ClusterLink {
         *backoff = BACKOFF.0;
         if self.state() != pb::ClusterLinkState::Connected && self.synced_flags() == (true, true) {
             self.set_state(pb::ClusterLinkState::Connected, String::new());
-            // What failed while the link was down is tried again now.
-            let all = self.index().workers();
-            self.enqueue(all);
+            // What failed while the link was down is tried again now,
+            // backoff or not: the link is back.
+            for id in self.index().workers() {
+                self.inner.queue.add_now(id);
+            }
         }
     }
 

@@ -37,6 +37,7 @@ use crate::{
     notifications::notices,
     store::{Tx, now_ms, timestamp},
     workers::hub::{FleetHub, WorkerEvent},
+    workqueue::{Action, Reconcile},
 };
 
 /// How long a replica's lease on a subscription lasts without renewal.
@@ -54,6 +55,78 @@ const IMAGE_ERRORS: &[&str] = &[
 ];
 /// Restarts after which a crash loop is a failure rather than a blip.
 const CRASH_RESTARTS: i32 = 5;
+
+/// The subscription reconciler's loop: what it applied, and when.
+struct Reconciler {
+    subs: Subscriptions,
+    /// Subscription id → (generation applied, when).
+    applied: HashMap<String, (i64, Instant)>,
+}
+
+impl Reconcile for Reconciler {
+    type Key = String;
+    type Error = anyhow::Error;
+
+    async fn reconcile(&mut self, id: &String) -> anyhow::Result<Action> {
+        let out = self.subs.reconcile_one(id, &mut self.applied).await;
+        match &out {
+            Ok(()) => {}
+            Err(e) => {
+                self.applied.remove(id);
+                if let Some(refused) = e.downcast_ref::<Refused>() {
+                    // Its status tells why, and turns FAILED once the
+                    // refusal has lasted (the run of failures counts from
+                    // its first).
+                    let since = self.subs.queue().failing(id).map(|(since, _)| since);
+                    if let Err(e) = self.subs.note_refusal(id, &refused.0, since).await {
+                        tracing::warn!(subscription = %id, error = %e, "could not record a refusal");
+                    }
+                }
+            }
+        }
+        out.map(|()| Action::Done)
+    }
+
+    fn error_policy(&mut self, id: &String, e: &anyhow::Error, backoff: Duration) -> Action {
+        tracing::warn!(subscription = %id, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64,
+            "subscription reconcile failed; retrying");
+        Action::RequeueAfter(backoff)
+    }
+}
+
+/// A request the cluster refused for good reasons of its own (a 4xx other
+/// than 409 Conflict and 429 Too Many Requests: forbidden, unauthorized,
+/// invalid, ...), in words for the customer: what was refused and the
+/// API's message. Retried with backoff like any failure: permissions and
+/// admission rules change.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// `e` as a [`Refused`] when the cluster refused `verb` on `kind` `name`,
+/// else as it is with what was tried.
+fn refusal(e: kube::Error, verb: &str, kind: &str, name: &str) -> anyhow::Error {
+    match e {
+        kube::Error::Api(s) if (400..500).contains(&s.code) && ![409, 429].contains(&s.code) => {
+            let why = if s.message.is_empty() {
+                format!("{} {}", s.code, s.reason)
+            } else {
+                s.message.clone()
+            };
+            anyhow::Error::new(Refused(format!(
+                "the cluster refused to {verb} the {kind} {name}: {why}"
+            )))
+        }
+        e => anyhow::Error::new(e).context(format!("{verb} {kind} {name}")),
+    }
+}
 
 impl Subscriptions {
     /// Starts the pod watch, the worker listener and the reconciler; none
@@ -162,7 +235,7 @@ impl Subscriptions {
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     let all = queries::all_ids(self.db()).await.unwrap_or_default();
-                    self.enqueue(all);
+                    self.queue().resync(all);
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
@@ -170,43 +243,33 @@ impl Subscriptions {
     }
 
     async fn reconcile_loop(self) {
-        let mut applied: HashMap<String, (i64, Instant)> = HashMap::new();
+        let mut r = Reconciler {
+            subs: self.clone(),
+            applied: HashMap::new(),
+        };
         let mut next_resync = Instant::now();
         loop {
             let now = Instant::now();
             if now >= next_resync {
                 next_resync = now + self.settings().resync;
                 match queries::all_ids(self.db()).await {
-                    Ok(ids) => self.enqueue(ids),
+                    Ok(ids) => self.queue().resync(ids),
                     Err(e) => tracing::warn!(error = %e, "subscriptions: listing failed"),
                 }
                 self.expire_volumes().await;
             }
-            let queue = self.take_queue();
-            if queue.is_empty() {
-                tokio::select! {
-                    () = self.inner.wake.notified() => {}
-                    () = tokio::time::sleep_until(next_resync.into()) => {}
-                }
-                continue;
-            }
             if !self.pods_synced() {
-                // Statuses from a half-listed watch would be wrong: wait.
+                // Statuses from a half-listed watch would be wrong: wait
+                // (the queued subscriptions stay queued).
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                self.enqueue(queue);
                 continue;
             }
-            for id in queue {
-                if let Err(e) = self.reconcile_one(&id, &mut applied).await {
-                    tracing::warn!(subscription = %id, error = %e, "subscription reconcile failed; retrying");
-                    applied.remove(&id);
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                        me.enqueue([id]);
-                    });
-                }
-            }
+            let id = tokio::select! {
+                id = self.queue().next() => id,
+                () = tokio::time::sleep_until(next_resync.into()) => continue,
+            };
+            // The backoff and the retry are the queue's (`error_policy`).
+            let _ = self.queue().process(&mut r, id).await;
         }
     }
 
@@ -270,7 +333,7 @@ impl Subscriptions {
                 match api.delete(&name, &DeleteParams::background()).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(refusal(e, "delete", kind_of(o), &name)),
                 }
             }
             let mut tx = self.db().begin().await?;
@@ -293,28 +356,13 @@ impl Subscriptions {
             for o in &objects {
                 let (api, name) = dynamic(&client, o);
                 let kind = kind_of(o);
-                match api
-                    .patch(
-                        &name,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(o),
-                    )
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s))
-                        if (400..500).contains(&s.code) && ![409, 429].contains(&s.code) =>
-                    {
-                        let reason = format!("the cluster refused {kind} {name}: {}", s.message);
-                        self.record(&row, "FAILED", &reason, row.ever_ran, &row.workers)
-                            .await?;
-                        applied.insert(id.to_owned(), (row.generation, Instant::now()));
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        return Err(anyhow::Error::new(e).context(format!("apply {kind} {name}")));
-                    }
-                }
+                api.patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(o),
+                )
+                .await
+                .map_err(|e| refusal(e, "apply", kind, &name))?;
                 if kind == "PersistentVolumeClaim" {
                     queries::forget_volume(self.db(), &row.namespace, &name).await?;
                 }
@@ -372,6 +420,31 @@ impl Subscriptions {
         if recorded.changed {
             self.publish_row_change(&row, status, &reason);
         }
+        Ok(())
+    }
+
+    /// Records that the cluster refused `id`'s objects (`why`), the first
+    /// time at `since` (None: now): the status stays what it was with `why`
+    /// as its reason, and one that is not running turns FAILED once the
+    /// refusal has lasted `refusal_grace` (told to administrators). The
+    /// retry goes on: a pass the cluster accepts derives the status again.
+    async fn note_refusal(
+        &self,
+        id: &str,
+        why: &str,
+        since: Option<tokio::time::Instant>,
+    ) -> anyhow::Result<()> {
+        let Some(row) = queries::get(self.db(), id).await? else {
+            return Ok(());
+        };
+        let lasted = since.map_or(Duration::ZERO, |s| s.elapsed());
+        let status = match row.status.as_str() {
+            "RUNNING" | "SUSPENDED" | "DELETING" | "FAILED" => row.status.as_str(),
+            _ if lasted >= self.settings().refusal_grace => "FAILED",
+            other => other,
+        };
+        self.record(&row, status, why, row.ever_ran, &row.workers)
+            .await?;
         Ok(())
     }
 
@@ -458,7 +531,7 @@ impl Subscriptions {
                 &Patch::Apply(&o),
             )
             .await
-            .map_err(|e| anyhow::Error::new(e).context(format!("apply {} {name}", kind_of(&o))))?;
+            .map_err(|e| refusal(e, "apply", kind_of(&o), &name))?;
         }
         Ok(())
     }

@@ -321,7 +321,7 @@ impl SubscriptionApi {
 
     fn changed(&self, id: &str, event: Option<pb::SubscriptionEvent>) {
         self.subs.publish(Change::Upserted(id.to_owned(), event));
-        self.subs.enqueue([id.to_owned()]);
+        self.subs.enqueue_now(id.to_owned());
     }
 
     /// Sets the status at once (suspend, resume), with its event.

@@ -12,6 +12,7 @@ mod notifications;
 mod on_postgres;
 #[path = "../common/raw_grpc.rs"]
 mod raw_grpc;
+mod refusals;
 #[path = "../common/smtp.rs"]
 mod smtp;
 mod subscriptions;
