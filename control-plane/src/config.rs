@@ -558,14 +558,13 @@ pub struct ServeArgs {
     pub webhook_allow_ranges: Vec<crate::rate_limit::Cidr>,
 
     /// Address ranges webhooks never reach besides the built-in internal
-    /// ones: the cluster's pod, service and node ranges (K3s's default pod
-    /// and service ranges by default; add the nodes' range when it is
-    /// public).
+    /// ones and the cluster's ranges (`--cluster-pod-cidrs`,
+    /// `--cluster-service-cidrs`, `--cluster-node-cidrs`, always refused).
+    /// None by default.
     #[arg(
         long = "webhook-deny-range",
         env = "MINISPOD_WEBHOOK_DENY_RANGES",
-        value_delimiter = ',',
-        default_value = "10.42.0.0/16,10.43.0.0/16"
+        value_delimiter = ','
     )]
     pub webhook_deny_ranges: Vec<crate::rate_limit::Cidr>,
 

@@ -150,7 +150,23 @@ fn mail_settings(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<MailSett
         webhook_ca_file: args.webhook_ca_file.clone(),
         webhook_policy: crate::mail::webhook::WebhookPolicy {
             allow: args.webhook_allow_ranges.clone(),
-            deny: args.webhook_deny_ranges.clone(),
+            // The cluster's own ranges, as customer pods are refused them
+            // (checked at start by their flags' parser), and the operator's.
+            deny: args
+                .webhook_deny_ranges
+                .iter()
+                .cloned()
+                .chain(
+                    [
+                        &args.cluster_pod_cidrs,
+                        &args.cluster_service_cidrs,
+                        &args.cluster_node_cidrs,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.parse().ok()),
+                )
+                .collect(),
         },
         require_verification: args.require_email_verification,
         reset_ttl: args.password_reset_ttl,

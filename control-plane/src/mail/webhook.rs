@@ -16,7 +16,7 @@
 //! check and the use). Loopback, link-local (cloud metadata at
 //! 169.254.169.254), private (RFC 1918, CGNAT 100.64.0.0/10, IPv6 ULA),
 //! unspecified, multicast, reserved and the cluster's ranges
-//! (`--webhook-deny-range`) are refused, and plain http:// too, except to
+//! (`--cluster-*-cidrs`, and `--webhook-deny-range`) are refused, and plain http:// too, except to
 //! ranges an operator allows with `--webhook-allow-range`.
 
 use std::{
@@ -60,7 +60,8 @@ pub struct WebhookPolicy {
     /// (`--webhook-allow-range`).
     pub allow: Vec<Cidr>,
     /// Ranges refused besides the built-in internal ones: the cluster's
-    /// pod, service and node ranges (`--webhook-deny-range`).
+    /// pod, service and node ranges (`--cluster-*-cidrs`) and
+    /// `--webhook-deny-range`.
     pub deny: Vec<Cidr>,
 }
 
