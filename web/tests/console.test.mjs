@@ -2928,7 +2928,8 @@ describe('notifications', () => {
   let hookUrl = '';
 
   before(async () => {
-    // A receiver on loopback over plain HTTP (allowed for 127.0.0.1).
+    // A receiver on loopback over plain HTTP: internal addresses and plain
+    // http:// are refused unless the operator allows their range.
     receiver = http.createServer((req, res) => {
       let body = '';
       req.on('data', (c) => (body += c));
@@ -2940,7 +2941,7 @@ describe('notifications', () => {
     });
     await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
     hookUrl = `http://127.0.0.1:${/** @type {import('node:net').AddressInfo} */ (receiver.address()).port}/hook`;
-    f.cp = await startControlPlane({ args: ['--outbox-retry-initial', '200ms'] });
+    f.cp = await startControlPlane({ args: ['--outbox-retry-initial', '200ms', '--webhook-allow-range', '127.0.0.0/8'] });
     f.browser = await launchBrowser(f.cp.caPath);
   });
   after(async () => {
@@ -2963,7 +2964,7 @@ describe('notifications', () => {
       await url.fill('http://hooks.example.org/x');
       await page.getByRole('button', { name: 'Save', exact: true }).click();
       await waitFor(async () => (await url.getAttribute('aria-invalid')) === 'true', 10_000, { message: 'the URL field marked invalid' });
-      await page.getByText('must be https://').first().waitFor();
+      await page.getByText('must lead to the public internet over https://').first().waitFor();
 
       await url.fill(hookUrl);
       await page.getByLabel(/^Worker offline/).check();
