@@ -61,17 +61,6 @@ pub struct TenantDefaults {
     pub storage_gb: i64,
 }
 
-impl Default for TenantDefaults {
-    fn default() -> Self {
-        TenantDefaults {
-            subscriptions: 5,
-            cpu_millicores: 4000,
-            memory_mb: 8192,
-            storage_gb: 100,
-        }
-    }
-}
-
 impl TenantDefaults {
     fn resources(&self) -> pb::TenantResources {
         pb::TenantResources {
@@ -191,18 +180,13 @@ pub fn effective(d: &TenantDefaults, o: &pb::TenantLimitOverrides) -> pb::Tenant
 
 /// What an account's subscriptions take: those not deleted (or being
 /// deleted: their volumes are still there), and its retained volumes.
-pub async fn usage(tx: &mut Tx, user_id: &str) -> AppResult<(pb::TenantResources, Totals)> {
-    let templates: Vec<Vec<u8>> = with_conn!(&mut *tx, |c| sqlx::query_scalar(
-        "SELECT template FROM subscriptions WHERE user_id = $1"
+/// Also the pods of the live ones, for the namespace's quota.
+async fn usage(tx: &mut Tx, user_id: &str) -> AppResult<(pb::TenantResources, Totals, i64)> {
+    let rows: Vec<(Vec<u8>, bool)> = with_conn!(&mut *tx, |c| sqlx::query_as(
+        "SELECT template, desired <> 'DELETED' FROM subscriptions WHERE user_id = $1"
     )
     .bind(user_id)
     .fetch_all(c)
-    .await)?;
-    let live: i64 = with_conn!(&mut *tx, |c| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM subscriptions WHERE user_id = $1 AND desired <> 'DELETED'"
-    )
-    .bind(user_id)
-    .fetch_one(c)
     .await)?;
     let (retained_count, retained_gb): (i64, Option<i64>) = with_conn!(&mut *tx, |c| {
         sqlx::query_as(
@@ -213,27 +197,32 @@ pub async fn usage(tx: &mut Tx, user_id: &str) -> AppResult<(pb::TenantResources
         .fetch_one(c)
         .await
     })?;
-    let mut totals = Totals::default();
-    for t in &templates {
-        if let Ok(t) = pb::ServiceTemplate::decode(t.as_slice()) {
-            totals.add(Totals::of(&t));
+    let (mut totals, mut live, mut live_pods) = (Totals::default(), 0, 0);
+    for (t, is_live) in &rows {
+        let t = pb::ServiceTemplate::decode(t.as_slice())
+            .map(|t| Totals::of(&t))
+            .unwrap_or_default();
+        totals.add(t);
+        if *is_live {
+            live += 1;
+            live_pods += t.pods;
         }
     }
     totals.storage_gb += retained_gb.unwrap_or(0);
     totals.volumes += retained_count;
     let usage = pb::TenantResources {
-        subscriptions: i32::try_from(live).unwrap_or(i32::MAX),
+        subscriptions: live,
         cpu_millicores: totals.cpu_request_millicores,
         memory_mb: totals.memory_limit_mb,
         storage_gb: totals.storage_gb,
     };
-    Ok((usage, totals))
+    Ok((usage, totals, live_pods))
 }
 
 /// The share of an account: limits, overrides and usage.
 pub async fn share(tx: &mut Tx, d: &TenantDefaults, user_id: &str) -> AppResult<pb::TenantShare> {
     let overrides = overrides(&mut *tx, user_id).await?;
-    let (usage, _) = usage(tx, user_id).await?;
+    let (usage, ..) = usage(tx, user_id).await?;
     Ok(pb::TenantShare {
         limits: Some(effective(d, &overrides)),
         overrides: Some(overrides),
@@ -251,7 +240,7 @@ pub async fn admit(
     template: &pb::ServiceTemplate,
 ) -> AppResult<()> {
     let limits = effective(d, &overrides(&mut *tx, user_id).await?);
-    let (usage, _) = usage(tx, user_id).await?;
+    let (usage, ..) = usage(tx, user_id).await?;
     let need = Totals::of(template);
     let mut over = Vec::new();
     if usage.subscriptions >= limits.subscriptions {
@@ -307,19 +296,7 @@ pub async fn admit(
 /// subscriptions and retained volumes hold.
 pub async fn quota(tx: &mut Tx, d: &TenantDefaults, user_id: &str) -> AppResult<render::Quota> {
     let limits = effective(d, &overrides(&mut *tx, user_id).await?);
-    let live: Vec<Vec<u8>> = with_conn!(&mut *tx, |c| sqlx::query_scalar(
-        "SELECT template FROM subscriptions WHERE user_id = $1 AND desired <> 'DELETED'"
-    )
-    .bind(user_id)
-    .fetch_all(c)
-    .await)?;
-    let (_, all) = usage(tx, user_id).await?;
-    let mut pods = 0;
-    for t in &live {
-        if let Ok(t) = pb::ServiceTemplate::decode(t.as_slice()) {
-            pods += Totals::of(&t).pods;
-        }
-    }
+    let (_, all, pods) = usage(tx, user_id).await?;
     Ok(render::Quota {
         cpu_millicores: limits.cpu_millicores,
         memory_mb: limits.memory_mb,
@@ -335,7 +312,12 @@ mod tests {
 
     #[test]
     fn an_unset_override_follows_the_default() {
-        let d = TenantDefaults::default();
+        let d = TenantDefaults {
+            subscriptions: 5,
+            cpu_millicores: 4000,
+            memory_mb: 8192,
+            storage_gb: 100,
+        };
         let o = pb::TenantLimitOverrides {
             subscriptions: Some(1),
             storage_gb: Some(0),

@@ -1241,32 +1241,7 @@ async fn concurrent_creates_are_admitted_only_as_far_as_the_capacity_goes() {
     let (_user, token) = customer(&env.app, "race@example.com").await;
     const TRIES: usize = 24;
     const FIT: usize = 16;
-    let calls: Vec<_> = (0..TRIES)
-        .map(|i| {
-            let (channel, token) = (env.app.channel.clone(), token.clone());
-            tokio::spawn(async move {
-                SubscriptionServiceClient::new(channel)
-                    .create_subscription(authed(
-                        pb::CreateSubscriptionRequest {
-                            service_id: "ghost".into(),
-                            name: format!("race-{i}"),
-                            variables: Default::default(),
-                        },
-                        &token,
-                    ))
-                    .await
-                    .map(|r| r.into_inner().subscription.unwrap().id)
-            })
-        })
-        .collect();
-    let mut admitted = Vec::new();
-    let mut refused = Vec::new();
-    for call in calls {
-        match call.await.unwrap() {
-            Ok(id) => admitted.push(id),
-            Err(s) => refused.push(s),
-        }
-    }
+    let (admitted, refused) = burst(&env.app, &token, "ghost", "race", TRIES).await;
     assert_eq!(admitted.len(), FIT, "refusals: {refused:?}");
     for s in &refused {
         assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
@@ -1317,7 +1292,7 @@ async fn set_limits(
     limits: pb::TenantLimitOverrides,
 ) -> Result<pb::TenantShare, tonic::Status> {
     let admin = app.admin_token().await;
-    minispod_proto::v1::user_service_client::UserServiceClient::new(app.channel.clone())
+    app.users()
         .set_user_limits(authed(
             pb::SetUserLimitsRequest {
                 id: user_id.to_owned(),
@@ -1717,17 +1692,9 @@ async fn log_streams_are_capped_per_user_and_end_after_logout_or_deactivation() 
         })
         .await
         .unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match a.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => return None,
-                Err(status) => return Some(status),
-            }
-        }
-    })
-    .await
-    .expect("the stream ends within 10 s of the logout");
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream_end(&mut a))
+        .await
+        .expect("the stream ends within 10 s of the logout");
     assert_eq!(
         ended.map(|s| s.code()),
         Some(Code::Unauthenticated),
@@ -1771,17 +1738,9 @@ async fn log_streams_are_capped_per_user_and_end_after_logout_or_deactivation() 
         ))
         .await
         .unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match watched.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => return None,
-                Err(status) => return Some(status),
-            }
-        }
-    })
-    .await
-    .expect("the stream ends within 10 s of the deactivation");
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream_end(&mut watched))
+        .await
+        .expect("the stream ends within 10 s of the deactivation");
     let ended = ended.expect("ends with a status");
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
     assert!(ended.message().contains("deactivated"), "{ended:?}");
@@ -1997,4 +1956,16 @@ fn the_tenant_role_is_bound_to_the_control_planes_own_user() {
         user["subjects"],
         serde_json::json!([{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "minispod-cp" }])
     );
+}
+
+/// Reads a server stream to its end: None when it ended cleanly, else the
+/// status it ended with.
+async fn stream_end<T>(stream: &mut tonic::Streaming<T>) -> Option<tonic::Status> {
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return None,
+            Err(status) => return Some(status),
+        }
+    }
 }
