@@ -387,6 +387,18 @@ pub struct ServeArgs {
     )]
     pub cluster_node_cidrs: Vec<String>,
 
+    /// The image of the owner's gate: until its owner opens a new
+    /// subscription to everyone, an unprivileged nginx from this image in
+    /// the pod of its exposed component lets only the owner's browser
+    /// through (README, "The owner gets the instance"). Mirror it and set
+    /// this where the cluster cannot pull from Docker Hub.
+    #[arg(
+        long,
+        env = "MINISPOD_GATE_IMAGE",
+        default_value = "docker.io/nginxinc/nginx-unprivileged:1.28-alpine"
+    )]
+    pub gate_image: String,
+
     /// A cert-manager ClusterIssuer that issues the subscriptions' TLS
     /// certificates; empty for none (TLS then ends elsewhere).
     #[arg(long, env = "MINISPOD_CERT_ISSUER", default_value = "")]

@@ -506,6 +506,7 @@ impl Application {
                     .cloned()
                     .collect(),
                     control_plane_user: args.kube_user.clone(),
+                    gate_image: args.gate_image.clone(),
                 },
                 volume_retention: args.volume_retention,
                 resync: args.subscription_resync,

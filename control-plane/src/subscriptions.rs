@@ -17,6 +17,7 @@
 //! the pods of subscriptions as a watch last saw them, the reconciler's
 //! queue and the broadcast the watch RPC reads.
 
+pub mod gate;
 pub mod limits;
 pub mod logs;
 pub mod queries;
@@ -197,6 +198,12 @@ impl std::fmt::Debug for Subscriptions {
     }
 }
 
+/// What the gate token is sealed to: its row and column, so a sealed
+/// value cannot be moved to another column or row.
+fn gate_row(row_id: &str) -> String {
+    format!("{row_id}/gate")
+}
+
 impl Subscriptions {
     /// The state over `db` and `link`; `replica_id` names this replica's
     /// leases; failures are told to administrators through `notifier`.
@@ -235,6 +242,28 @@ impl Subscriptions {
     /// SECRET values, generated values are passwords).
     pub fn seal_map(&self, row_id: &str, map: &BTreeMap<String, String>) -> String {
         self.inner.sealer.seal(row_id, &queries::encode_map(map))
+    }
+
+    /// A new owner's gate for the row `row_id`: the token (for the gate and
+    /// the owner's link) and the token as stored, sealed.
+    pub fn new_gate(&self, row_id: &str) -> (String, String) {
+        let token = gate::new_token();
+        let sealed = self.inner.sealer.seal(&gate_row(row_id), &token);
+        (token, sealed)
+    }
+
+    /// The owner's gate token of the row `row_id`, None when the
+    /// subscription is open to everyone. An error when it does not open:
+    /// the reconciler must never open the gate for want of its token.
+    pub fn open_gate(&self, row_id: &str, stored: &str) -> AppResult<Option<String>> {
+        if stored.is_empty() {
+            return Ok(None);
+        }
+        self.inner
+            .sealer
+            .open(&gate_row(row_id), stored)
+            .map(Some)
+            .map_err(|e| AppError::Internal(e.context(format!("subscription {row_id}: gate"))))
     }
 
     /// The map stored in the row `row_id` (sealed, or plain from before
@@ -396,6 +425,7 @@ impl Subscriptions {
                     generated: &generated,
                     suspended: false,
                     restarted_at: 0,
+                    gate: None,
                 };
                 let notes = render::notes(&inst, settings);
                 let url = if template
@@ -464,6 +494,7 @@ impl Subscriptions {
                     created_at: Some(timestamp(r.created_at)),
                     updated_at: Some(timestamp(r.updated_at)),
                     status_changed_at: Some(timestamp(r.status_changed_at)),
+                    public: r.gate.is_empty(),
                 }
             })
             .collect())

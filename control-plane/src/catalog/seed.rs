@@ -646,6 +646,7 @@ mod tests {
             workers: String::new(),
             created_at: 0,
             updated_at: 0,
+            gate: String::new(),
         };
         subscription_queries::insert(&mut tx, &row).await.unwrap();
         tx.commit().await.unwrap();

@@ -265,6 +265,11 @@ fn check_placeholders(
     }
 }
 
+/// Names the control plane gives its own containers, ports and volumes in
+/// a subscription's pods (the owner's gate): a template may not take them.
+const RESERVED_PREFIX: &str = "minispod-";
+const RESERVED: &str = "must not start with \"minispod-\": MiniSpod names its own parts so";
+
 /// Checks a template against every rule the proto states, adding one
 /// violation per broken rule with paths such as
 /// `template.components[0].image` or `template.variables[2].pattern`.
@@ -448,6 +453,9 @@ fn validate_components(
                 format!("{:?} is the name of another component", c.name),
             );
         }
+        if c.name.starts_with(RESERVED_PREFIX) {
+            v.add(&format!("{p}.name"), RESERVED);
+        }
         if let Err(e) = check_pinned_image(&c.image) {
             v.add(&format!("{p}.image"), e);
         }
@@ -469,6 +477,9 @@ fn validate_components(
                     &format!("{pp}.name"),
                     format!("{:?} names another port of this component", port.name),
                 );
+            }
+            if port.name.starts_with(RESERVED_PREFIX) {
+                v.add(&format!("{pp}.name"), RESERVED);
             }
             if !(1..=65535).contains(&port.container_port) {
                 v.add(
@@ -526,6 +537,9 @@ fn validate_components(
                     &format!("{vp}.name"),
                     format!("{:?} names another volume of this component", vol.name),
                 );
+            }
+            if vol.name.starts_with(RESERVED_PREFIX) {
+                v.add(&format!("{vp}.name"), RESERVED);
             }
             let mount = vol.mount_path.trim_end_matches('/');
             if !vol.mount_path.starts_with('/')
@@ -1031,6 +1045,24 @@ mod tests {
         assert_eq!(
             secret_names(&t).into_iter().collect::<Vec<_>>(),
             ["DB_PASSWORD"]
+        );
+    }
+
+    #[test]
+    fn the_names_of_the_owners_gate_are_not_a_templates_to_take() {
+        let mut t = sample();
+        t.components[0].name = "minispod-gate".into();
+        t.components[0].ports[0].name = "minispod-gate".into();
+        t.components[0].expose_port = "minispod-gate".into();
+        t.components[0].readiness_probe = None;
+        t.components[0].volumes[0].name = "minispod-gate-run".into();
+        assert_eq!(
+            violated(|v| validate(&t, v)),
+            [
+                "template.components[0].name",
+                "template.components[0].ports[0].name",
+                "template.components[0].volumes[0].name",
+            ]
         );
     }
 

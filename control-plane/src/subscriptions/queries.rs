@@ -62,12 +62,15 @@ pub struct SubscriptionRow {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// The owner's gate token, sealed (`Subscriptions::seal_gate`); empty
+    /// when the subscription is open to everyone.
+    pub gate: String,
 }
 
 const COLUMNS: &str = "id, name, user_id, user_email, service_id, service_slug, service_name, \
     namespace, template, variables, generated, monthly_price_cents, desired, suspended_by, \
     status, status_reason, status_changed_at, ever_ran, generation, applied_generation, \
-    restarted_at, workers, created_at, updated_at";
+    restarted_at, workers, created_at, updated_at, gate";
 
 /// A map as stored.
 pub fn encode_map(map: &BTreeMap<String, String>) -> String {
@@ -84,9 +87,9 @@ pub async fn insert(tx: &mut Tx, r: &SubscriptionRow) -> AppResult<()> {
         "INSERT INTO subscriptions (id, name, user_id, user_email, service_id, service_slug,
             service_name, namespace, template, variables, generated, monthly_price_cents,
             desired, suspended_by, status, status_reason, status_changed_at, ever_ran,
-            generation, applied_generation, restarted_at, workers, created_at, updated_at)
+            generation, applied_generation, restarted_at, workers, created_at, updated_at, gate)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-            $18, $19, $20, $21, $22, $23, $24)"
+            $18, $19, $20, $21, $22, $23, $24, $25)"
     )
     .bind(&r.id)
     .bind(&r.name)
@@ -112,6 +115,7 @@ pub async fn insert(tx: &mut Tx, r: &SubscriptionRow) -> AppResult<()> {
     .bind(&r.workers)
     .bind(r.created_at)
     .bind(r.updated_at)
+    .bind(&r.gate)
     .execute(c)
     .await
     .map(|_| ()))
@@ -304,6 +308,23 @@ pub async fn change(
         q.push(" WHERE id = ").push_bind(id);
         q.build().execute(c).await?.rows_affected()
     });
+    Ok(done == 1)
+}
+
+/// Opens the subscription to everyone (`gate` empty) or closes it to all
+/// but its owner (`gate` a sealed token), bumping the generation. Returns
+/// false when `id` is gone.
+pub async fn set_gate(tx: &mut Tx, id: &str, gate: &str) -> AppResult<bool> {
+    let done = with_conn!(tx, |c| sqlx::query(
+        "UPDATE subscriptions SET gate = $1, generation = generation + 1, updated_at = $2
+         WHERE id = $3"
+    )
+    .bind(gate)
+    .bind(now_ms())
+    .bind(id)
+    .execute(c)
+    .await?
+    .rows_affected());
     Ok(done == 1)
 }
 

@@ -298,6 +298,7 @@ impl Subscriptions {
         let template = pb::ServiceTemplate::decode(row.template.as_slice())?;
         let variables = self.open_map(&row.id, &row.variables)?;
         let generated = self.open_map(&row.id, &row.generated)?;
+        let gate = self.open_gate(&row.id, &row.gate)?;
         let inst = render::Instance {
             id: &row.id,
             name: &row.name,
@@ -308,6 +309,7 @@ impl Subscriptions {
             generated: &generated,
             suspended: row.desired == "SUSPENDED",
             restarted_at: row.restarted_at,
+            gate: gate.as_deref(),
         };
         let objects = render::subscription_objects(&inst, &self.settings().render)
             .map_err(|e| anyhow::anyhow!("render: {e}"))?;

@@ -18,6 +18,7 @@ use minispod_proto::v1 as pb;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::gate;
 use crate::catalog::template;
 
 /// Label on every object the control plane makes for subscriptions.
@@ -55,6 +56,9 @@ pub struct RenderSettings {
     /// The user the cluster authenticates the control plane as: the
     /// subject of the RoleBinding in each customer namespace.
     pub control_plane_user: String,
+    /// The image of the owner's gate (an unprivileged nginx, see
+    /// `subscriptions::gate`).
+    pub gate_image: String,
 }
 
 /// The Pod Security Admission level every customer namespace enforces
@@ -166,6 +170,9 @@ pub struct Instance<'a> {
     pub suspended: bool,
     /// Unix ms of the last restart, 0 for none.
     pub restarted_at: i64,
+    /// The owner's gate token while the subscription is closed to all but
+    /// its owner; None when it is open to everyone.
+    pub gate: Option<&'a str>,
 }
 
 /// The customer's namespace.
@@ -438,10 +445,10 @@ impl Totals {
     pub fn of(t: &pb::ServiceTemplate) -> Totals {
         let mut out = Totals::default();
         for c in &t.components {
-            let r = c.resources.unwrap_or_default();
-            out.cpu_request_millicores += i64::from(r.cpu_request_millicores);
-            out.memory_request_mb += i64::from(r.memory_request_mb);
-            out.memory_limit_mb += i64::from(r.memory_limit_mb.max(r.memory_request_mb));
+            let r = pod_resources(c);
+            out.cpu_request_millicores += r.cpu_request_millicores;
+            out.memory_request_mb += r.memory_request_mb;
+            out.memory_limit_mb += r.memory_limit_mb;
             out.storage_gb += c.volumes.iter().map(|v| i64::from(v.size_gb)).sum::<i64>();
             out.volumes += c.volumes.len() as i64;
             out.pods += 1;
@@ -458,6 +465,27 @@ impl Totals {
         self.volumes += o.volumes;
         self.pods += o.pods;
     }
+}
+
+/// What the pod of component `c` requests and may use (only the CPU and
+/// memory figures of the [`Totals`] are set): its container's and, for
+/// the exposed component, the owner's gate's. The gate runs while the
+/// subscription is closed, and it may be closed again any time, so it is
+/// always counted: in admission, the customer's usage and the quota.
+pub fn pod_resources(c: &pb::TemplateComponent) -> Totals {
+    let r = c.resources.unwrap_or_default();
+    let mut out = Totals {
+        cpu_request_millicores: i64::from(r.cpu_request_millicores),
+        memory_request_mb: i64::from(r.memory_request_mb),
+        memory_limit_mb: i64::from(r.memory_limit_mb.max(r.memory_request_mb)),
+        ..Totals::default()
+    };
+    if !c.expose_port.is_empty() {
+        out.cpu_request_millicores += gate::CPU_REQUEST_MILLICORES;
+        out.memory_request_mb += gate::MEMORY_REQUEST_MB;
+        out.memory_limit_mb += gate::MEMORY_LIMIT_MB;
+    }
+    out
 }
 
 /// Secret data key of a component's environment variable.
@@ -564,12 +592,37 @@ pub fn subscription_objects(inst: &Instance<'_>, s: &RenderSettings) -> Result<V
                 },
             }));
         }
-        let pod_spec = json!({
-            "containers": [container],
-            "volumes": c.volumes.iter().map(|v| json!({
+        let mut containers = vec![container];
+        let mut volumes = c
+            .volumes
+            .iter()
+            .map(|v| json!({
                 "name": v.name,
                 "persistentVolumeClaim": { "claimName": volume_claim(inst.name, &c.name, &v.name) },
-            })).collect::<Vec<_>>(),
+            }))
+            .collect::<Vec<_>>();
+        let gated = inst.gate.filter(|_| !c.expose_port.is_empty());
+        if let Some(token) = gated {
+            let listen = gate::port(c);
+            let upstream = c
+                .ports
+                .iter()
+                .find(|p| p.name == c.expose_port)
+                .map_or(0, |p| p.container_port);
+            secret_data.insert(
+                gate::CONF_KEY.into(),
+                gate::nginx_conf(token, listen, upstream),
+            );
+            containers.push(gate::container(
+                &s.gate_image,
+                listen,
+                container_security_context(),
+            ));
+            volumes.extend(gate::volumes(&secret_name(inst.name)));
+        }
+        let pod_spec = json!({
+            "containers": containers,
+            "volumes": volumes,
             // Service links would put FOO_PORT=tcp://... into the
             // environment, which apps such as n8n read as their own settings.
             "enableServiceLinks": false,
@@ -598,7 +651,7 @@ pub fn subscription_objects(inst: &Instance<'_>, s: &RenderSettings) -> Result<V
             spec["template"]["metadata"]["annotations"][RESTARTED_AT] =
                 json!(inst.restarted_at.to_string());
         }
-        workloads.push((c, name, stateful, spec));
+        workloads.push((c, name, stateful, spec, gated.is_some()));
     }
     let hash = {
         let mut h = Sha256::new();
@@ -623,7 +676,7 @@ pub fn subscription_objects(inst: &Instance<'_>, s: &RenderSettings) -> Result<V
     })];
     out.append(&mut objects);
     let mut exposed = None;
-    for (c, name, stateful, mut spec) in workloads {
+    for (c, name, stateful, mut spec, gated) in workloads {
         spec["template"]["metadata"]["annotations"][SECRET_HASH] = json!(hash);
         out.push(json!({
             "apiVersion": "apps/v1",
@@ -638,8 +691,13 @@ pub fn subscription_objects(inst: &Instance<'_>, s: &RenderSettings) -> Result<V
             "spec": {
                 "type": "ClusterIP",
                 "selector": selector(inst, &c.name),
+                // While the owner's gate is closed, the exposed port leads
+                // to the gate, which alone reaches the application.
                 "ports": c.ports.iter().map(|p| json!({
-                    "name": p.name, "port": p.container_port, "targetPort": p.name, "protocol": "TCP",
+                    "name": p.name,
+                    "port": p.container_port,
+                    "targetPort": if gated && p.name == c.expose_port { gate::PORT_NAME } else { p.name.as_str() },
+                    "protocol": "TCP",
                 })).collect::<Vec<_>>(),
             },
         }));

@@ -12,7 +12,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{
-    Change, Subscriptions, limits,
+    Change, Subscriptions, gate, limits,
     logs::{CallerCheck, LOG_CHANNEL, LogPump, LogSlots},
     queries::{self, Filter, SubscriptionRow},
     render, status_to_db,
@@ -162,22 +162,19 @@ impl SubscriptionApi {
             .map(|(_, _, r, _)| r)
             .collect();
         let (need_cpu, need_mem) = t.components.iter().fold((0i64, 0i64), |(c, m), x| {
-            let r = x.resources.unwrap_or_default();
-            (
-                c + i64::from(r.cpu_request_millicores),
-                m + i64::from(r.memory_request_mb),
-            )
+            let r = render::pod_resources(x);
+            (c + r.cpu_request_millicores, m + r.memory_request_mb)
         });
         let have_cpu: i64 = free.iter().map(|r| r.cpu).sum::<i64>() - held_cpu;
         let have_mem: i64 = free.iter().map(|r| mib(r.memory)).sum::<i64>() - held_mem;
         let biggest = t
             .components
             .iter()
-            .filter_map(|c| c.resources.map(|r| (c, r)))
+            .map(|c| (c, render::pod_resources(c)))
             .find(|(_, r)| {
                 !free.iter().any(|f| {
-                    f.cpu >= i64::from(r.cpu_request_millicores)
-                        && mib(f.memory) >= i64::from(r.memory_request_mb)
+                    f.cpu >= r.cpu_request_millicores
+                        && mib(f.memory) >= r.memory_request_mb
                         && f.pods >= 1
                 })
             });
@@ -223,9 +220,9 @@ impl SubscriptionApi {
                     .iter()
                     .any(|p| p.component == c.name && link.counts_pod(&p.namespace, &p.name));
                 if !counted {
-                    let r = c.resources.unwrap_or_default();
-                    cpu += i64::from(r.cpu_request_millicores);
-                    mem += i64::from(r.memory_request_mb);
+                    let r = render::pod_resources(c);
+                    cpu += r.cpu_request_millicores;
+                    mem += r.memory_request_mb;
                 }
             }
         }
@@ -272,7 +269,11 @@ impl SubscriptionApi {
             .collect();
         let now = now_ms();
         let id = new_id();
+        // Closed until its owner opens it (`gate`): the first visitor of
+        // n8n, Ghost or WordPress creates the administrator.
+        let (_, gate) = self.subs.new_gate(&id);
         let row = SubscriptionRow {
+            gate,
             variables: self.subs.seal_map(&id, &variables),
             generated: self.subs.seal_map(&id, &generated),
             id,
@@ -428,9 +429,19 @@ impl SubscriptionService for SubscriptionApi {
                 at: Some(timestamp(at)),
             })
             .collect();
+        let subscription = self.subs.to_pb(&row).await?;
+        // The link through the gate is the owner's alone: an
+        // administrator who could open it would be the first visitor.
+        let owner_url = match self.subs.open_gate(&row.id, &row.gate)? {
+            Some(token) if row.user_id == caller.id && !subscription.url.is_empty() => {
+                gate::owner_url(&subscription.url, &token)
+            }
+            _ => String::new(),
+        };
         Ok(Response::new(pb::GetSubscriptionResponse {
-            subscription: Some(self.subs.to_pb(&row).await?),
+            subscription: Some(subscription),
             events,
+            owner_url,
         }))
     }
 
@@ -826,6 +837,35 @@ impl SubscriptionService for SubscriptionApi {
             tracing::info!(subscription = %row.id, by = %admin.id, "subscription resumed");
         }
         Ok(Response::new(pb::ResumeSubscriptionResponse {
+            subscription: Some(self.reply(&row.id).await?),
+        }))
+    }
+
+    async fn set_subscription_access(
+        &self,
+        request: Request<pb::SetSubscriptionAccessRequest>,
+    ) -> Result<Response<pb::SetSubscriptionAccessResponse>, Status> {
+        let caller = self.auth.caller(&request).await?;
+        self.limit_change(&caller).await?;
+        let r = request.into_inner();
+        let row = self.visible(&caller, &r.id).await?;
+        if row.gate.is_empty() != r.public {
+            // Closing again makes a new token: a link given out while it
+            // was closed before does not open it now.
+            let gate = if r.public {
+                String::new()
+            } else {
+                self.subs.new_gate(&row.id).1
+            };
+            let mut tx = self.subs.db().begin().await?;
+            if !queries::set_gate(&mut tx, &row.id, &gate).await? {
+                return Err(queries::not_found(&row.id).into());
+            }
+            tx.commit().await.map_err(AppError::from)?;
+            tracing::info!(subscription = %row.id, name = %row.name, by = %caller.id, public = r.public, "subscription access changed");
+            self.changed(&row.id, None);
+        }
+        Ok(Response::new(pb::SetSubscriptionAccessResponse {
             subscription: Some(self.reply(&row.id).await?),
         }))
     }

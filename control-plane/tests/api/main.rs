@@ -5,6 +5,7 @@ mod auth;
 mod catalog;
 mod cluster;
 mod console;
+mod gate;
 mod helpers;
 mod hostile;
 mod mail;

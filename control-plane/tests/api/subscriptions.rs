@@ -447,11 +447,12 @@ async fn assert_isolated(client: &kube::Client, ns: &str) {
         }
         assert!(spec.host_network.is_none() && spec.host_pid.is_none() && spec.host_ipc.is_none());
         assert!(
-            spec.volumes
-                .unwrap_or_default()
-                .iter()
-                .all(|v| v.persistent_volume_claim.is_some()),
-            "{component}: claims only"
+            spec.volumes.unwrap_or_default().iter().all(|v| {
+                v.persistent_volume_claim.is_some()
+                    || (v.name.starts_with("minispod-gate-")
+                        && (v.secret.is_some() || v.empty_dir.is_some()))
+            }),
+            "{component}: claims only, and the owner's gate's config and scratch space"
         );
     }
 }
@@ -1235,12 +1236,13 @@ async fn concurrent_creates_are_admitted_only_as_far_as_the_capacity_goes() {
         a.tenant.storage_gb = 1000;
     })
     .await;
-    // One node of 4 CPUs and 8 GiB; Ghost requests 250m and 512 MiB, so
-    // exactly 16 fit, by CPU and by memory alike.
+    // One node of 4 CPUs and 8 GiB; a Ghost pod requests 260m and 528 MiB
+    // (250m and 512 MiB, and the owner's gate's 10m and 16 MiB), so 15 fit,
+    // by CPU and by memory alike.
     let (worker, _n, _stream) = worker_with_node(&mut env, "m-race").await;
     let (_user, token) = customer(&env.app, "race@example.com").await;
     const TRIES: usize = 24;
-    const FIT: usize = 16;
+    const FIT: usize = 15;
     let (admitted, refused) = burst(&env.app, &token, "ghost", "race", TRIES).await;
     assert_eq!(admitted.len(), FIT, "refusals: {refused:?}");
     for s in &refused {
@@ -1343,10 +1345,11 @@ async fn burst(
 
 #[tokio::test]
 async fn a_customer_past_their_limits_is_refused_and_the_next_customer_still_gets_in() {
-    // Room in the cluster for 16 Ghosts (250m, 512 MiB each), but each
-    // customer may request 1 CPU: four Ghosts.
+    // Room in the cluster for 15 Ghosts (260m, 528 MiB each, the owner's
+    // gate's share included), but each customer may request 1040m CPU:
+    // four Ghosts.
     let mut env = env_with(|a| {
-        a.tenant.cpu_millicores = 1000;
+        a.tenant.cpu_millicores = 1040;
         a.tenant.subscriptions = 8;
     })
     .await;
@@ -1358,7 +1361,7 @@ async fn a_customer_past_their_limits_is_refused_and_the_next_customer_still_get
         assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
         assert!(
             s.message()
-                .contains("needs 250m CPU and you use 1000m of your 1000m"),
+                .contains("needs 260m CPU and you use 1040m of your 1040m"),
             "{}",
             s.message()
         );
@@ -1402,7 +1405,7 @@ async fn a_customer_past_their_limits_is_refused_and_the_next_customer_still_get
     );
     assert_eq!(
         (usage.subscriptions, usage.cpu_millicores, usage.storage_gb),
-        (4, 1000, 40)
+        (4, 1040, 40)
     );
     create(&env.app, &greedy_token, "ghost", "fifth", &[])
         .await

@@ -90,7 +90,7 @@ export function SubscriptionPage({ id }: { id: string }) {
   const facts: [string, preact.ComponentChildren][] = [
     ["Status", <StatusPill status={st} />],
     ["Reason", s.statusReason || "—"],
-    ["Address", <UrlLink url={s.url} />],
+    ["Address", s.url ? <>{s.public ? <UrlLink url={s.url} /> : s.url.replace(/^https?:\/\//, "")} {s.public ? "" : <span class="muted">(closed: only its owner)</span>}</> : <UrlLink url={s.url} />],
     ["Service", <a href={`/catalog/${encodeURIComponent(s.serviceSlug)}`}>{s.serviceName || s.serviceSlug}</a>],
     ...(session.isAdmin ? ([["Owner", s.userEmail]] as [string, string][]) : []),
     ["Namespace", s.namespace || "—"],
@@ -152,6 +152,20 @@ export function SubscriptionPage({ id }: { id: string }) {
         <p class={`banner ${st === SubscriptionStatus.SUSPENDED ? "warn" : "error"}`} role="status">
           <strong>{subscriptionStatusName[st]}:</strong> {s.statusReason}
         </p>
+      )}
+      {s.url && !gone && st !== SubscriptionStatus.DELETING && (
+        <AccessCard
+          s={s}
+          mine={mine}
+          ownerUrl={loaded.data?.subscription?.public === false ? loaded.data.ownerUrl : ""}
+          onChanged={(u, what) => {
+            setLocal(u);
+            watch.put(u);
+            // A closed subscription has a new owner's link: fetch it.
+            loaded.reload();
+            setDone(what);
+          }}
+        />
       )}
       <div class="split">
         <section aria-labelledby="sub-facts-h" class="card">
@@ -509,6 +523,73 @@ function VariablesEditor({ s, templateVariables, onSaved }: { s: Subscription; t
           )}
         </div>
       </form>
+    </section>
+  );
+}
+
+/** Who can open the subscription's address: closed to all but its owner
+ * (the owner's link lets their browser through) until the owner opens it
+ * to everyone (SetSubscriptionAccess), and closed again on demand. */
+function AccessCard({ s, mine, ownerUrl, onChanged }: { s: Subscription; mine: boolean; ownerUrl: string; onChanged: (u: Subscription, what: string) => void }) {
+  const [asking, setAsking] = useState(false);
+  const change = useAction(async () => {
+    const updated = (await subscriptions.setSubscriptionAccess({ id: s.id, public: !s.public })).subscription;
+    setAsking(false);
+    if (updated) {
+      onChanged(updated, updated.public ? `${s.name} is open to everyone.` : `${s.name} is closed to all but its owner; the owner's link is new.`);
+    }
+  });
+  const app = s.serviceName || s.serviceSlug;
+  return (
+    <section aria-labelledby="access-h" class="card">
+      <h2 id="access-h">Who can open it</h2>
+      {s.public ? (
+        <p>Open to everyone who has its address.</p>
+      ) : mine ? (
+        <>
+          <p>
+            Only you, for now: {app} lets its first visitor create its administrator, so its address answers nobody but your browser until you open it to everyone. Open it with your link, set it up,
+            then open it to everyone.
+          </p>
+          <p>
+            {ownerUrl ? (
+              <a class="button primary" href={ownerUrl} target="_blank" rel="noopener noreferrer">
+                Open {s.name} as its owner
+              </a>
+            ) : (
+              <span class="muted">Loading your link…</span>
+            )}
+          </p>
+          <p class="muted">Keep the link to yourself: it lets any browser in until you open or close {s.name} again.</p>
+        </>
+      ) : (
+        <p>Closed: only its owner can open it until they open it to everyone.</p>
+      )}
+      <ErrorBanner problem={asking ? undefined : change.problem} />
+      <button
+        type="button"
+        onClick={() => {
+          change.clear();
+          setAsking(true);
+        }}
+      >
+        {s.public ? "Close to all but the owner" : "Open to everyone"}
+      </button>
+      <Confirm
+        open={asking}
+        title={s.public ? `Close ${s.name} to all but its owner?` : `Open ${s.name} to everyone?`}
+        confirmLabel={s.public ? "Close it" : "Open to everyone"}
+        confirmDisabled={change.busy}
+        onCancel={() => setAsking(false)}
+        onConfirm={() => void change.act()}
+      >
+        {s.public ? (
+          <p>Its address will answer only its owner's browser, through a new link shown to the owner. Its pod restarts once.</p>
+        ) : (
+          <p>Anyone who finds its address reaches {app}. Set up its administrator account first. Its pod restarts once.</p>
+        )}
+        <ErrorBanner problem={change.problem} />
+      </Confirm>
     </section>
   );
 }
