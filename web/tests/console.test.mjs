@@ -2596,9 +2596,27 @@ describe('subscriptions', () => {
       assert.match(new URL(page.url()).pathname, /^\/subscriptions\/[0-9a-f-]{36}$/);
       blogId = new URL(page.url()).pathname.split('/').pop();
       await waitStatus(page, 'RUNNING');
+      // Closed to all but its owner at first: no link to the address, the
+      // owner's own link through the gate; then opened to everyone.
+      const host = `blog.${APPS_DOMAIN}`.replaceAll('.', '\\.');
+      assert.match((await overview(page, 'Address').innerText()).trim(), new RegExp(`^${host} \\(closed: only its owner\\)$`));
+      assert.equal(await overview(page, 'Address').getByRole('link').count(), 0, 'a link to a closed address');
+      const access = page.getByRole('region', { name: 'Who can open it' });
+      const ownerLink = access.getByRole('link', { name: 'Open blog as its owner' });
+      await ownerLink.waitFor();
+      assert.match(await ownerLink.getAttribute('href'), new RegExp(`^https://${host}/\\.minispod/open\\?token=[A-Za-z0-9_-]{43}$`));
+      assert.equal(await ownerLink.getAttribute('rel'), 'noopener noreferrer');
+      await access.getByRole('button', { name: 'Open to everyone' }).click();
+      const opening = page.getByRole('dialog', { name: 'Open blog to everyone?' });
+      assert.match(await opening.innerText(), /Set up its administrator account first/);
+      await opening.getByRole('button', { name: 'Open to everyone' }).click();
+      await page.getByRole('status').filter({ hasText: 'blog is open to everyone.' }).waitFor();
       const address = overview(page, 'Address').getByRole('link');
+      await address.waitFor();
       assert.equal(await address.getAttribute('href'), `https://blog.${APPS_DOMAIN}`);
       assert.equal(await address.getAttribute('target'), '_blank');
+      assert.equal(await access.getByRole('link').count(), 0, "the owner's link once open to everyone");
+      await waitStatus(page, 'RUNNING');
       const notes = (await page.getByRole('region', { name: 'Notes' }).innerText()).replace(/^Notes\s*/, '');
       assert.doesNotMatch(notes, /\$\{/, 'a placeholder left in the notes');
       if (templateInstalled) {
