@@ -1252,7 +1252,16 @@ async fn concurrent_creates_are_admitted_only_as_far_as_the_capacity_goes() {
     .await;
     // One node of 4 CPUs and 8 GiB; Ghost requests 250m and 512 MiB, so
     // exactly 16 fit, by CPU and by memory alike.
-    let (worker, _n, _stream) = worker_with_node(&mut env, "m-race").await;
+    let (worker, _n, mut stream) = worker_with_node(&mut env, "m-race").await;
+    // Heartbeats while sixteen apps start: on a loaded machine that can
+    // outlast the silence deadline of a stream that says nothing, and the
+    // offline taint would evict them.
+    let beating = tokio::spawn(async move {
+        loop {
+            stream.beat(true).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
     let (_user, token) = env.customer("race@example.com").await;
     const TRIES: usize = 24;
     const FIT: usize = 16;
@@ -1298,6 +1307,7 @@ async fn concurrent_creates_are_admitted_only_as_far_as_the_capacity_goes() {
         create(&env.app, &token, "ghost", "race-late", &[]).await,
         Code::FailedPrecondition,
     );
+    beating.abort();
 }
 
 /// Sets a customer's own limits as an administrator; their share after.
