@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, PostParams, WatchEvent, WatchParams};
 use minispod_kube_standin::TestCluster;
 use serde_json::json;
 
@@ -35,6 +36,18 @@ async fn a_deleted_pod_stays_terminating_until_its_kubelet_is_done() {
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(cluster.client().await, &ns);
+    let since = pods
+        .get("p")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = pods
+        .watch(&WatchParams::default(), &since)
+        .await
+        .unwrap()
+        .boxed();
     let answered = pods.delete("p", &DeleteParams::default()).await.unwrap();
     let answered = answered.left().expect("the pod, still there");
     assert!(answered.metadata.deletion_timestamp.is_some());
@@ -56,6 +69,24 @@ async fn a_deleted_pod_stays_terminating_until_its_kubelet_is_done() {
         .unwrap();
     assert_eq!(again.metadata.deletion_grace_period_seconds, Some(30));
     cluster.pod_until_gone(&ns, "p").await.unwrap();
+    // Watchers saw it Terminating (MODIFIED), then gone (DELETED).
+    let mut seen = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_secs(5), events.try_next()).await
+    {
+        match event.unwrap() {
+            WatchEvent::Modified(p) => {
+                seen.push(("MODIFIED", p.metadata.deletion_timestamp.is_some()))
+            }
+            WatchEvent::Deleted(p) => {
+                seen.push(("DELETED", p.metadata.deletion_timestamp.is_some()));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen.first(), Some(&("MODIFIED", true)), "{seen:?}");
+    assert_eq!(seen.last(), Some(&("DELETED", true)), "{seen:?}");
 
     // A pod no node has taken goes at once.
     let pending: Pod = serde_json::from_value(json!({
