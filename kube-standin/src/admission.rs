@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::kinds::Kind;
 
 /// The namespace label naming the enforced level.
 pub const ENFORCE_LABEL: &str = "pod-security.kubernetes.io/enforce";
@@ -108,6 +109,110 @@ fn forbidden(name: &str, policy: &str, detail: &str) -> ApiError {
         ),
         details: Some(json!({"name": name, "kind": "pods"})),
     }
+}
+
+/// The name admission errors give an object: its name, else its
+/// generateName (`admission.NewForbidden`'s `extractResourceName`).
+fn admission_name(object: &Value) -> &str {
+    let field = |f: &str| {
+        object
+            .pointer(&format!("/metadata/{f}"))
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+    };
+    field("name")
+        .or_else(|| field("generateName"))
+        .unwrap_or("Unknown")
+}
+
+/// NamespaceLifecycle's refusal of new content in a namespace being
+/// deleted (plugin/pkg/admission/namespace/lifecycle/admission.go).
+pub fn namespace_terminating(kind: &Kind, object: &Value, namespace: &str) -> ApiError {
+    let name = admission_name(object);
+    ApiError {
+        code: 403,
+        reason: "Forbidden",
+        message: format!(
+            "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+            kind.qualified()
+        ),
+        details: Some(
+            json!({"name": name, "group": kind.group, "kind": kind.plural,
+            "causes": [{"reason": "NamespaceTerminating",
+                        "message": format!("namespace {namespace} is being terminated"),
+                        "field": "metadata.namespace"}]}),
+        ),
+    }
+}
+
+/// The ServiceAccount admission plugin
+/// (plugin/pkg/admission/serviceaccount/admission.go): a pod without
+/// `spec.serviceAccountName` gets `default`, and is refused while that
+/// account does not exist in its namespace (kube-controller-manager's
+/// serviceaccount controller creates `default` shortly after the
+/// namespace). Mirror pods are left alone. Token volumes are not mounted.
+pub fn admit_service_account(
+    pod: &mut Value,
+    namespace: &str,
+    exists: impl Fn(&str) -> bool,
+) -> Result<(), ApiError> {
+    let mirror = pod
+        .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+        .is_some();
+    if mirror {
+        return Ok(());
+    }
+    let account = pod
+        .pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+        .filter(|a| !a.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    if !exists(&account) {
+        let name = admission_name(pod).to_string();
+        return Err(ApiError {
+            code: 403,
+            reason: "Forbidden",
+            message: format!(
+                "pods \"{name}\" is forbidden: error looking up service account {namespace}/{account}: serviceaccount \"{account}\" not found"
+            ),
+            details: Some(json!({"name": name, "kind": "pods"})),
+        });
+    }
+    if pod.get("spec").is_some_and(Value::is_object) {
+        pod["spec"]["serviceAccountName"] = json!(account);
+    }
+    Ok(())
+}
+
+/// The taint every new Node gets until the node lifecycle controller sees
+/// it Ready (the TaintNodesByCondition admission plugin,
+/// plugin/pkg/admission/nodetaint/admission.go).
+pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+/// The taint of a node whose Ready condition is Unknown.
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+
+/// TaintNodesByCondition: a Node is created with
+/// `node.kubernetes.io/not-ready:NoSchedule` added to its taints.
+pub fn taint_new_node(node: &mut Value) {
+    if !node.is_object() {
+        return;
+    }
+    if !node.get("spec").is_some_and(Value::is_object) {
+        node["spec"] = json!({});
+    }
+    let mut taints: Vec<Value> = node
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let has = taints
+        .iter()
+        .any(|t| t["key"] == NOT_READY_TAINT && t["effect"] == "NoSchedule");
+    if !has {
+        taints.push(json!({"key": NOT_READY_TAINT, "effect": "NoSchedule"}));
+    }
+    node["spec"]["taints"] = json!(taints);
 }
 
 /// Checks a new pod against its namespace's enforced level.

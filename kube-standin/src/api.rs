@@ -164,16 +164,48 @@ impl Api {
                 json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
             api.create(kinds::namespaces(), "", namespace, "kube-apiserver")
                 .expect("the initial namespaces are valid");
+            // A running cluster's serviceaccount controller made these long ago.
+            let account = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                                 "metadata": {"name": "default"}});
+            api.create(
+                kinds::service_accounts(),
+                name,
+                account,
+                crate::controllers::CONTROLLER_MANAGER,
+            )
+            .expect("the initial service accounts are valid");
         }
         crate::rbac::bootstrap(&mut api);
         api
     }
 
-    /// Validating admission of a new object (named already): Pod
+    /// Admission of a new object (named already), in kube-apiserver's
+    /// plugin order: NamespaceLifecycle (no new content in a terminating
+    /// namespace), ServiceAccount (a pod's service account must exist),
+    /// TaintNodesByCondition (a new Node gets the not-ready taint), Pod
     /// Security for pods (see `admission`).
-    fn admit(&self, kind: &'static Kind, namespace: &str, object: &Value) -> Result<(), ApiError> {
+    fn admit(
+        &self,
+        kind: &'static Kind,
+        namespace: &str,
+        object: &mut Value,
+    ) -> Result<(), ApiError> {
+        if kind.namespaced
+            && let Some(ns) = self.store.get(kinds::namespaces(), "", namespace)
+            && ns.pointer("/metadata/deletionTimestamp").is_some()
+        {
+            return Err(admission::namespace_terminating(kind, object, namespace));
+        }
         if kind.group.is_empty() && kind.plural == "pods" {
+            admission::admit_service_account(object, namespace, |account| {
+                self.store
+                    .get(kinds::service_accounts(), namespace, account)
+                    .is_some()
+            })?;
             admission::admit_pod(self.store.get(kinds::namespaces(), "", namespace), object)?;
+        }
+        if kind.group.is_empty() && kind.plural == "nodes" {
+            admission::taint_new_node(object);
         }
         Ok(())
     }
@@ -257,7 +289,7 @@ impl Api {
         if kind.namespaced && self.store.get(kinds::namespaces(), "", namespace).is_none() {
             return Err(ApiError::not_found(kinds::namespaces(), namespace));
         }
-        self.admit(kind, namespace, &body)?;
+        self.admit(kind, namespace, &mut body)?;
         if self.store.get(kind, namespace, &name).is_some() {
             return Err(ApiError::already_exists(kind, &name));
         }
@@ -383,16 +415,29 @@ impl Api {
                 if let Some(why) = invalid {
                     return Err(ApiError::invalid(kind, name, "metadata.name", &why));
                 }
-                self.admit(kind, namespace, &merged)?;
+                self.admit(kind, namespace, &mut merged)?;
                 let object = self.commit(kind, None, merged, scope, Ownership::Applied)?;
                 Ok((object, true))
             }
         }
     }
 
-    /// DELETE with DeleteOptions' preconditions. Objects go at once (no
-    /// kubelet, so no graceful termination) unless they carry finalizers;
-    /// a namespace takes its objects with it.
+    /// DELETE with DeleteOptions' preconditions and grace period, as the
+    /// generic registry does (staging/src/k8s.io/apiserver/pkg/registry/
+    /// rest/delete.go `BeforeDelete`, generic/registry/store.go `Delete`):
+    /// - a pod bound to a node and not finished is deleted gracefully
+    ///   (pkg/registry/core/pod/strategy.go `CheckGracefulDelete`): its
+    ///   `deletionTimestamp` is set `gracePeriodSeconds` ahead (the
+    ///   option, else `spec.terminationGracePeriodSeconds`, else 30) with
+    ///   `deletionGracePeriodSeconds`, and it stays (Terminating, a
+    ///   MODIFIED event) until its kubelet deletes it with
+    ///   `gracePeriodSeconds=0`; a second DELETE may only shorten the
+    ///   period;
+    /// - objects with finalizers get a deletionTimestamp and go when the
+    ///   last finalizer is removed;
+    /// - a namespace turns Terminating; the namespace controller (see
+    ///   `controllers`) deletes its content and then the namespace;
+    /// - anything else goes at once.
     pub fn delete(
         &mut self,
         kind: &'static Kind,
@@ -408,10 +453,79 @@ impl Api {
             }});
             check_preconditions(kind, &wanted, &live)?;
         }
+        let requested_grace = options
+            .and_then(|o| o.get("gracePeriodSeconds"))
+            .and_then(Value::as_i64)
+            .map(|g| g.max(0));
         let has_finalizers = live
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
+        if kind.plural == "namespaces" {
+            if live.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(live);
+            }
+            // What kube-apiserver answers and stores: the namespace,
+            // Terminating, with its `kubernetes` finalizer in spec.
+            let mut marked = live;
+            marked["metadata"]["deletionTimestamp"] = json!(meta::now());
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            marked["status"]["phase"] = json!("Terminating");
+            let stored = self.store.put(kind, marked);
+            self.after_change(kind, namespace);
+            return Ok(stored);
+        }
+        let graceful = kind == kinds::pods();
+        if graceful && let Some(current) = live.pointer("/metadata/deletionGracePeriodSeconds") {
+            // Already being deleted gracefully: only a shorter period
+            // changes anything.
+            let current = current.as_i64().unwrap_or(0);
+            match requested_grace {
+                _ if current == 0 => {}
+                Some(period) if period < current => {
+                    let mut marked = live;
+                    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(period);
+                    marked["metadata"]["deletionTimestamp"] = json!(meta::format(at));
+                    marked["metadata"]["deletionGracePeriodSeconds"] = json!(period);
+                    if period > 0 || has_finalizers {
+                        let stored = self.store.put(kind, marked);
+                        self.after_change(kind, namespace);
+                        return Ok(stored);
+                    }
+                    self.store.put(kind, marked);
+                    return self.remove_now(kind, namespace, name);
+                }
+                _ => return Ok(live),
+            }
+        } else if graceful {
+            let bound = live
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            let finished = matches!(
+                live.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            );
+            let period = if !bound || finished {
+                0
+            } else {
+                requested_grace.unwrap_or_else(|| {
+                    live.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(DEFAULT_TERMINATION_GRACE_SECONDS)
+                        .max(0)
+                })
+            };
+            if period > 0 {
+                let mut marked = live;
+                let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(period);
+                marked["metadata"]["deletionTimestamp"] = json!(meta::format(at));
+                marked["metadata"]["deletionGracePeriodSeconds"] = json!(period);
+                let stored = self.store.put(kind, marked);
+                self.after_change(kind, namespace);
+                return Ok(stored);
+            }
+        }
         if has_finalizers {
             if live.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok(live);
@@ -423,34 +537,35 @@ impl Api {
             self.after_change(kind, namespace);
             return Ok(stored);
         }
-        if kind.plural == "namespaces" {
-            self.empty_namespace(name);
-        }
-        let mut removed = self
+        self.remove_now(kind, namespace, name)
+    }
+
+    /// Remove an object from the store (the last step of a delete).
+    fn remove_now(
+        &mut self,
+        kind: &'static Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let removed = self
             .store
             .remove(kind, namespace, name)
             .ok_or_else(|| ApiError::not_found(kind, name))?;
-        if kind.plural == "namespaces" {
-            // What a real server answers: the namespace, terminating.
-            removed["metadata"]["deletionTimestamp"] = json!(meta::now());
-            removed["status"] = json!({"phase": "Terminating"});
-        }
         self.after_change(kind, namespace);
         Ok(removed)
     }
 
-    fn empty_namespace(&mut self, namespace: &str) {
-        for kind in kinds::KINDS.iter().filter(|k| k.namespaced) {
-            let names = self
-                .store
-                .list(kind, Some(namespace))
-                .into_iter()
-                .map(|o| name_of(o).1.to_string())
-                .collect::<Vec<_>>();
-            for name in names {
-                self.store.remove(kind, namespace, &name);
-            }
+    /// The namespace controller's last step: a Terminating namespace with
+    /// nothing left in it goes. Returns whether it went.
+    pub fn finish_namespace(&mut self, name: &str) -> bool {
+        let empty = kinds::KINDS
+            .iter()
+            .filter(|k| k.namespaced)
+            .all(|k| self.store.list(k, Some(name)).is_empty());
+        if empty {
+            self.store.remove(kinds::namespaces(), "", name);
         }
+        empty
     }
 
     /// Write a candidate object: server-set metadata, the status rules of
@@ -708,6 +823,10 @@ impl Api {
         }
     }
 }
+
+/// `spec.terminationGracePeriodSeconds` when a pod does not say
+/// (pkg/apis/core/v1/defaults.go: `DefaultTerminationGracePeriodSeconds`).
+pub const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 30;
 
 /// The QoS class kube-apiserver puts in a new pod's status.
 fn qos_class(pod: &Value) -> &'static str {

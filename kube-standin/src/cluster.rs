@@ -58,7 +58,7 @@ pub struct TestCluster {
     proxy: CutProxy,
     /// Direct access (fixtures, assertions).
     config: kube::Config,
-    client: kube::Client,
+    pub(crate) client: kube::Client,
     dir: tempfile::TempDir,
     kubeconfig_path: PathBuf,
     /// Suffix that keeps this test's names apart from other runs'.
@@ -66,6 +66,10 @@ pub struct TestCluster {
     /// Whether the test expects the control plane to be refused requests.
     expect_forbidden: AtomicBool,
     pub(crate) created: std::sync::Mutex<crate::fixtures::Created>,
+    /// The nodes fixtures created, which the fixture kubelet plays.
+    pub(crate) nodes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The fixture kubelet's task, once a node exists.
+    pub(crate) kubelet: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 fn host_and_port(server: &str) -> anyhow::Result<(String, String)> {
@@ -132,6 +136,8 @@ impl TestCluster {
             suffix: crate::meta::generate_name(""),
             expect_forbidden: AtomicBool::new(false),
             created: Default::default(),
+            nodes: Default::default(),
+            kubelet: Default::default(),
         })
     }
 
@@ -178,6 +184,8 @@ impl TestCluster {
             suffix: crate::meta::generate_name(""),
             expect_forbidden: AtomicBool::new(false),
             created: Default::default(),
+            nodes: Default::default(),
+            kubelet: Default::default(),
         })
     }
 

@@ -17,6 +17,7 @@
 
 mod deployments;
 mod kubelet;
+mod lifecycle;
 mod scheduler;
 mod statefulsets;
 mod storage;
@@ -143,6 +144,11 @@ struct Controllers {
     started: HashMap<String, Instant>,
     /// When the taint manager deletes pods whose tolerations run out.
     evict_at: HashMap<String, Instant>,
+    /// When the kubelet began stopping each of its Terminating pods.
+    stopping: HashMap<String, Instant>,
+    /// When the serviceaccount controller first saw each namespace (uid)
+    /// without its `default` ServiceAccount.
+    namespaces_seen: HashMap<String, Instant>,
 }
 
 impl Controllers {
@@ -155,6 +161,14 @@ impl Controllers {
         now: Instant,
     ) -> Option<Instant> {
         let mut timers = Timers::default();
+        lifecycle::finish_terminating_namespaces(api);
+        lifecycle::ensure_default_service_accounts(
+            api,
+            &mut self.namespaces_seen,
+            now,
+            &mut timers,
+        );
+        lifecycle::taint_nodes_by_condition(api);
         collect_garbage(api);
         deployments::reconcile_deployments(api);
         deployments::reconcile_replica_sets(api);
@@ -170,6 +184,7 @@ impl Controllers {
             now,
             &mut timers,
         );
+        kubelet::finalize_terminating(api, &self.scheduled, &mut self.stopping, now, &mut timers);
         kubelet::mark_pods_on_unready_nodes(api);
         deployments::replica_set_status(api);
         deployments::deployment_status(api);
@@ -186,6 +201,7 @@ impl Controllers {
         self.scheduled.retain(|uid| live.contains(uid));
         self.started.retain(|uid, _| live.contains(uid));
         self.evict_at.retain(|uid, _| live.contains(uid));
+        self.stopping.retain(|uid, _| live.contains(uid));
         shared.logs.retain_pods(&live);
         timers.next
     }
@@ -316,17 +332,12 @@ fn delete(api: &mut Api, kind: &'static Kind, object: &Value) {
     }
 }
 
-/// Kinds whose objects the garbage collector deletes when their owner is
-/// gone. Owners of other kinds (a DaemonSet, which the stand-in does not
-/// run) are not looked at.
-const OWNER_KINDS: [(&str, &str); 3] = [
-    ("apps", "deployments"),
-    ("apps", "replicasets"),
-    ("apps", "statefulsets"),
-];
-
-/// The garbage collector: delete objects all of whose owner references
-/// name owners (of the kinds above) that no longer exist, matched by uid.
+/// The garbage collector (pkg/controller/garbagecollector): delete pods
+/// and ReplicaSets all of whose owner references name owners that no
+/// longer exist (matched by uid), of any kind the stand-in serves (an
+/// owner of a kind it cannot resolve keeps its dependents, as the real
+/// collector cannot look it up either). Dependents go as a client's
+/// DELETE would: pods gracefully.
 fn collect_garbage(api: &mut Api) {
     let mut doomed = Vec::new();
     for dependent_kind in [kinds::pods(), replica_sets_kind()] {
@@ -342,20 +353,14 @@ fn collect_garbage(api: &mut Api) {
             let namespace = name_of(object).0;
             let all_gone = references.iter().all(|reference| {
                 let (group, _) = text(reference, "/apiVersion")
-                    .split_once('/')
+                    .rsplit_once('/')
                     .unwrap_or(("", ""));
-                let owner_kind = text(reference, "/kind");
-                let managed = OWNER_KINDS
-                    .iter()
-                    .any(|(g, plural)| *g == group && kind(g, plural).kind == owner_kind);
-                if !managed {
-                    return false;
-                }
-                let Some(owner_kind) = kinds::by_kind(group, owner_kind) else {
+                let Some(owner_kind) = kinds::by_kind(group, text(reference, "/kind")) else {
                     return false;
                 };
+                let owner_namespace = if owner_kind.namespaced { namespace } else { "" };
                 api.store
-                    .get(owner_kind, namespace, text(reference, "/name"))
+                    .get(owner_kind, owner_namespace, text(reference, "/name"))
                     .is_none_or(|owner| uid_of(owner) != text(reference, "/uid"))
             });
             if all_gone {

@@ -123,9 +123,16 @@ impl Api {
         }
     }
 
-    /// POST `pods/{name}/eviction`: delete the pod unless a budget forbids
-    /// it; answers the Success status (201) or the refusal.
-    pub fn evict(&mut self, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    /// POST `pods/{name}/eviction`: delete the pod (gracefully, with the
+    /// Eviction's `deleteOptions`: it stays Terminating until its kubelet
+    /// is done) unless a budget forbids it; answers the Success status
+    /// (201) or the refusal.
+    pub fn evict(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        options: Option<&Value>,
+    ) -> Result<Value, ApiError> {
         let pod = self.get(kinds::pods(), namespace, name)?;
         let phase = pod.pointer("/status/phase").and_then(Value::as_str);
         // The eviction REST handler deletes pods that cannot be disrupted
@@ -171,7 +178,7 @@ impl Api {
                 }
             }
         }
-        self.delete(kinds::pods(), namespace, name, None)?;
+        self.delete(kinds::pods(), namespace, name, options)?;
         Ok(crate::error::success_status(201))
     }
 }

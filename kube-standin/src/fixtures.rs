@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
@@ -24,8 +24,23 @@ pub const FIXTURE_KUBELET: &str = "minispod-test-kubelet";
 /// What a test created, to delete on drop.
 #[derive(Debug, Default)]
 pub struct Created {
-    nodes: Vec<String>,
-    namespaces: Vec<String>,
+    pub(crate) nodes: Vec<String>,
+    pub(crate) namespaces: Vec<String>,
+}
+
+/// How long the fixture kubelet takes to stop a deleted pod's containers
+/// before it deletes the pod for good (`gracePeriodSeconds=0`).
+pub const FIXTURE_POD_STOP_DELAY: Duration = Duration::from_millis(200);
+
+/// How long fixtures wait for what a real cluster does after a create
+/// (a node's not-ready taint gone, a namespace's `default`
+/// ServiceAccount).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a taint is one the node lifecycle controller keeps on a node
+/// that is not Ready.
+fn is_condition_taint(key: &str) -> bool {
+    key == crate::admission::NOT_READY_TAINT || key == crate::admission::UNREACHABLE_TAINT
 }
 
 fn labels_of(labels: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -84,6 +99,10 @@ impl TestCluster {
             .expect("not poisoned")
             .nodes
             .push(name.clone());
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name.clone());
         let resources =
             json!({"cpu": "4", "memory": "8Gi", "ephemeral-storage": "100Gi", "pods": "110"});
         let status = json!({"status": {
@@ -100,7 +119,34 @@ impl TestCluster {
         nodes
             .patch_status(&name, &Self::status_params(), &Patch::Merge(&status))
             .await
-            .with_context(|| format!("set the status of node {name}"))
+            .with_context(|| format!("set the status of node {name}"))?;
+        self.ensure_fixture_kubelet();
+        // A new Node carries node.kubernetes.io/not-ready:NoSchedule until
+        // the node lifecycle controller sees it Ready: nothing lands on it
+        // before that.
+        self.node_until_untainted(&name).await
+    }
+
+    /// Waits until the node lifecycle controller has taken the not-ready
+    /// and unreachable taints off a node, and returns it.
+    pub async fn node_until_untainted(&self, name: &str) -> anyhow::Result<Node> {
+        let nodes: Api<Node> = Api::all(self.client().await);
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let node = nodes.get(name).await?;
+            let tainted = node
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| t.iter().any(|t| is_condition_taint(&t.key)));
+            if !tainted {
+                return Ok(node);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("node {name} still has a not-ready taint after {SETTLE_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Set one condition of a node (replacing the one of that type), as the
@@ -145,7 +191,74 @@ impl TestCluster {
             .expect("not poisoned")
             .namespaces
             .push(name.clone());
+        self.service_account_until(&name).await?;
         Ok(name)
+    }
+
+    /// Waits until kube-controller-manager has made the namespace's
+    /// `default` ServiceAccount: before that the ServiceAccount admission
+    /// plugin refuses the namespace's pods.
+    pub async fn service_account_until(&self, namespace: &str) -> anyhow::Result<()> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client().await, namespace);
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        while accounts.get_opt("default").await?.is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "namespace {namespace} has no default ServiceAccount after {SETTLE_TIMEOUT:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Delete this namespace when the cluster is dropped (on a real
+    /// cluster): for the namespaces the control plane under test made
+    /// (a customer's), which the test owns like its fixtures'.
+    pub fn delete_on_drop(&self, namespace: &str) {
+        let mut created = self.created.lock().expect("not poisoned");
+        if !created.namespaces.iter().any(|n| n == namespace) {
+            created.namespaces.push(namespace.to_string());
+        }
+    }
+
+    /// Waits until the pod is gone (deleted and, if it was Terminating,
+    /// finalized by its kubelet).
+    pub async fn pod_until_gone(&self, namespace: &str, name: &str) -> anyhow::Result<()> {
+        let pods: Api<Pod> = Api::namespaced(self.client().await, namespace);
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        while pods.get_opt(name).await?.is_some() {
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("pod {namespace}/{name} still there after {SETTLE_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Starts (once) the fixture kubelet: every 100 ms it finalizes the
+    /// Terminating pods bound to this test's nodes, as their kubelet
+    /// would once their containers stopped: `FIXTURE_POD_STOP_DELAY` after
+    /// it first saw them Terminating, it deletes them with
+    /// `gracePeriodSeconds=0` and their uid as precondition. Not for a
+    /// node whose Ready condition is not True (its kubelet is not
+    /// there); a node whose object is gone still has its machine. The
+    /// stand-in's own kubelet does the same for the pods its scheduler
+    /// bound.
+    fn ensure_fixture_kubelet(&self) {
+        let mut kubelet = self.kubelet.lock().unwrap_or_else(|e| e.into_inner());
+        if kubelet.is_some() {
+            return;
+        }
+        let client = self.client.clone();
+        let created = self.created_nodes();
+        *kubelet = Some(tokio::spawn(fixture_kubelet(client, created)));
+    }
+
+    /// The names of the nodes fixtures created, shared with the fixture
+    /// kubelet.
+    fn created_nodes(&self) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+        self.nodes.clone()
     }
 
     /// A Pod bound to `node` (no scheduler, no kubelet) with one container
@@ -320,8 +433,78 @@ impl TestCluster {
     }
 }
 
+/// The fixture kubelet's loop (see `TestCluster::ensure_fixture_kubelet`).
+async fn fixture_kubelet(
+    client: kube::Client,
+    nodes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let node_api: Api<Node> = Api::all(client.clone());
+    let mut stopping: std::collections::HashMap<String, tokio::time::Instant> = Default::default();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let ours = nodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Ok(list) = pods.list(&ListParams::default()).await else {
+            continue;
+        };
+        let now = tokio::time::Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        for pod in list.items {
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+            let Some(node) = node.filter(|n| ours.contains(n)) else {
+                continue;
+            };
+            if pod.metadata.deletion_timestamp.is_none() {
+                continue;
+            }
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            seen.insert(uid.clone());
+            let since = *stopping.entry(uid.clone()).or_insert(now);
+            if now < since + FIXTURE_POD_STOP_DELAY {
+                continue;
+            }
+            let ready = match node_api.get_opt(&node).await {
+                Ok(Some(n)) => n
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True"),
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if !ready {
+                continue;
+            }
+            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let delete = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(kube::api::Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            let namespaced: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+            if let Err(error) = namespaced.delete(&name, &delete).await {
+                tracing::debug!(%error, name, "the fixture kubelet could not delete a pod");
+            }
+        }
+        stopping.retain(|uid, _| seen.contains(uid));
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if let Some(kubelet) = self
+            .kubelet
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            kubelet.abort();
+        }
         if !self.is_real() {
             if !std::thread::panicking() {
                 self.assert_nothing_forbidden();

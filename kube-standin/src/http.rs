@@ -506,7 +506,7 @@ fn resource(
                 )));
             }
             check_eviction_name(&body, name)?;
-            let status = api.evict(&namespace, name)?;
+            let status = api.evict(&namespace, name, body.get("deleteOptions"))?;
             if let Some(dir) = &shared.settings.dump_dir {
                 let object = dump::complete(&body, "policy/v1", "Eviction", Some(&namespace), name);
                 dump::write(dir, "evict", kind, name, &object);
@@ -601,7 +601,17 @@ fn resource(
         }
         (&Method::DELETE, Some(name), None) => {
             *verb = Verb::Delete;
-            let options = call.body.clone();
+            let mut options = call.body.clone();
+            // DeleteOptions may come as query parameters too.
+            if let Some(grace) = call
+                .param("gracePeriodSeconds")
+                .and_then(|g| g.parse::<i64>().ok())
+            {
+                let options = options.get_or_insert_with(|| json!({}));
+                if options.is_object() && options.get("gracePeriodSeconds").is_none() {
+                    options["gracePeriodSeconds"] = json!(grace);
+                }
+            }
             Ok(Answer::Json(
                 200,
                 api.delete(kind, &namespace, name, options.as_ref())?,

@@ -199,6 +199,16 @@ pub fn namespaces() -> &'static Kind {
     lookup("", "v1", "namespaces").expect("namespaces are in the table")
 }
 
+/// ServiceAccounts (the ServiceAccount admission plugin looks them up).
+pub fn service_accounts() -> &'static Kind {
+    lookup("", "v1", "serviceaccounts").expect("serviceaccounts are in the table")
+}
+
+/// Nodes.
+pub fn nodes() -> &'static Kind {
+    lookup("", "v1", "nodes").expect("nodes are in the table")
+}
+
 /// Pods, which evictions and disruption budgets look at.
 pub fn pods() -> &'static Kind {
     lookup("", "v1", "pods").expect("pods are in the table")

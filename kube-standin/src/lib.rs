@@ -26,8 +26,8 @@
 //! annotations) → Pods (`<rs>-<5 chars>`), StatefulSet → Pods
 //! (`<name>-<ordinal>`, OrderedReady or Parallel, claims from
 //! volumeClaimTemplates), scale up and down, template changes, status of
-//! all three, garbage collection of pods and ReplicaSets whose Deployment,
-//! ReplicaSet or StatefulSet owner is gone; a scheduler (cordons, NoSchedule
+//! all three, garbage collection of pods and ReplicaSets whose owner is
+//! gone; a scheduler (cordons, NoSchedule
 //! and NoExecute taints with toleration matching, nodeSelector, cpu, memory
 //! and pod count against allocatable, least requested first, `0/N nodes are
 //! available: ...` when nothing fits, retried on every change); a kubelet
@@ -40,11 +40,20 @@
 //! `status.hard` and `status.used`.
 //!
 //! Deliberate differences:
-//! - DELETE removes at once (no graceful termination, no Terminating
-//!   pods); objects with finalizers get a deletionTimestamp and go when the
-//!   last finalizer is removed. Deleting a namespace removes its objects at
-//!   once. `propagationPolicy` is ignored: dependents always go in the
-//!   background (Orphan and Foreground behave as Background).
+//! - DELETE of a pod bound to a node and not finished is graceful, as
+//!   kube-apiserver's (`api::Api::delete`): the pod stays Terminating until
+//!   a kubelet deletes it with `gracePeriodSeconds=0`: the stand-in's, 200
+//!   ms later, for the pods its scheduler bound on a node that is Ready or
+//!   gone; the fixture kubelet of `TestCluster` for pods on the test's
+//!   nodes. The grace period itself is never waited out (a real kubelet
+//!   kills at its end), and a pod on a node that is not Ready stays
+//!   Terminating (no pod GC, no `out-of-service` taint). Other kinds go at
+//!   once; objects with finalizers get a deletionTimestamp and go when the
+//!   last finalizer is removed. A deleted namespace is Terminating (new
+//!   content refused as NamespaceLifecycle does) while the namespace
+//!   controller deletes its objects, then goes. `propagationPolicy` is
+//!   ignored: dependents always go in the background (Orphan and
+//!   Foreground behave as Background).
 //! - Both Deployment strategies roll out as Recreate (old ReplicaSets to
 //!   zero, new pods once the old are gone); RollingUpdate's maxSurge is not
 //!   used. `paused` stops scaling. Pods of an old ReplicaSet are not
@@ -64,18 +73,30 @@
 //!   again); its message is `Back-off pulling image "<image>"` without the
 //!   error some kubelet versions append. Pod IPs are made up, hostIP is the
 //!   node's InternalIP or 10.0.0.1.
-//! - Nodes never go NotReady on their own, and the node lifecycle
-//!   controller writes no taints: a node whose Ready is not True is treated
-//!   by the scheduler as if it had the `node.kubernetes.io/not-ready`
-//!   (False) or `unreachable` (Unknown) NoSchedule taint, and its pods get
-//!   Ready=False, but nothing is evicted from it (a real cluster adds
-//!   NoExecute taints and evicts after the default 300 s tolerations, which
-//!   the stand-in does not add to pods). Pods bound to a deleted node stay.
+//! - Nodes never go NotReady on their own. A new Node gets the
+//!   `node.kubernetes.io/not-ready:NoSchedule` taint (TaintNodesByCondition
+//!   admission) and the node lifecycle controller keeps `not-ready` (Ready
+//!   False or missing) or `unreachable` (Unknown) NoSchedule on it until
+//!   it is Ready; its pods get Ready=False, but nothing is evicted from it
+//!   (a real cluster adds NoExecute taints too and evicts after the
+//!   default 300 s tolerations, which the stand-in does not add to pods).
+//!   Pods bound to a deleted node stay, unless Terminating.
+//! - The serviceaccount controller creates a namespace's `default`
+//!   ServiceAccount 100 ms after the namespace appears (the initial
+//!   namespaces have theirs); until then the ServiceAccount admission
+//!   plugin refuses the namespace's pods with 403, and a pod without
+//!   `serviceAccountName` gets `default` (no token volume is mounted).
+//! - The garbage collector deletes pods and ReplicaSets all of whose
+//!   owners are gone, for owners of any kind the stand-in serves (owners
+//!   of other kinds keep their dependents); it does not remove dangling
+//!   references from dependents that still have an owner.
 //! - Scheduling looks at cpu, memory and pod count only (no extended
 //!   resources, ephemeral storage, ports, affinity/anti-affinity, topology
 //!   spread, volume topology, priorities or preemption; the message's
 //!   "preemption:" part is what a cluster without priorities says).
-//! - Admission is Pod Security only (`admission`): a pod created (POST or
+//! - Admission is NamespaceLifecycle's refusal in a terminating namespace,
+//!   ServiceAccount's (above), TaintNodesByCondition's and Pod Security
+//!   (`admission`): a pod created (POST or
 //!   server-side apply) in a namespace labelled
 //!   `pod-security.kubernetes.io/enforce: baseline|restricted` is refused
 //!   with kube-apiserver's 403 message, and a ReplicaSet whose pod is

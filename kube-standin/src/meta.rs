@@ -7,9 +7,13 @@ use time::format_description::well_known::Rfc3339;
 
 /// Now, as Kubernetes writes times (RFC 3339, whole seconds, UTC).
 pub fn now() -> String {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(0)
-        .unwrap_or(now)
+    format(OffsetDateTime::now_utc())
+}
+
+/// A time as Kubernetes writes it (RFC 3339, whole seconds, UTC).
+pub fn format(at: OffsetDateTime) -> String {
+    at.replace_nanosecond(0)
+        .unwrap_or(at)
         .format(&Rfc3339)
         .unwrap_or_default()
 }

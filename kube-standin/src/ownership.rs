@@ -169,9 +169,16 @@ pub fn record_update(
     let empty = Value::Null;
     let old = old.unwrap_or(&empty);
     let new_leaves = fields::leaves(new, scope);
+    // A map emptied by removing its fields (`spec: {}` once the last
+    // taint went) is no field the writer set: structured-merge-diff
+    // records only what the write added or changed.
+    let emptied = |p: &Vec<String>| {
+        fields::get(new, p).is_some_and(|v| v.as_object().is_some_and(|m| m.is_empty()))
+            && fields::get(old, p).is_some_and(Value::is_object)
+    };
     let changed: FieldSet = new_leaves
         .iter()
-        .filter(|p| fields::get(old, p) != fields::get(new, p))
+        .filter(|p| fields::get(old, p) != fields::get(new, p) && !emptied(p))
         .cloned()
         .collect();
     let removed: FieldSet = fields::leaves(old, scope)

@@ -5,10 +5,11 @@
 
 use std::{future::Future, time::Duration};
 
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::{
     Api,
-    api::{ListParams, Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 use minispod_kube_standin::TestCluster;
 use minispod_proto::v1 as pb;
@@ -521,11 +522,26 @@ async fn maintenance_drains_the_node_through_evictions_respecting_a_disruption_b
         .create_pod(&ns, "batch", &name, &[("app", "batch")], &[], true, None)
         .await
         .unwrap();
+    // The DaemonSet exists (the garbage collector deletes pods whose
+    // owner does not); its controller would run it on the drained node.
+    let sets: Api<DaemonSet> = Api::namespaced(cluster.client().await, &ns);
+    let set: DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "logs"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "logs"}},
+            "updateStrategy": {"type": "OnDelete"},
+            "template": {"metadata": {"labels": {"app": "logs"}}, "spec": {
+                "nodeSelector": {WORKER_ID_LABEL: id},
+                "containers": [{"name": "logs", "image": "registry.k8s.io/pause:3.10"}]}},
+        },
+    }))
+    .unwrap();
+    let set = sets.create(&PostParams::default(), &set).await.unwrap();
     let daemon = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
         api_version: "apps/v1".into(),
         kind: "DaemonSet".into(),
         name: "logs".into(),
-        uid: "00000000-0000-0000-0000-000000000001".into(),
+        uid: set.metadata.uid.unwrap(),
         controller: Some(true),
         ..Default::default()
     };
@@ -568,15 +584,21 @@ async fn maintenance_drains_the_node_through_evictions_respecting_a_disruption_b
     .await;
     let d = w.drain.unwrap();
     assert!(d.error.contains("disruption budget"), "{}", d.error);
+    // Evicted pods are Terminating until their kubelet is done.
+    cluster.pod_until_gone(&ns, "batch").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(cluster.client().await, &ns);
-    let left: Vec<String> = pods
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|p| p.metadata.name)
-        .collect();
+    let left: Vec<String> = until(20, "one web pod gone", || async {
+        let left: Vec<String> = pods
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        (left.iter().filter(|p| p.starts_with("web-")).count() == 1).then_some(left)
+    })
+    .await;
     assert!(
         left.contains(&"logs-x".to_owned()),
         "DaemonSet pods stay: {left:?}"
@@ -909,6 +931,8 @@ async fn deleting_a_worker_drains_and_deletes_its_node() {
             .then_some(())
     })
     .await;
+    // The drain waited for the evicted pod to be gone (finalized by its
+    // kubelet) before the node went.
     let pods: Api<Pod> = Api::namespaced(cluster.client().await, &ns);
     assert!(
         pods.get_opt("app").await.unwrap().is_none(),

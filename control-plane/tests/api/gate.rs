@@ -29,7 +29,8 @@ use tonic::Code;
 use crate::{
     helpers::{TempDir, authed, expect_code},
     subscriptions::{
-        create, customer, get, linked_app_with, status_until, subs, until, worker_with_node_on,
+        create, customer, get, linked_app_with, namespace_of, status_until, subs, until,
+        worker_with_node_on,
     },
     workers::Admin,
 };
@@ -199,7 +200,8 @@ async fn a_stranger_cannot_reach_a_new_instances_setup_but_its_owner_can() {
     let (user, token) = customer(&app, "ann@example.com").await;
     let (_, stranger) = customer(&app, "mallory@example.com").await;
     let client = cluster.client().await;
-    let ns = format!("ms-{user}");
+    let ns = namespace_of(&user);
+    cluster.delete_on_drop(&ns);
 
     let s = create(&app, &token, "n8n", "flows", &[]).await.unwrap();
     assert!(!s.public, "a new subscription starts closed");

@@ -474,8 +474,12 @@ async fn one_replica_at_a_time_acts_on_a_subscription_and_the_survivor_takes_ove
         eprintln!("skipped: needs the stand-in's request log");
         return;
     };
-    let (_, ann) = customer(&r.a, "ann@example.com").await;
-    let (_, bob) = customer(&r.b, "bob@example.com").await;
+    let (ann_id, ann) = customer(&r.a, "ann@example.com").await;
+    let (bob_id, bob) = customer(&r.b, "bob@example.com").await;
+    for user in [&ann_id, &bob_id] {
+        r.cluster
+            .delete_on_drop(&crate::subscriptions::namespace_of(user));
+    }
     let mut made = Vec::new();
     for (app, token, name) in [
         (&r.a, &ann, "via-a-one"),
@@ -639,7 +643,8 @@ async fn a_watch_on_one_replica_sees_what_another_replicas_reconciler_and_api_ch
     let a = start(dir, |_| {}).await;
     let mut admin = crate::workers::Admin::of(&b).await;
     let (_w, _n, _stream) = worker_with_node_on(&cluster, &b, &mut admin, "m-relay").await;
-    let (_, token) = customer(&b, "watcher@example.com").await;
+    let (user, token) = customer(&b, "watcher@example.com").await;
+    cluster.delete_on_drop(&crate::subscriptions::namespace_of(&user));
 
     let mut watch = subs(&a)
         .watch_subscriptions(authed(pb::WatchSubscriptionsRequest::default(), &token))
@@ -720,7 +725,9 @@ async fn concurrent_creates_through_two_replicas_are_admitted_only_as_far_as_the
     // Two nodes of 4 CPUs and 8 GiB; Ghost requests 250m and 512 MiB: 32
     // fit.
     let r = linked_replicas(std::time::Duration::from_secs(1)).await;
-    let (_, token) = crate::subscriptions::customer(&r.a, "race@example.com").await;
+    let (user, token) = crate::subscriptions::customer(&r.a, "race@example.com").await;
+    r.cluster
+        .delete_on_drop(&crate::subscriptions::namespace_of(&user));
     let calls: Vec<_> = (0..48)
         .map(|i| {
             let app = if i % 2 == 0 { &r.a } else { &r.b };

@@ -27,7 +27,7 @@ use minispod_proto::v1 as pb;
 
 use crate::{
     helpers::{TempDir, TestApp, authed},
-    subscriptions::{create, customer, get, linked_app_with, until, worker_with_node_on},
+    subscriptions::{self, create, customer, get, linked_app_with, until, worker_with_node_on},
     workers::Admin,
 };
 
@@ -200,7 +200,8 @@ async fn setup(more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs)
     .await;
     let mut admin = Admin::of(&app).await;
     let (_w, _n, stream) = worker_with_node_on(&cluster, &app, &mut admin, "m-refused").await;
-    let (_u, token) = customer(&app, "rita@example.com").await;
+    let (user, token) = customer(&app, "rita@example.com").await;
+    cluster.delete_on_drop(&subscriptions::namespace_of(&user));
     Setup {
         _cluster: cluster,
         creds,

@@ -30,6 +30,21 @@ struct Env {
     admin: Admin,
 }
 
+impl Env {
+    /// A new customer whose namespace (made by the control plane once
+    /// they subscribe) the test deletes when it ends.
+    async fn customer(&self, email: &str) -> (String, String) {
+        let (user, token) = customer(&self.app, email).await;
+        self.cluster.delete_on_drop(&namespace_of(&user));
+        (user, token)
+    }
+}
+
+/// The namespace of a customer's apps.
+pub(crate) fn namespace_of(user: &str) -> String {
+    format!("ms-{}", user.to_ascii_lowercase())
+}
+
 pub(crate) fn subs(app: &TestApp) -> SubscriptionServiceClient<Channel> {
     SubscriptionServiceClient::new(app.channel.clone())
 }
@@ -237,7 +252,7 @@ pub(crate) async fn customer(app: &TestApp, email: &str) -> (String, String) {
 async fn each_seeded_entry_deploys_into_the_customers_namespace_with_quota_and_isolation() {
     let mut env = env().await;
     let (worker, node, _stream) = worker_with_node(&mut env, "m-seeded").await;
-    let (user, token) = customer(&env.app, "ann@example.com").await;
+    let (user, token) = env.customer("ann@example.com").await;
     let client = env.cluster.client().await;
     let ns = format!("ms-{user}");
     for (slug, name) in [("n8n", "flows"), ("ghost", "blog"), ("wordpress", "site")] {
@@ -462,7 +477,7 @@ async fn the_cluster_refuses_pods_that_break_the_customer_namespaces_profile() {
     use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
     let mut env = env().await;
     let (_worker, _node, _stream) = worker_with_node(&mut env, "m-psa").await;
-    let (user, token) = customer(&env.app, "pat@example.com").await;
+    let (user, token) = env.customer("pat@example.com").await;
     let s = create(&env.app, &token, "n8n", "flows-psa", &[])
         .await
         .unwrap();
@@ -592,7 +607,7 @@ async fn the_cluster_refuses_pods_that_break_the_customer_namespaces_profile() {
 async fn generated_secrets_survive_an_update_and_a_restart_of_the_control_plane() {
     let mut env = env().await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-secrets").await;
-    let (user, token) = customer(&env.app, "bob@example.com").await;
+    let (user, token) = env.customer("bob@example.com").await;
     let s = create(&env.app, &token, "n8n", "auto", &[]).await.unwrap();
     status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
     let secrets: Api<Secret> = Api::namespaced(env.cluster.client().await, &format!("ms-{user}"));
@@ -708,8 +723,8 @@ async fn token_for(app: &TestApp, email: &str) -> String {
 async fn another_customer_can_neither_see_nor_change_a_subscription() {
     let mut env = env().await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-private").await;
-    let (ann, ann_token) = customer(&env.app, "ann@example.com").await;
-    let (eve, eve_token) = customer(&env.app, "eve@example.com").await;
+    let (ann, ann_token) = env.customer("ann@example.com").await;
+    let (eve, eve_token) = env.customer("eve@example.com").await;
     let s = create(&env.app, &ann_token, "ghost", "annblog", &[])
         .await
         .unwrap();
@@ -785,7 +800,7 @@ async fn another_customer_can_neither_see_nor_change_a_subscription() {
 #[tokio::test]
 async fn bad_values_and_short_capacity_are_refused_with_the_reason() {
     let mut env = env().await;
-    let (_user, token) = customer(&env.app, "cap@example.com").await;
+    let (_user, token) = env.customer("cap@example.com").await;
     // No worker at all: nothing can hold it.
     let e = expect_code(
         create(&env.app, &token, "wordpress", "nope", &[]).await,
@@ -860,7 +875,7 @@ async fn an_image_that_cannot_be_pulled_fails_with_its_cause() {
     let dir = crate::helpers::TempDir::new();
     let hooks = crate::notifications::WebhookSink::start_plain(&dir.0).await;
     let secret = crate::notifications::opt_in(&env.app, &admin_token, &hooks.url, false).await;
-    let (_user, token) = customer(&env.app, "pull@example.com").await;
+    let (_user, token) = env.customer("pull@example.com").await;
     let s = create(&env.app, &token, "broken", "broken", &[])
         .await
         .unwrap();
@@ -902,7 +917,7 @@ async fn an_image_that_cannot_be_pulled_fails_with_its_cause() {
 async fn a_dropped_stream_degrades_at_once_and_rescheduling_brings_it_back() {
     let mut env = env().await;
     let (first, _n1, stream) = worker_with_node(&mut env, "m-first").await;
-    let (_user, token) = customer(&env.app, "fail@example.com").await;
+    let (_user, token) = env.customer("fail@example.com").await;
     let s = create(&env.app, &token, "ghost", "moving", &[])
         .await
         .unwrap();
@@ -947,7 +962,7 @@ async fn deactivating_the_owner_suspends_and_administrators_suspend_and_resume()
     let resync = Duration::from_secs(120);
     let mut env = env_with(|a| a.subscription_resync = resync).await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-suspend").await;
-    let (user, token) = customer(&env.app, "sus@example.com").await;
+    let (user, token) = env.customer("sus@example.com").await;
     let s = create(&env.app, &token, "ghost", "paused", &[])
         .await
         .unwrap();
@@ -1071,7 +1086,7 @@ async fn an_owner_who_deactivates_their_own_account_is_scaled_to_zero_at_once() 
     let resync = Duration::from_secs(120);
     let mut env = env_with(|a| a.subscription_resync = resync).await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-self").await;
-    let (user, token) = customer(&env.app, "leaving@example.com").await;
+    let (user, token) = env.customer("leaving@example.com").await;
     let s = create(&env.app, &token, "ghost", "leaving", &[])
         .await
         .unwrap();
@@ -1135,7 +1150,7 @@ async fn an_owner_who_deactivates_their_own_account_is_scaled_to_zero_at_once() 
 async fn deleting_removes_the_objects_keeps_the_volumes_and_frees_the_catalog_entry() {
     let mut env = env().await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-delete").await;
-    let (user, token) = customer(&env.app, "del@example.com").await;
+    let (user, token) = env.customer("del@example.com").await;
     let s = create(&env.app, &token, "n8n", "gone", &[]).await.unwrap();
     status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
     let admin_token = env.app.admin_token().await;
@@ -1189,7 +1204,7 @@ async fn logs_stream_from_the_components_pod() {
         return;
     }
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-logs").await;
-    let (user, token) = customer(&env.app, "logs@example.com").await;
+    let (user, token) = env.customer("logs@example.com").await;
     let s = create(&env.app, &token, "ghost", "chatty", &[])
         .await
         .unwrap();
@@ -1239,8 +1254,17 @@ async fn concurrent_creates_are_admitted_only_as_far_as_the_capacity_goes() {
     // One node of 4 CPUs and 8 GiB; a Ghost pod requests 260m and 528 MiB
     // (250m and 512 MiB, and the owner's gate's 10m and 16 MiB), so 15 fit,
     // by CPU and by memory alike.
-    let (worker, _n, _stream) = worker_with_node(&mut env, "m-race").await;
-    let (_user, token) = customer(&env.app, "race@example.com").await;
+    let (worker, _n, mut stream) = worker_with_node(&mut env, "m-race").await;
+    // Heartbeats while fifteen apps start: on a loaded machine that can
+    // outlast the silence deadline of a stream that says nothing, and the
+    // offline taint would evict them.
+    let beating = tokio::spawn(async move {
+        loop {
+            stream.beat(true).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let (_user, token) = env.customer("race@example.com").await;
     const TRIES: usize = 24;
     const FIT: usize = 15;
     let (admitted, refused) = burst(&env.app, &token, "ghost", "race", TRIES).await;
@@ -1285,6 +1309,7 @@ async fn concurrent_creates_are_admitted_only_as_far_as_the_capacity_goes() {
         create(&env.app, &token, "ghost", "race-late", &[]).await,
         Code::FailedPrecondition,
     );
+    beating.abort();
 }
 
 /// Sets a customer's own limits as an administrator; their share after.
@@ -1354,7 +1379,7 @@ async fn a_customer_past_their_limits_is_refused_and_the_next_customer_still_get
     })
     .await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-shares").await;
-    let (greedy, greedy_token) = customer(&env.app, "greedy@example.com").await;
+    let (greedy, greedy_token) = env.customer("greedy@example.com").await;
     let (admitted, refused) = burst(&env.app, &greedy_token, "ghost", "burst", 8).await;
     assert_eq!(admitted.len(), 4, "refusals: {refused:?}");
     for s in &refused {
@@ -1368,7 +1393,7 @@ async fn a_customer_past_their_limits_is_refused_and_the_next_customer_still_get
     }
 
     // The next customer is admitted and runs.
-    let (_other, other_token) = customer(&env.app, "next@example.com").await;
+    let (_other, other_token) = env.customer("next@example.com").await;
     let s = create(&env.app, &other_token, "ghost", "mine", &[])
         .await
         .expect("the second customer is admitted");
@@ -1581,7 +1606,7 @@ async fn a_huge_log_line_is_cut_as_it_arrives_and_a_stream_ends_at_its_byte_limi
         return;
     }
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-longline").await;
-    let (user, token) = customer(&env.app, "longline@example.com").await;
+    let (user, token) = env.customer("longline@example.com").await;
     let s = create(&env.app, &token, "ghost", "longline", &[])
         .await
         .unwrap();
@@ -1639,7 +1664,7 @@ async fn log_streams_are_capped_per_user_and_end_after_logout_or_deactivation() 
     })
     .await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-capped").await;
-    let (_user, first) = customer(&env.app, "capped@example.com").await;
+    let (_user, first) = env.customer("capped@example.com").await;
     let s = create(&env.app, &first, "ghost", "capped", &[])
         .await
         .unwrap();
@@ -1899,6 +1924,7 @@ async fn a_one_gib_log_line_costs_the_control_plane_a_few_mib() {
     until_linked(&admin).await;
     let (_w, _n, _stream) = worker_with_node_on(&cluster, &app, &mut admin, "m-memory").await;
     let (user, token) = customer(&app, "memory@example.com").await;
+    cluster.delete_on_drop(&namespace_of(&user));
     let s = create(&app, &token, "ghost", "memory", &[]).await.unwrap();
     let s = status_until(&app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
     let (namespace, pod) = (format!("ms-{user}"), s.components[0].pods[0].name.clone());

@@ -363,6 +363,58 @@ pub fn run_pods(
     }
 }
 
+/// How long the stand-in's kubelet takes to stop a deleted pod's
+/// containers (they exit on SIGTERM) before it deletes the pod for good;
+/// never longer than the pod's grace period.
+pub const POD_STOP_DELAY: Duration = Duration::from_millis(200);
+
+/// The kubelet's end of a graceful deletion: a Terminating pod it runs
+/// (on a node that is Ready, or whose Node object is gone while the
+/// machine still runs) is deleted with `gracePeriodSeconds=0` and its
+/// uid as precondition once its containers have stopped
+/// (pkg/kubelet/status/status_manager.go `canBeDeleted`/`deletePod`).
+/// On a node that is not Ready nothing happens: the pod stays
+/// Terminating, as on a real cluster.
+pub fn finalize_terminating(
+    api: &mut Api,
+    scheduled: &HashSet<String>,
+    stopping: &mut HashMap<String, Instant>,
+    now: Instant,
+    timers: &mut Timers,
+) {
+    let mut done = Vec::new();
+    for pod in api.store.list(kinds::pods(), None) {
+        let uid = uid_of(pod);
+        let Some(grace) = pod
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+        else {
+            continue;
+        };
+        if grace == 0 || !scheduled.contains(uid) {
+            continue;
+        }
+        let node = api.store.get(nodes_kind(), "", text(pod, "/spec/nodeName"));
+        if node.is_some() && !node_ready(node) {
+            continue;
+        }
+        let delay = POD_STOP_DELAY.min(Duration::from_secs(grace.max(0) as u64));
+        let due = *stopping.entry(uid.to_string()).or_insert(now) + delay;
+        if due > now {
+            timers.at(due);
+            continue;
+        }
+        done.push(pod.clone());
+    }
+    for pod in done {
+        let (namespace, name) = name_of(&pod);
+        let options = json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid_of(&pod)}});
+        if let Err(error) = api.delete(kinds::pods(), namespace, name, Some(&options)) {
+            tracing::debug!(?error, name, "kubelet delete failed");
+        }
+    }
+}
+
 /// The node lifecycle controller: pods on nodes whose Ready condition is
 /// not True get Ready=False (pods the stand-in's kubelet runs get it from
 /// their status above; this covers the others).

@@ -70,8 +70,13 @@ async fn eviction_respects_the_disruption_budget() {
     cluster.set_pod_ready(&ns, "web-3", true).await.unwrap();
     wait_for_budget(&pdbs, "web", 1).await;
     pods.evict("web-1", &EvictParams::default()).await.unwrap();
-    assert_eq!(api_error(pods.get("web-1").await).1, 404);
+    // Evicted is deleted gracefully: Terminating (and no longer healthy)
+    // until its kubelet has stopped it.
+    let terminating = pods.get("web-1").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
     wait_for_budget(&pdbs, "web", 0).await;
+    cluster.pod_until_gone(&ns, "web-1").await.unwrap();
 }
 
 #[tokio::test]

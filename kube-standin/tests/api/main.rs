@@ -5,6 +5,7 @@ mod auth;
 mod crud;
 mod dumps;
 mod eviction;
+mod lifecycle;
 mod logs;
 mod policy;
 mod proxy;

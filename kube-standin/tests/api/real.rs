@@ -52,6 +52,12 @@ async fn a_real_cluster_is_reached_through_the_proxy_and_cleaned_up_on_drop() {
     drop(cluster);
     let nodes: Api<Node> = Api::all(client.clone());
     assert_eq!(api_error(nodes.get(&node).await).1, 404);
+    // A namespace is Terminating until the namespace controller has
+    // emptied it.
     let namespaces: Api<Namespace> = Api::all(client);
-    assert_eq!(api_error(namespaces.get(&ns).await).1, 404);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while namespaces.get_opt(&ns).await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "{ns} still there");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
