@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
@@ -26,6 +26,38 @@ pub const FIXTURE_KUBELET: &str = "minispod-test-kubelet";
 pub struct Created {
     nodes: Vec<String>,
     namespaces: Vec<String>,
+    /// On a real cluster: the customer namespaces (`managed-by: minispod`)
+    /// there before the test; those made during it are deleted with it, or
+    /// their Deployments' pods would land on the next test's nodes.
+    pub(crate) customers_before: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Created {
+    /// Nothing created yet, on a real cluster with these customer namespaces.
+    pub(crate) fn with_customers_before(before: std::collections::BTreeSet<String>) -> Created {
+        Created {
+            customers_before: Some(before),
+            ..Default::default()
+        }
+    }
+}
+
+/// The label of the namespaces the control plane makes for customers.
+pub(crate) const CUSTOMER_NAMESPACES: &str = "app.kubernetes.io/managed-by=minispod";
+
+/// The names of the customer namespaces on the cluster now.
+pub(crate) async fn customer_namespaces(
+    client: &kube::Client,
+) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    Ok(namespaces
+        .list(&ListParams::default().labels(CUSTOMER_NAMESPACES))
+        .await
+        .context("list the customer namespaces")?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect())
 }
 
 fn labels_of(labels: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -145,7 +177,29 @@ impl TestCluster {
             .expect("not poisoned")
             .namespaces
             .push(name.clone());
+        if self.is_real() {
+            self.wait_for_default_service_account(&name).await?;
+        }
         Ok(name)
+    }
+
+    /// On a real cluster, kube-controller-manager adds the `default`
+    /// ServiceAccount to a new namespace a moment after it is created, and
+    /// until then the ServiceAccount admission plugin refuses every pod
+    /// there (403 "error looking up service account"): wait for it, as
+    /// anything creating pods right after a namespace must. The stand-in
+    /// has no ServiceAccount admission.
+    async fn wait_for_default_service_account(&self, namespace: &str) -> anyhow::Result<()> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client().await, namespace);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while accounts.get_opt("default").await?.is_none() {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no default ServiceAccount in {namespace} after 30 s (is kube-controller-manager running?)"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 
     /// A Pod bound to `node` (no scheduler, no kubelet) with one container
@@ -169,6 +223,10 @@ impl TestCluster {
             "metadata": {"name": name, "labels": labels_of(labels), "ownerReferences": owner.into_iter().collect::<Vec<_>>()},
             "spec": {
                 "nodeName": node,
+                // No token volume: nothing runs in it (and a cluster that
+                // still mounts Secret-based tokens would refuse the pod
+                // until the namespace's token Secret exists).
+                "automountServiceAccountToken": false,
                 "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10",
                                 "resources": {"requests": requests}}],
             },
@@ -329,7 +387,10 @@ impl Drop for TestCluster {
             return;
         }
         let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
-        if created.nodes.is_empty() && created.namespaces.is_empty() {
+        if created.nodes.is_empty()
+            && created.namespaces.is_empty()
+            && created.customers_before.is_none()
+        {
             return;
         }
         // The test's runtime may be shutting down: delete from a runtime of
@@ -353,8 +414,17 @@ impl Drop for TestCluster {
                         tracing::warn!(%error, name, "could not delete a test node");
                     }
                 }
+                let mut made = created.namespaces.clone();
+                if let Some(before) = &created.customers_before {
+                    match customer_namespaces(&client).await {
+                        Ok(now) => made.extend(now.difference(before).cloned()),
+                        Err(error) => {
+                            tracing::warn!(%error, "could not list the customer namespaces")
+                        }
+                    }
+                }
                 let namespaces: Api<Namespace> = Api::all(client);
-                for name in &created.namespaces {
+                for name in &made {
                     if let Err(error) = namespaces.delete(name, &delete).await {
                         tracing::warn!(%error, name, "could not delete a test namespace");
                     }
