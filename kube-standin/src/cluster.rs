@@ -70,7 +70,18 @@ pub struct TestCluster {
     pub(crate) nodes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// The fixture kubelet's task, once a node exists.
     pub(crate) kubelet: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// On a real cluster: this process's turn on it (see [`REAL_CLUSTER_TURN`]).
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
+
+/// One test at a time on a real cluster. Every test's control plane watches
+/// all the cluster's nodes, and retires (cordons, drains, deletes) a node
+/// labelled with a worker id its database does not know, as it must for a
+/// deleted worker: tests running side by side would retire each other's
+/// nodes. A stand-in is each test's own, so stand-in tests still run in
+/// parallel.
+static REAL_CLUSTER_TURN: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+    std::sync::LazyLock::new(Default::default);
 
 fn host_and_port(server: &str) -> anyhow::Result<(String, String)> {
     let uri: http::Uri = server.parse().context("the cluster's server URL")?;
@@ -138,6 +149,7 @@ impl TestCluster {
             created: Default::default(),
             nodes: Default::default(),
             kubelet: Default::default(),
+            _turn: None,
         })
     }
 
@@ -159,6 +171,7 @@ impl TestCluster {
         kubeconfig: &Path,
         control_plane: &Path,
     ) -> anyhow::Result<TestCluster> {
+        let turn = REAL_CLUSTER_TURN.clone().lock_owned().await;
         let dir = tempfile::tempdir().context("a directory for the kubeconfig")?;
         let kubeconfig_path = dir.path().join("kubeconfig");
         let original = Kubeconfig::read_from(kubeconfig)
@@ -167,6 +180,7 @@ impl TestCluster {
             .with_context(|| format!("read {}", control_plane.display()))?;
         let (config, client) = client_for(original).await?;
         apply_manifest(&client, RBAC_MANIFEST).await?;
+        let customers_before = crate::fixtures::customer_namespaces(&client).await?;
         let (own_config, _) = client_for(own.clone()).await?;
         let (host, upstream) = host_and_port(&own_config.cluster_url.to_string())?;
         let proxy = CutProxy::start(upstream).await?;
@@ -183,9 +197,12 @@ impl TestCluster {
             kubeconfig_path,
             suffix: crate::meta::generate_name(""),
             expect_forbidden: AtomicBool::new(false),
-            created: Default::default(),
+            created: std::sync::Mutex::new(crate::fixtures::Created::with_customers_before(
+                customers_before,
+            )),
             nodes: Default::default(),
             kubelet: Default::default(),
+            _turn: Some(turn),
         })
     }
 

@@ -26,6 +26,38 @@ pub const FIXTURE_KUBELET: &str = "minispod-test-kubelet";
 pub struct Created {
     pub(crate) nodes: Vec<String>,
     pub(crate) namespaces: Vec<String>,
+    /// On a real cluster: the customer namespaces (`managed-by: minispod`)
+    /// there before the test; those made during it are deleted with it, or
+    /// their Deployments' pods would land on the next test's nodes.
+    pub(crate) customers_before: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Created {
+    /// Nothing created yet, on a real cluster with these customer namespaces.
+    pub(crate) fn with_customers_before(before: std::collections::BTreeSet<String>) -> Created {
+        Created {
+            customers_before: Some(before),
+            ..Default::default()
+        }
+    }
+}
+
+/// The label of the namespaces the control plane makes for customers.
+pub(crate) const CUSTOMER_NAMESPACES: &str = "app.kubernetes.io/managed-by=minispod";
+
+/// The names of the customer namespaces on the cluster now.
+pub(crate) async fn customer_namespaces(
+    client: &kube::Client,
+) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    Ok(namespaces
+        .list(&ListParams::default().labels(CUSTOMER_NAMESPACES))
+        .await
+        .context("list the customer namespaces")?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect())
 }
 
 /// How long the fixture kubelet takes to stop a deleted pod's containers
@@ -282,6 +314,10 @@ impl TestCluster {
             "metadata": {"name": name, "labels": labels_of(labels), "ownerReferences": owner.into_iter().collect::<Vec<_>>()},
             "spec": {
                 "nodeName": node,
+                // No token volume: nothing runs in it (and a cluster that
+                // still mounts Secret-based tokens would refuse the pod
+                // until the namespace's token Secret exists).
+                "automountServiceAccountToken": false,
                 "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10",
                                 "resources": {"requests": requests}}],
             },
@@ -512,7 +548,10 @@ impl Drop for TestCluster {
             return;
         }
         let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
-        if created.nodes.is_empty() && created.namespaces.is_empty() {
+        if created.nodes.is_empty()
+            && created.namespaces.is_empty()
+            && created.customers_before.is_none()
+        {
             return;
         }
         // The test's runtime may be shutting down: delete from a runtime of
@@ -536,8 +575,18 @@ impl Drop for TestCluster {
                         tracing::warn!(%error, name, "could not delete a test node");
                     }
                 }
+                let mut made: std::collections::BTreeSet<String> =
+                    created.namespaces.iter().cloned().collect();
+                if let Some(before) = &created.customers_before {
+                    match customer_namespaces(&client).await {
+                        Ok(now) => made.extend(now.difference(before).cloned()),
+                        Err(error) => {
+                            tracing::warn!(%error, "could not list the customer namespaces")
+                        }
+                    }
+                }
                 let namespaces: Api<Namespace> = Api::all(client);
-                for name in &created.namespaces {
+                for name in &made {
                     if let Err(error) = namespaces.delete(name, &delete).await {
                         tracing::warn!(%error, name, "could not delete a test namespace");
                     }

@@ -402,10 +402,15 @@ async fn cordon_labels_and_taints_reach_the_node_and_others_survive() {
         ))
         .await
         .unwrap();
+    // On a real cluster the node lifecycle controller mirrors the cordon
+    // as the `node.kubernetes.io/unschedulable` taint and takes it away a
+    // moment after the uncordon.
     let n = node_until(&nodes, &name, "our labels, taint and cordon gone", |n| {
         !labels(n).contains_key("tier")
             && n.spec.as_ref().and_then(|s| s.unschedulable) != Some(true)
-            && !taints(n).iter().any(|t| t.0 == "dedicated")
+            && !taints(n)
+                .iter()
+                .any(|t| t.0 == "dedicated" || t.0 == "node.kubernetes.io/unschedulable")
     })
     .await;
     assert_eq!(labels(&n).get("team").map(String::as_str), Some("infra"));

@@ -1455,9 +1455,12 @@ async fn a_customer_past_their_limits_is_refused_and_the_next_customer_still_get
         async move {
             let q = quotas.list(&Default::default()).await.ok()?;
             let hard = q.items.first()?.spec.as_ref()?.hard.clone()?;
-            (hard.get("requests.cpu")?.0 == "2000m"
-                && hard.get("limits.memory")?.0 == "8192Mi"
-                && hard.get("requests.storage")?.0 == "100Gi")
+            // By value: kube-apiserver stores quantities in canonical form
+            // ("2000m" reads back "2", "8192Mi" reads back "8Gi").
+            let milli = |k: &str| minispod_kube_standin::quantity::milli(&hard.get(k)?.0);
+            (milli("requests.cpu")? == 2_000
+                && milli("limits.memory")? == 8192 * 1024 * 1024 * 1000
+                && milli("requests.storage")? == 100 * 1024 * 1024 * 1024 * 1000)
                 .then_some(())
         }
     })
