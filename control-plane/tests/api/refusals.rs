@@ -180,8 +180,11 @@ async fn writes(app: &TestApp) -> f64 {
 /// A control plane linked through refusable credentials, a worker with a
 /// node, and a customer: (cluster, credentials, app, customer token).
 struct Setup {
-    _cluster: TestCluster,
+    cluster: TestCluster,
     creds: Credentials,
+    /// The worker and its node.
+    worker: String,
+    node: String,
     app: TestApp,
     admin: Admin,
     token: String,
@@ -199,11 +202,13 @@ async fn setup(more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs)
     })
     .await;
     let mut admin = Admin::of(&app).await;
-    let (_w, _n, stream) = worker_with_node_on(&cluster, &app, &mut admin, "m-refused").await;
+    let (worker, node, stream) = worker_with_node_on(&cluster, &app, &mut admin, "m-refused").await;
     let (_u, token) = customer(&app, "rita@example.com").await;
     Setup {
-        _cluster: cluster,
+        cluster,
         creds,
+        worker,
+        node,
         app,
         admin,
         token,
@@ -306,6 +311,105 @@ async fn a_refusing_cluster_gets_few_requests_the_customer_sees_why_and_it_resum
         })
         .await;
     }
+}
+
+async fn set_status(s: &Setup, status: pb::WorkerStatus) {
+    s.admin
+        .client
+        .clone()
+        .set_worker_status(authed(
+            pb::SetWorkerStatusRequest {
+                id: s.worker.clone(),
+                status: status as i32,
+            },
+            &s.admin.token,
+        ))
+        .await
+        .unwrap();
+}
+
+fn drain_in(w: &pb::Worker, state: pb::DrainState) -> bool {
+    w.drain.as_ref().is_some_and(|d| d.state == state as i32)
+}
+
+#[tokio::test]
+async fn a_drain_the_cluster_refuses_ends_failed_at_once_with_the_refusal_and_runs_again_next_maintenance()
+ {
+    let s = setup(|a| {
+        a.kube_retry_base = Duration::from_millis(200);
+        a.kube_retry_max = Duration::from_secs(2);
+    })
+    .await;
+    // A pod its budget holds: the drain waits, BLOCKED, retrying.
+    let ns = s.cluster.create_namespace().await.unwrap();
+    s.cluster
+        .create_pod(&ns, "db", &s.node, &[("app", "db")], &[], true, None)
+        .await
+        .unwrap();
+    s.cluster
+        .create_pdb(&ns, "db", &[("app", "db")], 1)
+        .await
+        .unwrap();
+    crate::cluster::worker_until(&s.admin, &s.worker, "the pod counted", |w| w.pod_count == 1)
+        .await;
+    set_status(&s, pb::WorkerStatus::Maintenance).await;
+    crate::cluster::worker_until(&s.admin, &s.worker, "the drain blocked", |w| {
+        drain_in(w, pb::DrainState::Blocked)
+    })
+    .await;
+
+    // The cluster stops accepting the control plane: the drain does not
+    // retry a refusal forever, it ends FAILED and says why.
+    s.creds.refuse();
+    let w = crate::cluster::worker_until(&s.admin, &s.worker, "the drain failed", |w| {
+        drain_in(w, pb::DrainState::Failed)
+    })
+    .await;
+    let d = w.drain.unwrap();
+    assert!(
+        d.error.starts_with("the cluster refused the drain: ") && d.error.contains("Unauthorized"),
+        "{}",
+        d.error
+    );
+    assert!(d.finished_at.is_some());
+    let evictions = || async {
+        s.app
+            .metrics()
+            .await
+            .lines()
+            .filter(|l| {
+                l.starts_with("minispod_kube_api_requests_total{")
+                    && l.contains("kind=\"pods/eviction\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let tried = evictions().await;
+    assert!(tried >= 1.0, "the budget was asked");
+
+    // Accepted again, the failed drain stays FAILED (no retry storm, no
+    // restart behind the administrator's back) ...
+    s.creds.accept();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let w = crate::cluster::worker_until(&s.admin, &s.worker, "the drain still failed", |w| {
+        drain_in(w, pb::DrainState::Failed)
+    })
+    .await;
+    assert_eq!(w.drain.unwrap().error, d.error);
+    assert_eq!(evictions().await, tried, "no eviction after the failure");
+
+    // ... until maintenance ends and starts again: a new drain.
+    set_status(&s, pb::WorkerStatus::Active).await;
+    crate::cluster::worker_until(&s.admin, &s.worker, "the drain forgotten", |w| {
+        w.drain.is_none()
+    })
+    .await;
+    set_status(&s, pb::WorkerStatus::Maintenance).await;
+    crate::cluster::worker_until(&s.admin, &s.worker, "a new drain blocked", |w| {
+        drain_in(w, pb::DrainState::Blocked)
+    })
+    .await;
+    set_status(&s, pb::WorkerStatus::Active).await;
 }
 
 /// The figure in BENCHMARKS.md: ten minutes of refusal with the default
