@@ -27,7 +27,7 @@ use minispod_proto::v1 as pb;
 
 use crate::{
     helpers::{TempDir, TestApp, authed},
-    subscriptions::{create, customer, get, linked_app_with, until, worker_with_node_on},
+    subscriptions::{create, customer, get, linked_app_with, subs, until, worker_with_node_on},
     workers::Admin,
 };
 
@@ -187,6 +187,8 @@ struct Setup {
     node: String,
     app: TestApp,
     admin: Admin,
+    /// The customer and their token.
+    user: String,
     token: String,
     _stream: crate::workers::Stream,
 }
@@ -203,7 +205,7 @@ async fn setup(more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs)
     .await;
     let mut admin = Admin::of(&app).await;
     let (worker, node, stream) = worker_with_node_on(&cluster, &app, &mut admin, "m-refused").await;
-    let (_u, token) = customer(&app, "rita@example.com").await;
+    let (user, token) = customer(&app, "rita@example.com").await;
     Setup {
         cluster,
         creds,
@@ -211,6 +213,7 @@ async fn setup(more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs)
         node,
         app,
         admin,
+        user,
         token,
         _stream: stream,
     }
@@ -410,6 +413,92 @@ async fn a_drain_the_cluster_refuses_ends_failed_at_once_with_the_refusal_and_ru
     })
     .await;
     set_status(&s, pb::WorkerStatus::Active).await;
+}
+
+/// Requests of `verb` on `kind` so far, refused or not.
+async fn requests(app: &TestApp, verb: &str, kind: &str) -> f64 {
+    app.metrics()
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("minispod_kube_api_requests_total{")
+                && l.contains(&format!("verb=\"{verb}\""))
+                && l.contains(&format!("kind=\"{kind}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn an_expired_volume_the_cluster_will_not_delete_waits_out_a_backoff_not_each_resync() {
+    let retention = Duration::from_secs(5);
+    let s = setup(|a| {
+        a.kube_retry_base = Duration::from_millis(200);
+        a.kube_retry_max = Duration::from_secs(2);
+        a.volume_retention = retention;
+        a.subscription_resync = Duration::from_millis(200);
+    })
+    .await;
+    let sub = create(&s.app, &s.token, "n8n", "kept", &[]).await.unwrap();
+    let client = s.cluster.client().await;
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client, &format!("ms-{}", s.user));
+    until(30, "the subscription's claim", || async {
+        (!pvcs.list(&Default::default()).await.ok()?.items.is_empty()).then_some(())
+    })
+    .await;
+    subs(&s.app)
+        .delete_subscription(authed(
+            pb::DeleteSubscriptionRequest { id: sub.id.clone() },
+            &s.token,
+        ))
+        .await
+        .unwrap();
+    // Its objects go, then its row, its claims kept for the retention.
+    let ns = format!("ms-{}", s.user);
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(s.cluster.client().await, &ns);
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(s.cluster.client().await, &ns);
+    until(30, "the subscription's objects deleted", || async {
+        let d = deployments.list(&Default::default()).await.ok()?.items;
+        let s = services.list(&Default::default()).await.ok()?.items;
+        (d.is_empty() && s.is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The cluster refuses from now on, before the retention ends.
+    s.creds.refuse();
+    let claims = pvcs.list(&Default::default()).await.unwrap().items.len();
+    assert!(
+        claims > 0,
+        "the claim was deleted before the refusal: too slow"
+    );
+    let before = requests(&s.app, "delete", "persistentvolumeclaims").await;
+    let window = Duration::from_secs(8);
+    tokio::time::sleep(retention + window).await;
+    let tried = requests(&s.app, "delete", "persistentvolumeclaims").await - before;
+    // Backed off (200 ms doubling to 2 s): about a dozen at most in the
+    // window, where a try at each 200 ms resync would make forty.
+    assert!(
+        (1.0..=16.0).contains(&tried),
+        "{tried} deletes of the expired claim in {window:?} of refusal"
+    );
+    assert_eq!(
+        pvcs.list(&Default::default()).await.unwrap().items.len(),
+        claims
+    );
+    // Accepted again: it goes.
+    s.creds.accept();
+    until(30, "the expired claim deleted", || async {
+        pvcs.list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
 }
 
 /// The figure in BENCHMARKS.md: ten minutes of refusal with the default
