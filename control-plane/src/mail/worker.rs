@@ -80,11 +80,19 @@ impl Reconcile for Delivery {
     /// delivery comes back after the delay recorded as its
     /// `next_attempt_at`.
     async fn reconcile(&mut self, id: &String) -> Result<Action, StoreFailed> {
-        let claimed = outbox::claim(&self.db, id, &self.owner, LEASE_MS)
-            .await
-            .map_err(StoreFailed)?;
+        // A read first: a row sent or leased elsewhere costs the single
+        // writer nothing.
+        let due = outbox::due_at(&self.db, id).await.map_err(StoreFailed)?;
+        let claimed = match due {
+            // Sent, given up, or gone.
+            None => return Ok(Action::Done),
+            Some(at) if at > now_ms() => return Ok(Action::RequeueAfter(ms_until(at))),
+            Some(_) => outbox::claim(&self.db, id, &self.owner, LEASE_MS)
+                .await
+                .map_err(StoreFailed)?,
+        };
         let Some(m) = claimed else {
-            // Sent, given up, or not ours yet: when it is due, if pending.
+            // Taken meanwhile: when it is due again, if still pending.
             let due = outbox::due_at(&self.db, id).await.map_err(StoreFailed)?;
             return Ok(due.map_or(Action::Done, |at| {
                 Action::RequeueAfter(ms_until(at).max(Duration::from_millis(1)))
