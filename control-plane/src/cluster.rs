@@ -8,7 +8,9 @@
 //!   cordon by server-side apply under our field manager, our taints
 //!   (including the offline NoExecute taint after the grace), node
 //!   readiness into the worker's status.
-//! - `drain`: maintenance drains through the Eviction API.
+//! - `drain`: maintenance drains through the Eviction API, on a work
+//!   queue of their own (one round per worker at a time, backoff after API
+//!   errors, FAILED at once on 401/403).
 //! - `api_stats`: requests and error answers per resource kind, recorded by
 //!   a layer of the client (metrics, GetClusterLink).
 //! - `bootstrap`: a K3s bootstrap token for each enrollment.
@@ -57,7 +59,7 @@ pub struct LinkSettings {
     /// agent reconnects after a restart, which must not move every pod.
     pub offline_taint_after_start: Duration,
     /// How a worker whose node could not be written (or whose drain
-    /// failed a round) is retried.
+    /// failed a round on an API error) is retried.
     pub backoff: Backoff,
 }
 
@@ -95,6 +97,10 @@ struct Inner {
     wake: Notify,
     /// Progress of each worker's drain.
     drains: Mutex<HashMap<String, pb::WorkerDrain>>,
+    /// What each drain is asked to do (`drain::DrainJob`).
+    drain_jobs: Mutex<HashMap<String, drain::DrainJob>>,
+    /// Workers whose drain is due a round, with their backoff.
+    drain_queue: Arc<WorkQueue<String>>,
     /// sha256 (hex) of the cluster CA bundle as K3s hashes it, for secure
     /// join tokens; None when the credentials name no CA.
     cluster_ca_hash: Option<String>,
@@ -139,6 +145,8 @@ impl ClusterLink {
         ClusterLink {
             inner: Arc::new(Inner {
                 queue: WorkQueue::new(settings.backoff),
+                drain_queue: Arc::new(WorkQueue::new(settings.backoff)),
+                drain_jobs: Mutex::default(),
                 client,
                 api,
                 server,
@@ -436,6 +444,27 @@ impl ClusterLink {
         match drain {
             Some(v) => d.insert(worker_id.to_owned(), v),
             None => d.remove(worker_id),
+        };
+    }
+
+    fn drain_job(&self, worker_id: &str) -> Option<drain::DrainJob> {
+        self.inner
+            .drain_jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(worker_id)
+            .cloned()
+    }
+
+    fn set_drain_job(&self, worker_id: &str, job: Option<drain::DrainJob>) {
+        let mut j = self
+            .inner
+            .drain_jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match job {
+            Some(v) => j.insert(worker_id.to_owned(), v),
+            None => j.remove(worker_id),
         };
     }
 

@@ -1,4 +1,5 @@
-//! A work queue for the control loops (subscriptions, nodes, drains):
+//! A work queue for the control loops (subscriptions, retained volumes,
+//! nodes, drains, mail delivery, fleet incidents):
 //! keys, one pending entry per key, delayed requeue and per-key
 //! exponential backoff with jitter, after kube-runtime's controller
 //! (its scheduler keeps one entry per object at the earliest time asked;

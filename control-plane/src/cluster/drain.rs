@@ -5,9 +5,14 @@
 //! The node is cordoned by the reconciler (maintenance means
 //! `spec.unschedulable`), so evicted pods are rescheduled elsewhere. The
 //! drain ends DONE when no such pod is left, CANCELLED when maintenance
-//! ends first, FAILED on a refusal no retry can fix (e.g. RBAC).
+//! ends first, FAILED at once when the cluster refuses it (401 or 403: no
+//! retry fixes credentials or RBAC), the refusal in its reason.
+//!
+//! The drains run on the link's drain queue (`crate::workqueue`, keyed by
+//! worker id): one pending round per drain, never two at once, and the
+//! queue's backoff with jitter after API errors ([`DrainLoop`]).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::Eviction;
@@ -17,8 +22,13 @@ use kube::{
 };
 use minispod_proto::v1 as pb;
 
+use tokio::time::Instant;
+
 use super::{ClusterLink, now};
-use crate::workers::{hub::FleetHub, queries as workers_db};
+use crate::{
+    workers::{hub::FleetHub, queries as workers_db},
+    workqueue::{Action, Reconcile},
+};
 
 /// Pause between rounds while pods are still leaving.
 const ROUND: Duration = Duration::from_millis(500);
@@ -47,22 +57,300 @@ fn stays(p: &Pod) -> bool {
     daemon || mirror || finished
 }
 
+/// What a drain is asked to do; set by the node reconciler, read by the
+/// drain loop.
+#[derive(Debug, Clone)]
+pub(super) struct DrainJob {
+    /// The node drained.
+    pub node: String,
+    /// Set for a deleted worker's node: cordon it first, and delete it once
+    /// drained, or at this time anyway (as `kubectl drain --timeout`).
+    pub retire_by: Option<Instant>,
+}
+
+/// Whether the cluster refused us for good: 401 (our credentials are not
+/// accepted) or 403 (RBAC denies it). No retry fixes these without a
+/// person, so the drain ends FAILED with the API server's words.
+fn refused(e: &kube::Error) -> Option<String> {
+    match e {
+        kube::Error::Api(s) if s.code == 401 || s.code == 403 => Some(if s.message.is_empty() {
+            format!("{} {}", s.code, s.reason)
+        } else {
+            s.message.clone()
+        }),
+        _ => None,
+    }
+}
+
+/// What the drain loop remembers of one drain between its rounds.
+#[derive(Debug, Default)]
+struct Round {
+    /// Pods this drain evicted.
+    evicted: i32,
+    /// What watchers were last shown.
+    announced: Option<(i32, i32, i32, String)>,
+    /// A deleted worker's node was cordoned.
+    cordoned: bool,
+}
+
+/// The drain loop: one round per key (a worker id) at a time, from the
+/// link's drain queue. A round lists the node's pods and asks for the
+/// eviction of those that must leave; then the key comes back after
+/// [`ROUND`] while pods are leaving, after [`BLOCKED_RETRY`] while a
+/// PodDisruptionBudget refuses, or after the queue's backoff (exponential,
+/// with jitter) when the API server failed. A 401 or 403 ends the drain
+/// FAILED at once, its reason the API server's refusal.
+pub(super) struct DrainLoop {
+    link: ClusterLink,
+    hub: FleetHub,
+    client: kube::Client,
+    rounds: HashMap<String, Round>,
+}
+
+impl Reconcile for DrainLoop {
+    type Key = String;
+    type Error = anyhow::Error;
+
+    async fn reconcile(&mut self, id: &String) -> anyhow::Result<Action> {
+        self.round(id).await
+    }
+
+    fn error_policy(&mut self, id: &String, e: &anyhow::Error, backoff: Duration) -> Action {
+        tracing::warn!(worker_id = %id, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64,
+            "drain: a round failed; retrying");
+        // A deleted worker's node is deleted at its deadline, backoff or not.
+        let left = self
+            .link
+            .drain_job(id)
+            .and_then(|j| j.retire_by)
+            .map(|by| by.saturating_duration_since(Instant::now()));
+        Action::RequeueAfter(left.map_or(backoff, |l| l.min(backoff)))
+    }
+}
+
+impl DrainLoop {
+    /// Runs the loop until the hub closes.
+    pub(super) async fn run(mut self) {
+        let queue = self.link.inner.drain_queue.clone();
+        loop {
+            let id = tokio::select! {
+                () = self.hub.closed() => return,
+                id = queue.next() => id,
+            };
+            // Retried by the queue (`error_policy`).
+            let _ = queue.process(&mut self, id).await;
+        }
+    }
+
+    /// Ends the drain of `id`: forgets its round and its job.
+    fn finish(&mut self, id: &str) {
+        self.rounds.remove(id);
+        self.link.set_drain_job(id, None);
+    }
+
+    async fn round(&mut self, id: &str) -> anyhow::Result<Action> {
+        let Some(job) = self.link.drain_job(id) else {
+            self.rounds.remove(id);
+            return Ok(Action::Done);
+        };
+        let Some(mut progress) = self.link.drain_of(id) else {
+            self.finish(id);
+            return Ok(Action::Done);
+        };
+        let node = job.node.as_str();
+        let state = pb::DrainState::try_from(progress.state).unwrap_or_default();
+        if let Some(by) = job.retire_by {
+            let round = self.rounds.entry(id.to_owned()).or_default();
+            if !round.cordoned {
+                round.cordoned = true;
+                self.link.cordon_for_retirement(node).await;
+            }
+            let over = matches!(state, pb::DrainState::Done | pb::DrainState::Failed);
+            if over || Instant::now() >= by {
+                if !over {
+                    tracing::warn!(
+                        node,
+                        "pods still on the node of a deleted worker after the drain timeout; deleting it anyway"
+                    );
+                }
+                // Retried with backoff until the node is gone.
+                self.link.delete_node_named(node).await?;
+                self.link.set_drain(id, None);
+                self.finish(id);
+                return Ok(Action::Done);
+            }
+        } else if !matches!(state, pb::DrainState::Running | pb::DrainState::Blocked) {
+            if state == pb::DrainState::Cancelled {
+                tracing::info!(worker_id = id, node, "drain cancelled: maintenance ended");
+            }
+            self.finish(id);
+            return Ok(Action::Done);
+        }
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        // Taken out for the round (`fail` and `finish` need `self`), put
+        // back when the drain goes on.
+        let mut round = self.rounds.remove(id).unwrap_or_default();
+        if round.evicted == 0 && round.announced.is_none() {
+            tracing::info!(worker_id = id, node, "draining the node for maintenance");
+        }
+        let mut next = Ok(Action::RequeueAfter(ROUND));
+        match pods.list(&on_node).await {
+            Err(e) => {
+                if let Some(why) = refused(&e) {
+                    return Ok(self.fail(id, round, progress, format!("list pods: {why}")));
+                }
+                progress.error = format!("list pods: {e}");
+                next = Err(anyhow::Error::new(e).context("list the node's pods"));
+            }
+            Ok(list) => {
+                let leaving: Vec<&Pod> = list.items.iter().filter(|p| !stays(p)).collect();
+                progress.pods_remaining = leaving.len() as i32;
+                progress.pods_to_evict = progress
+                    .pods_to_evict
+                    .max(round.evicted + leaving.len() as i32);
+                if leaving.is_empty() {
+                    progress.state = pb::DrainState::Done as i32;
+                    progress.error.clear();
+                    progress.finished_at = Some(now());
+                    let evicted = round.evicted;
+                    progress.pods_evicted = evicted;
+                    self.link.set_drain(id, Some(progress));
+                    self.link.announce(&self.hub, id);
+                    tracing::info!(worker_id = id, node, evicted, "node drained");
+                    if job.retire_by.is_some() {
+                        // Back at once to delete the node.
+                        self.rounds.insert(id.to_owned(), round);
+                        return Ok(Action::RequeueAfter(Duration::ZERO));
+                    }
+                    self.finish(id);
+                    return Ok(Action::Done);
+                }
+                progress.state = pb::DrainState::Running as i32;
+                for p in leaving {
+                    if p.metadata.deletion_timestamp.is_some() {
+                        continue;
+                    }
+                    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+                    let name = p.metadata.name.as_deref().unwrap_or_default();
+                    let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+                    match evict(&api, ns, name).await {
+                        Ok(_) => {
+                            round.evicted += 1;
+                            progress.error.clear();
+                        }
+                        Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                        Err(kube::Error::Api(s)) if s.code == 429 => {
+                            // A PodDisruptionBudget says not now: the API
+                            // server is fine, so a steady pace, as kubectl
+                            // drain's, not a backoff.
+                            progress.state = pb::DrainState::Blocked as i32;
+                            progress.error = format!("{ns}/{name}: {}", budget_words(&s));
+                            if next.is_ok() {
+                                next = Ok(Action::RequeueAfter(BLOCKED_RETRY));
+                            }
+                        }
+                        Err(e) => {
+                            if let Some(why) = refused(&e) {
+                                progress.pods_evicted = round.evicted;
+                                let why = format!("evict {ns}/{name}: {why}");
+                                return Ok(self.fail(id, round, progress, why));
+                            }
+                            progress.error = format!("{ns}/{name}: {e}");
+                            next = Err(anyhow::Error::new(e).context(format!("evict {ns}/{name}")));
+                        }
+                    }
+                }
+                progress.pods_evicted = round.evicted;
+            }
+        }
+        // Maintenance may have ended while this round ran.
+        if self
+            .link
+            .drain_of(id)
+            .is_none_or(|d| d.state == pb::DrainState::Cancelled as i32)
+        {
+            self.finish(id);
+            return Ok(Action::Done);
+        }
+        self.link.set_drain(id, Some(progress.clone()));
+        let seen = Some((
+            progress.state,
+            progress.pods_evicted,
+            progress.pods_remaining,
+            progress.error,
+        ));
+        if round.announced != seen {
+            round.announced = seen;
+            self.link.announce(&self.hub, id);
+        }
+        self.rounds.insert(id.to_owned(), round);
+        next
+    }
+
+    /// Ends the drain FAILED with `why` (the cluster refused us).
+    fn fail(
+        &mut self,
+        id: &str,
+        round: Round,
+        mut progress: pb::WorkerDrain,
+        why: String,
+    ) -> Action {
+        tracing::warn!(worker_id = id, reason = %why, "drain failed: the cluster refused it");
+        progress.state = pb::DrainState::Failed as i32;
+        progress.error = format!("the cluster refused the drain: {why}");
+        progress.finished_at = Some(now());
+        self.link.set_drain(id, Some(progress));
+        self.link.announce(&self.hub, id);
+        if self
+            .link
+            .drain_job(id)
+            .is_some_and(|j| j.retire_by.is_some())
+        {
+            // A deleted worker's node is still deleted (that may be allowed).
+            self.rounds.insert(id.to_owned(), round);
+            return Action::RequeueAfter(Duration::ZERO);
+        }
+        self.finish(id);
+        Action::Done
+    }
+}
+
 impl ClusterLink {
-    /// Starts a drain of `node` for worker `id` unless one is running or
-    /// done; called by the reconciler while the worker is in maintenance.
-    pub(super) fn ensure_drain(&self, hub: &FleetHub, id: &str, node: &str) {
-        let running = self.drain_of(id).is_some_and(|d| {
+    /// Starts the drain loop; nothing when no cluster is linked.
+    pub(super) fn spawn_drains(&self, hub: FleetHub) -> Option<tokio::task::JoinHandle<()>> {
+        let client = self.client()?.clone();
+        let drains = DrainLoop {
+            link: self.clone(),
+            hub,
+            client,
+            rounds: HashMap::new(),
+        };
+        Some(tokio::spawn(drains.run()))
+    }
+
+    /// Starts a drain of `node` for worker `id` unless one is running, done
+    /// or failed (a failed drain stays FAILED, its reason shown, until
+    /// maintenance ends: entering it again drains again); called by the
+    /// reconciler while the worker is in maintenance.
+    pub(super) fn ensure_drain(&self, id: &str, node: &str) {
+        let started = self.drain_of(id).is_some_and(|d| {
             matches!(
                 pb::DrainState::try_from(d.state),
-                Ok(pb::DrainState::Running | pb::DrainState::Blocked | pb::DrainState::Done)
+                Ok(pb::DrainState::Running
+                    | pb::DrainState::Blocked
+                    | pb::DrainState::Done
+                    | pb::DrainState::Failed)
             )
         });
-        if running {
+        if started || self.client().is_none() {
             return;
         }
-        let Some(client) = self.client().cloned() else {
-            return;
-        };
+        self.start_drain(id, node, None);
+    }
+
+    /// Records a drain RUNNING and queues its first round now.
+    pub(super) fn start_drain(&self, id: &str, node: &str, retire_by: Option<Instant>) {
         self.set_drain(
             id,
             Some(pb::WorkerDrain {
@@ -71,10 +359,16 @@ impl ClusterLink {
                 ..Default::default()
             }),
         );
-        let (link, hub, id, node) = (self.clone(), hub.clone(), id.to_owned(), node.to_owned());
-        tokio::spawn(async move {
-            link.drain(&hub, client, &id, &node).await;
-        });
+        self.set_drain_job(
+            id,
+            Some(DrainJob {
+                node: node.to_owned(),
+                retire_by,
+            }),
+        );
+        // A new drain starts without the last one's backoff.
+        self.inner.drain_queue.forget(&id.to_owned());
+        self.inner.drain_queue.add_now(id.to_owned());
     }
 
     /// Ends a drain because maintenance ended first.
@@ -82,6 +376,9 @@ impl ClusterLink {
         let Some(mut d) = self.drain_of(id) else {
             return;
         };
+        if self.drain_job(id).is_some_and(|j| j.retire_by.is_some()) {
+            return;
+        }
         if matches!(
             pb::DrainState::try_from(d.state),
             Ok(pb::DrainState::Running | pb::DrainState::Blocked)
@@ -90,6 +387,8 @@ impl ClusterLink {
             d.finished_at = Some(now());
             self.set_drain(id, Some(d));
             self.announce(hub, id);
+            // Its loop lets go of it at once, backoff or not.
+            self.inner.drain_queue.add_now(id.to_owned());
         } else {
             // A finished drain is forgotten when maintenance ends, so the
             // next maintenance drains again.
@@ -106,108 +405,6 @@ impl ClusterLink {
                 hub.publish(&row);
             }
         });
-    }
-
-    pub(super) async fn drain(&self, hub: &FleetHub, client: kube::Client, id: &str, node: &str) {
-        let pods: Api<Pod> = Api::all(client.clone());
-        let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
-        let mut evicted = 0;
-        let mut announced: Option<pb::WorkerDrain> = None;
-        tracing::info!(worker_id = id, node, "draining the node for maintenance");
-        loop {
-            let Some(mut progress) = self.drain_of(id) else {
-                return;
-            };
-            if progress.state == pb::DrainState::Cancelled as i32 {
-                tracing::info!(worker_id = id, node, "drain cancelled: maintenance ended");
-                return;
-            }
-            let mut wait = ROUND;
-            match pods.list(&on_node).await {
-                Err(e) => {
-                    progress.error = format!("list pods: {e}");
-                    wait = BLOCKED_RETRY;
-                }
-                Ok(list) => {
-                    let leaving: Vec<&Pod> = list.items.iter().filter(|p| !stays(p)).collect();
-                    progress.pods_remaining = leaving.len() as i32;
-                    progress.pods_to_evict =
-                        progress.pods_to_evict.max(evicted + leaving.len() as i32);
-                    if leaving.is_empty() {
-                        progress.state = pb::DrainState::Done as i32;
-                        progress.error.clear();
-                        progress.finished_at = Some(now());
-                        self.set_drain(id, Some(progress));
-                        self.announce(hub, id);
-                        tracing::info!(worker_id = id, node, evicted, "node drained");
-                        return;
-                    }
-                    progress.state = pb::DrainState::Running as i32;
-                    for p in leaving {
-                        if p.metadata.deletion_timestamp.is_some() {
-                            continue;
-                        }
-                        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-                        let name = p.metadata.name.as_deref().unwrap_or_default();
-                        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-                        match evict(&api, ns, name).await {
-                            Ok(_) => {
-                                evicted += 1;
-                                progress.error.clear();
-                            }
-                            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                            Err(kube::Error::Api(s)) if s.code == 429 => {
-                                // A PodDisruptionBudget says not now.
-                                progress.state = pb::DrainState::Blocked as i32;
-                                progress.error = format!("{ns}/{name}: {}", budget_words(&s));
-                                wait = BLOCKED_RETRY;
-                            }
-                            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 401 => {
-                                progress.state = pb::DrainState::Failed as i32;
-                                progress.error = format!("{ns}/{name}: {}", s.message);
-                                progress.finished_at = Some(now());
-                                self.set_drain(id, Some(progress));
-                                self.announce(hub, id);
-                                tracing::warn!(
-                                    worker_id = id,
-                                    node,
-                                    "drain failed: eviction forbidden"
-                                );
-                                return;
-                            }
-                            Err(e) => {
-                                progress.error = format!("{ns}/{name}: {e}");
-                                wait = BLOCKED_RETRY;
-                            }
-                        }
-                    }
-                    progress.pods_evicted = evicted;
-                }
-            }
-            // Maintenance may have ended while this round ran.
-            if self
-                .drain_of(id)
-                .is_some_and(|d| d.state == pb::DrainState::Cancelled as i32)
-            {
-                return;
-            }
-            self.set_drain(id, Some(progress.clone()));
-            let seen = announced
-                .as_ref()
-                .map(|a| (a.state, a.pods_evicted, a.pods_remaining, &a.error));
-            if seen
-                != Some((
-                    progress.state,
-                    progress.pods_evicted,
-                    progress.pods_remaining,
-                    &progress.error,
-                ))
-            {
-                self.announce(hub, id);
-                announced = Some(progress);
-            }
-            tokio::time::sleep(wait).await;
-        }
     }
 }
 
@@ -245,4 +442,38 @@ fn budget_words(s: &kube::core::Status) -> String {
                 .find_map(|c| (!c.message.is_empty()).then(|| c.message.clone()))
         })
         .unwrap_or_else(|| s.message.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, reason)
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn unauthorized_and_forbidden_end_a_drain_and_nothing_else_does() {
+        let forbidden = api_error(
+            403,
+            "Forbidden",
+            "pods \"web-1\" is forbidden: User \"system:serviceaccount:minispod-system:minispod-control-plane\" cannot create resource \"pods/eviction\"",
+        );
+        assert!(refused(&forbidden).is_some_and(|w| w.contains("cannot create resource")));
+        assert_eq!(
+            refused(&api_error(401, "Unauthorized", "")).as_deref(),
+            Some("401 Unauthorized")
+        );
+        for (code, reason) in [
+            (429, "TooManyRequests"),
+            (500, "InternalError"),
+            (404, "NotFound"),
+        ] {
+            assert_eq!(refused(&api_error(code, reason, "x")), None, "{code}");
+        }
+    }
 }

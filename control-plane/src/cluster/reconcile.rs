@@ -18,7 +18,8 @@
 //!   stream has been gone for the grace, removed when it returns;
 //! - the node's readiness into the worker's status (NOT_READY with the
 //!   reason), once the watches have listed everything;
-//! - maintenance: a drain (`drain`) once the node is cordoned.
+//! - maintenance: a drain (`drain`, on its own queue) once the node is
+//!   cordoned; a deleted worker's node is drained there, then deleted.
 //!
 //! Every step is idempotent, so a worker queued twice costs a comparison.
 
@@ -103,10 +104,15 @@ impl Reconcile for NodeReconciler {
 }
 
 impl ClusterLink {
-    /// Starts the reconciler; nothing when no cluster is linked.
-    pub fn spawn_reconciler(&self, hub: FleetHub) -> Option<tokio::task::JoinHandle<()>> {
-        self.client()?;
-        Some(tokio::spawn(self.clone().reconcile_loop(hub)))
+    /// Starts the node reconciler and the drain loop; nothing when no
+    /// cluster is linked.
+    pub fn spawn_reconciler(&self, hub: FleetHub) -> Vec<tokio::task::JoinHandle<()>> {
+        if self.client().is_none() {
+            return Vec::new();
+        }
+        let mut tasks = vec![tokio::spawn(self.clone().reconcile_loop(hub.clone()))];
+        tasks.extend(self.spawn_drains(hub));
+        tasks
     }
 
     async fn reconcile_loop(self, hub: FleetHub) {
@@ -244,23 +250,13 @@ impl ClusterLink {
                 .cloned()
         };
         let Some(row) = row else {
-            // The worker was deleted: cordon and drain its node, then
-            // delete the node object, in the background.
+            // The worker was deleted: the drain loop cordons and drains its
+            // node, then deletes the node object.
             if let Some(n) = node
-                && self
-                    .drain_of(id)
-                    .is_none_or(|d| d.state != pb::DrainState::Running as i32)
+                && self.drain_job(id).is_none_or(|j| j.retire_by.is_none())
             {
-                self.set_drain(
-                    id,
-                    Some(pb::WorkerDrain {
-                        state: pb::DrainState::Running as i32,
-                        started_at: Some(now()),
-                        ..Default::default()
-                    }),
-                );
-                let (link, hub, id) = (self.clone(), hub.clone(), id.to_owned());
-                tokio::spawn(async move { link.retire_node(&hub, nodes, &id, n).await });
+                let by = tokio::time::Instant::now() + RETIRE_DRAIN_TIMEOUT;
+                self.start_drain(id, &n.name, Some(by));
             }
             return Ok(Action::Done);
         };
@@ -296,7 +292,7 @@ impl ClusterLink {
         let show_later = self.show_node_changes(hub, presence, &row);
         // After the cordon above, so evicted pods land elsewhere.
         if row.maintenance {
-            self.ensure_drain(hub, id, &name);
+            self.ensure_drain(id, &name);
         } else {
             self.cancel_drain(hub, id);
         }
@@ -478,50 +474,45 @@ impl ClusterLink {
         }
     }
 
-    /// A deleted worker's node: cordoned, drained (for at most
-    /// [`RETIRE_DRAIN_TIMEOUT`], as `kubectl drain --timeout`), deleted.
-    async fn retire_node(&self, hub: &FleetHub, nodes: Api<Node>, id: &str, node: NodeView) {
+    /// Cordons a deleted worker's node before its drain (a failure is
+    /// logged: the drain and the deletion go on).
+    pub(super) async fn cordon_for_retirement(&self, node: &str) {
+        let Some(client) = self.client() else {
+            return;
+        };
+        let nodes: Api<Node> = Api::all(client.clone());
         let cordon = json!({
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": { "name": node.name },
+            "metadata": { "name": node },
             "spec": { "unschedulable": true },
         });
         if let Err(e) = nodes
             .patch(
-                &node.name,
+                node,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&cordon),
             )
             .await
         {
-            tracing::warn!(node = %node.name, error = %e, "could not cordon the node of a deleted worker");
-        }
-        if let Some(client) = self.client().cloned()
-            && tokio::time::timeout(
-                RETIRE_DRAIN_TIMEOUT,
-                self.drain(hub, client, id, &node.name),
-            )
-            .await
-            .is_err()
-        {
-            tracing::warn!(node = %node.name, "pods still on the node of a deleted worker after the drain timeout; deleting it anyway");
-        }
-        self.set_drain(id, None);
-        if let Err(e) = self.delete_node(&nodes, &node).await {
-            tracing::warn!(node = %node.name, error = %format!("{e:#}"), "could not delete the node of a deleted worker");
+            tracing::warn!(node, error = %e, "could not cordon the node of a deleted worker");
         }
     }
 
-    async fn delete_node(&self, nodes: &Api<Node>, node: &NodeView) -> anyhow::Result<()> {
-        match nodes.delete(&node.name, &Default::default()).await {
+    /// Deletes a deleted worker's node (gone already is fine).
+    pub(super) async fn delete_node_named(&self, node: &str) -> anyhow::Result<()> {
+        let Some(client) = self.client() else {
+            return Ok(());
+        };
+        let nodes: Api<Node> = Api::all(client.clone());
+        match nodes.delete(node, &Default::default()).await {
             Ok(_) => {
-                tracing::info!(node = %node.name, "deleted the node of a deleted worker");
-                self.index_mut().remove_node(&node.name);
+                tracing::info!(node, "deleted the node of a deleted worker");
+                self.index_mut().remove_node(node);
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("delete the node {node}"))),
         }
     }
 }

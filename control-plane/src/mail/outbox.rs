@@ -1,5 +1,6 @@
-//! SQL of the outbox: queueing in the caller's transaction, claiming due
-//! messages under a lease, and recording what delivery did.
+//! SQL of the outbox: queueing in the caller's transaction, finding when
+//! pending messages are due, claiming one under a lease, and recording what
+//! delivery did.
 
 use minispod_proto::v1 as pb;
 use sqlx::FromRow;
@@ -131,47 +132,81 @@ pub async fn enqueue(tx: &mut Tx, m: &NewMessage) -> AppResult<MessageRow> {
         .await)?)
 }
 
-/// Leases up to `limit` due messages to `owner` for `ttl_ms` and returns
-/// them. A lease held by a replica that left, or whose replica lease ran
-/// out, counts as free: a killed control plane's messages go out after its
-/// restart at once.
-pub async fn claim_due(
-    db: &Db,
-    owner: &str,
-    limit: i64,
-    ttl_ms: i64,
-) -> AppResult<Vec<MessageRow>> {
+/// The condition under which a pending row's lease is free as of `$N`
+/// (Unix ms): no owner, a lease that ran out, or an owner whose replica
+/// lease is gone (a killed control plane's messages go out at once after
+/// its restart).
+fn lease_free(now: &str) -> String {
+    format!(
+        "(lease_owner = '' OR lease_until < {now}
+          OR lease_owner NOT IN (SELECT id FROM replicas WHERE lease_expires_at >= {now}))"
+    )
+}
+
+/// Leases the message `id` to `owner` for `ttl_ms` and returns it, when it
+/// is pending, due and not leased by a replica alive (this one included: a
+/// message in flight here is not taken twice).
+pub async fn claim(db: &Db, id: &str, owner: &str, ttl_ms: i64) -> AppResult<Option<MessageRow>> {
     let now = now_ms();
     let sql = format!(
-        "UPDATE outbox SET lease_owner = $1, lease_until = $2
-         WHERE id IN (
-             SELECT id FROM outbox
-             WHERE status = 'PENDING' AND next_attempt_at <= $3
-               AND (lease_owner = '' OR lease_owner = $1 OR lease_until < $3
-                    OR lease_owner NOT IN (SELECT id FROM replicas WHERE lease_expires_at >= $3))
-             ORDER BY next_attempt_at LIMIT $4)
-         RETURNING {COLUMNS}"
+        "UPDATE outbox SET lease_owner = $2, lease_until = $3
+         WHERE id = $1 AND status = 'PENDING' AND next_attempt_at <= $4 AND {}
+         RETURNING {COLUMNS}",
+        lease_free("$4")
     );
-    // A read first: an idle outbox costs the single writer nothing.
-    let due: Option<i32> = with_conn!(db.read(), |c| sqlx::query_scalar(
-        "SELECT 1 FROM outbox WHERE status = 'PENDING' AND next_attempt_at <= $1 LIMIT 1"
-    )
-    .bind(now)
-    .fetch_optional(c)
-    .await)?;
-    if due.is_none() {
-        return Ok(Vec::new());
-    }
     let mut tx = db.begin().await?;
-    let rows: Vec<MessageRow> = with_conn!(&mut tx, |c| sqlx::query_as(&sql)
+    let row: Option<MessageRow> = with_conn!(&mut tx, |c| sqlx::query_as(&sql)
+        .bind(id)
         .bind(owner)
         .bind(now + ttl_ms)
         .bind(now)
+        .fetch_optional(c)
+        .await)?;
+    tx.commit_no_listing_change().await?;
+    Ok(row)
+}
+
+/// A pending row's id, `next_attempt_at`, lease owner, lease end, and the
+/// owner's replica lease end (None when that replica is gone).
+type DueRow = (String, i64, String, i64, Option<i64>);
+
+/// When a pending row can next be tried: its `next_attempt_at`, or later
+/// the end of its lease while a replica holds it (the lease's own end or
+/// the replica's, whichever comes first: a live replica renews its own, so
+/// a row in flight there is looked at again at that pace until it is done).
+fn due_of((_, next, owner, until, replica): &DueRow) -> i64 {
+    if owner.is_empty() {
+        return *next;
+    }
+    let lease_ends = replica.map_or(0, |r| (*until).min(r).saturating_add(1));
+    (*next).max(lease_ends)
+}
+
+const DUE_SQL: &str = "SELECT o.id, o.next_attempt_at, o.lease_owner, o.lease_until,
+        (SELECT r.lease_expires_at FROM replicas r WHERE r.id = o.lease_owner)
+     FROM outbox o WHERE o.status = 'PENDING'";
+
+/// Up to `limit` pending rows, the earliest due first: (id, when due in
+/// Unix ms, see [`due_at`]). A read only: an idle outbox costs the single
+/// writer nothing.
+pub async fn pending(db: &Db, limit: i64) -> AppResult<Vec<(String, i64)>> {
+    let sql = format!("{DUE_SQL} ORDER BY o.next_attempt_at LIMIT $1");
+    let rows: Vec<DueRow> = with_conn!(db.read(), |c| sqlx::query_as(&sql)
         .bind(limit)
         .fetch_all(c)
         .await)?;
-    tx.commit_no_listing_change().await?;
-    Ok(rows)
+    Ok(rows.iter().map(|r| (r.0.clone(), due_of(r))).collect())
+}
+
+/// When the pending message `id` can next be tried; None when it is not
+/// pending (sent, failed, gone).
+pub async fn due_at(db: &Db, id: &str) -> AppResult<Option<i64>> {
+    let sql = format!("{DUE_SQL} AND o.id = $1");
+    let row: Option<DueRow> = with_conn!(db.read(), |c| sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(c)
+        .await)?;
+    Ok(row.as_ref().map(due_of))
 }
 
 /// Records a delivery: SENT, bodies cleared (links in them are secrets).

@@ -560,6 +560,21 @@ pub async fn expired_volumes(db: &Db) -> AppResult<Vec<(String, String)>> {
     .await)?)
 }
 
+/// Whether the claim `namespace/name` is still retained and past its time.
+pub async fn volume_expired(db: &Db, namespace: &str, name: &str) -> AppResult<bool> {
+    let found: Option<i32> = with_conn!(db.read(), |c| {
+        sqlx::query_scalar(
+        "SELECT 1 FROM retained_volumes WHERE namespace = $1 AND name = $2 AND delete_after <= $3"
+    )
+    .bind(namespace)
+    .bind(name)
+    .bind(now_ms())
+    .fetch_optional(c)
+    .await
+    })?;
+    Ok(found.is_some())
+}
+
 /// Forgets a retained volume (deleted, or claimed again by a new
 /// subscription of the same name).
 pub async fn forget_volume(db: &Db, namespace: &str, name: &str) -> AppResult<()> {

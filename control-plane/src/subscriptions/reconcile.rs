@@ -37,7 +37,7 @@ use crate::{
     notifications::notices,
     store::{Tx, now_ms, timestamp},
     workers::hub::{FleetHub, WorkerEvent},
-    workqueue::{Action, Reconcile},
+    workqueue::{Action, Reconcile, WorkQueue},
 };
 
 /// How long a replica's lease on a subscription lasts without renewal.
@@ -247,6 +247,11 @@ impl Subscriptions {
             subs: self.clone(),
             applied: HashMap::new(),
         };
+        let volumes = WorkQueue::new(self.settings().backoff);
+        let mut reaper = self.link().kube_client().map(|client| VolumeReaper {
+            subs: self.clone(),
+            client,
+        });
         let mut next_resync = Instant::now();
         loop {
             let now = Instant::now();
@@ -256,7 +261,14 @@ impl Subscriptions {
                     Ok(ids) => self.queue().resync(ids),
                     Err(e) => tracing::warn!(error = %e, "subscriptions: listing failed"),
                 }
-                self.expire_volumes().await;
+                match queries::expired_volumes(self.db()).await {
+                    // One entry per claim; one that failed waits out its
+                    // backoff, resync or not.
+                    Ok(expired) => volumes.resync(expired),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "subscriptions: listing expired volumes failed")
+                    }
+                }
             }
             if !self.pods_synced() {
                 // Statuses from a half-listed watch would be wrong: wait
@@ -266,6 +278,12 @@ impl Subscriptions {
             }
             let id = tokio::select! {
                 id = self.queue().next() => id,
+                claim = volumes.next(), if reaper.is_some() => {
+                    if let Some(reaper) = reaper.as_mut() {
+                        let _ = volumes.process(reaper, claim).await;
+                    }
+                    continue;
+                }
                 () = tokio::time::sleep_until(next_resync.into()) => continue,
             };
             // The backoff and the retry are the queue's (`error_policy`).
@@ -537,32 +555,55 @@ impl Subscriptions {
         }
         Ok(())
     }
+}
 
-    /// Deletes the retained volumes whose retention ended.
-    async fn expire_volumes(&self) {
-        let Some(client) = self.link().kube_client() else {
-            return;
-        };
-        let Ok(expired) = queries::expired_volumes(self.db()).await else {
-            return;
-        };
-        for (ns, name) in expired {
-            let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-                Api::namespaced(client.clone(), &ns);
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {
-                    tracing::info!(namespace = %ns, claim = %name, "retained volume deleted");
-                    let _ = queries::forget_volume(self.db(), &ns, &name).await;
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 => {
-                    tracing::info!(namespace = %ns, claim = %name, "retained volume deleted");
-                    let _ = queries::forget_volume(self.db(), &ns, &name).await;
-                }
-                Err(e) => {
-                    tracing::warn!(namespace = %ns, claim = %name, error = %e, "retained volume not deleted yet")
-                }
+/// Deletes the retained volumes whose `--volume-retention` passed (key:
+/// namespace and claim name, from each resync's list): a claim the
+/// cluster would not delete waits out the queue's backoff, not just the
+/// next resync.
+struct VolumeReaper {
+    subs: Subscriptions,
+    client: kube::Client,
+}
+
+impl Reconcile for VolumeReaper {
+    type Key = (String, String);
+    type Error = anyhow::Error;
+
+    async fn reconcile(&mut self, (ns, name): &(String, String)) -> anyhow::Result<Action> {
+        // Still retained and expired: a new subscription of the same name
+        // may have taken the claim back meanwhile.
+        if !queries::volume_expired(self.subs.db(), ns, name).await? {
+            return Ok(Action::Done);
+        }
+        let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), ns);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(refusal(
+                    e,
+                    "delete",
+                    "PersistentVolumeClaim",
+                    &format!("{ns}/{name}"),
+                ));
             }
         }
+        tracing::info!(namespace = %ns, claim = %name, "retained volume deleted");
+        queries::forget_volume(self.subs.db(), ns, name).await?;
+        Ok(Action::Done)
+    }
+
+    fn error_policy(
+        &mut self,
+        (ns, name): &(String, String),
+        e: &anyhow::Error,
+        backoff: Duration,
+    ) -> Action {
+        tracing::warn!(namespace = %ns, claim = %name, error = %format!("{e:#}"),
+            retry_in_ms = backoff.as_millis() as u64, "retained volume not deleted yet");
+        Action::RequeueAfter(backoff)
     }
 }
 

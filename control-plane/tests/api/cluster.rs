@@ -108,7 +108,7 @@ async fn get(admin: &Admin, id: &str) -> pb::Worker {
 }
 
 /// Waits until the worker satisfies `ok`; on a timeout, shows it.
-async fn worker_until(
+pub(crate) async fn worker_until(
     admin: &Admin,
     id: &str,
     what: &str,

@@ -673,3 +673,98 @@ async fn mail_queued_when_the_control_plane_is_killed_goes_out_after_its_restart
     let mails = sink.wait_for(crate::helpers::ADMIN_EMAIL, 2, WAIT).await;
     assert_eq!(mails.len(), 2, "{mails:#?}");
 }
+
+/// The password-reset mail to `email` as the outbox lists it.
+async fn outbox_row(app: &TestApp, admin: &str, email: &str) -> Option<pb::OutboxMessage> {
+    pb::notification_service_client::NotificationServiceClient::new(app.channel.clone())
+        .list_outbox_messages(authed(pb::ListOutboxMessagesRequest::default(), admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .messages
+        .into_iter()
+        .find(|m| m.recipient == email)
+}
+
+fn unix_ms(t: &prost_types::Timestamp) -> i64 {
+    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+}
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn a_failing_mail_is_tried_again_when_its_outbox_row_says_and_not_before() {
+    let dir = TempDir::new();
+    let mut sink = SmtpSink::start(&dir.0);
+    let app = spawn_app_with(|a| {
+        with_mail(a, &sink);
+        a.outbox_retry_initial = Duration::from_millis(400);
+        a.outbox_retry_max = Duration::from_millis(800);
+    })
+    .await;
+    let admin = app.admin_token().await;
+    sink.stop();
+    let started = now_unix_ms();
+    request_reset(&app, crate::helpers::ADMIN_EMAIL)
+        .await
+        .unwrap();
+    // The delays double from 400 ms to the 800 ms cap (a fifth of jitter
+    // on top): in 3 s, 4 or 5 attempts, not one a poll.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let row = outbox_row(&app, &admin, crate::helpers::ADMIN_EMAIL)
+        .await
+        .expect("the mail is in the outbox");
+    assert_eq!(row.status, pb::OutboxStatus::Pending as i32, "{row:?}");
+    assert!((3..=5).contains(&row.attempts), "{row:?}");
+    assert!(!row.last_error.is_empty(), "{row:?}");
+    let elapsed = now_unix_ms() - started;
+    assert!(elapsed < 4000, "the test ran late ({elapsed} ms)");
+
+    // The next try comes when the row says, not before.
+    let row = loop {
+        let row = outbox_row(&app, &admin, crate::helpers::ADMIN_EMAIL)
+            .await
+            .unwrap();
+        let next = unix_ms(row.next_attempt_at.as_ref().unwrap());
+        if next - now_unix_ms() > 400 {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let next = unix_ms(row.next_attempt_at.as_ref().unwrap());
+    assert!(next - now_unix_ms() <= 960 + 200, "{row:?}: beyond the cap");
+    tokio::time::sleep(Duration::from_millis(
+        u64::try_from(next - now_unix_ms() - 150).unwrap_or(0),
+    ))
+    .await;
+    let before = outbox_row(&app, &admin, crate::helpers::ADMIN_EMAIL)
+        .await
+        .unwrap();
+    assert_eq!(before.attempts, row.attempts, "tried before its time");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = outbox_row(&app, &admin, crate::helpers::ADMIN_EMAIL)
+            .await
+            .unwrap();
+        if now.attempts > row.attempts {
+            assert_eq!(now.attempts, row.attempts + 1, "{now:?}");
+            assert!(now_unix_ms() >= next, "tried before {next}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not tried again at {next}: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Up again: it goes out.
+    sink.start_again();
+    let mails = sink.wait_for(crate::helpers::ADMIN_EMAIL, 1, WAIT).await;
+    assert_eq!(mails.len(), 1);
+}

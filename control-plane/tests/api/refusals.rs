@@ -27,7 +27,9 @@ use minispod_proto::v1 as pb;
 
 use crate::{
     helpers::{TempDir, TestApp, authed},
-    subscriptions::{self, create, customer, get, linked_app_with, until, worker_with_node_on},
+    subscriptions::{
+        self, create, customer, get, linked_app_with, subs, until, worker_with_node_on,
+    },
     workers::Admin,
 };
 
@@ -180,10 +182,15 @@ async fn writes(app: &TestApp) -> f64 {
 /// A control plane linked through refusable credentials, a worker with a
 /// node, and a customer: (cluster, credentials, app, customer token).
 struct Setup {
-    _cluster: TestCluster,
+    cluster: TestCluster,
     creds: Credentials,
+    /// The worker and its node.
+    worker: String,
+    node: String,
     app: TestApp,
     admin: Admin,
+    /// The customer and their token.
+    user: String,
     token: String,
     _stream: crate::workers::Stream,
 }
@@ -199,14 +206,17 @@ async fn setup(more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs)
     })
     .await;
     let mut admin = Admin::of(&app).await;
-    let (_w, _n, stream) = worker_with_node_on(&cluster, &app, &mut admin, "m-refused").await;
+    let (worker, node, stream) = worker_with_node_on(&cluster, &app, &mut admin, "m-refused").await;
     let (user, token) = customer(&app, "rita@example.com").await;
     cluster.delete_on_drop(&subscriptions::namespace_of(&user));
     Setup {
-        _cluster: cluster,
+        cluster,
         creds,
+        worker,
+        node,
         app,
         admin,
+        user,
         token,
         _stream: stream,
     }
@@ -307,6 +317,191 @@ async fn a_refusing_cluster_gets_few_requests_the_customer_sees_why_and_it_resum
         })
         .await;
     }
+}
+
+async fn set_status(s: &Setup, status: pb::WorkerStatus) {
+    s.admin
+        .client
+        .clone()
+        .set_worker_status(authed(
+            pb::SetWorkerStatusRequest {
+                id: s.worker.clone(),
+                status: status as i32,
+            },
+            &s.admin.token,
+        ))
+        .await
+        .unwrap();
+}
+
+fn drain_in(w: &pb::Worker, state: pb::DrainState) -> bool {
+    w.drain.as_ref().is_some_and(|d| d.state == state as i32)
+}
+
+#[tokio::test]
+async fn a_drain_the_cluster_refuses_ends_failed_at_once_with_the_refusal_and_runs_again_next_maintenance()
+ {
+    let s = setup(|a| {
+        a.kube_retry_base = Duration::from_millis(200);
+        a.kube_retry_max = Duration::from_secs(2);
+    })
+    .await;
+    // A pod its budget holds: the drain waits, BLOCKED, retrying.
+    let ns = s.cluster.create_namespace().await.unwrap();
+    s.cluster
+        .create_pod(&ns, "db", &s.node, &[("app", "db")], &[], true, None)
+        .await
+        .unwrap();
+    s.cluster
+        .create_pdb(&ns, "db", &[("app", "db")], 1)
+        .await
+        .unwrap();
+    crate::cluster::worker_until(&s.admin, &s.worker, "the pod counted", |w| w.pod_count == 1)
+        .await;
+    set_status(&s, pb::WorkerStatus::Maintenance).await;
+    crate::cluster::worker_until(&s.admin, &s.worker, "the drain blocked", |w| {
+        drain_in(w, pb::DrainState::Blocked)
+    })
+    .await;
+
+    // The cluster stops accepting the control plane: the drain does not
+    // retry a refusal forever, it ends FAILED and says why.
+    s.creds.refuse();
+    let w = crate::cluster::worker_until(&s.admin, &s.worker, "the drain failed", |w| {
+        drain_in(w, pb::DrainState::Failed)
+    })
+    .await;
+    let d = w.drain.unwrap();
+    assert!(
+        d.error.starts_with("the cluster refused the drain: ") && d.error.contains("Unauthorized"),
+        "{}",
+        d.error
+    );
+    assert!(d.finished_at.is_some());
+    let evictions = || async {
+        s.app
+            .metrics()
+            .await
+            .lines()
+            .filter(|l| {
+                l.starts_with("minispod_kube_api_requests_total{")
+                    && l.contains("kind=\"pods/eviction\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let tried = evictions().await;
+    assert!(tried >= 1.0, "the budget was asked");
+
+    // Accepted again, the failed drain stays FAILED (no retry storm, no
+    // restart behind the administrator's back) ...
+    s.creds.accept();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let w = crate::cluster::worker_until(&s.admin, &s.worker, "the drain still failed", |w| {
+        drain_in(w, pb::DrainState::Failed)
+    })
+    .await;
+    assert_eq!(w.drain.unwrap().error, d.error);
+    assert_eq!(evictions().await, tried, "no eviction after the failure");
+
+    // ... until maintenance ends and starts again: a new drain.
+    set_status(&s, pb::WorkerStatus::Active).await;
+    crate::cluster::worker_until(&s.admin, &s.worker, "the drain forgotten", |w| {
+        w.drain.is_none()
+    })
+    .await;
+    set_status(&s, pb::WorkerStatus::Maintenance).await;
+    crate::cluster::worker_until(&s.admin, &s.worker, "a new drain blocked", |w| {
+        drain_in(w, pb::DrainState::Blocked)
+    })
+    .await;
+    set_status(&s, pb::WorkerStatus::Active).await;
+}
+
+/// Requests of `verb` on `kind` so far, refused or not.
+async fn requests(app: &TestApp, verb: &str, kind: &str) -> f64 {
+    app.metrics()
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("minispod_kube_api_requests_total{")
+                && l.contains(&format!("verb=\"{verb}\""))
+                && l.contains(&format!("kind=\"{kind}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn an_expired_volume_the_cluster_will_not_delete_waits_out_a_backoff_not_each_resync() {
+    let retention = Duration::from_secs(5);
+    let s = setup(|a| {
+        a.kube_retry_base = Duration::from_millis(200);
+        a.kube_retry_max = Duration::from_secs(2);
+        a.volume_retention = retention;
+        a.subscription_resync = Duration::from_millis(200);
+    })
+    .await;
+    let sub = create(&s.app, &s.token, "n8n", "kept", &[]).await.unwrap();
+    let client = s.cluster.client().await;
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client, &format!("ms-{}", s.user));
+    until(30, "the subscription's claim", || async {
+        (!pvcs.list(&Default::default()).await.ok()?.items.is_empty()).then_some(())
+    })
+    .await;
+    subs(&s.app)
+        .delete_subscription(authed(
+            pb::DeleteSubscriptionRequest { id: sub.id.clone() },
+            &s.token,
+        ))
+        .await
+        .unwrap();
+    // Its objects go, then its row, its claims kept for the retention.
+    let ns = format!("ms-{}", s.user);
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(s.cluster.client().await, &ns);
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(s.cluster.client().await, &ns);
+    until(30, "the subscription's objects deleted", || async {
+        let d = deployments.list(&Default::default()).await.ok()?.items;
+        let s = services.list(&Default::default()).await.ok()?.items;
+        (d.is_empty() && s.is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The cluster refuses from now on, before the retention ends.
+    s.creds.refuse();
+    let claims = pvcs.list(&Default::default()).await.unwrap().items.len();
+    assert!(
+        claims > 0,
+        "the claim was deleted before the refusal: too slow"
+    );
+    let before = requests(&s.app, "delete", "persistentvolumeclaims").await;
+    let window = Duration::from_secs(8);
+    tokio::time::sleep(retention + window).await;
+    let tried = requests(&s.app, "delete", "persistentvolumeclaims").await - before;
+    // Backed off (200 ms doubling to 2 s): about a dozen at most in the
+    // window, where a try at each 200 ms resync would make forty.
+    assert!(
+        (1.0..=16.0).contains(&tried),
+        "{tried} deletes of the expired claim in {window:?} of refusal"
+    );
+    assert_eq!(
+        pvcs.list(&Default::default()).await.unwrap().items.len(),
+        claims
+    );
+    // Accepted again: it goes.
+    s.creds.accept();
+    until(30, "the expired claim deleted", || async {
+        pvcs.list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
 }
 
 /// The figure in BENCHMARKS.md: ten minutes of refusal with the default
