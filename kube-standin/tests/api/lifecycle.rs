@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use kube::Api;
@@ -71,9 +71,7 @@ async fn a_deleted_pod_stays_terminating_until_its_kubelet_is_done() {
     cluster.pod_until_gone(&ns, "p").await.unwrap();
     // Watchers saw it Terminating (MODIFIED), then gone (DELETED).
     let mut seen = Vec::new();
-    while let Ok(Some(event)) =
-        tokio::time::timeout(Duration::from_secs(5), events.try_next()).await
-    {
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), events.next()).await {
         match event.unwrap() {
             WatchEvent::Modified(p) => {
                 seen.push(("MODIFIED", p.metadata.deletion_timestamp.is_some()))
