@@ -4,18 +4,45 @@
 # it, and the web console at http://localhost:7080/ (loopback only, no
 # certificate to trust). Ctrl-C stops both (the worker goes INACTIVE as the
 # agent leaves).
+#
+# Settings (environment):
+#   MINISPOD_DATA_DIR       data dir (minispod-data)
+#   MINISPOD_PORT           the API's port (7443), on every address
+#   MINISPOD_LISTEN         the API's address instead (e.g. 127.0.0.1:7443)
+#   MINISPOD_CONSOLE_PORT   the loopback console's port (7080)
+#   MINISPOD_ADMIN_EMAIL    the first administrator (admin@minispod.local)
+#   MINISPOD_KUBECONFIG     a cluster to link (default: /etc/rancher/k3s/k3s.yaml
+#                           or KUBECONFIG when there is one; and any other
+#                           MINISPOD_* setting of `serve --help`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${MINISPOD_DATA_DIR:-minispod-data}
 port=${MINISPOD_PORT:-7443}
+listen=${MINISPOD_LISTEN:-0.0.0.0:$port}
+port=${listen##*:}
+# Where this machine reaches it: loopback, unless it listens on one address.
+host=${listen%:*}
+case "$host" in
+  ""|0.0.0.0|"[::]"|127.0.0.1|localhost) host=127.0.0.1; server=localhost ;;
+  *) server=$host ;;
+esac
+# The server certificate covers localhost and this host's names; another
+# address needs --tls-san (MINISPOD_TLS_SANS).
 console_port=${MINISPOD_CONSOLE_PORT:-7080}
 
-# The console is built with Node.js and embedded in the binary.
+# The console is built with Node.js and embedded in the binary; both steps
+# are skipped when nothing they read changed since the last start.
 if command -v npm >/dev/null; then
-  (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+  if [ ! -f web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
+    (cd web && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  if [ ! -f web/dist/index.html ] || [ -n "$(find web/src web/build.mjs web/package-lock.json proto -newer web/dist/index.html -print -quit)" ]; then
+    (cd web && npm run --silent build)
+  fi
 else
   echo "Node.js not found: the control plane is built without its web console (the API works)." >&2
 fi
+# cargo itself does nothing when nothing changed.
 cargo build --release --locked --bin minispod-control-plane --bin minispod-agent
 mkdir -p "$data" && chmod 700 "$data"
 # A static enrollment token for the local agent, made once and kept in the
@@ -25,28 +52,55 @@ if [ ! -s "$data/enrollment.token" ]; then
   (umask 077; head -c 32 /dev/urandom | base64 | tr -d '/+=\n' > "$data/enrollment.token")
 fi
 admin_email=${MINISPOD_ADMIN_EMAIL:-admin@minispod.local}
+# A cluster at hand is linked: MINISPOD_KUBECONFIG, else K3s's own
+# kubeconfig, else a single-file KUBECONFIG.
+if [ -z "${MINISPOD_KUBECONFIG:-}" ]; then
+  if [ -r /etc/rancher/k3s/k3s.yaml ]; then
+    export MINISPOD_KUBECONFIG=/etc/rancher/k3s/k3s.yaml
+  elif [ -n "${KUBECONFIG:-}" ] && [ "${KUBECONFIG#*:}" = "$KUBECONFIG" ] && [ -r "$KUBECONFIG" ]; then
+    export MINISPOD_KUBECONFIG=$KUBECONFIG
+  fi
+fi
+if [ -n "${MINISPOD_KUBECONFIG:-}" ]; then
+  cluster_line="linked through $MINISPOD_KUBECONFIG (the console's dashboard shows the link)"
+else
+  cluster_line="none linked: subscriptions need one (MINISPOD_KUBECONFIG=<kubeconfig>, or K3s on this machine)"
+fi
 
 target/release/minispod-control-plane serve \
-  --listen "0.0.0.0:$port" --data-dir "$data" \
+  --listen "$listen" --data-dir "$data" \
   --console-listen "127.0.0.1:$console_port" \
   --admin-email "$admin_email" \
   --enrollment-token-file "$data/enrollment.token" &
 cp_pid=$!
-trap 'kill $agent_pid $cp_pid 2>/dev/null; wait' INT TERM EXIT
 agent_pid=
-for _ in $(seq 100); do
-  [ -s "$data/pki/ca.crt" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
+trap 'kill $agent_pid $cp_pid 2>/dev/null; wait' INT TERM EXIT
+# Ready once its port answers: the administrator (and its password file) and
+# the CA are made before the port is bound. A first start on a slow machine
+# can take a while; a control plane that stopped is the end of it.
+until [ -s "$data/pki/ca.crt" ] && (exec 3<>"/dev/tcp/${host//[\[\]]/}/$port") 2>/dev/null; do
+  if ! kill -0 "$cp_pid" 2>/dev/null; then
+    echo "The control plane stopped; its log above says why." >&2
+    exit 1
+  fi
+  sleep 0.2
 done
 
+# The agent reads its token from a file (not the command line, where `ps`
+# shows it) and deletes that copy once it has enrolled.
+(umask 077; cp "$data/enrollment.token" "$data/agent.token")
 target/release/minispod-agent run \
-  --server "https://localhost:$port" \
+  --server "https://$server:$port" \
   --state-dir "$data/agent" \
-  --token "$(cat "$data/enrollment.token")" \
+  --token-file "$data/agent.token" \
   --ca-file "$data/pki/ca.crt" \
   --k3s-config "$data/agent/k3s-config.yaml" &
 agent_pid=$!
-password_line="$(cat "$data/admin.password" 2>/dev/null || echo '(given at first start)')   (from $data/admin.password; a change you made since is not in it)"
+if [ -s "$data/admin.password" ]; then
+  password_line="$(cat "$data/admin.password")   (from $data/admin.password; a change you made since is not in it)"
+else
+  password_line="(the one you set: no generated password is kept in $data/admin.password)"
+fi
 
 cat <<INFO
 
@@ -54,7 +108,8 @@ cat <<INFO
     Console:   http://localhost:$console_port/   (this machine only; or https://<host>:$port/ once you trust $data/pki/ca.crt)
     Email:     $admin_email
     Password:  $password_line
-    API:       https://localhost:$port   (grpcurl -cacert $data/pki/ca.crt ...)
+    Cluster:   $cluster_line
+    API:       https://$server:$port   (grpcurl -cacert $data/pki/ca.crt ...)
   Ctrl-C stops the control plane and the agent.
 
 INFO
