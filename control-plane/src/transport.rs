@@ -13,7 +13,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -112,7 +112,24 @@ pub struct Gate {
     limits: TransportLimits,
     total: AtomicUsize,
     per_address: Mutex<HashMap<IpAddr, Held>>,
+    /// When each limit last had its refusals told in the log (unix ms), so
+    /// a client stalled by one is told at once but not once per connection.
+    told: [AtomicU64; 3],
 }
+
+/// Which limit refused a connection or handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `--max-connections`.
+    Total,
+    /// `--max-connections-per-address`.
+    PerAddress,
+    /// `--max-handshakes-per-address`.
+    Handshakes,
+}
+
+/// How often each limit's refusals are told (at most once per this).
+const TELL_EVERY_MS: u64 = 60_000;
 
 /// A connection's place within the limits, given back when dropped.
 #[derive(Debug)]
@@ -136,7 +153,40 @@ impl Gate {
             limits,
             total: AtomicUsize::new(0),
             per_address: Mutex::new(HashMap::new()),
+            told: Default::default(),
         })
+    }
+
+    /// Tells in the log (a WARN naming the limit's flag, at most once a
+    /// minute per limit) that `peer` was refused by `why`; every refusal
+    /// is at DEBUG. True when it warned.
+    fn tell(&self, why: Refusal, peer: SocketAddr) -> bool {
+        let (slot, flag, value) = match why {
+            Refusal::Total => (0, "--max-connections", self.limits.max_connections),
+            Refusal::PerAddress => (
+                1,
+                "--max-connections-per-address",
+                self.limits.max_connections_per_address,
+            ),
+            Refusal::Handshakes => (
+                2,
+                "--max-handshakes-per-address",
+                self.limits.max_handshakes_per_address,
+            ),
+        };
+        tracing::debug!(%peer, ?why, "connection refused");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.told[slot].load(Ordering::Relaxed);
+        let tell = (last == 0 || now.saturating_sub(last) >= TELL_EVERY_MS)
+            && self.told[slot]
+                .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+        if tell {
+            tracing::warn!(%peer, limit = flag, value, "refusing connections over a limit (told at most once a minute; raise the flag if these clients are legitimate)");
+        }
+        tell
     }
 
     /// Connections held now.
@@ -152,12 +202,12 @@ impl Gate {
         }
     }
 
-    /// A connection from `peer`, or None when it would exceed a limit.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Ticket> {
+    /// A connection from `peer`, or the limit it would exceed.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Ticket, Refusal> {
         let total = self.total.fetch_add(1, Ordering::AcqRel);
         if total >= self.limits.max_connections {
             self.total.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(Refusal::Total);
         }
         let key = self.key(peer);
         if let Some(k) = key {
@@ -167,11 +217,11 @@ impl Gate {
             if cap > 0 && h.connections >= cap {
                 drop(held);
                 self.total.fetch_sub(1, Ordering::AcqRel);
-                return None;
+                return Err(Refusal::PerAddress);
             }
             h.connections += 1;
         }
-        Some(Ticket {
+        Ok(Ticket {
             gate: self.clone(),
             key,
         })
@@ -321,11 +371,13 @@ async fn accept_admitted(
             }
         };
         match gate.admit(peer.ip()) {
-            Some(ticket) => {
+            Ok(ticket) => {
                 let _ = tcp.set_nodelay(true);
                 return (tcp, peer, ticket);
             }
-            None => tracing::debug!(%peer, "connection refused: connection limit reached"),
+            Err(why) => {
+                gate.tell(why, peer);
+            }
         }
     }
 }
@@ -352,7 +404,7 @@ pub fn tls_incoming(
                 () = tx.closed() => break,
             };
             let Some(handshake) = gate.begin_handshake(&ticket) else {
-                tracing::debug!(%peer, "connection refused: too many handshakes from this address");
+                gate.tell(Refusal::Handshakes, peer);
                 continue;
             };
             let (acceptor, conns) = (acceptor.clone(), tx.clone());
@@ -623,15 +675,23 @@ mod tests {
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let t1 = gate.admit(a).unwrap();
         let _t2 = gate.admit(a).unwrap();
-        assert!(gate.admit(a).is_none(), "a third from one address");
+        assert_eq!(
+            gate.admit(a).err(),
+            Some(Refusal::PerAddress),
+            "a third from one address"
+        );
         let _t3 = gate.admit(b).unwrap();
         // A trusted proxy is exempt from the per-address cap, not the total.
         let proxy: IpAddr = "10.1.2.3".parse().unwrap();
         let _t4 = gate.admit(proxy).unwrap();
-        assert!(gate.admit(proxy).is_none(), "the total is reached");
+        assert_eq!(
+            gate.admit(proxy).err(),
+            Some(Refusal::Total),
+            "the total is reached"
+        );
         drop(t1);
         let again = gate.admit(a);
-        assert!(again.is_some(), "a closed connection frees its place");
+        assert!(again.is_ok(), "a closed connection frees its place");
         assert_eq!(gate.open_connections(), 4);
     }
 
@@ -639,8 +699,8 @@ mod tests {
     fn ipv6_clients_are_counted_by_64() {
         let gate = Gate::new(limits(1, 1, 100));
         let _t = gate.admit("2001:db8:1:2::1".parse().unwrap()).unwrap();
-        assert!(gate.admit("2001:db8:1:2::ffff".parse().unwrap()).is_none());
-        assert!(gate.admit("2001:db8:1:3::1".parse().unwrap()).is_some());
+        assert!(gate.admit("2001:db8:1:2::ffff".parse().unwrap()).is_err());
+        assert!(gate.admit("2001:db8:1:3::1".parse().unwrap()).is_ok());
     }
 
     #[test]
@@ -652,5 +712,18 @@ mod tests {
         assert!(gate.begin_handshake(&t2).is_none());
         drop(h1);
         assert!(gate.begin_handshake(&t2).is_some());
+    }
+
+    #[test]
+    fn each_limit_is_told_at_once_then_at_most_once_a_minute() {
+        let gate = Gate::new(limits(1, 1, 100));
+        let peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        assert!(gate.tell(Refusal::PerAddress, peer), "the first refusal");
+        assert!(!gate.tell(Refusal::PerAddress, peer), "again at once");
+        assert!(gate.tell(Refusal::Handshakes, peer), "another limit");
+        assert!(gate.tell(Refusal::Total, peer));
+        // A minute later it is told again.
+        gate.told[1].store(1, Ordering::Relaxed);
+        assert!(gate.tell(Refusal::PerAddress, peer));
     }
 }

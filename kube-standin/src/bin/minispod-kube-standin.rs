@@ -10,12 +10,39 @@
 use anyhow::Context;
 use minispod_kube_standin::StandIn;
 
+const HELP: &str = "\
+A stand-in for a Kubernetes API server, for MiniSpod's tests and for trying
+the cluster link by hand without a cluster. It is not Kubernetes: it keeps
+objects in memory, plays a scheduler, a kubelet and a few controllers, and
+enforces the RBAC and admission MiniSpod relies on.
+
+Usage: minispod-kube-standin --kubeconfig-out FILE
+
+Listens on a random loopback port, writes a kubeconfig for it to FILE
+(its CA and an administrator's bearer token), prints its URL on one line
+once it serves, and runs until SIGTERM or Ctrl-C. Then:
+  minispod-control-plane serve --kubeconfig FILE
+
+Options:
+  --kubeconfig-out FILE  where to write the kubeconfig
+  -h, --help             this help
+  -V, --version          the version
+";
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let out = match (args.next().as_deref(), args.next()) {
         (Some("--kubeconfig-out"), Some(path)) => path,
-        _ => anyhow::bail!("usage: minispod-kube-standin --kubeconfig-out FILE"),
+        (Some("-h" | "--help"), _) => {
+            print!("{HELP}");
+            return Ok(());
+        }
+        (Some("-V" | "--version"), _) => {
+            println!("minispod-kube-standin {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        _ => anyhow::bail!("usage: minispod-kube-standin --kubeconfig-out FILE (--help says more)"),
     };
     let standin = StandIn::start().await?;
     std::fs::write(&out, standin.kubeconfig(None)).with_context(|| format!("write {out}"))?;

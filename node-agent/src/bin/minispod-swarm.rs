@@ -23,7 +23,7 @@ use tonic::{Request, transport::Channel};
 
 /// Simulated agents for load and fault testing.
 #[derive(Debug, Parser)]
-#[command(name = "minispod-swarm", version, about)]
+#[command(name = "minispod-swarm", version)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
