@@ -735,6 +735,10 @@ describe('enrollment and worker detail', () => {
       assert.equal(await stateCell('revoked token').innerText(), 'active');
 
       await page.getByRole('button', { name: 'Revoke revoked token', exact: true }).click();
+      const revoking = page.getByRole('dialog', { name: 'Revoke revoked token?' });
+      assert.match(await revoking.innerText(), /already enrolled with it keep working/);
+      await revoking.getByRole('button', { name: 'Revoke', exact: true }).click();
+      await page.getByRole('status').filter({ hasText: 'Revoked revoked token: it enrolls no more agents.' }).waitFor();
       await waitFor(async () => (await tokenRow('revoked token').count()) === 0, 10_000, { message: 'the revoked token left the active list' });
       assert.equal(await tokenRow('kept token').count(), 1, 'the other token left the list too');
       assert.equal(await stateCell('kept token').innerText(), 'active');
@@ -1043,8 +1047,15 @@ describe('users', () => {
       await waitFor(async () => (await cell(page, 'ana@example.test', 2).innerText()) === 'Ana Maria Lima', 10_000, { message: 'name edited' });
       assert.equal(await dialog.count(), 0, 'the dialog stays open');
 
-      // Role.
+      // Role: asked first; cancelled, nothing changes.
       await page.getByLabel('Role of carla@example.test').selectOption('administrator');
+      const promote = page.getByRole('dialog', { name: 'Make carla@example.test an administrator?' });
+      await promote.waitFor();
+      await promote.getByRole('button', { name: 'Cancel' }).click();
+      await waitFor(async () => (await promote.count()) === 0 || !(await promote.isVisible()), 10_000, { message: 'the dialog closed' });
+      assert.equal(await page.getByLabel('Role of carla@example.test').inputValue(), 'user', 'the role changed without a yes');
+      await page.getByLabel('Role of carla@example.test').selectOption('administrator');
+      await promote.getByRole('button', { name: 'Make administrator' }).click();
       await page.getByRole('status').filter({ hasText: 'carla@example.test is now Administrator.' }).waitFor();
 
       // Bulk: each selected row shows its own result.
@@ -1052,6 +1063,9 @@ describe('users', () => {
       await page.getByLabel('Select bruno@example.test').check();
       await page.getByRole('group', { name: 'Bulk actions' }).getByText('2 selected').waitFor();
       await page.getByRole('button', { name: 'Deactivate selected' }).click();
+      const deactivating = page.getByRole('dialog', { name: 'Deactivate 2 users?' });
+      assert.match(await deactivating.innerText(), /signed out at once/);
+      await deactivating.getByRole('button', { name: 'Deactivate' }).click();
       for (const email of ['ana@example.test', 'bruno@example.test']) {
         await userRow(page, email).getByText('Deactivate: done', { exact: true }).waitFor();
         await waitFor(async () => (await cell(page, email, 4).innerText()) === 'Inactive', 10_000, { message: `${email} Inactive` });

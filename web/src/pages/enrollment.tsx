@@ -3,7 +3,7 @@
 // list and revoke them.
 import { useState } from "preact/hooks";
 import { workers } from "../api";
-import { Checkbox, ErrorBanner, Field, PageTitle, TextArea, useAction, useLoad } from "../components";
+import { Checkbox, Confirm, ErrorBanner, Field, Notice, PageTitle, TextArea, useAction, useLoad } from "../components";
 import { dateTime, timestampMs, until } from "../format";
 
 function shellQuote(s: string): string {
@@ -36,8 +36,13 @@ export function EnrollmentPage() {
     setCopied("");
     list.reload();
   });
-  const revoke = useAction(async (id: string) => {
+  const [revoking, setRevoking] = useState<{ id: string; name: string }>();
+  const [revoked, setRevoked] = useState("");
+  const revoke = useAction(async (id: string, name: string) => {
+    setRevoked("");
     await workers.revokeEnrollmentToken({ id });
+    setRevoking(undefined);
+    setRevoked(`Revoked ${name}: it enrolls no more agents.`);
     list.reload();
   });
   const copy = async (what: string, text: string) => {
@@ -92,7 +97,20 @@ export function EnrollmentPage() {
           <h2 id="list-h">Tokens</h2>
           <Checkbox label="Show revoked, expired and used up" checked={showInactive} onChecked={setShowInactive} />
         </div>
-        <ErrorBanner problem={list.problem ?? revoke.problem} />
+        <ErrorBanner problem={list.problem ?? (revoking ? undefined : revoke.problem)} />
+        {revoked && <Notice>{revoked}</Notice>}
+        <Confirm
+          open={!!revoking}
+          title={`Revoke ${revoking?.name ?? ""}?`}
+          confirmLabel="Revoke"
+          danger
+          confirmDisabled={revoke.busy}
+          onCancel={() => setRevoking(undefined)}
+          onConfirm={() => revoking && void revoke.act(revoking.id, revoking.name)}
+        >
+          <p>No agent can enroll with it any more. Workers that already enrolled with it keep working.</p>
+          <ErrorBanner problem={revoke.problem} />
+        </Confirm>
         <div class="table-wrap">
           <table>
             <thead>
@@ -124,7 +142,10 @@ export function EnrollmentPage() {
                     <td>{state}</td>
                     <td>
                       {state === "active" && (
-                        <button type="button" class="danger small" aria-label={`Revoke ${t.description || t.id}`} disabled={revoke.busy} onClick={() => void revoke.act(t.id)}>
+                        <button type="button" class="danger small" aria-label={`Revoke ${t.description || t.id}`} disabled={revoke.busy} onClick={() => {
+                          revoke.clear();
+                          setRevoking({ id: t.id, name: t.description || t.id });
+                        }}>
                           Revoke
                         </button>
                       )}

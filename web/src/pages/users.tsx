@@ -61,6 +61,17 @@ export function UsersPage() {
     setSelected(new Set());
     done(`${label}: ${res.succeeded} succeeded, ${res.failed} failed.`);
   });
+  // What a destructive action will do, asked before it is done.
+  const [asking, setAsking] = useState<{ title: string; body: string; label: string; danger?: boolean; run: () => void }>();
+  const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
+  const askBulk = (action: BulkUserAction, label: string) => {
+    const n = selected.size;
+    setAsking(
+      action === BulkUserAction.DELETE
+        ? { title: `Delete ${plural(n, "user")}?`, body: "Their accounts are deleted and cannot be brought back; their subscriptions are stopped.", label: "Delete", danger: true, run: () => void bulk.act(action, label) }
+        : { title: `Deactivate ${plural(n, "user")}?`, body: "They are signed out at once and cannot sign in until activated again; their subscriptions are suspended.", label: "Deactivate", danger: true, run: () => void bulk.act(action, label) },
+    );
+  };
   const rows = list.data?.users ?? [];
   const allChecked = rows.length > 0 && rows.every((u) => selected.has(u.id));
   const toggle = (id: string, on: boolean) => {
@@ -108,13 +119,26 @@ export function UsersPage() {
         <button type="button" disabled={!selected.size || bulk.busy} onClick={() => void bulk.act(BulkUserAction.ACTIVATE, "Activate")}>
           Activate selected
         </button>
-        <button type="button" disabled={!selected.size || bulk.busy} onClick={() => void bulk.act(BulkUserAction.DEACTIVATE, "Deactivate")}>
+        <button type="button" disabled={!selected.size || bulk.busy} onClick={() => askBulk(BulkUserAction.DEACTIVATE, "Deactivate")}>
           Deactivate selected
         </button>
-        <button type="button" class="danger" disabled={!selected.size || bulk.busy} onClick={() => void bulk.act(BulkUserAction.DELETE, "Delete")}>
+        <button type="button" class="danger" disabled={!selected.size || bulk.busy} onClick={() => askBulk(BulkUserAction.DELETE, "Delete")}>
           Delete selected
         </button>
       </div>
+      <Confirm
+        open={!!asking}
+        title={asking?.title ?? ""}
+        confirmLabel={asking?.label ?? ""}
+        danger={asking?.danger}
+        onCancel={() => setAsking(undefined)}
+        onConfirm={() => {
+          asking?.run();
+          setAsking(undefined);
+        }}
+      >
+        <p>{asking?.body}</p>
+      </Confirm>
       <div class="table-wrap">
         <table>
           <thead>
@@ -148,7 +172,13 @@ export function UsersPage() {
                   <td>
                     <select aria-label={`Role of ${u.email}`} value={u.role === Role.ADMINISTRATOR ? "administrator" : "user"} onChange={(e) => {
                       const r = e.currentTarget.value === "administrator" ? Role.ADMINISTRATOR : Role.USER;
-                      void rowAction.act(`${u.email} is now ${roleName(r)}.`, () => users.setUserRole({ id: u.id, role: r }));
+                      // Nothing changes until confirmed: the select shows the stored role again.
+                      e.currentTarget.value = u.role === Role.ADMINISTRATOR ? "administrator" : "user";
+                      setAsking(
+                        r === Role.ADMINISTRATOR
+                          ? { title: `Make ${u.email} an administrator?`, body: "Administrators manage users, the catalog and the fleet, and see every subscription.", label: "Make administrator", run: () => void rowAction.act(`${u.email} is now ${roleName(r)}.`, () => users.setUserRole({ id: u.id, role: r })) }
+                          : { title: `Make ${u.email} a user?`, body: "They lose the administrator's rights at once, on every session.", label: "Make user", danger: true, run: () => void rowAction.act(`${u.email} is now ${roleName(r)}.`, () => users.setUserRole({ id: u.id, role: r })) },
+                      );
                     }}>
                       <option value="user">User</option>
                       <option value="administrator">Administrator</option>
