@@ -157,15 +157,25 @@ export function useLoad<T>(load: (signal: AbortSignal) => Promise<T>, deps: unkn
 /** A modal confirmation (native <dialog>: focus trap and Escape for free). */
 export function Confirm({ open, title, children, confirmLabel, onConfirm, onCancel, danger, confirmDisabled }: { open: boolean; title: string; children: ComponentChildren; confirmLabel: string; onConfirm: () => void; onCancel: () => void; danger?: boolean; confirmDisabled?: boolean }) {
   const ref = useRef<HTMLDialogElement>(null);
+  // A close this component made (open turned false): its "close" event
+  // comes a moment later and must not cancel a question asked since.
+  const closing = useRef(false);
   const id = useId("d");
   useEffect(() => {
     const d = ref.current;
     if (!d) return;
     if (open && !d.open) d.showModal();
-    if (!open && d.open) d.close();
+    if (!open && d.open) {
+      closing.current = true;
+      d.close();
+    }
   }, [open]);
+  const closed = () => {
+    if (closing.current) closing.current = false;
+    else onCancel();
+  };
   return (
-    <dialog ref={ref} aria-labelledby={id} onClose={onCancel} onCancel={onCancel}>
+    <dialog ref={ref} aria-labelledby={id} onClose={closed} onCancel={onCancel}>
       <h2 id={id}>{title}</h2>
       <div>{children}</div>
       <div class="actions">
