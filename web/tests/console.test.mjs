@@ -2610,6 +2610,24 @@ describe('subscriptions', () => {
       assert.match(new URL(page.url()).pathname, /^\/subscriptions\/[0-9a-f-]{36}$/);
       blogId = new URL(page.url()).pathname.split('/').pop();
       await waitStatus(page, 'RUNNING');
+      const notes = (await page.getByRole('region', { name: 'Notes' }).innerText()).replace(/^Notes\s*/, '');
+      assert.doesNotMatch(notes, /\$\{/, 'a placeholder left in the notes');
+      if (templateInstalled) {
+        assert.equal(notes.trim(), `Open https://blog.${APPS_DOMAIN}/ghost to finish the setup; the invitation goes to ana@example.test. Site: Ana writes.`);
+      }
+      // Its pods, ready, and the status changes that led there.
+      const components = page.getByRole('region', { name: 'Components' });
+      await waitFor(async () => (await components.locator('tr[data-pod]').count()) >= 1, 20_000, { message: 'a pod row' });
+      const pod = components.locator('tr[data-pod]').first();
+      assert.equal((await pod.getByRole('cell').nth(2).innerText()).trim(), 'Running');
+      assert.equal((await pod.getByRole('cell').nth(3).innerText()).trim(), 'yes');
+      assert.equal((await pod.getByRole('cell').nth(5).innerText()).trim(), 'subs-worker', 'the pod runs on the worker');
+      assert.equal(await pod.getByRole('link').count(), 0, 'a customer sees a link to the worker page');
+      const events = page.getByRole('region', { name: 'Events' }).getByRole('listitem');
+      await waitFor(async () => (await events.count()) >= 2, 10_000, { message: 'two events' });
+      assert.match(await events.first().innerText(), /^RUNNING/, 'the newest event first');
+      await assertAccessible(page, 'subscription page (desktop)');
+      await screenshot(page, 'subscription-running');
       // Closed to all but its owner at first: no link to the address, the
       // owner's own link through the gate; then opened to everyone.
       const host = `blog.${APPS_DOMAIN}`.replaceAll('.', '\\.');
@@ -2631,24 +2649,6 @@ describe('subscriptions', () => {
       assert.equal(await address.getAttribute('target'), '_blank');
       assert.equal(await access.getByRole('link').count(), 0, "the owner's link once open to everyone");
       await waitStatus(page, 'RUNNING');
-      const notes = (await page.getByRole('region', { name: 'Notes' }).innerText()).replace(/^Notes\s*/, '');
-      assert.doesNotMatch(notes, /\$\{/, 'a placeholder left in the notes');
-      if (templateInstalled) {
-        assert.equal(notes.trim(), `Open https://blog.${APPS_DOMAIN}/ghost to finish the setup; the invitation goes to ana@example.test. Site: Ana writes.`);
-      }
-      // Its pods, ready, and the status changes that led there.
-      const components = page.getByRole('region', { name: 'Components' });
-      await waitFor(async () => (await components.locator('tr[data-pod]').count()) >= 1, 20_000, { message: 'a pod row' });
-      const pod = components.locator('tr[data-pod]').first();
-      assert.equal((await pod.getByRole('cell').nth(2).innerText()).trim(), 'Running');
-      assert.equal((await pod.getByRole('cell').nth(3).innerText()).trim(), 'yes');
-      assert.equal((await pod.getByRole('cell').nth(5).innerText()).trim(), 'subs-worker', 'the pod runs on the worker');
-      assert.equal(await pod.getByRole('link').count(), 0, 'a customer sees a link to the worker page');
-      const events = page.getByRole('region', { name: 'Events' }).getByRole('listitem');
-      await waitFor(async () => (await events.count()) >= 2, 10_000, { message: 'two events' });
-      assert.match(await events.first().innerText(), /^RUNNING/, 'the newest event first');
-      await assertAccessible(page, 'subscription page (desktop)');
-      await screenshot(page, 'subscription-running');
 
       // The variables editor: values as chosen, the secret blank; a change rolls out.
       if (templateInstalled) {
