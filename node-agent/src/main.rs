@@ -52,7 +52,12 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
         .and_then(|s| s.parse::<http::Uri>().ok())
         .and_then(|u| u.host().map(str::to_owned));
     let mut facts = facts::machine_facts(&machine_id, server_host.as_deref());
-    if let Some(name) = args.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+    if let Some(name) = args
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
         facts.hostname = name.to_owned();
     }
     let token = args.token_source();

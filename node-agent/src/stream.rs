@@ -257,7 +257,8 @@ async fn run_loop(
                     // Not the agent's to fix, nor a passing fault: say what
                     // the operator must do, and ask again slowly with the
                     // same (unspent) token.
-                    cfg.metrics.set_refused(Some(crate::enroll::WORKER_NAME_TAKEN));
+                    cfg.metrics
+                        .set_refused(Some(crate::enroll::WORKER_NAME_TAKEN));
                     let delay = backoff.slow_delay();
                     tracing::error!(reason = crate::enroll::WORKER_NAME_TAKEN, retry_in = ?delay,
                         "enrollment refused until an administrator decides: {why}");

@@ -601,7 +601,10 @@ impl Enrollment {
         let last_seen = named
             .last_health_check_at
             .or(named.last_heartbeat_at)
-            .map_or_else(|| "never".to_owned(), crate::notifications::notices::rfc3339);
+            .map_or_else(
+                || "never".to_owned(),
+                crate::notifications::notices::rfc3339,
+            );
         let status = named.status.to_lowercase().replace('_', " ");
         tracing::warn!(worker_id = %named.id, name = %named.name, old_machine_id = %named.machine_id,
             new_machine_id = %facts.machine_id, ip = %ip_address,

@@ -203,7 +203,8 @@ pub async fn write_facts(
     .fetch_optional(c)
     .await)?
     .is_some();
-    with_conn!(&mut *tx, |c| sqlx::query(
+    with_conn!(&mut *tx, |c| {
+        sqlx::query(
         "UPDATE workers SET name = CASE WHEN $16 THEN name ELSE $2 END, version = version + 1, ip_address = $3, cpu_model = $4, cpu_cores = $5,
             architecture = $6, memory_bytes = $7, storage_bytes = $8, os = $9, kernel_version = $10,
             kubelet_version = $11, container_runtime = $12, agent_version = $13, updated_at = $14,
@@ -228,7 +229,8 @@ pub async fn write_facts(
     .bind(taken)
     .execute(c)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+    })?;
     Ok(!taken)
 }
 

@@ -298,7 +298,9 @@ impl WorkerService for WorkerApi {
         // One transaction: the worker goes and its machine is recorded as
         // removed, so the agent cannot re-enroll in between.
         let mut tx = self.hub.db().begin().await?;
-        let id = &workers_db::resolve(&mut tx, &request.get_ref().id).await?.id;
+        let id = &workers_db::resolve(&mut tx, &request.get_ref().id)
+            .await?
+            .id;
         let Some(worker) = workers_db::delete_and_remove_machine(&mut tx, id, &admin.id).await?
         else {
             return Err(AppError::NotFound(format!("no worker with id {id:?}")).into());
@@ -654,7 +656,9 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::ApproveWorkerTakeoverResponse>, Status> {
         let admin = self.auth.admin(&request).await?;
         let r = request.into_inner();
-        let worker = self.approve_takeover(&admin.id, &r.id, r.machine_id.trim()).await?;
+        let worker = self
+            .approve_takeover(&admin.id, &r.id, r.machine_id.trim())
+            .await?;
         Ok(Response::new(pb::ApproveWorkerTakeoverResponse {
             worker: Some(worker),
         }))

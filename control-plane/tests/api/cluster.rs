@@ -863,7 +863,10 @@ async fn an_agent_of_the_daemonset_names_its_node_and_the_control_plane_labels_i
         .await
         .map(Result::unwrap)
     {
-        assert!(tokio::time::Instant::now() < deadline, "the watch never went quiet");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watch never went quiet"
+        );
         if ev.r#type == pb::WorkerEventType::Upserted as i32
             && let Some(w) = ev.worker.filter(|w| w.id == id)
         {

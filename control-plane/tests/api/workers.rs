@@ -865,8 +865,19 @@ async fn a_reinstalled_machine_is_refused_naming_the_old_worker_until_an_adminis
         Code::AlreadyExists,
         "WORKER_NAME_TAKEN",
     );
-    for words in [id.as_str(), "active", "m-before", "m-after", "ApproveWorkerTakeover", "deletes worker"] {
-        assert!(s.message().contains(words), "{words:?} in {:?}", s.message());
+    for words in [
+        id.as_str(),
+        "active",
+        "m-before",
+        "m-after",
+        "ApproveWorkerTakeover",
+        "deletes worker",
+    ] {
+        assert!(
+            s.message().contains(words),
+            "{words:?} in {:?}",
+            s.message()
+        );
     }
     let named: Vec<_> = admin
         .workers()
@@ -875,7 +886,11 @@ async fn a_reinstalled_machine_is_refused_naming_the_old_worker_until_an_adminis
         .filter(|w| w.name == "rebuilt")
         .collect();
     assert_eq!(named.len(), 1, "never two workers of one name");
-    let pending = admin.worker(&id).await.takeover.expect("the pending machine");
+    let pending = admin
+        .worker(&id)
+        .await
+        .takeover
+        .expect("the pending machine");
     assert_eq!(pending.machine_id, "m-after");
     assert!(pending.requested_at.is_some() && pending.approved_at.is_none());
 
