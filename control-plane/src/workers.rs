@@ -92,6 +92,12 @@ impl From<&WorkerRow> for pb::Worker {
             node: None,
             drain: None,
             capacity: None,
+            takeover: w.takeover_machine_id.as_ref().map(|m| pb::WorkerTakeover {
+                machine_id: m.clone(),
+                ip_address: w.takeover_ip_address.clone(),
+                requested_at: w.takeover_requested_at.map(timestamp),
+                approved_at: w.takeover_approved_at.map(timestamp),
+            }),
         }
     }
 }

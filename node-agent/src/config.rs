@@ -120,6 +120,13 @@ pub struct AgentArgs {
     #[arg(long, env = "MINISPOD_MACHINE_ID")]
     pub machine_id: Option<String>,
 
+    /// The worker's name to report instead of the host name. Names are
+    /// unique among workers: a machine whose name another machine's worker
+    /// has is refused until an administrator approves its takeover, so
+    /// several agents on one host need a name each.
+    #[arg(long, env = "MINISPOD_WORKER_NAME")]
+    pub name: Option<String>,
+
     /// The Kubernetes node this agent runs on, when it runs inside the
     /// cluster already (the DaemonSet passes `spec.nodeName`). The agent
     /// then names this node in its hello, reports it as its host name (the

@@ -24,13 +24,29 @@ pub enum EnrollError {
     /// The control plane refused it for a reason asking again won't fix.
     #[error("{0}")]
     Refused(Refusal),
+    /// The control plane keeps this machine out until an administrator
+    /// decides (`WORKER_NAME_TAKEN`: another machine's worker has this
+    /// host name); its words say which worker and what to do. The token is
+    /// not spent: the agent asks again, slowly, with the same one.
+    #[error("{0}")]
+    AwaitingApproval(String),
     /// Anything else (network, a server in trouble, a bad response).
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
 }
 
+/// ErrorInfo reason of an Enroll refused because another machine's
+/// worker has this host name.
+pub const WORKER_NAME_TAKEN: &str = "WORKER_NAME_TAKEN";
+
 impl From<tonic::Status> for EnrollError {
     fn from(s: tonic::Status) -> EnrollError {
+        if s.code() == tonic::Code::AlreadyExists
+            && tonic_types::StatusExt::get_details_error_info(&s)
+                .is_some_and(|i| i.reason == WORKER_NAME_TAKEN)
+        {
+            return EnrollError::AwaitingApproval(s.message().to_owned());
+        }
         match Refusal::from_status(&s) {
             Some(r) => {
                 // The server's words say which case of the reason it is
@@ -132,6 +148,7 @@ pub async fn enroll(
                 tracing::warn!(%server, reason = r.reason(), "enrollment refused");
                 return Err(EnrollError::Refused(r));
             }
+            Err(e @ EnrollError::AwaitingApproval(_)) => return Err(e),
             Err(EnrollError::Failed(e)) => {
                 tracing::warn!(%server, error = %format!("{e:#}"), "enrollment failed");
                 last_error = Some(e);

@@ -52,6 +52,14 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
         .and_then(|s| s.parse::<http::Uri>().ok())
         .and_then(|u| u.host().map(str::to_owned));
     let mut facts = facts::machine_facts(&machine_id, server_host.as_deref());
+    if let Some(name) = args
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        facts.hostname = name.to_owned();
+    }
     let token = args.token_source();
     let enroll_trust = enrollment_trust(&args)?;
     // An agent already on a node of the cluster has nothing to join, and
@@ -167,6 +175,9 @@ async fn join(
                 Ok((c, j)) => (c, Some(j)),
                 Err(EnrollError::Refused(r)) => {
                     anyhow::bail!("{r}: {}", r.operator_action(&machine_id))
+                }
+                Err(EnrollError::AwaitingApproval(why)) => {
+                    anyhow::bail!("enrollment refused until an administrator decides: {why}")
                 }
                 Err(EnrollError::Failed(e)) => return Err(e),
             }

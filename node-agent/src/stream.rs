@@ -84,6 +84,8 @@ enum Attempt {
     /// No token the agent has not spent (or had refused).
     NoToken,
     Refused(Refusal),
+    /// Kept out until an administrator decides; the server's words.
+    AwaitingApproval(String),
     Failed(anyhow::Error),
 }
 
@@ -123,6 +125,7 @@ async fn try_enroll(
                 refused_tokens.insert(token.hash());
                 Attempt::Refused(r)
             }
+            Err(EnrollError::AwaitingApproval(m)) => Attempt::AwaitingApproval(m),
             Err(EnrollError::Failed(e)) => Attempt::Failed(e),
         },
     )
@@ -249,6 +252,18 @@ async fn run_loop(
                     if !keep_current {
                         blocked = Some(r);
                     }
+                }
+                Attempt::AwaitingApproval(why) => {
+                    // Not the agent's to fix, nor a passing fault: say what
+                    // the operator must do, and ask again slowly with the
+                    // same (unspent) token.
+                    cfg.metrics
+                        .set_refused(Some(crate::enroll::WORKER_NAME_TAKEN));
+                    let delay = backoff.slow_delay();
+                    tracing::error!(reason = crate::enroll::WORKER_NAME_TAKEN, retry_in = ?delay,
+                        "enrollment refused until an administrator decides: {why}");
+                    wait(delay, &mut shutdown).await;
+                    continue;
                 }
                 Attempt::Failed(e) => {
                     tracing::warn!(error = %format!("{e:#}"), next_ceiling = ?backoff.ceiling(), "enrollment failed; retrying");
@@ -457,7 +472,7 @@ async fn session(
                         *creds = c;
                     }
                     Err(EnrollError::Refused(r)) => return Ok(SessionEnd::Refused(r)),
-                    Err(EnrollError::Failed(e)) => tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; will retry"),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; will retry"),
                 }
                 renewal.as_mut().reset(tokio::time::Instant::now() + renew_in(creds).max(Duration::from_secs(60)));
             }

@@ -313,6 +313,11 @@ fn agent_command(
         .arg("--max-backoff")
         .arg("1s")
         .args(extra)
+        // Worker names are unique: agents of one test share this host.
+        .env(
+            "MINISPOD_WORKER_NAME",
+            state.file_name().unwrap_or_default(),
+        )
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(if std::env::var_os("TEST_LOG").is_some() {

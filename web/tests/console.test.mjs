@@ -721,6 +721,59 @@ describe('enrollment and worker detail', () => {
   );
 
   it(
+    "shows a reinstalled machine on its worker's page and approves its takeover: the same worker, the new machine",
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      const name = 'reinstalled-host';
+      const before = await createTokenInConsole(page, f.cp.url, { description: 'before the reinstall', maxUses: '1' });
+      const old = startAgentFromCommand(before.command, { name, machineId: 'machine-before' });
+      f.agents.push(old);
+      await open(page, `${f.cp.url}/workers`);
+      const row = await waitRowStatus(page, name, 'ACTIVE');
+      await row.getByRole('link', { name, exact: true }).click();
+      await h1(page, name).waitFor();
+      const workerUrl = page.url();
+      const factIs = (term, value, timeoutMs = 20_000) =>
+        waitFor(async () => (await fact(page, term).innerText()) === value, timeoutMs, { message: `${term} ${value}` });
+      await page.getByLabel('Labels', { exact: true }).fill('rack=r7');
+      await page.getByRole('button', { name: 'Save', exact: true }).click();
+      await page.getByRole('status').filter({ hasText: 'Saved labels, taints and notes.' }).waitFor();
+      await old.stop();
+      await factIs('Status', 'INACTIVE');
+
+      // Reinstalled: a new machine id, the same host name, a new token.
+      const after = await createTokenInConsole(page, f.cp.url, { description: 'after the reinstall', maxUses: '1' });
+      const fresh = startAgentFromCommand(`${after.command} --max-backoff 1s`, { name, machineId: 'machine-after' });
+      f.agents.push(fresh);
+      await open(page, workerUrl);
+      await h1(page, name).waitFor();
+      const banner = page.getByRole('status').filter({ hasText: 'Another machine asks to be this worker' });
+      await banner.waitFor({ timeout: 30_000 });
+      assert.ok((await banner.innerText()).includes('machine-after'), await banner.innerText());
+      await waitFor(async () => fresh.log().includes('WORKER_NAME_TAKEN'), 20_000, { message: 'the agent logs the refusal' });
+      assert.match(fresh.log(), /ApproveWorkerTakeover/);
+
+      await banner.getByRole('button', { name: 'Approve takeover' }).click();
+      const dialog = page.getByRole('dialog', { name: `Give ${name} to machine machine-after?` });
+      await dialog.waitFor();
+      await dialog.getByRole('button', { name: 'Approve takeover', exact: true }).click();
+      await page.getByRole('status').filter({ hasText: 'Takeover approved: machine machine-after' }).waitFor();
+      // The agent asks again by itself and becomes this worker.
+      await factIs('Machine id', 'machine-after', 30_000);
+      await factIs('Status', 'ACTIVE', 30_000);
+      assert.equal(new URL(page.url()).pathname, new URL(workerUrl).pathname, 'the same worker');
+      assert.equal(await page.getByLabel('Labels', { exact: true }).inputValue(), 'rack=r7');
+      assert.equal(await banner.count(), 0, 'no takeover pending any more');
+      await open(page, `${f.cp.url}/workers`);
+      await waitRowStatus(page, name, 'ACTIVE');
+      assert.equal(await workerRow(page, name).count(), 1, 'one worker of that name');
+      await page.context().close();
+    }),
+  );
+
+  it(
     'revokes a token: it leaves the active list, shows "revoked", and an agent with it does not join',
     TEST_TIMEOUT,
     f.t(async () => {

@@ -39,6 +39,11 @@ pub mod reason {
     /// Enroll for an existing worker with neither its current certificate
     /// nor a token bound to its machine.
     pub const REENROLL_NEEDS_APPROVAL: &str = "REENROLL_NEEDS_APPROVAL";
+    /// Enroll of a machine whose host name is another machine's worker
+    /// (ALREADY_EXISTS): refused until an administrator approves the
+    /// takeover (WorkerService.ApproveWorkerTakeover) or deletes that
+    /// worker. The enrollment token is not spent.
+    pub const WORKER_NAME_TAKEN: &str = "WORKER_NAME_TAKEN";
     /// Enroll with an unknown, expired, revoked or used-up token, or one
     /// bound to another machine.
     pub const TOKEN_INVALID: &str = "TOKEN_INVALID";
@@ -420,7 +425,23 @@ impl Enrollment {
             workers_db::readmit_machine(&mut tx, &facts.machine_id).await?;
             tracing::info!(machine_id = %facts.machine_id, token_id = %token.id, "removed machine readmitted by a bound token");
         }
-        let existing = workers_db::by_machine_id(&mut tx, &facts.machine_id).await?;
+        let mut existing = workers_db::by_machine_id(&mut tx, &facts.machine_id).await?;
+        // A new machine under a taken name (a reinstalled machine has a new
+        // machine id and its old host name): never a second worker of that
+        // name. It becomes that worker only once an administrator approved.
+        let mut takeover = false;
+        if existing.is_none()
+            && let Some(named) = workers_db::by_name(&mut tx, &facts.hostname).await?
+        {
+            let approved_takeover = named.takeover_approved_at.is_some()
+                && named.takeover_machine_id.as_deref() == Some(facts.machine_id.as_str());
+            if !approved_takeover {
+                drop(tx);
+                return Err(self.refuse_name_taken(named, &facts, ip).await);
+            }
+            takeover = true;
+            existing = Some(named);
+        }
         if let Some(w) = &existing {
             // Machine ids are not secret: taking over a worker (its record,
             // labels, maintenance) needs the worker's own certificate or an
@@ -429,7 +450,7 @@ impl Enrollment {
                 p.worker_id == w.id
                     && bool::from(p.serial.as_bytes().ct_eq(w.cert_serial.as_bytes()))
             });
-            if !approved && !own_certificate {
+            if !approved && !own_certificate && !takeover {
                 return Err(AppError::refused(
                     Code::PermissionDenied,
                     reason::REENROLL_NEEDS_APPROVAL,
@@ -457,7 +478,15 @@ impl Enrollment {
             .sign_worker_csr(&r.csr_pem, &worker_id, self.config.cert_ttl)
             .map_err(|e| AppError::invalid("csr_pem", e))?;
         if existing.is_some() {
-            workers_db::write_facts(&mut tx, &worker_id, &facts, None).await?;
+            if takeover {
+                workers_db::complete_takeover(&mut tx, &worker_id, &facts.machine_id).await?;
+                tracing::warn!(worker_id, machine_id = %facts.machine_id, token_id = %token.id,
+                    "a new machine took over the worker of its host name, as an administrator approved");
+            }
+            if !workers_db::write_facts(&mut tx, &worker_id, &facts, None).await? {
+                tracing::warn!(worker_id, hostname = %facts.hostname,
+                    "another worker has this host name: the worker keeps its name");
+            }
             workers_db::set_certificate(
                 &mut tx,
                 &worker_id,
@@ -535,6 +564,67 @@ impl Enrollment {
             heartbeat_interval_seconds: self.hub.config().heartbeat_interval.as_secs().max(1)
                 as i32,
         })
+    }
+
+    /// Records the request of a machine to enroll under `named`'s name (the
+    /// pending takeover an administrator can approve), says so in the log
+    /// and to watchers, and answers the refusal naming the worker and what
+    /// to do.
+    async fn refuse_name_taken(
+        &self,
+        named: WorkerRow,
+        facts: &MachineFacts,
+        ip: Option<IpAddr>,
+    ) -> AppError {
+        let ip_address = if facts.ip_address.is_empty() {
+            ip.map(|i| i.to_string()).unwrap_or_default()
+        } else {
+            facts.ip_address.clone()
+        };
+        // Its own transaction: the enrollment's rolled back, spending nothing.
+        let recorded = async {
+            let mut tx = self.hub.db().begin().await?;
+            let row =
+                workers_db::request_takeover(&mut tx, &named.id, &facts.machine_id, &ip_address)
+                    .await?;
+            tx.commit().await?;
+            AppResult::Ok(row)
+        }
+        .await;
+        match recorded {
+            Ok(Some(row)) => self.hub.publish(&row),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(worker_id = %named.id, error = %e, "could not record the pending takeover")
+            }
+        }
+        let last_seen = named
+            .last_health_check_at
+            .or(named.last_heartbeat_at)
+            .map_or_else(
+                || "never".to_owned(),
+                crate::notifications::notices::rfc3339,
+            );
+        let status = named.status.to_lowercase().replace('_', " ");
+        tracing::warn!(worker_id = %named.id, name = %named.name, old_machine_id = %named.machine_id,
+            new_machine_id = %facts.machine_id, ip = %ip_address,
+            "enrollment refused: another machine has this worker's host name; an administrator must approve the takeover or delete the worker");
+        AppError::refused(
+            Code::AlreadyExists,
+            reason::WORKER_NAME_TAKEN,
+            format!(
+                "host name {name:?} is already worker {id} ({status}, last seen {last_seen}) of another \
+                 machine (machine id {old}); this machine (machine id {new}) enrolls once an \
+                 administrator either approves the takeover (WorkerService.ApproveWorkerTakeover \
+                 with worker {id}, or Approve on the worker's page in the console: the record, its \
+                 labels and history go to this machine) or deletes worker {id} (this machine then \
+                 enrolls as a new worker)",
+                name = named.name,
+                id = named.id,
+                old = named.machine_id,
+                new = facts.machine_id,
+            ),
+        )
     }
 
     /// The worker behind the request's client certificate. The TLS layer

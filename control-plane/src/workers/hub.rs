@@ -177,7 +177,25 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// The cluster link, once startup made it.
     cluster: std::sync::OnceLock<ClusterLink>,
+    /// What watchers were last told of each worker; see [`Published`].
+    published: Mutex<Published>,
 }
+
+/// The version of each worker watchers were last shown, and the workers
+/// deleted lately. A row read before a write and published after it (the
+/// node reconciler reads a worker, the agent's hello commits, the
+/// reconciler shows the node it read) would leave watchers on a state the
+/// store no longer has; checked and sent under one lock, the events of a
+/// worker go out in version order and never older than the last one sent,
+/// nor after its deletion.
+#[derive(Debug, Default)]
+struct Published {
+    versions: HashMap<String, i64>,
+    deleted: HashMap<String, std::time::Instant>,
+}
+
+/// How long a deleted worker's late publications are still refused.
+const DELETED_KEPT: Duration = Duration::from_secs(300);
 
 /// Shared state of the fleet; cheap to clone.
 #[derive(Debug, Clone)]
@@ -202,6 +220,7 @@ impl FleetHub {
                 closing: tokio::sync::watch::Sender::new(false),
                 metrics,
                 cluster: std::sync::OnceLock::new(),
+                published: Mutex::new(Published::default()),
             }),
         }
     }
@@ -434,11 +453,38 @@ impl FleetHub {
 
     /// Tells this replica's watchers only: for changes every replica sees
     /// by itself (the cluster link's view of a node).
+    ///
+    /// A row older than one already shown (a lower `version`), or of a
+    /// worker deleted since, is not shown: watchers keep the newer state.
     pub fn publish_here(&self, row: &WorkerRow) {
+        let worker = Box::new(self.worker(row));
+        let mut published = self.published();
+        if published.deleted.contains_key(&row.id) {
+            tracing::debug!(worker_id = %row.id, "not shown: deleted since it was read");
+            return;
+        }
+        match published.versions.get_mut(&row.id) {
+            Some(v) if *v > row.version => {
+                tracing::debug!(worker_id = %row.id, read = row.version, shown = *v,
+                    "not shown: watchers have a newer state");
+                return;
+            }
+            Some(v) => *v = row.version,
+            None => {
+                published.versions.insert(row.id.clone(), row.version);
+            }
+        }
         let _ = self
             .inner
             .events
-            .send((WorkerEvent::Upserted(Box::new(self.worker(row))), now_ms()));
+            .send((WorkerEvent::Upserted(worker), now_ms()));
+    }
+
+    fn published(&self) -> std::sync::MutexGuard<'_, Published> {
+        self.inner
+            .published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Tells watchers, here and on every replica, a worker is gone.
@@ -448,6 +494,13 @@ impl FleetHub {
     }
 
     fn publish_deleted_here(&self, worker_id: &str) {
+        let mut published = self.published();
+        published.versions.remove(worker_id);
+        let now = std::time::Instant::now();
+        published
+            .deleted
+            .retain(|_, at| now.duration_since(*at) < DELETED_KEPT);
+        published.deleted.insert(worker_id.to_owned(), now);
         let _ = self
             .inner
             .events
@@ -562,6 +615,80 @@ mod tests {
             !m.post(pb::command::Command::RenewCertificate(true)),
             "stopped"
         );
+    }
+
+    /// The node reconciler's race (a watcher left NOT_READY while the store
+    /// said ACTIVE), driven step by step: the reconciler reads a worker,
+    /// the agent's hello commits and is published, then the reconciler
+    /// shows its node with the row it read.
+    #[tokio::test]
+    async fn a_row_read_before_a_write_and_shown_after_it_never_reaches_watchers() {
+        let dir = std::env::temp_dir().join(format!("minispod-hub-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = Db::connect(None, &dir, &Default::default()).await.unwrap();
+        let hub = FleetHub::new(
+            db.clone(),
+            FleetConfig {
+                heartbeat_interval: Duration::from_secs(5),
+                missed_heartbeats: 3,
+                metrics_flush_interval: Duration::from_secs(5),
+            },
+            Arc::default(),
+        );
+        let mut tx = db.begin().await.unwrap();
+        let facts = pb::MachineFacts {
+            hostname: "h1".into(),
+            machine_id: "m1".into(),
+            ..Default::default()
+        };
+        workers_db::insert(&mut tx, "w1", &facts, "serial", i64::MAX / 2)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let mut events = hub.subscribe();
+
+        let read_early = workers_db::by_id(db.read(), "w1").await.unwrap().unwrap();
+        let online = super::super::session::change_state(
+            &hub,
+            "w1",
+            workers_db::StateChange {
+                online: Some(true),
+                ready: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(online.status, "ACTIVE");
+        hub.publish_here(&read_early);
+        // The node's figures changed again: the current row is shown.
+        hub.publish_here(&online);
+
+        let mut shown = Vec::new();
+        while let Ok((event, _)) = events.try_recv() {
+            if let WorkerEvent::Upserted(w) = event {
+                shown.push(pb::WorkerStatus::try_from(w.status).unwrap());
+            }
+        }
+        let stored = workers_db::by_id(db.read(), "w1").await.unwrap().unwrap();
+        assert_eq!(stored.status, "ACTIVE");
+        assert_eq!(
+            shown,
+            [pb::WorkerStatus::Active, pb::WorkerStatus::Active],
+            "the row read before the hello is never shown after it"
+        );
+
+        // Nor does a row read before a deletion bring the worker back.
+        hub.publish_deleted("w1");
+        hub.publish_here(&online);
+        let mut after = Vec::new();
+        while let Ok((event, _)) = events.try_recv() {
+            after.push(matches!(event, WorkerEvent::Deleted(_)));
+        }
+        assert_eq!(after, [true], "only the deletion");
+        db.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

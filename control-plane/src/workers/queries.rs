@@ -66,6 +66,14 @@ pub struct WorkerRow {
     pub node_ready: bool,
     pub node_reason: String,
     pub kubernetes_node: String,
+    /// One more at every write watchers see (not the metrics flush).
+    pub version: i64,
+    /// Another machine asking to enroll under this worker's name.
+    pub takeover_machine_id: Option<String>,
+    pub takeover_ip_address: String,
+    pub takeover_requested_at: Option<i64>,
+    /// When an administrator approved that machine's takeover.
+    pub takeover_approved_at: Option<i64>,
 }
 
 impl WorkerRow {
@@ -110,14 +118,31 @@ pub async fn require<'c>(exec: impl Into<Conn<'c>>, id: &str) -> AppResult<Worke
         .ok_or_else(|| AppError::NotFound(format!("no worker with id {id:?}")))
 }
 
-/// The most recently enrolled worker with this name.
-pub async fn by_name(db: &Db, name: &str) -> AppResult<Option<WorkerRow>> {
-    Ok(with_conn!(db.read(), |c| sqlx::query_as(
-        "SELECT * FROM workers WHERE name = $1 ORDER BY enrolled_at DESC LIMIT 1"
+/// The worker with this name (names are unique).
+pub async fn by_name<'c>(exec: impl Into<Conn<'c>>, name: &str) -> AppResult<Option<WorkerRow>> {
+    Ok(with_conn!(exec, |c| sqlx::query_as(
+        "SELECT * FROM workers WHERE name = $1"
     )
     .bind(name)
     .fetch_optional(c)
     .await)?)
+}
+
+/// The worker `key` names: its id, else its name (the one resolution of
+/// every WorkerService method that takes either); NOT_FOUND when neither.
+pub async fn resolve<'c>(exec: impl Into<Conn<'c>>, key: &str) -> AppResult<WorkerRow> {
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(AppError::invalid("id", "give a worker's id or name"));
+    }
+    let row: Option<WorkerRow> = with_conn!(exec, |c| sqlx::query_as(
+        "SELECT * FROM workers WHERE id = $1 OR name = $1
+         ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1"
+    )
+    .bind(key)
+    .fetch_optional(c)
+    .await)?;
+    row.ok_or_else(|| AppError::NotFound(format!("no worker with id or name {key:?}")))
 }
 
 /// The worker of this machine.
@@ -152,20 +177,35 @@ pub async fn insert(
     .bind(now)
     .execute(c)
     .await
-    .map(|r| r.rows_affected()))?;
-    write_facts(tx, id, facts, None).await
+    .map(|r| r.rows_affected()))
+    .map_err(crate::store::unique_violation(&format!(
+        "a worker named {:?} exists",
+        facts.hostname
+    )))?;
+    write_facts(tx, id, facts, None).await.map(|_| ())
 }
 
 /// Records a machine's facts and, when given, the Kubernetes node the
-/// agent says it runs on.
+/// agent says it runs on. The host name becomes the worker's name unless
+/// another worker has it: then the worker keeps its name and the answer is
+/// false (names are unique; the caller says so in its log).
 pub async fn write_facts(
     tx: &mut Tx,
     id: &str,
     f: &MachineFacts,
     kubernetes_node: Option<&str>,
-) -> AppResult<()> {
-    with_conn!(&mut *tx, |c| sqlx::query(
-        "UPDATE workers SET name = $2, ip_address = $3, cpu_model = $4, cpu_cores = $5,
+) -> AppResult<bool> {
+    let taken = with_conn!(&mut *tx, |c| sqlx::query_scalar::<_, String>(
+        "SELECT id FROM workers WHERE name = $1 AND id <> $2"
+    )
+    .bind(&f.hostname)
+    .bind(id)
+    .fetch_optional(c)
+    .await)?
+    .is_some();
+    with_conn!(&mut *tx, |c| {
+        sqlx::query(
+        "UPDATE workers SET name = CASE WHEN $16 THEN name ELSE $2 END, version = version + 1, ip_address = $3, cpu_model = $4, cpu_cores = $5,
             architecture = $6, memory_bytes = $7, storage_bytes = $8, os = $9, kernel_version = $10,
             kubelet_version = $11, container_runtime = $12, agent_version = $13, updated_at = $14,
             kubernetes_node = COALESCE($15, kubernetes_node)
@@ -186,10 +226,12 @@ pub async fn write_facts(
     .bind(&f.agent_version)
     .bind(now_ms())
     .bind(kubernetes_node)
+    .bind(taken)
     .execute(c)
     .await
-    .map(|r| r.rows_affected()))?;
-    Ok(())
+    .map(|r| r.rows_affected())
+    })?;
+    Ok(!taken)
 }
 
 /// Replaces the certificate the worker may use (re-enrollment, renewal).
@@ -202,7 +244,7 @@ pub async fn set_certificate(
 ) -> AppResult<()> {
     let now = now_ms();
     with_conn!(&mut *tx, |c| sqlx::query(
-        "UPDATE workers SET cert_serial = $2, cert_expires_at = $3,
+        "UPDATE workers SET cert_serial = $2, cert_expires_at = $3, version = version + 1,
             enrolled_at = CASE WHEN $4 THEN $5 ELSE enrolled_at END, updated_at = $5
          WHERE id = $1",
     )
@@ -277,7 +319,9 @@ pub async fn apply_state(
     let mut f = row.facts();
     f.maintenance = change.maintenance.unwrap_or(f.maintenance);
     f.online = change.online.unwrap_or(f.online);
-    f.ready = change.ready.unwrap_or(f.ready);
+    // Readiness is the agent's word while its stream is up; a worker
+    // without a stream is not ready.
+    f.ready = change.ready.unwrap_or(f.ready) && f.online;
     if let Some((node_ready, _)) = change.node {
         f.node_ready = node_ready;
     }
@@ -285,7 +329,7 @@ pub async fn apply_state(
     let now = now_ms();
     let row = with_conn!(&mut *tx, |c| sqlx::query_as(
         "UPDATE workers SET status = $2, maintenance = $3, online = $4, ready = $5,
-            ever_connected = $6, cordoned = COALESCE($7, cordoned),
+            ever_connected = $6, cordoned = COALESCE($7, cordoned), version = version + 1,
             last_health_check_at = CASE WHEN $4 THEN $8 ELSE last_health_check_at END,
             updated_at = $8,
             stream_replica = CASE WHEN $9 THEN $10 ELSE stream_replica END,
@@ -314,7 +358,7 @@ pub async fn apply_state(
 /// Records the K3s join hook's last error.
 pub async fn set_join_error(tx: &mut Tx, id: &str, error: &str) -> AppResult<()> {
     with_conn!(&mut *tx, |c| sqlx::query(
-        "UPDATE workers SET k3s_join_error = $2 WHERE id = $1"
+        "UPDATE workers SET k3s_join_error = $2, version = version + 1 WHERE id = $1"
     )
     .bind(id)
     .bind(error)
@@ -403,7 +447,7 @@ pub async fn update_meta(
 ) -> AppResult<Option<WorkerRow>> {
     Ok(with_conn!(&mut *tx, |c| sqlx::query_as(
         "UPDATE workers SET labels = COALESCE($2, labels), taints = COALESCE($3, taints),
-            notes = COALESCE($4, notes), updated_at = $5
+            notes = COALESCE($4, notes), updated_at = $5, version = version + 1
          WHERE id = $1 RETURNING *",
     )
     .bind(id)
@@ -492,8 +536,8 @@ pub async fn reap_orphaned_streams(tx: &mut Tx, now: i64) -> AppResult<Vec<Worke
     // their own.
     static REAP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "UPDATE workers SET online = FALSE, status = {},
-                stream_replica = NULL, stream_id = NULL, updated_at = $1
+            "UPDATE workers SET online = FALSE, ready = FALSE, status = {},
+                version = version + 1, stream_replica = NULL, stream_id = NULL, updated_at = $1
              WHERE (online OR status IN ({}))
                AND (stream_replica IS NULL OR stream_replica NOT IN
                     (SELECT id FROM replicas WHERE lease_expires_at > $1))
@@ -968,4 +1012,63 @@ pub async fn readmit_machine(
     .bind(machine_id)
     .fetch_optional(c)
     .await)?)
+}
+
+/// Records that machine `machine_id` (at `ip_address`) asked to enroll
+/// under worker `id`'s name: its pending takeover, replacing an older
+/// request (an approval of another machine lapses). The row after.
+pub async fn request_takeover(
+    tx: &mut Tx,
+    id: &str,
+    machine_id: &str,
+    ip_address: &str,
+) -> AppResult<Option<WorkerRow>> {
+    Ok(with_conn!(&mut *tx, |c| sqlx::query_as(
+        "UPDATE workers SET takeover_approved_at = CASE WHEN takeover_machine_id = $2
+                THEN takeover_approved_at ELSE NULL END,
+            takeover_machine_id = $2, takeover_ip_address = $3, takeover_requested_at = $4,
+            updated_at = $4, version = version + 1
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(machine_id)
+    .bind(ip_address)
+    .bind(now_ms())
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Approves the pending takeover of worker `id` by `machine_id`; None
+/// when that machine's request is not the one pending.
+pub async fn approve_takeover(
+    tx: &mut Tx,
+    id: &str,
+    machine_id: &str,
+) -> AppResult<Option<WorkerRow>> {
+    Ok(with_conn!(&mut *tx, |c| sqlx::query_as(
+        "UPDATE workers SET takeover_approved_at = COALESCE(takeover_approved_at, $3),
+            updated_at = $3, version = version + 1
+         WHERE id = $1 AND takeover_machine_id = $2 RETURNING *",
+    )
+    .bind(id)
+    .bind(machine_id)
+    .bind(now_ms())
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Gives worker `id` its new machine (an approved takeover being
+/// enrolled) and forgets the request.
+pub async fn complete_takeover(tx: &mut Tx, id: &str, machine_id: &str) -> AppResult<()> {
+    with_conn!(&mut *tx, |c| sqlx::query(
+        "UPDATE workers SET machine_id = $2, takeover_machine_id = NULL, takeover_ip_address = '',
+            takeover_requested_at = NULL, takeover_approved_at = NULL, version = version + 1
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(machine_id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
 }

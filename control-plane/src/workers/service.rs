@@ -46,13 +46,6 @@ impl WorkerApi {
     }
 }
 
-fn require_id(id: &str) -> AppResult<()> {
-    if id.trim().is_empty() {
-        return Err(AppError::invalid("id", "is required"));
-    }
-    Ok(())
-}
-
 fn parse_status_filter(v: i32) -> AppResult<Option<WorkerStatus>> {
     match WorkerStatus::try_from(v) {
         Ok(WorkerStatus::Unspecified) => Ok(None),
@@ -89,7 +82,6 @@ fn label_key_ok(k: &str) -> bool {
 
 impl WorkerApi {
     async fn update(&self, r: pb::UpdateWorkerRequest) -> AppResult<pb::Worker> {
-        require_id(&r.id)?;
         let mut v = Violations::new();
         let labels = r
             .labels
@@ -150,23 +142,25 @@ impl WorkerApi {
             .transpose()
             .map_err(anyhow::Error::from)?;
         let mut tx = self.hub.db().begin().await?;
+        let id = workers_db::resolve(&mut tx, &r.id).await?.id;
         let row = workers_db::update_meta(
             &mut tx,
-            &r.id,
+            &id,
             labels.as_deref(),
             taints.as_deref(),
             r.notes.as_deref(),
         )
         .await?
-        .ok_or_else(|| AppError::NotFound(format!("no worker with id {:?}", r.id)))?;
+        .ok_or_else(|| AppError::NotFound(format!("no worker with id {id:?}")))?;
         tx.commit().await?;
         self.hub.publish(&row);
         Ok(self.hub.worker(&row))
     }
 
-    async fn state(&self, id: &str, change: StateChange<'_>) -> AppResult<pb::Worker> {
-        require_id(id)?;
-        let row = change_state(&self.hub, id, change)
+    /// Applies `change` to the worker `key` names (its id or its name).
+    async fn state(&self, key: &str, change: StateChange<'_>) -> AppResult<pb::Worker> {
+        let id = workers_db::resolve(self.hub.db().read(), key).await?.id;
+        let row = change_state(&self.hub, &id, change)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("no worker with id {id:?}")))?;
         Ok(self.hub.worker(&row))
@@ -275,14 +269,9 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::GetWorkerResponse>, Status> {
         self.auth.admin(&request).await?;
         let row = match &request.get_ref().lookup {
-            Some(pb::get_worker_request::Lookup::Id(id)) if !id.is_empty() => {
-                workers_db::require(self.hub.db().read(), id).await?
-            }
-            Some(pb::get_worker_request::Lookup::Name(name)) if !name.is_empty() => {
-                workers_db::by_name(self.hub.db(), name)
-                    .await?
-                    .ok_or_else(|| AppError::NotFound(format!("no worker named {name:?}")))?
-            }
+            Some(
+                pb::get_worker_request::Lookup::Id(key) | pb::get_worker_request::Lookup::Name(key),
+            ) if !key.trim().is_empty() => workers_db::resolve(self.hub.db().read(), key).await?,
             _ => return Err(AppError::invalid("lookup", "give an id or a name").into()),
         };
         Ok(Response::new(pb::GetWorkerResponse {
@@ -306,11 +295,12 @@ impl WorkerService for WorkerApi {
         request: Request<pb::DeleteWorkerRequest>,
     ) -> Result<Response<pb::DeleteWorkerResponse>, Status> {
         let admin = self.auth.admin(&request).await?;
-        let id = &request.get_ref().id;
-        require_id(id)?;
         // One transaction: the worker goes and its machine is recorded as
         // removed, so the agent cannot re-enroll in between.
         let mut tx = self.hub.db().begin().await?;
+        let id = &workers_db::resolve(&mut tx, &request.get_ref().id)
+            .await?
+            .id;
         let Some(worker) = workers_db::delete_and_remove_machine(&mut tx, id, &admin.id).await?
         else {
             return Err(AppError::NotFound(format!("no worker with id {id:?}")).into());
@@ -382,9 +372,15 @@ impl WorkerService for WorkerApi {
         self.auth.admin(&request).await?;
         let (t, by) = workers_db::stats(self.hub.db()).await?;
         let (by_arch, by_os) = by_platform(workers_db::counts_by_platform(self.hub.db()).await?);
-        let online = match self.hub.cluster().filter(|c| c.is_linked()) {
-            Some(c) => OnlineTotals::of_nodes(&workers_db::online_ids(self.hub.db()).await?, c),
-            None => OnlineTotals::of_agents(&workers_db::online_totals(self.hub.db()).await?),
+        let (online, online_source) = match self.hub.cluster().filter(|c| c.is_linked()) {
+            Some(c) => (
+                OnlineTotals::of_nodes(&workers_db::online_ids(self.hub.db()).await?, c),
+                pb::FiguresSource::Nodes,
+            ),
+            None => (
+                OnlineTotals::of_agents(&workers_db::online_totals(self.hub.db()).await?),
+                pb::FiguresSource::Machines,
+            ),
         };
         let count = |s: WorkerStatus| {
             by.iter()
@@ -449,6 +445,7 @@ impl WorkerService for WorkerApi {
                 .cluster()
                 .map_or(pb::ClusterLinkState::Unlinked, ClusterLink::state)
                 as i32,
+            online_source: online_source as i32,
         }))
     }
 
@@ -653,6 +650,20 @@ impl WorkerService for WorkerApi {
         }))
     }
 
+    async fn approve_worker_takeover(
+        &self,
+        request: Request<pb::ApproveWorkerTakeoverRequest>,
+    ) -> Result<Response<pb::ApproveWorkerTakeoverResponse>, Status> {
+        let admin = self.auth.admin(&request).await?;
+        let r = request.into_inner();
+        let worker = self
+            .approve_takeover(&admin.id, &r.id, r.machine_id.trim())
+            .await?;
+        Ok(Response::new(pb::ApproveWorkerTakeoverResponse {
+            worker: Some(worker),
+        }))
+    }
+
     async fn get_cluster_link(
         &self,
         request: Request<pb::GetClusterLinkRequest>,
@@ -666,6 +677,52 @@ impl WorkerService for WorkerApi {
 }
 
 impl WorkerApi {
+    async fn approve_takeover(
+        &self,
+        admin: &str,
+        key: &str,
+        machine_id: &str,
+    ) -> AppResult<pb::Worker> {
+        if machine_id.is_empty() {
+            return Err(AppError::invalid(
+                "machine_id",
+                "give the machine id the worker's takeover shows",
+            ));
+        }
+        let mut tx = self.hub.db().begin().await?;
+        let worker = workers_db::resolve(&mut tx, key).await?;
+        match worker.takeover_machine_id.as_deref() {
+            None => {
+                return Err(AppError::FailedPrecondition(format!(
+                    "no machine asked to take over worker {:?}",
+                    worker.name
+                )));
+            }
+            Some(m) if m != machine_id => {
+                return Err(AppError::FailedPrecondition(format!(
+                    "the machine asking to take over worker {:?} is now {m:?}, not {machine_id:?}",
+                    worker.name
+                )));
+            }
+            Some(_) => {}
+        }
+        if worker.online {
+            return Err(AppError::FailedPrecondition(format!(
+                "worker {:?} is online: its machine still runs, so the asking machine is another \
+                 one with the same host name; rename one of them (or delete the worker first)",
+                worker.name
+            )));
+        }
+        let row = workers_db::approve_takeover(&mut tx, &worker.id, machine_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no worker with id {:?}", worker.id)))?;
+        tx.commit().await?;
+        self.hub.publish(&row);
+        tracing::warn!(by = admin, worker_id = %row.id, name = %row.name, old_machine_id = %row.machine_id,
+            new_machine_id = machine_id, "takeover of the worker approved: the new machine gets it at its next enrollment");
+        Ok(self.hub.worker(&row))
+    }
+
     async fn readmit(&self, admin: &str, machine_id: &str) -> AppResult<pb::RemovedMachine> {
         if machine_id.trim().is_empty() {
             return Err(AppError::invalid("machine_id", "is required"));

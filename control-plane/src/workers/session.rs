@@ -254,13 +254,19 @@ async fn go_online(
         facts.ip_address = peer_ip.map(|i| i.to_string()).unwrap_or_default();
     }
     let mut tx = hub.db().begin().await?;
-    workers_db::write_facts(
+    if !workers_db::write_facts(
         &mut tx,
         &worker.id,
         &facts,
         Some(&truncate(hello.kubernetes_node_name.trim(), 253)),
     )
-    .await?;
+    .await?
+    {
+        // Names are unique: a host renamed to another worker's name keeps
+        // the worker's name (the stream stays up).
+        tracing::warn!(worker_id = %worker.id, name = %worker.name, hostname = %facts.hostname,
+            "the machine's host name is another worker's name: the worker keeps its name");
+    }
     workers_db::set_join_error(&mut tx, &worker.id, &truncate(&hello.k3s_join_error, 2000)).await?;
     let row = workers_db::apply_state(
         &mut tx,

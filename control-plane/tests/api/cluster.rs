@@ -815,6 +815,13 @@ async fn an_agent_of_the_daemonset_names_its_node_and_the_control_plane_labels_i
         .await
         .unwrap();
     let name = node.metadata.name.unwrap();
+    // A live view open from the start must end where the store does.
+    let mut watch = admin
+        .client
+        .watch_workers(authed(pb::WatchWorkersRequest::default(), &admin.token))
+        .await
+        .unwrap()
+        .into_inner();
     let token = admin.token(1, "").await.token;
     let agent = enroll(&app, &token, "m-daemonset").await.unwrap();
     let id = agent.enrolled.worker_id.clone();
@@ -846,6 +853,31 @@ async fn an_agent_of_the_daemonset_names_its_node_and_the_control_plane_labels_i
     })
     .await;
     assert_eq!(w.node.unwrap().name, name);
+    // The watcher's last word on the worker is ACTIVE too (it was left on
+    // NOT_READY "node not joined" when the node reconciler published a row
+    // read before the hello). Events for it may still be on their way.
+    let mut last = None;
+    let quiet = Duration::from_secs(2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(ev)) = tokio::time::timeout(quiet, watch.message())
+        .await
+        .map(Result::unwrap)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watch never went quiet"
+        );
+        if ev.r#type == pb::WorkerEventType::Upserted as i32
+            && let Some(w) = ev.worker.filter(|w| w.id == id)
+        {
+            last = Some(w.status);
+        }
+    }
+    assert_eq!(
+        last,
+        Some(pb::WorkerStatus::Active as i32),
+        "the watch ends on the stored status"
+    );
     beating.abort();
 }
 

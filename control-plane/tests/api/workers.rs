@@ -53,13 +53,23 @@ pub(crate) struct Agent {
 
 /// Enroll over `channel` (TLS, with or without a client certificate).
 async fn enroll_over(channel: Channel, token: &str, machine_id: &str) -> Result<Agent, Status> {
+    enroll_host(channel, token, machine_id, &format!("host-{machine_id}")).await
+}
+
+/// Enroll over `channel` as the machine `machine_id` named `hostname`.
+async fn enroll_host(
+    channel: Channel,
+    token: &str,
+    machine_id: &str,
+    hostname: &str,
+) -> Result<Agent, Status> {
     let (key_pem, csr) = key_and_csr();
     let enrolled = AgentServiceClient::new(channel)
         .enroll(pb::EnrollRequest {
             token: token.into(),
             csr_pem: csr,
             facts: Some(pb::MachineFacts {
-                hostname: format!("host-{machine_id}"),
+                hostname: hostname.into(),
                 machine_id: machine_id.into(),
                 ..Default::default()
             }),
@@ -141,11 +151,27 @@ pub(crate) async fn connect_as(
     machine_id: &str,
     kubernetes_node_name: &str,
 ) -> Result<Stream, Status> {
+    connect_host(
+        channel,
+        machine_id,
+        &format!("host-{machine_id}"),
+        kubernetes_node_name,
+    )
+    .await
+}
+
+/// Opens Connect with a hello for `machine_id` named `hostname`.
+async fn connect_host(
+    channel: Channel,
+    machine_id: &str,
+    hostname: &str,
+    kubernetes_node_name: &str,
+) -> Result<Stream, Status> {
     let (tx, rx) = mpsc::channel(8);
     tx.send(pb::ConnectRequest {
         message: Some(pb::connect_request::Message::Hello(pb::Hello {
             facts: Some(pb::MachineFacts {
-                hostname: format!("host-{machine_id}"),
+                hostname: hostname.into(),
                 machine_id: machine_id.into(),
                 ..Default::default()
             }),
@@ -640,4 +666,379 @@ async fn one_worker_is_limited_in_connects_renewals_and_readiness_writes() {
     let w = admin.worker(&id).await;
     assert!(!w.ready);
     assert_eq!(status(&w), pb::WorkerStatus::NotReady);
+}
+
+/// Lists workers with `filter` (page 1, up to 500).
+async fn listed(admin: &mut Admin, filter: pb::ListWorkersRequest) -> Vec<pb::Worker> {
+    admin
+        .client
+        .list_workers(authed(
+            pb::ListWorkersRequest {
+                page_size: 500,
+                ..filter
+            },
+            &admin.token,
+        ))
+        .await
+        .expect("list workers")
+        .into_inner()
+        .workers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_method_takes_a_workers_name_as_well_as_its_id() {
+    let app = spawn_app().await;
+    let mut admin = Admin::of(&app).await;
+    let token = admin.token(0, "").await.token;
+    let agent = enroll(&app, &token, "m-by-name").await.unwrap();
+    let id = agent.enrolled.worker_id.clone();
+    let name = "host-m-by-name".to_owned();
+    let t = admin.token.clone();
+
+    let w = admin
+        .client
+        .update_worker(authed(
+            pb::UpdateWorkerRequest {
+                id: name.clone(),
+                labels: Some(pb::LabelMap {
+                    labels: [("zone".to_owned(), "a".to_owned())].into(),
+                }),
+                taints: None,
+                notes: Some("by name".into()),
+            },
+            &t,
+        ))
+        .await
+        .expect("UpdateWorker by name")
+        .into_inner()
+        .worker
+        .unwrap();
+    assert_eq!((w.id.as_str(), w.notes.as_str()), (id.as_str(), "by name"));
+    let w = admin
+        .client
+        .set_worker_schedulable(authed(
+            pb::SetWorkerSchedulableRequest {
+                id: name.clone(),
+                schedulable: false,
+            },
+            &t,
+        ))
+        .await
+        .expect("SetWorkerSchedulable by name")
+        .into_inner()
+        .worker
+        .unwrap();
+    assert!(w.cordoned && w.id == id);
+    let w = admin
+        .client
+        .set_worker_status(authed(
+            pb::SetWorkerStatusRequest {
+                id: name.clone(),
+                status: pb::WorkerStatus::Maintenance as i32,
+            },
+            &t,
+        ))
+        .await
+        .expect("SetWorkerStatus by name")
+        .into_inner()
+        .worker
+        .unwrap();
+    assert_eq!(w.status, pb::WorkerStatus::Maintenance as i32);
+    // GetWorker's id field takes a name too, and its name field an id.
+    for lookup in [
+        pb::get_worker_request::Lookup::Id(name.clone()),
+        pb::get_worker_request::Lookup::Name(id.clone()),
+    ] {
+        let got = admin
+            .client
+            .get_worker(authed(
+                pb::GetWorkerRequest {
+                    lookup: Some(lookup),
+                },
+                &t,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .worker
+            .unwrap();
+        assert_eq!(got.id, id);
+        assert_eq!(got.labels.get("zone").map(String::as_str), Some("a"));
+    }
+
+    // An unknown name is NOT_FOUND everywhere, an empty one INVALID_ARGUMENT.
+    let s = expect_code(
+        admin
+            .client
+            .update_worker(authed(
+                pb::UpdateWorkerRequest {
+                    id: "no-such-host".into(),
+                    notes: Some("x".into()),
+                    ..Default::default()
+                },
+                &t,
+            ))
+            .await,
+        Code::NotFound,
+    );
+    assert!(s.message().contains("no-such-host"), "{s:?}");
+    expect_code(
+        admin
+            .client
+            .set_worker_schedulable(authed(
+                pb::SetWorkerSchedulableRequest {
+                    id: "no-such-host".into(),
+                    schedulable: true,
+                },
+                &t,
+            ))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        admin
+            .client
+            .set_worker_status(authed(
+                pb::SetWorkerStatusRequest {
+                    id: " ".into(),
+                    status: pb::WorkerStatus::Active as i32,
+                },
+                &t,
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    expect_code(
+        admin
+            .client
+            .delete_worker(authed(
+                pb::DeleteWorkerRequest {
+                    id: "no-such-host".into(),
+                },
+                &t,
+            ))
+            .await,
+        Code::NotFound,
+    );
+
+    admin.delete(&name).await;
+    assert!(admin.workers().await.iter().all(|w| w.id != id));
+    let removed = admin.removed().await;
+    assert_eq!(removed[0].worker_id, id, "the worker by that name went");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reinstalled_machine_is_refused_naming_the_old_worker_until_an_administrator_approves_the_takeover()
+ {
+    let app = spawn_app().await;
+    let mut admin = Admin::of(&app).await;
+    let token = admin.token(0, "").await.token;
+    let old = enroll_host(app.channel.clone(), &token, "m-before", "rebuilt")
+        .await
+        .unwrap();
+    let id = old.enrolled.worker_id.clone();
+    let old_channel = mtls(&app, &old).await;
+    let stream = connect_host(old_channel.clone(), "m-before", "rebuilt", "")
+        .await
+        .unwrap();
+    admin
+        .client
+        .update_worker(authed(
+            pb::UpdateWorkerRequest {
+                id: id.clone(),
+                labels: Some(pb::LabelMap {
+                    labels: [("rack".to_owned(), "r7".to_owned())].into(),
+                }),
+                ..Default::default()
+            },
+            &admin.token,
+        ))
+        .await
+        .unwrap();
+
+    // The machine reinstalled (new machine id, same host name): refused,
+    // naming the worker, its state and what to do. A single-use token is
+    // not spent by the refusal.
+    let once = admin.token(1, "").await;
+    let s = expect_refused(
+        enroll_host(app.channel.clone(), &once.token, "m-after", "rebuilt").await,
+        Code::AlreadyExists,
+        "WORKER_NAME_TAKEN",
+    );
+    for words in [
+        id.as_str(),
+        "active",
+        "m-before",
+        "m-after",
+        "ApproveWorkerTakeover",
+        "deletes worker",
+    ] {
+        assert!(
+            s.message().contains(words),
+            "{words:?} in {:?}",
+            s.message()
+        );
+    }
+    let named: Vec<_> = admin
+        .workers()
+        .await
+        .into_iter()
+        .filter(|w| w.name == "rebuilt")
+        .collect();
+    assert_eq!(named.len(), 1, "never two workers of one name");
+    let pending = admin
+        .worker(&id)
+        .await
+        .takeover
+        .expect("the pending machine");
+    assert_eq!(pending.machine_id, "m-after");
+    assert!(pending.requested_at.is_some() && pending.approved_at.is_none());
+
+    let approve = |machine_id: &str| pb::ApproveWorkerTakeoverRequest {
+        id: "rebuilt".into(),
+        machine_id: machine_id.into(),
+    };
+    // Not while the old machine is online: that is another machine with
+    // the same host name, not a reinstall.
+    expect_code(
+        admin
+            .client
+            .approve_worker_takeover(authed(approve("m-after"), &admin.token))
+            .await,
+        Code::FailedPrecondition,
+    );
+    drop(stream);
+    admin.until_offline(&id).await;
+    // Only the machine that asked.
+    expect_code(
+        admin
+            .client
+            .approve_worker_takeover(authed(approve("m-other"), &admin.token))
+            .await,
+        Code::FailedPrecondition,
+    );
+    let w = admin
+        .client
+        .approve_worker_takeover(authed(approve("m-after"), &admin.token))
+        .await
+        .expect("approve by name")
+        .into_inner()
+        .worker
+        .unwrap();
+    assert!(w.takeover.unwrap().approved_at.is_some());
+
+    // The same token now gets the machine in, as the old worker.
+    let new = enroll_host(app.channel.clone(), &once.token, "m-after", "rebuilt")
+        .await
+        .expect("the approved takeover enrolls");
+    assert_eq!(new.enrolled.worker_id, id, "the old record, not a new one");
+    let w = admin.worker(&id).await;
+    assert_eq!(w.machine_id, "m-after");
+    assert_eq!(w.labels.get("rack").map(String::as_str), Some("r7"));
+    assert!(w.takeover.is_none(), "the request is done");
+    assert_eq!(admin.workers().await.len(), 1);
+    // The old machine's certificate is void.
+    expect_refused(
+        connect_host(old_channel, "m-before", "rebuilt", "").await,
+        Code::PermissionDenied,
+        "CERTIFICATE_REPLACED",
+    );
+    let _stream = connect_host(mtls(&app, &new).await, "m-after", "rebuilt", "")
+        .await
+        .expect("the new machine connects as the worker");
+    assert!(admin.worker("rebuilt").await.online);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_old_worker_lets_the_reinstalled_machine_enroll_as_a_new_worker() {
+    let app = spawn_app().await;
+    let mut admin = Admin::of(&app).await;
+    let token = admin.token(0, "").await.token;
+    let old = enroll_host(app.channel.clone(), &token, "m-gone", "reused")
+        .await
+        .unwrap();
+    expect_refused(
+        enroll_host(app.channel.clone(), &token, "m-fresh", "reused").await,
+        Code::AlreadyExists,
+        "WORKER_NAME_TAKEN",
+    );
+    admin.delete("reused").await;
+    let new = enroll_host(app.channel.clone(), &token, "m-fresh", "reused")
+        .await
+        .expect("the name is free once the old worker is deleted");
+    assert_ne!(new.enrolled.worker_id, old.enrolled.worker_id);
+    let w = admin.worker("reused").await;
+    assert_eq!((w.machine_id.as_str(), w.takeover), ("m-fresh", None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_renamed_to_another_workers_name_keeps_its_own() {
+    let app = spawn_app().await;
+    let mut admin = Admin::of(&app).await;
+    let token = admin.token(0, "").await.token;
+    enroll_host(app.channel.clone(), &token, "m-first", "alpha")
+        .await
+        .unwrap();
+    let b = enroll_host(app.channel.clone(), &token, "m-second", "beta")
+        .await
+        .unwrap();
+    let mut stream = connect_host(mtls(&app, &b).await, "m-second", "alpha", "")
+        .await
+        .expect("the stream stays up");
+    stream.beat(true).await;
+    let w = admin.worker(&b.enrolled.worker_id).await;
+    assert_eq!(w.name, "beta", "alpha is taken");
+    assert!(w.online);
+    // A free name is taken up as before.
+    drop(stream);
+    admin.until_offline(&b.enrolled.worker_id).await;
+    let _stream = connect_host(mtls(&app, &b).await, "m-second", "gamma", "")
+        .await
+        .unwrap();
+    assert_eq!(admin.worker(&b.enrolled.worker_id).await.name, "gamma");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_worker_is_not_ready_and_the_ready_filter_lists_only_online_workers() {
+    let app = spawn_app().await;
+    let mut admin = Admin::of(&app).await;
+    let token = admin.token(0, "").await.token;
+    let gone = enroll(&app, &token, "m-goes").await.unwrap();
+    let stays = enroll(&app, &token, "m-stays").await.unwrap();
+    let mut a = connect(mtls(&app, &gone).await, "m-goes").await.unwrap();
+    let mut b = connect(mtls(&app, &stays).await, "m-stays").await.unwrap();
+    a.beat(true).await;
+    b.beat(true).await;
+    let gone_id = gone.enrolled.worker_id.clone();
+    assert!(admin.worker(&gone_id).await.ready);
+    drop(a);
+    admin.until_offline(&gone_id).await;
+    let w = admin.worker(&gone_id).await;
+    assert_eq!(w.status, pb::WorkerStatus::Inactive as i32);
+    assert!(!w.ready, "an INACTIVE worker is not ready");
+    let ready: Vec<String> = listed(
+        &mut admin,
+        pb::ListWorkersRequest {
+            ready: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+    .into_iter()
+    .map(|w| w.id)
+    .collect();
+    assert_eq!(ready, vec![stays.enrolled.worker_id.clone()]);
+    let not_ready = listed(
+        &mut admin,
+        pb::ListWorkersRequest {
+            ready: Some(false),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(not_ready.iter().any(|w| w.id == gone_id));
+    // Back online, ready again from its hello.
+    let _a = connect(mtls(&app, &gone).await, "m-goes").await.unwrap();
+    assert!(admin.worker(&gone_id).await.ready);
+    b.beat(true).await;
 }

@@ -1,6 +1,7 @@
 // One worker: every fact, its certificate, K3s join error, its Kubernetes
 // node (conditions, capacity, requests, taints) and drain, labels, taints
-// and notes (editable), cordon, maintenance and delete. Live from the
+// and notes (editable), cordon, maintenance and delete, and the machine
+// asking to take it over (approve). Live from the
 // shared stream when it carries the worker; usable while it is offline.
 import { useEffect, useState } from "preact/hooks";
 import { workers } from "../api";
@@ -57,6 +58,7 @@ export function WorkerPage({ id }: { id: string }) {
   const [editing, setEditing] = useState(false);
   const [done, setDone] = useState("");
   const [confirmDelete, setConfirmDelete] = useState(false);
+  const [confirmTakeover, setConfirmTakeover] = useState(false);
   const now = useNow();
   useEffect(() => {
     if (w && !editing) {
@@ -160,6 +162,7 @@ export function WorkerPage({ id }: { id: string }) {
         </p>
       )}
       {w.drain && w.drain.state !== DrainState.UNSPECIFIED && <DrainBanner drain={w.drain} />}
+      {w.takeover && <TakeoverBanner w={w} busy={action.busy} onApprove={() => setConfirmTakeover(true)} now={now} />}
       {!w.online && <p class="banner warn">This worker is offline: its stream is closed. What you see is its last report; changes still apply and reach it when it reconnects.</p>}
       <div class="split">
         <section aria-labelledby="facts-h" class="card">
@@ -206,7 +209,48 @@ export function WorkerPage({ id }: { id: string }) {
       }}>
         <p>The worker's record goes and its certificate is revoked; its agent is disconnected. This cannot be undone.</p>
       </Confirm>
+      {w.takeover && (
+        <Confirm open={confirmTakeover} title={`Give ${w.name || w.id} to machine ${w.takeover.machineId}?`} confirmLabel="Approve takeover" onCancel={() => setConfirmTakeover(false)} onConfirm={() => {
+          setConfirmTakeover(false);
+          const machineId = w.takeover?.machineId ?? "";
+          void action.act(`Takeover approved: machine ${machineId} becomes this worker when it next enrolls.`, async () => (await workers.approveWorkerTakeover({ id, machineId })).worker);
+        }}>
+          <p>At its next enrollment, machine {w.takeover.machineId} gets this worker's record: its labels, taints, notes and history. The certificate of machine {w.machineId} stops being accepted.</p>
+        </Confirm>
+      )}
     </>
+  );
+}
+
+/** A machine with this worker's host name and another machine id asks to
+ * become it (a reinstalled machine, usually); its enrollment is refused
+ * until an administrator approves, or deletes this worker. */
+function TakeoverBanner({ w, busy, onApprove, now }: { w: Worker; busy: boolean; onApprove: () => void; now: number }) {
+  const t = w.takeover;
+  if (!t) return null;
+  const asked = `${ago(timestampMs(t.requestedAt), now)} (${dateTime(t.requestedAt)})`;
+  if (t.approvedAt) {
+    return (
+      <div class="banner" role="status">
+        <p>
+          <strong>Takeover approved</strong> {dateTime(t.approvedAt)}: machine {t.machineId} becomes this worker when its agent next enrolls (it retries by itself).
+        </p>
+      </div>
+    );
+  }
+  return (
+    <div class="banner warn" role="status">
+      <p>
+        <strong>Another machine asks to be this worker:</strong> machine id {t.machineId}
+        {t.ipAddress ? ` at ${t.ipAddress}` : ""}, last asked {asked}. It reports this worker's name, {w.name}, with a new machine id (this worker's is {w.machineId}): a reinstalled machine, or another machine with the same host name. Its enrollment is refused until you approve the takeover, which gives it this worker's record, or delete this worker, which lets it enroll as a new worker.
+      </p>
+      <p>
+        <button type="button" class="primary" disabled={busy || w.online} onClick={onApprove}>
+          Approve takeover
+        </button>
+        {w.online && " This worker is online, so its machine still runs: rename one of the two hosts instead."}
+      </p>
+    </div>
   );
 }
 
