@@ -66,6 +66,12 @@ rm -rf "$units"
 step "Debian packages and install scripts"
 .ci/packaging-test.sh
 
+step "no merge conflict markers"
+if git grep -nE '^(<<<<<<<|>>>>>>>) ' -- . ':!web/package-lock.json'; then
+  echo "merge conflict markers left in the files above" >&2
+  exit 1
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
