@@ -1,0 +1,156 @@
+// Console benchmark: frame times of the dashboard and the fleet page while
+// a swarm's heartbeat figures stream in (metrics on), at 10,000 workers.
+//
+//   cargo build --release --locked --bins      (after `npm run build` in web/)
+//   node web/bench/console-frames.mjs [--agents 10000] [--seconds 60]
+//
+// Starts the release control plane (heartbeats and metrics flushes every
+// 5 s) and one minispod-swarm process, signs in in Debian's Chromium (CA
+// trusted through an NSS db) and, for each view (the dashboard; the fleet
+// by name; the fleet by CPU, descending, which sorts again on every
+// flush), records for `--seconds`:
+// - the gaps between animation frames (requestAnimationFrame), p50 / p99 /
+//   max and how many exceeded 50 ms: a gap is the longest the page could
+//   not paint or answer input;
+// - the long tasks Chromium reports (main-thread tasks over 50 ms): count
+//   and longest;
+// - the bytes the WatchWorkers stream delivered meanwhile (from the
+//   DevTools network events), which shows the metrics flushes arrived.
+// Target (issue 23): every frame under 50 ms.
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+process.env.MINISPOD_BIN_DIR ??= path.join(REPO_ROOT, "target/release");
+const { ADMIN_EMAIL, ADMIN_PASSWORD, launchBrowser, startControlPlane, waitFor } = await import("../tests/harness.mjs");
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const agents = arg("agents", 10_000);
+const seconds = arg("seconds", 60);
+for (const bin of ["minispod-control-plane", "minispod-swarm"]) {
+  if (!fs.existsSync(path.join(process.env.MINISPOD_BIN_DIR, bin))) {
+    console.error(`${bin} not built: run cargo build --release --locked --bins`);
+    process.exit(2);
+  }
+}
+
+const pct = (xs, p) => {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+};
+const fmt = (n) => new Intl.NumberFormat("en-US").format(n);
+
+const cp = await startControlPlane({
+  enrollmentToken: true,
+  // The swarm's agents all share 127.0.0.1; real ones each have an address of their own.
+  args: [
+    "--heartbeat-interval", "5s", "--metrics-flush-interval", "5s", "--enroll-burst", "100000", "--enroll-per-second", "100000",
+    "--max-connections-per-address", "0", "--max-handshakes-per-address", "1000000",
+  ],
+});
+const children = [];
+process.on("exit", () => children.forEach((c) => c.kill("SIGKILL")));
+
+function swarm(count, first) {
+  const state = path.join(cp.dataDir, `swarm-${first}`);
+  const child = spawn(path.join(process.env.MINISPOD_BIN_DIR, "minispod-swarm"), ["run", "--server", cp.url, "--token", cp.enrollmentToken, "--ca-hash", cp.caHash, "--agents", String(count), "--first-index", String(first), "--state-dir", state], { stdio: ["ignore", "pipe", "inherit"] });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    child.stdout.on("data", (d) => {
+      if (/agents enrolled/.test(String(d))) resolve(child);
+    });
+    child.on("exit", (code) => reject(new Error(`swarm exited with ${code}`)));
+  });
+}
+
+/** Records frame gaps and long tasks in the page for `ms`; returns them. */
+async function record(page, ms) {
+  return page.evaluate(
+    (ms) =>
+      new Promise((resolve) => {
+        const gaps = [];
+        const longTasks = [];
+        const obs = new PerformanceObserver((list) => {
+          for (const e of list.getEntries()) longTasks.push(e.duration);
+        });
+        obs.observe({ type: "longtask" });
+        const end = performance.now() + ms;
+        let last = 0;
+        const frame = (t) => {
+          if (last) gaps.push(t - last);
+          last = t;
+          if (t < end) requestAnimationFrame(frame);
+          else {
+            obs.disconnect();
+            resolve({ gaps, longTasks });
+          }
+        };
+        requestAnimationFrame(frame);
+      }),
+    ms,
+  );
+}
+
+const results = [];
+try {
+  const started = Date.now();
+  await swarm(agents, 0);
+  console.log(`${fmt(agents)} agents enrolled in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+
+  const browser = await launchBrowser(cp.caPath);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "en-US" });
+  const page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Network.enable");
+  const watchRequests = new Set();
+  let watchBytes = 0;
+  cdp.on("Network.requestWillBeSent", (e) => {
+    if (e.request.url.endsWith("/WatchWorkers")) watchRequests.add(e.requestId);
+  });
+  cdp.on("Network.dataReceived", (e) => {
+    if (watchRequests.has(e.requestId)) watchBytes += e.dataLength || e.encodedDataLength;
+  });
+
+  await page.goto(`${cp.url}/signin`);
+  await page.getByLabel("Email").fill(ADMIN_EMAIL);
+  await page.getByLabel("Password").fill(ADMIN_PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+  // Every agent Active before measuring (the dashboard counts live).
+  const activeStat = page.locator(".stat").filter({ has: page.locator(".stat-label", { hasText: /^Active$/ }) }).first().locator(".stat-value");
+  await waitFor(async () => (await activeStat.innerText()) === fmt(agents), 180_000, { message: "all agents Active" });
+
+  const views = [
+    { name: "dashboard", path: "/", ready: () => waitFor(async () => (await activeStat.innerText()) === fmt(agents), 60_000, { message: "dashboard counts" }) },
+    { name: "fleet, by name", path: "/workers", ready: () => page.getByText(`${fmt(agents)} of ${fmt(agents)} workers`).waitFor({ timeout: 60_000 }) },
+    { name: "fleet, by CPU descending", path: "/workers?sort=cpu&dir=desc", ready: () => page.getByText(`${fmt(agents)} of ${fmt(agents)} workers`).waitFor({ timeout: 60_000 }) },
+  ];
+  for (const v of views) {
+    await page.goto(`${cp.url}${v.path}`);
+    await v.ready();
+    // Past the snapshot's own frames: measure the steady state.
+    await page.waitForTimeout(3_000);
+    const bytesBefore = watchBytes;
+    const r = await record(page, seconds * 1000);
+    results.push({ view: v.name, ...r, bytes: watchBytes - bytesBefore });
+  }
+  await browser.close();
+} finally {
+  for (const c of children) c.kill("SIGKILL");
+  await cp.kill().catch(() => {});
+}
+
+console.log(`\nConsole frame times (Chromium, 1280×800, ${fmt(agents)} workers, heartbeats and metrics flushes every 5 s, ${seconds} s per view; control plane and swarm on this machine):`);
+for (const r of results) {
+  const over = r.gaps.filter((g) => g > 50).length;
+  console.log(
+    `  ${r.view.padEnd(26)} frames ${String(r.gaps.length).padStart(5)}: gap p50 ${pct(r.gaps, 50).toFixed(1)} ms, p99 ${pct(r.gaps, 99).toFixed(1)} ms, max ${Math.max(...r.gaps).toFixed(1)} ms, ${over} over 50 ms; ` +
+      `long tasks ${r.longTasks.length}${r.longTasks.length ? ` (longest ${Math.max(...r.longTasks).toFixed(0)} ms)` : ""}; stream ${(r.bytes / 1024 / 1024).toFixed(1)} MiB`,
+  );
+}
