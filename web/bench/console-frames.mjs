@@ -2,7 +2,12 @@
 // a swarm's heartbeat figures stream in (metrics on), at 10,000 workers.
 //
 //   cargo build --release --locked --bins      (after `npm run build` in web/)
-//   node web/bench/console-frames.mjs [--agents 10000] [--seconds 60]
+//   node web/bench/console-frames.mjs [--agents 10000] [--seconds 60] [--dist <dir>]
+//
+// --dist serves the console's files from another build's dist/ (e.g. an
+// older commit's, for a before/after figure with the same server): the
+// browser gets index.html and /assets/* from there, the API from the
+// control plane.
 //
 // Starts the release control plane (heartbeats and metrics flushes every
 // 5 s) and one minispod-swarm process, signs in in Debian's Chromium (CA
@@ -32,6 +37,12 @@ const arg = (name, dflt) => {
 };
 const agents = arg("agents", 10_000);
 const seconds = arg("seconds", 60);
+const distArg = process.argv.indexOf("--dist");
+const dist = distArg > 0 ? path.resolve(process.argv[distArg + 1]) : undefined;
+if (dist && !fs.existsSync(path.join(dist, "index.html"))) {
+  console.error(`${dist}/index.html not found`);
+  process.exit(2);
+}
 for (const bin of ["minispod-control-plane", "minispod-swarm"]) {
   if (!fs.existsSync(path.join(process.env.MINISPOD_BIN_DIR, bin))) {
     console.error(`${bin} not built: run cargo build --release --locked --bins`);
@@ -105,6 +116,16 @@ try {
 
   const browser = await launchBrowser(cp.caPath);
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "en-US" });
+  if (dist) {
+    const types = { ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html" };
+    await context.route(`${cp.url}/**`, (route) => {
+      const url = new URL(route.request().url());
+      if (route.request().method() !== "GET" || url.pathname.startsWith("/minispod.")) return route.continue();
+      const file = url.pathname.startsWith("/assets/") ? path.join(dist, url.pathname) : path.join(dist, "index.html");
+      if (!fs.existsSync(file)) return route.continue();
+      return route.fulfill({ body: fs.readFileSync(file), contentType: types[path.extname(file)] ?? "application/octet-stream" });
+    });
+  }
   const page = await context.newPage();
   const cdp = await context.newCDPSession(page);
   await cdp.send("Network.enable");
@@ -123,13 +144,16 @@ try {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("heading", { name: "Dashboard" }).waitFor();
   // Every agent Active before measuring (the dashboard counts live).
-  const activeStat = page.locator(".stat").filter({ has: page.locator(".stat-label", { hasText: /^Active$/ }) }).first().locator(".stat-value");
-  await waitFor(async () => (await activeStat.innerText()) === fmt(agents), 180_000, { message: "all agents Active" });
+  // (Consoles before issue 23 said ACTIVE and 10000.)
+  const activeStat = page.locator(".stat").filter({ has: page.locator(".stat-label", { hasText: /^(Active|ACTIVE)$/ }) }).first().locator(".stat-value");
+  const allActive = async () => (await activeStat.innerText()).replaceAll(",", "") === String(agents);
+  await waitFor(allActive, 180_000, { message: "all agents Active" });
+  const fleetShown = () => page.getByText(new RegExp(`^${fmt(agents)} of ${fmt(agents)} workers$|^${agents} of ${agents} workers$`)).waitFor({ timeout: 60_000 });
 
   const views = [
-    { name: "dashboard", path: "/", ready: () => waitFor(async () => (await activeStat.innerText()) === fmt(agents), 60_000, { message: "dashboard counts" }) },
-    { name: "fleet, by name", path: "/workers", ready: () => page.getByText(`${fmt(agents)} of ${fmt(agents)} workers`).waitFor({ timeout: 60_000 }) },
-    { name: "fleet, by CPU descending", path: "/workers?sort=cpu&dir=desc", ready: () => page.getByText(`${fmt(agents)} of ${fmt(agents)} workers`).waitFor({ timeout: 60_000 }) },
+    { name: "dashboard", path: "/", ready: () => waitFor(allActive, 60_000, { message: "dashboard counts" }) },
+    { name: "fleet, by name", path: "/workers", ready: fleetShown },
+    { name: "fleet, by CPU descending", path: "/workers?sort=cpu&dir=desc", ready: fleetShown },
   ];
   for (const v of views) {
     await page.goto(`${cp.url}${v.path}`);
@@ -146,7 +170,7 @@ try {
   await cp.kill().catch(() => {});
 }
 
-console.log(`\nConsole frame times (Chromium, 1280×800, ${fmt(agents)} workers, heartbeats and metrics flushes every 5 s, ${seconds} s per view; control plane and swarm on this machine):`);
+console.log(`\nConsole frame times${dist ? ` (console from ${dist})` : ""} (Chromium, 1280×800, ${fmt(agents)} workers, heartbeats and metrics flushes every 5 s, ${seconds} s per view; control plane and swarm on this machine):`);
 for (const r of results) {
   const over = r.gaps.filter((g) => g > 50).length;
   console.log(

@@ -596,6 +596,8 @@ describe('live fleet', () => {
       note(`agent ${name} appeared ACTIVE on the fleet page ${Date.now() - tStart} ms after its start`);
       const row = workerRow(page, name);
       assert.equal(await row.getByRole('link', { name }).count(), 1);
+      // One worker, in the singular.
+      await page.getByText('1 of 1 worker', { exact: true }).waitFor();
 
       // Record, in the page, when the row's status changes.
       await page.evaluate((n) => {
