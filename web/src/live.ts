@@ -67,6 +67,28 @@ export async function followWithBackoff(signal: AbortSignal, connect: (live: () 
   }
 }
 
+// Giving the browser its turn. Stream events already received are handed
+// to the loop below in microtasks, which the browser never interrupts: a
+// metrics flush of 10,000 workers arriving in a few large chunks would be
+// decoded and applied in one task of a tenth of a second or more, and no
+// frame painted meanwhile. The loop therefore yields a task (a
+// MessageChannel message: no 4 ms timer clamp) whenever it has worked
+// SLICE_MS, so that rendering and input come in between.
+const SLICE_MS = 8;
+const turns: (() => void)[] = [];
+let channel: MessageChannel | undefined;
+function nextTask(): Promise<void> {
+  if (typeof MessageChannel === "undefined") return new Promise((r) => setTimeout(r, 0));
+  if (!channel) {
+    channel = new MessageChannel();
+    channel.port1.onmessage = () => turns.shift()?.();
+  }
+  return new Promise((r) => {
+    turns.push(r);
+    channel!.port2.postMessage(0);
+  });
+}
+
 /** Calls `flush` once in the next animation frame (a timer in hidden tabs). */
 function inNextFrame(flush: () => void): void {
   if (document.hidden) setTimeout(flush, 100);
@@ -181,7 +203,12 @@ class FleetWatch {
     // event, snapshot complete.
     performance.mark("minispod:watch-open");
     let first = true;
+    let sliceStart = performance.now();
     for await (const ev of api.watchWorkers({ includeMetrics: true }, { signal })) {
+      if (performance.now() - sliceStart > SLICE_MS) {
+        await nextTask();
+        sliceStart = performance.now();
+      }
       const w = ev.worker;
       if (first) {
         performance.mark("minispod:watch-first-event");

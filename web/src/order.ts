@@ -116,12 +116,37 @@ export function sortKey(sort: Exclude<SortKey, "name">, ws: Worker[]): Float64Ar
 
 /**
  * `ids` (in name order) in the order `sort` says, descending with `desc`;
- * ties stay in name order.
+ * ties stay in name order. Each key is scaled to 32 bits and packed with
+ * its index into one double (key × 2^bits + index), so a plain numeric
+ * sort of a Float64Array (native, no comparator calls) puts them in order,
+ * ties by index: several times faster than a comparator over 10,000. Keys
+ * closer than a 2^32th of their range compare equal (then by name).
  */
 export function orderIds(ids: string[], sort: SortKey, desc: boolean, get: (id: string) => Worker): string[] {
   if (sort === "name") return desc ? [...ids].reverse() : ids;
+  const n = ids.length;
   const k = sortKey(sort, ids.map(get));
-  const order = Uint32Array.from(ids.keys());
-  order.sort(desc ? (a, b) => k[b]! - k[a]! || a - b : (a, b) => k[a]! - k[b]! || a - b);
-  return Array.from(order, (i) => ids[i]!);
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = k[i]!;
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  const top = 2 ** 32 - 1;
+  const scale = max > min ? top / (max - min) : 0;
+  const shift = 2 ** Math.max(1, Math.ceil(Math.log2(n + 1)));
+  const packed = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = k[i]!;
+    const q = Number.isNaN(v) ? top : Math.floor((v - min) * scale);
+    packed[i] = (desc ? top - q : q) * shift + i;
+  }
+  packed.sort();
+  const out = new Array<string>(n);
+  for (let j = 0; j < n; j++) {
+    const v = packed[j]!;
+    out[j] = ids[v - Math.floor(v / shift) * shift]!;
+  }
+  return out;
 }
