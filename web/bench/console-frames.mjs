@@ -19,6 +19,11 @@
 //   not paint or answer input;
 // - the long tasks Chromium reports (main-thread tasks over 50 ms): count
 //   and longest;
+// - the page's main-thread tasks from a Chromium trace ("toplevel"), with
+//   their CPU time as well as their wall time: on a machine shared with
+//   other work a task's wall time includes the time the thread waited for
+//   a core, its CPU time does not (a gap or a long task with little CPU
+//   behind it is the machine, not the page);
 // - the bytes the WatchWorkers stream delivered meanwhile (from the
 //   DevTools network events), which shows the metrics flushes arrived.
 // Target (issue 23): every frame under 50 ms.
@@ -108,6 +113,18 @@ async function record(page, ms) {
   );
 }
 
+/** The renderer main thread's tasks in a trace: [{ wall, cpu }] in ms. */
+function mainThreadTasks(trace) {
+  const events = trace.traceEvents ?? trace;
+  const main = new Set(events.filter((e) => e.ph === "M" && e.name === "thread_name" && e.args?.name === "CrRendererMain").map((e) => `${e.pid}/${e.tid}`));
+  const tasks = events.filter((e) => e.ph === "X" && /RunTask$/.test(e.name) && main.has(`${e.pid}/${e.tid}`));
+  // The busiest renderer is the page's (others may be idle helpers).
+  const byThread = new Map();
+  for (const t of tasks) byThread.set(`${t.pid}/${t.tid}`, (byThread.get(`${t.pid}/${t.tid}`) ?? 0) + t.dur);
+  const busiest = [...byThread.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
+  return tasks.filter((t) => `${t.pid}/${t.tid}` === busiest).map((t) => ({ wall: t.dur / 1000, cpu: (t.tdur ?? t.dur) / 1000 }));
+}
+
 const results = [];
 try {
   const started = Date.now();
@@ -161,8 +178,10 @@ try {
     // Past the snapshot's own frames: measure the steady state.
     await page.waitForTimeout(3_000);
     const bytesBefore = watchBytes;
+    await browser.startTracing(page, { categories: ["toplevel"] });
     const r = await record(page, seconds * 1000);
-    results.push({ view: v.name, ...r, bytes: watchBytes - bytesBefore });
+    const trace = JSON.parse(String(await browser.stopTracing()));
+    results.push({ view: v.name, ...r, tasks: mainThreadTasks(trace), bytes: watchBytes - bytesBefore });
   }
   await browser.close();
 } finally {
@@ -176,5 +195,12 @@ for (const r of results) {
   console.log(
     `  ${r.view.padEnd(26)} frames ${String(r.gaps.length).padStart(5)}: gap p50 ${pct(r.gaps, 50).toFixed(1)} ms, p99 ${pct(r.gaps, 99).toFixed(1)} ms, max ${Math.max(...r.gaps).toFixed(1)} ms, ${over} over 50 ms; ` +
       `long tasks ${r.longTasks.length}${r.longTasks.length ? ` (longest ${Math.max(...r.longTasks).toFixed(0)} ms)` : ""}; stream ${(r.bytes / 1024 / 1024).toFixed(1)} MiB`,
+  );
+  const cpu = r.tasks.map((t) => t.cpu);
+  const wall = r.tasks.map((t) => t.wall);
+  const longest = r.tasks.reduce((a, t) => (t.wall > (a?.wall ?? -1) ? t : a), undefined);
+  console.log(
+    `  ${"".padEnd(26)} main-thread tasks ${r.tasks.length}: CPU p99 ${pct(cpu, 99).toFixed(1)} ms, max ${Math.max(...cpu).toFixed(1)} ms, ${cpu.filter((c) => c > 50).length} over 50 ms; ` +
+      `wall p99 ${pct(wall, 99).toFixed(1)} ms, max ${longest ? `${longest.wall.toFixed(1)} ms (of which CPU ${longest.cpu.toFixed(1)} ms)` : "—"}`,
   );
 }

@@ -1806,18 +1806,18 @@ describe('control-plane restart', () => {
       await waitFor(async () => (await linkBadge(dash).innerText()) === 'Live', 30_000, { message: 'dashboard Live' });
 
       const table = fleetPage.getByRole('table', { name: 'Workers' });
-      const note = (page) => page.locator('.stale-note');
+      const staleNote = (page) => page.locator('.stale-note');
       const pillColor = () => row.locator('.pill').evaluate((el) => getComputedStyle(el).color);
       const liveColor = await pillColor();
-      assert.equal(await note(fleetPage).count(), 0, 'stale while live');
+      assert.equal(await staleNote(fleetPage).count(), 0, 'stale while live');
       assert.equal(await table.getAttribute('aria-describedby'), null);
 
       await f.cp.stop();
       await waitFor(async () => /^Reconnecting…/.test(await linkBadge(fleetPage).innerText()), 30_000, { message: 'fleet Reconnecting…' });
       // Stale: dimmed rows, the time of the last update, counting up.
-      await note(fleetPage).waitFor({ timeout: 5_000 });
+      await staleNote(fleetPage).waitFor({ timeout: 5_000 });
       const seconds = async (page) => {
-        const text = await note(page).innerText();
+        const text = await staleNote(page).innerText();
         const m = /^Not live: last update (\d+) s ago\./.exec(text);
         assert.ok(m, `the stale note says ${JSON.stringify(text)}`);
         return Number(m[1]);
@@ -1833,16 +1833,16 @@ describe('control-plane restart', () => {
       await screenshot(fleetPage, 'fleet-stale');
       await waitFor(async () => (await seconds(fleetPage)) >= first + 2, 10_000, { message: 'the last update counting up' });
       await waitFor(async () => /^Reconnecting…/.test(await linkBadge(dash).innerText()), 30_000, { message: 'dashboard Reconnecting…' });
-      await note(dash).waitFor({ timeout: 5_000 });
+      await staleNote(dash).waitFor({ timeout: 5_000 });
       await seconds(dash);
       assert.equal(await dash.locator('.stats.stale').count(), 1, 'the live fleet figures not dimmed');
       await assertAccessible(dash, 'dashboard while stale (desktop)');
-      note(`stale note: ${await note(fleetPage).innerText()}`);
+      note(`stale note: ${await staleNote(fleetPage).innerText()}`);
 
       await f.cp.restart();
       for (const page of [fleetPage, dash]) {
         await waitFor(async () => (await linkBadge(page).innerText()) === 'Live', 30_000, { message: 'Live again' });
-        await waitFor(async () => (await note(page).count()) === 0, 5_000, { message: 'the stale note gone' });
+        await waitFor(async () => (await staleNote(page).count()) === 0, 5_000, { message: 'the stale note gone' });
         assert.equal(await page.locator('.stale').count(), 0, 'still dimmed when live');
       }
       await waitRowStatus(fleetPage, name, 'ACTIVE');
@@ -3226,7 +3226,9 @@ describe('words, numbers and phones', () => {
     f.cp = await startControlPlane({
       enrollmentToken: true,
       // The swarm's agents all share 127.0.0.1.
-      args: ['--max-connections-per-address', '0', '--max-handshakes-per-address', '1000000', '--enroll-burst', '100000', '--enroll-per-second', '100000'],
+      // Heartbeats every 5 s (not the harness's 1 s): a thousand agents on a
+      // debug build stay online on a busy machine.
+      args: ['--heartbeat-interval', '5s', '--max-connections-per-address', '0', '--max-handshakes-per-address', '1000000', '--enroll-burst', '100000', '--enroll-per-second', '100000'],
     });
     f.browser = await launchBrowser(f.cp.caPath);
     f.extraLogs.push({ name: 'swarm', log: () => swarmLog });
@@ -3256,7 +3258,9 @@ describe('words, numbers and phones', () => {
     const text = await page.getByRole('main').innerText();
     assert.doesNotMatch(text, SHOUTED, `${what} shows a status name: ${text.match(SHOUTED)?.[0]}`);
   }
-  const stat = (page, label) => page.locator('.stat').filter({ has: page.locator('.stat-label').getByText(label, { exact: true }) }).locator('.stat-value');
+  /** A figure of the dashboard's Fleet section. */
+  const stat = (page, label) =>
+    page.getByRole('region', { name: 'Fleet' }).locator('.stat').filter({ has: page.locator('.stat-label').getByText(label, { exact: true }) }).locator('.stat-value');
 
   it(
     'says statuses in words and counts with thousands separators and the right plural',

@@ -3,7 +3,7 @@
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { catalog, subscriptions, users, workers, type Problem } from "../api";
 import { ErrorBanner, LiveBadge, PageTitle, Stat, StaleNote, useLoad, useNow } from "../components";
-import { bytes, money, statusWord } from "../format";
+import { bytes, count, money, plural, statusWord } from "../format";
 import { SubscriptionStatus, type GetSubscriptionStatsResponse } from "../gen/minispod/v1/subscriptions_pb";
 import { ClusterLinkState, WorkerStatus } from "../gen/minispod/v1/workers_pb";
 import { fleet, isStale } from "../live";
@@ -74,7 +74,7 @@ export function DashboardPage() {
         </div>
         {d && (
           <div class="stats">
-            <Stat label="CPU in use" value={`${d.w.cpuUtilizationPercent.toFixed(1)} %`} sub={`of ${(Number(d.w.capacity?.cpuMillicores ?? 0n) / 1000).toFixed(0)} cores`} />
+            <Stat label="CPU in use" value={`${d.w.cpuUtilizationPercent.toFixed(1)} %`} sub={`of ${plural(Math.round(Number(d.w.capacity?.cpuMillicores ?? 0n) / 1000), "core")}`} />
             <Stat label="Memory in use" value={`${d.w.memoryUtilizationPercent.toFixed(1)} %`} sub={`of ${bytes(d.w.capacity?.memoryBytes ?? 0n)}`} />
             <Stat label="Storage in use" value={`${d.w.storageUtilizationPercent.toFixed(1)} %`} sub={`of ${bytes(d.w.capacity?.storageBytes ?? 0n)}`} />
           </div>
@@ -84,7 +84,7 @@ export function DashboardPage() {
             <Stat label="Cluster" value={clusterName[d.w.clusterLink]} />
             <Stat label="CPU requested" value={`${(Number(d.w.allocated?.cpuMillicores ?? 0n) / 1000).toFixed(1)}`} sub={`of ${(Number(d.w.onlineAllocatable?.cpuMillicores ?? 0n) / 1000).toFixed(1)} allocatable`} />
             <Stat label="Memory requested" value={bytes(d.w.allocated?.memoryBytes ?? 0n)} sub={`of ${bytes(d.w.onlineAllocatable?.memoryBytes ?? 0n)} allocatable`} />
-            <Stat label="Pods" value={Number(d.w.allocated?.pods ?? 0n)} sub={`${Number(d.w.headroom?.pods ?? 0n)} more fit`} />
+            <Stat label="Pods" value={Number(d.w.allocated?.pods ?? 0n)} sub={`${count(d.w.headroom?.pods ?? 0n)} more fit`} />
           </div>
         )}
       </section>
