@@ -44,6 +44,7 @@ for (const bin of ["minispod-control-plane", "minispod-swarm"]) {
   }
 }
 
+const fmt = (n) => new Intl.NumberFormat("en-US").format(n);
 const pct = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
@@ -82,20 +83,21 @@ try {
   console.log(`${agents} agents enrolled in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
   const browser = await launchBrowser(cp.caPath);
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "en-US" });
   const page = await context.newPage();
   await page.goto(`${cp.url}/signin`);
   await page.getByLabel("Email").fill(ADMIN_EMAIL);
   await page.getByLabel("Password").fill(ADMIN_PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.getByRole("heading", { name: "Dashboard" }).waitFor();
-  // Every agent ACTIVE before measuring (the dashboard counts live).
-  await waitFor(async () => (await page.locator(".stat", { hasText: "ACTIVE" }).first().locator(".stat-value").innerText()) === String(agents), 120_000, { message: "all agents ACTIVE" });
+  // Every agent Active before measuring (the dashboard counts live).
+  const activeStat = page.locator(".stat").filter({ has: page.locator(".stat-label", { hasText: /^Active$/ }) }).first().locator(".stat-value");
+  await waitFor(async () => (await activeStat.innerText()) === fmt(agents), 120_000, { message: "all agents Active" });
 
   const snapshots = [];
   for (let round = 0; round < 3; round++) {
     await page.goto(`${cp.url}/workers`);
-    await page.waitForFunction((n) => document.body.innerText.includes(`${n} of ${n} workers`) && document.querySelectorAll('[role="row"][data-worker]').length > 5, agents, { timeout: 60_000, polling: "raf" });
+    await page.waitForFunction((n) => document.body.innerText.includes(`${n} of ${n} workers`) && document.querySelectorAll('[role="row"][data-worker]').length > 5, fmt(agents), { timeout: 60_000, polling: "raf" });
     snapshots.push(
       await page.evaluate(() => {
         const at = (name) => performance.getEntriesByName(name).at(-1)?.startTime ?? NaN;
@@ -135,7 +137,7 @@ try {
 
   console.log("\nConsole fleet page (Chromium, 1280×800, control plane and swarm on this machine):");
   console.log(`  workers:                    ${agents}`);
-  console.log(`  snapshot rendered:          ${snapshots.map((s) => `${s.rendered.toFixed(0)} ms`).join(", ")} (navigation to "${agents} of ${agents} workers" with rows)`);
+  console.log(`  snapshot rendered:          ${snapshots.map((s) => `${s.rendered.toFixed(0)} ms`).join(", ")} (navigation to "${fmt(agents)} of ${fmt(agents)} workers" with rows)`);
   for (const s of snapshots) console.log(`    watch opened at ${s.open.toFixed(0)} ms, first event ${s.first.toFixed(0)} ms, snapshot end ${s.end.toFixed(0)} ms, rendered ${s.rendered.toFixed(0)} ms`);
   console.log(`  JS heap after GC:           ${heap.toFixed(1)} MB`);
   console.log(`  kill -9 of ${killed} → INACTIVE: p50 ${pct(delays, 50).toFixed(0)} ms, p99 ${pct(delays, 99).toFixed(0)} ms, max ${Math.max(...delays).toFixed(0)} ms (${delays.length} rows seen)`);

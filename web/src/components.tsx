@@ -3,6 +3,7 @@
 import type { ComponentChildren, JSX } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { problem, type Problem } from "./api";
+import { ago, count } from "./format";
 import type { LinkState } from "./live";
 
 let nextId = 0;
@@ -218,7 +219,7 @@ export function Stat({ label, value, sub }: { label: string; value: string | num
   return (
     <div class="stat">
       <div class="stat-label">{label}</div>
-      <div class="stat-value">{String(value)}</div>
+      <div class="stat-value">{typeof value === "string" ? value : count(value)}</div>
       {sub && <div class="stat-sub">{sub}</div>}
     </div>
   );
@@ -233,5 +234,19 @@ export function LiveBadge({ state: s }: { state: LinkState }) {
     <span class={`badge link-${s.kind}`} role="status" aria-live="polite">
       {text}
     </span>
+  );
+}
+
+/**
+ * Says that the figures next to it are not live: the stream dropped and
+ * is reconnecting; "last update 12 s ago" counts up with `now`. The page
+ * dims what it describes (class "stale") and points at it with
+ * aria-describedby.
+ */
+export function StaleNote({ id, since, now }: { id: string; since: number; now: number }) {
+  return (
+    <p class="banner warn stale-note" id={id}>
+      Not live: last update {ago(since, now)}. Reconnecting; what is shown here may be out of date.
+    </p>
   );
 }

@@ -82,3 +82,37 @@ export function subscriptionStatusFromName(name: string | null): SubscriptionSta
   const entry = Object.entries(subscriptionStatusName).find(([, v]) => v === name && v !== "UNKNOWN");
   return entry ? (Number(entry[0]) as SubscriptionStatus) : undefined;
 }
+
+/** A worker's status in words for people ("Not ready"); `statusName` stays the wire name (URLs, data attributes). */
+export const statusWord: Record<WorkerStatus, string> = {
+  [WorkerStatus.UNSPECIFIED]: "Unknown",
+  [WorkerStatus.PENDING]: "Pending",
+  [WorkerStatus.ACTIVE]: "Active",
+  [WorkerStatus.INACTIVE]: "Inactive",
+  [WorkerStatus.MAINTENANCE]: "Maintenance",
+  [WorkerStatus.NOT_READY]: "Not ready",
+};
+
+/** A subscription's status in words for people ("Running"); `subscriptionStatusName` stays the wire name. */
+export const subscriptionStatusWord: Record<SubscriptionStatus, string> = {
+  [SubscriptionStatus.UNSPECIFIED]: "Unknown",
+  [SubscriptionStatus.PENDING]: "Pending",
+  [SubscriptionStatus.PROVISIONING]: "Provisioning",
+  [SubscriptionStatus.RUNNING]: "Running",
+  [SubscriptionStatus.DEGRADED]: "Degraded",
+  [SubscriptionStatus.SUSPENDED]: "Suspended",
+  [SubscriptionStatus.DELETING]: "Deleting",
+  [SubscriptionStatus.FAILED]: "Failed",
+};
+
+const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+
+/** A count with the reader's thousands separators: "10,000". */
+export function count(n: bigint | number): string {
+  return integer.format(n);
+}
+
+/** A count and its noun, singular or plural: "1 user", "2 users", "10,000 workers". */
+export function plural(n: bigint | number, one: string, many = `${one}s`): string {
+  return `${count(n)} ${Number(n) === 1 ? one : many}`;
+}

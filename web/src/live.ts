@@ -13,6 +13,7 @@ import { subscriptions as subscriptionsApi, workers as api } from "./api";
 import { SubscriptionEventType, type Subscription, type SubscriptionEvent } from "./gen/minispod/v1/subscriptions_pb";
 import { WorkerEventType, type Worker } from "./gen/minispod/v1/workers_pb";
 import { nextBackoff } from "./backoff";
+import { NameOrder } from "./order";
 import { session } from "./session";
 
 export type LinkState = { kind: "connecting" } | { kind: "live" } | { kind: "reconnecting"; attempt: number; retryAt: number; reason: string };
@@ -66,16 +67,61 @@ export async function followWithBackoff(signal: AbortSignal, connect: (live: () 
   }
 }
 
+// Giving the browser its turn. Stream events already received are handed
+// to the loop below in microtasks, which the browser never interrupts: a
+// metrics flush of 10,000 workers arriving in a few large chunks would be
+// decoded and applied in one task of a tenth of a second or more, and no
+// frame painted meanwhile. The loop therefore yields a task (a
+// MessageChannel message: no 4 ms timer clamp) whenever it has worked
+// SLICE_MS, so that rendering and input come in between.
+const SLICE_MS = 8;
+const turns: (() => void)[] = [];
+let channel: MessageChannel | undefined;
+function nextTask(): Promise<void> {
+  if (typeof MessageChannel === "undefined") return new Promise((r) => setTimeout(r, 0));
+  if (!channel) {
+    channel = new MessageChannel();
+    channel.port1.onmessage = () => turns.shift()?.();
+  }
+  return new Promise((r) => {
+    turns.push(r);
+    channel!.port2.postMessage(0);
+  });
+}
+
 /** Calls `flush` once in the next animation frame (a timer in hidden tabs). */
 function inNextFrame(flush: () => void): void {
   if (document.hidden) setTimeout(flush, 100);
   else requestAnimationFrame(flush);
 }
 
+/**
+ * Whether a watch's rows are out of date: it had data and its stream has
+ * dropped (reconnecting, or given up) since. Pages show them dimmed with
+ * the time of the last update until the fresh snapshot is in.
+ */
+export function isStale(w: { state: LinkState; lastUpdateAt: number }): boolean {
+  return w.lastUpdateAt > 0 && w.state.kind === "reconnecting";
+}
+
 class FleetWatch {
   workers = new Map<string, Worker>();
   /** Bumped on every applied change, so views can memoise on it. */
   version = 0;
+  /**
+   * Bumped when a worker comes, goes or changes other than by its
+   * heartbeat figures (a snapshot, an upsert, a delete): a view whose
+   * filters and order do not depend on the figures recomputes only then.
+   */
+  membership = 0;
+  /**
+   * Every worker's id in name order, kept in step with `workers` (a
+   * snapshot sorts once, a change moves one entry), so views filter it in
+   * order instead of sorting the whole fleet again.
+   */
+  byName = new NameOrder((id) => this.workers.get(id));
+  /** When the last event (or snapshot) arrived, in ms since the epoch; 0 before any. */
+  lastUpdateAt = 0;
   state: LinkState = { kind: "connecting" };
   #listeners = new Set<Listener>();
   #abort: AbortController | undefined;
@@ -105,8 +151,22 @@ class FleetWatch {
   }
 
   #setState(s: LinkState) {
+    // What we hold was current until the stream dropped.
+    if (this.state.kind === "live" && s.kind !== "live") this.lastUpdateAt = Date.now();
     this.state = s;
     this.#notify();
+  }
+
+  #upsert(w: Worker) {
+    this.byName.upsert(this.workers.get(w.id), w);
+    this.workers.set(w.id, w);
+  }
+
+  #delete(id: string) {
+    const old = this.workers.get(id);
+    if (!old) return;
+    this.byName.remove(old);
+    this.workers.delete(id);
   }
 
   #stop() {
@@ -143,7 +203,12 @@ class FleetWatch {
     // event, snapshot complete.
     performance.mark("minispod:watch-open");
     let first = true;
+    let sliceStart = performance.now();
     for await (const ev of api.watchWorkers({ includeMetrics: true }, { signal })) {
+      if (performance.now() - sliceStart > SLICE_MS) {
+        await nextTask();
+        sliceStart = performance.now();
+      }
       const w = ev.worker;
       if (first) {
         performance.mark("minispod:watch-first-event");
@@ -156,16 +221,25 @@ class FleetWatch {
       }
       if (ev.type === WorkerEventType.SNAPSHOT_END) {
         performance.mark("minispod:watch-snapshot-end");
-        this.workers = fresh ?? new Map();
+        const workers = fresh ?? new Map<string, Worker>();
+        this.workers = workers;
+        this.byName.reset(workers.values());
         fresh = undefined;
         this.version++;
+        this.membership++;
+        this.lastUpdateAt = Date.now();
         live();
         continue;
       }
       if (fresh) continue; // changes before the snapshot ends are in it
-      if (ev.type === WorkerEventType.UPSERTED && w) this.workers.set(w.id, w);
-      else if (ev.type === WorkerEventType.DELETED && w) this.workers.delete(w.id);
-      else if (ev.type === WorkerEventType.METRICS && w) {
+      this.lastUpdateAt = Date.now();
+      if (ev.type === WorkerEventType.UPSERTED && w) {
+        this.#upsert(w);
+        this.membership++;
+      } else if (ev.type === WorkerEventType.DELETED && w) {
+        this.#delete(w.id);
+        this.membership++;
+      } else if (ev.type === WorkerEventType.METRICS && w) {
         // Heartbeat figures only: merged into the worker we have.
         const old = this.workers.get(w.id);
         if (!old) continue;

@@ -17,7 +17,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe as nodeDescribe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -136,14 +136,29 @@ function workerRow(page, name) {
   return page.getByRole('row').and(page.locator(`[data-worker="${name}"]`));
 }
 
-/** Waits until the worker's row says `status`, in data-status and in its text. */
+/** The words the console shows for the API's status names. */
+const STATUS_WORDS = {
+  PENDING: 'Pending',
+  ACTIVE: 'Active',
+  INACTIVE: 'Inactive',
+  MAINTENANCE: 'Maintenance',
+  NOT_READY: 'Not ready',
+  PROVISIONING: 'Provisioning',
+  RUNNING: 'Running',
+  DEGRADED: 'Degraded',
+  SUSPENDED: 'Suspended',
+  DELETING: 'Deleting',
+  FAILED: 'Failed',
+};
+
+/** Waits until the worker's row says `status` (an API name), in data-status and in words in its text. */
 async function waitRowStatus(page, name, status, timeoutMs = 30_000) {
   const row = workerRow(page, name);
   await waitFor(
     async () => {
       if ((await row.count()) !== 1) return false;
       if ((await row.getAttribute('data-status', { timeout: 1000 })) !== status) return false;
-      return row.getByRole('cell').first().getByText(status, { exact: true }).isVisible();
+      return row.getByRole('cell').first().getByText(STATUS_WORDS[status], { exact: true }).isVisible();
     },
     timeoutMs,
     { message: `row ${name} with status ${status}` },
@@ -301,8 +316,8 @@ function userEmails(page) {
 
 /** The total the users page's pager shows ("N users"), as a number. */
 async function usersTotal(page) {
-  const text = await page.getByRole('navigation', { name: 'Pages' }).getByText(/^\d+ users$/).innerText();
-  return Number(text.split(' ')[0]);
+  const text = await page.getByRole('navigation', { name: 'Pages' }).getByText(/^[\d,]+ users?$/).innerText();
+  return Number(text.split(' ')[0].replaceAll(',', ''));
 }
 
 /** The names on the catalog's service cards, sorted. */
@@ -442,6 +457,33 @@ async function horizontalOverflow(page) {
   }, vw);
 }
 
+/**
+ * Asserts that a row action is in full view on a phone without sideways
+ * scrolling: scrolled to vertically only, its box inside the configured
+ * viewport's width, and neither the page nor any box around it scrolled
+ * sideways to get there. Then the caller uses it (click, select).
+ * @param {import('playwright-core').Page} page
+ * @param {import('playwright-core').Locator} action
+ * @param {string} what
+ */
+async function assertReachable(page, action, what) {
+  const vw = page.viewportSize()?.width ?? 0;
+  await action.waitFor();
+  const r = await action.evaluate((el, vw) => {
+    const top = el.getBoundingClientRect().top + window.scrollY;
+    window.scrollTo(0, Math.max(0, top - 200));
+    const box = el.getBoundingClientRect();
+    const scrolled = [];
+    for (let p = el.parentElement; p; p = p.parentElement) if (p.scrollLeft !== 0) scrolled.push(p.className || p.tagName);
+    return { left: box.left, right: box.right, top: box.top, bottom: box.bottom, width: box.width, scrollX: window.scrollX, scrolled, vh: window.innerHeight, vw };
+  }, vw);
+  assert.ok(r.width > 0, `${what}: not rendered`);
+  assert.equal(r.scrollX, 0, `${what}: the page is scrolled sideways`);
+  assert.deepEqual(r.scrolled, [], `${what}: a box around it is scrolled sideways`);
+  assert.ok(r.left >= 0 && r.right <= vw + 0.5, `${what}: at x ${Math.round(r.left)}–${Math.round(r.right)}, outside the ${vw} px viewport`);
+  assert.ok(r.top >= 0 && r.bottom <= r.vh, `${what}: at y ${Math.round(r.top)}–${Math.round(r.bottom)}, outside the viewport`);
+}
+
 // ---------------------------------------------------------------------------
 // 1. Sign in.
 
@@ -554,6 +596,8 @@ describe('live fleet', () => {
       note(`agent ${name} appeared ACTIVE on the fleet page ${Date.now() - tStart} ms after its start`);
       const row = workerRow(page, name);
       assert.equal(await row.getByRole('link', { name }).count(), 1);
+      // One worker, in the singular.
+      await page.getByText('1 of 1 worker', { exact: true }).waitFor();
 
       // Record, in the page, when the row's status changes.
       await page.evaluate((n) => {
@@ -650,7 +694,7 @@ describe('enrollment and worker detail', () => {
       await page.getByLabel('Show revoked, expired and used up').check();
       await tokenRow.waitFor();
       assert.ok(await tokenRow.getByRole('cell', { name: '1 of 1', exact: true }).isVisible(), await tokenRow.innerText());
-      assert.ok(await tokenRow.getByRole('cell', { name: 'used up', exact: true }).isVisible(), await tokenRow.innerText());
+      assert.ok(await tokenRow.getByRole('cell', { name: 'Used up', exact: true }).isVisible(), await tokenRow.innerText());
       await page.context().close();
     }),
   );
@@ -671,7 +715,7 @@ describe('enrollment and worker detail', () => {
       await row.getByRole('link', { name, exact: true }).click();
       await h1(page, name).waitFor();
       assert.match(new URL(page.url()).pathname, /^\/workers\/[^/]+$/);
-      assert.equal(await fact(page, 'Status').innerText(), 'ACTIVE');
+      assert.equal(await fact(page, 'Status').innerText(), 'Active');
       assert.equal(await fact(page, 'Cordoned').innerText(), 'no');
 
       await page.getByRole('button', { name: 'Cordon', exact: true }).click();
@@ -681,7 +725,7 @@ describe('enrollment and worker detail', () => {
 
       await page.getByRole('button', { name: 'Start maintenance' }).click();
       await page.getByRole('button', { name: 'End maintenance' }).waitFor();
-      await waitFor(async () => (await fact(page, 'Status').innerText()) === 'MAINTENANCE', 10_000, { message: 'Status MAINTENANCE' });
+      await waitFor(async () => (await fact(page, 'Status').innerText()) === 'Maintenance', 10_000, { message: 'Status MAINTENANCE' });
 
       const notes = 'Rack 4, slot 2.\nDisk swapped on Monday.';
       await page.getByLabel('Notes', { exact: true }).fill(notes);
@@ -695,7 +739,7 @@ describe('enrollment and worker detail', () => {
       const labels = (await page.getByLabel('Labels', { exact: true }).inputValue()).split('\n').sort();
       assert.deepEqual(labels, ['tier=gold', 'zone=eu-west']);
       assert.equal(await fact(page, 'Cordoned').innerText(), 'yes');
-      assert.equal(await fact(page, 'Status').innerText(), 'MAINTENANCE');
+      assert.equal(await fact(page, 'Status').innerText(), 'Maintenance');
       await page.getByRole('button', { name: 'Uncordon', exact: true }).waitFor();
 
       // The fleet table shows the labels and the maintenance status too.
@@ -785,7 +829,7 @@ describe('enrollment and worker detail', () => {
       const stateCell = (d) => tokenRow(d).getByRole('cell').nth(4);
       await tokenRow('kept token').waitFor();
       await tokenRow('revoked token').waitFor();
-      assert.equal(await stateCell('revoked token').innerText(), 'active');
+      assert.equal(await stateCell('revoked token').innerText(), 'Active');
 
       await page.getByRole('button', { name: 'Revoke revoked token', exact: true }).click();
       const revoking = page.getByRole('dialog', { name: 'Revoke revoked token?' });
@@ -794,15 +838,15 @@ describe('enrollment and worker detail', () => {
       await page.getByRole('status').filter({ hasText: 'Revoked revoked token: it enrolls no more agents.' }).waitFor();
       await waitFor(async () => (await tokenRow('revoked token').count()) === 0, 10_000, { message: 'the revoked token left the active list' });
       assert.equal(await tokenRow('kept token').count(), 1, 'the other token left the list too');
-      assert.equal(await stateCell('kept token').innerText(), 'active');
+      assert.equal(await stateCell('kept token').innerText(), 'Active');
       assert.ok(await page.getByRole('button', { name: 'Revoke kept token', exact: true }).isEnabled());
       assert.equal(await page.getByRole('alert').count(), 0, 'an error banner after revoking');
 
       await page.getByLabel('Show revoked, expired and used up').check();
       await tokenRow('revoked token').waitFor();
-      assert.equal(await stateCell('revoked token').innerText(), 'revoked');
+      assert.equal(await stateCell('revoked token').innerText(), 'Revoked');
       assert.equal(await tokenRow('revoked token').getByRole('button').count(), 0, 'a revoked token still has a Revoke button');
-      assert.equal(await stateCell('kept token').innerText(), 'active');
+      assert.equal(await stateCell('kept token').innerText(), 'Active');
       // Persisted: after a reload the default list still leaves it out.
       await reload(page);
       await tokenRow('kept token').waitFor();
@@ -847,7 +891,7 @@ describe('enrollment and worker detail', () => {
       await h1(page, name).waitFor();
       const factIs = (term, value, timeoutMs = 10_000) =>
         waitFor(async () => (await fact(page, term).innerText()) === value, timeoutMs, { message: `${term} ${value}` });
-      await factIs('Status', 'ACTIVE');
+      await factIs('Status', 'Active');
       assert.equal(await fact(page, 'Schedulable').innerText(), 'yes');
 
       await page.getByRole('button', { name: 'Cordon', exact: true }).click();
@@ -855,7 +899,7 @@ describe('enrollment and worker detail', () => {
       await factIs('Schedulable', 'no');
       await page.getByRole('button', { name: 'Start maintenance' }).click();
       await page.getByRole('button', { name: 'End maintenance' }).waitFor();
-      await factIs('Status', 'MAINTENANCE');
+      await factIs('Status', 'Maintenance');
 
       // A bad effect: the server's error under the field.
       const taints = page.getByLabel('Taints', { exact: true });
@@ -888,12 +932,12 @@ describe('enrollment and worker detail', () => {
       await reload(page);
       await h1(page, name).waitFor();
       await taintsAre('after a reload');
-      assert.equal(await fact(page, 'Status').innerText(), 'MAINTENANCE');
+      assert.equal(await fact(page, 'Status').innerText(), 'Maintenance');
 
       // End maintenance: the connected worker is ACTIVE again (still cordoned).
       await page.getByRole('button', { name: 'End maintenance' }).click();
       await page.getByRole('button', { name: 'Start maintenance' }).waitFor();
-      await factIs('Status', 'ACTIVE');
+      await factIs('Status', 'Active');
       assert.equal(await fact(page, 'Online').innerText(), 'yes');
       assert.equal(await fact(page, 'Schedulable').innerText(), 'no', 'schedulable while cordoned');
 
@@ -905,7 +949,7 @@ describe('enrollment and worker detail', () => {
 
       await reload(page);
       await h1(page, name).waitFor();
-      await factIs('Status', 'ACTIVE');
+      await factIs('Status', 'Active');
       assert.equal(await fact(page, 'Cordoned').innerText(), 'no');
       assert.equal(await fact(page, 'Schedulable').innerText(), 'yes');
       await taintsAre('after uncordon and end of maintenance');
@@ -1004,7 +1048,7 @@ describe('cluster link', () => {
       // The node registers: the page follows it live.
       await kube.createNode('node-worker-k3s', id);
       await page.getByRole('heading', { name: 'Kubernetes node' }).waitFor({ timeout: 20_000 });
-      await waitFor(async () => (await fact(page, 'Status').innerText()) === 'ACTIVE', 20_000, { message: 'ACTIVE with its node' });
+      await waitFor(async () => (await fact(page, 'Status').innerText()) === 'Active', 20_000, { message: 'ACTIVE with its node' });
       assert.equal(await fact(page, 'Node').innerText(), 'node-worker-k3s');
       assert.equal(await fact(page, 'Node ready').innerText(), 'yes');
       assert.match(await fact(page, 'Allocatable').innerText(), /^4 CPU, 8(\.0)? GiB memory/);
@@ -1015,11 +1059,11 @@ describe('cluster link', () => {
       // The kubelet reports trouble: NOT_READY, in its words.
       await kube.setReady('node-worker-k3s', 'False', 'KubeletNotReady', 'container runtime network not ready');
       await page.getByRole('status').filter({ hasText: 'Not ready: node not ready: container runtime network not ready' }).waitFor({ timeout: 20_000 });
-      assert.equal(await fact(page, 'Status').innerText(), 'NOT_READY');
+      assert.equal(await fact(page, 'Status').innerText(), 'Not ready');
 
       // Cordon from the console reaches the node.
       await kube.setReady('node-worker-k3s', 'True', 'KubeletReady', 'kubelet is posting ready status');
-      await waitFor(async () => (await fact(page, 'Status').innerText()) === 'ACTIVE', 20_000, { message: 'ACTIVE again' });
+      await waitFor(async () => (await fact(page, 'Status').innerText()) === 'Active', 20_000, { message: 'ACTIVE again' });
       await page.getByRole('button', { name: 'Cordon', exact: true }).click();
       await waitFor(async () => (await kube.getNode('node-worker-k3s')).spec?.unschedulable === true, 20_000, { message: 'spec.unschedulable on the node' });
       await waitFor(async () => (await fact(page, 'Unschedulable').innerText()) === 'yes (cordoned)', 20_000, { message: 'the page shows the cordoned node' });
@@ -1797,6 +1841,70 @@ describe('control-plane restart', () => {
       await page.context().close();
     }),
   );
+  it(
+    'shows the fleet and the dashboard stale (dimmed, "last update N s ago", counting) while the stream is down, and live again on the new snapshot',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const name = 'stale-worker';
+      const agent = startAgent(f.cp, { token: f.cp.enrollmentToken, name });
+      f.agents.push(agent);
+      const fleetPage = await f.page({ locale: 'en-US' });
+      await signIn(fleetPage, f.cp.url);
+      await open(fleetPage, `${f.cp.url}/workers`);
+      const row = await waitRowStatus(fleetPage, name, 'ACTIVE');
+      await waitFor(async () => (await linkBadge(fleetPage).innerText()) === 'Live', 30_000, { message: 'fleet Live' });
+      const dash = await f.page({ locale: 'en-US' });
+      await signIn(dash, f.cp.url);
+      await h1(dash, 'Dashboard').waitFor();
+      await waitFor(async () => (await linkBadge(dash).innerText()) === 'Live', 30_000, { message: 'dashboard Live' });
+
+      const table = fleetPage.getByRole('table', { name: 'Workers' });
+      const staleNote = (page) => page.locator('.stale-note');
+      const pillColor = () => row.locator('.pill').evaluate((el) => getComputedStyle(el).color);
+      const liveColor = await pillColor();
+      assert.equal(await staleNote(fleetPage).count(), 0, 'stale while live');
+      assert.equal(await table.getAttribute('aria-describedby'), null);
+
+      await f.cp.stop();
+      await waitFor(async () => /^Reconnecting…/.test(await linkBadge(fleetPage).innerText()), 30_000, { message: 'fleet Reconnecting…' });
+      // Stale: dimmed rows, the time of the last update, counting up.
+      await staleNote(fleetPage).waitFor({ timeout: 5_000 });
+      const seconds = async (page) => {
+        const text = await staleNote(page).innerText();
+        const m = /^Not live: last update (\d+) s ago\./.exec(text);
+        assert.ok(m, `the stale note says ${JSON.stringify(text)}`);
+        return Number(m[1]);
+      };
+      const first = await seconds(fleetPage);
+      assert.match(await table.getAttribute('class'), /\bstale\b/);
+      assert.equal(await table.getAttribute('aria-describedby'), 'fleet-stale');
+      assert.equal(await fleetPage.locator('#fleet-stale').count(), 1);
+      const staleColor = await pillColor();
+      assert.notEqual(staleColor, liveColor, 'the Active pill keeps its live colour while stale');
+      assert.equal(staleColor, await fleetPage.locator('.vbody').evaluate((el) => getComputedStyle(el).color), 'the pill is not dimmed like the rows');
+      await assertAccessible(fleetPage, 'fleet while stale (desktop)');
+      await screenshot(fleetPage, 'fleet-stale');
+      await waitFor(async () => (await seconds(fleetPage)) >= first + 2, 10_000, { message: 'the last update counting up' });
+      await waitFor(async () => /^Reconnecting…/.test(await linkBadge(dash).innerText()), 30_000, { message: 'dashboard Reconnecting…' });
+      await staleNote(dash).waitFor({ timeout: 5_000 });
+      await seconds(dash);
+      assert.equal(await dash.locator('.stats.stale').count(), 1, 'the live fleet figures not dimmed');
+      await assertAccessible(dash, 'dashboard while stale (desktop)');
+      note(`stale note: ${await staleNote(fleetPage).innerText()}`);
+
+      await f.cp.restart();
+      for (const page of [fleetPage, dash]) {
+        await waitFor(async () => (await linkBadge(page).innerText()) === 'Live', 30_000, { message: 'Live again' });
+        await waitFor(async () => (await staleNote(page).count()) === 0, 5_000, { message: 'the stale note gone' });
+        assert.equal(await page.locator('.stale').count(), 0, 'still dimmed when live');
+      }
+      await waitRowStatus(fleetPage, name, 'ACTIVE');
+      assert.equal(await table.getAttribute('aria-describedby'), null);
+      await waitFor(async () => (await pillColor()) === liveColor, 5_000, { message: 'the live colour back' });
+      await fleetPage.context().close();
+      await dash.context().close();
+    }),
+  );
 });
 
 // ---------------------------------------------------------------------------
@@ -1842,7 +1950,7 @@ describe('accessibility and layout', () => {
       path: () => workerPath,
       ready: async (p) => {
         await h1(p, workerName).waitFor();
-        await fact(p, 'Status').getByText('ACTIVE').waitFor();
+        await fact(p, 'Status').getByText('Active', { exact: true }).waitFor();
       },
     },
     {
@@ -2606,8 +2714,9 @@ describe('subscriptions', () => {
   }
 
   /** Waits for the subscription page's status to be `status`. */
+  /** Waits until the subscription page's Status says `status` (an API name) in words. */
   async function waitStatus(page, status, timeoutMs = 60_000) {
-    await waitFor(async () => (await overview(page, 'Status').innerText()).trim() === status, timeoutMs, {
+    await waitFor(async () => (await overview(page, 'Status').innerText()).trim() === STATUS_WORDS[status], timeoutMs, {
       message: `status ${status}, is ${await overview(page, 'Status').innerText().catch(() => '?')}`,
     });
   }
@@ -2678,7 +2787,7 @@ describe('subscriptions', () => {
       assert.equal(await pod.getByRole('link').count(), 0, 'a customer sees a link to the worker page');
       const events = page.getByRole('region', { name: 'Events' }).getByRole('listitem');
       await waitFor(async () => (await events.count()) >= 2, 10_000, { message: 'two events' });
-      assert.match(await events.first().innerText(), /^RUNNING/, 'the newest event first');
+      assert.match(await events.first().innerText(), /^Running/, 'the newest event first');
       await assertAccessible(page, 'subscription page (desktop)');
       await screenshot(page, 'subscription-running');
       // Closed to all but its owner at first: no link to the address, the
@@ -2848,6 +2957,47 @@ describe('subscriptions', () => {
       await waitStatus(customer, 'RUNNING');
       await customer.context().close();
       await admin.context().close();
+    }),
+  );
+
+  it(
+    'reaches and uses the row actions of Subscriptions and My services on a 390×844 phone',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const admin = await f.page({ phone: true });
+      await signIn(admin, f.cp.url);
+      await open(admin, `${f.cp.url}/subscriptions`);
+      await h1(admin, 'Subscriptions').waitFor();
+      const row = admin.locator(`tr[data-subscription="blog"][data-owner="${customerA.email}"]`);
+      await row.waitFor();
+      assert.equal(await row.getAttribute('data-status'), 'RUNNING');
+      assert.ok((await row.innerText()).includes('Running'), await row.innerText());
+      const suspend = row.getByRole('button', { name: `Suspend blog of ${customerA.email}` });
+      await assertReachable(admin, suspend, 'Suspend');
+      await assertReachable(admin, row.getByRole('link', { name: 'blog', exact: true }), 'the subscription link');
+      await suspend.click();
+      const dialog = admin.getByRole('dialog', { name: 'Suspend blog?' });
+      await dialog.getByLabel('Reason').fill('phone check');
+      await dialog.getByRole('button', { name: 'Suspend', exact: true }).click();
+      await waitFor(async () => (await row.getAttribute('data-status')) === 'SUSPENDED', 10_000, { message: 'SUSPENDED' });
+      const resume = row.getByRole('button', { name: `Resume blog of ${customerA.email}` });
+      await assertReachable(admin, resume, 'Resume');
+      await resume.click();
+      await admin.getByRole('status').filter({ hasText: `Resumed blog of ${customerA.email}.` }).waitFor();
+      const o = await horizontalOverflow(admin);
+      assert.equal(o.overflow, false, `the page is wider than the phone: ${o.offenders.join('; ')}`);
+      await screenshot(admin, 'subscriptions-phone-actions');
+      await admin.context().close();
+
+      const customer = await f.page({ phone: true });
+      await signIn(customer, f.cp.url, customerA);
+      await open(customer, `${f.cp.url}/my-services`);
+      const link = subRow(customer, 'blog').getByRole('link', { name: 'blog', exact: true });
+      await assertReachable(customer, link, 'blog in My services');
+      await link.click();
+      await h1(customer, 'blog').waitFor();
+      await waitStatus(customer, 'RUNNING');
+      await customer.context().close();
     }),
   );
 
@@ -3108,6 +3258,206 @@ describe('notifications', () => {
         { message: 'the retried message shown as sent' },
       );
       assert.equal(await page.locator('tr[data-status="failed"]').count(), 0);
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
+// Words, numbers and phones: statuses in words, counts with separators and
+// the right plural on every page, over a thousand workers from one swarm;
+// every row action of users, fleet and enrollment tokens in full view on a
+// phone, and working there (subscriptions: in their own describe).
+
+describe('words, numbers and phones', () => {
+  const f = fixture();
+  const AGENTS = 1000;
+  /** @type {import('node:child_process').ChildProcess | undefined} */
+  let swarm;
+  let swarmLog = '';
+  before(async () => {
+    f.cp = await startControlPlane({
+      enrollmentToken: true,
+      // The swarm's agents all share 127.0.0.1.
+      // Heartbeats every 5 s (not the harness's 1 s): a thousand agents on a
+      // debug build stay online on a busy machine.
+      args: ['--heartbeat-interval', '5s', '--max-connections-per-address', '0', '--max-handshakes-per-address', '1000000', '--enroll-burst', '100000', '--enroll-per-second', '100000'],
+    });
+    f.browser = await launchBrowser(f.cp.caPath);
+    f.extraLogs.push({ name: 'swarm', log: () => swarmLog });
+    const child = spawn(binPath('minispod-swarm'), ['run', '--server', f.cp.url, '--token', f.cp.enrollmentToken, '--ca-hash', f.cp.caHash, '--agents', String(AGENTS), '--state-dir', path.join(f.cp.dataDir, 'swarm')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    swarm = child;
+    const keep = (d) => {
+      swarmLog = (swarmLog + String(d)).slice(-20_000);
+    };
+    child.stderr.on('data', keep);
+    await new Promise((resolve, reject) => {
+      child.stdout.on('data', (d) => {
+        keep(d);
+        if (/agents enrolled/.test(String(d))) resolve(undefined);
+      });
+      child.on('exit', (code) => reject(new Error(`swarm exited with ${code}: ${swarmLog.slice(-2000)}`)));
+    });
+  });
+  after(async () => {
+    swarm?.kill('SIGKILL');
+    await f.close();
+  });
+
+  const THOUSAND = (1000).toLocaleString('en-US');
+  /** The API's status names, which the console shows only as words. */
+  const SHOUTED = /\b(ACTIVE|INACTIVE|NOT_READY|MAINTENANCE|PENDING|RUNNING|SUSPENDED|PROVISIONING|DEGRADED|FAILED|DELETING|UNKNOWN)\b/;
+  async function assertWords(page, what) {
+    const text = await page.getByRole('main').innerText();
+    assert.doesNotMatch(text, SHOUTED, `${what} shows a status name: ${text.match(SHOUTED)?.[0]}`);
+  }
+  /** A figure of the dashboard's Fleet section. */
+  const stat = (page, label) =>
+    page.getByRole('region', { name: 'Fleet' }).locator('.stat').filter({ has: page.locator('.stat-label').getByText(label, { exact: true }) }).locator('.stat-value');
+
+  it(
+    'says statuses in words and counts with thousands separators and the right plural',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page({ locale: 'en-US' });
+      await signIn(page, f.cp.url);
+      // The dashboard: a thousand workers, live, under words.
+      await waitFor(async () => (await stat(page, 'Active').innerText()) === THOUSAND, 120_000, { message: `${THOUSAND} Active` });
+      assert.equal(await stat(page, 'Workers').innerText(), THOUSAND);
+      assert.equal(await stat(page, 'Not ready').innerText(), '0');
+      await assertWords(page, 'the dashboard');
+
+      // The fleet: "1,000 of 1,000 workers", a filter by words, a pill in words.
+      await open(page, `${f.cp.url}/workers`);
+      await page.getByText(`${THOUSAND} of ${THOUSAND} workers`, { exact: true }).waitFor();
+      const statusFilter = page.getByLabel('Status', { exact: true });
+      assert.deepEqual((await statusFilter.locator('option').allInnerTexts()).map((t) => t.trim()), ['Any', 'Pending', 'Active', 'Inactive', 'Maintenance', 'Not ready']);
+      await statusFilter.selectOption({ label: 'Not ready' });
+      await waitFor(() => new URL(page.url()).searchParams.get('status') === 'NOT_READY', 5_000, { message: 'status=NOT_READY in the URL' });
+      await page.getByText(`0 of ${THOUSAND} workers`, { exact: true }).waitFor();
+      await statusFilter.selectOption({ label: 'Active' });
+      await page.getByText(`${THOUSAND} of ${THOUSAND} workers`, { exact: true }).waitFor();
+      await page.getByLabel('Search', { exact: true }).fill('swarm-00007');
+      await page.getByText(`1 of ${THOUSAND} workers`, { exact: true }).waitFor();
+      const row = await waitRowStatus(page, 'swarm-00007', 'ACTIVE');
+      await assertWords(page, 'the fleet');
+
+      // The worker: its status and its cores in words.
+      await row.getByRole('link', { name: 'swarm-00007' }).click();
+      await h1(page, 'swarm-00007').waitFor();
+      await fact(page, 'Status').getByText('Active', { exact: true }).waitFor();
+      assert.match(await fact(page, 'CPU').innerText(), /\((1 core|([02-9]|\d\d+) cores)\)/);
+      await assertWords(page, 'the worker page');
+
+      // Users: "1 user" for one match, "2 users" for both.
+      await createUserInConsole(page, f.cp.url, { email: 'words@example.test', name: 'Words', password: 'words-Passw0rd-2024' });
+      await open(page, `${f.cp.url}/users`);
+      const pager = page.getByRole('navigation', { name: 'Pages' });
+      await pager.getByText('2 users', { exact: true }).waitFor();
+      await open(page, `${f.cp.url}/users?q=words%40`);
+      await pager.getByText('1 user', { exact: true }).waitFor();
+      await page.getByRole('checkbox', { name: 'Select words@example.test' }).check();
+      await page.getByRole('group', { name: 'Bulk actions' }).getByText('1 selected', { exact: true }).waitFor();
+      await page.getByRole('button', { name: 'Deactivate selected' }).click();
+      await page.getByRole('dialog', { name: 'Deactivate 1 user?' }).getByRole('button', { name: 'Cancel' }).click();
+      await assertWords(page, 'the users page');
+
+      // Enrollment tokens: the state in words.
+      await createTokenInConsole(page, f.cp.url, { description: 'words token', maxUses: '1200' });
+      const tokenRow = page.getByRole('row').filter({ hasText: 'words token' });
+      await tokenRow.getByRole('cell', { name: `0 of ${(1200).toLocaleString('en-US')}`, exact: true }).waitFor();
+      await tokenRow.getByRole('cell', { name: 'Active', exact: true }).waitFor();
+      await assertWords(page, 'the enrollment page');
+
+      // Subscriptions: none yet, in the plural.
+      await open(page, `${f.cp.url}/subscriptions`);
+      await page.getByRole('navigation', { name: 'Pages' }).getByText('0 subscriptions', { exact: true }).waitFor();
+      const subsFilter = page.getByLabel('Status', { exact: true });
+      assert.deepEqual((await subsFilter.locator('option').allInnerTexts()).map((t) => t.trim()), ['Any', 'Pending', 'Provisioning', 'Running', 'Degraded', 'Suspended', 'Deleting', 'Failed']);
+      await assertWords(page, 'the subscriptions page');
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'reaches and uses every row action of users, fleet and enrollment tokens on a 390×844 phone',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page({ phone: true, locale: 'en-US' });
+      await signIn(page, f.cp.url);
+      const email = 'phone@example.test';
+      await createUserInConsole(page, f.cp.url, { email, name: 'Phone', password: 'phone-Passw0rd-2024' });
+
+      // Users: select, role, edit, limits, deactivate and activate, delete.
+      await open(page, `${f.cp.url}/users`);
+      const row = page.locator(`tr[data-email="${email}"]`);
+      await row.waitFor();
+      const select = row.getByRole('checkbox', { name: `Select ${email}` });
+      await assertReachable(page, select, 'Select');
+      await select.check();
+      await page.getByRole('group', { name: 'Bulk actions' }).getByText('1 selected', { exact: true }).waitFor();
+      await select.uncheck();
+
+      const role = row.getByRole('combobox', { name: `Role of ${email}` });
+      await assertReachable(page, role, 'Role');
+      await role.selectOption('administrator');
+      const ask = page.getByRole('dialog', { name: `Make ${email} an administrator?` });
+      await ask.getByRole('button', { name: 'Make administrator' }).click();
+      await waitFor(async () => (await role.inputValue()) === 'administrator', 10_000, { message: 'made administrator' });
+
+      const edit = row.getByRole('button', { name: `Edit ${email}` });
+      await assertReachable(page, edit, 'Edit');
+      await edit.click();
+      const editing = page.getByRole('dialog', { name: `Edit ${email}` });
+      await editing.getByLabel('Name').fill('Phone Edited');
+      await editing.getByRole('button', { name: 'Save changes' }).click();
+      await waitFor(async () => (await row.innerText()).includes('Phone Edited'), 10_000, { message: 'the name saved' });
+
+      const limits = row.getByRole('button', { name: `Limits of ${email}` });
+      await assertReachable(page, limits, 'Limits');
+      await limits.click();
+      const limiting = page.getByRole('dialog', { name: `Limits of ${email}` });
+      await limiting.waitFor();
+      await limiting.getByRole('button', { name: 'Cancel' }).click();
+      await waitFor(async () => (await page.getByRole('dialog').count()) === 0, 5_000, { message: 'the limits dialog closed' });
+
+      const deactivate = row.getByRole('button', { name: `Deactivate ${email}` });
+      await assertReachable(page, deactivate, 'Deactivate');
+      await deactivate.click();
+      await waitFor(async () => (await row.innerText()).includes('Inactive'), 10_000, { message: 'Inactive' });
+      const activate = row.getByRole('button', { name: `Activate ${email}` });
+      await assertReachable(page, activate, 'Activate');
+      await activate.click();
+      await waitFor(async () => /\bActive\b/.test(await row.innerText()), 10_000, { message: 'Active again' });
+
+      const del = row.getByRole('button', { name: `Delete ${email}` });
+      await assertReachable(page, del, 'Delete');
+      await del.click();
+      await page.getByRole('dialog', { name: `Delete ${email}?` }).getByRole('button', { name: 'Delete', exact: true }).click();
+      await waitFor(async () => (await row.count()) === 0, 10_000, { message: 'the user deleted' });
+      let o = await horizontalOverflow(page);
+      assert.equal(o.overflow, false, `users: wider than the phone: ${o.offenders.join('; ')}`);
+      await screenshot(page, 'users-phone-actions');
+
+      // Enrollment tokens: revoke.
+      await createTokenInConsole(page, f.cp.url, { description: 'phone token' });
+      const tokenRow = page.getByRole('row').filter({ hasText: 'phone token' });
+      const revoke = tokenRow.getByRole('button', { name: 'Revoke phone token' });
+      await assertReachable(page, revoke, 'Revoke');
+      await screenshot(page, 'enrollment-phone-actions');
+      await revoke.click();
+      await page.getByRole('dialog', { name: 'Revoke phone token?' }).getByRole('button', { name: 'Revoke', exact: true }).click();
+      await waitFor(async () => (await tokenRow.getByRole('button', { name: 'Revoke phone token' }).count()) === 0, 10_000, { message: 'revoked' });
+      o = await horizontalOverflow(page);
+      assert.equal(o.overflow, false, `enrollment: wider than the phone: ${o.offenders.join('; ')}`);
+
+      // The fleet: a worker's row opens its page.
+      await open(page, `${f.cp.url}/workers?q=swarm-00042`);
+      const wrow = await waitRowStatus(page, 'swarm-00042', 'ACTIVE');
+      const link = wrow.getByRole('link', { name: 'swarm-00042' });
+      await assertReachable(page, link, 'the worker link');
+      await link.click();
+      await h1(page, 'swarm-00042').waitFor();
       await page.context().close();
     }),
   );

@@ -47,3 +47,68 @@ describe('where sign-in returns to', async () => {
     }
   });
 });
+
+describe('the fleet\'s orders', async () => {
+  const { NameOrder, compareWorkers, orderIds } = await load('order.ts');
+  const worker = (id, name, extra = {}) => ({ id, name, status: 2, ipAddress: '', cpuUsedPercent: 0, memoryUsedBytes: 0n, memoryBytes: 0n, storageUsedBytes: 0n, storageBytes: 0n, ...extra });
+  // A small deterministic random source, so a failure can be replayed.
+  let seed = 23;
+  const rand = (n) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  it('keeps the name order in step with upserts, renames and deletes', () => {
+    const map = new Map();
+    const order = new NameOrder((id) => map.get(id));
+    const names = ['alpha', 'Beta', 'beta', 'gamma', 'w-10', 'w-9', 'Älg', 'zeta', ''];
+    for (let i = 0; i < 50; i++) map.set(`id${i}`, worker(`id${i}`, names[rand(names.length)]));
+    order.reset(map.values());
+    for (let step = 0; step < 2000; step++) {
+      const id = `id${rand(70)}`;
+      const old = map.get(id);
+      if (old && rand(4) === 0) {
+        order.remove(old);
+        map.delete(id);
+      } else {
+        // Same name (a status change) half the time, else a new name.
+        const w = worker(id, old && rand(2) ? old.name : names[rand(names.length)]);
+        order.upsert(old, w);
+        map.set(id, w);
+      }
+      const expected = [...map.values()].sort(compareWorkers).map((w) => w.id);
+      assert.deepEqual(order.ids, expected, `after step ${step}`);
+    }
+  });
+  it('sorts by a figure with ties in name order, both ways', () => {
+    const ws = [worker('a', 'a', { cpuUsedPercent: 5 }), worker('b', 'b', { cpuUsedPercent: 50 }), worker('c', 'c', { cpuUsedPercent: 5 }), worker('d', 'd', { cpuUsedPercent: 0.5 })];
+    const get = (id) => ws.find((w) => w.id === id);
+    const ids = ws.map((w) => w.id);
+    assert.deepEqual(orderIds(ids, 'cpu', false, get), ['d', 'a', 'c', 'b']);
+    assert.deepEqual(orderIds(ids, 'cpu', true, get), ['b', 'a', 'c', 'd']);
+    assert.deepEqual(orderIds(ids, 'name', true, get), ['d', 'c', 'b', 'a']);
+  });
+  it('sorts IPv4 addresses by value, then the others, empty first', () => {
+    const ips = ['10.0.0.10', '10.0.0.9', '', 'fd00::2', '9.255.255.255', 'fd00::10'];
+    const ws = ips.map((ip, i) => worker(String(i), String(i), { ipAddress: ip }));
+    const get = (id) => ws[Number(id)];
+    assert.deepEqual(
+      orderIds(ws.map((w) => w.id), 'ip', false, get).map((id) => get(id).ipAddress),
+      ['', '9.255.255.255', '10.0.0.9', '10.0.0.10', 'fd00::2', 'fd00::10'],
+    );
+  });
+});
+
+describe('words and numbers', async () => {
+  const { count, plural, statusWord, subscriptionStatusWord } = await load('format.ts');
+  it('says statuses in words', () => {
+    assert.deepEqual(Object.values(statusWord), ['Unknown', 'Pending', 'Active', 'Inactive', 'Maintenance', 'Not ready']);
+    assert.equal(subscriptionStatusWord[3], 'Running');
+  });
+  it('counts with separators and the right plural', () => {
+    assert.equal(count(10000), (10000).toLocaleString());
+    assert.equal(plural(1, 'user'), '1 user');
+    assert.equal(plural(2n, 'user'), '2 users');
+    assert.equal(plural(0, 'worker'), '0 workers');
+    assert.equal(plural(1, 'core'), '1 core');
+  });
+});

@@ -2,11 +2,11 @@
 // figures, the fleet counts live from the shared WatchWorkers stream.
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { catalog, subscriptions, users, workers, type Problem } from "../api";
-import { ErrorBanner, LiveBadge, PageTitle, Stat, useLoad } from "../components";
-import { bytes, money, statusName } from "../format";
+import { ErrorBanner, LiveBadge, PageTitle, Stat, StaleNote, useLoad, useNow } from "../components";
+import { bytes, count, money, plural, statusWord } from "../format";
 import { SubscriptionStatus, type GetSubscriptionStatsResponse } from "../gen/minispod/v1/subscriptions_pb";
 import { ClusterLinkState, WorkerStatus } from "../gen/minispod/v1/workers_pb";
-import { fleet } from "../live";
+import { fleet, isStale } from "../live";
 
 export function useFleet() {
   const [, force] = useState(0);
@@ -51,7 +51,9 @@ export function DashboardPage() {
       if (w.schedulable) schedulable++;
     }
     return { counts, online, schedulable, total: f.workers.size };
-  }, [f.version]);
+    // Heartbeat figures change none of these counts.
+  }, [f.membership]);
+  const stale = isStale(f);
   const d = stats.data;
   return (
     <>
@@ -61,17 +63,18 @@ export function DashboardPage() {
         <h2 id="fleet-h">
           <a href="/workers">Fleet</a>
         </h2>
-        <div class="stats">
+        {stale && <FleetStale />}
+        <div class={`stats${stale ? " stale" : ""}`} aria-describedby={stale ? "dashboard-fleet-stale" : undefined}>
           <Stat label="Workers" value={f.state.kind === "connecting" ? "…" : live.total} />
           <Stat label="Online" value={live.online} />
           <Stat label="Schedulable" value={live.schedulable} />
           {[WorkerStatus.ACTIVE, WorkerStatus.NOT_READY, WorkerStatus.INACTIVE, WorkerStatus.MAINTENANCE, WorkerStatus.PENDING].map((st) => (
-            <Stat key={st} label={statusName[st]} value={live.counts.get(st) ?? 0} />
+            <Stat key={st} label={statusWord[st]} value={live.counts.get(st) ?? 0} />
           ))}
         </div>
         {d && (
           <div class="stats">
-            <Stat label="CPU in use" value={`${d.w.cpuUtilizationPercent.toFixed(1)} %`} sub={`of ${(Number(d.w.capacity?.cpuMillicores ?? 0n) / 1000).toFixed(0)} cores`} />
+            <Stat label="CPU in use" value={`${d.w.cpuUtilizationPercent.toFixed(1)} %`} sub={`of ${plural(Math.round(Number(d.w.capacity?.cpuMillicores ?? 0n) / 1000), "core")}`} />
             <Stat label="Memory in use" value={`${d.w.memoryUtilizationPercent.toFixed(1)} %`} sub={`of ${bytes(d.w.capacity?.memoryBytes ?? 0n)}`} />
             <Stat label="Storage in use" value={`${d.w.storageUtilizationPercent.toFixed(1)} %`} sub={`of ${bytes(d.w.capacity?.storageBytes ?? 0n)}`} />
           </div>
@@ -81,7 +84,7 @@ export function DashboardPage() {
             <Stat label="Cluster" value={clusterName[d.w.clusterLink]} />
             <Stat label="CPU requested" value={`${(Number(d.w.allocated?.cpuMillicores ?? 0n) / 1000).toFixed(1)}`} sub={`of ${(Number(d.w.onlineAllocatable?.cpuMillicores ?? 0n) / 1000).toFixed(1)} allocatable`} />
             <Stat label="Memory requested" value={bytes(d.w.allocated?.memoryBytes ?? 0n)} sub={`of ${bytes(d.w.onlineAllocatable?.memoryBytes ?? 0n)} allocatable`} />
-            <Stat label="Pods" value={Number(d.w.allocated?.pods ?? 0n)} sub={`${Number(d.w.headroom?.pods ?? 0n)} more fit`} />
+            <Stat label="Pods" value={Number(d.w.allocated?.pods ?? 0n)} sub={`${count(d.w.headroom?.pods ?? 0n)} more fit`} />
           </div>
         )}
       </section>
@@ -114,6 +117,11 @@ export function DashboardPage() {
       )}
     </>
   );
+}
+
+/** The live fleet counts' "last update … ago" while the stream reconnects (its own component: it ticks every second). */
+function FleetStale() {
+  return <StaleNote id="dashboard-fleet-stale" since={fleet.lastUpdateAt} now={useNow()} />;
 }
 
 function SubscriptionsTile({ stats, problem }: { stats: GetSubscriptionStatsResponse | undefined; problem: Problem | undefined }) {

@@ -4,7 +4,7 @@
 import { useState } from "preact/hooks";
 import { workers } from "../api";
 import { Checkbox, Confirm, ErrorBanner, Field, Notice, PageTitle, TextArea, useAction, useLoad } from "../components";
-import { dateTime, timestampMs, until } from "../format";
+import { count, dateTime, timestampMs, until } from "../format";
 
 function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
@@ -111,7 +111,7 @@ export function EnrollmentPage() {
           <p>No agent can enroll with it any more. Workers that already enrolled with it keep working.</p>
           <ErrorBanner problem={revoke.problem} />
         </Confirm>
-        <div class="table-wrap">
+        <div class="table-wrap stack">
           <table>
             <thead>
               <tr>
@@ -129,19 +129,19 @@ export function EnrollmentPage() {
               {list.data?.map((t) => {
                 const expired = (timestampMs(t.expiresAt) ?? 0) < now;
                 const usedUp = t.maxUses > 0 && t.uses >= t.maxUses;
-                const state = t.revoked ? "revoked" : expired ? "expired" : usedUp ? "used up" : "active";
+                const state = t.revoked ? "Revoked" : expired ? "Expired" : usedUp ? "Used up" : "Active";
                 return (
                   <tr key={t.id}>
-                    <td>{t.description || <span class="muted">(none)</span>}</td>
-                    <td>
-                      {t.uses}
-                      {t.maxUses > 0 ? ` of ${t.maxUses}` : " (unlimited)"}
+                    <td class="stack-title">{t.description || <span class="muted">(none)</span>}</td>
+                    <td data-label="Uses">
+                      {count(t.uses)}
+                      {t.maxUses > 0 ? ` of ${count(t.maxUses)}` : " (unlimited)"}
                     </td>
-                    <td title={dateTime(t.expiresAt)}>{until(timestampMs(t.expiresAt), now)}</td>
-                    <td>{dateTime(t.createdAt)}</td>
-                    <td>{state}</td>
+                    <td data-label="Expires" title={dateTime(t.expiresAt)}>{until(timestampMs(t.expiresAt), now)}</td>
+                    <td data-label="Created">{dateTime(t.createdAt)}</td>
+                    <td data-label="State">{state}</td>
                     <td>
-                      {state === "active" && (
+                      {state === "Active" && (
                         <button type="button" class="danger small" aria-label={`Revoke ${t.description || t.id}`} disabled={revoke.busy} onClick={() => {
                           revoke.clear();
                           setRevoking({ id: t.id, name: t.description || t.id });

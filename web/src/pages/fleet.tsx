@@ -1,27 +1,22 @@
 // The fleet: a live table of every worker from the shared WatchWorkers
 // stream. Filters and sort live in the URL. Only the rows in view are
 // rendered (fixed row height, a spacer for the rest), so 10,000 workers
-// scroll smoothly; the heartbeat ages tick once a second.
+// scroll smoothly; the heartbeat ages tick once a second. A metrics flush
+// (every worker's figures at once) neither filters nor sorts again unless
+// the order is by a figure, and then by numbers (web/bench/console-frames.mjs
+// measures the frames). While the stream reconnects the table is shown stale.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { PageTitle, Select, useNow } from "../components";
-import { ago, bytes, percent, statusFromName, statusName, timestampMs } from "../format";
-import type { Worker } from "../gen/minispod/v1/workers_pb";
+import { PageTitle, Select, StaleNote, useNow } from "../components";
+import { ago, bytes, count, percent, plural, statusFromName, statusName, statusWord, timestampMs } from "../format";
+import { WorkerStatus, type Worker } from "../gen/minispod/v1/workers_pb";
+import { isStale } from "../live";
+import { byFigures, orderIds, sortKeys, type SortKey } from "../order";
 import { setQuery, useLocation } from "../router";
 import { LinkBadge, useFleet } from "./dashboard";
 
 const ROW_HEIGHT = 44;
 const OVERSCAN = 8;
 
-type SortKey = "name" | "status" | "ip" | "cpu" | "memory" | "disk" | "heartbeat";
-const sorts: Record<SortKey, (a: Worker, b: Worker) => number> = {
-  name: (a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id),
-  status: (a, b) => statusName[a.status].localeCompare(statusName[b.status]),
-  ip: (a, b) => a.ipAddress.localeCompare(b.ipAddress, undefined, { numeric: true }),
-  cpu: (a, b) => a.cpuUsedPercent - b.cpuUsedPercent,
-  memory: (a, b) => percent(a.memoryUsedBytes, a.memoryBytes) - percent(b.memoryUsedBytes, b.memoryBytes),
-  disk: (a, b) => percent(a.storageUsedBytes, a.storageBytes) - percent(b.storageUsedBytes, b.storageBytes),
-  heartbeat: (a, b) => (timestampMs(b.lastHeartbeatAt) ?? 0) - (timestampMs(a.lastHeartbeatAt) ?? 0),
-};
 const columns: [SortKey | undefined, string][] = [
   ["status", "Status"],
   ["name", "Name"],
@@ -56,24 +51,32 @@ export function FleetPage() {
   const online = yesNo(query.get("online"));
   const schedulable = yesNo(query.get("schedulable"));
   const search = query.get("q") ?? "";
-  const sort = (query.get("sort") as SortKey) in sorts ? (query.get("sort") as SortKey) : "name";
+  const sort = sortKeys.find((k) => k === query.get("sort")) ?? "name";
   const desc = query.get("dir") === "desc";
   const [searchText, setSearchText] = useState(search);
 
-  const rows = useMemo(() => {
+  // The matching workers' ids in name order: filtered again only when a
+  // worker comes, goes or changes (not on heartbeat figures, which no
+  // filter looks at), walking the fleet's own name order.
+  const matching = useMemo(() => {
     const needle = search.trim().toLowerCase();
-    const out: Worker[] = [];
-    for (const w of f.workers.values()) {
+    const out: string[] = [];
+    for (const id of f.byName.ids) {
+      const w = f.workers.get(id);
+      if (!w) continue;
       if (status !== undefined && w.status !== status) continue;
       if (online !== undefined && w.online !== online) continue;
       if (schedulable !== undefined && w.schedulable !== schedulable) continue;
       if (needle && !w.name.toLowerCase().includes(needle) && !w.ipAddress.includes(needle) && !w.id.startsWith(needle) && !Object.entries(w.labels).some(([k, v]) => `${k}=${v}`.toLowerCase().includes(needle))) continue;
-      out.push(w);
+      out.push(id);
     }
-    const cmp = sorts[sort];
-    out.sort(desc ? (a, b) => cmp(b, a) || sorts.name(a, b) : (a, b) => cmp(a, b) || sorts.name(a, b));
     return out;
-  }, [f.version, status, online, schedulable, search, sort, desc]);
+  }, [f.membership, status, online, schedulable, search]);
+  // In the chosen order: by name it is already; the figures' orders sort
+  // again when the figures change, the others only when `matching` does.
+  const rows = useMemo(() => {
+    return orderIds(matching, sort, desc, (id) => f.workers.get(id)!);
+  }, [matching, sort, desc, byFigures.has(sort) ? f.version : -1]);
 
   // Virtual scrolling inside the table body.
   const body = useRef<HTMLDivElement>(null);
@@ -88,10 +91,11 @@ export function FleetPage() {
     return () => ro.disconnect();
   }, []);
   const now = useNow();
+  const stale = isStale(f);
 
   const first = Math.max(0, Math.floor(scroll.top / ROW_HEIGHT) - OVERSCAN);
   const last = Math.min(rows.length, Math.ceil((scroll.top + scroll.height) / ROW_HEIGHT) + OVERSCAN);
-  const visible = rows.slice(first, last);
+  const visible = rows.slice(first, last).map((id) => f.workers.get(id)!);
 
   const sortBy = (key: SortKey) => setQuery({ sort: key === "name" ? undefined : key, dir: key === sort && !desc ? "desc" : undefined });
   const ariaSort = (key: SortKey | undefined) => (key === sort ? (desc ? "descending" : "ascending") : undefined);
@@ -114,14 +118,15 @@ export function FleetPage() {
             setQuery({ q: e.currentTarget.value });
           }} />
         </div>
-        <Select label="Status" value={query.get("status") ?? ""} onValue={(v) => setQuery({ status: v })} options={[["", "Any"], ...Object.values(statusName).filter((n) => n !== "UNKNOWN").map((n): [string, string] => [n, n])]} />
+        <Select label="Status" value={query.get("status") ?? ""} onValue={(v) => setQuery({ status: v })} options={[["", "Any"], ...(Object.keys(statusName).map(Number) as WorkerStatus[]).filter((st) => st !== WorkerStatus.UNSPECIFIED).map((st): [string, string] => [statusName[st], statusWord[st]])]} />
         <Select label="Online" value={query.get("online") ?? ""} onValue={(v) => setQuery({ online: v })} options={[["", "Any"], ["yes", "Online"], ["no", "Offline"]]} />
         <Select label="Schedulable" value={query.get("schedulable") ?? ""} onValue={(v) => setQuery({ schedulable: v })} options={[["", "Any"], ["yes", "Schedulable"], ["no", "Not schedulable"]]} />
       </form>
       <p class="muted" aria-live="polite">
-        {f.state.kind === "connecting" ? "Loading the fleet…" : `${rows.length} of ${f.workers.size} workers`}
+        {f.state.kind === "connecting" ? "Loading the fleet…" : `${count(rows.length)} of ${plural(f.workers.size, "worker")}`}
       </p>
-      <div class="vtable" role="table" aria-label="Workers" aria-rowcount={rows.length + 1}>
+      {stale && <StaleNote id="fleet-stale" since={f.lastUpdateAt} now={now} />}
+      <div class={`vtable${stale ? " stale" : ""}`} role="table" aria-label="Workers" aria-rowcount={rows.length + 1} aria-describedby={stale ? "fleet-stale" : undefined}>
         <div role="rowgroup" class="vhead">
           <div role="row" class="vrow" aria-rowindex={1}>
             {columns.map(([key, label]) => (
@@ -153,10 +158,11 @@ export function FleetPage() {
 
 function WorkerRow({ w, index, now }: { w: Worker; index: number; now: number }) {
   const st = statusName[w.status];
+  const word = statusWord[w.status];
   return (
     <div role="row" class="vrow" aria-rowindex={index + 2} data-worker={w.name} data-status={st} ref={css("transform", `translateY(${index * ROW_HEIGHT}px)`)}>
       <div role="cell" class="c-status">
-        <span class={`pill s-${st.toLowerCase()}`}>{st}</span>
+        <span class={`pill s-${st.toLowerCase()}`}>{word}</span>
         <span class={`dot ${w.online ? "on" : "off"}`} title={w.online ? "online" : "offline"}>
           <span class="sr-only">{w.online ? "online" : "offline"}</span>
         </span>
@@ -167,7 +173,7 @@ function WorkerRow({ w, index, now }: { w: Worker; index: number; now: number })
       </div>
       <div role="cell" class="c-ip">{w.ipAddress || "—"}</div>
       <div role="cell" class="c-cpu">
-        <Meter value={w.cpuUsedPercent} label={`CPU ${w.cpuUsedPercent.toFixed(1)} % of ${w.cpuCores} cores`} />
+        <Meter value={w.cpuUsedPercent} label={`CPU ${w.cpuUsedPercent.toFixed(1)} % of ${plural(w.cpuCores, "core")}`} />
       </div>
       <div role="cell" class="c-memory">
         <Meter value={percent(w.memoryUsedBytes, w.memoryBytes)} label={`${bytes(w.memoryUsedBytes)} of ${bytes(w.memoryBytes)}`} />

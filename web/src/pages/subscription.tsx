@@ -9,7 +9,7 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { catalog, Code, problem, subscriptions, type Problem } from "../api";
 import { nextBackoff } from "../backoff";
 import { Checkbox, Confirm, ErrorBanner, Field, LiveBadge, Notice, PageTitle, Select, useAction, useLoad } from "../components";
-import { dateTime, money, subscriptionStatusName, timestampMs } from "../format";
+import { dateTime, money, subscriptionStatusWord, timestampMs } from "../format";
 import { TemplateVariableSchema, VariableType, type TemplateVariable } from "../gen/minispod/v1/catalog_pb";
 import { SubscriptionStatus, type Subscription, type SubscriptionEvent } from "../gen/minispod/v1/subscriptions_pb";
 import { navigate } from "../router";
@@ -150,7 +150,7 @@ export function SubscriptionPage({ id }: { id: string }) {
       {gone && <p class="banner warn">This subscription has been deleted. What you see is how it last was.</p>}
       {!gone && s.statusReason && (st === SubscriptionStatus.FAILED || st === SubscriptionStatus.DEGRADED || st === SubscriptionStatus.SUSPENDED) && (
         <p class={`banner ${st === SubscriptionStatus.SUSPENDED ? "warn" : "error"}`} role="status">
-          <strong>{subscriptionStatusName[st]}:</strong> {s.statusReason}
+          <strong>{subscriptionStatusWord[st]}:</strong> {s.statusReason}
         </p>
       )}
       {s.url && !gone && st !== SubscriptionStatus.DELETING && (

@@ -5,7 +5,7 @@
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { catalog, Code, subscriptions } from "../api";
 import { Confirm, ErrorBanner, Field, LiveBadge, Notice, PageTitle, Select, TextArea, useAction, useLoad } from "../components";
-import { dateTime, subscriptionStatusFromName, subscriptionStatusName, timestampMs } from "../format";
+import { dateTime, plural, subscriptionStatusFromName, subscriptionStatusName, subscriptionStatusWord, timestampMs } from "../format";
 import type { Service } from "../gen/minispod/v1/catalog_pb";
 import { SubscriptionStatus, type Subscription } from "../gen/minispod/v1/subscriptions_pb";
 import { SubscriptionWatch } from "../live";
@@ -28,7 +28,7 @@ export function useSubscriptionWatch(all: boolean, id?: string): SubscriptionWat
 /** A subscription's status as a coloured pill (the word is the content). */
 export function StatusPill({ status }: { status: SubscriptionStatus }) {
   const name = subscriptionStatusName[status];
-  return <span class={`pill s-${name.toLowerCase()}`}>{name}</span>;
+  return <span class={`pill s-${name.toLowerCase()}`}>{subscriptionStatusWord[status]}</span>;
 }
 
 /** The workers a subscription's pods run on: links for administrators. */
@@ -152,9 +152,9 @@ export function MyServicesPage() {
     <>
       <PageTitle actions={<LiveBadge state={watch.state} />}>My services</PageTitle>
       <p class="muted" aria-live="polite">
-        {watch.loaded ? `${rows.length} ${rows.length === 1 ? "service" : "services"}` : "Loading your services…"}
+        {watch.loaded ? plural(rows.length, "service") : "Loading your services…"}
       </p>
-      <div class="table-wrap">
+      <div class="table-wrap stack">
         <table>
           <caption class="sr-only">Your subscriptions</caption>
           <thead>
@@ -169,18 +169,18 @@ export function MyServicesPage() {
           <tbody>
             {rows.map((s) => (
               <tr key={s.id} data-subscription={s.name} data-status={subscriptionStatusName[s.status]}>
-                <td>
+                <td class="stack-title">
                   <a href={`/subscriptions/${encodeURIComponent(s.id)}`}>{s.name}</a>
                 </td>
-                <td>{s.serviceName || s.serviceSlug}</td>
-                <td>
+                <td data-label="Service">{s.serviceName || s.serviceSlug}</td>
+                <td data-label="Status">
                   <StatusPill status={s.status} />
                   {s.statusReason && <div class="row-result">{s.statusReason}</div>}
                 </td>
-                <td>
+                <td data-label="Address">
                   <UrlLink url={s.url} />
                 </td>
-                <td>{dateTime(s.createdAt)}</td>
+                <td data-label="Created">{dateTime(s.createdAt)}</td>
               </tr>
             ))}
             {watch.loaded && rows.length === 0 && (
@@ -254,14 +254,14 @@ export function SubscriptionsAdminPage() {
           label="Status"
           value={statusParam}
           onValue={(v) => setQuery({ status: v, page: undefined })}
-          options={[["", "Any"], ...Object.values(subscriptionStatusName).filter((n) => n !== "UNKNOWN").map((n): [string, string] => [n, n])]}
+          options={[["", "Any"], ...(Object.keys(subscriptionStatusName).map(Number) as SubscriptionStatus[]).filter((st) => st !== SubscriptionStatus.UNSPECIFIED).map((st): [string, string] => [subscriptionStatusName[st], subscriptionStatusWord[st]])]}
         />
         <Select label="Service" value={service} onValue={(v) => setQuery({ service: v, page: undefined })} options={[["", "Any"], ...(services.data ?? []).map((s): [string, string] => [s.id, s.name])]} />
         <button type="submit">Search</button>
       </form>
       <ErrorBanner problem={list.problem ?? resume.problem ?? (suspending ? undefined : suspend.problem)} />
       {notice && <Notice>{notice}</Notice>}
-      <div class="table-wrap">
+      <div class="table-wrap stack">
         <table>
           <caption class="sr-only">Subscriptions</caption>
           <thead>
@@ -280,19 +280,19 @@ export function SubscriptionsAdminPage() {
           <tbody>
             {rows.map((s) => (
               <tr key={s.id} data-subscription={s.name} data-owner={s.userEmail} data-status={subscriptionStatusName[s.status]}>
-                <td>
+                <td class="stack-title">
                   <a href={`/subscriptions/${encodeURIComponent(s.id)}`}>{s.name}</a>
                 </td>
-                <td>{s.userEmail}</td>
-                <td>{s.serviceName || s.serviceSlug}</td>
-                <td>
+                <td data-label="Owner">{s.userEmail}</td>
+                <td data-label="Service">{s.serviceName || s.serviceSlug}</td>
+                <td data-label="Status">
                   <StatusPill status={s.status} />
                   {s.statusReason && <div class="row-result">{s.statusReason}</div>}
                 </td>
-                <td>
+                <td data-label="Workers">
                   <Workers s={s} />
                 </td>
-                <td>{dateTime(s.createdAt)}</td>
+                <td data-label="Created">{dateTime(s.createdAt)}</td>
                 <td class="row-actions">
                   {s.status === SubscriptionStatus.SUSPENDED ? (
                     <button type="button" class="small" aria-label={`Resume ${s.name} of ${s.userEmail}`} disabled={resume.busy} onClick={() => void resume.act(s)}>
@@ -327,7 +327,7 @@ export function SubscriptionsAdminPage() {
         </table>
       </div>
       <nav class="pager" aria-label="Pages">
-        <span>{list.data ? `${list.data.totalSize} subscriptions` : ""}</span>
+        <span>{list.data ? plural(list.data.totalSize, "subscription") : ""}</span>
         <button
           type="button"
           disabled={!page}

@@ -4,7 +4,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { users } from "../api";
 import { Confirm, ErrorBanner, Field, Notice, PageTitle, Select, useAction, useLoad } from "../components";
-import { dateTime } from "../format";
+import { count, dateTime, plural } from "../format";
 import { BulkUserAction, Role, type User } from "../gen/minispod/v1/users_pb";
 import { setQuery, useLocation } from "../router";
 import { session } from "../session";
@@ -63,7 +63,6 @@ export function UsersPage() {
   });
   // What a destructive action will do, asked before it is done.
   const [asking, setAsking] = useState<{ title: string; body: string; label: string; danger?: boolean; run: () => void }>();
-  const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
   const askBulk = (action: BulkUserAction, label: string) => {
     const n = selected.size;
     setAsking(
@@ -115,7 +114,7 @@ export function UsersPage() {
       <ErrorBanner problem={list.problem ?? rowAction.problem ?? bulk.problem} />
       {notice && <Notice>{notice}</Notice>}
       <div class="bulk" role="group" aria-label="Bulk actions">
-        <span>{selected.size} selected</span>
+        <span>{count(selected.size)} selected</span>
         <button type="button" disabled={!selected.size || bulk.busy} onClick={() => void bulk.act(BulkUserAction.ACTIVATE, "Activate")}>
           Activate selected
         </button>
@@ -139,7 +138,7 @@ export function UsersPage() {
       >
         <p>{asking?.body}</p>
       </Confirm>
-      <div class="table-wrap">
+      <div class="table-wrap stack">
         <table>
           <thead>
             <tr>
@@ -161,15 +160,15 @@ export function UsersPage() {
               const me = u.id === session.user?.id;
               return (
                 <tr key={u.id} data-email={u.email}>
-                  <td>
+                  <td class="stack-check">
                     <input type="checkbox" aria-label={`Select ${u.email}`} checked={selected.has(u.id)} onChange={(e) => toggle(u.id, e.currentTarget.checked)} />
                   </td>
-                  <td>
+                  <td class="stack-title">
                     {u.email}
                     {results[u.id] && <div class="row-result">{results[u.id]}</div>}
                   </td>
-                  <td>{u.name}</td>
-                  <td>
+                  <td data-label="Name">{u.name}</td>
+                  <td data-label="Role">
                     <select aria-label={`Role of ${u.email}`} value={u.role === Role.ADMINISTRATOR ? "administrator" : "user"} onChange={(e) => {
                       const r = e.currentTarget.value === "administrator" ? Role.ADMINISTRATOR : Role.USER;
                       // Nothing changes until confirmed: the select shows the stored role again.
@@ -184,8 +183,8 @@ export function UsersPage() {
                       <option value="administrator">Administrator</option>
                     </select>
                   </td>
-                  <td>{u.active ? "Active" : "Inactive"}</td>
-                  <td>{dateTime(u.lastLoginAt)}</td>
+                  <td data-label="State">{u.active ? "Active" : "Inactive"}</td>
+                  <td data-label="Last sign-in">{dateTime(u.lastLoginAt)}</td>
                   <td class="row-actions">
                     <button type="button" class="small" aria-label={`Edit ${u.email}`} onClick={() => setEditing(u)}>
                       Edit
@@ -214,7 +213,7 @@ export function UsersPage() {
         </table>
       </div>
       <nav class="pager" aria-label="Pages">
-        <span>{list.data ? `${list.data.totalSize} users` : ""}</span>
+        <span>{list.data ? plural(list.data.totalSize, "user") : ""}</span>
         <button type="button" disabled={!page} onClick={() => {
           const prev = tokens.slice(0, -1);
           setTokens(prev);

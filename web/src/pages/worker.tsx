@@ -6,7 +6,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { workers } from "../api";
 import { Confirm, ErrorBanner, Notice, PageTitle, TextArea, useAction, useLoad, useNow } from "../components";
-import { ago, bytes, dateTime, statusName, timestampMs, until } from "../format";
+import { ago, bytes, dateTime, plural, statusWord, timestampMs, until } from "../format";
 import { DrainState, WorkerStatus, type Taint, type Worker, type WorkerDrain, type WorkerNode, type WorkerResources } from "../gen/minispod/v1/workers_pb";
 import { navigate } from "../router";
 import { LinkBadge, useFleet } from "./dashboard";
@@ -97,10 +97,9 @@ export function WorkerPage({ id }: { id: string }) {
     );
   }
   if (!w) return <p class="loading">Loading…</p>;
-  const st = statusName[w.status];
   const maintenance = w.status === WorkerStatus.MAINTENANCE;
   const facts: [string, string][] = [
-    ["Status", st],
+    ["Status", statusWord[w.status]],
     ["Online", w.online ? "yes" : "no"],
     ["Ready", w.ready ? "yes" : "no"],
     ["Schedulable", w.schedulable ? "yes" : "no"],
@@ -108,7 +107,7 @@ export function WorkerPage({ id }: { id: string }) {
     ["Worker id", w.id],
     ["Machine id", w.machineId || "—"],
     ["IP address", w.ipAddress || "—"],
-    ["CPU", `${w.cpuModel || "—"} (${w.cpuCores} cores), ${w.cpuUsedPercent.toFixed(1)} % used`],
+    ["CPU", `${w.cpuModel || "—"} (${plural(w.cpuCores, "core")}), ${w.cpuUsedPercent.toFixed(1)} % used`],
     ["Architecture", w.architecture || "—"],
     ["Memory", `${bytes(w.memoryUsedBytes)} used of ${bytes(w.memoryBytes)}`],
     ["Storage", `${bytes(w.storageUsedBytes)} used of ${bytes(w.storageBytes)}`],
