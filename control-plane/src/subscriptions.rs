@@ -399,9 +399,7 @@ impl Subscriptions {
     /// cluster's words; a customer sees none of that, and reasons in
     /// customer words (`words::for_customer`).
     pub async fn to_pb(&self, row: &SubscriptionRow, admin: bool) -> AppResult<pb::Subscription> {
-        let mut out = self
-            .to_pb_many(std::slice::from_ref(row), admin)
-            .await?;
+        let mut out = self.to_pb_many(std::slice::from_ref(row), admin).await?;
         Ok(out.remove(0))
     }
 

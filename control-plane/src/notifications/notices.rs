@@ -258,7 +258,9 @@ pub fn subscribe_blocked(cause: &str, service: &str, detail: &str, at: i64) -> N
         purpose: "subscribe_blocked",
         summary,
         paragraphs: vec![
-            format!("A customer tried to subscribe to {service} and was told it cannot be started right now."),
+            format!(
+                "A customer tried to subscribe to {service} and was told it cannot be started right now."
+            ),
             format!("Why: {detail}."),
             "You are told again at most once in the notice window while it lasts.".into(),
         ],

@@ -797,9 +797,10 @@ impl SubscriptionService for SubscriptionApi {
         let pod = pods.into_iter().next().ok_or_else(|| {
             AppError::FailedPrecondition(format!("no pod of component {component} is running"))
         })?;
-        let client = self.subs.link().kube_client().ok_or_else(|| {
-            Blocked::NoCluster.error(is_admin(&caller), &row.service_name, false)
-        })?;
+        let client =
+            self.subs.link().kube_client().ok_or_else(|| {
+                Blocked::NoCluster.error(is_admin(&caller), &row.service_name, false)
+            })?;
         // Taken before the cluster is asked, held by the pump until the
         // stream ends.
         let slot = self.limits.log_slots.take(&caller.id)?;

@@ -131,8 +131,7 @@ impl Subscriptions {
         if let Err(told) = self.blocked_notices().take(cause) {
             return told;
         }
-        let notice =
-            notices::subscribe_blocked(cause, service, &blocked.admin_message(), now_ms());
+        let notice = notices::subscribe_blocked(cause, service, &blocked.admin_message(), now_ms());
         let queued = async {
             let mut tx = self.db().begin().await?;
             let n = self.notifier().queue(&mut tx, &notice).await?;
@@ -251,7 +250,10 @@ mod tests {
              forbidden: User \"system:serviceaccount:minispod:cp\" cannot create in namespace \
              ms-abc",
         );
-        assert!(told.starts_with("the cluster refused to start it"), "{told}");
+        assert!(
+            told.starts_with("the cluster refused to start it"),
+            "{told}"
+        );
         assert!(!told.contains("ms-abc") && !told.contains("serviceaccount"));
     }
 

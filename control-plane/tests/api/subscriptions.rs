@@ -260,7 +260,10 @@ async fn each_seeded_entry_deploys_into_the_customers_namespace_with_quota_and_i
             .await
             .unwrap_or_else(|e| panic!("{slug}: {e:?}"));
         assert_eq!(s.status, pb::SubscriptionStatus::Pending as i32);
-        assert_eq!(s.namespace, "", "{slug}: the namespace is not the customer's business");
+        assert_eq!(
+            s.namespace, "",
+            "{slug}: the namespace is not the customer's business"
+        );
         assert_eq!(s.url, format!("https://{name}.apps.example.test"));
         let s = status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
         assert!(!s.notes.is_empty(), "{slug} has notes");
@@ -824,7 +827,8 @@ async fn bad_values_and_short_capacity_are_refused_with_the_reason() {
     );
     assert_eq!(crate::words::reason(&e), "NO_CAPACITY", "{e:?}");
     assert!(
-        e.message().starts_with("WordPress cannot be started right now"),
+        e.message()
+            .starts_with("WordPress cannot be started right now"),
         "{}",
         e.message()
     );

@@ -88,13 +88,15 @@ const OPERATOR_WORDS: &[&str] = &[
 #[track_caller]
 fn assert_customer_words(message: &str) {
     for w in OPERATOR_WORDS {
-        assert!(!message.contains(w), "{w:?} in a customer's message: {message}");
+        assert!(
+            !message.contains(w),
+            "{w:?} in a customer's message: {message}"
+        );
     }
 }
 
 #[tokio::test]
-async fn without_a_cluster_customers_are_told_in_their_words_and_administrators_how_to_link_one()
-{
+async fn without_a_cluster_customers_are_told_in_their_words_and_administrators_how_to_link_one() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     ask_for_blocked_notices(&app, &admin).await;
@@ -144,14 +146,15 @@ async fn without_a_cluster_customers_are_told_in_their_words_and_administrators_
         Code::FailedPrecondition,
     );
     assert_eq!(reason(&e), "NO_CLUSTER_LINKED");
-    for w in ["--kubeconfig", "/etc/rancher/k3s/k3s.yaml", "--kube-in-cluster"] {
+    for w in [
+        "--kubeconfig",
+        "/etc/rancher/k3s/k3s.yaml",
+        "--kube-in-cluster",
+    ] {
         assert!(e.message().contains(w), "{w:?} in {}", e.message());
     }
     let c = check(&app, &admin, "n8n").await;
-    assert_eq!(
-        (c.allowed, c.reason.as_str()),
-        (false, "NO_CLUSTER_LINKED")
-    );
+    assert_eq!((c.allowed, c.reason.as_str()), (false, "NO_CLUSTER_LINKED"));
     assert!(c.message.contains("--kubeconfig"), "{}", c.message);
 }
 
@@ -235,7 +238,11 @@ async fn short_capacity_shows_figures_to_administrators_only_and_where_it_runs_t
     assert_eq!(mine.namespace, "");
     for p in mine.components.iter().flat_map(|c| &c.pods) {
         assert_eq!(
-            (p.worker_id.as_str(), p.worker_name.as_str(), p.node_name.as_str()),
+            (
+                p.worker_id.as_str(),
+                p.worker_name.as_str(),
+                p.node_name.as_str()
+            ),
             ("", "", ""),
             "{p:?}"
         );
@@ -248,7 +255,10 @@ async fn short_capacity_shows_figures_to_administrators_only_and_where_it_runs_t
         .unwrap();
     assert!(seen.namespace.starts_with("ms-"), "{seen:?}");
     let pod = &seen.components[0].pods[0];
-    assert_eq!((pod.worker_id.as_str(), pod.node_name.as_str()), (worker.as_str(), node.as_str()));
+    assert_eq!(
+        (pod.worker_id.as_str(), pod.node_name.as_str()),
+        (worker.as_str(), node.as_str())
+    );
     assert_eq!(pod.worker_name, "host-m-words");
 }
 
@@ -261,7 +271,9 @@ async fn a_worker_without_its_node_says_how_to_join_it() {
         .expect("enroll");
     let id = agent.enrolled.worker_id.clone();
     let channel = crate::workers::mtls(&env.app, &agent).await;
-    let mut stream = crate::workers::connect(channel, "m-unjoined").await.unwrap();
+    let mut stream = crate::workers::connect(channel, "m-unjoined")
+        .await
+        .unwrap();
     stream.beat(true).await;
     let admin = env.admin.token.clone();
     let w = crate::subscriptions::until(20, "NOT_READY: node not joined", || {
@@ -287,13 +299,18 @@ async fn a_worker_without_its_node_says_how_to_join_it() {
     assert!(
         w.not_ready_hint.contains(&format!(
             "`kubectl label node host-m-unjoined minispod.dev/worker-id={id}`"
-        )) && w.not_ready_hint.contains("`systemctl enable --now k3s-agent`"),
+        )) && w
+            .not_ready_hint
+            .contains("`systemctl enable --now k3s-agent`"),
         "{}",
         w.not_ready_hint
     );
     // Ready again once a node carries its id: no hint left.
     env.cluster
-        .create_node("host-m-unjoined", &[(minispod_support::WORKER_ID_LABEL, &id)])
+        .create_node(
+            "host-m-unjoined",
+            &[(minispod_support::WORKER_ID_LABEL, &id)],
+        )
         .await
         .unwrap();
     stream.beat(true).await;
