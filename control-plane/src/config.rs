@@ -512,6 +512,12 @@ pub struct ServeArgs {
     #[arg(long, env = "MINISPOD_NOTIFY_FLAP_WINDOW", default_value = "10m", value_parser = parse_duration)]
     pub notify_flap_window: Duration,
 
+    /// When a customer cannot subscribe because no cluster is linked or the
+    /// workers have no room, administrators are told (SUBSCRIBE_BLOCKED) at
+    /// most once per cause in this window, per replica.
+    #[arg(long, env = "MINISPOD_NOTIFY_BLOCKED_EVERY", default_value = "15m", value_parser = parse_duration)]
+    pub notify_blocked_every: Duration,
+
     /// Enroll calls one client address may burst.
     #[arg(long, env = "MINISPOD_ENROLL_BURST", default_value_t = 100)]
     pub enroll_burst: u32,

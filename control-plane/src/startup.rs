@@ -516,6 +516,7 @@ impl Application {
                     max: args.kube_retry_max,
                 },
                 refusal_grace: args.subscription_refusal_grace,
+                blocked_notice_every: args.notify_blocked_every,
             },
             hub.replica_id().to_owned(),
             notifier.clone(),

@@ -25,6 +25,7 @@ pub mod reconcile;
 pub mod relay;
 pub mod render;
 pub mod service;
+pub mod words;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -65,6 +66,9 @@ pub struct SubscriptionSettings {
     /// How long the cluster may refuse a subscription's objects before a
     /// subscription that is not running turns FAILED.
     pub refusal_grace: Duration,
+    /// At most one SUBSCRIBE_BLOCKED notice per cause in this window
+    /// (`--notify-blocked-every`).
+    pub blocked_notice_every: Duration,
 }
 
 /// A change a watch shows.
@@ -190,6 +194,8 @@ struct Inner {
     changes: broadcast::Sender<Change>,
     /// Notices for the other replicas, once the relay runs.
     relay: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    /// When administrators were last told that customers cannot subscribe.
+    blocked: words::BlockedNotices,
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -216,6 +222,7 @@ impl Subscriptions {
         sealer: Sealer,
     ) -> Self {
         let queue = WorkQueue::new(settings.backoff);
+        let blocked = words::BlockedNotices::new(settings.blocked_notice_every);
         Subscriptions {
             inner: Arc::new(Inner {
                 sealer,
@@ -229,6 +236,7 @@ impl Subscriptions {
                 queue,
                 changes: broadcast::channel(1024).0,
                 relay: Mutex::new(None),
+                blocked,
             }),
         }
     }
@@ -290,6 +298,11 @@ impl Subscriptions {
     /// Where failures are told.
     pub fn notifier(&self) -> &Notifier {
         &self.inner.notifier
+    }
+
+    /// When administrators were last told that customers cannot subscribe.
+    fn blocked_notices(&self) -> &words::BlockedNotices {
+        &self.inner.blocked
     }
 
     /// The settings.
@@ -381,18 +394,25 @@ impl Subscriptions {
     }
 
     /// The API's message for `row`: decoded template values, URL, notes and
-    /// the components' pods with the workers they run on.
-    pub async fn to_pb(&self, row: &SubscriptionRow) -> AppResult<pb::Subscription> {
-        let mut out = self.to_pb_many(std::slice::from_ref(row)).await?;
+    /// the components' pods. An administrator (`admin`) sees the namespace,
+    /// the workers and nodes the pods run on and the reasons in the
+    /// cluster's words; a customer sees none of that, and reasons in
+    /// customer words (`words::for_customer`).
+    pub async fn to_pb(&self, row: &SubscriptionRow, admin: bool) -> AppResult<pb::Subscription> {
+        let mut out = self.to_pb_many(std::slice::from_ref(row), admin).await?;
         Ok(out.remove(0))
     }
 
     /// [`Subscriptions::to_pb`] for many rows, with one worker lookup.
-    pub async fn to_pb_many(&self, rows: &[SubscriptionRow]) -> AppResult<Vec<pb::Subscription>> {
+    pub async fn to_pb_many(
+        &self,
+        rows: &[SubscriptionRow],
+        admin: bool,
+    ) -> AppResult<Vec<pb::Subscription>> {
         let pods: Vec<Vec<PodInfo>> = rows.iter().map(|r| self.pods_of(&r.id)).collect();
         let link = self.link();
         let mut workers: BTreeMap<String, String> = BTreeMap::new();
-        for p in pods.iter().flatten() {
+        for p in pods.iter().flatten().filter(|_| admin) {
             if let Some(w) = link.worker_of_node(&p.node) {
                 workers.insert(p.node.clone(), w);
             }
@@ -452,6 +472,16 @@ impl Subscriptions {
                             .iter()
                             .filter(|p| p.component == c.name)
                             .map(|p| {
+                                if !admin {
+                                    return pb::PodStatus {
+                                        name: p.name.clone(),
+                                        phase: p.phase.clone(),
+                                        ready: p.ready,
+                                        reason: words::pod_reason_for_customer(&p.waiting),
+                                        restarts: p.restarts,
+                                        ..pb::PodStatus::default()
+                                    };
+                                }
                                 let worker_id = workers.get(&p.node).cloned().unwrap_or_default();
                                 pb::PodStatus {
                                     name: p.name.clone(),
@@ -484,11 +514,19 @@ impl Subscriptions {
                     service_slug: r.service_slug.clone(),
                     service_name: r.service_name.clone(),
                     status: status_from_db(&r.status) as i32,
-                    status_reason: r.status_reason.clone(),
+                    status_reason: if admin {
+                        r.status_reason.clone()
+                    } else {
+                        words::for_customer(&r.status_reason)
+                    },
                     variables: variables.into_iter().collect(),
                     url,
                     notes,
-                    namespace: r.namespace.clone(),
+                    namespace: if admin {
+                        r.namespace.clone()
+                    } else {
+                        String::new()
+                    },
                     components,
                     monthly_price_cents: r.monthly_price_cents,
                     created_at: Some(timestamp(r.created_at)),

@@ -88,6 +88,7 @@ impl From<&WorkerRow> for pb::Worker {
             created_at: Some(timestamp(w.created_at)),
             updated_at: Some(timestamp(w.updated_at)),
             not_ready_reason: not_ready_reason(w, status),
+            not_ready_hint: not_ready_hint(w, status),
             // The cluster link adds these from its view of the node.
             node: None,
             drain: None,
@@ -99,6 +100,44 @@ impl From<&WorkerRow> for pb::Worker {
                 approved_at: w.takeover_approved_at.map(timestamp),
             }),
         }
+    }
+}
+
+/// How an administrator fixes what [`not_ready_reason`] names, with the
+/// command to run; empty when there is nothing to fix.
+fn not_ready_hint(w: &WorkerRow, status: pb::WorkerStatus) -> String {
+    use minispod_support::kubernetes::WORKER_ID_LABEL;
+    let (host, id) = (&w.name, &w.id);
+    if status != pb::WorkerStatus::NotReady {
+        String::new()
+    } else if !w.ready {
+        format!(
+            "the agent's K3s join hook has not succeeded: on {host}, read `journalctl -u \
+             minispod-agent -u k3s-agent`; install the K3s agent if it is missing (`curl -sfL \
+             https://get.k3s.io | INSTALL_K3S_EXEC=agent INSTALL_K3S_SKIP_START=true sh -`) \
+             and run `systemctl enable --now k3s-agent`; the agent retries its hook by itself"
+        )
+    } else if w.node_reason.starts_with("node not joined") && !w.kubernetes_node.is_empty() {
+        let node = &w.kubernetes_node;
+        format!(
+            "the agent runs on node {node}, which the cluster does not show with this worker's \
+             id: check `kubectl get node {node} --show-labels`, then run `kubectl label node \
+             {node} {WORKER_ID_LABEL}={id} --overwrite`"
+        )
+    } else if w.node_reason.starts_with("node not joined") {
+        format!(
+            "no Kubernetes node carries {WORKER_ID_LABEL}={id}: if K3s already runs on {host}, \
+             run `kubectl label node {host} {WORKER_ID_LABEL}={id}`; otherwise on {host} run \
+             `systemctl enable --now k3s-agent` (the agent wrote the join settings and the \
+             label to /etc/rancher/k3s/config.yaml)"
+        )
+    } else if w.node_reason.starts_with("node not ready") {
+        format!(
+            "on {host}, run `systemctl restart k3s-agent` and read `journalctl -u k3s-agent`; \
+             `kubectl describe node` shows the kubelet's conditions"
+        )
+    } else {
+        String::new()
     }
 }
 

@@ -1076,6 +1076,49 @@ describe('cluster link', () => {
       await page.context().close();
     }),
   );
+
+  it(
+    'says how to join a NOT_READY worker on its page and its fleet row, and the dashboard card what the cluster is',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      const name = 'hint-worker';
+      f.agents.push(startAgent(f.cp, { token: f.cp.enrollmentToken, name }));
+      await open(page, `${f.cp.url}/workers`);
+      const row = await waitRowStatus(page, name, 'NOT_READY');
+      const id = new URL(await row.getByRole('link', { name, exact: true }).evaluate((a) => a.href)).pathname.split('/').pop();
+      const command = `kubectl label node ${name} minispod.dev/worker-id=${id}`;
+      // The row: the command to run, the whole hint for screen readers.
+      const fix = row.getByRole('link', { name: /^How to fix:/ });
+      assert.equal(await fix.locator('code').innerText(), command);
+      assert.match(await fix.getAttribute('title'), /systemctl enable --now k3s-agent/);
+      await fix.click();
+      await h1(page, name).waitFor();
+      const banner = page.getByRole('status').filter({ hasText: 'Not ready: node not joined' });
+      await banner.waitFor();
+      assert.match(await banner.innerText(), /How to fix: no Kubernetes node carries minispod\.dev\/worker-id=/);
+      assert.ok(await banner.locator('code').getByText(command, { exact: true }).isVisible(), 'the command as code');
+      await screenshot(page, 'worker-not-ready-hint');
+
+      // Joined: the hint goes with the NOT_READY.
+      await kube.createNode(name, id);
+      await waitFor(async () => (await fact(page, 'Status').innerText()) === 'ACTIVE', 20_000, { message: 'ACTIVE once joined' });
+      assert.equal(await page.getByText('How to fix:').count(), 0);
+
+      // The dashboard's cluster card: what is linked and how it is.
+      await open(page, `${f.cp.url}/`);
+      const card = page.getByRole('region', { name: 'Kubernetes cluster' });
+      await card.waitFor();
+      await waitFor(async () => (await card.getAttribute('data-cluster-state')) === 'CONNECTED', 10_000, { message: 'the card says CONNECTED' });
+      const cardFact = (term) => card.locator('dl.facts > div').filter({ has: page.getByRole('term').getByText(term, { exact: true }) }).getByRole('definition');
+      assert.equal(await cardFact('Link').innerText(), 'Connected');
+      assert.match(await cardFact('API server').innerText(), /^https:\/\//);
+      assert.match(await cardFact('Nodes').innerText(), /workers'\)$/);
+      assert.equal(await card.getByText('Not linked').count(), 0);
+      await page.context().close();
+    }),
+  );
 });
 
 describe('users', () => {
@@ -2783,7 +2826,9 @@ describe('subscriptions', () => {
       const pod = components.locator('tr[data-pod]').first();
       assert.equal((await pod.getByRole('cell').nth(2).innerText()).trim(), 'Running');
       assert.equal((await pod.getByRole('cell').nth(3).innerText()).trim(), 'yes');
-      assert.equal((await pod.getByRole('cell').nth(5).innerText()).trim(), 'subs-worker', 'the pod runs on the worker');
+      // Where it runs is the operator's business (issue #23): no worker column, no name.
+      assert.equal(await components.getByRole('columnheader', { name: 'Worker' }).count(), 0, 'a customer is shown the worker column');
+      assert.ok(!(await components.innerText()).includes('subs-worker'), "a customer is shown the worker's name");
       assert.equal(await pod.getByRole('link').count(), 0, 'a customer sees a link to the worker page');
       const events = page.getByRole('region', { name: 'Events' }).getByRole('listitem');
       await waitFor(async () => (await events.count()) >= 2, 10_000, { message: 'two events' });
@@ -3458,6 +3503,102 @@ describe('words, numbers and phones', () => {
       await assertReachable(page, link, 'the worker link');
       await link.click();
       await h1(page, 'swarm-00042').waitFor();
+      await page.context().close();
+    }),
+  );
+});
+
+describe('customer words and the template editor', () => {
+  const f = fixture();
+  before(async () => {
+    // No cluster linked: nothing can be subscribed to.
+    f.cp = await startControlPlane();
+    f.browser = await launchBrowser(f.cp.caPath);
+  });
+  after(() => f.close());
+
+  const customer = { name: 'Cleo Customer', email: 'cleo.words@example.test', password: 'cleo-words-password-1' };
+
+  it(
+    'shows an unlinked cluster on the dashboard with what to do, and a customer Subscribe disabled with the reason in their words',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const admin = await f.page();
+      await signIn(admin, f.cp.url);
+      await open(admin, `${f.cp.url}/`);
+      await h1(admin, 'Dashboard').waitFor();
+      const card = admin.getByRole('region', { name: 'Kubernetes cluster' });
+      await card.getByText(/^Not linked: customers cannot subscribe/).waitFor();
+      assert.equal(await card.getAttribute('data-cluster-state'), 'UNLINKED');
+      assert.ok(await card.locator('code').getByText('minispod-control-plane serve --kubeconfig /etc/rancher/k3s/k3s.yaml …', { exact: true }).isVisible());
+      assert.ok(await card.locator('code').getByText('MINISPOD_KUBECONFIG', { exact: true }).isVisible());
+      await screenshot(admin, 'dashboard-cluster-unlinked');
+
+      // The administrator's own Subscribe says how to fix it.
+      await open(admin, `${f.cp.url}/catalog/n8n`);
+      const adminBlocked = admin.getByRole('region', { name: 'Subscribe' }).getByRole('status');
+      await adminBlocked.getByText(/--kubeconfig/).waitFor();
+      await admin.context().close();
+
+      const page = await f.page();
+      await register(page, f.cp.url, customer);
+      await page.getByRole('link', { name: 'n8n', exact: true }).click();
+      await h1(page, 'n8n').waitFor();
+      const form = page.getByRole('region', { name: 'Subscribe' });
+      const reason = form.getByRole('status');
+      await reason.waitFor();
+      // No administrator asked for these notices: nobody was told, and the
+      // words do not say so.
+      assert.equal(await reason.innerText(), 'n8n cannot be started right now; please try again later');
+      const button = form.getByRole('button', { name: 'Subscribe to n8n' });
+      assert.ok(await button.isDisabled(), 'Subscribe is disabled');
+      assert.equal(await button.evaluate((b) => document.getElementById(b.getAttribute('aria-describedby') ?? '')?.textContent), 'n8n cannot be started right now; please try again later');
+      const text = await page.locator('main').innerText();
+      for (const w of ['--kubeconfig', 'Kubernetes', 'schedulable', 'worker']) assert.ok(!text.includes(w), `${w} shown to a customer`);
+      await assertAccessible(page, 'subscribe disabled');
+      await screenshot(page, 'subscribe-disabled');
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'edits a template: derived fields read-only, a field error next to its line, then the fixed template saves',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await open(page, `${f.cp.url}/catalog/n8n/edit`);
+      await h1(page, 'Edit n8n').waitFor();
+      const image = page.getByLabel('Image', { exact: true });
+      assert.ok(await image.evaluate((el) => /** @type {HTMLInputElement} */ (el).readOnly), 'the image comes from the template');
+      assert.match(await image.evaluate((el) => document.getElementById(el.getAttribute('aria-describedby') ?? '')?.textContent ?? ''), /From the template/);
+      assert.ok(await page.getByLabel('Environment template').evaluate((el) => /** @type {HTMLTextAreaElement} */ (el).readOnly));
+      const before = await image.inputValue();
+
+      const editor = page.getByLabel('Template (JSON)');
+      const text = await editor.inputValue();
+      assert.ok(text.includes(`"image": "${before}"`), 'the template shows the image');
+      const broken = text.replace(`"image": "${before}"`, '"image": "docker.io/n8nio/n8n:latest"');
+      await editor.fill(broken);
+      await page.getByRole('button', { name: 'Save template' }).click();
+      const errors = page.getByRole('list', { name: 'Template errors' });
+      const item = errors.getByRole('listitem').filter({ hasText: 'components[0].image' });
+      await item.waitFor();
+      const line = broken.split('\n').findIndex((l) => l.includes('"image": "docker.io/n8nio/n8n:latest"')) + 1;
+      assert.equal(await item.getAttribute('data-line'), String(line));
+      assert.match(await item.innerText(), new RegExp(`^Line ${line}: "image": "docker\\.io/n8nio/n8n:latest",?\\s+components\\[0\\]\\.image: must be pinned`));
+      assert.equal(await editor.getAttribute('aria-invalid'), 'true');
+      await screenshot(page, 'template-field-error');
+
+      // Fixed: saved, and the entry's image follows the template.
+      await editor.fill(text.replace(`"image": "${before}"`, '"image": "docker.io/n8nio/n8n:1.65.0"'));
+      await page.getByRole('button', { name: 'Save template' }).click();
+      await page.getByRole('status').filter({ hasText: 'Template saved.' }).waitFor();
+      assert.equal(await errors.count(), 0);
+      await waitFor(async () => (await image.inputValue()) === 'docker.io/n8nio/n8n:1.65.0', 5_000, { message: 'the derived image follows' });
+      const { service } = await grpcurl(f.cp, 'minispod.v1.CatalogService/GetService', { slug: 'n8n' });
+      assert.equal(service.image, 'docker.io/n8nio/n8n:1.65.0');
+      assert.equal(service.template.components[0].image, 'docker.io/n8nio/n8n:1.65.0');
       await page.context().close();
     }),
   );

@@ -234,6 +234,42 @@ pub fn subscription_failed(id: &str, name: &str, reason: &str, at: i64) -> Notic
     }
 }
 
+/// A customer could not subscribe to `service` because of the
+/// installation (`cause`: NO_CLUSTER_LINKED, NO_CAPACITY); `detail` is
+/// what is short and how to fix it.
+pub fn subscribe_blocked(cause: &str, service: &str, detail: &str, at: i64) -> Notice {
+    let mut fields = Map::new();
+    fields.insert(
+        "blocked".into(),
+        json!({ "cause": cause, "service": service, "detail": detail }),
+    );
+    let (summary, action) = match cause {
+        "NO_CLUSTER_LINKED" => (
+            "Customers cannot subscribe: no Kubernetes cluster is linked".to_owned(),
+            ("Open the dashboard", "/".to_owned()),
+        ),
+        _ => (
+            "Customers cannot subscribe: the workers have no room".to_owned(),
+            ("Open the fleet", "/workers".to_owned()),
+        ),
+    };
+    Notice {
+        event: pb::NotificationEvent::SubscribeBlocked,
+        purpose: "subscribe_blocked",
+        summary,
+        paragraphs: vec![
+            format!(
+                "A customer tried to subscribe to {service} and was told it cannot be started right now."
+            ),
+            format!("Why: {detail}."),
+            "You are told again at most once in the notice window while it lasts.".into(),
+        ],
+        action,
+        at,
+        fields,
+    }
+}
+
 /// The notice SendTestNotification queues.
 pub fn test(at: i64) -> Notice {
     Notice {

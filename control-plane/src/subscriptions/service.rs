@@ -9,13 +9,14 @@ use minispod_proto::v1::{self as pb, subscription_service_server::SubscriptionSe
 use prost::Message;
 use rand::Rng;
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use super::{
     Change, Subscriptions, gate, limits,
     logs::{CallerCheck, LOG_CHANNEL, LogPump, LogSlots},
     queries::{self, Filter, SubscriptionRow},
     render, status_to_db,
+    words::{self, Blocked},
 };
 use crate::{
     auth::AuthState,
@@ -92,6 +93,30 @@ fn generate(g: &pb::GeneratedValue) -> String {
         .collect()
 }
 
+/// The template of a catalog entry that has a deployable one, or the
+/// refusal (NO_TEMPLATE) in the caller's words.
+fn deployable_template(
+    stored: Option<Vec<u8>>,
+    slug: &str,
+    name: &str,
+    admin: bool,
+) -> AppResult<pb::ServiceTemplate> {
+    stored
+        .and_then(|t| pb::ServiceTemplate::decode(t.as_slice()).ok())
+        .filter(|t| !t.components.is_empty())
+        .ok_or_else(|| {
+            let message = if admin {
+                format!(
+                    "service {slug} has no deployment template: add one in the catalog (Edit \
+                     template) or with UpdateService.template"
+                )
+            } else {
+                format!("{name} cannot be subscribed to yet")
+            };
+            AppError::refused(Code::FailedPrecondition, "NO_TEMPLATE", message)
+        })
+}
+
 fn mib(bytes: i64) -> i64 {
     bytes / (1024 * 1024)
 }
@@ -125,27 +150,25 @@ impl SubscriptionApi {
         }
     }
 
-    async fn reply(&self, id: &str) -> AppResult<pb::Subscription> {
+    /// Subscription `id` as `caller` may see it (see `Subscriptions::to_pb`).
+    async fn reply(&self, caller: &UserRow, id: &str) -> AppResult<pb::Subscription> {
         let row = queries::get(self.subs.db(), id)
             .await?
             .ok_or_else(|| queries::not_found(id))?;
-        self.subs.to_pb(&row).await
+        self.subs.to_pb(&row, is_admin(caller)).await
     }
 
-    /// Refuses a subscription the schedulable workers cannot hold. Runs
-    /// inside the write transaction that stores it, and write transactions
-    /// are serialised (SQLite has one writer; on PostgreSQL each first
-    /// takes one transaction-scoped advisory lock, see `Db::begin`), so
-    /// concurrent creates are admitted one after the other, each counting
-    /// those admitted before it.
-    async fn admit(&self, tx: &mut Tx, t: &pb::ServiceTemplate) -> AppResult<()> {
+    /// Why the installation cannot take a subscription of `t` now: no
+    /// linked cluster, or no room on the schedulable workers (the figures,
+    /// for administrators). Runs inside the write transaction that stores
+    /// it, and write transactions are serialised (SQLite has one writer; on
+    /// PostgreSQL each first takes one transaction-scoped advisory lock,
+    /// see `Db::begin`), so concurrent creates are admitted one after the
+    /// other, each counting those admitted before it.
+    async fn admit(&self, tx: &mut Tx, t: &pb::ServiceTemplate) -> AppResult<Option<Blocked>> {
         let link = self.subs.link();
         if !link.is_linked() {
-            return Err(AppError::FailedPrecondition(
-                "no Kubernetes cluster is linked: start the control plane with --kubeconfig or \
-                 --kube-in-cluster"
-                    .into(),
-            ));
+            return Ok(Some(Blocked::NoCluster));
         }
         let schedulable: std::collections::HashSet<String> = queries::schedulable_workers(tx)
             .await?
@@ -198,9 +221,9 @@ impl SubscriptionApi {
                     c.name, r.cpu_request_millicores, r.memory_request_mb
                 ));
             }
-            return Err(AppError::FailedPrecondition(msg));
+            return Ok(Some(Blocked::NoCapacity(msg)));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// CPU (millicores) and memory (MiB) requested by the components of
@@ -250,14 +273,7 @@ impl SubscriptionApi {
             return Err(AppError::NotFound(format!("no service {:?}", r.service_id)));
         };
         let _ = active;
-        let template = template
-            .and_then(|t| pb::ServiceTemplate::decode(t.as_slice()).ok())
-            .filter(|t| !t.components.is_empty())
-            .ok_or_else(|| {
-                AppError::FailedPrecondition(format!(
-                    "service {slug} has no deployment template; an administrator must add one"
-                ))
-            })?;
+        let template = deployable_template(template, &slug, &service_name, is_admin(caller))?;
         let given: BTreeMap<String, String> = r.variables.into_iter().collect();
         let mut v = Violations::new();
         let variables = template::validate_values(&template, &given, &mut v);
@@ -303,7 +319,16 @@ impl SubscriptionApi {
         // The customer's own limits first: past them, the cluster's room
         // is not theirs to take.
         limits::admit(&mut tx, &self.subs.settings().tenant, &caller.id, &template).await?;
-        self.admit(&mut tx, &template).await?;
+        if let Some(blocked) = self.admit(&mut tx, &template).await? {
+            drop(tx);
+            let told = if is_admin(caller) {
+                // An administrator trying it is told already.
+                false
+            } else {
+                self.subs.tell_blocked(&blocked, &row.service_name).await
+            };
+            return Err(blocked.error(is_admin(caller), &row.service_name, told));
+        }
         queries::insert(&mut tx, &row).await.map_err(|e| match e {
             AppError::AlreadyExists(m) => AppError::InvalidArgument {
                 message: format!("name: {m}"),
@@ -318,6 +343,32 @@ impl SubscriptionApi {
         tracing::info!(subscription = %row.id, name = %row.name, service = %row.service_slug, user_id = %caller.id, "subscription created");
         self.changed(&row.id, None);
         Ok(row.id)
+    }
+
+    /// CreateSubscription's checks for `caller` and `service_id`, without
+    /// creating anything: the template, the caller's own limits, then the
+    /// installation's (a linked cluster, room on the workers; a customer
+    /// blocked by these is told like one refused by CreateSubscription).
+    async fn check(&self, caller: &UserRow, service_id: &str) -> AppResult<()> {
+        let admin = is_admin(caller);
+        let service = queries::deployable(self.subs.db(), service_id).await?;
+        let Some((_, slug, name, _, _, template)) = service.filter(|s| s.3 || admin) else {
+            return Err(AppError::NotFound(format!("no service {service_id:?}")));
+        };
+        let template = deployable_template(template, &slug, &name, admin)?;
+        // The same transaction as CreateSubscription's admission, rolled
+        // back: the answer counts what Create would count.
+        let mut tx = self.subs.db().begin().await?;
+        limits::admit(&mut tx, &self.subs.settings().tenant, &caller.id, &template).await?;
+        let blocked = self.admit(&mut tx, &template).await?;
+        drop(tx);
+        match blocked {
+            None => Ok(()),
+            Some(b) => {
+                let told = !admin && self.subs.tell_blocked(&b, &name).await;
+                Err(b.error(admin, &name, told))
+            }
+        }
     }
 
     fn changed(&self, id: &str, event: Option<pb::SubscriptionEvent>) {
@@ -374,7 +425,7 @@ impl SubscriptionService for SubscriptionApi {
         self.limit_change(&caller).await?;
         let id = self.create(&caller, request.into_inner()).await?;
         Ok(Response::new(pb::CreateSubscriptionResponse {
-            subscription: Some(self.reply(&id).await?),
+            subscription: Some(self.reply(&caller, &id).await?),
         }))
     }
 
@@ -408,7 +459,7 @@ impl SubscriptionService for SubscriptionApi {
         };
         let (rows, total) = queries::list(self.subs.db(), &filter, page).await?;
         Ok(Response::new(pb::ListSubscriptionsResponse {
-            subscriptions: self.subs.to_pb_many(&rows).await?,
+            subscriptions: self.subs.to_pb_many(&rows, is_admin(&caller)).await?,
             next_page_token: page.next_token(total),
             total_size: total,
         }))
@@ -425,11 +476,15 @@ impl SubscriptionService for SubscriptionApi {
             .into_iter()
             .map(|(s, reason, at)| pb::SubscriptionEvent {
                 status: super::status_from_db(&s) as i32,
-                reason,
+                reason: if is_admin(&caller) {
+                    reason
+                } else {
+                    words::for_customer(&reason)
+                },
                 at: Some(timestamp(at)),
             })
             .collect();
-        let subscription = self.subs.to_pb(&row).await?;
+        let subscription = self.subs.to_pb(&row, is_admin(&caller)).await?;
         // The link through the gate is the owner's alone: an
         // administrator who could open it would be the first visitor.
         let owner_url = match self.subs.open_gate(&row.id, &row.gate)? {
@@ -485,7 +540,7 @@ impl SubscriptionService for SubscriptionApi {
         tx.commit().await.map_err(AppError::from)?;
         self.changed(&row.id, None);
         Ok(Response::new(pb::UpdateSubscriptionResponse {
-            subscription: Some(self.reply(&row.id).await?),
+            subscription: Some(self.reply(&caller, &row.id).await?),
         }))
     }
 
@@ -506,7 +561,7 @@ impl SubscriptionService for SubscriptionApi {
         tx.commit().await.map_err(AppError::from)?;
         self.changed(&row.id, None);
         Ok(Response::new(pb::RestartSubscriptionResponse {
-            subscription: Some(self.reply(&row.id).await?),
+            subscription: Some(self.reply(&caller, &row.id).await?),
         }))
     }
 
@@ -539,7 +594,7 @@ impl SubscriptionService for SubscriptionApi {
             }),
         );
         Ok(Response::new(pb::DeleteSubscriptionResponse {
-            subscription: Some(self.reply(&row.id).await?),
+            subscription: Some(self.reply(&caller, &row.id).await?),
         }))
     }
 
@@ -565,6 +620,7 @@ impl SubscriptionService for SubscriptionApi {
         let caller_recheck = self.limits.caller_recheck;
         let mut changes = subs.changes();
         let owner = if r.all { None } else { Some(caller.id.clone()) };
+        let admin = is_admin(&caller);
         let only = (!r.id.is_empty()).then(|| r.id.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
@@ -600,7 +656,7 @@ impl SubscriptionService for SubscriptionApi {
                     };
                     let n = rows.len() as i64;
                     let rows: Vec<SubscriptionRow> = rows.into_iter().filter(|r| keep(r)).collect();
-                    let Ok(list) = subs.to_pb_many(&rows).await else {
+                    let Ok(list) = subs.to_pb_many(&rows, admin).await else {
                         return;
                     };
                     for s in list {
@@ -652,9 +708,15 @@ impl SubscriptionService for SubscriptionApi {
                             if !keep(&row) {
                                 continue;
                             }
-                            let Ok(s) = subs.to_pb(&row).await else {
+                            let Ok(s) = subs.to_pb(&row, admin).await else {
                                 continue;
                             };
+                            let e = e.map(|mut e| {
+                                if !admin {
+                                    e.reason = words::for_customer(&e.reason);
+                                }
+                                e
+                            });
                             event(pb::SubscriptionEventType::Upserted, s, e)
                         }
                         Ok(Change::Deleted(id, user)) => {
@@ -735,9 +797,10 @@ impl SubscriptionService for SubscriptionApi {
         let pod = pods.into_iter().next().ok_or_else(|| {
             AppError::FailedPrecondition(format!("no pod of component {component} is running"))
         })?;
-        let client = self.subs.link().kube_client().ok_or_else(|| {
-            AppError::FailedPrecondition("no Kubernetes cluster is linked".into())
-        })?;
+        let client =
+            self.subs.link().kube_client().ok_or_else(|| {
+                Blocked::NoCluster.error(is_admin(&caller), &row.service_name, false)
+            })?;
         // Taken before the cluster is asked, held by the pump until the
         // stream ends.
         let slot = self.limits.log_slots.take(&caller.id)?;
@@ -802,7 +865,7 @@ impl SubscriptionService for SubscriptionApi {
             tracing::info!(subscription = %row.id, by = %admin.id, "subscription suspended");
         }
         Ok(Response::new(pb::SuspendSubscriptionResponse {
-            subscription: Some(self.reply(&row.id).await?),
+            subscription: Some(self.reply(&admin, &row.id).await?),
         }))
     }
 
@@ -837,7 +900,7 @@ impl SubscriptionService for SubscriptionApi {
             tracing::info!(subscription = %row.id, by = %admin.id, "subscription resumed");
         }
         Ok(Response::new(pb::ResumeSubscriptionResponse {
-            subscription: Some(self.reply(&row.id).await?),
+            subscription: Some(self.reply(&admin, &row.id).await?),
         }))
     }
 
@@ -866,8 +929,37 @@ impl SubscriptionService for SubscriptionApi {
             self.changed(&row.id, None);
         }
         Ok(Response::new(pb::SetSubscriptionAccessResponse {
-            subscription: Some(self.reply(&row.id).await?),
+            subscription: Some(self.reply(&caller, &row.id).await?),
         }))
+    }
+
+    async fn check_subscription(
+        &self,
+        request: Request<pb::CheckSubscriptionRequest>,
+    ) -> Result<Response<pb::CheckSubscriptionResponse>, Status> {
+        let caller = self.auth.caller(&request).await?;
+        let r = request.into_inner();
+        if r.service_id.is_empty() {
+            return Err(AppError::invalid("service_id", "is required").into());
+        }
+        let answer = match self.check(&caller, &r.service_id).await {
+            Ok(()) => pb::CheckSubscriptionResponse {
+                allowed: true,
+                ..Default::default()
+            },
+            Err(e @ AppError::Refused { .. }) => pb::CheckSubscriptionResponse {
+                allowed: false,
+                reason: e.reason().unwrap_or_default().to_owned(),
+                message: e.to_string(),
+            },
+            Err(AppError::ResourceExhausted { message, .. }) => pb::CheckSubscriptionResponse {
+                allowed: false,
+                reason: "OVER_LIMITS".into(),
+                message,
+            },
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Response::new(answer))
     }
 
     async fn get_subscription_stats(

@@ -19,4 +19,5 @@ mod smtp;
 mod subscriptions;
 mod transport;
 mod users;
+mod words;
 mod workers;

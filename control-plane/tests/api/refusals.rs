@@ -261,9 +261,16 @@ async fn a_refusing_cluster_gets_few_requests_the_customer_sees_why_and_it_resum
         "the refused subscriptions are retried ({per_sub})"
     );
 
-    // The customer sees why, and after the grace the subscription FAILED.
+    // The customer sees that the cluster refused it, the administrator
+    // why, and after the grace the subscription FAILED.
     for id in &ids {
-        let r = get(&s.app, &s.token, id).await.unwrap();
+        let customer = get(&s.app, &s.token, id).await.unwrap();
+        let seen = customer.subscription.unwrap();
+        assert_eq!(
+            seen.status_reason,
+            "the cluster refused to start it; it is retried"
+        );
+        let r = get(&s.app, &s.app.admin_token().await, id).await.unwrap();
         let sub = r.subscription.unwrap();
         assert_eq!(sub.status, pb::SubscriptionStatus::Failed as i32, "{sub:?}");
         assert!(

@@ -24,16 +24,16 @@ use crate::{
     workers::{Admin, Stream, connect, enroll, mtls},
 };
 
-struct Env {
-    cluster: TestCluster,
-    app: TestApp,
-    admin: Admin,
+pub(crate) struct Env {
+    pub(crate) cluster: TestCluster,
+    pub(crate) app: TestApp,
+    pub(crate) admin: Admin,
 }
 
 impl Env {
     /// A new customer whose namespace (made by the control plane once
     /// they subscribe) the test deletes when it ends.
-    async fn customer(&self, email: &str) -> (String, String) {
+    pub(crate) async fn customer(&self, email: &str) -> (String, String) {
         let (user, token) = customer(&self.app, email).await;
         self.cluster.delete_on_drop(&namespace_of(&user));
         (user, token)
@@ -79,7 +79,7 @@ pub(crate) async fn linked_app_with(
 }
 
 /// A linked control plane whose link is up.
-async fn env() -> Env {
+pub(crate) async fn env() -> Env {
     env_with(|_| {}).await
 }
 
@@ -135,7 +135,7 @@ where
 }
 
 /// An online worker with a Ready node of its own: (worker id, node name, stream).
-async fn worker_with_node(env: &mut Env, machine: &str) -> (String, String, Stream) {
+pub(crate) async fn worker_with_node(env: &mut Env, machine: &str) -> (String, String, Stream) {
     worker_with_node_on(&env.cluster, &env.app, &mut env.admin, machine).await
 }
 
@@ -260,7 +260,10 @@ async fn each_seeded_entry_deploys_into_the_customers_namespace_with_quota_and_i
             .await
             .unwrap_or_else(|e| panic!("{slug}: {e:?}"));
         assert_eq!(s.status, pb::SubscriptionStatus::Pending as i32);
-        assert_eq!(s.namespace, ns);
+        assert_eq!(
+            s.namespace, "",
+            "{slug}: the namespace is not the customer's business"
+        );
         assert_eq!(s.url, format!("https://{name}.apps.example.test"));
         let s = status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
         assert!(!s.notes.is_empty(), "{slug} has notes");
@@ -270,6 +273,17 @@ async fn each_seeded_entry_deploys_into_the_customers_namespace_with_quota_and_i
             s.components
         );
         for c in &s.components {
+            assert_eq!(c.pods[0].worker_id, "", "{slug}/{}", c.name);
+            assert_eq!(c.pods[0].node_name, "");
+        }
+        // The administrator sees where it runs.
+        let seen = get(&env.app, &env.admin.token, &s.id)
+            .await
+            .unwrap()
+            .subscription
+            .unwrap();
+        assert_eq!(seen.namespace, ns);
+        for c in &seen.components {
             assert_eq!(c.pods[0].worker_id, worker, "{slug}/{}", c.name);
             assert_eq!(c.pods[0].node_name, node);
         }
@@ -782,6 +796,11 @@ async fn another_customer_can_neither_see_nor_change_a_subscription() {
         30,
     )
     .await;
+    let s = get(&env.app, &env.admin.token, &s.id)
+        .await
+        .unwrap()
+        .subscription
+        .unwrap();
     assert_eq!(s.namespace, format!("ms-{ann}"));
     assert_ne!(s.namespace, format!("ms-{eve}"));
     let policies: Api<NetworkPolicy> = Api::namespaced(env.cluster.client().await, &s.namespace);
@@ -806,8 +825,10 @@ async fn bad_values_and_short_capacity_are_refused_with_the_reason() {
         create(&env.app, &token, "wordpress", "nope", &[]).await,
         Code::FailedPrecondition,
     );
+    assert_eq!(crate::words::reason(&e), "NO_CAPACITY", "{e:?}");
     assert!(
-        e.message().contains("not enough capacity"),
+        e.message()
+            .starts_with("WordPress cannot be started right now"),
         "{}",
         e.message()
     );
@@ -894,6 +915,17 @@ async fn an_image_that_cannot_be_pulled_fails_with_its_cause() {
             .contains("cannot be pulled"),
         "{event}"
     );
+    // The customer is told what it means; the administrator, the cause.
+    assert!(
+        s.status_reason.contains("its image cannot be downloaded"),
+        "{}",
+        s.status_reason
+    );
+    let s = get(&env.app, &env.admin.token, &s.id)
+        .await
+        .unwrap()
+        .subscription
+        .unwrap();
     assert!(
         s.status_reason.contains("cannot be pulled"),
         "{}",
@@ -921,7 +953,9 @@ async fn a_dropped_stream_degrades_at_once_and_rescheduling_brings_it_back() {
     let s = create(&env.app, &token, "ghost", "moving", &[])
         .await
         .unwrap();
-    let s = status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
+    // Where it runs is the administrator's to see.
+    let admin = env.admin.token.clone();
+    let s = status_until(&env.app, &admin, &s.id, pb::SubscriptionStatus::Running, 30).await;
     assert_eq!(s.components[0].pods[0].worker_id, first);
     let (second, _n2, _stream2) = worker_with_node(&mut env, "m-second").await;
 
@@ -937,7 +971,7 @@ async fn a_dropped_stream_degrades_at_once_and_rescheduling_brings_it_back() {
     assert!(d.status_reason.contains("offline"), "{}", d.status_reason);
     // The offline taint (300 ms here) evicts the pod; it runs on the other
     // worker.
-    let r = status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
+    let r = status_until(&env.app, &admin, &s.id, pb::SubscriptionStatus::Running, 30).await;
     assert_eq!(
         r.components[0]
             .pods
@@ -1271,11 +1305,7 @@ async fn concurrent_creates_are_admitted_only_as_far_as_the_capacity_goes() {
     assert_eq!(admitted.len(), FIT, "refusals: {refused:?}");
     for s in &refused {
         assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
-        assert!(
-            s.message().contains("not enough capacity"),
-            "{}",
-            s.message()
-        );
+        assert_eq!(crate::words::reason(s), "NO_CAPACITY", "{s:?}");
     }
     // What was admitted fits: every one of them runs on the node.
     let admin = env.app.admin_token().await;

@@ -9,6 +9,7 @@ import type { Service } from "../gen/minispod/v1/catalog_pb";
 import { navigate, setQuery, useLocation } from "../router";
 import { session } from "../session";
 import { SubscribeForm } from "./subscriptions";
+import { TemplateEditor } from "./template";
 
 function Icon({ s }: { s: Service }) {
   // Icons are not fetched from other sites (the console's CSP allows only
@@ -180,6 +181,7 @@ export function ServiceDetailPage({ slug }: { slug: string }) {
         </section>
         <section class="card" aria-labelledby="spec-h">
           <h2 id="spec-h">What runs</h2>
+          {s.template && <p class="muted">Image, port, requests and environment come from the template.</p>}
           <dl class="facts">
             <div>
               <dt>Category</dt>
@@ -309,6 +311,9 @@ export function ServiceEditPage({ slug }: { slug?: string }) {
   if (existing.problem) return <ErrorBanner problem={existing.problem} />;
   if (!f) return <p class="loading">Loading…</p>;
   const e = save.problem?.fields ?? {};
+  // With a template, these are derived from it: shown, not edited here.
+  const templated = !!existing.data?.template;
+  const derived = templated ? { readOnly: true, hint: "From the template: edit the template below." } : {};
   const shown = ["slug", "name", "description", "category", "version", "image", "port", "monthly_price_cents", "resources.cpu_millicores", "resources.memory_mb", "resources.storage_gb", "tags", "env_template", "icon_url", "docs_url"];
   return (
     <>
@@ -330,18 +335,18 @@ export function ServiceEditPage({ slug }: { slug?: string }) {
           <Field label="Name" value={f.name} onValue={set("name")} error={e.name} />
           <Field label="Category" value={f.category} onValue={set("category")} error={e.category} />
           <Field label="Version" value={f.version} onValue={set("version")} error={e.version} />
-          <Field label="Image" value={f.image} onValue={set("image")} error={e.image} hint="Container image, pinned by tag." />
-          <Field label="Port" type="number" value={f.port} onValue={set("port")} error={e.port} />
+          <Field label="Image" value={f.image} onValue={set("image")} error={e.image} hint="Container image, pinned by tag." {...derived} />
+          <Field label="Port" type="number" value={f.port} onValue={set("port")} error={e.port} {...derived} />
           <Field label="Monthly price (USD)" type="number" step="0.01" value={f.price} onValue={set("price")} error={e.monthly_price_cents} />
-          <Field label="CPU (millicores)" type="number" value={f.cpu} onValue={set("cpu")} error={e["resources.cpu_millicores"]} />
-          <Field label="Memory (MB)" type="number" value={f.memory} onValue={set("memory")} error={e["resources.memory_mb"]} />
-          <Field label="Storage (GB)" type="number" value={f.storage} onValue={set("storage")} error={e["resources.storage_gb"]} />
+          <Field label="CPU (millicores)" type="number" value={f.cpu} onValue={set("cpu")} error={e["resources.cpu_millicores"]} {...derived} />
+          <Field label="Memory (MB)" type="number" value={f.memory} onValue={set("memory")} error={e["resources.memory_mb"]} {...derived} />
+          <Field label="Storage (GB)" type="number" value={f.storage} onValue={set("storage")} error={e["resources.storage_gb"]} {...derived} />
           <Field label="Tags" value={f.tags} onValue={set("tags")} error={e.tags} hint="Comma-separated." />
           <Field label="Documentation URL" type="url" value={f.docsUrl} onValue={set("docsUrl")} error={e.docs_url} />
           <Field label="Icon URL" type="url" value={f.iconUrl} onValue={set("iconUrl")} error={e.icon_url} />
         </div>
         <TextArea label="Description" value={f.description} onValue={set("description")} error={e.description} rows={3} />
-        <TextArea label="Environment template" value={f.env} onValue={set("env")} error={e.env_template} rows={4} hint="One NAME=value per line; values may use placeholders such as ${GENERATED_PASSWORD}." />
+        <TextArea label="Environment template" value={f.env} onValue={set("env")} error={e.env_template} rows={4} readOnly={templated} hint={templated ? "From the template: edit the template below." : "One NAME=value per line; values may use placeholders such as ${GENERATED_PASSWORD}."} />
         <Checkbox label="Active (shown to customers)" checked={f.active} onChecked={(v) => setForm({ ...f, active: v })} />
         <div class="actions">
           <button class="primary" type="submit" disabled={save.busy}>
@@ -352,6 +357,17 @@ export function ServiceEditPage({ slug }: { slug?: string }) {
           </a>
         </div>
       </form>
+      {existing.data && (
+        <TemplateEditor
+          key={existing.data.id}
+          service={existing.data}
+          onSaved={(s) => {
+            existing.setData(s);
+            // The derived fields follow the new template.
+            if (form) setForm({ ...toForm(s), ...Object.fromEntries((["slug", "name", "description", "category", "version", "price", "tags", "iconUrl", "docsUrl", "active"] as const).map((k) => [k, form[k]])) });
+          }}
+        />
+      )}
     </>
   );
 }

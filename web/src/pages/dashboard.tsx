@@ -7,6 +7,7 @@ import { bytes, count, money, plural, statusWord } from "../format";
 import { SubscriptionStatus, type GetSubscriptionStatsResponse } from "../gen/minispod/v1/subscriptions_pb";
 import { ClusterLinkState, WorkerStatus } from "../gen/minispod/v1/workers_pb";
 import { fleet, isStale } from "../live";
+import { ClusterCard } from "./cluster";
 
 export function useFleet() {
   const [, force] = useState(0);
@@ -88,6 +89,7 @@ export function DashboardPage() {
           </div>
         )}
       </section>
+      <ClusterCard />
       <SubscriptionsTile stats={subs.data} problem={subs.problem} />
       {d && (
         <section aria-labelledby="users-h">

@@ -156,6 +156,17 @@ export function FleetPage() {
   );
 }
 
+/** A NOT_READY row's fix: the first command of its hint, the whole hint on hover and to screen readers. */
+function FixHint({ w }: { w: Worker }) {
+  const command = /`([^`]+)`/.exec(w.notReadyHint)?.[1];
+  return (
+    <a class="fix" href={`/workers/${encodeURIComponent(w.id)}#fix`} title={w.notReadyHint}>
+      <span aria-hidden="true">fix: {command ? <code>{command}</code> : "see the worker"}</span>
+      <span class="sr-only">How to fix: {w.notReadyHint}</span>
+    </a>
+  );
+}
+
 function WorkerRow({ w, index, now }: { w: Worker; index: number; now: number }) {
   const st = statusName[w.status];
   const word = statusWord[w.status];
@@ -170,6 +181,7 @@ function WorkerRow({ w, index, now }: { w: Worker; index: number; now: number })
       <div role="cell" class="c-name">
         <a href={`/workers/${encodeURIComponent(w.id)}`}>{w.name || w.id}</a>
         {w.cordoned && <span class="tag">cordoned</span>}
+        {w.notReadyHint && <FixHint w={w} />}
       </div>
       <div role="cell" class="c-ip">{w.ipAddress || "—"}</div>
       <div role="cell" class="c-cpu">

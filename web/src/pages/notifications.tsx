@@ -15,6 +15,7 @@ const events: [NotificationEvent, string, string][] = [
   [NotificationEvent.WORKER_NOT_READY, "Worker not ready", "NOT_READY past its grace"],
   [NotificationEvent.WORKER_ENROLLED, "New worker enrolled", ""],
   [NotificationEvent.SUBSCRIPTION_FAILED, "Subscription failed", ""],
+  [NotificationEvent.SUBSCRIBE_BLOCKED, "Customers cannot subscribe", "no cluster linked or no room on the workers; at most once per cause in the notice window"],
 ];
 
 const statusText: Record<OutboxStatus, string> = {

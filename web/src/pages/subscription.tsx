@@ -93,7 +93,8 @@ export function SubscriptionPage({ id }: { id: string }) {
     ["Address", s.url ? <>{s.public ? <UrlLink url={s.url} /> : s.url.replace(/^https?:\/\//, "")} {s.public ? "" : <span class="muted">(closed: only its owner)</span>}</> : <UrlLink url={s.url} />],
     ["Service", <a href={`/catalog/${encodeURIComponent(s.serviceSlug)}`}>{s.serviceName || s.serviceSlug}</a>],
     ...(session.isAdmin ? ([["Owner", s.userEmail]] as [string, string][]) : []),
-    ["Namespace", s.namespace || "—"],
+    // Administrators only: the server sends customers no namespace.
+    ...(session.isAdmin ? ([["Namespace", s.namespace || "—"]] as [string, string][]) : []),
     ["Price", `${money(s.monthlyPriceCents)} per month`],
     ["Created", dateTime(s.createdAt)],
     ["Status since", dateTime(s.statusChangedAt)],
@@ -228,7 +229,7 @@ function Components({ s }: { s: Subscription }) {
               <th scope="col">Phase</th>
               <th scope="col">Ready</th>
               <th scope="col">Restarts</th>
-              <th scope="col">Worker</th>
+              {session.isAdmin && <th scope="col">Worker</th>}
               <th scope="col">Reason</th>
             </tr>
           </thead>
@@ -238,7 +239,7 @@ function Components({ s }: { s: Subscription }) {
                 ? [
                     <tr key={c.name} data-component={c.name}>
                       <td>{c.name}</td>
-                      <td colSpan={6} class="muted">
+                      <td colSpan={session.isAdmin ? 6 : 5} class="muted">
                         No pod yet.
                       </td>
                     </tr>,
@@ -252,7 +253,7 @@ function Components({ s }: { s: Subscription }) {
                       <td>{p.phase || "—"}</td>
                       <td>{p.ready ? "yes" : "no"}</td>
                       <td>{p.restarts}</td>
-                      <td>{session.isAdmin && p.workerId ? <a href={`/workers/${encodeURIComponent(p.workerId)}`}>{p.workerName || p.nodeName}</a> : p.workerName || p.nodeName || "—"}</td>
+                      {session.isAdmin && <td>{p.workerId ? <a href={`/workers/${encodeURIComponent(p.workerId)}`}>{p.workerName || p.nodeName}</a> : p.workerName || p.nodeName || "—"}</td>}
                       <td>{p.reason || "—"}</td>
                     </tr>
                   )),

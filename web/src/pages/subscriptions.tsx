@@ -69,23 +69,30 @@ export function SubscribeForm({ service }: { service: Service }) {
   const [name, setName] = useState("");
   const [values, setValues] = useState<Record<string, string>>(() => Object.fromEntries(vars.map((v) => [v.name, initialValue(v)])));
   const [local, setLocal] = useState<Record<string, string>>({});
+  // The server's own admission checks, read-only: while they refuse (no
+  // cluster, no room, the customer's limits), the form says why in the
+  // caller's words and Subscribe stays disabled. Looked at again after a
+  // refused Subscribe.
+  const check = useLoad(() => subscriptions.checkSubscription({ serviceId: service.id }), [service.id]);
+  const blocked = check.data && !check.data.allowed ? check.data : undefined;
   const create = useAction(async () => {
     // Empty values are left out, so the server applies the defaults.
     const variables = Object.fromEntries(Object.entries(values).filter(([, v]) => v !== ""));
-    const res = await subscriptions.createSubscription({ serviceId: service.id, name, variables });
-    navigate(`/subscriptions/${encodeURIComponent(res.subscription!.id)}`);
+    try {
+      const res = await subscriptions.createSubscription({ serviceId: service.id, name, variables });
+      navigate(`/subscriptions/${encodeURIComponent(res.subscription!.id)}`);
+    } catch (e) {
+      check.reload();
+      throw e;
+    }
   });
   const p = create.problem;
   const server = { ...(p?.fields ?? {}) };
   // A name already taken is the name field's problem.
   if (p?.code === Code.AlreadyExists && !server.name) server.name = p.message;
   const errors = { ...server, ...local };
-  const banner =
-    p && p.code === Code.FailedPrecondition
-      ? { ...p, message: `${service.name} cannot be started now: ${p.message}` }
-      : p && p.code === Code.AlreadyExists
-        ? undefined
-        : p;
+  // A refusal the check now shows is not said twice.
+  const banner = p && p.code === Code.AlreadyExists ? undefined : blocked && p && p.code !== Code.InvalidArgument ? undefined : p;
   const shown = ["name", ...vars.map((v) => `variables.${v.name}`)];
   return (
     <section class="card" aria-labelledby="subscribe-h">
@@ -132,7 +139,12 @@ export function SubscribeForm({ service }: { service: Service }) {
             error={errors[`variables.${v.name}`]}
           />
         ))}
-        <button class="primary" type="submit" disabled={create.busy}>
+        {blocked && (
+          <p id="subscribe-blocked" class="banner warn" role="status">
+            {blocked.message}
+          </p>
+        )}
+        <button class="primary" type="submit" disabled={create.busy || !!blocked} aria-describedby={blocked ? "subscribe-blocked" : undefined}>
           {create.busy ? "Subscribing…" : `Subscribe to ${service.name}`}
         </button>
       </form>

@@ -10,6 +10,7 @@ import { ago, bytes, dateTime, plural, statusWord, timestampMs, until } from "..
 import { DrainState, WorkerStatus, type Taint, type Worker, type WorkerDrain, type WorkerNode, type WorkerResources } from "../gen/minispod/v1/workers_pb";
 import { navigate } from "../router";
 import { LinkBadge, useFleet } from "./dashboard";
+import { HintText } from "./cluster";
 
 function labelsText(labels: Record<string, string>): string {
   return Object.entries(labels)
@@ -158,6 +159,14 @@ export function WorkerPage({ id }: { id: string }) {
       {w.status === WorkerStatus.NOT_READY && w.notReadyReason && (
         <p class="banner warn" role="status">
           <strong>Not ready:</strong> {w.notReadyReason}
+          {w.notReadyHint && (
+            <>
+              <br />
+              <span id="fix">
+                <strong>How to fix:</strong> <HintText text={w.notReadyHint} />
+              </span>
+            </>
+          )}
         </p>
       )}
       {w.drain && w.drain.state !== DrainState.UNSPECIFIED && <DrainBanner drain={w.drain} />}
