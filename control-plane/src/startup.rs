@@ -293,6 +293,8 @@ impl Application {
             tracing::info!(entries = seeded, "seeded the service catalog");
         }
         let metrics = Arc::new(Metrics::default());
+        // Checked here, so a bad setting fails start-up, not the running server.
+        history_settings(&args)?;
         anyhow::ensure!(
             args.heartbeat_interval >= Duration::from_secs(1),
             "--heartbeat-interval must be at least 1s: agents are told it in whole seconds"
