@@ -7,6 +7,7 @@ import { bytes, money, statusName } from "../format";
 import { SubscriptionStatus, type GetSubscriptionStatsResponse } from "../gen/minispod/v1/subscriptions_pb";
 import { ClusterLinkState, WorkerStatus } from "../gen/minispod/v1/workers_pb";
 import { fleet } from "../live";
+import { FleetHistory } from "../chart";
 
 export function useFleet() {
   const [, force] = useState(0);
@@ -85,6 +86,7 @@ export function DashboardPage() {
           </div>
         )}
       </section>
+      <FleetHistory />
       <SubscriptionsTile stats={subs.data} problem={subs.problem} />
       {d && (
         <section aria-labelledby="users-h">
