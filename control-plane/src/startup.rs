@@ -35,6 +35,7 @@ use crate::{
     cluster::{ClusterLink, LinkSettings},
     config::ServeArgs,
     console::ConsoleLayer,
+    history::{HistorySettings, recorder::Recorder, service::HistoryApi},
     mail::{Mail, MailSettings, RetryPolicy, smtp::SmtpUrl},
     metrics::{FleetGauges, Metrics},
     notifications::{Notifier, fleet::FleetNotices, incidents::Timing, service::NotificationApi},
@@ -47,7 +48,6 @@ use crate::{
         render::RenderSettings,
         service::{CallerLimits, SubscriptionApi},
     },
-    history::{HistorySettings, recorder::Recorder, service::HistoryApi},
     telemetry::RpcTraceLayer,
     transport::{Gate, RequestBuffer, RequestBufferLayer, plain_incoming, tls_incoming},
     users::{
@@ -555,9 +555,13 @@ impl Application {
         cluster_tasks.extend(subscriptions.spawn(hub.clone()));
         cluster_tasks.extend(subscriptions.spawn_relay().await?);
         let history = history_settings(&args)?;
-        let history_task =
-            Recorder::new(auth.db.clone(), history.clone(), Some(subscriptions.clone()), metrics.clone())
-                .spawn(&hub);
+        let history_task = Recorder::new(
+            auth.db.clone(),
+            history.clone(),
+            Some(subscriptions.clone()),
+            metrics.clone(),
+        )
+        .spawn(&hub);
         if cluster.is_linked() {
             cluster_tasks.push(tokio::spawn(report_cluster_health(
                 cluster.clone(),

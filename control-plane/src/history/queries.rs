@@ -130,7 +130,11 @@ pub async fn add_worker_points(
 }
 
 /// Adds fine fleet points: each replica adds the workers it holds.
-pub async fn add_fleet_points(tx: &mut Tx, step_ms: i64, rows: &[(i64, FleetSums)]) -> AppResult<()> {
+pub async fn add_fleet_points(
+    tx: &mut Tx,
+    step_ms: i64,
+    rows: &[(i64, FleetSums)],
+) -> AppResult<()> {
     for (at, f) in rows {
         with_conn!(&mut *tx, |c| sqlx::query(
             "INSERT INTO fleet_history (step_ms, at, workers, cpu_percent, memory_used,
@@ -196,7 +200,10 @@ pub struct SubscriptionMark {
 }
 
 /// Records subscriptions' changes (`id, mark`).
-pub async fn add_subscription_marks(tx: &mut Tx, rows: &[(String, SubscriptionMark)]) -> AppResult<()> {
+pub async fn add_subscription_marks(
+    tx: &mut Tx,
+    rows: &[(String, SubscriptionMark)],
+) -> AppResult<()> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         with_conn!(&mut *tx, |c| {
             let mut q = QueryBuilder::new(
@@ -352,7 +359,11 @@ pub async fn fleet_points(
                 b,
                 FleetSums {
                     workers,
-                    cpu_percent: if worker_sum > 0.0 { cpu / worker_sum } else { 0.0 },
+                    cpu_percent: if worker_sum > 0.0 {
+                        cpu / worker_sum
+                    } else {
+                        0.0
+                    },
                     memory_used: mu,
                     memory_total: mt,
                     storage_used: su,

@@ -258,10 +258,9 @@ impl Recorder {
             .unwrap_or("PENDING")
             .to_owned();
         let restarts = self.marked.get(&id).map_or(0, |(_, r)| *r);
-        let at = event
-            .at
-            .as_ref()
-            .map_or_else(now_ms, |t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000));
+        let at = event.at.as_ref().map_or_else(now_ms, |t| {
+            t.seconds * 1000 + i64::from(t.nanos / 1_000_000)
+        });
         self.marked.insert(id.clone(), (status.clone(), restarts));
         self.pending_marks.push((
             id,
@@ -352,9 +351,12 @@ impl Recorder {
         }
         let rows = closed.fine.len() + closed.coarse.len() + closed.fleet.len() + marks.len();
         let m = &self.metrics;
-        m.history_rows.fetch_add(rows as u64 + u64::from(roll), Ordering::Relaxed);
-        m.history_transactions.fetch_add(transactions + 1, Ordering::Relaxed);
-        m.history_write_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        m.history_rows
+            .fetch_add(rows as u64 + u64::from(roll), Ordering::Relaxed);
+        m.history_transactions
+            .fetch_add(transactions + 1, Ordering::Relaxed);
+        m.history_write_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         tracing::debug!(
             fine = closed.fine.len(),
             coarse = closed.coarse.len(),

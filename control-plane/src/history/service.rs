@@ -95,16 +95,23 @@ pub fn subscription_points(
 }
 
 impl HistoryApi {
-    async fn worker_history(&self, r: &pb::GetWorkerHistoryRequest) -> AppResult<pb::GetWorkerHistoryResponse> {
+    async fn worker_history(
+        &self,
+        r: &pb::GetWorkerHistoryRequest,
+    ) -> AppResult<pb::GetWorkerHistoryResponse> {
         if r.worker_id.trim().is_empty() {
             return Err(AppError::invalid("worker_id", "is required"));
         }
         let w = window(now_ms(), r.range.as_ref(), r.step.as_ref(), &self.settings)?;
         let db = &self.auth.db;
         if workers_db::by_id(db.read(), &r.worker_id).await?.is_none() {
-            return Err(AppError::NotFound(format!("worker {} not found", r.worker_id)));
+            return Err(AppError::NotFound(format!(
+                "worker {} not found",
+                r.worker_id
+            )));
         }
-        let rows = queries::worker_points(db, &r.worker_id, w.resolution, w.start, w.end, w.step).await?;
+        let rows =
+            queries::worker_points(db, &r.worker_id, w.resolution, w.start, w.end, w.step).await?;
         Ok(pb::GetWorkerHistoryResponse {
             window: Some(window_pb(&w)),
             points: rows
@@ -125,9 +132,13 @@ impl HistoryApi {
         })
     }
 
-    async fn fleet_history(&self, r: &pb::GetFleetHistoryRequest) -> AppResult<pb::GetFleetHistoryResponse> {
+    async fn fleet_history(
+        &self,
+        r: &pb::GetFleetHistoryRequest,
+    ) -> AppResult<pb::GetFleetHistoryResponse> {
         let w = window(now_ms(), r.range.as_ref(), r.step.as_ref(), &self.settings)?;
-        let rows = queries::fleet_points(&self.auth.db, w.resolution, w.start, w.end, w.step).await?;
+        let rows =
+            queries::fleet_points(&self.auth.db, w.resolution, w.start, w.end, w.step).await?;
         Ok(pb::GetFleetHistoryResponse {
             window: Some(window_pb(&w)),
             points: rows
@@ -182,7 +193,8 @@ impl HistoryService for HistoryApi {
                     && (caller.role == "ADMINISTRATOR" || row.user_id == caller.id) => {}
             _ => return Err(subs_db::not_found(&r.subscription_id).into()),
         }
-        let (before, marks) = queries::subscription_marks(db, &r.subscription_id, w.start, w.end).await?;
+        let (before, marks) =
+            queries::subscription_marks(db, &r.subscription_id, w.start, w.end).await?;
         let points = subscription_points(&w, before.as_ref(), &marks);
         Ok(Response::new(pb::GetSubscriptionHistoryResponse {
             window: Some(window_pb(&w)),

@@ -65,7 +65,14 @@ impl Beating {
             .into_inner();
         rx.message().await.unwrap().expect("a welcome");
         let id = agent.enrolled.worker_id.clone();
-        (id, Beating { tx, rx, sequence: 0 })
+        (
+            id,
+            Beating {
+                tx,
+                rx,
+                sequence: 0,
+            },
+        )
     }
 
     /// One heartbeat with CPU `cpu` % and `mem` bytes in use, acknowledged.
@@ -199,7 +206,11 @@ async fn heartbeats_come_back_averaged_per_step_then_fine_points_are_pruned_and_
     assert!(cpu.contains(&20.0), "a whole step at 20 %: {cpu:?}");
     assert!(cpu.contains(&60.0), "a whole step at 60 %: {cpu:?}");
     assert_eq!(
-        points.iter().find(|p| p.cpu_used_percent == 60.0).unwrap().memory_used_bytes,
+        points
+            .iter()
+            .find(|p| p.cpu_used_percent == 60.0)
+            .unwrap()
+            .memory_used_bytes,
         (3u64 << 30) as f64
     );
 
@@ -226,7 +237,10 @@ async fn heartbeats_come_back_averaged_per_step_then_fine_points_are_pruned_and_
             .map(|f| f.samples)
             .sum();
         if at >= ms(&points[0].at) {
-            assert_eq!(p.samples, fine, "the 2 s point at {at} sums its fine points");
+            assert_eq!(
+                p.samples, fine,
+                "the 2 s point at {at} sums its fine points"
+            );
         }
     }
 
@@ -243,16 +257,23 @@ async fn heartbeats_come_back_averaged_per_step_then_fine_points_are_pruned_and_
         .unwrap()
         .into_inner()
         .points;
-    assert!(fleet.iter().any(|p| p.workers == 2.0
-        && (p.cpu_used_percent - 15.0).abs() < 1e-9
-        && p.memory_used_bytes == (2u64 << 30) as f64), "{fleet:?}");
+    assert!(
+        fleet.iter().any(|p| p.workers == 2.0
+            && (p.cpu_used_percent - 15.0).abs() < 1e-9
+            && p.memory_used_bytes == (2u64 << 30) as f64),
+        "{fleet:?}"
+    );
 
     // Past the fine retention the fine points are pruned; the coarse
     // ones (3 s, kept 60 s) still answer a longer range.
     tokio::time::sleep(Duration::from_millis(9500)).await;
-    let db = Db::connect(app.data_dir.1.as_deref(), &app.data_dir.0, &Default::default())
-        .await
-        .unwrap();
+    let db = Db::connect(
+        app.data_dir.1.as_deref(),
+        &app.data_dir.0,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let count = |step: i64| {
         let db = db.clone();
         async move {
@@ -270,7 +291,11 @@ async fn heartbeats_come_back_averaged_per_step_then_fine_points_are_pruned_and_
             read.await.unwrap()
         }
     };
-    assert_eq!(count(1000).await, 0, "fine points older than 10 s are pruned");
+    assert_eq!(
+        count(1000).await,
+        0,
+        "fine points older than 10 s are pruned"
+    );
     assert!(count(3000).await > 0, "coarse points are kept");
     let coarse = history
         .get_worker_history(authed(
@@ -287,7 +312,10 @@ async fn heartbeats_come_back_averaged_per_step_then_fine_points_are_pruned_and_
     assert_eq!(coarse.window.unwrap().resolution, secs(3));
     let total: i64 = coarse.points.iter().map(|p| p.samples).sum();
     let fine_total: i64 = points.iter().map(|p| p.samples).sum();
-    assert!(total >= fine_total, "coarse {total} covers fine {fine_total}");
+    assert!(
+        total >= fine_total,
+        "coarse {total} covers fine {fine_total}"
+    );
     assert!(coarse.points.iter().all(|p| ms(&p.at) % 3000 == 0));
     let coarse_fleet = history
         .get_fleet_history(authed(
@@ -301,8 +329,15 @@ async fn heartbeats_come_back_averaged_per_step_then_fine_points_are_pruned_and_
         .unwrap()
         .into_inner()
         .points;
-    assert!(!coarse_fleet.is_empty(), "the fleet's coarse points are rolled up");
-    assert!(coarse_fleet.iter().all(|p| p.workers > 0.0 && p.workers <= 2.0));
+    assert!(
+        !coarse_fleet.is_empty(),
+        "the fleet's coarse points are rolled up"
+    );
+    assert!(
+        coarse_fleet
+            .iter()
+            .all(|p| p.workers > 0.0 && p.workers <= 2.0)
+    );
 }
 
 #[tokio::test]
@@ -347,7 +382,9 @@ async fn history_questions_are_checked_and_workers_are_for_administrators_only()
         Code::NotFound,
     );
 
-    let (_, customer) = app.register("history-customer@example.org", "a long password 1").await;
+    let (_, customer) = app
+        .register("history-customer@example.org", "a long password 1")
+        .await;
     expect_code(
         history
             .get_worker_history(authed(ask(secs(6), None), &customer))
@@ -442,7 +479,11 @@ async fn a_subscriptions_status_over_time_is_shown_to_its_owner_and_administrato
     assert_eq!(window.step, secs(1));
     // One point per step of 10 minutes (601 when the first step began
     // before the range, to line up).
-    assert!((600..=601).contains(&answer.points.len()), "{}", answer.points.len());
+    assert!(
+        (600..=601).contains(&answer.points.len()),
+        "{}",
+        answer.points.len()
+    );
     let seen: Vec<i32> = answer
         .points
         .iter()
@@ -454,13 +495,19 @@ async fn a_subscriptions_status_over_time_is_shown_to_its_owner_and_administrato
             v
         });
     assert_eq!(seen.last(), Some(&running), "{seen:?}");
-    assert!(seen.len() >= 2, "it was something else before RUNNING: {seen:?}");
+    assert!(
+        seen.len() >= 2,
+        "it was something else before RUNNING: {seen:?}"
+    );
     assert_eq!(
         answer.points[0].status,
         pb::SubscriptionStatus::Unspecified as i32,
         "nothing is known of the time before it existed"
     );
-    assert_eq!(answer.total_restarts, 0, "the stand-in's containers never restart");
+    assert_eq!(
+        answer.total_restarts, 0,
+        "the stand-in's containers never restart"
+    );
 
     // An administrator sees it; another customer does not learn it exists.
     let admin_answer = history
