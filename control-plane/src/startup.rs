@@ -116,7 +116,10 @@ fn history_settings(args: &ServeArgs) -> anyhow::Result<HistorySettings> {
         "--history-fine-step must be at least 100ms"
     );
     anyhow::ensure!(
-        s.coarse_step >= s.fine_step && s.coarse_step.as_millis() % s.fine_step.as_millis() == 0,
+        s.coarse_step >= s.fine_step
+            && s.coarse_step
+                .as_millis()
+                .is_multiple_of(s.fine_step.as_millis()),
         "--history-coarse-step must be a multiple of --history-fine-step"
     );
     anyhow::ensure!(
