@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod history;
 pub mod mail;
 pub mod metrics;
 pub mod notifications;

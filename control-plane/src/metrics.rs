@@ -121,6 +121,12 @@ pub struct Metrics {
     pub streams_closed: AtomicU64,
     flush_latency: Mutex<Histogram>,
     flush_batch: Mutex<Histogram>,
+    /// History rows written (worker, fleet and subscription points).
+    pub history_rows: AtomicU64,
+    /// Store transactions of the history recorder.
+    pub history_transactions: AtomicU64,
+    /// Time the history recorder spent writing, in microseconds.
+    pub history_write_micros: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -135,6 +141,9 @@ impl Default for Metrics {
             streams_closed: AtomicU64::new(0),
             flush_latency: Mutex::new(Histogram::new(LATENCY_BUCKETS)),
             flush_batch: Mutex::new(Histogram::new(BATCH_BUCKETS)),
+            history_rows: AtomicU64::new(0),
+            history_transactions: AtomicU64::new(0),
+            history_write_micros: AtomicU64::new(0),
         }
     }
 }
@@ -277,6 +286,24 @@ impl Metrics {
             "minispod_heartbeats_received_total",
             "Heartbeats received.",
             self.heartbeats.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "minispod_history_rows_written_total",
+            "History rows written (worker, fleet and subscription points).",
+            self.history_rows.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "minispod_history_transactions_total",
+            "Store transactions of the history recorder.",
+            self.history_transactions.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "minispod_history_write_microseconds_total",
+            "Time the history recorder spent writing, in microseconds.",
+            self.history_write_micros.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

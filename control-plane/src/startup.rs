@@ -12,7 +12,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderName, HeaderValue, Method};
 use minispod_proto::v1::{
     self as pb, agent_service_server::AgentServiceServer, auth_service_server::AuthServiceServer,
-    catalog_service_server::CatalogServiceServer,
+    catalog_service_server::CatalogServiceServer, history_service_server::HistoryServiceServer,
     notification_service_server::NotificationServiceServer,
     subscription_service_server::SubscriptionServiceServer, user_service_server::UserServiceServer,
     worker_service_server::WorkerServiceServer,
@@ -35,6 +35,7 @@ use crate::{
     cluster::{ClusterLink, LinkSettings},
     config::ServeArgs,
     console::ConsoleLayer,
+    history::{HistorySettings, recorder::Recorder, service::HistoryApi},
     mail::{Mail, MailSettings, RetryPolicy, smtp::SmtpUrl},
     metrics::{FleetGauges, Metrics},
     notifications::{Notifier, fleet::FleetNotices, incidents::Timing, service::NotificationApi},
@@ -87,6 +88,8 @@ pub mod message_limits {
     /// NotificationService: preferences with a 2 KiB webhook URL and a
     /// handful of events.
     pub const NOTIFICATION: usize = 16 * 1024;
+    /// HistoryService: an id and two durations.
+    pub const HISTORY: usize = 4 * 1024;
 }
 /// How long shutdown waits for connections to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,6 +100,34 @@ const LIMITER_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 const MAX_LOCAL_ERROR_RESETS: usize = 256;
 /// Largest header block a call may send.
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// How history is kept, from `args`.
+fn history_settings(args: &ServeArgs) -> anyhow::Result<HistorySettings> {
+    let s = HistorySettings {
+        fine_step: args.history_fine_step,
+        fine_retention: args.history_fine_retention,
+        coarse_step: args.history_coarse_step,
+        coarse_retention: args.history_coarse_retention,
+        // A step's last heartbeats reach the recorder with the next flush.
+        grace: args.metrics_flush_interval + Duration::from_secs(1),
+    };
+    anyhow::ensure!(
+        s.fine_step >= Duration::from_millis(100),
+        "--history-fine-step must be at least 100ms"
+    );
+    anyhow::ensure!(
+        s.coarse_step >= s.fine_step
+            && s.coarse_step
+                .as_millis()
+                .is_multiple_of(s.fine_step.as_millis()),
+        "--history-coarse-step must be a multiple of --history-fine-step"
+    );
+    anyhow::ensure!(
+        s.fine_retention >= s.fine_step && s.coarse_retention >= s.fine_retention,
+        "--history-fine-retention must be at least one fine step, and --history-coarse-retention at least as long"
+    );
+    Ok(s)
+}
 
 /// Per-user limits of the SubscriptionService from `args`.
 fn subscription_limits(args: &ServeArgs, db: &crate::store::Db) -> CallerLimits {
@@ -265,6 +296,8 @@ impl Application {
             tracing::info!(entries = seeded, "seeded the service catalog");
         }
         let metrics = Arc::new(Metrics::default());
+        // Checked here, so a bad setting fails start-up, not the running server.
+        history_settings(&args)?;
         anyhow::ensure!(
             args.heartbeat_interval >= Duration::from_secs(1),
             "--heartbeat-interval must be at least 1s: agents are told it in whole seconds"
@@ -525,6 +558,14 @@ impl Application {
         );
         cluster_tasks.extend(subscriptions.spawn(hub.clone()));
         cluster_tasks.extend(subscriptions.spawn_relay().await?);
+        let history = history_settings(&args)?;
+        let history_task = Recorder::new(
+            auth.db.clone(),
+            history.clone(),
+            Some(subscriptions.clone()),
+            metrics.clone(),
+        )
+        .spawn(&hub);
         if cluster.is_linked() {
             cluster_tasks.push(tokio::spawn(report_cluster_health(
                 cluster.clone(),
@@ -610,6 +651,10 @@ impl Application {
                     notifier.clone(),
                 ))
                 .max_decoding_message_size(message_limits::NOTIFICATION),
+            )
+            .add_service(
+                HistoryServiceServer::new(HistoryApi::new(auth.clone(), history))
+                    .max_decoding_message_size(message_limits::HISTORY),
             );
 
         // On shutdown, end the long-lived streams (agents, watchers) so the
@@ -686,6 +731,7 @@ impl Application {
             t.abort();
         }
         flusher.abort();
+        history_task.abort();
         for t in cluster_tasks {
             t.abort();
         }
@@ -705,7 +751,7 @@ impl Application {
 /// The names grpc.health.v1 reports: the server as a whole ("") and every
 /// API service, all SERVING while the store answers and NOT_SERVING from the
 /// moment shutdown begins.
-const API_SERVICES: [&str; 8] = [
+const API_SERVICES: [&str; 9] = [
     "",
     <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME,
     <UserServiceServer<UserApi> as tonic::server::NamedService>::NAME,
@@ -714,6 +760,7 @@ const API_SERVICES: [&str; 8] = [
     <AgentServiceServer<AgentApi> as tonic::server::NamedService>::NAME,
     <SubscriptionServiceServer<SubscriptionApi> as tonic::server::NamedService>::NAME,
     <NotificationServiceServer<NotificationApi> as tonic::server::NamedService>::NAME,
+    <HistoryServiceServer<HistoryApi> as tonic::server::NamedService>::NAME,
 ];
 
 /// The grpc.health.v1 name of the cluster link: SERVING while it is

@@ -8,6 +8,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { BadRequestSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb";
 import { AuthService } from "./gen/minispod/v1/auth_pb";
 import { CatalogService } from "./gen/minispod/v1/catalog_pb";
+import { HistoryService } from "./gen/minispod/v1/history_pb";
 import { NotificationService } from "./gen/minispod/v1/notifications_pb";
 import { SubscriptionService } from "./gen/minispod/v1/subscriptions_pb";
 import { UserService } from "./gen/minispod/v1/users_pb";
@@ -48,6 +49,7 @@ export const catalog = createClient(CatalogService, transport);
 export const workers = createClient(WorkerService, transport);
 export const subscriptions = createClient(SubscriptionService, transport);
 export const notifications = createClient(NotificationService, transport);
+export const history = createClient(HistoryService, transport);
 
 /** What a failed call means for a form: a message, field errors, a retry time. */
 export interface Problem {

@@ -634,6 +634,70 @@ describe('live fleet', () => {
 });
 
 // ---------------------------------------------------------------------------
+// History charts (issue #23): a real agent reports; its page charts it.
+
+describe('history charts', () => {
+  const f = fixture();
+  const name = 'history-worker';
+  before(async () => {
+    // 1 s history steps, so a 6 h chart (15 s points) fills in seconds.
+    f.cp = await startControlPlane({
+      enrollmentToken: true,
+      args: ['--history-fine-step', '1s', '--history-coarse-step', '60s', '--metrics-flush-interval', '500ms'],
+    });
+    f.browser = await launchBrowser(f.cp.caPath);
+    f.agents.push(startAgent(f.cp, { token: f.cp.enrollmentToken, name }));
+  });
+  after(() => f.close());
+
+  it(
+    "draws a reporting worker's CPU, memory and disk on its page, with the figures as a table, and the fleet's on the dashboard",
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await open(page, `${f.cp.url}/workers`);
+      const row = await waitRowStatus(page, name, 'ACTIVE');
+      await row.getByRole('link', { name }).click();
+      await h1(page, name).waitFor();
+      const history = page.getByRole('region', { name: 'Use over time' });
+      await history.waitFor();
+      assert.equal(await history.getByRole('button', { name: '6 h' }).getAttribute('aria-pressed'), 'true');
+      const cpu = history.getByRole('img', { name: 'This worker: CPU in use' });
+      // The chart asks again every step (15 s here) without a reload.
+      const tStart = Date.now();
+      await waitFor(async () => Number(await cpu.getAttribute('data-points')) > 0, 90_000, { message: 'the CPU chart shows points' });
+      note(`first history point on the worker page ${Date.now() - tStart} ms after the worker was ACTIVE`);
+      const line = cpu.locator('path.line');
+      assert.match((await line.getAttribute('d')) ?? '', /^M[\d.]+,[\d.]+/, 'the line is drawn');
+      const summary = await history.locator('.chart-summary').first().innerText();
+      assert.match(summary, /^CPU in use: mean [\d.]+ %, peak [\d.]+ % at .+, latest [\d.]+ % at .+\.$/, summary);
+      for (const chart of ['This worker: memory in use', 'This worker: disk in use']) {
+        assert.ok(Number(await history.getByRole('img', { name: chart }).getAttribute('data-points')) > 0, chart);
+      }
+      // The text alternative: the figures as a table, drawn when opened.
+      await history.getByText('Show the figures').first().click();
+      const table = history.getByRole('table', { name: 'This worker: CPU in use' });
+      await table.waitFor();
+      assert.ok((await table.getByRole('row').count()) >= 2, 'a header and a row');
+      await assertAccessible(page, 'worker page with history charts');
+
+      // Another range asks the server again (30 d: from the coarse points).
+      await history.getByRole('button', { name: '30 d' }).click();
+      await waitFor(async () => (await history.getByRole('button', { name: '30 d' }).getAttribute('aria-pressed')) === 'true', 5_000);
+      await history.getByRole('img', { name: 'This worker: CPU in use' }).waitFor();
+
+      await open(page, `${f.cp.url}/`);
+      await h1(page, 'Dashboard').waitFor();
+      const fleet = page.getByRole('region', { name: 'Fleet use over time' });
+      await waitFor(async () => Number(await fleet.getByRole('img', { name: 'The fleet: CPU in use' }).getAttribute('data-points')) > 0, 30_000, { message: "the fleet's CPU chart shows points" });
+      await fleet.getByText(/^1 worker reporting in the latest step/).waitFor();
+      await page.context().close();
+    }),
+  );
+});
+
+// ---------------------------------------------------------------------------
 // 3 and 4. Enrollment through the console; the worker's own page.
 
 describe('enrollment and worker detail', () => {

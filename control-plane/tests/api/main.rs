@@ -7,6 +7,7 @@ mod cluster;
 mod console;
 mod gate;
 mod helpers;
+mod history;
 mod hostile;
 mod mail;
 mod notifications;

@@ -398,6 +398,12 @@ async fn bench(n: usize, heartbeat: Duration, window: Duration) -> anyhow::Resul
     let tx_rate = (sample(&m1, "minispod_store_flush_batch_workers_count")
         - sample(&m0, "minispod_store_flush_batch_workers_count"))
         / secs;
+    // The history recorder writes once a minute: over a window shorter
+    // than a minute these may be 0.
+    let delta = |name: &str| sample(&m1, name) - sample(&m0, name);
+    let history_rows = delta("minispod_history_rows_written_total");
+    let history_tx = delta("minispod_history_transactions_total");
+    let history_ms = delta("minispod_history_write_microseconds_total") / 1000.0;
 
     // Listings over the whole fleet, with filters.
     let times = time_queries(&mut workers, &admin, 200).await?;
@@ -445,6 +451,11 @@ async fn bench(n: usize, heartbeat: Duration, window: Duration) -> anyhow::Resul
     println!("control plane CPU at steady state: {:.3} cores", cpu_cores);
     println!(
         "heartbeats absorbed: {hb_rate:.0}/s; store transactions for heartbeats: {tx_rate:.2}/s"
+    );
+    println!(
+        "history: {history_rows:.0} rows in {history_tx:.0} transactions ({:.1} rows/s, {:.2} tx/s), {history_ms:.0} ms of writing over the window",
+        history_rows / secs,
+        history_tx / secs
     );
     println!(
         "offline detection ({detected}/{sample_n} seen INACTIVE by a watcher): p50 {:.0} ms, p99 {:.0} ms",

@@ -8,6 +8,7 @@ import { SubscriptionStatus, type GetSubscriptionStatsResponse } from "../gen/mi
 import { ClusterLinkState, WorkerStatus } from "../gen/minispod/v1/workers_pb";
 import { fleet, isStale } from "../live";
 import { ClusterCard } from "./cluster";
+import { FleetHistory } from "../chart";
 
 export function useFleet() {
   const [, force] = useState(0);
@@ -90,6 +91,7 @@ export function DashboardPage() {
         )}
       </section>
       <ClusterCard />
+      <FleetHistory />
       <SubscriptionsTile stats={subs.data} problem={subs.problem} />
       {d && (
         <section aria-labelledby="users-h">

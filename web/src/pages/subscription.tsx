@@ -15,6 +15,7 @@ import { SubscriptionStatus, type Subscription, type SubscriptionEvent } from ".
 import { navigate } from "../router";
 import { session } from "../session";
 import { checkFields, VariableInput } from "../variables";
+import { SubscriptionHistory } from "../chart";
 import { StatusPill, SuspendDialog, UrlLink, useSubscriptionWatch } from "./subscriptions";
 
 /** The freshest of two copies, by updated_at. */
@@ -186,6 +187,7 @@ export function SubscriptionPage({ id }: { id: string }) {
         </section>
       </div>
       <Components s={s} />
+      {!gone && <SubscriptionHistory subscriptionId={s.id} />}
       <LogsPanel s={s} />
       <div class="split">
         <VariablesEditor s={s} templateVariables={service.data?.template?.variables} onSaved={(u) => {

@@ -5,6 +5,7 @@
 // shared stream when it carries the worker; usable while it is offline.
 import { useEffect, useState } from "preact/hooks";
 import { workers } from "../api";
+import { WorkerHistory } from "../chart";
 import { Confirm, ErrorBanner, Notice, PageTitle, TextArea, useAction, useLoad, useNow } from "../components";
 import { ago, bytes, dateTime, plural, statusWord, timestampMs, until } from "../format";
 import { DrainState, WorkerStatus, type Taint, type Worker, type WorkerDrain, type WorkerNode, type WorkerResources } from "../gen/minispod/v1/workers_pb";
@@ -172,6 +173,7 @@ export function WorkerPage({ id }: { id: string }) {
       {w.drain && w.drain.state !== DrainState.UNSPECIFIED && <DrainBanner drain={w.drain} />}
       {w.takeover && <TakeoverBanner w={w} busy={action.busy} onApprove={() => setConfirmTakeover(true)} now={now} />}
       {!w.online && <p class="banner warn">This worker is offline: its stream is closed. What you see is its last report; changes still apply and reach it when it reconnects.</p>}
+      <WorkerHistory workerId={w.id} />
       <div class="split">
         <section aria-labelledby="facts-h" class="card">
           <h2 id="facts-h">Facts</h2>
