@@ -132,8 +132,16 @@ async fn kill_9_of_the_agent_under_a_subscription_degrades_it_at_once_and_the_ta
         .into_inner()
         .access_token;
     let mut subs = SubscriptionServiceClient::<Channel>::new(cp.channel.clone());
+    // The pods' workers and nodes are administrators' facts (a customer's
+    // view names neither), so the operator's view is the one watched.
     let mut watch = subs
-        .watch_subscriptions(authed(pb::WatchSubscriptionsRequest::default(), &customer))
+        .watch_subscriptions(authed(
+            pb::WatchSubscriptionsRequest {
+                all: true,
+                ..Default::default()
+            },
+            &cp.admin,
+        ))
         .await
         .unwrap()
         .into_inner();
