@@ -29,7 +29,7 @@ export function ClusterCard() {
             Not linked: customers cannot subscribe, and subscriptions cannot start, until a cluster is linked.
           </p>
           <p>To link one, start the control plane with the cluster's kubeconfig:</p>
-          <pre>
+          <pre class="wrap">
             <code>minispod-control-plane serve --kubeconfig /etc/rancher/k3s/k3s.yaml …</code>
           </pre>
           <p>
