@@ -849,7 +849,7 @@ describe('enrollment and worker detail', () => {
       await page.getByRole('button', { name: 'Save', exact: true }).click();
       await page.getByRole('status').filter({ hasText: 'Saved labels, taints and notes.' }).waitFor();
       await old.stop();
-      await factIs('Status', 'INACTIVE');
+      await factIs('Status', 'Inactive');
 
       // Reinstalled: a new machine id, the same host name, a new token.
       const after = await createTokenInConsole(page, f.cp.url, { description: 'after the reinstall', maxUses: '1' });
@@ -870,7 +870,7 @@ describe('enrollment and worker detail', () => {
       await page.getByRole('status').filter({ hasText: 'Takeover approved: machine machine-after' }).waitFor();
       // The agent asks again by itself and becomes this worker.
       await factIs('Machine id', 'machine-after', 30_000);
-      await factIs('Status', 'ACTIVE', 30_000);
+      await factIs('Status', 'Active', 30_000);
       assert.equal(new URL(page.url()).pathname, new URL(workerUrl).pathname, 'the same worker');
       assert.equal(await page.getByLabel('Labels', { exact: true }).inputValue(), 'rack=r7');
       assert.equal(await banner.count(), 0, 'no takeover pending any more');
@@ -1167,7 +1167,7 @@ describe('cluster link', () => {
 
       // Joined: the hint goes with the NOT_READY.
       await kube.createNode(name, id);
-      await waitFor(async () => (await fact(page, 'Status').innerText()) === 'ACTIVE', 20_000, { message: 'ACTIVE once joined' });
+      await waitFor(async () => (await fact(page, 'Status').innerText()) === 'Active', 20_000, { message: 'ACTIVE once joined' });
       assert.equal(await page.getByText('How to fix:').count(), 0);
 
       // The dashboard's cluster card: what is linked and how it is.
