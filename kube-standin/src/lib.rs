@@ -36,7 +36,9 @@
 //! images made unpullable); the node lifecycle controller's Ready=False on
 //! pods of nodes whose Ready is not True; the taint manager's eviction for
 //! untolerated NoExecute taints (after `tolerationSeconds` when tolerated
-//! for a while); PVCs Bound at their requested size; ResourceQuota
+//! for a while); PVCs given their first pod's node
+//! (`volume.kubernetes.io/selected-node`, as for K3s's WaitForFirstConsumer
+//! `local-path` class) and then Bound at their requested size; ResourceQuota
 //! `status.hard` and `status.used`.
 //!
 //! Deliberate differences:
@@ -112,9 +114,11 @@
 //!   storage, services, secrets, configmaps and `count/<resource>` for kinds
 //!   the stand-in serves; other quota resources are left out of `used`.
 //!   NetworkPolicies are stored, not enforced.
-//! - PVCs become Bound at once with their requested capacity, without
-//!   PersistentVolumes or `spec.volumeName` (k3s' local-path waits for a
-//!   consumer pod), and are never resized.
+//! - PVCs become Bound with their requested capacity as soon as the
+//!   scheduler gave them a node, without PersistentVolumes or
+//!   `spec.volumeName` (k3s' local-path provisions a PV on that node
+//!   first), and are never resized. Every claim binds on first use, as if
+//!   every storage class were WaitForFirstConsumer.
 //! - Server-side apply treats every list as atomic (kube merges
 //!   list-type=map lists such as containers, env or ports by key).
 //! - No OpenAPI validation: unknown or mistyped fields are stored as sent.

@@ -1,12 +1,13 @@
-//! What the cluster link keeps of Nodes and Pods: a compact view of each,
-//! indexed by worker, and the figures a worker record shows from them.
+//! What the cluster link keeps of Nodes, Pods and PersistentVolumeClaims:
+//! a compact view of each, indexed by worker, and the figures a worker
+//! record shows from them.
 //!
 //! Watch events land here; nothing here talks to the API server, so all of
 //! it is plain data and tested as such.
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use minispod_proto::v1 as pb;
 use minispod_support::WORKER_ID_LABEL;
 use prost_types::Timestamp;
@@ -23,14 +24,17 @@ pub const OWN_TAINTS_ANNOTATION: &str = "minispod.dev/taints";
 /// for the grace period.
 pub const OFFLINE_TAINT_KEY: &str = "minispod.dev/offline";
 
-/// CPU, memory, ephemeral storage and pods.
+/// CPU, memory, storage and pods. A node's capacity and allocatable
+/// storage is its ephemeral storage (the kubelet's filesystem, where K3s's
+/// local-path volumes live too); what is allocated of it is the pods'
+/// ephemeral-storage requests plus the claims provisioned on the node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Resources {
     /// Millicores.
     pub cpu: i64,
     /// Bytes.
     pub memory: i64,
-    /// Bytes of ephemeral storage.
+    /// Bytes of storage.
     pub storage: i64,
     /// Pods.
     pub pods: i64,
@@ -303,6 +307,47 @@ impl PodView {
     }
 }
 
+/// The annotation the scheduler puts on a claim of a storage class that
+/// binds on first use (WaitForFirstConsumer, as K3s's default
+/// `local-path`): the node its first pod went to, where its volume is
+/// provisioned and stays.
+pub const SELECTED_NODE_ANNOTATION: &str = "volume.kubernetes.io/selected-node";
+
+/// The view of a claim as what it takes from a node: its storage (bound:
+/// its capacity, else what it requests) on the node the scheduler chose
+/// for it; None when it takes nothing from any node's disk (no node chosen:
+/// network storage, or a claim no pod used yet; Lost: its volume is gone).
+pub fn claim_view(c: &PersistentVolumeClaim) -> Option<PodView> {
+    let node = c
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(SELECTED_NODE_ANNOTATION)
+        .filter(|n| !n.is_empty())?
+        .clone();
+    let status = c.status.as_ref();
+    if status.and_then(|s| s.phase.as_deref()) == Some("Lost") {
+        return None;
+    }
+    let bound = status
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"));
+    let requested = c
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"));
+    let storage = bound.or(requested).map_or(0, |q| whole(&q.0));
+    Some(PodView {
+        node,
+        requests: Resources {
+            storage,
+            ..Resources::default()
+        },
+    })
+}
+
 /// The figures of one worker's node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeFigures {
@@ -314,11 +359,19 @@ pub struct NodeFigures {
     pub capacity: Resources,
     /// Allocatable.
     pub allocatable: Resources,
-    /// The sums of its pods' requests (pods: how many).
+    /// The sums of its pods' requests (pods: how many) and of its claims'
+    /// storage.
     pub allocated: Resources,
 }
 
-/// Nodes and pods as the watches last said, by name and by worker.
+/// Which of the two things that take from a node an entry is.
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Pod,
+    Claim,
+}
+
+/// Nodes, pods and claims as the watches last said, by name and by worker.
 #[derive(Debug, Default)]
 pub struct Index {
     nodes: HashMap<String, NodeView>,
@@ -326,7 +379,9 @@ pub struct Index {
     by_worker: HashMap<String, String>,
     /// Pod key (namespace/name) → view.
     pods: HashMap<String, PodView>,
-    /// Node name → sums over its pods.
+    /// Claim key (namespace/name) → what it takes from its node.
+    claims: HashMap<String, PodView>,
+    /// Node name → sums over its pods and claims.
     allocated: HashMap<String, Resources>,
     /// Node name → the worker whose in-cluster agent named it (DaemonSet
     /// mode), until the node carries that worker's label: the node's
@@ -383,9 +438,23 @@ impl Index {
     /// Records a pod (None: it no longer takes anything); returns the
     /// workers whose figures changed.
     pub fn put_pod(&mut self, key: String, view: Option<PodView>) -> Vec<String> {
+        self.put(Held::Pod, key, view)
+    }
+
+    /// Records a claim (None: it no longer takes anything from a node);
+    /// returns the workers whose figures changed.
+    pub fn put_claim(&mut self, key: String, view: Option<PodView>) -> Vec<String> {
+        self.put(Held::Claim, key, view)
+    }
+
+    fn put(&mut self, held: Held, key: String, view: Option<PodView>) -> Vec<String> {
+        let map = match held {
+            Held::Pod => &mut self.pods,
+            Held::Claim => &mut self.claims,
+        };
         let old = match &view {
-            Some(v) => self.pods.insert(key, v.clone()),
-            None => self.pods.remove(&key),
+            Some(v) => map.insert(key, v.clone()),
+            None => map.remove(&key),
         };
         if old == view {
             return Vec::new();
@@ -433,23 +502,29 @@ impl Index {
 
     /// Replaces every pod (a watch restarted); returns the workers touched.
     pub fn replace_pods(&mut self, views: Vec<(String, PodView)>) -> Vec<String> {
-        let mut touched: Vec<String> = self
-            .allocated
-            .keys()
-            .filter_map(|n| self.worker_of(n))
-            .collect();
-        self.pods.clear();
-        self.allocated.clear();
+        self.replace(Held::Pod, views)
+    }
+
+    /// Replaces every claim (a watch restarted); returns the workers touched.
+    pub fn replace_claims(&mut self, views: Vec<(String, PodView)>) -> Vec<String> {
+        self.replace(Held::Claim, views)
+    }
+
+    fn replace(&mut self, held: Held, views: Vec<(String, PodView)>) -> Vec<String> {
+        let old: Vec<String> = match held {
+            Held::Pod => self.pods.keys().cloned().collect(),
+            Held::Claim => self.claims.keys().cloned().collect(),
+        };
+        let mut touched = Vec::new();
+        for key in old {
+            touched.extend(self.put(held, key, None));
+        }
         for (key, v) in views {
-            touched.extend(self.put_pod(key, Some(v)));
+            touched.extend(self.put(held, key, Some(v)));
         }
         touched.sort_unstable();
         touched.dedup();
         touched
-    }
-
-    fn worker_of(&self, node: &str) -> Option<String> {
-        self.nodes.get(node).and_then(|v| v.worker_id.clone())
     }
 
     /// The node of a worker.
@@ -635,6 +710,84 @@ mod tests {
         ));
         assert!(ix.figures("w1").is_none());
         assert_eq!(ix.counts(), (2, 0));
+    }
+
+    fn claim(node: Option<&str>, requested: &str, bound: Option<&str>) -> PersistentVolumeClaim {
+        use k8s_openapi::api::core::v1::{
+            PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, VolumeResourceRequirements,
+        };
+        PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                annotations: node
+                    .map(|n| [(SELECTED_NODE_ANNOTATION.to_owned(), n.to_owned())].into()),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                resources: Some(VolumeResourceRequirements {
+                    requests: q(&[("storage", requested)]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(PersistentVolumeClaimStatus {
+                phase: Some(if bound.is_some() { "Bound" } else { "Pending" }.into()),
+                capacity: bound.and_then(|b| q(&[("storage", b)])),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn claims_provisioned_on_a_node_count_as_its_allocated_storage() {
+        let mut ix = Index::default();
+        ix.put_node(NodeView::of(
+            &node("n1", Some("w1"), "True"),
+            Timestamp::default(),
+        ));
+        ix.put_pod(
+            "ns/a".into(),
+            PodView::of(&pod("n1", "250m", "128Mi", "Running")),
+        );
+        // No node chosen (network storage, or no pod used it yet): nothing.
+        assert!(claim_view(&claim(None, "5Gi", Some("5Gi"))).is_none());
+        // Chosen but still provisioning: what it requests; bound: its capacity.
+        assert_eq!(
+            ix.put_claim(
+                "ns/data".into(),
+                claim_view(&claim(Some("n1"), "1Gi", None))
+            ),
+            vec!["w1"]
+        );
+        assert_eq!(ix.figures("w1").unwrap().allocated.storage, 1 << 30);
+        ix.put_claim(
+            "ns/data".into(),
+            claim_view(&claim(Some("n1"), "1Gi", Some("2Gi"))),
+        );
+        ix.put_claim(
+            "ns/db".into(),
+            claim_view(&claim(Some("n1"), "8Gi", Some("8Gi"))),
+        );
+        let f = ix.figures("w1").unwrap();
+        assert_eq!((f.allocated.storage, f.allocated.pods), (10 << 30, 1));
+        assert_eq!(f.allocatable.headroom(f.allocated).storage, 80 << 30);
+
+        // A pod relist leaves the claims' storage alone, and a claim relist
+        // the pods' requests.
+        ix.replace_pods(Vec::new());
+        assert_eq!(ix.figures("w1").unwrap().allocated.storage, 10 << 30);
+        assert_eq!(ix.figures("w1").unwrap().allocated.pods, 0);
+        ix.put_pod(
+            "ns/a".into(),
+            PodView::of(&pod("n1", "250m", "128Mi", "Running")),
+        );
+        let kept = claim_view(&claim(Some("n1"), "8Gi", Some("8Gi"))).unwrap();
+        assert_eq!(ix.replace_claims(vec![("ns/db".into(), kept)]), vec!["w1"]);
+        let f = ix.figures("w1").unwrap();
+        assert_eq!((f.allocated.storage, f.allocated.cpu), (8 << 30, 250));
+
+        // A deleted claim gives its storage back.
+        ix.put_claim("ns/db".into(), None);
+        assert_eq!(ix.figures("w1").unwrap().allocated.storage, 0);
     }
 
     #[test]

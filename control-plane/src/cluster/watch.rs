@@ -1,14 +1,18 @@
-//! The Node and Pod watches, and the link's state.
+//! The Node, Pod and PersistentVolumeClaim watches, and the link's state.
 //!
 //! Each watch is kube-runtime's watcher (list, then watch from the list's
 //! resourceVersion, relist on 410 Gone). Its events land in the index; the
-//! workers they touch go to the reconciler. An error marks the link LOST
-//! and the watch is polled again after a backoff (0.2 s doubling to 10 s);
-//! the first event after that marks it CONNECTED again.
+//! workers they touch go to the reconciler. An error of the node or pod
+//! watch marks the link LOST and the watch is polled again after a backoff
+//! (0.2 s doubling to 10 s); the first event after that marks it CONNECTED
+//! again. The claim watch only adds the storage of the volumes provisioned
+//! on each node to its allocated figures: its failure (say, RBAC not
+//! re-applied after an upgrade) is a WARN, retried with the same backoff,
+//! and leaves the link's state alone.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use kube::{
     Api,
     runtime::watcher::{self, Event},
@@ -18,7 +22,7 @@ use tokio_stream::StreamExt;
 
 use super::{
     ClusterLink, now,
-    view::{NodeView, PodView},
+    view::{NodeView, PodView, claim_view},
 };
 
 /// Shortest and longest wait before polling a failed watch again.
@@ -38,6 +42,7 @@ impl ClusterLink {
         vec![
             tokio::spawn(self.clone().watch_nodes(Api::all(client.clone()))),
             tokio::spawn(self.clone().watch_pods(Api::all(client.clone()))),
+            tokio::spawn(self.clone().watch_claims(Api::all(client.clone()))),
             tokio::spawn(self.clone().probe_version(client)),
         ]
     }
@@ -151,6 +156,59 @@ impl ClusterLink {
                 }
             }
             self.watch_ok(&mut backoff);
+        }
+    }
+
+    async fn watch_claims(self, api: Api<PersistentVolumeClaim>) {
+        let mut stream = Box::pin(watcher::watcher(api, watcher::Config::default()));
+        let mut listing: Vec<(String, PodView)> = Vec::new();
+        let mut backoff = BACKOFF.0;
+        let mut failing = false;
+        let key = |c: &PersistentVolumeClaim| {
+            format!(
+                "{}/{}",
+                c.metadata.namespace.as_deref().unwrap_or_default(),
+                c.metadata.name.as_deref().unwrap_or_default()
+            )
+        };
+        while let Some(event) = stream.next().await {
+            let touched = match event {
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(
+                            error = %e,
+                            "the claim watch failed: workers' allocated storage leaves out \
+                             their volumes until it works (does the control plane's \
+                             ClusterRole grant list and watch on persistentvolumeclaims?)"
+                        );
+                        failing = true;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF.1);
+                    continue;
+                }
+                Ok(Event::Init) => {
+                    listing.clear();
+                    Vec::new()
+                }
+                Ok(Event::InitApply(c)) => {
+                    if let Some(v) = claim_view(&c) {
+                        listing.push((key(&c), v));
+                    }
+                    Vec::new()
+                }
+                Ok(Event::InitDone) => self
+                    .index_mut()
+                    .replace_claims(std::mem::take(&mut listing)),
+                Ok(Event::Apply(c)) => self.index_mut().put_claim(key(&c), claim_view(&c)),
+                Ok(Event::Delete(c)) => self.index_mut().put_claim(key(&c), None),
+            };
+            self.enqueue(touched);
+            if failing {
+                tracing::info!("the claim watch works again");
+                failing = false;
+            }
+            backoff = BACKOFF.0;
         }
     }
 

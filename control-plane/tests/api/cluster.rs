@@ -6,7 +6,7 @@
 use std::{future::Future, time::Duration};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Secret};
 use kube::{
     Api,
     api::{ListParams, Patch, PatchParams, PostParams},
@@ -241,6 +241,41 @@ async fn a_workers_figures_follow_its_node_and_its_pods() {
     assert_eq!(w.allocatable.unwrap().memory_bytes, 8 << 30);
     assert_eq!(w.capacity.unwrap().cpu_millicores, 4000);
     assert!(w.not_ready_reason.is_empty());
+    assert_eq!(allocated.storage_bytes, 0, "no volume on the node yet");
+
+    // A volume provisioned on the node (its claim given the node, as the
+    // scheduler does for K3s's local-path class) takes from the node's
+    // disk: the worker's allocated storage counts it. A claim on no node
+    // (network storage) takes nothing from any worker.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client().await, &ns);
+    for (name, node) in [("local", Some(node_name.as_str())), ("network", None)] {
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "annotations": node
+                .map(|n| json!({"volume.kubernetes.io/selected-node": n}))
+                .unwrap_or_else(|| json!({}))},
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "3Gi"}}},
+        }))
+        .unwrap();
+        claims.create(&PostParams::default(), &claim).await.unwrap();
+    }
+    let w = worker_until(&admin, &id, "the volume's storage allocated", |w| {
+        w.allocated.as_ref().is_some_and(|a| a.storage_bytes > 0)
+    })
+    .await;
+    assert_eq!(w.allocated.unwrap().storage_bytes, 3 << 30);
+    let stats = admin
+        .client
+        .get_worker_stats(authed(pb::GetWorkerStatsRequest {}, &admin.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.allocated.unwrap().storage_bytes, 3 << 30);
+    assert_eq!(
+        stats.headroom.unwrap().storage_bytes,
+        w.allocatable.unwrap().storage_bytes - (3 << 30)
+    );
 
     // A pod that goes away gives its requests back.
     let pods: Api<Pod> = Api::namespaced(cluster.client().await, &ns);

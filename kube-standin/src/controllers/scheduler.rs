@@ -308,6 +308,7 @@ pub fn schedule(api: &mut Api, scheduled: &mut HashSet<String>) {
                 let node_name = name_of(node).1.to_string();
                 match api.bind(&namespace, &name, &node_name, SCHEDULER) {
                     Ok(_) => {
+                        super::storage::select_node(api, &pod, &node_name);
                         scheduled.insert(uid_of(&pod).to_string());
                         let wanted = pod_requests(&pod);
                         let entry = used.entry(node_name).or_default();

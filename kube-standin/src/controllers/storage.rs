@@ -10,7 +10,51 @@ use crate::kinds;
 use crate::quantity;
 use crate::store::name_of;
 
-/// Claims still Pending become Bound with the capacity they request.
+/// The annotation the scheduler puts on a claim whose storage class binds
+/// on first use (WaitForFirstConsumer, as K3s's default `local-path`
+/// does): the node the claim's first pod went to, where its volume is
+/// provisioned.
+pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+
+/// What the scheduler's volume binder does when it places `pod` on `node`:
+/// each of the pod's claims not bound yet is given the node, as
+/// `volume.kubernetes.io/selected-node`.
+pub fn select_node(api: &mut Api, pod: &Value, node: &str) {
+    let pvcs = kind("", "persistentvolumeclaims");
+    let namespace = text(pod, "/metadata/namespace").to_string();
+    let claims: Vec<String> = pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.pointer("/persistentVolumeClaim/claimName"))
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    for claim in claims {
+        let Ok(current) = api.get(pvcs, &namespace, &claim) else {
+            continue;
+        };
+        if text(&current, "/status/phase") == "Bound"
+            || current
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(SELECTED_NODE))
+                .is_some()
+        {
+            continue;
+        }
+        let patch = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
+        if let Err(error) =
+            api.write_as_controller(pvcs, &namespace, &claim, &patch, super::SCHEDULER)
+        {
+            tracing::debug!(?error, claim, "selecting a claim's node failed");
+        }
+    }
+}
+
+/// Claims still Pending whose node is chosen (see [`select_node`]) become
+/// Bound with the capacity they request, as local-path's provisioner binds
+/// them; a claim no pod uses yet stays Pending, as it does on K3s.
 pub fn bind_claims(api: &mut Api) {
     let pvcs = kind("", "persistentvolumeclaims");
     let pending: Vec<Value> = api
@@ -18,6 +62,11 @@ pub fn bind_claims(api: &mut Api) {
         .list(pvcs, None)
         .into_iter()
         .filter(|c| text(c, "/status/phase") != "Bound" && !terminating(c))
+        .filter(|c| {
+            c.pointer("/metadata/annotations")
+                .and_then(|a| a.get(SELECTED_NODE))
+                .is_some()
+        })
         .cloned()
         .collect();
     for claim in pending {

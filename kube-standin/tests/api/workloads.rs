@@ -578,6 +578,14 @@ async fn a_stateful_set_names_its_pods_by_ordinal_and_claims_their_volumes() {
         let status = claim.status.unwrap_or_default();
         if status.phase.as_deref() == Some("Bound") {
             assert_eq!(status.capacity.unwrap()["storage"].0, "1Gi");
+            // Bound on the node its pod went to, as local-path binds.
+            let annotations = claim.metadata.annotations.unwrap_or_default();
+            assert_eq!(
+                annotations
+                    .get("volume.kubernetes.io/selected-node")
+                    .map(String::as_str),
+                pod.spec.as_ref().unwrap().node_name.as_deref()
+            );
             break;
         }
         assert!(
