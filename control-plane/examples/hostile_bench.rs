@@ -22,8 +22,7 @@ use minispod_proto::v1::{
 use tokio::{net::TcpSocket, sync::mpsc};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-#[path = "../tests/common/raw_grpc.rs"]
-mod raw_grpc;
+use minispod_testkit::raw_grpc;
 
 #[path = "common/bench.rs"]
 mod bench;

@@ -24,10 +24,11 @@
 pub mod api_stats;
 pub mod bootstrap;
 pub mod drain;
-pub mod quantity;
 pub mod reconcile;
 pub mod view;
 pub mod watch;
+
+pub use minispod_support::quantity;
 
 use std::{
     collections::HashMap,
@@ -195,10 +196,7 @@ impl ClusterLink {
         };
         let cluster_ca_hash = ca_bundle.map(|b| {
             use sha2::Digest;
-            sha2::Sha256::digest(&b)
-                .iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<String>()
+            minispod_support::hex(&sha2::Sha256::digest(&b))
         });
         // A lost API server shows within seconds, not after the default 30.
         config.connect_timeout = Some(Duration::from_secs(5));

@@ -121,6 +121,21 @@ impl AppError {
     }
 }
 
+/// Whole seconds, rounded up, at least one: the `retry-after` a client is
+/// told.
+pub fn ceil_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+/// RESOURCE_EXHAUSTED for too many `what`, with the wait as the retry hint.
+pub fn too_many(what: &str, wait: Duration) -> AppError {
+    AppError::ResourceExhausted {
+        // Rounded up: "retry in 59s" for a wait of 59.9 s would be too early.
+        message: format!("too many {what}; retry in {}s", ceil_secs(wait)),
+        retry_after: Some(wait),
+    }
+}
+
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
         AppError::Internal(anyhow::Error::new(e).context("database"))
@@ -150,7 +165,7 @@ impl From<AppError> for Status {
                     ErrorDetails::with_retry_info(retry_after),
                 );
                 if let Some(d) = retry_after {
-                    let secs = crate::rate_limit::ceil_secs(d).to_string();
+                    let secs = ceil_secs(d).to_string();
                     if let Ok(v) = secs.parse() {
                         status.metadata_mut().insert("retry-after", v);
                     }

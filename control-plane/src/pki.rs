@@ -13,6 +13,7 @@ use std::{
 };
 
 use anyhow::Context;
+use minispod_support::hex;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -239,10 +240,6 @@ pub fn peer_identity(der: &[u8]) -> Option<PeerIdentity> {
         worker_id: cn,
         serial: hex(raw),
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The CA's parameters. Signing needs only its name, key identifier method

@@ -41,6 +41,8 @@ use crate::{
     error::AppError,
     store::{Db, now_ms},
 };
+// The retry hint's helpers live with the error they build; these paths stay.
+pub use crate::error::{ceil_secs, too_many};
 
 /// Most keys one limiter tracks in memory; beyond it the idle ones are
 /// forgotten first, then the longest untouched.
@@ -367,20 +369,6 @@ pub struct LoginLimiter {
     per_account_ip: RateLimiter,
     per_account: RateLimiter,
     known: KnownAddresses,
-}
-
-/// Whole seconds, rounded up, at least one.
-pub fn ceil_secs(d: Duration) -> u64 {
-    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
-}
-
-/// RESOURCE_EXHAUSTED for too many `what`, with the wait as the retry hint.
-pub fn too_many(what: &str, wait: Duration) -> AppError {
-    AppError::ResourceExhausted {
-        // Rounded up: "retry in 59s" for a wait of 59.9 s would be too early.
-        message: format!("too many {what}; retry in {}s", ceil_secs(wait)),
-        retry_after: Some(wait),
-    }
 }
 
 impl LoginLimiter {

@@ -160,7 +160,7 @@ pub mod merge_patch;
 pub mod meta;
 pub mod ownership;
 pub mod proxy;
-pub mod quantity;
+pub use minispod_support::quantity;
 pub mod rbac;
 pub mod record;
 pub mod selectors;

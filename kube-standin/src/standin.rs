@@ -81,7 +81,7 @@ fn identity() -> anyhow::Result<Identity> {
 fn random_token() -> String {
     use rand::Rng;
     let bytes: [u8; 24] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    minispod_support::hex(&bytes)
 }
 
 impl StandIn {

@@ -94,10 +94,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 /// SHA-256 of a token, hex: how spent tokens are recorded.
 pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    minispod_support::hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// Who the control plane says this machine is.

@@ -51,11 +51,7 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// `sha256:<hex>` of DER.
 pub fn pin_of(der: &[u8]) -> String {
-    let hex: String = Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", minispod_support::hex(&Sha256::digest(der)))
 }
 
 /// Checks a pin's format.

@@ -1,10 +1,12 @@
 //! Small operational helpers both daemons share, none of them protobuf: the
 //! systemd notify protocol and watchdog, a minimal HTTP endpoint for
 //! Prometheus scrapes, folding a TOML config file into the command line,
-//! durations, writing private files, and the names both share in the
-//! Kubernetes cluster (`kubernetes`).
+//! durations, writing private files, lower-case hex, the names both share
+//! in the Kubernetes cluster (`kubernetes`) and Kubernetes resource
+//! quantities (`quantity`, which the stand-in API server uses too).
 
 pub mod kubernetes;
+pub mod quantity;
 pub mod secret;
 
 pub use kubernetes::WORKER_ID_LABEL;
@@ -15,6 +17,18 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
 };
+
+/// `bytes` as lower-case hex, two digits a byte (digests, fingerprints,
+/// random ids).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
 
 /// Sends `state` (e.g. `READY=1`, `WATCHDOG=1`, `STOPPING=1`) to systemd
 /// over `$NOTIFY_SOCKET`; does nothing when not started by systemd with
@@ -268,6 +282,15 @@ pub fn apply_config_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_two_lower_case_digits_a_byte() {
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff, 0x5c]), "000fa0ff5c");
+        let all: Vec<u8> = (0..=255).collect();
+        let expected: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&all), expected);
+    }
 
     #[test]
     fn notify_reaches_a_listening_socket() {

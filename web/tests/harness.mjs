@@ -1186,7 +1186,7 @@ ${body}
  */
 
 /**
- * Starts a real SMTP server (aiosmtpd, control-plane/tests/common/smtp_sink.py)
+ * Starts a real SMTP server (aiosmtpd, testkit/smtp_sink.py)
  * that keeps every mail as JSON. Python comes from MINISPOD_TEST_PYTHON or
  * the test command's venv (.ci/.venv).
  * @returns {Promise<SmtpSink>}
@@ -1199,7 +1199,7 @@ export async function startSmtpSink() {
   fs.mkdirSync(mailDir);
   const port = await freePort();
   const logPath = path.join(dir, 'smtp.log');
-  const script = path.join(REPO_ROOT, 'control-plane', 'tests', 'common', 'smtp_sink.py');
+  const script = path.join(REPO_ROOT, 'testkit', 'smtp_sink.py');
   const child = spawnLogged(python, [script, '--port', String(port), '--dir', mailDir], { logPath });
   await waitFor(() => portAccepts(port), 15_000, { message: `SMTP server on ${port}; log: ${readText(logPath)}` });
   const mails = () =>

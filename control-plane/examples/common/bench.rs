@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use tonic::Request;
 
 /// The administrator the benchmarks start the control plane with.
 pub const ADMIN_EMAIL: &str = "bench@example.org";
@@ -27,19 +26,6 @@ pub fn release_bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// A loopback port nothing listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `msg` with `authorization: Bearer <token>`.
-pub fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
+// A free loopback port and `authorization: Bearer <token>`, as the tests
+// have them.
+pub use minispod_testkit::{app::authed, process::free_port};

@@ -159,8 +159,7 @@ pub fn signature(secret: &[u8], unix_seconds: i64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     let digest = mac.finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={unix_seconds},v1={hex}")
+    format!("t={unix_seconds},v1={}", minispod_support::hex(&digest))
 }
 
 /// A webhook URL, parsed: http(s), a host, a port and a path.

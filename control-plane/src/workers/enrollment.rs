@@ -109,7 +109,7 @@ impl std::fmt::Debug for Enrollment {
 pub fn new_token() -> (String, Secret, Vec<u8>) {
     let mut id = [0u8; 6];
     rand::rng().fill_bytes(&mut id);
-    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let id = minispod_support::hex(&id);
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let secret = URL_SAFE_NO_PAD.encode(secret);
@@ -126,7 +126,7 @@ pub fn token_parts(token: &str) -> (String, &str) {
         Some((id, secret)) => (id.to_owned(), secret),
         None => {
             let hash = Sha256::digest(token.as_bytes());
-            let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+            let hex = minispod_support::hex(&hash[..6]);
             (format!("static-{hex}"), token)
         }
     }

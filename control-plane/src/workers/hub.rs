@@ -101,7 +101,7 @@ struct MailboxState {
 
 /// What a mailbox delivers.
 #[derive(Debug, PartialEq)]
-pub enum Mail {
+pub enum Delivery {
     /// End the stream.
     Stop,
     /// Commands for the agent, oldest first.
@@ -133,15 +133,15 @@ impl Mailbox {
 
     /// The next mail; waits for one. Cancel-safe: mail is taken only when
     /// returned.
-    pub async fn next(&self) -> Mail {
+    pub async fn next(&self) -> Delivery {
         loop {
             {
                 let mut state = self.state();
                 if state.stopped {
-                    return Mail::Stop;
+                    return Delivery::Stop;
                 }
                 if !state.commands.is_empty() {
-                    return Mail::Commands(std::mem::take(&mut state.commands));
+                    return Delivery::Commands(std::mem::take(&mut state.commands));
                 }
             }
             // A wake-up between the check and here is kept as a permit.
@@ -590,7 +590,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             first,
-            Mail::Commands(vec![pb::command::Command::RenewCertificate(true)])
+            Delivery::Commands(vec![pb::command::Command::RenewCertificate(true)])
         );
 
         assert!(m.post(pb::command::Command::HeartbeatIntervalSeconds(7)));
@@ -600,7 +600,7 @@ mod tests {
             .expect("queued commands are ready");
         assert_eq!(
             next,
-            Mail::Commands(vec![
+            Delivery::Commands(vec![
                 pb::command::Command::HeartbeatIntervalSeconds(7),
                 pb::command::Command::Reenroll(true)
             ])
@@ -610,7 +610,7 @@ mod tests {
         let stopped = tokio::time::timeout(Duration::from_secs(1), m.next())
             .await
             .expect("a stopped mailbox answers at once");
-        assert_eq!(stopped, Mail::Stop);
+        assert_eq!(stopped, Delivery::Stop);
         assert!(
             !m.post(pb::command::Command::RenewCertificate(true)),
             "stopped"
@@ -698,6 +698,6 @@ mod tests {
             assert!(m.post(pb::command::Command::RenewCertificate(true)));
         }
         assert!(!m.post(pb::command::Command::RenewCertificate(true)));
-        assert!(matches!(m.next().await, Mail::Commands(c) if c.len() == MAILBOX_COMMANDS));
+        assert!(matches!(m.next().await, Delivery::Commands(c) if c.len() == MAILBOX_COMMANDS));
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use super::{
-    hub::{FleetHub, Mail},
+    hub::{Delivery, FleetHub},
     limits::WorkerLimits,
     queries::{self as workers_db, HeartbeatMetrics, StateChange, StreamChange, WorkerRow},
 };
@@ -139,8 +139,8 @@ async fn serve(
         loop {
             tokio::select! {
                 mail = reg.mailbox.next() => match mail {
-                    Mail::Stop => return EndReason::Replaced,
-                    Mail::Commands(commands) => {
+                    Delivery::Stop => return EndReason::Replaced,
+                    Delivery::Commands(commands) => {
                         for command in commands {
                             let cmd = ConnectResponse {
                                 message: Some(connect_response::Message::Command(pb::Command { command: Some(command) })),

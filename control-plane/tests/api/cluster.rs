@@ -20,17 +20,14 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    helpers::{TestApp, authed, spawn_app_with},
+    helpers::{TestApp, authed, link_args, spawn_app_with},
     workers::{Admin, Stream, connect, connect_as, enroll, mtls},
 };
 
 /// A control plane linked to `cluster`, with a short offline-taint grace.
 async fn linked(cluster: &TestCluster) -> TestApp {
-    let kubeconfig = cluster.kubeconfig_path().to_owned();
-    spawn_app_with(move |a| {
-        a.kubeconfig = Some(kubeconfig);
-        a.offline_taint_grace = Duration::from_millis(300);
-        a.offline_taint_after_start = Duration::ZERO;
+    spawn_app_with(|a| {
+        link_args(a, cluster.kubeconfig_path());
         a.metrics_flush_interval = Duration::from_millis(100);
     })
     .await
@@ -71,24 +68,6 @@ async fn link_state(admin: &mut Admin) -> pb::GetClusterLinkResponse {
         .await
         .expect("GetClusterLink")
         .into_inner()
-}
-
-async fn connected(admin: &mut Admin) {
-    let token = admin.token.clone();
-    let mut client = admin.client.clone();
-    until(20, "the link to connect", || {
-        let (mut client, token) = (client.clone(), token.clone());
-        async move {
-            let r = client
-                .get_cluster_link(authed(pb::GetClusterLinkRequest {}, &token))
-                .await
-                .ok()?
-                .into_inner();
-            (r.state == pb::ClusterLinkState::Connected as i32).then_some(())
-        }
-    })
-    .await;
-    let _ = &mut client;
 }
 
 async fn get(admin: &Admin, id: &str) -> pb::Worker {
@@ -171,7 +150,7 @@ async fn a_workers_figures_follow_its_node_and_its_pods() {
     let cluster = TestCluster::start().await.unwrap();
     let app = linked(&cluster).await;
     let mut admin = Admin::of(&app).await;
-    connected(&mut admin).await;
+    app.until_linked(&admin.token).await;
     let (id, mut stream) = online_worker(&app, &mut admin, "m-figures").await;
 
     // Stream up, no node yet: NOT_READY, and why.
@@ -340,7 +319,7 @@ async fn cordon_labels_and_taints_reach_the_node_and_others_survive() {
     let cluster = TestCluster::start().await.unwrap();
     let app = linked(&cluster).await;
     let mut admin = Admin::of(&app).await;
-    connected(&mut admin).await;
+    app.until_linked(&admin.token).await;
     let (id, _stream) = online_worker(&app, &mut admin, "m-labels").await;
     let node = cluster
         .create_node("labels", &[(WORKER_ID_LABEL, &id), ("team", "infra")])
@@ -465,7 +444,7 @@ async fn a_lost_stream_taints_the_node_noexecute_after_the_grace_and_reconnectin
     let cluster = TestCluster::start().await.unwrap();
     let app = linked(&cluster).await;
     let mut admin = Admin::of(&app).await;
-    connected(&mut admin).await;
+    app.until_linked(&admin.token).await;
     let token = admin.token(0, "").await.token;
     let agent = enroll(&app, &token, "m-offline").await.unwrap();
     let id = agent.enrolled.worker_id.clone();
@@ -523,7 +502,7 @@ async fn maintenance_drains_the_node_through_evictions_respecting_a_disruption_b
     let cluster = TestCluster::start().await.unwrap();
     let app = linked(&cluster).await;
     let mut admin = Admin::of(&app).await;
-    connected(&mut admin).await;
+    app.until_linked(&admin.token).await;
     let (id, _stream) = online_worker(&app, &mut admin, "m-drain").await;
     let node = cluster
         .create_node("drain", &[(WORKER_ID_LABEL, &id)])
@@ -697,7 +676,7 @@ async fn each_enrollment_gets_a_bootstrap_token_of_its_own() {
     let cluster = TestCluster::start().await.unwrap();
     let app = linked(&cluster).await;
     let mut admin = Admin::of(&app).await;
-    connected(&mut admin).await;
+    app.until_linked(&admin.token).await;
     let token = admin.token(0, "").await.token;
     let a = enroll(&app, &token, "m-token-a").await.unwrap().enrolled;
     let b = enroll(&app, &token, "m-token-b").await.unwrap().enrolled;
@@ -734,7 +713,7 @@ async fn losing_the_api_server_shows_and_the_link_recovers_without_touching_the_
     let cluster = TestCluster::start().await.unwrap();
     let app = linked(&cluster).await;
     let mut admin = Admin::of(&app).await;
-    connected(&mut admin).await;
+    app.until_linked(&admin.token).await;
     let (id, mut stream) = online_worker(&app, &mut admin, "m-lost").await;
     let node = cluster
         .create_node("lost", &[(WORKER_ID_LABEL, &id)])
@@ -824,7 +803,7 @@ async fn losing_the_api_server_shows_and_the_link_recovers_without_touching_the_
         .unwrap();
 
     cluster.restore();
-    connected(&mut admin).await;
+    app.until_linked(&admin.token).await;
     let nodes: Api<Node> = Api::all(cluster.client().await);
     node_until(&nodes, &name, "the change made during the outage", |n| {
         labels(n).get("during").map(String::as_str) == Some("outage")
@@ -843,7 +822,7 @@ async fn an_agent_of_the_daemonset_names_its_node_and_the_control_plane_labels_i
     let cluster = TestCluster::start().await.unwrap();
     let app = linked(&cluster).await;
     let mut admin = Admin::of(&app).await;
-    connected(&mut admin).await;
+    app.until_linked(&admin.token).await;
     // A node already in the cluster, without our label.
     let node = cluster
         .create_node("daemonset", &[("kubernetes.io/os", "linux")])
@@ -924,7 +903,7 @@ async fn a_node_the_control_plane_sees_after_its_agent_named_it_is_labelled_too(
     let cluster = TestCluster::start().await.unwrap();
     let app = linked(&cluster).await;
     let mut admin = Admin::of(&app).await;
-    connected(&mut admin).await;
+    app.until_linked(&admin.token).await;
     // The name the fixture below gives the node, known before it exists.
     let name = cluster.name("late");
     let token = admin.token(1, "").await.token;
@@ -967,7 +946,7 @@ async fn deleting_a_worker_drains_and_deletes_its_node() {
     let cluster = TestCluster::start().await.unwrap();
     let app = linked(&cluster).await;
     let mut admin = Admin::of(&app).await;
-    connected(&mut admin).await;
+    app.until_linked(&admin.token).await;
     let (id, _stream) = online_worker(&app, &mut admin, "m-delete").await;
     let name = cluster
         .create_node("deleted", &[(WORKER_ID_LABEL, &id)])
@@ -1023,7 +1002,7 @@ async fn a_live_view_gets_the_nodes_figures_with_the_metrics() {
     let cluster = TestCluster::start().await.unwrap();
     let app = linked(&cluster).await;
     let mut admin = Admin::of(&app).await;
-    connected(&mut admin).await;
+    app.until_linked(&admin.token).await;
     let (id, mut stream) = online_worker(&app, &mut admin, "m-watch").await;
     let name = cluster
         .create_node("watched", &[(WORKER_ID_LABEL, &id)])

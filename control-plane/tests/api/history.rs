@@ -436,18 +436,7 @@ async fn a_subscriptions_status_over_time_is_shown_to_its_owner_and_administrato
     })
     .await;
     let mut admin = Admin::of(&app).await;
-    until(20, "the link to connect", || {
-        let (mut c, t) = (admin.client.clone(), admin.token.clone());
-        async move {
-            let r = c
-                .get_cluster_link(authed(pb::GetClusterLinkRequest {}, &t))
-                .await
-                .ok()?
-                .into_inner();
-            (r.state == pb::ClusterLinkState::Connected as i32).then_some(())
-        }
-    })
-    .await;
+    app.until_linked(&admin.token).await;
     let (_w, _node, _stream) = worker_with_node_on(&cluster, &app, &mut admin, "m-history").await;
     let (user, owner) = customer(&app, "history-owner@example.com").await;
     cluster.delete_on_drop(&namespace_of(&user));

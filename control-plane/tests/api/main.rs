@@ -6,19 +6,22 @@ mod catalog;
 mod cluster;
 mod console;
 mod gate;
-mod helpers;
 mod history;
 mod hostile;
 mod mail;
 mod notifications;
 mod on_postgres;
-#[path = "../common/raw_grpc.rs"]
-mod raw_grpc;
 mod refusals;
-#[path = "../common/smtp.rs"]
-mod smtp;
 mod subscriptions;
 mod transport;
 mod users;
 mod words;
 mod workers;
+
+/// The shared harness (`minispod-testkit`: `spawn_app`, `TempDir`, request
+/// helpers) under the name the tests use.
+mod helpers {
+    pub use minispod_testkit::{TempDir, app::*};
+}
+
+use minispod_testkit::{raw_grpc, smtp};

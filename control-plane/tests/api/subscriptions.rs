@@ -63,11 +63,8 @@ pub(crate) async fn linked_app_with(
     dir: Option<std::sync::Arc<crate::helpers::TempDir>>,
     more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs),
 ) -> TestApp {
-    let kubeconfig = cluster.kubeconfig_path().to_owned();
-    let configure = move |a: &mut minispod_control_plane::config::ServeArgs| {
-        a.kubeconfig = Some(kubeconfig);
-        a.offline_taint_grace = Duration::from_millis(300);
-        a.offline_taint_after_start = Duration::ZERO;
+    let configure = |a: &mut minispod_control_plane::config::ServeArgs| {
+        crate::helpers::link_args(a, cluster.kubeconfig_path());
         a.apps_domain = "apps.example.test".into();
         a.subscription_resync = Duration::from_secs(1);
         more(a);
@@ -93,26 +90,8 @@ async fn env_with(more: impl FnOnce(&mut minispod_control_plane::config::ServeAr
         app,
         admin,
     };
-    until_linked(&env.admin).await;
+    env.app.until_linked(&env.admin.token).await;
     env
-}
-
-/// Waits until the control plane's link to the cluster is up.
-async fn until_linked(admin: &Admin) {
-    let token = admin.token.clone();
-    let client = admin.client.clone();
-    until(20, "the link to connect", || {
-        let (mut client, token) = (client.clone(), token.clone());
-        async move {
-            let r = client
-                .get_cluster_link(authed(pb::GetClusterLinkRequest {}, &token))
-                .await
-                .ok()?
-                .into_inner();
-            (r.state == pb::ClusterLinkState::Connected as i32).then_some(())
-        }
-    })
-    .await;
 }
 
 /// Polls `check` every 50 ms until it gives Some, for at most `secs`.
@@ -1954,7 +1933,7 @@ async fn a_one_gib_log_line_costs_the_control_plane_a_few_mib() {
     let pid = child.id().unwrap();
     let app = attach(([127, 0, 0, 1], port).into(), dir).await;
     let mut admin = Admin::of(&app).await;
-    until_linked(&admin).await;
+    app.until_linked(&admin.token).await;
     let (_w, _n, _stream) = worker_with_node_on(&cluster, &app, &mut admin, "m-memory").await;
     let (user, token) = customer(&app, "memory@example.com").await;
     cluster.delete_on_drop(&namespace_of(&user));

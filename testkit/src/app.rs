@@ -1,12 +1,15 @@
 //! `spawn_app`: the real server on a random port with a fresh data dir,
 //! reached over TLS like any client.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, time::Duration};
+
+use crate::TempDir;
 
 use minispod_control_plane::{Application, config::ServeArgs};
 use minispod_proto::v1::{
     self as pb, auth_service_client::AuthServiceClient,
     catalog_service_client::CatalogServiceClient, user_service_client::UserServiceClient,
+    worker_service_client::WorkerServiceClient,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{
@@ -19,36 +22,6 @@ use tonic::{
 pub const ADMIN_EMAIL: &str = "root@example.org";
 /// Password of the bootstrap administrator of every test app.
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
-
-/// A directory removed when dropped, and the database of the server that
-/// keeps its state there: None for SQLite in the directory, or a fresh
-/// PostgreSQL database when `MINISPOD_TEST_POSTGRES` names a server.
-#[derive(Debug)]
-pub struct TempDir(pub PathBuf, pub Option<String>);
-
-impl TempDir {
-    /// A new empty directory under the system temp dir.
-    pub fn new() -> TempDir {
-        let p = std::env::temp_dir().join(format!("minispod-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p, None)
-    }
-
-    /// A new empty directory and a fresh database for a server.
-    pub async fn for_server() -> TempDir {
-        let mut dir = TempDir::new();
-        dir.1 = minispod_control_plane::store::fresh_test_database()
-            .await
-            .expect("a fresh test database");
-        dir
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A running server and clients for it.
 pub struct TestApp {
@@ -82,6 +55,15 @@ pub fn test_args(data_dir: &std::path::Path) -> ServeArgs {
     args.log_stream_burst = 10_000;
     args.cors_origins = vec!["https://app.example.org".into()];
     args
+}
+
+/// Links the app to the cluster whose kubeconfig is `kubeconfig`, with the
+/// short offline-taint grace the cluster tests wait out (300 ms, counted
+/// from start-up too).
+pub fn link_args(args: &mut ServeArgs, kubeconfig: &std::path::Path) {
+    args.kubeconfig = Some(kubeconfig.to_owned());
+    args.offline_taint_grace = Duration::from_millis(300);
+    args.offline_taint_after_start = Duration::ZERO;
 }
 
 /// Starts the app with default test settings.
@@ -239,6 +221,32 @@ impl TestApp {
             .expect("register")
             .into_inner();
         (r.user.unwrap().id, r.access_token)
+    }
+
+    /// WorkerService client.
+    pub fn workers(&self) -> WorkerServiceClient<Channel> {
+        WorkerServiceClient::new(self.channel.clone())
+    }
+
+    /// Waits (20 s at most) until the app's link to its cluster is
+    /// CONNECTED, asking as `admin_token`.
+    pub async fn until_linked(&self, admin_token: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = self
+                .workers()
+                .get_cluster_link(authed(pb::GetClusterLinkRequest {}, admin_token))
+                .await
+                .map(|r| r.into_inner().state);
+            if matches!(state, Ok(s) if s == pb::ClusterLinkState::Connected as i32) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for the link to connect"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The Prometheus exposition (needs `--metrics-listen`).

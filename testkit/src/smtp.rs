@@ -5,7 +5,7 @@
 //! Python comes from `MINISPOD_TEST_PYTHON`, else the test command's venv
 //! (`.ci/.venv/bin/python`, where `.ci/test.sh` installs aiosmtpd).
 
-#![allow(dead_code)]
+use crate::process::free_port;
 
 use std::{
     io::{BufRead, BufReader},
@@ -78,14 +78,6 @@ fn python() -> PathBuf {
     venv
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl SmtpSink {
     /// Starts a server with mails kept under `dir` (created), requiring
     /// STARTTLS.
@@ -128,9 +120,7 @@ impl SmtpSink {
     /// (Re)starts the server on its port.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "already running");
-        // From either crate's tests (control-plane, node-agent).
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../control-plane/tests/common/smtp_sink.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("smtp_sink.py");
         let mut child = Command::new(python())
             .arg(script)
             .args(["--port", &self.port.to_string()])

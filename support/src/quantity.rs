@@ -1,4 +1,7 @@
-//! Kubernetes resource quantities ("250m", "8Gi", "1.5", "1e3") as integers.
+//! Kubernetes resource quantities ("250m", "8Gi", "1.5", "1e3") as integers,
+//! and back to text: the control plane reads the cluster's figures with it,
+//! and the stand-in API server's scheduler and quota controller both read
+//! and print them.
 
 /// `q` in thousandths of its unit, rounded up as Kubernetes rounds, or None
 /// when it is not a quantity. CPU "250m" is 250; memory "1Ki" is 1,024,000.
@@ -73,6 +76,36 @@ pub fn whole(q: &str) -> i64 {
     milli(q).map_or(0, |m| ((m + 999) / 1000).clamp(0, i64::MAX as i128) as i64)
 }
 
+/// A CPU figure in millicores as Kubernetes prints it: "2" or "500m".
+pub fn format_millicores(m: i64) -> String {
+    if m % 1000 == 0 {
+        (m / 1000).to_string()
+    } else {
+        format!("{m}m")
+    }
+}
+
+/// A byte count as Kubernetes prints a binary quantity: the largest binary
+/// suffix that divides it ("4Gi", "1536Mi"), else the plain number.
+pub fn format_bytes(bytes: i64) -> String {
+    if bytes == 0 {
+        return "0".into();
+    }
+    for (shift, suffix) in [
+        (60, "Ei"),
+        (50, "Pi"),
+        (40, "Ti"),
+        (30, "Gi"),
+        (20, "Mi"),
+        (10, "Ki"),
+    ] {
+        if bytes % (1i64 << shift) == 0 {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +125,16 @@ mod tests {
         assert_eq!(whole("128974848"), 128_974_848);
         assert_eq!(whole("129e6"), 129_000_000);
         assert_eq!(whole("123Mi"), 123 << 20);
+    }
+
+    #[test]
+    fn prints_figures_as_kubernetes_does() {
+        assert_eq!(format_millicores(2000), "2");
+        assert_eq!(format_millicores(250), "250m");
+        assert_eq!(format_bytes(4 << 30), "4Gi");
+        assert_eq!(format_bytes(1536 << 20), "1536Mi");
+        assert_eq!(format_bytes(1000), "1000");
+        assert_eq!(format_bytes(0), "0");
     }
 
     #[test]
