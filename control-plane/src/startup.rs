@@ -33,6 +33,7 @@ use crate::{
     },
     catalog::{seed, service::CatalogApi},
     cluster::{ClusterLink, LinkSettings},
+    nodes::Nodes,
     config::ServeArgs,
     console::ConsoleLayer,
     history::{HistorySettings, recorder::Recorder, service::HistoryApi},
@@ -218,6 +219,7 @@ pub struct Application {
     auth: AuthState,
     pki: Arc<Pki>,
     hub: FleetHub,
+    nodes: Nodes,
     replica: Replica,
     enrollment: Enrollment,
     notifier: Notifier,
@@ -333,7 +335,8 @@ impl Application {
             },
         )
         .await?;
-        hub.set_cluster(cluster.clone());
+        let nodes = Nodes::new(cluster);
+        hub.set_nodes(Arc::new(nodes.clone()));
         let notifier = Notifier::new(auth.mail.clone());
         let enrollment = Enrollment::new(
             hub.clone(),
@@ -383,6 +386,7 @@ impl Application {
             auth,
             pki,
             hub,
+            nodes,
             replica,
             enrollment,
             notifier,
@@ -436,6 +440,7 @@ impl Application {
             tls,
             auth,
             hub,
+            nodes,
             replica,
             enrollment,
             notifier,
@@ -483,15 +488,21 @@ impl Application {
         .spawn();
         let database_watch = tokio::spawn(report_database_health(auth.db.clone(), health.clone()));
         let metrics_server = metrics_listener.map(|l| {
-            let (db, hub, metrics, mail) = (
+            let (db, hub, metrics, mail, cluster) = (
                 auth.db.clone(),
                 hub.clone(),
                 metrics.clone(),
                 auth.mail.clone(),
+                nodes.link().clone(),
             );
             let render: minispod_support::Render = Arc::new(move || {
-                let (db, hub, metrics, mail) =
-                    (db.clone(), hub.clone(), metrics.clone(), mail.clone());
+                let (db, hub, metrics, mail, cluster) = (
+                    db.clone(),
+                    hub.clone(),
+                    metrics.clone(),
+                    mail.clone(),
+                    cluster.clone(),
+                );
                 Box::pin(async move {
                     let workers = workers_db::counts_by_status(&db).await.unwrap_or_default();
                     let outbox = crate::mail::outbox::counts(db.read())
@@ -504,9 +515,8 @@ impl Application {
                     metrics.render(&FleetGauges {
                         workers,
                         streams_open: hub.online_count(),
-                        cluster: hub.cluster().and_then(ClusterLink::gauges),
-                        kube_api: hub
-                            .cluster()
+                        cluster: cluster.gauges(),
+                        kube_api: Some(&cluster)
                             .filter(|c| c.is_linked())
                             .map(ClusterLink::api_stats),
                         outbox,
@@ -517,9 +527,9 @@ impl Application {
             tokio::spawn(minispod_support::serve_metrics(l, render))
         });
         let flusher = hub.spawn_flusher();
-        let cluster = hub.cluster().cloned().unwrap_or_else(ClusterLink::unlinked);
+        let cluster = nodes.link().clone();
         let mut cluster_tasks = cluster.spawn_watches();
-        cluster_tasks.extend(cluster.spawn_reconciler(hub.clone()));
+        cluster_tasks.extend(nodes.spawn(&hub));
         let subscriptions = Subscriptions::new(
             auth.db.clone(),
             cluster.clone(),
@@ -620,12 +630,15 @@ impl Application {
                     .max_decoding_message_size(message_limits::CATALOG),
             )
             .add_service(
-                WorkerServiceServer::new(WorkerApi::new(
-                    auth.clone(),
-                    hub.clone(),
-                    pki.ca_hash(),
-                    agent_url(&args, local_addr),
-                ))
+                WorkerServiceServer::new(
+                    WorkerApi::new(
+                        auth.clone(),
+                        hub.clone(),
+                        pki.ca_hash(),
+                        agent_url(&args, local_addr),
+                    )
+                    .with_cluster(cluster.clone()),
+                )
                 .max_decoding_message_size(message_limits::WORKER),
             )
             .add_service(

@@ -510,7 +510,7 @@ impl Enrollment {
         // before the enrollment is committed: if the API server cannot make
         // one, the enrollment fails (UNAVAILABLE, the agent retries) and its
         // token is not spent — unless --k3s-token-file gives a fallback.
-        let k3s_token = match self.hub.cluster() {
+        let k3s_token = match self.hub.nodes() {
             Some(c) if c.is_linked() => match c
                 .k3s_join_token(&worker_id, self.config.k3s_token_ttl)
                 .await
