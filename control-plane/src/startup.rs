@@ -25,6 +25,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     auth::{
+        AccountMail,
         AuthState,
         password::PasswordHasher,
         queries as refresh_db,
@@ -217,6 +218,7 @@ pub struct Application {
     local_addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     auth: AuthState,
+    account_mail: AccountMail,
     pki: Arc<Pki>,
     hub: FleetHub,
     nodes: Nodes,
@@ -283,9 +285,11 @@ impl Application {
             )),
             trusted_proxies: args.transport.trusted_proxies.clone().into(),
             registration_open: !args.close_registration,
+        };
+        let account_mail = AccountMail {
             mail,
             // Three mails per address at once, then one every ten minutes.
-            mail_limiter: Arc::new(RateLimiter::for_store(
+            limiter: Arc::new(RateLimiter::for_store(
                 &db,
                 "mail_address",
                 3,
@@ -337,7 +341,7 @@ impl Application {
         .await?;
         let nodes = Nodes::new(cluster);
         hub.set_nodes(Arc::new(nodes.clone()));
-        let notifier = Notifier::new(auth.mail.clone());
+        let notifier = Notifier::new(account_mail.mail.clone());
         let enrollment = Enrollment::new(
             hub.clone(),
             pki.clone(),
@@ -384,6 +388,7 @@ impl Application {
             local_addr,
             tls,
             auth,
+            account_mail,
             pki,
             hub,
             nodes,
@@ -439,6 +444,7 @@ impl Application {
             listener,
             tls,
             auth,
+            account_mail,
             hub,
             nodes,
             replica,
@@ -472,7 +478,7 @@ impl Application {
             .context("build reflection v1alpha")?;
 
         let cleanup = tokio::spawn(expire_refresh_tokens(auth.db.clone()));
-        let mail_worker = auth
+        let mail_worker = account_mail
             .mail
             .spawn(auth.db.clone(), hub.replica_id().to_owned());
         let fleet_notices = FleetNotices::new(
@@ -492,7 +498,7 @@ impl Application {
                 auth.db.clone(),
                 hub.clone(),
                 metrics.clone(),
-                auth.mail.clone(),
+                account_mail.mail.clone(),
                 nodes.link().clone(),
             );
             let render: minispod_support::Render = Arc::new(move || {
@@ -618,8 +624,12 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                AuthServiceServer::new(AuthApi::new(auth.clone(), subscriptions.clone()))
-                    .max_decoding_message_size(message_limits::AUTH),
+                AuthServiceServer::new(AuthApi::new(
+                    auth.clone(),
+                    subscriptions.clone(),
+                    account_mail.clone(),
+                ))
+                .max_decoding_message_size(message_limits::AUTH),
             )
             .add_service(
                 UserServiceServer::new(UserApi::new(auth.clone(), subscriptions.clone()))
