@@ -346,7 +346,7 @@ impl Application {
             hub.clone(),
             pki.clone(),
             enrollment_config(&args)?,
-            notifier.clone(),
+            Arc::new(notifier.clone()),
         );
         enrollment.import_static_token().await?;
 
