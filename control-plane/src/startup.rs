@@ -25,8 +25,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     auth::{
-        AccountMail,
-        AuthState,
+        AccountMail, AuthState,
         password::PasswordHasher,
         queries as refresh_db,
         service::AuthApi,
@@ -34,12 +33,12 @@ use crate::{
     },
     catalog::{seed, service::CatalogApi},
     cluster::{ClusterLink, LinkSettings},
-    nodes::Nodes,
     config::ServeArgs,
     console::ConsoleLayer,
     history::{HistorySettings, recorder::Recorder, service::HistoryApi},
     mail::{Mail, MailSettings, RetryPolicy, smtp::SmtpUrl},
     metrics::{FleetGauges, Metrics},
+    nodes::Nodes,
     notifications::{Notifier, fleet::FleetNotices, incidents::Timing, service::NotificationApi},
     pki::Pki,
     rate_limit::{LoginLimiter, LoginLimits, RateLimiter},

@@ -466,7 +466,12 @@ mod tests {
         async fn reconcile(&mut self, _: &&'static str) -> Result<Action, &'static str> {
             Err(self.error)
         }
-        fn error_policy(&mut self, key: &&'static str, e: &&'static str, backoff: Duration) -> Action {
+        fn error_policy(
+            &mut self,
+            key: &&'static str,
+            e: &&'static str,
+            backoff: Duration,
+        ) -> Action {
             if *e == "forbidden" {
                 self.given_up.push(key);
                 Action::Done
@@ -486,7 +491,11 @@ mod tests {
         // A transient error: back after the backoff, counted as a failure.
         assert_eq!(q.process(&mut r, "a").await, Err("unavailable"));
         let due = q.due(&"a").expect("a transient error is retried");
-        assert_eq!(due - Instant::now(), BACKOFF.base, "the first backoff is the base");
+        assert_eq!(
+            due - Instant::now(),
+            BACKOFF.base,
+            "the first backoff is the base"
+        );
         assert_eq!(q.failing(&"a").map(|f| f.1), Some(1));
         // A refusal: the policy gives up, nothing is pending, and the key
         // waits for the next change (or resync), or a person's `add_now`.
@@ -502,7 +511,10 @@ mod tests {
             passes: 0,
         };
         assert!(q.process(&mut c, "c").await.is_err());
-        assert!(q.due(&"c").is_some_and(|d| d >= Instant::now() + BACKOFF.base));
+        assert!(
+            q.due(&"c")
+                .is_some_and(|d| d >= Instant::now() + BACKOFF.base)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -38,7 +38,6 @@ pub struct ApiStats {
     counts: Mutex<Counts>,
 }
 
-
 fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, other: K) {
     let key = if map.len() >= MAX_SERIES && !map.contains_key(&key) {
         other

@@ -267,7 +267,10 @@ impl NodeReconciler {
             // The worker was deleted: the drain loop cordons and drains its
             // node, then deletes the node object.
             if let Some(n) = node
-                && self.nodes.drain_job(id).is_none_or(|j| j.retire_by.is_none())
+                && self
+                    .nodes
+                    .drain_job(id)
+                    .is_none_or(|j| j.retire_by.is_none())
             {
                 let by = tokio::time::Instant::now() + RETIRE_DRAIN_TIMEOUT;
                 self.nodes.start_drain(id, &n.name, Some(by));

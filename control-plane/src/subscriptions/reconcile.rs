@@ -155,8 +155,7 @@ async fn watch_pods(subs: Subscriptions, api: Api<Pod>) {
         render::MANAGED_BY.1
     ));
     let mut stream = Box::pin(watcher::watcher(api, config));
-    let mut listing: HashMap<String, std::collections::BTreeMap<String, PodInfo>> =
-        HashMap::new();
+    let mut listing: HashMap<String, std::collections::BTreeMap<String, PodInfo>> = HashMap::new();
     let mut backoff = Duration::from_millis(200);
     while let Some(event) = stream.next().await {
         match event {
@@ -373,7 +372,8 @@ impl Reconciler {
             tx.commit().await?;
             self.applied.remove(id);
             self.apply_namespace(&client, &row.user_id).await?;
-            self.subs.publish(Change::Deleted(row.id.clone(), row.user_id.clone()));
+            self.subs
+                .publish(Change::Deleted(row.id.clone(), row.user_id.clone()));
             tracing::info!(subscription = %row.id, name = %row.name, "subscription deleted");
             return Ok(());
         }
@@ -397,7 +397,8 @@ impl Reconciler {
                     queries::forget_volume(self.subs.db(), &row.namespace, &name).await?;
                 }
             }
-            self.applied.insert(id.to_owned(), (row.generation, Instant::now()));
+            self.applied
+                .insert(id.to_owned(), (row.generation, Instant::now()));
         }
 
         let pods = self.subs.pods_of(id);

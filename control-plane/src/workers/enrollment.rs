@@ -23,7 +23,8 @@ use crate::{
 
 /// Queuing a notice in the enrollment's transaction
 /// ([`EnrollmentNotices::enrolled`]).
-pub type Queued<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = AppResult<usize>> + Send + 'a>>;
+pub type Queued<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = AppResult<usize>> + Send + 'a>>;
 
 /// Who is told of a new machine, in the enrollment's own transaction (so
 /// the notice is written once, with the enrollment). `crate::notifications`
@@ -610,10 +611,7 @@ impl Enrollment {
         let last_seen = named
             .last_health_check_at
             .or(named.last_heartbeat_at)
-            .map_or_else(
-                || "never".to_owned(),
-                crate::workers::rfc3339,
-            );
+            .map_or_else(|| "never".to_owned(), crate::workers::rfc3339);
         let status = named.status.to_lowercase().replace('_', " ");
         tracing::warn!(worker_id = %named.id, name = %named.name, old_machine_id = %named.machine_id,
             new_machine_id = %facts.machine_id, ip = %ip_address,
