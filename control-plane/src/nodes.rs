@@ -100,12 +100,6 @@ impl Nodes {
         ]
     }
 
-    /// Asks the reconciler to look at these workers' nodes again (one
-    /// waiting out a backoff after a failure keeps its time).
-    pub fn enqueue(&self, workers: impl IntoIterator<Item = String>) {
-        self.inner.queue.add(workers);
-    }
-
     fn set_drain(&self, worker_id: &str, drain: Option<pb::WorkerDrain>) {
         let mut d = self.inner.drains.lock().unwrap_or_else(|p| p.into_inner());
         match drain {
