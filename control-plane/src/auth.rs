@@ -50,10 +50,17 @@ pub struct AuthState {
     pub trusted_proxies: Arc<[Cidr]>,
     /// Whether anyone may Register (`--close-registration` turns it off).
     pub registration_open: bool,
+}
+
+/// What the AuthService needs to send account mail (verification links,
+/// password resets): the mail handle and the per-address limit. Given to
+/// the AuthService alone, not to every service through [`AuthState`].
+#[derive(Clone, Debug)]
+pub struct AccountMail {
     /// Mail: the outbox, SMTP and the account links.
     pub mail: Mail,
     /// Mails asked for per email address (password reset, new links).
-    pub mail_limiter: Arc<RateLimiter>,
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl AuthState {

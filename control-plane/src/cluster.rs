@@ -4,17 +4,15 @@
 //!   figures a worker record shows from them.
 //! - `watch`: the Node and Pod watches that keep the index current, and the
 //!   link's state (CONNECTING, CONNECTED, LOST) with backoff.
-//! - `reconcile`: makes each worker's node what its record says: labels and
-//!   cordon by server-side apply under our field manager, our taints
-//!   (including the offline NoExecute taint after the grace), node
-//!   readiness into the worker's status.
-//! - `drain`: maintenance drains through the Eviction API, on a work
-//!   queue of their own (one round per worker at a time, backoff after API
-//!   errors, FAILED at once on 401/403).
+//! - `watch` also hands the ids of the workers whose node changed to the
+//!   queue given by [`ClusterLink::feed`] (the node reconciler's, in
+//!   `crate::nodes`, which makes each node what its worker's record says
+//!   and runs the drains). The link itself knows nothing of the workers'
+//!   records: a worker is the `minispod.dev/worker-id` label of a node.
 //! - `api_stats`: requests and error answers per resource kind, recorded by
 //!   a layer of the client (metrics, GetClusterLink).
 //! - `bootstrap`: a K3s bootstrap token for each enrollment.
-//! - `quantity`: Kubernetes quantities as integers.
+//! - `quantity`: Kubernetes quantities as integers (from `minispod_support`).
 //!
 //! Without `--kubeconfig` or `--kube-in-cluster` there is no link: the
 //! worker records show what the agents report and nothing reaches a node.
@@ -23,22 +21,18 @@
 
 pub mod api_stats;
 pub mod bootstrap;
-pub mod drain;
-pub mod reconcile;
 pub mod view;
 pub mod watch;
 
 pub use minispod_support::quantity;
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex, OnceLock, RwLock},
     time::Duration,
 };
 
 use anyhow::Context;
 use minispod_proto::v1 as pb;
-use prost_types::Timestamp;
 use tokio::sync::Notify;
 
 use crate::{
@@ -92,16 +86,11 @@ struct Inner {
     /// Which watches have listed everything since the link was (re)made:
     /// (nodes, pods).
     synced: Mutex<(bool, bool)>,
-    /// Workers whose node must be looked at again, with their backoff.
-    queue: WorkQueue<String>,
+    /// Where the ids of the workers whose node changed go (the node
+    /// reconciler's queue, [`ClusterLink::feed`]); dropped until then.
+    queue: OnceLock<Arc<WorkQueue<String>>>,
     /// Wakes the reconciler for its sweep once the watches have listed.
     wake: Notify,
-    /// Progress of each worker's drain.
-    drains: Mutex<HashMap<String, pb::WorkerDrain>>,
-    /// What each drain is asked to do (`drain::DrainJob`).
-    drain_jobs: Mutex<HashMap<String, drain::DrainJob>>,
-    /// Workers whose drain is due a round, with their backoff.
-    drain_queue: Arc<WorkQueue<String>>,
     /// sha256 (hex) of the cluster CA bundle as K3s hashes it, for secure
     /// join tokens; None when the credentials name no CA.
     cluster_ca_hash: Option<String>,
@@ -145,9 +134,7 @@ impl ClusterLink {
         };
         ClusterLink {
             inner: Arc::new(Inner {
-                queue: WorkQueue::new(settings.backoff),
-                drain_queue: Arc::new(WorkQueue::new(settings.backoff)),
-                drain_jobs: Mutex::default(),
+                queue: OnceLock::new(),
                 client,
                 api,
                 server,
@@ -161,7 +148,6 @@ impl ClusterLink {
                 index: RwLock::default(),
                 synced: Mutex::default(),
                 wake: Notify::new(),
-                drains: Mutex::default(),
                 cluster_ca_hash,
             }),
         }
@@ -228,7 +214,8 @@ impl ClusterLink {
         self.inner.client.is_some()
     }
 
-    fn client(&self) -> Option<&kube::Client> {
+    /// The Kubernetes client; None when no cluster is configured.
+    pub fn client(&self) -> Option<&kube::Client> {
         self.inner.client.as_ref()
     }
 
@@ -280,11 +267,13 @@ impl ClusterLink {
         self.inner.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+    /// What the watches keep of nodes and pods.
+    pub fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.inner.index.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+    /// The same, to write what a write to the cluster answered.
+    pub fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
         self.inner.index.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -381,20 +370,12 @@ impl ClusterLink {
     }
 
     /// Adds what the cluster says of the worker's node to `w`: the node
-    /// itself, capacity, allocatable, allocated, pods and versions, and the
-    /// drain's progress. Leaves `w` as it is without a link or a node.
+    /// itself, capacity, allocatable, allocated, pods and versions (the
+    /// drain's progress is `crate::nodes`'). Leaves `w` as it is without a
+    /// link or a node.
     pub fn decorate(&self, w: &mut pb::Worker) {
         if !self.is_linked() {
             return;
-        }
-        if let Some(d) = self
-            .inner
-            .drains
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&w.id)
-        {
-            w.drain = Some(d.clone());
         }
         let Some(f) = self.index().figures(&w.id) else {
             return;
@@ -431,48 +412,38 @@ impl ClusterLink {
         self.index().figures(worker_id)
     }
 
-    /// Asks the reconciler to look at these workers' nodes again (one
-    /// waiting out a backoff after a failure keeps its time).
-    pub fn enqueue(&self, workers: impl IntoIterator<Item = String>) {
-        self.inner.queue.add(workers);
+    /// From now on the ids of the workers whose node changed go to
+    /// `queue` (the node reconciler's, once; a second call is ignored).
+    pub fn feed(&self, queue: Arc<WorkQueue<String>>) {
+        let _ = self.inner.queue.set(queue);
     }
 
-    fn set_drain(&self, worker_id: &str, drain: Option<pb::WorkerDrain>) {
-        let mut d = self.inner.drains.lock().unwrap_or_else(|p| p.into_inner());
-        match drain {
-            Some(v) => d.insert(worker_id.to_owned(), v),
-            None => d.remove(worker_id),
-        };
+    /// Hands these workers (their node changed) to the fed queue; one
+    /// waiting out a backoff after a failure keeps its time.
+    fn enqueue(&self, workers: impl IntoIterator<Item = String>) {
+        if let Some(q) = self.inner.queue.get() {
+            q.add(workers);
+        }
     }
 
-    fn drain_job(&self, worker_id: &str) -> Option<drain::DrainJob> {
-        self.inner
-            .drain_jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(worker_id)
-            .cloned()
+    /// The same, now, backoff or not (the link came back).
+    fn enqueue_now(&self, workers: impl IntoIterator<Item = String>) {
+        if let Some(q) = self.inner.queue.get() {
+            for w in workers {
+                q.add_now(w);
+            }
+        }
     }
 
-    fn set_drain_job(&self, worker_id: &str, job: Option<drain::DrainJob>) {
-        let mut j = self
-            .inner
-            .drain_jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match job {
-            Some(v) => j.insert(worker_id.to_owned(), v),
-            None => j.remove(worker_id),
-        };
+    /// How the link is configured.
+    pub fn settings(&self) -> &LinkSettings {
+        &self.inner.settings
     }
 
-    fn drain_of(&self, worker_id: &str) -> Option<pb::WorkerDrain> {
-        self.inner
-            .drains
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(worker_id)
-            .cloned()
+    /// Resolves when the watches have listed everything again (the node
+    /// reconciler's sweep waits for it).
+    pub async fn listed(&self) {
+        self.inner.wake.notified().await;
     }
 }
 
@@ -510,6 +481,6 @@ fn kubeconfig_ca(kc: &kube::config::Kubeconfig, path: &std::path::Path) -> Optio
 }
 
 /// Now as a protobuf timestamp.
-fn now() -> Timestamp {
+fn now() -> prost_types::Timestamp {
     timestamp(now_ms())
 }

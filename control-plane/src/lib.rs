@@ -14,6 +14,7 @@ pub mod error;
 pub mod history;
 pub mod mail;
 pub mod metrics;
+pub mod nodes;
 pub mod notifications;
 pub mod pki;
 pub mod rate_limit;

@@ -167,7 +167,32 @@ pub struct FleetGauges {
     /// This process's deliveries: sent, failed attempts, given up.
     pub deliveries: (u64, u64, u64),
     /// The Kubernetes API's answers to this process; None when unlinked.
-    pub kube_api: Option<crate::cluster::api_stats::ApiSnapshot>,
+    pub kube_api: Option<ApiSnapshot>,
+}
+
+/// The last error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastError {
+    /// Resource kind (plural, as in the URL: "deployments", "pods/eviction").
+    pub kind: String,
+    /// HTTP status code; 0 when no answer came (unreachable, timeout).
+    pub code: u16,
+    /// The API's message (a Status's `message`), or the transport error.
+    pub message: String,
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// A copy of the Kubernetes API's answer counts (`cluster::api_stats`
+/// keeps them).
+#[derive(Debug, Clone, Default)]
+pub struct ApiSnapshot {
+    /// (kind, verb) → requests.
+    pub requests: BTreeMap<(String, &'static str), u64>,
+    /// (kind, code) → error answers (code 0: no answer).
+    pub errors: BTreeMap<(String, u16), u64>,
+    /// The last error.
+    pub last: Option<LastError>,
 }
 
 impl Metrics {
@@ -388,7 +413,7 @@ mod tests {
             workers: vec![],
             streams_open: 0,
             cluster: None,
-            kube_api: Some(crate::cluster::api_stats::ApiSnapshot {
+            kube_api: Some(ApiSnapshot {
                 errors: [(("deployments".to_owned(), 403), 3)].into(),
                 ..Default::default()
             }),

@@ -97,3 +97,28 @@ pub fn event_name(event: pb::NotificationEvent) -> &'static str {
     let name = event.as_str_name();
     name.strip_prefix("NOTIFICATION_EVENT_").unwrap_or(name)
 }
+
+impl crate::workers::enrollment::EnrollmentNotices for Notifier {
+    fn enrolled<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        worker: &'a crate::workers::queries::WorkerRow,
+        at_ms: i64,
+    ) -> crate::workers::enrollment::Queued<'a> {
+        Box::pin(async move {
+            let notice = notices::worker_enrolled(
+                &notices::WorkerRef {
+                    id: worker.id.clone(),
+                    name: worker.name.clone(),
+                },
+                &worker.ip_address,
+                at_ms,
+            );
+            self.queue(tx, &notice).await
+        })
+    }
+
+    fn wake(&self) {
+        Notifier::wake(self);
+    }
+}

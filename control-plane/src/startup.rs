@@ -25,7 +25,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     auth::{
-        AuthState,
+        AccountMail, AuthState,
         password::PasswordHasher,
         queries as refresh_db,
         service::AuthApi,
@@ -38,6 +38,7 @@ use crate::{
     history::{HistorySettings, recorder::Recorder, service::HistoryApi},
     mail::{Mail, MailSettings, RetryPolicy, smtp::SmtpUrl},
     metrics::{FleetGauges, Metrics},
+    nodes::Nodes,
     notifications::{Notifier, fleet::FleetNotices, incidents::Timing, service::NotificationApi},
     pki::Pki,
     rate_limit::{LoginLimiter, LoginLimits, RateLimiter},
@@ -216,8 +217,10 @@ pub struct Application {
     local_addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     auth: AuthState,
+    account_mail: AccountMail,
     pki: Arc<Pki>,
     hub: FleetHub,
+    nodes: Nodes,
     replica: Replica,
     enrollment: Enrollment,
     notifier: Notifier,
@@ -281,9 +284,11 @@ impl Application {
             )),
             trusted_proxies: args.transport.trusted_proxies.clone().into(),
             registration_open: !args.close_registration,
+        };
+        let account_mail = AccountMail {
             mail,
             // Three mails per address at once, then one every ten minutes.
-            mail_limiter: Arc::new(RateLimiter::for_store(
+            limiter: Arc::new(RateLimiter::for_store(
                 &db,
                 "mail_address",
                 3,
@@ -333,13 +338,14 @@ impl Application {
             },
         )
         .await?;
-        hub.set_cluster(cluster.clone());
-        let notifier = Notifier::new(auth.mail.clone());
+        let nodes = Nodes::new(cluster);
+        hub.set_nodes(Arc::new(nodes.clone()));
+        let notifier = Notifier::new(account_mail.mail.clone());
         let enrollment = Enrollment::new(
             hub.clone(),
             pki.clone(),
             enrollment_config(&args)?,
-            notifier.clone(),
+            Arc::new(notifier.clone()),
         );
         enrollment.import_static_token().await?;
 
@@ -381,8 +387,10 @@ impl Application {
             local_addr,
             tls,
             auth,
+            account_mail,
             pki,
             hub,
+            nodes,
             replica,
             enrollment,
             notifier,
@@ -435,7 +443,9 @@ impl Application {
             listener,
             tls,
             auth,
+            account_mail,
             hub,
+            nodes,
             replica,
             enrollment,
             notifier,
@@ -467,7 +477,7 @@ impl Application {
             .context("build reflection v1alpha")?;
 
         let cleanup = tokio::spawn(expire_refresh_tokens(auth.db.clone()));
-        let mail_worker = auth
+        let mail_worker = account_mail
             .mail
             .spawn(auth.db.clone(), hub.replica_id().to_owned());
         let fleet_notices = FleetNotices::new(
@@ -483,15 +493,21 @@ impl Application {
         .spawn();
         let database_watch = tokio::spawn(report_database_health(auth.db.clone(), health.clone()));
         let metrics_server = metrics_listener.map(|l| {
-            let (db, hub, metrics, mail) = (
+            let (db, hub, metrics, mail, cluster) = (
                 auth.db.clone(),
                 hub.clone(),
                 metrics.clone(),
-                auth.mail.clone(),
+                account_mail.mail.clone(),
+                nodes.link().clone(),
             );
             let render: minispod_support::Render = Arc::new(move || {
-                let (db, hub, metrics, mail) =
-                    (db.clone(), hub.clone(), metrics.clone(), mail.clone());
+                let (db, hub, metrics, mail, cluster) = (
+                    db.clone(),
+                    hub.clone(),
+                    metrics.clone(),
+                    mail.clone(),
+                    cluster.clone(),
+                );
                 Box::pin(async move {
                     let workers = workers_db::counts_by_status(&db).await.unwrap_or_default();
                     let outbox = crate::mail::outbox::counts(db.read())
@@ -504,9 +520,8 @@ impl Application {
                     metrics.render(&FleetGauges {
                         workers,
                         streams_open: hub.online_count(),
-                        cluster: hub.cluster().and_then(ClusterLink::gauges),
-                        kube_api: hub
-                            .cluster()
+                        cluster: cluster.gauges(),
+                        kube_api: Some(&cluster)
                             .filter(|c| c.is_linked())
                             .map(ClusterLink::api_stats),
                         outbox,
@@ -517,9 +532,9 @@ impl Application {
             tokio::spawn(minispod_support::serve_metrics(l, render))
         });
         let flusher = hub.spawn_flusher();
-        let cluster = hub.cluster().cloned().unwrap_or_else(ClusterLink::unlinked);
+        let cluster = nodes.link().clone();
         let mut cluster_tasks = cluster.spawn_watches();
-        cluster_tasks.extend(cluster.spawn_reconciler(hub.clone()));
+        cluster_tasks.extend(nodes.spawn(&hub));
         let subscriptions = Subscriptions::new(
             auth.db.clone(),
             cluster.clone(),
@@ -608,8 +623,12 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                AuthServiceServer::new(AuthApi::new(auth.clone(), subscriptions.clone()))
-                    .max_decoding_message_size(message_limits::AUTH),
+                AuthServiceServer::new(AuthApi::new(
+                    auth.clone(),
+                    subscriptions.clone(),
+                    account_mail.clone(),
+                ))
+                .max_decoding_message_size(message_limits::AUTH),
             )
             .add_service(
                 UserServiceServer::new(UserApi::new(auth.clone(), subscriptions.clone()))
@@ -620,12 +639,15 @@ impl Application {
                     .max_decoding_message_size(message_limits::CATALOG),
             )
             .add_service(
-                WorkerServiceServer::new(WorkerApi::new(
-                    auth.clone(),
-                    hub.clone(),
-                    pki.ca_hash(),
-                    agent_url(&args, local_addr),
-                ))
+                WorkerServiceServer::new(
+                    WorkerApi::new(
+                        auth.clone(),
+                        hub.clone(),
+                        pki.ca_hash(),
+                        agent_url(&args, local_addr),
+                    )
+                    .with_cluster(cluster.clone()),
+                )
                 .max_decoding_message_size(message_limits::WORKER),
             )
             .add_service(

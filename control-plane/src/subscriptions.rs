@@ -211,6 +211,12 @@ fn gate_row(row_id: &str) -> String {
 }
 
 impl Subscriptions {
+    /// Starts the pod watch, the worker listener and the reconciler
+    /// (`reconcile`); none without a linked cluster.
+    pub fn spawn(&self, hub: crate::workers::hub::FleetHub) -> Vec<tokio::task::JoinHandle<()>> {
+        reconcile::spawn(self, hub)
+    }
+
     /// The state over `db` and `link`; `replica_id` names this replica's
     /// leases; failures are told to administrators through `notifier`.
     pub fn new(

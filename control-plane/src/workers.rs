@@ -13,6 +13,34 @@
 //!   replicas.
 //! - `service` / `agent_service`: the gRPC WorkerService and AgentService.
 //! - `queries`: the SQL.
+//!
+//! # A worker going offline: who reacts
+//!
+//! `session` (the stream ended, or fell silent past the heartbeat
+//! deadline) and `replicas` (a dead replica's workers) write the worker
+//! offline and publish it on the hub ([`hub::WorkerEvent::Upserted`], with
+//! `online: false`; PostgreSQL relays it to every replica). This floor
+//! knows nothing of who listens; the listeners, all above it, are:
+//!
+//! - `crate::nodes::reconcile` (the node reconciler): after
+//!   `--offline-taint-grace` (5 s; none within `--offline-taint-after-start`
+//!   of a start, none while most workers are offline) the node gets
+//!   `minispod.dev/offline:NoExecute`, so Kubernetes moves its pods; the
+//!   stream's return removes it.
+//! - `crate::subscriptions::reconcile` (`follow_workers`): the
+//!   subscriptions with pods on the worker's node are queued at once, and
+//!   their status shows the worker down.
+//! - `crate::notifications::fleet` (the incident engine): after
+//!   `--notify-offline-grace` (60 s) administrators are told (a mail, a
+//!   webhook); flapping is summed up.
+//! - the WorkerService's `WatchWorkers` streams (the console).
+//!
+//! Two grace clocks on purpose, with two flags: the taint's moves pods
+//! and should be short (5 s), the notice's wakes a person and should be
+//! long (60 s); the taint's clock is in the reconciler's memory (a taint
+//! is a level, written again to the same effect), the notice's is in the
+//! store (`worker_incidents`: an edge, told once across replicas and
+//! restarts).
 
 pub mod agent_service;
 pub mod enrollment;
@@ -153,4 +181,20 @@ fn not_ready_reason(w: &WorkerRow, status: pb::WorkerStatus) -> String {
     } else {
         w.node_reason.clone()
     }
+}
+
+/// Unix ms as RFC 3339 in UTC, to the second: `2026-12-02T14:05:28Z`
+/// (the notices' times, and a takeover refusal's last sighting).
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }

@@ -453,6 +453,70 @@ mod tests {
         assert_eq!(q.pop_due(), Some("k"));
     }
 
+    /// A loop whose error policy gives up on a refusal and retries the
+    /// rest after the queue's backoff.
+    struct Picky {
+        error: &'static str,
+        given_up: Vec<&'static str>,
+    }
+
+    impl Reconcile for Picky {
+        type Key = &'static str;
+        type Error = &'static str;
+        async fn reconcile(&mut self, _: &&'static str) -> Result<Action, &'static str> {
+            Err(self.error)
+        }
+        fn error_policy(
+            &mut self,
+            key: &&'static str,
+            e: &&'static str,
+            backoff: Duration,
+        ) -> Action {
+            if *e == "forbidden" {
+                self.given_up.push(key);
+                Action::Done
+            } else {
+                Action::RequeueAfter(backoff)
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_error_policy_decides_between_a_retry_and_giving_up() {
+        let q = WorkQueue::new(BACKOFF);
+        let mut r = Picky {
+            error: "unavailable",
+            given_up: vec![],
+        };
+        // A transient error: back after the backoff, counted as a failure.
+        assert_eq!(q.process(&mut r, "a").await, Err("unavailable"));
+        let due = q.due(&"a").expect("a transient error is retried");
+        assert_eq!(
+            due - Instant::now(),
+            BACKOFF.base,
+            "the first backoff is the base"
+        );
+        assert_eq!(q.failing(&"a").map(|f| f.1), Some(1));
+        // A refusal: the policy gives up, nothing is pending, and the key
+        // waits for the next change (or resync), or a person's `add_now`.
+        r.error = "forbidden";
+        assert_eq!(q.process(&mut r, "b").await, Err("forbidden"));
+        assert_eq!(q.due(&"b"), None);
+        assert_eq!(r.given_up, vec!["b"]);
+        q.add_now("b");
+        assert_eq!(q.due(&"b"), Some(Instant::now()));
+        // The default policy retries after the backoff.
+        let mut c = Counter {
+            failing: true,
+            passes: 0,
+        };
+        assert!(q.process(&mut c, "c").await.is_err());
+        assert!(
+            q.due(&"c")
+                .is_some_and(|d| d >= Instant::now() + BACKOFF.base)
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn next_wakes_for_an_added_key() {
         let q = std::sync::Arc::new(WorkQueue::new(BACKOFF));

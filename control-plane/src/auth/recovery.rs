@@ -136,8 +136,8 @@ impl AuthApi {
     async fn limit_mail_request<T>(&self, req: &Request<T>, email: &str) -> AppResult<()> {
         let ip = self.auth.client_ip(req);
         self.auth.limiter.attempt(ip).await?;
-        self.auth
-            .mail_limiter
+        self.mail
+            .limiter
             .take(&super::service::account_key(email))
             .await
             .map_err(|wait| AppError::ResourceExhausted {
@@ -154,7 +154,7 @@ impl AuthApi {
         email: &str,
         change: bool,
     ) -> AppResult<()> {
-        let mail = &self.auth.mail;
+        let mail = &self.mail.mail;
         let token = new_token(tx, &user.id, Purpose::VerifyEmail, email, mail.verify_ttl()).await?;
         let link = mail.link(&format!("/verify-email#token={token}"));
         let rendered = if change {
@@ -169,7 +169,7 @@ impl AuthApi {
         &self,
         req: Request<pb::RequestPasswordResetRequest>,
     ) -> AppResult<pb::RequestPasswordResetResponse> {
-        self.auth.mail.require_configured()?;
+        self.mail.mail.require_configured()?;
         if req.get_ref().email.len() > crate::users::fields::MAX_EMAIL_BYTES {
             return Err(AppError::invalid("email", "is not a valid address"));
         }
@@ -195,7 +195,7 @@ impl AuthApi {
         let Some(user) = user.filter(|u| u.active) else {
             return Ok(());
         };
-        let mail = &self.auth.mail;
+        let mail = &self.mail.mail;
         let mut tx = self.auth.db.begin().await?;
         let token = new_token(
             &mut tx,
@@ -250,7 +250,7 @@ impl AuthApi {
         } else {
             user
         };
-        let mail = &self.auth.mail;
+        let mail = &self.mail.mail;
         let notice = templates::password_was_reset(&user.name, &mail.link("/login"));
         mail.queue_mail(&mut tx, "password_changed", &user.email, &notice)
             .await?;
@@ -290,7 +290,7 @@ impl AuthApi {
         &self,
         req: Request<pb::ResendVerificationRequest>,
     ) -> AppResult<pb::ResendVerificationResponse> {
-        self.auth.mail.require_configured()?;
+        self.mail.mail.require_configured()?;
         let email =
             Email::parse(&req.get_ref().email).map_err(|e| AppError::invalid("email", e))?;
         self.limit_mail_request(&req, email.as_str()).await?;
@@ -329,7 +329,7 @@ impl AuthApi {
         let mut tx = db.begin().await?;
         self.queue_verification(&mut tx, &user, &to, change).await?;
         tx.commit().await?;
-        self.auth.mail.wake();
+        self.mail.mail.wake();
         Ok(())
     }
 
@@ -342,7 +342,7 @@ impl AuthApi {
         user: &UserRow,
         new_email: &str,
     ) -> AppResult<()> {
-        let limiter = &self.auth.mail_limiter;
+        let limiter = &self.mail.limiter;
         let account = format!("email-change|{}", user.id);
         limiter
             .take(&account)
@@ -375,7 +375,7 @@ impl AuthApi {
         }
         let holder = users_db::by_email(&self.auth.db, new_email).await?;
         let updated = users_db::set_pending_email(tx, &user.id, new_email).await?;
-        let mail = &self.auth.mail;
+        let mail = &self.mail.mail;
         match holder {
             Some(holder) => {
                 let notice =

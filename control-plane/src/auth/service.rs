@@ -21,13 +21,15 @@ pub struct AuthApi {
     pub(crate) auth: AuthState,
     /// Told of subscriptions an owner's own deactivation suspended.
     subs: Subscriptions,
+    /// Account mail (links, resets).
+    pub(crate) mail: super::AccountMail,
 }
 
 impl AuthApi {
     /// The service over `auth`; subscriptions an owner's deactivation
-    /// suspends are announced to `subs`.
-    pub fn new(auth: AuthState, subs: Subscriptions) -> Self {
-        AuthApi { auth, subs }
+    /// suspends are announced to `subs`; account links go out by `mail`.
+    pub fn new(auth: AuthState, subs: Subscriptions, mail: super::AccountMail) -> Self {
+        AuthApi { auth, subs, mail }
     }
 }
 
@@ -136,7 +138,7 @@ impl AuthApi {
         .await?;
         // With mail, the address gets its link; when sign-in needs it, no
         // session starts until the link is used.
-        let mail = self.auth.mail.clone();
+        let mail = self.mail.mail.clone();
         if mail.configured() {
             self.queue_verification(&mut tx, &user, &user.email, false)
                 .await?;
@@ -217,7 +219,7 @@ impl AuthApi {
             ));
         }
         // Said only to whoever knows the password.
-        super::recovery::check_verified(&user, self.auth.mail.require_verification())?;
+        super::recovery::check_verified(&user, self.mail.mail.require_verification())?;
         let mut tx = self.auth.db.begin().await?;
         users_db::touch_login(&mut tx, &user.id).await?;
         let mut tokens = self.auth.start_session(&mut tx, &user, None).await?;
@@ -336,7 +338,7 @@ impl AuthApi {
                 .await?;
         }
         // With mail, a new address takes effect once its link is used.
-        let mail = self.auth.mail.clone();
+        let mail = self.mail.mail.clone();
         let (direct_email, pending_email) = match &email {
             Some(e) if mail.configured() => (None, Some(e.as_str())),
             Some(e) => (Some(e.as_str()), None),

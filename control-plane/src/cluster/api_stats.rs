@@ -23,18 +23,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// The longest message kept.
 const MAX_MESSAGE: usize = 1024;
 
-/// The last error answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastError {
-    /// Resource kind (plural, as in the URL: "deployments", "pods/eviction").
-    pub kind: String,
-    /// HTTP status code; 0 when no answer came (unreachable, timeout).
-    pub code: u16,
-    /// The API's message (a Status's `message`), or the transport error.
-    pub message: String,
-    /// When, Unix milliseconds.
-    pub at_ms: i64,
-}
+pub use crate::metrics::{ApiSnapshot, LastError};
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -47,17 +36,6 @@ struct Counts {
 #[derive(Debug, Default)]
 pub struct ApiStats {
     counts: Mutex<Counts>,
-}
-
-/// A copy of the counts.
-#[derive(Debug, Clone, Default)]
-pub struct ApiSnapshot {
-    /// (kind, verb) → requests.
-    pub requests: BTreeMap<(String, &'static str), u64>,
-    /// (kind, code) → error answers (code 0: no answer).
-    pub errors: BTreeMap<(String, u16), u64>,
-    /// The last error.
-    pub last: Option<LastError>,
 }
 
 fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, other: K) {

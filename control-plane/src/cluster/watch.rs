@@ -62,9 +62,8 @@ impl ClusterLink {
             self.set_state(pb::ClusterLinkState::Connected, String::new());
             // What failed while the link was down is tried again now,
             // backoff or not: the link is back.
-            for id in self.index().workers() {
-                self.inner.queue.add_now(id);
-            }
+            let workers = self.index().workers();
+            self.enqueue_now(workers);
         }
     }
 

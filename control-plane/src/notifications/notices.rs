@@ -283,20 +283,7 @@ pub fn test(at: i64) -> Notice {
     }
 }
 
-/// Unix ms as RFC 3339 in UTC, to the second: `2026-12-02T14:05:28Z`.
-pub fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
+pub use crate::workers::rfc3339;
 
 /// A span of time as people say it: `45 seconds`, `10 minutes`, `3 hours`.
 pub fn span(ms: i64) -> String {

@@ -68,7 +68,7 @@ impl Reconcile for Reconciler {
     type Error = anyhow::Error;
 
     async fn reconcile(&mut self, id: &String) -> anyhow::Result<Action> {
-        let out = self.subs.reconcile_one(id, &mut self.applied).await;
+        let out = self.reconcile_one(id).await;
         match &out {
             Ok(()) => {}
             Err(e) => {
@@ -78,7 +78,7 @@ impl Reconcile for Reconciler {
                     // refusal has lasted (the run of failures counts from
                     // its first).
                     let since = self.subs.queue().failing(id).map(|(since, _)| since);
-                    if let Err(e) = self.subs.note_refusal(id, &refused.0, since).await {
+                    if let Err(e) = self.note_refusal(id, &refused.0, since).await {
                         tracing::warn!(subscription = %id, error = %e, "could not record a refusal");
                     }
                 }
@@ -87,6 +87,11 @@ impl Reconcile for Reconciler {
         out.map(|()| Action::Done)
     }
 
+    /// Every failure is retried after the subscription's backoff (with
+    /// jitter): nothing here gives up, since quotas, permissions and
+    /// admission rules change. A [`Refused`] one was also written into the
+    /// subscription's status by `reconcile` (a write needs the store), and
+    /// turns it FAILED once the refusal has lasted.
     fn error_policy(&mut self, id: &String, e: &anyhow::Error, backoff: Duration) -> Action {
         tracing::warn!(subscription = %id, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64,
             "subscription reconcile failed; retrying");
@@ -128,140 +133,147 @@ fn refusal(e: kube::Error, verb: &str, kind: &str, name: &str) -> anyhow::Error 
     }
 }
 
-impl Subscriptions {
-    /// Starts the pod watch, the worker listener and the reconciler; none
-    /// without a linked cluster.
-    pub fn spawn(&self, hub: FleetHub) -> Vec<tokio::task::JoinHandle<()>> {
-        let Some(client) = self.link().kube_client() else {
-            return Vec::new();
-        };
-        vec![
-            tokio::spawn(self.clone().watch_pods(Api::all(client))),
-            tokio::spawn(self.clone().follow_workers(hub)),
-            tokio::spawn(self.clone().reconcile_loop()),
-        ]
-    }
+/// Starts the pod watch, the worker listener and the reconciler; none
+/// without a linked cluster.
+pub fn spawn(subs: &Subscriptions, hub: FleetHub) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(client) = subs.link().kube_client() else {
+        return Vec::new();
+    };
+    vec![
+        tokio::spawn(watch_pods(subs.clone(), Api::all(client))),
+        tokio::spawn(follow_workers(subs.clone(), hub)),
+        tokio::spawn(Reconciler::new(subs.clone()).run()),
+    ]
+}
 
-    async fn watch_pods(self, api: Api<Pod>) {
-        let config = watcher::Config::default().labels(&format!(
-            "{}={}",
-            render::MANAGED_BY.0,
-            render::MANAGED_BY.1
-        ));
-        let mut stream = Box::pin(watcher::watcher(api, config));
-        let mut listing: HashMap<String, std::collections::BTreeMap<String, PodInfo>> =
-            HashMap::new();
-        let mut backoff = Duration::from_millis(200);
-        while let Some(event) = stream.next().await {
-            match event {
-                Err(e) => {
-                    tracing::debug!(error = %e, "subscription pod watch failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
+/// Keeps the subscriptions' pods (their labels name them) as the watch
+/// sees them, and queues the subscriptions whose pods changed.
+async fn watch_pods(subs: Subscriptions, api: Api<Pod>) {
+    let config = watcher::Config::default().labels(&format!(
+        "{}={}",
+        render::MANAGED_BY.0,
+        render::MANAGED_BY.1
+    ));
+    let mut stream = Box::pin(watcher::watcher(api, config));
+    let mut listing: HashMap<String, std::collections::BTreeMap<String, PodInfo>> = HashMap::new();
+    let mut backoff = Duration::from_millis(200);
+    while let Some(event) = stream.next().await {
+        match event {
+            Err(e) => {
+                tracing::debug!(error = %e, "subscription pod watch failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+            Ok(Event::Init) => listing.clear(),
+            Ok(Event::InitApply(p)) => {
+                if let Some((sub, info)) = PodInfo::of(&p) {
+                    listing
+                        .entry(sub)
+                        .or_default()
+                        .insert(info.name.clone(), info);
                 }
-                Ok(Event::Init) => listing.clear(),
-                Ok(Event::InitApply(p)) => {
-                    if let Some((sub, info)) = PodInfo::of(&p) {
-                        listing
-                            .entry(sub)
-                            .or_default()
-                            .insert(info.name.clone(), info);
-                    }
-                }
-                Ok(Event::InitDone) => {
-                    let mut pods = self.inner.pods.write().unwrap_or_else(|p| p.into_inner());
-                    let mut touched: BTreeSet<String> = pods.keys().cloned().collect();
-                    touched.extend(listing.keys().cloned());
-                    *pods = std::mem::take(&mut listing);
-                    drop(pods);
-                    *self
-                        .inner
-                        .pods_synced
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = true;
-                    self.enqueue(touched);
-                }
-                Ok(Event::Apply(p)) => {
-                    if let Some((sub, info)) = PodInfo::of(&p) {
-                        let mut pods = self.inner.pods.write().unwrap_or_else(|p| p.into_inner());
-                        let m = pods.entry(sub.clone()).or_default();
-                        if m.get(&info.name) != Some(&info) {
-                            m.insert(info.name.clone(), info);
-                            drop(pods);
-                            self.enqueue([sub]);
-                        }
-                    }
-                }
-                Ok(Event::Delete(p)) => {
-                    if let Some((sub, info)) = PodInfo::of(&p) {
-                        let mut pods = self.inner.pods.write().unwrap_or_else(|p| p.into_inner());
-                        if let Some(m) = pods.get_mut(&sub) {
-                            m.remove(&info.name);
-                            if m.is_empty() {
-                                pods.remove(&sub);
-                            }
-                        }
+            }
+            Ok(Event::InitDone) => {
+                let mut pods = subs.inner.pods.write().unwrap_or_else(|p| p.into_inner());
+                let mut touched: BTreeSet<String> = pods.keys().cloned().collect();
+                touched.extend(listing.keys().cloned());
+                *pods = std::mem::take(&mut listing);
+                drop(pods);
+                *subs
+                    .inner
+                    .pods_synced
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = true;
+                subs.enqueue(touched);
+            }
+            Ok(Event::Apply(p)) => {
+                if let Some((sub, info)) = PodInfo::of(&p) {
+                    let mut pods = subs.inner.pods.write().unwrap_or_else(|p| p.into_inner());
+                    let m = pods.entry(sub.clone()).or_default();
+                    if m.get(&info.name) != Some(&info) {
+                        m.insert(info.name.clone(), info);
                         drop(pods);
-                        self.enqueue([sub]);
+                        subs.enqueue([sub]);
                     }
                 }
             }
-            backoff = Duration::from_millis(200);
-        }
-    }
-
-    /// A worker's stream dropping (or coming back) changes the status of
-    /// the subscriptions with pods on its node at once, long before the
-    /// node controller would mark the pods not ready.
-    async fn follow_workers(self, hub: FleetHub) {
-        let mut events = hub.subscribe();
-        loop {
-            match events.recv().await {
-                Ok((WorkerEvent::Upserted(w), _)) => {
-                    let ids: Vec<String> = {
-                        let pods = self.inner.pods.read().unwrap_or_else(|p| p.into_inner());
-                        pods.iter()
-                            .filter(|(_, m)| {
-                                m.values().any(|p| {
-                                    self.link().worker_of_node(&p.node).as_deref() == Some(&w.id)
-                                })
-                            })
-                            .map(|(id, _)| id.clone())
-                            .collect()
-                    };
-                    self.enqueue(ids);
+            Ok(Event::Delete(p)) => {
+                if let Some((sub, info)) = PodInfo::of(&p) {
+                    let mut pods = subs.inner.pods.write().unwrap_or_else(|p| p.into_inner());
+                    if let Some(m) = pods.get_mut(&sub) {
+                        m.remove(&info.name);
+                        if m.is_empty() {
+                            pods.remove(&sub);
+                        }
+                    }
+                    drop(pods);
+                    subs.enqueue([sub]);
                 }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let all = queries::all_ids(self.db()).await.unwrap_or_default();
-                    self.queue().resync(all);
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
+        backoff = Duration::from_millis(200);
+    }
+}
+
+/// A worker's stream dropping (or coming back) changes the status of
+/// the subscriptions with pods on its node at once, long before the
+/// node controller would mark the pods not ready.
+async fn follow_workers(subs: Subscriptions, hub: FleetHub) {
+    let mut events = hub.subscribe();
+    loop {
+        match events.recv().await {
+            Ok((WorkerEvent::Upserted(w), _)) => {
+                let ids: Vec<String> = {
+                    let pods = subs.inner.pods.read().unwrap_or_else(|p| p.into_inner());
+                    pods.iter()
+                        .filter(|(_, m)| {
+                            m.values().any(|p| {
+                                subs.link().worker_of_node(&p.node).as_deref() == Some(&w.id)
+                            })
+                        })
+                        .map(|(id, _)| id.clone())
+                        .collect()
+                };
+                subs.enqueue(ids);
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                let all = queries::all_ids(subs.db()).await.unwrap_or_default();
+                subs.queue().resync(all);
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+impl Reconciler {
+    /// The reconciler of `subs`, remembering nothing yet.
+    pub(super) fn new(subs: Subscriptions) -> Reconciler {
+        Reconciler {
+            subs,
+            applied: HashMap::new(),
+        }
     }
 
-    async fn reconcile_loop(self) {
-        let mut r = Reconciler {
-            subs: self.clone(),
-            applied: HashMap::new(),
-        };
-        let volumes = WorkQueue::new(self.settings().backoff);
-        let mut reaper = self.link().kube_client().map(|client| VolumeReaper {
-            subs: self.clone(),
+    /// Runs the loop (and the retained volumes' reaper) for good.
+    pub(super) async fn run(mut self) {
+        let subs = self.subs.clone();
+        let volumes = WorkQueue::new(subs.settings().backoff);
+        let mut reaper = subs.link().kube_client().map(|client| VolumeReaper {
+            subs: subs.clone(),
             client,
         });
         let mut next_resync = Instant::now();
         loop {
             let now = Instant::now();
             if now >= next_resync {
-                next_resync = now + self.settings().resync;
-                match queries::all_ids(self.db()).await {
-                    Ok(ids) => self.queue().resync(ids),
+                next_resync = now + subs.settings().resync;
+                match queries::all_ids(subs.db()).await {
+                    Ok(ids) => subs.queue().resync(ids),
                     Err(e) => tracing::warn!(error = %e, "subscriptions: listing failed"),
                 }
-                match queries::expired_volumes(self.db()).await {
+                match queries::expired_volumes(subs.db()).await {
                     // One entry per claim; one that failed waits out its
                     // backoff, resync or not.
                     Ok(expired) => volumes.resync(expired),
@@ -270,14 +282,14 @@ impl Subscriptions {
                     }
                 }
             }
-            if !self.pods_synced() {
+            if !subs.pods_synced() {
                 // Statuses from a half-listed watch would be wrong: wait
                 // (the queued subscriptions stay queued).
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             let id = tokio::select! {
-                id = self.queue().next() => id,
+                id = subs.queue().next() => id,
                 claim = volumes.next(), if reaper.is_some() => {
                     if let Some(reaper) = reaper.as_mut() {
                         let _ = volumes.process(reaper, claim).await;
@@ -287,36 +299,33 @@ impl Subscriptions {
                 () = tokio::time::sleep_until(next_resync.into()) => continue,
             };
             // The backoff and the retry are the queue's (`error_policy`).
-            let _ = self.queue().process(&mut r, id).await;
+            let _ = subs.queue().process(&mut self, id).await;
         }
     }
 
-    async fn reconcile_one(
-        &self,
-        id: &str,
-        applied: &mut HashMap<String, (i64, Instant)>,
-    ) -> anyhow::Result<()> {
-        let Some(row) = queries::get(self.db(), id).await? else {
-            applied.remove(id);
+    /// One pass over subscription `id`.
+    async fn reconcile_one(&mut self, id: &str) -> anyhow::Result<()> {
+        let Some(row) = queries::get(self.subs.db(), id).await? else {
+            self.applied.remove(id);
             return Ok(());
         };
         if !queries::lease(
-            self.db(),
+            self.subs.db(),
             id,
-            &self.inner.replica_id,
+            &self.subs.inner.replica_id,
             LEASE.as_millis() as i64,
         )
         .await?
         {
             return Ok(());
         }
-        let Some(client) = self.link().kube_client() else {
+        let Some(client) = self.subs.link().kube_client() else {
             return Ok(());
         };
         let template = pb::ServiceTemplate::decode(row.template.as_slice())?;
-        let variables = self.open_map(&row.id, &row.variables)?;
-        let generated = self.open_map(&row.id, &row.generated)?;
-        let gate = self.open_gate(&row.id, &row.gate)?;
+        let variables = self.subs.open_map(&row.id, &row.variables)?;
+        let generated = self.subs.open_map(&row.id, &row.generated)?;
+        let gate = self.subs.open_gate(&row.id, &row.gate)?;
         let inst = render::Instance {
             id: &row.id,
             name: &row.name,
@@ -329,7 +338,7 @@ impl Subscriptions {
             restarted_at: row.restarted_at,
             gate: gate.as_deref(),
         };
-        let objects = render::subscription_objects(&inst, &self.settings().render)
+        let objects = render::subscription_objects(&inst, &self.subs.settings().render)
             .map_err(|e| anyhow::anyhow!("render: {e}"))?;
 
         if row.desired == "DELETED" {
@@ -356,20 +365,21 @@ impl Subscriptions {
                     Err(e) => return Err(refusal(e, "delete", kind_of(o), &name)),
                 }
             }
-            let mut tx = self.db().begin().await?;
-            let keep_until = now_ms() + self.settings().volume_retention.as_millis() as i64;
+            let mut tx = self.subs.db().begin().await?;
+            let keep_until = now_ms() + self.subs.settings().volume_retention.as_millis() as i64;
             queries::retain_volumes(&mut tx, &row.namespace, &volumes, keep_until).await?;
             queries::delete(&mut tx, id).await?;
             tx.commit().await?;
-            applied.remove(id);
+            self.applied.remove(id);
             self.apply_namespace(&client, &row.user_id).await?;
-            self.publish(Change::Deleted(row.id.clone(), row.user_id.clone()));
+            self.subs
+                .publish(Change::Deleted(row.id.clone(), row.user_id.clone()));
             tracing::info!(subscription = %row.id, name = %row.name, "subscription deleted");
             return Ok(());
         }
 
-        let stale = applied.get(id).is_none_or(|(g, at)| {
-            *g != row.generation || at.elapsed() >= self.settings().resync * REAPPLY_EVERY
+        let stale = self.applied.get(id).is_none_or(|(g, at)| {
+            *g != row.generation || at.elapsed() >= self.subs.settings().resync * REAPPLY_EVERY
         });
         if stale {
             self.apply_namespace(&client, &row.user_id).await?;
@@ -384,20 +394,21 @@ impl Subscriptions {
                 .await
                 .map_err(|e| refusal(e, "apply", kind, &name))?;
                 if kind == "PersistentVolumeClaim" {
-                    queries::forget_volume(self.db(), &row.namespace, &name).await?;
+                    queries::forget_volume(self.subs.db(), &row.namespace, &name).await?;
                 }
             }
-            applied.insert(id.to_owned(), (row.generation, Instant::now()));
+            self.applied
+                .insert(id.to_owned(), (row.generation, Instant::now()));
         }
 
-        let pods = self.pods_of(id);
+        let pods = self.subs.pods_of(id);
         let mut nodes: HashMap<String, String> = HashMap::new();
         for p in &pods {
-            if let Some(w) = self.link().worker_of_node(&p.node) {
+            if let Some(w) = self.subs.link().worker_of_node(&p.node) {
                 nodes.insert(p.node.clone(), w);
             }
         }
-        let workers = worker_names(self.db(), nodes.values().cloned().collect()).await?;
+        let workers = worker_names(self.subs.db(), nodes.values().cloned().collect()).await?;
         let (status, reason) = derive(&row, &template, &pods, &|node: &str| {
             nodes
                 .get(node)
@@ -421,7 +432,7 @@ impl Subscriptions {
         } else {
             reason
         };
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.subs.db().begin().await?;
         let recorded = queries::record_status(
             &mut tx,
             id,
@@ -435,7 +446,7 @@ impl Subscriptions {
         let told = self.tell_failed(&mut tx, &row, recorded, &reason).await?;
         tx.commit().await?;
         if told > 0 {
-            self.notifier().wake();
+            self.subs.notifier().wake();
         }
         if recorded.changed {
             self.publish_row_change(&row, status, &reason);
@@ -454,13 +465,13 @@ impl Subscriptions {
         why: &str,
         since: Option<tokio::time::Instant>,
     ) -> anyhow::Result<()> {
-        let Some(row) = queries::get(self.db(), id).await? else {
+        let Some(row) = queries::get(self.subs.db(), id).await? else {
             return Ok(());
         };
         let lasted = since.map_or(Duration::ZERO, |s| s.elapsed());
         let status = match row.status.as_str() {
             "RUNNING" | "SUSPENDED" | "DELETING" | "FAILED" => row.status.as_str(),
-            _ if lasted >= self.settings().refusal_grace => "FAILED",
+            _ if lasted >= self.subs.settings().refusal_grace => "FAILED",
             other => other,
         };
         self.record(&row, status, why, row.ever_ran, &row.workers)
@@ -477,7 +488,7 @@ impl Subscriptions {
         ever_ran: bool,
         workers: &str,
     ) -> AppResult<()> {
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.subs.db().begin().await?;
         let recorded = queries::record_status(
             &mut tx,
             &row.id,
@@ -491,7 +502,7 @@ impl Subscriptions {
         let told = self.tell_failed(&mut tx, row, recorded, reason).await?;
         tx.commit().await?;
         if told > 0 {
-            self.notifier().wake();
+            self.subs.notifier().wake();
         }
         if recorded.changed {
             self.publish_row_change(row, status_from_db(status), reason);
@@ -513,7 +524,7 @@ impl Subscriptions {
             return Ok(0);
         }
         let notice = notices::subscription_failed(&row.id, &row.name, reason, now_ms());
-        self.notifier().queue(tx, &notice).await
+        self.subs.notifier().queue(tx, &notice).await
     }
 
     fn publish_row_change(
@@ -533,17 +544,17 @@ impl Subscriptions {
         if let Some(e) = &event {
             tracing::info!(subscription = %row.id, name = %row.name, status = status_to_db(status), reason = %e.reason, "subscription status");
         }
-        self.publish(Change::Upserted(row.id.clone(), event));
+        self.subs.publish(Change::Upserted(row.id.clone(), event));
     }
 
     /// Applies the customer's namespace, quota, limit range and network
     /// policy, the quota sized for their live subscriptions.
     async fn apply_namespace(&self, client: &kube::Client, user_id: &str) -> anyhow::Result<()> {
         let quota = {
-            let mut tx = self.db().begin().await?;
-            limits::quota(&mut tx, &self.settings().tenant, user_id).await?
+            let mut tx = self.subs.db().begin().await?;
+            limits::quota(&mut tx, &self.subs.settings().tenant, user_id).await?
         };
-        for o in render::namespace_objects(user_id, &quota, &self.settings().render) {
+        for o in render::namespace_objects(user_id, &quota, &self.subs.settings().render) {
             let (api, name) = dynamic(client, &o);
             api.patch(
                 &name,

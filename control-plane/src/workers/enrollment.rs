@@ -16,14 +16,27 @@ use super::{
 };
 use crate::{
     error::{AppError, AppResult, Violations},
-    notifications::{
-        Notifier,
-        notices::{self, WorkerRef},
-    },
     pki::{PeerIdentity, Pki, peer_identity},
     rate_limit::{RateLimiter, address_key},
-    store::{Db, new_id, now_ms, timestamp},
+    store::{Db, Tx, new_id, now_ms, timestamp},
 };
+
+/// Queuing a notice in the enrollment's transaction
+/// ([`EnrollmentNotices::enrolled`]).
+pub type Queued<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = AppResult<usize>> + Send + 'a>>;
+
+/// Who is told of a new machine, in the enrollment's own transaction (so
+/// the notice is written once, with the enrollment). `crate::notifications`
+/// implements it for its `Notifier`; startup hands it over: the workers
+/// know nothing of notices.
+pub trait EnrollmentNotices: Send + Sync {
+    /// Queues the "new worker enrolled" notice of `worker` in `tx`;
+    /// returns how many messages were queued.
+    fn enrolled<'a>(&'a self, tx: &'a mut Tx, worker: &'a WorkerRow, at_ms: i64) -> Queued<'a>;
+    /// Wakes the delivery after the commit, when something was queued.
+    fn wake(&self);
+}
 
 /// ErrorInfo reasons of refused agent calls (the worker identity contract).
 pub mod reason {
@@ -96,7 +109,7 @@ pub struct Enrollment {
     pki: Arc<Pki>,
     config: EnrollmentConfig,
     limiter: Arc<RateLimiter>,
-    notifier: Notifier,
+    notifier: Arc<dyn EnrollmentNotices>,
 }
 
 impl std::fmt::Debug for Enrollment {
@@ -263,7 +276,12 @@ pub fn validate_facts(f: &MachineFacts) -> Result<(), String> {
 impl Enrollment {
     /// Enrollment over `hub`'s store, signing with `pki`; new machines are
     /// told to administrators through `notifier`.
-    pub fn new(hub: FleetHub, pki: Arc<Pki>, config: EnrollmentConfig, notifier: Notifier) -> Self {
+    pub fn new(
+        hub: FleetHub,
+        pki: Arc<Pki>,
+        config: EnrollmentConfig,
+        notifier: Arc<dyn EnrollmentNotices>,
+    ) -> Self {
         let per = Duration::from_secs(1) / config.rate_per_second.max(1);
         let limiter = Arc::new(RateLimiter::for_store(
             hub.db(),
@@ -510,7 +528,7 @@ impl Enrollment {
         // before the enrollment is committed: if the API server cannot make
         // one, the enrollment fails (UNAVAILABLE, the agent retries) and its
         // token is not spent — unless --k3s-token-file gives a fallback.
-        let k3s_token = match self.hub.cluster() {
+        let k3s_token = match self.hub.nodes() {
             Some(c) if c.is_linked() => match c
                 .k3s_join_token(&worker_id, self.config.k3s_token_ttl)
                 .await
@@ -533,15 +551,7 @@ impl Enrollment {
         };
         // A new machine is told in the enrollment's own transaction.
         let notices = if existing.is_none() {
-            let notice = notices::worker_enrolled(
-                &WorkerRef {
-                    id: row.id.clone(),
-                    name: row.name.clone(),
-                },
-                &row.ip_address,
-                now_ms(),
-            );
-            self.notifier.queue(&mut tx, &notice).await?
+            self.notifier.enrolled(&mut tx, &row, now_ms()).await?
         } else {
             0
         };
@@ -601,10 +611,7 @@ impl Enrollment {
         let last_seen = named
             .last_health_check_at
             .or(named.last_heartbeat_at)
-            .map_or_else(
-                || "never".to_owned(),
-                crate::notifications::notices::rfc3339,
-            );
+            .map_or_else(|| "never".to_owned(), crate::workers::rfc3339);
         let status = named.status.to_lowercase().replace('_', " ");
         tracing::warn!(worker_id = %named.id, name = %named.name, old_machine_id = %named.machine_id,
             new_machine_id = %facts.machine_id, ip = %ip_address,

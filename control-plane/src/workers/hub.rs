@@ -20,7 +20,6 @@ use tokio::sync::{Notify, broadcast, mpsc};
 
 use super::queries::{self as workers_db, HeartbeatMetrics, WorkerRow};
 use crate::{
-    cluster::ClusterLink,
     error::AppResult,
     metrics::Metrics,
     store::{Db, now_ms},
@@ -42,6 +41,28 @@ impl FleetConfig {
     pub fn silence_deadline(&self) -> Duration {
         self.heartbeat_interval * self.missed_heartbeats.max(1)
     }
+}
+
+/// A K3s join token being made ([`ShowNode::k3s_join_token`]).
+pub type JoinToken<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = anyhow::Result<Option<minispod_support::secret::Secret>>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// What the cluster adds to the workers (`crate::nodes` implements it,
+/// startup sets it on the hub): the workers know of no cluster.
+pub trait ShowNode: Send + Sync + std::fmt::Debug {
+    /// Adds what the cluster says of the worker's node, and its drain, to
+    /// `w`; leaves it as it is without a link or a node.
+    fn decorate(&self, w: &mut pb::Worker);
+    /// A join token of this worker's own, valid `ttl`; None when the
+    /// cluster makes none.
+    fn k3s_join_token<'a>(&'a self, worker_id: &'a str, ttl: Duration) -> JoinToken<'a>;
+    /// Whether a cluster is configured.
+    fn is_linked(&self) -> bool;
 }
 
 /// A change of the fleet, as watchers see it.
@@ -175,8 +196,8 @@ struct Inner {
     pending: Mutex<HashMap<String, HeartbeatMetrics>>,
     closing: tokio::sync::watch::Sender<bool>,
     metrics: Arc<Metrics>,
-    /// The cluster link, once startup made it.
-    cluster: std::sync::OnceLock<ClusterLink>,
+    /// What the cluster adds to a worker, once startup set it.
+    nodes: std::sync::OnceLock<Arc<dyn ShowNode>>,
     /// What watchers were last told of each worker; see [`Published`].
     published: Mutex<Published>,
 }
@@ -219,28 +240,28 @@ impl FleetHub {
                 pending: Mutex::new(HashMap::new()),
                 closing: tokio::sync::watch::Sender::new(false),
                 metrics,
-                cluster: std::sync::OnceLock::new(),
+                nodes: std::sync::OnceLock::new(),
                 published: Mutex::new(Published::default()),
             }),
         }
     }
 
-    /// Workers shown from now on carry what `link` says of their nodes.
-    pub fn set_cluster(&self, link: ClusterLink) {
-        let _ = self.inner.cluster.set(link);
+    /// Workers shown from now on carry what `nodes` says of their nodes.
+    pub fn set_nodes(&self, nodes: Arc<dyn ShowNode>) {
+        let _ = self.inner.nodes.set(nodes);
     }
 
-    /// The cluster link, when one was set.
-    pub fn cluster(&self) -> Option<&ClusterLink> {
-        self.inner.cluster.get()
+    /// What the cluster adds to a worker, when startup set it.
+    pub fn nodes(&self) -> Option<&dyn ShowNode> {
+        self.inner.nodes.get().map(|n| &**n)
     }
 
-    /// A worker as the API shows it: its record, and what the cluster link
+    /// A worker as the API shows it: its record, and what the cluster
     /// says of its node.
     pub fn worker(&self, row: &WorkerRow) -> pb::Worker {
         let mut w = pb::Worker::from(row);
-        if let Some(c) = self.cluster() {
-            c.decorate(&mut w);
+        if let Some(n) = self.nodes() {
+            n.decorate(&mut w);
         }
         w
     }

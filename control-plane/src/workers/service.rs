@@ -30,6 +30,8 @@ pub struct WorkerApi {
     ca_hash: String,
     /// The URL agents reach this control plane at, handed out likewise.
     agent_url: String,
+    /// The cluster link, when startup gave one ([`WorkerApi::with_cluster`]).
+    cluster: Option<ClusterLink>,
 }
 
 impl WorkerApi {
@@ -42,6 +44,15 @@ impl WorkerApi {
             ca_hash,
             agent_url,
             counts: Arc::default(),
+            cluster: None,
+        }
+    }
+
+    /// The same, showing what `cluster` says of the nodes.
+    pub fn with_cluster(self, cluster: ClusterLink) -> Self {
+        WorkerApi {
+            cluster: Some(cluster),
+            ..self
         }
     }
 }
@@ -372,7 +383,7 @@ impl WorkerService for WorkerApi {
         self.auth.admin(&request).await?;
         let (t, by) = workers_db::stats(self.hub.db()).await?;
         let (by_arch, by_os) = by_platform(workers_db::counts_by_platform(self.hub.db()).await?);
-        let (online, online_source) = match self.hub.cluster().filter(|c| c.is_linked()) {
+        let (online, online_source) = match self.cluster.as_ref().filter(|c| c.is_linked()) {
             Some(c) => (
                 OnlineTotals::of_nodes(&workers_db::online_ids(self.hub.db()).await?, c),
                 pb::FiguresSource::Nodes,
@@ -441,8 +452,8 @@ impl WorkerService for WorkerApi {
             by_architecture: by_arch,
             by_os,
             cluster_link: self
-                .hub
-                .cluster()
+                .cluster
+                .as_ref()
                 .map_or(pb::ClusterLinkState::Unlinked, ClusterLink::state)
                 as i32,
             online_source: online_source as i32,
@@ -466,6 +477,7 @@ impl WorkerService for WorkerApi {
         let mut events = self.hub.subscribe();
         let db = self.hub.db().clone();
         let hub = self.hub.clone();
+        let cluster = self.cluster.clone();
         let counts = self.counts.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
@@ -560,7 +572,7 @@ impl WorkerService for WorkerApi {
                         Ok((WorkerEvent::Metrics(batch), at)) => {
                             for (id, m) in batch.iter() {
                                 let mut update = metrics_update(id, m);
-                                if let Some(c) = hub.cluster() {
+                                if let Some(c) = &cluster {
                                     c.decorate_figures(&mut update);
                                 }
                                 let msg = event(pb::WorkerEventType::Metrics, update, at);
@@ -669,7 +681,7 @@ impl WorkerService for WorkerApi {
         request: Request<pb::GetClusterLinkRequest>,
     ) -> Result<Response<pb::GetClusterLinkResponse>, Status> {
         self.auth.admin(&request).await?;
-        Ok(Response::new(match self.hub.cluster() {
+        Ok(Response::new(match self.cluster.as_ref() {
             Some(c) => c.describe(),
             None => ClusterLink::unlinked().describe(),
         }))

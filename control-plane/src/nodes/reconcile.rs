@@ -1,9 +1,11 @@
 //! Makes each worker's node what the worker's record says, and the
 //! worker's status what its node says.
 //!
-//! One task takes workers from a work queue (`crate::workqueue`: filled by
-//! the watches, the hub's worker events and the offline timers; a failed
-//! pass is retried after a per-worker backoff with jitter, never stacked)
+//! One task, [`NodeReconciler`], takes workers from a work queue
+//! (`crate::workqueue`: filled by the link's watches, the hub's worker
+//! events and the offline timers; a failed pass is retried after a
+//! per-worker backoff with jitter, never stacked: [`NodeReconciler`]'s
+//! `error_policy`)
 //! and, for each, compares the record with the node as last watched:
 //! - labels (the administrator's, plus the worker-id label) and cordon
 //!   (`spec.unschedulable` while cordoned or in maintenance) by server-side
@@ -38,11 +40,12 @@ use minispod_support::WORKER_ID_LABEL;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{
-    ClusterLink, FIELD_MANAGER, LinkSettings, now,
-    view::{NODE_NOT_JOINED, NodeView, OFFLINE_TAINT_KEY, OWN_TAINTS_ANNOTATION, TaintKey},
-};
+use super::{Nodes, now};
 use crate::{
+    cluster::{
+        ClusterLink, FIELD_MANAGER, LinkSettings,
+        view::{NODE_NOT_JOINED, NodeView, OFFLINE_TAINT_KEY, OWN_TAINTS_ANNOTATION, TaintKey},
+    },
     workers::{
         hub::{FleetHub, WorkerEvent},
         queries::{self as workers_db, StateChange, TaintJson, WorkerRow},
@@ -81,8 +84,10 @@ impl Presence {
     }
 }
 
-/// The node reconciler's loop and what it remembers.
-struct NodeReconciler {
+/// The node reconciler: its loop, and what it remembers (which workers
+/// are offline since when, what watchers were shown).
+pub(super) struct NodeReconciler {
+    nodes: Nodes,
     link: ClusterLink,
     hub: FleetHub,
     presence: Presence,
@@ -93,9 +98,12 @@ impl Reconcile for NodeReconciler {
     type Error = anyhow::Error;
 
     async fn reconcile(&mut self, id: &String) -> anyhow::Result<Action> {
-        self.link.reconcile(&self.hub, &mut self.presence, id).await
+        self.reconcile_worker(id).await
     }
 
+    /// Every failure is retried after the worker's backoff: a node that
+    /// could not be written now may be written later (the link back, a
+    /// conflict gone), and the record keeps saying what it should be.
     fn error_policy(&mut self, id: &String, e: &anyhow::Error, backoff: Duration) -> Action {
         tracing::warn!(worker_id = %id, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64,
             "cluster link: could not update the node");
@@ -103,36 +111,44 @@ impl Reconcile for NodeReconciler {
     }
 }
 
-impl ClusterLink {
-    /// Starts the node reconciler and the drain loop; nothing when no
-    /// cluster is linked.
-    pub fn spawn_reconciler(&self, hub: FleetHub) -> Vec<tokio::task::JoinHandle<()>> {
-        if self.client().is_none() {
-            return Vec::new();
-        }
-        let mut tasks = vec![tokio::spawn(self.clone().reconcile_loop(hub.clone()))];
-        tasks.extend(self.spawn_drains(hub));
-        tasks
-    }
-
-    async fn reconcile_loop(self, hub: FleetHub) {
-        let mut events = hub.subscribe();
-        let mut r = NodeReconciler {
-            link: self.clone(),
-            hub: hub.clone(),
+impl NodeReconciler {
+    /// The reconciler of `nodes`' workers, over `hub`.
+    pub(super) fn new(nodes: Nodes, hub: FleetHub) -> NodeReconciler {
+        NodeReconciler {
+            link: nodes.link().clone(),
+            nodes,
+            hub,
             presence: Presence {
                 started: Instant::now(),
                 offline_since: HashMap::new(),
                 shown: HashMap::new(),
             },
-        };
+        }
+    }
+
+    fn settings(&self) -> &LinkSettings {
+        self.link.settings()
+    }
+
+    fn client(&self) -> Option<&kube::Client> {
+        self.link.client()
+    }
+
+    /// Runs until the hub closes.
+    pub(super) async fn run(mut self) {
+        let hub = self.hub.clone();
+        let link = self.link.clone();
+        let queue = self.nodes.inner.queue.clone();
+        let settings = self.settings().clone();
+        let mut events = hub.subscribe();
+        let r = &mut self;
         let mut swept = false;
         loop {
             let presence = &r.presence;
             let next_due = presence
                 .offline_since
                 .keys()
-                .filter_map(|id| presence.due(id, &self.inner.settings))
+                .filter_map(|id| presence.due(id, &settings))
                 .filter(|d| *d > Instant::now())
                 .min();
             let wake = async {
@@ -148,31 +164,31 @@ impl ClusterLink {
                 ev = events.recv() => match ev {
                     Ok((WorkerEvent::Upserted(w), _)) => {
                         track(&mut r.presence, &w);
-                        self.enqueue([w.id.clone()]);
+                        queue.add([w.id.clone()]);
                     }
                     Ok((WorkerEvent::Deleted(id), _)) => {
                         r.presence.offline_since.remove(&id);
                         r.presence.shown.remove(&id);
-                        self.enqueue([id]);
+                        queue.add([id]);
                     }
                     Ok((WorkerEvent::Metrics(_), _)) => continue,
                     Err(RecvError::Lagged(_)) => swept = false,
                     Err(RecvError::Closed) => return,
                 },
-                () = self.inner.wake.notified() => {}
+                () = link.listed() => {}
                 () = wake => {
                     let now = Instant::now();
                     let due: Vec<String> = r.presence.offline_since.keys()
-                        .filter(|id| r.presence.due(id, &self.inner.settings).is_some_and(|d| d <= now + Duration::from_millis(1)))
+                        .filter(|id| r.presence.due(id, &settings).is_some_and(|d| d <= now + Duration::from_millis(1)))
                         .cloned().collect();
                     // Due now, backoff or not: the taint's time came.
                     for id in due {
-                        self.inner.queue.add_now(id);
+                        queue.add_now(id);
                     }
                 }
-                id = self.inner.queue.next() => next = Some(id),
+                id = queue.next() => next = Some(id),
             }
-            if !swept && self.synced() {
+            if !swept && link.synced() {
                 // Once everything is listed: every worker, for its node
                 // readiness and its offline state after a restart.
                 match workers_db::presence(hub.db()).await {
@@ -185,7 +201,7 @@ impl ClusterLink {
                                     .or_insert_with(Instant::now);
                             }
                         }
-                        self.inner.queue.resync(all.into_iter().map(|(id, ..)| id));
+                        queue.resync(all.into_iter().map(|(id, ..)| id));
                         swept = true;
                     }
                     Err(e) => tracing::warn!(error = %e, "cluster link: could not list workers"),
@@ -193,21 +209,22 @@ impl ClusterLink {
             }
             if let Some(id) = next {
                 // Retried by the queue with backoff (`error_policy`).
-                let _ = self.inner.queue.process(&mut r, id).await;
+                let _ = queue.process(r, id).await;
             }
         }
     }
 
     /// Whether the offline taint is due on this worker's node now; None
     /// in a full disruption, when the taints stay as they are.
-    fn offline_taint_due(&self, presence: &Presence, id: &str) -> Option<bool> {
-        let Some(due) = presence.due(id, &self.inner.settings) else {
+    fn offline_taint_due(&self, id: &str) -> Option<bool> {
+        let presence = &self.presence;
+        let Some(due) = presence.due(id, self.settings()) else {
             return Some(false);
         };
         if due > Instant::now() {
             return Some(false);
         }
-        let ix = self.index();
+        let ix = self.link.index();
         let linked = ix.counts().1.max(1);
         let offline = presence
             .offline_since
@@ -225,22 +242,19 @@ impl ClusterLink {
         Some(true)
     }
 
-    async fn reconcile(
-        &self,
-        hub: &FleetHub,
-        presence: &mut Presence,
-        id: &str,
-    ) -> anyhow::Result<Action> {
+    /// One pass over worker `id`'s node.
+    async fn reconcile_worker(&mut self, id: &str) -> anyhow::Result<Action> {
+        let hub = &self.hub.clone();
         let Some(client) = self.client() else {
             return Ok(Action::Done);
         };
         let nodes: Api<Node> = Api::all(client.clone());
         let row = workers_db::by_id(hub.db().read(), id).await?;
         if let Some(r) = row.as_ref().filter(|r| !r.kubernetes_node.is_empty()) {
-            self.index_mut().name_node(&r.kubernetes_node, id);
+            self.link.index_mut().name_node(&r.kubernetes_node, id);
         }
         let node = {
-            let ix = self.index();
+            let ix = self.link.index();
             ix.node_of(id)
                 .or_else(|| {
                     row.as_ref()
@@ -253,14 +267,17 @@ impl ClusterLink {
             // The worker was deleted: the drain loop cordons and drains its
             // node, then deletes the node object.
             if let Some(n) = node
-                && self.drain_job(id).is_none_or(|j| j.retire_by.is_none())
+                && self
+                    .nodes
+                    .drain_job(id)
+                    .is_none_or(|j| j.retire_by.is_none())
             {
                 let by = tokio::time::Instant::now() + RETIRE_DRAIN_TIMEOUT;
-                self.start_drain(id, &n.name, Some(by));
+                self.nodes.start_drain(id, &n.name, Some(by));
             }
             return Ok(Action::Done);
         };
-        if self.synced() {
+        if self.link.synced() {
             let (ready, reason) = node
                 .as_ref()
                 .map_or((false, NODE_NOT_JOINED.to_owned()), |n| n.ready.clone());
@@ -285,16 +302,16 @@ impl ClusterLink {
         }
         let offline = !row.online
             && self
-                .offline_taint_due(presence, id)
+                .offline_taint_due(id)
                 .unwrap_or_else(|| node.own_taints.iter().any(|t| t.key == OFFLINE_TAINT_KEY));
         let name = node.name.clone();
         self.patch_taints(&nodes, &row, node, offline).await?;
-        let show_later = self.show_node_changes(hub, presence, &row);
+        let show_later = self.show_node_changes(&row);
         // After the cordon above, so evicted pods land elsewhere.
         if row.maintenance {
-            self.ensure_drain(id, &name);
+            self.nodes.ensure_drain(id, &name);
         } else {
-            self.cancel_drain(hub, id);
+            self.nodes.cancel_drain(hub, id);
         }
         Ok(show_later.map_or(Action::Done, Action::RequeueAfter))
     }
@@ -343,7 +360,7 @@ impl ClusterLink {
     /// event, so the next comparison sees it.
     fn observe(&self, n: &Node) -> NodeView {
         let v = NodeView::of(n, now());
-        self.index_mut().put_node(v.clone());
+        self.link.index_mut().put_node(v.clone());
         v
     }
 
@@ -442,13 +459,9 @@ impl ClusterLink {
     /// heartbeat times), at most once per [`SHOW_EVERY`] per worker; a
     /// change within that is shown when it has passed: the answer is when
     /// to look again.
-    fn show_node_changes(
-        &self,
-        hub: &FleetHub,
-        presence: &mut Presence,
-        row: &WorkerRow,
-    ) -> Option<Duration> {
-        let mut f = self.figures(&row.id)?;
+    fn show_node_changes(&mut self, row: &WorkerRow) -> Option<Duration> {
+        let mut f = self.link.figures(&row.id)?;
+        let (hub, presence) = (&self.hub, &mut self.presence);
         f.node.observed_at = None;
         for c in &mut f.node.conditions {
             c.last_heartbeat_at = None;
@@ -471,48 +484,6 @@ impl ClusterLink {
                 hub.publish_here(row);
                 None
             }
-        }
-    }
-
-    /// Cordons a deleted worker's node before its drain (a failure is
-    /// logged: the drain and the deletion go on).
-    pub(super) async fn cordon_for_retirement(&self, node: &str) {
-        let Some(client) = self.client() else {
-            return;
-        };
-        let nodes: Api<Node> = Api::all(client.clone());
-        let cordon = json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": { "name": node },
-            "spec": { "unschedulable": true },
-        });
-        if let Err(e) = nodes
-            .patch(
-                node,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&cordon),
-            )
-            .await
-        {
-            tracing::warn!(node, error = %e, "could not cordon the node of a deleted worker");
-        }
-    }
-
-    /// Deletes a deleted worker's node (gone already is fine).
-    pub(super) async fn delete_node_named(&self, node: &str) -> anyhow::Result<()> {
-        let Some(client) = self.client() else {
-            return Ok(());
-        };
-        let nodes: Api<Node> = Api::all(client.clone());
-        match nodes.delete(node, &Default::default()).await {
-            Ok(_) => {
-                tracing::info!(node, "deleted the node of a deleted worker");
-                self.index_mut().remove_node(node);
-                Ok(())
-            }
-            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("delete the node {node}"))),
         }
     }
 }

@@ -24,8 +24,13 @@ use minispod_proto::v1 as pb;
 
 use tokio::time::Instant;
 
-use super::{ClusterLink, now};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use super::{Nodes, now};
 use crate::{
+    cluster::{ClusterLink, FIELD_MANAGER},
     workers::{hub::FleetHub, queries as workers_db},
     workqueue::{Action, Reconcile},
 };
@@ -60,7 +65,7 @@ fn stays(p: &Pod) -> bool {
 /// What a drain is asked to do; set by the node reconciler, read by the
 /// drain loop.
 #[derive(Debug, Clone)]
-pub(super) struct DrainJob {
+pub(crate) struct DrainJob {
     /// The node drained.
     pub node: String,
     /// Set for a deleted worker's node: cordon it first, and delete it once
@@ -101,6 +106,7 @@ struct Round {
 /// with jitter) when the API server failed. A 401 or 403 ends the drain
 /// FAILED at once, its reason the API server's refusal.
 pub(super) struct DrainLoop {
+    nodes: Nodes,
     link: ClusterLink,
     hub: FleetHub,
     client: kube::Client,
@@ -120,7 +126,7 @@ impl Reconcile for DrainLoop {
             "drain: a round failed; retrying");
         // A deleted worker's node is deleted at its deadline, backoff or not.
         let left = self
-            .link
+            .nodes
             .drain_job(id)
             .and_then(|j| j.retire_by)
             .map(|by| by.saturating_duration_since(Instant::now()));
@@ -129,9 +135,20 @@ impl Reconcile for DrainLoop {
 }
 
 impl DrainLoop {
+    /// The drains of `nodes`, written through `client`.
+    pub(super) fn new(nodes: Nodes, hub: FleetHub, client: kube::Client) -> DrainLoop {
+        DrainLoop {
+            link: nodes.link().clone(),
+            nodes,
+            hub,
+            client,
+            rounds: HashMap::new(),
+        }
+    }
+
     /// Runs the loop until the hub closes.
     pub(super) async fn run(mut self) {
-        let queue = self.link.inner.drain_queue.clone();
+        let queue = self.nodes.inner.drain_queue.clone();
         loop {
             let id = tokio::select! {
                 () = self.hub.closed() => return,
@@ -145,15 +162,15 @@ impl DrainLoop {
     /// Ends the drain of `id`: forgets its round and its job.
     fn finish(&mut self, id: &str) {
         self.rounds.remove(id);
-        self.link.set_drain_job(id, None);
+        self.nodes.set_drain_job(id, None);
     }
 
     async fn round(&mut self, id: &str) -> anyhow::Result<Action> {
-        let Some(job) = self.link.drain_job(id) else {
+        let Some(job) = self.nodes.drain_job(id) else {
             self.rounds.remove(id);
             return Ok(Action::Done);
         };
-        let Some(mut progress) = self.link.drain_of(id) else {
+        let Some(mut progress) = self.nodes.drain_of(id) else {
             self.finish(id);
             return Ok(Action::Done);
         };
@@ -163,7 +180,7 @@ impl DrainLoop {
             let round = self.rounds.entry(id.to_owned()).or_default();
             if !round.cordoned {
                 round.cordoned = true;
-                self.link.cordon_for_retirement(node).await;
+                self.cordon_for_retirement(node).await;
             }
             let over = matches!(state, pb::DrainState::Done | pb::DrainState::Failed);
             if over || Instant::now() >= by {
@@ -174,8 +191,8 @@ impl DrainLoop {
                     );
                 }
                 // Retried with backoff until the node is gone.
-                self.link.delete_node_named(node).await?;
-                self.link.set_drain(id, None);
+                self.delete_node_named(node).await?;
+                self.nodes.set_drain(id, None);
                 self.finish(id);
                 return Ok(Action::Done);
             }
@@ -215,8 +232,8 @@ impl DrainLoop {
                     progress.finished_at = Some(now());
                     let evicted = round.evicted;
                     progress.pods_evicted = evicted;
-                    self.link.set_drain(id, Some(progress));
-                    self.link.announce(&self.hub, id);
+                    self.nodes.set_drain(id, Some(progress));
+                    self.nodes.announce(&self.hub, id);
                     tracing::info!(worker_id = id, node, evicted, "node drained");
                     if job.retire_by.is_some() {
                         // Back at once to delete the node.
@@ -266,14 +283,14 @@ impl DrainLoop {
         }
         // Maintenance may have ended while this round ran.
         if self
-            .link
+            .nodes
             .drain_of(id)
             .is_none_or(|d| d.state == pb::DrainState::Cancelled as i32)
         {
             self.finish(id);
             return Ok(Action::Done);
         }
-        self.link.set_drain(id, Some(progress.clone()));
+        self.nodes.set_drain(id, Some(progress.clone()));
         let seen = Some((
             progress.state,
             progress.pods_evicted,
@@ -282,7 +299,7 @@ impl DrainLoop {
         ));
         if round.announced != seen {
             round.announced = seen;
-            self.link.announce(&self.hub, id);
+            self.nodes.announce(&self.hub, id);
         }
         self.rounds.insert(id.to_owned(), round);
         next
@@ -300,10 +317,10 @@ impl DrainLoop {
         progress.state = pb::DrainState::Failed as i32;
         progress.error = format!("the cluster refused the drain: {why}");
         progress.finished_at = Some(now());
-        self.link.set_drain(id, Some(progress));
-        self.link.announce(&self.hub, id);
+        self.nodes.set_drain(id, Some(progress));
+        self.nodes.announce(&self.hub, id);
         if self
-            .link
+            .nodes
             .drain_job(id)
             .is_some_and(|j| j.retire_by.is_some())
         {
@@ -316,19 +333,51 @@ impl DrainLoop {
     }
 }
 
-impl ClusterLink {
-    /// Starts the drain loop; nothing when no cluster is linked.
-    pub(super) fn spawn_drains(&self, hub: FleetHub) -> Option<tokio::task::JoinHandle<()>> {
-        let client = self.client()?.clone();
-        let drains = DrainLoop {
-            link: self.clone(),
-            hub,
-            client,
-            rounds: HashMap::new(),
+impl DrainLoop {
+    /// Cordons a deleted worker's node before its drain (a failure is
+    /// logged: the drain and the deletion go on).
+    async fn cordon_for_retirement(&self, node: &str) {
+        let Some(client) = self.link.client() else {
+            return;
         };
-        Some(tokio::spawn(drains.run()))
+        let nodes: Api<Node> = Api::all(client.clone());
+        let cordon = json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": { "name": node },
+            "spec": { "unschedulable": true },
+        });
+        if let Err(e) = nodes
+            .patch(
+                node,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&cordon),
+            )
+            .await
+        {
+            tracing::warn!(node, error = %e, "could not cordon the node of a deleted worker");
+        }
     }
 
+    /// Deletes a deleted worker's node (gone already is fine).
+    async fn delete_node_named(&self, node: &str) -> anyhow::Result<()> {
+        let Some(client) = self.link.client() else {
+            return Ok(());
+        };
+        let nodes: Api<Node> = Api::all(client.clone());
+        match nodes.delete(node, &Default::default()).await {
+            Ok(_) => {
+                tracing::info!(node, "deleted the node of a deleted worker");
+                self.link.index_mut().remove_node(node);
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("delete the node {node}"))),
+        }
+    }
+}
+
+impl Nodes {
     /// Starts a drain of `node` for worker `id` unless one is running, done
     /// or failed (a failed drain stays FAILED, its reason shown, until
     /// maintenance ends: entering it again drains again); called by the
@@ -343,7 +392,7 @@ impl ClusterLink {
                     | pb::DrainState::Failed)
             )
         });
-        if started || self.client().is_none() {
+        if started || !self.link().is_linked() {
             return;
         }
         self.start_drain(id, node, None);
@@ -422,7 +471,7 @@ async fn evict(api: &Api<Pod>, namespace: &str, name: &str) -> kube::Result<kube
         delete_options: None,
     };
     let params = PostParams {
-        field_manager: Some(super::FIELD_MANAGER.into()),
+        field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
     // k8s-openapi writes apiVersion and kind with the object.
