@@ -88,15 +88,15 @@ fn free_port() -> u16 {
 fn fleet_args(dir: &Path, port: u16) -> ServeArgs {
     let mut a = ServeArgs::with_data_dir(dir);
     a.listen = format!("127.0.0.1:{port}").parse().unwrap();
-    a.admin_email = Some(ADMIN_EMAIL.into());
-    a.admin_password = Some(ADMIN_PASSWORD.into());
-    a.heartbeat_interval = Duration::from_secs(1);
-    a.missed_heartbeats = 2;
+    a.login.admin_email = Some(ADMIN_EMAIL.into());
+    a.login.admin_password = Some(ADMIN_PASSWORD.into());
+    a.fleet.heartbeat_interval = Duration::from_secs(1);
+    a.fleet.missed_heartbeats = 2;
     a.keepalive_interval = Duration::from_secs(1);
     a.keepalive_timeout = Duration::from_secs(1);
-    a.metrics_flush_interval = Duration::from_millis(200);
-    a.login_ip_burst = 10_000;
-    a.login_ip_per_minute = 10_000;
+    a.fleet.metrics_flush_interval = Duration::from_millis(200);
+    a.login.login_ip_burst = 10_000;
+    a.login.login_ip_per_minute = 10_000;
     // Every test agent connects from 127.0.0.1.
     a.transport.max_connections_per_address = 0;
     a.transport.max_handshakes_per_address = 100_000;
@@ -119,7 +119,7 @@ impl ControlPlane {
         configure: impl FnOnce(&mut ServeArgs),
     ) -> ControlPlane {
         let mut args = fleet_args(&dir.0, port);
-        args.database_url = dir.1.clone();
+        args.store.database_url = dir.1.clone();
         configure(&mut args);
         let app = Application::build(args).await.expect("build control plane");
         let (ca_hash, ca_pem, metrics) = (app.ca_hash(), app.ca_cert_pem(), app.metrics_addr());
@@ -1222,8 +1222,8 @@ async fn a_failing_k3s_join_hook_is_reported_and_the_worker_is_not_ready() {
     let k3s_token = dir.0.join("k3s-token");
     std::fs::write(&k3s_token, "K10secret::server:abc\n").unwrap();
     let cp = ControlPlane::start_in(dir.clone(), free_port(), |a| {
-        a.k3s_server_url = "https://k3s.example.org:6443".into();
-        a.k3s_token_file = Some(k3s_token.clone());
+        a.fleet.k3s_server_url = "https://k3s.example.org:6443".into();
+        a.fleet.k3s_token_file = Some(k3s_token.clone());
     })
     .await;
     let mut watch = cp.watch().await;
@@ -1256,11 +1256,11 @@ async fn a_static_token_from_a_file_enrolls_and_enrollment_is_rate_limited() {
     let token_file = dir.0.join("enroll.token");
     std::fs::write(&token_file, "static-token-for-unattended-installs\n").unwrap();
     let cp = ControlPlane::start_in(dir.clone(), free_port(), |a| {
-        a.enrollment_token_file = Some(token_file.clone());
+        a.fleet.enrollment_token_file = Some(token_file.clone());
         // Two machines share it here; by default a static token admits one.
-        a.enrollment_token_max_uses = 2;
-        a.enroll_burst = 3;
-        a.enroll_per_second = 1;
+        a.fleet.enrollment_token_max_uses = 2;
+        a.fleet.enroll_burst = 3;
+        a.fleet.enroll_per_second = 1;
     })
     .await;
     raw_enroll(&cp, "static-token-for-unattended-installs", "s1")
@@ -1847,7 +1847,8 @@ async fn on_postgres_replicas_take_over_the_workers_of_a_replica_killed_with_kil
         &["--replica-lease", "2s"],
     );
     let (ch_a, admin_a) = admin_channel(port_a, &dir.0).await;
-    let b = ControlPlane::start_in(dir.clone(), port_b, |args| args.replica_lease = LEASE).await;
+    let b =
+        ControlPlane::start_in(dir.clone(), port_b, |args| args.store.replica_lease = LEASE).await;
     let mut watch_b = b.watch().await;
     let token = WorkerServiceClient::new(ch_a.clone())
         .create_enrollment_token(authed(
@@ -1951,7 +1952,7 @@ async fn on_postgres_a_stream_claimed_on_another_replica_closes_the_older_copy()
     let dir = replica_database().await;
     // A long heartbeat deadline: a stream that ends within seconds was
     // closed by the takeover, not for silence.
-    let slow = |args: &mut ServeArgs| args.heartbeat_interval = Duration::from_secs(60);
+    let slow = |args: &mut ServeArgs| args.fleet.heartbeat_interval = Duration::from_secs(60);
     let a = ControlPlane::start_in(dir.clone(), free_port(), slow).await;
     let b = ControlPlane::start_in(dir, free_port(), slow).await;
     let mut watch_a = a.watch().await;

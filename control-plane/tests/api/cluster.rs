@@ -28,10 +28,10 @@ use crate::{
 async fn linked(cluster: &TestCluster) -> TestApp {
     let kubeconfig = cluster.kubeconfig_path().to_owned();
     spawn_app_with(move |a| {
-        a.kubeconfig = Some(kubeconfig);
-        a.offline_taint_grace = Duration::from_millis(300);
-        a.offline_taint_after_start = Duration::ZERO;
-        a.metrics_flush_interval = Duration::from_millis(100);
+        a.cluster.kubeconfig = Some(kubeconfig);
+        a.cluster.offline_taint_grace = Duration::from_millis(300);
+        a.cluster.offline_taint_after_start = Duration::ZERO;
+        a.fleet.metrics_flush_interval = Duration::from_millis(100);
     })
     .await
 }
