@@ -307,3 +307,42 @@ async fn expire_refresh_tokens(db: Db) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shutdown ends the tasks started here and the ones adopted from other
+    /// modules, though neither would end by itself.
+    #[tokio::test]
+    async fn stop_ends_spawned_and_adopted_tasks() {
+        let tasks = Tasks::default();
+        let held = Arc::new(());
+        let mine = held.clone();
+        tasks.spawn("forever", async move {
+            let _held = mine;
+            std::future::pending::<()>().await;
+        });
+        let theirs = held.clone();
+        tasks.adopt(
+            "adopted forever",
+            tokio::spawn(async move {
+                let _held = theirs;
+                std::future::pending::<()>().await;
+            }),
+        );
+        tokio::task::yield_now().await;
+        assert_eq!(Arc::strong_count(&held), 3, "both tasks run");
+        let tracker = tasks.tracker.clone();
+        let running = tasks.running.clone();
+        tokio::time::timeout(Duration::from_secs(5), tasks.stop(Duration::from_secs(2)))
+            .await
+            .expect("stop is bounded");
+        assert!(tracker.is_empty(), "every task ended");
+        assert_eq!(Arc::strong_count(&held), 1, "both futures were dropped");
+        assert!(
+            running.names.lock().unwrap().is_empty(),
+            "no task is left listed as running"
+        );
+    }
+}
