@@ -34,10 +34,10 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("minispod-bench-{}", std::process::id()));
     let mut args = ServeArgs::with_data_dir(&dir);
     args.listen = "127.0.0.1:0".parse()?;
-    args.admin_email = Some("bench@example.org".into());
-    args.admin_password = Some("bench-password".into());
-    args.login_ip_burst = u32::MAX / 2;
-    args.login_ip_per_minute = u32::MAX / 2;
+    args.login.admin_email = Some("bench@example.org".into());
+    args.login.admin_password = Some("bench-password".into());
+    args.login.login_ip_burst = u32::MAX / 2;
+    args.login.login_ip_per_minute = u32::MAX / 2;
     let app = Application::build(args).await?;
     let (addr, ca) = (app.local_addr(), app.ca_cert_pem());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -63,7 +63,7 @@ pub struct TransportLimits {
     pub max_handshakes_per_address: usize,
 
     /// How long a client may take to finish the TLS handshake.
-    #[arg(long, env = "MINISPOD_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = crate::config::parse_duration)]
+    #[arg(long, env = "MINISPOD_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = minispod_support::parse_duration)]
     pub handshake_timeout: Duration,
 
     /// Calls (HTTP/2 streams) one connection may have open at once; more
@@ -74,7 +74,7 @@ pub struct TransportLimits {
     /// Longest time from a call's headers to its response: a unary call
     /// whose request has not fully arrived by then ends CANCELLED. Streams
     /// (agents, watches) are bounded only until they start.
-    #[arg(long, env = "MINISPOD_REQUEST_TIMEOUT", default_value = "30s", value_parser = crate::config::parse_duration)]
+    #[arg(long, env = "MINISPOD_REQUEST_TIMEOUT", default_value = "30s", value_parser = minispod_support::parse_duration)]
     pub request_timeout: Duration,
 
     /// Bytes of unfinished request messages the server holds across all

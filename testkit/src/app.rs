@@ -46,13 +46,13 @@ pub struct TestApp {
 pub fn test_args(data_dir: &std::path::Path) -> ServeArgs {
     let mut args = ServeArgs::with_data_dir(data_dir);
     args.listen = "127.0.0.1:0".parse().unwrap();
-    args.admin_email = Some(ADMIN_EMAIL.into());
-    args.admin_password = Some(ADMIN_PASSWORD.into());
-    args.login_ip_burst = 10_000;
-    args.login_ip_per_minute = 10_000;
-    args.login_account_burst = 1_000;
-    args.subscription_change_burst = 10_000;
-    args.log_stream_burst = 10_000;
+    args.login.admin_email = Some(ADMIN_EMAIL.into());
+    args.login.admin_password = Some(ADMIN_PASSWORD.into());
+    args.login.login_ip_burst = 10_000;
+    args.login.login_ip_per_minute = 10_000;
+    args.login.login_account_burst = 1_000;
+    args.subscriptions.subscription_change_burst = 10_000;
+    args.subscriptions.log_stream_burst = 10_000;
     args.cors_origins = vec!["https://app.example.org".into()];
     args
 }
@@ -61,9 +61,9 @@ pub fn test_args(data_dir: &std::path::Path) -> ServeArgs {
 /// short offline-taint grace the cluster tests wait out (300 ms, counted
 /// from start-up too).
 pub fn link_args(args: &mut ServeArgs, kubeconfig: &std::path::Path) {
-    args.kubeconfig = Some(kubeconfig.to_owned());
-    args.offline_taint_grace = Duration::from_millis(300);
-    args.offline_taint_after_start = Duration::ZERO;
+    args.cluster.kubeconfig = Some(kubeconfig.to_owned());
+    args.cluster.offline_taint_grace = Duration::from_millis(300);
+    args.cluster.offline_taint_after_start = Duration::ZERO;
 }
 
 /// Starts the app with default test settings.
@@ -86,7 +86,7 @@ pub async fn start(
         minispod_control_plane::telemetry::init(minispod_control_plane::config::LogFormat::Text);
     }
     let mut args = test_args(&dir.0);
-    args.database_url = dir.1.clone();
+    args.store.database_url = dir.1.clone();
     configure(&mut args);
     let plaintext = args.plaintext;
     let app = Application::build(args).await.expect("build app");

@@ -456,8 +456,8 @@ async fn the_last_administrator_cannot_deactivate_their_own_account() {
 #[tokio::test]
 async fn login_is_rate_limited_per_address() {
     let app = spawn_app_with(|a| {
-        a.login_ip_burst = 3;
-        a.login_ip_per_minute = 1;
+        a.login.login_ip_burst = 3;
+        a.login.login_ip_per_minute = 1;
     })
     .await;
     for _ in 0..3 {
@@ -484,8 +484,8 @@ async fn login_is_rate_limited_per_address() {
 async fn failed_logins_slow_one_account_for_a_while_not_forever() {
     // Two failures per (account, address), one more every second.
     let app = spawn_app_with(|a| {
-        a.login_account_burst = 2;
-        a.login_account_per_hour = 3600;
+        a.login.login_account_burst = 2;
+        a.login.login_account_per_hour = 3600;
     })
     .await;
     app.register("victim@example.org", "victim-password").await;
@@ -533,8 +533,8 @@ async fn login_forwarded_for(
 async fn behind_a_trusted_proxy_limits_follow_its_right_most_untrusted_hop() {
     let app = spawn_app_with(|a| {
         a.transport.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-        a.login_ip_burst = 1;
-        a.login_ip_per_minute = 1;
+        a.login.login_ip_burst = 1;
+        a.login.login_ip_per_minute = 1;
     })
     .await;
     expect_code(
@@ -562,8 +562,8 @@ async fn behind_a_trusted_proxy_limits_follow_its_right_most_untrusted_hop() {
 async fn an_untrusted_client_cannot_name_another_address() {
     // No trusted proxies: x-forwarded-for from a direct client means nothing.
     let app = spawn_app_with(|a| {
-        a.login_ip_burst = 1;
-        a.login_ip_per_minute = 1;
+        a.login.login_ip_burst = 1;
+        a.login.login_ip_per_minute = 1;
     })
     .await;
     expect_code(
@@ -620,8 +620,8 @@ async fn only_a_live_refresh_token_ends_every_session() {
 async fn oversized_credentials_are_refused_before_any_limiter_or_lookup() {
     // A limit of one attempt per address: an oversized login must not use it.
     let app = spawn_app_with(|a| {
-        a.login_ip_burst = 1;
-        a.login_ip_per_minute = 1;
+        a.login.login_ip_burst = 1;
+        a.login.login_ip_per_minute = 1;
     })
     .await;
     // Within AuthService's message limit but over the field limits.
@@ -644,7 +644,7 @@ async fn oversized_credentials_are_refused_before_any_limiter_or_lookup() {
 
 #[tokio::test]
 async fn a_closed_registration_refuses_sign_ups_but_administrators_still_create_users() {
-    let app = spawn_app_with(|a| a.close_registration = true).await;
+    let app = spawn_app_with(|a| a.login.close_registration = true).await;
     let s = expect_code(
         app.auth()
             .register(register_req("new@example.org", "new-password-1", "New"))
@@ -670,8 +670,8 @@ async fn a_closed_registration_refuses_sign_ups_but_administrators_still_create_
 #[tokio::test]
 async fn password_checks_outside_login_are_limited_like_logins() {
     let app = spawn_app_with(|a| {
-        a.login_account_burst = 2;
-        a.login_account_per_hour = 1;
+        a.login.login_account_burst = 2;
+        a.login.login_account_per_hour = 1;
     })
     .await;
     let (_, access) = app.register("guess@example.org", "guess-password-1").await;
@@ -770,7 +770,7 @@ fn access_token_life(token: &str) -> u64 {
 
 #[tokio::test]
 async fn a_session_ends_at_its_maximum_age_however_often_refreshed() {
-    let app = spawn_app_with(|a| a.session_max_age = std::time::Duration::from_secs(3)).await;
+    let app = spawn_app_with(|a| a.login.session_max_age = std::time::Duration::from_secs(3)).await;
     app.register("aged@example.org", "aged-password-1").await;
     let (access, mut refresh) = app
         .login("aged@example.org", "aged-password-1")

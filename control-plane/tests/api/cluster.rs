@@ -28,7 +28,7 @@ use crate::{
 async fn linked(cluster: &TestCluster) -> TestApp {
     spawn_app_with(|a| {
         link_args(a, cluster.kubeconfig_path());
-        a.metrics_flush_interval = Duration::from_millis(100);
+        a.fleet.metrics_flush_interval = Duration::from_millis(100);
     })
     .await
 }

@@ -140,11 +140,11 @@ async fn token(app: &TestApp, admin: &str) -> String {
 /// 10 s, 3 s coarse points kept 60 s, metrics flushed every 200 ms.
 async fn fast_history_app() -> TestApp {
     spawn_app_with(|a| {
-        a.metrics_flush_interval = Duration::from_millis(200);
-        a.history_fine_step = Duration::from_secs(1);
-        a.history_fine_retention = Duration::from_secs(10);
-        a.history_coarse_step = Duration::from_secs(3);
-        a.history_coarse_retention = Duration::from_secs(60);
+        a.fleet.metrics_flush_interval = Duration::from_millis(200);
+        a.history.history_fine_step = Duration::from_secs(1);
+        a.history.history_fine_retention = Duration::from_secs(10);
+        a.history.history_coarse_step = Duration::from_secs(3);
+        a.history.history_coarse_retention = Duration::from_secs(60);
     })
     .await
 }
@@ -429,10 +429,10 @@ async fn history_questions_are_checked_and_workers_are_for_administrators_only()
 async fn a_subscriptions_status_over_time_is_shown_to_its_owner_and_administrators_only() {
     let cluster = minispod_kube_standin::TestCluster::start().await.unwrap();
     let app = linked_app_with(&cluster, None, |a| {
-        a.history_fine_step = Duration::from_secs(1);
-        a.history_coarse_step = Duration::from_secs(3);
-        a.history_fine_retention = Duration::from_secs(3600);
-        a.history_coarse_retention = Duration::from_secs(3600);
+        a.history.history_fine_step = Duration::from_secs(1);
+        a.history.history_coarse_step = Duration::from_secs(3);
+        a.history.history_fine_retention = Duration::from_secs(3600);
+        a.history.history_coarse_retention = Duration::from_secs(3600);
     })
     .await;
     let mut admin = Admin::of(&app).await;

@@ -18,12 +18,12 @@ pub const PUBLIC_URL: &str = "https://console.example.org";
 
 /// Mail settings for `sink`, with quick retries.
 pub fn with_mail(args: &mut ServeArgs, sink: &SmtpSink) {
-    args.smtp_url = Some(sink.url().into());
-    args.smtp_ca_file = Some(sink.ca_file.clone());
-    args.mail_from = "MiniSpod <noreply@minispod.test>".into();
-    args.public_url = Some(PUBLIC_URL.into());
-    args.outbox_retry_initial = Duration::from_millis(200);
-    args.outbox_retry_max = Duration::from_millis(500);
+    args.mail.smtp_url = Some(sink.url().into());
+    args.mail.smtp_ca_file = Some(sink.ca_file.clone());
+    args.mail.mail_from = "MiniSpod <noreply@minispod.test>".into();
+    args.mail.public_url = Some(PUBLIC_URL.into());
+    args.mail.outbox_retry_initial = Duration::from_millis(200);
+    args.mail.outbox_retry_max = Duration::from_millis(500);
 }
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -132,7 +132,7 @@ async fn smtps_speaks_tls_from_the_first_byte_and_a_server_not_trusted_gets_noth
     let untrusted = SmtpSink::start(&other.0);
     let app = spawn_app_with(|a| {
         with_mail(a, &untrusted);
-        a.smtp_ca_file = None;
+        a.mail.smtp_ca_file = None;
         a.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
@@ -211,7 +211,7 @@ async fn with_verification_required_sign_in_waits_for_the_link() {
     let sink = SmtpSink::start(&dir.0);
     let app = spawn_app_with(|a| {
         with_mail(a, &sink);
-        a.require_email_verification = true;
+        a.mail.require_email_verification = true;
     })
     .await;
     let registered = app
@@ -703,8 +703,8 @@ async fn a_failing_mail_is_tried_again_when_its_outbox_row_says_and_not_before()
     let mut sink = SmtpSink::start(&dir.0);
     let app = spawn_app_with(|a| {
         with_mail(a, &sink);
-        a.outbox_retry_initial = Duration::from_millis(400);
-        a.outbox_retry_max = Duration::from_millis(800);
+        a.mail.outbox_retry_initial = Duration::from_millis(400);
+        a.mail.outbox_retry_max = Duration::from_millis(800);
     })
     .await;
     let admin = app.admin_token().await;

@@ -253,17 +253,17 @@ where
 /// 127.0.0.0/8,::1`): without it they are refused, as for any internal
 /// address.
 pub(crate) fn allow_local_webhooks(args: &mut ServeArgs) {
-    args.webhook_allow_ranges = vec!["127.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
+    args.mail.webhook_allow_ranges = vec!["127.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
 }
 
 /// Quick notices: 1 s of grace, `flap_window` of flap window; the local
 /// receiver allowed.
 fn quick(args: &mut ServeArgs, hooks: &WebhookSink, flap_window: Duration) {
     allow_local_webhooks(args);
-    args.webhook_ca_file = Some(hooks.ca_file.clone());
-    args.notify_offline_grace = Duration::from_secs(1);
-    args.notify_not_ready_grace = Duration::from_secs(1);
-    args.notify_flap_window = flap_window;
+    args.mail.webhook_ca_file = Some(hooks.ca_file.clone());
+    args.notify.notify_offline_grace = Duration::from_secs(1);
+    args.notify.notify_not_ready_grace = Duration::from_secs(1);
+    args.notify.notify_flap_window = flap_window;
 }
 
 fn notifications(app: &TestApp) -> NotificationServiceClient<Channel> {
@@ -455,7 +455,7 @@ async fn a_worker_offline_past_the_grace_sends_one_mail_and_one_signed_webhook_a
     let app = spawn_app_with(|a| {
         with_mail(a, &sink);
         quick(a, &hooks, Duration::from_secs(60));
-        a.notify_offline_grace = grace;
+        a.notify.notify_offline_grace = grace;
     })
     .await;
     let token = app.admin_token().await;
@@ -807,7 +807,7 @@ async fn a_restart_keeps_what_was_told_and_reports_no_outage_of_its_own() {
     let grace = Duration::from_secs(2);
     let configure = |a: &mut ServeArgs| {
         quick(a, &hooks, Duration::from_secs(60));
-        a.notify_offline_grace = grace;
+        a.notify.notify_offline_grace = grace;
     };
     let app = spawn_app_with(configure).await;
     let token = app.admin_token().await;
@@ -906,7 +906,10 @@ async fn webhooks_to_internal_addresses_are_refused_unless_an_operator_allows_th
     opt_in(&app, &token, &hooks.url, false).await;
     let data = app.stop().await;
     // ...then started without --webhook-allow-range.
-    let app = start(data, |a| a.webhook_ca_file = Some(hooks.ca_file.clone())).await;
+    let app = start(data, |a| {
+        a.mail.webhook_ca_file = Some(hooks.ca_file.clone())
+    })
+    .await;
     let token = app.admin_token().await;
     let mut client = notifications(&app);
     for url in [

@@ -94,8 +94,8 @@ async fn rate_limits_hold_across_replicas() {
     assert!(dir.1.is_some(), "replica tests need PostgreSQL");
     let dir = std::sync::Arc::new(dir);
     let limits = |args: &mut minispod_control_plane::config::ServeArgs| {
-        args.login_ip_burst = 4;
-        args.login_ip_per_minute = 1;
+        args.login.login_ip_burst = 4;
+        args.login.login_ip_per_minute = 1;
     };
     let a = start(dir.clone(), limits).await;
     let b = start(dir, limits).await;
@@ -203,8 +203,8 @@ async fn health_is_not_serving_while_the_database_is_unreachable() {
     let relay = Relay::start(0, upstream).await;
     let relayed = through(&url, upstream, relay.port);
     let app = start(std::sync::Arc::new(dir), |args| {
-        args.database_url = Some(relayed);
-        args.database_acquire_timeout = std::time::Duration::from_secs(1);
+        args.store.database_url = Some(relayed);
+        args.store.database_acquire_timeout = std::time::Duration::from_secs(1);
     })
     .await;
     assert_eq!(health_of(&app, "").await, ServingStatus::Serving as i32);
@@ -250,7 +250,7 @@ async fn the_control_plane_waits_for_a_database_that_comes_up_late() {
     });
     let started = std::time::Instant::now();
     let app = start(std::sync::Arc::new(dir), |args| {
-        args.database_url = Some(relayed);
+        args.store.database_url = Some(relayed);
     })
     .await;
     assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
@@ -339,13 +339,13 @@ async fn linked_replicas(resync: std::time::Duration) -> LinkedReplicas {
     );
     let dir = std::sync::Arc::new(dir);
     let settings = move |a: &mut minispod_control_plane::config::ServeArgs| {
-        a.subscription_resync = resync;
+        a.subscriptions.subscription_resync = resync;
         // Customers' own limits past the cluster's room: these tests are
         // about the cluster's capacity and the replicas.
-        a.tenant.subscriptions = 100;
-        a.tenant.cpu_millicores = 100_000;
-        a.tenant.memory_mb = 100_000;
-        a.tenant.storage_gb = 1000;
+        a.subscriptions.tenant.subscriptions = 100;
+        a.subscriptions.tenant.cpu_millicores = 100_000;
+        a.subscriptions.tenant.memory_mb = 100_000;
+        a.subscriptions.tenant.storage_gb = 1000;
     };
     let db = sqlx::PgPool::connect(&url).await.unwrap();
     let replicas = async || -> Vec<String> {
@@ -780,8 +780,8 @@ async fn a_worker_offline_past_the_grace_is_told_once_although_both_replicas_saw
     let configure = |a: &mut minispod_control_plane::config::ServeArgs| {
         with_mail(a, &sink);
         crate::notifications::allow_local_webhooks(a);
-        a.webhook_ca_file = Some(hooks.ca_file.clone());
-        a.notify_offline_grace = Duration::from_secs(1);
+        a.mail.webhook_ca_file = Some(hooks.ca_file.clone());
+        a.notify.notify_offline_grace = Duration::from_secs(1);
     };
     let a = start(dir.clone(), configure).await;
     let b = start(dir, configure).await;

@@ -201,7 +201,7 @@ async fn setup(more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs)
     let path = creds.kubeconfig();
     let app = linked_app_with(&cluster, None, move |a| {
         more(a);
-        a.kubeconfig = Some(path);
+        a.cluster.kubeconfig = Some(path);
         a.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
@@ -236,9 +236,9 @@ async fn link(s: &Setup) -> pb::GetClusterLinkResponse {
 async fn a_refusing_cluster_gets_few_requests_the_customer_sees_why_and_it_resumes() {
     let window = Duration::from_secs(24);
     let s = setup(|a| {
-        a.kube_retry_base = Duration::from_millis(200);
-        a.kube_retry_max = Duration::from_secs(4);
-        a.subscription_refusal_grace = Duration::from_secs(3);
+        a.cluster.kube_retry_base = Duration::from_millis(200);
+        a.cluster.kube_retry_max = Duration::from_secs(4);
+        a.subscriptions.subscription_refusal_grace = Duration::from_secs(3);
     })
     .await;
     // Every request is refused from now on.
@@ -349,8 +349,8 @@ fn drain_in(w: &pb::Worker, state: pb::DrainState) -> bool {
 async fn a_drain_the_cluster_refuses_ends_failed_at_once_with_the_refusal_and_runs_again_next_maintenance()
  {
     let s = setup(|a| {
-        a.kube_retry_base = Duration::from_millis(200);
-        a.kube_retry_max = Duration::from_secs(2);
+        a.cluster.kube_retry_base = Duration::from_millis(200);
+        a.cluster.kube_retry_max = Duration::from_secs(2);
     })
     .await;
     // A pod its budget holds: the drain waits, BLOCKED, retrying.
@@ -443,10 +443,10 @@ async fn requests(app: &TestApp, verb: &str, kind: &str) -> f64 {
 async fn an_expired_volume_the_cluster_will_not_delete_waits_out_a_backoff_not_each_resync() {
     let retention = Duration::from_secs(5);
     let s = setup(|a| {
-        a.kube_retry_base = Duration::from_millis(200);
-        a.kube_retry_max = Duration::from_secs(2);
-        a.volume_retention = retention;
-        a.subscription_resync = Duration::from_millis(200);
+        a.cluster.kube_retry_base = Duration::from_millis(200);
+        a.cluster.kube_retry_max = Duration::from_secs(2);
+        a.subscriptions.volume_retention = retention;
+        a.subscriptions.subscription_resync = Duration::from_millis(200);
     })
     .await;
     let sub = create(&s.app, &s.token, "n8n", "kept", &[]).await.unwrap();

@@ -65,8 +65,8 @@ pub(crate) async fn linked_app_with(
 ) -> TestApp {
     let configure = |a: &mut minispod_control_plane::config::ServeArgs| {
         crate::helpers::link_args(a, cluster.kubeconfig_path());
-        a.apps_domain = "apps.example.test".into();
-        a.subscription_resync = Duration::from_secs(1);
+        a.subscriptions.apps_domain = "apps.example.test".into();
+        a.subscriptions.subscription_resync = Duration::from_secs(1);
         more(a);
     };
     match dir {
@@ -973,7 +973,7 @@ async fn deactivating_the_owner_suspends_and_administrators_suspend_and_resume()
     // A resync far longer than the test: every change below must reach the
     // cluster because it woke the reconciler, not because a resync came.
     let resync = Duration::from_secs(120);
-    let mut env = env_with(|a| a.subscription_resync = resync).await;
+    let mut env = env_with(|a| a.subscriptions.subscription_resync = resync).await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-suspend").await;
     let (user, token) = env.customer("sus@example.com").await;
     let s = create(&env.app, &token, "ghost", "paused", &[])
@@ -1097,7 +1097,7 @@ async fn deactivating_the_owner_suspends_and_administrators_suspend_and_resume()
 #[tokio::test]
 async fn an_owner_who_deactivates_their_own_account_is_scaled_to_zero_at_once() {
     let resync = Duration::from_secs(120);
-    let mut env = env_with(|a| a.subscription_resync = resync).await;
+    let mut env = env_with(|a| a.subscriptions.subscription_resync = resync).await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-self").await;
     let (user, token) = env.customer("leaving@example.com").await;
     let s = create(&env.app, &token, "ghost", "leaving", &[])
@@ -1258,10 +1258,10 @@ async fn concurrent_creates_are_admitted_only_as_far_as_the_capacity_goes() {
     // The customer's own limits are past the cluster's room: this is
     // about the cluster's capacity.
     let mut env = env_with(|a| {
-        a.tenant.subscriptions = 100;
-        a.tenant.cpu_millicores = 100_000;
-        a.tenant.memory_mb = 100_000;
-        a.tenant.storage_gb = 1000;
+        a.subscriptions.tenant.subscriptions = 100;
+        a.subscriptions.tenant.cpu_millicores = 100_000;
+        a.subscriptions.tenant.memory_mb = 100_000;
+        a.subscriptions.tenant.storage_gb = 1000;
     })
     .await;
     // One node of 4 CPUs and 8 GiB; a Ghost pod requests 260m and 528 MiB
@@ -1383,8 +1383,8 @@ async fn a_customer_past_their_limits_is_refused_and_the_next_customer_still_get
     // gate's share included), but each customer may request 1040m CPU:
     // four Ghosts.
     let mut env = env_with(|a| {
-        a.tenant.cpu_millicores = 1040;
-        a.tenant.subscriptions = 8;
+        a.subscriptions.tenant.cpu_millicores = 1040;
+        a.subscriptions.tenant.subscriptions = 8;
     })
     .await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-shares").await;
@@ -1612,7 +1612,7 @@ fn assert_cut(line: &str, dropped: u64) {
 #[tokio::test]
 async fn a_huge_log_line_is_cut_as_it_arrives_and_a_stream_ends_at_its_byte_limit() {
     const MIB: u64 = 1024 * 1024;
-    let mut env = env_with(|a| a.log_stream_limit_bytes = 3 * MIB).await;
+    let mut env = env_with(|a| a.subscriptions.log_stream_limit_bytes = 3 * MIB).await;
     if env.cluster.standin().is_none() {
         eprintln!("skipped: needs the stand-in to print a generated line");
         return;
@@ -1671,8 +1671,8 @@ async fn a_huge_log_line_is_cut_as_it_arrives_and_a_stream_ends_at_its_byte_limi
 #[tokio::test]
 async fn log_streams_are_capped_per_user_and_end_after_logout_or_deactivation() {
     let mut env = env_with(|a| {
-        a.log_streams_per_user = 2;
-        a.stream_caller_recheck = Duration::from_millis(200);
+        a.subscriptions.log_streams_per_user = 2;
+        a.subscriptions.stream_caller_recheck = Duration::from_millis(200);
     })
     .await;
     let (_w, _n, _stream) = worker_with_node(&mut env, "m-capped").await;
@@ -1790,10 +1790,10 @@ async fn log_streams_are_capped_per_user_and_end_after_logout_or_deactivation() 
 async fn subscription_changes_and_log_streams_are_rate_limited_per_user() {
     use tonic_types::StatusExt;
     let app = spawn_app_with(|a| {
-        a.subscription_change_burst = 2;
-        a.subscription_changes_per_minute = 1;
-        a.log_stream_burst = 1;
-        a.log_streams_per_minute = 1;
+        a.subscriptions.subscription_change_burst = 2;
+        a.subscriptions.subscription_changes_per_minute = 1;
+        a.subscriptions.log_stream_burst = 1;
+        a.subscriptions.log_streams_per_minute = 1;
     })
     .await;
     let (_, ann) = customer(&app, "ann-rate@example.com").await;

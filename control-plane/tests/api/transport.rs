@@ -402,8 +402,8 @@ async fn health_reports_every_service_serving_and_not_serving_once_shutdown_begi
 async fn a_heartbeat_interval_agents_cannot_be_told_is_refused_at_start() {
     let dir = TempDir::for_server().await;
     let mut args = test_args(&dir.0);
-    args.database_url = dir.1.clone();
-    args.heartbeat_interval = Duration::from_millis(500);
+    args.store.database_url = dir.1.clone();
+    args.fleet.heartbeat_interval = Duration::from_millis(500);
     let err = minispod_control_plane::Application::build(args)
         .await
         .expect_err("500ms is refused");
@@ -445,7 +445,7 @@ async fn the_bootstrap_administrator_is_made_once_and_not_brought_back() {
 #[tokio::test]
 async fn a_generated_bootstrap_password_goes_to_a_private_file_not_the_log() {
     use std::os::unix::fs::PermissionsExt;
-    let app = spawn_app_with(|a| a.admin_password = None).await;
+    let app = spawn_app_with(|a| a.login.admin_password = None).await;
     let path = app.data_dir.0.join("admin.password");
     let meta = std::fs::metadata(&path).expect("admin.password written");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);

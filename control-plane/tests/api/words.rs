@@ -162,7 +162,7 @@ async fn without_a_cluster_customers_are_told_in_their_words_and_administrators_
 async fn a_customer_is_not_told_the_operator_knows_when_no_administrator_is_told() {
     // No administrator asked for the notice: nobody is told, and the
     // customer's words do not pretend otherwise.
-    let app = spawn_app_with(|a| a.notify_blocked_every = std::time::Duration::ZERO).await;
+    let app = spawn_app_with(|a| a.notify.notify_blocked_every = std::time::Duration::ZERO).await;
     let admin = app.admin_token().await;
     let (_u, token) = customer(&app, "nobody.told@example.com").await;
     let e = expect_code(

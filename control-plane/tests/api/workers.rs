@@ -497,8 +497,8 @@ async fn a_static_token_is_imported_once_with_a_use_limit_and_can_be_revoked() {
     let with_token = |max_uses: u32| {
         let file = file.clone();
         move |a: &mut minispod_control_plane::config::ServeArgs| {
-            a.enrollment_token_file = Some(file);
-            a.enrollment_token_max_uses = max_uses;
+            a.fleet.enrollment_token_file = Some(file);
+            a.fleet.enrollment_token_max_uses = max_uses;
         }
     };
     let app = start(dir.clone(), with_token(2)).await;
@@ -563,9 +563,9 @@ async fn a_static_token_expires_after_its_ttl() {
     let file = dir.0.join("enrollment.token");
     std::fs::write(&file, "static-token-that-expires-soon").unwrap();
     let app = spawn_app_with(|a| {
-        a.enrollment_token_file = Some(file.clone());
-        a.enrollment_token_ttl = Duration::from_millis(1500);
-        a.enrollment_token_max_uses = 0;
+        a.fleet.enrollment_token_file = Some(file.clone());
+        a.fleet.enrollment_token_ttl = Duration::from_millis(1500);
+        a.fleet.enrollment_token_max_uses = 0;
     })
     .await;
     enroll(&app, "static-token-that-expires-soon", "e1")
@@ -615,12 +615,12 @@ async fn create_enrollment_token_stores_a_single_use_token_offline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_is_limited_in_connects_renewals_and_readiness_writes() {
     let app = spawn_app_with(|a| {
-        a.worker_connect_burst = 2;
-        a.worker_connect_every = Duration::from_secs(60);
-        a.worker_renew_burst = 1;
-        a.worker_renew_every = Duration::from_secs(60);
-        a.worker_ready_change_burst = 2;
-        a.worker_ready_change_every = Duration::from_secs(1);
+        a.fleet.worker_connect_burst = 2;
+        a.fleet.worker_connect_every = Duration::from_secs(60);
+        a.fleet.worker_renew_burst = 1;
+        a.fleet.worker_renew_every = Duration::from_secs(60);
+        a.fleet.worker_ready_change_burst = 2;
+        a.fleet.worker_ready_change_every = Duration::from_secs(1);
     })
     .await;
     let mut admin = Admin::of(&app).await;

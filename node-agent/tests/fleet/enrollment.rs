@@ -121,8 +121,8 @@ async fn a_failing_k3s_join_hook_is_reported_and_the_worker_is_not_ready() {
     let k3s_token = dir.0.join("k3s-token");
     std::fs::write(&k3s_token, "K10secret::server:abc\n").unwrap();
     let cp = ControlPlane::start_in(dir.clone(), free_port(), |a| {
-        a.k3s_server_url = "https://k3s.example.org:6443".into();
-        a.k3s_token_file = Some(k3s_token.clone());
+        a.fleet.k3s_server_url = "https://k3s.example.org:6443".into();
+        a.fleet.k3s_token_file = Some(k3s_token.clone());
     })
     .await;
     let mut watch = cp.watch().await;
@@ -155,11 +155,11 @@ async fn a_static_token_from_a_file_enrolls_and_enrollment_is_rate_limited() {
     let token_file = dir.0.join("enroll.token");
     std::fs::write(&token_file, "static-token-for-unattended-installs\n").unwrap();
     let cp = ControlPlane::start_in(dir.clone(), free_port(), |a| {
-        a.enrollment_token_file = Some(token_file.clone());
+        a.fleet.enrollment_token_file = Some(token_file.clone());
         // Two machines share it here; by default a static token admits one.
-        a.enrollment_token_max_uses = 2;
-        a.enroll_burst = 3;
-        a.enroll_per_second = 1;
+        a.fleet.enrollment_token_max_uses = 2;
+        a.fleet.enroll_burst = 3;
+        a.fleet.enroll_per_second = 1;
     })
     .await;
     raw_enroll(&cp, "static-token-for-unattended-installs", "s1")

@@ -121,7 +121,8 @@ async fn on_postgres_replicas_take_over_the_workers_of_a_replica_killed_with_kil
         &["--replica-lease", "2s"],
     );
     let (ch_a, admin_a) = admin_channel(port_a, &dir.0).await;
-    let b = ControlPlane::start_in(dir.clone(), port_b, |args| args.replica_lease = LEASE).await;
+    let b =
+        ControlPlane::start_in(dir.clone(), port_b, |args| args.store.replica_lease = LEASE).await;
     let mut watch_b = b.watch().await;
     let token = WorkerServiceClient::new(ch_a.clone())
         .create_enrollment_token(authed(
@@ -225,7 +226,7 @@ async fn on_postgres_a_stream_claimed_on_another_replica_closes_the_older_copy()
     let dir = replica_database().await;
     // A long heartbeat deadline: a stream that ends within seconds was
     // closed by the takeover, not for silence.
-    let slow = |args: &mut ServeArgs| args.heartbeat_interval = Duration::from_secs(60);
+    let slow = |args: &mut ServeArgs| args.fleet.heartbeat_interval = Duration::from_secs(60);
     let a = ControlPlane::start_in(dir.clone(), free_port(), slow).await;
     let b = ControlPlane::start_in(dir, free_port(), slow).await;
     let mut watch_a = a.watch().await;

@@ -43,15 +43,15 @@ pub(crate) struct ControlPlane {
 pub(crate) fn fleet_args(dir: &Path, port: u16) -> ServeArgs {
     let mut a = ServeArgs::with_data_dir(dir);
     a.listen = format!("127.0.0.1:{port}").parse().unwrap();
-    a.admin_email = Some(ADMIN_EMAIL.into());
-    a.admin_password = Some(ADMIN_PASSWORD.into());
-    a.heartbeat_interval = Duration::from_secs(1);
-    a.missed_heartbeats = 2;
+    a.login.admin_email = Some(ADMIN_EMAIL.into());
+    a.login.admin_password = Some(ADMIN_PASSWORD.into());
+    a.fleet.heartbeat_interval = Duration::from_secs(1);
+    a.fleet.missed_heartbeats = 2;
     a.keepalive_interval = Duration::from_secs(1);
     a.keepalive_timeout = Duration::from_secs(1);
-    a.metrics_flush_interval = Duration::from_millis(200);
-    a.login_ip_burst = 10_000;
-    a.login_ip_per_minute = 10_000;
+    a.fleet.metrics_flush_interval = Duration::from_millis(200);
+    a.login.login_ip_burst = 10_000;
+    a.login.login_ip_per_minute = 10_000;
     // Every test agent connects from 127.0.0.1.
     a.transport.max_connections_per_address = 0;
     a.transport.max_handshakes_per_address = 100_000;
@@ -74,7 +74,7 @@ impl ControlPlane {
         configure: impl FnOnce(&mut ServeArgs),
     ) -> ControlPlane {
         let mut args = fleet_args(&dir.0, port);
-        args.database_url = dir.1.clone();
+        args.store.database_url = dir.1.clone();
         configure(&mut args);
         let app = Application::build(args).await.expect("build control plane");
         let (ca_hash, ca_pem, metrics) = (app.ca_hash(), app.ca_cert_pem(), app.metrics_addr());

@@ -25,8 +25,8 @@ async fn control_plane_with_k3s() -> ControlPlane {
     let k3s_token = dir.0.join("k3s-token");
     std::fs::write(&k3s_token, "K10secret::server:abc\n").unwrap();
     ControlPlane::start_in(dir.clone(), free_port(), |a| {
-        a.k3s_server_url = "https://k3s.example.org:6443".into();
-        a.k3s_token_file = Some(k3s_token.clone());
+        a.fleet.k3s_server_url = "https://k3s.example.org:6443".into();
+        a.fleet.k3s_token_file = Some(k3s_token.clone());
     })
     .await
 }
@@ -141,11 +141,11 @@ async fn kill_9_of_an_agent_taints_its_node_noexecute_after_the_grace_and_its_re
     let kubeconfig = cluster.kubeconfig_path().to_owned();
     let grace = Duration::from_millis(500);
     let cp = ControlPlane::start_in(dir.clone(), free_port(), |a| {
-        a.kubeconfig = Some(kubeconfig);
-        a.offline_taint_grace = grace;
-        a.offline_taint_after_start = Duration::ZERO;
-        a.k3s_server_url = "https://k3s.example.org:6443".into();
-        a.k3s_token_file = Some(k3s_token.clone());
+        a.cluster.kubeconfig = Some(kubeconfig);
+        a.cluster.offline_taint_grace = grace;
+        a.cluster.offline_taint_after_start = Duration::ZERO;
+        a.fleet.k3s_server_url = "https://k3s.example.org:6443".into();
+        a.fleet.k3s_token_file = Some(k3s_token.clone());
     })
     .await;
     let mut watch = cp.watch().await;

@@ -19,11 +19,11 @@ async fn kill_9_of_an_agent_is_told_once_past_the_grace_and_not_at_all_below_it(
         std::sync::Arc::new(TempDir::for_server().await),
         free_port(),
         |a| {
-            a.smtp_url = Some(sink.url().into());
-            a.smtp_ca_file = Some(sink.ca_file.clone());
-            a.mail_from = "noreply@minispod.test".into();
-            a.notify_offline_grace = GRACE;
-            a.outbox_retry_initial = Duration::from_millis(200);
+            a.mail.smtp_url = Some(sink.url().into());
+            a.mail.smtp_ca_file = Some(sink.ca_file.clone());
+            a.mail.mail_from = "noreply@minispod.test".into();
+            a.notify.notify_offline_grace = GRACE;
+            a.mail.outbox_retry_initial = Duration::from_millis(200);
         },
     )
     .await;

@@ -110,10 +110,10 @@ async fn kill_9_of_the_agent_under_a_subscription_degrades_it_at_once_and_the_ta
     let kubeconfig = cluster.kubeconfig_path().to_owned();
     let grace = Duration::from_secs(1);
     let cp = ControlPlane::start_in(Arc::new(TempDir::for_server().await), free_port(), |a| {
-        a.kubeconfig = Some(kubeconfig);
-        a.offline_taint_grace = grace;
-        a.offline_taint_after_start = Duration::ZERO;
-        a.apps_domain = "apps.example.test".into();
+        a.cluster.kubeconfig = Some(kubeconfig);
+        a.cluster.offline_taint_grace = grace;
+        a.cluster.offline_taint_after_start = Duration::ZERO;
+        a.subscriptions.apps_domain = "apps.example.test".into();
     })
     .await;
     let mut workers = cp.watch().await;
@@ -396,11 +396,11 @@ async fn on_postgres_the_subscriptions_of_a_replica_killed_with_kill_9_pass_to_t
 
     let kubeconfig = cluster.kubeconfig_path().to_owned();
     let b = ControlPlane::start_in(dir.clone(), port_b, |args| {
-        args.replica_lease = LEASE;
-        args.kubeconfig = Some(kubeconfig);
-        args.offline_taint_after_start = Duration::ZERO;
-        args.subscription_resync = RESYNC;
-        args.apps_domain = "apps.example.test".into();
+        args.store.replica_lease = LEASE;
+        args.cluster.kubeconfig = Some(kubeconfig);
+        args.cluster.offline_taint_after_start = Duration::ZERO;
+        args.subscriptions.subscription_resync = RESYNC;
+        args.subscriptions.apps_domain = "apps.example.test".into();
     })
     .await;
     a.start_kill().unwrap(); // SIGKILL: A leaves its replica row and leases.

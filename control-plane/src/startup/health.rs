@@ -1,0 +1,98 @@
+//! grpc.health.v1: the API services while the store answers, and the
+//! cluster link.
+
+use std::time::Duration;
+
+use minispod_proto::v1::{
+    self as pb, agent_service_server::AgentServiceServer, auth_service_server::AuthServiceServer,
+    catalog_service_server::CatalogServiceServer, history_service_server::HistoryServiceServer,
+    notification_service_server::NotificationServiceServer,
+    subscription_service_server::SubscriptionServiceServer, user_service_server::UserServiceServer,
+    worker_service_server::WorkerServiceServer,
+};
+
+use crate::{
+    auth::service::AuthApi,
+    catalog::service::CatalogApi,
+    cluster::ClusterLink,
+    history::service::HistoryApi,
+    notifications::service::NotificationApi,
+    store::Db,
+    subscriptions::service::SubscriptionApi,
+    users::service::UserApi,
+    workers::{agent_service::AgentApi, service::WorkerApi},
+};
+
+/// The names grpc.health.v1 reports: the server as a whole ("") and every
+/// API service, all SERVING while the store answers and NOT_SERVING from the
+/// moment shutdown begins.
+pub(super) const API_SERVICES: [&str; 9] = [
+    "",
+    <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME,
+    <UserServiceServer<UserApi> as tonic::server::NamedService>::NAME,
+    <CatalogServiceServer<CatalogApi> as tonic::server::NamedService>::NAME,
+    <WorkerServiceServer<WorkerApi> as tonic::server::NamedService>::NAME,
+    <AgentServiceServer<AgentApi> as tonic::server::NamedService>::NAME,
+    <SubscriptionServiceServer<SubscriptionApi> as tonic::server::NamedService>::NAME,
+    <NotificationServiceServer<NotificationApi> as tonic::server::NamedService>::NAME,
+    <HistoryServiceServer<HistoryApi> as tonic::server::NamedService>::NAME,
+];
+
+/// The grpc.health.v1 name of the cluster link: SERVING while it is
+/// CONNECTED. Only that name: a lost API server must not take the control
+/// plane out of a load balancer, since agents' streams do not need it.
+pub const CLUSTER_HEALTH: &str = "minispod.cluster";
+
+/// Reports the cluster link's state on grpc.health.v1 as [`CLUSTER_HEALTH`].
+pub(super) async fn report_cluster_health(
+    link: ClusterLink,
+    health: tonic_health::server::HealthReporter,
+) {
+    use tonic_health::ServingStatus;
+    let mut last = None;
+    loop {
+        let up = link.state() == pb::ClusterLinkState::Connected;
+        if last != Some(up) {
+            let status = if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status(CLUSTER_HEALTH, status).await;
+            last = Some(up);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How often the database is checked for grpc.health.v1.
+const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reports NOT_SERVING on grpc.health.v1 (overall and for every API
+/// service) while the database does not answer, and SERVING again once it
+/// does, so probes and load balancers route around a replica cut off from it.
+pub(super) async fn report_database_health(db: Db, health: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(DATABASE_CHECK_INTERVAL).await;
+        let up = matches!(
+            tokio::time::timeout(DATABASE_CHECK_INTERVAL, db.ping()).await,
+            Ok(Ok(()))
+        );
+        if up == serving {
+            continue;
+        }
+        serving = up;
+        let status = if up {
+            tracing::info!("database reachable again: SERVING");
+            ServingStatus::Serving
+        } else {
+            tracing::warn!("database unreachable: NOT_SERVING");
+            ServingStatus::NotServing
+        };
+        for name in API_SERVICES {
+            health.set_service_status(name, status).await;
+        }
+    }
+}
