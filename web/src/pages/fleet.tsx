@@ -6,13 +6,14 @@
 // the order is by a figure, and then by numbers (web/bench/console-frames.mjs
 // measures the frames). While the stream reconnects the table is shown stale.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { PageTitle, Select, StaleNote, useNow } from "../components";
+import { PageTitle, Select, StaleNote, useNow } from "../parts/components";
 import { ago, bytes, count, percent, plural, statusFromName, statusName, statusWord, timestampMs } from "../format";
 import { WorkerStatus, type Worker } from "../gen/minispod/v1/workers_pb";
-import { isStale } from "../live";
+import { fleet, isStale } from "../live";
 import { byFigures, orderIds, sortKeys, type SortKey } from "../order";
+import { LinkBadge } from "../parts/fleet";
 import { setQuery, useLocation } from "../router";
-import { LinkBadge, useFleet } from "./dashboard";
+import { useStore } from "../store";
 
 const ROW_HEIGHT = 44;
 const OVERSCAN = 8;
@@ -45,7 +46,7 @@ function Meter({ value, label }: { value: number; label: string }) {
 }
 
 export function FleetPage() {
-  const f = useFleet();
+  const f = useStore(fleet);
   const { query } = useLocation();
   const status = statusFromName(query.get("status"));
   const online = yesNo(query.get("online"));
