@@ -252,7 +252,7 @@ describe('accessibility and layout', () => {
 
 describe('behind nginx', () => {
   const f = fixture();
-  /** @type {import('./harness.mjs').Nginx | undefined} */
+  /** @type {import('../harness.mjs').Nginx | undefined} */
   let nginx;
   before(async () => {
     f.cp = await startControlPlane({ enrollmentToken: true });

@@ -32,7 +32,7 @@ import {
 
 describe('mail', () => {
   const f = fixture();
-  /** @type {import('./harness.mjs').SmtpSink} */
+  /** @type {import('../harness.mjs').SmtpSink} */
   let sink;
   before(async () => {
     sink = await startSmtpSink();
