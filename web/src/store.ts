@@ -4,8 +4,7 @@
 // after it changed (the live ones at most once per animation frame);
 // useStore re-renders the calling component then, and stops listening when
 // it goes.
-import { useEffect, useMemo, useState } from "preact/hooks";
-import { SubscriptionWatch } from "./live";
+import { useEffect, useState } from "preact/hooks";
 
 /** What useStore can follow. */
 export interface Store {
@@ -24,9 +23,4 @@ export function useStore<S extends Store>(store: S): S {
     return unsubscribe;
   }, [store]);
   return store;
-}
-
-/** A live SubscriptionWatch for as long as the calling page is shown. */
-export function useSubscriptionWatch(all: boolean, id?: string): SubscriptionWatch {
-  return useStore(useMemo(() => new SubscriptionWatch({ all, id }), [all, id]));
 }

@@ -12,12 +12,12 @@ import { Checkbox, Confirm, ErrorBanner, Field, LiveBadge, Notice, PageTitle, Se
 import { dateTime, money, subscriptionStatusWord, timestampMs } from "../format";
 import { TemplateVariableSchema, VariableType, type TemplateVariable } from "../gen/minispod/v1/catalog_pb";
 import { SubscriptionStatus, type Subscription, type SubscriptionEvent } from "../gen/minispod/v1/subscriptions_pb";
-import { navigate } from "../router";
-import { session } from "../session";
-import { checkFields, VariableInput } from "../parts/variables";
+import { useSubscriptionWatch } from "../live";
 import { SubscriptionHistory } from "../parts/chart";
 import { StatusPill, SuspendDialog, UrlLink } from "../parts/subscription";
-import { useSubscriptionWatch } from "../store";
+import { checkFields, VariableInput } from "../parts/variables";
+import { navigate } from "../router";
+import { session } from "../session";
 
 /** The freshest of two copies, by updated_at. */
 function pick(a: Subscription | undefined, b: Subscription | undefined): Subscription | undefined {

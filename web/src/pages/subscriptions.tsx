@@ -7,9 +7,9 @@ import { ErrorBanner, LiveBadge, Notice, PageTitle, Select, useAction, useLoad }
 import { dateTime, plural, subscriptionStatusFromName, subscriptionStatusName, subscriptionStatusWord, timestampMs } from "../format";
 import { SubscriptionStatus, type Subscription } from "../gen/minispod/v1/subscriptions_pb";
 import { Pager, usePages } from "../parts/pager";
+import { useSubscriptionWatch } from "../live";
 import { StatusPill, SuspendDialog, UrlLink, Workers } from "../parts/subscription";
 import { setQuery, useLocation } from "../router";
-import { useSubscriptionWatch } from "../store";
 
 
 
