@@ -6,8 +6,8 @@ import { catalog, subscriptions } from "../api";
 import { ErrorBanner, LiveBadge, Notice, PageTitle, Select, useAction, useLoad } from "../parts/components";
 import { dateTime, plural, subscriptionStatusFromName, subscriptionStatusName, subscriptionStatusWord, timestampMs } from "../format";
 import { SubscriptionStatus, type Subscription } from "../gen/minispod/v1/subscriptions_pb";
-import { Pager, usePages } from "../parts/pager";
 import { useSubscriptionWatch } from "../live";
+import { Pager, usePages } from "../parts/pager";
 import { StatusPill, SuspendDialog, UrlLink, Workers } from "../parts/subscription";
 import { setQuery, useLocation } from "../router";
 
