@@ -105,5 +105,5 @@ echo "PostgreSQL pass took $(( $(date +%s) - start ))s"
 
 step "web console in Chromium (real control plane, agents and nginx)"
 start=$(date +%s)
-(cd web && node --test --test-concurrency=1 tests/*.test.mjs)
+(cd web && node --test --test-concurrency=1 tests/*.test.mjs tests/console/*.test.mjs)
 echo "Console tests took $(( $(date +%s) - start ))s"

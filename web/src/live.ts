@@ -9,12 +9,14 @@
 // The same reconnect loop (followWithBackoff) drives the subscription
 // watches: a customer's "My services", one subscription's page.
 import { Code, ConnectError } from "@connectrpc/connect";
+import { useMemo } from "preact/hooks";
 import { subscriptions as subscriptionsApi, workers as api } from "./api";
 import { SubscriptionEventType, type Subscription, type SubscriptionEvent } from "./gen/minispod/v1/subscriptions_pb";
 import { WorkerEventType, type Worker } from "./gen/minispod/v1/workers_pb";
 import { nextBackoff } from "./backoff";
 import { NameOrder } from "./order";
 import { session } from "./session";
+import { useStore } from "./store";
 
 export type LinkState = { kind: "connecting" } | { kind: "live" } | { kind: "reconnecting"; attempt: number; retryAt: number; reason: string };
 
@@ -352,4 +354,9 @@ export class SubscriptionWatch {
       this.#notify();
     }
   }
+}
+
+/** A live SubscriptionWatch for as long as the calling page is shown. */
+export function useSubscriptionWatch(all: boolean, id?: string): SubscriptionWatch {
+  return useStore(useMemo(() => new SubscriptionWatch({ all, id }), [all, id]));
 }

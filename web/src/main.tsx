@@ -4,6 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import { safeNext } from "./next";
 import { installLinkHandler, navigate, useLocation } from "./router";
 import { session } from "./session";
+import { useStore } from "./store";
 import { CatalogPage, ServiceDetailPage, ServiceEditPage } from "./pages/catalog";
 import { DashboardPage } from "./pages/dashboard";
 import { EnrollmentPage } from "./pages/enrollment";
@@ -17,17 +18,6 @@ import { MyServicesPage, SubscriptionsAdminPage } from "./pages/subscriptions";
 import { UsersPage } from "./pages/users";
 import { WorkerPage } from "./pages/worker";
 
-function useSession() {
-  const [, force] = useState(0);
-  useEffect(() => {
-    const unsubscribe = session.subscribe(() => force((n) => n + 1));
-    // The session may have changed between this render and the effect
-    // (restore() can finish first): render once more with its state now.
-    force((n) => n + 1);
-    return unsubscribe;
-  }, []);
-  return session;
-}
 
 type Route = { page: () => preact.JSX.Element; admin: boolean; nav?: string };
 
@@ -79,7 +69,7 @@ const customerNav: [string, string][] = [
 ];
 
 function Shell({ current, children }: { current?: string; children: preact.ComponentChildren }) {
-  const s = useSession();
+  const s = useStore(session);
   const [open, setOpen] = useState(false);
   const items = s.isAdmin ? adminNav : customerNav;
   return (
@@ -122,7 +112,7 @@ function Shell({ current, children }: { current?: string; children: preact.Compo
 }
 
 function App() {
-  const s = useSession();
+  const s = useStore(session);
   const { path, query } = useLocation();
   const here = location.pathname + location.search;
 

@@ -1,6 +1,6 @@
 // A small history router: the path picks the page, the query string holds
 // a page's filters and sort, so every view can be linked and reloaded.
-import { useEffect, useState } from "preact/hooks";
+import { useStore } from "./store";
 
 type Listener = () => void;
 const listeners = new Set<Listener>();
@@ -18,18 +18,19 @@ export function navigate(to: string, replace = false) {
   notify();
 }
 
-/** Re-renders the caller whenever the URL changes. */
-export function useLocation(): { path: string; query: URLSearchParams } {
-  const [, force] = useState(0);
-  useEffect(() => {
-    const l = () => force((n) => n + 1);
+/** The URL as a store (see store.ts): its listeners hear every navigation. */
+const here = {
+  subscribe(l: Listener): () => void {
     listeners.add(l);
-    // A navigation between render and this effect is not missed.
-    l();
     return () => {
       listeners.delete(l);
     };
-  }, []);
+  },
+};
+
+/** Re-renders the caller whenever the URL changes. */
+export function useLocation(): { path: string; query: URLSearchParams } {
+  useStore(here);
   return { path: location.pathname, query: new URLSearchParams(location.search) };
 }
 

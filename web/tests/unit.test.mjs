@@ -49,7 +49,7 @@ describe('where sign-in returns to', async () => {
 });
 
 describe('the fleet\'s orders', async () => {
-  const { NameOrder, compareWorkers, orderIds } = await load('order.ts');
+  const { NameOrder, Settle, compareWorkers, orderIds } = await load('order.ts');
   const worker = (id, name, extra = {}) => ({ id, name, status: 2, ipAddress: '', cpuUsedPercent: 0, memoryUsedBytes: 0n, memoryBytes: 0n, storageUsedBytes: 0n, storageBytes: 0n, ...extra });
   // A small deterministic random source, so a failure can be replayed.
   let seed = 23;
@@ -95,6 +95,23 @@ describe('the fleet\'s orders', async () => {
       orderIds(ws.map((w) => w.id), 'ip', false, get).map((id) => get(id).ipAddress),
       ['', '9.255.255.255', '10.0.0.9', '10.0.0.10', 'fd00::2', 'fd00::10'],
     );
+  });
+  it('sorts by a figure again once the figures are still, or at the latest after the longest wait', () => {
+    const settle = new Settle(250, 1500);
+    // One change: sort again when nothing followed for the quiet time.
+    assert.equal(settle.changed(1000), 250);
+    // A flush arriving over several frames: each change moves the time on.
+    assert.equal(settle.changed(1016), 250);
+    assert.equal(settle.changed(1100), 250);
+    settle.done();
+    // Figures that never rest (a change every 100 ms): the view sorts
+    // again the longest wait after the first change, not later.
+    let dueAt = Infinity;
+    for (let t = 2000; t < dueAt; t += 100) dueAt = t + settle.changed(t);
+    assert.equal(dueAt, 3500);
+    settle.done();
+    // After a sort the wait starts over.
+    assert.equal(settle.changed(10_000), 250);
   });
 });
 

@@ -3,13 +3,13 @@
 // catalog figures, and create, edit, deactivate and delete entries.
 import { useState } from "preact/hooks";
 import { catalog } from "../api";
-import { Checkbox, Confirm, ErrorBanner, Field, PageTitle, Select, Stat, TextArea, useAction, useLoad } from "../components";
+import { Checkbox, Confirm, ErrorBanner, Field, PageTitle, Select, Stat, TextArea, useAction, useLoad } from "../parts/components";
 import { money } from "../format";
 import type { Service } from "../gen/minispod/v1/catalog_pb";
+import { SubscribeForm } from "../parts/subscribe";
+import { TemplateEditor } from "../parts/template";
 import { navigate, setQuery, useLocation } from "../router";
 import { session } from "../session";
-import { SubscribeForm } from "./subscriptions";
-import { TemplateEditor } from "./template";
 
 function Icon({ s }: { s: Service }) {
   // Icons are not fetched from other sites (the console's CSP allows only

@@ -1,28 +1,18 @@
 // The administrators' start page: users, catalog, subscriptions and fleet
 // figures, the fleet counts live from the shared WatchWorkers stream.
-import { useEffect, useMemo, useState } from "preact/hooks";
+import { useMemo } from "preact/hooks";
 import { catalog, subscriptions, users, workers, type Problem } from "../api";
-import { ErrorBanner, LiveBadge, PageTitle, Stat, StaleNote, useLoad, useNow } from "../components";
+import { ErrorBanner, PageTitle, Stat, StaleNote, useLoad, useNow } from "../parts/components";
 import { bytes, count, money, plural, statusWord } from "../format";
 import { SubscriptionStatus, type GetSubscriptionStatsResponse } from "../gen/minispod/v1/subscriptions_pb";
 import { ClusterLinkState, WorkerStatus } from "../gen/minispod/v1/workers_pb";
 import { fleet, isStale } from "../live";
-import { ClusterCard } from "./cluster";
-import { FleetHistory } from "../chart";
+import { FleetHistory } from "../parts/chart";
+import { ClusterCard } from "../parts/cluster";
+import { LinkBadge } from "../parts/fleet";
+import { useStore } from "../store";
 
-export function useFleet() {
-  const [, force] = useState(0);
-  useEffect(() => {
-    const unsubscribe = fleet.subscribe(() => force((n) => n + 1));
-    force((n) => n + 1);
-    return unsubscribe;
-  }, []);
-  return fleet;
-}
 
-export function LinkBadge() {
-  return <LiveBadge state={useFleet().state} />;
-}
 
 const clusterName: Record<ClusterLinkState, string> = {
   [ClusterLinkState.UNSPECIFIED]: "—",
@@ -33,7 +23,7 @@ const clusterName: Record<ClusterLinkState, string> = {
 };
 
 export function DashboardPage() {
-  const f = useFleet();
+  const f = useStore(fleet);
   const stats = useLoad(
     async () => {
       const [u, c, w] = await Promise.all([users.getUserStats({ recentDays: 7 }), catalog.getCatalogStats({}), workers.getWorkerStats({})]);

@@ -3,7 +3,7 @@
 // list and revoke them.
 import { useState } from "preact/hooks";
 import { workers } from "../api";
-import { Checkbox, Confirm, ErrorBanner, Field, Notice, PageTitle, TextArea, useAction, useLoad } from "../components";
+import { Checkbox, Confirm, ErrorBanner, Field, Notice, PageTitle, TextArea, useAction, useLoad } from "../parts/components";
 import { count, dateTime, timestampMs, until } from "../format";
 
 function shellQuote(s: string): string {

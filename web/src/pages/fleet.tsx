@@ -3,16 +3,18 @@
 // rendered (fixed row height, a spacer for the rest), so 10,000 workers
 // scroll smoothly; the heartbeat ages tick once a second. A metrics flush
 // (every worker's figures at once) neither filters nor sorts again unless
-// the order is by a figure, and then by numbers (web/bench/console-frames.mjs
-// measures the frames). While the stream reconnects the table is shown stale.
+// the order is by a figure, and then once the flush is over, by numbers
+// (web/bench/console-frames.mjs measures the frames). While the stream
+// reconnects the table is shown stale.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { PageTitle, Select, StaleNote, useNow } from "../components";
+import { PageTitle, Select, StaleNote, useNow } from "../parts/components";
 import { ago, bytes, count, percent, plural, statusFromName, statusName, statusWord, timestampMs } from "../format";
 import { WorkerStatus, type Worker } from "../gen/minispod/v1/workers_pb";
-import { isStale } from "../live";
-import { byFigures, orderIds, sortKeys, type SortKey } from "../order";
+import { fleet, isStale } from "../live";
+import { byFigures, orderIds, Settle, sortKeys, type SortKey } from "../order";
+import { LinkBadge } from "../parts/fleet";
 import { setQuery, useLocation } from "../router";
-import { LinkBadge, useFleet } from "./dashboard";
+import { useStore } from "../store";
 
 const ROW_HEIGHT = 44;
 const OVERSCAN = 8;
@@ -44,8 +46,25 @@ function Meter({ value, label }: { value: number; label: string }) {
   );
 }
 
+/** `version`, following it once it has settled (see Settle in order.ts). */
+function useSettled(version: number): number {
+  const [settled, setSettled] = useState(version);
+  const clock = useMemo(() => new Settle(), []);
+  const timer = useRef<ReturnType<typeof setTimeout>>();
+  useEffect(() => {
+    if (version === settled) return;
+    clearTimeout(timer.current);
+    timer.current = setTimeout(() => {
+      clock.done();
+      setSettled(version);
+    }, clock.changed(performance.now()));
+  }, [version]);
+  useEffect(() => () => clearTimeout(timer.current), []);
+  return settled;
+}
+
 export function FleetPage() {
-  const f = useFleet();
+  const f = useStore(fleet);
   const { query } = useLocation();
   const status = statusFromName(query.get("status"));
   const online = yesNo(query.get("online"));
@@ -73,10 +92,12 @@ export function FleetPage() {
     return out;
   }, [f.membership, status, online, schedulable, search]);
   // In the chosen order: by name it is already; the figures' orders sort
-  // again when the figures change, the others only when `matching` does.
+  // again once the figures have settled after a change (see Settle), the
+  // others only when `matching` does.
+  const figures = useSettled(byFigures.has(sort) ? f.version : -1);
   const rows = useMemo(() => {
     return orderIds(matching, sort, desc, (id) => f.workers.get(id)!);
-  }, [matching, sort, desc, byFigures.has(sort) ? f.version : -1]);
+  }, [matching, sort, desc, figures]);
 
   // Virtual scrolling inside the table body.
   const body = useRef<HTMLDivElement>(null);

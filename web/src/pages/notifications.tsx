@@ -4,7 +4,7 @@
 // shown once, when the server makes it.
 import { useEffect, useState } from "preact/hooks";
 import { notifications } from "../api";
-import { Checkbox, ErrorBanner, Field, Notice, PageTitle, TextArea, useAction, useLoad } from "../components";
+import { Checkbox, ErrorBanner, Field, Notice, PageTitle, TextArea, useAction, useLoad } from "../parts/components";
 import { dateTime } from "../format";
 import { NotificationEvent, OutboxKind, OutboxStatus, type OutboxMessage } from "../gen/minispod/v1/notifications_pb";
 import { setQuery, useLocation } from "../router";

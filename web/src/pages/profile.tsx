@@ -1,12 +1,12 @@
 // The caller's own account: name and email, password, deactivation.
 import { useState } from "preact/hooks";
 import { auth } from "../api";
-import { Confirm, ErrorBanner, Field, Notice, PageTitle, useAction } from "../components";
+import { ResendVerification } from "../parts/account";
+import { Confirm, ErrorBanner, Field, Notice, PageTitle, useAction } from "../parts/components";
 import { dateTime } from "../format";
 import { Role } from "../gen/minispod/v1/users_pb";
 import { navigate } from "../router";
 import { session } from "../session";
-import { ResendVerification } from "./recovery";
 
 export function ProfilePage() {
   const user = session.user!;

@@ -1,10 +1,10 @@
 // What arrives by mail: forgot password, the reset link's page, and the
 // address verification link's page. Open with or without a session.
 import { useEffect, useState } from "preact/hooks";
-import { auth, Code, problem as decode, type Problem } from "../api";
-import { ErrorBanner, Field, Notice, useAction } from "../components";
+import { auth, problem as decode, type Problem } from "../api";
+import { Centered, ResendVerification } from "../parts/account";
+import { ErrorBanner, Field, Notice, useAction } from "../parts/components";
 import { session } from "../session";
-import { Centered } from "./signin";
 
 /** The token of a mailed link (`#token=...`), taken out of the address bar
  *  so it stays in neither history nor a shared screenshot of the URL. */
@@ -174,33 +174,4 @@ export function VerifyEmailPage() {
   );
 }
 
-/** Asks for a new verification link for an address typed in or given. */
-export function ResendVerification({ email: given }: { email?: string }) {
-  const [email, setEmail] = useState(given ?? "");
-  const [sent, setSent] = useState(false);
-  const { busy, problem, act } = useAction(async () => {
-    await auth.resendVerification({ email });
-    setSent(true);
-  });
-  if (sent) return <Notice>If the address waits for confirmation, a new link is on its way.</Notice>;
-  return (
-    <form
-      noValidate
-      onSubmit={(e) => {
-        e.preventDefault();
-        void act();
-      }}
-    >
-      <ErrorBanner problem={problem} shownFields={["email"]} />
-      {given === undefined && <Field label="Email" type="email" autoComplete="username" value={email} onValue={setEmail} error={problem?.fields.email} />}
-      <button type="submit" disabled={busy}>
-        {busy ? "Sending…" : "Send a new link"}
-      </button>
-    </form>
-  );
-}
 
-/** Whether a failed sign-in means the address is not confirmed yet. */
-export function needsVerification(p: Problem | undefined): boolean {
-  return p?.code === Code.FailedPrecondition && /confirm your email/i.test(p.message);
-}

@@ -1,22 +1,10 @@
 // Sign in and registration.
 import { useState } from "preact/hooks";
 import { auth } from "../api";
-import { ErrorBanner, Field, useAction } from "../components";
+import { Centered, needsVerification, ResendVerification } from "../parts/account";
+import { ErrorBanner, Field, useAction } from "../parts/components";
 import { session } from "../session";
-import { needsVerification, ResendVerification } from "./recovery";
 
-export function Centered({ title, children }: { title: string; children: preact.ComponentChildren }) {
-  document.title = `${title} · MiniSpod`;
-  return (
-    <main class="centered" id="main">
-      <div class="card auth-card">
-        <div class="brand big">MiniSpod</div>
-        <h1>{title}</h1>
-        {children}
-      </div>
-    </main>
-  );
-}
 
 export function SignInPage() {
   const [email, setEmail] = useState("");

@@ -8,15 +8,16 @@ import { create } from "@bufbuild/protobuf";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { catalog, Code, problem, subscriptions, type Problem } from "../api";
 import { nextBackoff } from "../backoff";
-import { Checkbox, Confirm, ErrorBanner, Field, LiveBadge, Notice, PageTitle, Select, useAction, useLoad } from "../components";
+import { Checkbox, Confirm, ErrorBanner, Field, LiveBadge, Notice, PageTitle, Select, useAction, useLoad } from "../parts/components";
 import { dateTime, money, subscriptionStatusWord, timestampMs } from "../format";
 import { TemplateVariableSchema, VariableType, type TemplateVariable } from "../gen/minispod/v1/catalog_pb";
 import { SubscriptionStatus, type Subscription, type SubscriptionEvent } from "../gen/minispod/v1/subscriptions_pb";
+import { useSubscriptionWatch } from "../live";
+import { SubscriptionHistory } from "../parts/chart";
+import { StatusPill, SuspendDialog, UrlLink } from "../parts/subscription";
+import { checkFields, VariableInput } from "../parts/variables";
 import { navigate } from "../router";
 import { session } from "../session";
-import { checkFields, VariableInput } from "../variables";
-import { SubscriptionHistory } from "../chart";
-import { StatusPill, SuspendDialog, UrlLink, useSubscriptionWatch } from "./subscriptions";
 
 /** The freshest of two copies, by updated_at. */
 function pick(a: Subscription | undefined, b: Subscription | undefined): Subscription | undefined {

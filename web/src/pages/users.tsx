@@ -3,9 +3,10 @@
 // each row's own result.
 import { useEffect, useState } from "preact/hooks";
 import { users } from "../api";
-import { Confirm, ErrorBanner, Field, Notice, PageTitle, Select, useAction, useLoad } from "../components";
+import { Confirm, ErrorBanner, Field, Notice, PageTitle, Select, useAction, useLoad } from "../parts/components";
 import { count, dateTime, plural } from "../format";
 import { BulkUserAction, Role, type User } from "../gen/minispod/v1/users_pb";
+import { Pager, usePages } from "../parts/pager";
 import { setQuery, useLocation } from "../router";
 import { session } from "../session";
 
@@ -17,13 +18,9 @@ export function UsersPage() {
   const search = query.get("q") ?? "";
   const role = query.get("role") ?? "";
   const state = query.get("state") ?? "";
-  const page = query.get("page") ?? "";
+  const pages = usePages([search, role, state]);
+  const page = pages.page;
   const [searchText, setSearchText] = useState(search);
-  // Page tokens of the pages before this one; a new filter starts over.
-  const [tokens, setTokens] = useState<string[]>([]);
-  useEffect(() => {
-    if (!page) setTokens([]);
-  }, [search, role, state, page]);
   const list = useLoad(
     () =>
       users.listUsers({
@@ -99,7 +96,7 @@ export function UsersPage() {
         role="search"
         onSubmit={(e) => {
           e.preventDefault();
-          setTokens([]);
+          pages.startOver();
           setQuery({ q: searchText, page: undefined });
         }}
       >
@@ -212,22 +209,7 @@ export function UsersPage() {
           </tbody>
         </table>
       </div>
-      <nav class="pager" aria-label="Pages">
-        <span>{list.data ? plural(list.data.totalSize, "user") : ""}</span>
-        <button type="button" disabled={!page} onClick={() => {
-          const prev = tokens.slice(0, -1);
-          setTokens(prev);
-          setQuery({ page: prev[prev.length - 1] });
-        }}>
-          Previous page
-        </button>
-        <button type="button" disabled={!list.data?.nextPageToken} onClick={() => {
-          setTokens([...tokens, list.data!.nextPageToken]);
-          setQuery({ page: list.data!.nextPageToken });
-        }}>
-          Next page
-        </button>
-      </nav>
+      <Pager pages={pages} summary={list.data ? plural(list.data.totalSize, "user") : ""} next={list.data?.nextPageToken} />
       {editing && <EditUser user={editing} onClose={(msg) => {
         setEditing(undefined);
         if (msg) done(msg);

@@ -5,13 +5,15 @@
 // shared stream when it carries the worker; usable while it is offline.
 import { useEffect, useState } from "preact/hooks";
 import { workers } from "../api";
-import { WorkerHistory } from "../chart";
-import { Confirm, ErrorBanner, Notice, PageTitle, TextArea, useAction, useLoad, useNow } from "../components";
+import { WorkerHistory } from "../parts/chart";
+import { Confirm, ErrorBanner, Notice, PageTitle, TextArea, useAction, useLoad, useNow } from "../parts/components";
 import { ago, bytes, dateTime, plural, statusWord, timestampMs, until } from "../format";
 import { DrainState, WorkerStatus, type Taint, type Worker, type WorkerDrain, type WorkerNode, type WorkerResources } from "../gen/minispod/v1/workers_pb";
+import { fleet } from "../live";
+import { HintText } from "../parts/cluster";
+import { LinkBadge } from "../parts/fleet";
 import { navigate } from "../router";
-import { LinkBadge, useFleet } from "./dashboard";
-import { HintText } from "./cluster";
+import { useStore } from "../store";
 
 function labelsText(labels: Record<string, string>): string {
   return Object.entries(labels)
@@ -48,7 +50,7 @@ function parseTaints(text: string): { key: string; value: string; effect: string
 }
 
 export function WorkerPage({ id }: { id: string }) {
-  const f = useFleet();
+  const f = useStore(fleet);
   const loaded = useLoad(async () => (await workers.getWorker({ lookup: { case: "id", value: id } })).worker, [id]);
   const [local, setLocal] = useState<Worker>();
   const streamed = f.workers.get(id);

@@ -4,7 +4,7 @@
 // workers'. Not linked: what that means (subscriptions cannot start) and
 // what to do (the flag, its environment variable, K3s's kubeconfig path).
 import { workers } from "../api";
-import { ErrorBanner, useLoad } from "../components";
+import { ErrorBanner, useLoad } from "./components";
 import { dateTime } from "../format";
 import { ClusterLinkState } from "../gen/minispod/v1/workers_pb";
 

@@ -7,7 +7,7 @@
 import { fromJson, toJsonString, type JsonValue } from "@bufbuild/protobuf";
 import { useState } from "preact/hooks";
 import { catalog } from "../api";
-import { ErrorBanner, Notice, useAction } from "../components";
+import { ErrorBanner, Notice, useAction } from "./components";
 import { ServiceTemplateSchema, type Service } from "../gen/minispod/v1/catalog_pb";
 import { jsonLines, lineOf, parseErrorLine } from "../jsonlines";
 

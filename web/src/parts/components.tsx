@@ -2,12 +2,13 @@
 // server's field errors, an error banner, a confirmation dialog.
 import type { ComponentChildren, JSX } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { problem, type Problem } from "./api";
-import { ago, count } from "./format";
-import type { LinkState } from "./live";
+import { problem, type Problem } from "../api";
+import { ago, count } from "../format";
+import type { LinkState } from "../live";
 
 let nextId = 0;
-function useId(prefix: string): string {
+/** An id unique in the page, the same on every render of the caller (labels, aria-describedby). */
+export function useId(prefix: string): string {
   const ref = useRef("");
   if (!ref.current) ref.current = `${prefix}-${++nextId}`;
   return ref.current;

@@ -9,15 +9,9 @@
 // ("name", "variables.NAME", and a name already taken) are shown at the
 // same place.
 import type { JSX } from "preact";
-import { useRef } from "preact/hooks";
-import { VariableType, type TemplateVariable } from "./gen/minispod/v1/catalog_pb";
+import { VariableType, type TemplateVariable } from "../gen/minispod/v1/catalog_pb";
+import { useId } from "./components";
 
-let nextId = 0;
-function useId(): string {
-  const ref = useRef("");
-  if (!ref.current) ref.current = `v-${++nextId}`;
-  return ref.current;
-}
 
 /** A subscription name: a DNS label of 1 to 30 characters starting with a letter (Subscription.name). */
 export const NAME_PATTERN = "[a-z]([a-z0-9\\-]*[a-z0-9])?";
@@ -57,7 +51,7 @@ type Props = {
 
 /** One variable's input, labelled, with its help text and error. */
 export function VariableInput({ variable: v, value, onValue, error, field, keepSecret }: Props) {
-  const id = useId();
+  const id = useId("v");
   const hint = [v.description, keepSecret ? "Leave blank to keep the current value." : ""].filter(Boolean).join(" ");
   const describedBy = [error ? `${id}-err` : "", hint ? `${id}-hint` : ""].filter(Boolean).join(" ") || undefined;
   const required = v.required && !keepSecret;

@@ -3,11 +3,11 @@
 // screen readers, a one-line summary in words, and its figures as a table
 // behind "Show the figures" (drawn only when opened: a day has 1,440 steps).
 import { useEffect, useState } from "preact/hooks";
-import { history, problem as problemOf, type Problem } from "./api";
+import { history, problem as problemOf, type Problem } from "../api";
 import { ErrorBanner } from "./components";
-import { bytes, subscriptionStatusName, timestampMs } from "./format";
-import type { FleetPoint, HistoryWindow, ResourcePoint, SubscriptionPoint } from "./gen/minispod/v1/history_pb";
-import { SubscriptionStatus } from "./gen/minispod/v1/subscriptions_pb";
+import { bytes, subscriptionStatusName, timestampMs } from "../format";
+import type { FleetPoint, HistoryWindow, ResourcePoint, SubscriptionPoint } from "../gen/minispod/v1/history_pb";
+import { SubscriptionStatus } from "../gen/minispod/v1/subscriptions_pb";
 
 /** The ranges a chart offers, in seconds. */
 export const RANGES = [
