@@ -7,11 +7,11 @@
 //! than when the token expires. Tokens name their session (refresh-token
 //! family), and a session ended by Logout ends its access tokens too.
 
+pub mod account;
 pub mod cookie;
 pub mod password;
 pub mod queries;
 pub mod recovery;
-pub mod service;
 pub mod tokens;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
@@ -99,17 +99,6 @@ impl AuthState {
         Ok(user)
     }
 
-    /// The caller, who must be an administrator (PERMISSION_DENIED otherwise).
-    pub async fn admin<T>(&self, request: &Request<T>) -> AppResult<UserRow> {
-        let user = self.caller(request).await?;
-        if user.role() != Role::Administrator {
-            return Err(AppError::PermissionDenied(
-                "this method requires ROLE_ADMINISTRATOR".into(),
-            ));
-        }
-        Ok(user)
-    }
-
     /// The client's address (see [`client_ip`]).
     pub fn client_ip<T>(&self, request: &Request<T>) -> Option<IpAddr> {
         client_ip(request, &self.trusted_proxies)
@@ -150,6 +139,43 @@ impl AuthState {
             refresh_token_expires_at: Some(timestamp(refresh_expires)),
         })
     }
+}
+
+/// Who asked for a stream (a watch, a log stream), to ask again while it
+/// runs, every `--stream-caller-recheck`: the stream ends soon after the
+/// account is deactivated, demoted (for `admin`) or deleted, its sessions
+/// ended, or the access token expired.
+#[derive(Debug, Clone)]
+pub struct CallerCheck {
+    /// The auth state that judges.
+    pub auth: AuthState,
+    /// The request's metadata (its bearer token).
+    pub credentials: tonic::metadata::MetadataMap,
+    /// How often. One value for every stream (the flag's, default 30 s):
+    /// each check is a store read per open stream, and the flag lets an
+    /// operator who wants a faster cut-off pay for it.
+    pub every: Duration,
+    /// Whether the caller must still be an administrator.
+    pub admin: bool,
+}
+
+impl CallerCheck {
+    /// Err when the caller may no longer call (signed out, deactivated,
+    /// no longer an administrator when `admin`...).
+    pub async fn still_allowed(&self) -> Result<(), tonic::Status> {
+        let mut probe = Request::new(());
+        *probe.metadata_mut() = self.credentials.clone();
+        let user = self.auth.caller(&probe).await?;
+        if self.admin && user.role() != Role::Administrator {
+            return Err(admin_required().into());
+        }
+        Ok(())
+    }
+}
+
+/// The refusal of an administrator's method to anyone else.
+pub fn admin_required() -> AppError {
+    AppError::PermissionDenied("this method requires ROLE_ADMINISTRATOR".into())
 }
 
 /// The client's address: the TCP peer, or when that is a trusted proxy the

@@ -10,13 +10,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderName, HeaderValue, Method};
-use minispod_proto::v1::{
-    self as pb, agent_service_server::AgentServiceServer, auth_service_server::AuthServiceServer,
-    catalog_service_server::CatalogServiceServer, history_service_server::HistoryServiceServer,
-    notification_service_server::NotificationServiceServer,
-    subscription_service_server::SubscriptionServiceServer, user_service_server::UserServiceServer,
-    worker_service_server::WorkerServiceServer,
-};
+use minispod_proto::v1 as pb;
 use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -24,73 +18,42 @@ use tonic::transport::Server;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
+    api::{self, subscriptions::CallerLimits},
     auth::{
         AuthState,
         password::PasswordHasher,
         queries as refresh_db,
-        service::AuthApi,
         tokens::{AccessTokens, load_or_create_secret},
     },
-    catalog::{seed, service::CatalogApi},
+    catalog::seed,
     cluster::{ClusterLink, LinkSettings},
     config::ServeArgs,
     console::ConsoleLayer,
-    history::{HistorySettings, recorder::Recorder, service::HistoryApi},
+    history::{HistorySettings, recorder::Recorder},
     mail::{Mail, MailSettings, RetryPolicy, smtp::SmtpUrl},
     metrics::{FleetGauges, Metrics},
-    notifications::{Notifier, fleet::FleetNotices, incidents::Timing, service::NotificationApi},
+    notifications::{Notifier, fleet::FleetNotices, incidents::Timing},
     pki::Pki,
     rate_limit::{LoginLimiter, LoginLimits, RateLimiter},
     store::{Db, StoreOptions, now_ms},
-    subscriptions::{
-        SubscriptionSettings, Subscriptions,
-        logs::LogSlots,
-        render::RenderSettings,
-        service::{CallerLimits, SubscriptionApi},
-    },
+    subscriptions::{SubscriptionSettings, Subscriptions, logs::LogSlots, render::RenderSettings},
     telemetry::RpcTraceLayer,
     transport::{Gate, RequestBuffer, RequestBufferLayer, plain_incoming, tls_incoming},
     users::{
         fields::{Email, Password},
         queries as users_db,
-        service::UserApi,
     },
     workers::{
-        agent_service::AgentApi,
         enrollment::{Enrollment, EnrollmentConfig, Secret, StaticToken},
         hub::{FleetConfig, FleetHub},
         limits::{Rate, WorkerLimits},
         queries as workers_db,
         replicas::Replica,
-        service::WorkerApi,
     },
 };
 
-/// Largest request message of each service: what its biggest valid request
-/// needs, with room to spare, so a client cannot make the server buffer
-/// more (AuthService: an email and a password; UserService: a bulk update
-/// of 1,000 ids; CatalogService: an entry with 100 environment variables of
-/// 4 KiB; AgentService: a 16 KiB CSR and the machine's facts).
-pub mod message_limits {
-    /// AuthService.
-    pub const AUTH: usize = 16 * 1024;
-    /// UserService.
-    pub const USER: usize = 128 * 1024;
-    /// CatalogService.
-    pub const CATALOG: usize = 512 * 1024;
-    /// WorkerService.
-    pub const WORKER: usize = 256 * 1024;
-    /// AgentService.
-    pub const AGENT: usize = 64 * 1024;
-    /// SubscriptionService: a create with 64 variable values of 1000
-    /// characters at most.
-    pub const SUBSCRIPTION: usize = 128 * 1024;
-    /// NotificationService: preferences with a 2 KiB webhook URL and a
-    /// handful of events.
-    pub const NOTIFICATION: usize = 16 * 1024;
-    /// HistoryService: an id and two durations.
-    pub const HISTORY: usize = 4 * 1024;
-}
+pub use crate::api::message_limits;
+
 /// How long shutdown waits for connections to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often in-memory rate-limit buckets that refilled are forgotten.
@@ -604,58 +567,22 @@ impl Application {
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RequestBufferLayer(request_buffer))
             .layer(RpcTraceLayer::new(metrics.clone()))
+            .layer(api::AccessLayer::new(auth.clone(), enrollment.clone()))
+            .add_routes(api::routes(api::Parts {
+                auth: auth.clone(),
+                subscriptions: subscriptions.clone(),
+                subscription_limits: subscription_limits.clone(),
+                hub: hub.clone(),
+                enrollment: enrollment.clone(),
+                worker_limits: Arc::new(worker_limits(&args)),
+                ca_hash: pki.ca_hash(),
+                agent_url: agent_url(&args, local_addr),
+                notifier: notifier.clone(),
+                history,
+            }))
             .add_service(health_service)
             .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(
-                AuthServiceServer::new(AuthApi::new(auth.clone(), subscriptions.clone()))
-                    .max_decoding_message_size(message_limits::AUTH),
-            )
-            .add_service(
-                UserServiceServer::new(UserApi::new(auth.clone(), subscriptions.clone()))
-                    .max_decoding_message_size(message_limits::USER),
-            )
-            .add_service(
-                CatalogServiceServer::new(CatalogApi::new(auth.clone()))
-                    .max_decoding_message_size(message_limits::CATALOG),
-            )
-            .add_service(
-                WorkerServiceServer::new(WorkerApi::new(
-                    auth.clone(),
-                    hub.clone(),
-                    pki.ca_hash(),
-                    agent_url(&args, local_addr),
-                ))
-                .max_decoding_message_size(message_limits::WORKER),
-            )
-            .add_service(
-                AgentServiceServer::new(AgentApi::new(
-                    hub.clone(),
-                    enrollment,
-                    auth.trusted_proxies.clone(),
-                    Arc::new(worker_limits(&args)),
-                ))
-                .max_decoding_message_size(message_limits::AGENT),
-            )
-            .add_service(
-                SubscriptionServiceServer::new(SubscriptionApi::new(
-                    auth.clone(),
-                    subscriptions.clone(),
-                    subscription_limits.clone(),
-                ))
-                .max_decoding_message_size(message_limits::SUBSCRIPTION),
-            )
-            .add_service(
-                NotificationServiceServer::new(NotificationApi::new(
-                    auth.clone(),
-                    notifier.clone(),
-                ))
-                .max_decoding_message_size(message_limits::NOTIFICATION),
-            )
-            .add_service(
-                HistoryServiceServer::new(HistoryApi::new(auth.clone(), history))
-                    .max_decoding_message_size(message_limits::HISTORY),
-            );
+            .add_service(reflection_v1alpha);
 
         // On shutdown, end the long-lived streams (agents, watchers) so the
         // connections drain; give them DRAIN_TIMEOUT, then stop regardless.
@@ -751,17 +678,7 @@ impl Application {
 /// The names grpc.health.v1 reports: the server as a whole ("") and every
 /// API service, all SERVING while the store answers and NOT_SERVING from the
 /// moment shutdown begins.
-const API_SERVICES: [&str; 9] = [
-    "",
-    <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME,
-    <UserServiceServer<UserApi> as tonic::server::NamedService>::NAME,
-    <CatalogServiceServer<CatalogApi> as tonic::server::NamedService>::NAME,
-    <WorkerServiceServer<WorkerApi> as tonic::server::NamedService>::NAME,
-    <AgentServiceServer<AgentApi> as tonic::server::NamedService>::NAME,
-    <SubscriptionServiceServer<SubscriptionApi> as tonic::server::NamedService>::NAME,
-    <NotificationServiceServer<NotificationApi> as tonic::server::NamedService>::NAME,
-    <HistoryServiceServer<HistoryApi> as tonic::server::NamedService>::NAME,
-];
+const API_SERVICES: [&str; 9] = api::HEALTH_NAMES;
 
 /// The grpc.health.v1 name of the cluster link: SERVING while it is
 /// CONNECTED. Only that name: a lost API server must not take the control

@@ -13,8 +13,7 @@ use minispod_proto::v1 as pb;
 use tonic::{Code, Request};
 
 use super::{
-    queries as refresh_db,
-    service::AuthApi,
+    AuthState, queries as refresh_db,
     tokens::{hash_refresh_token, new_refresh_token},
 };
 use crate::{
@@ -131,14 +130,13 @@ pub async fn delete_expired(tx: &mut Tx, before_ms: i64) -> AppResult<u64> {
     .map(|r| r.rows_affected()))?)
 }
 
-impl AuthApi {
+impl AuthState {
     /// Rate limits a mail-sending request from `ip` for `email`.
     async fn limit_mail_request<T>(&self, req: &Request<T>, email: &str) -> AppResult<()> {
-        let ip = self.auth.client_ip(req);
-        self.auth.limiter.attempt(ip).await?;
-        self.auth
-            .mail_limiter
-            .take(&super::service::account_key(email))
+        let ip = self.client_ip(req);
+        self.limiter.attempt(ip).await?;
+        self.mail_limiter
+            .take(&super::account::account_key(email))
             .await
             .map_err(|wait| AppError::ResourceExhausted {
                 message: "too many mails asked for this address; try again later".into(),
@@ -154,7 +152,7 @@ impl AuthApi {
         email: &str,
         change: bool,
     ) -> AppResult<()> {
-        let mail = &self.auth.mail;
+        let mail = &self.mail;
         let token = new_token(tx, &user.id, Purpose::VerifyEmail, email, mail.verify_ttl()).await?;
         let link = mail.link(&format!("/verify-email#token={token}"));
         let rendered = if change {
@@ -169,7 +167,7 @@ impl AuthApi {
         &self,
         req: Request<pb::RequestPasswordResetRequest>,
     ) -> AppResult<pb::RequestPasswordResetResponse> {
-        self.auth.mail.require_configured()?;
+        self.mail.require_configured()?;
         if req.get_ref().email.len() > crate::users::fields::MAX_EMAIL_BYTES {
             return Err(AppError::invalid("email", "is not a valid address"));
         }
@@ -190,13 +188,13 @@ impl AuthApi {
     /// Makes a reset token for the active account with `email`, if there is
     /// one, and queues its mail in the same transaction.
     async fn queue_password_reset(&self, email: &str) -> AppResult<()> {
-        let user = users_db::by_email(&self.auth.db, email).await?;
+        let user = users_db::by_email(&self.db, email).await?;
         // Unknown and deactivated accounts get nothing.
         let Some(user) = user.filter(|u| u.active) else {
             return Ok(());
         };
-        let mail = &self.auth.mail;
-        let mut tx = self.auth.db.begin().await?;
+        let mail = &self.mail;
+        let mut tx = self.db.begin().await?;
         let token = new_token(
             &mut tx,
             &user.id,
@@ -219,16 +217,16 @@ impl AuthApi {
         &self,
         req: Request<pb::ResetPasswordRequest>,
     ) -> AppResult<pb::ResetPasswordResponse> {
-        let ip = self.auth.client_ip(&req);
-        self.auth.limiter.attempt(ip).await?;
+        let ip = self.client_ip(&req);
+        self.limiter.attempt(ip).await?;
         let r = req.into_inner();
         let password =
             Password::parse(&r.new_password).map_err(|e| AppError::invalid("new_password", e))?;
         if r.token.chars().count() > MAX_TOKEN_CHARS {
             return Err(AppError::invalid("token", "is not valid"));
         }
-        let hash = self.auth.hasher.hash(password.expose()).await?;
-        let mut tx = self.auth.db.begin().await?;
+        let hash = self.hasher.hash(password.expose()).await?;
+        let mut tx = self.db.begin().await?;
         let (user_id, email) = spend_token(&mut tx, &r.token, Purpose::PasswordReset).await?;
         let user = users_db::require(&mut tx, &user_id).await?;
         if !user.active {
@@ -250,7 +248,7 @@ impl AuthApi {
         } else {
             user
         };
-        let mail = &self.auth.mail;
+        let mail = &self.mail;
         let notice = templates::password_was_reset(&user.name, &mail.link("/login"));
         mail.queue_mail(&mut tx, "password_changed", &user.email, &notice)
             .await?;
@@ -264,10 +262,10 @@ impl AuthApi {
         &self,
         req: Request<pb::VerifyEmailRequest>,
     ) -> AppResult<pb::VerifyEmailResponse> {
-        let ip = self.auth.client_ip(&req);
-        self.auth.limiter.attempt(ip).await?;
+        let ip = self.client_ip(&req);
+        self.limiter.attempt(ip).await?;
         let r = req.into_inner();
-        let mut tx = self.auth.db.begin().await?;
+        let mut tx = self.db.begin().await?;
         let (user_id, email) = spend_token(&mut tx, &r.token, Purpose::VerifyEmail).await?;
         let user = users_db::require(&mut tx, &user_id).await?;
         let changing = user.email != email;
@@ -290,7 +288,7 @@ impl AuthApi {
         &self,
         req: Request<pb::ResendVerificationRequest>,
     ) -> AppResult<pb::ResendVerificationResponse> {
-        self.auth.mail.require_configured()?;
+        self.mail.require_configured()?;
         let email =
             Email::parse(&req.get_ref().email).map_err(|e| AppError::invalid("email", e))?;
         self.limit_mail_request(&req, email.as_str()).await?;
@@ -308,7 +306,7 @@ impl AuthApi {
     /// its unconfirmed address, or to its pending new one (`email` may be
     /// either).
     async fn queue_resend(&self, email: &str) -> AppResult<()> {
-        let db = &self.auth.db;
+        let db = &self.db;
         let (user, to, change) = match users_db::by_email(db, email).await? {
             Some(u) if u.email_verified_at.is_none() => {
                 let to = u.email.clone();
@@ -329,7 +327,7 @@ impl AuthApi {
         let mut tx = db.begin().await?;
         self.queue_verification(&mut tx, &user, &to, change).await?;
         tx.commit().await?;
-        self.auth.mail.wake();
+        self.mail.wake();
         Ok(())
     }
 
@@ -342,13 +340,13 @@ impl AuthApi {
         user: &UserRow,
         new_email: &str,
     ) -> AppResult<()> {
-        let limiter = &self.auth.mail_limiter;
+        let limiter = &self.mail_limiter;
         let account = format!("email-change|{}", user.id);
         limiter
             .take(&account)
             .await
             .map_err(|wait| too_many("email changes for this account", wait))?;
-        if let Err(wait) = limiter.take(&super::service::account_key(new_email)).await {
+        if let Err(wait) = limiter.take(&super::account::account_key(new_email)).await {
             limiter.give_back(&account).await;
             return Err(AppError::ResourceExhausted {
                 message: "too many mails asked for this address; try again later".into(),
@@ -373,9 +371,9 @@ impl AuthApi {
         if new_email == user.email {
             return users_db::set_pending_email(tx, &user.id, "").await;
         }
-        let holder = users_db::by_email(&self.auth.db, new_email).await?;
+        let holder = users_db::by_email(&self.db, new_email).await?;
         let updated = users_db::set_pending_email(tx, &user.id, new_email).await?;
-        let mail = &self.auth.mail;
+        let mail = &self.mail;
         match holder {
             Some(holder) => {
                 let notice =
