@@ -1,4 +1,6 @@
-//! Authentication: who is calling, sessions, and the AuthService.
+//! Authentication: who is calling, sessions and accounts (the AuthService
+//! itself is in `crate::api::auth`; which method needs what, in
+//! `crate::api::access`).
 //!
 //! A request is authenticated by its `authorization: Bearer <JWT>` header:
 //! the token's signature, algorithm, issuer, audience and expiry are checked,

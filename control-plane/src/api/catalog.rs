@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use minispod_proto::v1::{self as pb, catalog_service_server::CatalogService};
 use tonic::{Request, Response, Status};
 
-use super::access::caller;
+use super::access::{caller, maybe_caller};
 use crate::catalog::{
     fields::ServiceSpec,
     queries::{self as catalog_db, Lookup, ServiceFilter},
@@ -194,15 +194,9 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<pb::GetServiceResponse>, Status> {
         // Administrators also see inactive services (to edit or re-activate
         // them); everyone else, token or not, only active ones.
-        let active_only = match request.metadata().get("authorization") {
-            Some(_) => match self.auth.caller(&request).await {
-                Ok(u) => u.role() != pb::Role::Administrator,
-                // A bad or expired token reads the public catalog.
-                Err(AppError::Unauthenticated(_)) => true,
-                Err(e) => return Err(e.into()),
-            },
-            None => true,
-        };
+        // (The access layer ignored a bad or expired token: no caller.)
+        let active_only =
+            maybe_caller(&request).is_none_or(|u| u.role() != pb::Role::Administrator);
         let r = request.get_ref();
         let row = catalog_db::get(&self.auth.db, lookup(r)?, active_only).await?;
         Ok(Response::new(pb::GetServiceResponse {

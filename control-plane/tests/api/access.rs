@@ -43,14 +43,14 @@ fn served_methods() -> Vec<String> {
 #[test]
 fn every_served_method_has_an_entry_and_every_entry_is_served() {
     let served = served_methods();
-    // The minispod package alone has more than 70 methods: a walk that
+    // The minispod package alone has more than 60 methods: a walk that
     // found none would prove nothing.
     assert!(
         served
             .iter()
             .filter(|m| m.starts_with("/minispod.v1."))
             .count()
-            > 70,
+            > 60,
         "{served:?}"
     );
     let missing: Vec<&String> = served.iter().filter(|m| rule(m).is_none()).collect();
