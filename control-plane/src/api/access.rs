@@ -238,16 +238,22 @@ impl Judge {
                 Ok(Admitted::Nobody)
             }
             Access::MaybeUser => match self.user(&probe, false).await {
-                Ok(c) => Ok(Admitted::User(c)),
+                Ok(c) => Ok(Admitted::User(Box::new(c))),
                 // A bad or expired token reads the public side.
                 Err(AppError::Unauthenticated(_)) => Ok(Admitted::Nobody),
                 Err(e) => Err(e),
             },
-            Access::User => self.user(&probe, false).await.map(Admitted::User),
-            Access::Admin => self.user(&probe, true).await.map(Admitted::User),
+            Access::User => self
+                .user(&probe, false)
+                .await
+                .map(|c| Admitted::User(Box::new(c))),
+            Access::Admin => self
+                .user(&probe, true)
+                .await
+                .map(|c| Admitted::User(Box::new(c))),
             Access::Agent => {
                 let (_, worker) = self.enrollment.authenticate_peer(&probe).await?;
-                Ok(Admitted::Agent(AgentCaller(worker)))
+                Ok(Admitted::Agent(Box::new(AgentCaller(worker))))
             }
         }
     }
@@ -255,8 +261,8 @@ impl Judge {
 
 enum Admitted {
     Nobody,
-    User(Caller),
-    Agent(AgentCaller),
+    User(Box<Caller>),
+    Agent(Box<AgentCaller>),
 }
 
 /// Applies [`TABLE`] to every call (see the module's documentation).
@@ -339,10 +345,10 @@ where
             match admitted {
                 Ok(Admitted::Nobody) => {}
                 Ok(Admitted::User(caller)) => {
-                    parts.extensions.insert(caller);
+                    parts.extensions.insert(*caller);
                 }
                 Ok(Admitted::Agent(worker)) => {
-                    parts.extensions.insert(worker);
+                    parts.extensions.insert(*worker);
                 }
                 Err(e) => return Ok(Status::from(e).into_http()),
             }

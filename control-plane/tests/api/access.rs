@@ -115,7 +115,7 @@ async fn call(channel: &Channel, path: &str, token: Option<&str>) -> (Code, Stri
         let message = h
             .get("grpc-message")
             .and_then(|v| v.to_str().ok())
-            .map(|m| percent_decode(m))
+            .map(percent_decode)
             .unwrap_or_default();
         Some((code, message))
     };
