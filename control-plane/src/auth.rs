@@ -1,4 +1,6 @@
-//! Authentication: who is calling, sessions, and the AuthService.
+//! Authentication: who is calling, sessions and accounts (the AuthService
+//! itself is in `crate::api::auth`; which method needs what, in
+//! `crate::api::access`).
 //!
 //! A request is authenticated by its `authorization: Bearer <JWT>` header:
 //! the token's signature, algorithm, issuer, audience and expiry are checked,
@@ -7,11 +9,11 @@
 //! than when the token expires. Tokens name their session (refresh-token
 //! family), and a session ended by Logout ends its access tokens too.
 
+pub mod account;
 pub mod cookie;
 pub mod password;
 pub mod queries;
 pub mod recovery;
-pub mod service;
 pub mod tokens;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
@@ -63,6 +65,26 @@ pub struct AccountMail {
     pub limiter: Arc<RateLimiter>,
 }
 
+/// The account flows (sign-up, sign-in, sessions, profile, recovery and
+/// address verification, in `account.rs` and `recovery.rs`): sign-in state
+/// with the account mail. Only the AuthService holds one; every other
+/// service has the [`AuthState`] alone.
+#[derive(Clone, Debug)]
+pub struct Accounts {
+    /// Sign-in state: the store, token keys, the hasher, the limits.
+    pub auth: AuthState,
+    /// Account mail and its per-address limit.
+    pub mail: AccountMail,
+}
+
+impl std::ops::Deref for Accounts {
+    type Target = AuthState;
+
+    fn deref(&self) -> &AuthState {
+        &self.auth
+    }
+}
+
 impl AuthState {
     /// The active account behind the request's bearer token.
     pub async fn caller<T>(&self, request: &Request<T>) -> AppResult<UserRow> {
@@ -101,17 +123,6 @@ impl AuthState {
         {
             return Err(AppError::Unauthenticated(
                 "the session was ended; sign in again".into(),
-            ));
-        }
-        Ok(user)
-    }
-
-    /// The caller, who must be an administrator (PERMISSION_DENIED otherwise).
-    pub async fn admin<T>(&self, request: &Request<T>) -> AppResult<UserRow> {
-        let user = self.caller(request).await?;
-        if user.role() != Role::Administrator {
-            return Err(AppError::PermissionDenied(
-                "this method requires ROLE_ADMINISTRATOR".into(),
             ));
         }
         Ok(user)
@@ -157,6 +168,43 @@ impl AuthState {
             refresh_token_expires_at: Some(timestamp(refresh_expires)),
         })
     }
+}
+
+/// Who asked for a stream (a watch, a log stream), to ask again while it
+/// runs, every `--stream-caller-recheck`: the stream ends soon after the
+/// account is deactivated, demoted (for `admin`) or deleted, its sessions
+/// ended, or the access token expired.
+#[derive(Debug, Clone)]
+pub struct CallerCheck {
+    /// The auth state that judges.
+    pub auth: AuthState,
+    /// The request's metadata (its bearer token).
+    pub credentials: tonic::metadata::MetadataMap,
+    /// How often. One value for every stream (the flag's, default 30 s):
+    /// each check is a store read per open stream, and the flag lets an
+    /// operator who wants a faster cut-off pay for it.
+    pub every: Duration,
+    /// Whether the caller must still be an administrator.
+    pub admin: bool,
+}
+
+impl CallerCheck {
+    /// Err when the caller may no longer call (signed out, deactivated,
+    /// no longer an administrator when `admin`...).
+    pub async fn still_allowed(&self) -> Result<(), tonic::Status> {
+        let mut probe = Request::new(());
+        *probe.metadata_mut() = self.credentials.clone();
+        let user = self.auth.caller(&probe).await?;
+        if self.admin && user.role() != Role::Administrator {
+            return Err(admin_required().into());
+        }
+        Ok(())
+    }
+}
+
+/// The refusal of an administrator's method to anyone else.
+pub fn admin_required() -> AppError {
+    AppError::PermissionDenied("this method requires ROLE_ADMINISTRATOR".into())
 }
 
 /// The client's address: the TCP peer, or when that is a trusted proxy the

@@ -3,7 +3,6 @@
 pub mod fields;
 pub mod queries;
 pub mod seed;
-pub mod service;
 pub mod template;
 
 use minispod_proto::v1 as pb;

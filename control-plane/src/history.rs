@@ -20,7 +20,6 @@
 
 pub mod queries;
 pub mod recorder;
-pub mod service;
 pub mod window;
 
 use std::time::Duration;

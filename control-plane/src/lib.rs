@@ -5,6 +5,7 @@
 //! `store`, `workqueue`, ...) at the top.
 //! See ARCHITECTURE.md for the map.
 
+pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod cluster;

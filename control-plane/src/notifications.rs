@@ -14,7 +14,6 @@ pub mod fleet;
 pub mod incidents;
 pub mod notices;
 pub mod queries;
-pub mod service;
 
 use minispod_proto::v1 as pb;
 

@@ -8,7 +8,8 @@
 //! - `reconcile`: keeps the cluster equal to the store and the status
 //!   equal to what the pods say; level triggered, one replica at a time per
 //!   subscription (a lease on the row).
-//! - `service`: the gRPC SubscriptionService.
+//! - `admission`: whether a new or changed subscription fits (limits,
+//!   the cluster's room); the gRPC SubscriptionService is in `crate::api`.
 //! - `logs`: log streams, read in bounded chunks and cut into bounded
 //!   lines; per-user slots.
 //! - `relay`: changes told to and heard from other replicas (PostgreSQL).
@@ -17,6 +18,7 @@
 //! the pods of subscriptions as a watch last saw them, the reconciler's
 //! queue and the broadcast the watch RPC reads.
 
+pub mod admission;
 pub mod gate;
 pub mod limits;
 pub mod logs;
@@ -24,7 +26,6 @@ pub mod queries;
 pub mod reconcile;
 pub mod relay;
 pub mod render;
-pub mod service;
 pub mod words;
 
 use std::{

@@ -2,7 +2,6 @@
 
 pub mod fields;
 pub mod queries;
-pub mod service;
 
 use minispod_proto::v1 as pb;
 

@@ -11,7 +11,7 @@
 //! - `replicas`: the lease under which this process holds streams, reaping
 //!   the workers of dead replicas, and relaying fleet changes between
 //!   replicas.
-//! - `service` / `agent_service`: the gRPC WorkerService and AgentService.
+//! - the gRPC WorkerService and AgentService are in `crate::api`.
 //! - `queries`: the SQL.
 //!
 //! # A worker going offline: who reacts
@@ -42,13 +42,11 @@
 //! store (`worker_incidents`: an edge, told once across replicas and
 //! restarts).
 
-pub mod agent_service;
 pub mod enrollment;
 pub mod hub;
 pub mod limits;
 pub mod queries;
 pub mod replicas;
-pub mod service;
 pub mod session;
 pub mod status;
 

@@ -13,8 +13,7 @@ use minispod_proto::v1 as pb;
 use tonic::{Code, Request};
 
 use super::{
-    queries as refresh_db,
-    service::AuthApi,
+    Accounts, queries as refresh_db,
     tokens::{hash_refresh_token, new_refresh_token},
 };
 use crate::{
@@ -131,14 +130,14 @@ pub async fn delete_expired(tx: &mut Tx, before_ms: i64) -> AppResult<u64> {
     .map(|r| r.rows_affected()))?)
 }
 
-impl AuthApi {
+impl Accounts {
     /// Rate limits a mail-sending request from `ip` for `email`.
     async fn limit_mail_request<T>(&self, req: &Request<T>, email: &str) -> AppResult<()> {
-        let ip = self.auth.client_ip(req);
-        self.auth.limiter.attempt(ip).await?;
+        let ip = self.client_ip(req);
+        self.limiter.attempt(ip).await?;
         self.mail
             .limiter
-            .take(&super::service::account_key(email))
+            .take(&super::account::account_key(email))
             .await
             .map_err(|wait| AppError::ResourceExhausted {
                 message: "too many mails asked for this address; try again later".into(),
@@ -190,13 +189,13 @@ impl AuthApi {
     /// Makes a reset token for the active account with `email`, if there is
     /// one, and queues its mail in the same transaction.
     async fn queue_password_reset(&self, email: &str) -> AppResult<()> {
-        let user = users_db::by_email(&self.auth.db, email).await?;
+        let user = users_db::by_email(&self.db, email).await?;
         // Unknown and deactivated accounts get nothing.
         let Some(user) = user.filter(|u| u.active) else {
             return Ok(());
         };
         let mail = &self.mail.mail;
-        let mut tx = self.auth.db.begin().await?;
+        let mut tx = self.db.begin().await?;
         let token = new_token(
             &mut tx,
             &user.id,
@@ -219,16 +218,16 @@ impl AuthApi {
         &self,
         req: Request<pb::ResetPasswordRequest>,
     ) -> AppResult<pb::ResetPasswordResponse> {
-        let ip = self.auth.client_ip(&req);
-        self.auth.limiter.attempt(ip).await?;
+        let ip = self.client_ip(&req);
+        self.limiter.attempt(ip).await?;
         let r = req.into_inner();
         let password =
             Password::parse(&r.new_password).map_err(|e| AppError::invalid("new_password", e))?;
         if r.token.chars().count() > MAX_TOKEN_CHARS {
             return Err(AppError::invalid("token", "is not valid"));
         }
-        let hash = self.auth.hasher.hash(password.expose()).await?;
-        let mut tx = self.auth.db.begin().await?;
+        let hash = self.hasher.hash(password.expose()).await?;
+        let mut tx = self.db.begin().await?;
         let (user_id, email) = spend_token(&mut tx, &r.token, Purpose::PasswordReset).await?;
         let user = users_db::require(&mut tx, &user_id).await?;
         if !user.active {
@@ -264,10 +263,10 @@ impl AuthApi {
         &self,
         req: Request<pb::VerifyEmailRequest>,
     ) -> AppResult<pb::VerifyEmailResponse> {
-        let ip = self.auth.client_ip(&req);
-        self.auth.limiter.attempt(ip).await?;
+        let ip = self.client_ip(&req);
+        self.limiter.attempt(ip).await?;
         let r = req.into_inner();
-        let mut tx = self.auth.db.begin().await?;
+        let mut tx = self.db.begin().await?;
         let (user_id, email) = spend_token(&mut tx, &r.token, Purpose::VerifyEmail).await?;
         let user = users_db::require(&mut tx, &user_id).await?;
         let changing = user.email != email;
@@ -308,7 +307,7 @@ impl AuthApi {
     /// its unconfirmed address, or to its pending new one (`email` may be
     /// either).
     async fn queue_resend(&self, email: &str) -> AppResult<()> {
-        let db = &self.auth.db;
+        let db = &self.db;
         let (user, to, change) = match users_db::by_email(db, email).await? {
             Some(u) if u.email_verified_at.is_none() => {
                 let to = u.email.clone();
@@ -348,7 +347,7 @@ impl AuthApi {
             .take(&account)
             .await
             .map_err(|wait| too_many("email changes for this account", wait))?;
-        if let Err(wait) = limiter.take(&super::service::account_key(new_email)).await {
+        if let Err(wait) = limiter.take(&super::account::account_key(new_email)).await {
             limiter.give_back(&account).await;
             return Err(AppError::ResourceExhausted {
                 message: "too many mails asked for this address; try again later".into(),
@@ -373,7 +372,7 @@ impl AuthApi {
         if new_email == user.email {
             return users_db::set_pending_email(tx, &user.id, "").await;
         }
-        let holder = users_db::by_email(&self.auth.db, new_email).await?;
+        let holder = users_db::by_email(&self.db, new_email).await?;
         let updated = users_db::set_pending_email(tx, &user.id, new_email).await?;
         let mail = &self.mail.mail;
         match holder {

@@ -4,7 +4,6 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tonic::service::Routes;
 use tower_http::cors::CorsLayer;
 
 use crate::{
@@ -34,7 +33,7 @@ use crate::{
 
 use super::{
     bootstrap::bootstrap_admin,
-    router::{ApiParts, api_routes, cors_layer, tls_config},
+    router::{api_routes, cors_layer, tls_config},
     settings,
     tasks::Loops,
 };
@@ -61,7 +60,10 @@ pub struct Application {
     pub(super) metrics_addr: Option<SocketAddr>,
     pub(super) pki: Arc<Pki>,
     /// Every gRPC service, grpc.health.v1 and reflection included.
-    pub(super) routes: Routes,
+    pub(super) routes: tonic::service::Routes,
+    /// Who may call which method ([`crate::api::access`]), applied once to
+    /// every call.
+    pub(super) access: crate::api::AccessLayer,
     pub(super) connections: Connections,
     pub(super) health: tonic_health::server::HealthReporter,
     pub(super) metrics: Arc<Metrics>,
@@ -229,9 +231,10 @@ impl Application {
             cors: cors_layer(&args.cors_origins)?,
         };
         let (health, health_service) = tonic_health::server::health_reporter();
+        let access = crate::api::AccessLayer::new(auth.clone(), enrollment.clone());
         let routes = api_routes(
-            Routes::new(health_service),
-            ApiParts {
+            health_service,
+            crate::api::Parts {
                 auth: auth.clone(),
                 account_mail: account_mail.clone(),
                 cluster: cluster.clone(),
@@ -270,6 +273,7 @@ impl Application {
             metrics_addr,
             pki,
             routes,
+            access,
             connections,
             health: health.clone(),
             metrics: metrics.clone(),

@@ -3,40 +3,14 @@
 
 use std::time::Duration;
 
-use minispod_proto::v1::{
-    self as pb, agent_service_server::AgentServiceServer, auth_service_server::AuthServiceServer,
-    catalog_service_server::CatalogServiceServer, history_service_server::HistoryServiceServer,
-    notification_service_server::NotificationServiceServer,
-    subscription_service_server::SubscriptionServiceServer, user_service_server::UserServiceServer,
-    worker_service_server::WorkerServiceServer,
-};
+use minispod_proto::v1 as pb;
 
-use crate::{
-    auth::service::AuthApi,
-    catalog::service::CatalogApi,
-    cluster::ClusterLink,
-    history::service::HistoryApi,
-    notifications::service::NotificationApi,
-    store::Db,
-    subscriptions::service::SubscriptionApi,
-    users::service::UserApi,
-    workers::{agent_service::AgentApi, service::WorkerApi},
-};
+use crate::{cluster::ClusterLink, store::Db};
 
 /// The names grpc.health.v1 reports: the server as a whole ("") and every
 /// API service, all SERVING while the store answers and NOT_SERVING from the
 /// moment shutdown begins.
-pub(super) const API_SERVICES: [&str; 9] = [
-    "",
-    <AuthServiceServer<AuthApi> as tonic::server::NamedService>::NAME,
-    <UserServiceServer<UserApi> as tonic::server::NamedService>::NAME,
-    <CatalogServiceServer<CatalogApi> as tonic::server::NamedService>::NAME,
-    <WorkerServiceServer<WorkerApi> as tonic::server::NamedService>::NAME,
-    <AgentServiceServer<AgentApi> as tonic::server::NamedService>::NAME,
-    <SubscriptionServiceServer<SubscriptionApi> as tonic::server::NamedService>::NAME,
-    <NotificationServiceServer<NotificationApi> as tonic::server::NamedService>::NAME,
-    <HistoryServiceServer<HistoryApi> as tonic::server::NamedService>::NAME,
-];
+pub(super) const API_SERVICES: [&str; 9] = crate::api::HEALTH_NAMES;
 
 /// The grpc.health.v1 name of the cluster link: SERVING while it is
 /// CONNECTED. Only that name: a lost API server must not take the control

@@ -43,6 +43,7 @@ impl Application {
             metrics_addr: _,
             pki: _,
             routes,
+            access,
             connections:
                 Connections {
                     keepalive_interval,
@@ -83,6 +84,7 @@ impl Application {
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RequestBufferLayer(request_buffer))
             .layer(RpcTraceLayer::new(metrics))
+            .layer(access)
             .add_routes(routes);
 
         // On shutdown, end the long-lived streams (agents, watchers) so the

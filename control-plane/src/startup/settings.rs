@@ -7,6 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 
 use crate::{
+    api::subscriptions::CallerLimits,
     cluster::LinkSettings,
     config::{
         ClusterArgs, FleetArgs, HistoryArgs, LoginArgs, MailArgs, NotifyArgs, StoreArgs,
@@ -17,9 +18,7 @@ use crate::{
     notifications::incidents::Timing,
     rate_limit::{LoginLimits, RateLimiter},
     store::{Db, StoreOptions},
-    subscriptions::{
-        SubscriptionSettings, logs::LogSlots, render::RenderSettings, service::CallerLimits,
-    },
+    subscriptions::{SubscriptionSettings, logs::LogSlots, render::RenderSettings},
     workers::{
         enrollment::{EnrollmentConfig, Secret, StaticToken},
         hub::FleetConfig,

@@ -15,6 +15,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    api::subscriptions::CallerLimits,
     auth::{AccountMail, AuthState, queries as refresh_db},
     cluster::ClusterLink,
     history::{HistorySettings, recorder::Recorder},
@@ -22,7 +23,7 @@ use crate::{
     nodes::Nodes,
     notifications::{Notifier, fleet::FleetNotices, incidents::Timing},
     store::{Db, now_ms},
-    subscriptions::{Subscriptions, service::CallerLimits},
+    subscriptions::Subscriptions,
     workers::{enrollment::Enrollment, hub::FleetHub, queries as workers_db},
 };
 

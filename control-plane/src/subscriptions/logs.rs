@@ -29,9 +29,9 @@ use std::{
 use futures::{AsyncRead, AsyncReadExt};
 use minispod_proto::v1 as pb;
 use tokio::sync::mpsc;
-use tonic::{Request, Status, metadata::MetadataMap};
+use tonic::Status;
 
-use crate::{auth::AuthState, error::AppError};
+use crate::error::AppError;
 
 /// Longest log line sent (bytes, before its cut mark); longer ones are cut.
 pub const MAX_LOG_LINE: usize = 16 * 1024;
@@ -190,29 +190,7 @@ impl Drop for LogSlot {
     }
 }
 
-/// Who asked for a stream, to ask again while it runs.
-#[derive(Debug, Clone)]
-pub struct CallerCheck {
-    /// The auth state that judges.
-    pub auth: AuthState,
-    /// The request's metadata (its bearer token).
-    pub credentials: MetadataMap,
-    /// How often.
-    pub every: Duration,
-}
-
-impl CallerCheck {
-    /// Err when the caller may no longer call (signed out, deactivated...).
-    pub async fn still_allowed(&self) -> Result<(), Status> {
-        let mut probe = Request::new(());
-        *probe.metadata_mut() = self.credentials.clone();
-        self.auth
-            .caller(&probe)
-            .await
-            .map(|_| ())
-            .map_err(Status::from)
-    }
-}
+pub use crate::auth::CallerCheck;
 
 /// One log stream: from the cluster's reader to the client's channel.
 pub struct LogPump<R> {

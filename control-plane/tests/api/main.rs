@@ -1,6 +1,7 @@
 //! Integration tests: the real server over TLS on a random port, a fresh
 //! data dir per test, real clients.
 
+mod access;
 mod auth;
 mod catalog;
 mod cluster;

@@ -6,13 +6,16 @@ use minispod_proto::v1::{self as pb, agent_service_server::AgentService};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{
-    enrollment::{Enrollment, request_identity},
-    hub::FleetHub,
-    limits::{WorkerLimiter, WorkerLimits},
-    session,
+use super::access::agent;
+use crate::{
+    error::AppError,
+    workers::{
+        enrollment::{Enrollment, request_identity},
+        hub::FleetHub,
+        limits::{WorkerLimiter, WorkerLimits},
+        session,
+    },
 };
-use crate::error::AppError;
 
 /// The gRPC AgentService.
 #[derive(Debug, Clone)]
@@ -72,7 +75,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<pb::ConnectRequest>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let (_, worker) = self.enrollment.authenticate_peer(&request).await?;
+        let worker = agent(&request)?;
         take(&self.limits.connect, &worker.id, "connects")?;
         let peer_ip = request.remote_addr().map(|a| a.ip());
         let inbound = request.into_inner();
@@ -92,7 +95,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<pb::RenewCertificateRequest>,
     ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
-        let (_, worker) = self.enrollment.authenticate_peer(&request).await?;
+        let worker = agent(&request)?;
         take(&self.limits.renew, &worker.id, "certificate renewals")?;
         let r = self
             .enrollment

@@ -4,7 +4,8 @@ use crate::subscriptions::{Subscriptions, limits, queries as subscriptions_db};
 use minispod_proto::v1::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
-use super::{
+use super::access::caller;
+use crate::users::{
     fields::{Email, Password, PersonName, parse_role},
     queries::{self as users_db, UserChanges, UserFilter},
 };
@@ -40,7 +41,7 @@ impl UserApi {
     }
 
     async fn create_user(&self, req: Request<pb::CreateUserRequest>) -> AppResult<pb::User> {
-        let admin = self.auth.admin(&req).await?;
+        let admin = caller(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
         let email = v.take("email", Email::parse(&r.email));
@@ -80,7 +81,6 @@ impl UserApi {
         &self,
         req: Request<pb::ListUsersRequest>,
     ) -> AppResult<pb::ListUsersResponse> {
-        self.auth.admin(&req).await?;
         let r = req.into_inner();
         let page = Page::parse(r.page_size, &r.page_token)?;
         let role = match r.role {
@@ -109,7 +109,6 @@ impl UserApi {
     }
 
     async fn update_user(&self, req: Request<pb::UpdateUserRequest>) -> AppResult<pb::User> {
-        self.auth.admin(&req).await?;
         let r = req.into_inner();
         Self::require_id(&r.id)?;
         let mut v = Violations::new();
@@ -150,7 +149,7 @@ impl UserApi {
     }
 
     async fn delete_user(&self, req: Request<pb::DeleteUserRequest>) -> AppResult<()> {
-        let admin = self.auth.admin(&req).await?;
+        let admin = caller(&req)?;
         let r = req.into_inner();
         Self::require_id(&r.id)?;
         let mut tx = self.auth.db.begin().await?;
@@ -164,7 +163,6 @@ impl UserApi {
     }
 
     async fn set_user_role(&self, req: Request<pb::SetUserRoleRequest>) -> AppResult<pb::User> {
-        self.auth.admin(&req).await?;
         let r = req.into_inner();
         Self::require_id(&r.id)?;
         let role = parse_role(r.role).map_err(|e| AppError::invalid("role", e))?;
@@ -187,7 +185,6 @@ impl UserApi {
     }
 
     async fn set_user_active(&self, req: Request<pb::SetUserActiveRequest>) -> AppResult<pb::User> {
-        self.auth.admin(&req).await?;
         let r = req.into_inner();
         Self::require_id(&r.id)?;
         let mut tx = self.auth.db.begin().await?;
@@ -202,7 +199,6 @@ impl UserApi {
         &self,
         req: Request<pb::GetUserStatsRequest>,
     ) -> AppResult<pb::GetUserStatsResponse> {
-        self.auth.admin(&req).await?;
         let days = match req.get_ref().recent_days {
             0 => 7,
             d @ 1..=365 => d,
@@ -231,7 +227,7 @@ impl UserApi {
         &self,
         req: Request<pb::BulkUpdateUsersRequest>,
     ) -> AppResult<pb::BulkUpdateUsersResponse> {
-        let admin = self.auth.admin(&req).await?;
+        let admin = caller(&req)?;
         let r = req.into_inner();
         let action = match pb::BulkUserAction::try_from(r.action) {
             Ok(pb::BulkUserAction::Unspecified) | Err(_) => {
@@ -375,7 +371,6 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
-        self.auth.admin(&request).await?;
         Self::require_id(&request.get_ref().id)?;
         let user = users_db::require(self.auth.db.read(), &request.get_ref().id).await?;
         let share = {
@@ -392,7 +387,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::SetUserLimitsRequest>,
     ) -> Result<Response<pb::SetUserLimitsResponse>, Status> {
-        let admin = self.auth.admin(&request).await?;
+        let admin = caller(&request)?;
         let r = request.into_inner();
         Self::require_id(&r.id)?;
         let overrides = r.limits.unwrap_or_default();

@@ -5,7 +5,8 @@ use minispod_proto::v1::{self as pb, notification_service_server::NotificationSe
 use rand::RngCore;
 use tonic::{Request, Response, Status};
 
-use super::{
+use super::access::caller;
+use crate::notifications::{
     Notifier,
     fields::{OutboxPage, PreferenceChanges, outbox_status},
     notices,
@@ -29,7 +30,7 @@ pub struct NotificationApi {
 fn new_secret() -> String {
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
-    raw.iter().map(|b| format!("{b:02x}")).collect()
+    minispod_support::hex(&raw)
 }
 
 impl NotificationApi {
@@ -42,7 +43,7 @@ impl NotificationApi {
         &self,
         req: Request<pb::GetNotificationPreferencesRequest>,
     ) -> AppResult<pb::GetNotificationPreferencesResponse> {
-        let admin = self.auth.admin(&req).await?;
+        let admin = caller(&req)?;
         let prefs = queries::preferences(self.auth.db.read(), &admin.id).await?;
         Ok(pb::GetNotificationPreferencesResponse {
             preferences: Some(prefs.to_pb()),
@@ -54,7 +55,7 @@ impl NotificationApi {
         &self,
         req: Request<pb::UpdateNotificationPreferencesRequest>,
     ) -> AppResult<pb::UpdateNotificationPreferencesResponse> {
-        let admin = self.auth.admin(&req).await?;
+        let admin = caller(&req)?;
         let changes =
             PreferenceChanges::parse(req.get_ref(), self.notifier.mail().webhook_policy())?;
         let mut tx = self.auth.db.begin().await?;
@@ -98,7 +99,7 @@ impl NotificationApi {
         &self,
         req: Request<pb::SendTestNotificationRequest>,
     ) -> AppResult<pb::SendTestNotificationResponse> {
-        let admin = self.auth.admin(&req).await?;
+        let admin = caller(&req)?;
         let mut tx = self.auth.db.begin().await?;
         let recipient = queries::recipient(&mut tx, &admin.id).await?;
         let mail_ok = self.notifier.mail().configured();
@@ -126,7 +127,6 @@ impl NotificationApi {
         &self,
         req: Request<pb::ListOutboxMessagesRequest>,
     ) -> AppResult<pb::ListOutboxMessagesResponse> {
-        self.auth.admin(&req).await?;
         let r = req.into_inner();
         let status = outbox_status(r.status)?;
         let page = OutboxPage::parse(r.page_size, &r.page_token)?;
@@ -153,7 +153,7 @@ impl NotificationApi {
         &self,
         req: Request<pb::RetryOutboxMessageRequest>,
     ) -> AppResult<pb::RetryOutboxMessageResponse> {
-        let admin = self.auth.admin(&req).await?;
+        let admin = caller(&req)?;
         let id = req.get_ref().id.trim();
         if id.is_empty() {
             return Err(AppError::invalid("id", "is required"));

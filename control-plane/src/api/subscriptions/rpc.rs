@@ -1,29 +1,31 @@
 //! SubscriptionService: customers run catalog services; administrators see
 //! and control every subscription.
 
-use std::{collections::BTreeMap, pin::Pin, sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use minispod_proto::v1::{self as pb, subscription_service_server::SubscriptionService};
 use prost::Message;
-use rand::Rng;
 use tokio_stream::Stream;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
-use super::{
-    Change, Subscriptions, gate, limits,
-    logs::{CallerCheck, LOG_CHANNEL, LogPump, LogSlots},
-    queries::{self, Filter, SubscriptionRow},
-    render, status_to_db,
-    words::{self, Blocked},
-};
 use crate::{
+    api::access::caller,
     auth::AuthState,
     catalog::template,
     error::{AppError, AppResult, Violations},
     rate_limit::{RateLimiter, too_many},
-    store::{Page, Tx, new_id, now_ms, timestamp},
+    store::{Page, now_ms, timestamp},
+    subscriptions::{
+        Subscriptions,
+        admission::is_admin,
+        gate,
+        logs::{CallerCheck, LOG_CHANNEL, LogPump, LogSlots},
+        queries::{self, Filter, SubscriptionRow},
+        status_to_db,
+        words::{self, Blocked},
+    },
     users::queries::UserRow,
 };
 
@@ -53,72 +55,9 @@ impl CallerLimits {
 /// The gRPC SubscriptionService.
 #[derive(Debug, Clone)]
 pub struct SubscriptionApi {
-    auth: AuthState,
-    subs: Subscriptions,
-    limits: CallerLimits,
-}
-
-fn is_admin(u: &UserRow) -> bool {
-    u.role == "ADMINISTRATOR"
-}
-
-/// A subscription name: a DNS label of 1 to 30, starting with a letter.
-fn check_name(name: &str) -> Result<(), String> {
-    let ok = (1..=30).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(
-            "must be 1 to 30 lower-case letters, digits and inner dashes, starting with a letter"
-                .into(),
-        )
-    }
-}
-
-/// A value made once per subscription.
-fn generate(g: &pb::GeneratedValue) -> String {
-    let len = if g.length == 0 { 32 } else { g.length as usize };
-    let alphabet: &[u8] = match g.kind() {
-        pb::GeneratedValueKind::Hex => b"0123456789abcdef",
-        _ => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-    };
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
-        .collect()
-}
-
-/// The template of a catalog entry that has a deployable one, or the
-/// refusal (NO_TEMPLATE) in the caller's words.
-fn deployable_template(
-    stored: Option<Vec<u8>>,
-    slug: &str,
-    name: &str,
-    admin: bool,
-) -> AppResult<pb::ServiceTemplate> {
-    stored
-        .and_then(|t| pb::ServiceTemplate::decode(t.as_slice()).ok())
-        .filter(|t| !t.components.is_empty())
-        .ok_or_else(|| {
-            let message = if admin {
-                format!(
-                    "service {slug} has no deployment template: add one in the catalog (Edit \
-                     template) or with UpdateService.template"
-                )
-            } else {
-                format!("{name} cannot be subscribed to yet")
-            };
-            AppError::refused(Code::FailedPrecondition, "NO_TEMPLATE", message)
-        })
-}
-
-fn mib(bytes: i64) -> i64 {
-    bytes / (1024 * 1024)
+    pub(super) auth: AuthState,
+    pub(super) subs: Subscriptions,
+    pub(super) limits: CallerLimits,
 }
 
 impl SubscriptionApi {
@@ -129,7 +68,7 @@ impl SubscriptionApi {
 
     /// Spends one of `caller`'s CreateSubscription / UpdateSubscription
     /// tokens, or RESOURCE_EXHAUSTED with the wait.
-    async fn limit_change(&self, caller: &UserRow) -> AppResult<()> {
+    pub(super) async fn limit_change(&self, caller: &UserRow) -> AppResult<()> {
         self.limits
             .changes
             .take(&caller.id)
@@ -138,7 +77,7 @@ impl SubscriptionApi {
     }
 
     /// The subscription `id` if `caller` may see it.
-    async fn visible(&self, caller: &UserRow, id: &str) -> AppResult<SubscriptionRow> {
+    pub(super) async fn visible(&self, caller: &UserRow, id: &str) -> AppResult<SubscriptionRow> {
         if id.is_empty() {
             return Err(AppError::invalid("id", "is required"));
         }
@@ -156,224 +95,6 @@ impl SubscriptionApi {
             .await?
             .ok_or_else(|| queries::not_found(id))?;
         self.subs.to_pb(&row, is_admin(caller)).await
-    }
-
-    /// Why the installation cannot take a subscription of `t` now: no
-    /// linked cluster, or no room on the schedulable workers (the figures,
-    /// for administrators). Runs inside the write transaction that stores
-    /// it, and write transactions are serialised (SQLite has one writer; on
-    /// PostgreSQL each first takes one transaction-scoped advisory lock,
-    /// see `Db::begin`), so concurrent creates are admitted one after the
-    /// other, each counting those admitted before it.
-    async fn admit(&self, tx: &mut Tx, t: &pb::ServiceTemplate) -> AppResult<Option<Blocked>> {
-        let link = self.subs.link();
-        if !link.is_linked() {
-            return Ok(Some(Blocked::NoCluster));
-        }
-        let schedulable: std::collections::HashSet<String> = queries::schedulable_workers(tx)
-            .await?
-            .into_iter()
-            .collect();
-        // Before the free figures: a pod the link starts counting between
-        // the two reads is then counted twice (refusing too much for a
-        // moment) rather than not at all.
-        let (held_cpu, held_mem) = self.unscheduled_requests(tx).await?;
-        let free: Vec<_> = link
-            .free_by_worker()
-            .into_iter()
-            .filter(|(w, _, _, takes)| *takes && schedulable.contains(w))
-            .map(|(_, _, r, _)| r)
-            .collect();
-        let (need_cpu, need_mem) = t.components.iter().fold((0i64, 0i64), |(c, m), x| {
-            let r = render::pod_resources(x);
-            (c + r.cpu_request_millicores, m + r.memory_request_mb)
-        });
-        let have_cpu: i64 = free.iter().map(|r| r.cpu).sum::<i64>() - held_cpu;
-        let have_mem: i64 = free.iter().map(|r| mib(r.memory)).sum::<i64>() - held_mem;
-        let biggest = t
-            .components
-            .iter()
-            .map(|c| (c, render::pod_resources(c)))
-            .find(|(_, r)| {
-                !free.iter().any(|f| {
-                    f.cpu >= r.cpu_request_millicores
-                        && mib(f.memory) >= r.memory_request_mb
-                        && f.pods >= 1
-                })
-            });
-        if need_cpu > have_cpu || need_mem > have_mem || biggest.is_some() {
-            let mut msg = format!(
-                "not enough capacity: this service requests {need_cpu}m CPU and {need_mem} MiB \
-                 memory; the {} schedulable worker(s) have {}m CPU and {} MiB free",
-                free.len(),
-                have_cpu.max(0),
-                have_mem.max(0)
-            );
-            if held_cpu > 0 || held_mem > 0 {
-                msg.push_str(&format!(
-                    " (besides {held_cpu}m CPU and {held_mem} MiB for subscriptions not \
-                     scheduled yet)"
-                ));
-            }
-            if let Some((c, r)) = biggest {
-                msg.push_str(&format!(
-                    "; no worker can hold component {} ({}m CPU, {} MiB)",
-                    c.name, r.cpu_request_millicores, r.memory_request_mb
-                ));
-            }
-            return Ok(Some(Blocked::NoCapacity(msg)));
-        }
-        Ok(None)
-    }
-
-    /// CPU (millicores) and memory (MiB) requested by the components of
-    /// admitted subscriptions that have no pod the cluster link counts yet
-    /// (just created, pending, being moved): the link's free figures do
-    /// not show what they will take.
-    async fn unscheduled_requests(&self, tx: &mut Tx) -> AppResult<(i64, i64)> {
-        let link = self.subs.link();
-        let (mut cpu, mut mem) = (0i64, 0i64);
-        for (id, template) in queries::running_templates(tx).await? {
-            let Ok(t) = pb::ServiceTemplate::decode(template.as_slice()) else {
-                continue;
-            };
-            let pods = self.subs.pods_of(&id);
-            for c in &t.components {
-                let counted = pods
-                    .iter()
-                    .any(|p| p.component == c.name && link.counts_pod(&p.namespace, &p.name));
-                if !counted {
-                    let r = render::pod_resources(c);
-                    cpu += r.cpu_request_millicores;
-                    mem += r.memory_request_mb;
-                }
-            }
-        }
-        Ok((cpu, mem))
-    }
-
-    async fn create(
-        &self,
-        caller: &UserRow,
-        r: pb::CreateSubscriptionRequest,
-    ) -> AppResult<String> {
-        let mut v = Violations::new();
-        v.take("name", check_name(&r.name));
-        if r.service_id.is_empty() {
-            v.add("service_id", "is required");
-        }
-        if r.variables.len() > 64 {
-            v.add("variables", "at most 64 values");
-        }
-        v.finish()?;
-        let service = queries::deployable(self.subs.db(), &r.service_id).await?;
-        let Some((service_id, slug, service_name, active, price, template)) =
-            service.filter(|s| s.3 || is_admin(caller))
-        else {
-            return Err(AppError::NotFound(format!("no service {:?}", r.service_id)));
-        };
-        let _ = active;
-        let template = deployable_template(template, &slug, &service_name, is_admin(caller))?;
-        let given: BTreeMap<String, String> = r.variables.into_iter().collect();
-        let mut v = Violations::new();
-        let variables = template::validate_values(&template, &given, &mut v);
-        v.finish()?;
-        let generated: BTreeMap<String, String> = template
-            .generated
-            .iter()
-            .map(|g| (g.name.clone(), generate(g)))
-            .collect();
-        let now = now_ms();
-        let id = new_id();
-        // Closed until its owner opens it (`gate`): the first visitor of
-        // n8n, Ghost or WordPress creates the administrator.
-        let (_, gate) = self.subs.new_gate(&id);
-        let row = SubscriptionRow {
-            gate,
-            variables: self.subs.seal_map(&id, &variables),
-            generated: self.subs.seal_map(&id, &generated),
-            id,
-            name: r.name.clone(),
-            user_id: caller.id.clone(),
-            user_email: caller.email.clone(),
-            service_id,
-            service_slug: slug,
-            service_name,
-            namespace: render::namespace_of(&caller.id),
-            template: template.encode_to_vec(),
-            monthly_price_cents: price,
-            desired: "RUNNING".into(),
-            suspended_by: String::new(),
-            status: "PENDING".into(),
-            status_reason: "waiting to be applied to the cluster".into(),
-            status_changed_at: now,
-            ever_ran: false,
-            generation: 1,
-            applied_generation: 0,
-            restarted_at: 0,
-            workers: ",".into(),
-            created_at: now,
-            updated_at: now,
-        };
-        let mut tx = self.subs.db().begin().await?;
-        // The customer's own limits first: past them, the cluster's room
-        // is not theirs to take.
-        limits::admit(&mut tx, &self.subs.settings().tenant, &caller.id, &template).await?;
-        if let Some(blocked) = self.admit(&mut tx, &template).await? {
-            drop(tx);
-            let told = if is_admin(caller) {
-                // An administrator trying it is told already.
-                false
-            } else {
-                self.subs.tell_blocked(&blocked, &row.service_name).await
-            };
-            return Err(blocked.error(is_admin(caller), &row.service_name, told));
-        }
-        queries::insert(&mut tx, &row).await.map_err(|e| match e {
-            AppError::AlreadyExists(m) => AppError::InvalidArgument {
-                message: format!("name: {m}"),
-                violations: vec![crate::error::FieldViolation {
-                    field: "name".into(),
-                    description: m,
-                }],
-            },
-            e => e,
-        })?;
-        tx.commit().await.map_err(AppError::from)?;
-        tracing::info!(subscription = %row.id, name = %row.name, service = %row.service_slug, user_id = %caller.id, "subscription created");
-        self.changed(&row.id, None);
-        Ok(row.id)
-    }
-
-    /// CreateSubscription's checks for `caller` and `service_id`, without
-    /// creating anything: the template, the caller's own limits, then the
-    /// installation's (a linked cluster, room on the workers; a customer
-    /// blocked by these is told like one refused by CreateSubscription).
-    async fn check(&self, caller: &UserRow, service_id: &str) -> AppResult<()> {
-        let admin = is_admin(caller);
-        let service = queries::deployable(self.subs.db(), service_id).await?;
-        let Some((_, slug, name, _, _, template)) = service.filter(|s| s.3 || admin) else {
-            return Err(AppError::NotFound(format!("no service {service_id:?}")));
-        };
-        let template = deployable_template(template, &slug, &name, admin)?;
-        // The same transaction as CreateSubscription's admission, rolled
-        // back: the answer counts what Create would count.
-        let mut tx = self.subs.db().begin().await?;
-        limits::admit(&mut tx, &self.subs.settings().tenant, &caller.id, &template).await?;
-        let blocked = self.admit(&mut tx, &template).await?;
-        drop(tx);
-        match blocked {
-            None => Ok(()),
-            Some(b) => {
-                let told = !admin && self.subs.tell_blocked(&b, &name).await;
-                Err(b.error(admin, &name, told))
-            }
-        }
-    }
-
-    fn changed(&self, id: &str, event: Option<pb::SubscriptionEvent>) {
-        self.subs.publish(Change::Upserted(id.to_owned(), event));
-        self.subs.enqueue_now(id.to_owned());
     }
 
     /// Sets the status at once (suspend, resume), with its event.
@@ -398,7 +119,7 @@ impl SubscriptionApi {
         )
         .await?;
         tx.commit().await.map_err(AppError::from)?;
-        self.changed(
+        self.subs.changed(
             id,
             Some(pb::SubscriptionEvent {
                 status: status as i32,
@@ -410,8 +131,7 @@ impl SubscriptionApi {
     }
 }
 
-type WatchStream =
-    Pin<Box<dyn Stream<Item = Result<pb::WatchSubscriptionsResponse, Status>> + Send>>;
+pub(super) type WatchStream = crate::api::watch::WatchStream<pb::WatchSubscriptionsResponse>;
 type LogStream =
     Pin<Box<dyn Stream<Item = Result<pb::StreamSubscriptionLogsResponse, Status>> + Send>>;
 
@@ -421,9 +141,9 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::CreateSubscriptionRequest>,
     ) -> Result<Response<pb::CreateSubscriptionResponse>, Status> {
-        let caller = self.auth.caller(&request).await?;
+        let caller = caller(&request)?;
         self.limit_change(&caller).await?;
-        let id = self.create(&caller, request.into_inner()).await?;
+        let id = self.subs.create(&caller, request.into_inner()).await?;
         Ok(Response::new(pb::CreateSubscriptionResponse {
             subscription: Some(self.reply(&caller, &id).await?),
         }))
@@ -433,7 +153,7 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::ListSubscriptionsRequest>,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
-        let caller = self.auth.caller(&request).await?;
+        let caller = caller(&request)?;
         let r = request.into_inner();
         let page = Page::parse(r.page_size, &r.page_token)?;
         if r.all && !is_admin(&caller) {
@@ -469,13 +189,13 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::GetSubscriptionRequest>,
     ) -> Result<Response<pb::GetSubscriptionResponse>, Status> {
-        let caller = self.auth.caller(&request).await?;
+        let caller = caller(&request)?;
         let row = self.visible(&caller, &request.get_ref().id).await?;
         let events = queries::events(self.subs.db(), &row.id, 50)
             .await?
             .into_iter()
             .map(|(s, reason, at)| pb::SubscriptionEvent {
-                status: super::status_from_db(&s) as i32,
+                status: crate::subscriptions::status_from_db(&s) as i32,
                 reason: if is_admin(&caller) {
                     reason
                 } else {
@@ -504,7 +224,7 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::UpdateSubscriptionRequest>,
     ) -> Result<Response<pb::UpdateSubscriptionResponse>, Status> {
-        let caller = self.auth.caller(&request).await?;
+        let caller = caller(&request)?;
         self.limit_change(&caller).await?;
         let r = request.into_inner();
         let row = self.visible(&caller, &r.id).await?;
@@ -538,7 +258,7 @@ impl SubscriptionService for SubscriptionApi {
             return Err(queries::not_found(&row.id).into());
         }
         tx.commit().await.map_err(AppError::from)?;
-        self.changed(&row.id, None);
+        self.subs.changed(&row.id, None);
         Ok(Response::new(pb::UpdateSubscriptionResponse {
             subscription: Some(self.reply(&caller, &row.id).await?),
         }))
@@ -548,7 +268,7 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::RestartSubscriptionRequest>,
     ) -> Result<Response<pb::RestartSubscriptionResponse>, Status> {
-        let caller = self.auth.caller(&request).await?;
+        let caller = caller(&request)?;
         let row = self.visible(&caller, &request.get_ref().id).await?;
         if row.desired != "RUNNING" {
             return Err(AppError::FailedPrecondition(
@@ -559,7 +279,7 @@ impl SubscriptionService for SubscriptionApi {
         let mut tx = self.subs.db().begin().await?;
         queries::change(&mut tx, &row.id, None, None, Some(now_ms())).await?;
         tx.commit().await.map_err(AppError::from)?;
-        self.changed(&row.id, None);
+        self.subs.changed(&row.id, None);
         Ok(Response::new(pb::RestartSubscriptionResponse {
             subscription: Some(self.reply(&caller, &row.id).await?),
         }))
@@ -569,7 +289,7 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::DeleteSubscriptionRequest>,
     ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
-        let caller = self.auth.caller(&request).await?;
+        let caller = caller(&request)?;
         let row = self.visible(&caller, &request.get_ref().id).await?;
         let mut tx = self.subs.db().begin().await?;
         queries::change(&mut tx, &row.id, None, Some(("DELETED", "")), None).await?;
@@ -585,7 +305,7 @@ impl SubscriptionService for SubscriptionApi {
         .await?;
         tx.commit().await.map_err(AppError::from)?;
         tracing::info!(subscription = %row.id, name = %row.name, by = %caller.id, "subscription deletion asked for");
-        self.changed(
+        self.subs.changed(
             &row.id,
             Some(pb::SubscriptionEvent {
                 status: pb::SubscriptionStatus::Deleting as i32,
@@ -604,150 +324,7 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::WatchSubscriptionsRequest>,
     ) -> Result<Response<Self::WatchSubscriptionsStream>, Status> {
-        let caller = self.auth.caller(&request).await?;
-        let r = request.get_ref().clone();
-        if r.all && !is_admin(&caller) {
-            return Err(
-                AppError::PermissionDenied("all requires ROLE_ADMINISTRATOR".into()).into(),
-            );
-        }
-        if !r.id.is_empty() {
-            self.visible(&caller, &r.id).await?;
-        }
-        let credentials = request.metadata().clone();
-        let auth = self.auth.clone();
-        let subs = self.subs.clone();
-        let caller_recheck = self.limits.caller_recheck;
-        let mut changes = subs.changes();
-        let owner = if r.all { None } else { Some(caller.id.clone()) };
-        let admin = is_admin(&caller);
-        let only = (!r.id.is_empty()).then(|| r.id.clone());
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(async move {
-            let event = |kind: pb::SubscriptionEventType,
-                         s: pb::Subscription,
-                         e: Option<pb::SubscriptionEvent>| {
-                pb::WatchSubscriptionsResponse {
-                    r#type: kind as i32,
-                    subscription: Some(s),
-                    event: e,
-                }
-            };
-            let keep = |row: &SubscriptionRow| {
-                owner.as_ref().is_none_or(|o| &row.user_id == o)
-                    && only.as_ref().is_none_or(|i| &row.id == i)
-            };
-            'snapshot: loop {
-                let filter = Filter {
-                    user_id: owner.clone().unwrap_or_default(),
-                    ..Filter::default()
-                };
-                let mut page = Page {
-                    offset: 0,
-                    limit: 200,
-                };
-                loop {
-                    let rows = match queries::list(subs.db(), &filter, page).await {
-                        Ok((rows, _)) => rows,
-                        Err(e) => {
-                            let _ = tx.send(Err(Status::from(e))).await;
-                            return;
-                        }
-                    };
-                    let n = rows.len() as i64;
-                    let rows: Vec<SubscriptionRow> = rows.into_iter().filter(|r| keep(r)).collect();
-                    let Ok(list) = subs.to_pb_many(&rows, admin).await else {
-                        return;
-                    };
-                    for s in list {
-                        if tx
-                            .send(Ok(event(pb::SubscriptionEventType::Snapshot, s, None)))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    if n < page.limit {
-                        break;
-                    }
-                    page.offset += n;
-                }
-                if tx
-                    .send(Ok(event(
-                        pb::SubscriptionEventType::SnapshotEnd,
-                        pb::Subscription::default(),
-                        None,
-                    )))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let mut recheck = tokio::time::interval(caller_recheck);
-                recheck.tick().await;
-                loop {
-                    let item = tokio::select! {
-                        item = changes.recv() => item,
-                        () = tx.closed() => return,
-                        _ = recheck.tick() => {
-                            let mut probe = Request::new(());
-                            *probe.metadata_mut() = credentials.clone();
-                            if let Err(e) = auth.caller(&probe).await {
-                                let _ = tx.send(Err(Status::from(e))).await;
-                                return;
-                            }
-                            continue;
-                        }
-                    };
-                    let msg = match item {
-                        Ok(Change::Upserted(id, e)) => {
-                            let Ok(Some(row)) = queries::get(subs.db(), &id).await else {
-                                continue;
-                            };
-                            if !keep(&row) {
-                                continue;
-                            }
-                            let Ok(s) = subs.to_pb(&row, admin).await else {
-                                continue;
-                            };
-                            let e = e.map(|mut e| {
-                                if !admin {
-                                    e.reason = words::for_customer(&e.reason);
-                                }
-                                e
-                            });
-                            event(pb::SubscriptionEventType::Upserted, s, e)
-                        }
-                        Ok(Change::Deleted(id, user)) => {
-                            if owner.as_ref().is_some_and(|o| o != &user)
-                                || only.as_ref().is_some_and(|i| i != &id)
-                            {
-                                continue;
-                            }
-                            event(
-                                pb::SubscriptionEventType::Deleted,
-                                pb::Subscription {
-                                    id,
-                                    ..Default::default()
-                                },
-                                None,
-                            )
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            continue 'snapshot;
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(self.watch(request).await?))
     }
 
     type StreamSubscriptionLogsStream = LogStream;
@@ -756,7 +333,7 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::StreamSubscriptionLogsRequest>,
     ) -> Result<Response<Self::StreamSubscriptionLogsStream>, Status> {
-        let caller = self.auth.caller(&request).await?;
+        let caller = caller(&request)?;
         self.limits
             .log_opens
             .take(&caller.id)
@@ -832,6 +409,7 @@ impl SubscriptionService for SubscriptionApi {
                 auth: self.auth.clone(),
                 credentials,
                 every: self.limits.caller_recheck,
+                admin: false,
             },
             slot,
         };
@@ -845,7 +423,7 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::SuspendSubscriptionRequest>,
     ) -> Result<Response<pb::SuspendSubscriptionResponse>, Status> {
-        let admin = self.auth.admin(&request).await?;
+        let admin = caller(&request)?;
         let r = request.into_inner();
         if r.reason.chars().count() > 500 {
             return Err(AppError::invalid("reason", "must be at most 500 characters").into());
@@ -873,7 +451,7 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::ResumeSubscriptionRequest>,
     ) -> Result<Response<pb::ResumeSubscriptionResponse>, Status> {
-        let admin = self.auth.admin(&request).await?;
+        let admin = caller(&request)?;
         let row = self.visible(&admin, &request.get_ref().id).await?;
         if row.desired == "SUSPENDED" {
             let owner_active = queries::owner_active(self.subs.db(), &row.user_id).await?;
@@ -908,7 +486,7 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::SetSubscriptionAccessRequest>,
     ) -> Result<Response<pb::SetSubscriptionAccessResponse>, Status> {
-        let caller = self.auth.caller(&request).await?;
+        let caller = caller(&request)?;
         self.limit_change(&caller).await?;
         let r = request.into_inner();
         let row = self.visible(&caller, &r.id).await?;
@@ -926,7 +504,7 @@ impl SubscriptionService for SubscriptionApi {
             }
             tx.commit().await.map_err(AppError::from)?;
             tracing::info!(subscription = %row.id, name = %row.name, by = %caller.id, public = r.public, "subscription access changed");
-            self.changed(&row.id, None);
+            self.subs.changed(&row.id, None);
         }
         Ok(Response::new(pb::SetSubscriptionAccessResponse {
             subscription: Some(self.reply(&caller, &row.id).await?),
@@ -937,12 +515,12 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::CheckSubscriptionRequest>,
     ) -> Result<Response<pb::CheckSubscriptionResponse>, Status> {
-        let caller = self.auth.caller(&request).await?;
+        let caller = caller(&request)?;
         let r = request.into_inner();
         if r.service_id.is_empty() {
             return Err(AppError::invalid("service_id", "is required").into());
         }
-        let answer = match self.check(&caller, &r.service_id).await {
+        let answer = match self.subs.check(&caller, &r.service_id).await {
             Ok(()) => pb::CheckSubscriptionResponse {
                 allowed: true,
                 ..Default::default()
@@ -964,9 +542,8 @@ impl SubscriptionService for SubscriptionApi {
 
     async fn get_subscription_stats(
         &self,
-        request: Request<pb::GetSubscriptionStatsRequest>,
+        _request: Request<pb::GetSubscriptionStatsRequest>,
     ) -> Result<Response<pb::GetSubscriptionStatsResponse>, Status> {
-        self.auth.admin(&request).await?;
         let (by_status, by_service) = queries::stats(self.subs.db()).await?;
         use pb::SubscriptionStatus as S;
         let statuses = [

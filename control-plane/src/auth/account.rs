@@ -1,52 +1,26 @@
-//! AuthService: sign-up, sign-in, sessions and the caller's own account.
+//! The caller's own account and sessions: sign-up, sign-in, refresh,
+//! logout, profile and password.
 
 use http::HeaderValue;
-use minispod_proto::v1::{self as pb, auth_service_server::AuthService};
-use tonic::{Request, Response, Status};
+use minispod_proto::v1 as pb;
+use tonic::Request;
 
-use super::{AuthState, cookie, password::Lane, queries as refresh_db, tokens::hash_refresh_token};
+use super::{Accounts, cookie, password::Lane, queries as refresh_db, tokens::hash_refresh_token};
 use crate::{
     error::{AppError, AppResult, Violations},
     store::now_ms,
-    subscriptions::Subscriptions,
     users::{
         fields::{Email, Password, PersonName},
         queries::{self as users_db, UserChanges, UserRow},
     },
 };
 
-/// The gRPC AuthService.
-#[derive(Debug, Clone)]
-pub struct AuthApi {
-    pub(crate) auth: AuthState,
-    /// Told of subscriptions an owner's own deactivation suspended.
-    subs: Subscriptions,
-    /// Account mail (links, resets).
-    pub(crate) mail: super::AccountMail,
-}
-
-impl AuthApi {
-    /// The service over `auth`; subscriptions an owner's deactivation
-    /// suspends are announced to `subs`; account links go out by `mail`.
-    pub fn new(auth: AuthState, subs: Subscriptions, mail: super::AccountMail) -> Self {
-        AuthApi { auth, subs, mail }
-    }
-}
-
 fn invalid_credentials() -> AppError {
     AppError::Unauthenticated("invalid email or password".into())
 }
 
 /// A reply, with the `Set-Cookie` header the console's session needs.
-type WithCookie<T> = (T, Option<HeaderValue>);
-
-fn reply<T>((body, set_cookie): WithCookie<T>) -> Response<T> {
-    let mut response = Response::new(body);
-    if let Some(v) = set_cookie {
-        cookie::attach(&mut response, v);
-    }
-    response
-}
+pub type WithCookie<T> = (T, Option<HeaderValue>);
 
 /// Refuses a request asking for the session cookie from another origin (a
 /// same-site page could otherwise plant its own session in the console).
@@ -57,10 +31,14 @@ fn check_cookie_request<T>(req: &Request<T>, session_cookie: bool) -> AppResult<
     Ok(())
 }
 
-impl AuthState {
+impl Accounts {
     /// For a console session (`session_cookie`), moves the refresh token out
     /// of `tokens` into a `Set-Cookie` value; otherwise leaves it in place.
-    fn deliver(&self, tokens: &mut pb::TokenPair, session_cookie: bool) -> Option<HeaderValue> {
+    pub(crate) fn deliver(
+        &self,
+        tokens: &mut pb::TokenPair,
+        session_cookie: bool,
+    ) -> Option<HeaderValue> {
         if !session_cookie {
             return None;
         }
@@ -69,11 +47,11 @@ impl AuthState {
     }
 }
 
-impl AuthApi {
+impl Accounts {
     /// Checks a signed-in user's own password (`field` names it in the
     /// error), counted in the same buckets as a Login of that account and
     /// hashed outside Login's reserved share of the hasher.
-    async fn check_own_password(
+    pub(crate) async fn check_own_password(
         &self,
         ip: Option<std::net::IpAddr>,
         user: &UserRow,
@@ -84,13 +62,12 @@ impl AuthApi {
             return Err(AppError::invalid(field, "is wrong"));
         }
         let key = account_key(&user.email);
-        self.auth.limiter.begin(&key, ip).await?;
+        self.limiter.begin(&key, ip).await?;
         let right = self
-            .auth
             .hasher
             .verify(Lane::Other, password, Some(&user.password_hash))
             .await?;
-        self.auth.limiter.finish(&key, ip, right).await;
+        self.limiter.finish(&key, ip, right).await;
         if right {
             Ok(())
         } else {
@@ -98,19 +75,19 @@ impl AuthApi {
         }
     }
 
-    async fn register(
+    pub(crate) async fn register(
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> AppResult<WithCookie<pb::RegisterResponse>> {
-        if !self.auth.registration_open {
+        if !self.registration_open {
             return Err(AppError::PermissionDenied(
                 "registration is closed on this control plane; ask an administrator for an account"
                     .into(),
             ));
         }
         check_cookie_request(&req, req.get_ref().session_cookie)?;
-        let ip = self.auth.client_ip(&req);
-        self.auth.limiter.attempt(ip).await?;
+        let ip = self.client_ip(&req);
+        self.limiter.attempt(ip).await?;
         let r = req.into_inner();
         let mut v = Violations::new();
         let email = v.take("email", Email::parse(&r.email));
@@ -118,7 +95,7 @@ impl AuthApi {
         let name = v.take("name", PersonName::parse(&r.name));
         v.finish()?;
         let (email, password, name) = (email.unwrap(), password.unwrap(), name.unwrap());
-        if users_db::by_email(&self.auth.db, email.as_str())
+        if users_db::by_email(&self.db, email.as_str())
             .await?
             .is_some()
         {
@@ -126,8 +103,8 @@ impl AuthApi {
                 "a user with this email already exists".into(),
             ));
         }
-        let hash = self.auth.hasher.hash(password.expose()).await?;
-        let mut tx = self.auth.db.begin().await?;
+        let hash = self.hasher.hash(password.expose()).await?;
+        let mut tx = self.db.begin().await?;
         let user = users_db::insert(
             &mut tx,
             email.as_str(),
@@ -154,11 +131,11 @@ impl AuthApi {
             };
             return Ok((body, None));
         }
-        let mut tokens = self.auth.start_session(&mut tx, &user, None).await?;
+        let mut tokens = self.start_session(&mut tx, &user, None).await?;
         tx.commit().await?;
         mail.wake();
         tracing::info!(user_id = %user.id, "user registered");
-        let set_cookie = self.auth.deliver(&mut tokens, r.session_cookie);
+        let set_cookie = self.deliver(&mut tokens, r.session_cookie);
         let body = pb::RegisterResponse {
             user: Some((&user).into()),
             access_token: tokens.access_token.clone(),
@@ -169,7 +146,7 @@ impl AuthApi {
         Ok((body, set_cookie))
     }
 
-    async fn login(
+    pub(crate) async fn sign_in(
         &self,
         req: Request<pb::LoginRequest>,
     ) -> AppResult<WithCookie<pb::LoginResponse>> {
@@ -177,8 +154,8 @@ impl AuthApi {
         // Sizes first: nothing oversized reaches a limiter, a lookup or the
         // hasher (a limiter keyed by a 1 MB email would keep it in memory).
         reject_oversized(&req.get_ref().email, &req.get_ref().password)?;
-        let ip = self.auth.client_ip(&req);
-        self.auth.limiter.attempt(ip).await?;
+        let ip = self.client_ip(&req);
+        self.limiter.attempt(ip).await?;
         let r = req.into_inner();
         let mut v = Violations::new();
         if r.email.trim().is_empty() {
@@ -192,16 +169,15 @@ impl AuthApi {
         // an unknown one, so the answer looks the same. The per-account
         // buckets are keyed by a hash: fixed size whatever was typed.
         let key = account_key(&r.email);
-        self.auth.limiter.begin(&key, ip).await?;
+        self.limiter.begin(&key, ip).await?;
         let user = match Email::parse(&r.email) {
-            Ok(email) => users_db::by_email(&self.auth.db, email.as_str()).await?,
+            Ok(email) => users_db::by_email(&self.db, email.as_str()).await?,
             Err(_) => None,
         };
         let password_ok = if r.password.chars().count() > crate::users::fields::MAX_PASSWORD_CHARS {
             false
         } else {
-            self.auth
-                .hasher
+            self.hasher
                 .verify(
                     Lane::Login,
                     &r.password,
@@ -209,7 +185,7 @@ impl AuthApi {
                 )
                 .await?
         };
-        self.auth.limiter.finish(&key, ip, password_ok).await;
+        self.limiter.finish(&key, ip, password_ok).await;
         let Some(user) = user.filter(|_| password_ok) else {
             return Err(invalid_credentials());
         };
@@ -220,12 +196,12 @@ impl AuthApi {
         }
         // Said only to whoever knows the password.
         super::recovery::check_verified(&user, self.mail.mail.require_verification())?;
-        let mut tx = self.auth.db.begin().await?;
+        let mut tx = self.db.begin().await?;
         users_db::touch_login(&mut tx, &user.id).await?;
-        let mut tokens = self.auth.start_session(&mut tx, &user, None).await?;
+        let mut tokens = self.start_session(&mut tx, &user, None).await?;
         tx.commit().await?;
-        let user = users_db::require(self.auth.db.read(), &user.id).await?;
-        let set_cookie = self.auth.deliver(&mut tokens, r.session_cookie);
+        let user = users_db::require(self.db.read(), &user.id).await?;
+        let set_cookie = self.deliver(&mut tokens, r.session_cookie);
         let body = pb::LoginResponse {
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
@@ -235,13 +211,13 @@ impl AuthApi {
         Ok((body, set_cookie))
     }
 
-    async fn refresh(
+    pub(crate) async fn refresh(
         &self,
         req: Request<pb::RefreshRequest>,
     ) -> AppResult<WithCookie<pb::RefreshResponse>> {
         let (presented, from_cookie) = presented_refresh_token(&req, &req.get_ref().refresh_token)?;
         let hash = hash_refresh_token(&presented);
-        let mut tx = self.auth.db.begin().await?;
+        let mut tx = self.db.begin().await?;
         let Some(row) = refresh_db::by_hash(&mut tx, &hash).await? else {
             return Err(AppError::Unauthenticated("invalid refresh token".into()));
         };
@@ -264,7 +240,7 @@ impl AuthApi {
         // Rows from before session ages were kept count from the session's
         // latest token.
         let started = row.session_started_at.unwrap_or_else(now_ms);
-        if started.saturating_add(self.auth.session_max_age.as_millis() as i64) <= now_ms() {
+        if started.saturating_add(self.session_max_age.as_millis() as i64) <= now_ms() {
             return Err(AppError::Unauthenticated(
                 "the session reached its maximum age; sign in again".into(),
             ));
@@ -274,11 +250,10 @@ impl AuthApi {
             .filter(|u| u.active)
             .ok_or_else(|| AppError::Unauthenticated("the account is deactivated".into()))?;
         let mut tokens = self
-            .auth
             .start_session(&mut tx, &user, Some((&row.family_id, started)))
             .await?;
         tx.commit().await?;
-        let set_cookie = self.auth.deliver(&mut tokens, from_cookie);
+        let set_cookie = self.deliver(&mut tokens, from_cookie);
         let body = pb::RefreshResponse {
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
@@ -287,13 +262,13 @@ impl AuthApi {
         Ok((body, set_cookie))
     }
 
-    async fn logout(
+    pub(crate) async fn logout(
         &self,
         req: Request<pb::LogoutRequest>,
     ) -> AppResult<WithCookie<pb::LogoutResponse>> {
         let (presented, from_cookie) = presented_refresh_token(&req, &req.get_ref().refresh_token)?;
         let r = req.into_inner();
-        let mut tx = self.auth.db.begin().await?;
+        let mut tx = self.db.begin().await?;
         let row = refresh_db::by_hash(&mut tx, &hash_refresh_token(&presented))
             .await?
             .ok_or_else(|| AppError::Unauthenticated("invalid refresh token".into()))?;
@@ -313,12 +288,12 @@ impl AuthApi {
         Ok((pb::LogoutResponse {}, from_cookie.then(cookie::clear)))
     }
 
-    async fn update_profile(
+    pub(crate) async fn update_profile(
         &self,
+        user: UserRow,
         req: Request<pb::UpdateProfileRequest>,
     ) -> AppResult<pb::UpdateProfileResponse> {
-        let user = self.auth.caller(&req).await?;
-        let ip = self.auth.client_ip(&req);
+        let ip = self.client_ip(&req);
         let r = req.into_inner();
         let mut v = Violations::new();
         let name = r
@@ -352,7 +327,7 @@ impl AuthApi {
             email: direct_email,
             ..Default::default()
         };
-        let mut tx = self.auth.db.begin().await?;
+        let mut tx = self.db.begin().await?;
         let mut user = users_db::update(&mut tx, &user.id, &changes).await?;
         if let Some(new_email) = pending_email {
             user = self.request_email_change(&mut tx, &user, new_email).await?;
@@ -364,20 +339,20 @@ impl AuthApi {
         })
     }
 
-    async fn change_password(
+    pub(crate) async fn change_password(
         &self,
+        user: UserRow,
         req: Request<pb::ChangePasswordRequest>,
     ) -> AppResult<WithCookie<pb::ChangePasswordResponse>> {
         check_cookie_request(&req, req.get_ref().session_cookie)?;
-        let user = self.auth.caller(&req).await?;
-        let ip = self.auth.client_ip(&req);
+        let ip = self.client_ip(&req);
         let r = req.into_inner();
         let new =
             Password::parse(&r.new_password).map_err(|e| AppError::invalid("new_password", e))?;
         self.check_own_password(ip, &user, &r.current_password, "current_password")
             .await?;
-        let hash = self.auth.hasher.hash(new.expose()).await?;
-        let mut tx = self.auth.db.begin().await?;
+        let hash = self.hasher.hash(new.expose()).await?;
+        let mut tx = self.db.begin().await?;
         let changes = UserChanges {
             password_hash: Some(&hash),
             revoke_access_tokens: true,
@@ -385,48 +360,15 @@ impl AuthApi {
         };
         let user = users_db::update(&mut tx, &user.id, &changes).await?;
         refresh_db::revoke_user(&mut tx, &user.id).await?;
-        let mut tokens = self.auth.start_session(&mut tx, &user, None).await?;
+        let mut tokens = self.start_session(&mut tx, &user, None).await?;
         tx.commit().await?;
-        let set_cookie = self.auth.deliver(&mut tokens, r.session_cookie);
+        let set_cookie = self.deliver(&mut tokens, r.session_cookie);
         let body = pb::ChangePasswordResponse {
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
             tokens: Some(tokens),
         };
         Ok((body, set_cookie))
-    }
-
-    async fn deactivate_account(
-        &self,
-        req: Request<pb::DeactivateAccountRequest>,
-    ) -> AppResult<pb::DeactivateAccountResponse> {
-        let user = self.auth.caller(&req).await?;
-        let ip = self.auth.client_ip(&req);
-        let r = req.into_inner();
-        if r.password.is_empty() {
-            return Err(AppError::invalid("password", "is required"));
-        }
-        self.check_own_password(ip, &user, &r.password, "password")
-            .await?;
-        let mut tx = self.auth.db.begin().await?;
-        users_db::guard_last_admin(&mut tx, &user, "deactivate").await?;
-        let changes = UserChanges {
-            active: Some(false),
-            revoke_access_tokens: true,
-            ..Default::default()
-        };
-        users_db::update(&mut tx, &user.id, &changes).await?;
-        refresh_db::revoke_user(&mut tx, &user.id).await?;
-        let suspended = crate::subscriptions::queries::suspend_for_owner(
-            &mut tx,
-            &user.id,
-            "its owner's account was deactivated",
-        )
-        .await?;
-        tx.commit().await?;
-        self.subs.owner_changed([suspended]);
-        tracing::info!(user_id = %user.id, "account deactivated by its owner");
-        Ok(pb::DeactivateAccountResponse {})
     }
 }
 
@@ -452,7 +394,7 @@ fn reject_oversized(email: &str, password: &str) -> AppResult<()> {
 /// trimmed and lowercased.
 pub(crate) fn account_key(email: &str) -> String {
     let digest = <sha2::Sha256 as sha2::Digest>::digest(email.trim().to_lowercase().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    minispod_support::hex(&digest)
 }
 
 /// The refresh token a Refresh or Logout presents: the request's field, or
@@ -468,101 +410,5 @@ fn presented_refresh_token<T>(req: &Request<T>, field: &str) -> AppResult<(Strin
             "refresh_token",
             "is required (or the console's session cookie)",
         )),
-    }
-}
-
-#[tonic::async_trait]
-impl AuthService for AuthApi {
-    async fn register(
-        &self,
-        request: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        Ok(reply(AuthApi::register(self, request).await?))
-    }
-
-    async fn login(
-        &self,
-        request: Request<pb::LoginRequest>,
-    ) -> Result<Response<pb::LoginResponse>, Status> {
-        Ok(reply(AuthApi::login(self, request).await?))
-    }
-
-    async fn refresh(
-        &self,
-        request: Request<pb::RefreshRequest>,
-    ) -> Result<Response<pb::RefreshResponse>, Status> {
-        Ok(reply(AuthApi::refresh(self, request).await?))
-    }
-
-    async fn logout(
-        &self,
-        request: Request<pb::LogoutRequest>,
-    ) -> Result<Response<pb::LogoutResponse>, Status> {
-        Ok(reply(AuthApi::logout(self, request).await?))
-    }
-
-    async fn get_profile(
-        &self,
-        request: Request<pb::GetProfileRequest>,
-    ) -> Result<Response<pb::GetProfileResponse>, Status> {
-        let user = self.auth.caller(&request).await?;
-        Ok(Response::new(pb::GetProfileResponse {
-            user: Some((&user).into()),
-        }))
-    }
-
-    async fn update_profile(
-        &self,
-        request: Request<pb::UpdateProfileRequest>,
-    ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
-        Ok(Response::new(AuthApi::update_profile(self, request).await?))
-    }
-
-    async fn change_password(
-        &self,
-        request: Request<pb::ChangePasswordRequest>,
-    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        Ok(reply(AuthApi::change_password(self, request).await?))
-    }
-
-    async fn deactivate_account(
-        &self,
-        request: Request<pb::DeactivateAccountRequest>,
-    ) -> Result<Response<pb::DeactivateAccountResponse>, Status> {
-        Ok(Response::new(
-            AuthApi::deactivate_account(self, request).await?,
-        ))
-    }
-
-    async fn request_password_reset(
-        &self,
-        request: Request<pb::RequestPasswordResetRequest>,
-    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
-        Ok(Response::new(
-            AuthApi::request_password_reset(self, request).await?,
-        ))
-    }
-
-    async fn reset_password(
-        &self,
-        request: Request<pb::ResetPasswordRequest>,
-    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
-        Ok(Response::new(AuthApi::reset_password(self, request).await?))
-    }
-
-    async fn verify_email(
-        &self,
-        request: Request<pb::VerifyEmailRequest>,
-    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
-        Ok(Response::new(AuthApi::verify_email(self, request).await?))
-    }
-
-    async fn resend_verification(
-        &self,
-        request: Request<pb::ResendVerificationRequest>,
-    ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
-        Ok(Response::new(
-            AuthApi::resend_verification(self, request).await?,
-        ))
     }
 }

@@ -1,0 +1,8 @@
+//! SubscriptionService: customers run catalog services; administrators see
+//! and control every subscription. `rpc` answers the calls; the streams are
+//! apart (`watch`, `logs`).
+
+mod rpc;
+mod watch;
+
+pub use rpc::{CallerLimits, SubscriptionApi};
