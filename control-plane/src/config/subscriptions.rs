@@ -97,8 +97,10 @@ pub struct SubscriptionArgs {
     #[arg(long, env = "MINISPOD_LOG_STREAM_LIMIT_BYTES", default_value_t = 32 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub log_stream_limit_bytes: u64,
 
-    /// How often an open watch or log stream checks that its caller may
-    /// still read: it ends after Logout, a password change or deactivation.
-    #[arg(long, env = "MINISPOD_STREAM_CALLER_RECHECK", default_value = "30s", value_parser = parse_duration)]
+    /// How often an open watch or log stream (the fleet's, the
+    /// subscriptions', a log) checks that its caller may still read: it ends
+    /// after Logout, a password change, demotion or deactivation. Each
+    /// check is one store read per open stream.
+    #[arg(long, env = "MINISPOD_STREAM_CALLER_RECHECK", default_value = "5s", value_parser = parse_duration)]
     pub stream_caller_recheck: Duration,
 }
