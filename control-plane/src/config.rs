@@ -16,8 +16,14 @@ mod store;
 mod subscriptions;
 
 pub use self::{
-    cluster::ClusterArgs, fleet::FleetArgs, history::HistoryArgs, login::LoginArgs, mail::MailArgs,
-    notify::NotifyArgs, store::StoreArgs, subscriptions::SubscriptionArgs,
+    cluster::ClusterArgs,
+    fleet::FleetArgs,
+    history::HistoryArgs,
+    login::LoginArgs,
+    mail::MailArgs,
+    notify::NotifyArgs,
+    store::StoreArgs,
+    subscriptions::{SubscriptionArgs, TenantDefaults},
 };
 
 /// `minispod-control-plane`: the MiniSpod API server.
@@ -229,7 +235,7 @@ pub use minispod_support::parse_duration;
 
 /// A network range as NetworkPolicy takes it (`10.42.0.0/16`, `fd00::/8`).
 pub(crate) fn parse_cidr(s: &str) -> Result<String, String> {
-    crate::subscriptions::render::parse_cidr(s).map(|(ip, len)| format!("{ip}/{len}"))
+    minispod_support::cidr::parse_cidr(s).map(|(ip, len)| format!("{ip}/{len}"))
 }
 
 #[cfg(test)]

@@ -15,8 +15,15 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::CreateEnrollmentToken(args) => {
+            use minispod_control_plane::workers::enrollment::{NewToken, create_token_offline};
+            let spec = NewToken {
+                ttl: args.ttl,
+                max_uses: args.max_uses,
+                description: args.description,
+                machine_id: args.machine_id,
+            };
             let token =
-                minispod_control_plane::workers::enrollment::create_token_offline(&args).await?;
+                create_token_offline(&args.data_dir, args.database_url.as_deref(), spec).await?;
             println!("{}", token.expose());
             Ok(())
         }

@@ -5,6 +5,7 @@
 //! in the Kubernetes cluster (`kubernetes`) and Kubernetes resource
 //! quantities (`quantity`, which the stand-in API server uses too).
 
+pub mod cidr;
 pub mod kubernetes;
 pub mod quantity;
 pub mod secret;

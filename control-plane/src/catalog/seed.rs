@@ -16,7 +16,6 @@ use super::{
 use crate::{
     error::{AppError, AppResult},
     store::{Db, Tx, insert_setting},
-    subscriptions::queries as subscription_queries,
 };
 
 /// Set when the catalog was seeded.
@@ -478,12 +477,12 @@ async fn fill_in_security(db: &Db, tx: &mut Tx) -> AppResult<usize> {
             Err(AppError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        for (id, bytes) in subscription_queries::templates_of_service(tx, entry.slug).await? {
+        for (id, bytes) in super::queries::templates_of_service(tx, entry.slug).await? {
             let Ok(mut t) = pb::ServiceTemplate::decode(bytes.as_slice()) else {
                 continue;
             };
             if add_security(&mut t, &seeded) {
-                subscription_queries::replace_template(tx, &id, &t.encode_to_vec()).await?;
+                super::queries::replace_template(tx, &id, &t.encode_to_vec()).await?;
                 changed += 1;
             }
         }
@@ -621,7 +620,7 @@ mod tests {
         // database for PostgreSQL, which is left as it is.
         let mut old = without_security(wordpress_template());
         old.components[1].image = "docker.io/library/postgres:16".into();
-        let row = subscription_queries::SubscriptionRow {
+        let row = crate::subscriptions::queries::SubscriptionRow {
             id: "sub-1".into(),
             name: "site".into(),
             user_id: "user-1".into(),
@@ -648,7 +647,9 @@ mod tests {
             updated_at: 0,
             gate: String::new(),
         };
-        subscription_queries::insert(&mut tx, &row).await.unwrap();
+        crate::subscriptions::queries::insert(&mut tx, &row)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
 
         assert_eq!(
@@ -663,7 +664,7 @@ mod tests {
             assert_eq!(row.template(), Some((e.template)()), "{}", e.slug);
         }
         let mut tx = db.begin().await.unwrap();
-        let subs = subscription_queries::templates_of_service(&mut tx, "wordpress")
+        let subs = super::queries::templates_of_service(&mut tx, "wordpress")
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -673,7 +674,7 @@ mod tests {
             wordpress_template().components[0].security
         );
         assert_eq!(t.components[1].security, None, "not the seeded image");
-        let row = subscription_queries::get(&db, "sub-1")
+        let row = crate::subscriptions::queries::get(&db, "sub-1")
             .await
             .unwrap()
             .unwrap();

@@ -21,45 +21,7 @@ use crate::{
     with_conn,
 };
 
-/// The defaults every customer gets unless an administrator set their own.
-#[derive(Debug, Clone, Copy, clap::Args)]
-pub struct TenantDefaults {
-    /// How many subscriptions (not deleted; suspended ones count) one
-    /// customer may have.
-    #[arg(
-        long = "tenant-max-subscriptions",
-        env = "MINISPOD_TENANT_MAX_SUBSCRIPTIONS",
-        default_value_t = 5
-    )]
-    pub subscriptions: i32,
-
-    /// CPU (millicores) the components of one customer's subscriptions may
-    /// request in all.
-    #[arg(
-        long = "tenant-max-cpu-millicores",
-        env = "MINISPOD_TENANT_MAX_CPU_MILLICORES",
-        default_value_t = 4000
-    )]
-    pub cpu_millicores: i64,
-
-    /// Memory (MiB) the components of one customer's subscriptions may use
-    /// in all (their limits).
-    #[arg(
-        long = "tenant-max-memory-mib",
-        env = "MINISPOD_TENANT_MAX_MEMORY_MIB",
-        default_value_t = 8192
-    )]
-    pub memory_mb: i64,
-
-    /// Storage (GiB) one customer's volumes may take, retained volumes of
-    /// deleted subscriptions included.
-    #[arg(
-        long = "tenant-max-storage-gib",
-        env = "MINISPOD_TENANT_MAX_STORAGE_GIB",
-        default_value_t = 100
-    )]
-    pub storage_gb: i64,
-}
+pub use crate::config::TenantDefaults;
 
 impl TenantDefaults {
     fn resources(&self) -> pb::TenantResources {

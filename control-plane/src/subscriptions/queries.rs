@@ -638,29 +638,3 @@ pub async fn deployable(
 pub fn not_found(id: &str) -> AppError {
     AppError::NotFound(format!("no subscription with id {id:?}"))
 }
-
-/// (id, template) of every subscription to the catalog entry `slug`.
-pub async fn templates_of_service(tx: &mut Tx, slug: &str) -> AppResult<Vec<(String, Vec<u8>)>> {
-    Ok(with_conn!(tx, |c| sqlx::query_as(
-        "SELECT id, template FROM subscriptions WHERE service_slug = $1 ORDER BY id"
-    )
-    .bind(slug)
-    .fetch_all(c)
-    .await)?)
-}
-
-/// Replaces the template subscription `id` deploys, bumping the generation
-/// so that the reconciler applies it.
-pub async fn replace_template(tx: &mut Tx, id: &str, template: &[u8]) -> AppResult<()> {
-    with_conn!(tx, |c| sqlx::query(
-        "UPDATE subscriptions SET template = $1, generation = generation + 1, updated_at = $2
-         WHERE id = $3"
-    )
-    .bind(template)
-    .bind(now_ms())
-    .bind(id)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
-    Ok(())
-}

@@ -192,11 +192,15 @@ pub async fn store_new_token(
     Ok((token, row))
 }
 
-/// `minispod-control-plane create-enrollment-token`: stores a new token in
-/// the database of `args` (creating or migrating it as `serve` would) and
-/// answers its secret.
-pub async fn create_token_offline(args: &crate::config::CreateTokenArgs) -> anyhow::Result<Secret> {
-    if let Some(m) = &args.machine_id {
+/// `minispod-control-plane create-enrollment-token`: stores `spec` as a new
+/// token in the database at `database_url`, or SQLite in `data_dir`
+/// (creating or migrating it as `serve` would), and answers its secret.
+pub async fn create_token_offline(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+    spec: NewToken,
+) -> anyhow::Result<Secret> {
+    if let Some(m) = &spec.machine_id {
         let probe = MachineFacts {
             hostname: "h".into(),
             machine_id: m.clone(),
@@ -205,27 +209,21 @@ pub async fn create_token_offline(args: &crate::config::CreateTokenArgs) -> anyh
         validate_facts(&probe).map_err(|e| anyhow::anyhow!("--machine-id: {e}"))?;
     }
     anyhow::ensure!(
-        args.ttl >= Duration::from_secs(60),
+        spec.ttl >= Duration::from_secs(60),
         "--ttl must be at least 60s"
     );
-    std::fs::create_dir_all(&args.data_dir)?;
+    std::fs::create_dir_all(data_dir)?;
     let db = Db::connect(
-        args.database_url.as_deref().filter(|u| !u.is_empty()),
-        &args.data_dir,
+        database_url.filter(|u| !u.is_empty()),
+        data_dir,
         &crate::store::StoreOptions::default(),
     )
     .await?;
-    let (token, _) = store_new_token(
-        &db,
-        NewToken {
-            ttl: args.ttl,
-            max_uses: args.max_uses,
-            description: args.description.chars().take(200).collect(),
-            machine_id: args.machine_id.clone(),
-        },
-        None,
-    )
-    .await?;
+    let spec = NewToken {
+        description: spec.description.chars().take(200).collect(),
+        ..spec
+    };
+    let (token, _) = store_new_token(&db, spec, None).await?;
     db.close().await;
     Ok(token)
 }

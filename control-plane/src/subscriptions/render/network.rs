@@ -1,7 +1,7 @@
 //! What a customer namespace may reach: the refused address ranges and the
 //! NetworkPolicy that enforces them.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
@@ -18,38 +18,7 @@ pub const DNS_NAMESPACE: &str = "kube-system";
 /// Label selecting the cluster DNS pods.
 pub const DNS_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
 
-/// A CIDR as (network address, prefix length); the address must be the
-/// network's (no host bits), as NetworkPolicy validation requires.
-pub fn parse_cidr(cidr: &str) -> Result<(IpAddr, u8), String> {
-    let bad = || format!("{cidr:?} is not a CIDR such as 10.42.0.0/16 or fd00::/8");
-    let (ip, len) = cidr.trim().split_once('/').ok_or_else(bad)?;
-    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    if len > max {
-        return Err(bad());
-    }
-    if masked(ip, len) != ip {
-        return Err(format!(
-            "{cidr:?} has host bits set: the network is {}/{len}",
-            masked(ip, len)
-        ));
-    }
-    Ok((ip, len))
-}
-
-fn masked(ip: IpAddr, len: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-        }
-        IpAddr::V6(a) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-        }
-    }
-}
+pub use minispod_support::cidr::{masked, parse_cidr};
 
 /// Whether range `outer` contains range `inner`.
 fn contains(outer: (IpAddr, u8), inner: (IpAddr, u8)) -> bool {
