@@ -120,9 +120,9 @@ struct MailboxState {
     commands: Vec<pb::command::Command>,
 }
 
-/// What a mailbox delivers.
+/// What a worker's mailbox hands its stream: an order for the agent.
 #[derive(Debug, PartialEq)]
-pub enum Delivery {
+pub enum AgentOrder {
     /// End the stream.
     Stop,
     /// Commands for the agent, oldest first.
@@ -154,15 +154,15 @@ impl Mailbox {
 
     /// The next mail; waits for one. Cancel-safe: mail is taken only when
     /// returned.
-    pub async fn next(&self) -> Delivery {
+    pub async fn next(&self) -> AgentOrder {
         loop {
             {
                 let mut state = self.state();
                 if state.stopped {
-                    return Delivery::Stop;
+                    return AgentOrder::Stop;
                 }
                 if !state.commands.is_empty() {
-                    return Delivery::Commands(std::mem::take(&mut state.commands));
+                    return AgentOrder::Commands(std::mem::take(&mut state.commands));
                 }
             }
             // A wake-up between the check and here is kept as a permit.
@@ -611,7 +611,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             first,
-            Delivery::Commands(vec![pb::command::Command::RenewCertificate(true)])
+            AgentOrder::Commands(vec![pb::command::Command::RenewCertificate(true)])
         );
 
         assert!(m.post(pb::command::Command::HeartbeatIntervalSeconds(7)));
@@ -621,7 +621,7 @@ mod tests {
             .expect("queued commands are ready");
         assert_eq!(
             next,
-            Delivery::Commands(vec![
+            AgentOrder::Commands(vec![
                 pb::command::Command::HeartbeatIntervalSeconds(7),
                 pb::command::Command::Reenroll(true)
             ])
@@ -631,7 +631,7 @@ mod tests {
         let stopped = tokio::time::timeout(Duration::from_secs(1), m.next())
             .await
             .expect("a stopped mailbox answers at once");
-        assert_eq!(stopped, Delivery::Stop);
+        assert_eq!(stopped, AgentOrder::Stop);
         assert!(
             !m.post(pb::command::Command::RenewCertificate(true)),
             "stopped"
@@ -719,6 +719,6 @@ mod tests {
             assert!(m.post(pb::command::Command::RenewCertificate(true)));
         }
         assert!(!m.post(pb::command::Command::RenewCertificate(true)));
-        assert!(matches!(m.next().await, Delivery::Commands(c) if c.len() == MAILBOX_COMMANDS));
+        assert!(matches!(m.next().await, AgentOrder::Commands(c) if c.len() == MAILBOX_COMMANDS));
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use super::{
-    hub::{Delivery, FleetHub},
+    hub::{AgentOrder, FleetHub},
     limits::WorkerLimits,
     queries::{self as workers_db, HeartbeatMetrics, StateChange, StreamChange, WorkerRow},
 };
@@ -139,8 +139,8 @@ async fn serve(
         loop {
             tokio::select! {
                 mail = reg.mailbox.next() => match mail {
-                    Delivery::Stop => return EndReason::Replaced,
-                    Delivery::Commands(commands) => {
+                    AgentOrder::Stop => return EndReason::Replaced,
+                    AgentOrder::Commands(commands) => {
                         for command in commands {
                             let cmd = ConnectResponse {
                                 message: Some(connect_response::Message::Command(pb::Command { command: Some(command) })),
