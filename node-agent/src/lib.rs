@@ -15,9 +15,11 @@
 //! - `stream`: the Connect stream with heartbeats and reconnects, and
 //!   getting back in after a refusal or an expired certificate.
 //! - `backoff`: exponential backoff with full jitter.
+//! - `backup`: the mover of volume backups (restic), issue #26.
 //! - `swarm`: many simulated agents in one process, for benchmarks.
 
 pub mod backoff;
+pub mod backup;
 pub mod config;
 pub mod enroll;
 pub mod facts;

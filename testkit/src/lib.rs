@@ -9,10 +9,12 @@
 //!   what it accepts.
 //! - [`raw_grpc`]: gRPC calls written by hand, for clients that misbehave
 //!   on purpose.
+//! - [`s3`]: a real S3-compatible server (moto's) for backups.
 
 pub mod app;
 pub mod process;
 pub mod raw_grpc;
+pub mod s3;
 pub mod smtp;
 mod tempdir;
 

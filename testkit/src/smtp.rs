@@ -64,7 +64,7 @@ pub struct SmtpSink {
     implicit_tls: bool,
 }
 
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("MINISPOD_TEST_PYTHON") {
         return PathBuf::from(p);
     }
