@@ -303,3 +303,53 @@ async fn the_upload_is_bounded_by_the_limit() {
         "6 MiB uploaded in {took:?} at 2 MiB/s"
     );
 }
+
+#[tokio::test]
+async fn a_restore_in_place_replaces_the_volume_wholly_and_keeps_its_mode() {
+    use minispod_agent::backup::{recover_interrupted, restore_in_place};
+    let tmp = TempDir::new();
+    let server = s3::S3Server::start();
+    server.create_bucket("backups");
+    let restic = restic(&tmp.0);
+    let repo = repo(&server, "backups", "tenant-6", "pw-6");
+    restic.ensure_repository(&repo).await.unwrap();
+    let vol = tmp.0.join("pvc-6");
+    fill_volume(&vol);
+    std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o2770)).unwrap();
+    let before = tree(&vol);
+    let snap = restic
+        .backup(&repo, &vol, &["subscription=s6".to_owned()], |_| {})
+        .await
+        .unwrap();
+
+    // After the backup the app changed a file, added one and removed one.
+    std::fs::write(vol.join("wp-config.php"), b"changed").unwrap();
+    std::fs::write(vol.join("new-after-backup"), b"x").unwrap();
+    std::fs::remove_file(vol.join("empty")).unwrap();
+    restore_in_place(&restic, &repo, &snap.snapshot_id, &vol, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(tree(&vol), before);
+    let mode = std::fs::metadata(&vol).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o2770);
+    // Nothing left beside it.
+    let siblings: Vec<_> = std::fs::read_dir(&tmp.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pvc-6"))
+        .collect();
+    assert_eq!(siblings, vec!["pvc-6".to_owned()]);
+
+    // A restore killed between its two renames: the volume is moved aside
+    // and a half-written restore lies next to it. Recovery brings the old
+    // volume back and discards the half-written one.
+    let aside = tmp.0.join("pvc-6.minispod-replaced");
+    std::fs::rename(&vol, &aside).unwrap();
+    random_file(&tmp.0.join("pvc-6.minispod-restoring/partial"), 1000);
+    assert!(recover_interrupted(&vol).unwrap());
+    assert_eq!(tree(&vol), before);
+    assert!(!aside.exists());
+    assert!(!tmp.0.join("pvc-6.minispod-restoring").exists());
+    assert!(!recover_interrupted(&vol).unwrap());
+}
