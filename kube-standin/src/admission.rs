@@ -215,6 +215,36 @@ pub fn taint_new_node(node: &mut Value) {
     node["spec"]["taints"] = json!(taints);
 }
 
+/// The finalizer that keeps a claim while a pod uses it.
+pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+/// The finalizer that keeps a volume while a claim is bound to it.
+pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
+
+/// StorageObjectInUseProtection (plugin/pkg/admission/storage/
+/// storageobjectinuseprotection): a new PersistentVolumeClaim gets
+/// `kubernetes.io/pvc-protection`, a new PersistentVolume
+/// `kubernetes.io/pv-protection`; their protection controllers (see
+/// `controllers::storage`) remove them once nothing uses the object.
+pub fn protect_storage(plural: &str, object: &mut Value) {
+    let finalizer = match plural {
+        "persistentvolumeclaims" => PVC_PROTECTION,
+        "persistentvolumes" => PV_PROTECTION,
+        _ => return,
+    };
+    if !object.is_object() || !object.get("metadata").is_some_and(Value::is_object) {
+        return;
+    }
+    let mut finalizers: Vec<Value> = object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !finalizers.iter().any(|f| f == finalizer) {
+        finalizers.push(json!(finalizer));
+    }
+    object["metadata"]["finalizers"] = json!(finalizers);
+}
+
 /// Checks a new pod against its namespace's enforced level.
 pub fn admit_pod(namespace: Option<&Value>, pod: &Value) -> Result<(), ApiError> {
     let labels = namespace.and_then(|n| n.pointer("/metadata/labels"));

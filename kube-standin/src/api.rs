@@ -185,7 +185,8 @@ impl Api {
     /// plugin order: NamespaceLifecycle (no new content in a terminating
     /// namespace), ServiceAccount (a pod's service account must exist),
     /// TaintNodesByCondition (a new Node gets the not-ready taint), Pod
-    /// Security for pods (see `admission`).
+    /// Security for pods (see `admission`), StorageObjectInUseProtection
+    /// (claims and volumes get their protection finalizers).
     fn admit(
         &self,
         kind: &'static Kind,
@@ -208,6 +209,9 @@ impl Api {
         }
         if kind.group.is_empty() && kind.plural == "nodes" {
             admission::taint_new_node(object);
+        }
+        if kind.group.is_empty() {
+            admission::protect_storage(kind.plural, object);
         }
         Ok(())
     }

@@ -127,7 +127,12 @@ impl TestCluster {
         }
         let dir = tempfile::tempdir().context("a directory for the kubeconfig")?;
         let kubeconfig_path = dir.path().join("kubeconfig");
-        let standin = StandIn::start().await?;
+        // The nodes' disks: local-path volumes get real directories here.
+        let standin = StandIn::start_with(crate::Settings {
+            storage_root: Some(dir.path().join("nodes")),
+            ..crate::Settings::default()
+        })
+        .await?;
         let proxy = CutProxy::start(standin.addr().to_string()).await?;
         let proxied = standin.kubeconfig_with_token(
             Some(&format!("https://{}", proxy.addr())),
@@ -212,6 +217,14 @@ impl TestCluster {
     /// what the control plane under test gets as `--kubeconfig`.
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig_path
+    }
+
+    /// Where the stand-in keeps node `node`'s local-path volumes (one
+    /// directory per volume, as `/var/lib/rancher/k3s/storage` on a K3s
+    /// node); None on a real cluster.
+    pub fn volume_root(&self, node: &str) -> Option<PathBuf> {
+        self.standin.as_ref()?;
+        Some(self.dir.path().join("nodes").join(node))
     }
 
     /// The temporary directory holding the kubeconfig (removed on drop).

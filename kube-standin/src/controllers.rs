@@ -189,7 +189,9 @@ impl Controllers {
         deployments::replica_set_status(api);
         deployments::deployment_status(api);
         statefulsets::status(api);
-        storage::bind_claims(api);
+        storage::bind_claims(api, shared.settings.storage_root.as_deref());
+        storage::release_protected_claims(api);
+        storage::reclaim_volumes(api, shared.settings.storage_root.as_deref());
         storage::quota_status(api);
         // Forget pods that are gone.
         let live: HashSet<String> = api

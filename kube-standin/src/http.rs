@@ -49,6 +49,13 @@ pub struct Settings {
     pub pod_ready_delay: Duration,
     /// Lines of log kept per container (default 10 000).
     pub log_lines_per_container: usize,
+    /// The nodes' disks for local-path volumes: a claim provisioned on node
+    /// N gets the directory `<storage_root>/N/pvc-<uid>_<namespace>_<name>`
+    /// (created, and removed when its volume is deleted), as K3s's
+    /// local-path provisioner makes one under `/var/lib/rancher/k3s/storage`
+    /// on each node. None (the default): volumes name that K3s path and no
+    /// directory is made.
+    pub storage_root: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -61,6 +68,7 @@ impl Default for Settings {
             dump_dir: dump::request_dir(),
             pod_ready_delay: Duration::from_millis(300),
             log_lines_per_container: 10_000,
+            storage_root: None,
         }
     }
 }

@@ -89,6 +89,15 @@ pub static KINDS: &[Kind] = &[
     kind(
         "",
         "v1",
+        "persistentvolumes",
+        "PersistentVolume",
+        false,
+        true,
+        false,
+    ),
+    kind(
+        "",
+        "v1",
         "serviceaccounts",
         "ServiceAccount",
         true,

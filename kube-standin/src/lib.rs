@@ -114,11 +114,16 @@
 //!   storage, services, secrets, configmaps and `count/<resource>` for kinds
 //!   the stand-in serves; other quota resources are left out of `used`.
 //!   NetworkPolicies are stored, not enforced.
-//! - PVCs become Bound with their requested capacity as soon as the
-//!   scheduler gave them a node, without PersistentVolumes or
-//!   `spec.volumeName` (k3s' local-path provisions a PV on that node
-//!   first), and are never resized. Every claim binds on first use, as if
-//!   every storage class were WaitForFirstConsumer.
+//! - PVCs are provisioned as K3s's local-path provisions them once the
+//!   scheduler gave them a node: a PersistentVolume `pvc-<uid>` with a
+//!   hostPath directory on that node (a real directory under
+//!   `Settings::storage_root` when set), node affinity, reclaim policy
+//!   Delete; the claim gets `spec.volumeName` and turns Bound with its
+//!   requested capacity. Claims are never resized, and every claim binds
+//!   on first use, as if every storage class were WaitForFirstConsumer.
+//!   Claims and volumes carry their protection finalizers: a deleted claim
+//!   stays Terminating while a pod not finished names it, and its volume
+//!   (and directory) goes once the claim is gone.
 //! - Server-side apply treats every list as atomic (kube merges
 //!   list-type=map lists such as containers, env or ports by key).
 //! - No OpenAPI validation: unknown or mistyped fields are stored as sent.

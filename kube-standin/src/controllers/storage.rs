@@ -1,12 +1,17 @@
-//! Volumes and quotas: claims bound as a dynamic provisioner would bind
-//! them, and ResourceQuota status as the quota controller computes it.
+//! Volumes and quotas: claims provisioned and bound as K3s's local-path
+//! provisioner does, claims and volumes let go as their protection
+//! controllers and the Delete reclaim policy do, and ResourceQuota status
+//! as the quota controller computes it.
+
+use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
 use super::scheduler::pod_requests;
 use super::{CONTROLLER_MANAGER, kind, terminating, text, write_status};
+use crate::admission::{PV_PROTECTION, PVC_PROTECTION};
 use crate::api::Api;
-use crate::kinds;
+use crate::kinds::{self, Kind};
 use crate::quantity;
 use crate::store::name_of;
 
@@ -52,11 +57,21 @@ pub fn select_node(api: &mut Api, pod: &Value, node: &str) {
     }
 }
 
-/// Claims still Pending whose node is chosen (see [`select_node`]) become
-/// Bound with the capacity they request, as local-path's provisioner binds
-/// them; a claim no pod uses yet stays Pending, as it does on K3s.
-pub fn bind_claims(api: &mut Api) {
+/// The provisioner named on the volumes, as K3s's local-path names itself.
+pub const PROVISIONER: &str = "rancher.io/local-path";
+/// Where K3s's local-path keeps volumes on each node.
+pub const K3S_STORAGE: &str = "/var/lib/rancher/k3s/storage";
+
+/// Claims still Pending whose node is chosen (see [`select_node`]) are
+/// provisioned as K3s's local-path provisions them: a PersistentVolume
+/// `pvc-<claim uid>` with a `hostPath` directory on that node (made under
+/// `storage_root` when there is one, see `Settings::storage_root`), node
+/// affinity to it, reclaim policy Delete and a `claimRef`; then the claim
+/// gets `spec.volumeName` and turns Bound with the capacity it requests.
+/// A claim no pod uses yet stays Pending, as it does on K3s.
+pub fn bind_claims(api: &mut Api, storage_root: Option<&Path>) {
     let pvcs = kind("", "persistentvolumeclaims");
+    let pvs = kind("", "persistentvolumes");
     let pending: Vec<Value> = api
         .store
         .list(pvcs, None)
@@ -70,14 +85,198 @@ pub fn bind_claims(api: &mut Api) {
         .cloned()
         .collect();
     for claim in pending {
-        let mut status = json!({"phase": "Bound"});
-        if let Some(modes) = claim.pointer("/spec/accessModes") {
-            status["accessModes"] = modes.clone();
+        let (namespace, name) = name_of(&claim);
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        let uid = text(&claim, "/metadata/uid").to_owned();
+        let node = claim
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(SELECTED_NODE))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let volume = format!("pvc-{uid}");
+        let dir_name = format!("{volume}_{namespace}_{name}");
+        let path = match storage_root {
+            Some(root) => root.join(&node).join(&dir_name),
+            None => Path::new(K3S_STORAGE).join(&dir_name),
+        };
+        let storage = claim
+            .pointer("/spec/resources/requests/storage")
+            .cloned()
+            .unwrap_or(json!("0"));
+        let modes = claim
+            .pointer("/spec/accessModes")
+            .cloned()
+            .unwrap_or(json!(["ReadWriteOnce"]));
+        if api.store.get(pvs, "", &volume).is_none() {
+            if storage_root.is_some()
+                && let Err(error) = std::fs::create_dir_all(&path)
+            {
+                tracing::warn!(?error, path = %path.display(), "making a volume's directory failed");
+                continue;
+            }
+            let pv = json!({
+                "apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": volume, "annotations": {
+                    "pv.kubernetes.io/provisioned-by": PROVISIONER,
+                    "local.path.provisioner/selected-node": node,
+                }},
+                "spec": {
+                    "capacity": {"storage": storage},
+                    "accessModes": modes,
+                    "persistentVolumeReclaimPolicy": "Delete",
+                    "storageClassName": claim.pointer("/spec/storageClassName").cloned().unwrap_or(json!("local-path")),
+                    "volumeMode": "Filesystem",
+                    "hostPath": {"path": path.to_string_lossy(), "type": "DirectoryOrCreate"},
+                    "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+                    ]}]}},
+                    "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                        "namespace": namespace, "name": name, "uid": uid},
+                },
+            });
+            match api.create(pvs, "", pv, PROVISIONER) {
+                Ok(created) => write_status(
+                    api,
+                    pvs,
+                    &created,
+                    json!({"phase": "Bound"}),
+                    CONTROLLER_MANAGER,
+                ),
+                Err(error) => {
+                    tracing::debug!(?error, volume, "provisioning a volume failed");
+                    continue;
+                }
+            }
         }
-        if let Some(storage) = claim.pointer("/spec/resources/requests/storage") {
-            status["capacity"] = json!({"storage": storage});
-        }
+        let patch = json!({
+            "metadata": {"annotations": {
+                "pv.kubernetes.io/bind-completed": "yes",
+                "pv.kubernetes.io/bound-by-controller": "yes",
+                "volume.kubernetes.io/storage-provisioner": PROVISIONER,
+            }},
+            "spec": {"volumeName": volume},
+        });
+        let Ok(claim) =
+            api.write_as_controller(pvcs, &namespace, &name, &patch, CONTROLLER_MANAGER)
+        else {
+            continue;
+        };
+        let mut status = json!({"phase": "Bound", "accessModes": modes});
+        status["capacity"] = json!({"storage": storage});
         write_status(api, pvcs, &claim, status, CONTROLLER_MANAGER);
+    }
+}
+
+/// The PVC protection controller (pkg/controller/volume/pvcprotection): a
+/// Terminating claim loses `kubernetes.io/pvc-protection`, and so goes,
+/// once no pod that is not finished names it.
+pub fn release_protected_claims(api: &mut Api) {
+    let pvcs = kind("", "persistentvolumeclaims");
+    let doomed: Vec<(String, String)> = api
+        .store
+        .list(pvcs, None)
+        .into_iter()
+        .filter(|c| terminating(c) && has_finalizer(c, PVC_PROTECTION))
+        .map(|c| {
+            let (ns, name) = name_of(c);
+            (ns.to_owned(), name.to_owned())
+        })
+        .collect();
+    for (namespace, name) in doomed {
+        let used = api
+            .store
+            .list(kinds::pods(), Some(&namespace))
+            .into_iter()
+            .filter(|p| !matches!(text(p, "/status/phase"), "Succeeded" | "Failed"))
+            .any(|p| {
+                p.pointer("/spec/volumes")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|v| v.pointer("/persistentVolumeClaim/claimName") == Some(&json!(name)))
+            });
+        if !used {
+            drop_finalizer(api, pvcs, &namespace, &name, PVC_PROTECTION);
+        }
+    }
+}
+
+/// What the volume binder and local-path do once a volume's claim is gone:
+/// the volume turns Released and, its reclaim policy being Delete, its
+/// directory is removed (under `storage_root` only) and the volume deleted
+/// (the PV protection controller lets it go: no claim is bound to it).
+pub fn reclaim_volumes(api: &mut Api, storage_root: Option<&Path>) {
+    let pvs = kind("", "persistentvolumes");
+    let pvcs = kind("", "persistentvolumeclaims");
+    let volumes: Vec<Value> = api.store.list(pvs, None).into_iter().cloned().collect();
+    for pv in volumes {
+        let claim_ns = text(&pv, "/spec/claimRef/namespace");
+        let claim_name = text(&pv, "/spec/claimRef/name");
+        let claim_uid = text(&pv, "/spec/claimRef/uid");
+        let bound = api
+            .store
+            .get(pvcs, claim_ns, claim_name)
+            .is_some_and(|c| text(c, "/metadata/uid") == claim_uid);
+        if bound || claim_name.is_empty() {
+            continue;
+        }
+        let name = name_of(&pv).1.to_owned();
+        if text(&pv, "/spec/persistentVolumeReclaimPolicy") != "Delete" {
+            write_status(
+                api,
+                pvs,
+                &pv,
+                json!({"phase": "Released"}),
+                CONTROLLER_MANAGER,
+            );
+            continue;
+        }
+        if let Some(root) = storage_root {
+            let path = Path::new(text(&pv, "/spec/hostPath/path"));
+            if path.starts_with(root)
+                && let Err(error) = std::fs::remove_dir_all(path)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(?error, path = %path.display(), "removing a volume's directory failed");
+                continue;
+            }
+        }
+        if !terminating(&pv) {
+            super::delete(api, pvs, &pv);
+        }
+        drop_finalizer(api, pvs, "", &name, PV_PROTECTION);
+    }
+}
+
+fn has_finalizer(object: &Value, finalizer: &str) -> bool {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| f.iter().any(|x| x == finalizer))
+}
+
+fn drop_finalizer(
+    api: &mut Api,
+    kind: &'static Kind,
+    namespace: &str,
+    name: &str,
+    finalizer: &str,
+) {
+    let Ok(live) = api.get(kind, namespace, name) else {
+        return;
+    };
+    let rest: Vec<Value> = live
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|f| *f != finalizer)
+        .cloned()
+        .collect();
+    let patch = json!({"metadata": {"finalizers": rest}});
+    if let Err(error) = api.write_as_controller(kind, namespace, name, &patch, CONTROLLER_MANAGER) {
+        tracing::debug!(?error, name, "removing a finalizer failed");
     }
 }
 

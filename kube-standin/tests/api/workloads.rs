@@ -864,3 +864,105 @@ async fn the_controllers_write_nothing_once_everything_settled() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(version().await, settled);
 }
+
+#[tokio::test]
+async fn a_claim_gets_a_local_volume_kept_while_used_and_removed_with_it() {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    let cluster = quick_cluster().await;
+    cluster.create_node("n", &[]).await.unwrap();
+    let ns = cluster.create_namespace().await.unwrap();
+    let client = cluster.client().await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+    .unwrap();
+    let claim = claims.create(&Default::default(), &claim).await.unwrap();
+    // Protected from the start, as StorageObjectInUseProtection admits it.
+    assert!(
+        claim
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"kubernetes.io/pvc-protection".to_owned())
+    );
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "app", "labels": {"app": "app"}},
+        "spec": {"containers": [{"name": "app", "image": "busybox:1.37"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}}))
+    .unwrap();
+    pods.create(&Default::default(), &pod).await.unwrap();
+    let running = cluster
+        .wait_for(&ns, "app=app", one_ready, WAIT)
+        .await
+        .unwrap();
+    let node = running[0].spec.as_ref().unwrap().node_name.clone().unwrap();
+
+    // Bound to a volume on the pod's node, as local-path provisions it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let claim = loop {
+        let c = claims.get("data").await.unwrap();
+        if c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound") {
+            break c;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never bound");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let volume_name = claim.spec.as_ref().unwrap().volume_name.clone().unwrap();
+    let volume = volumes.get(&volume_name).await.unwrap();
+    let spec = volume.spec.clone().unwrap();
+    let claim_ref = spec.claim_ref.unwrap();
+    assert_eq!(claim_ref.uid, claim.metadata.uid);
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Delete")
+    );
+    let path = std::path::PathBuf::from(spec.host_path.expect("a hostPath volume").path);
+    let terms = spec
+        .node_affinity
+        .unwrap()
+        .required
+        .unwrap()
+        .node_selector_terms;
+    assert_eq!(
+        terms[0].match_expressions.as_ref().unwrap()[0].values,
+        Some(vec![node.clone()])
+    );
+    if let Some(root) = cluster.volume_root(&node) {
+        // The stand-in's node disk holds it, named as K3s names it.
+        assert_eq!(path.parent(), Some(root.as_path()));
+        assert!(path.ends_with(format!("{volume_name}_{ns}_data")));
+        std::fs::write(path.join("kept"), b"data").unwrap();
+    }
+
+    // Deleted while the pod uses it: it stays, Terminating.
+    claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let terminating = claims.get("data").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert!(volumes.get(&volume_name).await.is_ok());
+    if cluster.volume_root(&node).is_some() {
+        assert_eq!(std::fs::read(path.join("kept")).unwrap(), b"data");
+    }
+
+    // Once the pod is gone, so are the claim, its volume and its directory.
+    pods.delete("app", &DeleteParams::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while claims.get_opt("data").await.unwrap().is_some()
+        || volumes.get_opt(&volume_name).await.unwrap().is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the claim or its volume stays"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if cluster.volume_root(&node).is_some() {
+        assert!(!path.exists(), "{} stays", path.display());
+    }
+}
