@@ -37,6 +37,29 @@ fn repo(server: &s3::S3Server, bucket: &str, prefix: &str, password: &str) -> Re
     }
 }
 
+/// A bucket on a fresh S3 server, restic, and an opened repository in it.
+struct Fixture {
+    tmp: TempDir,
+    server: s3::S3Server,
+    restic: Restic,
+    repo: Repository,
+}
+
+async fn fixture(prefix: &str, password: &str) -> Fixture {
+    let tmp = TempDir::new();
+    let server = s3::S3Server::start();
+    server.create_bucket("backups");
+    let restic = restic(&tmp.0);
+    let repo = repo(&server, "backups", prefix, password);
+    restic.ensure_repository(&repo).await.unwrap();
+    Fixture {
+        tmp,
+        server,
+        restic,
+        repo,
+    }
+}
+
 fn random_file(path: &Path, len: usize) {
     let mut data = vec![0u8; len];
     rand::rng().fill_bytes(&mut data);
@@ -89,17 +112,12 @@ fn fill_volume(vol: &Path) {
 
 #[tokio::test]
 async fn a_volume_backed_up_and_wiped_is_restored_byte_for_byte() {
-    let tmp = TempDir::new();
-    let server = s3::S3Server::start();
-    server.create_bucket("backups");
-    let restic = restic(&tmp.0);
-    let repo = repo(
-        &server,
-        "backups",
-        "tenant-1",
-        "correct horse battery staple",
-    );
-    restic.ensure_repository(&repo).await.unwrap();
+    let Fixture {
+        tmp,
+        server: _server,
+        restic,
+        repo,
+    } = fixture("tenant-1", "correct horse battery staple").await;
     // Opening it again neither fails nor makes a second repository.
     restic.ensure_repository(&repo).await.unwrap();
 
@@ -149,12 +167,12 @@ async fn a_volume_backed_up_and_wiped_is_restored_byte_for_byte() {
 
 #[tokio::test]
 async fn a_second_backup_of_an_unchanged_volume_uploads_under_one_percent_of_it() {
-    let tmp = TempDir::new();
-    let server = s3::S3Server::start();
-    server.create_bucket("backups");
-    let restic = restic(&tmp.0);
-    let repo = repo(&server, "backups", "tenant-2", "pw-2");
-    restic.ensure_repository(&repo).await.unwrap();
+    let Fixture {
+        tmp,
+        server,
+        restic,
+        repo,
+    } = fixture("tenant-2", "pw-2").await;
     let vol = tmp.0.join("pvc-2");
     for i in 0..4 {
         random_file(&vol.join(format!("data/{i}.bin")), 8 << 20);
@@ -185,12 +203,12 @@ async fn a_second_backup_of_an_unchanged_volume_uploads_under_one_percent_of_it(
 
 #[tokio::test]
 async fn a_backup_killed_mid_way_is_never_listed_and_the_next_one_completes() {
-    let tmp = TempDir::new();
-    let server = s3::S3Server::start();
-    server.create_bucket("backups");
-    let restic = restic(&tmp.0);
-    let mut repo = repo(&server, "backups", "tenant-3", "pw-3");
-    restic.ensure_repository(&repo).await.unwrap();
+    let Fixture {
+        tmp,
+        server,
+        restic,
+        mut repo,
+    } = fixture("tenant-3", "pw-3").await;
     let vol = tmp.0.join("pvc-3");
     for i in 0..6 {
         random_file(&vol.join(format!("{i}.bin")), 4 << 20);
@@ -237,12 +255,12 @@ async fn a_backup_killed_mid_way_is_never_listed_and_the_next_one_completes() {
 
 #[tokio::test]
 async fn a_wrong_password_cannot_open_or_restore_a_repository() {
-    let tmp = TempDir::new();
-    let server = s3::S3Server::start();
-    server.create_bucket("backups");
-    let restic = restic(&tmp.0);
-    let good = repo(&server, "backups", "tenant-4", "the right one");
-    restic.ensure_repository(&good).await.unwrap();
+    let Fixture {
+        tmp,
+        server,
+        restic,
+        repo: good,
+    } = fixture("tenant-4", "the right one").await;
     let vol = tmp.0.join("pvc-4");
     fill_volume(&vol);
     let tags = vec!["subscription=s4".to_owned()];
@@ -281,12 +299,12 @@ async fn a_wrong_password_cannot_open_or_restore_a_repository() {
 
 #[tokio::test]
 async fn the_upload_is_bounded_by_the_limit() {
-    let tmp = TempDir::new();
-    let server = s3::S3Server::start();
-    server.create_bucket("backups");
-    let restic = restic(&tmp.0);
-    let mut repo = repo(&server, "backups", "tenant-5", "pw-5");
-    restic.ensure_repository(&repo).await.unwrap();
+    let Fixture {
+        tmp,
+        server: _server,
+        restic,
+        mut repo,
+    } = fixture("tenant-5", "pw-5").await;
     let vol = tmp.0.join("pvc-5");
     random_file(&vol.join("blob"), 6 << 20);
     repo.limit_upload_kib = Some(2048);
@@ -307,12 +325,12 @@ async fn the_upload_is_bounded_by_the_limit() {
 #[tokio::test]
 async fn a_restore_in_place_replaces_the_volume_wholly_and_keeps_its_mode() {
     use minispod_agent::backup::{recover_interrupted, restore_in_place};
-    let tmp = TempDir::new();
-    let server = s3::S3Server::start();
-    server.create_bucket("backups");
-    let restic = restic(&tmp.0);
-    let repo = repo(&server, "backups", "tenant-6", "pw-6");
-    restic.ensure_repository(&repo).await.unwrap();
+    let Fixture {
+        tmp,
+        server: _server,
+        restic,
+        repo,
+    } = fixture("tenant-6", "pw-6").await;
     let vol = tmp.0.join("pvc-6");
     fill_volume(&vol);
     std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o2770)).unwrap();
