@@ -632,6 +632,9 @@ pub async fn insert_setting(tx: &mut Tx, key: &str, value: &str) -> AppResult<bo
 }
 
 #[cfg(test)]
+mod migration_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
