@@ -44,7 +44,11 @@ pub struct DomainArgs {
     /// says, and may then reach an internal address. For installations
     /// behind split DNS, whose public names resolve inside to a private
     /// ingress address; and for tests.
-    #[arg(long = "domain-check-resolve", env = "MINISPOD_DOMAIN_CHECK_RESOLVE", value_delimiter = ',')]
+    #[arg(
+        long = "domain-check-resolve",
+        env = "MINISPOD_DOMAIN_CHECK_RESOLVE",
+        value_delimiter = ','
+    )]
     pub domain_check_resolve: Vec<ResolveRule>,
 }
 

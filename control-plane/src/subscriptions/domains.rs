@@ -47,8 +47,8 @@ use crate::{
     error::{AppError, AppResult},
     store::{new_id, now_ms, timestamp},
 };
-pub use reconcile::spawn;
 use queries::DomainRow;
+pub use reconcile::spawn;
 
 /// How customers' domains are checked and served.
 #[derive(Debug, Clone)]
@@ -146,7 +146,10 @@ impl Subscriptions {
     }
 
     /// The attached domains of `sub`, oldest first.
-    pub async fn domains_of(&self, sub: &SubscriptionRow) -> AppResult<Vec<pb::SubscriptionDomain>> {
+    pub async fn domains_of(
+        &self,
+        sub: &SubscriptionRow,
+    ) -> AppResult<Vec<pb::SubscriptionDomain>> {
         Ok(queries::of_subscription(self.db(), &sub.id)
             .await?
             .iter()
@@ -247,6 +250,9 @@ mod tests {
         let (a, b) = (new_token(), new_token());
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 }

@@ -86,13 +86,18 @@ impl FixtureIngress {
     /// GET http://<host><path> through this ingress: (status, body).
     async fn get(&self, host: &str, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect(self.addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         let status = out[9..12].parse().unwrap();
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     }
 }
@@ -104,7 +109,10 @@ async fn elsewhere(body: &'static str) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(answer(stream, move |_, _| async move { (200, body.to_owned()) }));
+            tokio::spawn(answer(
+                stream,
+                move |_, _| async move { (200, body.to_owned()) },
+            ));
         }
     });
     addr
@@ -180,7 +188,10 @@ async fn route(client: &kube::Client, host: &str, path: &str) -> (u16, String) {
     let Some((_, (ns, service))) = best else {
         return (404, "no route".into());
     };
-    let Ok(svc) = Api::<Service>::namespaced(client.clone(), &ns).get(&service).await else {
+    let Ok(svc) = Api::<Service>::namespaced(client.clone(), &ns)
+        .get(&service)
+        .await
+    else {
         return (503, "no such service".into());
     };
     let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
@@ -198,9 +209,12 @@ async fn route(client: &kube::Client, host: &str, path: &str) -> (u16, String) {
             continue;
         }
         // A whole ConfigMap mounted as files: the responder.
-        let served = template.spec.and_then(|s| s.volumes).unwrap_or_default().into_iter().find_map(
-            |v| v.config_map.filter(|c| c.items.is_none()).map(|c| c.name),
-        );
+        let served = template
+            .spec
+            .and_then(|s| s.volumes)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|v| v.config_map.filter(|c| c.items.is_none()).map(|c| c.name));
         if let Some(cm) = served {
             let key = path.rsplit('/').next().unwrap_or_default();
             let data = Api::<ConfigMap>::namespaced(client.clone(), &ns)
@@ -265,7 +279,11 @@ async fn add(
         .map(|r| r.into_inner().domain.unwrap())
 }
 
-async fn list(env: &Env, token: &str, sub: &str) -> Result<Vec<pb::SubscriptionDomain>, tonic::Status> {
+async fn list(
+    env: &Env,
+    token: &str,
+    sub: &str,
+) -> Result<Vec<pb::SubscriptionDomain>, tonic::Status> {
     subs(&env.app)
         .list_subscription_domains(authed(
             pb::ListSubscriptionDomainsRequest {
@@ -334,15 +352,25 @@ async fn a_domain_verified_over_http_is_served_beside_the_default_host_and_remov
     let ingress = FixtureIngress::start().await;
     // Until the test says so, the name does not reach the cluster.
     ingress.open.store(false, Ordering::SeqCst);
-    let (env, token, s, _stream) = domain_env(&ingress, "m-dom-1", "ann@example.com", "flows", |a| {
-        a.domains.custom_domain_issuer = "letsencrypt-custom".into();
-    })
-    .await;
+    let (env, token, s, _stream) =
+        domain_env(&ingress, "m-dom-1", "ann@example.com", "flows", |a| {
+            a.domains.custom_domain_issuer = "letsencrypt-custom".into();
+        })
+        .await;
     let client = env.cluster.client().await;
     let ns = namespace_of(&s.user_id);
-    let (e, t, sid, c, n, ing) = (&env, token.as_str(), s.id.as_str(), &client, ns.as_str(), &ingress);
+    let (e, t, sid, c, n, ing) = (
+        &env,
+        token.as_str(),
+        s.id.as_str(),
+        &client,
+        ns.as_str(),
+        &ingress,
+    );
 
-    let d = add(&env, &token, &s.id, " Shop.Example.COM. ").await.unwrap();
+    let d = add(&env, &token, &s.id, " Shop.Example.COM. ")
+        .await
+        .unwrap();
     assert_eq!(d.host, "shop.example.com");
     assert_eq!(d.state, pb::DomainState::Pending as i32);
     assert_eq!(d.dns_target, "flows.apps.example.test");
@@ -362,7 +390,11 @@ async fn a_domain_verified_over_http_is_served_beside_the_default_host_and_remov
     })
     .await;
     assert_eq!(pending.state, pb::DomainState::Pending as i32);
-    assert!(pending.reason.contains("answered 503"), "{}", pending.reason);
+    assert!(
+        pending.reason.contains("answered 503"),
+        "{}",
+        pending.reason
+    );
     assert!(pending.next_check_at.is_some());
     let challenge = until(20, "the challenge Ingress", || async move {
         Api::<Ingress>::namespaced(c.clone(), n)
@@ -372,9 +404,13 @@ async fn a_domain_verified_over_http_is_served_beside_the_default_host_and_remov
             .items
             .into_iter()
             .find(|i| {
-                i.spec.as_ref().and_then(|s| s.rules.as_ref()).is_some_and(|r| {
-                    r.iter().any(|r| r.host.as_deref() == Some("shop.example.com"))
-                })
+                i.spec
+                    .as_ref()
+                    .and_then(|s| s.rules.as_ref())
+                    .is_some_and(|r| {
+                        r.iter()
+                            .any(|r| r.host.as_deref() == Some("shop.example.com"))
+                    })
             })
     })
     .await;
@@ -389,8 +425,14 @@ async fn a_domain_verified_over_http_is_served_beside_the_default_host_and_remov
         .paths
         .remove(0);
     assert_eq!(path.path_type, "Exact");
-    assert_eq!(path.path.as_deref(), Some(&d.check_url["http://shop.example.com".len()..]));
-    assert_eq!(path.backend.service.as_ref().unwrap().name, "minispod--domains");
+    assert_eq!(
+        path.path.as_deref(),
+        Some(&d.check_url["http://shop.example.com".len()..])
+    );
+    assert_eq!(
+        path.backend.service.as_ref().unwrap().name,
+        "minispod--domains"
+    );
     Api::<Deployment>::namespaced(client.clone(), &ns)
         .get("minispod--domains")
         .await
@@ -434,7 +476,10 @@ async fn a_domain_verified_over_http_is_served_beside_the_default_host_and_remov
     assert_eq!((status, &default), (200, &served));
     assert_eq!(served, format!("app behind {ns}/flows-n8n"));
     let hosts = ingress_hosts(&client, &ns).await;
-    assert!(hosts.contains(&("flows".into(), "flows.apps.example.test".into())), "{hosts:?}");
+    assert!(
+        hosts.contains(&("flows".into(), "flows.apps.example.test".into())),
+        "{hosts:?}"
+    );
     let (domain_ingress, _) = hosts
         .iter()
         .find(|(_, h)| h == "shop.example.com")
@@ -501,7 +546,10 @@ async fn a_domain_verified_over_http_is_served_beside_the_default_host_and_remov
     })
     .await;
     assert_eq!(ingress.get("shop.example.com", "/").await.0, 404);
-    assert_eq!(ingress.get("flows.apps.example.test", "/").await, (200, default));
+    assert_eq!(
+        ingress.get("flows.apps.example.test", "/").await,
+        (200, default)
+    );
     // The host is free again at once.
     let again = add(&env, &token, &s.id, "shop.example.com").await.unwrap();
     assert_eq!(again.state, pb::DomainState::Pending as i32);
@@ -519,9 +567,18 @@ async fn a_host_another_customer_holds_is_refused_and_nothing_is_written() {
     let client = env.cluster.client().await;
     let (bob_id, bob) = env.customer("bob@example.com").await;
     let bob_sub = create(&env.app, &bob, "n8n", "bobshop", &[]).await.unwrap();
-    status_until(&env.app, &bob, &bob_sub.id, pb::SubscriptionStatus::Running, 30).await;
+    status_until(
+        &env.app,
+        &bob,
+        &bob_sub.id,
+        pb::SubscriptionStatus::Running,
+        30,
+    )
+    .await;
 
-    add(&env, &ann, &ann_sub.id, "shop.example.com").await.unwrap();
+    add(&env, &ann, &ann_sub.id, "shop.example.com")
+        .await
+        .unwrap();
     let refused = expect_code(
         add(&env, &bob, &bob_sub.id, "SHOP.example.com.").await,
         Code::AlreadyExists,
@@ -535,28 +592,48 @@ async fn a_host_another_customer_holds_is_refused_and_nothing_is_written() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         ingress_hosts(&client, &namespace_of(&bob_id)).await,
-        [("bobshop".to_string(), "bobshop.apps.example.test".to_string())]
+        [(
+            "bobshop".to_string(),
+            "bobshop.apps.example.test".to_string()
+        )]
     );
 
     // Bob cannot add a domain to ann's subscription, nor list hers.
-    expect_code(add(&env, &bob, &ann_sub.id, "bob.example.org").await, Code::NotFound);
+    expect_code(
+        add(&env, &bob, &ann_sub.id, "bob.example.org").await,
+        Code::NotFound,
+    );
     expect_code(list(&env, &bob, &ann_sub.id).await, Code::NotFound);
     assert_eq!(list(&env, &ann, &ann_sub.id).await.unwrap().len(), 1);
 
     // Names that are not a customer's own are refused by field.
-    for bad in ["blog.apps.example.test", "203.0.113.9", "*.example.com", "localhost"] {
-        let status = expect_code(add(&env, &bob, &bob_sub.id, bad).await, Code::InvalidArgument);
+    for bad in [
+        "blog.apps.example.test",
+        "203.0.113.9",
+        "*.example.com",
+        "localhost",
+    ] {
+        let status = expect_code(
+            add(&env, &bob, &bob_sub.id, bad).await,
+            Code::InvalidArgument,
+        );
         assert_eq!(violated_fields(&status), ["host"], "{bad}");
     }
     // And there is a bound per subscription.
     for n in 0..5 {
-        add(&env, &bob, &bob_sub.id, &format!("s{n}.bob.example.org")).await.unwrap();
+        add(&env, &bob, &bob_sub.id, &format!("s{n}.bob.example.org"))
+            .await
+            .unwrap();
     }
     let over = expect_code(
         add(&env, &bob, &bob_sub.id, "s5.bob.example.org").await,
         Code::ResourceExhausted,
     );
-    assert!(over.message().contains("at most 5 domains"), "{}", over.message());
+    assert!(
+        over.message().contains("at most 5 domains"),
+        "{}",
+        over.message()
+    );
 }
 
 #[tokio::test]
@@ -565,17 +642,18 @@ async fn a_wrong_answer_never_verifies_and_the_domain_fails_after_the_give_up() 
     // wrong.example.net points at someone else's server, which answers
     // every path with its own page.
     let other = elsewhere("welcome to my page").await;
-    let (env, token, s, _stream) = domain_env(&ingress, "m-dom-3", "ann@example.com", "wrongs", |a| {
-        a.domains.domain_check_give_up = Duration::from_secs(5);
-        a.domains.domain_check_resolve.insert(
-            0,
-            ResolveRule {
-                host: "wrong.example.net".into(),
-                addr: other,
-            },
-        );
-    })
-    .await;
+    let (env, token, s, _stream) =
+        domain_env(&ingress, "m-dom-3", "ann@example.com", "wrongs", |a| {
+            a.domains.domain_check_give_up = Duration::from_secs(5);
+            a.domains.domain_check_resolve.insert(
+                0,
+                ResolveRule {
+                    host: "wrong.example.net".into(),
+                    addr: other,
+                },
+            );
+        })
+        .await;
     let client = env.cluster.client().await;
     let ns = namespace_of(&s.user_id);
     let (e, t, sid, c, n) = (&env, token.as_str(), s.id.as_str(), &client, ns.as_str());
@@ -586,16 +664,30 @@ async fn a_wrong_answer_never_verifies_and_the_domain_fails_after_the_give_up() 
     })
     .await;
     assert_eq!(seen.state, pb::DomainState::Pending as i32);
-    assert!(seen.reason.contains("not with this domain's token"), "{}", seen.reason);
+    assert!(
+        seen.reason.contains("not with this domain's token"),
+        "{}",
+        seen.reason
+    );
     // The cluster's own ingress would answer the token: the control plane
     // made it, but the name does not lead there.
     let (status, body) = ingress
-        .get("wrong.example.net", &d.check_url["http://wrong.example.net".len()..])
+        .get(
+            "wrong.example.net",
+            &d.check_url["http://wrong.example.net".len()..],
+        )
         .await;
-    assert_eq!((status, body.trim()), (200, &d.check_url[d.check_url.len() - 32..]));
+    assert_eq!(
+        (status, body.trim()),
+        (200, &d.check_url[d.check_url.len() - 32..])
+    );
 
     let failed = state_until(&env, &token, &s.id, &d.id, pb::DomainState::Failed, 20).await;
-    assert!(failed.reason.starts_with("not verified within 5s: "), "{}", failed.reason);
+    assert!(
+        failed.reason.starts_with("not verified within 5s: "),
+        "{}",
+        failed.reason
+    );
     assert!(failed.verified_at.is_none());
     // Never served: its challenge Ingress and the responder go.
     until(20, "the domain's objects to go", || async move {
@@ -612,5 +704,7 @@ async fn a_wrong_answer_never_verifies_and_the_domain_fails_after_the_give_up() 
     // A failed claim holds nothing: another customer may add the host.
     let (_, bob) = env.customer("bob@example.com").await;
     let bob_sub = create(&env.app, &bob, "n8n", "bobs", &[]).await.unwrap();
-    add(&env, &bob, &bob_sub.id, "wrong.example.net").await.unwrap();
+    add(&env, &bob, &bob_sub.id, "wrong.example.net")
+        .await
+        .unwrap();
 }

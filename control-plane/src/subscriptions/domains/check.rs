@@ -141,7 +141,10 @@ mod tests {
 
     /// A one-request HTTP server answering `status` and `body`; the
     /// request's head comes back through the handle.
-    async fn answer(status: &'static str, body: &'static str) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+    async fn answer(
+        status: &'static str,
+        body: &'static str,
+    ) -> (SocketAddr, tokio::task::JoinHandle<String>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

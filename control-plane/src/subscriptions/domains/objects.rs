@@ -125,7 +125,8 @@ pub fn responder(ns: &str, user_id: &str, tokens: &BTreeSet<String>, image: &str
     for t in tokens {
         data.insert(t.clone(), json!(format!("{t}\n")));
     }
-    let selector = json!({ "app.kubernetes.io/name": "minispod-domains", MANAGED_BY.0: MANAGED_BY.1 });
+    let selector =
+        json!({ "app.kubernetes.io/name": "minispod-domains", MANAGED_BY.0: MANAGED_BY.1 });
     let meta = json!({ "name": RESPONDER, "namespace": ns, "labels": labels });
     vec![
         json!({
@@ -287,7 +288,10 @@ mod tests {
         assert!(conf.contains("alias /etc/minispod-domains/tokens/$1;"));
         let tokens = BTreeSet::from(["ab".repeat(16)]);
         let objects = responder("ms-u", "u", &tokens, "nginx");
-        assert_eq!(objects[0]["data"]["abababababababababababababababab"], "abababababababababababababababab\n");
+        assert_eq!(
+            objects[0]["data"]["abababababababababababababababab"],
+            "abababababababababababababababab\n"
+        );
         assert_eq!(objects[0]["data"]["nginx.conf"], conf);
     }
 }

@@ -139,7 +139,7 @@ impl DomainLoop {
             .iter()
             .filter(|r| attached(r) && r.state == "PENDING")
             .collect();
-        if rows.iter().any(|r| attached(r)) {
+        if rows.iter().any(&attached) {
             // The namespace's quota first: it makes room for the
             // responder's pod while one is pending, and none after.
             let quota = {
@@ -237,10 +237,7 @@ impl DomainLoop {
                 },
                 Err(why) if now - r.created_at >= settings.give_up.as_millis() as i64 => Outcome {
                     state: "FAILED".into(),
-                    reason: format!(
-                        "not verified within {}: {why}",
-                        humantime(settings.give_up)
-                    ),
+                    reason: format!("not verified within {}: {why}", humantime(settings.give_up)),
                     checks,
                     checked_at: now,
                     next_check_at: 0,
@@ -263,9 +260,10 @@ impl DomainLoop {
         }
 
         // Certificates of verified ones.
-        for r in rows.iter().filter(|r| {
-            attached(r) && !matches!(r.state.as_str(), "PENDING" | "FAILED")
-        }) {
+        for r in rows
+            .iter()
+            .filter(|r| attached(r) && !matches!(r.state.as_str(), "PENDING" | "FAILED"))
+        {
             if r.state == "CERTIFICATE_ISSUED" && now - r.checked_at < CERTIFICATE_RECHECK_MS {
                 continue;
             }
@@ -314,9 +312,7 @@ impl DomainLoop {
                 &Patch::Apply(o),
             )
             .await
-            .map_err(|e| {
-                anyhow::Error::new(e).context(format!("apply {} {name}", kind_of(o)))
-            })?;
+            .map_err(|e| anyhow::Error::new(e).context(format!("apply {} {name}", kind_of(o))))?;
         }
         let ingresses = api_of(&self.client, ns, "networking.k8s.io", "Ingress");
         for name in &desired.delete_ingresses {
@@ -362,7 +358,10 @@ impl DomainLoop {
                      cert-manager installed?)"
                 ),
             ),
-            Err(e) => ("VERIFIED".into(), format!("cannot read the certificate: {e}")),
+            Err(e) => (
+                "VERIFIED".into(),
+                format!("cannot read the certificate: {e}"),
+            ),
         }
     }
 }
@@ -382,7 +381,10 @@ fn certificate_state(data: &Value) -> (String, String) {
         }
         (_, Some(issuing)) if issuing["status"] == "True" => (
             "VERIFIED".into(),
-            format!("cert-manager is issuing the certificate: {}", message(&issuing)),
+            format!(
+                "cert-manager is issuing the certificate: {}",
+                message(&issuing)
+            ),
         ),
         (Some(ready), _) => ("CERTIFICATE_FAILING".into(), message(&ready)),
         (None, _) => (
@@ -472,7 +474,13 @@ mod tests {
         let (s, why) = certificate_state(&cert(json!([
             { "type": "Ready", "status": "False", "message": "The certificate request has failed to complete" },
         ])));
-        assert_eq!((s.as_str(), why.as_str()), ("CERTIFICATE_FAILING", "The certificate request has failed to complete"));
+        assert_eq!(
+            (s.as_str(), why.as_str()),
+            (
+                "CERTIFICATE_FAILING",
+                "The certificate request has failed to complete"
+            )
+        );
         assert_eq!(certificate_state(&json!({})).0, "VERIFIED");
     }
 
