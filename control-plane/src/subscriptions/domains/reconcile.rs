@@ -229,7 +229,7 @@ impl DomainLoop {
             let outcome = match result {
                 Ok(()) => Outcome {
                     state: "VERIFIED".into(),
-                    reason: String::new(),
+                    reason: awaiting_certificate(&settings.issuer),
                     checks,
                     checked_at: now,
                     next_check_at: 0,
@@ -336,12 +336,7 @@ impl DomainLoop {
     async fn certificate(&self, ns: &str, r: &DomainRow) -> (String, String) {
         let issuer = &self.subs.settings().domains.issuer;
         if issuer.is_empty() {
-            return (
-                "VERIFIED".into(),
-                "no certificate issuer configured (--custom-domain-issuer): HTTPS is served \
-                 with the ingress controller's default certificate"
-                    .into(),
-            );
+            return ("VERIFIED".into(), awaiting_certificate(issuer));
         }
         let ar = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate"),
@@ -351,18 +346,27 @@ impl DomainLoop {
         let name = objects::tls_secret(&r.id);
         match api.get_opt(&name).await {
             Ok(Some(cert)) => certificate_state(&cert.data),
-            Ok(None) => (
-                "VERIFIED".into(),
-                format!(
-                    "waiting for cert-manager to make the certificate (issuer {issuer}; is \
-                     cert-manager installed?)"
-                ),
-            ),
+            Ok(None) => ("VERIFIED".into(), awaiting_certificate(issuer)),
             Err(e) => (
                 "VERIFIED".into(),
                 format!("cannot read the certificate: {e}"),
             ),
         }
+    }
+}
+
+/// Why a verified domain has no certificate (yet): no issuer, or
+/// cert-manager has not made its Certificate.
+fn awaiting_certificate(issuer: &str) -> String {
+    if issuer.is_empty() {
+        "no certificate issuer configured (--custom-domain-issuer): HTTPS is served with the \
+         ingress controller's default certificate"
+            .into()
+    } else {
+        format!(
+            "waiting for cert-manager to make the certificate (issuer {issuer}; is cert-manager \
+             installed?)"
+        )
     }
 }
 
