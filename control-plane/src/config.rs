@@ -7,6 +7,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod cluster;
+mod domains;
 mod fleet;
 mod history;
 mod login;
@@ -17,6 +18,7 @@ mod subscriptions;
 
 pub use self::{
     cluster::ClusterArgs,
+    domains::{DomainArgs, ResolveRule},
     fleet::FleetArgs,
     history::HistoryArgs,
     login::LoginArgs,
@@ -195,6 +197,10 @@ pub struct ServeArgs {
     /// Notifications to administrators.
     #[command(flatten, next_help_heading = "Notifications")]
     pub notify: NotifyArgs,
+
+    /// Customers' own domains.
+    #[command(flatten, next_help_heading = "Custom domains")]
+    pub domains: DomainArgs,
 }
 
 impl Cli {

@@ -13,12 +13,14 @@
 //! - `logs`: log streams, read in bounded chunks and cut into bounded
 //!   lines; per-user slots.
 //! - `relay`: changes told to and heard from other replicas (PostgreSQL).
+//! - `domains`: customers' own host names, proven and then served.
 //!
 //! `Subscriptions` is the state they share: the store, the cluster link,
 //! the pods of subscriptions as a watch last saw them, the reconciler's
 //! queue and the broadcast the watch RPC reads.
 
 pub mod admission;
+pub mod domains;
 pub mod gate;
 pub mod limits;
 pub mod logs;
@@ -70,6 +72,8 @@ pub struct SubscriptionSettings {
     /// At most one SUBSCRIBE_BLOCKED notice per cause in this window
     /// (`--notify-blocked-every`).
     pub blocked_notice_every: Duration,
+    /// How customers' own domains are checked and served.
+    pub domains: domains::DomainSettings,
 }
 
 /// A change a watch shows.
@@ -197,6 +201,8 @@ struct Inner {
     relay: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
     /// When administrators were last told that customers cannot subscribe.
     blocked: words::BlockedNotices,
+    /// Owners whose domains to look at (`domains`), with their backoff.
+    domain_queue: WorkQueue<String>,
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -213,9 +219,12 @@ fn gate_row(row_id: &str) -> String {
 
 impl Subscriptions {
     /// Starts the pod watch, the worker listener and the reconciler
-    /// (`reconcile`); none without a linked cluster.
+    /// (`reconcile`), and the domain loop (`domains`); none without a
+    /// linked cluster.
     pub fn spawn(&self, hub: crate::workers::hub::FleetHub) -> Vec<tokio::task::JoinHandle<()>> {
-        reconcile::spawn(self, hub)
+        let mut tasks = reconcile::spawn(self, hub);
+        tasks.extend(domains::spawn(self));
+        tasks
     }
 
     /// The state over `db` and `link`; `replica_id` names this replica's
@@ -229,6 +238,7 @@ impl Subscriptions {
         sealer: Sealer,
     ) -> Self {
         let queue = WorkQueue::new(settings.backoff);
+        let domain_queue = WorkQueue::new(settings.backoff);
         let blocked = words::BlockedNotices::new(settings.blocked_notice_every);
         Subscriptions {
             inner: Arc::new(Inner {
@@ -244,6 +254,7 @@ impl Subscriptions {
                 changes: broadcast::channel(1024).0,
                 relay: Mutex::new(None),
                 blocked,
+                domain_queue,
             }),
         }
     }

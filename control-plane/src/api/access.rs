@@ -129,6 +129,18 @@ pub const TABLE: &[(&str, Access)] = {
             Admin,
         ),
         ("/minispod.v1.SubscriptionService/CheckSubscription", User),
+        (
+            "/minispod.v1.SubscriptionService/AddSubscriptionDomain",
+            User,
+        ),
+        (
+            "/minispod.v1.SubscriptionService/RemoveSubscriptionDomain",
+            User,
+        ),
+        (
+            "/minispod.v1.SubscriptionService/ListSubscriptionDomains",
+            User,
+        ),
         // UserService: account administration.
         ("/minispod.v1.UserService/CreateUser", Admin),
         ("/minispod.v1.UserService/GetUser", Admin),

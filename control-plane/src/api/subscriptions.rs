@@ -1,7 +1,8 @@
 //! SubscriptionService: customers run catalog services; administrators see
 //! and control every subscription. `rpc` answers the calls; the streams are
-//! apart (`watch`, `logs`).
+//! apart (`watch`, `logs`), and so are a customer's own domains (`domains`).
 
+mod domains;
 mod rpc;
 mod watch;
 

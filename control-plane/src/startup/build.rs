@@ -216,6 +216,7 @@ impl Application {
             settings::subscription_settings(
                 &args.subscriptions,
                 &args.cluster,
+                &args.domains,
                 args.notify.notify_blocked_every,
             ),
             hub.replica_id().to_owned(),

@@ -10,15 +10,17 @@ use crate::{
     api::subscriptions::CallerLimits,
     cluster::LinkSettings,
     config::{
-        ClusterArgs, FleetArgs, HistoryArgs, LoginArgs, MailArgs, NotifyArgs, StoreArgs,
-        SubscriptionArgs,
+        ClusterArgs, DomainArgs, FleetArgs, HistoryArgs, LoginArgs, MailArgs, NotifyArgs,
+        StoreArgs, SubscriptionArgs,
     },
     history::HistorySettings,
     mail::{MailSettings, RetryPolicy, smtp::SmtpUrl},
     notifications::incidents::Timing,
     rate_limit::{LoginLimits, RateLimiter},
     store::{Db, StoreOptions},
-    subscriptions::{SubscriptionSettings, logs::LogSlots, render::RenderSettings},
+    subscriptions::{
+        SubscriptionSettings, domains::DomainSettings, logs::LogSlots, render::RenderSettings,
+    },
     workers::{
         enrollment::{EnrollmentConfig, Secret, StaticToken},
         hub::FleetConfig,
@@ -189,6 +191,7 @@ pub(super) fn link_settings(cluster: &ClusterArgs) -> LinkSettings {
 pub(super) fn subscription_settings(
     args: &SubscriptionArgs,
     cluster: &ClusterArgs,
+    domains: &DomainArgs,
     blocked_notice_every: Duration,
 ) -> SubscriptionSettings {
     SubscriptionSettings {
@@ -207,6 +210,18 @@ pub(super) fn subscription_settings(
         backoff: backoff(cluster),
         refusal_grace: args.subscription_refusal_grace,
         blocked_notice_every,
+        domains: DomainSettings {
+            issuer: if domains.custom_domain_issuer.is_empty() {
+                args.cert_issuer.clone()
+            } else {
+                domains.custom_domain_issuer.clone()
+            },
+            check_every: domains.domain_check_every,
+            check_max: domains.domain_check_max.max(domains.domain_check_every),
+            give_up: domains.domain_check_give_up,
+            resolve: domains.domain_check_resolve.clone(),
+            per_subscription: domains.domains_per_subscription,
+        },
     }
 }
 

@@ -255,16 +255,26 @@ pub async fn admit(
 /// What the customer's namespace's ResourceQuota allows: CPU, memory and
 /// storage at the customer's limits (the cluster then refuses what
 /// admission would not take), pods and claims at what the live
-/// subscriptions and retained volumes hold.
+/// subscriptions and retained volumes hold; plus the domain ownership
+/// responder's pod while the customer has a pending domain.
 pub async fn quota(tx: &mut Tx, d: &TenantDefaults, user_id: &str) -> AppResult<render::Quota> {
     let limits = effective(d, &overrides(&mut *tx, user_id).await?);
-    let (_, all, pods) = usage(tx, user_id).await?;
+    let (_, all, pods) = usage(&mut *tx, user_id).await?;
+    // The domain ownership responder runs while a domain is pending: it is
+    // the installation's, so it gets room beside the customer's limits.
+    let responder = super::domains::queries::has_pending(tx, user_id).await?;
+    let (cpu, memory, pod) = if responder {
+        use super::domains::objects::{RESPONDER_CPU_MILLICORES, RESPONDER_MEMORY_MB};
+        (RESPONDER_CPU_MILLICORES, RESPONDER_MEMORY_MB, 1)
+    } else {
+        (0, 0, 0)
+    };
     Ok(render::Quota {
-        cpu_millicores: limits.cpu_millicores,
-        memory_mb: limits.memory_mb,
+        cpu_millicores: limits.cpu_millicores + cpu,
+        memory_mb: limits.memory_mb + memory,
         storage_gb: limits.storage_gb,
         claims: all.volumes,
-        pods,
+        pods: pods + pod,
     })
 }
 

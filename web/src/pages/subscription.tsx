@@ -1,6 +1,7 @@
 // One subscription: its status and the cluster's reason, address, the
-// post-install notes, components and their pods, status events, a logs
-// panel (StreamSubscriptionLogs), the variables editor, restart and delete
+// post-install notes, components and their pods, its own domains, status
+// events, a logs panel (StreamSubscriptionLogs), the variables editor,
+// restart and delete
 // (the name typed to confirm); suspend and resume for administrators.
 // Live from a WatchSubscriptions stream of this one subscription; the page
 // still renders, marked as gone, once it has been deleted.
@@ -14,6 +15,7 @@ import { TemplateVariableSchema, VariableType, type TemplateVariable } from "../
 import { SubscriptionStatus, type Subscription, type SubscriptionEvent } from "../gen/minispod/v1/subscriptions_pb";
 import { useSubscriptionWatch } from "../live";
 import { SubscriptionHistory } from "../parts/chart";
+import { DomainsCard } from "../parts/domains";
 import { StatusPill, SuspendDialog, UrlLink } from "../parts/subscription";
 import { checkFields, VariableInput } from "../parts/variables";
 import { navigate } from "../router";
@@ -188,6 +190,7 @@ export function SubscriptionPage({ id }: { id: string }) {
         </section>
       </div>
       <Components s={s} />
+      {s.url && !gone && st !== SubscriptionStatus.DELETING && <DomainsCard subscriptionId={s.id} />}
       {!gone && <SubscriptionHistory subscriptionId={s.id} />}
       <LogsPanel s={s} />
       <div class="split">

@@ -582,4 +582,25 @@ impl SubscriptionService for SubscriptionApi {
                 .collect(),
         }))
     }
+
+    async fn add_subscription_domain(
+        &self,
+        request: Request<pb::AddSubscriptionDomainRequest>,
+    ) -> Result<Response<pb::AddSubscriptionDomainResponse>, Status> {
+        Ok(Response::new(self.add_domain(request).await?))
+    }
+
+    async fn remove_subscription_domain(
+        &self,
+        request: Request<pb::RemoveSubscriptionDomainRequest>,
+    ) -> Result<Response<pb::RemoveSubscriptionDomainResponse>, Status> {
+        Ok(Response::new(self.remove_domain(request).await?))
+    }
+
+    async fn list_subscription_domains(
+        &self,
+        request: Request<pb::ListSubscriptionDomainsRequest>,
+    ) -> Result<Response<pb::ListSubscriptionDomainsResponse>, Status> {
+        Ok(Response::new(self.list_domains(request).await?))
+    }
 }
