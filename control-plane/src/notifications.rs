@@ -110,7 +110,12 @@ impl Notifier {
     /// every subscription when they get it that way. Returns how many
     /// messages were queued; call [`Notifier::wake`] after the commit when
     /// that is not zero.
-    pub async fn tell_owner(&self, tx: &mut Tx, owner_id: &str, notice: &Notice) -> AppResult<usize> {
+    pub async fn tell_owner(
+        &self,
+        tx: &mut Tx,
+        owner_id: &str,
+        notice: &Notice,
+    ) -> AppResult<usize> {
         let Some((to, admin)) = queries::owner_recipient(&mut *tx, owner_id, notice.event).await?
         else {
             return Ok(0);

@@ -103,8 +103,14 @@ pub const TABLE: &[(&str, Access)] = {
         ),
         ("/minispod.v1.NotificationService/ListOutboxMessages", Admin),
         ("/minispod.v1.NotificationService/RetryOutboxMessage", Admin),
-        ("/minispod.v1.NotificationService/GetWorkerThresholds", Admin),
-        ("/minispod.v1.NotificationService/SetWorkerThresholds", Admin),
+        (
+            "/minispod.v1.NotificationService/GetWorkerThresholds",
+            Admin,
+        ),
+        (
+            "/minispod.v1.NotificationService/SetWorkerThresholds",
+            Admin,
+        ),
         // SubscriptionService: customers act on their own subscriptions
         // (the handlers check ownership); suspending and fleet figures are
         // for administrators.

@@ -256,7 +256,10 @@ impl NotificationApi {
         let mut tx = self.auth.db.begin().await?;
         for t in list.iter().filter(|t| !t.worker_id.is_empty()) {
             if workers_db::by_id(&mut tx, &t.worker_id).await?.is_none() {
-                return Err(AppError::NotFound(format!("worker {} not found", t.worker_id)));
+                return Err(AppError::NotFound(format!(
+                    "worker {} not found",
+                    t.worker_id
+                )));
             }
         }
         queries::replace_thresholds(&mut tx, &list).await?;

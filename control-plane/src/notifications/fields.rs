@@ -258,7 +258,12 @@ mod tests {
             clear_below_percent: 80.0,
             for_seconds: 300,
         };
-        assert_eq!(thresholds(std::slice::from_ref(&ok)).unwrap()[0].rule.for_ms, 300_000);
+        assert_eq!(
+            thresholds(std::slice::from_ref(&ok)).unwrap()[0]
+                .rule
+                .for_ms,
+            300_000
+        );
         let list = [
             ok.clone(),
             ok.clone(),

@@ -248,11 +248,7 @@ pub fn worker_threshold(
     Notice {
         event: pb::NotificationEvent::WorkerThreshold,
         purpose: "worker_threshold",
-        summary: format!(
-            "Worker {} {metric} at {}%",
-            w.name,
-            round1(percent)
-        ),
+        summary: format!("Worker {} {metric} at {}%", w.name, round1(percent)),
         paragraphs: vec![
             format!(
                 "Worker {}'s {metric} use has been at or above {}% for {} (since {}); it is {}% now.",

@@ -185,7 +185,9 @@ impl Outage {
         if restarts > self.restarts {
             let keep = usize::try_from(t.crash_restarts.max(1)).unwrap_or(1);
             let mut marks = self.marks();
-            let new = usize::try_from(restarts - self.restarts).unwrap_or(0).min(keep);
+            let new = usize::try_from(restarts - self.restarts)
+                .unwrap_or(0)
+                .min(keep);
             marks.extend(std::iter::repeat_n(now, new));
             let excess = marks.len().saturating_sub(keep);
             marks.drain(..excess);
@@ -309,7 +311,11 @@ mod tests {
         let mut o = Outage::new("s", "u", "shop", 0);
         let told = run(
             &mut o,
-            &[(1_000, "RUNNING", 0), (2_000, "DEGRADED", 0), (50_000, "RUNNING", 0)],
+            &[
+                (1_000, "RUNNING", 0),
+                (2_000, "DEGRADED", 0),
+                (50_000, "RUNNING", 0),
+            ],
             3_600_000,
         );
         assert_eq!(told, vec![]);

@@ -132,11 +132,7 @@ pub fn flapping(
         // Those who hear of outages hear of this one.
         event: pb::NotificationEvent::SubscriptionDegraded,
         purpose: "subscription_flapping",
-        summary: format!(
-            "{} was interrupted {times} in {}",
-            s.name,
-            span(window_ms)
-        ),
+        summary: format!("{} was interrupted {times} in {}", s.name, span(window_ms)),
         paragraphs: vec![
             format!(
                 "{} stopped working {times} in the {} after our last notice. Such interruptions are summarised instead of told one by one.",

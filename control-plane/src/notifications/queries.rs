@@ -221,7 +221,8 @@ const OUTAGE_COLUMNS: &str = "subscription_id, user_id, name, status, reason, do
 
 /// The incident row of a subscription.
 pub async fn outage<'c>(exec: impl Into<Conn<'c>>, id: &str) -> AppResult<Option<Outage>> {
-    let sql = format!("SELECT {OUTAGE_COLUMNS} FROM subscription_incidents WHERE subscription_id = $1");
+    let sql =
+        format!("SELECT {OUTAGE_COLUMNS} FROM subscription_incidents WHERE subscription_id = $1");
     Ok(with_conn!(exec, |c| sqlx::query_as(&sql)
         .bind(id)
         .fetch_optional(c)
@@ -429,7 +430,8 @@ pub async fn replace_thresholds(tx: &mut Tx, list: &[Threshold]) -> AppResult<()
         .await
         .map(|r| r.rows_affected()))?;
     for t in list {
-        with_conn!(&mut *tx, |c| sqlx::query(
+        with_conn!(&mut *tx, |c| {
+            sqlx::query(
             "INSERT INTO worker_thresholds (worker_id, metric, above_percent, clear_below_percent, for_ms)
              VALUES ($1, $2, $3, $4, $5)"
         )
@@ -440,7 +442,8 @@ pub async fn replace_thresholds(tx: &mut Tx, list: &[Threshold]) -> AppResult<()
         .bind(t.rule.for_ms)
         .execute(c)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())
+        })?;
     }
     let rules = Rules::new(list);
     for c in crossings(&mut *tx).await? {

@@ -211,7 +211,13 @@ impl Watch {
     /// Applies the figure `value` of a heartbeat at `at`. A gap longer
     /// than `max_gap_ms` (the worker was offline) starts the duration
     /// again.
-    pub fn observe(&mut self, value: f64, at: i64, rule: &Rule, max_gap_ms: i64) -> Option<Crossing> {
+    pub fn observe(
+        &mut self,
+        value: f64,
+        at: i64,
+        rule: &Rule,
+        max_gap_ms: i64,
+    ) -> Option<Crossing> {
         if at <= self.last_at {
             return None;
         }
@@ -374,7 +380,13 @@ impl ThresholdWatch {
     }
 
     /// Records a crossing or a clear and queues its notice, once.
-    async fn write(&self, worker_id: &str, metric: Metric, rule: &Rule, c: Crossing) -> AppResult<()> {
+    async fn write(
+        &self,
+        worker_id: &str,
+        metric: Metric,
+        rule: &Rule,
+        c: Crossing,
+    ) -> AppResult<()> {
         let mut tx = self.hub.db().begin().await?;
         let Some(row) = workers_db::by_id(&mut tx, worker_id).await? else {
             return Ok(());
@@ -386,7 +398,9 @@ impl ThresholdWatch {
         let now = now_ms();
         let notice = match c {
             Crossing::Crossed { since, percent } => {
-                if !queries::add_crossing(&mut tx, worker_id, metric.to_db(), since, percent).await? {
+                if !queries::add_crossing(&mut tx, worker_id, metric.to_db(), since, percent)
+                    .await?
+                {
                     return Ok(());
                 }
                 notices::worker_threshold(&w, metric.words(), percent, rule, since, now)
@@ -397,7 +411,15 @@ impl ThresholdWatch {
                 else {
                     return Ok(());
                 };
-                notices::worker_threshold_cleared(&w, metric.words(), percent, rule, crossed_at, since, now)
+                notices::worker_threshold_cleared(
+                    &w,
+                    metric.words(),
+                    percent,
+                    rule,
+                    crossed_at,
+                    since,
+                    now,
+                )
             }
         };
         let queued = self.notifier.queue(&mut tx, &notice).await?;

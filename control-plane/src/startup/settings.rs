@@ -221,9 +221,7 @@ pub(super) fn notice_timing(args: &NotifyArgs) -> Timing {
 }
 
 /// When owners are told about their subscriptions.
-pub(super) fn outage_timing(
-    args: &NotifyArgs,
-) -> crate::notifications::outages::OutageTiming {
+pub(super) fn outage_timing(args: &NotifyArgs) -> crate::notifications::outages::OutageTiming {
     crate::notifications::customers::timing(
         args.notify_subscription_grace,
         args.notify_flap_window,

@@ -120,11 +120,22 @@ async fn an_outage_past_the_grace_is_told_to_the_owner_once_and_its_end_too_and_
     // A blip: the worker's stream drops and is back at once.
     drop(stream);
     let blip = Instant::now();
-    status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Degraded, 10).await;
+    status_until(
+        &env.app,
+        &token,
+        &s.id,
+        pb::SubscriptionStatus::Degraded,
+        10,
+    )
+    .await;
     let mut stream = connect(channel.clone(), "m-owner-told").await.unwrap();
     stream.beat(true).await;
     status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
-    assert!(blip.elapsed() < grace, "the blip was not short: {:?}", blip.elapsed());
+    assert!(
+        blip.elapsed() < grace,
+        "the blip was not short: {:?}",
+        blip.elapsed()
+    );
 
     // An outage that lasts.
     drop(stream);
@@ -138,10 +149,16 @@ async fn an_outage_past_the_grace_is_told_to_the_owner_once_and_its_end_too_and_
     let event = down[0].json();
     assert_eq!(event["subscription"]["name"], "journal");
     assert_eq!(event["subscription"]["status"], "DEGRADED");
-    assert_eq!(event["link"], format!("{PUBLIC_URL}/subscriptions/{}", s.id));
+    assert_eq!(
+        event["link"],
+        format!("{PUBLIC_URL}/subscriptions/{}", s.id)
+    );
     // The customer's words: no worker name, no cluster message.
     let body = &down[0].body;
-    assert!(!body.contains("m-owner-told") && !body.contains(&w), "{body}");
+    assert!(
+        !body.contains("m-owner-told") && !body.contains(&w),
+        "{body}"
+    );
     assert!(!body.contains("Taint") && !body.contains("node"), "{body}");
 
     let mut stream = connect(channel, "m-owner-told").await.unwrap();
@@ -160,7 +177,10 @@ async fn an_outage_past_the_grace_is_told_to_the_owner_once_and_its_end_too_and_
     })
     .await;
     let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
-    assert_eq!(subjects, ["journal is not fully working", "journal works again"]);
+    assert_eq!(
+        subjects,
+        ["journal is not fully working", "journal works again"]
+    );
     assert!(mails[0].text.contains("under Profile"), "{}", mails[0].text);
     // Once each: the blip told nothing, and nothing else was told.
     let all: Vec<Hook> = hooks
@@ -339,7 +359,9 @@ async fn a_customer_chooses_among_the_subscription_events_only() {
         a.mail.webhook_ca_file = Some(hooks.ca_file.clone());
     })
     .await;
-    let (_, user) = app.register("chooser@example.org", "plain-password-1").await;
+    let (_, user) = app
+        .register("chooser@example.org", "plain-password-1")
+        .await;
     let mut client = notifications(&app);
     let fresh = client
         .get_notification_preferences(authed(pb::GetNotificationPreferencesRequest {}, &user))
@@ -349,7 +371,10 @@ async fn a_customer_chooses_among_the_subscription_events_only() {
     let subscription_events: Vec<i32> = vec![5, 7, 8, 9, 10, 11, 12];
     assert_eq!(fresh.available_events, subscription_events);
     let prefs = fresh.preferences.unwrap();
-    assert!(prefs.mail, "a customer is told by mail unless they say otherwise");
+    assert!(
+        prefs.mail,
+        "a customer is told by mail unless they say otherwise"
+    );
     assert_eq!(prefs.events, subscription_events);
 
     let refused = expect_code(

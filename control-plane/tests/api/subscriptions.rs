@@ -81,7 +81,9 @@ pub(crate) async fn env() -> Env {
 }
 
 /// [`env`] after `more` adjusted the control plane's settings.
-pub(crate) async fn env_with(more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs)) -> Env {
+pub(crate) async fn env_with(
+    more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs),
+) -> Env {
     let cluster = TestCluster::start().await.unwrap();
     let app = linked_app_with(&cluster, None, more).await;
     let admin = Admin::of(&app).await;

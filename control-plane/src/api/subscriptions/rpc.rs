@@ -446,9 +446,14 @@ impl SubscriptionService for SubscriptionApi {
             };
             let mut tx = self.subs.db().begin().await?;
             queries::change(&mut tx, &row.id, None, Some(("SUSPENDED", "ADMIN")), None).await?;
-            let told =
-                customers::tell_suspended(self.subs.notifier(), &mut tx, &row.user_id, &sub_ref(&row), &reason)
-                    .await?;
+            let told = customers::tell_suspended(
+                self.subs.notifier(),
+                &mut tx,
+                &row.user_id,
+                &sub_ref(&row),
+                &reason,
+            )
+            .await?;
             tx.commit().await.map_err(AppError::from)?;
             if told > 0 {
                 self.subs.notifier().wake();
@@ -487,9 +492,13 @@ impl SubscriptionService for SubscriptionApi {
             }
             let mut tx = self.subs.db().begin().await?;
             queries::change(&mut tx, &row.id, None, Some(("RUNNING", "")), None).await?;
-            let told =
-                customers::tell_resumed(self.subs.notifier(), &mut tx, &row.user_id, &sub_ref(&row))
-                    .await?;
+            let told = customers::tell_resumed(
+                self.subs.notifier(),
+                &mut tx,
+                &row.user_id,
+                &sub_ref(&row),
+            )
+            .await?;
             tx.commit().await.map_err(AppError::from)?;
             if told > 0 {
                 self.subs.notifier().wake();
