@@ -384,6 +384,16 @@ impl TestCluster {
         Ok(())
     }
 
+    /// From now on containers of `image` (exactly as pod specs name it)
+    /// exit as they start on the stand-in's nodes: CrashLoopBackOff, their
+    /// restartCount climbing every back-off (the readiness delay, at least
+    /// half a second; a kubelet's starts at 10 s). Stand-in only.
+    pub async fn set_image_crashing(&self, image: &str) -> anyhow::Result<()> {
+        self.standin_for("set_image_crashing")?
+            .set_image_crashing(image);
+        Ok(())
+    }
+
     /// Append lines to the log of one container of a pod, as its process
     /// would print them. Stand-in only.
     pub async fn append_pod_log(

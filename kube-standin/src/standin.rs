@@ -265,6 +265,12 @@ current-context: standin
         self.shared.behaviour.set_image_unpullable(image);
     }
 
+    /// From now on containers of `image` crash as they start: waiting in
+    /// CrashLoopBackOff, their restartCount climbing every back-off.
+    pub fn set_image_crashing(&self, image: &str) {
+        self.shared.behaviour.set_image_crashing(image);
+    }
+
     /// Pods bound from now on have their containers running and Ready this
     /// long after the binding.
     pub fn set_pod_ready_delay(&self, delay: std::time::Duration) {

@@ -86,21 +86,31 @@ pub const TABLE: &[(&str, Access)] = {
         ("/minispod.v1.HistoryService/GetWorkerHistory", Admin),
         ("/minispod.v1.HistoryService/GetFleetHistory", Admin),
         ("/minispod.v1.HistoryService/GetSubscriptionHistory", User),
-        // NotificationService: the operator's notices.
+        // NotificationService: everyone's own preferences (a customer's
+        // among the subscription events, checked by the handler) and test
+        // notice; the outbox and the workers' thresholds are the operator's.
         (
             "/minispod.v1.NotificationService/GetNotificationPreferences",
-            Admin,
+            User,
         ),
         (
             "/minispod.v1.NotificationService/UpdateNotificationPreferences",
-            Admin,
+            User,
         ),
         (
             "/minispod.v1.NotificationService/SendTestNotification",
-            Admin,
+            User,
         ),
         ("/minispod.v1.NotificationService/ListOutboxMessages", Admin),
         ("/minispod.v1.NotificationService/RetryOutboxMessage", Admin),
+        (
+            "/minispod.v1.NotificationService/GetWorkerThresholds",
+            Admin,
+        ),
+        (
+            "/minispod.v1.NotificationService/SetWorkerThresholds",
+            Admin,
+        ),
         // SubscriptionService: customers act on their own subscriptions
         // (the handlers check ownership); suspending and fleet figures are
         // for administrators.

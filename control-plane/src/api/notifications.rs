@@ -1,5 +1,6 @@
-//! NotificationService: an administrator's notice preferences, a test
-//! notice, and the outbox. Administrators only.
+//! NotificationService: each user's notice preferences (a customer's
+//! among the subscription events) and a test notice; for administrators,
+//! the outbox and the workers' thresholds.
 
 use minispod_proto::v1::{self as pb, notification_service_server::NotificationService};
 use rand::RngCore;
@@ -7,17 +8,32 @@ use tonic::{Request, Response, Status};
 
 use super::access::caller;
 use crate::notifications::{
-    Notifier,
-    fields::{OutboxPage, PreferenceChanges, outbox_status},
+    CUSTOMER_EVENTS, Notifier, customer_may_choose, event_name,
+    fields::{self, OutboxPage, PreferenceChanges, outbox_status},
     notices,
-    queries::{self, events_column},
+    queries::{self, Recipient, all_events, events_column},
 };
 use crate::{
     auth::AuthState,
     error::{AppError, AppResult},
     mail::outbox,
-    store::now_ms,
+    store::{now_ms, timestamp},
+    users::queries::UserRow,
+    workers::queries as workers_db,
 };
+
+fn is_admin(u: &UserRow) -> bool {
+    u.role == "ADMINISTRATOR"
+}
+
+/// The events `u` may choose.
+fn available_events(u: &UserRow) -> Vec<i32> {
+    if is_admin(u) {
+        all_events().map(|e| e as i32).collect()
+    } else {
+        CUSTOMER_EVENTS.iter().map(|e| *e as i32).collect()
+    }
+}
 
 /// The gRPC NotificationService.
 #[derive(Debug, Clone)]
@@ -43,11 +59,12 @@ impl NotificationApi {
         &self,
         req: Request<pb::GetNotificationPreferencesRequest>,
     ) -> AppResult<pb::GetNotificationPreferencesResponse> {
-        let admin = caller(&req)?;
-        let prefs = queries::preferences(self.auth.db.read(), &admin.id).await?;
+        let user = caller(&req)?;
+        let prefs = queries::preferences(self.auth.db.read(), &user.id, is_admin(&user)).await?;
         Ok(pb::GetNotificationPreferencesResponse {
             preferences: Some(prefs.to_pb()),
             mail_configured: self.notifier.mail().configured(),
+            available_events: available_events(&user),
         })
     }
 
@@ -58,8 +75,21 @@ impl NotificationApi {
         let admin = caller(&req)?;
         let changes =
             PreferenceChanges::parse(req.get_ref(), self.notifier.mail().webhook_policy())?;
+        if !is_admin(&admin)
+            && let Some(e) = changes
+                .events
+                .iter()
+                .flatten()
+                .find(|e| !customer_may_choose(**e))
+        {
+            return Err(AppError::PermissionDenied(format!(
+                "{} is told to administrators only; a customer may choose {}",
+                event_name(*e),
+                CUSTOMER_EVENTS.map(event_name).join(", ")
+            )));
+        }
         let mut tx = self.auth.db.begin().await?;
-        let mut prefs = queries::preferences(&mut tx, &admin.id).await?;
+        let mut prefs = queries::preferences(&mut tx, &admin.id, is_admin(&admin)).await?;
         if let Some(mail) = changes.mail {
             prefs.mail = mail;
         }
@@ -101,20 +131,30 @@ impl NotificationApi {
     ) -> AppResult<pb::SendTestNotificationResponse> {
         let admin = caller(&req)?;
         let mut tx = self.auth.db.begin().await?;
-        let recipient = queries::recipient(&mut tx, &admin.id).await?;
+        let prefs = queries::preferences(&mut tx, &admin.id, is_admin(&admin)).await?;
+        let recipient = Recipient {
+            user_id: admin.id.clone(),
+            email: admin.email.clone(),
+            name: admin.name.clone(),
+            mail: prefs.mail,
+            webhook_url: prefs.webhook_url,
+        };
         let mail_ok = self.notifier.mail().configured();
-        let Some(recipient) =
-            recipient.filter(|r| (r.mail && mail_ok) || !r.webhook_url.is_empty())
-        else {
+        if !((recipient.mail && mail_ok) || !recipient.webhook_url.is_empty()) {
             return Err(AppError::FailedPrecondition(if mail_ok {
                 "turn on mail or set a webhook URL first".into()
             } else {
                 "set a webhook URL first: this control plane sends no mail (no --smtp-url)".into()
             }));
-        };
+        }
         let written = self
             .notifier
-            .queue_for(&mut tx, &notices::test(now_ms()), &recipient)
+            .deliver(
+                &mut tx,
+                &notices::test(now_ms(), is_admin(&admin)),
+                &recipient,
+                !is_admin(&admin),
+            )
             .await?;
         tx.commit_no_listing_change().await?;
         self.notifier.wake();
@@ -184,8 +224,74 @@ impl NotificationApi {
     }
 }
 
+impl NotificationApi {
+    async fn get_thresholds(&self) -> AppResult<pb::GetWorkerThresholdsResponse> {
+        let db = self.auth.db.read();
+        let list = queries::thresholds(db).await?;
+        let crossed = queries::crossings(self.auth.db.read()).await?;
+        Ok(pb::GetWorkerThresholdsResponse {
+            thresholds: list.iter().map(|t| t.to_pb()).collect(),
+            crossed: crossed
+                .into_iter()
+                .filter_map(|c| {
+                    let metric = crate::notifications::thresholds::Metric::from_db(&c.metric)?;
+                    Some(pb::WorkerThresholdCrossing {
+                        worker_id: c.worker_id,
+                        worker_name: c.worker_name,
+                        metric: metric.to_pb() as i32,
+                        percent: c.percent,
+                        since: Some(timestamp(c.since)),
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    async fn set_thresholds(
+        &self,
+        req: Request<pb::SetWorkerThresholdsRequest>,
+    ) -> AppResult<pb::SetWorkerThresholdsResponse> {
+        let admin = caller(&req)?;
+        let list = fields::thresholds(&req.get_ref().thresholds)?;
+        let mut tx = self.auth.db.begin().await?;
+        for t in list.iter().filter(|t| !t.worker_id.is_empty()) {
+            if workers_db::by_id(&mut tx, &t.worker_id).await?.is_none() {
+                return Err(AppError::NotFound(format!(
+                    "worker {} not found",
+                    t.worker_id
+                )));
+            }
+        }
+        queries::replace_thresholds(&mut tx, &list).await?;
+        tx.commit_no_listing_change().await?;
+        self.notifier.thresholds_changed();
+        tracing::info!(by = %admin.id, thresholds = list.len(), "worker thresholds set");
+        Ok(pb::SetWorkerThresholdsResponse {
+            thresholds: queries::thresholds(self.auth.db.read())
+                .await?
+                .iter()
+                .map(|t| t.to_pb())
+                .collect(),
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl NotificationService for NotificationApi {
+    async fn get_worker_thresholds(
+        &self,
+        _request: Request<pb::GetWorkerThresholdsRequest>,
+    ) -> Result<Response<pb::GetWorkerThresholdsResponse>, Status> {
+        Ok(Response::new(self.get_thresholds().await?))
+    }
+
+    async fn set_worker_thresholds(
+        &self,
+        request: Request<pb::SetWorkerThresholdsRequest>,
+    ) -> Result<Response<pb::SetWorkerThresholdsResponse>, Status> {
+        Ok(Response::new(self.set_thresholds(request).await?))
+    }
+
     async fn get_notification_preferences(
         &self,
         request: Request<pb::GetNotificationPreferencesRequest>,

@@ -5,7 +5,8 @@ use std::time::Duration;
 use clap::Args;
 use minispod_support::parse_duration;
 
-/// When administrators are told about workers and blocked subscriptions.
+/// When administrators are told about workers and blocked subscriptions,
+/// and customers about their subscriptions.
 #[derive(Debug, Clone, Args)]
 pub struct NotifyArgs {
     /// How long a worker's stream must stay down before administrators are
@@ -28,4 +29,21 @@ pub struct NotifyArgs {
     /// most once per cause in this window, per replica.
     #[arg(long, env = "MINISPOD_NOTIFY_BLOCKED_EVERY", default_value = "15m", value_parser = parse_duration)]
     pub notify_blocked_every: Duration,
+
+    /// How long a subscription must stay DEGRADED or FAILED before its
+    /// owner is told: shorter spells (a rollout, a worker reconnecting)
+    /// send nothing. Outages that begin within `--notify-flap-window` of a
+    /// told one are summarised at the window's end.
+    #[arg(long, env = "MINISPOD_NOTIFY_SUBSCRIPTION_GRACE", default_value = "2m", value_parser = parse_duration)]
+    pub notify_subscription_grace: Duration,
+
+    /// A subscription whose containers restarted this many times within
+    /// `--notify-crash-window` is crash-looping: its owner is told once per
+    /// spell (a spell ends after a window without a restart).
+    #[arg(long, env = "MINISPOD_NOTIFY_CRASH_RESTARTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub notify_crash_restarts: u32,
+
+    /// See `--notify-crash-restarts`.
+    #[arg(long, env = "MINISPOD_NOTIFY_CRASH_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub notify_crash_window: Duration,
 }

@@ -3,6 +3,7 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use minispod_proto::v1 as pb;
 
+use super::thresholds::{Metric, Rule, Threshold};
 use crate::{
     error::{AppError, AppResult, Violations},
     mail::webhook::{WebhookPolicy, WebhookUrl},
@@ -68,6 +69,82 @@ impl PreferenceChanges {
             rotate_secret: r.rotate_webhook_secret,
         })
     }
+}
+
+/// Most thresholds SetWorkerThresholds takes.
+pub const MAX_THRESHOLDS: usize = 300;
+/// Longest `for_seconds` of a threshold: a day.
+pub const MAX_THRESHOLD_SECONDS: u32 = 86_400;
+
+/// Parses SetWorkerThresholds' list; every bad entry is named
+/// (`thresholds[2].above_percent`). Whether the workers exist is the
+/// caller's to check.
+pub fn thresholds(list: &[pb::WorkerThreshold]) -> AppResult<Vec<Threshold>> {
+    if list.len() > MAX_THRESHOLDS {
+        return Err(AppError::invalid(
+            "thresholds",
+            format!("at most {MAX_THRESHOLDS}, got {}", list.len()),
+        ));
+    }
+    let mut v = Violations::new();
+    let mut out: Vec<Threshold> = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        let at = |f: &str| format!("thresholds[{i}].{f}");
+        let metric = pb::WorkerMetric::try_from(t.metric)
+            .ok()
+            .and_then(Metric::from_pb);
+        if metric.is_none() {
+            v.add(&at("metric"), "must be CPU, MEMORY or DISK");
+        }
+        let above = t.above_percent;
+        if !(above > 0.0 && above <= 100.0) {
+            v.add(&at("above_percent"), "must be more than 0 and at most 100");
+        }
+        let clear = t.clear_below_percent;
+        if !(clear >= 0.0 && clear < above) {
+            v.add(
+                &at("clear_below_percent"),
+                "must be at least 0 and below above_percent (the levels give the hysteresis)",
+            );
+        }
+        if t.for_seconds > MAX_THRESHOLD_SECONDS {
+            v.add(
+                &at("for_seconds"),
+                format!("must be at most {MAX_THRESHOLD_SECONDS} (a day)"),
+            );
+        }
+        let worker_id = t.worker_id.trim().to_owned();
+        if let Some(metric) = metric {
+            if out
+                .iter()
+                .any(|o| o.worker_id == worker_id && o.metric == metric)
+            {
+                v.add(
+                    &at("metric"),
+                    format!(
+                        "{} is given twice for {}",
+                        metric.to_db(),
+                        if worker_id.is_empty() {
+                            "every worker".to_owned()
+                        } else {
+                            format!("worker {worker_id}")
+                        }
+                    ),
+                );
+            }
+            out.push(Threshold {
+                worker_id,
+                metric,
+                rule: Rule {
+                    above,
+                    clear_below: clear,
+                    for_ms: i64::from(t.for_seconds) * 1000,
+                },
+            });
+        }
+    }
+    v.finish()?;
+    Ok(out)
 }
 
 /// The outbox status a listing keeps, if any.
@@ -170,5 +247,49 @@ mod tests {
         };
         let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["webhook_url", "events"]);
+    }
+
+    #[test]
+    fn thresholds_need_levels_with_hysteresis_and_one_per_metric_and_worker() {
+        let ok = pb::WorkerThreshold {
+            metric: pb::WorkerMetric::Cpu as i32,
+            worker_id: String::new(),
+            above_percent: 90.0,
+            clear_below_percent: 80.0,
+            for_seconds: 300,
+        };
+        assert_eq!(
+            thresholds(std::slice::from_ref(&ok)).unwrap()[0]
+                .rule
+                .for_ms,
+            300_000
+        );
+        let list = [
+            ok.clone(),
+            ok.clone(),
+            pb::WorkerThreshold {
+                clear_below_percent: 95.0,
+                ..ok.clone()
+            },
+            pb::WorkerThreshold {
+                metric: 0,
+                above_percent: 101.0,
+                ..ok
+            },
+        ];
+        let Err(AppError::InvalidArgument { violations, .. }) = thresholds(&list) else {
+            panic!("refused")
+        };
+        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "thresholds[1].metric",
+                "thresholds[2].clear_below_percent",
+                "thresholds[2].metric",
+                "thresholds[3].metric",
+                "thresholds[3].above_percent"
+            ]
+        );
     }
 }

@@ -52,6 +52,18 @@ impl Notice {
         )
     }
 
+    /// The mail to a subscription's owner called `name`.
+    pub fn mail_to_owner(&self, name: &str, mail: &Mail) -> Rendered {
+        let link = mail.link(&self.action.1);
+        compose(
+            &self.summary,
+            name,
+            &self.paragraphs,
+            Some((self.action.0, &link)),
+            "You get this mail because it is about your subscription; choose which notices you get in the console under Profile.",
+        )
+    }
+
     /// The webhook's JSON event.
     pub fn json(&self, mail: &Mail) -> Value {
         let mut body = Map::new();
@@ -216,6 +228,92 @@ pub fn worker_enrolled(w: &WorkerRef, ip_address: &str, at: i64) -> Notice {
     }
 }
 
+/// A worker's `metric` (its words: `CPU`, `memory`, `disk`) has been at
+/// or above the threshold since `since`; `percent` now.
+pub fn worker_threshold(
+    w: &WorkerRef,
+    metric: &str,
+    percent: f64,
+    rule: &super::thresholds::Rule,
+    since: i64,
+    at: i64,
+) -> Notice {
+    let mut fields = worker_fields(w);
+    fields.insert(
+        "threshold".into(),
+        json!({ "metric": metric.to_uppercase(), "percent": round1(percent),
+                "above_percent": rule.above, "clear_below_percent": rule.clear_below,
+                "for_seconds": rule.for_ms / 1000, "since": rfc3339(since), "crossed": true }),
+    );
+    Notice {
+        event: pb::NotificationEvent::WorkerThreshold,
+        purpose: "worker_threshold",
+        summary: format!("Worker {} {metric} at {}%", w.name, round1(percent)),
+        paragraphs: vec![
+            format!(
+                "Worker {}'s {metric} use has been at or above {}% for {} (since {}); it is {}% now.",
+                w.name,
+                rule.above,
+                span(at - since),
+                rfc3339(since),
+                round1(percent)
+            ),
+            format!(
+                "You will hear once it stays below {}% for {}.",
+                rule.clear_below,
+                span(rule.for_ms)
+            ),
+        ],
+        action: worker_link(w),
+        at,
+        fields,
+    }
+}
+
+/// A crossed threshold (since `crossed_at`) cleared: below its clear level
+/// since `since`; `percent` now.
+pub fn worker_threshold_cleared(
+    w: &WorkerRef,
+    metric: &str,
+    percent: f64,
+    rule: &super::thresholds::Rule,
+    crossed_at: i64,
+    since: i64,
+    at: i64,
+) -> Notice {
+    let mut fields = worker_fields(w);
+    fields.insert(
+        "threshold".into(),
+        json!({ "metric": metric.to_uppercase(), "percent": round1(percent),
+                "above_percent": rule.above, "clear_below_percent": rule.clear_below,
+                "for_seconds": rule.for_ms / 1000, "since": rfc3339(since),
+                "crossed_at": rfc3339(crossed_at), "crossed": false }),
+    );
+    Notice {
+        event: pb::NotificationEvent::WorkerThresholdCleared,
+        purpose: "worker_threshold_cleared",
+        summary: format!(
+            "Worker {} {metric} back under {}%",
+            w.name, rule.clear_below
+        ),
+        paragraphs: vec![format!(
+            "Worker {}'s {metric} use has stayed below {}% for {}; it is {}% now.",
+            w.name,
+            rule.clear_below,
+            span(at - since),
+            round1(percent)
+        )],
+        action: worker_link(w),
+        at,
+        fields,
+    }
+}
+
+/// `x` to one decimal.
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
 /// A subscription turned FAILED.
 pub fn subscription_failed(id: &str, name: &str, reason: &str, at: i64) -> Notice {
     let mut fields = Map::new();
@@ -270,14 +368,19 @@ pub fn subscribe_blocked(cause: &str, service: &str, detail: &str, at: i64) -> N
     }
 }
 
-/// The notice SendTestNotification queues.
-pub fn test(at: i64) -> Notice {
+/// The notice SendTestNotification queues; its link leads to where the
+/// caller sets their notices (an administrator's page, or a customer's
+/// profile).
+pub fn test(at: i64, admin: bool) -> Notice {
     Notice {
         event: pb::NotificationEvent::Unspecified,
         purpose: "test",
         summary: "MiniSpod test notice".into(),
-        paragraphs: vec!["This is a test notice: fleet notices will reach you this way.".into()],
-        action: ("Open notification settings", "/notifications".into()),
+        paragraphs: vec!["This is a test notice: your notices will reach you this way.".into()],
+        action: (
+            "Open notification settings",
+            if admin { "/notifications" } else { "/profile" }.into(),
+        ),
         at,
         fields: Map::new(),
     }

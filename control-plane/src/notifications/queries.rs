@@ -1,10 +1,15 @@
-//! SQL of notifications: preferences, who receives an event, and the
-//! worker incident rows.
+//! SQL of notifications: preferences, who receives an event, the worker
+//! and subscription incident rows.
 
 use minispod_proto::v1 as pb;
 use sqlx::FromRow;
 
-use super::{event_name, incidents::Incident};
+use super::{
+    CUSTOMER_EVENTS, event_name,
+    incidents::Incident,
+    outages::Outage,
+    thresholds::{Metric, Rule, Rules, Threshold},
+};
 use crate::{
     error::AppResult,
     store::{Conn, Tx, now_ms},
@@ -63,10 +68,31 @@ pub fn events_column(events: &[pb::NotificationEvent]) -> String {
     s
 }
 
-/// The preferences of `user_id` (all off when never set).
+/// What a user who never set preferences gets: nothing for an
+/// administrator; mail for every subscription event for a customer.
+pub fn default_preferences(user_id: &str, admin: bool) -> PreferencesRow {
+    if admin {
+        PreferencesRow {
+            user_id: user_id.to_owned(),
+            events: ",".into(),
+            ..PreferencesRow::default()
+        }
+    } else {
+        PreferencesRow {
+            user_id: user_id.to_owned(),
+            mail: true,
+            events: events_column(&CUSTOMER_EVENTS),
+            ..PreferencesRow::default()
+        }
+    }
+}
+
+/// The preferences of `user_id` (see [`default_preferences`] when never
+/// set; `admin`: the user is an administrator).
 pub async fn preferences<'c>(
     exec: impl Into<Conn<'c>>,
     user_id: &str,
+    admin: bool,
 ) -> AppResult<PreferencesRow> {
     let row: Option<PreferencesRow> = with_conn!(exec, |c| sqlx::query_as(
         "SELECT user_id, mail, webhook_url, webhook_secret, events
@@ -75,11 +101,7 @@ pub async fn preferences<'c>(
     .bind(user_id)
     .fetch_optional(c)
     .await)?;
-    Ok(row.unwrap_or_else(|| PreferencesRow {
-        user_id: user_id.to_owned(),
-        events: ",".into(),
-        ..PreferencesRow::default()
-    }))
+    Ok(row.unwrap_or_else(|| default_preferences(user_id, admin)))
 }
 
 /// Stores `p`.
@@ -135,17 +157,142 @@ pub async fn recipients<'c>(
     .await)?)
 }
 
-/// The recipient of a test notice: `user_id` as they set things up.
-pub async fn recipient<'c>(
+/// A user as the owner of a subscription, with their preferences if they
+/// set any.
+#[derive(Debug, Clone, FromRow)]
+struct OwnerRow {
+    user_id: String,
+    email: String,
+    name: String,
+    role: String,
+    mail: Option<bool>,
+    webhook_url: Option<String>,
+    events: Option<String>,
+}
+
+/// The owner `user_id` as the recipient of `event` about their own
+/// subscription: None when the account is inactive or gone, or they do not
+/// want it (the defaults of [`default_preferences`] when never set).
+pub async fn owner_recipient<'c>(
     exec: impl Into<Conn<'c>>,
     user_id: &str,
-) -> AppResult<Option<Recipient>> {
-    Ok(with_conn!(exec, |c| sqlx::query_as(
-        "SELECT u.id AS user_id, u.email, u.name, p.mail, p.webhook_url
-         FROM notification_preferences p JOIN users u ON u.id = p.user_id
-         WHERE u.id = $1"
+    event: pb::NotificationEvent,
+) -> AppResult<Option<(Recipient, bool)>> {
+    let row: Option<OwnerRow> = with_conn!(exec, |c| sqlx::query_as(
+        "SELECT u.id AS user_id, u.email, u.name, u.role, p.mail, p.webhook_url, p.events
+         FROM users u LEFT JOIN notification_preferences p ON p.user_id = u.id
+         WHERE u.id = $1 AND u.active"
     )
     .bind(user_id)
+    .fetch_optional(c)
+    .await)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let admin = row.role == "ADMINISTRATOR";
+    let prefs = match (row.mail, row.webhook_url, row.events) {
+        (Some(mail), Some(webhook_url), Some(events)) => PreferencesRow {
+            user_id: row.user_id.clone(),
+            mail,
+            webhook_url,
+            webhook_secret: String::new(),
+            events,
+        },
+        _ => default_preferences(&row.user_id, admin),
+    };
+    if !prefs.events.contains(&format!(",{},", event_name(event))) {
+        return Ok(None);
+    }
+    Ok(Some((
+        Recipient {
+            user_id: row.user_id,
+            email: row.email,
+            name: row.name,
+            mail: prefs.mail,
+            webhook_url: prefs.webhook_url,
+        },
+        admin,
+    )))
+}
+
+const OUTAGE_COLUMNS: &str = "subscription_id, user_id, name, status, reason, down_since, \
+    down_notified, flap_window_start, flap_window_end, flap_outages, restarts, crash_marks, \
+    crash_notified, due_at";
+
+/// The incident row of a subscription.
+pub async fn outage<'c>(exec: impl Into<Conn<'c>>, id: &str) -> AppResult<Option<Outage>> {
+    let sql =
+        format!("SELECT {OUTAGE_COLUMNS} FROM subscription_incidents WHERE subscription_id = $1");
+    Ok(with_conn!(exec, |c| sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(c)
+        .await)?)
+}
+
+/// Stores `o` (nothing when its subscription is gone).
+pub async fn save_outage(tx: &mut Tx, o: &Outage) -> AppResult<()> {
+    let sql = format!(
+        "INSERT INTO subscription_incidents ({OUTAGE_COLUMNS})
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
+         WHERE EXISTS (SELECT 1 FROM subscriptions WHERE id = $1)
+         ON CONFLICT (subscription_id) DO UPDATE SET user_id = $2, name = $3, status = $4,
+             reason = $5, down_since = $6, down_notified = $7, flap_window_start = $8,
+             flap_window_end = $9, flap_outages = $10, restarts = $11, crash_marks = $12,
+             crash_notified = $13, due_at = $14"
+    );
+    with_conn!(&mut *tx, |c| sqlx::query(&sql)
+        .bind(&o.subscription_id)
+        .bind(&o.user_id)
+        .bind(&o.name)
+        .bind(&o.status)
+        .bind(&o.reason)
+        .bind(o.down_since)
+        .bind(o.down_notified)
+        .bind(o.flap_window_start)
+        .bind(o.flap_window_end)
+        .bind(o.flap_outages)
+        .bind(o.restarts)
+        .bind(&o.crash_marks)
+        .bind(o.crash_notified)
+        .bind(o.due_at)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Forgets the incident row of a subscription that is quiet again.
+pub async fn delete_outage(tx: &mut Tx, id: &str) -> AppResult<()> {
+    with_conn!(&mut *tx, |c| sqlx::query(
+        "DELETE FROM subscription_incidents WHERE subscription_id = $1"
+    )
+    .bind(id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Subscriptions whose incident has a deadline at or before `now`.
+pub async fn due_outages<'c>(exec: impl Into<Conn<'c>>, now: i64) -> AppResult<Vec<String>> {
+    Ok(with_conn!(exec, |c| sqlx::query_scalar(
+        "SELECT subscription_id FROM subscription_incidents WHERE due_at <= $1 ORDER BY due_at"
+    )
+    .bind(now)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// The status a subscription's row holds now (in the caller's transaction:
+/// the one the reconciler just wrote).
+pub async fn subscription_status<'c>(
+    exec: impl Into<Conn<'c>>,
+    id: &str,
+) -> AppResult<Option<String>> {
+    Ok(with_conn!(exec, |c| sqlx::query_scalar(
+        "SELECT status FROM subscriptions WHERE id = $1"
+    )
+    .bind(id)
     .fetch_optional(c)
     .await)?)
 }
@@ -237,4 +384,135 @@ pub async fn workers_to_look_at<'c>(exec: impl Into<Conn<'c>>) -> AppResult<Vec<
     Ok(with_conn!(exec, |c| sqlx::query_scalar(SQL.as_str())
         .fetch_all(c)
         .await)?)
+}
+
+/// A threshold as stored.
+#[derive(Debug, Clone, FromRow)]
+struct ThresholdRow {
+    worker_id: String,
+    metric: String,
+    above_percent: f64,
+    clear_below_percent: f64,
+    for_ms: i64,
+}
+
+/// Every threshold on the workers' figures, fleet-wide ones first.
+pub async fn thresholds<'c>(exec: impl Into<Conn<'c>>) -> AppResult<Vec<Threshold>> {
+    let rows: Vec<ThresholdRow> = with_conn!(exec, |c| sqlx::query_as(
+        "SELECT worker_id, metric, above_percent, clear_below_percent, for_ms
+         FROM worker_thresholds ORDER BY worker_id, metric"
+    )
+    .fetch_all(c)
+    .await)?;
+    let mut list: Vec<Threshold> = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(Threshold {
+                metric: Metric::from_db(&r.metric)?,
+                worker_id: r.worker_id,
+                rule: Rule {
+                    above: r.above_percent,
+                    clear_below: r.clear_below_percent,
+                    for_ms: r.for_ms,
+                },
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| (&a.worker_id, a.metric).cmp(&(&b.worker_id, b.metric)));
+    Ok(list)
+}
+
+/// Replaces every threshold with `list`, and forgets the crossings no
+/// threshold covers any more (nothing clears them now).
+pub async fn replace_thresholds(tx: &mut Tx, list: &[Threshold]) -> AppResult<()> {
+    with_conn!(&mut *tx, |c| sqlx::query("DELETE FROM worker_thresholds")
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    for t in list {
+        with_conn!(&mut *tx, |c| {
+            sqlx::query(
+            "INSERT INTO worker_thresholds (worker_id, metric, above_percent, clear_below_percent, for_ms)
+             VALUES ($1, $2, $3, $4, $5)"
+        )
+        .bind(&t.worker_id)
+        .bind(t.metric.to_db())
+        .bind(t.rule.above)
+        .bind(t.rule.clear_below)
+        .bind(t.rule.for_ms)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
+    }
+    let rules = Rules::new(list);
+    for c in crossings(&mut *tx).await? {
+        let covered =
+            Metric::from_db(&c.metric).is_some_and(|m| rules.rule_for(&c.worker_id, m).is_some());
+        if !covered {
+            remove_crossing(tx, &c.worker_id, &c.metric).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A threshold crossed now.
+#[derive(Debug, Clone, FromRow)]
+pub struct CrossingRow {
+    /// The worker.
+    pub worker_id: String,
+    /// Its name.
+    pub worker_name: String,
+    /// The metric as stored.
+    pub metric: String,
+    /// Past the level since then.
+    pub since: i64,
+    /// The figure when told.
+    pub percent: f64,
+}
+
+/// The thresholds crossed now.
+pub async fn crossings<'c>(exec: impl Into<Conn<'c>>) -> AppResult<Vec<CrossingRow>> {
+    Ok(with_conn!(exec, |c| sqlx::query_as(
+        "SELECT c.worker_id, w.name AS worker_name, c.metric, c.since, c.percent
+         FROM worker_threshold_crossings c JOIN workers w ON w.id = c.worker_id
+         ORDER BY w.name, c.metric"
+    )
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Records a crossing; false when it was recorded already (told then).
+pub async fn add_crossing(
+    tx: &mut Tx,
+    worker_id: &str,
+    metric: &str,
+    since: i64,
+    percent: f64,
+) -> AppResult<bool> {
+    let n = with_conn!(&mut *tx, |c| sqlx::query(
+        "INSERT INTO worker_threshold_crossings (worker_id, metric, since, percent)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (worker_id, metric) DO NOTHING"
+    )
+    .bind(worker_id)
+    .bind(metric)
+    .bind(since)
+    .bind(percent)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Forgets a crossing; its `since` when there was one (None: cleared
+/// already, told then).
+pub async fn remove_crossing(tx: &mut Tx, worker_id: &str, metric: &str) -> AppResult<Option<i64>> {
+    Ok(with_conn!(&mut *tx, |c| sqlx::query_scalar(
+        "DELETE FROM worker_threshold_crossings WHERE worker_id = $1 AND metric = $2
+         RETURNING since"
+    )
+    .bind(worker_id)
+    .bind(metric)
+    .fetch_optional(c)
+    .await)?)
 }

@@ -172,7 +172,8 @@ impl Application {
         .await?;
         let nodes = Nodes::new(cluster.clone());
         hub.set_nodes(Arc::new(nodes.clone()));
-        let notifier = Notifier::new(account_mail.mail.clone());
+        let notifier = Notifier::new(account_mail.mail.clone())
+            .with_outage_timing(settings::outage_timing(&args.notify));
         let enrollment = Enrollment::new(
             hub.clone(),
             pki.clone(),

@@ -235,6 +235,16 @@ pub(super) fn notice_timing(args: &NotifyArgs) -> Timing {
     )
 }
 
+/// When owners are told about their subscriptions.
+pub(super) fn outage_timing(args: &NotifyArgs) -> crate::notifications::outages::OutageTiming {
+    crate::notifications::customers::timing(
+        args.notify_subscription_grace,
+        args.notify_flap_window,
+        args.notify_crash_restarts,
+        args.notify_crash_window,
+    )
+}
+
 /// The fleet's heartbeat clock.
 pub(super) fn fleet_config(args: &FleetArgs) -> anyhow::Result<FleetConfig> {
     anyhow::ensure!(

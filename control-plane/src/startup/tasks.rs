@@ -21,7 +21,10 @@ use crate::{
     history::{HistorySettings, recorder::Recorder},
     metrics::{FleetGauges, Metrics},
     nodes::Nodes,
-    notifications::{Notifier, fleet::FleetNotices, incidents::Timing},
+    notifications::{
+        Notifier, customers::OutageLoop, fleet::FleetNotices, incidents::Timing,
+        thresholds::ThresholdWatch,
+    },
     store::{Db, now_ms},
     subscriptions::Subscriptions,
     workers::{enrollment::Enrollment, hub::FleetHub, queries as workers_db},
@@ -203,6 +206,14 @@ impl Loops {
             account_mail
                 .mail
                 .spawn(auth.db.clone(), hub.replica_id().to_owned()),
+        );
+        tasks.adopt(
+            "subscription notices",
+            OutageLoop::new(auth.db.clone(), notifier.clone()).spawn(),
+        );
+        tasks.adopt(
+            "worker thresholds",
+            ThresholdWatch::new(hub.clone(), notifier.clone()).spawn(),
         );
         tasks.adopt(
             "fleet notices",

@@ -34,7 +34,7 @@ use super::{
 use crate::{
     cluster::FIELD_MANAGER,
     error::AppResult,
-    notifications::notices,
+    notifications::{customers, notices},
     store::{Tx, now_ms, timestamp},
     workers::hub::{FleetHub, WorkerEvent},
     workqueue::{Action, Reconcile, WorkQueue},
@@ -512,7 +512,8 @@ impl Reconciler {
 
     /// Queues the SUBSCRIPTION_FAILED notice in `tx` when `recorded` says
     /// the status turned FAILED: in the transaction that writes it, so it is
-    /// told once whichever replica reconciles.
+    /// told once whichever replica reconciles. The owner's incident (an
+    /// outage past the grace, its end, a crash loop) moves in it too.
     async fn tell_failed(
         &self,
         tx: &mut Tx,
@@ -520,11 +521,19 @@ impl Reconciler {
         recorded: queries::Recorded,
         reason: &str,
     ) -> AppResult<usize> {
+        let seen = customers::Recorded {
+            id: &row.id,
+            user_id: &row.user_id,
+            name: &row.name,
+            reason_for_customer: &super::words::for_customer(reason),
+            restarts: self.subs.pods_of(&row.id).iter().map(|p| p.restarts).sum(),
+        };
+        let owner = customers::observe(self.subs.notifier(), tx, &seen).await?;
         if !recorded.turned_failed {
-            return Ok(0);
+            return Ok(owner);
         }
         let notice = notices::subscription_failed(&row.id, &row.name, reason, now_ms());
-        self.subs.notifier().queue(tx, &notice).await
+        Ok(owner + self.subs.notifier().queue(tx, &notice).await?)
     }
 
     fn publish_row_change(

@@ -34,14 +34,14 @@ fn ms(t: &Option<prost_types::Timestamp>) -> i64 {
 }
 
 /// An agent's stream sending heartbeats with figures.
-struct Beating {
+pub(crate) struct Beating {
     tx: mpsc::Sender<pb::ConnectRequest>,
     rx: tonic::Streaming<pb::ConnectResponse>,
     sequence: u64,
 }
 
 impl Beating {
-    async fn open(app: &TestApp, token: &str, machine_id: &str) -> (String, Beating) {
+    pub(crate) async fn open(app: &TestApp, token: &str, machine_id: &str) -> (String, Beating) {
         let agent = enroll(app, token, machine_id).await.unwrap();
         let channel = mtls(app, &agent).await;
         let (tx, rx) = mpsc::channel(8);
@@ -112,7 +112,7 @@ impl Beating {
     }
 
     /// Heartbeats every 100 ms for `for_ms`.
-    async fn beat_for(&mut self, for_ms: u64, cpu: f64, mem: i64) {
+    pub(crate) async fn beat_for(&mut self, for_ms: u64, cpu: f64, mem: i64) {
         let until = tokio::time::Instant::now() + Duration::from_millis(for_ms);
         while tokio::time::Instant::now() < until {
             self.beat(cpu, mem).await;

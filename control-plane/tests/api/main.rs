@@ -6,6 +6,7 @@ mod auth;
 mod catalog;
 mod cluster;
 mod console;
+mod customer_notices;
 mod domains;
 mod gate;
 mod history;

@@ -1,6 +1,7 @@
 //! The node side: the kubelet's pod status (ContainerCreating, Running and
 //! Ready after the readiness delay, or ErrImagePull then ImagePullBackOff
-//! for unpullable images), the node lifecycle controller marking pods on
+//! for unpullable images, or CrashLoopBackOff with a climbing restartCount
+//! for crashing ones), the node lifecycle controller marking pods on
 //! unready nodes not Ready, and the taint manager deleting pods from nodes
 //! with NoExecute taints they do not tolerate.
 
@@ -167,6 +168,8 @@ enum ContainerState {
     Running,
     PullFailed,
     BackOff,
+    /// Exited as it started, this many times.
+    Crashing(i64),
 }
 
 /// The kubelet's status of one of its pods at `elapsed` after it saw it.
@@ -202,6 +205,10 @@ fn pod_status(
             } else {
                 ContainerState::BackOff
             }
+        } else if sandbox_ready && behaviour.crashing.contains(image) {
+            let period = back_off_after(delay).as_millis().max(1);
+            let restarts = (elapsed.saturating_sub(delay).as_millis() / period) as i64;
+            ContainerState::Crashing(restarts)
         } else if sandbox_ready {
             ContainerState::Running
         } else {
@@ -247,6 +254,14 @@ fn pod_status(
                 status["state"] = json!({"waiting": {"reason": "ErrImagePull", "message": format!(
                     "rpc error: code = NotFound desc = failed to pull and unpack image \"{full}\": failed to resolve reference \"{full}\": {full}: not found"
                 )}});
+            }
+            ContainerState::Crashing(restarts) => {
+                // Phase stays Running: the pod's containers did start.
+                unready.push(name.to_string());
+                status["restartCount"] = json!(restarts);
+                status["state"] = json!({"waiting": {"reason": "CrashLoopBackOff",
+                    "message": format!("back-off restarting failed container {name} in pod {}", text(pod, "/metadata/name"))}});
+                status["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
             }
             ContainerState::BackOff => {
                 waiting += 1;

@@ -17,6 +17,7 @@ use minispod_agent::{
 };
 use minispod_proto::v1::{
     self as pb, WorkerStatus, auth_service_client::AuthServiceClient,
+    notification_service_client::NotificationServiceClient,
     worker_service_client::WorkerServiceClient,
 };
 use tonic::{Request, transport::Channel};
@@ -326,6 +327,30 @@ async fn bench(n: usize, heartbeat: Duration, window: Duration) -> anyhow::Resul
         .await?
         .into_inner()
         .token;
+    // Thresholds on every figure, never crossed by the swarm's figures
+    // (CPU 5-14 %, memory 25 %, disk 10 %): every metrics flush is
+    // evaluated against them, as an operator's fleet would be.
+    NotificationServiceClient::new(channel.clone())
+        .set_worker_thresholds(authed(
+            pb::SetWorkerThresholdsRequest {
+                thresholds: [
+                    pb::WorkerMetric::Cpu,
+                    pb::WorkerMetric::Memory,
+                    pb::WorkerMetric::Disk,
+                ]
+                .map(|m| pb::WorkerThreshold {
+                    metric: m as i32,
+                    worker_id: String::new(),
+                    above_percent: 90.0,
+                    clear_below_percent: 80.0,
+                    for_seconds: 300,
+                })
+                .into(),
+            },
+            &admin,
+        ))
+        .await
+        .context("set the workers' thresholds")?;
     let (rss_base, _) = proc_stats(pid);
 
     // A watcher records when each worker was last seen going ACTIVE / INACTIVE.

@@ -1,77 +1,61 @@
-// An administrator's notices: how they arrive (mail, a signed webhook),
-// which events, a test notice; and the outbox every mail and webhook goes
-// through, with the failed ones to retry. The webhook's signing secret is
-// shown once, when the server makes it.
+// An administrator's notices (parts/notices.tsx), the thresholds on the
+// workers' figures with the ones crossed now, and the outbox every mail and
+// webhook goes through, with the failed ones to retry.
 import { useEffect, useState } from "preact/hooks";
 import { notifications } from "../api";
-import { Checkbox, ErrorBanner, Field, Notice, PageTitle, TextArea, useAction, useLoad } from "../parts/components";
+import { Checkbox, ErrorBanner, Field, Notice, PageTitle, useAction, useLoad } from "../parts/components";
+import { NoticePreferences } from "../parts/notices";
 import { dateTime } from "../format";
-import { NotificationEvent, OutboxKind, OutboxStatus, type OutboxMessage } from "../gen/minispod/v1/notifications_pb";
+import { OutboxKind, OutboxStatus, WorkerMetric, type OutboxMessage, type WorkerThreshold } from "../gen/minispod/v1/notifications_pb";
 import { setQuery, useLocation } from "../router";
 
-const events: [NotificationEvent, string, string][] = [
-  [NotificationEvent.WORKER_OFFLINE, "Worker offline", "its stream stayed down past the grace; repeated outages come as one summary"],
-  [NotificationEvent.WORKER_ONLINE, "Worker back online", "after an outage you were told of"],
-  [NotificationEvent.WORKER_NOT_READY, "Worker not ready", "NOT_READY past its grace"],
-  [NotificationEvent.WORKER_ENROLLED, "New worker enrolled", ""],
-  [NotificationEvent.SUBSCRIPTION_FAILED, "Subscription failed", ""],
-  [NotificationEvent.SUBSCRIBE_BLOCKED, "Customers cannot subscribe", "no cluster linked or no room on the workers; at most once per cause in the notice window"],
+const metrics: [WorkerMetric, string][] = [
+  [WorkerMetric.CPU, "CPU"],
+  [WorkerMetric.MEMORY, "Memory"],
+  [WorkerMetric.DISK, "Disk"],
 ];
 
-const statusText: Record<OutboxStatus, string> = {
-  [OutboxStatus.UNSPECIFIED]: "unknown",
-  [OutboxStatus.PENDING]: "pending",
-  [OutboxStatus.SENT]: "sent",
-  [OutboxStatus.FAILED]: "failed",
-};
+type Row = { on: boolean; above: string; clear: string; seconds: string };
 
-function Preferences() {
-  const loaded = useLoad(() => notifications.getNotificationPreferences({}), []);
-  const [mail, setMail] = useState(false);
-  const [url, setUrl] = useState("");
-  const [wanted, setWanted] = useState<NotificationEvent[]>([]);
-  const [secretSet, setSecretSet] = useState(false);
-  const [secret, setSecret] = useState("");
+const blank: Row = { on: false, above: "90", clear: "80", seconds: "300" };
+
+// The fleet-wide thresholds as a form, one row per metric; the workers' own
+// thresholds are kept as they are when saving.
+function Thresholds() {
+  const loaded = useLoad(() => notifications.getWorkerThresholds({}), []);
+  const [rows, setRows] = useState<Record<number, Row>>({});
   const [saved, setSaved] = useState("");
-  useEffect(() => {
-    const p = loaded.data?.preferences;
-    if (!p) return;
-    setMail(p.mail);
-    setUrl(p.webhookUrl);
-    setWanted(p.events);
-    setSecretSet(p.webhookSecretSet);
-  }, [loaded.data]);
-  const apply = (res: Awaited<ReturnType<typeof notifications.updateNotificationPreferences>>, what: string) => {
-    const p = res.preferences;
-    if (p) {
-      setMail(p.mail);
-      setUrl(p.webhookUrl);
-      setWanted(p.events);
-      setSecretSet(p.webhookSecretSet);
+  const fill = (list: WorkerThreshold[]) => {
+    const next: Record<number, Row> = {};
+    for (const [m] of metrics) {
+      const t = list.find((t) => t.metric === m && t.workerId === "");
+      next[m] = t ? { on: true, above: String(t.abovePercent), clear: String(t.clearBelowPercent), seconds: String(t.forSeconds) } : { ...blank };
     }
-    setSecret(res.webhookSecret);
-    setSaved(what);
+    setRows(next);
   };
+  useEffect(() => {
+    if (loaded.data) fill(loaded.data.thresholds);
+  }, [loaded.data]);
+  const own = (loaded.data?.thresholds ?? []).filter((t) => t.workerId !== "");
   const save = useAction(async () => {
     setSaved("");
-    apply(await notifications.updateNotificationPreferences({ mail, webhookUrl: url.trim(), events: wanted, updateEvents: true }), "Preferences saved.");
+    const fleet = metrics
+      .filter(([m]) => rows[m]?.on)
+      .map(([m]) => ({ metric: m, workerId: "", abovePercent: Number(rows[m].above), clearBelowPercent: Number(rows[m].clear), forSeconds: Number(rows[m].seconds) }));
+    const res = await notifications.setWorkerThresholds({ thresholds: [...fleet, ...own] });
+    fill(res.thresholds);
+    setSaved("Thresholds saved.");
   });
-  const rotate = useAction(async () => {
-    setSaved("");
-    apply(await notifications.updateNotificationPreferences({ rotateWebhookSecret: true }), "A new signing secret was made; the old one no longer signs.");
-  });
-  const test = useAction(async () => {
-    setSaved("");
-    const res = await notifications.sendTestNotification({});
-    const how = res.queued.map((m) => (m.kind === OutboxKind.MAIL ? `a mail to ${m.recipient}` : `a webhook to ${m.recipient}`));
-    setSaved(`Test notice queued: ${how.join(" and ")}. See the outbox below.`);
-  });
-  const toggle = (e: NotificationEvent, on: boolean) => setWanted(on ? [...wanted.filter((w) => w !== e), e] : wanted.filter((w) => w !== e));
-  const mailConfigured = loaded.data?.mailConfigured ?? true;
-  const problem = save.problem ?? rotate.problem ?? test.problem;
+  const set = (m: WorkerMetric, change: Partial<Row>) => setRows({ ...rows, [m]: { ...(rows[m] ?? blank), ...change } });
+  const problem = save.problem;
+  const fieldOf = (m: WorkerMetric, name: string) => {
+    const i = metrics.filter(([k]) => rows[k]?.on).findIndex(([k]) => k === m);
+    return i < 0 ? undefined : problem?.fields[`thresholds[${i}].${name}`];
+  };
   return (
-    <section class="card" aria-labelledby="prefs-h">
-      <h2 id="prefs-h">Your notices</h2>
+    <section class="card" aria-labelledby="thresholds-h">
+      <h2 id="thresholds-h">Worker thresholds</h2>
+      <p class="muted">Told once when a worker stays at or above a level for the duration, and once when it then stays below the clear level as long. Choose the events above to hear of them.</p>
       <ErrorBanner problem={loaded.problem} />
       <form
         noValidate
@@ -80,45 +64,51 @@ function Preferences() {
           void save.act();
         }}
       >
-        <ErrorBanner problem={problem} shownFields={["webhook_url"]} />
+        <ErrorBanner problem={problem} shownFields={metrics.flatMap((_, i) => ["above_percent", "clear_below_percent", "for_seconds"].map((f) => `thresholds[${i}].${f}`))} />
         {saved && <Notice>{saved}</Notice>}
-        <Checkbox label="Send notices to my email address" checked={mail} onChecked={setMail} />
-        {!mailConfigured && (
-          <p class="muted" id="mail-note">
-            This control plane sends no mail (it has no <code>--smtp-url</code>): mail notices cannot go out until an operator configures SMTP. Webhooks work without it.
-          </p>
-        )}
-        <Field label="Webhook URL" type="url" value={url} onValue={setUrl} error={problem?.fields.webhook_url} placeholder="https://chat.example.org/hooks/…" hint="Each notice is POSTed as JSON, signed in the x-minispod-signature header. Empty turns webhooks off." />
-        <fieldset>
-          <legend>Tell me when</legend>
-          {events.map(([e, label, hint]) => (
-            <Checkbox key={e} label={hint ? `${label} (${hint})` : label} checked={wanted.includes(e)} onChecked={(on) => toggle(e, on)} />
-          ))}
-        </fieldset>
-        <div class="actions">
-          <button class="primary" type="submit" disabled={save.busy || !loaded.data}>
-            Save
-          </button>
-          <button type="button" disabled={test.busy} onClick={() => void test.act()}>
-            Send a test notice
-          </button>
-          {secretSet && (
-            <button type="button" disabled={rotate.busy} onClick={() => void rotate.act()}>
-              Make a new signing secret
-            </button>
-          )}
-        </div>
+        {metrics.map(([m, label]) => {
+          const r = rows[m] ?? blank;
+          return (
+            <fieldset key={m} data-metric={label}>
+              <legend>{label}</legend>
+              <Checkbox label={`Watch ${label.toLowerCase()} on every worker`} checked={r.on} onChecked={(on) => set(m, { on })} />
+              {r.on && (
+                <div class="split">
+                  <Field label={`${label}: told at or above (%)`} type="number" value={r.above} onValue={(above) => set(m, { above })} error={fieldOf(m, "above_percent")} />
+                  <Field label={`${label}: cleared below (%)`} type="number" value={r.clear} onValue={(clear) => set(m, { clear })} error={fieldOf(m, "clear_below_percent")} />
+                  <Field label={`${label}: for (seconds)`} type="number" value={r.seconds} onValue={(seconds) => set(m, { seconds })} error={fieldOf(m, "for_seconds")} />
+                </div>
+              )}
+            </fieldset>
+          );
+        })}
+        {own.length > 0 && <p class="muted">{own.length} threshold(s) of single workers are kept as they are.</p>}
+        <button class="primary" type="submit" disabled={save.busy || !loaded.data}>
+          Save thresholds
+        </button>
       </form>
-      {secret && (
-        <div class="secret" aria-labelledby="secret-h">
-          <h3 id="secret-h">Webhook signing secret</h3>
-          <p>This secret is shown only now. Give it to the receiver: it checks that <code>v1</code> in the signature header is the hex HMAC-SHA256 of <code>&lt;t&gt;.&lt;body&gt;</code> under it.</p>
-          <TextArea label="Secret" value={secret} onValue={() => {}} readOnly rows={1} />
-        </div>
+      <h3>Crossed now</h3>
+      {(loaded.data?.crossed ?? []).length === 0 ? (
+        <p class="muted">None.</p>
+      ) : (
+        <ul>
+          {loaded.data!.crossed.map((c) => (
+            <li key={`${c.workerId}-${c.metric}`}>
+              <a href={`/workers/${encodeURIComponent(c.workerId)}`}>{c.workerName}</a>: {metrics.find(([m]) => m === c.metric)?.[1]} at {c.percent.toFixed(1)}% since {dateTime(c.since)}
+            </li>
+          ))}
+        </ul>
       )}
     </section>
   );
 }
+
+const statusText: Record<OutboxStatus, string> = {
+  [OutboxStatus.UNSPECIFIED]: "unknown",
+  [OutboxStatus.PENDING]: "pending",
+  [OutboxStatus.SENT]: "sent",
+  [OutboxStatus.FAILED]: "failed",
+};
 
 function Outbox() {
   const { query } = useLocation();
@@ -221,7 +211,8 @@ export function NotificationsPage() {
   return (
     <>
       <PageTitle>Notifications</PageTitle>
-      <Preferences />
+      <NoticePreferences customer={false} />
+      <Thresholds />
       <Outbox />
     </>
   );

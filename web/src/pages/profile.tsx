@@ -1,7 +1,9 @@
-// The caller's own account: name and email, password, deactivation.
+// The caller's own account: name and email, password, a customer's
+// notices about their subscriptions, deactivation.
 import { useState } from "preact/hooks";
 import { auth } from "../api";
 import { ResendVerification } from "../parts/account";
+import { NoticePreferences } from "../parts/notices";
 import { Confirm, ErrorBanner, Field, Notice, PageTitle, useAction } from "../parts/components";
 import { dateTime } from "../format";
 import { Role } from "../gen/minispod/v1/users_pb";
@@ -92,6 +94,8 @@ export function ProfilePage() {
           </form>
         </section>
       </div>
+      {/* An administrator sets theirs under Notifications. */}
+      {user.role !== Role.ADMINISTRATOR && <NoticePreferences customer />}
       <section class="card danger-zone" aria-labelledby="deactivate-h">
         <h2 id="deactivate-h">Deactivate account</h2>
         <p>You are signed out everywhere and cannot sign in again until an administrator reactivates the account.</p>

@@ -15,6 +15,7 @@ use crate::{
     auth::AuthState,
     catalog::template,
     error::{AppError, AppResult, Violations},
+    notifications::{customers, owner_notices::SubscriptionRef},
     rate_limit::{RateLimiter, too_many},
     store::{Page, now_ms, timestamp},
     subscriptions::{
@@ -128,6 +129,14 @@ impl SubscriptionApi {
             }),
         );
         Ok(())
+    }
+}
+
+/// A subscription as its owner's notices name it.
+fn sub_ref(row: &SubscriptionRow) -> SubscriptionRef {
+    SubscriptionRef {
+        id: row.id.clone(),
+        name: row.name.clone(),
     }
 }
 
@@ -430,14 +439,25 @@ impl SubscriptionService for SubscriptionApi {
         }
         let row = self.visible(&admin, &r.id).await?;
         if row.desired == "RUNNING" {
-            let mut tx = self.subs.db().begin().await?;
-            queries::change(&mut tx, &row.id, None, Some(("SUSPENDED", "ADMIN")), None).await?;
-            tx.commit().await.map_err(AppError::from)?;
             let reason = if r.reason.trim().is_empty() {
                 "suspended by an administrator".to_owned()
             } else {
                 format!("suspended by an administrator: {}", r.reason.trim())
             };
+            let mut tx = self.subs.db().begin().await?;
+            queries::change(&mut tx, &row.id, None, Some(("SUSPENDED", "ADMIN")), None).await?;
+            let told = customers::tell_suspended(
+                self.subs.notifier(),
+                &mut tx,
+                &row.user_id,
+                &sub_ref(&row),
+                &reason,
+            )
+            .await?;
+            tx.commit().await.map_err(AppError::from)?;
+            if told > 0 {
+                self.subs.notifier().wake();
+            }
             self.set_status(&row.id, pb::SubscriptionStatus::Suspended, &reason)
                 .await?;
             tracing::info!(subscription = %row.id, by = %admin.id, "subscription suspended");
@@ -472,7 +492,17 @@ impl SubscriptionService for SubscriptionApi {
             }
             let mut tx = self.subs.db().begin().await?;
             queries::change(&mut tx, &row.id, None, Some(("RUNNING", "")), None).await?;
+            let told = customers::tell_resumed(
+                self.subs.notifier(),
+                &mut tx,
+                &row.user_id,
+                &sub_ref(&row),
+            )
+            .await?;
             tx.commit().await.map_err(AppError::from)?;
+            if told > 0 {
+                self.subs.notifier().wake();
+            }
             self.set_status(&row.id, pb::SubscriptionStatus::Provisioning, "resumed")
                 .await?;
             tracing::info!(subscription = %row.id, by = %admin.id, "subscription resumed");
