@@ -206,6 +206,7 @@ pub(super) fn subscription_settings(
         tenant: args.tenant,
         backoff: backoff(cluster),
         refusal_grace: args.subscription_refusal_grace,
+        upgrade_deadline: args.upgrade_deadline,
         blocked_notice_every,
     }
 }

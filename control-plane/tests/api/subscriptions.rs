@@ -81,7 +81,9 @@ pub(crate) async fn env() -> Env {
 }
 
 /// [`env`] after `more` adjusted the control plane's settings.
-async fn env_with(more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs)) -> Env {
+pub(crate) async fn env_with(
+    more: impl FnOnce(&mut minispod_control_plane::config::ServeArgs),
+) -> Env {
     let cluster = TestCluster::start().await.unwrap();
     let app = linked_app_with(&cluster, None, more).await;
     let admin = Admin::of(&app).await;
@@ -177,6 +179,7 @@ pub(crate) async fn create(
                     .iter()
                     .map(|(k, v)| ((*k).into(), (*v).into()))
                     .collect(),
+                ..Default::default()
             },
             token,
         ))
@@ -1359,6 +1362,7 @@ async fn burst(
                             service_id: service,
                             name,
                             variables: Default::default(),
+                            ..Default::default()
                         },
                         &token,
                     ))

@@ -15,6 +15,7 @@ import { SubscriptionStatus, type Subscription, type SubscriptionEvent } from ".
 import { useSubscriptionWatch } from "../live";
 import { SubscriptionHistory } from "../parts/chart";
 import { StatusPill, SuspendDialog, UrlLink } from "../parts/subscription";
+import { UpgradeCard } from "../parts/upgrade";
 import { checkFields, VariableInput } from "../parts/variables";
 import { navigate } from "../router";
 import { session } from "../session";
@@ -94,6 +95,7 @@ export function SubscriptionPage({ id }: { id: string }) {
     ["Reason", s.statusReason || "—"],
     ["Address", s.url ? <>{s.public ? <UrlLink url={s.url} /> : s.url.replace(/^https?:\/\//, "")} {s.public ? "" : <span class="muted">(closed: only its owner)</span>}</> : <UrlLink url={s.url} />],
     ["Service", <a href={`/catalog/${encodeURIComponent(s.serviceSlug)}`}>{s.serviceName || s.serviceSlug}</a>],
+    ["Version", s.version || "—"],
     ...(session.isAdmin ? ([["Owner", s.userEmail]] as [string, string][]) : []),
     // Administrators only: the server sends customers no namespace.
     ...(session.isAdmin ? ([["Namespace", s.namespace || "—"]] as [string, string][]) : []),
@@ -167,6 +169,16 @@ export function SubscriptionPage({ id }: { id: string }) {
             // A closed subscription has a new owner's link: fetch it.
             loaded.reload();
             setDone(what);
+          }}
+        />
+      )}
+      {!gone && (
+        <UpgradeCard
+          s={s}
+          onUpgraded={(u) => {
+            setLocal(u);
+            watch.put(u);
+            setDone(`Upgrading to ${u.version}.`);
           }}
         />
       )}
