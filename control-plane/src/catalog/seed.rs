@@ -669,11 +669,11 @@ mod tests {
         assert_eq!(
             figures,
             [
-                ("n8n", "docker.io/n8nio/n8n:1.64.0", 5678, 5),
-                ("ghost", "docker.io/library/ghost:5.96-alpine", 2368, 10),
+                ("n8n", "docker.io/n8nio/n8n:1.70.3", 5678, 5),
+                ("ghost", "docker.io/library/ghost:5.130-alpine", 2368, 10),
                 (
                     "wordpress",
-                    "docker.io/library/wordpress:6.6-apache",
+                    "docker.io/library/wordpress:6.7-apache",
                     80,
                     10
                 ),
@@ -859,7 +859,8 @@ mod tests {
 
         assert_eq!(seed_once(&db).await.unwrap(), 2);
         let n8n = queries::get(&db, Lookup::Slug("n8n"), false).await.unwrap();
-        assert_eq!(n8n.template(), Some(n8n_template()));
+        // The newest seeded version; the earlier one is kept as a version.
+        assert_eq!(n8n.template(), Some(n8n_1_70_template()));
         assert_eq!(
             n8n.monthly_price_cents, 1500,
             "the administrator's price stays"
@@ -868,7 +869,7 @@ mod tests {
         let wordpress = queries::get(&db, Lookup::Slug("wordpress"), false)
             .await
             .unwrap();
-        assert_eq!(wordpress.template(), Some(wordpress_template()));
+        assert_eq!(wordpress.template(), Some(wordpress_6_7_template()));
         assert_eq!(wordpress.storage_gb, 10);
         assert!(matches!(
             queries::get(&db, Lookup::Slug("ghost"), false).await,
