@@ -126,8 +126,8 @@ describe('upgrades', () => {
       await row('1.71.0').getByRole('button', { name: 'Withdraw' }).click();
       await page.getByRole('dialog', { name: 'Withdraw version 1.71.0?' }).getByRole('button', { name: 'Withdraw' }).click();
       await waitFor(async () => /Withdrawn/.test(await row('1.71.0').innerText()), 10_000, { message: '1.71.0 withdrawn' });
-      await card.getByLabel('Version').fill('1.72.0');
-      await card.getByLabel('Release notes').fill('Fixes.');
+      await card.getByRole('textbox', { name: 'Version', exact: true }).fill('1.72.0');
+      await card.getByRole('textbox', { name: 'Release notes', exact: true }).fill('Fixes.');
       await card.getByRole('button', { name: 'Publish' }).click();
       await row('1.72.0').waitFor({ timeout: 10_000 });
       assert.match(await row('1.72.0').innerText(), /Fixes\./);
