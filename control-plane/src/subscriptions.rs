@@ -25,8 +25,8 @@ pub mod logs;
 pub mod queries;
 pub mod reconcile;
 pub mod relay;
-pub mod upgrade;
 pub mod render;
+pub mod upgrade;
 pub mod words;
 
 use std::{

@@ -112,7 +112,10 @@ pub const TABLE: &[(&str, Access)] = {
         ("/minispod.v1.SubscriptionService/GetSubscription", User),
         ("/minispod.v1.SubscriptionService/UpdateSubscription", User),
         ("/minispod.v1.SubscriptionService/UpgradeSubscription", User),
-        ("/minispod.v1.SubscriptionService/UpgradeServiceSubscriptions", Admin),
+        (
+            "/minispod.v1.SubscriptionService/UpgradeServiceSubscriptions",
+            Admin,
+        ),
         ("/minispod.v1.SubscriptionService/RestartSubscription", User),
         ("/minispod.v1.SubscriptionService/DeleteSubscription", User),
         ("/minispod.v1.SubscriptionService/WatchSubscriptions", User),

@@ -358,7 +358,8 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<pb::ListServiceVersionsRequest>,
     ) -> Result<Response<pb::ListServiceVersionsResponse>, Status> {
-        let versions = versions::list_versions(&self.auth.db, &request.get_ref().service_id).await?;
+        let versions =
+            versions::list_versions(&self.auth.db, &request.get_ref().service_id).await?;
         Ok(Response::new(pb::ListServiceVersionsResponse { versions }))
     }
 

@@ -289,7 +289,9 @@ pub async fn insert(tx: &mut Tx, r: &VersionRow) -> AppResult<()> {
     .execute(c)
     .await
     .map(|_| ()))
-    .map_err(unique_violation("this catalog entry already has that version"))
+    .map_err(unique_violation(
+        "this catalog entry already has that version",
+    ))
 }
 
 /// Keeps the version row of the entry's current template: CreateService
@@ -382,7 +384,9 @@ pub async fn sync_current(db: &Db, tx: &mut Tx, service_id: &str) -> AppResult<(
     spec.template = Some(newest.template());
     let spec = spec.validated()?;
     if !super::queries::update(tx, service_id, &spec).await? {
-        return Err(AppError::NotFound(format!("no service with id {service_id:?}")));
+        return Err(AppError::NotFound(format!(
+            "no service with id {service_id:?}"
+        )));
     }
     Ok(())
 }
@@ -393,7 +397,9 @@ pub async fn entry(db: &Db, id_or_slug: &str) -> AppResult<ServiceRow> {
         return Err(AppError::invalid("service_id", "is required"));
     }
     match super::queries::get(db, Lookup::Id(id_or_slug), false).await {
-        Err(AppError::NotFound(_)) => super::queries::get(db, Lookup::Slug(id_or_slug), false).await,
+        Err(AppError::NotFound(_)) => {
+            super::queries::get(db, Lookup::Slug(id_or_slug), false).await
+        }
         other => other,
     }
 }
@@ -422,7 +428,11 @@ pub async fn publish(
     spec.version = version.clone();
     spec.template = r.template;
     let spec = spec.validated()?;
-    let template = spec.template.as_ref().map(Message::encode_to_vec).unwrap_or_default();
+    let template = spec
+        .template
+        .as_ref()
+        .map(Message::encode_to_vec)
+        .unwrap_or_default();
     let stored = VersionRow {
         service_id: row.id.clone(),
         version,
@@ -501,11 +511,25 @@ mod tests {
     #[test]
     fn only_version_shaped_text_is_a_version() {
         for bad in [
-            "", "v1.2", "1..2", "1.2.3.4.5", "1.2-", "1.2 3", "latest", "1.2-a b",
+            "",
+            "v1.2",
+            "1..2",
+            "1.2.3.4.5",
+            "1.2-",
+            "1.2 3",
+            "latest",
+            "1.2-a b",
         ] {
             assert!(Version::parse(bad).is_err(), "{bad:?}");
         }
-        for good in ["1", "1.2", "1.70.2", "11.4.3.1", "2.0.0-rc.1", "5.96-alpine"] {
+        for good in [
+            "1",
+            "1.2",
+            "1.70.2",
+            "11.4.3.1",
+            "2.0.0-rc.1",
+            "5.96-alpine",
+        ] {
             assert!(Version::parse(good).is_ok(), "{good:?}");
         }
         assert!(v("1.70.2").same_minor(&v("1.70.3")));

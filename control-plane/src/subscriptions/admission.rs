@@ -98,19 +98,27 @@ async fn pick_version(
         if !asked.is_empty() {
             return Err(AppError::invalid("version", "this service has no versions"));
         }
-        return Ok((String::new(), deployable_template(current, slug, name, admin)?));
+        return Ok((
+            String::new(),
+            deployable_template(current, slug, name, admin)?,
+        ));
     }
     let chosen = if asked.is_empty() {
-        versions.iter().find(|v| v.withdrawn_at.is_none()).ok_or_else(|| {
-            AppError::FailedPrecondition(format!(
-                "every version of {name} was withdrawn: it cannot be subscribed to now"
-            ))
-        })?
+        versions
+            .iter()
+            .find(|v| v.withdrawn_at.is_none())
+            .ok_or_else(|| {
+                AppError::FailedPrecondition(format!(
+                    "every version of {name} was withdrawn: it cannot be subscribed to now"
+                ))
+            })?
     } else {
         let v = versions
             .iter()
             .find(|v| v.version == asked)
-            .ok_or_else(|| AppError::invalid("version", format!("{name} has no version {asked:?}")))?;
+            .ok_or_else(|| {
+                AppError::invalid("version", format!("{name} has no version {asked:?}"))
+            })?;
         if v.withdrawn_at.is_some() {
             return Err(AppError::FailedPrecondition(format!(
                 "version {asked} of {name} was withdrawn: choose another version"

@@ -28,7 +28,10 @@ use crate::{
 /// what it runs, the newest version it could move to and its notes,
 /// whether its own was withdrawn, and its upgrade in progress or the last
 /// one's failure. `versions` are its entry's, newest first.
-pub fn version_fields(r: &SubscriptionRow, versions: Option<&Vec<VersionSummary>>) -> pb::Subscription {
+pub fn version_fields(
+    r: &SubscriptionRow,
+    versions: Option<&Vec<VersionSummary>>,
+) -> pb::Subscription {
     let mine = Version::lenient(&r.version);
     let newest = versions.and_then(|l| l.iter().find(|v| !v.withdrawn));
     let (latest_version, latest_notes) = match newest {
@@ -434,7 +437,13 @@ mod tests {
         let changes: Vec<(&str, &str, &str)> = p
             .image_changes
             .iter()
-            .map(|c| (c.component.as_str(), c.from_image.as_str(), c.to_image.as_str()))
+            .map(|c| {
+                (
+                    c.component.as_str(),
+                    c.from_image.as_str(),
+                    c.to_image.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             changes,

@@ -93,7 +93,11 @@ async fn deployment_image(env: &Env, user: &str, sub: &str, component: &str) -> 
 }
 
 /// A customer's n8n on version 1.64.0, RUNNING.
-async fn running_old_n8n(env: &mut Env, email: &str, name: &str) -> (String, String, pb::Subscription) {
+async fn running_old_n8n(
+    env: &mut Env,
+    email: &str,
+    name: &str,
+) -> (String, String, pb::Subscription) {
     let (user, token) = env.customer(email).await;
     let s = create_at(&env.app, &token, "n8n", name, OLD).await.unwrap();
     assert_eq!(s.version, OLD);
@@ -122,17 +126,28 @@ async fn an_upgrade_shows_what_changes_then_rolls_out_the_new_image_and_records_
         .unwrap()
         .plan
         .unwrap();
-    assert_eq!((plan.from_version.as_str(), plan.to_version.as_str()), (OLD, NEW));
+    assert_eq!(
+        (plan.from_version.as_str(), plan.to_version.as_str()),
+        (OLD, NEW)
+    );
     assert_eq!(plan.image_changes.len(), 1);
     let change = &plan.image_changes[0];
     assert_eq!(
-        (change.component.as_str(), change.from_image.as_str(), change.to_image.as_str()),
+        (
+            change.component.as_str(),
+            change.from_image.as_str(),
+            change.to_image.as_str()
+        ),
         ("n8n", OLD_IMAGE, NEW_IMAGE)
     );
     assert_eq!(plan.notes.len(), 1);
     assert_eq!(plan.notes[0].version, NEW);
     assert!(plan.one_way_version.is_empty());
-    let same = get(&env.app, &token, &s.id).await.unwrap().subscription.unwrap();
+    let same = get(&env.app, &token, &s.id)
+        .await
+        .unwrap()
+        .subscription
+        .unwrap();
     assert_eq!(same.status, pb::SubscriptionStatus::Running as i32);
     assert_eq!(same.version, OLD);
 
@@ -144,7 +159,13 @@ async fn an_upgrade_shows_what_changes_then_rolls_out_the_new_image_and_records_
     assert_eq!(started.status, pb::SubscriptionStatus::Upgrading as i32);
     assert_eq!(started.version, NEW);
     assert_eq!(started.upgrading_from, OLD);
-    assert!(started.status_reason.starts_with("upgrading from 1.64.0 to 1.70.3"), "{}", started.status_reason);
+    assert!(
+        started
+            .status_reason
+            .starts_with("upgrading from 1.64.0 to 1.70.3"),
+        "{}",
+        started.status_reason
+    );
     // One upgrade at a time.
     let e = expect_code(
         upgrade(&env.app, &token, &s.id, NEW, false, false).await,
@@ -158,7 +179,9 @@ async fn an_upgrade_shows_what_changes_then_rolls_out_the_new_image_and_records_
     assert!(done.latest_version.is_empty(), "up to date");
     assert!(done.upgrade_failure.is_empty());
     assert_eq!(
-        deployment_image(&env, &user, "flows", "n8n").await.as_deref(),
+        deployment_image(&env, &user, "flows", "n8n")
+            .await
+            .as_deref(),
         Some(NEW_IMAGE)
     );
     // Ready pods of the new image only.
@@ -170,7 +193,9 @@ async fn an_upgrade_shows_what_changes_then_rolls_out_the_new_image_and_records_
                 !pods.is_empty()
                     && pods.iter().all(|p| {
                         p.spec.as_ref().is_some_and(|s| {
-                            s.containers.iter().any(|c| c.image.as_deref() == Some(NEW_IMAGE))
+                            s.containers
+                                .iter()
+                                .any(|c| c.image.as_deref() == Some(NEW_IMAGE))
                         })
                     })
             },
@@ -180,12 +205,20 @@ async fn an_upgrade_shows_what_changes_then_rolls_out_the_new_image_and_records_
         .unwrap();
     let events = get(&env.app, &token, &s.id).await.unwrap().events;
     assert!(
-        events.iter().any(|e| e.reason == "upgraded from 1.64.0 to 1.70.3"),
+        events
+            .iter()
+            .any(|e| e.reason == "upgraded from 1.64.0 to 1.70.3"),
         "{events:?}"
     );
     // Counts per version.
     let listed = versions(&env.app, &admin, "n8n").await;
-    let count = |v: &str| listed.iter().find(|x| x.version == v).unwrap().subscription_count;
+    let count = |v: &str| {
+        listed
+            .iter()
+            .find(|x| x.version == v)
+            .unwrap()
+            .subscription_count
+    };
     assert_eq!((count(NEW), count(OLD)), (1, 0));
     // Nothing newer to go to.
     expect_code(
@@ -216,8 +249,7 @@ async fn a_new_version_that_never_becomes_ready_is_rolled_back_by_itself_after_t
         .unwrap();
     assert_eq!(started.status, pb::SubscriptionStatus::Upgrading as i32);
     let due = started.upgrade_deadline.unwrap();
-    let due = std::time::UNIX_EPOCH
-        + Duration::new(due.seconds as u64, due.nanos as u32);
+    let due = std::time::UNIX_EPOCH + Duration::new(due.seconds as u64, due.nanos as u32);
     // Progress while it waits.
     let (e, u, t, id) = (&env, user.as_str(), token.as_str(), s.id.as_str());
     until(10, "the new image to be applied", || async move {
@@ -231,7 +263,11 @@ async fn a_new_version_that_never_becomes_ready_is_rolled_back_by_itself_after_t
         .then_some(s)
     })
     .await;
-    assert!(waiting.status_reason.contains("0 of 1 components ready"), "{}", waiting.status_reason);
+    assert!(
+        waiting.status_reason.contains("0 of 1 components ready"),
+        "{}",
+        waiting.status_reason
+    );
 
     // Past the deadline the previous version's objects come back.
     let after_deadline = until(30, "the old image to be applied again", || async move {
@@ -255,9 +291,9 @@ async fn a_new_version_that_never_becomes_ready_is_rolled_back_by_itself_after_t
     assert_eq!(back.latest_version, NEW, "still offered");
     let events = get(&env.app, &token, &s.id).await.unwrap().events;
     assert!(
-        events
-            .iter()
-            .any(|e| e.reason.starts_with("upgrade to 1.70.3 rolled back to 1.64.0: version 1.70.3 did not become ready")),
+        events.iter().any(|e| e.reason.starts_with(
+            "upgrade to 1.70.3 rolled back to 1.64.0: version 1.70.3 did not become ready"
+        )),
         "{events:?}"
     );
     // The old version's pods are what runs.
@@ -269,7 +305,9 @@ async fn a_new_version_that_never_becomes_ready_is_rolled_back_by_itself_after_t
                 !pods.is_empty()
                     && pods.iter().all(|p| {
                         p.spec.as_ref().is_some_and(|s| {
-                            s.containers.iter().any(|c| c.image.as_deref() == Some(OLD_IMAGE))
+                            s.containers
+                                .iter()
+                                .any(|c| c.image.as_deref() == Some(OLD_IMAGE))
                         })
                     })
             },
@@ -297,7 +335,9 @@ async fn a_one_way_version_is_refused_unless_an_administrator_forces_it() {
         one_way,
     };
     let e = expect_code(
-        catalog.publish_service_version(authed(publish("v2", false), &admin)).await,
+        catalog
+            .publish_service_version(authed(publish("v2", false), &admin))
+            .await,
         Code::InvalidArgument,
     );
     assert_eq!(crate::helpers::violated_fields(&e), vec!["version"]);
@@ -306,22 +346,34 @@ async fn a_one_way_version_is_refused_unless_an_administrator_forces_it() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(published.service.unwrap().version, "1.80.0", "the newest is the entry's");
+    assert_eq!(
+        published.service.unwrap().version,
+        "1.80.0",
+        "the newest is the entry's"
+    );
     expect_code(
-        catalog.publish_service_version(authed(publish("1.80.0", true), &admin)).await,
+        catalog
+            .publish_service_version(authed(publish("1.80.0", true), &admin))
+            .await,
         Code::AlreadyExists,
     );
 
     let (_user, token, s) = running_old_n8n(&mut env, "oneway@example.com", "careful").await;
     assert_eq!(s.latest_version, "1.80.0");
     // Up to 1.70.3 is fine; to (or past) 1.80.0 is not.
-    upgrade(&env.app, &token, &s.id, NEW, false, true).await.unwrap();
+    upgrade(&env.app, &token, &s.id, NEW, false, true)
+        .await
+        .unwrap();
     let e = expect_code(
         upgrade(&env.app, &token, &s.id, "", false, true).await,
         Code::FailedPrecondition,
     );
     assert_eq!(crate::words::reason(&e), "ONE_WAY_VERSION");
-    assert!(e.message().contains("ask an administrator"), "{}", e.message());
+    assert!(
+        e.message().contains("ask an administrator"),
+        "{}",
+        e.message()
+    );
     expect_code(
         upgrade(&env.app, &token, &s.id, "1.80.0", true, true).await,
         Code::PermissionDenied,
@@ -369,9 +421,15 @@ async fn a_withdrawn_version_takes_no_new_subscriptions_and_its_subscriptions_ar
         Code::FailedPrecondition,
     );
     assert!(e.message().contains("withdrawn"), "{}", e.message());
-    let fresh = create_at(&env.app, &token2, "n8n", "newer", "").await.unwrap();
+    let fresh = create_at(&env.app, &token2, "n8n", "newer", "")
+        .await
+        .unwrap();
     assert_eq!(fresh.version, NEW);
-    let older = get(&env.app, &token, &s.id).await.unwrap().subscription.unwrap();
+    let older = get(&env.app, &token, &s.id)
+        .await
+        .unwrap()
+        .subscription
+        .unwrap();
     assert!(older.version_withdrawn);
     assert_eq!(older.latest_version, NEW);
     let listed = versions(&env.app, &admin, "n8n").await;

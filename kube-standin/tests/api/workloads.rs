@@ -738,7 +738,13 @@ async fn a_failing_readiness_probe_leaves_the_container_running_and_never_ready(
         .wait_for(&ns, "app=probed", |p| running(p), WAIT)
         .await
         .unwrap_or(pods);
-    let c = &pods[0].status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+    let c = &pods[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
     assert!(c.state.as_ref().unwrap().running.is_some());
     assert!(!c.ready);
     assert_eq!(c.started, Some(true));

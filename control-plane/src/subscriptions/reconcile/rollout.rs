@@ -53,10 +53,12 @@ async fn rolled_out(
         };
         let want = s.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1);
         let st = s.status.unwrap_or_default();
-        return Ok(st.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(1)
-            && st.ready_replicas.unwrap_or(0) >= want
-            && st.update_revision.is_some()
-            && st.update_revision == st.current_revision);
+        return Ok(
+            st.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(1)
+                && st.ready_replicas.unwrap_or(0) >= want
+                && st.update_revision.is_some()
+                && st.update_revision == st.current_revision,
+        );
     }
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let Some(d) = api
@@ -69,10 +71,12 @@ async fn rolled_out(
     let want = d.spec.as_ref().and_then(|x| x.replicas).unwrap_or(1);
     let st = d.status.unwrap_or_default();
     let updated = st.updated_replicas.unwrap_or(0);
-    Ok(st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(1)
-        && updated >= want
-        && st.replicas.unwrap_or(0) <= updated
-        && st.available_replicas.unwrap_or(0) >= updated)
+    Ok(
+        st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(1)
+            && updated >= want
+            && st.replicas.unwrap_or(0) <= updated
+            && st.available_replicas.unwrap_or(0) >= updated,
+    )
 }
 
 /// Why a component's new pods are not ready, in words that hold no
@@ -106,12 +110,21 @@ fn leftovers<'a>(objects: &'a [Value], keep: &[Value]) -> Vec<&'a Value> {
     let key = |o: &Value| {
         (
             kind_of(o).to_owned(),
-            o["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
-            o["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+            o["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
         )
     };
     let kept: std::collections::HashSet<_> = keep.iter().map(key).collect();
-    objects.iter().filter(|o| !kept.contains(&key(*o))).collect()
+    objects
+        .iter()
+        .filter(|o| !kept.contains(&key(o)))
+        .collect()
 }
 
 impl Reconciler {
@@ -232,8 +245,7 @@ impl Reconciler {
         }
         if !volumes.is_empty() {
             let mut tx = self.subs.db().begin().await?;
-            let keep_until =
-                now_ms() + self.subs.settings().volume_retention.as_millis() as i64;
+            let keep_until = now_ms() + self.subs.settings().volume_retention.as_millis() as i64;
             queries::retain_volumes(&mut tx, &row.namespace, &volumes, keep_until).await?;
             tx.commit().await?;
         }
@@ -408,7 +420,11 @@ mod tests {
     #[test]
     fn leftovers_are_the_objects_the_other_version_does_not_have() {
         let o = |kind: &str, name: &str| json!({"kind": kind, "metadata": {"namespace": "ns", "name": name}});
-        let old = vec![o("Deployment", "a"), o("Service", "a"), o("Deployment", "b")];
+        let old = vec![
+            o("Deployment", "a"),
+            o("Service", "a"),
+            o("Deployment", "b"),
+        ];
         let new = vec![o("Deployment", "a"), o("Service", "a")];
         let gone = leftovers(&old, &new);
         assert_eq!(gone.len(), 1);
