@@ -4,6 +4,7 @@ pub mod fields;
 pub mod queries;
 pub mod seed;
 pub mod template;
+pub mod versions;
 
 use minispod_proto::v1 as pb;
 

@@ -28,6 +28,7 @@ pub mod queries;
 pub mod reconcile;
 pub mod relay;
 pub mod render;
+pub mod upgrade;
 pub mod words;
 
 use std::{
@@ -69,6 +70,9 @@ pub struct SubscriptionSettings {
     /// How long the cluster may refuse a subscription's objects before a
     /// subscription that is not running turns FAILED.
     pub refusal_grace: Duration,
+    /// How long an upgrade's new version has to become ready before it is
+    /// rolled back (`--upgrade-deadline`).
+    pub upgrade_deadline: Duration,
     /// At most one SUBSCRIBE_BLOCKED notice per cause in this window
     /// (`--notify-blocked-every`).
     pub blocked_notice_every: Duration,
@@ -436,6 +440,10 @@ impl Subscriptions {
             }
         }
         let names = worker_names(self.db(), workers.values().cloned().collect()).await?;
+        let mut services: Vec<String> = rows.iter().map(|r| r.service_id.clone()).collect();
+        services.sort();
+        services.dedup();
+        let versions = crate::catalog::versions::summaries(self.db(), &services).await?;
         let settings = &self.settings().render;
         Ok(rows
             .iter()
@@ -551,6 +559,7 @@ impl Subscriptions {
                     updated_at: Some(timestamp(r.updated_at)),
                     status_changed_at: Some(timestamp(r.status_changed_at)),
                     public: r.gate.is_empty(),
+                    ..upgrade::version_fields(r, versions.get(&r.service_id))
                 }
             })
             .collect())
@@ -585,6 +594,7 @@ pub fn status_to_db(s: pb::SubscriptionStatus) -> &'static str {
         S::Suspended => "SUSPENDED",
         S::Deleting => "DELETING",
         S::Failed => "FAILED",
+        S::Upgrading => "UPGRADING",
     }
 }
 
@@ -598,6 +608,7 @@ pub fn status_from_db(s: &str) -> pb::SubscriptionStatus {
         "SUSPENDED" => S::Suspended,
         "DELETING" => S::Deleting,
         "FAILED" => S::Failed,
+        "UPGRADING" => S::Upgrading,
         _ => S::Pending,
     }
 }

@@ -44,7 +44,7 @@ pub const KUBELET: &str = "kubelet";
 
 /// How the stand-in's simulated nodes behave; tests change it while the
 /// stand-in runs (fixtures `set_image_unpullable`, `set_image_crashing`,
-/// `set_pod_ready_delay`).
+/// `set_image_readiness_failing`, `set_pod_ready_delay`).
 #[derive(Debug)]
 pub struct Behaviour {
     state: Mutex<BehaviourState>,
@@ -55,6 +55,8 @@ pub struct Behaviour {
 struct BehaviourState {
     unpullable: BTreeSet<String>,
     crashing: BTreeSet<String>,
+    /// Images whose containers run but fail their readiness probe.
+    readiness_failing: BTreeSet<String>,
     ready_delay: Duration,
 }
 
@@ -65,6 +67,7 @@ impl Behaviour {
             state: Mutex::new(BehaviourState {
                 unpullable: BTreeSet::new(),
                 crashing: BTreeSet::new(),
+                readiness_failing: BTreeSet::new(),
                 ready_delay,
             }),
             changed: Notify::new(),
@@ -93,6 +96,18 @@ impl Behaviour {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.crashing.len() < 1000 {
             state.crashing.insert(image.to_string());
+        }
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    /// From now on containers of `image` (as a pod spec names it) that have
+    /// a readiness probe fail it: they run and are never Ready, as a
+    /// kubelet reports a probe that keeps failing (at most 1000 images).
+    pub fn set_image_readiness_failing(&self, image: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.readiness_failing.len() < 1000 {
+            state.readiness_failing.insert(image.to_string());
         }
         drop(state);
         self.changed.notify_one();

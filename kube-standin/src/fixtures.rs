@@ -394,6 +394,15 @@ impl TestCluster {
         Ok(())
     }
 
+    /// From now on containers of `image` (exactly as pod specs name it)
+    /// that have a readiness probe run but fail it on the stand-in's nodes:
+    /// Running, never Ready (ContainersNotReady). Stand-in only.
+    pub async fn set_image_readiness_failing(&self, image: &str) -> anyhow::Result<()> {
+        self.standin_for("set_image_readiness_failing")?
+            .set_image_readiness_failing(image);
+        Ok(())
+    }
+
     /// Append lines to the log of one container of a pod, as its process
     /// would print them. Stand-in only.
     pub async fn append_pod_log(

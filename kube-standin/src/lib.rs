@@ -33,7 +33,8 @@
 //! available: ...` when nothing fits, retried on every change); a kubelet
 //! for the pods it bound (ContainerCreating, then Running and Ready after
 //! `Settings::pod_ready_delay`, or ErrImagePull then ImagePullBackOff for
-//! images made unpullable); the node lifecycle controller's Ready=False on
+//! images made unpullable, or Running and never Ready for images whose
+//! readiness probe is made to fail); the node lifecycle controller's Ready=False on
 //! pods of nodes whose Ready is not True; the taint manager's eviction for
 //! untolerated NoExecute taints (after `tolerationSeconds` when tolerated
 //! for a while); PVCs given their first pod's node

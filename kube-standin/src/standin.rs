@@ -271,6 +271,12 @@ current-context: standin
         self.shared.behaviour.set_image_crashing(image);
     }
 
+    /// From now on containers of `image` (exactly as pod specs name it)
+    /// that have a readiness probe run but fail it: Running, never Ready.
+    pub fn set_image_readiness_failing(&self, image: &str) {
+        self.shared.behaviour.set_image_readiness_failing(image);
+    }
+
     /// Pods bound from now on have their containers running and Ready this
     /// long after the binding.
     pub fn set_pod_ready_delay(&self, delay: std::time::Duration) {

@@ -76,6 +76,7 @@ export const subscriptionStatusName: Record<SubscriptionStatus, string> = {
   [SubscriptionStatus.SUSPENDED]: "SUSPENDED",
   [SubscriptionStatus.DELETING]: "DELETING",
   [SubscriptionStatus.FAILED]: "FAILED",
+  [SubscriptionStatus.UPGRADING]: "UPGRADING",
 };
 
 export function subscriptionStatusFromName(name: string | null): SubscriptionStatus | undefined {
@@ -103,6 +104,7 @@ export const subscriptionStatusWord: Record<SubscriptionStatus, string> = {
   [SubscriptionStatus.SUSPENDED]: "Suspended",
   [SubscriptionStatus.DELETING]: "Deleting",
   [SubscriptionStatus.FAILED]: "Failed",
+  [SubscriptionStatus.UPGRADING]: "Upgrading",
 };
 
 const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });

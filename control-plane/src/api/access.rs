@@ -82,6 +82,9 @@ pub const TABLE: &[(&str, Access)] = {
         ("/minispod.v1.CatalogService/DeleteService", Admin),
         ("/minispod.v1.CatalogService/ListAllServices", Admin),
         ("/minispod.v1.CatalogService/GetCatalogStats", Admin),
+        ("/minispod.v1.CatalogService/PublishServiceVersion", Admin),
+        ("/minispod.v1.CatalogService/WithdrawServiceVersion", Admin),
+        ("/minispod.v1.CatalogService/ListServiceVersions", Admin),
         // HistoryService.
         ("/minispod.v1.HistoryService/GetWorkerHistory", Admin),
         ("/minispod.v1.HistoryService/GetFleetHistory", Admin),
@@ -118,6 +121,11 @@ pub const TABLE: &[(&str, Access)] = {
         ("/minispod.v1.SubscriptionService/ListSubscriptions", User),
         ("/minispod.v1.SubscriptionService/GetSubscription", User),
         ("/minispod.v1.SubscriptionService/UpdateSubscription", User),
+        ("/minispod.v1.SubscriptionService/UpgradeSubscription", User),
+        (
+            "/minispod.v1.SubscriptionService/UpgradeServiceSubscriptions",
+            Admin,
+        ),
         ("/minispod.v1.SubscriptionService/RestartSubscription", User),
         ("/minispod.v1.SubscriptionService/DeleteSubscription", User),
         ("/minispod.v1.SubscriptionService/WatchSubscriptions", User),

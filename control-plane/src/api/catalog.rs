@@ -9,6 +9,7 @@ use super::access::{caller, maybe_caller};
 use crate::catalog::{
     fields::ServiceSpec,
     queries::{self as catalog_db, Lookup, ServiceFilter},
+    versions,
 };
 use crate::{
     auth::AuthState,
@@ -324,6 +325,42 @@ impl CatalogService for CatalogApi {
             next_page_token,
             total_size,
         }))
+    }
+
+    async fn publish_service_version(
+        &self,
+        request: Request<pb::PublishServiceVersionRequest>,
+    ) -> Result<Response<pb::PublishServiceVersionResponse>, Status> {
+        let admin = caller(&request)?;
+        let (version, service) = versions::publish(&self.auth.db, request.into_inner()).await?;
+        tracing::info!(by = %admin.id, service_id = %service.id, version = %version.version,
+            "catalog version published");
+        Ok(Response::new(pb::PublishServiceVersionResponse {
+            version: Some(version.to_pb(0)),
+            service: Some((&service).into()),
+        }))
+    }
+
+    async fn withdraw_service_version(
+        &self,
+        request: Request<pb::WithdrawServiceVersionRequest>,
+    ) -> Result<Response<pb::WithdrawServiceVersionResponse>, Status> {
+        let admin = caller(&request)?;
+        let version = versions::withdraw_version(&self.auth.db, request.get_ref()).await?;
+        tracing::info!(by = %admin.id, service_id = %request.get_ref().service_id,
+            version = %version.version, "catalog version withdrawn");
+        Ok(Response::new(pb::WithdrawServiceVersionResponse {
+            version: Some(version),
+        }))
+    }
+
+    async fn list_service_versions(
+        &self,
+        request: Request<pb::ListServiceVersionsRequest>,
+    ) -> Result<Response<pb::ListServiceVersionsResponse>, Status> {
+        let versions =
+            versions::list_versions(&self.auth.db, &request.get_ref().service_id).await?;
+        Ok(Response::new(pb::ListServiceVersionsResponse { versions }))
     }
 
     async fn get_catalog_stats(

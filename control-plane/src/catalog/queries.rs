@@ -141,6 +141,9 @@ pub async fn insert(tx: &mut Tx, spec: &ServiceSpec) -> AppResult<String> {
     .map(|r| r.rows_affected()))
     .map_err(unique_violation(SLUG_TAKEN))?;
     replace_tags(tx, &id, &spec.tags).await?;
+    if let Some(t) = encoded_template(spec) {
+        super::versions::upsert_current(tx, &id, &spec.version, &t).await?;
+    }
     Ok(id)
 }
 
@@ -181,6 +184,11 @@ pub async fn update(tx: &mut Tx, id: &str, spec: &ServiceSpec) -> AppResult<bool
         return Ok(false);
     }
     replace_tags(tx, id, &spec.tags).await?;
+    // The entry's template is its version `spec.version` (published now,
+    // or edited in place).
+    if let Some(t) = encoded_template(spec) {
+        super::versions::upsert_current(tx, id, &spec.version, &t).await?;
+    }
     Ok(true)
 }
 

@@ -12,10 +12,11 @@ use prost::Message;
 use super::{
     fields::ServiceSpec,
     queries::{self, Lookup},
+    versions,
 };
 use crate::{
     error::{AppError, AppResult},
-    store::{Db, Tx, insert_setting},
+    store::{Db, Tx, insert_setting, now_ms},
 };
 
 /// Set when the catalog was seeded.
@@ -27,6 +28,9 @@ const TEMPLATES_SEEDED: &str = "catalog.templates_seeded";
 /// from them, got the user they run as (new databases get it with the
 /// rest).
 const SECURITY_SEEDED: &str = "catalog.security_seeded";
+/// Set when the seeded entries got their versions (issue #25; new
+/// databases get them with the rest).
+const VERSIONS_SEEDED: &str = "catalog.versions_seeded";
 
 fn env(pairs: &[(&str, &str)]) -> Vec<pb::TemplateEnvVar> {
     pairs
@@ -292,7 +296,48 @@ fn wordpress_template() -> pb::ServiceTemplate {
     }
 }
 
-/// A seeded entry: `template` gives image, port, resources and environment.
+/// `t` with the images of the named components replaced.
+fn with_images(mut t: pb::ServiceTemplate, images: &[(&str, &str)]) -> pb::ServiceTemplate {
+    for c in &mut t.components {
+        if let Some((_, image)) = images.iter().find(|(name, _)| *name == c.name) {
+            c.image = (*image).to_owned();
+        }
+    }
+    t
+}
+
+/// n8n 1.70.3: the same setup on a newer image (the data directory and
+/// encryption key carry over; n8n migrates its database on start).
+fn n8n_1_70_template() -> pb::ServiceTemplate {
+    with_images(n8n_template(), &[("n8n", "docker.io/n8nio/n8n:1.70.3")])
+}
+
+/// Ghost 5.130 on the official image's 5.130 line (Ghost migrates its
+/// SQLite database on start).
+fn ghost_5_130_template() -> pb::ServiceTemplate {
+    with_images(
+        ghost_template(),
+        &[("ghost", "docker.io/library/ghost:5.130-alpine")],
+    )
+}
+
+/// WordPress 6.7 with the same MariaDB 11.4 (the LTS line).
+fn wordpress_6_7_template() -> pb::ServiceTemplate {
+    with_images(
+        wordpress_template(),
+        &[("wordpress", "docker.io/library/wordpress:6.7-apache")],
+    )
+}
+
+/// An earlier version a seeded entry ships besides its newest.
+struct Earlier {
+    version: &'static str,
+    template: fn() -> pb::ServiceTemplate,
+}
+
+/// A seeded entry: `template` (its newest version, `version`) gives image,
+/// port, resources and environment; `earlier` are the versions before it,
+/// so that the upgrade path is there from the first start.
 struct Entry {
     slug: &'static str,
     name: &'static str,
@@ -304,6 +349,8 @@ struct Entry {
     icon_url: &'static str,
     docs_url: &'static str,
     template: fn() -> pb::ServiceTemplate,
+    notes: &'static str,
+    earlier: &'static [Earlier],
 }
 
 const ENTRIES: [Entry; 3] = [
@@ -312,36 +359,51 @@ const ENTRIES: [Entry; 3] = [
         name: "n8n",
         description: "Workflow automation: connect APIs, databases and apps with a visual editor.",
         category: "automation",
-        version: "1.64.0",
+        version: "1.70.3",
         monthly_price_cents: 900,
         tags: &["automation", "workflow", "low-code"],
         icon_url: "https://n8n.io/favicon.ico",
         docs_url: "https://docs.n8n.io/hosting/",
-        template: n8n_template,
+        template: n8n_1_70_template,
+        notes: "n8n 1.70: newer nodes and fixes; workflows and credentials carry over.",
+        earlier: &[Earlier {
+            version: "1.64.0",
+            template: n8n_template,
+        }],
     },
     Entry {
         slug: "ghost",
         name: "Ghost",
         description: "Publishing platform for blogs, newsletters and memberships.",
         category: "cms",
-        version: "5.96",
+        version: "5.130",
         monthly_price_cents: 1200,
         tags: &["blog", "cms", "newsletter"],
         icon_url: "https://ghost.org/favicon.ico",
         docs_url: "https://ghost.org/docs/",
-        template: ghost_template,
+        template: ghost_5_130_template,
+        notes: "Ghost 5.130: the latest of the 5.x line; content and members carry over.",
+        earlier: &[Earlier {
+            version: "5.96",
+            template: ghost_template,
+        }],
     },
     Entry {
         slug: "wordpress",
         name: "WordPress",
         description: "The most widely used CMS for websites and blogs.",
         category: "cms",
-        version: "6.6",
+        version: "6.7",
         monthly_price_cents: 1000,
         tags: &["blog", "cms", "php"],
         icon_url: "https://wordpress.org/favicon.ico",
         docs_url: "https://wordpress.org/documentation/",
-        template: wordpress_template,
+        template: wordpress_6_7_template,
+        notes: "WordPress 6.7; the database stays on MariaDB 11.4.",
+        earlier: &[Earlier {
+            version: "6.6",
+            template: wordpress_template,
+        }],
     },
 ];
 
@@ -379,10 +441,12 @@ pub async fn seed_once(db: &Db) -> AppResult<usize> {
     let fresh = insert_setting(&mut tx, SEEDED, "1").await?;
     let templates_due = insert_setting(&mut tx, TEMPLATES_SEEDED, "1").await?;
     let security_due = insert_setting(&mut tx, SECURITY_SEEDED, "1").await?;
+    let versions_due = insert_setting(&mut tx, VERSIONS_SEEDED, "1").await?;
     let mut changed = 0;
     if fresh {
         for entry in &ENTRIES {
-            queries::insert(&mut tx, &entry.spec().validated()?).await?;
+            let id = queries::insert(&mut tx, &entry.spec().validated()?).await?;
+            add_versions(&mut tx, entry, &id).await?;
             changed += 1;
         }
     } else if templates_due {
@@ -415,7 +479,58 @@ pub async fn seed_once(db: &Db) -> AppResult<usize> {
         changed += fill_in_security(db, &mut tx).await?;
     }
     tx.commit().await?;
+    if !fresh && versions_due {
+        // After the commit: the entries' own rows are read afresh.
+        let mut tx = db.begin().await?;
+        for entry in &ENTRIES {
+            let row = match queries::get(db, Lookup::Slug(entry.slug), false).await {
+                Ok(row) => row,
+                Err(AppError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if add_versions(&mut tx, entry, &row.id).await? > 0 {
+                versions::sync_current(db, &mut tx, &row.id).await?;
+                tracing::info!(slug = entry.slug, "seeded catalog entry got its versions");
+            }
+        }
+        tx.commit().await?;
+    }
     Ok(changed)
+}
+
+/// Adds the seeded versions (earlier ones and the newest, with its notes)
+/// the entry `service_id` does not have yet; how many were added.
+async fn add_versions(tx: &mut Tx, e: &Entry, service_id: &str) -> AppResult<usize> {
+    let have: Vec<String> = versions::list(tx, service_id)
+        .await?
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
+    let now = now_ms();
+    let mut added = 0;
+    let all = e
+        .earlier
+        .iter()
+        .map(|x| (x.version, x.template, ""))
+        .chain([(e.version, e.template, e.notes)]);
+    for (version, template, notes) in all {
+        if have.iter().any(|h| h == version) {
+            continue;
+        }
+        let row = versions::VersionRow {
+            service_id: service_id.to_owned(),
+            version: version.to_owned(),
+            template: template().encode_to_vec(),
+            notes: notes.to_owned(),
+            one_way: false,
+            withdrawn_at: None,
+            published_at: now,
+        };
+        versions::insert(tx, &row).await?;
+        added += 1;
+    }
+    versions::set_notes_if_empty(tx, service_id, e.version, e.notes).await?;
+    Ok(added)
 }
 
 /// The image without its tag or digest.
@@ -502,10 +617,37 @@ mod tests {
     #[test]
     fn every_seeded_template_passes_the_template_rules() {
         for e in &ENTRIES {
-            let mut v = Violations::new();
-            template::validate(&(e.template)(), &mut v);
-            if let Err(err) = v.finish() {
-                panic!("{}: {err}", e.slug);
+            let all = e.earlier.iter().map(|x| (x.version, x.template));
+            for (version, t) in all.chain([(e.version, e.template)]) {
+                let mut v = Violations::new();
+                template::validate(&t(), &mut v);
+                if let Err(err) = v.finish() {
+                    panic!("{} {version}: {err}", e.slug);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_seeded_entry_ships_two_pinned_versions_from_live_image_lines() {
+        for e in &ENTRIES {
+            assert!(!e.earlier.is_empty(), "{}", e.slug);
+            let newest = versions::Version::parse(e.version).unwrap();
+            for x in e.earlier {
+                assert!(versions::Version::parse(x.version).unwrap() < newest);
+                assert_ne!((x.template)(), (e.template)(), "{} {}", e.slug, x.version);
+            }
+            let all = e.earlier.iter().map(|x| x.template).chain([e.template]);
+            for t in all {
+                for c in t().components {
+                    // Pinned: a tag other than latest on the last path part.
+                    let last = c.image.rsplit('/').next().unwrap();
+                    let tag = last.split_once(':').map(|(_, t)| t);
+                    assert!(tag.is_some_and(|t| t != "latest"), "{}", c.image);
+                    // Bitnami's versioned images moved to bitnamilegacy
+                    // (August 2025) and get no updates.
+                    assert!(!c.image.contains("bitnami"), "{}", c.image);
+                }
             }
         }
     }
@@ -527,11 +669,11 @@ mod tests {
         assert_eq!(
             figures,
             [
-                ("n8n", "docker.io/n8nio/n8n:1.64.0", 5678, 5),
-                ("ghost", "docker.io/library/ghost:5.96-alpine", 2368, 10),
+                ("n8n", "docker.io/n8nio/n8n:1.70.3", 5678, 5),
+                ("ghost", "docker.io/library/ghost:5.130-alpine", 2368, 10),
                 (
                     "wordpress",
-                    "docker.io/library/wordpress:6.6-apache",
+                    "docker.io/library/wordpress:6.7-apache",
                     80,
                     10
                 ),
@@ -646,6 +788,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             gate: String::new(),
+            ..Default::default()
         };
         crate::subscriptions::queries::insert(&mut tx, &row)
             .await
@@ -716,7 +859,8 @@ mod tests {
 
         assert_eq!(seed_once(&db).await.unwrap(), 2);
         let n8n = queries::get(&db, Lookup::Slug("n8n"), false).await.unwrap();
-        assert_eq!(n8n.template(), Some(n8n_template()));
+        // The newest seeded version; the earlier one is kept as a version.
+        assert_eq!(n8n.template(), Some(n8n_1_70_template()));
         assert_eq!(
             n8n.monthly_price_cents, 1500,
             "the administrator's price stays"
@@ -725,7 +869,7 @@ mod tests {
         let wordpress = queries::get(&db, Lookup::Slug("wordpress"), false)
             .await
             .unwrap();
-        assert_eq!(wordpress.template(), Some(wordpress_template()));
+        assert_eq!(wordpress.template(), Some(wordpress_6_7_template()));
         assert_eq!(wordpress.storage_gb, 10);
         assert!(matches!(
             queries::get(&db, Lookup::Slug("ghost"), false).await,

@@ -65,6 +65,13 @@ pub struct SubscriptionArgs {
     #[arg(long, env = "MINISPOD_SUBSCRIPTION_REFUSAL_GRACE", default_value = "3m", value_parser = parse_duration)]
     pub subscription_refusal_grace: Duration,
 
+    /// How long an upgraded subscription's new version has to become ready
+    /// (every component rolled out and ready) before the reconciler
+    /// applies the previous version's objects again by itself (a rollback,
+    /// with the reason in the subscription's upgrade_failure).
+    #[arg(long, env = "MINISPOD_UPGRADE_DEADLINE", default_value = "5m", value_parser = parse_duration)]
+    pub upgrade_deadline: Duration,
+
     /// CreateSubscription and UpdateSubscription calls one user may burst.
     #[arg(long, env = "MINISPOD_SUBSCRIPTION_CHANGE_BURST", default_value_t = 10)]
     pub subscription_change_burst: u32,

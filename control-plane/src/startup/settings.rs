@@ -209,6 +209,7 @@ pub(super) fn subscription_settings(
         tenant: args.tenant,
         backoff: backoff(cluster),
         refusal_grace: args.subscription_refusal_grace,
+        upgrade_deadline: args.upgrade_deadline,
         blocked_notice_every,
         domains: DomainSettings {
             issuer: if domains.custom_domain_issuer.is_empty() {

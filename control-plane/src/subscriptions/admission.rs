@@ -15,7 +15,7 @@ use super::{
     words::Blocked,
 };
 use crate::{
-    catalog::template,
+    catalog::{template, versions},
     error::{AppError, AppResult, Violations},
     store::{Tx, new_id, now_ms},
     users::queries::UserRow,
@@ -45,7 +45,7 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// A value made once per subscription.
-fn generate(g: &pb::GeneratedValue) -> String {
+pub(super) fn generate(g: &pb::GeneratedValue) -> String {
     let len = if g.length == 0 { 32 } else { g.length as usize };
     let alphabet: &[u8] = match g.kind() {
         pb::GeneratedValueKind::Hex => b"0123456789abcdef",
@@ -79,6 +79,55 @@ fn deployable_template(
             };
             AppError::refused(Code::FailedPrecondition, "NO_TEMPLATE", message)
         })
+}
+
+/// The version a new subscription runs and its template: `asked` when
+/// named (refused when withdrawn), else the entry's newest version that is
+/// not withdrawn. An entry without versions (no template) is refused as
+/// before (NO_TEMPLATE).
+async fn pick_version(
+    db: &crate::store::Db,
+    service_id: &str,
+    asked: &str,
+    current: Option<Vec<u8>>,
+    (slug, name): (&str, &str),
+    admin: bool,
+) -> AppResult<(String, pb::ServiceTemplate)> {
+    let versions = versions::list_read(db, service_id).await?;
+    if versions.is_empty() {
+        if !asked.is_empty() {
+            return Err(AppError::invalid("version", "this service has no versions"));
+        }
+        return Ok((
+            String::new(),
+            deployable_template(current, slug, name, admin)?,
+        ));
+    }
+    let chosen = if asked.is_empty() {
+        versions
+            .iter()
+            .find(|v| v.withdrawn_at.is_none())
+            .ok_or_else(|| {
+                AppError::FailedPrecondition(format!(
+                    "every version of {name} was withdrawn: it cannot be subscribed to now"
+                ))
+            })?
+    } else {
+        let v = versions
+            .iter()
+            .find(|v| v.version == asked)
+            .ok_or_else(|| {
+                AppError::invalid("version", format!("{name} has no version {asked:?}"))
+            })?;
+        if v.withdrawn_at.is_some() {
+            return Err(AppError::FailedPrecondition(format!(
+                "version {asked} of {name} was withdrawn: choose another version"
+            )));
+        }
+        v
+    };
+    let template = deployable_template(Some(chosen.template.clone()), slug, name, admin)?;
+    Ok((chosen.version.clone(), template))
 }
 
 fn mib(bytes: i64) -> i64 {
@@ -202,7 +251,15 @@ impl Subscriptions {
             return Err(AppError::NotFound(format!("no service {:?}", r.service_id)));
         };
         let _ = active;
-        let template = deployable_template(template, &slug, &service_name, is_admin(caller))?;
+        let (version, template) = pick_version(
+            self.db(),
+            &service_id,
+            &r.version,
+            template,
+            (&slug, &service_name),
+            is_admin(caller),
+        )
+        .await?;
         let given: BTreeMap<String, String> = r.variables.into_iter().collect();
         let mut v = Violations::new();
         let variables = template::validate_values(&template, &given, &mut v);
@@ -243,6 +300,13 @@ impl Subscriptions {
             workers: ",".into(),
             created_at: now,
             updated_at: now,
+            version,
+            previous_version: String::new(),
+            previous_template: None,
+            previous_variables: String::new(),
+            previous_status: String::new(),
+            upgrade_deadline_at: 0,
+            upgrade_failure: String::new(),
         };
         let mut tx = self.db().begin().await?;
         // The customer's own limits first: past them, the cluster's room

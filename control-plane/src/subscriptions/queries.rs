@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// A subscription as stored.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, Default, FromRow)]
 pub struct SubscriptionRow {
     /// UUID.
     pub id: String,
@@ -65,12 +65,27 @@ pub struct SubscriptionRow {
     /// The owner's gate token, sealed (`Subscriptions::seal_gate`); empty
     /// when the subscription is open to everyone.
     pub gate: String,
+    /// The catalog entry's version it runs ('' when unknown).
+    pub version: String,
+    /// While upgrading: the version it came from; '' otherwise.
+    pub previous_version: String,
+    /// While upgrading: the template it came from.
+    pub previous_template: Option<Vec<u8>>,
+    /// While upgrading: the variables it came from (sealed as `variables`).
+    pub previous_variables: String,
+    /// While upgrading: the status it came from.
+    pub previous_status: String,
+    /// While upgrading: Unix ms by which the new version must be ready.
+    pub upgrade_deadline_at: i64,
+    /// Why the last upgrade was rolled back; '' when it was not.
+    pub upgrade_failure: String,
 }
 
 const COLUMNS: &str = "id, name, user_id, user_email, service_id, service_slug, service_name, \
     namespace, template, variables, generated, monthly_price_cents, desired, suspended_by, \
     status, status_reason, status_changed_at, ever_ran, generation, applied_generation, \
-    restarted_at, workers, created_at, updated_at, gate";
+    restarted_at, workers, created_at, updated_at, gate, version, previous_version, \
+    previous_template, previous_variables, previous_status, upgrade_deadline_at, upgrade_failure";
 
 /// A map as stored.
 pub fn encode_map(map: &BTreeMap<String, String>) -> String {
@@ -87,9 +102,10 @@ pub async fn insert(tx: &mut Tx, r: &SubscriptionRow) -> AppResult<()> {
         "INSERT INTO subscriptions (id, name, user_id, user_email, service_id, service_slug,
             service_name, namespace, template, variables, generated, monthly_price_cents,
             desired, suspended_by, status, status_reason, status_changed_at, ever_ran,
-            generation, applied_generation, restarted_at, workers, created_at, updated_at, gate)
+            generation, applied_generation, restarted_at, workers, created_at, updated_at, gate,
+            version)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-            $18, $19, $20, $21, $22, $23, $24, $25)"
+            $18, $19, $20, $21, $22, $23, $24, $25, $26)"
     )
     .bind(&r.id)
     .bind(&r.name)
@@ -116,6 +132,7 @@ pub async fn insert(tx: &mut Tx, r: &SubscriptionRow) -> AppResult<()> {
     .bind(r.created_at)
     .bind(r.updated_at)
     .bind(&r.gate)
+    .bind(&r.version)
     .execute(c)
     .await
     .map(|_| ()))

@@ -9,7 +9,10 @@
 //! deactivated or activated, the pod watch, worker status, other replicas'
 //! notices) and by a periodic resync, so a restart of the control plane
 //! picks up where it stopped. With several replicas on PostgreSQL a lease
-//! on the row makes one replica at a time act on a subscription.
+//! on the row makes one replica at a time act on a subscription. An
+//! upgrading subscription's passes are `rollout.rs`'s.
+
+mod rollout;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -70,7 +73,7 @@ impl Reconcile for Reconciler {
     async fn reconcile(&mut self, id: &String) -> anyhow::Result<Action> {
         let out = self.reconcile_one(id).await;
         match &out {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(e) => {
                 self.applied.remove(id);
                 if let Some(refused) = e.downcast_ref::<Refused>() {
@@ -84,7 +87,7 @@ impl Reconcile for Reconciler {
                 }
             }
         }
-        out.map(|()| Action::Done)
+        out.map(|again| again.map_or(Action::Done, Action::RequeueAfter))
     }
 
     /// Every failure is retried after the subscription's backoff (with
@@ -303,11 +306,12 @@ impl Reconciler {
         }
     }
 
-    /// One pass over subscription `id`.
-    async fn reconcile_one(&mut self, id: &str) -> anyhow::Result<()> {
+    /// One pass over subscription `id`; when to look again, if sooner
+    /// than a change or the resync (an upgrade waiting for its deadline).
+    async fn reconcile_one(&mut self, id: &str) -> anyhow::Result<Option<Duration>> {
         let Some(row) = queries::get(self.subs.db(), id).await? else {
             self.applied.remove(id);
-            return Ok(());
+            return Ok(None);
         };
         if !queries::lease(
             self.subs.db(),
@@ -317,10 +321,10 @@ impl Reconciler {
         )
         .await?
         {
-            return Ok(());
+            return Ok(None);
         }
         let Some(client) = self.subs.link().kube_client() else {
-            return Ok(());
+            return Ok(None);
         };
         let template = pb::ServiceTemplate::decode(row.template.as_slice())?;
         let variables = self.subs.open_map(&row.id, &row.variables)?;
@@ -375,7 +379,7 @@ impl Reconciler {
             self.subs
                 .publish(Change::Deleted(row.id.clone(), row.user_id.clone()));
             tracing::info!(subscription = %row.id, name = %row.name, "subscription deleted");
-            return Ok(());
+            return Ok(None);
         }
 
         let stale = self.applied.get(id).is_none_or(|(g, at)| {
@@ -399,6 +403,11 @@ impl Reconciler {
             }
             self.applied
                 .insert(id.to_owned(), (row.generation, Instant::now()));
+        }
+        if !row.previous_version.is_empty() && row.desired == "RUNNING" {
+            return self
+                .follow_upgrade(&client, &row, &template, &objects)
+                .await;
         }
 
         let pods = self.subs.pods_of(id);
@@ -451,7 +460,7 @@ impl Reconciler {
         if recorded.changed {
             self.publish_row_change(&row, status, &reason);
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Records that the cluster refused `id`'s objects (`why`), the first

@@ -190,6 +190,16 @@ fn part_for_customer(part: &str) -> String {
     };
     let what = if what == "waiting for its pod" {
         "starting".to_owned()
+    } else if what.starts_with("running but not ready")
+        || what.starts_with("crash loop (")
+        || what == "rolling out"
+        || what.starts_with("its rollout cannot be read")
+    {
+        // An upgrade's progress (`reconcile/rollout.rs`), in customer
+        // words already.
+        what.to_owned()
+    } else if what == "its image cannot be pulled" {
+        "its image cannot be downloaded".to_owned()
     } else if what.starts_with("worker ") && what.ends_with(" is offline") {
         "the machine it runs on is offline; it starts again elsewhere or when the machine is back"
             .to_owned()

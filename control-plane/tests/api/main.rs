@@ -17,6 +17,7 @@ mod on_postgres;
 mod refusals;
 mod subscriptions;
 mod transport;
+mod upgrades;
 mod users;
 mod words;
 mod workers;

@@ -739,6 +739,7 @@ async fn concurrent_creates_through_two_replicas_are_admitted_only_as_far_as_the
                             service_id: "ghost".into(),
                             name: format!("race-{i}"),
                             variables: Default::default(),
+                            ..Default::default()
                         },
                         &token,
                     ))

@@ -179,6 +179,7 @@ pub(crate) async fn create(
                     .iter()
                     .map(|(k, v)| ((*k).into(), (*v).into()))
                     .collect(),
+                ..Default::default()
             },
             token,
         ))
@@ -1361,6 +1362,7 @@ async fn burst(
                             service_id: service,
                             name,
                             variables: Default::default(),
+                            ..Default::default()
                         },
                         &token,
                     ))

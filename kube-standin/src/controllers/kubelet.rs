@@ -1,7 +1,8 @@
 //! The node side: the kubelet's pod status (ContainerCreating, Running and
 //! Ready after the readiness delay, or ErrImagePull then ImagePullBackOff
 //! for unpullable images, or CrashLoopBackOff with a climbing restartCount
-//! for crashing ones), the node lifecycle controller marking pods on
+//! for crashing ones, or Running and never Ready for images whose
+//! readiness probe fails), the node lifecycle controller marking pods on
 //! unready nodes not Ready, and the taint manager deleting pods from nodes
 //! with NoExecute taints they do not tolerate.
 
@@ -230,7 +231,15 @@ fn pod_status(
                         json!(now)
                     });
                 status["state"] = json!({"running": {"startedAt": since}});
-                status["ready"] = json!(true);
+                // A readiness probe that keeps failing: the container runs
+                // (started, no startup probe) and is never Ready; a
+                // container without a readiness probe is Ready once running.
+                let probe_fails = behaviour.readiness_failing.contains(image)
+                    && container.get("readinessProbe").is_some();
+                if probe_fails {
+                    unready.push(name.to_string());
+                }
+                status["ready"] = json!(!probe_fails);
                 status["started"] = json!(true);
                 let repository = full
                     .rsplit_once(':')

@@ -699,6 +699,72 @@ async fn stand_in_fixtures_say_so_on_a_real_cluster() {
 }
 
 #[tokio::test]
+async fn a_failing_readiness_probe_leaves_the_container_running_and_never_ready() {
+    let cluster = quick_cluster().await;
+    if cluster
+        .set_image_readiness_failing("nginx:broken")
+        .await
+        .is_err()
+    {
+        return; // A real kubelet runs the probe.
+    }
+    cluster.create_node("n", &[]).await.unwrap();
+    let ns = cluster.create_namespace().await.unwrap();
+    let mut probed = deployment("probed", "nginx:broken", "100m", json!({}));
+    probed["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] =
+        json!({"httpGet": {"path": "/", "port": 80}});
+    apply_deployment(&cluster, &ns, &probed).await;
+    // The same image without a probe: Ready once running.
+    apply_deployment(
+        &cluster,
+        &ns,
+        &deployment("plain", "nginx:broken", "100m", json!({})),
+    )
+    .await;
+    let running = |pods: &[Pod]| {
+        pods.len() == 1
+            && pods[0]
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase.as_deref() == Some("Running"))
+    };
+    let pods = cluster
+        .wait_for(&ns, "app=probed", running, WAIT)
+        .await
+        .unwrap();
+    // Still not ready well after the readiness delay.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pods = cluster
+        .wait_for(&ns, "app=probed", |p| running(p), WAIT)
+        .await
+        .unwrap_or(pods);
+    let c = &pods[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    assert!(c.state.as_ref().unwrap().running.is_some());
+    assert!(!c.ready);
+    assert_eq!(c.started, Some(true));
+    let not_ready = condition(&pods[0], "Ready").unwrap();
+    assert_eq!(
+        (not_ready.status.as_str(), not_ready.reason.as_deref()),
+        ("False", Some("ContainersNotReady"))
+    );
+    cluster
+        .wait_for(
+            &ns,
+            "app=plain",
+            |p| p.len() == 1 && condition(&p[0], "Ready").is_some_and(|c| c.status == "True"),
+            WAIT,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn pods_on_a_node_that_is_not_ready_are_not_ready_until_it_is_back() {
     let cluster = quick_cluster().await;
     let node = cluster

@@ -157,6 +157,7 @@ async fn kill_9_of_the_agent_under_a_subscription_degrades_it_at_once_and_the_ta
                 service_id: "n8n".into(),
                 name: "flows".into(),
                 variables: Default::default(),
+                ..Default::default()
             },
             &customer,
         ))
@@ -361,6 +362,7 @@ async fn on_postgres_the_subscriptions_of_a_replica_killed_with_kill_9_pass_to_t
                 service_id: "ghost".into(),
                 name: "stays".into(),
                 variables: Default::default(),
+                ..Default::default()
             },
             &customer,
         ))

@@ -8,6 +8,7 @@ import { money } from "../format";
 import type { Service } from "../gen/minispod/v1/catalog_pb";
 import { SubscribeForm } from "../parts/subscribe";
 import { TemplateEditor } from "../parts/template";
+import { VersionsCard } from "../parts/versions";
 import { navigate, setQuery, useLocation } from "../router";
 import { session } from "../session";
 
@@ -213,6 +214,7 @@ export function ServiceDetailPage({ slug }: { slug: string }) {
         </section>
       </div>
       {s.template && s.active && <SubscribeForm key={s.id} service={s} />}
+      {admin && s.template && <VersionsCard key={`v-${s.id}`} service={s} onChanged={(n) => svc.setData(n)} />}
       <Confirm open={confirm} title={`Delete ${s.name}?`} confirmLabel="Delete" danger onCancel={() => setConfirm(false)} onConfirm={() => {
         setConfirm(false);
         void del.act();

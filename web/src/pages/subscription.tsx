@@ -17,6 +17,7 @@ import { useSubscriptionWatch } from "../live";
 import { SubscriptionHistory } from "../parts/chart";
 import { DomainsCard } from "../parts/domains";
 import { StatusPill, SuspendDialog, UrlLink } from "../parts/subscription";
+import { UpgradeCard } from "../parts/upgrade";
 import { checkFields, VariableInput } from "../parts/variables";
 import { navigate } from "../router";
 import { session } from "../session";
@@ -96,6 +97,7 @@ export function SubscriptionPage({ id }: { id: string }) {
     ["Reason", s.statusReason || "—"],
     ["Address", s.url ? <>{s.public ? <UrlLink url={s.url} /> : s.url.replace(/^https?:\/\//, "")} {s.public ? "" : <span class="muted">(closed: only its owner)</span>}</> : <UrlLink url={s.url} />],
     ["Service", <a href={`/catalog/${encodeURIComponent(s.serviceSlug)}`}>{s.serviceName || s.serviceSlug}</a>],
+    ["Version", s.version || "—"],
     ...(session.isAdmin ? ([["Owner", s.userEmail]] as [string, string][]) : []),
     // Administrators only: the server sends customers no namespace.
     ...(session.isAdmin ? ([["Namespace", s.namespace || "—"]] as [string, string][]) : []),
@@ -169,6 +171,16 @@ export function SubscriptionPage({ id }: { id: string }) {
             // A closed subscription has a new owner's link: fetch it.
             loaded.reload();
             setDone(what);
+          }}
+        />
+      )}
+      {!gone && (
+        <UpgradeCard
+          s={s}
+          onUpgraded={(u) => {
+            setLocal(u);
+            watch.put(u);
+            setDone(`Upgrading to ${u.version}.`);
           }}
         />
       )}

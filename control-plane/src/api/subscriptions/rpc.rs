@@ -237,6 +237,15 @@ impl SubscriptionService for SubscriptionApi {
         self.limit_change(&caller).await?;
         let r = request.into_inner();
         let row = self.visible(&caller, &r.id).await?;
+        if !row.previous_version.is_empty() {
+            // A rollback puts the previous values back: a change now
+            // would be lost with it.
+            return Err(AppError::FailedPrecondition(format!(
+                "subscription {} is upgrading; change its values once the upgrade is done",
+                row.name
+            ))
+            .into());
+        }
         let template = pb::ServiceTemplate::decode(row.template.as_slice())
             .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("stored template")))?;
         let mut merged = self.subs.open_map(&row.id, &row.variables)?;
@@ -271,6 +280,29 @@ impl SubscriptionService for SubscriptionApi {
         Ok(Response::new(pb::UpdateSubscriptionResponse {
             subscription: Some(self.reply(&caller, &row.id).await?),
         }))
+    }
+
+    async fn upgrade_subscription(
+        &self,
+        request: Request<pb::UpgradeSubscriptionRequest>,
+    ) -> Result<Response<pb::UpgradeSubscriptionResponse>, Status> {
+        let caller = caller(&request)?;
+        self.limit_change(&caller).await?;
+        let r = request.into_inner();
+        let plan = self.subs.upgrade(&caller, &r).await?;
+        Ok(Response::new(pb::UpgradeSubscriptionResponse {
+            subscription: Some(self.reply(&caller, &r.id).await?),
+            plan: Some(plan),
+        }))
+    }
+
+    async fn upgrade_service_subscriptions(
+        &self,
+        request: Request<pb::UpgradeServiceSubscriptionsRequest>,
+    ) -> Result<Response<pb::UpgradeServiceSubscriptionsResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        Ok(Response::new(self.subs.upgrade_service(&caller, &r).await?))
     }
 
     async fn restart_subscription(
@@ -584,6 +616,7 @@ impl SubscriptionService for SubscriptionApi {
             S::Suspended,
             S::Deleting,
             S::Failed,
+            S::Upgrading,
         ];
         let count = |s: S| {
             by_status

@@ -1,0 +1,49 @@
+-- Versions of a catalog entry and upgrades that roll back (issue #25).
+--
+-- Each published template of an entry is kept under its version, with its
+-- release notes, whether an upgrade to it cannot be rolled back past
+-- (one_way: a data migration) and when it was withdrawn (no new
+-- subscriptions; running ones are told to move). services.template and
+-- services.version stay the entry's newest version that is not withdrawn.
+CREATE TABLE service_versions (
+    service_id    TEXT NOT NULL REFERENCES services (id) ON DELETE CASCADE,
+    version       TEXT NOT NULL,
+    -- The minispod.v1.ServiceTemplate, prost-encoded.
+    template      BLOB NOT NULL,
+    notes         TEXT NOT NULL DEFAULT '',
+    one_way       BOOLEAN NOT NULL DEFAULT FALSE,
+    -- Unix ms; NULL while offered.
+    withdrawn_at  INTEGER,
+    published_at  INTEGER NOT NULL,
+    PRIMARY KEY (service_id, version)
+);
+-- Every entry with a template has its current template as a version.
+INSERT INTO service_versions (service_id, version, template, notes, one_way, withdrawn_at, published_at)
+    SELECT id, version, template, '', FALSE, NULL, updated_at FROM services WHERE template IS NOT NULL;
+
+-- The version a subscription runs: existing ones get the version whose
+-- template their copy is ('' when the entry's template changed since).
+ALTER TABLE subscriptions ADD COLUMN version TEXT NOT NULL DEFAULT '';
+UPDATE subscriptions SET version = COALESCE((SELECT v.version FROM service_versions v
+    WHERE v.service_id = subscriptions.service_id AND v.template = subscriptions.template), '');
+-- While an upgrade rolls out (status UPGRADING): the version, template,
+-- variables (sealed as `variables`) and status it came from, kept until it
+-- succeeds or is rolled back, and when it must be ready by (Unix ms).
+ALTER TABLE subscriptions ADD COLUMN previous_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriptions ADD COLUMN previous_template BLOB;
+ALTER TABLE subscriptions ADD COLUMN previous_variables TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriptions ADD COLUMN previous_status TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscriptions ADD COLUMN upgrade_deadline_at INTEGER NOT NULL DEFAULT 0;
+-- Why the last upgrade was rolled back; '' after one that succeeded.
+ALTER TABLE subscriptions ADD COLUMN upgrade_failure TEXT NOT NULL DEFAULT '';
+
+-- status may be UPGRADING. SQLite cannot change a CHECK in place: the
+-- column is copied into a new one with the new CHECK (a table rebuild
+-- would cascade-delete the subscriptions' events).
+DROP INDEX subscriptions_status;
+ALTER TABLE subscriptions ADD COLUMN status_checked TEXT NOT NULL DEFAULT 'PENDING'
+    CHECK (status_checked IN ('PENDING', 'PROVISIONING', 'RUNNING', 'DEGRADED', 'SUSPENDED', 'DELETING', 'FAILED', 'UPGRADING'));
+UPDATE subscriptions SET status_checked = status;
+ALTER TABLE subscriptions DROP COLUMN status;
+ALTER TABLE subscriptions RENAME COLUMN status_checked TO status;
+CREATE INDEX subscriptions_status ON subscriptions (status);

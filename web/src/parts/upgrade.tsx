@@ -1,0 +1,88 @@
+// A subscription's version (issue #25): "update available" with the notes,
+// an Upgrade button that asks UpgradeSubscription for a dry run and shows
+// what changes in the Confirm dialog before upgrading, the UPGRADING
+// progress, and the reason of an upgrade that was rolled back.
+import { useState } from "preact/hooks";
+import { subscriptions } from "../api";
+import { Confirm, ErrorBanner, useAction } from "./components";
+import { dateTime } from "../format";
+import { SubscriptionStatus, type Subscription, type UpgradePlan } from "../gen/minispod/v1/subscriptions_pb";
+
+export function UpgradeCard({ s, onUpgraded }: { s: Subscription; onUpgraded: (s: Subscription) => void }) {
+  const [plan, setPlan] = useState<UpgradePlan>();
+  const ask = useAction(async () => {
+    setPlan((await subscriptions.upgradeSubscription({ id: s.id, version: s.latestVersion, dryRun: true })).plan);
+  });
+  const go = useAction(async () => {
+    const res = await subscriptions.upgradeSubscription({ id: s.id, version: plan?.toVersion ?? s.latestVersion });
+    setPlan(undefined);
+    if (res.subscription) onUpgraded(res.subscription);
+  });
+  const upgrading = s.status === SubscriptionStatus.UPGRADING;
+  if (!s.latestVersion && !upgrading && !s.upgradeFailure && !s.versionWithdrawn) return null;
+  const busy = s.status === SubscriptionStatus.SUSPENDED || s.status === SubscriptionStatus.DELETING;
+  return (
+    <section class="card" aria-labelledby="upgrade-h" data-upgrade>
+      <h2 id="upgrade-h">Version {s.version || "—"}</h2>
+      {upgrading && (
+        <p class="banner warn" role="status" data-upgrading>
+          <strong>Upgrading from {s.upgradingFrom || "an unversioned template"} to {s.version}.</strong> {s.statusReason}
+          {s.upgradeDeadline && <> If it is not ready by {dateTime(s.upgradeDeadline)}, the previous version comes back by itself.</>}
+        </p>
+      )}
+      {!upgrading && s.upgradeFailure && (
+        <p class="banner error" role="status" data-rolled-back>
+          <strong>The last upgrade was rolled back:</strong> {s.upgradeFailure}
+        </p>
+      )}
+      {s.versionWithdrawn && !upgrading && <p class="banner warn">Version {s.version} was withdrawn: please move to a newer version.</p>}
+      {s.latestVersion && !upgrading && (
+        <div data-update-available>
+          <p>
+            <strong>Update available: {s.latestVersion}</strong>
+          </p>
+          {s.latestNotes && <div class="notes">{s.latestNotes}</div>}
+          <ErrorBanner problem={ask.problem} />
+          <div class="actions">
+            <button type="button" class="primary" disabled={busy || ask.busy} onClick={() => void ask.act()}>
+              Upgrade to {s.latestVersion}
+            </button>
+          </div>
+        </div>
+      )}
+      <Confirm open={!!plan} title={`Upgrade ${s.name} to ${plan?.toVersion ?? ""}?`} confirmLabel="Upgrade" confirmDisabled={go.busy} onCancel={() => setPlan(undefined)} onConfirm={() => void go.act()}>
+        {plan && (
+          <div data-plan>
+            <p>
+              From {plan.fromVersion || "an unversioned template"} to {plan.toVersion}. If the new version is not ready in time, the previous one comes back by itself.
+            </p>
+            {plan.imageChanges.length > 0 && (
+              <ul>
+                {plan.imageChanges.map((c) => (
+                  <li key={c.component}>
+                    {c.component}: <code>{c.fromImage || "(new)"}</code> → <code>{c.toImage || "(removed)"}</code>
+                  </li>
+                ))}
+              </ul>
+            )}
+            {plan.variablesAdded.length > 0 && (
+              <p>
+                New settings: {plan.variablesAdded.map((v) => `${v.label || v.name} = ${v.defaultValue || "(empty)"}`).join(", ")}
+              </p>
+            )}
+            {plan.variablesRemoved.length > 0 && <p>Settings no longer used: {plan.variablesRemoved.join(", ")}</p>}
+            {plan.notes
+              .filter((n) => n.notes)
+              .map((n) => (
+                <div key={n.version}>
+                  <h3>{n.version}</h3>
+                  <div class="notes">{n.notes}</div>
+                </div>
+              ))}
+            <ErrorBanner problem={go.problem} />
+          </div>
+        )}
+      </Confirm>
+    </section>
+  );
+}
