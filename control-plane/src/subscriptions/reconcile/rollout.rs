@@ -121,10 +121,7 @@ fn leftovers<'a>(objects: &'a [Value], keep: &[Value]) -> Vec<&'a Value> {
         )
     };
     let kept: std::collections::HashSet<_> = keep.iter().map(key).collect();
-    objects
-        .iter()
-        .filter(|o| !kept.contains(&key(o)))
-        .collect()
+    objects.iter().filter(|o| !kept.contains(&key(o))).collect()
 }
 
 impl Reconciler {
