@@ -230,7 +230,13 @@ async fn an_upgrade_shows_what_changes_then_rolls_out_the_new_image_and_records_
 #[tokio::test]
 async fn a_new_version_that_never_becomes_ready_is_rolled_back_by_itself_after_the_deadline() {
     let deadline = Duration::from_secs(5);
-    let mut env = env_with(|a| a.subscriptions.upgrade_deadline = deadline).await;
+    let dir = crate::helpers::TempDir::new();
+    let sink = crate::smtp::SmtpSink::start(&dir.0);
+    let mut env = env_with(|a| {
+        a.subscriptions.upgrade_deadline = deadline;
+        crate::mail::with_mail(a, &sink);
+    })
+    .await;
     if env.cluster.standin().is_none() {
         eprintln!("skipped: needs the stand-in to make a readiness probe fail");
         return;
@@ -296,6 +302,24 @@ async fn a_new_version_that_never_becomes_ready_is_rolled_back_by_itself_after_t
         )),
         "{events:?}"
     );
+    // The owner is told, once, in their words (a customer who never chose
+    // gets mail of a rolled-back upgrade).
+    let told = until(20, "the owner's rolled-back mail", || async {
+        let mails: Vec<_> = sink
+            .received_by("back@example.com")
+            .into_iter()
+            .filter(|m| m.subject.contains("was rolled back"))
+            .collect();
+        (!mails.is_empty()).then_some(mails)
+    })
+    .await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].subject.contains("stays") && told[0].subject.contains(NEW),
+        "{}",
+        told[0].subject
+    );
+    assert!(told[0].text.contains(OLD), "{}", told[0].text);
     // The old version's pods are what runs.
     env.cluster
         .wait_for(
