@@ -359,8 +359,12 @@ mod tests {
             &["60s"],
             Some("Notifications"),
         );
-        // 105 flags and --help, as before the groups.
-        assert_eq!(serve.get_arguments().count(), 106);
+        // 105 flags and --help, as before the groups, and #25's ten:
+        // --upgrade-deadline; --custom-domain-issuer,
+        // --domains-per-subscription, --domain-check-{every,max,give-up,
+        // resolve}; --notify-subscription-grace, --notify-crash-{restarts,
+        // window}.
+        assert_eq!(serve.get_arguments().count(), 116);
         // An argument id used across groups still resolves.
         assert!(
             Cli::try_parse_from([
