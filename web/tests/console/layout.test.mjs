@@ -416,7 +416,7 @@ describe('words, numbers and phones', () => {
       await open(page, `${f.cp.url}/subscriptions`);
       await page.getByRole('navigation', { name: 'Pages' }).getByText('0 subscriptions', { exact: true }).waitFor();
       const subsFilter = page.getByLabel('Status', { exact: true });
-      assert.deepEqual((await subsFilter.locator('option').allInnerTexts()).map((t) => t.trim()), ['Any', 'Pending', 'Provisioning', 'Running', 'Degraded', 'Suspended', 'Deleting', 'Failed']);
+      assert.deepEqual((await subsFilter.locator('option').allInnerTexts()).map((t) => t.trim()), ['Any', 'Pending', 'Provisioning', 'Running', 'Degraded', 'Suspended', 'Deleting', 'Failed', 'Upgrading']);
       await assertWords(page, 'the subscriptions page');
       await page.context().close();
     }),
