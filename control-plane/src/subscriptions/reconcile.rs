@@ -645,12 +645,12 @@ fn claim_gib(o: &Value) -> i64 {
         .unwrap_or(0)
 }
 
-fn kind_of(o: &Value) -> &str {
+pub(super) fn kind_of(o: &Value) -> &str {
     o["kind"].as_str().unwrap_or_default()
 }
 
 /// The API of object `o`'s kind (in its namespace) and its name.
-fn dynamic(client: &kube::Client, o: &Value) -> (Api<DynamicObject>, String) {
+pub(super) fn dynamic(client: &kube::Client, o: &Value) -> (Api<DynamicObject>, String) {
     let api_version = o["apiVersion"].as_str().unwrap_or_default();
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind_of(o)));

@@ -31,7 +31,11 @@ use super::{
 use crate::{
     cluster::FIELD_MANAGER,
     store::now_ms,
-    subscriptions::{limits, queries as subscription_queries, render},
+    subscriptions::{
+        limits, queries as subscription_queries,
+        reconcile::{dynamic, kind_of},
+        render,
+    },
     workqueue::{Action, Reconcile},
 };
 
@@ -424,10 +428,6 @@ fn humantime(d: Duration) -> String {
     }
 }
 
-fn kind_of(o: &Value) -> &str {
-    o["kind"].as_str().unwrap_or_default()
-}
-
 fn api_of(client: &kube::Client, ns: &str, group: &str, kind: &str) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, "v1", kind));
     Api::namespaced_with(client.clone(), ns, &ar)
@@ -439,22 +439,6 @@ async fn delete(api: &Api<DynamicObject>, kind: &str, name: &str) -> anyhow::Res
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(anyhow::Error::new(e).context(format!("delete {kind} {name}"))),
     }
-}
-
-/// The API of object `o`'s kind in its namespace, and its name.
-fn dynamic(client: &kube::Client, o: &Value) -> (Api<DynamicObject>, String) {
-    let api_version = o["apiVersion"].as_str().unwrap_or_default();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind_of(o)));
-    let name = o["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let api = match o["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    (api, name)
 }
 
 #[cfg(test)]
