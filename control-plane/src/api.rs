@@ -11,6 +11,7 @@
 pub mod access;
 pub mod agent;
 pub mod auth;
+pub mod backups;
 pub mod catalog;
 pub mod history;
 pub mod notifications;
@@ -25,7 +26,8 @@ use std::sync::Arc;
 
 use minispod_proto::v1::{
     agent_service_server::AgentServiceServer, auth_service_server::AuthServiceServer,
-    catalog_service_server::CatalogServiceServer, history_service_server::HistoryServiceServer,
+    backup_service_server::BackupServiceServer, catalog_service_server::CatalogServiceServer,
+    history_service_server::HistoryServiceServer,
     notification_service_server::NotificationServiceServer,
     subscription_service_server::SubscriptionServiceServer, user_service_server::UserServiceServer,
     worker_service_server::WorkerServiceServer,
@@ -34,6 +36,7 @@ use tonic::service::{Routes, RoutesBuilder};
 
 use crate::{
     auth::{AccountMail, Accounts, AuthState},
+    backups::Backups,
     cluster::ClusterLink,
     history::HistorySettings,
     notifications::Notifier,
@@ -65,11 +68,13 @@ pub mod message_limits {
     pub const NOTIFICATION: usize = 16 * 1024;
     /// HistoryService: an id and two durations.
     pub const HISTORY: usize = 4 * 1024;
+    /// BackupService: a destination with its credentials.
+    pub const BACKUP: usize = 8 * 1024;
 }
 
 /// The names grpc.health.v1 reports: the server as a whole ("") and every
 /// API service.
-pub const HEALTH_NAMES: [&str; 9] = [
+pub const HEALTH_NAMES: [&str; 10] = [
     "",
     <AuthServiceServer<auth::AuthApi> as tonic::server::NamedService>::NAME,
     <UserServiceServer<users::UserApi> as tonic::server::NamedService>::NAME,
@@ -79,6 +84,7 @@ pub const HEALTH_NAMES: [&str; 9] = [
     <SubscriptionServiceServer<subscriptions::SubscriptionApi> as tonic::server::NamedService>::NAME,
     <NotificationServiceServer<notifications::NotificationApi> as tonic::server::NamedService>::NAME,
     <HistoryServiceServer<history::HistoryApi> as tonic::server::NamedService>::NAME,
+    <BackupServiceServer<backups::BackupApi> as tonic::server::NamedService>::NAME,
 ];
 
 /// What the services are built over.
@@ -92,6 +98,8 @@ pub struct Parts {
     pub cluster: ClusterLink,
     /// The subscriptions' shared state.
     pub subscriptions: Subscriptions,
+    /// Backups and restores.
+    pub backups: Backups,
     /// Per-user limits of the SubscriptionService.
     pub subscription_limits: subscriptions::CallerLimits,
     /// The fleet.
@@ -147,12 +155,15 @@ pub fn routes(p: Parts) -> Routes {
         .max_decoding_message_size(message_limits::WORKER),
     )
     .add_service(
-        AgentServiceServer::new(agent::AgentApi::new(
-            p.hub,
-            p.enrollment,
-            p.auth.trusted_proxies.clone(),
-            p.worker_limits,
-        ))
+        AgentServiceServer::new(
+            agent::AgentApi::new(
+                p.hub,
+                p.enrollment,
+                p.auth.trusted_proxies.clone(),
+                p.worker_limits,
+            )
+            .with_backups(p.backups.clone()),
+        )
         .max_decoding_message_size(message_limits::AGENT),
     )
     .add_service(
@@ -173,6 +184,10 @@ pub fn routes(p: Parts) -> Routes {
     .add_service(
         HistoryServiceServer::new(history::HistoryApi::new(p.auth, p.history))
             .max_decoding_message_size(message_limits::HISTORY),
+    )
+    .add_service(
+        BackupServiceServer::new(backups::BackupApi::new(p.backups))
+            .max_decoding_message_size(message_limits::BACKUP),
     );
     b.routes()
 }

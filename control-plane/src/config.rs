@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod backups;
 mod cluster;
 mod domains;
 mod fleet;
@@ -17,6 +18,7 @@ mod store;
 mod subscriptions;
 
 pub use self::{
+    backups::BackupArgs,
     cluster::ClusterArgs,
     domains::{DomainArgs, ResolveRule},
     fleet::FleetArgs,
@@ -201,6 +203,10 @@ pub struct ServeArgs {
     /// Customers' own domains.
     #[command(flatten, next_help_heading = "Custom domains")]
     pub domains: DomainArgs,
+
+    /// Backups of subscriptions' volumes.
+    #[command(flatten, next_help_heading = "Backups")]
+    pub backups: BackupArgs,
 }
 
 impl Cli {

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backups;
 pub mod catalog;
 pub mod cluster;
 pub mod config;

@@ -313,6 +313,11 @@ impl Subscriptions {
     }
 
     /// The cluster link.
+    pub fn sealer(&self) -> &Sealer {
+        &self.inner.sealer
+    }
+
+    /// The cluster link.
     pub fn link(&self) -> &ClusterLink {
         &self.inner.link
     }

@@ -166,6 +166,21 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, env = "MINISPOD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// The directory under which the node's volumes are (K3s's local-path
+    /// storage). Backups read and restores replace only directories inside
+    /// it; an order naming any other path is refused.
+    #[arg(
+        long,
+        env = "MINISPOD_VOLUMES_DIR",
+        default_value = "/var/lib/rancher/k3s/storage"
+    )]
+    pub volumes_dir: PathBuf,
+
+    /// The restic program backups and restores run (Debian's `restic`
+    /// package).
+    #[arg(long, env = "MINISPOD_RESTIC", default_value = "restic")]
+    pub restic: PathBuf,
 }
 
 impl AgentArgs {

@@ -32,6 +32,7 @@ pub mod stream;
 pub mod swarm;
 pub mod tls;
 pub mod token;
+pub mod transfers;
 
 /// The agent's version, reported to the control plane.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

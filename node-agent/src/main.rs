@@ -137,6 +137,13 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
         max_backoff: args.max_backoff,
         metrics: metrics.clone(),
         heartbeats: facts::HeartbeatSource::Machine,
+        transfers: Some(minispod_agent::transfers::Transfers::new(
+            minispod_agent::backup::restic::Restic::new(
+                &args.restic,
+                args.state_dir.join("restic-cache"),
+            ),
+            args.volumes_dir.clone(),
+        )),
     };
     // Watchdog pings while the process runs; a hung runtime stops them and
     // systemd restarts the agent.

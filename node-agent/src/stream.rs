@@ -63,6 +63,9 @@ pub struct StreamConfig {
     pub metrics: Arc<AgentMetrics>,
     /// Where heartbeat figures come from.
     pub heartbeats: HeartbeatSource,
+    /// Backups and restores of volumes on this node; None: not taken (the
+    /// swarm).
+    pub transfers: Option<Arc<crate::transfers::Transfers>>,
 }
 
 /// How one stream ended.
@@ -440,6 +443,8 @@ async fn session(
     cfg.metrics.connects.fetch_add(1, Ordering::Relaxed);
     // systemd (Type=notify): ready once the first stream is up.
     minispod_support::sd_notify("READY=1");
+    // Transfers waiting for this worker (or cut short by a restart).
+    claim_transfers(cfg, &channel);
     let mut tick = tokio::time::interval(interval);
     tick.reset();
     let mut sampler = cfg.heartbeats.sampler();
@@ -488,6 +493,7 @@ async fn session(
                         }
                         Some(pb::command::Command::RenewCertificate(true)) => renewal.as_mut().reset(tokio::time::Instant::now()),
                         Some(pb::command::Command::Reenroll(true)) => return Ok(SessionEnd::ReEnroll),
+                        Some(pb::command::Command::TransfersPending(true)) => claim_transfers(cfg, &channel),
                         _ => {}
                     }
                 }
@@ -496,6 +502,18 @@ async fn session(
                 Err(s) => return Ok(ended_by(&s)),
             }
         }
+    }
+}
+
+/// Claims the worker's transfers in the background, if it takes any.
+fn claim_transfers(cfg: &StreamConfig, channel: &tonic::transport::Channel) {
+    if let Some(t) = &cfg.transfers {
+        let (t, channel) = (t.clone(), channel.clone());
+        tokio::spawn(async move {
+            if let Err(e) = t.claim(channel).await {
+                tracing::warn!(error = %format!("{e:#}"), "claiming transfers failed; the control plane asks again");
+            }
+        });
     }
 }
 

@@ -192,6 +192,7 @@ async fn start_one(
         max_backoff: cfg.max_backoff,
         metrics: metrics.clone(),
         heartbeats: HeartbeatSource::Synthetic,
+        transfers: None,
     };
     let task = tokio::spawn(async move {
         if let Err(e) = stream::run(stream_cfg, Some(creds), stop).await {

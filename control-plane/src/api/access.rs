@@ -191,6 +191,17 @@ pub const TABLE: &[(&str, Access)] = {
         ("/minispod.v1.AgentService/Enroll", Public),
         ("/minispod.v1.AgentService/Connect", Agent),
         ("/minispod.v1.AgentService/RenewCertificate", Agent),
+        ("/minispod.v1.AgentService/ClaimTransfers", Agent),
+        ("/minispod.v1.AgentService/ReportTransfer", Agent),
+        // BackupService: destinations are the operator's; customers back up
+        // and restore their own subscriptions, administrators any.
+        ("/minispod.v1.BackupService/CreateBackupDestination", Admin),
+        ("/minispod.v1.BackupService/ListBackupDestinations", Admin),
+        ("/minispod.v1.BackupService/CreateBackup", User),
+        ("/minispod.v1.BackupService/GetBackup", User),
+        ("/minispod.v1.BackupService/ListBackups", User),
+        ("/minispod.v1.BackupService/RestoreBackup", User),
+        ("/minispod.v1.BackupService/GetRestore", User),
     ]
 };
 

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::access::agent;
 use crate::{
+    backups::Backups,
     error::AppError,
     workers::{
         enrollment::{Enrollment, request_identity},
@@ -24,6 +25,7 @@ pub struct AgentApi {
     enrollment: Enrollment,
     trusted_proxies: Arc<[crate::rate_limit::Cidr]>,
     limits: Arc<WorkerLimits>,
+    backups: Option<Backups>,
 }
 
 impl AgentApi {
@@ -39,7 +41,20 @@ impl AgentApi {
             enrollment,
             trusted_proxies,
             limits,
+            backups: None,
         }
+    }
+
+    /// Serves the volume transfers of `backups` to agents.
+    pub fn with_backups(mut self, backups: Backups) -> Self {
+        self.backups = Some(backups);
+        self
+    }
+
+    fn backups(&self) -> Result<&Backups, AppError> {
+        self.backups
+            .as_ref()
+            .ok_or_else(|| AppError::FailedPrecondition("backups are not served here".into()))
     }
 }
 
@@ -102,5 +117,29 @@ impl AgentService for AgentApi {
             .renew(&worker, &request.get_ref().csr_pem)
             .await?;
         Ok(Response::new(r))
+    }
+
+    async fn claim_transfers(
+        &self,
+        request: Request<pb::ClaimTransfersRequest>,
+    ) -> Result<Response<pb::ClaimTransfersResponse>, Status> {
+        let worker = agent(&request)?;
+        take(&self.limits.transfers, &worker.id, "transfer claims")?;
+        Ok(Response::new(
+            self.backups()?.claim_transfers(&worker.id).await?,
+        ))
+    }
+
+    async fn report_transfer(
+        &self,
+        request: Request<pb::ReportTransferRequest>,
+    ) -> Result<Response<pb::ReportTransferResponse>, Status> {
+        let worker = agent(&request)?;
+        take(&self.limits.transfers, &worker.id, "transfer reports")?;
+        let cancel = self
+            .backups()?
+            .report_transfer(&worker.id, request.into_inner())
+            .await?;
+        Ok(Response::new(pb::ReportTransferResponse { cancel }))
     }
 }

@@ -225,6 +225,13 @@ impl Application {
             // The data dir's key, as the JWT key: replicas share one.
             crate::sealed::Sealer::load_or_create(&args.data_dir.join("secrets.key"))?,
         );
+        let backups = crate::backups::Backups::new(
+            auth.db.clone(),
+            subscriptions.clone(),
+            hub.clone(),
+            subscriptions.sealer().clone(),
+            args.backups.settings(),
+        );
         let subscription_limits = settings::subscription_limits(&args.subscriptions, &auth.db);
         let connections = Connections {
             keepalive_interval: args.keepalive_interval,
@@ -250,6 +257,7 @@ impl Application {
                 enrollment: enrollment.clone(),
                 worker_limits: Arc::new(settings::worker_limits(&args.fleet)),
                 subscriptions: subscriptions.clone(),
+                backups: backups.clone(),
                 subscription_limits: subscription_limits.clone(),
                 notifier: notifier.clone(),
                 history: history.clone(),
@@ -295,6 +303,7 @@ impl Application {
                 metrics_listener,
                 cluster,
                 subscriptions,
+                backups,
                 subscription_relay,
                 history,
                 enrollment,

@@ -10,7 +10,7 @@ use crate::{cluster::ClusterLink, store::Db};
 /// The names grpc.health.v1 reports: the server as a whole ("") and every
 /// API service, all SERVING while the store answers and NOT_SERVING from the
 /// moment shutdown begins.
-pub(super) const API_SERVICES: [&str; 9] = crate::api::HEALTH_NAMES;
+pub(super) const API_SERVICES: [&str; 10] = crate::api::HEALTH_NAMES;
 
 /// The grpc.health.v1 name of the cluster link: SERVING while it is
 /// CONNECTED. Only that name: a lost API server must not take the control

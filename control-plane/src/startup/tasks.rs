@@ -170,6 +170,8 @@ pub(super) struct Loops {
     pub cluster: ClusterLink,
     /// The subscriptions.
     pub subscriptions: Subscriptions,
+    /// Backups and restores (their runner).
+    pub backups: crate::backups::Backups,
     /// The subscriptions' relay between replicas, started by `build`.
     pub subscription_relay: Vec<JoinHandle<()>>,
     /// How history is kept.
@@ -195,6 +197,7 @@ impl Loops {
             metrics_listener,
             cluster,
             subscriptions,
+            backups,
             subscription_relay,
             history,
             enrollment,
@@ -237,6 +240,7 @@ impl Loops {
         tasks.adopt_all("node reconciler", nodes.spawn(&hub));
         tasks.adopt_all("subscription reconciler", subscriptions.spawn(hub.clone()));
         tasks.adopt_all("subscription relay", subscription_relay);
+        tasks.adopt("backup runner", backups.spawn());
         tasks.adopt(
             "history recorder",
             Recorder::new(auth.db.clone(), history, Some(subscriptions), metrics).spawn(&hub),

@@ -330,6 +330,9 @@ impl Reconciler {
         let variables = self.subs.open_map(&row.id, &row.variables)?;
         let generated = self.subs.open_map(&row.id, &row.generated)?;
         let gate = self.subs.open_gate(&row.id, &row.gate)?;
+        // A backup or a restore holds it stopped while its volumes are
+        // copied (`crate::backups`).
+        let held = crate::backups::queries::held(self.subs.db(), id).await?;
         let inst = render::Instance {
             id: &row.id,
             name: &row.name,
@@ -338,7 +341,7 @@ impl Reconciler {
             template: &template,
             variables: &variables,
             generated: &generated,
-            suspended: row.desired == "SUSPENDED",
+            suspended: row.desired == "SUSPENDED" || held.is_some(),
             restarted_at: row.restarted_at,
             gate: gate.as_deref(),
         };
@@ -436,10 +439,10 @@ impl Reconciler {
                 on.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
             )
         };
-        let reason = if status == pb::SubscriptionStatus::Suspended {
-            row.status_reason.clone()
-        } else {
-            reason
+        let (status, reason) = match held {
+            Some(why) if row.desired == "RUNNING" => (pb::SubscriptionStatus::Suspended, why),
+            _ if status == pb::SubscriptionStatus::Suspended => (status, row.status_reason.clone()),
+            _ => (status, reason),
         };
         let mut tx = self.subs.db().begin().await?;
         let recorded = queries::record_status(

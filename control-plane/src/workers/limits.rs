@@ -95,7 +95,17 @@ pub struct WorkerLimits {
     /// change over the limit is not refused: it is written with a later
     /// heartbeat, once the limit allows, so the record catches up.
     pub ready: WorkerLimiter,
+    /// ClaimTransfers and ReportTransfer calls (each reads or writes the
+    /// store): a few a second per transfer is what an agent sends.
+    pub transfers: WorkerLimiter,
 }
+
+/// The bound on one worker's transfer calls: a burst of 60, then 10 a
+/// second (an agent reports each running transfer once a second).
+const TRANSFER_RATE: Rate = Rate {
+    burst: 60,
+    every: std::time::Duration::from_millis(100),
+};
 
 impl WorkerLimits {
     /// Limits at these rates.
@@ -104,6 +114,7 @@ impl WorkerLimits {
             connect: WorkerLimiter::new(connect),
             renew: WorkerLimiter::new(renew),
             ready: WorkerLimiter::new(ready),
+            transfers: WorkerLimiter::new(TRANSFER_RATE),
         }
     }
 }

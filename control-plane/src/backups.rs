@@ -1,0 +1,578 @@
+//! Backups of subscriptions' volumes, and restores from them (#26).
+//!
+//! The data never passes through the control plane: for each volume the
+//! agent of the node whose disk holds it runs restic against the
+//! destination (an S3-compatible bucket), under orders it claims over its
+//! mTLS channel (`agents.rs`: AgentService.ClaimTransfers and
+//! ReportTransfer; a `transfers_pending` command on its stream rings the
+//! bell). `run.rs` drives each backup and restore: it holds the
+//! subscription stopped (a consistent copy: nothing writes while the files
+//! are read or replaced), finds each claim's volume (`volumes.rs`), records
+//! one transfer per volume, and ends the job when every transfer has
+//! reported. Each customer has a repository of their own per destination
+//! (`<prefix>/<user id>`) under a password of its own, sealed with the
+//! operator's key: one customer's key opens nothing of another's.
+
+mod agents;
+pub mod queries;
+mod run;
+pub mod volumes;
+
+use std::{sync::Arc, time::Duration};
+
+use minispod_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::{
+    error::{AppError, AppResult},
+    sealed::Sealer,
+    store::{Db, new_id, now_ms, timestamp},
+    subscriptions::{Subscriptions, queries::SubscriptionRow},
+    workers::hub::FleetHub,
+};
+
+use queries::{BackupRow, DestinationRow, JobRow, RestoreRow, TransferRow};
+
+/// How backups behave (`serve --backup-*`).
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    /// Upload bound of each volume's backup, KiB/s (0: none).
+    pub limit_upload_kib: u32,
+    /// Download bound of each volume's restore, KiB/s (0: none).
+    pub limit_download_kib: u32,
+    /// How long a job waits for the subscription's pods to stop.
+    pub stop_timeout: Duration,
+    /// How long a transfer may go without a report before it is failed
+    /// (its agent is gone): the job then fails, nothing half-written is
+    /// listed.
+    pub silence_timeout: Duration,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            limit_upload_kib: 0,
+            limit_download_kib: 0,
+            stop_timeout: Duration::from_secs(300),
+            silence_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Backups and restores; cheap to clone.
+#[derive(Clone)]
+pub struct Backups {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    subs: Subscriptions,
+    hub: FleetHub,
+    sealer: Sealer,
+    settings: BackupSettings,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Backups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backups").finish_non_exhaustive()
+    }
+}
+
+/// What rebuilds a subscription from a backup, sealed in the backup's row.
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    service_id: String,
+    service_slug: String,
+    version: String,
+    /// The prost-encoded template, base64.
+    template: String,
+    variables: std::collections::BTreeMap<String, String>,
+    generated: std::collections::BTreeMap<String, String>,
+}
+
+/// The longest destination name.
+const MAX_NAME: usize = 64;
+
+impl Backups {
+    /// Backups over `subs`' subscriptions and `hub`'s agents.
+    pub fn new(
+        db: Db,
+        subs: Subscriptions,
+        hub: FleetHub,
+        sealer: Sealer,
+        settings: BackupSettings,
+    ) -> Backups {
+        Backups {
+            inner: Arc::new(Inner {
+                db,
+                subs,
+                hub,
+                sealer,
+                settings,
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// Starts the runner.
+    pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(run::run(self.clone()))
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Adds a destination (an administrator's call).
+    pub async fn create_destination(
+        &self,
+        r: pb::CreateBackupDestinationRequest,
+    ) -> AppResult<pb::BackupDestination> {
+        let name = r.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_NAME {
+            return Err(AppError::invalid("name", "must be 1 to 64 characters"));
+        }
+        check_endpoint(&r.endpoint)?;
+        let region = if r.region.is_empty() {
+            "us-east-1"
+        } else {
+            r.region.as_str()
+        };
+        if region.len() > 64
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(AppError::invalid(
+                "region",
+                "must be letters, digits and '-'",
+            ));
+        }
+        check_bucket(&r.bucket)?;
+        let prefix = r.prefix.trim_matches('/');
+        if prefix.len() > 200
+            || !prefix.split('/').all(|p| {
+                prefix.is_empty()
+                    || (!p.is_empty()
+                        && p != "."
+                        && p != ".."
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            })
+        {
+            return Err(AppError::invalid(
+                "prefix",
+                "must be path segments of letters, digits, '-', '_' and '.'",
+            ));
+        }
+        for (field, v) in [
+            ("access_key_id", &r.access_key_id),
+            ("secret_access_key", &r.secret_access_key),
+        ] {
+            if v.is_empty() || v.len() > 256 || v.contains(['\n', '\r']) {
+                return Err(AppError::invalid(
+                    field,
+                    "must be 1 to 256 characters on one line",
+                ));
+            }
+        }
+        let id = new_id();
+        let mut tx = self.db().begin().await?;
+        let first = queries::count_destinations(&mut tx).await? == 0;
+        let row = DestinationRow {
+            credentials: self.inner.sealer.seal(
+                &id,
+                &format!("{}\n{}", r.access_key_id, r.secret_access_key),
+            ),
+            id,
+            name: name.to_owned(),
+            endpoint: r.endpoint.trim_end_matches('/').to_owned(),
+            region: region.to_owned(),
+            bucket: r.bucket.clone(),
+            prefix: prefix.to_owned(),
+            is_default: first || r.make_default,
+            created_at: now_ms(),
+        };
+        queries::insert_destination(&mut tx, &row).await?;
+        tx.commit().await?;
+        tracing::info!(destination = %row.id, name = %row.name, endpoint = %row.endpoint, bucket = %row.bucket, "backup destination added");
+        Ok(destination_pb(&row))
+    }
+
+    /// Every destination.
+    pub async fn destinations(&self) -> AppResult<Vec<pb::BackupDestination>> {
+        Ok(queries::destinations(self.db())
+            .await?
+            .iter()
+            .map(destination_pb)
+            .collect())
+    }
+
+    /// Starts a backup of `sub` into `destination` ('' the default).
+    pub async fn create_backup(
+        &self,
+        sub: &SubscriptionRow,
+        destination: &str,
+    ) -> AppResult<pb::Backup> {
+        let dest = queries::destination(self.db(), destination)
+            .await?
+            .ok_or_else(|| {
+                if destination.is_empty() {
+                    AppError::FailedPrecondition(
+                        "no backup destination is configured; an administrator adds one with \
+                         CreateBackupDestination"
+                            .into(),
+                    )
+                } else {
+                    AppError::NotFound(format!("backup destination {destination} not found"))
+                }
+            })?;
+        if sub.desired != "RUNNING" || !sub.previous_version.is_empty() {
+            return Err(AppError::FailedPrecondition(format!(
+                "subscription {} is {}: only a running subscription that is not upgrading is \
+                 backed up",
+                sub.name,
+                sub.status.to_lowercase()
+            )));
+        }
+        let manifest = Manifest {
+            service_id: sub.service_id.clone(),
+            service_slug: sub.service_slug.clone(),
+            version: sub.version.clone(),
+            template: base64_encode(&sub.template),
+            variables: self.inner.subs.open_map(&sub.id, &sub.variables)?,
+            generated: self.inner.subs.open_map(&sub.id, &sub.generated)?,
+        };
+        let id = new_id();
+        let now = now_ms();
+        let row = BackupRow {
+            job: JobRow {
+                id: id.clone(),
+                subscription_id: sub.id.clone(),
+                user_id: sub.user_id.clone(),
+                status: "PENDING".into(),
+                reason: "stopping its pods for a consistent copy".into(),
+                created_at: now,
+                started_at: 0,
+                finished_at: 0,
+            },
+            subscription_name: sub.name.clone(),
+            destination_id: dest.id.clone(),
+            service_version: sub.version.clone(),
+            manifest: self.inner.sealer.seal(
+                &id,
+                &serde_json::to_string(&manifest).map_err(anyhow::Error::from)?,
+            ),
+        };
+        let mut tx = self.db().begin().await?;
+        if queries::busy(&mut tx, &sub.id).await? {
+            return Err(AppError::FailedPrecondition(format!(
+                "a backup or a restore of subscription {} is under way",
+                sub.name
+            )));
+        }
+        if queries::key(self.db(), &sub.user_id, &dest.id)
+            .await?
+            .is_none()
+        {
+            let password = random_password();
+            let sealed = self
+                .inner
+                .sealer
+                .seal(&key_row(&sub.user_id, &dest.id), &password);
+            queries::insert_key(&mut tx, &sub.user_id, &dest.id, &sealed, now).await?;
+        }
+        queries::insert_backup(&mut tx, &row).await?;
+        tx.commit().await?;
+        tracing::info!(backup = %id, subscription = %sub.id, destination = %dest.id, "backup asked for");
+        self.inner.wake.notify_one();
+        self.backup_pb(&row).await
+    }
+
+    /// Starts a restore of backup `b` into its own subscription `sub`.
+    pub async fn restore(&self, b: &BackupRow, sub: &SubscriptionRow) -> AppResult<pb::Restore> {
+        if b.job.status != "COMPLETE" {
+            return Err(AppError::FailedPrecondition(format!(
+                "backup {} is {}: only a complete backup is restored",
+                b.job.id,
+                b.job.status.to_lowercase()
+            )));
+        }
+        if sub.desired == "DELETED" || !sub.previous_version.is_empty() {
+            return Err(AppError::FailedPrecondition(format!(
+                "subscription {} is {}: it cannot be restored into now",
+                sub.name,
+                sub.status.to_lowercase()
+            )));
+        }
+        let id = new_id();
+        let row = RestoreRow {
+            job: JobRow {
+                id: id.clone(),
+                subscription_id: sub.id.clone(),
+                user_id: sub.user_id.clone(),
+                status: "PENDING".into(),
+                reason: "stopping its pods before its volumes are replaced".into(),
+                created_at: now_ms(),
+                started_at: 0,
+                finished_at: 0,
+            },
+            backup_id: b.job.id.clone(),
+        };
+        let mut tx = self.db().begin().await?;
+        if queries::busy(&mut tx, &sub.id).await? {
+            return Err(AppError::FailedPrecondition(format!(
+                "a backup or a restore of subscription {} is under way",
+                sub.name
+            )));
+        }
+        queries::insert_restore(&mut tx, &row).await?;
+        tx.commit().await?;
+        tracing::info!(restore = %id, backup = %b.job.id, subscription = %sub.id, "restore asked for");
+        self.inner.wake.notify_one();
+        self.restore_pb(&row).await
+    }
+
+    /// Backup `id` as stored.
+    pub async fn backup(&self, id: &str) -> AppResult<Option<BackupRow>> {
+        queries::backup(self.db(), id).await
+    }
+
+    /// Restore `id` as stored.
+    pub async fn restore_row(&self, id: &str) -> AppResult<Option<RestoreRow>> {
+        queries::restore(self.db(), id).await
+    }
+
+    /// Backups of `user` ('' all) and `subscription` ('' all), newest first.
+    pub async fn list(&self, user: &str, subscription: &str) -> AppResult<Vec<pb::Backup>> {
+        let mut out = Vec::new();
+        for b in queries::backups(self.db(), user, subscription).await? {
+            out.push(self.backup_pb(&b).await?);
+        }
+        Ok(out)
+    }
+
+    /// `b` as answered, with its volumes' progress.
+    pub async fn backup_pb(&self, b: &BackupRow) -> AppResult<pb::Backup> {
+        let transfers = queries::transfers_of(self.db(), &b.job.id).await?;
+        let p = Progress::of(&b.job, &transfers);
+        Ok(pb::Backup {
+            id: b.job.id.clone(),
+            subscription_id: b.job.subscription_id.clone(),
+            subscription_name: b.subscription_name.clone(),
+            user_id: b.job.user_id.clone(),
+            destination_id: b.destination_id.clone(),
+            status: backup_status(&b.job.status) as i32,
+            reason: b.job.reason.clone(),
+            service_version: b.service_version.clone(),
+            volumes: transfers.iter().map(volume_pb).collect(),
+            bytes_done: p.done,
+            bytes_total: p.total,
+            bytes_per_second: p.rate,
+            seconds_remaining: p.left,
+            bytes_added: transfers.iter().map(|t| t.bytes_added).sum(),
+            created_at: Some(timestamp(b.job.created_at)),
+            finished_at: (b.job.finished_at > 0).then(|| timestamp(b.job.finished_at)),
+        })
+    }
+
+    /// `r` as answered, with its volumes' progress.
+    pub async fn restore_pb(&self, r: &RestoreRow) -> AppResult<pb::Restore> {
+        let transfers = queries::transfers_of(self.db(), &r.job.id).await?;
+        let p = Progress::of(&r.job, &transfers);
+        Ok(pb::Restore {
+            id: r.job.id.clone(),
+            backup_id: r.backup_id.clone(),
+            subscription_id: r.job.subscription_id.clone(),
+            status: restore_status(&r.job.status) as i32,
+            reason: r.job.reason.clone(),
+            volumes: transfers.iter().map(volume_pb).collect(),
+            bytes_done: p.done,
+            bytes_total: p.total,
+            created_at: Some(timestamp(r.job.created_at)),
+            finished_at: (r.job.finished_at > 0).then(|| timestamp(r.job.finished_at)),
+        })
+    }
+}
+
+/// A job's progress summed over its volumes.
+struct Progress {
+    done: i64,
+    total: i64,
+    rate: i64,
+    left: i64,
+}
+
+impl Progress {
+    fn of(job: &JobRow, transfers: &[TransferRow]) -> Progress {
+        let done: i64 = transfers.iter().map(|t| t.bytes_done).sum();
+        let total: i64 = transfers.iter().map(|t| t.bytes_total).sum();
+        let end = if job.finished_at > 0 {
+            job.finished_at
+        } else {
+            now_ms()
+        };
+        let secs = (end - job.started_at) as f64 / 1000.0;
+        let rate = if job.started_at > 0 && secs > 0.0 {
+            (done as f64 / secs) as i64
+        } else {
+            0
+        };
+        let left = if job.finished_at > 0 {
+            0
+        } else if rate > 0 && total >= done {
+            (total - done) / rate
+        } else {
+            -1
+        };
+        Progress {
+            done,
+            total,
+            rate,
+            left,
+        }
+    }
+}
+
+fn volume_pb(t: &TransferRow) -> pb::BackupVolume {
+    pb::BackupVolume {
+        claim: t.claim.clone(),
+        worker_id: t.worker_id.clone(),
+        done: t.state == "DONE",
+        bytes_done: t.bytes_done,
+        bytes_total: t.bytes_total,
+        snapshot_id: t.snapshot_id.clone(),
+        error: t.error.clone(),
+    }
+}
+
+fn backup_status(s: &str) -> pb::BackupStatus {
+    match s {
+        "PENDING" => pb::BackupStatus::Pending,
+        "RUNNING" => pb::BackupStatus::Running,
+        "COMPLETE" => pb::BackupStatus::Complete,
+        "FAILED" => pb::BackupStatus::Failed,
+        _ => pb::BackupStatus::Unspecified,
+    }
+}
+
+fn restore_status(s: &str) -> pb::RestoreStatus {
+    match s {
+        "PENDING" => pb::RestoreStatus::Pending,
+        "RUNNING" => pb::RestoreStatus::Running,
+        "COMPLETE" => pb::RestoreStatus::Complete,
+        "FAILED" => pb::RestoreStatus::Failed,
+        _ => pb::RestoreStatus::Unspecified,
+    }
+}
+
+fn destination_pb(d: &DestinationRow) -> pb::BackupDestination {
+    pb::BackupDestination {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        endpoint: d.endpoint.clone(),
+        region: d.region.clone(),
+        bucket: d.bucket.clone(),
+        prefix: d.prefix.clone(),
+        is_default: d.is_default,
+        created_at: Some(timestamp(d.created_at)),
+    }
+}
+
+/// What a customer's repository password is sealed to.
+fn key_row(user: &str, destination: &str) -> String {
+    format!("{user}/{destination}")
+}
+
+/// 32 random bytes, hex.
+fn random_password() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// An endpoint is https://, or http:// to a loopback or private address
+/// (a bucket on the operator's own network).
+fn check_endpoint(endpoint: &str) -> AppResult<()> {
+    let bad = || {
+        AppError::invalid(
+            "endpoint",
+            "must be an https:// URL (http:// only to a loopback or private address)",
+        )
+    };
+    let (scheme, rest) = endpoint.split_once("://").ok_or_else(bad)?;
+    let host_port = rest.trim_end_matches('/');
+    if host_port.is_empty() || host_port.contains(['/', '?', '#', '@', ' ']) || endpoint.len() > 256
+    {
+        return Err(bad());
+    }
+    match scheme {
+        "https" => Ok(()),
+        "http" => {
+            let host = host_port
+                .rsplit_once(':')
+                .map_or(host_port, |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let private = host == "localhost"
+                || host.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
+                    std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+                    std::net::IpAddr::V6(v6) => v6.is_loopback(),
+                });
+            if private { Ok(()) } else { Err(bad()) }
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// S3's bucket naming rules: 3-63 lower-case letters, digits, '.' and '-',
+/// starting and ending with a letter or digit.
+fn check_bucket(bucket: &str) -> AppResult<()> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::invalid(
+            "bucket",
+            "must be 3 to 63 lower-case letters, digits, '.' and '-'",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_https_or_plain_http_to_a_private_address() {
+        assert!(check_endpoint("https://s3.example.com").is_ok());
+        assert!(check_endpoint("http://127.0.0.1:9000").is_ok());
+        assert!(check_endpoint("http://10.1.2.3:9000/").is_ok());
+        assert!(check_endpoint("http://s3.example.com").is_err());
+        assert!(check_endpoint("ftp://x").is_err());
+        assert!(check_endpoint("https://user@host").is_err());
+        assert!(check_endpoint("https://").is_err());
+    }
+
+    #[test]
+    fn bucket_names_follow_s3() {
+        assert!(check_bucket("minispod-backups").is_ok());
+        assert!(check_bucket("ab").is_err());
+        assert!(check_bucket("Upper").is_err());
+        assert!(check_bucket("-x-").is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! What agents call: their transfers' orders, and their reports.
+
+use minispod_proto::v1 as pb;
+
+use super::{
+    Backups, key_row,
+    queries::{self, Report},
+};
+use crate::{
+    error::{AppError, AppResult},
+    store::now_ms,
+};
+
+/// The tag a backup's snapshot carries, naming its transfer: what an agent
+/// looks for after a restart before copying again.
+pub fn transfer_tag(id: &str) -> String {
+    format!("transfer-{id}")
+}
+
+impl Backups {
+    /// Worker `worker`'s open transfers, with what opens their
+    /// repositories.
+    pub async fn claim_transfers(&self, worker: &str) -> AppResult<pb::ClaimTransfersResponse> {
+        let mut orders = Vec::new();
+        for t in queries::open_transfers_of_worker(self.db(), worker).await? {
+            let backup = match t.kind.as_str() {
+                "BACKUP" => queries::backup(self.db(), &t.job_id).await?,
+                _ => match queries::restore(self.db(), &t.job_id).await? {
+                    Some(r) => queries::backup(self.db(), &r.backup_id).await?,
+                    None => None,
+                },
+            };
+            let Some(backup) = backup else { continue };
+            let Some(dest) = queries::destination(self.db(), &backup.destination_id).await? else {
+                continue;
+            };
+            let Some(sealed) = queries::key(self.db(), &backup.job.user_id, &dest.id).await? else {
+                continue;
+            };
+            let password = self
+                .inner
+                .sealer
+                .open(&key_row(&backup.job.user_id, &dest.id), &sealed)?;
+            let creds = self.inner.sealer.open(&dest.id, &dest.credentials)?;
+            let (key_id, secret) = creds.split_once('\n').unwrap_or((creds.as_str(), ""));
+            let path = if dest.prefix.is_empty() {
+                backup.job.user_id.clone()
+            } else {
+                format!("{}/{}", dest.prefix, backup.job.user_id)
+            };
+            let backup_kind = t.kind == "BACKUP";
+            orders.push(pb::TransferOrder {
+                id: t.id.clone(),
+                kind: if backup_kind {
+                    pb::TransferKind::Backup
+                } else {
+                    pb::TransferKind::Restore
+                } as i32,
+                volume_path: t.volume_path.clone(),
+                repository: format!("s3:{}/{}/{path}", dest.endpoint, dest.bucket),
+                password,
+                environment: [
+                    ("AWS_ACCESS_KEY_ID".to_owned(), key_id.to_owned()),
+                    ("AWS_SECRET_ACCESS_KEY".to_owned(), secret.to_owned()),
+                    ("AWS_DEFAULT_REGION".to_owned(), dest.region.clone()),
+                ]
+                .into(),
+                tags: if backup_kind {
+                    vec![
+                        transfer_tag(&t.id),
+                        format!("backup-{}", backup.job.id),
+                        format!("subscription-{}", backup.job.subscription_id),
+                        format!("claim-{}", t.claim),
+                    ]
+                } else {
+                    Vec::new()
+                },
+                snapshot_id: t.snapshot_id.clone(),
+                limit_upload_kib: self.inner.settings.limit_upload_kib as i32,
+                limit_download_kib: self.inner.settings.limit_download_kib as i32,
+            });
+        }
+        Ok(pb::ClaimTransfersResponse { orders })
+    }
+
+    /// Records worker `worker`'s report on one of its transfers; whether
+    /// the agent should stop it (the transfer or its job ended).
+    pub async fn report_transfer(
+        &self,
+        worker: &str,
+        r: pb::ReportTransferRequest,
+    ) -> AppResult<bool> {
+        let Some(t) = queries::transfer_of_worker(self.db(), &r.id, worker).await? else {
+            return Err(AppError::NotFound(format!("transfer {} not found", r.id)));
+        };
+        let state = match pb::TransferState::try_from(r.state) {
+            Ok(pb::TransferState::Running) => "RUNNING",
+            Ok(pb::TransferState::Done) => "DONE",
+            Ok(pb::TransferState::Failed) => "FAILED",
+            _ => {
+                return Err(AppError::invalid(
+                    "state",
+                    "must be running, done or failed",
+                ));
+            }
+        };
+        if state == "DONE" && t.kind == "BACKUP" && r.snapshot_id.is_empty() {
+            return Err(AppError::invalid(
+                "snapshot_id",
+                "a finished backup names its snapshot",
+            ));
+        }
+        let mut error: String = r.error.chars().take(1000).collect();
+        if state == "FAILED" && error.is_empty() {
+            error = "the agent gave no reason".into();
+        }
+        let report = Report {
+            state: state.into(),
+            bytes_done: r.bytes_done.max(0),
+            bytes_total: r.bytes_total.max(0),
+            seconds_remaining: r.seconds_remaining.max(-1),
+            snapshot_id: if t.kind == "BACKUP" {
+                r.snapshot_id.chars().take(128).collect()
+            } else {
+                String::new()
+            },
+            bytes_added: r.bytes_added.max(0),
+            error,
+        };
+        let written = queries::report(self.db(), &t.id, &report, now_ms()).await?;
+        if state != "RUNNING" {
+            self.inner.wake.notify_one();
+            tracing::info!(transfer = %t.id, job = %t.job_id, worker, state, "transfer ended");
+        }
+        Ok(!written)
+    }
+}

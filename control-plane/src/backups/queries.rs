@@ -1,0 +1,557 @@
+//! SQL of backups: destinations, customers' repository keys, backups,
+//! restores, the volumes' transfers and the holds that keep a subscription
+//! stopped while its volumes are copied.
+
+use sqlx::FromRow;
+
+use crate::{
+    error::AppResult,
+    store::{Db, Tx, unique_violation},
+    with_conn,
+};
+
+/// A destination as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct DestinationRow {
+    /// UUID.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// S3 endpoint URL.
+    pub endpoint: String,
+    /// Region.
+    pub region: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Path under the bucket.
+    pub prefix: String,
+    /// `<access key id>\n<secret>`, sealed.
+    pub credentials: String,
+    /// New backups go here.
+    pub is_default: bool,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+const DESTINATION: &str =
+    "id, name, endpoint, region, bucket, prefix, credentials, is_default, created_at";
+
+/// Stores a destination; the first, or one made default, becomes the only
+/// default. ALREADY_EXISTS for a name in use.
+pub async fn insert_destination(tx: &mut Tx, d: &DestinationRow) -> AppResult<()> {
+    if d.is_default {
+        with_conn!(&mut *tx, |c| sqlx::query(
+            "UPDATE backup_destinations SET is_default = FALSE"
+        )
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+    }
+    with_conn!(tx, |c| sqlx::query(
+        "INSERT INTO backup_destinations (id, name, endpoint, region, bucket, prefix, credentials,
+            is_default, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    )
+    .bind(&d.id)
+    .bind(&d.name)
+    .bind(&d.endpoint)
+    .bind(&d.region)
+    .bind(&d.bucket)
+    .bind(&d.prefix)
+    .bind(&d.credentials)
+    .bind(d.is_default)
+    .bind(d.created_at)
+    .execute(c)
+    .await
+    .map(|_| ()))
+    .map_err(unique_violation("a backup destination of this name exists"))
+}
+
+/// How many destinations there are.
+pub async fn count_destinations(tx: &mut Tx) -> AppResult<i64> {
+    Ok(with_conn!(tx, |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM backup_destinations"
+    )
+    .fetch_one(c)
+    .await)?)
+}
+
+/// Every destination, oldest first.
+pub async fn destinations(db: &Db) -> AppResult<Vec<DestinationRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {DESTINATION} FROM backup_destinations ORDER BY created_at, id"
+    ))
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Destination `id`, or the default one when `id` is empty.
+pub async fn destination(db: &Db, id: &str) -> AppResult<Option<DestinationRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {DESTINATION} FROM backup_destinations
+         WHERE ($1 = '' AND is_default) OR id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// The sealed password of `user`'s repository at `destination`.
+pub async fn key(db: &Db, user: &str, destination: &str) -> AppResult<Option<String>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT password FROM backup_keys WHERE user_id = $1 AND destination_id = $2"
+    )
+    .bind(user)
+    .bind(destination)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Stores `user`'s sealed password at `destination` unless one exists
+/// (another call made it first); the one stored.
+pub async fn insert_key(
+    tx: &mut Tx,
+    user: &str,
+    destination: &str,
+    sealed: &str,
+    at: i64,
+) -> AppResult<String> {
+    with_conn!(&mut *tx, |c| sqlx::query(
+        "INSERT INTO backup_keys (user_id, destination_id, password, created_at)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, destination_id) DO NOTHING"
+    )
+    .bind(user)
+    .bind(destination)
+    .bind(sealed)
+    .bind(at)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(with_conn!(tx, |c| sqlx::query_scalar(
+        "SELECT password FROM backup_keys WHERE user_id = $1 AND destination_id = $2"
+    )
+    .bind(user)
+    .bind(destination)
+    .fetch_one(c)
+    .await)?)
+}
+
+/// A backup or a restore: the rows share their shape.
+#[derive(Debug, Clone, FromRow)]
+pub struct JobRow {
+    /// UUID.
+    pub id: String,
+    /// The backup's subscription, or the one restored into.
+    pub subscription_id: String,
+    /// The owner.
+    pub user_id: String,
+    /// PENDING, RUNNING, COMPLETE or FAILED.
+    pub status: String,
+    /// Why.
+    pub reason: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms the copies started, 0 before.
+    pub started_at: i64,
+    /// Unix ms, 0 before the end.
+    pub finished_at: i64,
+}
+
+/// A backup as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct BackupRow {
+    /// What it shares with a restore.
+    #[sqlx(flatten)]
+    pub job: JobRow,
+    /// The subscription's name then.
+    pub subscription_name: String,
+    /// Where it is stored.
+    pub destination_id: String,
+    /// The catalog version the subscription ran.
+    pub service_version: String,
+    /// What rebuilds the subscription, sealed.
+    pub manifest: String,
+}
+
+const BACKUP: &str = "id, subscription_id, user_id, status, reason, created_at, started_at, \
+    finished_at, subscription_name, destination_id, service_version, manifest";
+
+/// A restore as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct RestoreRow {
+    /// What it shares with a backup.
+    #[sqlx(flatten)]
+    pub job: JobRow,
+    /// The backup restored.
+    pub backup_id: String,
+}
+
+const RESTORE: &str =
+    "id, subscription_id, user_id, status, reason, created_at, started_at, finished_at, backup_id";
+
+/// Stores a new backup.
+pub async fn insert_backup(tx: &mut Tx, b: &BackupRow) -> AppResult<()> {
+    with_conn!(tx, |c| sqlx::query(
+        "INSERT INTO backups (id, subscription_id, subscription_name, user_id, destination_id,
+            service_version, manifest, status, reason, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    )
+    .bind(&b.job.id)
+    .bind(&b.job.subscription_id)
+    .bind(&b.subscription_name)
+    .bind(&b.job.user_id)
+    .bind(&b.destination_id)
+    .bind(&b.service_version)
+    .bind(&b.manifest)
+    .bind(&b.job.status)
+    .bind(&b.job.reason)
+    .bind(b.job.created_at)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+/// Stores a new restore.
+pub async fn insert_restore(tx: &mut Tx, r: &RestoreRow) -> AppResult<()> {
+    with_conn!(tx, |c| sqlx::query(
+        "INSERT INTO restores (id, backup_id, subscription_id, user_id, status, reason, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    )
+    .bind(&r.job.id)
+    .bind(&r.backup_id)
+    .bind(&r.job.subscription_id)
+    .bind(&r.job.user_id)
+    .bind(&r.job.status)
+    .bind(&r.job.reason)
+    .bind(r.job.created_at)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+/// Backup `id`.
+pub async fn backup(db: &Db, id: &str) -> AppResult<Option<BackupRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {BACKUP} FROM backups WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Restore `id`.
+pub async fn restore(db: &Db, id: &str) -> AppResult<Option<RestoreRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {RESTORE} FROM restores WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Backups, newest first, at most 500: of `user` (empty: everyone's) and
+/// of `subscription` (empty: all).
+pub async fn backups(db: &Db, user: &str, subscription: &str) -> AppResult<Vec<BackupRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {BACKUP} FROM backups
+         WHERE ($1 = '' OR user_id = $1) AND ($2 = '' OR subscription_id = $2)
+         ORDER BY created_at DESC, id DESC LIMIT 500"
+    ))
+    .bind(user)
+    .bind(subscription)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Backups and restores not ended, oldest first: what the runner drives.
+pub async fn active(db: &Db) -> AppResult<(Vec<BackupRow>, Vec<RestoreRow>)> {
+    let b = with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {BACKUP} FROM backups WHERE status IN ('PENDING', 'RUNNING')
+         ORDER BY created_at, id"
+    ))
+    .fetch_all(c)
+    .await)?;
+    let r = with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {RESTORE} FROM restores WHERE status IN ('PENDING', 'RUNNING')
+         ORDER BY created_at, id"
+    ))
+    .fetch_all(c)
+    .await)?;
+    Ok((b, r))
+}
+
+/// Which table a job's row is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// `backups`.
+    Backup,
+    /// `restores`.
+    Restore,
+}
+
+impl Job {
+    fn table(self) -> &'static str {
+        match self {
+            Job::Backup => "backups",
+            Job::Restore => "restores",
+        }
+    }
+}
+
+/// Moves job `id` from status `was` to `status` with `reason`, setting
+/// `started_at`/`finished_at` as the status says; whether it was in `was`.
+pub async fn set_status(
+    tx: &mut Tx,
+    job: Job,
+    id: &str,
+    was: &str,
+    status: &str,
+    reason: &str,
+    at: i64,
+) -> AppResult<bool> {
+    let table = job.table();
+    let n = with_conn!(tx, |c| sqlx::query(&format!(
+        "UPDATE {table} SET status = $3, reason = $4,
+            started_at = CASE WHEN $3 = 'RUNNING' THEN $5 ELSE started_at END,
+            finished_at = CASE WHEN $3 IN ('COMPLETE', 'FAILED') THEN $5 ELSE finished_at END
+         WHERE id = $1 AND status = $2"
+    ))
+    .bind(id)
+    .bind(was)
+    .bind(status)
+    .bind(reason)
+    .bind(at)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Whether subscription `sub` has a backup or a restore under way.
+pub async fn busy(tx: &mut Tx, sub: &str) -> AppResult<bool> {
+    let n: i64 = with_conn!(tx, |c| sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM backups WHERE subscription_id = $1
+                    AND status IN ('PENDING', 'RUNNING'))
+              + (SELECT COUNT(*) FROM restores WHERE subscription_id = $1
+                    AND status IN ('PENDING', 'RUNNING'))"
+    )
+    .bind(sub)
+    .fetch_one(c)
+    .await)?;
+    Ok(n > 0)
+}
+
+/// One volume's copy as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct TransferRow {
+    /// UUID.
+    pub id: String,
+    /// The backup's or restore's id.
+    pub job_id: String,
+    /// BACKUP or RESTORE.
+    pub kind: String,
+    /// The claim's name.
+    pub claim: String,
+    /// The worker whose agent copies it.
+    pub worker_id: String,
+    /// The volume's directory on the node.
+    pub volume_path: String,
+    /// PENDING, RUNNING, DONE or FAILED.
+    pub state: String,
+    /// The snapshot written (backup) or read (restore).
+    pub snapshot_id: String,
+    /// Progress.
+    pub bytes_done: i64,
+    /// Size, 0 while unknown.
+    pub bytes_total: i64,
+    /// Estimate, -1 when unknown.
+    pub seconds_remaining: i64,
+    /// What a finished backup uploaded.
+    pub bytes_added: i64,
+    /// Why it failed.
+    pub error: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms of the last report.
+    pub updated_at: i64,
+}
+
+const TRANSFER: &str = "id, job_id, kind, claim, worker_id, volume_path, state, snapshot_id, \
+    bytes_done, bytes_total, seconds_remaining, bytes_added, error, created_at, updated_at";
+
+/// Stores a new transfer.
+pub async fn insert_transfer(tx: &mut Tx, t: &TransferRow) -> AppResult<()> {
+    with_conn!(tx, |c| sqlx::query(
+        "INSERT INTO volume_transfers (id, job_id, kind, claim, worker_id, volume_path, state,
+            snapshot_id, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+    )
+    .bind(&t.id)
+    .bind(&t.job_id)
+    .bind(&t.kind)
+    .bind(&t.claim)
+    .bind(&t.worker_id)
+    .bind(&t.volume_path)
+    .bind(&t.state)
+    .bind(&t.snapshot_id)
+    .bind(t.created_at)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+/// The transfers of job `job`, by claim.
+pub async fn transfers_of(db: &Db, job: &str) -> AppResult<Vec<TransferRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {TRANSFER} FROM volume_transfers WHERE job_id = $1 ORDER BY claim, id"
+    ))
+    .bind(job)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Worker `worker`'s transfers not ended, oldest first.
+pub async fn open_transfers_of_worker(db: &Db, worker: &str) -> AppResult<Vec<TransferRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {TRANSFER} FROM volume_transfers
+         WHERE worker_id = $1 AND state IN ('PENDING', 'RUNNING') ORDER BY created_at, id"
+    ))
+    .bind(worker)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Transfer `id` if it is `worker`'s.
+pub async fn transfer_of_worker(db: &Db, id: &str, worker: &str) -> AppResult<Option<TransferRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {TRANSFER} FROM volume_transfers WHERE id = $1 AND worker_id = $2"
+    ))
+    .bind(id)
+    .bind(worker)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// A report's change to a transfer.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// RUNNING, DONE or FAILED.
+    pub state: String,
+    /// Progress.
+    pub bytes_done: i64,
+    /// Size.
+    pub bytes_total: i64,
+    /// Estimate.
+    pub seconds_remaining: i64,
+    /// The snapshot written (a finished backup).
+    pub snapshot_id: String,
+    /// What it uploaded.
+    pub bytes_added: i64,
+    /// Why it failed.
+    pub error: String,
+}
+
+/// Records report `r` on transfer `id` unless it already ended; whether it
+/// was written.
+pub async fn report(db: &Db, id: &str, r: &Report, at: i64) -> AppResult<bool> {
+    let mut tx = db.begin().await?;
+    let n = with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE volume_transfers SET state = $2, bytes_done = $3, bytes_total = $4,
+            seconds_remaining = $5,
+            snapshot_id = CASE WHEN $6 = '' THEN snapshot_id ELSE $6 END,
+            bytes_added = $7, error = $8, updated_at = $9
+         WHERE id = $1 AND state IN ('PENDING', 'RUNNING')"
+    )
+    .bind(id)
+    .bind(&r.state)
+    .bind(r.bytes_done)
+    .bind(r.bytes_total)
+    .bind(r.seconds_remaining)
+    .bind(&r.snapshot_id)
+    .bind(r.bytes_added)
+    .bind(&r.error)
+    .bind(at)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Ends job `job`'s transfers not ended as FAILED with `error` (the job
+/// failed or was given up).
+pub async fn fail_open_transfers(tx: &mut Tx, job: &str, error: &str, at: i64) -> AppResult<()> {
+    with_conn!(tx, |c| sqlx::query(
+        "UPDATE volume_transfers SET state = 'FAILED', error = $2, updated_at = $3
+         WHERE job_id = $1 AND state IN ('PENDING', 'RUNNING')"
+    )
+    .bind(job)
+    .bind(error)
+    .bind(at)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+/// Holds subscription `sub` stopped for job `job`; false when another job
+/// holds it.
+pub async fn hold(tx: &mut Tx, sub: &str, job: &str, reason: &str, at: i64) -> AppResult<bool> {
+    with_conn!(&mut *tx, |c| sqlx::query(
+        "INSERT INTO subscription_holds (subscription_id, job_id, reason, created_at)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (subscription_id) DO NOTHING"
+    )
+    .bind(sub)
+    .bind(job)
+    .bind(reason)
+    .bind(at)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    let holder: Option<String> = with_conn!(tx, |c| sqlx::query_scalar(
+        "SELECT job_id FROM subscription_holds WHERE subscription_id = $1"
+    )
+    .bind(sub)
+    .fetch_optional(c)
+    .await)?;
+    Ok(holder.as_deref() == Some(job))
+}
+
+/// Releases job `job`'s hold on `sub`; whether there was one.
+pub async fn release(tx: &mut Tx, sub: &str, job: &str) -> AppResult<bool> {
+    let n = with_conn!(tx, |c| sqlx::query(
+        "DELETE FROM subscription_holds WHERE subscription_id = $1 AND job_id = $2"
+    )
+    .bind(sub)
+    .bind(job)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Why subscription `sub` is held stopped, if it is.
+pub async fn held(db: &Db, sub: &str) -> AppResult<Option<String>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT reason FROM subscription_holds WHERE subscription_id = $1"
+    )
+    .bind(sub)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Bumps subscription `sub`'s generation, so the reconciler applies its
+/// objects again (a hold taken or released changes its replicas).
+pub async fn touch_subscription(tx: &mut Tx, sub: &str, at: i64) -> AppResult<()> {
+    with_conn!(tx, |c| sqlx::query(
+        "UPDATE subscriptions SET generation = generation + 1, updated_at = $2 WHERE id = $1"
+    )
+    .bind(sub)
+    .bind(at)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Where a subscription's volumes are: each claim's bound
+//! PersistentVolume, its node (so the worker whose agent copies it) and its
+//! directory on that node. Volumes on a node's disk (K3s's local-path
+//! provisioner: `hostPath` or `local`, pinned to one node by its node
+//! affinity) are supported; others (network storage) are refused with a
+//! reason.
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::Api;
+use minispod_proto::v1 as pb;
+
+use crate::{cluster::ClusterLink, subscriptions::render};
+
+/// One volume to copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// The claim's name.
+    pub claim: String,
+    /// The node whose disk holds it.
+    pub node: String,
+    /// The worker of that node.
+    pub worker_id: String,
+    /// Its directory on the node.
+    pub path: String,
+}
+
+/// The claims a subscription named `name` with `template` has.
+pub fn claims(name: &str, template: &pb::ServiceTemplate) -> Vec<String> {
+    let mut out: Vec<String> = template
+        .components
+        .iter()
+        .flat_map(|c| {
+            c.volumes
+                .iter()
+                .map(move |v| render::volume_claim(name, &c.name, &v.name))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Finds where claim `claim` in namespace `ns` keeps its files; Err with
+/// the reason in words when it cannot be copied by a node agent.
+pub async fn locate(link: &ClusterLink, ns: &str, claim: &str) -> Result<Volume, String> {
+    let client = link
+        .kube_client()
+        .ok_or_else(|| "no cluster is linked".to_owned())?;
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .get(claim)
+        .await
+        .map_err(|e| format!("reading the claim {claim}: {e}"))?;
+    let pv_name = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("the claim {claim} is not bound to a volume yet"))?;
+    let pv = Api::<PersistentVolume>::all(client)
+        .get(&pv_name)
+        .await
+        .map_err(|e| format!("reading the volume {pv_name}: {e}"))?;
+    let spec = pv
+        .spec
+        .as_ref()
+        .ok_or_else(|| format!("the volume {pv_name} has no spec"))?;
+    let path = spec
+        .host_path
+        .as_ref()
+        .map(|h| h.path.clone())
+        .or_else(|| spec.local.as_ref().map(|l| l.path.clone()))
+        .ok_or_else(|| {
+            format!(
+                "the volume {pv_name} is not on a node's disk (network storage is not \
+                 backed up by the node agents yet)"
+            )
+        })?;
+    let node = node_of(&pv)
+        .ok_or_else(|| format!("the volume {pv_name} names no node in its node affinity"))?;
+    let worker_id = link.worker_of_node(&node).ok_or_else(|| {
+        format!("the node {node} of the volume {pv_name} is not one of our workers")
+    })?;
+    Ok(Volume {
+        claim: claim.to_owned(),
+        node,
+        worker_id,
+        path,
+    })
+}
+
+/// The one node a local volume's required node affinity names
+/// (`kubernetes.io/hostname In [node]`, as local-path writes it).
+fn node_of(pv: &PersistentVolume) -> Option<String> {
+    let terms = &pv
+        .spec
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms;
+    terms
+        .iter()
+        .flat_map(|t| t.match_expressions.iter().flatten())
+        .find(|e| e.key == "kubernetes.io/hostname" && e.operator == "In")
+        .and_then(|e| e.values.as_ref()?.first().cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_is_read_from_the_local_path_affinity() {
+        let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pvc-1"},
+            "spec": {
+                "hostPath": {"path": "/var/lib/rancher/k3s/storage/pvc-1_ns_data"},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": ["w1"]}
+                ]}]}}
+            }
+        }))
+        .unwrap();
+        assert_eq!(node_of(&pv).as_deref(), Some("w1"));
+        let none: PersistentVolume =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "x"}, "spec": {}}))
+                .unwrap();
+        assert_eq!(node_of(&none), None);
+    }
+}

@@ -1,0 +1,43 @@
+//! Backups of subscriptions' volumes: the `serve` flags of [`BackupArgs`].
+
+use std::time::Duration;
+
+use clap::Args;
+use minispod_support::parse_duration;
+
+use crate::backups::BackupSettings;
+
+/// How backups and restores run (README, "Backups").
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The upload bound of each volume's backup, KiB/s, enforced by the
+    /// node agent's restic (0: none).
+    #[arg(long, env = "MINISPOD_BACKUP_LIMIT_UPLOAD", default_value_t = 0)]
+    pub backup_limit_upload: u32,
+
+    /// The download bound of each volume's restore, KiB/s (0: none).
+    #[arg(long, env = "MINISPOD_BACKUP_LIMIT_DOWNLOAD", default_value_t = 0)]
+    pub backup_limit_download: u32,
+
+    /// How long a backup or a restore waits for the subscription's pods to
+    /// stop before it fails (and the pods start again).
+    #[arg(long, env = "MINISPOD_BACKUP_STOP_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub backup_stop_timeout: Duration,
+
+    /// How long a volume's copy may go without a report from its node's
+    /// agent before the backup or restore fails.
+    #[arg(long, env = "MINISPOD_BACKUP_SILENCE_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub backup_silence_timeout: Duration,
+}
+
+impl BackupArgs {
+    /// The settings these flags give.
+    pub fn settings(&self) -> BackupSettings {
+        BackupSettings {
+            limit_upload_kib: self.backup_limit_upload,
+            limit_download_kib: self.backup_limit_download,
+            stop_timeout: self.backup_stop_timeout,
+            silence_timeout: self.backup_silence_timeout,
+        }
+    }
+}

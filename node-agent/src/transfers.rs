@@ -1,0 +1,308 @@
+//! The agent's side of backups (#26): it claims the transfers of volumes
+//! on its node (AgentService.ClaimTransfers, asked when its stream comes
+//! up and whenever the control plane rings with a `transfers_pending`
+//! command), runs each with restic (`backup::restic`), and reports progress
+//! once a second and the end (ReportTransfer).
+//!
+//! Across restarts: the control plane keeps an unfinished transfer open;
+//! the agent claims it again after a restart and starts it over. A backup
+//! first looks for a snapshot tagged `transfer-<id>`: one found was
+//! completed before the restart and is reported at once, otherwise the copy
+//! runs again (restic never lists a snapshot whose upload did not finish).
+//! A restore repairs a swap cut short (`backup::recover_interrupted`) and
+//! runs again.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use minispod_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
+use minispod_support::secret::Secret;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::backup::{
+    self,
+    restic::{Progress, Repository, Restic},
+};
+
+/// How often a running transfer reports its progress.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How long the final report is retried before it is left to the control
+/// plane's silence timeout.
+const FINAL_REPORT_FOR: Duration = Duration::from_secs(600);
+
+/// The transfers this agent runs.
+#[derive(Debug)]
+pub struct Transfers {
+    restic: Restic,
+    volumes_dir: PathBuf,
+    /// Transfer id → its task.
+    running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// The channel of the current stream's connection (mTLS as the worker).
+    channel: watch::Sender<Option<Channel>>,
+}
+
+impl Transfers {
+    /// Transfers run with `restic` on volumes under `volumes_dir` only.
+    pub fn new(restic: Restic, volumes_dir: PathBuf) -> Arc<Transfers> {
+        Arc::new(Transfers {
+            restic,
+            volumes_dir,
+            running: Mutex::new(HashMap::new()),
+            channel: watch::channel(None).0,
+        })
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::task::AbortHandle>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many transfers run now.
+    pub fn active(&self) -> usize {
+        self.running().len()
+    }
+
+    /// Claims the transfers over `channel` (the stream's connection, which
+    /// later reports use too): starts those not running, stops those no
+    /// longer listed.
+    pub async fn claim(self: &Arc<Self>, channel: Channel) -> anyhow::Result<()> {
+        self.channel.send_replace(Some(channel.clone()));
+        let orders = AgentServiceClient::new(channel)
+            .claim_transfers(pb::ClaimTransfersRequest {})
+            .await
+            .context("ClaimTransfers")?
+            .into_inner()
+            .orders;
+        let mut running = self.running();
+        running.retain(|id, task| {
+            let listed = orders.iter().any(|o| &o.id == id);
+            if !listed {
+                tracing::info!(transfer = %id, "transfer no longer listed; stopping it");
+                task.abort();
+            }
+            listed && !task.is_finished()
+        });
+        for order in orders {
+            if running.contains_key(&order.id) {
+                continue;
+            }
+            let id = order.id.clone();
+            let me = self.clone();
+            let task = tokio::spawn(async move { me.execute(order).await });
+            running.insert(id, task.abort_handle());
+        }
+        Ok(())
+    }
+
+    /// Runs one transfer to its end and reports it.
+    async fn execute(self: Arc<Self>, order: pb::TransferOrder) {
+        let id = order.id.clone();
+        tracing::info!(transfer = %id, kind = ?order.kind(), volume = %order.volume_path, "transfer started");
+        let (progress_tx, mut progress_rx) = watch::channel(Progress::default());
+        let work = self.perform(&order, progress_tx);
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(REPORT_EVERY);
+        let end = loop {
+            tokio::select! {
+                end = &mut work => break end,
+                _ = tick.tick() => {
+                    if progress_rx.has_changed().unwrap_or(false) {
+                        let p = progress_rx.borrow_and_update().clone();
+                        let report = running_report(&id, &p);
+                        match self.report(report).await {
+                            Ok(true) => {
+                                tracing::info!(transfer = %id, "the control plane stopped the transfer");
+                                self.running().remove(&id);
+                                return;
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::debug!(transfer = %id, error = %format!("{e:#}"), "progress report failed"),
+                        }
+                    }
+                }
+            }
+        };
+        let p = progress_rx.borrow().clone();
+        let report = match end {
+            Ok(done) => {
+                tracing::info!(transfer = %id, snapshot = %done.snapshot_id, bytes_added = done.bytes_added, "transfer done");
+                pb::ReportTransferRequest {
+                    id: id.clone(),
+                    state: pb::TransferState::Done as i32,
+                    bytes_done: p.total_bytes.max(p.bytes_done) as i64,
+                    bytes_total: p.total_bytes.max(p.bytes_done) as i64,
+                    seconds_remaining: 0,
+                    snapshot_id: done.snapshot_id,
+                    bytes_added: done.bytes_added as i64,
+                    error: String::new(),
+                }
+            }
+            Err(e) => {
+                let error = format!("{e:#}");
+                tracing::warn!(transfer = %id, error = %error, "transfer failed");
+                pb::ReportTransferRequest {
+                    id: id.clone(),
+                    state: pb::TransferState::Failed as i32,
+                    bytes_done: p.bytes_done as i64,
+                    bytes_total: p.total_bytes as i64,
+                    seconds_remaining: -1,
+                    error,
+                    ..Default::default()
+                }
+            }
+        };
+        // The end must reach the control plane: retried (over whichever
+        // connection is current) until it does.
+        let deadline = tokio::time::Instant::now() + FINAL_REPORT_FOR;
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.report(report.clone()).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(transfer = %id, error = %format!("{e:#}"), "final report failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    tracing::warn!(transfer = %id, error = %format!("{e:#}"), "final report failed; giving up");
+                    break;
+                }
+            }
+        }
+        self.running().remove(&id);
+    }
+
+    /// Sends `report`; whether the control plane asks to stop.
+    async fn report(&self, report: pb::ReportTransferRequest) -> anyhow::Result<bool> {
+        let channel = self
+            .channel
+            .borrow()
+            .clone()
+            .context("no connection to the control plane")?;
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            AgentServiceClient::new(channel).report_transfer(report),
+        )
+        .await
+        .context("ReportTransfer timed out")?;
+        match r {
+            Ok(r) => Ok(r.into_inner().cancel),
+            // The transfer is gone (its job was removed): stop.
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(true),
+            Err(s) => Err(anyhow::anyhow!(
+                "ReportTransfer: {}: {}",
+                s.code(),
+                s.message()
+            )),
+        }
+    }
+
+    async fn perform(
+        &self,
+        order: &pb::TransferOrder,
+        progress: watch::Sender<Progress>,
+    ) -> anyhow::Result<Done> {
+        let volume = self.volume(&order.volume_path)?;
+        let repo = repository(order);
+        let set = |p: &Progress| {
+            progress.send_replace(p.clone());
+        };
+        match order.kind() {
+            pb::TransferKind::Backup => {
+                self.restic.ensure_repository(&repo).await?;
+                let tag = format!("transfer-{}", order.id);
+                // Completed before a restart: report it, copy nothing.
+                if let Some(s) = self
+                    .restic
+                    .snapshots(&repo, std::slice::from_ref(&tag))
+                    .await?
+                    .pop()
+                {
+                    return Ok(Done {
+                        snapshot_id: s.id,
+                        bytes_added: 0,
+                    });
+                }
+                let mut tags = order.tags.clone();
+                if !tags.contains(&tag) {
+                    tags.push(tag);
+                }
+                let summary = self.restic.backup(&repo, &volume, &tags, set).await?;
+                Ok(Done {
+                    snapshot_id: summary.snapshot_id,
+                    bytes_added: summary.data_added,
+                })
+            }
+            pb::TransferKind::Restore => {
+                if order.snapshot_id.is_empty() {
+                    anyhow::bail!("a restore names its snapshot");
+                }
+                backup::restore_in_place(&self.restic, &repo, &order.snapshot_id, &volume, set)
+                    .await?;
+                Ok(Done {
+                    snapshot_id: order.snapshot_id.clone(),
+                    bytes_added: 0,
+                })
+            }
+            pb::TransferKind::Unspecified => anyhow::bail!("unknown transfer kind"),
+        }
+    }
+
+    /// `path` if it is a directory inside `--volumes-dir` (after resolving
+    /// links): an order never makes the agent read or replace anything else.
+    fn volume(&self, path: &str) -> anyhow::Result<PathBuf> {
+        let root = self
+            .volumes_dir
+            .canonicalize()
+            .with_context(|| format!("--volumes-dir {}", self.volumes_dir.display()))?;
+        let p = Path::new(path);
+        if !p.is_absolute() {
+            anyhow::bail!("volume path {path} is not absolute");
+        }
+        let real = p.canonicalize().with_context(|| format!("volume {path}"))?;
+        if real == root || !real.starts_with(&root) || !real.is_dir() {
+            anyhow::bail!(
+                "volume {path} is not a directory inside --volumes-dir {}",
+                root.display()
+            );
+        }
+        Ok(real)
+    }
+}
+
+/// What a finished transfer reports.
+struct Done {
+    snapshot_id: String,
+    bytes_added: u64,
+}
+
+fn running_report(id: &str, p: &Progress) -> pb::ReportTransferRequest {
+    pb::ReportTransferRequest {
+        id: id.to_owned(),
+        state: pb::TransferState::Running as i32,
+        bytes_done: p.bytes_done as i64,
+        bytes_total: p.total_bytes as i64,
+        seconds_remaining: p.seconds_remaining.map_or(-1, |s| s as i64),
+        ..Default::default()
+    }
+}
+
+fn repository(order: &pb::TransferOrder) -> Repository {
+    let bound = |k: i32| (k > 0).then_some(k as u32);
+    Repository {
+        location: order.repository.clone(),
+        password: Secret::new(order.password.clone()),
+        credentials: order
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
+            .collect(),
+        limit_upload_kib: bound(order.limit_upload_kib),
+        limit_download_kib: bound(order.limit_download_kib),
+    }
+}
