@@ -131,11 +131,12 @@ impl Transfers {
         let report = match end {
             Ok(done) => {
                 tracing::info!(transfer = %id, snapshot = %done.snapshot_id, bytes_added = done.bytes_added, "transfer done");
+                let bytes = done.bytes.unwrap_or(p.total_bytes.max(p.bytes_done)) as i64;
                 pb::ReportTransferRequest {
                     id: id.clone(),
                     state: pb::TransferState::Done as i32,
-                    bytes_done: p.total_bytes.max(p.bytes_done) as i64,
-                    bytes_total: p.total_bytes.max(p.bytes_done) as i64,
+                    bytes_done: bytes,
+                    bytes_total: bytes,
                     seconds_remaining: 0,
                     snapshot_id: done.snapshot_id,
                     bytes_added: done.bytes_added as i64,
@@ -223,9 +224,11 @@ impl Transfers {
                     .await?
                     .pop()
                 {
+                    let (bytes, _) = self.restic.snapshot_size(&repo, &s.id).await?;
                     return Ok(Done {
                         snapshot_id: s.id,
                         bytes_added: 0,
+                        bytes: Some(bytes),
                     });
                 }
                 let mut tags = order.tags.clone();
@@ -236,6 +239,7 @@ impl Transfers {
                 Ok(Done {
                     snapshot_id: summary.snapshot_id,
                     bytes_added: summary.data_added,
+                    bytes: Some(summary.bytes_processed),
                 })
             }
             pb::TransferKind::Restore => {
@@ -247,6 +251,7 @@ impl Transfers {
                 Ok(Done {
                     snapshot_id: order.snapshot_id.clone(),
                     bytes_added: 0,
+                    bytes: None,
                 })
             }
             pb::TransferKind::Unspecified => anyhow::bail!("unknown transfer kind"),
@@ -279,6 +284,9 @@ impl Transfers {
 struct Done {
     snapshot_id: String,
     bytes_added: u64,
+    /// The bytes read or written, when known better than the last progress
+    /// (a backup's summary).
+    bytes: Option<u64>,
 }
 
 fn running_report(id: &str, p: &Progress) -> pb::ReportTransferRequest {

@@ -213,6 +213,20 @@ impl AgentService for FakeService {
             ca_pem: self.0.ca(),
         }))
     }
+
+    async fn claim_transfers(
+        &self,
+        _request: Request<pb::ClaimTransfersRequest>,
+    ) -> Result<Response<pb::ClaimTransfersResponse>, Status> {
+        Ok(Response::new(pb::ClaimTransfersResponse::default()))
+    }
+
+    async fn report_transfer(
+        &self,
+        _request: Request<pb::ReportTransferRequest>,
+    ) -> Result<Response<pb::ReportTransferResponse>, Status> {
+        Err(Status::not_found("no transfers here"))
+    }
 }
 
 /// A running fake control plane.
@@ -299,6 +313,7 @@ impl InProcessAgent {
             max_backoff: Duration::from_secs(1),
             metrics: metrics.clone(),
             heartbeats: HeartbeatSource::Synthetic,
+            transfers: None,
         };
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let creds = state.credentials().unwrap();

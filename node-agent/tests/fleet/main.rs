@@ -4,9 +4,10 @@
 //!
 //! By topic: `streams`, `enrollment`, `certificates`, `administration`,
 //! `resilience`, `failover`, `identity`, `kubernetes`, `notifications`,
-//! `subscriptions`; the harness in `harness` and `minispod-testkit`.
+//! `subscriptions`, `backups`; the harness in `harness` and `minispod-testkit`.
 
 mod administration;
+mod backups;
 mod certificates;
 mod enrollment;
 mod failover;

@@ -22,28 +22,27 @@ use super::{Agent, ControlPlane, TempDir, authed, free_port, spawn_agent, status
 /// An agent on its own stand-in node: the node is named after the agent
 /// (`--kubernetes-node`, so each worker has a name of its own) and labelled
 /// with the worker's id, as K3s labels a node the agent joined.
-struct NodeAgent {
-    agent: Agent,
-    worker_id: String,
-    node: String,
+pub(crate) struct NodeAgent {
+    pub(crate) agent: Agent,
+    pub(crate) worker_id: String,
+    pub(crate) node: String,
     _state: TempDir,
 }
 
-async fn agent_on_node(
+/// An agent on its own stand-in node, started with `extra` arguments.
+pub(crate) async fn agent_on_node(
     cp: &ControlPlane,
     cluster: &TestCluster,
     watch: &mut super::Watch,
     token: &str,
     base: &str,
+    extra: &[&str],
 ) -> NodeAgent {
     let state = TempDir::new();
     let node = cluster.name(base);
-    let agent = spawn_agent(
-        cp,
-        &state.0,
-        token,
-        &["--machine-id", base, "--kubernetes-node", &node],
-    );
+    let mut args = vec!["--machine-id", base, "--kubernetes-node", &node];
+    args.extend_from_slice(extra);
+    let agent = spawn_agent(cp, &state.0, token, &args);
     let (w, _) = watch
         .until(&format!("{node} online"), |w| w.online && w.name == node)
         .await;
@@ -65,7 +64,7 @@ async fn agent_on_node(
 }
 
 /// The next UPSERTED subscription that satisfies `pred`, within `secs`.
-async fn next_upsert(
+pub(crate) async fn next_upsert(
     stream: &mut tonic::Streaming<pb::WatchSubscriptionsResponse>,
     secs: u64,
     what: &str,
@@ -118,7 +117,7 @@ async fn kill_9_of_the_agent_under_a_subscription_degrades_it_at_once_and_the_ta
     .await;
     let mut workers = cp.watch().await;
     let token = cp.token(0).await;
-    let mut a = agent_on_node(&cp, &cluster, &mut workers, &token, "sub-a").await;
+    let mut a = agent_on_node(&cp, &cluster, &mut workers, &token, "sub-a", &[]).await;
 
     let customer = AuthServiceClient::new(cp.channel.clone())
         .register(pb::RegisterRequest {
@@ -173,7 +172,7 @@ async fn kill_9_of_the_agent_under_a_subscription_degrades_it_at_once_and_the_ta
     assert_eq!(ready_on(&running), Some(a.worker_id.as_str()));
     assert_eq!(running.components[0].pods[0].node_name, a.node);
     // The second worker and its node come now, so the pod had one place.
-    let b = agent_on_node(&cp, &cluster, &mut workers, &token, "sub-b").await;
+    let b = agent_on_node(&cp, &cluster, &mut workers, &token, "sub-b", &[]).await;
 
     let pid = a.agent.child.id().unwrap().to_string();
     let killed = Instant::now();

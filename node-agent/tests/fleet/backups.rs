@@ -1,0 +1,381 @@
+//! Backups and restores (#26) end to end: a real `minispod-agent` on a
+//! stand-in node whose volumes are real directories, real restic, a real
+//! S3-compatible server (moto), the control plane ordering the copies over
+//! the agent's mTLS connection.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use minispod_kube_standin::TestCluster;
+use minispod_proto::v1::{
+    self as pb, SubscriptionStatus, auth_service_client::AuthServiceClient,
+    backup_service_client::BackupServiceClient,
+    subscription_service_client::SubscriptionServiceClient,
+};
+use minispod_testkit::s3;
+use tonic::{Code, transport::Channel};
+
+use super::{
+    ControlPlane, TempDir, authed, free_port,
+    subscriptions::{agent_on_node, next_upsert},
+};
+
+const BUCKET: &str = "minispod-backups";
+
+async fn register(cp: &ControlPlane, email: &str) -> String {
+    AuthServiceClient::new(cp.channel.clone())
+        .register(pb::RegisterRequest {
+            email: email.into(),
+            password: "correct horse battery".into(),
+            name: email.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("register")
+        .into_inner()
+        .access_token
+}
+
+/// The one directory under `root` whose name ends with `_<claim>` (the
+/// stand-in's local-path volume of that claim).
+fn volume_dir(root: &Path, claim: &str) -> PathBuf {
+    let found: Vec<PathBuf> = std::fs::read_dir(root)
+        .expect("the node's volume root")
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with(&format!("_{claim}"))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one volume of {claim} in {}", root.display());
+    found.into_iter().next().unwrap()
+}
+
+/// Every file under `dir`, relative path → bytes.
+fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Pseudo-random bytes (xorshift), so the data does not compress away.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn backup_until(
+    backups: &mut BackupServiceClient<Channel>,
+    token: &str,
+    id: &str,
+    secs: u64,
+) -> pb::Backup {
+    let mut last = None;
+    for _ in 0..secs * 5 {
+        let b = backups
+            .get_backup(authed(pb::GetBackupRequest { id: id.into() }, token))
+            .await
+            .expect("GetBackup")
+            .into_inner()
+            .backup
+            .unwrap();
+        if b.status == pb::BackupStatus::Complete as i32 || b.status == pb::BackupStatus::Failed as i32 {
+            return b;
+        }
+        last = Some(b);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("backup {id} did not end within {secs} s: {last:?}");
+}
+
+async fn restore_until(
+    backups: &mut BackupServiceClient<Channel>,
+    token: &str,
+    id: &str,
+    secs: u64,
+) -> pb::Restore {
+    let mut last = None;
+    for _ in 0..secs * 5 {
+        let r = backups
+            .get_restore(authed(pb::GetRestoreRequest { id: id.into() }, token))
+            .await
+            .expect("GetRestore")
+            .into_inner()
+            .restore
+            .unwrap();
+        if r.status == pb::RestoreStatus::Complete as i32 || r.status == pb::RestoreStatus::Failed as i32 {
+            return r;
+        }
+        last = Some(r);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("restore {id} did not end within {secs} s: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_its_owner() {
+    let cluster = TestCluster::start().await.unwrap();
+    let Some(_) = cluster.standin() else {
+        eprintln!("skipped: needs the stand-in's node disks (a real cluster's volumes are on its nodes)");
+        return;
+    };
+    let s3 = s3::S3Server::start();
+    s3.create_bucket(BUCKET);
+    let kubeconfig = cluster.kubeconfig_path().to_owned();
+    let cp = ControlPlane::start_in(Arc::new(TempDir::for_server().await), free_port(), |a| {
+        a.cluster.kubeconfig = Some(kubeconfig);
+        a.subscriptions.apps_domain = "apps.example.test".into();
+    })
+    .await;
+    let mut workers = cp.watch().await;
+    let token = cp.token(0).await;
+    let node = cluster.name("bk-a");
+    let root = cluster.volume_root(&node).unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+    let root_arg = root.to_string_lossy().into_owned();
+    let a = agent_on_node(
+        &cp,
+        &cluster,
+        &mut workers,
+        &token,
+        "bk-a",
+        &["--volumes-dir", &root_arg],
+    )
+    .await;
+
+    let mut backups = BackupServiceClient::new(cp.channel.clone());
+    let owner = register(&cp, "keeper@example.org").await;
+    let other = register(&cp, "other@example.org").await;
+    let mut subs = SubscriptionServiceClient::<Channel>::new(cp.channel.clone());
+
+    // No destination yet: a backup is refused with what to do.
+    // The destination: only administrators add one; its secret is never
+    // answered.
+    let refused = backups
+        .create_backup_destination(authed(
+            pb::CreateBackupDestinationRequest {
+                name: "moto".into(),
+                endpoint: s3.endpoint(),
+                bucket: BUCKET.into(),
+                access_key_id: s3::ACCESS_KEY.into(),
+                secret_access_key: s3::SECRET_KEY.into(),
+                ..Default::default()
+            },
+            &owner,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let dest = backups
+        .create_backup_destination(authed(
+            pb::CreateBackupDestinationRequest {
+                name: "moto".into(),
+                endpoint: s3.endpoint(),
+                region: s3::REGION.into(),
+                bucket: BUCKET.into(),
+                prefix: "customers".into(),
+                access_key_id: s3::ACCESS_KEY.into(),
+                secret_access_key: s3::SECRET_KEY.into(),
+                make_default: false,
+            },
+            &cp.admin,
+        ))
+        .await
+        .expect("destination")
+        .into_inner()
+        .destination
+        .unwrap();
+    assert!(dest.is_default, "the first destination is the default");
+    assert!(!format!("{dest:?}").contains(s3::SECRET_KEY));
+
+    let mut watch = subs
+        .watch_subscriptions(authed(
+            pb::WatchSubscriptionsRequest {
+                all: true,
+                ..Default::default()
+            },
+            &cp.admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let e = watch.message().await.unwrap().unwrap();
+        if e.r#type == pb::SubscriptionEventType::SnapshotEnd as i32 {
+            break;
+        }
+    }
+    let sub = subs
+        .create_subscription(authed(
+            pb::CreateSubscriptionRequest {
+                service_id: "n8n".into(),
+                name: "kept".into(),
+                ..Default::default()
+            },
+            &owner,
+        ))
+        .await
+        .expect("subscribed")
+        .into_inner()
+        .subscription
+        .unwrap();
+    next_upsert(&mut watch, 30, "RUNNING", |s| {
+        s.id == sub.id && s.status == SubscriptionStatus::Running as i32
+    })
+    .await;
+
+    // Known files in its volume: one large, several small, a nested one.
+    let volume = volume_dir(&root, "kept-n8n-data");
+    let size = 8 << 20;
+    std::fs::write(volume.join("database.sqlite"), noise(size, 7)).unwrap();
+    std::fs::create_dir_all(volume.join("nodes/custom")).unwrap();
+    for i in 0..20 {
+        std::fs::write(volume.join(format!("nodes/custom/{i}.json")), format!("{{\"n\": {i}}}")).unwrap();
+    }
+    let before = contents(&volume);
+
+    let started = backups
+        .create_backup(authed(
+            pb::CreateBackupRequest {
+                subscription_id: sub.id.clone(),
+                ..Default::default()
+            },
+            &owner,
+        ))
+        .await
+        .expect("backup started")
+        .into_inner()
+        .backup
+        .unwrap();
+    assert_eq!(started.status, pb::BackupStatus::Pending as i32);
+    // The pods stop for a consistent copy, and start again after.
+    next_upsert(&mut watch, 30, "stopped for the backup", |s| {
+        s.id == sub.id && s.status == SubscriptionStatus::Suspended as i32 && s.status_reason.contains("backup")
+    })
+    .await;
+    let done = backup_until(&mut backups, &owner, &started.id, 60).await;
+    assert_eq!(done.status, pb::BackupStatus::Complete as i32, "{done:?}");
+    assert_eq!(done.volumes.len(), 1);
+    assert_eq!(done.volumes[0].worker_id, a.worker_id);
+    assert!(!done.volumes[0].snapshot_id.is_empty());
+    assert!(done.bytes_total >= size as i64, "{done:?}");
+    assert!(done.bytes_added > 0);
+    next_upsert(&mut watch, 30, "RUNNING again after the backup", |s| {
+        s.id == sub.id && s.status == SubscriptionStatus::Running as i32
+    })
+    .await;
+    let (objects, stored) = s3.usage(BUCKET, "customers/");
+    assert!(objects > 0 && stored > 0, "the copy is in the bucket");
+
+    // Another customer sees nothing of it and cannot restore it.
+    let theirs = backups
+        .list_backups(authed(pb::ListBackupsRequest::default(), &other))
+        .await
+        .unwrap()
+        .into_inner()
+        .backups;
+    assert!(theirs.is_empty());
+    let e = backups
+        .get_backup(authed(pb::GetBackupRequest { id: done.id.clone() }, &other))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = backups
+        .restore_backup(authed(pb::RestoreBackupRequest { backup_id: done.id.clone() }, &other))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = backups
+        .create_backup(authed(
+            pb::CreateBackupRequest {
+                subscription_id: sub.id.clone(),
+                ..Default::default()
+            },
+            &other,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let mine = backups
+        .list_backups(authed(pb::ListBackupsRequest::default(), &owner))
+        .await
+        .unwrap()
+        .into_inner()
+        .backups;
+    assert_eq!(mine.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), [done.id.as_str()]);
+
+    // The second backup of the unchanged volume uploads almost nothing.
+    let again = backups
+        .create_backup(authed(
+            pb::CreateBackupRequest {
+                subscription_id: sub.id.clone(),
+                ..Default::default()
+            },
+            &owner,
+        ))
+        .await
+        .expect("second backup")
+        .into_inner()
+        .backup
+        .unwrap();
+    let again = backup_until(&mut backups, &owner, &again.id, 60).await;
+    assert_eq!(again.status, pb::BackupStatus::Complete as i32, "{again:?}");
+    assert!(
+        (again.bytes_added as f64) < size as f64 * 0.01,
+        "an unchanged volume's second backup uploaded {} bytes of {size}",
+        again.bytes_added
+    );
+    next_upsert(&mut watch, 30, "RUNNING again", |s| {
+        s.id == sub.id && s.status == SubscriptionStatus::Running as i32
+    })
+    .await;
+
+    // The data is lost...
+    std::fs::remove_dir_all(volume.join("nodes")).unwrap();
+    std::fs::write(volume.join("database.sqlite"), b"corrupt").unwrap();
+    std::fs::write(volume.join("stray"), b"written after the backup").unwrap();
+    assert_ne!(contents(&volume), before);
+    // ... and the owner restores the first backup.
+    let restore = backups
+        .restore_backup(authed(pb::RestoreBackupRequest { backup_id: done.id.clone() }, &owner))
+        .await
+        .expect("restore started")
+        .into_inner()
+        .restore
+        .unwrap();
+    let restored = restore_until(&mut backups, &owner, &restore.id, 60).await;
+    assert_eq!(restored.status, pb::RestoreStatus::Complete as i32, "{restored:?}");
+    assert_eq!(restored.bytes_total, done.bytes_total);
+    let after = contents(&volume);
+    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+    assert!(after == before, "every file byte for byte as backed up");
+    next_upsert(&mut watch, 30, "RUNNING after the restore", |s| {
+        s.id == sub.id && s.status == SubscriptionStatus::Running as i32
+    })
+    .await;
+    drop(a);
+}
