@@ -360,6 +360,12 @@ mod tests {
             Some("Mail and webhooks"),
         );
         check(
+            "backup-stop-timeout",
+            "MINISPOD_BACKUP_STOP_TIMEOUT",
+            &["5m"],
+            Some("Backups"),
+        );
+        check(
             "notify-offline-grace",
             "MINISPOD_NOTIFY_OFFLINE_GRACE",
             &["60s"],
@@ -369,8 +375,9 @@ mod tests {
         // --upgrade-deadline; --custom-domain-issuer,
         // --domains-per-subscription, --domain-check-{every,max,give-up,
         // resolve}; --notify-subscription-grace, --notify-crash-{restarts,
-        // window}.
-        assert_eq!(serve.get_arguments().count(), 116);
+        // window}; #26's four: --backup-limit-{upload,download},
+        // --backup-{stop,silence}-timeout.
+        assert_eq!(serve.get_arguments().count(), 120);
         // An argument id used across groups still resolves.
         assert!(
             Cli::try_parse_from([

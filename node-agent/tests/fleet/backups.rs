@@ -53,7 +53,12 @@ fn volume_dir(root: &Path, claim: &str) -> PathBuf {
                 .ends_with(&format!("_{claim}"))
         })
         .collect();
-    assert_eq!(found.len(), 1, "one volume of {claim} in {}", root.display());
+    assert_eq!(
+        found.len(),
+        1,
+        "one volume of {claim} in {}",
+        root.display()
+    );
     found.into_iter().next().unwrap()
 }
 
@@ -103,7 +108,9 @@ async fn backup_until(
             .into_inner()
             .backup
             .unwrap();
-        if b.status == pb::BackupStatus::Complete as i32 || b.status == pb::BackupStatus::Failed as i32 {
+        if b.status == pb::BackupStatus::Complete as i32
+            || b.status == pb::BackupStatus::Failed as i32
+        {
             return b;
         }
         last = Some(b);
@@ -127,7 +134,9 @@ async fn restore_until(
             .into_inner()
             .restore
             .unwrap();
-        if r.status == pb::RestoreStatus::Complete as i32 || r.status == pb::RestoreStatus::Failed as i32 {
+        if r.status == pb::RestoreStatus::Complete as i32
+            || r.status == pb::RestoreStatus::Failed as i32
+        {
             return r;
         }
         last = Some(r);
@@ -140,7 +149,9 @@ async fn restore_until(
 async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_its_owner() {
     let cluster = TestCluster::start().await.unwrap();
     let Some(_) = cluster.standin() else {
-        eprintln!("skipped: needs the stand-in's node disks (a real cluster's volumes are on its nodes)");
+        eprintln!(
+            "skipped: needs the stand-in's node disks (a real cluster's volumes are on its nodes)"
+        );
         return;
     };
     let s3 = s3::S3Server::start();
@@ -254,7 +265,11 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     std::fs::write(volume.join("database.sqlite"), noise(size, 7)).unwrap();
     std::fs::create_dir_all(volume.join("nodes/custom")).unwrap();
     for i in 0..20 {
-        std::fs::write(volume.join(format!("nodes/custom/{i}.json")), format!("{{\"n\": {i}}}")).unwrap();
+        std::fs::write(
+            volume.join(format!("nodes/custom/{i}.json")),
+            format!("{{\"n\": {i}}}"),
+        )
+        .unwrap();
     }
     let before = contents(&volume);
 
@@ -274,7 +289,9 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     assert_eq!(started.status, pb::BackupStatus::Pending as i32);
     // The pods stop for a consistent copy, and start again after.
     next_upsert(&mut watch, 30, "stopped for the backup", |s| {
-        s.id == sub.id && s.status == SubscriptionStatus::Suspended as i32 && s.status_reason.contains("backup")
+        s.id == sub.id
+            && s.status == SubscriptionStatus::Suspended as i32
+            && s.status_reason.contains("backup")
     })
     .await;
     let done = backup_until(&mut backups, &owner, &started.id, 60).await;
@@ -300,12 +317,22 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
         .backups;
     assert!(theirs.is_empty());
     let e = backups
-        .get_backup(authed(pb::GetBackupRequest { id: done.id.clone() }, &other))
+        .get_backup(authed(
+            pb::GetBackupRequest {
+                id: done.id.clone(),
+            },
+            &other,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let e = backups
-        .restore_backup(authed(pb::RestoreBackupRequest { backup_id: done.id.clone() }, &other))
+        .restore_backup(authed(
+            pb::RestoreBackupRequest {
+                backup_id: done.id.clone(),
+            },
+            &other,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
@@ -326,7 +353,10 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
         .unwrap()
         .into_inner()
         .backups;
-    assert_eq!(mine.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), [done.id.as_str()]);
+    assert_eq!(
+        mine.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        [done.id.as_str()]
+    );
 
     // The second backup of the unchanged volume uploads almost nothing.
     let again = backups
@@ -361,17 +391,29 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     assert_ne!(contents(&volume), before);
     // ... and the owner restores the first backup.
     let restore = backups
-        .restore_backup(authed(pb::RestoreBackupRequest { backup_id: done.id.clone() }, &owner))
+        .restore_backup(authed(
+            pb::RestoreBackupRequest {
+                backup_id: done.id.clone(),
+            },
+            &owner,
+        ))
         .await
         .expect("restore started")
         .into_inner()
         .restore
         .unwrap();
     let restored = restore_until(&mut backups, &owner, &restore.id, 60).await;
-    assert_eq!(restored.status, pb::RestoreStatus::Complete as i32, "{restored:?}");
+    assert_eq!(
+        restored.status,
+        pb::RestoreStatus::Complete as i32,
+        "{restored:?}"
+    );
     assert_eq!(restored.bytes_total, done.bytes_total);
     let after = contents(&volume);
-    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
     assert!(after == before, "every file byte for byte as backed up");
     next_upsert(&mut watch, 30, "RUNNING after the restore", |s| {
         s.id == sub.id && s.status == SubscriptionStatus::Running as i32
