@@ -141,7 +141,8 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
             minispod_agent::backup::restic::Restic::new(
                 &args.restic,
                 args.state_dir.join("restic-cache"),
-            ),
+            )
+            .with_pid_dir(args.state_dir.join("restic-running")),
             args.volumes_dir.clone(),
         )),
     };

@@ -50,6 +50,11 @@ pub struct Transfers {
 impl Transfers {
     /// Transfers run with `restic` on volumes under `volumes_dir` only.
     pub fn new(restic: Restic, volumes_dir: PathBuf) -> Arc<Transfers> {
+        // A restic a killed agent left would race the copy started again.
+        let killed = restic.kill_leftovers();
+        if killed > 0 {
+            tracing::info!(killed, "stopped the restic processes a previous run left");
+        }
         Arc::new(Transfers {
             restic,
             volumes_dir,

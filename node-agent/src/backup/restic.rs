@@ -113,6 +113,15 @@ pub struct Snapshot {
     pub tags: Vec<String>,
 }
 
+/// A running restic's pid file, removed when dropped.
+struct PidFile(PathBuf);
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// What an operation failed on.
 #[derive(Debug, thiserror::Error)]
 pub enum ResticError {
@@ -137,6 +146,8 @@ pub enum ResticError {
 pub struct Restic {
     binary: PathBuf,
     cache_dir: PathBuf,
+    /// Where each running restic's pid is written (`with_pid_dir`).
+    pid_dir: Option<PathBuf>,
 }
 
 /// One line of `restic backup --json`.
@@ -179,7 +190,46 @@ impl Restic {
         Restic {
             binary: binary.into(),
             cache_dir: cache_dir.into(),
+            pid_dir: None,
         }
+    }
+
+    /// Records each running restic's pid as a file in `dir`, so that after
+    /// a `kill -9` of this process (which its children survive) the next
+    /// one stops them ([`Restic::kill_leftovers`]) before it copies again.
+    pub fn with_pid_dir(mut self, dir: impl Into<PathBuf>) -> Restic {
+        self.pid_dir = Some(dir.into());
+        self
+    }
+
+    /// Kills the restic processes a previous run of this process left (see
+    /// `with_pid_dir`); how many. A pid is killed only while it is still a
+    /// restic (`/proc/<pid>/comm`), so a reused pid is left alone.
+    pub fn kill_leftovers(&self) -> usize {
+        let Some(dir) = &self.pid_dir else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut killed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let _ = std::fs::remove_file(e.path());
+            let Ok(pid) = name.parse::<i32>() else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() != "restic" {
+                continue;
+            }
+            if let Some(pid) = rustix::process::Pid::from_raw(pid)
+                && rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok()
+            {
+                killed += 1;
+            }
+        }
+        killed
     }
 
     /// Runs `verb` with `args`, feeding every stdout line to `line`; an
@@ -220,11 +270,22 @@ impl Restic {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("start {}", self.binary.display()))?;
+        let pid_file = match (&self.pid_dir, child.id()) {
+            (Some(dir), Some(pid)) => {
+                let f = dir.join(pid.to_string());
+                std::fs::create_dir_all(dir)
+                    .and_then(|()| std::fs::write(&f, b""))
+                    .ok()
+                    .map(|()| PidFile(f))
+            }
+            _ => None,
+        };
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let tail = tokio::spawn(stderr_tail(stderr));
         read_lines(stdout, &mut line).await?;
         let status = child.wait().await?;
+        drop(pid_file);
         let tail = tail.await.unwrap_or_default();
         if status.success() {
             return Ok(());

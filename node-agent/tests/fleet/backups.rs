@@ -160,6 +160,8 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     let cp = ControlPlane::start_in(Arc::new(TempDir::for_server().await), free_port(), |a| {
         a.cluster.kubeconfig = Some(kubeconfig);
         a.subscriptions.apps_domain = "apps.example.test".into();
+        // Slow enough for a kill -9 mid-copy below.
+        a.backups.backup_limit_upload = 2048;
     })
     .await;
     let mut workers = cp.watch().await;
@@ -168,7 +170,7 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     let root = cluster.volume_root(&node).unwrap();
     std::fs::create_dir_all(&root).unwrap();
     let root_arg = root.to_string_lossy().into_owned();
-    let a = agent_on_node(
+    let mut a = agent_on_node(
         &cp,
         &cluster,
         &mut workers,
@@ -418,6 +420,96 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     next_upsert(&mut watch, 30, "RUNNING after the restore", |s| {
         s.id == sub.id && s.status == SubscriptionStatus::Running as i32
     })
+    .await;
+
+    // kill -9 of the mover mid-copy: the backup is never listed COMPLETE
+    // while its copy is cut short; the agent back, it is taken again and
+    // completes.
+    std::fs::write(volume.join("new.bin"), noise(size, 11)).unwrap();
+    let cut = backups
+        .create_backup(authed(
+            pb::CreateBackupRequest {
+                subscription_id: sub.id.clone(),
+                ..Default::default()
+            },
+            &owner,
+        ))
+        .await
+        .expect("third backup")
+        .into_inner()
+        .backup
+        .unwrap();
+    let mut copying = None;
+    for _ in 0..300 {
+        let b = backups
+            .get_backup(authed(pb::GetBackupRequest { id: cut.id.clone() }, &owner))
+            .await
+            .unwrap()
+            .into_inner()
+            .backup
+            .unwrap();
+        assert_ne!(
+            b.status,
+            pb::BackupStatus::Complete as i32,
+            "ended before the kill: {b:?}"
+        );
+        if b.status == pb::BackupStatus::Running as i32 && b.bytes_done > 0 {
+            copying = Some(b);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let copying = copying.expect("the backup copies");
+    assert!(copying.bytes_per_second > 0 || copying.bytes_done > 0);
+    let pid = a.agent.child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = a.agent.child.wait().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let meanwhile = backups
+        .get_backup(authed(pb::GetBackupRequest { id: cut.id.clone() }, &owner))
+        .await
+        .unwrap()
+        .into_inner()
+        .backup
+        .unwrap();
+    assert_eq!(
+        meanwhile.status,
+        pb::BackupStatus::Running as i32,
+        "{meanwhile:?}"
+    );
+    // The agent comes back (same state, same node) and takes it again.
+    a.agent = super::spawn_agent(
+        &cp,
+        &a.state.0,
+        &token,
+        &[
+            "--machine-id",
+            "bk-a",
+            "--kubernetes-node",
+            &a.node,
+            "--volumes-dir",
+            &root_arg,
+        ],
+    );
+    let resumed = backup_until(&mut backups, &owner, &cut.id, 90).await;
+    assert_eq!(
+        resumed.status,
+        pb::BackupStatus::Complete as i32,
+        "{resumed:?}"
+    );
+    assert!(resumed.bytes_total >= 2 * size as i64, "{resumed:?}");
+    next_upsert(
+        &mut watch,
+        30,
+        "RUNNING after the interrupted backup",
+        |s| s.id == sub.id && s.status == SubscriptionStatus::Running as i32,
+    )
     .await;
     drop(a);
 }

@@ -26,7 +26,7 @@ pub(crate) struct NodeAgent {
     pub(crate) agent: Agent,
     pub(crate) worker_id: String,
     pub(crate) node: String,
-    _state: TempDir,
+    pub(crate) state: TempDir,
 }
 
 /// An agent on its own stand-in node, started with `extra` arguments.
@@ -59,7 +59,7 @@ pub(crate) async fn agent_on_node(
         agent,
         worker_id: w.id,
         node,
-        _state: state,
+        state,
     }
 }
 
