@@ -202,6 +202,9 @@ pub const TABLE: &[(&str, Access)] = {
         ("/minispod.v1.BackupService/ListBackups", User),
         ("/minispod.v1.BackupService/RestoreBackup", User),
         ("/minispod.v1.BackupService/GetRestore", User),
+        ("/minispod.v1.BackupService/SetBackupSchedule", User),
+        ("/minispod.v1.BackupService/GetBackupSchedule", User),
+        ("/minispod.v1.BackupService/ListBackupOverview", Admin),
     ]
 };
 

@@ -159,4 +159,25 @@ impl BackupService for BackupApi {
             restore: Some(self.backups.restore_pb(&r).await?),
         }))
     }
+
+    async fn set_backup_schedule(
+        &self,
+        _request: Request<pb::SetBackupScheduleRequest>,
+    ) -> Result<Response<pb::SetBackupScheduleResponse>, Status> {
+        Err(Status::unimplemented("backup schedules are being built"))
+    }
+
+    async fn get_backup_schedule(
+        &self,
+        _request: Request<pb::GetBackupScheduleRequest>,
+    ) -> Result<Response<pb::GetBackupScheduleResponse>, Status> {
+        Err(Status::unimplemented("backup schedules are being built"))
+    }
+
+    async fn list_backup_overview(
+        &self,
+        _request: Request<pb::ListBackupOverviewRequest>,
+    ) -> Result<Response<pb::ListBackupOverviewResponse>, Status> {
+        Err(Status::unimplemented("the backup overview is being built"))
+    }
 }
