@@ -216,6 +216,7 @@ impl Backups {
         &self,
         sub: &SubscriptionRow,
         destination: &str,
+        trigger: &str,
     ) -> AppResult<pb::Backup> {
         let dest = queries::destination(self.db(), destination)
             .await?
@@ -266,6 +267,7 @@ impl Backups {
                 &id,
                 &serde_json::to_string(&manifest).map_err(anyhow::Error::from)?,
             ),
+            trigger_kind: trigger.into(),
         };
         let mut tx = self.db().begin().await?;
         if queries::busy(&mut tx, &sub.id).await? {
@@ -376,6 +378,10 @@ impl Backups {
             bytes_added: transfers.iter().map(|t| t.bytes_added).sum(),
             created_at: Some(timestamp(b.job.created_at)),
             finished_at: (b.job.finished_at > 0).then(|| timestamp(b.job.finished_at)),
+            trigger: match b.trigger_kind.as_str() {
+                "SCHEDULE" => pb::BackupTrigger::Schedule,
+                _ => pb::BackupTrigger::Manual,
+            } as i32,
         })
     }
 

@@ -37,6 +37,8 @@ CREATE TABLE backups (
     manifest           TEXT NOT NULL,
     status             TEXT NOT NULL CHECK (status IN ('PENDING', 'RUNNING', 'COMPLETE', 'FAILED')),
     reason             TEXT NOT NULL DEFAULT '',
+    -- MANUAL (CreateBackup) or SCHEDULE (removed by the retention).
+    trigger_kind       TEXT NOT NULL DEFAULT 'MANUAL' CHECK (trigger_kind IN ('MANUAL', 'SCHEDULE')),
     created_at         BIGINT NOT NULL,
     started_at         BIGINT NOT NULL DEFAULT 0,
     finished_at        BIGINT NOT NULL DEFAULT 0

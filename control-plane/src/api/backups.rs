@@ -84,7 +84,10 @@ impl BackupService for BackupApi {
         let caller = caller(&request)?;
         let r = request.into_inner();
         let sub = self.subscription(&caller, &r.subscription_id).await?;
-        let backup = self.backups.create_backup(&sub, &r.destination_id).await?;
+        let backup = self
+            .backups
+            .create_backup(&sub, &r.destination_id, "MANUAL")
+            .await?;
         tracing::info!(backup = %backup.id, subscription = %sub.id, by = %caller.id, "backup started");
         Ok(Response::new(pb::CreateBackupResponse {
             backup: Some(backup),

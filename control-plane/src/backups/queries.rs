@@ -170,10 +170,12 @@ pub struct BackupRow {
     pub service_version: String,
     /// What rebuilds the subscription, sealed.
     pub manifest: String,
+    /// MANUAL or SCHEDULE.
+    pub trigger_kind: String,
 }
 
 const BACKUP: &str = "id, subscription_id, user_id, status, reason, created_at, started_at, \
-    finished_at, subscription_name, destination_id, service_version, manifest";
+    finished_at, subscription_name, destination_id, service_version, manifest, trigger_kind";
 
 /// A restore as stored.
 #[derive(Debug, Clone, FromRow)]
@@ -192,8 +194,8 @@ const RESTORE: &str =
 pub async fn insert_backup(tx: &mut Tx, b: &BackupRow) -> AppResult<()> {
     with_conn!(tx, |c| sqlx::query(
         "INSERT INTO backups (id, subscription_id, subscription_name, user_id, destination_id,
-            service_version, manifest, status, reason, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            service_version, manifest, status, reason, created_at, trigger_kind)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     )
     .bind(&b.job.id)
     .bind(&b.job.subscription_id)
@@ -205,6 +207,7 @@ pub async fn insert_backup(tx: &mut Tx, b: &BackupRow) -> AppResult<()> {
     .bind(&b.job.status)
     .bind(&b.job.reason)
     .bind(b.job.created_at)
+    .bind(&b.trigger_kind)
     .execute(c)
     .await
     .map(|_| ()))?;
