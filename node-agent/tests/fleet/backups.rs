@@ -332,6 +332,7 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
         .restore_backup(authed(
             pb::RestoreBackupRequest {
                 backup_id: done.id.clone(),
+                ..Default::default()
             },
             &other,
         ))
@@ -396,6 +397,7 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
         .restore_backup(authed(
             pb::RestoreBackupRequest {
                 backup_id: done.id.clone(),
+                ..Default::default()
             },
             &owner,
         ))
