@@ -16,6 +16,7 @@
 mod agents;
 pub mod queries;
 mod run;
+pub mod schedule;
 pub mod volumes;
 
 use std::{sync::Arc, time::Duration};
@@ -32,7 +33,7 @@ use crate::{
     workers::hub::FleetHub,
 };
 
-use queries::{BackupRow, DestinationRow, JobRow, RestoreRow, TransferRow};
+use queries::{BackupRow, DestinationRow, JobRow, RestoreRow, ScheduleRow, TransferRow};
 
 /// How backups behave (`serve --backup-*`).
 #[derive(Debug, Clone)]
@@ -269,6 +270,7 @@ impl Backups {
             ),
             trigger_kind: trigger.into(),
         };
+        self.check_storage(&sub.user_id).await?;
         let mut tx = self.db().begin().await?;
         if queries::busy(&mut tx, &sub.id).await? {
             return Err(AppError::FailedPrecondition(format!(
@@ -338,6 +340,129 @@ impl Backups {
         self.restore_pb(&row).await
     }
 
+    /// RESOURCE_EXHAUSTED when user `user`'s volumes and backups already
+    /// take their whole storage limit (backups count against it).
+    async fn check_storage(&self, user: &str) -> AppResult<()> {
+        let (used, limit) = self.inner.subs.storage_of(user).await?;
+        if used >= limit {
+            let stored = queries::user_stored_bytes(self.db(), user).await?;
+            return Err(AppError::ResourceExhausted {
+                message: format!(
+                    "over your storage limit: volumes and backups take {used} GiB of your \
+                     {limit} GiB (backups {} MiB); delete backups or volumes, or ask an \
+                     administrator for more",
+                    stored >> 20
+                ),
+                retry_after: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets (or removes) subscription `sub`'s daily backup.
+    pub async fn set_schedule(
+        &self,
+        sub: &SubscriptionRow,
+        s: &pb::BackupSchedule,
+        run_now: bool,
+    ) -> AppResult<pb::BackupSchedule> {
+        schedule::check(s)?;
+        let mut tx = self.db().begin().await?;
+        if s.enabled {
+            let now = now_ms();
+            let row = ScheduleRow {
+                subscription_id: sub.id.clone(),
+                user_id: sub.user_id.clone(),
+                hour: s.hour.into(),
+                minute: s.minute.into(),
+                keep_daily: s.keep_daily.into(),
+                keep_weekly: s.keep_weekly.into(),
+                next_at: if run_now {
+                    now
+                } else {
+                    schedule::next_at(now, s.hour, s.minute)
+                },
+                failures_in_a_row: 0,
+                updated_at: now,
+            };
+            queries::upsert_schedule(&mut tx, &row).await?;
+        } else {
+            queries::delete_schedule(&mut tx, &sub.id).await?;
+        }
+        tx.commit().await?;
+        if run_now {
+            self.inner.wake.notify_one();
+        }
+        self.schedule_of(&sub.id).await
+    }
+
+    /// Subscription `sub`'s schedule (enabled false when none).
+    pub async fn schedule_of(&self, sub: &str) -> AppResult<pb::BackupSchedule> {
+        Ok(match queries::schedule(self.db(), sub).await? {
+            Some(s) => pb::BackupSchedule {
+                subscription_id: s.subscription_id,
+                enabled: true,
+                hour: s.hour as i32,
+                minute: s.minute as i32,
+                keep_daily: s.keep_daily as i32,
+                keep_weekly: s.keep_weekly as i32,
+                next_at: Some(timestamp(s.next_at)),
+                failures_in_a_row: s.failures_in_a_row as i32,
+            },
+            None => pb::BackupSchedule {
+                subscription_id: sub.to_owned(),
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Every subscription with backups or a schedule, summed.
+    pub async fn overview(&self) -> AppResult<Vec<pb::SubscriptionBackups>> {
+        let schedules: std::collections::HashMap<String, ScheduleRow> =
+            queries::schedules(self.db())
+                .await?
+                .into_iter()
+                .map(|s| (s.subscription_id.clone(), s))
+                .collect();
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for o in queries::overview(self.db()).await? {
+            let s = schedules.get(&o.subscription_id);
+            let last = queries::last_status(self.db(), &o.subscription_id).await?;
+            seen.insert(o.subscription_id.clone());
+            out.push(pb::SubscriptionBackups {
+                subscription_id: o.subscription_id,
+                subscription_name: o.subscription_name,
+                user_id: o.user_id,
+                complete: o.complete as i32,
+                bytes_stored: o.bytes_stored,
+                last_success_at: (o.last_success_at > 0).then(|| timestamp(o.last_success_at)),
+                last_status: backup_status(last.as_deref().unwrap_or("")) as i32,
+                scheduled: s.is_some(),
+                failures_in_a_row: s.map_or(0, |s| s.failures_in_a_row as i32),
+            });
+        }
+        for (id, s) in &schedules {
+            if seen.contains(id) {
+                continue;
+            }
+            let name = crate::subscriptions::queries::get(self.db(), id)
+                .await?
+                .map(|r| r.name)
+                .unwrap_or_default();
+            out.push(pb::SubscriptionBackups {
+                subscription_id: id.clone(),
+                subscription_name: name,
+                user_id: s.user_id.clone(),
+                scheduled: true,
+                failures_in_a_row: s.failures_in_a_row as i32,
+                ..Default::default()
+            });
+        }
+        out.sort_by(|a, b| a.subscription_name.cmp(&b.subscription_name));
+        Ok(out)
+    }
+
     /// Backup `id` as stored.
     pub async fn backup(&self, id: &str) -> AppResult<Option<BackupRow>> {
         queries::backup(self.db(), id).await
@@ -359,7 +484,8 @@ impl Backups {
 
     /// `b` as answered, with its volumes' progress.
     pub async fn backup_pb(&self, b: &BackupRow) -> AppResult<pb::Backup> {
-        let transfers = queries::transfers_of(self.db(), &b.job.id).await?;
+        let mut transfers = queries::transfers_of(self.db(), &b.job.id).await?;
+        transfers.retain(|t| t.kind == "BACKUP");
         let p = Progress::of(&b.job, &transfers);
         Ok(pb::Backup {
             id: b.job.id.clone(),
@@ -461,6 +587,8 @@ fn backup_status(s: &str) -> pb::BackupStatus {
         "RUNNING" => pb::BackupStatus::Running,
         "COMPLETE" => pb::BackupStatus::Complete,
         "FAILED" => pb::BackupStatus::Failed,
+        // Being forgotten: still complete until it is gone.
+        "EXPIRING" => pb::BackupStatus::Complete,
         _ => pb::BackupStatus::Unspecified,
     }
 }

@@ -312,7 +312,16 @@ impl Subscriptions {
         })
     }
 
-    /// The cluster link.
+    /// Account `user_id`'s storage in use (volumes, retained volumes and
+    /// backups, GiB) and its limit.
+    pub async fn storage_of(&self, user_id: &str) -> AppResult<(i64, i64)> {
+        let mut tx = self.db().begin().await?;
+        let out = limits::storage(&mut tx, &self.settings().tenant, user_id).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The key values are sealed with.
     pub fn sealer(&self) -> &Sealer {
         &self.inner.sealer
     }

@@ -35,7 +35,9 @@ CREATE TABLE backups (
     destination_id     TEXT NOT NULL,
     service_version    TEXT NOT NULL,
     manifest           TEXT NOT NULL,
-    status             TEXT NOT NULL CHECK (status IN ('PENDING', 'RUNNING', 'COMPLETE', 'FAILED')),
+    -- EXPIRING: a scheduled backup past its retention, being forgotten
+    -- at the destination; its row goes once that is done.
+    status             TEXT NOT NULL CHECK (status IN ('PENDING', 'RUNNING', 'COMPLETE', 'FAILED', 'EXPIRING')),
     reason             TEXT NOT NULL DEFAULT '',
     -- MANUAL (CreateBackup) or SCHEDULE (removed by the retention).
     trigger_kind       TEXT NOT NULL DEFAULT 'MANUAL' CHECK (trigger_kind IN ('MANUAL', 'SCHEDULE')),
@@ -64,7 +66,7 @@ CREATE INDEX restores_status ON restores (status);
 CREATE TABLE volume_transfers (
     id                 TEXT PRIMARY KEY NOT NULL,
     job_id             TEXT NOT NULL,
-    kind               TEXT NOT NULL CHECK (kind IN ('BACKUP', 'RESTORE')),
+    kind               TEXT NOT NULL CHECK (kind IN ('BACKUP', 'RESTORE', 'FORGET')),
     claim              TEXT NOT NULL,
     worker_id          TEXT NOT NULL,
     volume_path        TEXT NOT NULL,
@@ -88,3 +90,16 @@ CREATE TABLE subscription_holds (
     reason           TEXT NOT NULL,
     created_at       INTEGER NOT NULL
 );
+-- A subscription's daily backup (UTC hour:minute) and its retention.
+CREATE TABLE backup_schedules (
+    subscription_id    TEXT PRIMARY KEY NOT NULL,
+    user_id            TEXT NOT NULL,
+    hour               INTEGER NOT NULL,
+    minute             INTEGER NOT NULL,
+    keep_daily         INTEGER NOT NULL,
+    keep_weekly        INTEGER NOT NULL,
+    next_at            INTEGER NOT NULL,
+    failures_in_a_row  INTEGER NOT NULL DEFAULT 0,
+    updated_at         INTEGER NOT NULL
+);
+CREATE INDEX backup_schedules_next ON backup_schedules (next_at);

@@ -213,14 +213,27 @@ impl Transfers {
         order: &pb::TransferOrder,
         progress: watch::Sender<Progress>,
     ) -> anyhow::Result<Done> {
-        let volume = self.volume(&order.volume_path)?;
         let repo = repository(order);
+        if order.kind() == pb::TransferKind::Forget {
+            self.restic.unlock(&repo).await?;
+            self.restic
+                .forget_ids(&repo, &order.forget_snapshot_ids)
+                .await?;
+            return Ok(Done {
+                snapshot_id: String::new(),
+                bytes_added: 0,
+                bytes: Some(0),
+            });
+        }
+        let volume = self.volume(&order.volume_path)?;
         let set = |p: &Progress| {
             progress.send_replace(p.clone());
         };
         match order.kind() {
             pb::TransferKind::Backup => {
                 self.restic.ensure_repository(&repo).await?;
+                // Locks a killed restic left (stale by restic's rules).
+                self.restic.unlock(&repo).await?;
                 let tag = format!("transfer-{}", order.id);
                 // Completed before a restart: report it, copy nothing.
                 if let Some(s) = self
@@ -251,6 +264,7 @@ impl Transfers {
                 if order.snapshot_id.is_empty() {
                     anyhow::bail!("a restore names its snapshot");
                 }
+                self.restic.unlock(&repo).await?;
                 backup::restore_in_place(&self.restic, &repo, &order.snapshot_id, &volume, set)
                     .await?;
                 Ok(Done {
@@ -259,7 +273,9 @@ impl Transfers {
                     bytes: None,
                 })
             }
-            pb::TransferKind::Unspecified => anyhow::bail!("unknown transfer kind"),
+            pb::TransferKind::Forget | pb::TransferKind::Unspecified => {
+                anyhow::bail!("unknown transfer kind")
+            }
         }
     }
 

@@ -165,22 +165,40 @@ impl BackupService for BackupApi {
 
     async fn set_backup_schedule(
         &self,
-        _request: Request<pb::SetBackupScheduleRequest>,
+        request: Request<pb::SetBackupScheduleRequest>,
     ) -> Result<Response<pb::SetBackupScheduleResponse>, Status> {
-        Err(Status::unimplemented("backup schedules are being built"))
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let s = r
+            .schedule
+            .ok_or_else(|| AppError::invalid("schedule", "is required"))?;
+        let sub = self.subscription(&caller, &s.subscription_id).await?;
+        let schedule = self.backups.set_schedule(&sub, &s, r.run_now).await?;
+        tracing::info!(subscription = %sub.id, by = %caller.id, enabled = s.enabled, "backup schedule set");
+        Ok(Response::new(pb::SetBackupScheduleResponse {
+            schedule: Some(schedule),
+        }))
     }
 
     async fn get_backup_schedule(
         &self,
-        _request: Request<pb::GetBackupScheduleRequest>,
+        request: Request<pb::GetBackupScheduleRequest>,
     ) -> Result<Response<pb::GetBackupScheduleResponse>, Status> {
-        Err(Status::unimplemented("backup schedules are being built"))
+        let caller = caller(&request)?;
+        let sub = self
+            .subscription(&caller, &request.get_ref().subscription_id)
+            .await?;
+        Ok(Response::new(pb::GetBackupScheduleResponse {
+            schedule: Some(self.backups.schedule_of(&sub.id).await?),
+        }))
     }
 
     async fn list_backup_overview(
         &self,
         _request: Request<pb::ListBackupOverviewRequest>,
     ) -> Result<Response<pb::ListBackupOverviewResponse>, Status> {
-        Err(Status::unimplemented("the backup overview is being built"))
+        Ok(Response::new(pb::ListBackupOverviewResponse {
+            subscriptions: self.backups.overview().await?,
+        }))
     }
 }

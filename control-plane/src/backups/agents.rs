@@ -24,7 +24,7 @@ impl Backups {
         let mut orders = Vec::new();
         for t in queries::open_transfers_of_worker(self.db(), worker).await? {
             let backup = match t.kind.as_str() {
-                "BACKUP" => queries::backup(self.db(), &t.job_id).await?,
+                "BACKUP" | "FORGET" => queries::backup(self.db(), &t.job_id).await?,
                 _ => match queries::restore(self.db(), &t.job_id).await? {
                     Some(r) => queries::backup(self.db(), &r.backup_id).await?,
                     None => None,
@@ -49,12 +49,13 @@ impl Backups {
                 format!("{}/{}", dest.prefix, backup.job.user_id)
             };
             let backup_kind = t.kind == "BACKUP";
+            let forget = t.kind == "FORGET";
             orders.push(pb::TransferOrder {
                 id: t.id.clone(),
-                kind: if backup_kind {
-                    pb::TransferKind::Backup
-                } else {
-                    pb::TransferKind::Restore
+                kind: match t.kind.as_str() {
+                    "BACKUP" => pb::TransferKind::Backup,
+                    "FORGET" => pb::TransferKind::Forget,
+                    _ => pb::TransferKind::Restore,
                 } as i32,
                 volume_path: t.volume_path.clone(),
                 repository: format!("s3:{}/{}/{path}", dest.endpoint, dest.bucket),
@@ -75,7 +76,16 @@ impl Backups {
                 } else {
                     Vec::new()
                 },
-                snapshot_id: t.snapshot_id.clone(),
+                snapshot_id: if forget {
+                    String::new()
+                } else {
+                    t.snapshot_id.clone()
+                },
+                forget_snapshot_ids: if forget {
+                    t.snapshot_id.split(',').map(str::to_owned).collect()
+                } else {
+                    Vec::new()
+                },
                 limit_upload_kib: self.inner.settings.limit_upload_kib as i32,
                 limit_download_kib: self.inner.settings.limit_download_kib as i32,
             });

@@ -558,3 +558,247 @@ pub async fn touch_subscription(tx: &mut Tx, sub: &str, at: i64) -> AppResult<()
     .map(|_| ()))?;
     Ok(())
 }
+
+/// A subscription's daily backup as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct ScheduleRow {
+    /// The subscription.
+    pub subscription_id: String,
+    /// Its owner.
+    pub user_id: String,
+    /// UTC hour.
+    pub hour: i64,
+    /// Minute.
+    pub minute: i64,
+    /// Days kept.
+    pub keep_daily: i64,
+    /// Weeks kept.
+    pub keep_weekly: i64,
+    /// Unix ms of the next run.
+    pub next_at: i64,
+    /// Scheduled backups failed since the last complete one.
+    pub failures_in_a_row: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+const SCHEDULE: &str = "subscription_id, user_id, hour, minute, keep_daily, keep_weekly, next_at, \
+    failures_in_a_row, updated_at";
+
+/// Stores (or replaces) a schedule, keeping its count of failures.
+pub async fn upsert_schedule(tx: &mut Tx, s: &ScheduleRow) -> AppResult<()> {
+    with_conn!(tx, |c| sqlx::query(
+        "INSERT INTO backup_schedules (subscription_id, user_id, hour, minute, keep_daily,
+            keep_weekly, next_at, failures_in_a_row, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)
+         ON CONFLICT (subscription_id) DO UPDATE SET hour = $3, minute = $4, keep_daily = $5,
+            keep_weekly = $6, next_at = $7, updated_at = $8"
+    )
+    .bind(&s.subscription_id)
+    .bind(&s.user_id)
+    .bind(s.hour)
+    .bind(s.minute)
+    .bind(s.keep_daily)
+    .bind(s.keep_weekly)
+    .bind(s.next_at)
+    .bind(s.updated_at)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+/// Removes subscription `sub`'s schedule.
+pub async fn delete_schedule(tx: &mut Tx, sub: &str) -> AppResult<()> {
+    with_conn!(tx, |c| sqlx::query(
+        "DELETE FROM backup_schedules WHERE subscription_id = $1"
+    )
+    .bind(sub)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+/// Subscription `sub`'s schedule.
+pub async fn schedule(db: &Db, sub: &str) -> AppResult<Option<ScheduleRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {SCHEDULE} FROM backup_schedules WHERE subscription_id = $1"
+    ))
+    .bind(sub)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Schedules due at `now`.
+pub async fn due_schedules(db: &Db, now: i64) -> AppResult<Vec<ScheduleRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {SCHEDULE} FROM backup_schedules WHERE next_at <= $1 ORDER BY next_at LIMIT 100"
+    ))
+    .bind(now)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Moves schedule `sub` from run `was` to `next`; whether this call did
+/// (another replica may have).
+pub async fn claim_run(db: &Db, sub: &str, was: i64, next: i64) -> AppResult<bool> {
+    let mut tx = db.begin().await?;
+    let n = with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE backup_schedules SET next_at = $3 WHERE subscription_id = $1 AND next_at = $2"
+    )
+    .bind(sub)
+    .bind(was)
+    .bind(next)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Records a scheduled backup's end on its schedule: a failure adds one to
+/// the failures in a row (answered), a success resets them.
+pub async fn scheduled_outcome(tx: &mut Tx, sub: &str, failed: bool) -> AppResult<i64> {
+    let n: Option<i64> = with_conn!(tx, |c| sqlx::query_scalar(
+        "UPDATE backup_schedules
+         SET failures_in_a_row = CASE WHEN $2 THEN failures_in_a_row + 1 ELSE 0 END
+         WHERE subscription_id = $1 RETURNING failures_in_a_row"
+    )
+    .bind(sub)
+    .bind(failed)
+    .fetch_optional(c)
+    .await)?;
+    Ok(n.unwrap_or(0))
+}
+
+/// Subscription `sub`'s complete scheduled backups: (id, finished at).
+pub async fn scheduled_complete(db: &Db, sub: &str) -> AppResult<Vec<(String, i64)>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
+        "SELECT id, finished_at FROM backups
+         WHERE subscription_id = $1 AND trigger_kind = 'SCHEDULE' AND status = 'COMPLETE'"
+    )
+    .bind(sub)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Whether user `user` has a backup or restore under way, or a forget.
+pub async fn user_busy(db: &Db, user: &str) -> AppResult<bool> {
+    let n: i64 = with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM backups WHERE user_id = $1
+                    AND status IN ('PENDING', 'RUNNING', 'EXPIRING'))
+              + (SELECT COUNT(*) FROM restores WHERE user_id = $1
+                    AND status IN ('PENDING', 'RUNNING'))"
+    )
+    .bind(user)
+    .fetch_one(c)
+    .await)?;
+    Ok(n > 0)
+}
+
+/// Whether user `user` has a forget under way (their repository is then
+/// locked exclusively).
+pub async fn user_forgetting(db: &Db, user: &str) -> AppResult<bool> {
+    let n: i64 = with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM backups WHERE user_id = $1 AND status = 'EXPIRING'"
+    )
+    .bind(user)
+    .fetch_one(c)
+    .await)?;
+    Ok(n > 0)
+}
+
+/// Backups being forgotten.
+pub async fn expiring(db: &Db) -> AppResult<Vec<BackupRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {BACKUP} FROM backups WHERE status = 'EXPIRING' ORDER BY created_at, id"
+    ))
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Deletes backup `id` and its transfers (it was forgotten).
+pub async fn delete_backup(tx: &mut Tx, id: &str) -> AppResult<()> {
+    with_conn!(&mut *tx, |c| sqlx::query(
+        "DELETE FROM volume_transfers WHERE job_id = $1"
+    )
+    .bind(id)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    with_conn!(tx, |c| sqlx::query("DELETE FROM backups WHERE id = $1")
+        .bind(id)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// One subscription's backups summed (ListBackupOverview).
+#[derive(Debug, Clone, FromRow)]
+pub struct OverviewRow {
+    /// The subscription.
+    pub subscription_id: String,
+    /// Its name at its newest backup.
+    pub subscription_name: String,
+    /// Its owner.
+    pub user_id: String,
+    /// Complete backups.
+    pub complete: i64,
+    /// Bytes their copies uploaded.
+    pub bytes_stored: i64,
+    /// Unix ms of the newest complete one's end, 0 if none.
+    pub last_success_at: i64,
+}
+
+/// Every subscription with backups, summed.
+pub async fn overview(db: &Db) -> AppResult<Vec<OverviewRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
+        "SELECT b.subscription_id, MAX(b.subscription_name) AS subscription_name,
+                MAX(b.user_id) AS user_id,
+                CAST(SUM(CASE WHEN b.status = 'COMPLETE' THEN 1 ELSE 0 END) AS BIGINT) AS complete,
+                CAST(COALESCE(SUM(CASE WHEN b.status = 'COMPLETE'
+                    THEN (SELECT COALESCE(SUM(t.bytes_added), 0) FROM volume_transfers t
+                          WHERE t.job_id = b.id) ELSE 0 END), 0) AS BIGINT) AS bytes_stored,
+                COALESCE(MAX(CASE WHEN b.status = 'COMPLETE' THEN b.finished_at ELSE 0 END), 0)
+                    AS last_success_at
+         FROM backups b GROUP BY b.subscription_id ORDER BY 2 LIMIT 5000"
+    )
+    .fetch_all(c)
+    .await)?)
+}
+
+/// The newest backup's status of subscription `sub`.
+pub async fn last_status(db: &Db, sub: &str) -> AppResult<Option<String>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT status FROM backups WHERE subscription_id = $1
+         ORDER BY created_at DESC, id DESC LIMIT 1"
+    )
+    .bind(sub)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Every schedule (the overview's).
+pub async fn schedules(db: &Db) -> AppResult<Vec<ScheduleRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {SCHEDULE} FROM backup_schedules LIMIT 5000"
+    ))
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Bytes stored by user `user`'s complete backups (what their uploads
+/// added): counted against their storage limit.
+pub async fn user_stored_bytes(db: &Db, user: &str) -> AppResult<i64> {
+    let n: Option<i64> = with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(t.bytes_added), 0) AS BIGINT) FROM volume_transfers t
+         JOIN backups b ON b.id = t.job_id
+         WHERE b.user_id = $1 AND b.status IN ('COMPLETE', 'EXPIRING') AND t.kind = 'BACKUP'"
+    )
+    .bind(user)
+    .fetch_one(c)
+    .await)?;
+    Ok(n.unwrap_or(0))
+}

@@ -50,6 +50,8 @@ pub(super) async fn run(b: Backups) {
 }
 
 async fn pass(b: &Backups, remind: bool) -> AppResult<()> {
+    scheduled(b).await?;
+    forgetting(b).await?;
     let (backups, restores) = queries::active(b.db()).await?;
     for backup in backups {
         let snapshots = Vec::new();
@@ -107,6 +109,10 @@ async fn start(
     };
     if sub.desired == "DELETED" {
         return finish(b, kind, job, "FAILED", "its subscription was deleted").await;
+    }
+    // The customer's repository is locked while old backups are forgotten.
+    if queries::user_forgetting(b.db(), &job.user_id).await? {
+        return Ok(());
     }
     let template =
         pb::ServiceTemplate::decode(sub.template.as_slice()).map_err(anyhow::Error::from)?;
@@ -285,7 +291,29 @@ async fn finish(b: &Backups, kind: Job, job: &JobRow, status: &str, reason: &str
     if released {
         queries::touch_subscription(&mut tx, &job.subscription_id, now).await?;
     }
+    let scheduled = match kind {
+        Job::Backup => queries::backup(b.db(), &job.id)
+            .await?
+            .is_some_and(|r| r.trigger_kind == "SCHEDULE"),
+        Job::Restore => false,
+    };
+    let mut told = 0;
+    if scheduled {
+        told =
+            scheduled_outcome(b, &mut tx, &job.subscription_id, status == "FAILED", reason).await?;
+    }
     tx.commit().await?;
+    if told > 0 {
+        b.inner.subs.notifier().wake();
+    }
+    if scheduled
+        && status == "COMPLETE"
+        && let Err(e) = retain(b, &job.subscription_id, &job.user_id).await
+    {
+        tracing::warn!(subscription = %job.subscription_id, error = %format!("{e:#}"),
+            "backup retention failed; tried again after the next scheduled backup");
+    }
+
     if released {
         b.inner.subs.enqueue_now(job.subscription_id.clone());
     }
@@ -312,4 +340,189 @@ fn ring(b: &Backups, w: &str) {
     b.inner
         .hub
         .send_command(w, pb::command::Command::TransfersPending(true));
+}
+
+/// Starts the scheduled backups that are due, each claimed by moving its
+/// schedule to its next run (one replica wins). One that cannot start
+/// counts as a failed scheduled backup.
+async fn scheduled(b: &Backups) -> AppResult<()> {
+    let now = now_ms();
+    for s in queries::due_schedules(b.db(), now).await? {
+        let next = super::schedule::next_at(now, s.hour as i32, s.minute as i32);
+        if !queries::claim_run(b.db(), &s.subscription_id, s.next_at, next).await? {
+            continue;
+        }
+        let sub = match subs_db::get(b.db(), &s.subscription_id).await? {
+            Some(sub) if sub.desired != "DELETED" => sub,
+            _ => {
+                let mut tx = b.db().begin().await?;
+                queries::delete_schedule(&mut tx, &s.subscription_id).await?;
+                tx.commit().await?;
+                continue;
+            }
+        };
+        if let Err(e) = b.create_backup(&sub, "", "SCHEDULE").await {
+            tracing::warn!(subscription = %sub.id, error = %e, "a scheduled backup could not start");
+            let mut tx = b.db().begin().await?;
+            let told = scheduled_outcome(b, &mut tx, &sub.id, true, &e.to_string()).await?;
+            tx.commit().await?;
+            if told > 0 {
+                b.inner.subs.notifier().wake();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records a scheduled backup's end on its schedule in `tx`; from the
+/// second failure in a row, the administrators are told (in `tx`).
+async fn scheduled_outcome(
+    b: &Backups,
+    tx: &mut crate::store::Tx,
+    sub: &str,
+    failed: bool,
+    reason: &str,
+) -> AppResult<usize> {
+    let failures = queries::scheduled_outcome(tx, sub, failed).await?;
+    if !failed || failures < 2 {
+        return Ok(0);
+    }
+    let name = subs_db::get(b.db(), sub)
+        .await?
+        .map(|s| s.name)
+        .unwrap_or_else(|| sub.to_owned());
+    let notice =
+        crate::notifications::notices::backup_failed(sub, &name, failures, reason, now_ms());
+    b.inner.subs.notifier().queue(tx, &notice).await
+}
+
+/// Applies subscription `sub`'s retention: the scheduled backups it no
+/// longer keeps become EXPIRING, each with a FORGET transfer for the agent
+/// that took it (a backup without volumes goes at once). Deferred while
+/// the customer has another job under way (a forget locks their
+/// repository).
+async fn retain(b: &Backups, sub: &str, user: &str) -> AppResult<()> {
+    let Some(s) = queries::schedule(b.db(), sub).await? else {
+        return Ok(());
+    };
+    if queries::user_busy(b.db(), user).await? {
+        return Ok(());
+    }
+    let complete = queries::scheduled_complete(b.db(), sub).await?;
+    let expired = super::schedule::expired(&complete, s.keep_daily as i32, s.keep_weekly as i32);
+    let mut workers = BTreeSet::new();
+    for id in expired {
+        let copies: Vec<TransferRow> = queries::transfers_of(b.db(), &id)
+            .await?
+            .into_iter()
+            .filter(|t| t.kind == "BACKUP" && t.state == "DONE")
+            .collect();
+        let now = now_ms();
+        let mut tx = b.db().begin().await?;
+        if copies.is_empty() {
+            queries::delete_backup(&mut tx, &id).await?;
+            tx.commit().await?;
+            continue;
+        }
+        if !queries::set_status(
+            &mut tx,
+            Job::Backup,
+            &id,
+            "COMPLETE",
+            "EXPIRING",
+            "past its retention; being removed",
+            now,
+        )
+        .await?
+        {
+            continue;
+        }
+        let worker = copies[0].worker_id.clone();
+        queries::insert_transfer(
+            &mut tx,
+            &TransferRow {
+                id: new_id(),
+                job_id: id.clone(),
+                kind: "FORGET".into(),
+                claim: String::new(),
+                worker_id: worker.clone(),
+                volume_path: String::new(),
+                state: "PENDING".into(),
+                snapshot_id: copies
+                    .iter()
+                    .map(|t| t.snapshot_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                bytes_done: 0,
+                bytes_total: 0,
+                seconds_remaining: -1,
+                bytes_added: 0,
+                error: String::new(),
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(backup = %id, subscription = %sub, "backup past its retention; forgetting it");
+        workers.insert(worker);
+    }
+    for w in workers {
+        ring(b, &w);
+    }
+    Ok(())
+}
+
+/// Follows the backups being forgotten: one whose FORGET is done goes
+/// (its row and its transfers); one whose FORGET failed, or whose agent
+/// went silent, is COMPLETE again (the next retention tries again).
+async fn forgetting(b: &Backups) -> AppResult<()> {
+    let silence = b.inner.settings.silence_timeout.as_millis() as i64;
+    for backup in queries::expiring(b.db()).await? {
+        let forgets: Vec<TransferRow> = queries::transfers_of(b.db(), &backup.job.id)
+            .await?
+            .into_iter()
+            .filter(|t| t.kind == "FORGET")
+            .collect();
+        let Some(last) = forgets.iter().max_by_key(|t| t.created_at) else {
+            continue;
+        };
+        let now = now_ms();
+        match last.state.as_str() {
+            "DONE" => {
+                let mut tx = b.db().begin().await?;
+                queries::delete_backup(&mut tx, &backup.job.id).await?;
+                tx.commit().await?;
+                tracing::info!(backup = %backup.job.id, "backup forgotten at its destination");
+            }
+            "FAILED" => {
+                let mut tx = b.db().begin().await?;
+                queries::set_status(
+                    &mut tx,
+                    Job::Backup,
+                    &backup.job.id,
+                    "EXPIRING",
+                    "COMPLETE",
+                    "",
+                    backup.job.finished_at,
+                )
+                .await?;
+                tx.commit().await?;
+                tracing::warn!(backup = %backup.job.id, error = %last.error, "forgetting a backup failed; kept for now");
+            }
+            _ if now - last.updated_at > silence => {
+                let mut tx = b.db().begin().await?;
+                queries::fail_open_transfers(
+                    &mut tx,
+                    &backup.job.id,
+                    "its agent did not report",
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

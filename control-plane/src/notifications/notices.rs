@@ -332,6 +332,27 @@ pub fn subscription_failed(id: &str, name: &str, reason: &str, at: i64) -> Notic
     }
 }
 
+/// Subscription `name`'s scheduled backups failed `failures` times in a
+/// row, the last for `reason`.
+pub fn backup_failed(id: &str, name: &str, failures: i64, reason: &str, at: i64) -> Notice {
+    let mut fields = Map::new();
+    fields.insert(
+        "backup".into(),
+        json!({ "subscription_id": id, "subscription_name": name, "failures_in_a_row": failures, "reason": reason }),
+    );
+    Notice {
+        event: pb::NotificationEvent::BackupFailed,
+        purpose: "backup_failed",
+        summary: format!("Backups of {name} failed {failures} times in a row"),
+        paragraphs: vec![format!(
+            "The scheduled backup of subscription {name} failed {failures} times in a row; the last time: {reason}."
+        )],
+        action: ("Open the backups", "/backups".to_owned()),
+        at,
+        fields,
+    }
+}
+
 /// A customer could not subscribe to `service` because of the
 /// installation (`cause`: NO_CLUSTER_LINKED, NO_CAPACITY); `detail` is
 /// what is short and how to fix it.

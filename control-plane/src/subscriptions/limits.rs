@@ -170,7 +170,18 @@ async fn usage(tx: &mut Tx, user_id: &str) -> AppResult<(pb::TenantResources, To
             live_pods += t.pods;
         }
     }
-    totals.storage_gb += retained_gb.unwrap_or(0);
+    // What the account's backups store counts too (#26), in whole GiB.
+    let backup_bytes: i64 = with_conn!(&mut *tx, |c| {
+        sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(t.bytes_added), 0) AS BIGINT) FROM volume_transfers t
+             JOIN backups b ON b.id = t.job_id
+             WHERE b.user_id = $1 AND b.status IN ('COMPLETE', 'EXPIRING') AND t.kind = 'BACKUP'",
+        )
+        .bind(user_id)
+        .fetch_one(c)
+        .await
+    })?;
+    totals.storage_gb += retained_gb.unwrap_or(0) + (backup_bytes + (1 << 30) - 1) / (1 << 30);
     totals.volumes += retained_count;
     let usage = pb::TenantResources {
         subscriptions: live,
@@ -190,6 +201,14 @@ pub async fn share(tx: &mut Tx, d: &TenantDefaults, user_id: &str) -> AppResult<
         overrides: Some(overrides),
         usage: Some(usage),
     })
+}
+
+/// The account's storage in use (volumes, retained volumes and backups,
+/// GiB) and its limit.
+pub async fn storage(tx: &mut Tx, d: &TenantDefaults, user_id: &str) -> AppResult<(i64, i64)> {
+    let limits = effective(d, &overrides(&mut *tx, user_id).await?);
+    let (usage, ..) = usage(tx, user_id).await?;
+    Ok((usage.storage_gb, limits.storage_gb))
 }
 
 /// Refuses a new subscription of `template` that would take the account
@@ -234,7 +253,8 @@ pub async fn admit(
         limits.memory_mb,
     );
     check(
-        "storage (retained volumes of deleted subscriptions count until they are deleted)",
+        "storage (retained volumes of deleted subscriptions and backups count until they are \
+         deleted)",
         " GiB",
         usage.storage_gb,
         need.storage_gb,

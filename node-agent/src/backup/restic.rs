@@ -488,6 +488,17 @@ impl Restic {
         self.run(repo, "forget", &args, None, |_| {}).await
     }
 
+    /// Forgets the snapshots `ids` and prunes the data only they used
+    /// (prune takes the repository's exclusive lock).
+    pub async fn forget_ids(&self, repo: &Repository, ids: &[String]) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--prune".as_ref()];
+        args.extend(ids.iter().map(|i| std::ffi::OsStr::new(i.as_str())));
+        self.run(repo, "forget", &args, None, |_| {}).await
+    }
+
     /// Verifies the repository's structure and reads back `read_data_subset`
     /// of its data (e.g. "10%", or "100%" for all), checking every chunk's
     /// hash and authentication.

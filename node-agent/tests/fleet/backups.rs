@@ -513,5 +513,137 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
         |s| s.id == sub.id && s.status == SubscriptionStatus::Running as i32,
     )
     .await;
+
+    // The daily schedule, run now twice, keeping one day: the second
+    // scheduled backup makes the first one go, from the list and from
+    // the bucket; the backups taken on demand stay.
+    let mut scheduled_ids: Vec<String> = Vec::new();
+    for round in 0..2 {
+        let set = backups
+            .set_backup_schedule(authed(
+                pb::SetBackupScheduleRequest {
+                    schedule: Some(pb::BackupSchedule {
+                        subscription_id: sub.id.clone(),
+                        enabled: true,
+                        hour: 3,
+                        minute: 30,
+                        keep_daily: 1,
+                        keep_weekly: 0,
+                        ..Default::default()
+                    }),
+                    run_now: true,
+                },
+                &owner,
+            ))
+            .await
+            .expect("schedule set")
+            .into_inner()
+            .schedule
+            .unwrap();
+        assert!(set.enabled);
+        let mut found = None;
+        for _ in 0..100 {
+            let list = backups
+                .list_backups(authed(
+                    pb::ListBackupsRequest {
+                        subscription_id: sub.id.clone(),
+                    },
+                    &owner,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .backups;
+            if let Some(b) = list.iter().find(|b| {
+                b.trigger == pb::BackupTrigger::Schedule as i32 && !scheduled_ids.contains(&b.id)
+            }) {
+                found = Some(b.id.clone());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let id = found.unwrap_or_else(|| panic!("scheduled backup {round} started"));
+        let b = backup_until(&mut backups, &owner, &id, 90).await;
+        assert_eq!(b.status, pb::BackupStatus::Complete as i32, "{b:?}");
+        scheduled_ids.push(id);
+        next_upsert(&mut watch, 30, "RUNNING after the scheduled backup", |s| {
+            s.id == sub.id && s.status == SubscriptionStatus::Running as i32
+        })
+        .await;
+    }
+    let next = backups
+        .get_backup_schedule(authed(
+            pb::GetBackupScheduleRequest {
+                subscription_id: sub.id.clone(),
+            },
+            &owner,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap();
+    assert!(
+        next.next_at.unwrap().seconds > super::now_ms() / 1000,
+        "the next run is the next 03:30 UTC"
+    );
+    let mut gone = false;
+    for _ in 0..300 {
+        let e = backups
+            .get_backup(authed(
+                pb::GetBackupRequest {
+                    id: scheduled_ids[0].clone(),
+                },
+                &owner,
+            ))
+            .await;
+        if matches!(&e, Err(s) if s.code() == Code::NotFound) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gone,
+        "the first scheduled backup is past its retention and removed"
+    );
+    let left: Vec<String> = backups
+        .list_backups(authed(
+            pb::ListBackupsRequest {
+                subscription_id: sub.id.clone(),
+            },
+            &owner,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .backups
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert!(
+        left.contains(&scheduled_ids[1]) && left.contains(&done.id) && left.contains(&cut.id),
+        "{left:?}"
+    );
+
+    // Administrators' overview: sizes and the last success.
+    let e = backups
+        .list_backup_overview(authed(pb::ListBackupOverviewRequest {}, &owner))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let overview = backups
+        .list_backup_overview(authed(pb::ListBackupOverviewRequest {}, &cp.admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .subscriptions;
+    let mine = overview
+        .iter()
+        .find(|o| o.subscription_id == sub.id)
+        .expect("in the overview");
+    assert_eq!(mine.complete, left.len() as i32);
+    assert!(mine.bytes_stored >= 2 * size as i64, "{mine:?}");
+    assert!(mine.scheduled && mine.last_success_at.is_some());
     drop(a);
 }
