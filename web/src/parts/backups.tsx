@@ -175,7 +175,7 @@ export function BackupsCard({ s }: { s: Subscription }) {
           Back up now
         </button>
       </div>
-      {restore && <RestorePanel restore={restore} newName={restoreName} problem={restorePoll} />}
+      {restore && <RestorePanel restore={restore} here={s.id} newName={restoreName} problem={restorePoll} />}
       {loaded.data && list.length === 0 ? (
         <p class="muted">No backup yet.</p>
       ) : (
@@ -286,8 +286,10 @@ export function BackupsCard({ s }: { s: Subscription }) {
 }
 
 /** A restore under way or ended: its status, progress, reason. */
-function RestorePanel({ restore: r, newName, problem: p }: { restore: Restore; newName: string; problem: Problem | undefined }) {
-  const target = newName ? `the new subscription ${newName}` : "this subscription";
+function RestorePanel({ restore: r, here, newName, problem: p }: { restore: Restore; here: string; newName: string; problem: Problem | undefined }) {
+  // Where it went is the server's answer, not what was asked.
+  const elsewhere = r.subscriptionId !== here;
+  const target = elsewhere ? `the new subscription ${newName}` : "this subscription";
   return (
     <div class={`banner ${r.status === RestoreStatus.FAILED ? "error" : r.status === RestoreStatus.COMPLETE ? "ok" : "warn"}`} role="status" data-restore={RestoreStatus[r.status]}>
       <p>
@@ -301,7 +303,7 @@ function RestorePanel({ restore: r, newName, problem: p }: { restore: Restore; n
             : r.reason}
       </p>
       {restoreRunning(r) && <Progress label={`Restore into ${target}`} done={r.bytesDone} total={r.bytesTotal} />}
-      {newName && r.subscriptionId && (
+      {elsewhere && r.subscriptionId && (
         <p>
           <a href={`/subscriptions/${encodeURIComponent(r.subscriptionId)}`}>Open {newName}</a>
         </p>

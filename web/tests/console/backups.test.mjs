@@ -15,7 +15,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { after, before, it } from 'node:test';
 
-import { ADMIN_EMAIL, ADMIN_PASSWORD, freePort, launchBrowser, REPO_ROOT, startAgent, startControlPlane, waitFor } from '../harness.mjs';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, assertAccessible, freePort, launchBrowser, REPO_ROOT, startAgent, startControlPlane, waitFor } from '../harness.mjs';
 import { describe, fixture, grpcurl, h1, open, register, signIn, startKubeStandin, TEST_TIMEOUT, waitRowStatus } from './common.mjs';
 
 const PYTHON = process.env.MINISPOD_TEST_PYTHON || path.join(REPO_ROOT, '.ci', '.venv', 'bin', 'python');
@@ -205,6 +205,7 @@ describe('backups', () => {
       assert.ok(fs.readFileSync(path.join(now, 'database.sqlite')).equals(big), 'the big file is back byte for byte');
       assert.equal(fs.readFileSync(path.join(now, 'nodes', 'flow.json'), 'utf8'), '{"kept": true}\n');
       await waitFor(async () => (await status.innerText()).trim() === 'Running', 60_000, { message: 'RUNNING again after the restore' });
+      await assertAccessible(page, 'subscription page with its backups');
     }),
   );
 
@@ -223,6 +224,7 @@ describe('backups', () => {
       assert.match(await row.innerText(), /kept/);
       assert.equal((await row.locator('[data-status]').getAttribute('data-status')), 'COMPLETE');
       assert.equal((await row.locator('[data-size]').innerText()).trim(), '3.0 MiB');
+      await assertAccessible(admin, 'administrators\' backups page');
       await admin.context().close();
 
       const page = await f.page();
@@ -237,6 +239,37 @@ describe('backups', () => {
       // And the server refuses the administrators' call to a customer.
       const token = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: customer.email, password: customer.password })).accessToken;
       await assert.rejects(grpcurl(f.cp, 'minispod.v1.BackupService/ListBackupDestinations', {}, token), /PermissionDenied/);
+    }),
+  );
+
+  it(
+    'shows a backup that failed with its reason, and offers no restore of it',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url, { email: customer.email, password: customer.password });
+      const token = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: customer.email, password: customer.password })).accessToken;
+      const id = (await grpcurl(f.cp, 'minispod.v1.SubscriptionService/CreateSubscription', { serviceId: 'n8n', name: 'lost' }, token)).subscription.id;
+      await open(page, `${f.cp.url}/subscriptions/${id}`);
+      await h1(page, 'lost').waitFor();
+      const c = card(page);
+      await c.getByText('No backup yet.').waitFor({ timeout: 60_000 });
+      const status = page.getByRole('region', { name: 'Overview' }).locator('dl.facts > div').filter({ has: page.getByRole('term').getByText('Status', { exact: true }) }).getByRole('definition');
+      await waitFor(async () => (await status.innerText()).trim() === 'Running', 60_000, { message: 'RUNNING' });
+      // The node's disk loses the volume's directory: the copy cannot be made.
+      fs.rmSync(volumeDir(root, 'lost-n8n-data'), { recursive: true });
+      await c.getByRole('button', { name: 'Back up now' }).click();
+      const row = c.locator('tr[data-backup]');
+      await row.waitFor();
+      await waitFor(async () => (await row.locator('[data-status]').getAttribute('data-status')) === 'FAILED', 90_000, { intervalMs: 200, message: 'the backup to show FAILED' });
+      const backup = (await grpcurl(f.cp, 'minispod.v1.BackupService/GetBackup', { id: await row.getAttribute('data-backup') }, token)).backup;
+      assert.equal(backup.status, 'BACKUP_STATUS_FAILED');
+      assert.ok(backup.reason, 'the server gives a reason');
+      assert.equal((await row.locator('[data-reason]').innerText()).trim(), backup.reason, 'the page shows the reason');
+      assert.equal(await row.getByRole('button').count(), 0, 'no restore of a failed backup');
+      assert.equal((await row.locator('[data-added]').innerText()).trim(), '—');
+      // The pods start again after a failed backup too.
+      await waitFor(async () => (await status.innerText()).trim() === 'Running', 60_000, { message: 'RUNNING again after the failed backup' });
     }),
   );
 });
