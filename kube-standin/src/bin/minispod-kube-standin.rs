@@ -46,12 +46,16 @@ async fn main() -> anyhow::Result<()> {
             println!("minispod-kube-standin {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
-        _ => anyhow::bail!("usage: minispod-kube-standin --kubeconfig-out FILE [--storage-root DIR] (--help says more)"),
+        _ => anyhow::bail!(
+            "usage: minispod-kube-standin --kubeconfig-out FILE [--storage-root DIR] (--help says more)"
+        ),
     };
     let storage_root = match (args.next().as_deref(), args.next()) {
         (None, _) => None,
         (Some("--storage-root"), Some(dir)) => Some(std::path::PathBuf::from(dir)),
-        _ => anyhow::bail!("usage: minispod-kube-standin --kubeconfig-out FILE [--storage-root DIR] (--help says more)"),
+        _ => anyhow::bail!(
+            "usage: minispod-kube-standin --kubeconfig-out FILE [--storage-root DIR] (--help says more)"
+        ),
     };
     let standin = StandIn::start_with(minispod_kube_standin::Settings {
         storage_root,
