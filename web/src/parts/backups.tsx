@@ -179,7 +179,7 @@ export function BackupsCard({ s }: { s: Subscription }) {
       {loaded.data && list.length === 0 ? (
         <p class="muted">No backup yet.</p>
       ) : (
-        <div class="table-wrap">
+        <div class="table-wrap stack">
           <table>
             <caption class="sr-only">Backups of {s.name}, newest first</caption>
             <thead>
@@ -199,15 +199,21 @@ export function BackupsCard({ s }: { s: Subscription }) {
             <tbody>
               {list.map((b) => (
                 <tr key={b.id} data-backup={b.id}>
-                  <td>{dateTime(b.createdAt)}</td>
-                  <td>
+                  <td class="stack-title">{dateTime(b.createdAt)}</td>
+                  <td data-label="Status">
                     <BackupPill status={b.status} />
                   </td>
-                  <td data-trigger>{triggerWord[b.trigger]}</td>
-                  <td data-size>{b.bytesTotal > 0n ? bytes(b.bytesTotal) : "—"}</td>
-                  <td data-added>{b.status === BackupStatus.COMPLETE ? bytes(b.bytesAdded) : "—"}</td>
-                  <td>{b.serviceVersion || "—"}</td>
-                  <td data-reason>
+                  <td data-label="Trigger" data-trigger>
+                    {triggerWord[b.trigger]}
+                  </td>
+                  <td data-label="Size" data-size>
+                    {b.bytesTotal > 0n ? bytes(b.bytesTotal) : "—"}
+                  </td>
+                  <td data-label="Uploaded" data-added>
+                    {b.status === BackupStatus.COMPLETE ? bytes(b.bytesAdded) : "—"}
+                  </td>
+                  <td data-label="Version">{b.serviceVersion || "—"}</td>
+                  <td data-label="Details" data-reason>
                     {backupRunning(b) ? (
                       <>
                         {b.reason && <div>{b.reason}</div>}
@@ -223,7 +229,7 @@ export function BackupsCard({ s }: { s: Subscription }) {
                   </td>
                   <td>
                     {b.status === BackupStatus.COMPLETE && (
-                      <div class="actions">
+                      <div class="row-actions">
                         <button
                           type="button"
                           disabled={busyRestore || running.length > 0}

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { after, before, it } from 'node:test';
 
 import { ADMIN_EMAIL, ADMIN_PASSWORD, assertAccessible, freePort, launchBrowser, REPO_ROOT, startAgent, startControlPlane, waitFor } from '../harness.mjs';
-import { describe, fixture, grpcurl, h1, open, register, signIn, startKubeStandin, TEST_TIMEOUT, waitRowStatus } from './common.mjs';
+import { assertReachable, describe, fixture, grpcurl, h1, horizontalOverflow, open, register, signIn, startKubeStandin, TEST_TIMEOUT, waitRowStatus } from './common.mjs';
 
 const PYTHON = process.env.MINISPOD_TEST_PYTHON || path.join(REPO_ROOT, '.ci', '.venv', 'bin', 'python');
 const BUCKET = 'console-backups';
@@ -239,6 +239,16 @@ describe('backups', () => {
       // And the server refuses the administrators' call to a customer.
       const token = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: customer.email, password: customer.password })).accessToken;
       await assert.rejects(grpcurl(f.cp, 'minispod.v1.BackupService/ListBackupDestinations', {}, token), /PermissionDenied/);
+      await page.context().close();
+
+      // On a phone the backups' rows stack: the restore is in full view.
+      const phone = await f.page({ phone: true });
+      await signIn(phone, f.cp.url, { email: customer.email, password: customer.password });
+      await open(phone, `${f.cp.url}/subscriptions/${subId}`);
+      const restore = card(phone).locator('tr[data-backup]').getByRole('button', { name: 'Restore', exact: true });
+      await assertReachable(phone, restore, 'Restore on a phone');
+      const o = await horizontalOverflow(phone);
+      assert.ok(!o.overflow, `the page fits the phone: ${o.offenders.join('; ')}`);
     }),
   );
 
