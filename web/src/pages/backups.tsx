@@ -2,13 +2,13 @@
 // destinations, and a form to add one: its secret is write-only, sent once
 // and cleared from the form), the overview per subscription (stored size,
 // last success, scheduled backups failed in a row), and every backup with
-// its size.
+// its size (a running one's progress polled every second).
 import { useState } from "preact/hooks";
 import { backups, Code } from "../api";
 import { bytes, dateTime } from "../format";
 import { BackupStatus } from "../gen/minispod/v1/backups_pb";
 import { Checkbox, ErrorBanner, Field, Notice, PageTitle, useAction, useLoad } from "../parts/components";
-import { BackupPill, backupRunning, Progress, triggerWord } from "../parts/backups";
+import { BackupPill, backupRunning, Progress, triggerWord, usePoll } from "../parts/backups";
 
 export function BackupsPage() {
   return (
@@ -163,6 +163,19 @@ function Overview() {
 function AllBackups() {
   const loaded = useLoad((signal) => backups.listBackups({}, { signal }), []);
   const list = loaded.data?.backups ?? [];
+  // The running ones, each asked for again every second until it ends.
+  const running = list.filter(backupRunning).map((b) => b.id);
+  const polled = usePoll(
+    running.length > 0,
+    async (signal) => {
+      for (const id of running) {
+        const b = (await backups.getBackup({ id }, { signal })).backup;
+        if (!b || signal.aborted) continue;
+        loaded.setData((d) => (d ? { ...d, backups: d.backups.map((x) => (x.id === b.id ? b : x)) } : d));
+      }
+    },
+    [running.join(",")],
+  );
   return (
     <section class="card" aria-labelledby="all-backups-h" data-all-backups>
       <div class="page-head">
@@ -173,7 +186,7 @@ function AllBackups() {
           </button>
         </div>
       </div>
-      <ErrorBanner problem={loaded.problem} />
+      <ErrorBanner problem={loaded.problem ?? polled} />
       {loaded.data && list.length === 0 ? (
         <p class="muted">No backup yet.</p>
       ) : (
