@@ -7,6 +7,7 @@ import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { BadRequestSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb";
 import { AuthService } from "./gen/minispod/v1/auth_pb";
+import { BackupService } from "./gen/minispod/v1/backups_pb";
 import { CatalogService } from "./gen/minispod/v1/catalog_pb";
 import { HistoryService } from "./gen/minispod/v1/history_pb";
 import { NotificationService } from "./gen/minispod/v1/notifications_pb";
@@ -50,6 +51,7 @@ export const workers = createClient(WorkerService, transport);
 export const subscriptions = createClient(SubscriptionService, transport);
 export const notifications = createClient(NotificationService, transport);
 export const history = createClient(HistoryService, transport);
+export const backups = createClient(BackupService, transport);
 
 /** What a failed call means for a form: a message, field errors, a retry time. */
 export interface Problem {

@@ -5,6 +5,7 @@ import { safeNext } from "./next";
 import { installLinkHandler, navigate, useLocation } from "./router";
 import { session } from "./session";
 import { useStore } from "./store";
+import { BackupsPage } from "./pages/backups";
 import { CatalogPage, ServiceDetailPage, ServiceEditPage } from "./pages/catalog";
 import { DashboardPage } from "./pages/dashboard";
 import { EnrollmentPage } from "./pages/enrollment";
@@ -40,6 +41,7 @@ function route(path: string): Route | undefined {
   if (a === "enrollment" && parts.length === 1) return { page: () => <EnrollmentPage />, admin: true, nav: "/enrollment" };
   if (a === "notifications" && parts.length === 1) return { page: () => <NotificationsPage />, admin: true, nav: "/notifications" };
   if (a === "users" && parts.length === 1) return { page: () => <UsersPage />, admin: true, nav: "/users" };
+  if (a === "backups" && parts.length === 1) return { page: () => <BackupsPage />, admin: true, nav: "/backups" };
   if (a === "catalog" && parts.length === 1) return { page: () => <CatalogPage />, admin: false, nav: "/catalog" };
   if (a === "catalog" && b === "new" && parts.length === 2) return { page: () => <ServiceEditPage />, admin: true, nav: "/catalog" };
   if (a === "catalog" && parts.length === 2) return { page: () => <ServiceDetailPage slug={b} />, admin: false, nav: "/catalog" };
@@ -58,6 +60,7 @@ const adminNav: [string, string][] = [
   ["/users", "Users"],
   ["/catalog", "Catalog"],
   ["/subscriptions", "Subscriptions"],
+  ["/backups", "Backups"],
   ["/notifications", "Notifications"],
   ["/my-services", "My services"],
   ["/profile", "Profile"],

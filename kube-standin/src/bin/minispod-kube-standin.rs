@@ -16,7 +16,7 @@ the cluster link by hand without a cluster. It is not Kubernetes: it keeps
 objects in memory, plays a scheduler, a kubelet and a few controllers, and
 enforces the RBAC and admission MiniSpod relies on.
 
-Usage: minispod-kube-standin --kubeconfig-out FILE
+Usage: minispod-kube-standin --kubeconfig-out FILE [--storage-root DIR]
 
 Listens on a random loopback port, writes a kubeconfig for it to FILE
 (its CA and an administrator's bearer token), prints its URL on one line
@@ -25,6 +25,10 @@ once it serves, and runs until SIGTERM or Ctrl-C. Then:
 
 Options:
   --kubeconfig-out FILE  where to write the kubeconfig
+  --storage-root DIR     give local-path volumes real directories, node N's
+                         under DIR/N (as /var/lib/rancher/k3s/storage on a
+                         K3s node): a node agent run with
+                         --volumes-dir DIR/N backs them up and restores them
   -h, --help             this help
   -V, --version          the version
 ";
@@ -42,9 +46,22 @@ async fn main() -> anyhow::Result<()> {
             println!("minispod-kube-standin {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
-        _ => anyhow::bail!("usage: minispod-kube-standin --kubeconfig-out FILE (--help says more)"),
+        _ => anyhow::bail!(
+            "usage: minispod-kube-standin --kubeconfig-out FILE [--storage-root DIR] (--help says more)"
+        ),
     };
-    let standin = StandIn::start().await?;
+    let storage_root = match (args.next().as_deref(), args.next()) {
+        (None, _) => None,
+        (Some("--storage-root"), Some(dir)) => Some(std::path::PathBuf::from(dir)),
+        _ => anyhow::bail!(
+            "usage: minispod-kube-standin --kubeconfig-out FILE [--storage-root DIR] (--help says more)"
+        ),
+    };
+    let standin = StandIn::start_with(minispod_kube_standin::Settings {
+        storage_root,
+        ..minispod_kube_standin::Settings::default()
+    })
+    .await?;
     std::fs::write(&out, standin.kubeconfig(None)).with_context(|| format!("write {out}"))?;
     println!("{}", standin.url());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

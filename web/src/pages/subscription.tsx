@@ -14,6 +14,7 @@ import { dateTime, money, subscriptionStatusWord, timestampMs } from "../format"
 import { TemplateVariableSchema, VariableType, type TemplateVariable } from "../gen/minispod/v1/catalog_pb";
 import { SubscriptionStatus, type Subscription, type SubscriptionEvent } from "../gen/minispod/v1/subscriptions_pb";
 import { useSubscriptionWatch } from "../live";
+import { BackupsCard } from "../parts/backups";
 import { SubscriptionHistory } from "../parts/chart";
 import { DomainsCard } from "../parts/domains";
 import { StatusPill, SuspendDialog, UrlLink } from "../parts/subscription";
@@ -203,6 +204,7 @@ export function SubscriptionPage({ id }: { id: string }) {
       </div>
       <Components s={s} />
       {s.url && !gone && st !== SubscriptionStatus.DELETING && <DomainsCard subscriptionId={s.id} />}
+      {!gone && <BackupsCard s={s} />}
       {!gone && <SubscriptionHistory subscriptionId={s.id} />}
       <LogsPanel s={s} />
       <div class="split">

@@ -470,10 +470,11 @@ export async function assertReachable(page, action, what) {
  * The stand-in Kubernetes API server (`minispod-kube-standin`) as a
  * process, and a small client for it: what a kubelet would write.
  */
-export async function startKubeStandin(dir) {
+export async function startKubeStandin(dir, { storageRoot } = {}) {
   const { spawn } = await import('node:child_process');
   const kubeconfig = `${dir}/kubeconfig`;
-  const child = spawn(binPath('minispod-kube-standin'), ['--kubeconfig-out', kubeconfig], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const args = ['--kubeconfig-out', kubeconfig, ...(storageRoot ? ['--storage-root', storageRoot] : [])];
+  const child = spawn(binPath('minispod-kube-standin'), args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));

@@ -1,0 +1,285 @@
+// Chromium tests of the web console: backups and restores (#26), end to
+// end: the stand-in cluster with its local-path volumes as real directories
+// (--storage-root), a real minispod-agent on its node whose --volumes-dir
+// is that node's directory, real restic, and a real S3-compatible server
+// (moto, from the venv of MINISPOD_TEST_PYTHON). Shared set-up in
+// ./common.mjs; run with
+//   cd web && node --test --test-concurrency=1 tests/console/backups.test.mjs
+// (CONSOLE_ONLY=<regex> runs only the describe blocks whose name matches).
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { after, before, it } from 'node:test';
+
+import { ADMIN_EMAIL, ADMIN_PASSWORD, assertAccessible, freePort, launchBrowser, REPO_ROOT, startAgent, startControlPlane, waitFor } from '../harness.mjs';
+import { assertReachable, describe, fixture, grpcurl, h1, horizontalOverflow, open, register, signIn, startKubeStandin, TEST_TIMEOUT, waitRowStatus } from './common.mjs';
+
+const PYTHON = process.env.MINISPOD_TEST_PYTHON || path.join(REPO_ROOT, '.ci', '.venv', 'bin', 'python');
+const BUCKET = 'console-backups';
+const SECRET = 'moto-secret-Zq9-never-shown';
+
+/** One plain-HTTP request to moto; its status. */
+function s3Request(port, method, p) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path: p }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** moto's S3 server on a random port (as testkit/src/s3.rs starts it). */
+async function startMoto() {
+  const port = await freePort();
+  const child = spawn(PYTHON, ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out = (out + d).slice(-20_000)));
+  child.stderr.on('data', (d) => (out = (out + d).slice(-20_000)));
+  await waitFor(async () => (await s3Request(port, 'GET', '/').catch(() => 0)) === 200, 30_000, { message: `moto to answer (python ${PYTHON} with moto[server])` });
+  return { port, endpoint: `http://127.0.0.1:${port}`, name: 'moto', log: () => out, stop: () => child.kill('SIGTERM') };
+}
+
+/** The one directory under `root` whose name ends with `_<claim>`. */
+function volumeDir(root, claim) {
+  const found = fs.readdirSync(root).filter((n) => n.endsWith(`_${claim}`));
+  assert.equal(found.length, 1, `one volume of ${claim} in ${root}: ${found}`);
+  return path.join(root, found[0]);
+}
+
+describe('backups', () => {
+  const f = fixture();
+  /** @type {Awaited<ReturnType<typeof startKubeStandin>> | undefined} */
+  let kube;
+  /** @type {Awaited<ReturnType<typeof startMoto>> | undefined} */
+  let moto;
+  const customer = { name: 'Bea Backups', email: 'bea.backups@example.test', password: 'bea-backups-password-1' };
+  const NODE = 'backups-worker-k3s';
+  let root = '';
+  let subId = '';
+
+  before(async () => {
+    moto = await startMoto();
+    f.extraLogs.push(moto);
+    assert.equal(await s3Request(moto.port, 'PUT', `/${BUCKET}`), 200, 'create the bucket');
+    const dir = fs.mkdtempSync('/tmp/minispod-kube-');
+    kube = await startKubeStandin(dir, { storageRoot: path.join(dir, 'nodes') });
+    f.extraLogs.push(kube);
+    root = path.join(dir, 'nodes', NODE);
+    fs.mkdirSync(root, { recursive: true });
+    f.cp = await startControlPlane({
+      enrollmentToken: true,
+      // 1 MiB/s: a few MiB take seconds, long enough to watch the progress.
+      args: ['--kubeconfig', kube.kubeconfig, '--offline-taint-after-start', '0s', '--apps-domain', 'apps.minispod.test', '--backup-limit-upload', '1024'],
+    });
+    f.browser = await launchBrowser(f.cp.caPath);
+    const name = 'backups-worker';
+    f.agents.push(startAgent(f.cp, { token: f.cp.enrollmentToken, name, args: ['--volumes-dir', root] }));
+    const page = await f.page();
+    await signIn(page, f.cp.url);
+    await open(page, `${f.cp.url}/workers`);
+    const row = await waitRowStatus(page, name, 'NOT_READY');
+    const id = new URL(await row.getByRole('link', { name, exact: true }).evaluate((a) => a.href)).pathname.split('/').pop();
+    await kube.createNode(NODE, id);
+    await waitRowStatus(page, name, 'ACTIVE');
+    await page.context().close();
+  });
+  after(async () => {
+    await f.close();
+    kube?.stop();
+    moto?.stop();
+  });
+
+  const card = (page) => page.locator('section[data-backups]');
+
+  it(
+    'lets an administrator add a destination through the form, lists it as the default, and never shows its secret again',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Backups', exact: true }).click();
+      await h1(page, 'Backups').waitFor();
+      const section = page.locator('section[data-destinations]');
+      await section.getByText('No destination yet').waitFor();
+      await section.getByRole('textbox', { name: 'Name', exact: true }).fill('moto');
+      await section.getByRole('textbox', { name: 'Endpoint', exact: true }).fill(moto.endpoint);
+      await section.getByRole('textbox', { name: 'Region', exact: true }).fill('us-east-1');
+      await section.getByRole('textbox', { name: 'Bucket', exact: true }).fill(BUCKET);
+      await section.getByRole('textbox', { name: 'Prefix', exact: true }).fill('console');
+      await section.getByRole('textbox', { name: 'Access key id', exact: true }).fill('minispod-test');
+      const secret = section.getByLabel('Secret access key', { exact: true });
+      assert.equal(await secret.getAttribute('type'), 'password');
+      await secret.fill(SECRET);
+      await section.getByRole('button', { name: 'Add destination' }).click();
+      const row = section.locator('tr[data-destination="moto"]');
+      await row.waitFor({ timeout: 10_000 });
+      const text = await row.innerText();
+      assert.match(text, new RegExp(moto.endpoint.replace(/[.]/g, '\\.')));
+      assert.match(text, new RegExp(BUCKET));
+      assert.equal((await row.locator('[data-default]').innerText()).trim(), 'Default', 'the first destination is the default');
+      await section.getByText('Added moto: new backups go there.').waitFor();
+      // The secret is gone from the form and from the whole document, also
+      // after the page is loaded again from the server's answers.
+      assert.equal(await secret.inputValue(), '');
+      assert.ok(!(await page.content()).includes(SECRET), 'the secret is nowhere in the page');
+      await page.reload();
+      await section.locator('tr[data-destination="moto"]').waitFor();
+      assert.ok(!(await page.content()).includes(SECRET), 'the secret is nowhere in the page after a reload');
+      const listed = await grpcurl(f.cp, 'minispod.v1.BackupService/ListBackupDestinations', {}, (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD })).accessToken);
+      assert.equal(listed.destinations.length, 1, 'one destination stored');
+      assert.equal(listed.destinations[0].prefix, 'console');
+    }),
+  );
+
+  it(
+    "backs a customer's running subscription up with Back up now, shows its progress and COMPLETE, then restores it behind a Confirm",
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await register(page, f.cp.url, customer);
+      const token = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: customer.email, password: customer.password })).accessToken;
+      subId = (await grpcurl(f.cp, 'minispod.v1.SubscriptionService/CreateSubscription', { serviceId: 'n8n', name: 'kept' }, token)).subscription.id;
+      await open(page, `${f.cp.url}/subscriptions/${subId}`);
+      await h1(page, 'kept').waitFor();
+      const status = page.getByRole('region', { name: 'Overview' }).locator('dl.facts > div').filter({ has: page.getByRole('term').getByText('Status', { exact: true }) }).getByRole('definition');
+      await waitFor(async () => (await status.innerText()).trim() === 'Running', 60_000, { message: 'RUNNING' });
+      const c = card(page);
+      await c.getByText('No backup yet.').waitFor();
+
+      // Known files in the volume: 3 MiB of noise and a small file.
+      const volume = volumeDir(root, 'kept-n8n-data');
+      const big = crypto.randomBytes(3 * 1024 * 1024);
+      fs.writeFileSync(path.join(volume, 'database.sqlite'), big);
+      fs.mkdirSync(path.join(volume, 'nodes'), { recursive: true });
+      fs.writeFileSync(path.join(volume, 'nodes', 'flow.json'), '{"kept": true}\n');
+
+      await c.getByRole('button', { name: 'Back up now' }).click();
+      await c.getByText(/^Backup started/).waitFor();
+      const row = c.locator('tr[data-backup]');
+      await row.waitFor();
+      assert.equal(await row.count(), 1);
+      assert.equal((await row.locator('[data-trigger]').innerText()).trim(), 'On demand');
+      // While it runs, the page shows its progress as it is polled: bytes
+      // done of the total, then COMPLETE with its size.
+      let sawProgress = '';
+      await waitFor(
+        async () => {
+          const p = row.locator('[data-progress-text]');
+          if (await p.count()) {
+            const t = await p.innerText();
+            if (/ of \d/.test(t)) sawProgress = t;
+          }
+          return (await row.locator('[data-status]').getAttribute('data-status')) === 'COMPLETE';
+        },
+        90_000,
+        { intervalMs: 200, message: 'the backup to show COMPLETE' },
+      );
+      assert.match(sawProgress, /^[\d.]+ (B|KiB|MiB) of 3\.0 MiB/, `the progress was shown while it ran: ${sawProgress}`);
+      assert.equal((await row.locator('[data-size]').innerText()).trim(), '3.0 MiB');
+      assert.match(await row.locator('[data-added]').innerText(), /^\d/);
+      const backups = (await grpcurl(f.cp, 'minispod.v1.BackupService/ListBackups', { subscriptionId: subId }, token)).backups;
+      assert.equal(backups.length, 1);
+      assert.equal(backups[0].status, 'BACKUP_STATUS_COMPLETE', 'the page shows what the server says');
+
+      // The data is lost, then restored from the page.
+      fs.writeFileSync(path.join(volume, 'database.sqlite'), 'broken');
+      fs.rmSync(path.join(volume, 'nodes'), { recursive: true });
+      await row.getByRole('button', { name: 'Restore', exact: true }).click();
+      const dialog = page.getByRole('dialog', { name: /^Restore kept from the backup of / });
+      await dialog.waitFor();
+      assert.match(await dialog.innerText(), /Its pods stop, its volumes' files are replaced by this backup's, then it starts again\./);
+      // Nothing happens until it is confirmed.
+      assert.equal(fs.readFileSync(path.join(volume, 'database.sqlite'), 'utf8'), 'broken');
+      await dialog.getByRole('button', { name: 'Restore' }).click();
+      const panel = c.locator('[data-restore]');
+      await panel.waitFor({ timeout: 10_000 });
+      await waitFor(async () => (await panel.getAttribute('data-restore')) === 'COMPLETE', 90_000, { intervalMs: 200, message: `the restore to show COMPLETE: ${await panel.innerText().catch(() => '')}` });
+      assert.match(await panel.innerText(), /Restore into this subscription: Complete\./);
+      const now = volumeDir(root, 'kept-n8n-data');
+      assert.ok(fs.readFileSync(path.join(now, 'database.sqlite')).equals(big), 'the big file is back byte for byte');
+      assert.equal(fs.readFileSync(path.join(now, 'nodes', 'flow.json'), 'utf8'), '{"kept": true}\n');
+      await waitFor(async () => (await status.innerText()).trim() === 'Running', 60_000, { message: 'RUNNING again after the restore' });
+      await assertAccessible(page, 'subscription page with its backups');
+    }),
+  );
+
+  it(
+    'shows administrators every backup with its size, and keeps the Backups page from customers',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      assert.ok(subId, 'the previous test made a backup');
+      const admin = await f.page();
+      await signIn(admin, f.cp.url);
+      await open(admin, `${f.cp.url}/backups`);
+      const all = admin.locator('section[data-all-backups]');
+      const row = all.locator('tr[data-backup]');
+      await row.first().waitFor({ timeout: 10_000 });
+      assert.equal(await row.count(), 1);
+      assert.match(await row.innerText(), /kept/);
+      assert.equal((await row.locator('[data-status]').getAttribute('data-status')), 'COMPLETE');
+      assert.equal((await row.locator('[data-size]').innerText()).trim(), '3.0 MiB');
+      await assertAccessible(admin, 'administrators\' backups page');
+      await admin.context().close();
+
+      const page = await f.page();
+      await signIn(page, f.cp.url, { email: customer.email, password: customer.password });
+      const nav = page.getByRole('navigation', { name: 'Main' });
+      await nav.getByRole('link', { name: 'My services', exact: true }).waitFor();
+      assert.equal(await nav.getByRole('link', { name: 'Backups' }).count(), 0, 'no Backups entry for a customer');
+      await open(page, `${f.cp.url}/backups`);
+      await h1(page, 'Not available').waitFor();
+      assert.match(await page.locator('main').innerText(), /This page is for administrators/);
+      assert.equal(await page.locator('section[data-destinations]').count(), 0);
+      // And the server refuses the administrators' call to a customer.
+      const token = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: customer.email, password: customer.password })).accessToken;
+      await assert.rejects(grpcurl(f.cp, 'minispod.v1.BackupService/ListBackupDestinations', {}, token), /PermissionDenied/);
+      await page.context().close();
+
+      // On a phone the backups' rows stack: the restore is in full view.
+      const phone = await f.page({ phone: true });
+      await signIn(phone, f.cp.url, { email: customer.email, password: customer.password });
+      await open(phone, `${f.cp.url}/subscriptions/${subId}`);
+      const restore = card(phone).locator('tr[data-backup]').getByRole('button', { name: 'Restore', exact: true });
+      await assertReachable(phone, restore, 'Restore on a phone');
+      const o = await horizontalOverflow(phone);
+      assert.ok(!o.overflow, `the page fits the phone: ${o.offenders.join('; ')}`);
+    }),
+  );
+
+  it(
+    'shows a backup that failed with its reason, and offers no restore of it',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const page = await f.page();
+      await signIn(page, f.cp.url, { email: customer.email, password: customer.password });
+      const token = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: customer.email, password: customer.password })).accessToken;
+      const id = (await grpcurl(f.cp, 'minispod.v1.SubscriptionService/CreateSubscription', { serviceId: 'n8n', name: 'lost' }, token)).subscription.id;
+      await open(page, `${f.cp.url}/subscriptions/${id}`);
+      await h1(page, 'lost').waitFor();
+      const c = card(page);
+      await c.getByText('No backup yet.').waitFor({ timeout: 60_000 });
+      const status = page.getByRole('region', { name: 'Overview' }).locator('dl.facts > div').filter({ has: page.getByRole('term').getByText('Status', { exact: true }) }).getByRole('definition');
+      await waitFor(async () => (await status.innerText()).trim() === 'Running', 60_000, { message: 'RUNNING' });
+      // The node's disk loses the volume's directory: the copy cannot be made.
+      fs.rmSync(volumeDir(root, 'lost-n8n-data'), { recursive: true });
+      await c.getByRole('button', { name: 'Back up now' }).click();
+      const row = c.locator('tr[data-backup]');
+      await row.waitFor();
+      await waitFor(async () => (await row.locator('[data-status]').getAttribute('data-status')) === 'FAILED', 90_000, { intervalMs: 200, message: 'the backup to show FAILED' });
+      const backup = (await grpcurl(f.cp, 'minispod.v1.BackupService/GetBackup', { id: await row.getAttribute('data-backup') }, token)).backup;
+      assert.equal(backup.status, 'BACKUP_STATUS_FAILED');
+      assert.ok(backup.reason, 'the server gives a reason');
+      assert.equal((await row.locator('[data-reason]').innerText()).trim(), backup.reason, 'the page shows the reason');
+      assert.equal(await row.getByRole('button').count(), 0, 'no restore of a failed backup');
+      assert.equal((await row.locator('[data-added]').innerText()).trim(), '—');
+      // The pods start again after a failed backup too.
+      await waitFor(async () => (await status.innerText()).trim() === 'Running', 60_000, { message: 'RUNNING again after the failed backup' });
+    }),
+  );
+});
