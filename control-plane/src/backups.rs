@@ -463,6 +463,56 @@ impl Backups {
         Ok(out)
     }
 
+    /// Makes a new subscription of backup `b`'s owner named `name` from the
+    /// backup (its entry and version, variables and generated secrets) and
+    /// starts a restore of `b` into it. The restore waits for the new
+    /// subscription's volumes to be bound (its first pods), then stops it
+    /// and replaces their files.
+    pub async fn restore_into_new(&self, b: &BackupRow, name: &str) -> AppResult<pb::Restore> {
+        if b.job.status != "COMPLETE" {
+            return Err(AppError::FailedPrecondition(format!(
+                "backup {} is {}: only a complete backup is restored",
+                b.job.id,
+                b.job.status.to_lowercase()
+            )));
+        }
+        let owner = crate::users::queries::by_id(self.db().read(), &b.job.user_id)
+            .await?
+            .filter(|u| u.active)
+            .ok_or_else(|| {
+                AppError::FailedPrecondition("the backup's owner is gone or deactivated".into())
+            })?;
+        let manifest: Manifest =
+            serde_json::from_str(&self.inner.sealer.open(&b.job.id, &b.manifest)?)
+                .map_err(anyhow::Error::from)?;
+        let template = {
+            use base64::Engine;
+            use prost::Message;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&manifest.template)
+                .map_err(anyhow::Error::from)?;
+            pb::ServiceTemplate::decode(bytes.as_slice()).map_err(anyhow::Error::from)?
+        };
+        let id = self
+            .inner
+            .subs
+            .create_from_backup(
+                &owner,
+                name,
+                &manifest.service_id,
+                &manifest.version,
+                template,
+                &manifest.variables,
+                &manifest.generated,
+            )
+            .await?;
+        let sub = crate::subscriptions::queries::get(self.db(), &id)
+            .await?
+            .ok_or_else(|| crate::subscriptions::queries::not_found(&id))?;
+        tracing::info!(subscription = %id, backup = %b.job.id, "subscription made from a backup");
+        self.restore(b, &sub).await
+    }
+
     /// Backup `id` as stored.
     pub async fn backup(&self, id: &str) -> AppResult<Option<BackupRow>> {
         queries::backup(self.db(), id).await

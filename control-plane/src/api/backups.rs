@@ -130,6 +130,14 @@ impl BackupService for BackupApi {
         let b = self
             .visible_backup(&caller, &request.get_ref().backup_id)
             .await?;
+        let new_name = request.get_ref().new_subscription_name.trim();
+        if !new_name.is_empty() {
+            let restore = self.backups.restore_into_new(&b, new_name).await?;
+            tracing::info!(restore = %restore.id, backup = %b.job.id, subscription = %restore.subscription_id, by = %caller.id, "restore into a new subscription started");
+            return Ok(Response::new(pb::RestoreBackupResponse {
+                restore: Some(restore),
+            }));
+        }
         let sub = match self.subscription(&caller, &b.job.subscription_id).await {
             Ok(s) => s,
             Err(AppError::NotFound(_)) => {

@@ -121,6 +121,48 @@ async fn start(
         // Nothing on disk: the manifest is the whole backup.
         return finish(b, kind, job, "COMPLETE", "").await;
     }
+    // Where each volume is, and (a restore) which snapshot goes back. A
+    // claim not bound yet (a new subscription's, before its first pod)
+    // is waited for, within the stop timeout.
+    let waited = Duration::from_millis((now_ms() - job.created_at).max(0) as u64);
+    let timeout = b.inner.settings.stop_timeout;
+    let mut located = Vec::new();
+    for claim in &claims {
+        let snapshot = match kind {
+            Job::Backup => String::new(),
+            // The same component's same volume: claims are named
+            // <subscription>-<component>-<volume>, and a new subscription
+            // restored into has a name of its own.
+            Job::Restore => match source.iter().find(|t| {
+                t.state == "DONE"
+                    && t.claim
+                        .strip_prefix(&format!("{}-", backup.subscription_name))
+                        == claim.strip_prefix(&format!("{}-", sub.name))
+            }) {
+                Some(t) => t.snapshot_id.clone(),
+                None => {
+                    return finish(
+                        b,
+                        kind,
+                        job,
+                        "FAILED",
+                        &format!("the backup has no copy of the volume {claim}"),
+                    )
+                    .await;
+                }
+            },
+        };
+        match volumes::locate(b.inner.subs.link(), &sub.namespace, claim).await {
+            Ok(v) => located.push((v, snapshot)),
+            Err(volumes::Unlocated::Waiting(why)) if waited <= timeout => {
+                tracing::debug!(job = %job.id, why, "waiting for a volume");
+                return Ok(());
+            }
+            Err(volumes::Unlocated::Waiting(why) | volumes::Unlocated::Refused(why)) => {
+                return finish(b, kind, job, "FAILED", &why).await;
+            }
+        }
+    }
     // Hold it stopped (once), and wait for its pods to be gone.
     let what = match kind {
         Job::Backup => "a backup",
@@ -143,50 +185,21 @@ async fn start(
     queries::touch_subscription(&mut tx, &sub.id, now).await?;
     tx.commit().await?;
     b.inner.subs.enqueue_now(sub.id.clone());
-    let pods = b.inner.subs.pods_of(&sub.id);
-    if !pods.is_empty() {
-        let waited = Duration::from_millis((now - job.created_at).max(0) as u64);
-        if waited > b.inner.settings.stop_timeout {
+    if !b.inner.subs.pods_of(&sub.id).is_empty() {
+        if waited > timeout * 2 {
             return finish(
                 b,
                 kind,
                 job,
                 "FAILED",
-                &format!(
-                    "its pods did not stop within {}s",
-                    b.inner.settings.stop_timeout.as_secs()
-                ),
+                &format!("its pods did not stop within {}s", timeout.as_secs()),
             )
             .await;
         }
         return Ok(());
     }
-    // Where each volume is, and (a restore) which snapshot goes back.
     let mut transfers = Vec::new();
-    for claim in &claims {
-        let snapshot = match kind {
-            Job::Backup => String::new(),
-            Job::Restore => match source
-                .iter()
-                .find(|t| &t.claim == claim && t.state == "DONE")
-            {
-                Some(t) => t.snapshot_id.clone(),
-                None => {
-                    return finish(
-                        b,
-                        kind,
-                        job,
-                        "FAILED",
-                        &format!("the backup has no copy of the volume {claim}"),
-                    )
-                    .await;
-                }
-            },
-        };
-        let volume = match volumes::locate(b.inner.subs.link(), &sub.namespace, claim).await {
-            Ok(v) => v,
-            Err(why) => return finish(b, kind, job, "FAILED", &why).await,
-        };
+    for (volume, snapshot) in located {
         transfers.push(TransferRow {
             id: new_id(),
             job_id: job.id.clone(),
@@ -195,7 +208,7 @@ async fn start(
                 Job::Restore => "RESTORE",
             }
             .into(),
-            claim: claim.clone(),
+            claim: volume.claim,
             worker_id: volume.worker_id,
             volume_path: volume.path,
             state: "PENDING".into(),
@@ -209,7 +222,6 @@ async fn start(
             updated_at: now_ms(),
         });
     }
-    let _ = backup;
     let mut tx = b.db().begin().await?;
     let reason = match kind {
         Job::Backup => "copying its volumes",

@@ -40,45 +40,72 @@ pub fn claims(name: &str, template: &pb::ServiceTemplate) -> Vec<String> {
     out
 }
 
-/// Finds where claim `claim` in namespace `ns` keeps its files; Err with
-/// the reason in words when it cannot be copied by a node agent.
-pub async fn locate(link: &ClusterLink, ns: &str, claim: &str) -> Result<Volume, String> {
+/// Why a claim's volume cannot be copied now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unlocated {
+    /// Not yet: the claim is not bound (local-path binds a claim when its
+    /// first pod is scheduled) or the cluster could not be read.
+    Waiting(String),
+    /// Never by a node agent (network storage, no node, not our node).
+    Refused(String),
+}
+
+/// Finds where claim `claim` in namespace `ns` keeps its files.
+pub async fn locate(link: &ClusterLink, ns: &str, claim: &str) -> Result<Volume, Unlocated> {
+    let v = locate_inner(link, ns, claim).await;
+    v.map_err(|(waiting, why)| {
+        if waiting {
+            Unlocated::Waiting(why)
+        } else {
+            Unlocated::Refused(why)
+        }
+    })
+}
+
+async fn locate_inner(link: &ClusterLink, ns: &str, claim: &str) -> Result<Volume, (bool, String)> {
+    let wait = |why: String| (true, why);
+    let refuse = |why: String| (false, why);
     let client = link
         .kube_client()
-        .ok_or_else(|| "no cluster is linked".to_owned())?;
+        .ok_or_else(|| refuse("no cluster is linked".to_owned()))?;
     let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
         .get(claim)
         .await
-        .map_err(|e| format!("reading the claim {claim}: {e}"))?;
+        .map_err(|e| wait(format!("reading the claim {claim}: {e}")))?;
     let pv_name = pvc
         .spec
         .as_ref()
         .and_then(|s| s.volume_name.clone())
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| format!("the claim {claim} is not bound to a volume yet"))?;
+        .ok_or_else(|| wait(format!("the claim {claim} is not bound to a volume yet")))?;
     let pv = Api::<PersistentVolume>::all(client)
         .get(&pv_name)
         .await
-        .map_err(|e| format!("reading the volume {pv_name}: {e}"))?;
+        .map_err(|e| wait(format!("reading the volume {pv_name}: {e}")))?;
     let spec = pv
         .spec
         .as_ref()
-        .ok_or_else(|| format!("the volume {pv_name} has no spec"))?;
+        .ok_or_else(|| refuse(format!("the volume {pv_name} has no spec")))?;
     let path = spec
         .host_path
         .as_ref()
         .map(|h| h.path.clone())
         .or_else(|| spec.local.as_ref().map(|l| l.path.clone()))
         .ok_or_else(|| {
-            format!(
+            refuse(format!(
                 "the volume {pv_name} is not on a node's disk (network storage is not \
                  backed up by the node agents yet)"
-            )
+            ))
         })?;
-    let node = node_of(&pv)
-        .ok_or_else(|| format!("the volume {pv_name} names no node in its node affinity"))?;
+    let node = node_of(&pv).ok_or_else(|| {
+        refuse(format!(
+            "the volume {pv_name} names no node in its node affinity"
+        ))
+    })?;
     let worker_id = link.worker_of_node(&node).ok_or_else(|| {
-        format!("the node {node} of the volume {pv_name} is not one of our workers")
+        wait(format!(
+            "the node {node} of the volume {pv_name} is not one of our workers"
+        ))
     })?;
     Ok(Volume {
         claim: claim.to_owned(),

@@ -19,8 +19,9 @@ pub struct BackupArgs {
     #[arg(long, env = "MINISPOD_BACKUP_LIMIT_DOWNLOAD", default_value_t = 0)]
     pub backup_limit_download: u32,
 
-    /// How long a backup or a restore waits for the subscription's pods to
-    /// stop before it fails (and the pods start again).
+    /// How long a backup or a restore waits for the subscription's volumes
+    /// to be bound (a new subscription's) and then as long again for its
+    /// pods to stop, before it fails (and the pods start again).
     #[arg(long, env = "MINISPOD_BACKUP_STOP_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub backup_stop_timeout: Duration,
 

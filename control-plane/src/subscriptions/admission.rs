@@ -269,6 +269,65 @@ impl Subscriptions {
             .iter()
             .map(|g| (g.name.clone(), generate(g)))
             .collect();
+        let service = (service_id, slug, service_name, price);
+        self.admit_and_insert(
+            caller,
+            &r.name,
+            service,
+            (version, template),
+            &variables,
+            &generated,
+        )
+        .await
+    }
+
+    /// A new subscription of `owner` named `name`, made from a backup: the
+    /// catalog entry `service_id` at the backup's `version` and `template`,
+    /// with its variables and generated secrets (the data restored into it
+    /// needs the same). Admitted like CreateSubscription; its id.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_from_backup(
+        &self,
+        owner: &UserRow,
+        name: &str,
+        service_id: &str,
+        version: &str,
+        template: pb::ServiceTemplate,
+        variables: &BTreeMap<String, String>,
+        generated: &BTreeMap<String, String>,
+    ) -> AppResult<String> {
+        let mut v = Violations::new();
+        v.take("new_subscription_name", check_name(name));
+        v.finish()?;
+        let Some((service_id, slug, service_name, _, price, _)) =
+            queries::deployable(self.db(), service_id).await?
+        else {
+            return Err(AppError::FailedPrecondition(
+                "the backup's catalog entry no longer exists".into(),
+            ));
+        };
+        self.admit_and_insert(
+            owner,
+            name,
+            (service_id, slug, service_name, price),
+            (version.to_owned(), template),
+            variables,
+            generated,
+        )
+        .await
+    }
+
+    /// Admits (the owner's limits, then the installation's room) and stores
+    /// a new subscription of `caller`; its id.
+    async fn admit_and_insert(
+        &self,
+        caller: &UserRow,
+        name: &str,
+        (service_id, slug, service_name, price): (String, String, String, i64),
+        (version, template): (String, pb::ServiceTemplate),
+        variables: &BTreeMap<String, String>,
+        generated: &BTreeMap<String, String>,
+    ) -> AppResult<String> {
         let now = now_ms();
         let id = new_id();
         // Closed until its owner opens it (`gate`): the first visitor of
@@ -276,10 +335,10 @@ impl Subscriptions {
         let (_, gate) = self.new_gate(&id);
         let row = SubscriptionRow {
             gate,
-            variables: self.seal_map(&id, &variables),
-            generated: self.seal_map(&id, &generated),
+            variables: self.seal_map(&id, variables),
+            generated: self.seal_map(&id, generated),
             id,
-            name: r.name.clone(),
+            name: name.to_owned(),
             user_id: caller.id.clone(),
             user_email: caller.email.clone(),
             service_id,

@@ -645,5 +645,44 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     assert_eq!(mine.complete, left.len() as i32);
     assert!(mine.bytes_stored >= 2 * size as i64, "{mine:?}");
     assert!(mine.scheduled && mine.last_success_at.is_some());
+
+    // The first backup restored as a new subscription: same files, same
+    // version, running; the original is untouched.
+    let original_now = contents(&volume);
+    let copy = backups
+        .restore_backup(authed(
+            pb::RestoreBackupRequest {
+                backup_id: done.id.clone(),
+                new_subscription_name: "kept-copy".into(),
+            },
+            &owner,
+        ))
+        .await
+        .expect("restore into a new subscription")
+        .into_inner()
+        .restore
+        .unwrap();
+    assert_ne!(copy.subscription_id, sub.id);
+    let copied = restore_until(&mut backups, &owner, &copy.id, 120).await;
+    assert_eq!(
+        copied.status,
+        pb::RestoreStatus::Complete as i32,
+        "{copied:?}"
+    );
+    let copy_volume = volume_dir(&root, "kept-copy-n8n-data");
+    assert!(
+        contents(&copy_volume) == before,
+        "the new subscription holds the backup's files"
+    );
+    assert!(
+        contents(&volume) == original_now,
+        "the original is untouched"
+    );
+    let new_sub = next_upsert(&mut watch, 30, "the copy RUNNING", |s| {
+        s.id == copy.subscription_id && s.status == SubscriptionStatus::Running as i32
+    })
+    .await;
+    assert_eq!(new_sub.version, done.service_version);
+    assert_eq!(new_sub.user_id, sub.user_id);
     drop(a);
 }
