@@ -16,7 +16,10 @@ use minispod_proto::v1::{
     backup_service_client::BackupServiceClient,
     subscription_service_client::SubscriptionServiceClient,
 };
-use minispod_testkit::s3;
+use minispod_proto::v1::{
+    notification_service_client::NotificationServiceClient, user_service_client::UserServiceClient,
+};
+use minispod_testkit::{s3, smtp::SmtpSink};
 use tonic::{Code, transport::Channel};
 
 use super::{
@@ -156,9 +159,15 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     };
     let s3 = s3::S3Server::start();
     s3.create_bucket(BUCKET);
+    let mail_dir = TempDir::new();
+    let sink = SmtpSink::start(&mail_dir.0);
     let kubeconfig = cluster.kubeconfig_path().to_owned();
     let cp = ControlPlane::start_in(Arc::new(TempDir::for_server().await), free_port(), |a| {
         a.cluster.kubeconfig = Some(kubeconfig);
+        a.mail.smtp_url = Some(sink.url().into());
+        a.mail.smtp_ca_file = Some(sink.ca_file.clone());
+        a.mail.mail_from = "noreply@minispod.test".into();
+        a.mail.outbox_retry_initial = Duration::from_millis(200);
         a.subscriptions.apps_domain = "apps.example.test".into();
         // Slow enough for a kill -9 mid-copy below.
         a.backups.backup_limit_upload = 2048;
@@ -180,6 +189,15 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     )
     .await;
 
+    NotificationServiceClient::new(cp.channel.clone())
+        .update_notification_preferences(cp.authed(pb::UpdateNotificationPreferencesRequest {
+            mail: Some(true),
+            events: vec![pb::NotificationEvent::BackupFailed as i32],
+            update_events: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
     let mut backups = BackupServiceClient::new(cp.channel.clone());
     let owner = register(&cp, "keeper@example.org").await;
     let other = register(&cp, "other@example.org").await;
@@ -684,5 +702,84 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     .await;
     assert_eq!(new_sub.version, done.service_version);
     assert_eq!(new_sub.user_id, sub.user_id);
+
+    // Backups count against the storage limit: two 5 GiB volumes and the
+    // backups' GiB are past a 10 GiB limit, so a backup is refused; the
+    // schedule's two failures in a row are told to the administrators.
+    UserServiceClient::new(cp.channel.clone())
+        .set_user_limits(authed(
+            pb::SetUserLimitsRequest {
+                id: sub.user_id.clone(),
+                limits: Some(pb::TenantLimitOverrides {
+                    storage_gb: Some(10),
+                    ..Default::default()
+                }),
+            },
+            &cp.admin,
+        ))
+        .await
+        .expect("limits set");
+    let e = backups
+        .create_backup(authed(
+            pb::CreateBackupRequest {
+                subscription_id: sub.id.clone(),
+                ..Default::default()
+            },
+            &owner,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("storage limit"), "{}", e.message());
+    for round in 1..=2 {
+        backups
+            .set_backup_schedule(authed(
+                pb::SetBackupScheduleRequest {
+                    schedule: Some(pb::BackupSchedule {
+                        subscription_id: sub.id.clone(),
+                        enabled: true,
+                        hour: 3,
+                        minute: 30,
+                        keep_daily: 1,
+                        ..Default::default()
+                    }),
+                    run_now: true,
+                },
+                &owner,
+            ))
+            .await
+            .expect("schedule set");
+        let mut failures = 0;
+        for _ in 0..100 {
+            failures = backups
+                .get_backup_schedule(authed(
+                    pb::GetBackupScheduleRequest {
+                        subscription_id: sub.id.clone(),
+                    },
+                    &owner,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .schedule
+                .unwrap()
+                .failures_in_a_row;
+            if failures == round {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(failures, round, "scheduled failure {round} counted");
+    }
+    let told = sink
+        .wait_for(super::ADMIN_EMAIL, 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(told.len(), 1, "one notice, at the second failure");
+    assert!(
+        told[0].subject.contains("kept") && told[0].text.contains("storage limit"),
+        "{} / {}",
+        told[0].subject,
+        told[0].text
+    );
     drop(a);
 }
