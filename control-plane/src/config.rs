@@ -363,8 +363,8 @@ mod tests {
         // --upgrade-deadline; --custom-domain-issuer,
         // --domains-per-subscription, --domain-check-{every,max,give-up,
         // resolve}; --notify-subscription-grace, --notify-crash-{restarts,
-        // window}.
-        assert_eq!(serve.get_arguments().count(), 116);
+        // window}; and --auto-update-every.
+        assert_eq!(serve.get_arguments().count(), 117);
         // An argument id used across groups still resolves.
         assert!(
             Cli::try_parse_from([

@@ -72,6 +72,14 @@ pub struct SubscriptionArgs {
     #[arg(long, env = "MINISPOD_UPGRADE_DEADLINE", default_value = "5m", value_parser = parse_duration)]
     pub upgrade_deadline: Duration,
 
+    /// How often the control plane looks for subscriptions whose
+    /// auto-update policy is enabled, whose maintenance window is open and
+    /// for which a newer patch version exists, and starts their upgrades
+    /// (SetSubscriptionAutoUpdate). A window shorter than this may be
+    /// missed.
+    #[arg(long, env = "MINISPOD_AUTO_UPDATE_EVERY", default_value = "1m", value_parser = parse_duration)]
+    pub auto_update_every: Duration,
+
     /// CreateSubscription and UpdateSubscription calls one user may burst.
     #[arg(long, env = "MINISPOD_SUBSCRIPTION_CHANGE_BURST", default_value_t = 10)]
     pub subscription_change_burst: u32,

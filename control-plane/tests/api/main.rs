@@ -3,6 +3,7 @@
 
 mod access;
 mod auth;
+mod autoupdate;
 mod catalog;
 mod cluster;
 mod console;

@@ -22,7 +22,7 @@ const NEW: &str = "1.70.3";
 const OLD_IMAGE: &str = "docker.io/n8nio/n8n:1.64.0";
 const NEW_IMAGE: &str = "docker.io/n8nio/n8n:1.70.3";
 
-async fn create_at(
+pub(crate) async fn create_at(
     app: &TestApp,
     token: &str,
     service: &str,
@@ -43,7 +43,7 @@ async fn create_at(
         .map(|r| r.into_inner().subscription.unwrap())
 }
 
-async fn upgrade(
+pub(crate) async fn upgrade(
     app: &TestApp,
     token: &str,
     id: &str,
@@ -65,7 +65,7 @@ async fn upgrade(
         .map(|r| r.into_inner())
 }
 
-async fn versions(app: &TestApp, admin: &str, service: &str) -> Vec<pb::ServiceVersion> {
+pub(crate) async fn versions(app: &TestApp, admin: &str, service: &str) -> Vec<pb::ServiceVersion> {
     app.catalog()
         .list_service_versions(authed(
             pb::ListServiceVersionsRequest {
@@ -80,7 +80,12 @@ async fn versions(app: &TestApp, admin: &str, service: &str) -> Vec<pb::ServiceV
 }
 
 /// The image the Deployment of `sub`'s component `component` asks for.
-async fn deployment_image(env: &Env, user: &str, sub: &str, component: &str) -> Option<String> {
+pub(crate) async fn deployment_image(
+    env: &Env,
+    user: &str,
+    sub: &str,
+    component: &str,
+) -> Option<String> {
     let api: Api<Deployment> = Api::namespaced(env.cluster.client().await, &namespace_of(user));
     let d = api.get_opt(&format!("{sub}-{component}")).await.ok()??;
     d.spec?
