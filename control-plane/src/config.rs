@@ -363,8 +363,9 @@ mod tests {
         // --upgrade-deadline; --custom-domain-issuer,
         // --domains-per-subscription, --domain-check-{every,max,give-up,
         // resolve}; --notify-subscription-grace, --notify-crash-{restarts,
-        // window}; and --auto-update-every.
-        assert_eq!(serve.get_arguments().count(), 117);
+        // window}; and --auto-update-every, --versions-behind-digest,
+        // --versions-behind-digest-every.
+        assert_eq!(serve.get_arguments().count(), 119);
         // An argument id used across groups still resolves.
         assert!(
             Cli::try_parse_from([

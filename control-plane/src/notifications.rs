@@ -12,9 +12,10 @@
 //! reconciler calls in the transaction that records a status; thresholds
 //! on the workers' figures from [`thresholds`]; enrollments, failed
 //! subscriptions and suspensions are queued where those changes are
-//! written. The gRPC NotificationService is `api/notifications.rs`.
+//! written; the digest of subscriptions versions behind by [`digest`]. The gRPC NotificationService is `api/notifications.rs`.
 
 pub mod customers;
+pub mod digest;
 pub mod fields;
 pub mod fleet;
 pub mod incidents;

@@ -8,6 +8,7 @@ mod catalog;
 mod cluster;
 mod console;
 mod customer_notices;
+mod digest;
 mod domains;
 mod gate;
 mod history;
