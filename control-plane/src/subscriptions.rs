@@ -117,6 +117,8 @@ pub struct PodInfo {
     pub node: String,
     /// Being deleted.
     pub terminating: bool,
+    /// metadata.creationTimestamp, Unix ms (whole seconds); 0 when unknown.
+    pub created_ms: i64,
 }
 
 impl PodInfo {
@@ -179,6 +181,12 @@ impl PodInfo {
                     .and_then(|s| s.node_name.clone())
                     .unwrap_or_default(),
                 terminating: p.metadata.deletion_timestamp.is_some(),
+                created_ms: p
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_millisecond())
+                    .unwrap_or(0),
             },
         ))
     }

@@ -68,7 +68,9 @@ pub struct SubscriptionArgs {
     /// How long an upgraded subscription's new version has to become ready
     /// (every component rolled out and ready) before the reconciler
     /// applies the previous version's objects again by itself (a rollback,
-    /// with the reason in the subscription's upgrade_failure).
+    /// with the reason in the subscription's upgrade_failure). A new pod
+    /// that crash-loops or cannot pull its image for 10 s rolls back at
+    /// once.
     #[arg(long, env = "MINISPOD_UPGRADE_DEADLINE", default_value = "5m", value_parser = parse_duration)]
     pub upgrade_deadline: Duration,
 
