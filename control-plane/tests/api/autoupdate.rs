@@ -321,3 +321,75 @@ async fn a_bad_window_is_refused_field_by_field_and_only_the_owner_sets_it() {
     assert_eq!(kept.length_minutes, 60, "the window is kept");
     assert!(off.auto_update_next_window.is_none());
 }
+
+#[tokio::test]
+async fn a_patch_version_that_rolled_back_is_not_tried_again_by_itself() {
+    let every = Duration::from_millis(200);
+    let mut env = env_with(|a| a.subscriptions.auto_update_every = every).await;
+    if env.cluster.standin().is_none() {
+        eprintln!("skipped: needs the stand-in to make an image crash");
+        return;
+    }
+    let (_w, _n, _stream) = worker_with_node(&mut env, "m-auto-back").await;
+    let admin = env.app.admin_token().await;
+    env.cluster.set_image_crashing(PATCH_IMAGE).await.unwrap();
+    publish_patch(&env.app, &admin).await;
+    let (_user, token) = env.customer("again@example.com").await;
+    let s = create_at(&env.app, &token, "n8n", "once", OLD)
+        .await
+        .unwrap();
+    status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
+    set_policy(&env.app, &token, &s.id, Some(window_from_now(-10, 60)))
+        .await
+        .unwrap();
+    // Tried, crash-looped, rolled back.
+    let (app, t, id) = (&env.app, token.as_str(), s.id.as_str());
+    let back =
+        crate::subscriptions::until(60, "the automatic upgrade rolled back", || async move {
+            let s = get(app, t, id).await.ok()?.subscription?;
+            (s.version == OLD && !s.upgrade_failure.is_empty()).then_some(s)
+        })
+        .await;
+    assert!(
+        back.upgrade_failure
+            .starts_with("version 1.64.1 cannot run: component n8n: crash loop"),
+        "{}",
+        back.upgrade_failure
+    );
+    assert_eq!(back.auto_update_tried, vec![PATCH.to_owned()]);
+    // Many passes later, still inside the window: not tried again.
+    status_until(&env.app, &token, &s.id, pb::SubscriptionStatus::Running, 30).await;
+    tokio::time::sleep(every * 15).await;
+    let later = get(&env.app, &token, &s.id)
+        .await
+        .unwrap()
+        .subscription
+        .unwrap();
+    assert_eq!(later.version, OLD);
+    assert_eq!(later.status, pb::SubscriptionStatus::Running as i32);
+    let upgrades = get(&env.app, &token, &s.id)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .filter(|e| e.reason.starts_with("upgrading automatically"))
+        .count();
+    assert_eq!(upgrades, 1, "one attempt");
+    // By hand it still can be.
+    let plan = subs(&env.app)
+        .upgrade_subscription(authed(
+            pb::UpgradeSubscriptionRequest {
+                id: s.id.clone(),
+                version: PATCH.into(),
+                force: false,
+                dry_run: true,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    assert_eq!(plan.to_version, PATCH);
+}
