@@ -13,9 +13,10 @@
 //! Each version tried is written (`subscription_auto_update_tries`) in the
 //! transaction that starts the upgrade, so a version is tried at most once
 //! whichever replica gets there first, and one that rolled back is not
-//! tried again by itself. A version refused before it started (the
-//! customer's limits, values the new version does not take) is written as
-//! tried too, so it is not refused again every pass.
+//! tried again by itself. A version refused for what it is (the
+//! customer's limits: OVER_LIMITS) is written as tried too, so it is not
+//! refused again every pass; one refused because the subscription changed
+//! meanwhile (no longer RUNNING, say) is looked at again next pass.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -415,14 +416,22 @@ impl Subscriptions {
                     tracing::warn!(subscription = %id, to = %to.version, error = %format!("{e:#}"),
                         "automatic upgrade failed; tried again next pass");
                 }
-                Err(e) => {
-                    // Refused (limits, values, changed meanwhile): not
-                    // refused again every pass.
+                Err(e) if e.reason().is_some() => {
+                    // Refused for what the version is (the owner's limits,
+                    // a one-way version): recorded, so not refused again
+                    // every pass.
                     tracing::info!(subscription = %id, to = %to.version, reason = %e,
-                        "automatic upgrade not started");
+                        "automatic upgrade refused");
                     let mut tx = self.db().begin().await?;
                     record_try(&mut tx, &id, &to.version, now_ms()).await?;
                     tx.commit().await.map_err(AppError::from)?;
+                }
+                Err(e) => {
+                    // The subscription changed meanwhile (no longer
+                    // running, changed by its owner, upgraded by another
+                    // replica): looked at again next pass.
+                    tracing::debug!(subscription = %id, to = %to.version, reason = %e,
+                        "automatic upgrade not started");
                 }
             }
         }
