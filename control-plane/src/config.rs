@@ -371,13 +371,14 @@ mod tests {
             &["60s"],
             Some("Notifications"),
         );
-        // 105 flags and --help, as before the groups, and #25's ten:
+        // 105 flags and --help, as before the groups, #25's thirteen:
         // --upgrade-deadline; --custom-domain-issuer,
         // --domains-per-subscription, --domain-check-{every,max,give-up,
         // resolve}; --notify-subscription-grace, --notify-crash-{restarts,
-        // window}; #26's four: --backup-limit-{upload,download},
-        // --backup-{stop,silence}-timeout.
-        assert_eq!(serve.get_arguments().count(), 120);
+        // window}; --auto-update-every, --versions-behind-digest,
+        // --versions-behind-digest-every; #26's four:
+        // --backup-limit-{upload,download}, --backup-{stop,silence}-timeout.
+        assert_eq!(serve.get_arguments().count(), 123);
         // An argument id used across groups still resolves.
         assert!(
             Cli::try_parse_from([

@@ -12,9 +12,10 @@
 //! reconciler calls in the transaction that records a status; thresholds
 //! on the workers' figures from [`thresholds`]; enrollments, failed
 //! subscriptions and suspensions are queued where those changes are
-//! written. The gRPC NotificationService is `api/notifications.rs`.
+//! written; the digest of subscriptions versions behind by [`digest`]. The gRPC NotificationService is `api/notifications.rs`.
 
 pub mod customers;
+pub mod digest;
 pub mod fields;
 pub mod fleet;
 pub mod incidents;
@@ -33,7 +34,7 @@ use crate::{error::AppResult, mail::Mail, store::Tx, workqueue::WorkQueue};
 
 /// The events a customer may choose: about their own subscriptions. A
 /// customer who never set preferences gets mail for all of them.
-pub const CUSTOMER_EVENTS: [pb::NotificationEvent; 7] = [
+pub const CUSTOMER_EVENTS: [pb::NotificationEvent; 8] = [
     pb::NotificationEvent::SubscriptionFailed,
     pb::NotificationEvent::SubscriptionDegraded,
     pb::NotificationEvent::SubscriptionRecovered,
@@ -41,6 +42,7 @@ pub const CUSTOMER_EVENTS: [pb::NotificationEvent; 7] = [
     pb::NotificationEvent::SubscriptionSuspended,
     pb::NotificationEvent::SubscriptionResumed,
     pb::NotificationEvent::SubscriptionRolledBack,
+    pb::NotificationEvent::DomainFailed,
 ];
 
 /// Events an administrator gets about every subscription, not only their

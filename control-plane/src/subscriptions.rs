@@ -20,6 +20,7 @@
 //! queue and the broadcast the watch RPC reads.
 
 pub mod admission;
+pub mod autoupdate;
 pub mod domains;
 pub mod gate;
 pub mod limits;
@@ -73,6 +74,9 @@ pub struct SubscriptionSettings {
     /// How long an upgrade's new version has to become ready before it is
     /// rolled back (`--upgrade-deadline`).
     pub upgrade_deadline: Duration,
+    /// How often auto-update policies are looked at
+    /// (`--auto-update-every`).
+    pub auto_update_every: Duration,
     /// At most one SUBSCRIBE_BLOCKED notice per cause in this window
     /// (`--notify-blocked-every`).
     pub blocked_notice_every: Duration,
@@ -113,6 +117,8 @@ pub struct PodInfo {
     pub node: String,
     /// Being deleted.
     pub terminating: bool,
+    /// metadata.creationTimestamp, Unix ms (whole seconds); 0 when unknown.
+    pub created_ms: i64,
 }
 
 impl PodInfo {
@@ -175,6 +181,12 @@ impl PodInfo {
                     .and_then(|s| s.node_name.clone())
                     .unwrap_or_default(),
                 terminating: p.metadata.deletion_timestamp.is_some(),
+                created_ms: p
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_millisecond())
+                    .unwrap_or(0),
             },
         ))
     }
@@ -223,11 +235,12 @@ fn gate_row(row_id: &str) -> String {
 
 impl Subscriptions {
     /// Starts the pod watch, the worker listener and the reconciler
-    /// (`reconcile`), and the domain loop (`domains`); none without a
-    /// linked cluster.
+    /// (`reconcile`), the domain loop (`domains`) and the auto-update loop
+    /// (`autoupdate`); none without a linked cluster.
     pub fn spawn(&self, hub: crate::workers::hub::FleetHub) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = reconcile::spawn(self, hub);
         tasks.extend(domains::spawn(self));
+        tasks.extend(autoupdate::spawn(self));
         tasks
     }
 
@@ -458,6 +471,8 @@ impl Subscriptions {
         services.sort();
         services.dedup();
         let versions = crate::catalog::versions::summaries(self.db(), &services).await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let mut auto = autoupdate::fields(self.db(), &ids).await?;
         let settings = &self.settings().render;
         Ok(rows
             .iter()
@@ -545,7 +560,11 @@ impl Subscriptions {
                         }
                     })
                     .collect();
+                let auto = auto.remove(&r.id).unwrap_or_default();
                 pb::Subscription {
+                    auto_update: Some(auto.auto_update.unwrap_or_default()),
+                    auto_update_tried: auto.auto_update_tried,
+                    auto_update_next_window: auto.auto_update_next_window,
                     id: r.id.clone(),
                     name: r.name.clone(),
                     user_id: r.user_id.clone(),

@@ -159,6 +159,10 @@ pub const TABLE: &[(&str, Access)] = {
             "/minispod.v1.SubscriptionService/ListSubscriptionDomains",
             User,
         ),
+        (
+            "/minispod.v1.SubscriptionService/SetSubscriptionAutoUpdate",
+            User,
+        ),
         // UserService: account administration.
         ("/minispod.v1.UserService/CreateUser", Admin),
         ("/minispod.v1.UserService/GetUser", Admin),

@@ -30,6 +30,19 @@ pub struct NotifyArgs {
     #[arg(long, env = "MINISPOD_NOTIFY_BLOCKED_EVERY", default_value = "15m", value_parser = parse_duration)]
     pub notify_blocked_every: Duration,
 
+    /// Administrators who want VERSIONS_BEHIND get a digest of the
+    /// subscriptions more than this many versions behind their catalog
+    /// entry's newest (newer versions that are not withdrawn are counted);
+    /// 0 turns the digest off.
+    #[arg(long, env = "MINISPOD_VERSIONS_BEHIND_DIGEST", default_value_t = 0)]
+    pub versions_behind_digest: u32,
+
+    /// At most one versions-behind digest in this period (the time it was
+    /// last sent is stored: a restart does not send it again). Also how
+    /// often, up to once a minute, the subscriptions are looked at.
+    #[arg(long, env = "MINISPOD_VERSIONS_BEHIND_DIGEST_EVERY", default_value = "24h", value_parser = parse_duration)]
+    pub versions_behind_digest_every: Duration,
+
     /// How long a subscription must stay DEGRADED or FAILED before its
     /// owner is told: shorter spells (a rollout, a worker reconnecting)
     /// send nothing. Outages that begin within `--notify-flap-window` of a

@@ -68,9 +68,19 @@ pub struct SubscriptionArgs {
     /// How long an upgraded subscription's new version has to become ready
     /// (every component rolled out and ready) before the reconciler
     /// applies the previous version's objects again by itself (a rollback,
-    /// with the reason in the subscription's upgrade_failure).
+    /// with the reason in the subscription's upgrade_failure). A new pod
+    /// that crash-loops or cannot pull its image for 10 s rolls back at
+    /// once.
     #[arg(long, env = "MINISPOD_UPGRADE_DEADLINE", default_value = "5m", value_parser = parse_duration)]
     pub upgrade_deadline: Duration,
+
+    /// How often the control plane looks for subscriptions whose
+    /// auto-update policy is enabled, whose maintenance window is open and
+    /// for which a newer patch version exists, and starts their upgrades
+    /// (SetSubscriptionAutoUpdate). A window shorter than this may be
+    /// missed.
+    #[arg(long, env = "MINISPOD_AUTO_UPDATE_EVERY", default_value = "1m", value_parser = parse_duration)]
+    pub auto_update_every: Duration,
 
     /// CreateSubscription and UpdateSubscription calls one user may burst.
     #[arg(long, env = "MINISPOD_SUBSCRIPTION_CHANGE_BURST", default_value_t = 10)]

@@ -234,6 +234,32 @@ pub fn rolled_back(s: &SubscriptionRef, from: &str, to: &str, reason: &str, at: 
     }
 }
 
+/// The domain `host` of a subscription was not verified in time and is
+/// no longer checked; `reason` says why its last check failed.
+pub fn domain_failed(s: &SubscriptionRef, host: &str, reason: &str, at: i64) -> Notice {
+    let mut fields = fields(s, "", reason);
+    fields.insert(
+        "domain".into(),
+        json!({ "host": host, "state": "FAILED", "reason": reason }),
+    );
+    Notice {
+        event: pb::NotificationEvent::DomainFailed,
+        purpose: "domain_failed",
+        summary: format!("{host} could not be verified for {}", s.name),
+        paragraphs: vec![
+            format!(
+                "{host} was not verified for {}{}, so it is no longer checked and does not serve it.",
+                s.name,
+                because(reason)
+            ),
+            "Check its DNS record, then remove the domain and add it again to check anew.".into(),
+        ],
+        action: link(s),
+        at,
+        fields,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -308,6 +308,10 @@ impl Application {
                 history,
                 enrollment,
                 subscription_limits,
+                digest: crate::notifications::digest::DigestSettings {
+                    behind: args.notify.versions_behind_digest,
+                    every: args.notify.versions_behind_digest_every,
+                },
             },
         })
     }

@@ -210,6 +210,7 @@ pub(super) fn subscription_settings(
         backoff: backoff(cluster),
         refusal_grace: args.subscription_refusal_grace,
         upgrade_deadline: args.upgrade_deadline,
+        auto_update_every: args.auto_update_every,
         blocked_notice_every,
         domains: DomainSettings {
             issuer: if domains.custom_domain_issuer.is_empty() {

@@ -180,6 +180,8 @@ pub(super) struct Loops {
     pub enrollment: Enrollment,
     /// Per-user limits of SubscriptionService (purged).
     pub subscription_limits: CallerLimits,
+    /// The versions-behind digest.
+    pub digest: crate::notifications::digest::DigestSettings,
 }
 
 impl Loops {
@@ -202,6 +204,7 @@ impl Loops {
             history,
             enrollment,
             subscription_limits,
+            digest,
         } = self;
         tasks.spawn("token cleanup", expire_refresh_tokens(auth.db.clone()));
         tasks.adopt(
@@ -218,6 +221,11 @@ impl Loops {
             "worker thresholds",
             ThresholdWatch::new(hub.clone(), notifier.clone()).spawn(),
         );
+        if let Some(h) =
+            crate::notifications::digest::spawn(auth.db.clone(), notifier.clone(), digest)
+        {
+            tasks.adopt("versions-behind digest", h);
+        }
         tasks.adopt(
             "fleet notices",
             FleetNotices::new(hub.clone(), notifier, timing.started_at(now_ms())).spawn(),

@@ -272,6 +272,83 @@ pub async fn admit(
     })
 }
 
+/// Refuses an upgrade of one of `user_id`'s subscriptions from the
+/// template `from` to `to` when the new version needs more CPU, memory or
+/// storage than the current one and the account would then be past that
+/// limit: FAILED_PRECONDITION (reason OVER_LIMITS) naming each limit with
+/// its figures. A version that needs no more of something passes on it,
+/// even for an account already over (an administrator lowered its limits).
+/// Runs in the upgrade's write transaction, as [`admit`] runs in the
+/// create's.
+pub async fn admit_upgrade(
+    tx: &mut Tx,
+    d: &TenantDefaults,
+    user_id: &str,
+    from: &pb::ServiceTemplate,
+    to: &pb::ServiceTemplate,
+) -> AppResult<()> {
+    let limits = effective(d, &overrides(&mut *tx, user_id).await?);
+    let (usage, ..) = usage(tx, user_id).await?;
+    let over = over_on_upgrade(&usage, &limits, &Totals::of(from), &Totals::of(to));
+    if over.is_empty() {
+        return Ok(());
+    }
+    Err(AppError::refused(
+        tonic::Code::FailedPrecondition,
+        "OVER_LIMITS",
+        format!(
+            "the new version is over your limits: {}; free some room or ask an administrator \
+             for more",
+            over.join("; ")
+        ),
+    ))
+}
+
+/// The limits an upgrade from `was` to `will` takes the account (now
+/// using `usage`, `was` included) past, in words.
+fn over_on_upgrade(
+    usage: &pb::TenantResources,
+    limits: &pb::TenantResources,
+    was: &Totals,
+    will: &Totals,
+) -> Vec<String> {
+    let mut over = Vec::new();
+    let mut check = |what: &str, unit: &str, used: i64, was: i64, will: i64, limit: i64| {
+        let after = used - was + will;
+        if will > was && after > limit {
+            over.push(format!(
+                "its {what} limit: it needs {will}{unit} where the current version needs \
+                 {was}{unit}, which makes {after}{unit} of your {limit}{unit}"
+            ));
+        }
+    };
+    check(
+        "CPU",
+        "m",
+        usage.cpu_millicores,
+        was.cpu_request_millicores,
+        will.cpu_request_millicores,
+        limits.cpu_millicores,
+    );
+    check(
+        "memory",
+        " MiB",
+        usage.memory_mb,
+        was.memory_limit_mb,
+        will.memory_limit_mb,
+        limits.memory_mb,
+    );
+    check(
+        "storage",
+        " GiB",
+        usage.storage_gb,
+        was.storage_gb,
+        will.storage_gb,
+        limits.storage_gb,
+    );
+    over
+}
+
 /// What the customer's namespace's ResourceQuota allows: CPU, memory and
 /// storage at the customer's limits (the cluster then refuses what
 /// admission would not take), pods and claims at what the live

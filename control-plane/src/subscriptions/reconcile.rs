@@ -64,6 +64,9 @@ struct Reconciler {
     subs: Subscriptions,
     /// Subscription id → (generation applied, when).
     applied: HashMap<String, (i64, Instant)>,
+    /// Upgrading subscription id → when a new pod of it was first seen
+    /// unable to pull its image (`rollout.rs`).
+    pull_failing: HashMap<String, Instant>,
 }
 
 impl Reconcile for Reconciler {
@@ -256,6 +259,7 @@ impl Reconciler {
         Reconciler {
             subs,
             applied: HashMap::new(),
+            pull_failing: HashMap::new(),
         }
     }
 

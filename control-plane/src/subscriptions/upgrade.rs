@@ -151,6 +151,23 @@ fn target<'a>(versions: &'a [VersionRow], asked: &str, name: &str) -> AppResult<
     Ok(v)
 }
 
+/// Who starts an upgrade.
+#[derive(Debug, Clone, Copy)]
+pub enum By<'a> {
+    /// A caller of UpgradeSubscription: an administrator, or the user
+    /// `user_id` (who must own the subscription).
+    Caller {
+        /// The caller is an administrator.
+        admin: bool,
+        /// The caller.
+        user_id: &'a str,
+    },
+    /// The subscription's auto-update policy (`autoupdate`): never forced,
+    /// only a RUNNING subscription, and the version is recorded as tried
+    /// in the transaction that starts it.
+    AutoUpdate,
+}
+
 impl Subscriptions {
     /// UpgradeSubscription for `caller`: the plan, and whether the upgrade
     /// started (false for a dry run). See the proto for the refusals.
@@ -159,14 +176,43 @@ impl Subscriptions {
         caller: &UserRow,
         r: &pb::UpgradeSubscriptionRequest,
     ) -> AppResult<pb::UpgradePlan> {
+        let by = By::Caller {
+            admin: is_admin(caller),
+            user_id: &caller.id,
+        };
+        self.upgrade_by(by, r).await
+    }
+
+    /// An upgrade started by `by`: UpgradeSubscription's and the
+    /// auto-update's one path (the same checks, rollout, rollback,
+    /// notices and events).
+    pub async fn upgrade_by(
+        &self,
+        by: By<'_>,
+        r: &pb::UpgradeSubscriptionRequest,
+    ) -> AppResult<pb::UpgradePlan> {
         if r.id.is_empty() {
             return Err(AppError::invalid("id", "is required"));
         }
-        let admin = is_admin(caller);
+        let (admin, auto) = match by {
+            By::Caller { admin, .. } => (admin, false),
+            By::AutoUpdate => (false, true),
+        };
+        let visible = |row: &SubscriptionRow| match by {
+            By::Caller { admin, user_id } => admin || row.user_id == user_id,
+            By::AutoUpdate => true,
+        };
         let row = match queries::get(self.db(), &r.id).await? {
-            Some(row) if row.desired != "DELETED" && (admin || row.user_id == caller.id) => row,
+            Some(row) if row.desired != "DELETED" && visible(&row) => row,
             _ => return Err(queries::not_found(&r.id)),
         };
+        if auto && row.status != "RUNNING" {
+            return Err(AppError::FailedPrecondition(format!(
+                "subscription {} is {}: only a running subscription is upgraded automatically",
+                row.name,
+                row.status.to_lowercase()
+            )));
+        }
         if row.desired != "RUNNING" {
             return Err(AppError::FailedPrecondition(format!(
                 "subscription {} is suspended: resume it before upgrading",
@@ -197,6 +243,17 @@ impl Subscriptions {
             .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("stored template")))?;
         let plan = plan(&from_template, &row.version, to, &between);
         if !plan.one_way_version.is_empty() {
+            if auto {
+                return Err(AppError::refused(
+                    Code::FailedPrecondition,
+                    "ONE_WAY_VERSION",
+                    format!(
+                        "version {} migrates data and cannot be rolled back past; it is never \
+                         applied automatically",
+                        plan.one_way_version
+                    ),
+                ));
+            }
             if !r.force {
                 return Err(AppError::refused(
                     Code::FailedPrecondition,
@@ -230,6 +287,17 @@ impl Subscriptions {
                 to.version
             )));
         }
+        // The customer's limits, in the transaction that starts it (a dry
+        // run's is rolled back).
+        let mut tx = self.db().begin().await?;
+        super::limits::admit_upgrade(
+            &mut tx,
+            &self.settings().tenant,
+            &row.user_id,
+            &from_template,
+            &target_template,
+        )
+        .await?;
         if r.dry_run {
             return Ok(plan);
         }
@@ -240,14 +308,24 @@ impl Subscriptions {
                 .or_insert_with(|| super::admission::generate(g));
         }
         let reason = format!(
-            "upgrading from {} to {}: 0 of {} components ready",
+            "{} from {} to {}: 0 of {} components ready",
+            if auto {
+                "upgrading automatically in its maintenance window"
+            } else {
+                "upgrading"
+            },
             display(&row.version),
             to.version,
             target_template.components.len()
         );
         let now = now_ms();
         let deadline = now + self.settings().upgrade_deadline.as_millis() as i64;
-        let mut tx = self.db().begin().await?;
+        if auto && !super::autoupdate::record_try(&mut tx, &row.id, &to.version, now).await? {
+            return Err(AppError::FailedPrecondition(format!(
+                "version {} was tried automatically already",
+                to.version
+            )));
+        }
         let started = start(
             &mut tx,
             &row,
@@ -270,7 +348,7 @@ impl Subscriptions {
         }
         tx.commit().await.map_err(AppError::from)?;
         tracing::info!(subscription = %row.id, name = %row.name, from = %row.version, to = %to.version,
-            "subscription upgrade started");
+            automatic = auto, "subscription upgrade started");
         self.changed(
             &row.id,
             Some(pb::SubscriptionEvent {

@@ -368,7 +368,7 @@ async fn a_customer_chooses_among_the_subscription_events_only() {
         .await
         .unwrap()
         .into_inner();
-    let subscription_events: Vec<i32> = vec![5, 7, 8, 9, 10, 11, 12];
+    let subscription_events: Vec<i32> = vec![5, 7, 8, 9, 10, 11, 12, 16];
     assert_eq!(fresh.available_events, subscription_events);
     let prefs = fresh.preferences.unwrap();
     assert!(

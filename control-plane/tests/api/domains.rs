@@ -642,8 +642,11 @@ async fn a_wrong_answer_never_verifies_and_the_domain_fails_after_the_give_up() 
     // wrong.example.net points at someone else's server, which answers
     // every path with its own page.
     let other = elsewhere("welcome to my page").await;
+    let dir = crate::helpers::TempDir::new();
+    let sink = crate::smtp::SmtpSink::start(&dir.0);
     let (env, token, s, _stream) =
         domain_env(&ingress, "m-dom-3", "ann@example.com", "wrongs", |a| {
+            crate::mail::with_mail(a, &sink);
             a.domains.domain_check_give_up = Duration::from_secs(5);
             a.domains.domain_check_resolve.insert(
                 0,
@@ -689,6 +692,21 @@ async fn a_wrong_answer_never_verifies_and_the_domain_fails_after_the_give_up() 
         failed.reason
     );
     assert!(failed.verified_at.is_none());
+    // Its owner is told, once.
+    let told = until(20, "the owner's mail", || async {
+        let m: Vec<_> = sink
+            .received_by("ann@example.com")
+            .into_iter()
+            .filter(|m| m.subject == "wrong.example.net could not be verified for wrongs")
+            .collect();
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    assert!(
+        told[0].text.contains("no longer checked"),
+        "{}",
+        told[0].text
+    );
     // Never served: its challenge Ingress and the responder go.
     until(20, "the domain's objects to go", || async move {
         let hosts = ingress_hosts(c, n).await;
@@ -707,4 +725,10 @@ async fn a_wrong_answer_never_verifies_and_the_domain_fails_after_the_give_up() 
     add(&env, &bob, &bob_sub.id, "wrong.example.net")
         .await
         .unwrap();
+    let told: Vec<_> = sink
+        .received_by("ann@example.com")
+        .into_iter()
+        .filter(|m| m.subject.contains("could not be verified"))
+        .collect();
+    assert_eq!(told.len(), 1, "once: {told:?}");
 }

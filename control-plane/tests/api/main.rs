@@ -3,10 +3,12 @@
 
 mod access;
 mod auth;
+mod autoupdate;
 mod catalog;
 mod cluster;
 mod console;
 mod customer_notices;
+mod digest;
 mod domains;
 mod gate;
 mod history;

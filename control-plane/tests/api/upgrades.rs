@@ -22,7 +22,7 @@ const NEW: &str = "1.70.3";
 const OLD_IMAGE: &str = "docker.io/n8nio/n8n:1.64.0";
 const NEW_IMAGE: &str = "docker.io/n8nio/n8n:1.70.3";
 
-async fn create_at(
+pub(crate) async fn create_at(
     app: &TestApp,
     token: &str,
     service: &str,
@@ -43,7 +43,7 @@ async fn create_at(
         .map(|r| r.into_inner().subscription.unwrap())
 }
 
-async fn upgrade(
+pub(crate) async fn upgrade(
     app: &TestApp,
     token: &str,
     id: &str,
@@ -65,7 +65,7 @@ async fn upgrade(
         .map(|r| r.into_inner())
 }
 
-async fn versions(app: &TestApp, admin: &str, service: &str) -> Vec<pb::ServiceVersion> {
+pub(crate) async fn versions(app: &TestApp, admin: &str, service: &str) -> Vec<pb::ServiceVersion> {
     app.catalog()
         .list_service_versions(authed(
             pb::ListServiceVersionsRequest {
@@ -80,7 +80,12 @@ async fn versions(app: &TestApp, admin: &str, service: &str) -> Vec<pb::ServiceV
 }
 
 /// The image the Deployment of `sub`'s component `component` asks for.
-async fn deployment_image(env: &Env, user: &str, sub: &str, component: &str) -> Option<String> {
+pub(crate) async fn deployment_image(
+    env: &Env,
+    user: &str,
+    sub: &str,
+    component: &str,
+) -> Option<String> {
     let api: Api<Deployment> = Api::namespaced(env.cluster.client().await, &namespace_of(user));
     let d = api.get_opt(&format!("{sub}-{component}")).await.ok()??;
     d.spec?
@@ -506,4 +511,161 @@ async fn a_customer_cannot_upgrade_another_customers_subscription() {
     assert_eq!(all.to_version, NEW);
     assert_eq!(all.upgraded, vec![s.id.clone()]);
     assert!(all.refused.is_empty());
+}
+
+#[tokio::test]
+async fn a_crash_loop_or_an_unpullable_image_rolls_back_at_once_not_at_the_deadline() {
+    let deadline = Duration::from_secs(300);
+    let mut env = env_with(|a| a.subscriptions.upgrade_deadline = deadline).await;
+    if env.cluster.standin().is_none() {
+        eprintln!("skipped: needs the stand-in to make an image crash or fail to pull");
+        return;
+    }
+    let (_w, _n, _stream) = worker_with_node(&mut env, "m-definite").await;
+    let admin = env.app.admin_token().await;
+    // 1.70.3 crashes as soon as it starts; 1.64.1 is not in the registry.
+    const UNPULLABLE: &str = "docker.io/n8nio/n8n:1.64.1";
+    env.cluster.set_image_crashing(NEW_IMAGE).await.unwrap();
+    env.cluster.set_image_unpullable(UNPULLABLE).await.unwrap();
+    let mut template = versions(&env.app, &admin, "n8n")
+        .await
+        .into_iter()
+        .find(|v| v.version == OLD)
+        .unwrap()
+        .template
+        .unwrap();
+    template.components[0].image = UNPULLABLE.into();
+    env.app
+        .catalog()
+        .publish_service_version(authed(
+            pb::PublishServiceVersionRequest {
+                service_id: "n8n".into(),
+                version: "1.64.1".into(),
+                template: Some(template),
+                notes: "Fixes.".into(),
+                one_way: false,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let (_u1, crash_token, crash) = running_old_n8n(&mut env, "crash@example.com", "crashes").await;
+    let (_u2, pull_token, pull) = running_old_n8n(&mut env, "pull@example.com", "nopull").await;
+    let started = std::time::Instant::now();
+    for (token, id, to) in [
+        (&crash_token, &crash.id, NEW),
+        (&pull_token, &pull.id, "1.64.1"),
+    ] {
+        let s = upgrade(&env.app, token, id, to, false, false)
+            .await
+            .unwrap()
+            .subscription
+            .unwrap();
+        assert_eq!(s.status, pb::SubscriptionStatus::Upgrading as i32);
+    }
+    let app = &env.app;
+    let back = |token: &str, id: &str| {
+        let (token, id) = (token.to_owned(), id.to_owned());
+        async move {
+            until(60, "the rollback", || {
+                let (token, id) = (token.clone(), id.clone());
+                async move {
+                    let s = get(app, &token, &id).await.ok()?.subscription?;
+                    (s.version == OLD && !s.upgrade_failure.is_empty())
+                        .then(|| (s, started.elapsed()))
+                }
+            })
+            .await
+        }
+    };
+    let (crashed, crash_took) = back(&crash_token, &crash.id).await;
+    assert!(
+        crashed
+            .upgrade_failure
+            .starts_with("version 1.70.3 cannot run: component n8n: crash loop ("),
+        "{}",
+        crashed.upgrade_failure
+    );
+    let (pulled, pull_took) = back(&pull_token, &pull.id).await;
+    assert_eq!(
+        pulled.upgrade_failure,
+        "version 1.64.1 cannot run: component n8n: its image cannot be pulled"
+    );
+    eprintln!(
+        "figure: upgrade started → rolled back: crash loop {} ms, unpullable image {} ms \
+         (deadline {} s)",
+        crash_took.as_millis(),
+        pull_took.as_millis(),
+        deadline.as_secs()
+    );
+    for (token, id) in [(&crash_token, &crash.id), (&pull_token, &pull.id)] {
+        let s = status_until(&env.app, token, id, pb::SubscriptionStatus::Running, 30).await;
+        assert_eq!(s.version, OLD);
+        assert!(s.upgrading_from.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_past_the_customers_limits_is_refused_naming_the_limit() {
+    let mut env = env().await;
+    let (_w, _n, _stream) = worker_with_node(&mut env, "m-limits").await;
+    let admin = env.app.admin_token().await;
+    // 1.64.2 asks for 4 CPUs: with the gate, past the default 4000m.
+    let mut template = versions(&env.app, &admin, "n8n")
+        .await
+        .into_iter()
+        .find(|v| v.version == OLD)
+        .unwrap()
+        .template
+        .unwrap();
+    let r = template.components[0].resources.as_mut().unwrap();
+    r.cpu_request_millicores = 4000;
+    r.cpu_limit_millicores = r.cpu_limit_millicores.max(4000);
+    env.app
+        .catalog()
+        .publish_service_version(authed(
+            pb::PublishServiceVersionRequest {
+                service_id: "n8n".into(),
+                version: "1.64.2".into(),
+                template: Some(template),
+                notes: "Needs more.".into(),
+                one_way: false,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let (_user, token, s) = running_old_n8n(&mut env, "limits@example.com", "small").await;
+    // 1.70.3 needs what 1.64.0 needs: it fits.
+    upgrade(&env.app, &token, &s.id, NEW, false, true)
+        .await
+        .unwrap();
+    for dry_run in [true, false] {
+        let e = expect_code(
+            upgrade(&env.app, &token, &s.id, "1.64.2", false, dry_run).await,
+            Code::FailedPrecondition,
+        );
+        assert_eq!(crate::words::reason(&e), "OVER_LIMITS");
+        assert!(
+            e.message().contains("its CPU limit: it needs 4")
+                && e.message().contains("of your 4000m"),
+            "{}",
+            e.message()
+        );
+        assert!(!e.message().contains("memory"), "{}", e.message());
+    }
+    // An administrator's upgrade is refused too: the limits are the owner's.
+    expect_code(
+        upgrade(&env.app, &admin, &s.id, "1.64.2", false, true).await,
+        Code::FailedPrecondition,
+    );
+    let same = get(&env.app, &token, &s.id)
+        .await
+        .unwrap()
+        .subscription
+        .unwrap();
+    assert_eq!(
+        (same.version.as_str(), same.status),
+        (OLD, pb::SubscriptionStatus::Running as i32)
+    );
 }

@@ -19,6 +19,7 @@ import { SubscriptionHistory } from "../parts/chart";
 import { DomainsCard } from "../parts/domains";
 import { StatusPill, SuspendDialog, UrlLink } from "../parts/subscription";
 import { UpgradeCard } from "../parts/upgrade";
+import { AutoUpdateCard } from "../parts/autoupdate";
 import { checkFields, VariableInput } from "../parts/variables";
 import { navigate } from "../router";
 import { session } from "../session";
@@ -182,6 +183,15 @@ export function SubscriptionPage({ id }: { id: string }) {
             setLocal(u);
             watch.put(u);
             setDone(`Upgrading to ${u.version}.`);
+          }}
+        />
+      )}
+      {!gone && st !== SubscriptionStatus.DELETING && (
+        <AutoUpdateCard
+          s={s}
+          onSaved={(u) => {
+            setLocal(u);
+            watch.put(u);
           }}
         />
       )}

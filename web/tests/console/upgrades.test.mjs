@@ -94,6 +94,10 @@ describe('upgrades', () => {
       template.components[0].resources.cpuRequestMillicores = 64000;
       template.components[0].resources.cpuLimitMillicores = 64000;
       await grpcurl(f.cp, 'minispod.v1.CatalogService/PublishServiceVersion', { serviceId: 'n8n', version: '1.71.0', notes: 'Needs more room.', template }, adminToken);
+      // Within the customer's limits (the operator raised them: an upgrade
+      // past them is refused), beyond any worker's room.
+      const owner = (await grpcurl(f.cp, 'minispod.v1.SubscriptionService/GetSubscription', { id: subId }, adminToken)).subscription.userId;
+      await grpcurl(f.cp, 'minispod.v1.UserService/SetUserLimits', { id: owner, limits: { cpuMillicores: 100000 } }, adminToken);
       const page = await f.page();
       await signIn(page, f.cp.url, { email: customer.email, password: customer.password });
       await open(page, `${f.cp.url}/subscriptions/${subId}`);

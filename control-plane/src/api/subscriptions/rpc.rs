@@ -666,4 +666,25 @@ impl SubscriptionService for SubscriptionApi {
     ) -> Result<Response<pb::ListSubscriptionDomainsResponse>, Status> {
         Ok(Response::new(self.list_domains(request).await?))
     }
+
+    async fn set_subscription_auto_update(
+        &self,
+        request: Request<pb::SetSubscriptionAutoUpdateRequest>,
+    ) -> Result<Response<pb::SetSubscriptionAutoUpdateResponse>, Status> {
+        let caller = caller(&request)?;
+        self.limit_change(&caller).await?;
+        let r = request.into_inner();
+        let Some(policy) = r.policy.as_ref() else {
+            return Err(AppError::invalid("policy", "is required").into());
+        };
+        let policy = crate::subscriptions::autoupdate::Policy::from_pb(policy)?;
+        let row = self.visible(&caller, &r.id).await?;
+        crate::subscriptions::autoupdate::set(self.subs.db(), &row.id, &policy).await?;
+        tracing::info!(subscription = %row.id, name = %row.name, by = %caller.id,
+            enabled = policy.enabled, "subscription auto-update policy set");
+        self.subs.changed(&row.id, None);
+        Ok(Response::new(pb::SetSubscriptionAutoUpdateResponse {
+            subscription: Some(self.reply(&caller, &row.id).await?),
+        }))
+    }
 }

@@ -190,7 +190,19 @@ pub struct Outcome {
 /// (another replica may have moved it on); whether it was written.
 pub async fn record(db: &Db, id: &str, was: &str, o: &Outcome) -> AppResult<bool> {
     let mut tx = db.begin().await?;
-    let done = with_conn!(&mut tx, |c| sqlx::query(
+    let done = record_in(&mut tx, id, was, o).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// [`record`] in the caller's transaction.
+pub async fn record_in(
+    tx: &mut crate::store::Tx,
+    id: &str,
+    was: &str,
+    o: &Outcome,
+) -> AppResult<bool> {
+    let done = with_conn!(&mut *tx, |c| sqlx::query(
         "UPDATE subscription_domains SET state = $3, reason = $4, checks = $5, checked_at = $6,
             next_check_at = $7, verified_at = $8
          WHERE id = $1 AND state = $2 AND removed_at = 0"
@@ -206,7 +218,6 @@ pub async fn record(db: &Db, id: &str, was: &str, o: &Outcome) -> AppResult<bool
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
-    tx.commit().await?;
     Ok(done == 1)
 }
 

@@ -260,6 +260,36 @@ impl DomainLoop {
                 changed = true;
                 tracing::info!(domain = %r.id, host = %r.host, state = %outcome.state, reason = %outcome.reason, "domain checked");
             }
+            if outcome.state == "FAILED" {
+                // The owner is told once, in the transaction that fails it.
+                let name = owners
+                    .get(&r.subscription_id)
+                    .and_then(|s| s.as_ref())
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                let mut tx = subs.db().begin().await?;
+                let mut told = 0;
+                if queries::record_in(&mut tx, &r.id, "PENDING", &outcome).await? {
+                    let notice = crate::notifications::owner_notices::domain_failed(
+                        &crate::notifications::owner_notices::SubscriptionRef {
+                            id: r.subscription_id.clone(),
+                            name,
+                        },
+                        &r.host,
+                        &crate::subscriptions::words::for_customer(&outcome.reason),
+                        now,
+                    );
+                    told = subs
+                        .notifier()
+                        .tell_owner(&mut tx, &r.user_id, &notice)
+                        .await?;
+                }
+                tx.commit().await?;
+                if told > 0 {
+                    subs.notifier().wake();
+                }
+                continue;
+            }
             queries::record(subs.db(), &r.id, "PENDING", &outcome).await?;
         }
 

@@ -2,10 +2,11 @@
 //! is UPGRADING, each pass checks every component's workload the way
 //! `kubectl rollout status` does (the new spec observed, every replica
 //! updated and available, no old one left) and that a pod of it is ready.
-//! All done: the upgrade succeeded (`upgraded`). The deadline passed
-//! first: the previous version's template and values are put back and
-//! applied by the next pass, at once (`rolled_back`, the one place where
-//! "it rolled back" happens). Meanwhile the status says how far it got, and
+//! All done: the upgrade succeeded (`upgraded`). A new pod crash-loops,
+//! or cannot pull its image past a short grace (`definite_failures`), or
+//! the deadline passed first: the previous version's template and values
+//! are put back and applied by the next pass, at once (`rolled_back`, the
+//! one place where "it rolled back" happens). Meanwhile the status says how far it got, and
 //! the pass comes back every second until the deadline.
 
 use std::time::Duration;
@@ -30,6 +31,54 @@ use crate::{
 /// How often an upgrading subscription is looked at while it waits (pod
 /// changes queue it sooner; its workloads' status changes do not).
 const UPGRADE_POLL: Duration = Duration::from_secs(1);
+/// How long a new pod may fail to pull its image (ErrImagePull, then
+/// ImagePullBackOff) before the upgrade is rolled back without waiting
+/// for the deadline: about one retry of the kubelet's pull back-off (10 s
+/// first), so a registry's blip is not a rollback.
+const PULL_GRACE: Duration = Duration::from_secs(10);
+/// Restarts of a new pod in CrashLoopBackOff after which the new version
+/// is rolled back at once: it started and exited twice.
+const CRASH_RESTARTS: i32 = 2;
+
+/// What definitely fails among the new version's pods (those created in
+/// the second the upgrade started or later, so an old pod that crashes is
+/// not counted), at most one per component, in words that hold no cluster
+/// message; each with whether it waits out [`PULL_GRACE`] first. A crash
+/// loop (CrashLoopBackOff, [`CRASH_RESTARTS`] restarts or more) and an
+/// image name the kubelet refuses (InvalidImageName, ErrImageNeverPull)
+/// do not; a pull that fails (ErrImagePull, ImagePullBackOff) does.
+fn definite_failures(
+    template: &pb::ServiceTemplate,
+    pods: &[PodInfo],
+    started_ms: i64,
+) -> Vec<(String, bool)> {
+    let since = started_ms - started_ms.rem_euclid(1000);
+    let mut out = Vec::new();
+    for c in &template.components {
+        let new = pods
+            .iter()
+            .filter(|p| p.component == c.name && !p.terminating && p.created_ms >= since);
+        for p in new {
+            if p.waiting == "CrashLoopBackOff" && p.restarts >= CRASH_RESTARTS {
+                out.push((
+                    format!("component {}: crash loop ({} restarts)", c.name, p.restarts),
+                    false,
+                ));
+                break;
+            }
+            if IMAGE_ERRORS.contains(&p.waiting.as_str()) {
+                let at_once =
+                    matches!(p.waiting.as_str(), "InvalidImageName" | "ErrImageNeverPull");
+                out.push((
+                    format!("component {}: its image cannot be pulled", c.name),
+                    !at_once,
+                ));
+                break;
+            }
+        }
+    }
+    out
+}
 
 /// Whether the workload `name` of a component has rolled out its current
 /// spec: `kubectl rollout status`'s rules for a Deployment (observed,
@@ -166,11 +215,40 @@ impl Reconciler {
         }
         let total = template.components.len();
         if ready == total {
+            self.pull_failing.remove(&row.id);
             self.upgraded(client, row, objects).await?;
+            return Ok(None);
+        }
+        // A definite failure of the new version rolls back at once, not at
+        // the deadline: a crash loop, or an image that still cannot be
+        // pulled after PULL_GRACE.
+        let deadline = self.subs.settings().upgrade_deadline.as_millis() as i64;
+        let failures = definite_failures(template, &pods, row.upgrade_deadline_at - deadline);
+        let first_pull = if failures.iter().any(|(_, grace)| *grace) {
+            Some(
+                *self
+                    .pull_failing
+                    .entry(row.id.clone())
+                    .or_insert_with(std::time::Instant::now),
+            )
+        } else {
+            self.pull_failing.remove(&row.id);
+            None
+        };
+        let due: Vec<&str> = failures
+            .iter()
+            .filter(|(_, grace)| !grace || first_pull.is_some_and(|t| t.elapsed() >= PULL_GRACE))
+            .map(|(why, _)| why.as_str())
+            .collect();
+        if !due.is_empty() {
+            self.pull_failing.remove(&row.id);
+            let why = format!("version {} cannot run: {}", row.version, due.join("; "));
+            self.rolled_back(client, row, objects, &why).await?;
             return Ok(None);
         }
         let now = now_ms();
         if now >= row.upgrade_deadline_at {
+            self.pull_failing.remove(&row.id);
             let why = format!(
                 "version {} did not become ready in {}: {}",
                 row.version,
@@ -409,6 +487,7 @@ mod tests {
             restarts,
             node: "n".into(),
             terminating: false,
+            created_ms: 5_000,
         }
     }
 
@@ -426,6 +505,41 @@ mod tests {
         assert_eq!(not_ready(&[&pull]), "its image cannot be pulled");
         let fine = pod("Running", true, "", 0);
         assert_eq!(not_ready(&[&fine]), "rolling out");
+    }
+
+    #[test]
+    fn only_the_new_versions_pods_fail_definitely() {
+        let template = pb::ServiceTemplate {
+            components: vec![pb::TemplateComponent {
+                name: "app".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let at = |mut p: PodInfo, created_ms: i64| {
+            p.created_ms = created_ms;
+            p
+        };
+        // Started at 5.3 s: a pod created in that second is new.
+        let started = 5_300;
+        let crash = at(pod("Running", false, "CrashLoopBackOff", 2), 5_000);
+        assert_eq!(
+            definite_failures(&template, &[crash], started),
+            vec![("component app: crash loop (2 restarts)".to_owned(), false)]
+        );
+        let old_crash = at(pod("Running", false, "CrashLoopBackOff", 9), 4_000);
+        assert!(definite_failures(&template, &[old_crash], started).is_empty());
+        let once = at(pod("Running", false, "CrashLoopBackOff", 1), 6_000);
+        assert!(definite_failures(&template, &[once], started).is_empty());
+        let pull = at(pod("Pending", false, "ErrImagePull", 0), 6_000);
+        assert_eq!(
+            definite_failures(&template, &[pull], started),
+            vec![("component app: its image cannot be pulled".to_owned(), true)]
+        );
+        let bad_name = at(pod("Pending", false, "InvalidImageName", 0), 6_000);
+        assert!(!definite_failures(&template, &[bad_name], started)[0].1);
+        let starting = at(pod("Pending", false, "ContainerCreating", 0), 6_000);
+        assert!(definite_failures(&template, &[starting], started).is_empty());
     }
 
     #[test]
