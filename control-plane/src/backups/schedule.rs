@@ -114,8 +114,10 @@ mod tests {
         assert_eq!(days.iter().collect::<BTreeSet<_>>().len(), days.len());
         assert!(kept.len() >= 7 && kept.len() <= 11, "{kept:?}");
         assert_eq!(dropped.len() + kept.len(), 60);
-        // Nothing kept: all dropped; keep more than there are: none dropped.
+        // Nothing kept: all dropped; more days than there are: the newest
+        // of each of the 30 days kept, the other 30 dropped.
         assert_eq!(expired(&all, 0, 0).len(), 60);
-        assert!(expired(&all, 100, 0).is_empty());
+        assert_eq!(expired(&all, 100, 0).len(), 30);
+        assert!(expired(&all[..1], 1, 0).is_empty());
     }
 }
