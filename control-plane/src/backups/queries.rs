@@ -535,16 +535,6 @@ pub async fn release(tx: &mut Tx, sub: &str, job: &str) -> AppResult<bool> {
     Ok(n == 1)
 }
 
-/// Why subscription `sub` is held stopped, if it is.
-pub async fn held(db: &Db, sub: &str) -> AppResult<Option<String>> {
-    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
-        "SELECT reason FROM subscription_holds WHERE subscription_id = $1"
-    )
-    .bind(sub)
-    .fetch_optional(c)
-    .await)?)
-}
-
 /// Bumps subscription `sub`'s generation, so the reconciler applies its
 /// objects again (a hold taken or released changes its replicas).
 pub async fn touch_subscription(tx: &mut Tx, sub: &str, at: i64) -> AppResult<()> {

@@ -655,3 +655,35 @@ pub async fn deployable(
 pub fn not_found(id: &str) -> AppError {
     AppError::NotFound(format!("no subscription with id {id:?}"))
 }
+
+/// Why subscription `sub` is held stopped by a backup or a restore
+/// (`crate::backups`), if it is.
+pub async fn held(db: &Db, sub: &str) -> AppResult<Option<String>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT reason FROM subscription_holds WHERE subscription_id = $1"
+    )
+    .bind(sub)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// The newest complete backup of subscription `sub` taken at `version`
+/// and finished after `since` (Unix ms), if any: what lets an upgrade past
+/// a one-way version go ahead.
+pub async fn recent_backup(
+    db: &Db,
+    sub: &str,
+    version: &str,
+    since: i64,
+) -> AppResult<Option<String>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT id FROM backups WHERE subscription_id = $1 AND service_version = $2
+            AND status = 'COMPLETE' AND finished_at > $3
+         ORDER BY finished_at DESC LIMIT 1"
+    )
+    .bind(sub)
+    .bind(version)
+    .bind(since)
+    .fetch_optional(c)
+    .await)?)
+}

@@ -336,7 +336,7 @@ impl Reconciler {
         let gate = self.subs.open_gate(&row.id, &row.gate)?;
         // A backup or a restore holds it stopped while its volumes are
         // copied (`crate::backups`).
-        let held = crate::backups::queries::held(self.subs.db(), id).await?;
+        let held = queries::held(self.subs.db(), id).await?;
         let inst = render::Instance {
             id: &row.id,
             name: &row.name,

@@ -24,6 +24,10 @@ use crate::{
     with_conn,
 };
 
+/// How recent a complete backup must be for an upgrade past a one-way
+/// version to go ahead without an administrator's force.
+const ONE_WAY_BACKUP_WITHIN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The version fields of a subscription's message (the rest default):
 /// what it runs, the newest version it could move to and its notes,
 /// whether its own was withdrawn, and its upgrade in progress or the last
@@ -254,22 +258,34 @@ impl Subscriptions {
                     ),
                 ));
             }
-            if !r.force {
+            // A complete backup of the version it runs, taken within the
+            // day, is the way back (#26).
+            let backed_up = queries::recent_backup(
+                self.db(),
+                &row.id,
+                &row.version,
+                now_ms() - ONE_WAY_BACKUP_WITHIN.as_millis() as i64,
+            )
+            .await?
+            .is_some();
+            if !backed_up && !r.force {
                 return Err(AppError::refused(
                     Code::FailedPrecondition,
                     "ONE_WAY_VERSION",
                     format!(
-                        "version {} migrates data and cannot be rolled back past; {}",
+                        "version {} migrates data and cannot be rolled back past; back it up \
+                         first (a complete backup of version {} from the last 24 hours){}",
                         plan.one_way_version,
+                        row.version,
                         if admin {
-                            "set force to upgrade anyway"
+                            ", or set force to upgrade anyway"
                         } else {
-                            "ask an administrator to upgrade it"
+                            ", or ask an administrator to upgrade it"
                         }
                     ),
                 ));
             }
-            if !admin {
+            if !backed_up && !admin {
                 return Err(AppError::PermissionDenied(
                     "only an administrator can force an upgrade past a one-way version".into(),
                 ));

@@ -17,6 +17,7 @@ use minispod_proto::v1::{
     subscription_service_client::SubscriptionServiceClient,
 };
 use minispod_proto::v1::{
+    catalog_service_client::CatalogServiceClient,
     notification_service_client::NotificationServiceClient, user_service_client::UserServiceClient,
 };
 use minispod_testkit::{s3, smtp::SmtpSink};
@@ -702,6 +703,72 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     .await;
     assert_eq!(new_sub.version, done.service_version);
     assert_eq!(new_sub.user_id, sub.user_id);
+
+    // An upgrade past a one-way version: refused for the copy, which has
+    // no backup; once a backup of its version completes, it may go.
+    let mut catalog = CatalogServiceClient::new(cp.channel.clone());
+    let n8n = catalog
+        .list_service_versions(authed(
+            pb::ListServiceVersionsRequest {
+                service_id: "n8n".into(),
+            },
+            &cp.admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .versions
+        .remove(0);
+    let mut template = n8n.template.unwrap();
+    template.components[0].image = "docker.io/n8nio/n8n:1.80.0".into();
+    catalog
+        .publish_service_version(authed(
+            pb::PublishServiceVersionRequest {
+                service_id: "n8n".into(),
+                version: "1.80.0".into(),
+                template: Some(template),
+                notes: "Moves the database to a new schema.".into(),
+                one_way: true,
+            },
+            &cp.admin,
+        ))
+        .await
+        .expect("one-way version published");
+    let upgrade = |id: String| pb::UpgradeSubscriptionRequest {
+        id,
+        version: "1.80.0".into(),
+        dry_run: true,
+        ..Default::default()
+    };
+    let e = subs
+        .upgrade_subscription(authed(upgrade(copy.subscription_id.clone()), &owner))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("back it up first"), "{}", e.message());
+    let guard = backups
+        .create_backup(authed(
+            pb::CreateBackupRequest {
+                subscription_id: copy.subscription_id.clone(),
+                ..Default::default()
+            },
+            &owner,
+        ))
+        .await
+        .expect("the copy backed up")
+        .into_inner()
+        .backup
+        .unwrap();
+    let guard = backup_until(&mut backups, &owner, &guard.id, 90).await;
+    assert_eq!(guard.status, pb::BackupStatus::Complete as i32, "{guard:?}");
+    let plan = subs
+        .upgrade_subscription(authed(upgrade(copy.subscription_id.clone()), &owner))
+        .await
+        .expect("with a fresh backup the one-way upgrade may go")
+        .into_inner()
+        .plan
+        .unwrap();
+    assert_eq!(plan.one_way_version, "1.80.0");
 
     // Backups count against the storage limit: two 5 GiB volumes and the
     // backups' GiB are past a 10 GiB limit, so a backup is refused; the
