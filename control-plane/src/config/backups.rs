@@ -5,8 +5,6 @@ use std::time::Duration;
 use clap::Args;
 use minispod_support::parse_duration;
 
-use crate::backups::BackupSettings;
-
 /// How backups and restores run (README, "Backups").
 #[derive(Debug, Clone, Args)]
 pub struct BackupArgs {
@@ -29,16 +27,4 @@ pub struct BackupArgs {
     /// agent before the backup or restore fails.
     #[arg(long, env = "MINISPOD_BACKUP_SILENCE_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     pub backup_silence_timeout: Duration,
-}
-
-impl BackupArgs {
-    /// The settings these flags give.
-    pub fn settings(&self) -> BackupSettings {
-        BackupSettings {
-            limit_upload_kib: self.backup_limit_upload,
-            limit_download_kib: self.backup_limit_download,
-            stop_timeout: self.backup_stop_timeout,
-            silence_timeout: self.backup_silence_timeout,
-        }
-    }
 }

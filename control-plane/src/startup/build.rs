@@ -230,7 +230,7 @@ impl Application {
             subscriptions.clone(),
             hub.clone(),
             subscriptions.sealer().clone(),
-            args.backups.settings(),
+            settings::backup_settings(&args.backups),
         );
         let subscription_limits = settings::subscription_limits(&args.subscriptions, &auth.db);
         let connections = Connections {

@@ -336,3 +336,13 @@ pub(super) fn agent_url(agent_url: Option<&str>, tls_sans: &[String], local: Soc
     };
     format!("https://{host}:{}", local.port())
 }
+
+/// How backups run, from the `--backup-*` flags.
+pub(super) fn backup_settings(args: &crate::config::BackupArgs) -> crate::backups::BackupSettings {
+    crate::backups::BackupSettings {
+        limit_upload_kib: args.backup_limit_upload,
+        limit_download_kib: args.backup_limit_download,
+        stop_timeout: args.backup_stop_timeout,
+        silence_timeout: args.backup_silence_timeout,
+    }
+}
