@@ -24,6 +24,7 @@ const eventWords: [NotificationEvent, string, string][] = [
   [NotificationEvent.SUBSCRIPTION_ROLLED_BACK, "Upgrade rolled back", "an upgrade did not become ready and the previous version runs again"],
   [NotificationEvent.DOMAIN_FAILED, "Domain not verified", "a domain was not verified in time and is no longer checked"],
   [NotificationEvent.VERSIONS_BEHIND, "Subscriptions versions behind", "a digest of the subscriptions too many versions behind their entry's newest, at most once per period"],
+  [NotificationEvent.BACKUP_FAILED, "Scheduled backups failing", "a subscription's scheduled backup failed twice in a row, and at each further failure"],
 ];
 
 /** The caller's notice preferences; `customer` words the events as theirs. */

@@ -8,42 +8,16 @@
 // (CONSOLE_ONLY=<regex> runs only the describe blocks whose name matches).
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { after, before, it } from 'node:test';
 
-import { ADMIN_EMAIL, ADMIN_PASSWORD, assertAccessible, freePort, launchBrowser, REPO_ROOT, startAgent, startControlPlane, waitFor } from '../harness.mjs';
-import { assertReachable, describe, fixture, grpcurl, h1, horizontalOverflow, open, register, signIn, startKubeStandin, TEST_TIMEOUT, waitRowStatus } from './common.mjs';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, assertAccessible, launchBrowser, startAgent, startControlPlane, waitFor } from '../harness.mjs';
+import { assertReachable, describe, fixture, grpcurl, h1, horizontalOverflow, open, register, s3Request, signIn, startKubeStandin, startMoto, TEST_TIMEOUT, waitRowStatus } from './common.mjs';
 
-const PYTHON = process.env.MINISPOD_TEST_PYTHON || path.join(REPO_ROOT, '.ci', '.venv', 'bin', 'python');
 const BUCKET = 'console-backups';
 const SECRET = 'moto-secret-Zq9-never-shown';
-
-/** One plain-HTTP request to moto; its status. */
-function s3Request(port, method, p) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path: p }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** moto's S3 server on a random port (as testkit/src/s3.rs starts it). */
-async function startMoto() {
-  const port = await freePort();
-  const child = spawn(PYTHON, ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d) => (out = (out + d).slice(-20_000)));
-  child.stderr.on('data', (d) => (out = (out + d).slice(-20_000)));
-  await waitFor(async () => (await s3Request(port, 'GET', '/').catch(() => 0)) === 200, 30_000, { message: `moto to answer (python ${PYTHON} with moto[server])` });
-  return { port, endpoint: `http://127.0.0.1:${port}`, name: 'moto', log: () => out, stop: () => child.kill('SIGTERM') };
-}
 
 /** The one directory under `root` whose name ends with `_<claim>`. */
 function volumeDir(root, claim) {

@@ -7,9 +7,10 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { describe as nodeDescribe } from 'node:test';
 import { promisify } from 'node:util';
 
@@ -18,6 +19,7 @@ import {
   ADMIN_PASSWORD,
   REPO_ROOT,
   binPath,
+  freePort,
   newPage,
   screenshot,
   waitFor,
@@ -471,7 +473,6 @@ export async function assertReachable(page, action, what) {
  * process, and a small client for it: what a kubelet would write.
  */
 export async function startKubeStandin(dir, { storageRoot } = {}) {
-  const { spawn } = await import('node:child_process');
   const kubeconfig = `${dir}/kubeconfig`;
   const args = ['--kubeconfig-out', kubeconfig, ...(storageRoot ? ['--storage-root', storageRoot] : [])];
   const child = spawn(binPath('minispod-kube-standin'), args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -562,3 +563,32 @@ export const TEST_TEMPLATE = {
   generated: [{ name: 'ADMIN_TOKEN', kind: 'GENERATED_VALUE_KIND_HEX', length: 32 }],
   notes: 'Open ${PUBLIC_URL}/ghost to finish the setup; the invitation goes to ${ADMIN_EMAIL}. Site: ${SITE_TITLE}.',
 };
+
+// ---------------------------------------------------------------------------
+// moto, the S3-compatible server of the backup tests and bench.
+
+const PYTHON = process.env.MINISPOD_TEST_PYTHON || path.join(REPO_ROOT, '.ci', '.venv', 'bin', 'python');
+
+/** One plain-HTTP request to moto; its status. */
+export function s3Request(port, method, p) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path: p }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** moto's S3 server on a random port (as testkit/src/s3.rs starts it). */
+export async function startMoto() {
+  const port = await freePort();
+  const child = spawn(PYTHON, ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out = (out + d).slice(-20_000)));
+  child.stderr.on('data', (d) => (out = (out + d).slice(-20_000)));
+  await waitFor(async () => (await s3Request(port, 'GET', '/').catch(() => 0)) === 200, 30_000, { message: `moto to answer (python ${PYTHON} with moto[server])` });
+  return { port, endpoint: `http://127.0.0.1:${port}`, name: 'moto', log: () => out, stop: () => child.kill('SIGTERM') };
+}
+
