@@ -298,6 +298,16 @@ impl Backups {
 
     /// Starts a restore of backup `b` into its own subscription `sub`.
     pub async fn restore(&self, b: &BackupRow, sub: &SubscriptionRow) -> AppResult<pb::Restore> {
+        self.restore_as(b, sub, false).await
+    }
+
+    /// Starts a restore (a drill when `drill`) of backup `b` into `sub`.
+    async fn restore_as(
+        &self,
+        b: &BackupRow,
+        sub: &SubscriptionRow,
+        drill: bool,
+    ) -> AppResult<pb::Restore> {
         if b.job.status != "COMPLETE" {
             return Err(AppError::FailedPrecondition(format!(
                 "backup {} is {}: only a complete backup is restored",
@@ -325,6 +335,7 @@ impl Backups {
                 finished_at: 0,
             },
             backup_id: b.job.id.clone(),
+            drill,
         };
         let mut tx = self.db().begin().await?;
         if queries::busy(&mut tx, &sub.id).await? {
@@ -383,6 +394,8 @@ impl Backups {
                     schedule::next_at(now, s.hour, s.minute)
                 },
                 failures_in_a_row: 0,
+                weekly_drill: s.weekly_drill,
+                last_drill_at: 0,
                 updated_at: now,
             };
             queries::upsert_schedule(&mut tx, &row).await?;
@@ -408,6 +421,8 @@ impl Backups {
                 keep_weekly: s.keep_weekly as i32,
                 next_at: Some(timestamp(s.next_at)),
                 failures_in_a_row: s.failures_in_a_row as i32,
+                weekly_drill: s.weekly_drill,
+                last_drill_at: (s.last_drill_at > 0).then(|| timestamp(s.last_drill_at)),
             },
             None => pb::BackupSchedule {
                 subscription_id: sub.to_owned(),
@@ -469,6 +484,22 @@ impl Backups {
     /// subscription's volumes to be bound (its first pods), then stops it
     /// and replaces their files.
     pub async fn restore_into_new(&self, b: &BackupRow, name: &str) -> AppResult<pb::Restore> {
+        self.restore_into_new_as(b, name, false).await
+    }
+
+    /// Starts a restore drill of backup `b`: into a scratch subscription
+    /// `drill-<id's first 8>` of its owner, checked, then deleted (`run.rs`).
+    pub async fn start_drill(&self, b: &BackupRow) -> AppResult<pb::Restore> {
+        let name = format!("drill-{}", &b.job.id.replace('-', "")[..8]);
+        self.restore_into_new_as(b, &name, true).await
+    }
+
+    async fn restore_into_new_as(
+        &self,
+        b: &BackupRow,
+        name: &str,
+        drill: bool,
+    ) -> AppResult<pb::Restore> {
         if b.job.status != "COMPLETE" {
             return Err(AppError::FailedPrecondition(format!(
                 "backup {} is {}: only a complete backup is restored",
@@ -509,8 +540,8 @@ impl Backups {
         let sub = crate::subscriptions::queries::get(self.db(), &id)
             .await?
             .ok_or_else(|| crate::subscriptions::queries::not_found(&id))?;
-        tracing::info!(subscription = %id, backup = %b.job.id, "subscription made from a backup");
-        self.restore(b, &sub).await
+        tracing::info!(subscription = %id, backup = %b.job.id, drill, "subscription made from a backup");
+        self.restore_as(b, &sub, drill).await
     }
 
     /// Backup `id` as stored.
@@ -563,7 +594,8 @@ impl Backups {
 
     /// `r` as answered, with its volumes' progress.
     pub async fn restore_pb(&self, r: &RestoreRow) -> AppResult<pb::Restore> {
-        let transfers = queries::transfers_of(self.db(), &r.job.id).await?;
+        let mut transfers = queries::transfers_of(self.db(), &r.job.id).await?;
+        transfers.retain(|t| t.kind == "RESTORE");
         let p = Progress::of(&r.job, &transfers);
         Ok(pb::Restore {
             id: r.job.id.clone(),
@@ -576,6 +608,7 @@ impl Backups {
             bytes_total: p.total,
             created_at: Some(timestamp(r.job.created_at)),
             finished_at: (r.job.finished_at > 0).then(|| timestamp(r.job.finished_at)),
+            drill: r.drill,
         })
     }
 }

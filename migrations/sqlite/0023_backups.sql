@@ -56,6 +56,9 @@ CREATE TABLE restores (
     user_id          TEXT NOT NULL,
     status           TEXT NOT NULL CHECK (status IN ('PENDING', 'RUNNING', 'COMPLETE', 'FAILED')),
     reason           TEXT NOT NULL DEFAULT '',
+    -- A restore drill: into a scratch subscription, with the archive
+    -- checked and the app waited for, then the scratch copy deleted.
+    drill            BOOLEAN NOT NULL DEFAULT FALSE,
     created_at       INTEGER NOT NULL,
     started_at       INTEGER NOT NULL DEFAULT 0,
     finished_at      INTEGER NOT NULL DEFAULT 0
@@ -66,7 +69,7 @@ CREATE INDEX restores_status ON restores (status);
 CREATE TABLE volume_transfers (
     id                 TEXT PRIMARY KEY NOT NULL,
     job_id             TEXT NOT NULL,
-    kind               TEXT NOT NULL CHECK (kind IN ('BACKUP', 'RESTORE', 'FORGET')),
+    kind               TEXT NOT NULL CHECK (kind IN ('BACKUP', 'RESTORE', 'FORGET', 'CHECK')),
     claim              TEXT NOT NULL,
     worker_id          TEXT NOT NULL,
     volume_path        TEXT NOT NULL,
@@ -100,6 +103,9 @@ CREATE TABLE backup_schedules (
     keep_weekly        INTEGER NOT NULL,
     next_at            INTEGER NOT NULL,
     failures_in_a_row  INTEGER NOT NULL DEFAULT 0,
+    -- A restore drill of the newest complete backup every week.
+    weekly_drill       BOOLEAN NOT NULL DEFAULT FALSE,
+    last_drill_at      INTEGER NOT NULL DEFAULT 0,
     updated_at         INTEGER NOT NULL
 );
 CREATE INDEX backup_schedules_next ON backup_schedules (next_at);

@@ -30,6 +30,8 @@ use crate::backup::{
     restic::{Progress, Repository, Restic},
 };
 
+/// The share of a repository's data a restore drill's check reads back.
+const CHECK_SUBSET: &str = "10%";
 /// How often a running transfer reports its progress.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How long the final report is retried before it is left to the control
@@ -214,6 +216,15 @@ impl Transfers {
         progress: watch::Sender<Progress>,
     ) -> anyhow::Result<Done> {
         let repo = repository(order);
+        if order.kind() == pb::TransferKind::Check {
+            self.restic.unlock(&repo).await?;
+            self.restic.check(&repo, CHECK_SUBSET).await?;
+            return Ok(Done {
+                snapshot_id: String::new(),
+                bytes_added: 0,
+                bytes: Some(0),
+            });
+        }
         if order.kind() == pb::TransferKind::Forget {
             self.restic.unlock(&repo).await?;
             self.restic
@@ -273,7 +284,7 @@ impl Transfers {
                     bytes: None,
                 })
             }
-            pb::TransferKind::Forget | pb::TransferKind::Unspecified => {
+            pb::TransferKind::Forget | pb::TransferKind::Check | pb::TransferKind::Unspecified => {
                 anyhow::bail!("unknown transfer kind")
             }
         }

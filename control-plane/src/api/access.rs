@@ -208,6 +208,7 @@ pub const TABLE: &[(&str, Access)] = {
         ("/minispod.v1.BackupService/GetRestore", User),
         ("/minispod.v1.BackupService/SetBackupSchedule", User),
         ("/minispod.v1.BackupService/GetBackupSchedule", User),
+        ("/minispod.v1.BackupService/StartRestoreDrill", User),
         ("/minispod.v1.BackupService/ListBackupOverview", Admin),
     ]
 };

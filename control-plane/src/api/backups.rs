@@ -201,6 +201,21 @@ impl BackupService for BackupApi {
         }))
     }
 
+    async fn start_restore_drill(
+        &self,
+        request: Request<pb::StartRestoreDrillRequest>,
+    ) -> Result<Response<pb::StartRestoreDrillResponse>, Status> {
+        let caller = caller(&request)?;
+        let b = self
+            .visible_backup(&caller, &request.get_ref().backup_id)
+            .await?;
+        let restore = self.backups.start_drill(&b).await?;
+        tracing::info!(restore = %restore.id, backup = %b.job.id, by = %caller.id, "restore drill started");
+        Ok(Response::new(pb::StartRestoreDrillResponse {
+            restore: Some(restore),
+        }))
+    }
+
     async fn list_backup_overview(
         &self,
         _request: Request<pb::ListBackupOverviewRequest>,

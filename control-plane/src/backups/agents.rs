@@ -25,6 +25,7 @@ impl Backups {
         for t in queries::open_transfers_of_worker(self.db(), worker).await? {
             let backup = match t.kind.as_str() {
                 "BACKUP" | "FORGET" => queries::backup(self.db(), &t.job_id).await?,
+                // A drill's check: the job is the restore.
                 _ => match queries::restore(self.db(), &t.job_id).await? {
                     Some(r) => queries::backup(self.db(), &r.backup_id).await?,
                     None => None,
@@ -55,6 +56,7 @@ impl Backups {
                 kind: match t.kind.as_str() {
                     "BACKUP" => pb::TransferKind::Backup,
                     "FORGET" => pb::TransferKind::Forget,
+                    "CHECK" => pb::TransferKind::Check,
                     _ => pb::TransferKind::Restore,
                 } as i32,
                 volume_path: t.volume_path.clone(),

@@ -185,10 +185,12 @@ pub struct RestoreRow {
     pub job: JobRow,
     /// The backup restored.
     pub backup_id: String,
+    /// A restore drill into a scratch subscription.
+    pub drill: bool,
 }
 
-const RESTORE: &str =
-    "id, subscription_id, user_id, status, reason, created_at, started_at, finished_at, backup_id";
+const RESTORE: &str = "id, subscription_id, user_id, status, reason, created_at, started_at, \
+    finished_at, backup_id, drill";
 
 /// Stores a new backup.
 pub async fn insert_backup(tx: &mut Tx, b: &BackupRow) -> AppResult<()> {
@@ -217,8 +219,9 @@ pub async fn insert_backup(tx: &mut Tx, b: &BackupRow) -> AppResult<()> {
 /// Stores a new restore.
 pub async fn insert_restore(tx: &mut Tx, r: &RestoreRow) -> AppResult<()> {
     with_conn!(tx, |c| sqlx::query(
-        "INSERT INTO restores (id, backup_id, subscription_id, user_id, status, reason, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        "INSERT INTO restores (id, backup_id, subscription_id, user_id, status, reason, created_at,
+            drill)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
     )
     .bind(&r.job.id)
     .bind(&r.backup_id)
@@ -227,6 +230,7 @@ pub async fn insert_restore(tx: &mut Tx, r: &RestoreRow) -> AppResult<()> {
     .bind(&r.job.status)
     .bind(&r.job.reason)
     .bind(r.job.created_at)
+    .bind(r.drill)
     .execute(c)
     .await
     .map(|_| ()))?;
@@ -568,21 +572,25 @@ pub struct ScheduleRow {
     pub next_at: i64,
     /// Scheduled backups failed since the last complete one.
     pub failures_in_a_row: i64,
+    /// A restore drill every week.
+    pub weekly_drill: bool,
+    /// Unix ms of the last weekly drill's start.
+    pub last_drill_at: i64,
     /// Unix ms.
     pub updated_at: i64,
 }
 
 const SCHEDULE: &str = "subscription_id, user_id, hour, minute, keep_daily, keep_weekly, next_at, \
-    failures_in_a_row, updated_at";
+    failures_in_a_row, weekly_drill, last_drill_at, updated_at";
 
 /// Stores (or replaces) a schedule, keeping its count of failures.
 pub async fn upsert_schedule(tx: &mut Tx, s: &ScheduleRow) -> AppResult<()> {
     with_conn!(tx, |c| sqlx::query(
         "INSERT INTO backup_schedules (subscription_id, user_id, hour, minute, keep_daily,
-            keep_weekly, next_at, failures_in_a_row, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)
+            keep_weekly, next_at, failures_in_a_row, weekly_drill, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $9, $8)
          ON CONFLICT (subscription_id) DO UPDATE SET hour = $3, minute = $4, keep_daily = $5,
-            keep_weekly = $6, next_at = $7, updated_at = $8"
+            keep_weekly = $6, next_at = $7, updated_at = $8, weekly_drill = $9"
     )
     .bind(&s.subscription_id)
     .bind(&s.user_id)
@@ -592,6 +600,7 @@ pub async fn upsert_schedule(tx: &mut Tx, s: &ScheduleRow) -> AppResult<()> {
     .bind(s.keep_weekly)
     .bind(s.next_at)
     .bind(s.updated_at)
+    .bind(s.weekly_drill)
     .execute(c)
     .await
     .map(|_| ()))?;
@@ -791,4 +800,58 @@ pub async fn user_stored_bytes(db: &Db, user: &str) -> AppResult<i64> {
     .fetch_one(c)
     .await)?;
     Ok(n.unwrap_or(0))
+}
+
+/// Schedules whose weekly drill is due (its last started before
+/// `before`).
+pub async fn drills_due(db: &Db, before: i64) -> AppResult<Vec<ScheduleRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {SCHEDULE} FROM backup_schedules WHERE weekly_drill AND last_drill_at < $1
+         ORDER BY last_drill_at LIMIT 100"
+    ))
+    .bind(before)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Moves schedule `sub`'s last drill from `was` to `now`; whether this call
+/// did (one replica starts it).
+pub async fn claim_drill(db: &Db, sub: &str, was: i64, now: i64) -> AppResult<bool> {
+    let mut tx = db.begin().await?;
+    let n = with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE backup_schedules SET last_drill_at = $3
+         WHERE subscription_id = $1 AND last_drill_at = $2"
+    )
+    .bind(sub)
+    .bind(was)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Subscription `sub`'s newest complete backup.
+pub async fn newest_complete(db: &Db, sub: &str) -> AppResult<Option<BackupRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {BACKUP} FROM backups WHERE subscription_id = $1 AND status = 'COMPLETE'
+         ORDER BY finished_at DESC, id DESC LIMIT 1"
+    ))
+    .bind(sub)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Sets restore `id`'s reason while it runs.
+pub async fn set_reason(tx: &mut Tx, id: &str, reason: &str) -> AppResult<()> {
+    with_conn!(tx, |c| sqlx::query(
+        "UPDATE restores SET reason = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
 }

@@ -51,6 +51,7 @@ pub(super) async fn run(b: Backups) {
 
 async fn pass(b: &Backups, remind: bool) -> AppResult<()> {
     scheduled(b).await?;
+    weekly_drills(b).await?;
     forgetting(b).await?;
     let (backups, restores) = queries::active(b.db()).await?;
     for backup in backups {
@@ -71,6 +72,12 @@ async fn pass(b: &Backups, remind: bool) -> AppResult<()> {
             .await?;
             continue;
         };
+        if restore.drill && restore.job.status == "RUNNING" {
+            if let Err(e) = follow_drill(b, &restore.job).await {
+                tracing::warn!(restore = %restore.job.id, error = %format!("{e:#}"), "drill step failed");
+            }
+            continue;
+        }
         let snapshots = queries::transfers_of(b.db(), &source.job.id).await?;
         if let Err(e) = step(b, Job::Restore, &restore.job, &source, snapshots, remind).await {
             tracing::warn!(restore = %restore.job.id, error = %format!("{e:#}"), "restore step failed");
@@ -326,6 +333,13 @@ async fn finish(b: &Backups, kind: Job, job: &JobRow, status: &str, reason: &str
             "backup retention failed; tried again after the next scheduled backup");
     }
 
+    if kind == Job::Restore
+        && queries::restore(b.db(), &job.id)
+            .await?
+            .is_some_and(|r| r.drill)
+    {
+        end_drill(b, job, status, reason).await?;
+    }
     if released {
         b.inner.subs.enqueue_now(job.subscription_id.clone());
     }
@@ -534,6 +548,160 @@ async fn forgetting(b: &Backups) -> AppResult<()> {
                 tx.commit().await?;
             }
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A restore drill whose volumes are restored: the hold is released (the
+/// scratch copy starts), a CHECK transfer reads the archive back, and the
+/// drill passes once that check is done and the scratch subscription runs;
+/// it fails on a failed check, or when the app is not ready within the
+/// stop timeout after the restore.
+async fn follow_drill(b: &Backups, job: &JobRow) -> AppResult<()> {
+    let transfers = queries::transfers_of(b.db(), &job.id).await?;
+    let restores: Vec<&TransferRow> = transfers.iter().filter(|t| t.kind == "RESTORE").collect();
+    let check = transfers.iter().find(|t| t.kind == "CHECK");
+    if let Some(t) = restores.iter().find(|t| t.state == "FAILED") {
+        let why = format!("restoring the volume {}: {}", t.claim, t.error);
+        return finish(b, Job::Restore, job, "FAILED", &why).await;
+    }
+    if !restores.iter().all(|t| t.state == "DONE") {
+        return follow(b, Job::Restore, job, false).await;
+    }
+    let now = now_ms();
+    let Some(check) = check else {
+        // Restored: start the copy and check the archive.
+        let worker = restores
+            .first()
+            .map(|t| t.worker_id.clone())
+            .unwrap_or_default();
+        let mut tx = b.db().begin().await?;
+        if queries::release(&mut tx, &job.subscription_id, &job.id).await? {
+            queries::touch_subscription(&mut tx, &job.subscription_id, now).await?;
+        }
+        queries::insert_transfer(
+            &mut tx,
+            &TransferRow {
+                id: new_id(),
+                job_id: job.id.clone(),
+                kind: "CHECK".into(),
+                claim: String::new(),
+                worker_id: worker.clone(),
+                volume_path: String::new(),
+                state: "PENDING".into(),
+                snapshot_id: String::new(),
+                bytes_done: 0,
+                bytes_total: 0,
+                seconds_remaining: -1,
+                bytes_added: 0,
+                error: String::new(),
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .await?;
+        queries::set_reason(
+            &mut tx,
+            &job.id,
+            "restored; checking the archive and waiting for the app to be ready",
+        )
+        .await?;
+        tx.commit().await?;
+        b.inner.subs.enqueue_now(job.subscription_id.clone());
+        ring(b, &worker);
+        return Ok(());
+    };
+    match check.state.as_str() {
+        "FAILED" => {
+            let why = format!("the archive's check failed: {}", check.error);
+            return finish(b, Job::Restore, job, "FAILED", &why).await;
+        }
+        "DONE" => {}
+        _ => {
+            if now - check.updated_at > b.inner.settings.silence_timeout.as_millis() as i64 {
+                return finish(
+                    b,
+                    Job::Restore,
+                    job,
+                    "FAILED",
+                    "the archive's check did not report",
+                )
+                .await;
+            }
+            return Ok(());
+        }
+    }
+    let sub = subs_db::get(b.db(), &job.subscription_id).await?;
+    let running = sub.as_ref().is_some_and(|s| s.status == "RUNNING");
+    if running {
+        let bytes: i64 = restores.iter().map(|t| t.bytes_total).sum();
+        let secs = (check.created_at - job.started_at).max(0) as f64 / 1000.0;
+        let result = format!(
+            "drill passed: {} MiB restored in {secs:.1} s, the archive checked, the app ready",
+            bytes >> 20
+        );
+        return finish(b, Job::Restore, job, "COMPLETE", &result).await;
+    }
+    let waited = Duration::from_millis((now - check.updated_at).max(0) as u64);
+    if waited > b.inner.settings.stop_timeout {
+        let why = format!(
+            "the restored app was not ready within {}s: {}",
+            b.inner.settings.stop_timeout.as_secs(),
+            sub.map(|s| s.status_reason).unwrap_or_default()
+        );
+        return finish(b, Job::Restore, job, "FAILED", &why).await;
+    }
+    Ok(())
+}
+
+/// A drill ended: its scratch subscription goes, and a failure is told to
+/// the administrators.
+async fn end_drill(b: &Backups, job: &JobRow, status: &str, reason: &str) -> AppResult<()> {
+    if let Some(sub) = subs_db::get(b.db(), &job.subscription_id).await?
+        && sub.desired != "DELETED"
+    {
+        b.inner.subs.delete(&sub).await?;
+    }
+    if status == "FAILED" {
+        let name = match queries::restore(b.db(), &job.id).await? {
+            Some(r) => queries::backup(b.db(), &r.backup_id)
+                .await?
+                .map(|x| x.subscription_name)
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        let notice = crate::notifications::notices::backup_failed(
+            &job.subscription_id,
+            &name,
+            1,
+            &format!("its restore drill failed: {reason}"),
+            now_ms(),
+        );
+        let mut tx = b.db().begin().await?;
+        let told = b.inner.subs.notifier().queue(&mut tx, &notice).await?;
+        tx.commit().await?;
+        if told > 0 {
+            b.inner.subs.notifier().wake();
+        }
+    }
+    tracing::info!(restore = %job.id, status, reason, "restore drill ended");
+    Ok(())
+}
+
+/// Starts the weekly drills that are due: the newest complete backup of
+/// each subscription whose schedule asks for one.
+async fn weekly_drills(b: &Backups) -> AppResult<()> {
+    let now = now_ms();
+    for s in queries::drills_due(b.db(), now - 7 * 86_400_000).await? {
+        if !queries::claim_drill(b.db(), &s.subscription_id, s.last_drill_at, now).await? {
+            continue;
+        }
+        let Some(newest) = queries::newest_complete(b.db(), &s.subscription_id).await? else {
+            continue;
+        };
+        if let Err(e) = b.start_drill(&newest).await {
+            tracing::warn!(subscription = %s.subscription_id, error = %e, "a weekly restore drill could not start");
         }
     }
     Ok(())

@@ -281,6 +281,33 @@ impl Subscriptions {
         .await
     }
 
+    /// Deletes subscription `row` (DELETING until the reconciler has removed
+    /// its objects), with its event.
+    pub async fn delete(&self, row: &SubscriptionRow) -> AppResult<()> {
+        let mut tx = self.db().begin().await?;
+        queries::change(&mut tx, &row.id, None, Some(("DELETED", "")), None).await?;
+        queries::record_status(
+            &mut tx,
+            &row.id,
+            "DELETING",
+            "deletion asked for",
+            row.ever_ran,
+            &row.workers,
+            row.applied_generation,
+        )
+        .await?;
+        tx.commit().await?;
+        self.changed(
+            &row.id,
+            Some(pb::SubscriptionEvent {
+                status: pb::SubscriptionStatus::Deleting as i32,
+                reason: "deletion asked for".into(),
+                at: Some(crate::store::timestamp(now_ms())),
+            }),
+        );
+        Ok(())
+    }
+
     /// A new subscription of `owner` named `name`, made from a backup: the
     /// catalog entry `service_id` at the backup's `version` and `template`,
     /// with its variables and generated secrets (the data restored into it

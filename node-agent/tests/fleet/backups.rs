@@ -704,6 +704,41 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     assert_eq!(new_sub.version, done.service_version);
     assert_eq!(new_sub.user_id, sub.user_id);
 
+    // A restore drill of the first backup: a scratch copy restored, the
+    // archive checked, the app ready, then the copy deleted.
+    let drill = backups
+        .start_restore_drill(authed(
+            pb::StartRestoreDrillRequest {
+                backup_id: done.id.clone(),
+            },
+            &owner,
+        ))
+        .await
+        .expect("drill started")
+        .into_inner()
+        .restore
+        .unwrap();
+    assert!(drill.drill);
+    let drilled = restore_until(&mut backups, &owner, &drill.id, 120).await;
+    assert_eq!(
+        drilled.status,
+        pb::RestoreStatus::Complete as i32,
+        "{drilled:?}"
+    );
+    assert!(
+        drilled.reason.starts_with("drill passed"),
+        "{}",
+        drilled.reason
+    );
+    next_upsert(&mut watch, 30, "the drill's scratch copy deleted", |s| {
+        s.id == drill.subscription_id && s.status == SubscriptionStatus::Deleting as i32
+    })
+    .await;
+    assert!(
+        contents(&volume) == original_now,
+        "the original is untouched by the drill"
+    );
+
     // An upgrade past a one-way version: refused for the copy, which has
     // no backup; once a backup of its version completes, it may go.
     let mut catalog = CatalogServiceClient::new(cp.channel.clone());

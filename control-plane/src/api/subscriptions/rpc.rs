@@ -332,28 +332,8 @@ impl SubscriptionService for SubscriptionApi {
     ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
         let caller = caller(&request)?;
         let row = self.visible(&caller, &request.get_ref().id).await?;
-        let mut tx = self.subs.db().begin().await?;
-        queries::change(&mut tx, &row.id, None, Some(("DELETED", "")), None).await?;
-        queries::record_status(
-            &mut tx,
-            &row.id,
-            "DELETING",
-            "deletion asked for",
-            row.ever_ran,
-            &row.workers,
-            row.applied_generation,
-        )
-        .await?;
-        tx.commit().await.map_err(AppError::from)?;
+        self.subs.delete(&row).await?;
         tracing::info!(subscription = %row.id, name = %row.name, by = %caller.id, "subscription deletion asked for");
-        self.subs.changed(
-            &row.id,
-            Some(pb::SubscriptionEvent {
-                status: pb::SubscriptionStatus::Deleting as i32,
-                reason: "deletion asked for".into(),
-                at: Some(timestamp(now_ms())),
-            }),
-        );
         Ok(Response::new(pb::DeleteSubscriptionResponse {
             subscription: Some(self.reply(&caller, &row.id).await?),
         }))
