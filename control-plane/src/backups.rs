@@ -308,13 +308,7 @@ impl Backups {
         sub: &SubscriptionRow,
         drill: bool,
     ) -> AppResult<pb::Restore> {
-        if b.job.status != "COMPLETE" {
-            return Err(AppError::FailedPrecondition(format!(
-                "backup {} is {}: only a complete backup is restored",
-                b.job.id,
-                b.job.status.to_lowercase()
-            )));
-        }
+        restorable(b)?;
         if sub.desired == "DELETED" || !sub.previous_version.is_empty() {
             return Err(AppError::FailedPrecondition(format!(
                 "subscription {} is {}: it cannot be restored into now",
@@ -488,9 +482,12 @@ impl Backups {
     }
 
     /// Starts a restore drill of backup `b`: into a scratch subscription
-    /// `drill-<id's first 8>` of its owner, checked, then deleted (`run.rs`).
+    /// `drill-<the id's last 8>` of its owner, checked, then deleted (`run.rs`).
     pub async fn start_drill(&self, b: &BackupRow) -> AppResult<pb::Restore> {
-        let name = format!("drill-{}", &b.job.id.replace('-', "")[..8]);
+        // The id's last characters: its random part (the first ones are
+        // the time it was made, shared by backups of the same minute).
+        let hex = b.job.id.replace('-', "");
+        let name = format!("drill-{}", &hex[hex.len() - 8..]);
         self.restore_into_new_as(b, &name, true).await
     }
 
@@ -500,13 +497,7 @@ impl Backups {
         name: &str,
         drill: bool,
     ) -> AppResult<pb::Restore> {
-        if b.job.status != "COMPLETE" {
-            return Err(AppError::FailedPrecondition(format!(
-                "backup {} is {}: only a complete backup is restored",
-                b.job.id,
-                b.job.status.to_lowercase()
-            )));
-        }
+        restorable(b)?;
         let owner = crate::users::queries::by_id(self.db().read(), &b.job.user_id)
             .await?
             .filter(|u| u.active)
@@ -697,6 +688,18 @@ fn destination_pb(d: &DestinationRow) -> pb::BackupDestination {
         is_default: d.is_default,
         created_at: Some(timestamp(d.created_at)),
     }
+}
+
+/// FAILED_PRECONDITION unless backup `b` is COMPLETE.
+fn restorable(b: &BackupRow) -> AppResult<()> {
+    if b.job.status == "COMPLETE" {
+        return Ok(());
+    }
+    Err(AppError::FailedPrecondition(format!(
+        "backup {} is {}: only a complete backup is restored",
+        b.job.id,
+        b.job.status.to_lowercase()
+    )))
 }
 
 /// What a customer's repository password is sealed to.

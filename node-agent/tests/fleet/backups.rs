@@ -97,30 +97,55 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Polls `get` every 200 ms until `ended` says so, for at most `secs`.
+async fn until_ended<T: std::fmt::Debug, F, Fut>(
+    what: &str,
+    secs: u64,
+    mut get: F,
+    ended: impl Fn(&T) -> bool,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut last = None;
+    for _ in 0..secs * 5 {
+        let v = get().await;
+        if ended(&v) {
+            return v;
+        }
+        last = Some(v);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what} did not end within {secs} s: {last:?}");
+}
+
 async fn backup_until(
     backups: &mut BackupServiceClient<Channel>,
     token: &str,
     id: &str,
     secs: u64,
 ) -> pb::Backup {
-    let mut last = None;
-    for _ in 0..secs * 5 {
-        let b = backups
-            .get_backup(authed(pb::GetBackupRequest { id: id.into() }, token))
-            .await
-            .expect("GetBackup")
-            .into_inner()
-            .backup
-            .unwrap();
-        if b.status == pb::BackupStatus::Complete as i32
-            || b.status == pb::BackupStatus::Failed as i32
-        {
-            return b;
-        }
-        last = Some(b);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("backup {id} did not end within {secs} s: {last:?}");
+    let ended = |b: &pb::Backup| {
+        b.status == pb::BackupStatus::Complete as i32 || b.status == pb::BackupStatus::Failed as i32
+    };
+    until_ended(
+        &format!("backup {id}"),
+        secs,
+        || {
+            let mut c = backups.clone();
+            async move {
+                c.get_backup(authed(pb::GetBackupRequest { id: id.into() }, token))
+                    .await
+                    .expect("GetBackup")
+                    .into_inner()
+                    .backup
+                    .unwrap()
+            }
+        },
+        ended,
+    )
+    .await
 }
 
 async fn restore_until(
@@ -129,24 +154,27 @@ async fn restore_until(
     id: &str,
     secs: u64,
 ) -> pb::Restore {
-    let mut last = None;
-    for _ in 0..secs * 5 {
-        let r = backups
-            .get_restore(authed(pb::GetRestoreRequest { id: id.into() }, token))
-            .await
-            .expect("GetRestore")
-            .into_inner()
-            .restore
-            .unwrap();
-        if r.status == pb::RestoreStatus::Complete as i32
+    let ended = |r: &pb::Restore| {
+        r.status == pb::RestoreStatus::Complete as i32
             || r.status == pb::RestoreStatus::Failed as i32
-        {
-            return r;
-        }
-        last = Some(r);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("restore {id} did not end within {secs} s: {last:?}");
+    };
+    until_ended(
+        &format!("restore {id}"),
+        secs,
+        || {
+            let mut c = backups.clone();
+            async move {
+                c.get_restore(authed(pb::GetRestoreRequest { id: id.into() }, token))
+                    .await
+                    .expect("GetRestore")
+                    .into_inner()
+                    .restore
+                    .unwrap()
+            }
+        },
+        ended,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
