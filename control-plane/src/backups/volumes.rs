@@ -71,7 +71,7 @@ async fn locate_inner(link: &ClusterLink, ns: &str, claim: &str) -> Result<Volum
     let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
         .get(claim)
         .await
-        .map_err(|e| wait(format!("reading the claim {claim}: {e}")))?;
+        .map_err(|e| read_failed(&e, &format!("the claim {claim}")))?;
     let pv_name = pvc
         .spec
         .as_ref()
@@ -81,7 +81,7 @@ async fn locate_inner(link: &ClusterLink, ns: &str, claim: &str) -> Result<Volum
     let pv = Api::<PersistentVolume>::all(client)
         .get(&pv_name)
         .await
-        .map_err(|e| wait(format!("reading the volume {pv_name}: {e}")))?;
+        .map_err(|e| read_failed(&e, &format!("the volume {pv_name}")))?;
     let spec = pv
         .spec
         .as_ref()
@@ -115,6 +115,14 @@ async fn locate_inner(link: &ClusterLink, ns: &str, claim: &str) -> Result<Volum
     })
 }
 
+/// A failed read of `what`: refused at once when the cluster denies it
+/// (401, 403: the ClusterRole lacks `get` on claims or volumes), waited for
+/// otherwise (a claim not made yet, the API briefly away).
+fn read_failed(e: &kube::Error, what: &str) -> (bool, String) {
+    let denied = matches!(e, kube::Error::Api(s) if s.code == 401 || s.code == 403);
+    (!denied, format!("reading {what}: {e}"))
+}
+
 /// The one node a local volume's required node affinity names
 /// (`kubernetes.io/hostname In [node]`, as local-path writes it).
 fn node_of(pv: &PersistentVolume) -> Option<String> {
@@ -136,6 +144,25 @@ fn node_of(pv: &PersistentVolume) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_denied_read_is_refused_and_a_missing_one_waited_for() {
+        let api = |code: u16| {
+            kube::Error::Api(
+                kube::core::Status::failure("no", "Forbidden")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        assert!(!read_failed(&api(403), "the claim c").0);
+        assert!(!read_failed(&api(401), "the claim c").0);
+        assert!(read_failed(&api(404), "the claim c").0);
+        assert!(
+            read_failed(&api(503), "the claim c")
+                .1
+                .starts_with("reading the claim c: ")
+        );
+    }
 
     #[test]
     fn the_node_is_read_from_the_local_path_affinity() {

@@ -343,10 +343,18 @@ pub fn backup_failed(id: &str, name: &str, failures: i64, reason: &str, at: i64)
     Notice {
         event: pb::NotificationEvent::BackupFailed,
         purpose: "backup_failed",
-        summary: format!("Backups of {name} failed {failures} times in a row"),
-        paragraphs: vec![format!(
-            "The scheduled backup of subscription {name} failed {failures} times in a row; the last time: {reason}."
-        )],
+        summary: if failures > 1 {
+            format!("Backups of {name} failed {failures} times in a row")
+        } else {
+            format!("A backup of {name} failed")
+        },
+        paragraphs: vec![if failures > 1 {
+            format!(
+                "The scheduled backup of subscription {name} failed {failures} times in a row; the last time: {reason}."
+            )
+        } else {
+            format!("A backup of subscription {name} failed: {reason}.")
+        }],
         action: ("Open the backups", "/backups".to_owned()),
         at,
         fields,
