@@ -167,11 +167,14 @@ pub fn routes(p: Parts) -> Routes {
         .max_decoding_message_size(message_limits::AGENT),
     )
     .add_service(
-        SubscriptionServiceServer::new(subscriptions::SubscriptionApi::new(
-            p.auth.clone(),
-            p.subscriptions,
-            p.subscription_limits,
-        ))
+        SubscriptionServiceServer::new(
+            subscriptions::SubscriptionApi::new(
+                p.auth.clone(),
+                p.subscriptions,
+                p.subscription_limits,
+            )
+            .with_backups(p.backups.clone()),
+        )
         .max_decoding_message_size(message_limits::SUBSCRIPTION),
     )
     .add_service(

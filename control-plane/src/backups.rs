@@ -14,6 +14,8 @@
 //! operator's key: one customer's key opens nothing of another's.
 
 mod agents;
+mod download;
+mod follow_up;
 pub mod queries;
 mod run;
 pub mod schedule;
@@ -48,6 +50,8 @@ pub struct BackupSettings {
     /// (its agent is gone): the job then fails, nothing half-written is
     /// listed.
     pub silence_timeout: Duration,
+    /// The restic binary that streams downloads.
+    pub restic: std::path::PathBuf,
 }
 
 impl Default for BackupSettings {
@@ -57,6 +61,7 @@ impl Default for BackupSettings {
             limit_download_kib: 0,
             stop_timeout: Duration::from_secs(300),
             silence_timeout: Duration::from_secs(600),
+            restic: "restic".into(),
         }
     }
 }
@@ -74,6 +79,7 @@ struct Inner {
     sealer: Sealer,
     settings: BackupSettings,
     wake: Notify,
+    downloads: download::Slots,
 }
 
 impl std::fmt::Debug for Backups {
@@ -92,6 +98,57 @@ struct Manifest {
     template: String,
     variables: std::collections::BTreeMap<String, String>,
     generated: std::collections::BTreeMap<String, String>,
+}
+
+/// What opens a customer's repository at a destination.
+pub(crate) struct Repository {
+    /// restic's repository location (`s3:<endpoint>/<bucket>/<path>`).
+    pub location: String,
+    /// Its password.
+    pub password: String,
+    /// The destination's credentials, as restic's environment.
+    pub environment: Vec<(String, String)>,
+}
+
+impl Backups {
+    /// What opens `user`'s repository at destination `dest` (None when
+    /// the destination or the key is gone).
+    pub(crate) async fn repository(&self, user: &str, dest: &str) -> AppResult<Option<Repository>> {
+        let Some(dest) = queries::destination(self.db(), dest).await? else {
+            return Ok(None);
+        };
+        let Some(sealed) = queries::key(self.db(), user, &dest.id).await? else {
+            return Ok(None);
+        };
+        let password = self.inner.sealer.open(&key_row(user, &dest.id), &sealed)?;
+        let creds = self.inner.sealer.open(&dest.id, &dest.credentials)?;
+        let (key_id, secret) = creds.split_once('\n').unwrap_or((creds.as_str(), ""));
+        let path = if dest.prefix.is_empty() {
+            user.to_owned()
+        } else {
+            format!("{}/{user}", dest.prefix)
+        };
+        Ok(Some(Repository {
+            location: format!("s3:{}/{}/{path}", dest.endpoint, dest.bucket),
+            password,
+            environment: vec![
+                ("AWS_ACCESS_KEY_ID".to_owned(), key_id.to_owned()),
+                ("AWS_SECRET_ACCESS_KEY".to_owned(), secret.to_owned()),
+                ("AWS_DEFAULT_REGION".to_owned(), dest.region.clone()),
+            ],
+        }))
+    }
+}
+
+/// What follows a backup once it completes (nothing when it fails).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Then {
+    /// Nothing: a backup asked for, or scheduled.
+    Nothing,
+    /// Upgrading the subscription to this version (past a one-way version).
+    Upgrade(String),
+    /// Deleting the subscription.
+    Delete,
 }
 
 /// The longest destination name.
@@ -114,6 +171,7 @@ impl Backups {
                 sealer,
                 settings,
                 wake: Notify::new(),
+                downloads: download::Slots::default(),
             }),
         }
     }
@@ -212,12 +270,19 @@ impl Backups {
             .collect())
     }
 
-    /// Starts a backup of `sub` into `destination` ('' the default).
+    /// Whether a default destination is configured.
+    pub async fn has_destination(&self) -> AppResult<bool> {
+        Ok(queries::destination(self.db(), "").await?.is_some())
+    }
+
+    /// Starts a backup of `sub` into `destination` ('' the default),
+    /// followed by `then` once it completes.
     pub async fn create_backup(
         &self,
         sub: &SubscriptionRow,
         destination: &str,
         trigger: &str,
+        then: Then,
     ) -> AppResult<pb::Backup> {
         let dest = queries::destination(self.db(), destination)
             .await?
@@ -269,6 +334,17 @@ impl Backups {
                 &serde_json::to_string(&manifest).map_err(anyhow::Error::from)?,
             ),
             trigger_kind: trigger.into(),
+            then_action: match then {
+                Then::Nothing => "",
+                Then::Upgrade(_) => "UPGRADE",
+                Then::Delete => "DELETE",
+            }
+            .into(),
+            then_version: match &then {
+                Then::Upgrade(v) => v.clone(),
+                _ => String::new(),
+            },
+            then_done_at: 0,
         };
         self.check_storage(&sub.user_id).await?;
         let mut tx = self.db().begin().await?;
@@ -576,10 +652,13 @@ impl Backups {
             bytes_added: transfers.iter().map(|t| t.bytes_added).sum(),
             created_at: Some(timestamp(b.job.created_at)),
             finished_at: (b.job.finished_at > 0).then(|| timestamp(b.job.finished_at)),
-            trigger: match b.trigger_kind.as_str() {
-                "SCHEDULE" => pb::BackupTrigger::Schedule,
+            trigger: match (b.trigger_kind.as_str(), b.then_action.as_str()) {
+                ("SCHEDULE", _) => pb::BackupTrigger::Schedule,
+                (_, "UPGRADE") => pb::BackupTrigger::BeforeUpgrade,
+                (_, "DELETE") => pb::BackupTrigger::BeforeDelete,
                 _ => pb::BackupTrigger::Manual,
             } as i32,
+            upgrade_to: b.then_version.clone(),
         })
     }
 

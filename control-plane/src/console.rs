@@ -21,7 +21,10 @@ use http_body_util::Full;
 use tonic::{body::Body, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
 
-use crate::auth::cookie::RequestAuthority;
+use crate::{auth::cookie::RequestAuthority, backups::Backups};
+
+/// Where backup download links live (`backups/download.rs`).
+const DOWNLOADS: &str = "/downloads/";
 
 /// One embedded file.
 #[derive(Debug)]
@@ -162,7 +165,7 @@ fn is_loopback_name(authority: &str) -> bool {
 }
 
 /// A response builder with the headers every console answer carries.
-fn locked_down(status: StatusCode) -> http::response::Builder {
+pub(crate) fn locked_down(status: StatusCode) -> http::response::Builder {
     Response::builder()
         .status(status)
         .header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)
@@ -195,9 +198,10 @@ fn accepts_gzip<B>(req: &Request<B>) -> bool {
 }
 
 /// Serves the console in front of the API (see the module docs).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ConsoleLayer {
     loopback_listener: Option<std::net::SocketAddr>,
+    downloads: Option<Backups>,
 }
 
 impl ConsoleLayer {
@@ -205,7 +209,17 @@ impl ConsoleLayer {
     /// address, where only requests naming localhost are answered (a
     /// DNS-rebinding page reaching 127.0.0.1 under its own name is not).
     pub fn new(loopback_listener: Option<std::net::SocketAddr>) -> Self {
-        ConsoleLayer { loopback_listener }
+        ConsoleLayer {
+            loopback_listener,
+            downloads: None,
+        }
+    }
+
+    /// Serves GETs of `/downloads/<token>` (CreateBackupDownload's links)
+    /// from `backups`.
+    pub fn with_downloads(mut self, backups: Backups) -> Self {
+        self.downloads = Some(backups);
+        self
     }
 }
 
@@ -216,6 +230,7 @@ impl<S> Layer<S> for ConsoleLayer {
         Console {
             inner,
             loopback_listener: self.loopback_listener,
+            downloads: self.downloads.clone(),
         }
     }
 }
@@ -225,6 +240,7 @@ impl<S> Layer<S> for ConsoleLayer {
 pub struct Console<S> {
     inner: S,
     loopback_listener: Option<std::net::SocketAddr>,
+    downloads: Option<Backups>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
@@ -263,6 +279,21 @@ where
         }
         match kind(&req) {
             Kind::Rpc => {}
+            Kind::Console if req.uri().path().starts_with(DOWNLOADS) => {
+                let token = req.uri().path()[DOWNLOADS.len()..].to_owned();
+                let response = match (&self.downloads, req.method()) {
+                    (Some(b), &Method::GET) => {
+                        let b = b.clone();
+                        return Box::pin(async move { Ok(b.serve_download(&token).await) });
+                    }
+                    (Some(_), _) => plain(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "a download link is fetched with GET\n",
+                    ),
+                    (None, _) => plain(StatusCode::NOT_FOUND, "not found\n"),
+                };
+                return Box::pin(std::future::ready(Ok(response)));
+            }
             Kind::Console => {
                 let response = respond(req.method(), req.uri().path(), accepts_gzip(&req));
                 return Box::pin(std::future::ready(Ok(response)));

@@ -210,6 +210,7 @@ pub const TABLE: &[(&str, Access)] = {
         ("/minispod.v1.BackupService/GetBackupSchedule", User),
         ("/minispod.v1.BackupService/StartRestoreDrill", User),
         ("/minispod.v1.BackupService/ListBackupOverview", Admin),
+        ("/minispod.v1.BackupService/CreateBackupDownload", User),
     ]
 };
 

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::access::caller;
 use crate::{
-    backups::{Backups, queries::BackupRow},
+    backups::{Backups, Then, queries::BackupRow},
     error::{AppError, AppResult},
     subscriptions::{admission::is_admin, queries as subs_db},
     users::queries::UserRow,
@@ -86,7 +86,7 @@ impl BackupService for BackupApi {
         let sub = self.subscription(&caller, &r.subscription_id).await?;
         let backup = self
             .backups
-            .create_backup(&sub, &r.destination_id, "MANUAL")
+            .create_backup(&sub, &r.destination_id, "MANUAL", Then::Nothing)
             .await?;
         tracing::info!(backup = %backup.id, subscription = %sub.id, by = %caller.id, "backup started");
         Ok(Response::new(pb::CreateBackupResponse {
@@ -223,5 +223,20 @@ impl BackupService for BackupApi {
         Ok(Response::new(pb::ListBackupOverviewResponse {
             subscriptions: self.backups.overview().await?,
         }))
+    }
+
+    async fn create_backup_download(
+        &self,
+        request: Request<pb::CreateBackupDownloadRequest>,
+    ) -> Result<Response<pb::CreateBackupDownloadResponse>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        if r.claim.is_empty() {
+            return Err(AppError::invalid("claim", "is required").into());
+        }
+        let b = self.visible_backup(&caller, &r.backup_id).await?;
+        Ok(Response::new(
+            self.backups.create_download(&b, &r.claim).await?,
+        ))
     }
 }

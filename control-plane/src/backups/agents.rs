@@ -3,7 +3,7 @@
 use minispod_proto::v1 as pb;
 
 use super::{
-    Backups, key_row,
+    Backups,
     queries::{self, Report},
 };
 use crate::{
@@ -32,22 +32,11 @@ impl Backups {
                 },
             };
             let Some(backup) = backup else { continue };
-            let Some(dest) = queries::destination(self.db(), &backup.destination_id).await? else {
+            let Some(repo) = self
+                .repository(&backup.job.user_id, &backup.destination_id)
+                .await?
+            else {
                 continue;
-            };
-            let Some(sealed) = queries::key(self.db(), &backup.job.user_id, &dest.id).await? else {
-                continue;
-            };
-            let password = self
-                .inner
-                .sealer
-                .open(&key_row(&backup.job.user_id, &dest.id), &sealed)?;
-            let creds = self.inner.sealer.open(&dest.id, &dest.credentials)?;
-            let (key_id, secret) = creds.split_once('\n').unwrap_or((creds.as_str(), ""));
-            let path = if dest.prefix.is_empty() {
-                backup.job.user_id.clone()
-            } else {
-                format!("{}/{}", dest.prefix, backup.job.user_id)
             };
             let backup_kind = t.kind == "BACKUP";
             let forget = t.kind == "FORGET";
@@ -60,14 +49,9 @@ impl Backups {
                     _ => pb::TransferKind::Restore,
                 } as i32,
                 volume_path: t.volume_path.clone(),
-                repository: format!("s3:{}/{}/{path}", dest.endpoint, dest.bucket),
-                password,
-                environment: [
-                    ("AWS_ACCESS_KEY_ID".to_owned(), key_id.to_owned()),
-                    ("AWS_SECRET_ACCESS_KEY".to_owned(), secret.to_owned()),
-                    ("AWS_DEFAULT_REGION".to_owned(), dest.region.clone()),
-                ]
-                .into(),
+                repository: repo.location,
+                password: repo.password,
+                environment: repo.environment.into_iter().collect(),
                 tags: if backup_kind {
                     vec![
                         transfer_tag(&t.id),

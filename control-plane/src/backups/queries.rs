@@ -172,10 +172,17 @@ pub struct BackupRow {
     pub manifest: String,
     /// MANUAL or SCHEDULE.
     pub trigger_kind: String,
+    /// What follows it once it completes: '', UPGRADE or DELETE.
+    pub then_action: String,
+    /// The version an UPGRADE goes to.
+    pub then_version: String,
+    /// Unix ms the follow-up was done, 0 before.
+    pub then_done_at: i64,
 }
 
 const BACKUP: &str = "id, subscription_id, user_id, status, reason, created_at, started_at, \
-    finished_at, subscription_name, destination_id, service_version, manifest, trigger_kind";
+    finished_at, subscription_name, destination_id, service_version, manifest, trigger_kind, \
+    then_action, then_version, then_done_at";
 
 /// A restore as stored.
 #[derive(Debug, Clone, FromRow)]
@@ -196,8 +203,9 @@ const RESTORE: &str = "id, subscription_id, user_id, status, reason, created_at,
 pub async fn insert_backup(tx: &mut Tx, b: &BackupRow) -> AppResult<()> {
     with_conn!(tx, |c| sqlx::query(
         "INSERT INTO backups (id, subscription_id, subscription_name, user_id, destination_id,
-            service_version, manifest, status, reason, created_at, trigger_kind)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            service_version, manifest, status, reason, created_at, trigger_kind, then_action,
+            then_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     )
     .bind(&b.job.id)
     .bind(&b.job.subscription_id)
@@ -210,6 +218,8 @@ pub async fn insert_backup(tx: &mut Tx, b: &BackupRow) -> AppResult<()> {
     .bind(&b.job.reason)
     .bind(b.job.created_at)
     .bind(&b.trigger_kind)
+    .bind(&b.then_action)
+    .bind(&b.then_version)
     .execute(c)
     .await
     .map(|_| ()))?;
@@ -854,4 +864,115 @@ pub async fn set_reason(tx: &mut Tx, id: &str, reason: &str) -> AppResult<()> {
     .await
     .map(|_| ()))?;
     Ok(())
+}
+
+/// Ended backups whose follow-up (an upgrade, a deletion) is not done yet.
+pub async fn follow_ups(db: &Db) -> AppResult<Vec<BackupRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {BACKUP} FROM backups
+         WHERE then_action <> '' AND then_done_at = 0 AND status IN ('COMPLETE', 'FAILED')
+         LIMIT 100"
+    ))
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Records that backup `id`'s follow-up was done, with the backup's new
+/// reason (what became of it); false when another replica did it first.
+pub async fn follow_up_done(db: &Db, id: &str, reason: &str, at: i64) -> AppResult<bool> {
+    let mut tx = db.begin().await?;
+    let done = with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE backups SET then_done_at = $2, reason = $3 WHERE id = $1 AND then_done_at = 0"
+    )
+    .bind(id)
+    .bind(at)
+    .bind(reason)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(done == 1)
+}
+
+/// Whether a backup of `sub` waits to be followed by a deletion.
+pub async fn deletion_pending(db: &Db, sub: &str) -> AppResult<bool> {
+    let n: i64 = with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM backups WHERE subscription_id = $1 AND then_action = 'DELETE'
+            AND then_done_at = 0"
+    )
+    .bind(sub)
+    .fetch_one(c)
+    .await)?;
+    Ok(n > 0)
+}
+
+/// Stores a download link (the token's hash), dropping expired ones.
+pub async fn insert_download(
+    db: &Db,
+    token_hash: &str,
+    backup: &str,
+    claim: &str,
+    user: &str,
+    now: i64,
+    expires_at: i64,
+) -> AppResult<()> {
+    let mut tx = db.begin().await?;
+    with_conn!(&mut tx, |c| sqlx::query(
+        "DELETE FROM backup_downloads WHERE expires_at < $1"
+    )
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    with_conn!(&mut tx, |c| sqlx::query(
+        "INSERT INTO backup_downloads (token_hash, backup_id, claim, user_id, expires_at)
+         VALUES ($1, $2, $3, $4, $5)"
+    )
+    .bind(token_hash)
+    .bind(backup)
+    .bind(claim)
+    .bind(user)
+    .bind(expires_at)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Uses the download link whose token hashes to `token_hash`: its backup
+/// and claim, once, if it has not expired at `now`.
+pub async fn take_download(
+    db: &Db,
+    token_hash: &str,
+    now: i64,
+) -> AppResult<Option<(String, String, String)>> {
+    let mut tx = db.begin().await?;
+    let row = with_conn!(&mut tx, |c| sqlx::query_as(
+        "DELETE FROM backup_downloads WHERE token_hash = $1 AND expires_at >= $2
+         RETURNING backup_id, claim, user_id"
+    )
+    .bind(token_hash)
+    .bind(now)
+    .fetch_optional(c)
+    .await)?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// The download link whose token hashes to `token_hash`, if unused and
+/// unexpired at `now`: its backup, claim and owner.
+pub async fn peek_download(
+    db: &Db,
+    token_hash: &str,
+    now: i64,
+) -> AppResult<Option<(String, String, String)>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
+        "SELECT backup_id, claim, user_id FROM backup_downloads
+         WHERE token_hash = $1 AND expires_at >= $2"
+    )
+    .bind(token_hash)
+    .bind(now)
+    .fetch_optional(c)
+    .await)?)
 }

@@ -53,6 +53,7 @@ async fn pass(b: &Backups, remind: bool) -> AppResult<()> {
     scheduled(b).await?;
     weekly_drills(b).await?;
     forgetting(b).await?;
+    super::follow_up::pass(b).await?;
     let (backups, restores) = queries::active(b.db()).await?;
     for backup in backups {
         let snapshots = Vec::new();
@@ -310,12 +311,17 @@ async fn finish(b: &Backups, kind: Job, job: &JobRow, status: &str, reason: &str
     if released {
         queries::touch_subscription(&mut tx, &job.subscription_id, now).await?;
     }
-    let scheduled = match kind {
-        Job::Backup => queries::backup(b.db(), &job.id)
-            .await?
-            .is_some_and(|r| r.trigger_kind == "SCHEDULE"),
-        Job::Restore => false,
+    let backup = match kind {
+        Job::Backup => queries::backup(b.db(), &job.id).await?,
+        Job::Restore => None,
     };
+    let scheduled = backup
+        .as_ref()
+        .is_some_and(|r| r.trigger_kind == "SCHEDULE");
+    // An upgrade or a deletion waits for it: the next pass does it.
+    if backup.is_some_and(|r| !r.then_action.is_empty()) {
+        b.inner.wake.notify_one();
+    }
     let mut told = 0;
     if scheduled {
         told =
@@ -387,7 +393,10 @@ async fn scheduled(b: &Backups) -> AppResult<()> {
                 continue;
             }
         };
-        if let Err(e) = b.create_backup(&sub, "", "SCHEDULE").await {
+        if let Err(e) = b
+            .create_backup(&sub, "", "SCHEDULE", super::Then::Nothing)
+            .await
+        {
             tracing::warn!(subscription = %sub.id, error = %e, "a scheduled backup could not start");
             let mut tx = b.db().begin().await?;
             let told = scheduled_outcome(b, &mut tx, &sub.id, true, &e.to_string()).await?;

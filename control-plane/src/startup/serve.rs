@@ -66,6 +66,7 @@ impl Application {
                 .await;
         }
         let tasks = Tasks::default();
+        let downloads = loops.backups.clone();
         loops.spawn(&tasks);
 
         let gate = Gate::new(limits.clone());
@@ -79,7 +80,7 @@ impl Application {
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
             .timeout(limits.request_timeout)
             .tcp_nodelay(true)
-            .layer(ConsoleLayer::new(console_addr))
+            .layer(ConsoleLayer::new(console_addr).with_downloads(downloads))
             .layer(cors)
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RequestBufferLayer(request_buffer))

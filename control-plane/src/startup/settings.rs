@@ -344,5 +344,6 @@ pub(super) fn backup_settings(args: &crate::config::BackupArgs) -> crate::backup
         limit_download_kib: args.backup_limit_download,
         stop_timeout: args.backup_stop_timeout,
         silence_timeout: args.backup_silence_timeout,
+        restic: args.backup_restic.clone(),
     }
 }

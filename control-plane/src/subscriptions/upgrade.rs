@@ -129,6 +129,7 @@ pub fn plan(
             .find(|v| v.one_way)
             .map(|v| v.version.clone())
             .unwrap_or_default(),
+        backup_first: false,
     }
 }
 
@@ -170,6 +171,27 @@ pub enum By<'a> {
     /// only a RUNNING subscription, and the version is recorded as tried
     /// in the transaction that starts it.
     AutoUpdate,
+}
+
+/// The refusal of an upgrade past `plan`'s one-way version when no backup
+/// can be taken first (no destination), for an administrator or not.
+pub fn one_way_refusal(plan: &pb::UpgradePlan, admin: bool) -> AppError {
+    AppError::refused(
+        Code::FailedPrecondition,
+        "ONE_WAY_VERSION",
+        format!(
+            "version {} migrates data and cannot be rolled back past; back it up first (a \
+             complete backup of version {} from the last 24 hours; no backup destination is \
+             configured to take one){}",
+            plan.one_way_version,
+            plan.from_version,
+            if admin {
+                ", or set force to upgrade anyway"
+            } else {
+                ", or ask an administrator to upgrade it"
+            }
+        ),
+    )
 }
 
 impl Subscriptions {
@@ -245,7 +267,7 @@ impl Subscriptions {
         between.reverse();
         let from_template = pb::ServiceTemplate::decode(row.template.as_slice())
             .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("stored template")))?;
-        let plan = plan(&from_template, &row.version, to, &between);
+        let mut plan = plan(&from_template, &row.version, to, &between);
         if !plan.one_way_version.is_empty() {
             if auto {
                 return Err(AppError::refused(
@@ -259,7 +281,9 @@ impl Subscriptions {
                 ));
             }
             // A complete backup of the version it runs, taken within the
-            // day, is the way back (#26).
+            // day, is the way back (#26): without one, the caller takes
+            // one first (`backup_first`; BackupService follows it with this
+            // upgrade), unless an administrator forces it.
             let backed_up = queries::recent_backup(
                 self.db(),
                 &row.id,
@@ -268,27 +292,13 @@ impl Subscriptions {
             )
             .await?
             .is_some();
-            if !backed_up && !r.force {
-                return Err(AppError::refused(
-                    Code::FailedPrecondition,
-                    "ONE_WAY_VERSION",
-                    format!(
-                        "version {} migrates data and cannot be rolled back past; back it up \
-                         first (a complete backup of version {} from the last 24 hours){}",
-                        plan.one_way_version,
-                        row.version,
-                        if admin {
-                            ", or set force to upgrade anyway"
-                        } else {
-                            ", or ask an administrator to upgrade it"
-                        }
-                    ),
-                ));
-            }
-            if !backed_up && !admin {
+            if !backed_up && r.force && !admin {
                 return Err(AppError::PermissionDenied(
                     "only an administrator can force an upgrade past a one-way version".into(),
                 ));
+            }
+            if !backed_up && !r.force {
+                plan.backup_first = true;
             }
         }
         // The values it keeps, with the new variables' defaults.
@@ -314,7 +324,7 @@ impl Subscriptions {
             &target_template,
         )
         .await?;
-        if r.dry_run {
+        if r.dry_run || plan.backup_first {
             return Ok(plan);
         }
         let mut generated = self.open_map(&row.id, &row.generated)?;
@@ -415,6 +425,15 @@ impl Subscriptions {
                 dry_run: r.dry_run,
             };
             match self.upgrade(caller, &one).await {
+                Ok(plan) if plan.backup_first => out.refused.push(pb::UpgradeRefusal {
+                    subscription_id: id,
+                    name: sub_name,
+                    message: format!(
+                        "version {} migrates data and cannot be rolled back past: upgrade it \
+                         alone (UpgradeSubscription backs it up first), or set force",
+                        plan.one_way_version
+                    ),
+                }),
                 Ok(_) => out.upgraded.push(id),
                 Err(AppError::Internal(e)) => return Err(AppError::Internal(e)),
                 Err(e) => out.refused.push(pb::UpgradeRefusal {

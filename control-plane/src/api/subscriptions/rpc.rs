@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     api::access::caller,
     auth::AuthState,
+    backups::{Backups, Then},
     catalog::template,
     error::{AppError, AppResult, Violations},
     notifications::{customers, owner_notices::SubscriptionRef},
@@ -25,6 +26,7 @@ use crate::{
         logs::{CallerCheck, LOG_CHANNEL, LogPump, LogSlots},
         queries::{self, Filter, SubscriptionRow},
         status_to_db,
+        upgrade::one_way_refusal,
         words::{self, Blocked},
     },
     users::queries::UserRow,
@@ -59,12 +61,36 @@ pub struct SubscriptionApi {
     pub(super) auth: AuthState,
     pub(super) subs: Subscriptions,
     pub(super) limits: CallerLimits,
+    /// Backups taken before a one-way upgrade or a deletion.
+    pub(super) backups: Option<Backups>,
 }
 
 impl SubscriptionApi {
     /// The service over `auth` and the shared subscription state.
     pub fn new(auth: AuthState, subs: Subscriptions, limits: CallerLimits) -> Self {
-        SubscriptionApi { auth, subs, limits }
+        SubscriptionApi {
+            auth,
+            subs,
+            limits,
+            backups: None,
+        }
+    }
+
+    /// Takes backups before one-way upgrades and, when asked, deletions.
+    pub fn with_backups(mut self, backups: Backups) -> Self {
+        self.backups = Some(backups);
+        self
+    }
+
+    /// Starts a backup of `row` followed by `then`; FAILED_PRECONDITION
+    /// when there is nowhere to store it.
+    async fn backup_first(&self, row: &SubscriptionRow, then: Then) -> AppResult<pb::Backup> {
+        let Some(backups) = &self.backups else {
+            return Err(AppError::FailedPrecondition(
+                "backups are not served here".into(),
+            ));
+        };
+        backups.create_backup(row, "", "MANUAL", then).await
     }
 
     /// Spends one of `caller`'s CreateSubscription / UpdateSubscription
@@ -290,9 +316,31 @@ impl SubscriptionService for SubscriptionApi {
         self.limit_change(&caller).await?;
         let r = request.into_inner();
         let plan = self.subs.upgrade(&caller, &r).await?;
+        let mut backup_id = String::new();
+        if plan.backup_first {
+            // Past a one-way version with no fresh backup: one first, and
+            // the upgrade once it completes (backups/follow_up.rs).
+            let can = match &self.backups {
+                Some(b) => b.has_destination().await?,
+                None => false,
+            };
+            if !can {
+                return Err(one_way_refusal(&plan, is_admin(&caller)).into());
+            }
+            if !r.dry_run {
+                let row = self.visible(&caller, &r.id).await?;
+                let backup = self
+                    .backup_first(&row, Then::Upgrade(plan.to_version.clone()))
+                    .await?;
+                tracing::info!(subscription = %row.id, by = %caller.id, backup = %backup.id,
+                    to = %plan.to_version, "one-way upgrade waits for a backup");
+                backup_id = backup.id;
+            }
+        }
         Ok(Response::new(pb::UpgradeSubscriptionResponse {
             subscription: Some(self.reply(&caller, &r.id).await?),
             plan: Some(plan),
+            backup_id,
         }))
     }
 
@@ -332,10 +380,20 @@ impl SubscriptionService for SubscriptionApi {
     ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
         let caller = caller(&request)?;
         let row = self.visible(&caller, &request.get_ref().id).await?;
+        if request.get_ref().backup_first {
+            let backup = self.backup_first(&row, Then::Delete).await?;
+            tracing::info!(subscription = %row.id, name = %row.name, by = %caller.id,
+                backup = %backup.id, "subscription deletion waits for a backup");
+            return Ok(Response::new(pb::DeleteSubscriptionResponse {
+                subscription: Some(self.reply(&caller, &row.id).await?),
+                backup_id: backup.id,
+            }));
+        }
         self.subs.delete(&row).await?;
         tracing::info!(subscription = %row.id, name = %row.name, by = %caller.id, "subscription deletion asked for");
         Ok(Response::new(pb::DeleteSubscriptionResponse {
             subscription: Some(self.reply(&caller, &row.id).await?),
+            backup_id: String::new(),
         }))
     }
 

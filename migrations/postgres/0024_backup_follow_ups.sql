@@ -1,0 +1,19 @@
+-- #26: a backup before a one-way upgrade or a deletion, and downloads.
+--
+-- A backup may be followed by an action once it ends: `then_action`
+-- UPGRADE (to `then_version`) or DELETE, done when it completes and not
+-- when it fails; `then_done_at` is when that was done (0: not yet), so a
+-- restart does it then.
+ALTER TABLE backups ADD COLUMN then_action TEXT NOT NULL DEFAULT '' CHECK (then_action IN ('', 'UPGRADE', 'DELETE'));
+ALTER TABLE backups ADD COLUMN then_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE backups ADD COLUMN then_done_at BIGINT NOT NULL DEFAULT 0;
+-- A link that downloads one volume of a backup: the token's SHA-256, used
+-- once, before `expires_at` (unix ms).
+CREATE TABLE backup_downloads (
+    token_hash  TEXT PRIMARY KEY NOT NULL,
+    backup_id   TEXT NOT NULL,
+    claim       TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+CREATE INDEX backup_downloads_expiry ON backup_downloads (expires_at);
