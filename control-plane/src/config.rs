@@ -376,9 +376,10 @@ mod tests {
         // --domains-per-subscription, --domain-check-{every,max,give-up,
         // resolve}; --notify-subscription-grace, --notify-crash-{restarts,
         // window}; --auto-update-every, --versions-behind-digest,
-        // --versions-behind-digest-every; #26's four:
-        // --backup-limit-{upload,download}, --backup-{stop,silence}-timeout.
-        assert_eq!(serve.get_arguments().count(), 123);
+        // --versions-behind-digest-every; #26's five:
+        // --backup-limit-{upload,download}, --backup-{stop,silence}-timeout,
+        // --backup-restic.
+        assert_eq!(serve.get_arguments().count(), 124);
         // An argument id used across groups still resolves.
         assert!(
             Cli::try_parse_from([

@@ -69,3 +69,29 @@ pub fn message_header(len: u32) -> Bytes {
     h.extend_from_slice(&len.to_be_bytes());
     Bytes::from(h)
 }
+
+/// A plain GET of `path` over the API's connection (as a browser fetches a
+/// download link): the status, the headers, and the whole body, or the
+/// error that ended it (a body the server broke off).
+pub async fn plain_get(
+    channel: &Channel,
+    path: &str,
+) -> Result<(http::StatusCode, http::HeaderMap, Bytes), String> {
+    use tower::{Service, ServiceExt};
+    let req = http::Request::builder()
+        .method("GET")
+        .uri(format!("https://localhost{path}"))
+        .body(tonic::body::Body::empty())
+        .unwrap();
+    let mut svc = channel.clone();
+    let resp = svc
+        .ready()
+        .await
+        .map_err(|e| e.to_string())?
+        .call(req)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((parts.status, parts.headers, bytes))
+}

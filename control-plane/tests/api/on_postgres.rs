@@ -702,7 +702,10 @@ async fn a_watch_on_one_replica_sees_what_another_replicas_reconciler_and_api_ch
     // hears that it is gone.
     subs(&b)
         .delete_subscription(authed(
-            pb::DeleteSubscriptionRequest { id: s.id.clone() },
+            pb::DeleteSubscriptionRequest {
+                id: s.id.clone(),
+                ..Default::default()
+            },
             &token,
         ))
         .await

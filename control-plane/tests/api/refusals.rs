@@ -459,7 +459,10 @@ async fn an_expired_volume_the_cluster_will_not_delete_waits_out_a_backoff_not_e
     .await;
     subs(&s.app)
         .delete_subscription(authed(
-            pb::DeleteSubscriptionRequest { id: sub.id.clone() },
+            pb::DeleteSubscriptionRequest {
+                id: sub.id.clone(),
+                ..Default::default()
+            },
             &s.token,
         ))
         .await

@@ -728,7 +728,10 @@ async fn another_customer_can_neither_see_nor_change_a_subscription() {
     let mut c = subs(&env.app);
     expect_code(
         c.delete_subscription(authed(
-            pb::DeleteSubscriptionRequest { id: s.id.clone() },
+            pb::DeleteSubscriptionRequest {
+                id: s.id.clone(),
+                ..Default::default()
+            },
             &eve_token,
         ))
         .await,
@@ -1184,7 +1187,10 @@ async fn deleting_removes_the_objects_keeps_the_volumes_and_frees_the_catalog_en
     );
     subs(&env.app)
         .delete_subscription(authed(
-            pb::DeleteSubscriptionRequest { id: s.id.clone() },
+            pb::DeleteSubscriptionRequest {
+                id: s.id.clone(),
+                ..Default::default()
+            },
             &token,
         ))
         .await
@@ -1498,6 +1504,7 @@ async fn a_customer_past_their_limits_is_refused_and_the_next_customer_still_get
         .delete_subscription(authed(
             pb::DeleteSubscriptionRequest {
                 id: admitted[0].clone(),
+                ..Default::default()
             },
             &greedy_token,
         ))

@@ -20,7 +20,7 @@ use minispod_proto::v1::{
     catalog_service_client::CatalogServiceClient,
     notification_service_client::NotificationServiceClient, user_service_client::UserServiceClient,
 };
-use minispod_testkit::{s3, smtp::SmtpSink};
+use minispod_testkit::{raw_grpc, s3, smtp::SmtpSink};
 use tonic::{Code, transport::Channel};
 
 use super::{
@@ -356,6 +356,71 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     .await;
     let (objects, stored) = s3.usage(BUCKET, "customers/");
     assert!(objects > 0 && stored > 0, "the copy is in the bucket");
+
+    // The owner downloads the volume: a one-time link whose GET streams a
+    // tar of exactly the files backed up; another customer gets no link.
+    let claim = done.volumes[0].claim.clone();
+    let ask = |token: &str, claim: &str| {
+        authed(
+            pb::CreateBackupDownloadRequest {
+                backup_id: done.id.clone(),
+                claim: claim.into(),
+            },
+            token,
+        )
+    };
+    let e = backups
+        .create_backup_download(ask(&other, &claim))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = backups
+        .create_backup_download(ask(&owner, "no-such-claim"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let link = backups
+        .create_backup_download(ask(&owner, &claim))
+        .await
+        .expect("a download link")
+        .into_inner();
+    assert!(link.url.starts_with("/downloads/"), "{}", link.url);
+    assert!(link.file_name.starts_with("kept-") && link.file_name.ends_with(".tar"));
+    let (status, headers, tar) = raw_grpc::plain_get(&cp.channel, &link.url)
+        .await
+        .expect("the download streams to its end");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&tar));
+    assert_eq!(headers["content-type"], "application/x-tar");
+    assert!(
+        headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains(&link.file_name)
+    );
+    let unpacked = TempDir::new();
+    let archive = unpacked.0.join("volume.tar");
+    std::fs::write(&archive, &tar).unwrap();
+    let out_dir = unpacked.0.join("files");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let untar = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&out_dir)
+        .output()
+        .expect("run tar");
+    assert!(untar.status.success(), "{untar:?}");
+    assert!(
+        contents(&out_dir) == before,
+        "the download holds the volume's files byte for byte"
+    );
+    let (status, _, _) = raw_grpc::plain_get(&cp.channel, &link.url).await.unwrap();
+    assert_eq!(status, 404, "a link works once");
+    let (status, _, _) =
+        raw_grpc::plain_get(&cp.channel, &format!("/downloads/{}", "0".repeat(64)))
+            .await
+            .unwrap();
+    assert_eq!(status, 404, "a made-up link");
 
     // Another customer sees nothing of it and cannot restore it.
     let theirs = backups
@@ -767,8 +832,9 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
         "the original is untouched by the drill"
     );
 
-    // An upgrade past a one-way version: refused for the copy, which has
-    // no backup; once a backup of its version completes, it may go.
+    // An upgrade past a one-way version: the copy has no backup of its
+    // version, so the upgrade takes one first (BEFORE_UPGRADE) and starts
+    // once it completes.
     let mut catalog = CatalogServiceClient::new(cp.channel.clone());
     let n8n = catalog
         .list_service_versions(authed(
@@ -797,41 +863,96 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
         ))
         .await
         .expect("one-way version published");
-    let upgrade = |id: String| pb::UpgradeSubscriptionRequest {
+    let upgrade = |id: String, dry_run: bool| pb::UpgradeSubscriptionRequest {
         id,
         version: "1.80.0".into(),
-        dry_run: true,
+        dry_run,
         ..Default::default()
     };
-    let e = subs
-        .upgrade_subscription(authed(upgrade(copy.subscription_id.clone()), &owner))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
-    assert!(e.message().contains("back it up first"), "{}", e.message());
-    let guard = backups
-        .create_backup(authed(
-            pb::CreateBackupRequest {
-                subscription_id: copy.subscription_id.clone(),
-                ..Default::default()
+    let copied_version = subs
+        .get_subscription(authed(
+            pb::GetSubscriptionRequest {
+                id: copy.subscription_id.clone(),
             },
             &owner,
         ))
         .await
-        .expect("the copy backed up")
+        .unwrap()
         .into_inner()
-        .backup
-        .unwrap();
-    let guard = backup_until(&mut backups, &owner, &guard.id, 90).await;
-    assert_eq!(guard.status, pb::BackupStatus::Complete as i32, "{guard:?}");
+        .subscription
+        .unwrap()
+        .version;
     let plan = subs
-        .upgrade_subscription(authed(upgrade(copy.subscription_id.clone()), &owner))
+        .upgrade_subscription(authed(upgrade(copy.subscription_id.clone(), true), &owner))
         .await
-        .expect("with a fresh backup the one-way upgrade may go")
+        .expect("a dry run")
         .into_inner()
         .plan
         .unwrap();
     assert_eq!(plan.one_way_version, "1.80.0");
+    assert!(plan.backup_first, "{plan:?}");
+    let answer = subs
+        .upgrade_subscription(authed(upgrade(copy.subscription_id.clone(), false), &owner))
+        .await
+        .expect("the upgrade waits for a backup")
+        .into_inner();
+    assert!(!answer.backup_id.is_empty());
+    assert_eq!(
+        answer.subscription.unwrap().version,
+        copied_version,
+        "not upgraded before the backup"
+    );
+    let guard = backup_until(&mut backups, &owner, &answer.backup_id, 90).await;
+    assert_eq!(guard.status, pb::BackupStatus::Complete as i32, "{guard:?}");
+    assert_eq!(guard.trigger, pb::BackupTrigger::BeforeUpgrade as i32);
+    assert_eq!(guard.upgrade_to, "1.80.0");
+    assert_eq!(guard.service_version, copied_version);
+    next_upsert(&mut watch, 60, "upgraded to 1.80.0 after its backup", |s| {
+        s.id == copy.subscription_id
+            && s.version == "1.80.0"
+            && s.status == SubscriptionStatus::Running as i32
+    })
+    .await;
+
+    // Deleting with a backup first: the copy stays until its backup
+    // completes, then goes; the backup outlives it.
+    let deleting = subs
+        .delete_subscription(authed(
+            pb::DeleteSubscriptionRequest {
+                id: copy.subscription_id.clone(),
+                backup_first: true,
+            },
+            &owner,
+        ))
+        .await
+        .expect("deletion after a backup")
+        .into_inner();
+    assert!(!deleting.backup_id.is_empty());
+    assert_ne!(
+        deleting.subscription.unwrap().status,
+        SubscriptionStatus::Deleting as i32,
+        "kept while its backup runs"
+    );
+    let last = backup_until(&mut backups, &owner, &deleting.backup_id, 90).await;
+    assert_eq!(last.status, pb::BackupStatus::Complete as i32, "{last:?}");
+    assert_eq!(last.trigger, pb::BackupTrigger::BeforeDelete as i32);
+    next_upsert(&mut watch, 30, "the copy deleted after its backup", |s| {
+        s.id == copy.subscription_id && s.status == SubscriptionStatus::Deleting as i32
+    })
+    .await;
+    let kept = backups
+        .get_backup(authed(
+            pb::GetBackupRequest {
+                id: deleting.backup_id.clone(),
+            },
+            &owner,
+        ))
+        .await
+        .expect("the backup outlives its subscription")
+        .into_inner()
+        .backup
+        .unwrap();
+    assert_eq!(kept.status, pb::BackupStatus::Complete as i32);
 
     // Backups count against the storage limit: two 5 GiB volumes and the
     // backups' GiB are past a 10 GiB limit, so a backup is refused; the
