@@ -17,6 +17,7 @@ mod agents;
 mod download;
 mod follow_up;
 pub mod queries;
+mod restic;
 mod run;
 pub mod schedule;
 pub mod volumes;

@@ -499,6 +499,7 @@ impl Subscriptions {
                     variables: &variables,
                     generated: &generated,
                     suspended: false,
+                    live: &[],
                     restarted_at: 0,
                     gate: None,
                 };

@@ -1,4 +1,5 @@
--- #26: a backup before a one-way upgrade or a deletion, and downloads.
+-- #26: a backup before a one-way upgrade or a deletion, downloads, and
+-- components that keep running through a backup.
 --
 -- A backup may be followed by an action once it ends: `then_action`
 -- UPGRADE (to `then_version`) or DELETE, done when it completes and not
@@ -17,3 +18,15 @@ CREATE TABLE backup_downloads (
     expires_at  INTEGER NOT NULL
 );
 CREATE INDEX backup_downloads_expiry ON backup_downloads (expires_at);
+-- The components a backup's hold leaves running (their template says
+-- BACKUP_MODE_LIVE), comma-separated; '' stops them all.
+ALTER TABLE subscription_holds ADD COLUMN live TEXT NOT NULL DEFAULT '';
+-- Whether the customer's repository at the destination exists: the
+-- control plane creates it once, before the first transfer is ordered, so
+-- that two volumes' first backups never both create it (two keys, one
+-- config: one of them could not open it). `init_claimed_at` is the
+-- replica that creates it claiming the work. Keys made before were
+-- created by their agents.
+ALTER TABLE backup_keys ADD COLUMN initialized BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE backup_keys ADD COLUMN init_claimed_at INTEGER NOT NULL DEFAULT 0;
+UPDATE backup_keys SET initialized = TRUE;

@@ -27,6 +27,15 @@ use std::path::{Path, PathBuf};
 
 use restic::{Progress, Repository, Restic};
 
+/// The snapshot a volume with no files is backed up as: restic stores no
+/// empty snapshot, so none is made, and restoring it empties the volume.
+pub const EMPTY_SNAPSHOT: &str = "empty";
+
+/// Whether `dir` holds nothing.
+pub fn is_empty_dir(dir: &Path) -> std::io::Result<bool> {
+    Ok(std::fs::read_dir(dir)?.next().is_none())
+}
+
 /// The sibling a restore is written into before it replaces the volume.
 fn restoring_dir(volume: &Path) -> PathBuf {
     sibling(volume, ".minispod-restoring")
@@ -84,7 +93,11 @@ pub async fn restore_in_place(
     recover_interrupted(volume)?;
     let meta = std::fs::metadata(volume)?;
     let restoring = restoring_dir(volume);
-    restic.restore(repo, id, &restoring, progress).await?;
+    if id == EMPTY_SNAPSHOT {
+        std::fs::create_dir(&restoring)?;
+    } else {
+        restic.restore(repo, id, &restoring, progress).await?;
+    }
     std::os::unix::fs::chown(&restoring, Some(meta.uid()), Some(meta.gid()))?;
     std::fs::set_permissions(&restoring, meta.permissions())?;
     let replaced = replaced_dir(volume);

@@ -242,6 +242,13 @@ impl Transfers {
         };
         match order.kind() {
             pb::TransferKind::Backup => {
+                if crate::backup::is_empty_dir(&volume)? {
+                    return Ok(Done {
+                        snapshot_id: crate::backup::EMPTY_SNAPSHOT.to_owned(),
+                        bytes_added: 0,
+                        bytes: Some(0),
+                    });
+                }
                 self.restic.ensure_repository(&repo).await?;
                 // Locks a killed restic left (stale by restic's rules).
                 self.restic.unlock(&repo).await?;

@@ -179,22 +179,36 @@ impl Backups {
             .map_err(internal)?
             .ok_or_else(gone)?;
 
-        let mut cmd = tokio::process::Command::new(&self.inner.settings.restic);
-        cmd.env_clear()
-            .env("RESTIC_PASSWORD", &repo.password)
-            .env("RESTIC_REPOSITORY", &repo.location)
-            .envs(repo.environment.iter().map(|(k, v)| (k, v)))
-            .args(["dump", "--no-cache", "--quiet", "--archive", "tar"]);
+        let headers = |status| {
+            crate::console::locked_down(status)
+                .header(header::CONTENT_TYPE, "application/x-tar")
+                .header(
+                    header::CONTENT_DISPOSITION,
+                    format!(
+                        "attachment; filename=\"{}\"",
+                        file_name(&backup.subscription_name, &claim, &backup_id)
+                    ),
+                )
+                .header(header::CACHE_CONTROL, "no-store")
+        };
+        if snapshot == super::run::EMPTY_SNAPSHOT {
+            // A volume with no files: a tar of nothing (its two zero
+            // end-of-archive blocks).
+            drop(slot);
+            return Ok(headers(StatusCode::OK)
+                .body(Body::new(Full::new(Bytes::from(vec![0u8; 1024]))))
+                .expect("valid headers"));
+        }
+        let mut cmd = self.restic(&repo, "dump");
+        cmd.args(["--archive", "tar"]);
         if self.inner.settings.limit_download_kib > 0 {
             cmd.arg("--limit-download")
                 .arg(self.inner.settings.limit_download_kib.to_string());
         }
         cmd.arg(&snapshot)
             .arg("/")
-            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| {
             tracing::warn!(restic = %self.inner.settings.restic.display(), error = %e,
                 "cannot run restic for a backup download");
@@ -206,7 +220,7 @@ impl Backups {
         })?;
         let mut stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let tail = tokio::spawn(stderr_tail(stderr));
+        let tail = tokio::spawn(super::restic::stderr_tail(stderr));
 
         // The first chunk before the headers: a repository that cannot be
         // read is an error status, not an empty archive.
@@ -274,18 +288,7 @@ impl Backups {
         let body = Body::new(StreamBody::new(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         ));
-        Ok(crate::console::locked_down(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "application/x-tar")
-            .header(
-                header::CONTENT_DISPOSITION,
-                format!(
-                    "attachment; filename=\"{}\"",
-                    file_name(&backup.subscription_name, &claim, &backup_id)
-                ),
-            )
-            .header(header::CACHE_CONTROL, "no-store")
-            .body(body)
-            .expect("valid headers"))
+        Ok(headers(StatusCode::OK).body(body).expect("valid headers"))
     }
 
     fn take_slot(&self, user: &str) -> Option<Slot> {
@@ -331,22 +334,6 @@ fn plain(status: StatusCode, text: String) -> Response<Body> {
         .header(header::CACHE_CONTROL, "no-store")
         .body(Body::new(Full::new(Bytes::from(text))))
         .expect("valid headers")
-}
-
-/// The last 2 KiB restic wrote on its standard error.
-async fn stderr_tail(mut r: impl tokio::io::AsyncRead + Unpin) -> String {
-    let mut tail: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = r.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        tail.extend_from_slice(&buf[..n]);
-        if tail.len() > 2048 {
-            tail.drain(..tail.len() - 2048);
-        }
-    }
-    String::from_utf8_lossy(&tail).trim().to_owned()
 }
 
 #[cfg(test)]

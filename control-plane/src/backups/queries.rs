@@ -513,17 +513,25 @@ pub async fn fail_open_transfers(tx: &mut Tx, job: &str, error: &str, at: i64) -
     Ok(())
 }
 
-/// Holds subscription `sub` stopped for job `job`; false when another job
-/// holds it.
-pub async fn hold(tx: &mut Tx, sub: &str, job: &str, reason: &str, at: i64) -> AppResult<bool> {
+/// Holds subscription `sub` stopped for job `job`, but for the components
+/// `live` (comma-separated) names; false when another job holds it.
+pub async fn hold(
+    tx: &mut Tx,
+    sub: &str,
+    job: &str,
+    reason: &str,
+    live: &str,
+    at: i64,
+) -> AppResult<bool> {
     with_conn!(&mut *tx, |c| sqlx::query(
-        "INSERT INTO subscription_holds (subscription_id, job_id, reason, created_at)
-         VALUES ($1, $2, $3, $4) ON CONFLICT (subscription_id) DO NOTHING"
+        "INSERT INTO subscription_holds (subscription_id, job_id, reason, created_at, live)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subscription_id) DO NOTHING"
     )
     .bind(sub)
     .bind(job)
     .bind(reason)
     .bind(at)
+    .bind(live)
     .execute(c)
     .await
     .map(|_| ()))?;
@@ -975,4 +983,58 @@ pub async fn peek_download(
     .bind(now)
     .fetch_optional(c)
     .await)?)
+}
+
+/// Whether `user`'s repository at `destination` was created.
+pub async fn key_initialized(db: &Db, user: &str, destination: &str) -> AppResult<bool> {
+    let found: Option<bool> = with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT initialized FROM backup_keys WHERE user_id = $1 AND destination_id = $2"
+    )
+    .bind(user)
+    .bind(destination)
+    .fetch_optional(c)
+    .await)?;
+    Ok(found.unwrap_or(false))
+}
+
+/// Claims the creation of `user`'s repository at `destination` for this
+/// replica (unless another claimed it in the last `stale_ms`); whether
+/// this call did.
+pub async fn claim_init(
+    db: &Db,
+    user: &str,
+    destination: &str,
+    now: i64,
+    stale_ms: i64,
+) -> AppResult<bool> {
+    let mut tx = db.begin().await?;
+    let n = with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE backup_keys SET init_claimed_at = $3
+         WHERE user_id = $1 AND destination_id = $2 AND initialized = FALSE
+            AND init_claimed_at < $4"
+    )
+    .bind(user)
+    .bind(destination)
+    .bind(now)
+    .bind(now - stale_ms)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Records that `user`'s repository at `destination` exists.
+pub async fn key_created(db: &Db, user: &str, destination: &str) -> AppResult<()> {
+    let mut tx = db.begin().await?;
+    with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE backup_keys SET initialized = TRUE WHERE user_id = $1 AND destination_id = $2"
+    )
+    .bind(user)
+    .bind(destination)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -29,6 +29,11 @@ use crate::{
 
 /// How often the runner looks at jobs without being woken.
 const PASS: Duration = Duration::from_secs(1);
+/// What an agent reports for a volume with no files: restic stores no
+/// empty snapshot, and restoring it empties the volume.
+pub(super) const EMPTY_SNAPSHOT: &str = "empty";
+/// How long a replica's claim to create a repository stands.
+const INIT_CLAIM: Duration = Duration::from_secs(120);
 /// How often a waiting transfer's agent is reminded.
 const REMIND: Duration = Duration::from_secs(15);
 
@@ -171,10 +176,66 @@ async fn start(
             }
         }
     }
-    // Hold it stopped (once), and wait for its pods to be gone.
+    // The customer's repository at the destination, created once before
+    // any transfer into it is ordered (two volumes' agents creating it at
+    // once would leave one unable to open it).
+    if kind == Job::Backup
+        && !queries::key_initialized(b.db(), &job.user_id, &backup.destination_id).await?
+    {
+        if !queries::claim_init(
+            b.db(),
+            &job.user_id,
+            &backup.destination_id,
+            now_ms(),
+            INIT_CLAIM.as_millis() as i64,
+        )
+        .await?
+        {
+            return Ok(());
+        }
+        let Some(repo) = b.repository(&job.user_id, &backup.destination_id).await? else {
+            return finish(b, kind, job, "FAILED", "its destination is gone").await;
+        };
+        if let Err(why) = b.create_repository(&repo).await {
+            tracing::warn!(job = %job.id, why, "a repository could not be opened or created");
+            return finish(
+                b,
+                kind,
+                job,
+                "FAILED",
+                &format!("the repository at the destination could not be opened or created: {why}"),
+            )
+            .await;
+        }
+        queries::key_created(b.db(), &job.user_id, &backup.destination_id).await?;
+        tracing::info!(user = %job.user_id, destination = %backup.destination_id, "backup repository ready");
+    }
+    // Hold it stopped (once), and wait for its pods to be gone: a backup
+    // leaves the components its template says are copied live running; a
+    // restore stops them all.
+    let live: Vec<String> = match kind {
+        Job::Backup => template
+            .components
+            .iter()
+            .filter(|c| c.backup() == pb::BackupMode::Live)
+            .map(|c| c.name.clone())
+            .collect(),
+        Job::Restore => Vec::new(),
+    };
     let what = match kind {
         Job::Backup => "a backup",
         Job::Restore => "a restore",
+    };
+    let stopped = if live.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = template
+            .components
+            .iter()
+            .filter(|c| !live.contains(&c.name))
+            .map(|c| c.name.as_str())
+            .collect();
+        format!("{} ", names.join(", "))
     };
     let mut tx = b.db().begin().await?;
     let now = now_ms();
@@ -182,7 +243,8 @@ async fn start(
         &mut tx,
         &sub.id,
         &job.id,
-        &format!("stopped for {what}; it starts again when it ends"),
+        &format!("{stopped}stopped for {what}; it starts again when it ends"),
+        &live.join(","),
         now,
     )
     .await?;
@@ -193,7 +255,12 @@ async fn start(
     queries::touch_subscription(&mut tx, &sub.id, now).await?;
     tx.commit().await?;
     b.inner.subs.enqueue_now(sub.id.clone());
-    if !b.inner.subs.pods_of(&sub.id).is_empty() {
+    if b.inner
+        .subs
+        .pods_of(&sub.id)
+        .iter()
+        .any(|p| !live.contains(&p.component))
+    {
         if waited > timeout * 2 {
             return finish(
                 b,
@@ -450,7 +517,8 @@ async fn retain(b: &Backups, sub: &str, user: &str) -> AppResult<()> {
         let copies: Vec<TransferRow> = queries::transfers_of(b.db(), &id)
             .await?
             .into_iter()
-            .filter(|t| t.kind == "BACKUP" && t.state == "DONE")
+            // An empty volume's copy is no snapshot: nothing to forget.
+            .filter(|t| t.kind == "BACKUP" && t.state == "DONE" && t.snapshot_id != EMPTY_SNAPSHOT)
             .collect();
         let now = now_ms();
         let mut tx = b.db().begin().await?;

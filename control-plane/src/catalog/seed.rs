@@ -138,6 +138,8 @@ fn n8n_template() -> pb::ServiceTemplate {
             expose_port: "http".into(),
             args: vec![],
             workload: pb::WorkloadKind::Deployment as i32,
+            // Stopped while its volumes are copied (README, "Backups").
+            backup: pb::BackupMode::Stop as i32,
             // The image's own `USER node`: uid and gid 1000.
             security: runs_as(1000, 1000),
         }],
@@ -190,6 +192,8 @@ fn ghost_template() -> pb::ServiceTemplate {
             expose_port: "http".into(),
             args: vec![],
             workload: pb::WorkloadKind::Deployment as i32,
+            // Stopped while its volumes are copied (README, "Backups").
+            backup: pb::BackupMode::Stop as i32,
             // The image's `node` user (1000:1000); started non-root, the
             // entrypoint skips its step down and seeds an empty content
             // volume as that user.
@@ -244,6 +248,8 @@ fn wordpress_template() -> pb::ServiceTemplate {
                 expose_port: "http".into(),
                 args: vec![],
                 workload: pb::WorkloadKind::Deployment as i32,
+                // Stopped while its volumes are copied (README, "Backups").
+                backup: pb::BackupMode::Stop as i32,
                 // Debian's www-data (33:33), whom Apache serves as anyway;
                 // started non-root, the entrypoint copies WordPress in as
                 // that user. Port 80 is bound thanks to the pod's
@@ -269,6 +275,8 @@ fn wordpress_template() -> pb::ServiceTemplate {
                 expose_port: String::new(),
                 args: vec![],
                 workload: pb::WorkloadKind::StatefulSet as i32,
+                // Stopped while its volumes are copied (README, "Backups").
+                backup: pb::BackupMode::Stop as i32,
                 // The image's `mysql` user (999:999); started non-root, the
                 // entrypoint skips gosu and initialises the data directory
                 // as that user.

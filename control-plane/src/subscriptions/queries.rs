@@ -657,10 +657,11 @@ pub fn not_found(id: &str) -> AppError {
 }
 
 /// Why subscription `sub` is held stopped by a backup or a restore
-/// (`crate::backups`), if it is.
-pub async fn held(db: &Db, sub: &str) -> AppResult<Option<String>> {
-    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
-        "SELECT reason FROM subscription_holds WHERE subscription_id = $1"
+/// (`crate::backups`), if it is, and the components the hold leaves
+/// running (comma-separated).
+pub async fn held(db: &Db, sub: &str) -> AppResult<Option<(String, String)>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
+        "SELECT reason, live FROM subscription_holds WHERE subscription_id = $1"
     )
     .bind(sub)
     .fetch_optional(c)

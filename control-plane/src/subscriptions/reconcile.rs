@@ -336,7 +336,28 @@ impl Reconciler {
         let gate = self.subs.open_gate(&row.id, &row.gate)?;
         // A backup or a restore holds it stopped while its volumes are
         // copied (`crate::backups`).
-        let held = queries::held(self.subs.db(), id).await?;
+        // A hold whose components all keep running (BACKUP_MODE_LIVE)
+        // stops nothing and is not shown.
+        let (held, live) = match queries::held(self.subs.db(), id).await? {
+            Some((why, live)) => {
+                let live: Vec<String> = live
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if template.components.iter().all(|c| live.contains(&c.name)) {
+                    (None, Vec::new())
+                } else {
+                    (Some(why), live)
+                }
+            }
+            None => (None, Vec::new()),
+        };
+        let live: &[String] = if row.desired == "SUSPENDED" {
+            &[]
+        } else {
+            &live
+        };
         let inst = render::Instance {
             id: &row.id,
             name: &row.name,
@@ -346,6 +367,7 @@ impl Reconciler {
             variables: &variables,
             generated: &generated,
             suspended: row.desired == "SUSPENDED" || held.is_some(),
+            live,
             restarted_at: row.restarted_at,
             gate: gate.as_deref(),
         };

@@ -87,6 +87,9 @@ pub struct Instance<'a> {
     pub generated: &'a BTreeMap<String, String>,
     /// Scaled to zero.
     pub suspended: bool,
+    /// Components left running while `suspended` (a backup's hold of a
+    /// template whose components say BACKUP_MODE_LIVE).
+    pub live: &'a [String],
     /// Unix ms of the last restart, 0 for none.
     pub restarted_at: i64,
     /// The owner's gate token while the subscription is closed to all but
@@ -503,7 +506,7 @@ pub fn subscription_objects(inst: &Instance<'_>, s: &RenderSettings) -> Result<V
         let name = component_object(inst.name, &c.name);
         let stateful = c.workload() == pb::WorkloadKind::StatefulSet;
         let mut spec = json!({
-            "replicas": if inst.suspended { 0 } else { 1 },
+            "replicas": if inst.suspended && !inst.live.contains(&c.name) { 0 } else { 1 },
             "selector": { "matchLabels": selector(inst, &c.name) },
             "template": {
                 "metadata": { "labels": labels(inst, Some(&c.name)), "annotations": {} },

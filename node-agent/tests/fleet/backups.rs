@@ -954,6 +954,142 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
         .unwrap();
     assert_eq!(kept.status, pb::BackupStatus::Complete as i32);
 
+    // A template says per component how its copy is made consistent: a
+    // component copied live keeps its pod through the backup; the one that
+    // says STOP is stopped and started again.
+    let mut t = catalog
+        .list_service_versions(authed(
+            pb::ListServiceVersionsRequest {
+                service_id: "n8n".into(),
+            },
+            &cp.admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .versions
+        .remove(0)
+        .template
+        .unwrap();
+    let mut spool = t.components[0].clone();
+    spool.name = "spool".into();
+    spool.expose_port = String::new();
+    spool.volumes.truncate(1);
+    spool.volumes[0].name = "spool".into();
+    spool.backup = pb::BackupMode::Stop as i32;
+    t.components[0].backup = pb::BackupMode::Live as i32;
+    t.components.push(spool);
+    catalog
+        .create_service(authed(
+            pb::CreateServiceRequest {
+                slug: "n8n-live".into(),
+                name: "n8n, copied live".into(),
+                description: "n8n whose data is copied while it runs".into(),
+                category: "Automation".into(),
+                version: "1.0.0".into(),
+                active: true,
+                template: Some(t),
+                ..Default::default()
+            },
+            &cp.admin,
+        ))
+        .await
+        .expect("a service with a live component");
+    let live = subs
+        .create_subscription(authed(
+            pb::CreateSubscriptionRequest {
+                service_id: "n8n-live".into(),
+                name: "live".into(),
+                ..Default::default()
+            },
+            &other,
+        ))
+        .await
+        .expect("subscribed")
+        .into_inner()
+        .subscription
+        .unwrap();
+    next_upsert(&mut watch, 30, "the live one RUNNING", |s| {
+        s.id == live.id && s.status == SubscriptionStatus::Running as i32
+    })
+    .await;
+    std::fs::write(
+        volume_dir(&root, "live-n8n-data").join("media.bin"),
+        noise(1 << 20, 11),
+    )
+    .unwrap();
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(cluster.client().await);
+    let pod_of = |component: &'static str| {
+        let pods = pods.clone();
+        let live_id = live.id.clone();
+        async move {
+            pods.list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|p| {
+                    let l = p.metadata.labels.clone().unwrap_or_default();
+                    l.values().any(|v| v == &live_id)
+                        && l.get("app.kubernetes.io/component").map(String::as_str)
+                            == Some(component)
+                })
+                .filter_map(|p| p.metadata.uid)
+                .collect::<Vec<_>>()
+        }
+    };
+    let (n8n_before, spool_before) = (pod_of("n8n").await, pod_of("spool").await);
+    assert_eq!((n8n_before.len(), spool_before.len()), (1, 1));
+    let started = backups
+        .create_backup(authed(
+            pb::CreateBackupRequest {
+                subscription_id: live.id.clone(),
+                ..Default::default()
+            },
+            &other,
+        ))
+        .await
+        .expect("backed up")
+        .into_inner()
+        .backup
+        .unwrap();
+    next_upsert(&mut watch, 30, "only the spool stopped", |s| {
+        s.id == live.id
+            && s.status == SubscriptionStatus::Suspended as i32
+            && s.status_reason.starts_with("spool stopped for a backup")
+    })
+    .await;
+    let done_live = backup_until(&mut backups, &other, &started.id, 60).await;
+    assert_eq!(
+        done_live.status,
+        pb::BackupStatus::Complete as i32,
+        "{done_live:?}"
+    );
+    assert_eq!(done_live.volumes.len(), 2, "both volumes copied");
+    let spool_copy = done_live
+        .volumes
+        .iter()
+        .find(|v| v.claim == "live-spool-spool")
+        .unwrap();
+    assert_eq!(
+        spool_copy.snapshot_id, "empty",
+        "a volume with no files is backed up as such (restic stores no empty snapshot)"
+    );
+    next_upsert(&mut watch, 30, "the live one RUNNING again", |s| {
+        s.id == live.id && s.status == SubscriptionStatus::Running as i32
+    })
+    .await;
+    assert_eq!(
+        pod_of("n8n").await,
+        n8n_before,
+        "the live component kept its pod"
+    );
+    let spool_after = pod_of("spool").await;
+    assert!(
+        spool_after.len() == 1 && spool_after != spool_before,
+        "the stopped component was started again: {spool_before:?} -> {spool_after:?}"
+    );
+
     // Backups count against the storage limit: two 5 GiB volumes and the
     // backups' GiB are past a 10 GiB limit, so a backup is refused; the
     // schedule's two failures in a row are told to the administrators.

@@ -226,6 +226,9 @@ pub(super) fn validate_components(
             check_placeholders(a, known, no_forbidden, "", &ap, v);
         }
 
+        if pb::BackupMode::try_from(c.backup).is_err() {
+            v.add(&format!("{p}.backup"), "is not a BackupMode");
+        }
         if pb::WorkloadKind::try_from(c.workload).is_err() {
             v.add(&format!("{p}.workload"), "is not a WorkloadKind");
         }

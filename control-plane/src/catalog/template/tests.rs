@@ -79,6 +79,7 @@ fn sample() -> pb::ServiceTemplate {
                 expose_port: "http".into(),
                 args: vec![],
                 workload: pb::WorkloadKind::Deployment as i32,
+                backup: pb::BackupMode::Live as i32,
                 security: Some(pb::ComponentSecurity {
                     run_as_user: 33,
                     run_as_group: 0,
@@ -235,6 +236,7 @@ fn every_broken_rule_of_a_component_is_reported_at_its_path() {
     db.resources = None;
     db.expose_port = "mysql".into();
     db.workload = 9;
+    db.backup = 7;
     assert_eq!(
         violated(|v| validate(&t, v)),
         [
@@ -260,6 +262,7 @@ fn every_broken_rule_of_a_component_is_reported_at_its_path() {
             "template.components[1].name",
             "template.components[1].image",
             "template.components[1].resources",
+            "template.components[1].backup",
             "template.components[1].workload",
         ]
     );

@@ -289,6 +289,7 @@ impl Reconciler {
             variables: &variables,
             generated: &generated,
             suspended: false,
+            live: &[],
             restarted_at: row.restarted_at,
             gate: gate.as_deref(),
         };
