@@ -434,4 +434,67 @@ describe('backups', () => {
       assert.equal(await adminRow.locator('[data-status]').getAttribute('data-status'), 'COMPLETE');
     }),
   );
+
+  it(
+    'says a one-way upgrade backs up first, stays on its version when that backup fails, and upgrades once it completes',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const adminToken = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD })).accessToken;
+      const newest = (await grpcurl(f.cp, 'minispod.v1.CatalogService/ListServiceVersions', { serviceId: 'n8n' }, adminToken)).versions[0];
+      await grpcurl(f.cp, 'minispod.v1.CatalogService/PublishServiceVersion', { serviceId: 'n8n', version: '2.0.0', notes: 'Migrates the database.', template: newest.template, oneWay: true }, adminToken);
+      const token = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: customer.email, password: customer.password })).accessToken;
+      const id = (await grpcurl(f.cp, 'minispod.v1.SubscriptionService/CreateSubscription', { serviceId: 'n8n', name: 'moving', version: newest.version }, token)).subscription.id;
+      const page = await f.page();
+      await signIn(page, f.cp.url, { email: customer.email, password: customer.password });
+      await open(page, `${f.cp.url}/subscriptions/${id}`);
+      await h1(page, 'moving').waitFor();
+      const fact = (term) => page.getByRole('region', { name: 'Overview' }).locator('dl.facts > div').filter({ has: page.getByRole('term').getByText(term, { exact: true }) }).getByRole('definition');
+      await waitFor(async () => (await fact('Status').innerText()).trim() === 'Running', 60_000, { message: 'RUNNING' });
+      const versionCard = page.locator('section[data-upgrade]');
+      const upgrade = async () => {
+        await versionCard.getByText('Update available: 2.0.0').waitFor();
+        await versionCard.getByRole('button', { name: 'Upgrade to 2.0.0' }).click();
+        const dialog = page.getByRole('dialog', { name: 'Upgrade moving to 2.0.0?' });
+        await dialog.waitFor();
+        assert.equal((await dialog.locator('[data-backup-first]').innerText()).trim(), `A backup of version ${newest.version} is taken first; the upgrade starts once it completes.`);
+        await dialog.getByRole('button', { name: 'Upgrade', exact: true }).click();
+      };
+
+      // First the node's disk has lost the volume's directory: the backup
+      // fails, the card says so, and the subscription stays on its version.
+      const volume = volumeDir(root, 'moving-n8n-data');
+      fs.rmSync(volume, { recursive: true });
+      await upgrade();
+      const failed = versionCard.locator('[data-backup-failed]');
+      await failed.waitFor({ timeout: 90_000 });
+      assert.match(await failed.innerText(), /^The backup before the upgrade to 2\.0\.0 failed, so the upgrade was not done: \S/);
+      const first = (await grpcurl(f.cp, 'minispod.v1.BackupService/ListBackups', { subscriptionId: id }, token)).backups;
+      assert.equal(first.length, 1);
+      assert.equal(first[0].status, 'BACKUP_STATUS_FAILED');
+      await waitFor(async () => (await fact('Status').innerText()).trim() === 'Running', 60_000, { message: 'RUNNING again after the failed backup' });
+      assert.equal((await fact('Version').innerText()).trim(), newest.version, 'still on its version');
+
+      // The directory is back with the app's data: the next try backs up and upgrades.
+      fs.mkdirSync(volume);
+      fs.writeFileSync(path.join(volume, 'database.sqlite'), crypto.randomBytes(64 * 1024));
+      await upgrade();
+      // The card says the upgrade waits; the Backups card shows the backup, labelled.
+      const waiting = versionCard.locator('[data-backing-up]');
+      await waiting.waitFor({ timeout: 10_000 });
+      assert.match(await waiting.innerText(), new RegExp(`^Backing up version ${newest.version.replace(/[.]/g, '\\.')} first\\. The upgrade to 2\\.0\\.0 starts once the backup completes`));
+      assert.equal(await failed.count(), 0, 'the failure of the first try is no longer shown');
+      const backup = ((await grpcurl(f.cp, 'minispod.v1.BackupService/ListBackups', { subscriptionId: id }, token)).backups ?? []).find((b) => b.trigger === 'BACKUP_TRIGGER_BEFORE_UPGRADE' && b.id !== first[0].id);
+      assert.ok(backup, 'a backup before the upgrade');
+      assert.equal(backup.upgradeTo, '2.0.0');
+      const row = card(page).locator(`tr[data-backup="${backup.id}"]`);
+      await row.waitFor({ timeout: 10_000 });
+      assert.equal((await row.locator('[data-trigger]').innerText()).trim(), 'Before the upgrade to 2.0.0');
+      // It completes, then the upgrade runs to the new version.
+      await waitFor(async () => (await row.locator('[data-status]').getAttribute('data-status')) === 'COMPLETE', 90_000, { intervalMs: 250, message: 'the backup before the upgrade COMPLETE' });
+      await waitFor(async () => (await fact('Version').innerText()).trim() === '2.0.0', 60_000, { message: 'version 2.0.0 once the backup completed' });
+      await waitFor(async () => (await fact('Status').innerText()).trim() === 'Running', 60_000, { message: 'RUNNING on 2.0.0' });
+      assert.equal(await waiting.count(), 0, 'the waiting notice is gone once the upgrade started');
+      await page.context().close();
+    }),
+  );
 });
