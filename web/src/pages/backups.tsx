@@ -8,7 +8,7 @@ import { backups, Code } from "../api";
 import { bytes, dateTime } from "../format";
 import { BackupStatus } from "../gen/minispod/v1/backups_pb";
 import { Checkbox, ErrorBanner, Field, Notice, PageTitle, useAction, useLoad } from "../parts/components";
-import { BackupPill, backupRunning, Progress, triggerWord, usePoll } from "../parts/backups";
+import { BackupPill, backupRunning, Progress, triggerLabel, usePoll } from "../parts/backups";
 
 export function BackupsPage() {
   return (
@@ -214,7 +214,7 @@ function AllBackups() {
                   <td>
                     <BackupPill status={b.status} />
                   </td>
-                  <td>{triggerWord[b.trigger]}</td>
+                  <td>{triggerLabel(b)}</td>
                   <td data-size>{b.bytesTotal > 0n ? bytes(b.bytesTotal) : "—"}</td>
                   <td data-added>{b.status === BackupStatus.COMPLETE ? bytes(b.bytesAdded) : "—"}</td>
                   <td>

@@ -2,7 +2,8 @@
 // post-install notes, components and their pods, its own domains, status
 // events, a logs panel (StreamSubscriptionLogs), the variables editor,
 // restart and delete
-// (the name typed to confirm); suspend and resume for administrators.
+// (the name typed to confirm, optionally backed up first); suspend and
+// resume for administrators.
 // Live from a WatchSubscriptions stream of this one subscription; the page
 // still renders, marked as gone, once it has been deleted.
 import { create } from "@bufbuild/protobuf";
@@ -51,6 +52,9 @@ export function SubscriptionPage({ id }: { id: string }) {
   const [done, setDone] = useState("");
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [typed, setTyped] = useState("");
+  const [backupFirst, setBackupFirst] = useState(false);
+  // Bumped to load the Backups card again (a backup the server started).
+  const [backupsKey, setBackupsKey] = useState(0);
   const [suspending, setSuspending] = useState(false);
   const [reason, setReason] = useState("");
   const action = useAction(async (what: string, run: () => Promise<Subscription | undefined>) => {
@@ -73,8 +77,15 @@ export function SubscriptionPage({ id }: { id: string }) {
     setDone("Suspended.");
   });
   const del = useAction(async () => {
-    await subscriptions.deleteSubscription({ id });
+    setDone("");
+    const res = await subscriptions.deleteSubscription({ id, backupFirst });
     setConfirmDelete(false);
+    if (res.backupId) {
+      // It stays (and listed) until its backup completes; if that fails it stays.
+      setBackupsKey((k) => k + 1);
+      setDone("Backing up; the subscription is deleted once the backup completes. If the backup fails, it stays.");
+      return;
+    }
     navigate(session.isAdmin && s?.userId !== session.user?.id ? "/subscriptions" : "/my-services");
   });
 
@@ -144,6 +155,7 @@ export function SubscriptionPage({ id }: { id: string }) {
               onClick={() => {
                 del.clear();
                 setTyped("");
+                setBackupFirst(false);
                 setConfirmDelete(true);
               }}
             >
@@ -184,6 +196,7 @@ export function SubscriptionPage({ id }: { id: string }) {
             watch.put(u);
             setDone(`Upgrading to ${u.version}.`);
           }}
+          onBackupStarted={() => setBackupsKey((k) => k + 1)}
         />
       )}
       {!gone && st !== SubscriptionStatus.DELETING && (
@@ -214,7 +227,7 @@ export function SubscriptionPage({ id }: { id: string }) {
       </div>
       <Components s={s} />
       {s.url && !gone && st !== SubscriptionStatus.DELETING && <DomainsCard subscriptionId={s.id} />}
-      {!gone && <BackupsCard s={s} />}
+      {!gone && <BackupsCard key={backupsKey} s={s} />}
       {!gone && <SubscriptionHistory subscriptionId={s.id} />}
       <LogsPanel s={s} />
       <div class="split">
@@ -238,6 +251,8 @@ export function SubscriptionPage({ id }: { id: string }) {
           Its workloads are removed from the cluster; its volumes are kept for a while, then they go too. This cannot be undone.
         </p>
         <ErrorBanner problem={del.problem} />
+        <Checkbox label="Back it up first" checked={backupFirst} onChecked={setBackupFirst} />
+        {backupFirst && <p class="muted">A backup of its volumes is taken first; it is deleted once the backup completes, and stays as it is if the backup fails. The backup is kept after it is gone.</p>}
         <Field label={`Type ${s.name} to confirm`} value={typed} onValue={setTyped} autoComplete="off" />
       </Confirm>
       <SuspendDialog subscription={suspending ? s : undefined} reason={reason} onReason={setReason} busy={suspend.busy} problem={suspend.problem} onCancel={() => setSuspending(false)} onConfirm={() => void suspend.act()} />

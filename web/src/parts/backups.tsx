@@ -3,8 +3,11 @@
 // progress of one that runs (GetBackup polled every second), a restore into
 // the same subscription behind a Confirm, or into a new subscription under
 // a name the customer gives, followed the same way (GetRestore), and the
-// daily schedule with its retention. The states and refusals are the
-// server's: this card shows them.
+// daily schedule with its retention and weekly restore drill. A complete
+// backup's volumes download one by one as tar archives (a one-time link
+// asked for on click, CreateBackupDownload) and a restore drill can be
+// tried on it (StartRestoreDrill, followed like a restore). The states and
+// refusals are the server's: this card shows them.
 import { useEffect, useState } from "preact/hooks";
 import { backups, Code, problem, type Problem } from "../api";
 import { bytes, dateTime, timestampMs } from "../format";
@@ -44,7 +47,34 @@ export const triggerWord: Record<BackupTrigger, string> = {
   [BackupTrigger.UNSPECIFIED]: "—",
   [BackupTrigger.MANUAL]: "On demand",
   [BackupTrigger.SCHEDULE]: "Schedule",
+  [BackupTrigger.BEFORE_UPGRADE]: "Before an upgrade",
+  [BackupTrigger.BEFORE_DELETE]: "Before deleting",
 };
+
+/** What started a backup, in words, with the version an upgrade waits to move to. */
+export function triggerLabel(b: Backup): string {
+  if (b.trigger === BackupTrigger.BEFORE_UPGRADE && b.upgradeTo) return `Before the upgrade to ${b.upgradeTo}`;
+  return triggerWord[b.trigger];
+}
+
+/**
+ * Asks for a one-time link to volume `claim` of backup `backupId` and has
+ * the browser download it at once (the link works once, for five minutes:
+ * it is asked for on click, never ahead).
+ */
+export async function downloadVolume(backupId: string, claim: string): Promise<void> {
+  const res = await backups.createBackupDownload({ backupId, claim });
+  const a = document.createElement("a");
+  a.href = res.url;
+  a.download = res.fileName;
+  a.hidden = true;
+  document.body.append(a);
+  try {
+    a.click();
+  } finally {
+    a.remove();
+  }
+}
 
 export function BackupPill({ status }: { status: BackupStatus }) {
   return (
@@ -122,6 +152,7 @@ export function BackupsCard({ s }: { s: Subscription }) {
   const [newName, setNewName] = useState("");
   const [restore, setRestore] = useState<Restore>();
   const [restoreName, setRestoreName] = useState("");
+  const [downloading, setDownloading] = useState("");
 
   // The running backups, each asked for again every second until it ends.
   const backupPoll = usePoll(
@@ -161,6 +192,23 @@ export function BackupsCard({ s }: { s: Subscription }) {
     setAsking(undefined);
   });
 
+  const download = useAction(async (b: Backup, claim: string) => {
+    setDone("");
+    setDownloading(`${b.id}/${claim}`);
+    try {
+      await downloadVolume(b.id, claim);
+    } finally {
+      setDownloading("");
+    }
+    setDone(`Downloading ${claim} of the backup of ${dateTime(b.createdAt)} as a tar archive.`);
+  });
+  const drill = useAction(async (b: Backup) => {
+    setDone("");
+    const r = (await backups.startRestoreDrill({ backupId: b.id })).restore;
+    setRestore(r);
+    setRestoreName("");
+  });
+
   const busyRestore = !!restore && restoreRunning(restore);
   const closed = s.status === SubscriptionStatus.DELETING;
   return (
@@ -169,13 +217,15 @@ export function BackupsCard({ s }: { s: Subscription }) {
       <p class="muted">A backup copies every volume of {s.name}, encrypted, to the installation's backup storage; its pods stop for the copy and start again.</p>
       <ErrorBanner problem={loaded.problem ?? backupPoll} />
       <ErrorBanner problem={create.problem} />
+      <ErrorBanner problem={download.problem} />
+      <ErrorBanner problem={drill.problem} />
       {done && <Notice>{done}</Notice>}
       <div class="actions">
         <button type="button" class="primary" disabled={create.busy || closed || running.length > 0 || busyRestore} onClick={() => void create.act()}>
           Back up now
         </button>
       </div>
-      {restore && <RestorePanel restore={restore} here={s.id} newName={restoreName} problem={restorePoll} />}
+      {restore && (restore.drill ? <DrillPanel restore={restore} taken={list.find((b) => b.id === restore.backupId)} problem={restorePoll} /> : <RestorePanel restore={restore} here={s.id} newName={restoreName} problem={restorePoll} />)}
       {loaded.data && list.length === 0 ? (
         <p class="muted">No backup yet.</p>
       ) : (
@@ -204,7 +254,7 @@ export function BackupsCard({ s }: { s: Subscription }) {
                     <BackupPill status={b.status} />
                   </td>
                   <td data-label="Trigger" data-trigger>
-                    {triggerWord[b.trigger]}
+                    {triggerLabel(b)}
                   </td>
                   <td data-label="Size" data-size>
                     {b.bytesTotal > 0n ? bytes(b.bytesTotal) : "—"}
@@ -251,6 +301,14 @@ export function BackupsCard({ s }: { s: Subscription }) {
                         >
                           Restore as a new subscription…
                         </button>
+                        <button type="button" disabled={busyRestore || drill.busy} onClick={() => void drill.act(b)}>
+                          Try a restore drill
+                        </button>
+                        {b.volumes.map((v) => (
+                          <button key={v.claim} type="button" data-download={v.claim} disabled={downloading !== ""} onClick={() => void download.act(b, v.claim)}>
+                            {downloading === `${b.id}/${v.claim}` ? `Preparing ${v.claim}…` : `Download ${v.claim}`}
+                          </button>
+                        ))}
                       </div>
                     )}
                   </td>
@@ -319,15 +377,38 @@ function RestorePanel({ restore: r, here, newName, problem: p }: { restore: Rest
   );
 }
 
+/** A restore drill under way or ended: its status, progress and what it found. */
+function DrillPanel({ restore: r, taken, problem: p }: { restore: Restore; taken: Backup | undefined; problem: Problem | undefined }) {
+  const of = taken ? ` of the backup of ${dateTime(taken.createdAt)}` : "";
+  return (
+    <div class={`banner ${r.status === RestoreStatus.FAILED ? "error" : r.status === RestoreStatus.COMPLETE ? "ok" : "warn"}`} role="status" data-restore={RestoreStatus[r.status]} data-drill>
+      <p>
+        <strong>
+          Restore drill{of}: {restoreStatusWord[r.status]}.
+        </strong>{" "}
+        {r.status === RestoreStatus.COMPLETE
+          ? r.reason || "The backup restored into a scratch copy and the app became ready."
+          : r.status === RestoreStatus.FAILED
+            ? r.reason || "No reason given."
+            : `${r.reason || "Restoring into a scratch copy."} The copy is checked, waited for until the app is ready, then deleted; this subscription is left as it is.`}
+      </p>
+      {restoreRunning(r) && <Progress label="Restore drill" done={r.bytesDone} total={r.bytesTotal} />}
+      {p && <p>Could not refresh: {p.message}</p>}
+    </div>
+  );
+}
+
 const pad = (n: number) => String(n).padStart(2, "0");
 
-/** The daily backup: on or off, its UTC time, how many to keep. */
+/** The daily backup: on or off, its UTC time, how many to keep, and the
+ * weekly restore drill that goes with it. */
 function ScheduleForm({ subscriptionId }: { subscriptionId: string }) {
   const loaded = useLoad((signal) => backups.getBackupSchedule({ subscriptionId }, { signal }), [subscriptionId]);
   const [enabled, setEnabled] = useState(false);
   const [time, setTime] = useState("03:00");
   const [daily, setDaily] = useState("7");
   const [weekly, setWeekly] = useState("4");
+  const [drill, setDrill] = useState(false);
   const [shown, setShown] = useState<BackupSchedule>();
   const [saved, setSaved] = useState("");
   const fill = (sc: BackupSchedule | undefined) => {
@@ -337,6 +418,7 @@ function ScheduleForm({ subscriptionId }: { subscriptionId: string }) {
     setTime(`${pad(sc.hour)}:${pad(sc.minute)}`);
     setDaily(String(sc.keepDaily));
     setWeekly(String(sc.keepWeekly));
+    setDrill(sc.weeklyDrill);
   };
   useEffect(() => fill(loaded.data?.schedule), [loaded.data]);
   const save = useAction(async () => {
@@ -351,10 +433,14 @@ function ScheduleForm({ subscriptionId }: { subscriptionId: string }) {
         minute: m ? Number(m[2]) : -1,
         keepDaily: Math.round(Number(daily)) || 0,
         keepWeekly: Math.round(Number(weekly)) || 0,
+        weeklyDrill: drill,
       },
     });
     fill(res.schedule);
-    if (res.schedule && !res.schedule.enabled) setEnabled(false);
+    if (res.schedule && !res.schedule.enabled) {
+      setEnabled(false);
+      setDrill(false);
+    }
     setSaved(enabled ? "Schedule saved." : "Daily backups stopped.");
   });
   if (loaded.problem?.code === Code.Unimplemented) {
@@ -397,6 +483,15 @@ function ScheduleForm({ subscriptionId }: { subscriptionId: string }) {
         <Field label="Keep weekly" type="number" min={0} value={weekly} onValue={setWeekly} error={f["schedule.keep_weekly"]} hint="The newest of each of the last N weeks." />
       </div>
       <p class="muted">Older scheduled backups are removed; backups taken on demand are kept.</p>
+      {enabled && (
+        <>
+          <Checkbox label="Try a restore of the newest backup weekly" checked={drill} onChecked={setDrill} />
+          <p class="muted">A weekly drill restores the newest complete backup into a scratch copy, checks it and that the app starts, then deletes the copy; a failed drill is told to the administrators.</p>
+        </>
+      )}
+      {shown?.enabled && shown.weeklyDrill && (
+        <p data-last-drill>Last weekly drill: {shown.lastDrillAt ? dateTime(shown.lastDrillAt) : "not yet"}.</p>
+      )}
       <button type="submit" class="primary" disabled={save.busy || !loaded.data}>
         Save schedule
       </button>

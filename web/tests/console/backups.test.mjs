@@ -8,8 +8,10 @@
 // (CONSOLE_ONLY=<regex> runs only the describe blocks whose name matches).
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import https from 'node:https';
 import path from 'node:path';
 import { after, before, it } from 'node:test';
 
@@ -20,6 +22,28 @@ const BUCKET = 'console-backups';
 const SECRET = 'moto-secret-Zq9-never-shown';
 
 /** The one directory under `root` whose name ends with `_<claim>`. */
+/** Every file under `dir`, as paths relative to it. */
+function filesUnder(dir) {
+  return fs.readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => path.relative(dir, path.join(e.parentPath ?? e.path, e.name)));
+}
+
+/** The HTTP status of a GET of `url` on the control plane (trusting its CA). */
+function httpGetStatus(cp, url) {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = https.get(
+      { host: '127.0.0.1', servername: 'localhost', port: cp.port, path: u.pathname, ca: fs.readFileSync(cp.caPath), headers: { host: `localhost:${cp.port}` } },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode));
+      },
+    );
+    req.on('error', reject);
+  });
+}
+
 function volumeDir(root, claim) {
   const found = fs.readdirSync(root).filter((n) => n.endsWith(`_${claim}`));
   assert.equal(found.length, 1, `one volume of ${claim} in ${root}: ${found}`);
@@ -36,6 +60,8 @@ describe('backups', () => {
   const NODE = 'backups-worker-k3s';
   let root = '';
   let subId = '';
+  /** The noise written into kept's volume before its first backup. */
+  let big = Buffer.alloc(0);
 
   before(async () => {
     moto = await startMoto();
@@ -128,7 +154,7 @@ describe('backups', () => {
 
       // Known files in the volume: 3 MiB of noise and a small file.
       const volume = volumeDir(root, 'kept-n8n-data');
-      const big = crypto.randomBytes(3 * 1024 * 1024);
+      big = crypto.randomBytes(3 * 1024 * 1024);
       fs.writeFileSync(path.join(volume, 'database.sqlite'), big);
       fs.mkdirSync(path.join(volume, 'nodes'), { recursive: true });
       fs.writeFileSync(path.join(volume, 'nodes', 'flow.json'), '{"kept": true}\n');
@@ -254,6 +280,221 @@ describe('backups', () => {
       assert.equal((await row.locator('[data-added]').innerText()).trim(), '—');
       // The pods start again after a failed backup too.
       await waitFor(async () => (await status.innerText()).trim() === 'Running', 60_000, { message: 'RUNNING again after the failed backup' });
+    }),
+  );
+
+  /** The customer's subscription page of kept, signed in. */
+  async function openKept() {
+    const page = await f.page();
+    await signIn(page, f.cp.url, { email: customer.email, password: customer.password });
+    await open(page, `${f.cp.url}/subscriptions/${subId}`);
+    await h1(page, 'kept').waitFor();
+    const row = card(page).locator('tr[data-backup]').filter({ has: page.locator('[data-status="COMPLETE"]') }).first();
+    await row.waitFor({ timeout: 10_000 });
+    return { page, row };
+  }
+
+  /** The customer's subscriptions' names, from the server. */
+  async function customerSubscriptions() {
+    const token = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: customer.email, password: customer.password })).accessToken;
+    return ((await grpcurl(f.cp, 'minispod.v1.SubscriptionService/ListSubscriptions', {}, token)).subscriptions ?? []).map((s) => s.name);
+  }
+
+  it(
+    "downloads a volume of a complete backup as a tar holding the volume's files byte for byte, through a link that works once",
+    TEST_TIMEOUT,
+    f.t(async () => {
+      assert.ok(subId && big.length, 'the backup test made a backup of known files');
+      const { page, row } = await openKept();
+      // One download per volume of the backup; kept (n8n) has one.
+      assert.deepEqual(await row.locator('[data-download]').evaluateAll((bs) => bs.map((b) => b.textContent)), ['Download kept-n8n-data']);
+      const [download] = await Promise.all([page.waitForEvent('download', { timeout: 60_000 }), row.getByRole('button', { name: 'Download kept-n8n-data', exact: true }).click()]);
+      assert.match(download.suggestedFilename(), /^kept-kept-n8n-data-.+\.tar$/, download.suggestedFilename());
+      const dir = fs.mkdtempSync('/tmp/minispod-download-');
+      const tar = path.join(dir, 'volume.tar');
+      await download.saveAs(tar);
+      assert.equal(await download.failure(), null, 'the download completed');
+      const out = path.join(dir, 'out');
+      fs.mkdirSync(out);
+      execFileSync('tar', ['-xf', tar, '-C', out]);
+      const files = filesUnder(out);
+      const db = files.filter((p) => path.basename(p) === 'database.sqlite');
+      assert.equal(db.length, 1, `one database.sqlite in the archive: ${files.join(', ')}`);
+      assert.ok(fs.readFileSync(path.join(out, db[0])).equals(big), 'the 3 MiB file is in the archive byte for byte');
+      const flow = files.filter((p) => p.endsWith(path.join('nodes', 'flow.json')));
+      assert.equal(flow.length, 1, `nodes/flow.json in the archive: ${files.join(', ')}`);
+      assert.equal(fs.readFileSync(path.join(out, flow[0]), 'utf8'), '{"kept": true}\n');
+      await card(page).getByText(/^Downloading kept-n8n-data of the backup of /).waitFor();
+      // The link was the credential, and it is spent.
+      assert.match(new URL(download.url()).pathname, /^\/downloads\/[0-9a-f]{64}$/);
+      assert.equal(await httpGetStatus(f.cp, download.url()), 404, 'a used link does not download again');
+      fs.rmSync(dir, { recursive: true, force: true });
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'tries a restore drill of a complete backup from the page and shows it COMPLETE, leaving the subscription as it is',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const { page, row } = await openKept();
+      const volume = volumeDir(root, 'kept-n8n-data');
+      fs.writeFileSync(path.join(volume, 'written-after.txt'), 'after the backup\n');
+      await row.getByRole('button', { name: 'Try a restore drill', exact: true }).click();
+      const panel = card(page).locator('[data-drill]');
+      await panel.waitFor({ timeout: 10_000 });
+      await waitFor(async () => ['COMPLETE', 'FAILED'].includes(await panel.getAttribute('data-restore')), 150_000, {
+        intervalMs: 250,
+        message: `the drill to end: ${await panel.innerText().catch(() => '')}`,
+      });
+      const text = await panel.innerText();
+      assert.equal(await panel.getAttribute('data-restore'), 'COMPLETE', text);
+      assert.match(text, /^Restore drill of the backup of .+: Complete\./);
+      // The drill's scratch copy is deleted; kept keeps what it holds now.
+      await waitFor(async () => !(await customerSubscriptions()).some((n) => n.startsWith('drill-')), 60_000, { message: 'the drill\'s scratch subscription gone' });
+      assert.equal(volumeDir(root, 'kept-n8n-data'), volume, 'kept keeps its volume');
+      assert.equal(fs.readFileSync(path.join(volume, 'written-after.txt'), 'utf8'), 'after the backup\n', 'the drill did not restore into kept');
+      assert.ok(fs.readFileSync(path.join(volume, 'database.sqlite')).equals(big));
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'keeps the weekly restore drill turned on in the schedule after a reload, and shows when the first one started',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const { page } = await openKept();
+      const form = page.locator('form[data-schedule]');
+      const drillBox = form.getByRole('checkbox', { name: 'Try a restore of the newest backup weekly' });
+      assert.equal(await drillBox.count(), 0, 'no weekly drill without the daily backup');
+      await form.getByRole('checkbox', { name: 'Back up every day' }).check();
+      await drillBox.check();
+      await form.getByRole('button', { name: 'Save schedule' }).click();
+      await form.getByText('Schedule saved.').waitFor();
+      await page.reload();
+      await h1(page, 'kept').waitFor();
+      await waitFor(async () => (await drillBox.count()) === 1 && (await drillBox.isChecked()), 10_000, { message: 'the weekly drill checked after a reload' });
+      assert.equal(await form.getByRole('checkbox', { name: 'Back up every day' }).isChecked(), true);
+      const token = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: customer.email, password: customer.password })).accessToken;
+      const schedule = (await grpcurl(f.cp, 'minispod.v1.BackupService/GetBackupSchedule', { subscriptionId: subId }, token)).schedule;
+      assert.equal(schedule.enabled, true);
+      assert.equal(schedule.weeklyDrill, true, 'the server stored the weekly drill');
+      // Never tried before, the first weekly drill is due at once; the page
+      // shows when it started.
+      const last = form.locator('[data-last-drill]');
+      await waitFor(
+        async () => {
+          await page.reload();
+          await last.waitFor();
+          return !/not yet/.test(await last.innerText());
+        },
+        30_000,
+        { intervalMs: 1000, message: 'the first weekly drill shown' },
+      );
+      assert.match(await last.innerText(), /^Last weekly drill: \d/);
+      // Its scratch copy comes and goes; the next test starts without it.
+      await waitFor(async () => !(await customerSubscriptions()).some((n) => n.startsWith('drill-')), 150_000, { intervalMs: 1000, message: 'the weekly drill\'s scratch subscription gone' });
+      await page.context().close();
+    }),
+  );
+
+  it(
+    'deletes a subscription with "Back it up first" only once a BEFORE_DELETE backup of it completes',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const { page } = await openKept();
+      await page.getByRole('main').getByRole('button', { name: 'Delete', exact: true }).click();
+      const dialog = page.getByRole('dialog', { name: 'Delete kept?' });
+      await dialog.getByRole('checkbox', { name: 'Back it up first' }).check();
+      await dialog.getByLabel('Type kept to confirm').fill('kept');
+      await dialog.getByRole('button', { name: 'Delete', exact: true }).click();
+      await page.getByText('Backing up; the subscription is deleted once the backup completes.', { exact: false }).waitFor();
+      const token = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: customer.email, password: customer.password })).accessToken;
+      const before = ((await grpcurl(f.cp, 'minispod.v1.BackupService/ListBackups', { subscriptionId: subId }, token)).backups ?? []).filter((b) => b.trigger === 'BACKUP_TRIGGER_BEFORE_DELETE');
+      assert.equal(before.length, 1, 'one backup before deleting');
+      // The card shows it, labelled, while the subscription is still there.
+      const row = card(page).locator(`tr[data-backup="${before[0].id}"]`);
+      await row.waitFor({ timeout: 10_000 });
+      assert.equal((await row.locator('[data-trigger]').innerText()).trim(), 'Before deleting');
+      // It completes, then the subscription goes.
+      await waitFor(async () => (await grpcurl(f.cp, 'minispod.v1.BackupService/GetBackup', { id: before[0].id }, token)).backup.status === 'BACKUP_STATUS_COMPLETE', 90_000, { intervalMs: 500, message: 'the backup before deleting COMPLETE' });
+      await page.getByText('This subscription has been deleted.').waitFor({ timeout: 60_000 });
+      await waitFor(async () => !(await customerSubscriptions()).includes('kept'), 60_000, { message: 'kept gone' });
+      await open(page, `${f.cp.url}/my-services`);
+      await h1(page, 'My services').waitFor();
+      await page.locator('tr[data-subscription="lost"]').waitFor();
+      assert.equal(await page.locator('tr[data-subscription="kept"]').count(), 0, 'kept is gone from My services');
+      // Its backups outlive it: the administrators' page lists this one, labelled.
+      const admin = await f.page();
+      await signIn(admin, f.cp.url);
+      await open(admin, `${f.cp.url}/backups`);
+      const adminRow = admin.locator(`section[data-all-backups] tr[data-backup="${before[0].id}"]`);
+      await adminRow.waitFor({ timeout: 10_000 });
+      assert.match(await adminRow.innerText(), /Before deleting/);
+      assert.equal(await adminRow.locator('[data-status]').getAttribute('data-status'), 'COMPLETE');
+    }),
+  );
+
+  it(
+    'says a one-way upgrade backs up first, stays on its version when that backup fails, and upgrades once it completes',
+    TEST_TIMEOUT,
+    f.t(async () => {
+      const adminToken = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD })).accessToken;
+      const newest = (await grpcurl(f.cp, 'minispod.v1.CatalogService/ListServiceVersions', { serviceId: 'n8n' }, adminToken)).versions[0];
+      await grpcurl(f.cp, 'minispod.v1.CatalogService/PublishServiceVersion', { serviceId: 'n8n', version: '2.0.0', notes: 'Migrates the database.', template: newest.template, oneWay: true }, adminToken);
+      const token = (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: customer.email, password: customer.password })).accessToken;
+      const id = (await grpcurl(f.cp, 'minispod.v1.SubscriptionService/CreateSubscription', { serviceId: 'n8n', name: 'moving', version: newest.version }, token)).subscription.id;
+      const page = await f.page();
+      await signIn(page, f.cp.url, { email: customer.email, password: customer.password });
+      await open(page, `${f.cp.url}/subscriptions/${id}`);
+      await h1(page, 'moving').waitFor();
+      const fact = (term) => page.getByRole('region', { name: 'Overview' }).locator('dl.facts > div').filter({ has: page.getByRole('term').getByText(term, { exact: true }) }).getByRole('definition');
+      await waitFor(async () => (await fact('Status').innerText()).trim() === 'Running', 60_000, { message: 'RUNNING' });
+      const versionCard = page.locator('section[data-upgrade]');
+      const upgrade = async () => {
+        await versionCard.getByText('Update available: 2.0.0').waitFor();
+        await versionCard.getByRole('button', { name: 'Upgrade to 2.0.0' }).click();
+        const dialog = page.getByRole('dialog', { name: 'Upgrade moving to 2.0.0?' });
+        await dialog.waitFor();
+        assert.equal((await dialog.locator('[data-backup-first]').innerText()).trim(), `A backup of version ${newest.version} is taken first; the upgrade starts once it completes.`);
+        await dialog.getByRole('button', { name: 'Upgrade', exact: true }).click();
+      };
+
+      // First the node's disk has lost the volume's directory: the backup
+      // fails, the card says so, and the subscription stays on its version.
+      const volume = volumeDir(root, 'moving-n8n-data');
+      fs.rmSync(volume, { recursive: true });
+      await upgrade();
+      const failed = versionCard.locator('[data-backup-failed]');
+      await failed.waitFor({ timeout: 90_000 });
+      assert.match(await failed.innerText(), /^The backup before the upgrade to 2\.0\.0 failed, so the upgrade was not done: \S/);
+      const first = (await grpcurl(f.cp, 'minispod.v1.BackupService/ListBackups', { subscriptionId: id }, token)).backups;
+      assert.equal(first.length, 1);
+      assert.equal(first[0].status, 'BACKUP_STATUS_FAILED');
+      await waitFor(async () => (await fact('Status').innerText()).trim() === 'Running', 60_000, { message: 'RUNNING again after the failed backup' });
+      assert.equal((await fact('Version').innerText()).trim(), newest.version, 'still on its version');
+
+      // The directory is back with the app's data: the next try backs up and upgrades.
+      fs.mkdirSync(volume);
+      fs.writeFileSync(path.join(volume, 'database.sqlite'), crypto.randomBytes(64 * 1024));
+      await upgrade();
+      // The card says the upgrade waits; the Backups card shows the backup, labelled.
+      const waiting = versionCard.locator('[data-backing-up]');
+      await waiting.waitFor({ timeout: 10_000 });
+      assert.match(await waiting.innerText(), new RegExp(`^Backing up version ${newest.version.replace(/[.]/g, '\\.')} first\\. The upgrade to 2\\.0\\.0 starts once the backup completes`));
+      assert.equal(await failed.count(), 0, 'the failure of the first try is no longer shown');
+      const backup = ((await grpcurl(f.cp, 'minispod.v1.BackupService/ListBackups', { subscriptionId: id }, token)).backups ?? []).find((b) => b.trigger === 'BACKUP_TRIGGER_BEFORE_UPGRADE' && b.id !== first[0].id);
+      assert.ok(backup, 'a backup before the upgrade');
+      assert.equal(backup.upgradeTo, '2.0.0');
+      const row = card(page).locator(`tr[data-backup="${backup.id}"]`);
+      await row.waitFor({ timeout: 10_000 });
+      assert.equal((await row.locator('[data-trigger]').innerText()).trim(), 'Before the upgrade to 2.0.0');
+      // It completes, then the upgrade runs to the new version.
+      await waitFor(async () => (await row.locator('[data-status]').getAttribute('data-status')) === 'COMPLETE', 90_000, { intervalMs: 250, message: 'the backup before the upgrade COMPLETE' });
+      await waitFor(async () => (await fact('Version').innerText()).trim() === '2.0.0', 60_000, { message: 'version 2.0.0 once the backup completed' });
+      await waitFor(async () => (await fact('Status').innerText()).trim() === 'Running', 60_000, { message: 'RUNNING on 2.0.0' });
+      assert.equal(await waiting.count(), 0, 'the waiting notice is gone once the upgrade started');
+      await page.context().close();
     }),
   );
 });
