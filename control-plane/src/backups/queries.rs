@@ -810,9 +810,7 @@ pub async fn schedules(db: &Db) -> AppResult<Vec<ScheduleRow>> {
 /// added): counted against their storage limit.
 pub async fn user_stored_bytes(db: &Db, user: &str) -> AppResult<i64> {
     let n: Option<i64> = with_conn!(db.read(), |c| sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(t.bytes_added), 0) AS BIGINT) FROM volume_transfers t
-         JOIN backups b ON b.id = t.job_id
-         WHERE b.user_id = $1 AND b.status IN ('COMPLETE', 'EXPIRING') AND t.kind = 'BACKUP'"
+        crate::subscriptions::limits::BACKUP_BYTES
     )
     .bind(user)
     .fetch_one(c)

@@ -51,11 +51,14 @@ impl PreferencesRow {
     }
 }
 
+/// Above the largest NotificationEvent number (a unit test checks it).
+const MAX_EVENT: i32 = 64;
+
 /// Every event one can opt in to.
 pub fn all_events() -> impl Iterator<Item = pb::NotificationEvent> {
-    (1..)
-        .map_while(|n| pb::NotificationEvent::try_from(n).ok())
-        .filter(|e| *e != pb::NotificationEvent::Unspecified)
+    // Every number an event may have, not up to the first gap: a value
+    // retired from the enum leaves one.
+    (1..=MAX_EVENT).filter_map(|n| pb::NotificationEvent::try_from(n).ok())
 }
 
 /// `events` as stored: `,A,B,`, or `,` for none.
@@ -515,4 +518,21 @@ pub async fn remove_crossing(tx: &mut Tx, worker_id: &str, metric: &str) -> AppR
     .bind(metric)
     .fetch_optional(c)
     .await)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_is_offered_and_the_bound_is_above_them_all() {
+        let all: Vec<_> = all_events().collect();
+        assert!(all.contains(&pb::NotificationEvent::BackupFailed));
+        assert!(!all.contains(&pb::NotificationEvent::Unspecified));
+        assert!(
+            pb::NotificationEvent::try_from(MAX_EVENT + 1).is_err()
+                && all.iter().all(|e| (*e as i32) < MAX_EVENT),
+            "raise MAX_EVENT"
+        );
+    }
 }

@@ -172,14 +172,10 @@ async fn usage(tx: &mut Tx, user_id: &str) -> AppResult<(pb::TenantResources, To
     }
     // What the account's backups store counts too (#26), in whole GiB.
     let backup_bytes: i64 = with_conn!(&mut *tx, |c| {
-        sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(t.bytes_added), 0) AS BIGINT) FROM volume_transfers t
-             JOIN backups b ON b.id = t.job_id
-             WHERE b.user_id = $1 AND b.status IN ('COMPLETE', 'EXPIRING') AND t.kind = 'BACKUP'",
-        )
-        .bind(user_id)
-        .fetch_one(c)
-        .await
+        sqlx::query_scalar(BACKUP_BYTES)
+            .bind(user_id)
+            .fetch_one(c)
+            .await
     })?;
     totals.storage_gb += retained_gb.unwrap_or(0) + (backup_bytes + (1 << 30) - 1) / (1 << 30);
     totals.volumes += retained_count;
@@ -191,6 +187,13 @@ async fn usage(tx: &mut Tx, user_id: &str) -> AppResult<(pb::TenantResources, To
     };
     Ok((usage, totals, live_pods))
 }
+
+/// What account `$1`'s backups store: the bytes their copies uploaded
+/// (after deduplication), of every backup that can be restored or is
+/// being forgotten.
+pub(crate) const BACKUP_BYTES: &str = "SELECT CAST(COALESCE(SUM(t.bytes_added), 0) AS BIGINT) \
+    FROM volume_transfers t JOIN backups b ON b.id = t.job_id \
+    WHERE b.user_id = $1 AND b.status IN ('COMPLETE', 'EXPIRING') AND t.kind = 'BACKUP'";
 
 /// The share of an account: limits, overrides and usage.
 pub async fn share(tx: &mut Tx, d: &TenantDefaults, user_id: &str) -> AppResult<pb::TenantShare> {
