@@ -31,16 +31,9 @@ pub fn raw_call(
         .header("te", "trailers")
         .body(body)
         .unwrap();
-    let mut svc = channel.clone();
+    let channel = channel.clone();
     let done = tokio::spawn(async move {
-        use tower::{Service, ServiceExt};
-        let resp = svc
-            .ready()
-            .await
-            .map_err(|e| e.to_string())?
-            .call(req)
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = send(channel, req).await?;
         let code_of = |h: &http::HeaderMap| {
             h.get("grpc-status")
                 .and_then(|v| v.to_str().ok())
@@ -77,21 +70,28 @@ pub async fn plain_get(
     channel: &Channel,
     path: &str,
 ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), String> {
-    use tower::{Service, ServiceExt};
     let req = http::Request::builder()
         .method("GET")
         .uri(format!("https://localhost{path}"))
         .body(tonic::body::Body::empty())
         .unwrap();
-    let mut svc = channel.clone();
-    let resp = svc
+    let resp = send(channel.clone(), req).await?;
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((parts.status, parts.headers, bytes))
+}
+
+/// Sends `req` over `channel` once it is ready.
+async fn send(
+    mut channel: Channel,
+    req: http::Request<tonic::body::Body>,
+) -> Result<http::Response<tonic::body::Body>, String> {
+    use tower::{Service, ServiceExt};
+    channel
         .ready()
         .await
         .map_err(|e| e.to_string())?
         .call(req)
         .await
-        .map_err(|e| e.to_string())?;
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok((parts.status, parts.headers, bytes))
+        .map_err(|e| e.to_string())
 }

@@ -8,13 +8,16 @@
 // Starts moto (S3), the stand-in cluster with real volume directories, the
 // release control plane and a release minispod-agent on the stand-in's
 // node, subscribes a customer to n8n, fills its volume with `--gib` GiB of
-// random bytes, then backs it up and restores it through BackupService,
-// sampling the control plane's resident memory (VmRSS) every 100 ms.
-// Prints: bytes, seconds and MiB/s of each; the control plane's RSS before
-// and its peak during each. The data goes from the agent to the bucket:
-// the control plane's memory should not grow with the volume.
+// random bytes, then backs it up, downloads it (CreateBackupDownload's
+// link, read to its end) and restores it through BackupService, sampling
+// the control plane's resident memory (VmRSS) every 100 ms. Prints: bytes,
+// seconds and MiB/s of each; the control plane's RSS before and its peak
+// during each. A backup's data goes from the agent to the bucket, a
+// download's streams through the control plane 64 KiB at a time: its
+// memory should not grow with the volume either way.
 import crypto from "node:crypto";
 import fs from "node:fs";
+import https from "node:https";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -65,8 +68,9 @@ try {
   fs.closeSync(fd);
 
   const pid = cp.process.pid;
-  /** Runs `start`, polls `get` until it ends, sampling RSS; the figures. */
-  async function measure(what, start, get) {
+  /** Runs `work` while sampling the control plane's RSS every 100 ms:
+   * its result, the RSS before (the max of a second's samples) and the peak. */
+  async function sampled(work) {
     let before = 0;
     for (let i = 0; i < 10; i++) {
       before = Math.max(before, rss(pid));
@@ -74,22 +78,34 @@ try {
     }
     let peak = before;
     const sampler = setInterval(() => (peak = Math.max(peak, rss(pid))), 100);
-    const t0 = Date.now();
-    const id = await start();
-    let last;
-    let copyStart = 0;
-    await waitFor(async () => {
-      last = await get(id);
-      if (!copyStart && /RUNNING$/.test(last.status)) copyStart = Date.now();
-      return /COMPLETE$|FAILED$/.test(last.status);
-    }, 3_600_000, { intervalMs: 250, message: `${what} to end` });
-    const t1 = Date.now();
-    clearInterval(sampler);
+    try {
+      return { result: await work(), before, peak };
+    } finally {
+      clearInterval(sampler);
+    }
+  }
+  const printRss = ({ before, peak }) =>
+    console.log(`  control plane RSS: ${(before / MiB).toFixed(1)} MiB before, ${(peak / MiB).toFixed(1)} MiB at most during it (+${((peak - before) / MiB).toFixed(1)} MiB)`);
+  /** Runs `start`, polls `get` until it ends, sampling RSS; the figures. */
+  async function measure(what, start, get) {
+    const run = await sampled(async () => {
+      const t0 = Date.now();
+      const id = await start();
+      let last;
+      let copyStart = 0;
+      await waitFor(async () => {
+        last = await get(id);
+        if (!copyStart && /RUNNING$/.test(last.status)) copyStart = Date.now();
+        return /COMPLETE$|FAILED$/.test(last.status);
+      }, 3_600_000, { intervalMs: 250, message: `${what} to end` });
+      return { last, t0, copyStart, t1: Date.now() };
+    });
+    const { last, t0, copyStart, t1 } = run.result;
     if (!/COMPLETE$/.test(last.status)) throw new Error(`${what} failed: ${last.reason}`);
     const bytes = Number(last.bytesTotal);
     const secs = (t1 - (copyStart || t0)) / 1000;
     console.log(`${what}: ${(bytes / MiB).toFixed(0)} MiB in ${secs.toFixed(1)} s of copying (${((t1 - t0) / 1000).toFixed(1)} s from the call, pods stopped and started included): ${(bytes / MiB / secs).toFixed(1)} MiB/s`);
-    console.log(`  control plane RSS: ${(before / MiB).toFixed(1)} MiB before, ${(peak / MiB).toFixed(1)} MiB at most during it (+${((peak - before) / MiB).toFixed(1)} MiB)`);
+    printRss(run);
   }
   await measure(
     "backup",
@@ -98,6 +114,29 @@ try {
   );
   await waitFor(running, 60_000, { message: "RUNNING after the backup" });
   const backupId = (await grpcurl(cp, "minispod.v1.BackupService/ListBackups", { subscriptionId: sub.id }, customer)).backups[0].id;
+  {
+    // The download: the archive read to its end (and thrown away).
+    const run = await sampled(async () => {
+      const t0 = Date.now();
+      const claim = (await grpcurl(cp, "minispod.v1.BackupService/GetBackup", { id: backupId }, customer)).backup.volumes[0].claim;
+      const link = await grpcurl(cp, "minispod.v1.BackupService/CreateBackupDownload", { backupId, claim }, customer);
+      const bytes = await new Promise((resolve, reject) => {
+        const req = https.get(`${cp.url}${link.url}`, { ca: fs.readFileSync(cp.caPath) }, (res) => {
+          if (res.statusCode !== 200) return reject(new Error(`download: HTTP ${res.statusCode}`));
+          let n = 0;
+          res.on("data", (b) => (n += b.length));
+          res.on("end", () => resolve(n));
+          res.on("error", reject);
+        });
+        req.on("error", reject);
+      });
+      return { bytes, secs: (Date.now() - t0) / 1000 };
+    });
+    const { bytes, secs } = run.result;
+    if (bytes < gib * 1024 * MiB) throw new Error(`downloaded ${bytes} bytes`);
+    console.log(`download: ${(bytes / MiB).toFixed(0)} MiB of tar in ${secs.toFixed(1)} s from the call: ${(bytes / MiB / secs).toFixed(1)} MiB/s`);
+    printRss(run);
+  }
   fs.writeFileSync(path.join(volume, "data.bin"), "lost");
   await measure(
     "restore",

@@ -347,16 +347,7 @@ pub async fn set_status(
 
 /// Whether subscription `sub` has a backup or a restore under way.
 pub async fn busy(tx: &mut Tx, sub: &str) -> AppResult<bool> {
-    let n: i64 = with_conn!(tx, |c| sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM backups WHERE subscription_id = $1
-                    AND status IN ('PENDING', 'RUNNING'))
-              + (SELECT COUNT(*) FROM restores WHERE subscription_id = $1
-                    AND status IN ('PENDING', 'RUNNING'))"
-    )
-    .bind(sub)
-    .fetch_one(c)
-    .await)?;
-    Ok(n > 0)
+    crate::subscriptions::queries::copying(tx, sub).await
 }
 
 /// One volume's copy as stored.
@@ -912,7 +903,11 @@ pub async fn deletion_pending(db: &Db, sub: &str) -> AppResult<bool> {
     Ok(n > 0)
 }
 
-/// Stores a download link (the token's hash), dropping expired ones.
+/// Unused, unexpired download links one customer may hold.
+const MAX_OPEN_DOWNLOADS: i64 = 20;
+
+/// Stores a download link (the token's hash), dropping expired ones;
+/// RESOURCE_EXHAUSTED past [`MAX_OPEN_DOWNLOADS`] of `user`'s.
 pub async fn insert_download(
     db: &Db,
     token_hash: &str,
@@ -930,6 +925,21 @@ pub async fn insert_download(
     .execute(c)
     .await
     .map(|_| ()))?;
+    let open: i64 = with_conn!(&mut tx, |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM backup_downloads WHERE user_id = $1"
+    )
+    .bind(user)
+    .fetch_one(c)
+    .await)?;
+    if open >= MAX_OPEN_DOWNLOADS {
+        return Err(crate::error::AppError::ResourceExhausted {
+            message: format!(
+                "{MAX_OPEN_DOWNLOADS} download links are open already; use one or wait for them \
+                 to expire"
+            ),
+            retry_after: Some(std::time::Duration::from_secs(60)),
+        });
+    }
     with_conn!(&mut tx, |c| sqlx::query(
         "INSERT INTO backup_downloads (token_hash, backup_id, claim, user_id, expires_at)
          VALUES ($1, $2, $3, $4, $5)"

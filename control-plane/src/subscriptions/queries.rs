@@ -668,6 +668,22 @@ pub async fn held(db: &Db, sub: &str) -> AppResult<Option<(String, String)>> {
     .await)?)
 }
 
+/// Whether a backup or a restore of subscription `sub` is under way
+/// (`crate::backups`): nothing else may change its volumes or version
+/// meanwhile.
+pub async fn copying(tx: &mut Tx, sub: &str) -> AppResult<bool> {
+    let n: i64 = with_conn!(tx, |c| sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM backups WHERE subscription_id = $1
+                    AND status IN ('PENDING', 'RUNNING'))
+              + (SELECT COUNT(*) FROM restores WHERE subscription_id = $1
+                    AND status IN ('PENDING', 'RUNNING'))"
+    )
+    .bind(sub)
+    .fetch_one(c)
+    .await)?;
+    Ok(n > 0)
+}
+
 /// The newest complete backup of subscription `sub` taken at `version`
 /// and finished after `since` (Unix ms), if any: what lets an upgrade past
 /// a one-way version go ahead.

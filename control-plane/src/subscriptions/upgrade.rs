@@ -316,6 +316,12 @@ impl Subscriptions {
         // The customer's limits, in the transaction that starts it (a dry
         // run's is rolled back).
         let mut tx = self.db().begin().await?;
+        if queries::copying(&mut tx, &row.id).await? {
+            return Err(AppError::FailedPrecondition(format!(
+                "a backup or a restore of subscription {} is under way; upgrade it once that ends",
+                row.name
+            )));
+        }
         super::limits::admit_upgrade(
             &mut tx,
             &self.settings().tenant,

@@ -902,6 +902,12 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
         copied_version,
         "not upgraded before the backup"
     );
+    let e = subs
+        .upgrade_subscription(authed(upgrade(copy.subscription_id.clone(), false), &owner))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("under way"), "{}", e.message());
     let guard = backup_until(&mut backups, &owner, &answer.backup_id, 90).await;
     assert_eq!(guard.status, pb::BackupStatus::Complete as i32, "{guard:?}");
     assert_eq!(guard.trigger, pb::BackupTrigger::BeforeUpgrade as i32);
