@@ -370,4 +370,15 @@ async fn a_restore_in_place_replaces_the_volume_wholly_and_keeps_its_mode() {
     assert!(!aside.exists());
     assert!(!tmp.0.join("pvc-6.minispod-restoring").exists());
     assert!(!recover_interrupted(&vol).unwrap());
+
+    // A volume backed up with no files (restic stores no empty snapshot)
+    // is restored empty, its mode kept, without asking restic.
+    use minispod_agent::backup::{EMPTY_SNAPSHOT, is_empty_dir};
+    assert!(!is_empty_dir(&vol).unwrap());
+    restore_in_place(&restic, &repo, EMPTY_SNAPSHOT, &vol, |_| {})
+        .await
+        .unwrap();
+    assert!(is_empty_dir(&vol).unwrap());
+    let mode = std::fs::metadata(&vol).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o2770);
 }
