@@ -179,6 +179,8 @@ impl Backups {
 
     /// Starts the runner.
     pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
+        let restic = self.inner.settings.restic.clone();
+        tokio::spawn(async move { restic::check_installed(&restic).await });
         tokio::spawn(run::run(self.clone()))
     }
 

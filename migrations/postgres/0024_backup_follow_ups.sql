@@ -8,6 +8,9 @@
 ALTER TABLE backups ADD COLUMN then_action TEXT NOT NULL DEFAULT '' CHECK (then_action IN ('', 'UPGRADE', 'DELETE'));
 ALTER TABLE backups ADD COLUMN then_version TEXT NOT NULL DEFAULT '';
 ALTER TABLE backups ADD COLUMN then_done_at BIGINT NOT NULL DEFAULT 0;
+-- The replica doing the follow-up claims it first (unix ms; a claim older
+-- than a few minutes is taken over).
+ALTER TABLE backups ADD COLUMN then_claimed_at BIGINT NOT NULL DEFAULT 0;
 -- A link that downloads one volume of a backup: the token's SHA-256, used
 -- once, before `expires_at` (unix ms).
 CREATE TABLE backup_downloads (

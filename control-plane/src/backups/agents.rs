@@ -17,6 +17,16 @@ pub fn transfer_tag(id: &str) -> String {
     format!("transfer-{id}")
 }
 
+/// Whether `id` is a snapshot id as restic writes them (8 to 64 lower-case
+/// hex digits) or the empty volume's `empty`.
+pub(super) fn snapshot_id_ok(id: &str) -> bool {
+    id == super::run::EMPTY_SNAPSHOT
+        || ((8..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 impl Backups {
     /// Worker `worker`'s open transfers, with what opens their
     /// repositories.
@@ -106,6 +116,15 @@ impl Backups {
                 "a finished backup names its snapshot",
             ));
         }
+        // A snapshot id goes back to restic (restores, forgets, the control
+        // plane's own downloads): only restic's hex ids, or "empty", so a
+        // worker can never slip a flag into another restic's command line.
+        if !r.snapshot_id.is_empty() && !snapshot_id_ok(&r.snapshot_id) {
+            return Err(AppError::invalid(
+                "snapshot_id",
+                "is 8 to 64 lower-case hex digits, or \"empty\"",
+            ));
+        }
         let mut error: String = r.error.chars().take(1000).collect();
         if state == "FAILED" && error.is_empty() {
             error = "the agent gave no reason".into();
@@ -116,7 +135,7 @@ impl Backups {
             bytes_total: r.bytes_total.max(0),
             seconds_remaining: r.seconds_remaining.max(-1),
             snapshot_id: if t.kind == "BACKUP" {
-                r.snapshot_id.chars().take(128).collect()
+                r.snapshot_id.clone()
             } else {
                 String::new()
             },
@@ -129,5 +148,28 @@ impl Backups {
             tracing::info!(transfer = %t.id, job = %t.job_id, worker, state, "transfer ended");
         }
         Ok(!written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_restic_snapshot_ids_are_taken_from_an_agent() {
+        assert!(snapshot_id_ok("4f9a2c1d"));
+        assert!(snapshot_id_ok(&"ab".repeat(32)));
+        assert!(snapshot_id_ok("empty"));
+        for bad in [
+            "--password-command=sh",
+            "-r",
+            "4F9A2C1D",
+            "4f9a2c1",
+            &"a".repeat(65),
+            "4f9a 2c1d",
+            "",
+        ] {
+            assert!(!snapshot_id_ok(bad), "{bad:?}");
+        }
     }
 }

@@ -40,6 +40,13 @@ const IN_ALL: usize = 8;
 const CHUNK: usize = 64 * 1024;
 /// Chunks between restic and the client.
 const IN_FLIGHT: usize = 4;
+/// How long restic may take to write the archive's first bytes (well
+/// under `--request-timeout`'s 30 s default, which bounds the answer's
+/// headers); the link is not spent when it does not.
+const FIRST_CHUNK: Duration = Duration::from_secs(20);
+/// How long a client may leave a chunk unread before the download is
+/// ended.
+const STALL: Duration = Duration::from_secs(60);
 
 /// Downloads running, per customer.
 #[derive(Debug, Default)]
@@ -153,13 +160,6 @@ impl Backups {
                 ),
             )
         })?;
-        if queries::take_download(self.db(), &hash, now_ms())
-            .await
-            .map_err(internal)?
-            .is_none()
-        {
-            return Err(gone());
-        }
         let backup = queries::backup(self.db(), &backup_id)
             .await
             .map_err(internal)?
@@ -171,13 +171,21 @@ impl Backups {
             .into_iter()
             .find(|t| t.kind == "BACKUP" && t.claim == claim)
             .map(|t| t.snapshot_id)
-            .filter(|s| !s.is_empty())
+            .filter(|s| super::agents::snapshot_id_ok(s))
             .ok_or_else(gone)?;
         let repo = self
             .repository(&user, &backup.destination_id)
             .await
             .map_err(internal)?
             .ok_or_else(gone)?;
+        // Spends the link: only once the archive is on its way.
+        let spend = || async {
+            match queries::take_download(self.db(), &hash, now_ms()).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(gone()),
+                Err(e) => Err(internal(e)),
+            }
+        };
 
         let headers = |status| {
             crate::console::locked_down(status)
@@ -194,6 +202,7 @@ impl Backups {
         if snapshot == super::run::EMPTY_SNAPSHOT {
             // A volume with no files: a tar of nothing (its two zero
             // end-of-archive blocks).
+            spend().await?;
             drop(slot);
             return Ok(headers(StatusCode::OK)
                 .body(Body::new(Full::new(Bytes::from(vec![0u8; 1024]))))
@@ -205,7 +214,8 @@ impl Backups {
             cmd.arg("--limit-download")
                 .arg(self.inner.settings.limit_download_kib.to_string());
         }
-        cmd.arg(&snapshot)
+        cmd.arg("--")
+            .arg(&snapshot)
             .arg("/")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -222,10 +232,22 @@ impl Backups {
         let stderr = child.stderr.take().expect("piped");
         let tail = tokio::spawn(super::restic::stderr_tail(stderr));
 
-        // The first chunk before the headers: a repository that cannot be
-        // read is an error status, not an empty archive.
+        // The first chunk before the headers (a repository that cannot be
+        // read is an error status, not an empty archive), within a bound
+        // well under the request timeout; the link is spent only then.
         let mut first = vec![0u8; CHUNK];
-        let n = stdout.read(&mut first).await.unwrap_or(0);
+        let n = match tokio::time::timeout(FIRST_CHUNK, stdout.read(&mut first)).await {
+            Ok(read) => read.unwrap_or(0),
+            Err(_) => {
+                super::restic::interrupt(&mut child).await;
+                return Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the backup's destination is slow to answer; the link still works, try it \
+                     again\n"
+                        .to_owned(),
+                ));
+            }
+        };
         if n == 0 {
             let status = child.wait().await;
             let tail = tail.await.unwrap_or_default();
@@ -237,6 +259,10 @@ impl Backups {
             ));
         }
         first.truncate(n);
+        if let Err(e) = spend().await {
+            super::restic::interrupt(&mut child).await;
+            return Err(e);
+        }
 
         let (tx, rx) =
             tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, tonic::Status>>(IN_FLIGHT);
@@ -244,29 +270,30 @@ impl Backups {
         tokio::spawn(async move {
             let _slot = slot;
             let mut sent = n as u64;
-            if tx
-                .send(Ok(http_body::Frame::data(Bytes::from(first))))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let mut buf = vec![0u8; CHUNK];
+            let mut chunk = Bytes::from(first);
             loop {
+                // A client that stopped reading (or went away) ends it: the
+                // place and restic are not held for it.
+                match tokio::time::timeout(STALL, tx.send(Ok(http_body::Frame::data(chunk)))).await
+                {
+                    Ok(Ok(())) => {}
+                    _ => {
+                        tracing::info!(backup = %backup_log, sent, "backup download abandoned");
+                        super::restic::interrupt(&mut child).await;
+                        return;
+                    }
+                }
+                let mut buf = vec![0u8; CHUNK];
                 match stdout.read(&mut buf).await {
                     Ok(0) => break,
                     Ok(n) => {
                         sent += n as u64;
-                        let chunk = Bytes::copy_from_slice(&buf[..n]);
-                        if tx.send(Ok(http_body::Frame::data(chunk))).await.is_err() {
-                            // The client went away: restic is killed with
-                            // the child.
-                            tracing::info!(backup = %backup_log, sent, "backup download abandoned");
-                            return;
-                        }
+                        buf.truncate(n);
+                        chunk = Bytes::from(buf);
                     }
                     Err(e) => {
                         let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
+                        super::restic::interrupt(&mut child).await;
                         return;
                     }
                 }

@@ -3,37 +3,62 @@
 //! Done when the backup completes, not when it fails (the subscription
 //! then stays as it was, and the backup's reason says so).
 //!
-//! Each runner pass looks for ended backups whose follow-up is not done,
-//! does it, then records it done (`then_done_at`), so a restart between the
-//! two does it again: an upgrade or a deletion asked twice is refused or
-//! harmless the second time.
+//! Each runner pass looks for ended backups whose follow-up is not done.
+//! A replica claims one (`then_claimed_at`; a claim older than
+//! [`CLAIM`] is taken over), does it, and records it done with what became
+//! of it (`then_done_at`, the backup's reason). An error that may pass (the
+//! store busy) drops the claim, and the next pass tries again. A follow-up
+//! found done already (the subscription upgraded to the version, or
+//! deleted: a replica that stopped between doing and recording) is
+//! recorded as done, not as failed.
+
+use std::time::Duration;
 
 use minispod_proto::v1 as pb;
 
 use super::{Backups, queries};
 use crate::{
+    error::AppError,
     store::now_ms,
     subscriptions::{queries as subs_db, upgrade::By},
 };
 
+/// How long a replica's claim on a follow-up stands.
+const CLAIM: Duration = Duration::from_secs(300);
+
 /// Does every follow-up due.
 pub(super) async fn pass(b: &Backups) -> crate::error::AppResult<()> {
     for backup in queries::follow_ups(b.db()).await? {
-        let reason = follow(b, &backup).await;
-        if queries::follow_up_done(b.db(), &backup.job.id, &reason, now_ms()).await? {
-            tracing::info!(backup = %backup.job.id, subscription = %backup.job.subscription_id,
-                action = %backup.then_action, reason, "backup follow-up done");
+        if !queries::claim_follow_up(b.db(), &backup.job.id, now_ms(), CLAIM.as_millis() as i64)
+            .await?
+        {
+            continue;
+        }
+        match follow(b, &backup).await {
+            Ok(reason) => {
+                if queries::follow_up_done(b.db(), &backup.job.id, &reason, now_ms()).await? {
+                    tracing::info!(backup = %backup.job.id, subscription = %backup.job.subscription_id,
+                        action = %backup.then_action, reason, "backup follow-up done");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(backup = %backup.job.id, error = %format!("{e:#}"),
+                    "backup follow-up failed; trying again");
+                queries::release_follow_up(b.db(), &backup.job.id).await?;
+            }
         }
     }
     Ok(())
 }
 
-/// Does `backup`'s follow-up; the backup's reason afterwards.
-async fn follow(b: &Backups, backup: &queries::BackupRow) -> String {
-    let complete = backup.job.status == "COMPLETE";
-    let what = match backup.then_action.as_str() {
-        "UPGRADE" => format!("the upgrade to {}", backup.then_version),
-        _ => "the deletion".to_owned(),
+/// Does `backup`'s follow-up: the backup's reason afterwards, or an error
+/// that may pass.
+async fn follow(b: &Backups, backup: &queries::BackupRow) -> Result<String, AppError> {
+    let upgrade = backup.then_action == "UPGRADE";
+    let what = if upgrade {
+        format!("the upgrade to {}", backup.then_version)
+    } else {
+        "the deletion".to_owned()
     };
     let said = |s: &str| {
         if backup.job.reason.is_empty() {
@@ -42,17 +67,25 @@ async fn follow(b: &Backups, backup: &queries::BackupRow) -> String {
             format!("{}; {s}", backup.job.reason)
         }
     };
-    if !complete {
-        return said(&format!("{what} was not done"));
+    if backup.job.status != "COMPLETE" {
+        return Ok(said(&format!("{what} was not done")));
     }
-    let sub = match subs_db::get(b.db(), &backup.job.subscription_id).await {
-        Ok(Some(sub)) if sub.desired != "DELETED" => sub,
-        Ok(_) => return said(&format!("{what} was not done: the subscription is gone")),
-        Err(e) => return said(&format!("{what} was not done: {e}")),
+    let sub = match subs_db::get(b.db(), &backup.job.subscription_id).await? {
+        Some(sub) if sub.desired == "DELETED" && !upgrade => {
+            return Ok(said(&format!("{what} started")));
+        }
+        Some(sub) if sub.desired != "DELETED" => sub,
+        _ => {
+            return Ok(said(&format!(
+                "{what} was not done: the subscription is gone"
+            )));
+        }
     };
-    let done = match backup.then_action.as_str() {
-        "UPGRADE" => b
-            .inner
+    if upgrade && sub.version == backup.then_version {
+        return Ok(said(&format!("{what} started")));
+    }
+    let done = if upgrade {
+        b.inner
             .subs
             .upgrade_by(
                 By::Caller {
@@ -69,17 +102,19 @@ async fn follow(b: &Backups, backup: &queries::BackupRow) -> String {
             .and_then(|plan| {
                 if plan.backup_first {
                     // Not this backup's version any more, or too old.
-                    Err(crate::error::AppError::FailedPrecondition(
+                    Err(AppError::FailedPrecondition(
                         "no complete backup of the version it runs from the last 24 hours".into(),
                     ))
                 } else {
                     Ok(())
                 }
-            }),
-        _ => b.inner.subs.delete(&sub).await,
+            })
+    } else {
+        b.inner.subs.delete(&sub).await
     };
     match done {
-        Ok(()) => said(&format!("{what} started")),
-        Err(e) => said(&format!("{what} was not done: {e}")),
+        Ok(()) => Ok(said(&format!("{what} started"))),
+        Err(e @ AppError::Internal(_)) => Err(e),
+        Err(e) => Ok(said(&format!("{what} was not done: {e}"))),
     }
 }

@@ -874,6 +874,39 @@ pub async fn follow_ups(db: &Db) -> AppResult<Vec<BackupRow>> {
     .await)?)
 }
 
+/// Claims backup `id`'s follow-up for this replica (unless another
+/// claimed it within `stale_ms`); whether this call did.
+pub async fn claim_follow_up(db: &Db, id: &str, now: i64, stale_ms: i64) -> AppResult<bool> {
+    let mut tx = db.begin().await?;
+    let n = with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE backups SET then_claimed_at = $2
+         WHERE id = $1 AND then_done_at = 0 AND then_claimed_at < $3"
+    )
+    .bind(id)
+    .bind(now)
+    .bind(now - stale_ms)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Drops this replica's claim on backup `id`'s follow-up (it failed for a
+/// reason that may pass: the next pass tries again).
+pub async fn release_follow_up(db: &Db, id: &str) -> AppResult<()> {
+    let mut tx = db.begin().await?;
+    with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE backups SET then_claimed_at = 0 WHERE id = $1 AND then_done_at = 0"
+    )
+    .bind(id)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Records that backup `id`'s follow-up was done, with the backup's new
 /// reason (what became of it); false when another replica did it first.
 pub async fn follow_up_done(db: &Db, id: &str, reason: &str, at: i64) -> AppResult<bool> {
@@ -889,18 +922,6 @@ pub async fn follow_up_done(db: &Db, id: &str, reason: &str, at: i64) -> AppResu
     .map(|r| r.rows_affected()))?;
     tx.commit().await?;
     Ok(done == 1)
-}
-
-/// Whether a backup of `sub` waits to be followed by a deletion.
-pub async fn deletion_pending(db: &Db, sub: &str) -> AppResult<bool> {
-    let n: i64 = with_conn!(db.read(), |c| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM backups WHERE subscription_id = $1 AND then_action = 'DELETE'
-            AND then_done_at = 0"
-    )
-    .bind(sub)
-    .fetch_one(c)
-    .await)?;
-    Ok(n > 0)
 }
 
 /// Unused, unexpired download links one customer may hold.
@@ -1037,6 +1058,23 @@ pub async fn key_created(db: &Db, user: &str, destination: &str) -> AppResult<()
     let mut tx = db.begin().await?;
     with_conn!(&mut tx, |c| sqlx::query(
         "UPDATE backup_keys SET initialized = TRUE WHERE user_id = $1 AND destination_id = $2"
+    )
+    .bind(user)
+    .bind(destination)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Drops a failed claim to create `user`'s repository at `destination`,
+/// so that the next backup tries again at once.
+pub async fn release_init(db: &Db, user: &str, destination: &str) -> AppResult<()> {
+    let mut tx = db.begin().await?;
+    with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE backup_keys SET init_claimed_at = 0
+         WHERE user_id = $1 AND destination_id = $2 AND initialized = FALSE"
     )
     .bind(user)
     .bind(destination)

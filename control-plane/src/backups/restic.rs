@@ -18,7 +18,9 @@ impl Backups {
     /// cache, nothing inherited.
     pub(super) fn restic(&self, repo: &Repository, verb: &str) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.inner.settings.restic);
+        // Nothing inherited but PATH (where `restic` is looked up).
         cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RESTIC_PASSWORD", &repo.password)
             .env("RESTIC_REPOSITORY", &repo.location)
             .envs(repo.environment.iter().map(|(k, v)| (k, v)))
@@ -47,7 +49,11 @@ impl Backups {
                 }
                 let tail = String::from_utf8_lossy(&out.stderr);
                 let tail = tail.trim();
-                Err(tail[tail.len().saturating_sub(400)..].to_owned())
+                let mut from = tail.len().saturating_sub(400);
+                while !tail.is_char_boundary(from) {
+                    from += 1;
+                }
+                Err(tail[from..].to_owned())
             }
         };
         let Err(opening) = run("cat", &["config"]).await else {
@@ -64,6 +70,43 @@ impl Backups {
             Err(e) if e.contains("already") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Stops a restic the way its Ctrl-C does (SIGINT: it removes its lock
+/// from the repository), then for good if it has not ended in 2 s.
+pub(super) async fn interrupt(child: &mut tokio::process::Child) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        if tokio::time::timeout(Duration::from_secs(2), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+/// Logs a warning when `restic` cannot be run here: downloads and the
+/// first backup of each customer to a destination need it.
+pub(super) async fn check_installed(restic: &std::path::Path) {
+    let mut cmd = tokio::process::Command::new(restic);
+    cmd.arg("version")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(Duration::from_secs(10), cmd.output()).await {
+        Ok(Ok(out)) if out.status.success() => {
+            tracing::debug!(version = %String::from_utf8_lossy(&out.stdout).trim(), "restic found");
+        }
+        _ => tracing::warn!(restic = %restic.display(),
+            "restic cannot be run (--backup-restic): backups to a new repository and downloads \
+             will fail; install Debian's restic package"),
     }
 }
 

@@ -196,19 +196,33 @@ async fn start(
         let Some(repo) = b.repository(&job.user_id, &backup.destination_id).await? else {
             return finish(b, kind, job, "FAILED", "its destination is gone").await;
         };
-        if let Err(why) = b.create_repository(&repo).await {
-            tracing::warn!(job = %job.id, why, "a repository could not be opened or created");
-            return finish(
-                b,
-                kind,
-                job,
-                "FAILED",
-                &format!("the repository at the destination could not be opened or created: {why}"),
-            )
-            .await;
-        }
-        queries::key_created(b.db(), &job.user_id, &backup.destination_id).await?;
-        tracing::info!(user = %job.user_id, destination = %backup.destination_id, "backup repository ready");
+        // Off the runner's pass (an unreachable destination takes up to two
+        // minutes to give up): the job waits, PENDING, and goes on at the
+        // pass after the repository is there.
+        let (b2, job2, dest) = (b.clone(), job.clone(), backup.destination_id.clone());
+        tokio::spawn(async move {
+            let created = b2.create_repository(&repo).await;
+            let recorded = match created {
+                Ok(()) => {
+                    tracing::info!(user = %job2.user_id, destination = %dest, "backup repository ready");
+                    queries::key_created(b2.db(), &job2.user_id, &dest).await
+                }
+                Err(why) => {
+                    tracing::warn!(job = %job2.id, why, "a repository could not be opened or created");
+                    let why = format!(
+                        "the repository at the destination could not be opened or created: {why}"
+                    );
+                    let failed = finish(&b2, Job::Backup, &job2, "FAILED", &why).await;
+                    // The next backup tries again at once.
+                    failed.and(queries::release_init(b2.db(), &job2.user_id, &dest).await)
+                }
+            };
+            if let Err(e) = recorded {
+                tracing::warn!(job = %job2.id, error = %format!("{e:#}"), "recording a repository's creation failed");
+            }
+            b2.inner.wake.notify_one();
+        });
+        return Ok(());
     }
     // Hold it stopped (once), and wait for its pods to be gone: a backup
     // leaves the components its template says are copied live running; a
