@@ -28,9 +28,11 @@ pub struct BackupArgs {
     #[arg(long, env = "MINISPOD_BACKUP_SILENCE_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     pub backup_silence_timeout: Duration,
 
-    /// The restic binary the control plane runs to stream a backup's
-    /// volume to a customer who downloads it (CreateBackupDownload); the
-    /// node agents run their own (`minispod-agent --restic`).
+    /// The restic binary the control plane runs to create a customer's
+    /// repository before its first backup to a destination, and to stream
+    /// a backup's volume to a customer who downloads it
+    /// (CreateBackupDownload); the node agents run their own
+    /// (`minispod-agent --restic`).
     #[arg(long, env = "MINISPOD_BACKUP_RESTIC", default_value = "restic")]
     pub backup_restic: std::path::PathBuf,
 }
