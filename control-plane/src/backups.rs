@@ -17,6 +17,7 @@ mod agents;
 mod download;
 mod follow_up;
 pub mod queries;
+pub mod rest;
 mod restic;
 mod run;
 pub mod schedule;
@@ -103,12 +104,17 @@ struct Manifest {
 
 /// What opens a customer's repository at a destination.
 pub(crate) struct Repository {
-    /// restic's repository location (`s3:<endpoint>/<bucket>/<path>`).
+    /// restic's repository location (`s3:<endpoint>/<bucket>/<path>`, or
+    /// a directory destination's `<directory>/<user id>`) as the control
+    /// plane's own restic opens it.
     pub location: String,
     /// Its password.
     pub password: String,
     /// The destination's credentials, as restic's environment.
     pub environment: Vec<(String, String)>,
+    /// For a directory destination, the path of the control plane's URL
+    /// where agents reach it (`rest.rs`).
+    pub served_at: Option<String>,
 }
 
 impl Backups {
@@ -122,6 +128,14 @@ impl Backups {
             return Ok(None);
         };
         let password = self.inner.sealer.open(&key_row(user, &dest.id), &sealed)?;
+        if !dest.directory.is_empty() {
+            return Ok(Some(Repository {
+                location: format!("{}/{user}", dest.directory),
+                password,
+                environment: Vec::new(),
+                served_at: Some(rest::repository_path(&dest.id, user)),
+            }));
+        }
         let creds = self.inner.sealer.open(&dest.id, &dest.credentials)?;
         let (key_id, secret) = creds.split_once('\n').unwrap_or((creds.as_str(), ""));
         let path = if dest.prefix.is_empty() {
@@ -137,6 +151,7 @@ impl Backups {
                 ("AWS_SECRET_ACCESS_KEY".to_owned(), secret.to_owned()),
                 ("AWS_DEFAULT_REGION".to_owned(), dest.region.clone()),
             ],
+            served_at: None,
         }))
     }
 }
@@ -196,6 +211,10 @@ impl Backups {
         let name = r.name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME {
             return Err(AppError::invalid("name", "must be 1 to 64 characters"));
+        }
+        if !r.directory.is_empty() {
+            let name = name.to_owned();
+            return self.create_directory_destination(&name, r).await;
         }
         check_endpoint(&r.endpoint)?;
         let region = if r.region.is_empty() {
@@ -257,10 +276,65 @@ impl Backups {
             prefix: prefix.to_owned(),
             is_default: first || r.make_default,
             created_at: now_ms(),
+            directory: String::new(),
         };
         queries::insert_destination(&mut tx, &row).await?;
         tx.commit().await?;
         tracing::info!(destination = %row.id, name = %row.name, endpoint = %row.endpoint, bucket = %row.bucket, "backup destination added");
+        Ok(destination_pb(&row))
+    }
+
+    /// Adds a directory on this host as a destination: created when
+    /// missing (0700) and checked writable before it is stored.
+    async fn create_directory_destination(
+        &self,
+        name: &str,
+        r: pb::CreateBackupDestinationRequest,
+    ) -> AppResult<pb::BackupDestination> {
+        for (field, v) in [
+            ("endpoint", &r.endpoint),
+            ("region", &r.region),
+            ("bucket", &r.bucket),
+            ("prefix", &r.prefix),
+            ("access_key_id", &r.access_key_id),
+            ("secret_access_key", &r.secret_access_key),
+        ] {
+            if !v.is_empty() {
+                return Err(AppError::invalid(
+                    field,
+                    "must be empty for a directory destination",
+                ));
+            }
+        }
+        let directory = check_directory(&r.directory)?;
+        let probe_dir = directory.clone();
+        tokio::task::spawn_blocking(move || writable(std::path::Path::new(&probe_dir)))
+            .await
+            .map_err(|e| AppError::Internal(e.into()))?
+            .map_err(|e| {
+                AppError::invalid(
+                    "directory",
+                    format!("cannot be created or written by the control plane: {e}"),
+                )
+            })?;
+        let id = new_id();
+        let mut tx = self.db().begin().await?;
+        let first = queries::count_destinations(&mut tx).await? == 0;
+        let row = DestinationRow {
+            credentials: self.inner.sealer.seal(&id, ""),
+            id,
+            name: name.to_owned(),
+            endpoint: String::new(),
+            region: String::new(),
+            bucket: String::new(),
+            prefix: String::new(),
+            is_default: first || r.make_default,
+            created_at: now_ms(),
+            directory,
+        };
+        queries::insert_destination(&mut tx, &row).await?;
+        tx.commit().await?;
+        tracing::info!(destination = %row.id, name = %row.name, directory = %row.directory, "backup destination added");
         Ok(destination_pb(&row))
     }
 
@@ -769,7 +843,54 @@ fn destination_pb(d: &DestinationRow) -> pb::BackupDestination {
         prefix: d.prefix.clone(),
         is_default: d.is_default,
         created_at: Some(timestamp(d.created_at)),
+        directory: d.directory.clone(),
     }
+}
+
+/// A directory destination's path: absolute, with no `.` or `..` part, on
+/// one line; answered without a trailing `/`.
+fn check_directory(dir: &str) -> AppResult<String> {
+    use std::path::{Component, Path};
+    let bad = || {
+        AppError::invalid(
+            "directory",
+            "must be an absolute path (e.g. /var/lib/minispod/backups) without '.' or '..' parts",
+        )
+    };
+    let trimmed = if dir.len() > 1 {
+        dir.trim_end_matches('/')
+    } else {
+        dir
+    };
+    if trimmed.len() > 512 || trimmed.contains(['\0', '\n', '\r']) {
+        return Err(bad());
+    }
+    let path = Path::new(trimmed);
+    let mut components = path.components();
+    if components.next() != Some(Component::RootDir)
+        || components.clone().next().is_none()
+        || !components.all(|c| matches!(c, Component::Normal(_)))
+        || trimmed.contains("//")
+    {
+        return Err(bad());
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Creates `dir` (0700) when missing and checks a file can be written in
+/// it.
+fn writable(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    if !std::fs::metadata(dir)?.is_dir() {
+        return Err(std::io::Error::other("not a directory"));
+    }
+    let probe = dir.join(format!(".minispod-probe-{}", new_id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 /// FAILED_PRECONDITION unless backup `b` is COMPLETE.

@@ -21,7 +21,10 @@ use http_body_util::Full;
 use tonic::{body::Body, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
 
-use crate::{auth::cookie::RequestAuthority, backups::Backups};
+use crate::{
+    auth::cookie::RequestAuthority,
+    backups::{Backups, rest::RestServer},
+};
 
 /// Where backup download links live (`backups/download.rs`).
 const DOWNLOADS: &str = "/downloads/";
@@ -202,6 +205,8 @@ fn accepts_gzip<B>(req: &Request<B>) -> bool {
 pub struct ConsoleLayer {
     loopback_listener: Option<std::net::SocketAddr>,
     downloads: Option<Backups>,
+    repositories: Option<RestServer>,
+    request_timeout: Option<std::time::Duration>,
 }
 
 impl ConsoleLayer {
@@ -212,7 +217,27 @@ impl ConsoleLayer {
         ConsoleLayer {
             loopback_listener,
             downloads: None,
+            repositories: None,
+            request_timeout: None,
         }
+    }
+
+    /// Serves directory backup destinations to agents under
+    /// `/restic/` (`backups/rest.rs`).
+    pub fn with_repositories(mut self, server: RestServer) -> Self {
+        self.repositories = Some(server);
+        self
+    }
+
+    /// Bounds the time from an API call's headers to its response: past
+    /// it the call ends CANCELLED (what tonic's `Server::timeout` does).
+    /// It is applied here rather than to the whole server so that the
+    /// backup repositories' uploads, bounded by their own stall timeout,
+    /// are not cut off mid-way (tonic would answer them a gRPC status,
+    /// which restic would read as a stored file).
+    pub fn with_request_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
     }
 
     /// Serves GETs of `/downloads/<token>` (CreateBackupDownload's links)
@@ -231,6 +256,8 @@ impl<S> Layer<S> for ConsoleLayer {
             inner,
             loopback_listener: self.loopback_listener,
             downloads: self.downloads.clone(),
+            repositories: self.repositories.clone(),
+            request_timeout: self.request_timeout,
         }
     }
 }
@@ -241,6 +268,8 @@ pub struct Console<S> {
     inner: S,
     loopback_listener: Option<std::net::SocketAddr>,
     downloads: Option<Backups>,
+    repositories: Option<RestServer>,
+    request_timeout: Option<std::time::Duration>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
@@ -252,7 +281,8 @@ where
     S::Error: Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<tonic::codegen::StdError>,
-    B: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
 {
     type Response = Response<Body>;
     type Error = S::Error;
@@ -276,6 +306,12 @@ where
                 "this listener answers only to localhost\n",
             );
             return Box::pin(std::future::ready(Ok(response)));
+        }
+        if req.uri().path().starts_with(crate::backups::rest::PREFIX)
+            && let Some(server) = &self.repositories
+        {
+            let server = server.clone();
+            return Box::pin(async move { Ok(server.serve(req).await) });
         }
         match kind(&req) {
             Kind::Rpc => {}
@@ -314,8 +350,20 @@ where
         // The clone is not known to be ready; swap so the ready one serves.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let timeout = self.request_timeout;
         Box::pin(async move {
-            let response = inner.call(req).await?;
+            let call = inner.call(req);
+            let response = match timeout {
+                Some(t) => match tokio::time::timeout(t, call).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Ok(tonic::Status::cancelled("Timeout expired")
+                            .into_http::<Body>()
+                            .map(Body::new));
+                    }
+                },
+                None => call.await?,
+            };
             Ok(response.map(Body::new))
         })
     }

@@ -78,6 +78,7 @@ async fn main() {
         ],
         limit_upload_kib: None,
         limit_download_kib: None,
+        tls: None,
     };
     restic.ensure_repository(&repo).await.unwrap();
     let vol = tmp.0.join("volume");

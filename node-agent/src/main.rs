@@ -144,6 +144,7 @@ async fn start(args: AgentArgs, keep_running: bool) -> anyhow::Result<()> {
             )
             .with_pid_dir(args.state_dir.join("restic-running")),
             args.volumes_dir.clone(),
+            args.state_dir.join("restic-tls"),
         )),
     };
     // Watchdog pings while the process runs; a hung runtime stops them and

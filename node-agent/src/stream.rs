@@ -444,7 +444,7 @@ async fn session(
     // systemd (Type=notify): ready once the first stream is up.
     minispod_support::sd_notify("READY=1");
     // Transfers waiting for this worker (or cut short by a restart).
-    claim_transfers(cfg, &channel);
+    claim_transfers(cfg, &channel, server, creds);
     let mut tick = tokio::time::interval(interval);
     tick.reset();
     let mut sampler = cfg.heartbeats.sampler();
@@ -493,7 +493,7 @@ async fn session(
                         }
                         Some(pb::command::Command::RenewCertificate(true)) => renewal.as_mut().reset(tokio::time::Instant::now()),
                         Some(pb::command::Command::Reenroll(true)) => return Ok(SessionEnd::ReEnroll),
-                        Some(pb::command::Command::TransfersPending(true)) => claim_transfers(cfg, &channel),
+                        Some(pb::command::Command::TransfersPending(true)) => claim_transfers(cfg, &channel, server, creds),
                         _ => {}
                     }
                 }
@@ -505,12 +505,25 @@ async fn session(
     }
 }
 
-/// Claims the worker's transfers in the background, if it takes any.
-fn claim_transfers(cfg: &StreamConfig, channel: &tonic::transport::Channel) {
+/// Claims the worker's transfers in the background, if it takes any, over
+/// `channel` to `server` (where a directory destination is reached, with
+/// `creds`).
+fn claim_transfers(
+    cfg: &StreamConfig,
+    channel: &tonic::transport::Channel,
+    server: &str,
+    creds: &Credentials,
+) {
     if let Some(t) = &cfg.transfers {
         let (t, channel) = (t.clone(), channel.clone());
+        let link = crate::transfers::Link {
+            server: server.to_owned(),
+            cert_pem: creds.cert_pem.clone(),
+            key_pem: creds.key_pem.clone(),
+            ca_pem: creds.ca_pem.clone(),
+        };
         tokio::spawn(async move {
-            if let Err(e) = t.claim(channel).await {
+            if let Err(e) = t.claim(channel, link).await {
                 tracing::warn!(error = %format!("{e:#}"), "claiming transfers failed; the control plane asks again");
             }
         });

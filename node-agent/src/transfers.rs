@@ -38,11 +38,29 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// plane's silence timeout.
 const FINAL_REPORT_FOR: Duration = Duration::from_secs(600);
 
+/// The connection a claim came over: where a directory destination on
+/// the control plane's host is reached (restic's REST protocol on the
+/// control plane's port), and the worker's certificate restic presents.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// The control plane's URL the stream is connected to.
+    pub server: String,
+    /// The worker's client certificate, PEM.
+    pub cert_pem: String,
+    /// Its private key, PEM.
+    pub key_pem: Secret,
+    /// The CA the control plane's certificate is checked against, PEM.
+    pub ca_pem: String,
+}
+
 /// The transfers this agent runs.
 #[derive(Debug)]
 pub struct Transfers {
     restic: Restic,
     volumes_dir: PathBuf,
+    /// Where restic's TLS files for directory destinations are written
+    /// (0600): `client.pem` (certificate and key) and `ca.pem`.
+    tls_dir: PathBuf,
     /// Transfer id → its task.
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// The channel of the current stream's connection (mTLS as the worker).
@@ -50,8 +68,10 @@ pub struct Transfers {
 }
 
 impl Transfers {
-    /// Transfers run with `restic` on volumes under `volumes_dir` only.
-    pub fn new(restic: Restic, volumes_dir: PathBuf) -> Arc<Transfers> {
+    /// Transfers run with `restic` on volumes under `volumes_dir` only,
+    /// writing the TLS files restic needs for a directory destination in
+    /// `tls_dir`.
+    pub fn new(restic: Restic, volumes_dir: PathBuf, tls_dir: PathBuf) -> Arc<Transfers> {
         // A restic a killed agent left would race the copy started again.
         let killed = restic.kill_leftovers();
         if killed > 0 {
@@ -60,6 +80,7 @@ impl Transfers {
         Arc::new(Transfers {
             restic,
             volumes_dir,
+            tls_dir,
             running: Mutex::new(HashMap::new()),
             channel: watch::channel(None).0,
         })
@@ -74,17 +95,29 @@ impl Transfers {
         self.running().len()
     }
 
-    /// Claims the transfers over `channel` (the stream's connection, which
-    /// later reports use too): starts those not running, stops those no
-    /// longer listed.
-    pub async fn claim(self: &Arc<Self>, channel: Channel) -> anyhow::Result<()> {
+    /// Claims the transfers over `channel` (the stream's connection to
+    /// `link`'s server, which later reports use too): starts those not
+    /// running, stops those no longer listed.
+    pub async fn claim(self: &Arc<Self>, channel: Channel, link: Link) -> anyhow::Result<()> {
         self.channel.send_replace(Some(channel.clone()));
-        let orders = AgentServiceClient::new(channel)
+        let mut orders = AgentServiceClient::new(channel)
             .claim_transfers(pb::ClaimTransfersRequest {})
             .await
             .context("ClaimTransfers")?
             .into_inner()
             .orders;
+        if orders.iter().any(|o| !o.control_plane_path.is_empty()) {
+            self.write_tls(&link)?;
+            for o in &mut orders {
+                if !o.control_plane_path.is_empty() {
+                    o.repository = format!(
+                        "rest:{}{}",
+                        link.server.trim_end_matches('/'),
+                        o.control_plane_path
+                    );
+                }
+            }
+        }
         let mut running = self.running();
         running.retain(|id, task| {
             let listed = orders.iter().any(|o| &o.id == id);
@@ -103,6 +136,25 @@ impl Transfers {
             let task = tokio::spawn(async move { me.execute(order).await });
             running.insert(id, task.abort_handle());
         }
+        Ok(())
+    }
+
+    /// Writes the files restic presents and trusts towards `link`'s
+    /// control plane (the certificate may have been renewed since).
+    fn write_tls(&self, link: &Link) -> anyhow::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.tls_dir)
+            .with_context(|| format!("create {}", self.tls_dir.display()))?;
+        let mut client = link.cert_pem.trim_end().to_owned();
+        client.push('\n');
+        client.push_str(link.key_pem.expose());
+        crate::state::write_private(&self.tls_dir.join("client.pem"), client.as_bytes())
+            .context("write restic's client certificate")?;
+        crate::state::write_private(&self.tls_dir.join("ca.pem"), link.ca_pem.as_bytes())
+            .context("write restic's CA file")?;
         Ok(())
     }
 
@@ -215,7 +267,7 @@ impl Transfers {
         order: &pb::TransferOrder,
         progress: watch::Sender<Progress>,
     ) -> anyhow::Result<Done> {
-        let repo = repository(order);
+        let repo = repository(order, &self.tls_dir);
         if order.kind() == pb::TransferKind::Check {
             self.restic.unlock(&repo).await?;
             self.restic.check(&repo, CHECK_SUBSET).await?;
@@ -339,9 +391,13 @@ fn running_report(id: &str, p: &Progress) -> pb::ReportTransferRequest {
     }
 }
 
-fn repository(order: &pb::TransferOrder) -> Repository {
+fn repository(order: &pb::TransferOrder, tls_dir: &Path) -> Repository {
     let bound = |k: i32| (k > 0).then_some(k as u32);
     Repository {
+        tls: (!order.control_plane_path.is_empty()).then(|| backup::restic::ResticTls {
+            ca_file: tls_dir.join("ca.pem"),
+            client_pem: tls_dir.join("client.pem"),
+        }),
         location: order.repository.clone(),
         password: Secret::new(order.password.clone()),
         credentials: order

@@ -34,6 +34,7 @@ fn repo(server: &s3::S3Server, bucket: &str, prefix: &str, password: &str) -> Re
         ],
         limit_upload_kib: None,
         limit_download_kib: None,
+        tls: None,
     }
 }
 

@@ -59,7 +59,14 @@ impl Backups {
                     _ => pb::TransferKind::Restore,
                 } as i32,
                 volume_path: t.volume_path.clone(),
-                repository: repo.location,
+                // A directory destination is reached through the control
+                // plane, not at the path only this host can open.
+                repository: if repo.served_at.is_some() {
+                    String::new()
+                } else {
+                    repo.location
+                },
+                control_plane_path: repo.served_at.unwrap_or_default(),
                 password: repo.password,
                 environment: repo.environment.into_iter().collect(),
                 tags: if backup_kind {

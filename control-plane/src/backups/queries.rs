@@ -31,10 +31,13 @@ pub struct DestinationRow {
     pub is_default: bool,
     /// Unix ms.
     pub created_at: i64,
+    /// A directory on the control plane's host instead of a bucket ('' for
+    /// a bucket).
+    pub directory: String,
 }
 
 const DESTINATION: &str =
-    "id, name, endpoint, region, bucket, prefix, credentials, is_default, created_at";
+    "id, name, endpoint, region, bucket, prefix, credentials, is_default, created_at, directory";
 
 /// Stores a destination; the first, or one made default, becomes the only
 /// default. ALREADY_EXISTS for a name in use.
@@ -49,7 +52,7 @@ pub async fn insert_destination(tx: &mut Tx, d: &DestinationRow) -> AppResult<()
     }
     with_conn!(tx, |c| sqlx::query(
         "INSERT INTO backup_destinations (id, name, endpoint, region, bucket, prefix, credentials,
-            is_default, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            is_default, created_at, directory) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
     )
     .bind(&d.id)
     .bind(&d.name)
@@ -60,6 +63,7 @@ pub async fn insert_destination(tx: &mut Tx, d: &DestinationRow) -> AppResult<()
     .bind(&d.credentials)
     .bind(d.is_default)
     .bind(d.created_at)
+    .bind(&d.directory)
     .execute(c)
     .await
     .map(|_| ()))
@@ -429,6 +433,31 @@ pub async fn open_transfers_of_worker(db: &Db, worker: &str) -> AppResult<Vec<Tr
     .bind(worker)
     .fetch_all(c)
     .await)?)
+}
+
+/// Whether `worker` has a transfer open (pending or running) into
+/// `user`'s repository at destination `dest`: a backup's or a forget's
+/// (its job is the backup), or a restore's or a drill check's (its job is
+/// a restore of a backup there).
+pub async fn worker_has_transfer_into(
+    db: &Db,
+    worker: &str,
+    user: &str,
+    dest: &str,
+) -> AppResult<bool> {
+    let n: i64 = with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM volume_transfers t
+         LEFT JOIN restores r ON r.id = t.job_id
+         JOIN backups b ON b.id = COALESCE(r.backup_id, t.job_id)
+         WHERE t.worker_id = $1 AND t.state IN ('PENDING', 'RUNNING')
+           AND b.user_id = $2 AND b.destination_id = $3"
+    )
+    .bind(worker)
+    .bind(user)
+    .bind(dest)
+    .fetch_one(c)
+    .await)?;
+    Ok(n > 0)
 }
 
 /// Transfer `id` if it is `worker`'s.

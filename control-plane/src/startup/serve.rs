@@ -67,6 +67,8 @@ impl Application {
         }
         let tasks = Tasks::default();
         let downloads = loops.backups.clone();
+        let repositories =
+            crate::backups::rest::RestServer::new(loops.backups.clone(), loops.enrollment.clone());
         loops.spawn(&tasks);
 
         let gate = Gate::new(limits.clone());
@@ -78,9 +80,13 @@ impl Application {
             .max_concurrent_streams(limits.max_concurrent_streams)
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-            .timeout(limits.request_timeout)
             .tcp_nodelay(true)
-            .layer(ConsoleLayer::new(console_addr).with_downloads(downloads))
+            .layer(
+                ConsoleLayer::new(console_addr)
+                    .with_downloads(downloads)
+                    .with_repositories(repositories)
+                    .with_request_timeout(limits.request_timeout),
+            )
             .layer(cors)
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(RequestBufferLayer(request_buffer))

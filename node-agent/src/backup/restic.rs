@@ -51,6 +51,19 @@ pub struct Repository {
     pub limit_upload_kib: Option<u32>,
     /// Download bandwidth limit, KiB/s (restic's `--limit-download`).
     pub limit_download_kib: Option<u32>,
+    /// TLS files for a `rest:https://` repository on the control plane.
+    pub tls: Option<ResticTls>,
+}
+
+/// What restic presents and trusts towards a REST server (the control
+/// plane serving a directory destination).
+#[derive(Debug, Clone)]
+pub struct ResticTls {
+    /// The CA certificates the server's is checked against (`--cacert`).
+    pub ca_file: PathBuf,
+    /// The client certificate and its key, one PEM file
+    /// (`--tls-client-cert`).
+    pub client_pem: PathBuf,
 }
 
 impl std::fmt::Debug for Repository {
@@ -64,6 +77,7 @@ impl std::fmt::Debug for Repository {
             )
             .field("limit_upload_kib", &self.limit_upload_kib)
             .field("limit_download_kib", &self.limit_download_kib)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -255,6 +269,12 @@ impl Restic {
         }
         if let Some(kib) = repo.limit_download_kib {
             cmd.arg("--limit-download").arg(kib.to_string());
+        }
+        if let Some(tls) = &repo.tls {
+            cmd.arg("--cacert")
+                .arg(&tls.ca_file)
+                .arg("--tls-client-cert")
+                .arg(&tls.client_pem);
         }
         cmd.args(args)
             .stdin(Stdio::null())
@@ -662,6 +682,7 @@ mod tests {
             credentials: vec![("AWS_SECRET_ACCESS_KEY".into(), Secret::new("s3cret"))],
             limit_upload_kib: None,
             limit_download_kib: None,
+            tls: None,
         };
         let s = format!("{repo:?}");
         assert!(!s.contains("hunter2") && !s.contains("s3cret"), "{s}");

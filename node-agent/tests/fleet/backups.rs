@@ -261,6 +261,7 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
                 access_key_id: s3::ACCESS_KEY.into(),
                 secret_access_key: s3::SECRET_KEY.into(),
                 make_default: false,
+                directory: String::new(),
             },
             &cp.admin,
         ))
@@ -1175,4 +1176,314 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
         told[0].text
     );
     drop(a);
+}
+
+/// Runs the real restic against a repository the control plane serves
+/// (`rest:`), trusting `ca` and presenting `client` (a PEM of certificate
+/// and key) when given; its exit and standard error.
+fn restic_at(url: &str, ca: &Path, client: Option<&Path>, cache: &Path) -> (bool, String) {
+    let mut cmd = std::process::Command::new("restic");
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RESTIC_PASSWORD", "not the customer's")
+        .args(["snapshots", "--no-lock", "--cache-dir"])
+        .arg(cache)
+        .arg("-r")
+        .arg(url)
+        .arg("--cacert")
+        .arg(ca);
+    if let Some(c) = client {
+        cmd.arg("--tls-client-cert").arg(c);
+    }
+    let out = cmd.output().expect("run restic");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_on_the_control_planes_host_keeps_backups_the_agent_reaches_only_while_it_copies()
+ {
+    let cluster = TestCluster::start().await.unwrap();
+    let Some(_) = cluster.standin() else {
+        eprintln!(
+            "skipped: needs the stand-in's node disks (a real cluster's volumes are on its nodes)"
+        );
+        return;
+    };
+    let kubeconfig = cluster.kubeconfig_path().to_owned();
+    let cp = ControlPlane::start_in(Arc::new(TempDir::for_server().await), free_port(), |a| {
+        a.cluster.kubeconfig = Some(kubeconfig);
+        a.subscriptions.apps_domain = "apps.example.test".into();
+        // Under a bandwidth bound the control plane's port serves the
+        // packs at the agent's pace.
+        a.backups.backup_limit_upload = 8192;
+    })
+    .await;
+    let mut workers = cp.watch().await;
+    let token = cp.token(0).await;
+    let node = cluster.name("bk-dir");
+    let root = cluster.volume_root(&node).unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+    let root_arg = root.to_string_lossy().into_owned();
+    let a = agent_on_node(
+        &cp,
+        &cluster,
+        &mut workers,
+        &token,
+        "bk-dir",
+        &["--volumes-dir", &root_arg],
+    )
+    .await;
+    let mut backups = BackupServiceClient::new(cp.channel.clone());
+    let owner = register(&cp, "dir-keeper@example.org").await;
+    let mut subs = SubscriptionServiceClient::<Channel>::new(cp.channel.clone());
+
+    // The destination: an absolute directory, created when missing; a
+    // relative one, or one mixed with a bucket's fields, is refused.
+    let kept = TempDir::new();
+    let directory = kept.0.join("minispod-backups");
+    let dir_request = |directory: &str| pb::CreateBackupDestinationRequest {
+        name: "local".into(),
+        directory: directory.into(),
+        ..Default::default()
+    };
+    for (bad, field) in [
+        (dir_request("minispod-backups"), "directory"),
+        (dir_request("/srv/../etc"), "directory"),
+        (
+            pb::CreateBackupDestinationRequest {
+                bucket: "b".into(),
+                ..dir_request(directory.to_str().unwrap())
+            },
+            "bucket",
+        ),
+    ] {
+        let e = backups
+            .create_backup_destination(authed(bad, &cp.admin))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with(field), "{}", e.message());
+    }
+    let dest = backups
+        .create_backup_destination(authed(dir_request(directory.to_str().unwrap()), &cp.admin))
+        .await
+        .expect("a directory destination")
+        .into_inner()
+        .destination
+        .unwrap();
+    assert_eq!(dest.directory, directory.to_str().unwrap());
+    assert!(dest.bucket.is_empty() && dest.endpoint.is_empty());
+    assert!(dest.is_default);
+    assert!(directory.is_dir(), "created when missing");
+
+    let mut watch = subs
+        .watch_subscriptions(authed(
+            pb::WatchSubscriptionsRequest {
+                all: true,
+                ..Default::default()
+            },
+            &cp.admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let e = watch.message().await.unwrap().unwrap();
+        if e.r#type == pb::SubscriptionEventType::SnapshotEnd as i32 {
+            break;
+        }
+    }
+    let sub = subs
+        .create_subscription(authed(
+            pb::CreateSubscriptionRequest {
+                service_id: "n8n".into(),
+                name: "local".into(),
+                ..Default::default()
+            },
+            &owner,
+        ))
+        .await
+        .expect("subscribed")
+        .into_inner()
+        .subscription
+        .unwrap();
+    next_upsert(&mut watch, 30, "RUNNING", |s| {
+        s.id == sub.id && s.status == SubscriptionStatus::Running as i32
+    })
+    .await;
+    let volume = volume_dir(&root, "local-n8n-data");
+    let size = 24 << 20;
+    std::fs::write(volume.join("database.sqlite"), noise(size, 3)).unwrap();
+    std::fs::create_dir_all(volume.join("nodes")).unwrap();
+    for i in 0..10 {
+        std::fs::write(volume.join(format!("nodes/{i}.json")), format!("[{i}]")).unwrap();
+    }
+    let before = contents(&volume);
+
+    let backup = |mut c: BackupServiceClient<Channel>| {
+        let (sub, owner) = (sub.id.clone(), owner.clone());
+        async move {
+            c.create_backup(authed(
+                pb::CreateBackupRequest {
+                    subscription_id: sub,
+                    ..Default::default()
+                },
+                &owner,
+            ))
+            .await
+            .expect("backup started")
+            .into_inner()
+            .backup
+            .unwrap()
+        }
+    };
+    let first = backup(backups.clone()).await;
+    let first = backup_until(&mut backups, &owner, &first.id, 90).await;
+    assert_eq!(first.status, pb::BackupStatus::Complete as i32, "{first:?}");
+    assert!(first.bytes_added > 0);
+    // The repository is in the directory, in restic's own layout, under
+    // the customer's id; nothing of it was written anywhere else.
+    let repo = directory.join(&first.user_id);
+    assert!(repo.join("config").is_file(), "{repo:?}");
+    let packs: u64 = std::fs::read_dir(repo.join("data"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        packs >= size as u64 / 2,
+        "the packs are here: {packs} bytes"
+    );
+    let leftovers: Vec<_> = walk(&repo)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no temporary file left: {leftovers:?}"
+    );
+    // The agent's restic presented the worker's certificate, kept 0600.
+    let client_pem = a.state.0.join("restic-tls/client.pem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&client_pem).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Unchanged, the next backup adds almost nothing.
+    next_upsert(&mut watch, 30, "RUNNING after the backup", |s| {
+        s.id == sub.id && s.status == SubscriptionStatus::Running as i32
+    })
+    .await;
+    let second = backup(backups.clone()).await;
+    let second = backup_until(&mut backups, &owner, &second.id, 90).await;
+    assert_eq!(
+        second.status,
+        pb::BackupStatus::Complete as i32,
+        "{second:?}"
+    );
+    assert!(
+        (second.bytes_added as f64) < size as f64 * 0.01,
+        "an unchanged volume uploads under 1 %: {} bytes",
+        second.bytes_added
+    );
+
+    // Outside a transfer the repository is closed, even to the worker that
+    // wrote it, and to anyone without a worker's certificate.
+    let url = format!("rest:{}/restic/{}/{}/", cp.url(), dest.id, first.user_id);
+    let ca = kept.0.join("ca.pem");
+    std::fs::write(&ca, &cp.ca_pem).unwrap();
+    let cache = kept.0.join("restic-cache");
+    let (ok, said) = restic_at(&url, &ca, None, &cache);
+    assert!(!ok && said.contains("401"), "no certificate: {said}");
+    // An admission is trusted for 5 s after the transfer ends.
+    let mut said = String::new();
+    for _ in 0..20 {
+        let (ok, now) = restic_at(&url, &ca, Some(&client_pem), &cache);
+        assert!(!ok, "restic opened the repository without the password");
+        said = now;
+        if said.contains("403") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(said.contains("403"), "no open transfer: {said}");
+
+    // The data lost, the restore brings it back byte for byte, through the
+    // same port.
+    next_upsert(&mut watch, 30, "RUNNING after the second backup", |s| {
+        s.id == sub.id && s.status == SubscriptionStatus::Running as i32
+    })
+    .await;
+    std::fs::remove_file(volume.join("database.sqlite")).unwrap();
+    std::fs::remove_dir_all(volume.join("nodes")).unwrap();
+    let restore = backups
+        .restore_backup(authed(
+            pb::RestoreBackupRequest {
+                backup_id: first.id.clone(),
+                ..Default::default()
+            },
+            &owner,
+        ))
+        .await
+        .expect("restore started")
+        .into_inner()
+        .restore
+        .unwrap();
+    let restored = restore_until(&mut backups, &owner, &restore.id, 90).await;
+    assert_eq!(
+        restored.status,
+        pb::RestoreStatus::Complete as i32,
+        "{restored:?}"
+    );
+    assert!(contents(&volume) == before, "every file byte for byte");
+
+    // The download is read from the directory by the control plane's own
+    // restic.
+    let link = backups
+        .create_backup_download(authed(
+            pb::CreateBackupDownloadRequest {
+                backup_id: first.id.clone(),
+                claim: first.volumes[0].claim.clone(),
+            },
+            &owner,
+        ))
+        .await
+        .expect("a download link")
+        .into_inner();
+    let (status, _, tar) = raw_grpc::plain_get(&cp.channel, &link.url)
+        .await
+        .expect("the download streams to its end");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&tar));
+    let archive = kept.0.join("volume.tar");
+    std::fs::write(&archive, &tar).unwrap();
+    let out_dir = kept.0.join("files");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let untar = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&out_dir)
+        .output()
+        .expect("run tar");
+    assert!(untar.status.success(), "{untar:?}");
+    assert!(contents(&out_dir) == before, "the download, byte for byte");
+    drop(a);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            found.extend(walk(&p));
+        } else {
+            found.push(p);
+        }
+    }
+    found
 }

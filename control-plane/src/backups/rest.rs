@@ -1,0 +1,699 @@
+//! A directory on the control plane's host as a backup destination: the
+//! control plane serves it to the workers' agents in restic's REST protocol
+//! (restic's `doc/REST_backend`, versions 1 and 2), under
+//! `/restic/<destination id>/<user id>/` on its own port, so the agents'
+//! restic (`rest:https://<control plane>/restic/...`) copies volumes into
+//! it as it does into a bucket, and the control plane's own restic (which
+//! creates repositories and streams downloads) opens the directory
+//! directly: the files are in restic's local layout (`config`, `keys/`,
+//! `locks/`, `snapshots/`, `index/`, `data/<2 hex>/`).
+//!
+//! - Who: a request must carry a worker's client certificate (the one the
+//!   store accepts for it, as on the agent stream), and that worker must
+//!   have a transfer open (pending or running) into this customer's
+//!   repository at this destination. Anyone else gets 401 or 403; a worker
+//!   whose transfer ended is refused within [`ADMISSION_TTL`].
+//! - What: only restic's names: the five file types, and 64-hex names
+//!   (restic names every file but `config` by the SHA-256 of its content).
+//!   An upload is checked against its name before it is kept, so a worker
+//!   cannot store anything else under a file's name.
+//! - How: an upload streams to a temporary file in the same directory,
+//!   is flushed to disk and renamed into place, so a file is there whole or
+//!   not at all; at most [`MAX_UPLOAD`] bytes, and a sender silent for
+//!   [`STALL`] is cut off. A read streams the file (or the byte range
+//!   restic asks for) [`CHUNK`] at a time. Each worker has at most
+//!   [`PER_WORKER`] requests under way (429 beyond; restic retries).
+//! - The server's request timeout does not bound these requests (a pack
+//!   upload under a bandwidth limit can take minutes); the stall bound
+//!   does.
+
+use std::{
+    collections::HashMap,
+    io::SeekFrom,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tonic::{
+    body::Body,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
+
+use super::{Backups, queries};
+use crate::{error::AppError, workers::enrollment::Enrollment};
+
+/// Where repositories are served.
+pub const PREFIX: &str = "/restic/";
+/// How long an admission is trusted before the store is asked again.
+const ADMISSION_TTL: Duration = Duration::from_secs(5);
+/// The largest file restic may store (its packs are at most 128 MiB).
+const MAX_UPLOAD: u64 = 160 << 20;
+/// How long an upload may go without data, or a download unread.
+const STALL: Duration = Duration::from_secs(60);
+/// Requests one worker may have under way.
+const PER_WORKER: usize = 16;
+/// The largest read of a file, and so the largest data frame.
+const CHUNK: usize = 256 * 1024;
+/// restic's file types, as directories.
+const TYPES: [&str; 5] = ["data", "keys", "locks", "snapshots", "index"];
+/// What a client asks for to get version 2 of the protocol.
+const V2: &str = "application/vnd.x.restic.rest.v2";
+
+/// The path agents reach `user`'s repository at destination `dest` under.
+pub fn repository_path(dest: &str, user: &str) -> String {
+    format!("{PREFIX}{dest}/{user}/")
+}
+
+/// Serves directory destinations to agents; cheap to clone.
+#[derive(Clone)]
+pub struct RestServer {
+    backups: Backups,
+    enrollment: Enrollment,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// (worker, certificate serial, destination, user) → the repository's
+    /// directory, and until when that holds.
+    admitted: HashMap<(String, String, String, String), (PathBuf, Instant)>,
+    /// Requests under way per worker.
+    busy: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for RestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestServer").finish_non_exhaustive()
+    }
+}
+
+/// One request's place in its worker's [`PER_WORKER`]; given back when
+/// dropped.
+struct Busy {
+    state: Arc<Mutex<State>>,
+    worker: String,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = s.busy.get_mut(&self.worker) {
+            *n -= 1;
+            if *n == 0 {
+                s.busy.remove(&self.worker);
+            }
+        }
+    }
+}
+
+/// What a request names inside a repository.
+#[derive(Debug, PartialEq, Eq)]
+enum Target<'a> {
+    /// The repository itself (`POST ?create=true`).
+    Root,
+    /// `config`.
+    Config,
+    /// A type's listing, `data/`.
+    List(&'static str),
+    /// One file, `data/<name>`.
+    File(&'static str, &'a str),
+}
+
+/// `(destination, user, target)` of a path under [`PREFIX`].
+fn parse(path: &str) -> Option<(&str, &str, Target<'_>)> {
+    let rest = path.strip_prefix(PREFIX)?;
+    let mut parts = rest.splitn(3, '/');
+    let (dest, user) = (parts.next()?, parts.next()?);
+    if !is_id(dest) || !is_id(user) {
+        return None;
+    }
+    let target = match parts.next() {
+        None | Some("") => Target::Root,
+        Some("config") => Target::Config,
+        Some(t) => {
+            let (kind, name) = t.split_once('/')?;
+            let kind = TYPES.into_iter().find(|k| *k == kind)?;
+            if name.is_empty() {
+                Target::List(kind)
+            } else if is_hex_name(name) {
+                Target::File(kind, name)
+            } else {
+                return None;
+            }
+        }
+    };
+    Some((dest, user, target))
+}
+
+/// A store id: 1 to 64 of `[0-9a-z-]`.
+fn is_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'-')
+}
+
+/// A restic file name: 64 lower-case hex digits.
+fn is_hex_name(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Where file `name` of `kind` is kept under repository `root`.
+fn file_path(root: &Path, kind: &str, name: &str) -> PathBuf {
+    if kind == "data" {
+        root.join(kind).join(&name[..2]).join(name)
+    } else {
+        root.join(kind).join(name)
+    }
+}
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::new(Full::new(Bytes::from(message.into() + "\n"))))
+        .expect("valid headers")
+}
+
+fn not_found() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "not found")
+}
+
+fn io_error(what: &str, e: &std::io::Error) -> Response<Body> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return not_found();
+    }
+    tracing::warn!(error = %e, "backup directory: {what} failed");
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the control plane could not {what}"),
+    )
+}
+
+impl RestServer {
+    /// The server over `backups`' directory destinations, admitting the
+    /// workers `enrollment` accepts.
+    pub fn new(backups: Backups, enrollment: Enrollment) -> RestServer {
+        RestServer {
+            backups,
+            enrollment,
+            state: Arc::default(),
+        }
+    }
+
+    /// Answers one request under [`PREFIX`].
+    pub async fn serve<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: std::fmt::Display,
+    {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        let Some((dest, user, target)) = parse(&path) else {
+            return not_found();
+        };
+        let (root, busy) = match self.admit(&parts, dest, user).await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
+        let method = parts.method.clone();
+        let v2 = parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains(V2));
+        let range = parts
+            .headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let create = parts.uri.query() == Some("create=true");
+        match (method, target) {
+            (Method::POST, Target::Root) if create => create_layout(&root).await,
+            (m @ (Method::HEAD | Method::GET), Target::Config) => {
+                read(root.join("config"), None, busy, m == Method::GET).await
+            }
+            (Method::POST, Target::Config) => store(body, root.join("config"), None).await,
+            (Method::GET, Target::List(kind)) => list(&root, kind, v2).await,
+            (m @ (Method::HEAD | Method::GET), Target::File(kind, name)) => {
+                read(
+                    file_path(&root, kind, name),
+                    range.as_deref(),
+                    busy,
+                    m == Method::GET,
+                )
+                .await
+            }
+            (Method::POST, Target::File(kind, name)) => {
+                store(body, file_path(&root, kind, name), Some(name)).await
+            }
+            (Method::DELETE, Target::File(kind, name)) => {
+                match tokio::fs::remove_file(file_path(&root, kind, name)).await {
+                    Ok(()) => text(StatusCode::OK, "deleted"),
+                    Err(e) => io_error("delete a file", &e),
+                }
+            }
+            _ => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not a request of restic's REST protocol this server takes",
+            ),
+        }
+    }
+
+    /// The repository's directory, if the caller is a worker with a
+    /// transfer open into it; else the refusal.
+    async fn admit(
+        &self,
+        req: &http::request::Parts,
+        dest: &str,
+        user: &str,
+    ) -> Result<(PathBuf, Busy), Response<Body>> {
+        let mut probe = tonic::Request::new(());
+        if let Some(tls) = req
+            .extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .cloned()
+        {
+            probe.extensions_mut().insert(tls);
+        }
+        let Some(identity) = crate::workers::enrollment::request_identity(&probe) else {
+            return Err(text(
+                StatusCode::UNAUTHORIZED,
+                "a worker's client certificate is required",
+            ));
+        };
+        let key = (
+            identity.worker_id.clone(),
+            identity.serial.clone(),
+            dest.to_owned(),
+            user.to_owned(),
+        );
+        let cached = {
+            let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.admitted
+                .get(&key)
+                .filter(|(_, until)| *until > Instant::now())
+                .map(|(root, _)| root.clone())
+        };
+        let root = match cached {
+            Some(root) => root,
+            None => {
+                let root = self.ask_store(&probe, dest, user).await?;
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                s.admitted.retain(|_, (_, until)| *until > now);
+                s.admitted.insert(key, (root.clone(), now + ADMISSION_TTL));
+                root
+            }
+        };
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let n = s.busy.entry(identity.worker_id.clone()).or_default();
+        if *n >= PER_WORKER {
+            return Err(text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests of this worker under way",
+            ));
+        }
+        *n += 1;
+        Ok((
+            root,
+            Busy {
+                state: self.state.clone(),
+                worker: identity.worker_id,
+            },
+        ))
+    }
+
+    async fn ask_store(
+        &self,
+        probe: &tonic::Request<()>,
+        dest: &str,
+        user: &str,
+    ) -> Result<PathBuf, Response<Body>> {
+        let refused = |why: &str| text(StatusCode::FORBIDDEN, why);
+        let (_, worker) = self
+            .enrollment
+            .authenticate_peer(probe)
+            .await
+            .map_err(|e| match e {
+                AppError::Internal(_) => {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable")
+                }
+                _ => refused("this certificate is not a current worker's"),
+            })?;
+        let db = self.backups.db();
+        let unavailable = |_| text(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
+        let directory = match queries::destination(db, dest).await.map_err(unavailable)? {
+            Some(d) if d.id == dest && !d.directory.is_empty() => d.directory,
+            _ => return Err(not_found()),
+        };
+        if !queries::worker_has_transfer_into(db, &worker.id, user, dest)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(refused(
+                "this worker has no transfer open into this repository",
+            ));
+        }
+        Ok(Path::new(&directory).join(user))
+    }
+}
+
+/// Creates the repository's directories (restic then stores its config
+/// and key); answers OK when they exist.
+async fn create_layout(root: &Path) -> Response<Body> {
+    let mut dirs: Vec<PathBuf> = TYPES.iter().map(|t| root.join(t)).collect();
+    dirs.extend((0..=255u8).map(|b| root.join("data").join(format!("{b:02x}"))));
+    for d in dirs {
+        if let Err(e) = make_dir(&d).await {
+            return io_error("create the repository", &e);
+        }
+    }
+    text(StatusCode::OK, "created")
+}
+
+async fn make_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// The files of `kind`: names (v1) or names and sizes (v2).
+async fn list(root: &Path, kind: &'static str, v2: bool) -> Response<Body> {
+    let base = root.join(kind);
+    let listed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(String, u64)>> {
+        let mut dirs = vec![base.clone()];
+        if kind == "data" {
+            dirs = match std::fs::read_dir(&base) {
+                Ok(entries) => entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e),
+            };
+        }
+        let mut files = Vec::new();
+        for dir in dirs {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                // Temporary files of uploads under way are not listed.
+                if !is_hex_name(&name) {
+                    continue;
+                }
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                files.push((name, size));
+            }
+        }
+        Ok(files)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    let files = match listed {
+        Ok(files) => files,
+        Err(e) => return io_error("list the repository", &e),
+    };
+    let (content_type, json) = if v2 {
+        let entries: Vec<serde_json::Value> = files
+            .into_iter()
+            .map(|(name, size)| serde_json::json!({ "name": name, "size": size }))
+            .collect();
+        (V2, serde_json::to_vec(&entries))
+    } else {
+        let names: Vec<String> = files.into_iter().map(|(n, _)| n).collect();
+        (
+            "application/vnd.x.restic.rest.v1",
+            serde_json::to_vec(&names),
+        )
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::new(Full::new(Bytes::from(
+            json.expect("strings and numbers serialize"),
+        ))))
+        .expect("valid headers")
+}
+
+/// `bytes=<start>-[<end>]` of a file of `len` bytes: the first byte and
+/// how many; None when it is not one satisfiable range.
+fn byte_range(range: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = range.trim().strip_prefix("bytes=")?;
+    let (start, end) = spec.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    if start >= len {
+        return None;
+    }
+    let end = match end.trim() {
+        "" => len - 1,
+        e => e.parse::<u64>().ok()?.min(len - 1),
+    };
+    (end >= start).then(|| (start, end - start + 1))
+}
+
+/// A file's content (or its length only, for HEAD), the range asked for
+/// as 206.
+async fn read(path: PathBuf, range: Option<&str>, busy: Busy, body: bool) -> Response<Body> {
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => return io_error("read a file", &e),
+    };
+    let len = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return io_error("read a file", &e),
+    };
+    let (status, start, count) = match range {
+        None => (StatusCode::OK, 0, len),
+        Some(r) => match byte_range(r, len) {
+            Some((start, count)) => (StatusCode::PARTIAL_CONTENT, start, count),
+            None => {
+                return Response::builder()
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                    .body(Body::empty())
+                    .expect("valid headers");
+            }
+        },
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, count)
+        .header(header::ACCEPT_RANGES, "bytes");
+    if status == StatusCode::PARTIAL_CONTENT {
+        builder = builder.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{len}", start + count - 1),
+        );
+    }
+    if !body || count == 0 {
+        return builder.body(Body::empty()).expect("valid headers");
+    }
+    if let Err(e) = file.seek(SeekFrom::Start(start)).await {
+        return io_error("read a file", &e);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let _busy = busy;
+        let mut left = count;
+        while left > 0 {
+            let mut buf = vec![0u8; CHUNK.min(left as usize)];
+            let frame = match file.read(&mut buf).await {
+                Ok(0) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank while it was read",
+                )),
+                Ok(n) => {
+                    left -= n as u64;
+                    buf.truncate(n);
+                    Ok(http_body::Frame::data(Bytes::from(buf)))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = frame.is_err();
+            match tokio::time::timeout(STALL, tx.send(frame)).await {
+                Ok(Ok(())) if !failed => {}
+                _ => return,
+            }
+        }
+    });
+    builder
+        .body(Body::new(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+        .expect("valid headers")
+}
+
+/// Stores `body` at `path` whole or not at all: a temporary file beside
+/// it, checked against `name` (its SHA-256) when given, synced, renamed.
+async fn store<B>(body: B, path: PathBuf, name: Option<&str>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    let dir = path.parent().expect("a file in a directory").to_owned();
+    if let Err(e) = make_dir(&dir).await {
+        return io_error("store a file", &e);
+    }
+    let temp = dir.join(format!(".upload-{}", crate::store::new_id()));
+    let written = receive(body, &temp).await;
+    let answer = match written {
+        Ok(digest) => {
+            if name.is_some_and(|n| n != minispod_support::hex(&digest)) {
+                Err(text(
+                    StatusCode::BAD_REQUEST,
+                    "the content does not match its name (its SHA-256)",
+                ))
+            } else {
+                match tokio::fs::rename(&temp, &path).await {
+                    Ok(()) => {
+                        // The rename itself on disk.
+                        let dir = dir.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            std::fs::File::open(dir).and_then(|d| d.sync_all())
+                        })
+                        .await;
+                        Ok(text(StatusCode::OK, "stored"))
+                    }
+                    Err(e) => Err(io_error("store a file", &e)),
+                }
+            }
+        }
+        Err(response) => Err(response),
+    };
+    match answer {
+        Ok(ok) => ok,
+        Err(refusal) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            refusal
+        }
+    }
+}
+
+/// Writes `body` to `temp` and syncs it; its SHA-256.
+async fn receive<B>(mut body: B, temp: &Path) -> Result<Vec<u8>, Response<Body>>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display,
+{
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(temp)
+        .map(tokio::fs::File::from_std)
+        .map_err(|e| io_error("store a file", &e))?;
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout(STALL, body.frame()).await {
+            Err(_) => {
+                return Err(text(StatusCode::REQUEST_TIMEOUT, "the upload stalled"));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(text(
+                    StatusCode::BAD_REQUEST,
+                    format!("the upload broke off: {e}"),
+                ));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        size += data.len() as u64;
+        if size > MAX_UPLOAD {
+            return Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a file is at most {MAX_UPLOAD} bytes"),
+            ));
+        }
+        hasher.update(&data);
+        file.write_all(&data)
+            .await
+            .map_err(|e| io_error("store a file", &e))?;
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| io_error("store a file", &e))?;
+    Ok(hasher.finalize().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAME: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn only_restic_paths_are_taken() {
+        let base = "/restic/0190-dest/0190-user/";
+        assert_eq!(parse(base), Some(("0190-dest", "0190-user", Target::Root)));
+        assert_eq!(parse(&format!("{base}config")).unwrap().2, Target::Config);
+        assert_eq!(
+            parse(&format!("{base}data/")).unwrap().2,
+            Target::List("data")
+        );
+        assert_eq!(
+            parse(&format!("{base}locks/{NAME}")).unwrap().2,
+            Target::File("locks", NAME)
+        );
+        for bad in [
+            "/restic/../etc/".to_owned(),
+            "/restic/dest/".to_owned(),
+            "/restic/Dest/user/".to_owned(),
+            format!("{base}data/../../x"),
+            format!("{base}data/{}", &NAME[..63]),
+            format!("{base}data/{}", NAME.to_uppercase()),
+            format!("{base}other/{NAME}"),
+            format!("{base}data/{NAME}/x"),
+        ] {
+            assert_eq!(parse(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn data_files_are_kept_under_their_first_two_digits() {
+        assert_eq!(
+            file_path(Path::new("/b/u"), "data", NAME),
+            PathBuf::from(format!("/b/u/data/01/{NAME}"))
+        );
+        assert_eq!(
+            file_path(Path::new("/b/u"), "index", NAME),
+            PathBuf::from(format!("/b/u/index/{NAME}"))
+        );
+    }
+
+    #[test]
+    fn ranges_are_read_as_restic_asks() {
+        assert_eq!(byte_range("bytes=0-9", 100), Some((0, 10)));
+        assert_eq!(byte_range("bytes=90-", 100), Some((90, 10)));
+        assert_eq!(byte_range("bytes=90-200", 100), Some((90, 10)));
+        assert_eq!(byte_range("bytes=100-", 100), None);
+        assert_eq!(byte_range("bytes=5-4", 100), None);
+        assert_eq!(byte_range("bytes=-5", 100), None);
+        assert_eq!(byte_range("items=0-1", 100), None);
+    }
+}
