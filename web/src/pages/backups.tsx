@@ -1,5 +1,6 @@
 // The administrators' backups (issue #26): where backups go (the
-// destinations, and a form to add one: its secret is write-only, sent once
+// destinations, S3-compatible buckets or directories on the control plane's
+// host, and a form to add one: a bucket's secret is write-only, sent once
 // and cleared from the form), the overview per subscription (stored size,
 // last success, scheduled backups failed in a row), and every backup with
 // its size (a running one's progress polled every second).
@@ -7,7 +8,7 @@ import { useState } from "preact/hooks";
 import { backups, Code } from "../api";
 import { bytes, dateTime } from "../format";
 import { BackupStatus } from "../gen/minispod/v1/backups_pb";
-import { Checkbox, ErrorBanner, Field, Notice, PageTitle, useAction, useLoad } from "../parts/components";
+import { Checkbox, ErrorBanner, Field, Notice, PageTitle, Radios, useAction, useLoad } from "../parts/components";
 import { BackupPill, backupRunning, Progress, triggerLabel, usePoll } from "../parts/backups";
 
 export function BackupsPage() {
@@ -21,12 +22,18 @@ export function BackupsPage() {
   );
 }
 
-const emptyForm = { name: "", endpoint: "", region: "", bucket: "", prefix: "", accessKeyId: "" };
+const emptyForm = { name: "", endpoint: "", region: "", bucket: "", prefix: "", accessKeyId: "", directory: "" };
+const kinds: [string, string][] = [
+  ["bucket", "S3-compatible bucket"],
+  ["directory", "Directory on the control plane's host"],
+];
+const bucketFields = ["name", "endpoint", "region", "bucket", "prefix", "access_key_id", "secret_access_key"];
 
 function Destinations() {
   const loaded = useLoad((signal) => backups.listBackupDestinations({}, { signal }), []);
   const list = loaded.data?.destinations ?? [];
   const [form, setForm] = useState(emptyForm);
+  const [kind, setKind] = useState("bucket");
   const [secret, setSecret] = useState("");
   const [makeDefault, setMakeDefault] = useState(false);
   const [done, setDone] = useState("");
@@ -35,7 +42,9 @@ function Destinations() {
     // The secret leaves the form with this call, whatever its answer.
     const secretAccessKey = secret;
     setSecret("");
-    const d = (await backups.createBackupDestination({ ...form, secretAccessKey, makeDefault })).destination;
+    // Only the chosen kind's fields are sent.
+    const { name, directory, ...bucket } = form;
+    const d = (await backups.createBackupDestination(kind === "directory" ? { name, directory, makeDefault } : { name, ...bucket, secretAccessKey, makeDefault })).destination;
     setForm(emptyForm);
     setMakeDefault(false);
     loaded.reload();
@@ -46,7 +55,7 @@ function Destinations() {
   return (
     <section class="card" aria-labelledby="destinations-h" data-destinations>
       <h2 id="destinations-h">Destinations</h2>
-      <p class="muted">S3-compatible buckets backups go to. Each customer gets a repository of their own under the prefix, encrypted with a password of its own.</p>
+      <p class="muted">S3-compatible buckets, or directories on the control plane's host, that backups go to. Each customer gets a repository of their own under the prefix or the directory, encrypted with a password of its own.</p>
       <ErrorBanner problem={loaded.problem} />
       {loaded.data && list.length === 0 ? (
         <p class="muted">No destination yet: nobody can back up until one is added.</p>
@@ -57,7 +66,7 @@ function Destinations() {
             <thead>
               <tr>
                 <th scope="col">Name</th>
-                <th scope="col">Endpoint</th>
+                <th scope="col">Endpoint or directory</th>
                 <th scope="col">Region</th>
                 <th scope="col">Bucket</th>
                 <th scope="col">Prefix</th>
@@ -70,10 +79,10 @@ function Destinations() {
                 <tr key={d.id} data-destination={d.name}>
                   <td>{d.name}</td>
                   <td>
-                    <code>{d.endpoint}</code>
+                    <code>{d.directory || d.endpoint}</code>
                   </td>
-                  <td>{d.region}</td>
-                  <td>{d.bucket}</td>
+                  <td>{d.region || "—"}</td>
+                  <td>{d.bucket || "—"}</td>
                   <td>{d.prefix || "—"}</td>
                   <td data-default>{d.isDefault ? "Default" : "—"}</td>
                   <td>{dateTime(d.createdAt)}</td>
@@ -91,21 +100,39 @@ function Destinations() {
         }}
       >
         <h3>Add a destination</h3>
-        <ErrorBanner problem={add.problem} shownFields={["name", "endpoint", "region", "bucket", "prefix", "access_key_id", "secret_access_key"]} />
+        <ErrorBanner problem={add.problem} shownFields={kind === "directory" ? ["name", "directory"] : bucketFields} />
         {done && <Notice>{done}</Notice>}
-        <div class="split">
-          <Field label="Name" value={form.name} onValue={set("name")} error={f.name} autoComplete="off" placeholder="offsite" />
-          <Field label="Endpoint" value={form.endpoint} onValue={set("endpoint")} error={f.endpoint} autoComplete="off" placeholder="https://s3.eu-central-1.amazonaws.com" hint="https://, or http:// for a loopback or private address." />
-        </div>
-        <div class="split">
-          <Field label="Region" value={form.region} onValue={set("region")} error={f.region} autoComplete="off" placeholder="eu-central-1" />
-          <Field label="Bucket" value={form.bucket} onValue={set("bucket")} error={f.bucket} autoComplete="off" />
-          <Field label="Prefix" value={form.prefix} onValue={set("prefix")} error={f.prefix} autoComplete="off" hint="May be empty." />
-        </div>
-        <div class="split">
-          <Field label="Access key id" value={form.accessKeyId} onValue={set("accessKeyId")} error={f.access_key_id} autoComplete="off" />
-          <Field label="Secret access key" type="password" value={secret} onValue={setSecret} error={f.secret_access_key} autoComplete="new-password" hint="Kept sealed; never shown again." />
-        </div>
+        <Radios legend="Where to" value={kind} onValue={setKind} options={kinds} />
+        {kind === "directory" ? (
+          <div class="split">
+            <Field label="Name" value={form.name} onValue={set("name")} error={f.name} autoComplete="off" placeholder="local" />
+            <Field
+              label="Directory"
+              value={form.directory}
+              onValue={set("directory")}
+              error={f.directory}
+              autoComplete="off"
+              placeholder="/var/lib/minispod/backups"
+              hint="An absolute path on the control plane's host, created if missing. With several replicas, a shared filesystem mounted at the same path on each."
+            />
+          </div>
+        ) : (
+          <>
+            <div class="split">
+              <Field label="Name" value={form.name} onValue={set("name")} error={f.name} autoComplete="off" placeholder="offsite" />
+              <Field label="Endpoint" value={form.endpoint} onValue={set("endpoint")} error={f.endpoint} autoComplete="off" placeholder="https://s3.eu-central-1.amazonaws.com" hint="https://, or http:// for a loopback or private address." />
+            </div>
+            <div class="split">
+              <Field label="Region" value={form.region} onValue={set("region")} error={f.region} autoComplete="off" placeholder="eu-central-1" />
+              <Field label="Bucket" value={form.bucket} onValue={set("bucket")} error={f.bucket} autoComplete="off" />
+              <Field label="Prefix" value={form.prefix} onValue={set("prefix")} error={f.prefix} autoComplete="off" hint="May be empty." />
+            </div>
+            <div class="split">
+              <Field label="Access key id" value={form.accessKeyId} onValue={set("accessKeyId")} error={f.access_key_id} autoComplete="off" />
+              <Field label="Secret access key" type="password" value={secret} onValue={setSecret} error={f.secret_access_key} autoComplete="new-password" hint="Kept sealed; never shown again." />
+            </div>
+          </>
+        )}
         <Checkbox label={list.length === 0 ? "Make it the default (the first one always is)" : "Make it the default"} checked={makeDefault || (!!loaded.data && list.length === 0)} onChecked={setMakeDefault} />
         <button type="submit" class="primary" disabled={add.busy}>
           Add destination

@@ -77,6 +77,24 @@ export function Select({ label, value, onValue, options, error }: SelectProps) {
   );
 }
 
+/** A group of radio buttons under a legend: one of `options` ([value, label]) is chosen. */
+export function Radios({ legend, value, onValue, options }: { legend: string; value: string; onValue: (v: string) => void; options: [string, string][] }) {
+  const name = useId("r");
+  return (
+    <fieldset>
+      <legend>{legend}</legend>
+      <div class="inline">
+        {options.map(([v, text]) => (
+          <div class="field check" key={v}>
+            <input id={`${name}-${v}`} type="radio" name={name} value={v} checked={value === v} onChange={() => onValue(v)} />
+            <label for={`${name}-${v}`}>{text}</label>
+          </div>
+        ))}
+      </div>
+    </fieldset>
+  );
+}
+
 export function Checkbox({ label, checked, onChecked }: { label: string; checked: boolean; onChecked: (v: boolean) => void }) {
   const id = useId("c");
   return (

@@ -12,11 +12,12 @@ import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, it } from 'node:test';
 
 import { ADMIN_EMAIL, ADMIN_PASSWORD, assertAccessible, launchBrowser, startAgent, startControlPlane, waitFor } from '../harness.mjs';
-import { assertReachable, describe, fixture, grpcurl, h1, horizontalOverflow, open, register, s3Request, signIn, startKubeStandin, startMoto, TEST_TIMEOUT, waitRowStatus } from './common.mjs';
+import { assertReachable, describe, describedError, fieldError, fixture, grpcurl, h1, horizontalOverflow, open, register, s3Request, signIn, startKubeStandin, startMoto, TEST_TIMEOUT, waitRowStatus } from './common.mjs';
 
 const BUCKET = 'console-backups';
 const SECRET = 'moto-secret-Zq9-never-shown';
@@ -134,6 +135,57 @@ describe('backups', () => {
       const listed = await grpcurl(f.cp, 'minispod.v1.BackupService/ListBackupDestinations', {}, (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD })).accessToken);
       assert.equal(listed.destinations.length, 1, 'one destination stored');
       assert.equal(listed.destinations[0].prefix, 'console');
+    }),
+  );
+
+  it(
+    "lets an administrator add a directory on the control plane's host as a destination, and refuses a relative one",
+    TEST_TIMEOUT,
+    f.t(async () => {
+      // A directory the control plane makes: it does not exist yet.
+      const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'minispod-backup-dir-'));
+      const dir = `${tmp}/backups`;
+      const page = await f.page();
+      await signIn(page, f.cp.url);
+      await open(page, `${f.cp.url}/backups`);
+      await h1(page, 'Backups').waitFor();
+      const section = page.locator('section[data-destinations]');
+      await section.getByRole('radio', { name: "Directory on the control plane's host", exact: true }).check();
+      // Only the directory kind's fields are shown.
+      assert.equal(await section.getByRole('textbox', { name: 'Bucket', exact: true }).count(), 0);
+      assert.equal(await section.getByLabel('Secret access key', { exact: true }).count(), 0);
+      await section.getByRole('textbox', { name: 'Name', exact: true }).fill('local');
+      const directory = section.getByRole('textbox', { name: 'Directory', exact: true });
+      assert.equal(await directory.getAttribute('placeholder'), '/var/lib/minispod/backups');
+      const adminToken = async () => (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD })).accessToken;
+      const stored = async () => ((await grpcurl(f.cp, 'minispod.v1.BackupService/ListBackupDestinations', {}, await adminToken())).destinations ?? []).filter((d) => d.name === 'local');
+
+      // A relative path: the server's error under the field, and nothing added.
+      await directory.fill('backups');
+      await section.getByRole('button', { name: 'Add destination' }).click();
+      await waitFor(async () => (await directory.getAttribute('aria-invalid')) === 'true', 10_000, { message: 'Directory aria-invalid' });
+      const described = await describedError(directory);
+      assert.match(described, /absolute path/);
+      assert.equal(await fieldError(directory), described);
+      assert.equal(await section.locator('tr[data-destination="local"]').count(), 0);
+      assert.deepEqual(await stored(), [], 'nothing stored for a relative path');
+
+      // The absolute path: added, listed with its directory, made on disk.
+      await directory.fill(dir);
+      await section.getByRole('button', { name: 'Add destination' }).click();
+      const row = section.locator('tr[data-destination="local"]');
+      await row.waitFor({ timeout: 10_000 });
+      assert.equal((await row.locator('code').innerText()).trim(), dir);
+      await section.getByText(/^Added local\b/).waitFor();
+      const [d] = await stored();
+      assert.ok(d, 'the directory destination is stored');
+      assert.equal(d.directory, dir);
+      assert.equal(d.bucket ?? '', '', 'no bucket');
+      assert.equal(d.endpoint ?? '', '', 'no endpoint');
+      assert.ok(fs.statSync(dir).isDirectory(), 'the control plane made the directory');
+      await assertAccessible(page, 'backups page with a directory destination');
+      await page.context().close();
+      fs.rmSync(tmp, { recursive: true, force: true });
     }),
   );
 
