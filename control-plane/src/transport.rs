@@ -73,7 +73,9 @@ pub struct TransportLimits {
 
     /// Longest time from a call's headers to its response: a unary call
     /// whose request has not fully arrived by then ends CANCELLED. Streams
-    /// (agents, watches) are bounded only until they start.
+    /// (agents, watches) are bounded only until they start. Not applied to
+    /// the agents' transfers into a directory destination (`/restic/`),
+    /// which end after 60 s without data instead.
     #[arg(long, env = "MINISPOD_REQUEST_TIMEOUT", default_value = "30s", value_parser = minispod_support::parse_duration)]
     pub request_timeout: Duration,
 

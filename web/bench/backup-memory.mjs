@@ -3,7 +3,11 @@
 // it does.
 //
 //   cargo build --release --locked --bins      (after `npm run build` in web/)
-//   node web/bench/backup-memory.mjs [--gib 1]
+//   node web/bench/backup-memory.mjs [--gib 1] [--directory]
+//
+// With --directory the destination is a directory on the control plane's
+// host instead of moto's bucket: the backup's and the restore's data then
+// pass through the control plane (restic's REST protocol on its port).
 //
 // Starts moto (S3), the stand-in cluster with real volume directories, the
 // release control plane and a release minispod-agent on the stand-in's
@@ -31,6 +35,7 @@ const arg = (name, dflt) => {
   return i < 0 ? dflt : Number(process.argv[i + 1]);
 };
 const gib = arg("gib", 1);
+const toDirectory = process.argv.includes("--directory");
 const BUCKET = "bench-backups";
 const NODE = "bench-worker-k3s";
 const MiB = 1024 * 1024;
@@ -56,7 +61,11 @@ try {
   const admin = (await grpcurl(cp, "minispod.v1.AuthService/Login", { email: ADMIN_EMAIL, password: ADMIN_PASSWORD })).accessToken;
   const worker = await waitFor(async () => (await grpcurl(cp, "minispod.v1.WorkerService/ListWorkers", {}, admin)).workers?.find((w) => w.name === "bench-worker"), 30_000, { message: "the agent enrolled" });
   await kube.createNode(NODE, worker.id);
-  await grpcurl(cp, "minispod.v1.BackupService/CreateBackupDestination", { name: "moto", endpoint: moto.endpoint, region: "us-east-1", bucket: BUCKET, prefix: "bench", accessKeyId: "minispod-test", secretAccessKey: "minispod-test-secret" }, admin);
+  const destination = toDirectory
+    ? { name: "local", directory: path.join(dir, "backups") }
+    : { name: "moto", endpoint: moto.endpoint, region: "us-east-1", bucket: BUCKET, prefix: "bench", accessKeyId: "minispod-test", secretAccessKey: "minispod-test-secret" };
+  await grpcurl(cp, "minispod.v1.BackupService/CreateBackupDestination", destination, admin);
+  console.log(`destination: ${toDirectory ? "a directory on the control plane's host" : "moto (S3)"}`);
   const customer = (await grpcurl(cp, "minispod.v1.AuthService/Register", { email: "bench@example.test", password: "bench-password-123", name: "Bench" })).accessToken;
   const sub = (await grpcurl(cp, "minispod.v1.SubscriptionService/CreateSubscription", { serviceId: "n8n", name: "bench" }, customer)).subscription;
   const running = async () => (await grpcurl(cp, "minispod.v1.SubscriptionService/GetSubscription", { id: sub.id }, customer)).subscription.status === "SUBSCRIPTION_STATUS_RUNNING";

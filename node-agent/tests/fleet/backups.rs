@@ -1471,6 +1471,25 @@ async fn a_directory_on_the_control_planes_host_keeps_backups_the_agent_reaches_
         .expect("run tar");
     assert!(untar.status.success(), "{untar:?}");
     assert!(contents(&out_dir) == before, "the download, byte for byte");
+
+    // A used link no longer counts; at most 20 unused ones are open.
+    let ask = || {
+        authed(
+            pb::CreateBackupDownloadRequest {
+                backup_id: first.id.clone(),
+                claim: first.volumes[0].claim.clone(),
+            },
+            &owner,
+        )
+    };
+    for n in 0..20 {
+        backups
+            .create_backup_download(ask())
+            .await
+            .unwrap_or_else(|e| panic!("link {n}: {e:?}"));
+    }
+    let e = backups.create_backup_download(ask()).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     drop(a);
 }
 
