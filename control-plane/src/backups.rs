@@ -115,6 +115,9 @@ pub(crate) struct Repository {
     /// For a directory destination, the path of the control plane's URL
     /// where agents reach it (`rest.rs`).
     pub served_at: Option<String>,
+    /// For a directory destination, its directory and id: checked
+    /// (`rest::check_destination_dir`) before a repository is made there.
+    pub directory: Option<(std::path::PathBuf, String)>,
 }
 
 impl Backups {
@@ -134,6 +137,7 @@ impl Backups {
                 password,
                 environment: Vec::new(),
                 served_at: Some(rest::repository_path(&dest.id, user)),
+                directory: Some((dest.directory.clone().into(), dest.id.clone())),
             }));
         }
         let creds = self.inner.sealer.open(&dest.id, &dest.credentials)?;
@@ -152,6 +156,7 @@ impl Backups {
                 ("AWS_DEFAULT_REGION".to_owned(), dest.region.clone()),
             ],
             served_at: None,
+            directory: None,
         }))
     }
 }
@@ -307,17 +312,32 @@ impl Backups {
             }
         }
         let directory = check_directory(&r.directory)?;
-        let probe_dir = directory.clone();
-        tokio::task::spawn_blocking(move || writable(std::path::Path::new(&probe_dir)))
-            .await
-            .map_err(|e| AppError::Internal(e.into()))?
-            .map_err(|e| {
-                AppError::invalid(
-                    "directory",
-                    format!("cannot be created or written by the control plane: {e}"),
-                )
-            })?;
         let id = new_id();
+        // A directory another destination marks is that one's: two would
+        // put two repositories of one customer in one place.
+        let marker = std::path::Path::new(&directory).join(rest::MARKER);
+        if let Ok(other) = std::fs::read_to_string(&marker)
+            && queries::destination(self.db(), other.trim())
+                .await?
+                .is_some_and(|d| d.id == other.trim())
+        {
+            return Err(AppError::invalid(
+                "directory",
+                format!("is the backup destination {}'s already", other.trim()),
+            ));
+        }
+        let (probe_dir, probe_id) = (directory.clone(), id.clone());
+        tokio::task::spawn_blocking(move || {
+            prepare_directory(std::path::Path::new(&probe_dir), &probe_id)
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?
+        .map_err(|e| {
+            AppError::invalid(
+                "directory",
+                format!("cannot be used by the control plane: {e}"),
+            )
+        })?;
         let mut tx = self.db().begin().await?;
         let first = queries::count_destinations(&mut tx).await? == 0;
         let row = DestinationRow {
@@ -877,20 +897,21 @@ fn check_directory(dir: &str) -> AppResult<String> {
     Ok(trimmed.to_owned())
 }
 
-/// Creates `dir` (0700) when missing and checks a file can be written in
-/// it.
-fn writable(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+/// Creates `dir` (0700) when missing, checks it is the control plane's
+/// own and writable by no one else, and marks it as destination `id`'s
+/// (what `rest.rs` checks before it serves it).
+fn prepare_directory(dir: &std::path::Path, id: &str) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::DirBuilderExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    if !std::fs::metadata(dir)?.is_dir() {
-        return Err(std::io::Error::other("not a directory"));
-    }
-    let probe = dir.join(format!(".minispod-probe-{}", new_id()));
-    std::fs::write(&probe, b"")?;
-    std::fs::remove_file(&probe)
+    let marker = dir.join(rest::MARKER);
+    let mut f = std::fs::File::create(&marker)?;
+    f.write_all(id.as_bytes())?;
+    f.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()?;
+    rest::check_destination_dir(dir, id)
 }
 
 /// FAILED_PRECONDITION unless backup `b` is COMPLETE.

@@ -435,20 +435,23 @@ pub async fn open_transfers_of_worker(db: &Db, worker: &str) -> AppResult<Vec<Tr
     .await)?)
 }
 
-/// Whether `worker` has a transfer open (pending or running) into
-/// `user`'s repository at destination `dest`: a backup's or a forget's
-/// (its job is the backup), or a restore's or a drill check's (its job is
-/// a restore of a backup there).
-pub async fn worker_has_transfer_into(
+/// How many transfers `worker` has open (pending or running) into
+/// `user`'s repository at destination `dest`, and how many of them write
+/// it: a backup's or a forget's (their job is the backup) write, a
+/// restore's or a drill check's (their job is a restore of a backup
+/// there) read.
+pub async fn worker_transfers_into(
     db: &Db,
     worker: &str,
     user: &str,
     dest: &str,
-) -> AppResult<bool> {
-    let n: i64 = with_conn!(db.read(), |c| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM volume_transfers t
-         LEFT JOIN restores r ON r.id = t.job_id
-         JOIN backups b ON b.id = COALESCE(r.backup_id, t.job_id)
+) -> AppResult<(i64, i64)> {
+    Ok(with_conn!(db.read(), |c| {
+        sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN t.kind IN ('BACKUP', 'FORGET') THEN 1 ELSE 0 END), 0)
+         FROM volume_transfers t
+         LEFT JOIN restores r ON t.kind IN ('RESTORE', 'CHECK') AND r.id = t.job_id
+         JOIN backups b ON b.id = CASE WHEN t.kind IN ('BACKUP', 'FORGET') THEN t.job_id ELSE r.backup_id END
          WHERE t.worker_id = $1 AND t.state IN ('PENDING', 'RUNNING')
            AND b.user_id = $2 AND b.destination_id = $3"
     )
@@ -456,8 +459,8 @@ pub async fn worker_has_transfer_into(
     .bind(user)
     .bind(dest)
     .fetch_one(c)
-    .await)?;
-    Ok(n > 0)
+    .await
+    })?)
 }
 
 /// Transfer `id` if it is `worker`'s.

@@ -1,7 +1,7 @@
 //! A directory on the control plane's host as a backup destination: the
 //! control plane serves it to the workers' agents in restic's REST protocol
 //! (restic's `doc/REST_backend`, versions 1 and 2), under
-//! `/restic/<destination id>/<user id>/` on its own port, so the agents'
+//! `/restic/<destination id>/<user id>/` on the API's port, so the agents'
 //! restic (`rest:https://<control plane>/restic/...`) copies volumes into
 //! it as it does into a bucket, and the control plane's own restic (which
 //! creates repositories and streams downloads) opens the directory
@@ -11,21 +11,35 @@
 //! - Who: a request must carry a worker's client certificate (the one the
 //!   store accepts for it, as on the agent stream), and that worker must
 //!   have a transfer open (pending or running) into this customer's
-//!   repository at this destination. Anyone else gets 401 or 403; a worker
-//!   whose transfer ended is refused within [`ADMISSION_TTL`].
+//!   repository at this destination: a backup's or a forget's writes, a
+//!   restore's or a drill check's only reads (and takes restic's locks).
+//!   Anyone else gets 401 or 403. An admission, or a refusal of a
+//!   certificate, is remembered for [`ADMISSION_TTL`] (so a worker whose
+//!   transfer ended is refused within it); "no transfer open" is not, so a
+//!   transfer ordered a moment later gets in at once. Each worker has at most [`PER_WORKER`] requests
+//!   under way, counted before the store is asked (429 beyond; restic
+//!   retries).
+//! - Where: the destination's directory must be the one CreateBackupDestination
+//!   checked: its marker file is there (an unmounted disk, or a replica
+//!   without the shared mount, is refused rather than written under), it
+//!   is a directory of the control plane's user that no group or other
+//!   user may write, and no symlink is followed.
 //! - What: only restic's names: the five file types, and 64-hex names
 //!   (restic names every file but `config` by the SHA-256 of its content).
 //!   An upload is checked against its name before it is kept, so a worker
-//!   cannot store anything else under a file's name.
-//! - How: an upload streams to a temporary file in the same directory,
-//!   is flushed to disk and renamed into place, so a file is there whole or
-//!   not at all; at most [`MAX_UPLOAD`] bytes, and a sender silent for
-//!   [`STALL`] is cut off. A read streams the file (or the byte range
-//!   restic asks for) [`CHUNK`] at a time. Each worker has at most
-//!   [`PER_WORKER`] requests under way (429 beyond; restic retries).
+//!   cannot store anything else under a file's name; nothing is replaced
+//!   (a file already there is the same content; `config` is written once).
+//! - How: an upload streams to a temporary file in the same directory
+//!   (removed if the request is dropped; a crash's are swept at start),
+//!   is synced to disk, checked, and linked into place, so a file is there
+//!   whole or not at all; at most [`MAX_UPLOAD`] bytes, a sender silent
+//!   for [`STALL`] or slower than [`UPLOAD_DEADLINE`] in all is cut off,
+//!   and uploads stop (507) while the filesystem's free space is under
+//!   [`reserve`]. A read streams the file (or the byte range restic asks
+//!   for) [`CHUNK`] at a time.
 //! - The server's request timeout does not bound these requests (a pack
-//!   upload under a bandwidth limit can take minutes); the stall bound
-//!   does.
+//!   upload under a bandwidth limit can take minutes); the bounds above
+//!   do.
 
 use std::{
     collections::HashMap,
@@ -54,8 +68,19 @@ pub const PREFIX: &str = "/restic/";
 const ADMISSION_TTL: Duration = Duration::from_secs(5);
 /// The largest file restic may store (its packs are at most 128 MiB).
 const MAX_UPLOAD: u64 = 160 << 20;
+/// The largest `config` (restic's is a few hundred bytes).
+const MAX_CONFIG: u64 = 16 * 1024;
 /// How long an upload may go without data, or a download unread.
 const STALL: Duration = Duration::from_secs(60);
+/// How long one upload may take in all.
+const UPLOAD_DEADLINE: Duration = Duration::from_secs(30 * 60);
+/// How often an upload checks the free space again, bytes.
+const SPACE_CHECK_EVERY: u64 = 32 << 20;
+/// The file CreateBackupDestination leaves in a directory destination,
+/// holding the destination's id.
+pub const MARKER: &str = ".minispod-destination";
+/// Temporary files of uploads start so (never a restic name).
+const TEMP_PREFIX: &str = ".upload-";
 /// Requests one worker may have under way.
 const PER_WORKER: usize = 16;
 /// The largest read of a file, and so the largest data frame.
@@ -78,11 +103,21 @@ pub struct RestServer {
     state: Arc<Mutex<State>>,
 }
 
+/// The store's answer on a (worker, certificate, destination, user).
+#[derive(Clone)]
+enum Admission {
+    /// In, to the repository's directory; `write` for a backup's or a
+    /// forget's transfer, else reads (and locks) only.
+    Open { root: PathBuf, write: bool },
+    /// Out, with the answer.
+    Refused(StatusCode, &'static str),
+}
+
 #[derive(Default)]
 struct State {
-    /// (worker, certificate serial, destination, user) → the repository's
-    /// directory, and until when that holds.
-    admitted: HashMap<(String, String, String, String), (PathBuf, Instant)>,
+    /// (worker, certificate serial, destination, user) → the store's
+    /// answer, and until when it holds.
+    admitted: HashMap<(String, String, String, String), (Admission, Instant)>,
     /// Requests under way per worker.
     busy: HashMap<String, usize>,
 }
@@ -218,11 +253,19 @@ impl RestServer {
         let Some((dest, user, target)) = parse(&path) else {
             return not_found();
         };
-        let (root, busy) = match self.admit(&parts, dest, user).await {
+        let (root, write, busy) = match self.admit(&parts, dest, user).await {
             Ok(admitted) => admitted,
             Err(response) => return response,
         };
         let method = parts.method.clone();
+        // A restore or a check reads; it takes and drops restic's locks.
+        let changes = matches!(method, Method::POST | Method::DELETE);
+        if changes && !write && !matches!(target, Target::File("locks", _)) {
+            return text(
+                StatusCode::FORBIDDEN,
+                "this worker's transfer into this repository only reads it",
+            );
+        }
         let v2 = parts
             .headers
             .get(header::ACCEPT)
@@ -239,7 +282,7 @@ impl RestServer {
             (m @ (Method::HEAD | Method::GET), Target::Config) => {
                 read(root.join("config"), None, busy, m == Method::GET).await
             }
-            (Method::POST, Target::Config) => store(body, root.join("config"), None).await,
+            (Method::POST, Target::Config) => store(body, root.join("config"), None, busy).await,
             (Method::GET, Target::List(kind)) => list(&root, kind, v2).await,
             (m @ (Method::HEAD | Method::GET), Target::File(kind, name)) => {
                 read(
@@ -251,7 +294,7 @@ impl RestServer {
                 .await
             }
             (Method::POST, Target::File(kind, name)) => {
-                store(body, file_path(&root, kind, name), Some(name)).await
+                store(body, file_path(&root, kind, name), Some(name), busy).await
             }
             (Method::DELETE, Target::File(kind, name)) => {
                 match tokio::fs::remove_file(file_path(&root, kind, name)).await {
@@ -266,14 +309,15 @@ impl RestServer {
         }
     }
 
-    /// The repository's directory, if the caller is a worker with a
-    /// transfer open into it; else the refusal.
+    /// The repository's directory and whether the caller may change it,
+    /// if the caller is a worker with a transfer open into it; else the
+    /// refusal.
     async fn admit(
         &self,
         req: &http::request::Parts,
         dest: &str,
         user: &str,
-    ) -> Result<(PathBuf, Busy), Response<Body>> {
+    ) -> Result<(PathBuf, bool, Busy), Response<Body>> {
         let mut probe = tonic::Request::new(());
         if let Some(tls) = req
             .extensions
@@ -288,9 +332,26 @@ impl RestServer {
                 "a worker's client certificate is required",
             ));
         };
+        // The worker's place first (its certificate verified against the
+        // CA), so that refused requests too are bounded.
+        let busy = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let n = s.busy.entry(identity.worker_id.clone()).or_default();
+            if *n >= PER_WORKER {
+                return Err(text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many requests of this worker under way",
+                ));
+            }
+            *n += 1;
+            Busy {
+                state: self.state.clone(),
+                worker: identity.worker_id.clone(),
+            }
+        };
         let key = (
-            identity.worker_id.clone(),
-            identity.serial.clone(),
+            identity.worker_id,
+            identity.serial,
             dest.to_owned(),
             user.to_owned(),
         );
@@ -299,70 +360,174 @@ impl RestServer {
             s.admitted
                 .get(&key)
                 .filter(|(_, until)| *until > Instant::now())
-                .map(|(root, _)| root.clone())
+                .map(|(a, _)| a.clone())
         };
-        let root = match cached {
-            Some(root) => root,
+        let admission = match cached {
+            Some(a) => a,
             None => {
-                let root = self.ask_store(&probe, dest, user).await?;
+                let a = self.ask_store(&probe, dest, user).await?;
                 let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
                 s.admitted.retain(|_, (_, until)| *until > now);
-                s.admitted.insert(key, (root.clone(), now + ADMISSION_TTL));
-                root
+                s.admitted.insert(key, (a.clone(), now + ADMISSION_TTL));
+                a
             }
         };
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let n = s.busy.entry(identity.worker_id.clone()).or_default();
-        if *n >= PER_WORKER {
-            return Err(text(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many requests of this worker under way",
-            ));
+        match admission {
+            Admission::Open { root, write } => Ok((root, write, busy)),
+            Admission::Refused(status, why) => Err(text(status, why)),
         }
-        *n += 1;
-        Ok((
-            root,
-            Busy {
-                state: self.state.clone(),
-                worker: identity.worker_id,
-            },
-        ))
     }
 
+    /// What the store says of this caller and repository; Err for what is
+    /// not remembered (the store unavailable, no transfer open).
     async fn ask_store(
         &self,
         probe: &tonic::Request<()>,
         dest: &str,
         user: &str,
-    ) -> Result<PathBuf, Response<Body>> {
-        let refused = |why: &str| text(StatusCode::FORBIDDEN, why);
-        let (_, worker) = self
-            .enrollment
-            .authenticate_peer(probe)
-            .await
-            .map_err(|e| match e {
-                AppError::Internal(_) => {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable")
-                }
-                _ => refused("this certificate is not a current worker's"),
-            })?;
-        let db = self.backups.db();
-        let unavailable = |_| text(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
-        let directory = match queries::destination(db, dest).await.map_err(unavailable)? {
-            Some(d) if d.id == dest && !d.directory.is_empty() => d.directory,
-            _ => return Err(not_found()),
+    ) -> Result<Admission, Response<Body>> {
+        let unavailable = || text(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
+        let worker = match self.enrollment.authenticate_peer(probe).await {
+            Ok((_, worker)) => worker,
+            Err(AppError::Internal(_)) => return Err(unavailable()),
+            Err(_) => {
+                return Ok(Admission::Refused(
+                    StatusCode::FORBIDDEN,
+                    "this certificate is not a current worker's",
+                ));
+            }
         };
-        if !queries::worker_has_transfer_into(db, &worker.id, user, dest)
+        let db = self.backups.db();
+        let directory = match queries::destination(db, dest)
             .await
-            .map_err(unavailable)?
+            .map_err(|_| unavailable())?
         {
-            return Err(refused(
+            Some(d) if d.id == dest && !d.directory.is_empty() => d.directory,
+            _ => return Ok(Admission::Refused(StatusCode::NOT_FOUND, "not found")),
+        };
+        let (open, writers) = queries::worker_transfers_into(db, &worker.id, user, dest)
+            .await
+            .map_err(|_| unavailable())?;
+        if open == 0 {
+            // Not remembered: a transfer ordered a moment later must get
+            // in at once (the worker's place bounds these requests).
+            return Err(text(
+                StatusCode::FORBIDDEN,
                 "this worker has no transfer open into this repository",
             ));
         }
-        Ok(Path::new(&directory).join(user))
+        let (dir, dest_id, user) = (PathBuf::from(directory), dest.to_owned(), user.to_owned());
+        let checked = tokio::task::spawn_blocking(move || {
+            check_destination_dir(&dir, &dest_id)?;
+            let root = dir.join(&user);
+            match std::fs::symlink_metadata(&root) {
+                Ok(m) if !m.is_dir() => Err(std::io::Error::other(format!(
+                    "{} is not a directory",
+                    root.display()
+                ))),
+                Ok(_) => Ok(root),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(root),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(|_| unavailable())?;
+        match checked {
+            Ok(root) => Ok(Admission::Open {
+                root,
+                write: writers > 0,
+            }),
+            Err(e) => {
+                tracing::error!(destination = %dest, error = %e,
+                    "a directory backup destination cannot be served");
+                Ok(Admission::Refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the destination's directory is missing or unsafe on this control plane \
+                     (see its log)",
+                ))
+            }
+        }
     }
+
+    /// Removes what uploads a crash cut short left in the directory
+    /// destinations (temporary files older than an hour).
+    pub fn spawn_sweep(&self) -> tokio::task::JoinHandle<()> {
+        let backups = self.backups.clone();
+        tokio::spawn(async move {
+            let Ok(destinations) = queries::destinations(backups.db()).await else {
+                return;
+            };
+            for d in destinations.into_iter().filter(|d| !d.directory.is_empty()) {
+                let dir = PathBuf::from(&d.directory);
+                let removed = tokio::task::spawn_blocking(move || sweep(&dir, 0))
+                    .await
+                    .unwrap_or(0);
+                if removed > 0 {
+                    tracing::info!(destination = %d.id, removed,
+                        "removed the temporary files of uploads cut short");
+                }
+            }
+        })
+    }
+}
+
+/// Whether `dir` is a directory destination's, for destination `id`: a
+/// real directory (no symlink) of this process's user that neither group
+/// nor others may write, holding the marker CreateBackupDestination wrote.
+pub fn check_destination_dir(dir: &Path, id: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir)?;
+    if !m.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory (or is a symlink)",
+            dir.display()
+        )));
+    }
+    if m.uid() != rustix::process::geteuid().as_raw() || m.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} must belong to the control plane's user and be writable by no one else",
+            dir.display()
+        )));
+    }
+    let marker = std::fs::read_to_string(dir.join(MARKER)).map_err(|e| {
+        std::io::Error::other(format!(
+            "{} has no {MARKER} ({e}): is the disk mounted?",
+            dir.display()
+        ))
+    })?;
+    if marker.trim() != id {
+        return Err(std::io::Error::other(format!(
+            "{}'s {MARKER} names another destination",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Removes temporary upload files older than an hour under `dir`; how
+/// many. Follows no symlink.
+fn sweep(dir: &Path, depth: usize) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let Ok(kind) = e.file_type() else { continue };
+        let name = e.file_name();
+        if kind.is_dir() && depth < 3 {
+            removed += sweep(&e.path(), depth + 1);
+        } else if kind.is_file()
+            && name.to_string_lossy().starts_with(TEMP_PREFIX)
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(3600)))
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Creates the repository's directories (restic then stores its config
@@ -382,10 +547,18 @@ async fn make_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = dir.to_owned();
     tokio::task::spawn_blocking(move || {
+        if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)
+            .create(&dir)?;
+        // The new entry itself on disk.
+        match dir.parent() {
+            Some(parent) => std::fs::File::open(parent)?.sync_all(),
+            None => Ok(()),
+        }
     })
     .await
     .map_err(std::io::Error::other)?
@@ -474,7 +647,12 @@ fn byte_range(range: &str, len: u64) -> Option<(u64, u64)> {
 /// A file's content (or its length only, for HEAD), the range asked for
 /// as 206.
 async fn read(path: PathBuf, range: Option<&str>, busy: Busy, body: bool) -> Response<Body> {
-    let mut file = match tokio::fs::File::open(&path).await {
+    let mut file = match tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&path)
+        .await
+    {
         Ok(f) => f,
         Err(e) => return io_error("read a file", &e),
     };
@@ -544,54 +722,129 @@ async fn read(path: PathBuf, range: Option<&str>, busy: Busy, body: bool) -> Res
         .expect("valid headers")
 }
 
-/// Stores `body` at `path` whole or not at all: a temporary file beside
-/// it, checked against `name` (its SHA-256) when given, synced, renamed.
-async fn store<B>(body: B, path: PathBuf, name: Option<&str>) -> Response<Body>
+/// Removes a temporary file when dropped (a request dropped mid-upload
+/// included).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The free space uploads leave on a filesystem of `total` bytes: 5 %,
+/// and at least 1 GiB.
+fn reserve(total: u64) -> u64 {
+    (total / 20).max(1 << 30)
+}
+
+/// The 507 when the filesystem of `dir` has no room for `more` bytes
+/// above its [`reserve`].
+fn no_room_for(dir: &Path, more: u64) -> Option<Response<Body>> {
+    let stat = match rustix::fs::statvfs(dir) {
+        Ok(stat) => stat,
+        Err(e) => return Some(io_error("check free space", &e.into())),
+    };
+    let total = stat.f_blocks.saturating_mul(stat.f_frsize);
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if free.saturating_sub(more) < reserve(total) {
+        tracing::warn!(dir = %dir.display(), free, "a directory backup destination is full");
+        return Some(text(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the backup directory's filesystem is full",
+        ));
+    }
+    None
+}
+
+/// Stores `body` at `path` whole or not at all, and never over a file
+/// there: a temporary file beside it, checked against `name` (its SHA-256)
+/// when given, synced, linked into place.
+async fn store<B>(body: B, path: PathBuf, name: Option<&str>, busy: Busy) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display,
 {
+    let _busy = busy;
+    let limit = if name.is_some() {
+        MAX_UPLOAD
+    } else {
+        MAX_CONFIG
+    };
+    if name.is_none() && tokio::fs::symlink_metadata(&path).await.is_ok() {
+        return text(
+            StatusCode::FORBIDDEN,
+            "the repository's config is written once",
+        );
+    }
     let dir = path.parent().expect("a file in a directory").to_owned();
     if let Err(e) = make_dir(&dir).await {
         return io_error("store a file", &e);
     }
-    let temp = dir.join(format!(".upload-{}", crate::store::new_id()));
-    let written = receive(body, &temp).await;
-    let answer = match written {
-        Ok(digest) => {
-            if name.is_some_and(|n| n != minispod_support::hex(&digest)) {
-                Err(text(
-                    StatusCode::BAD_REQUEST,
-                    "the content does not match its name (its SHA-256)",
-                ))
-            } else {
-                match tokio::fs::rename(&temp, &path).await {
-                    Ok(()) => {
-                        // The rename itself on disk.
-                        let dir = dir.clone();
-                        let _ = tokio::task::spawn_blocking(move || {
-                            std::fs::File::open(dir).and_then(|d| d.sync_all())
-                        })
-                        .await;
-                        Ok(text(StatusCode::OK, "stored"))
-                    }
-                    Err(e) => Err(io_error("store a file", &e)),
-                }
-            }
-        }
-        Err(response) => Err(response),
+    let announced = body.size_hint().exact().unwrap_or(0);
+    if announced > limit {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a file is at most {limit} bytes"),
+        );
+    }
+    if let Some(full) = no_room_for(&dir, announced) {
+        return full;
+    }
+    let temp = TempFile(dir.join(format!("{TEMP_PREFIX}{}", crate::store::new_id())));
+    let received =
+        match tokio::time::timeout(UPLOAD_DEADLINE, receive(body, &temp.0, &dir, limit)).await {
+            Ok(r) => r,
+            Err(_) => Err(text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the upload took too long",
+            )),
+        };
+    let digest = match received {
+        Ok(digest) => digest,
+        Err(refusal) => return refusal,
     };
-    match answer {
-        Ok(ok) => ok,
-        Err(refusal) => {
-            let _ = tokio::fs::remove_file(&temp).await;
-            refusal
+    if name.is_some_and(|n| n != minispod_support::hex(&digest)) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "the content does not match its name (its SHA-256)",
+        );
+    }
+    // A link, unlike a rename, never replaces a file there.
+    match tokio::fs::hard_link(&temp.0, &path).await {
+        Ok(()) => {}
+        // The same name is the same content (checked above).
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && name.is_some() => {
+            return text(StatusCode::OK, "stored already");
         }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return text(
+                StatusCode::FORBIDDEN,
+                "the repository's config is written once",
+            );
+        }
+        Err(e) => return io_error("store a file", &e),
+    }
+    drop(temp);
+    // The new entry itself on disk before restic is told it is stored.
+    let synced = tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+    match synced {
+        Ok(()) => text(StatusCode::OK, "stored"),
+        Err(e) => io_error("sync a directory", &e),
     }
 }
 
-/// Writes `body` to `temp` and syncs it; its SHA-256.
-async fn receive<B>(mut body: B, temp: &Path) -> Result<Vec<u8>, Response<Body>>
+/// Writes `body` (at most `limit` bytes) to `temp` in `dir` and syncs it;
+/// its SHA-256.
+async fn receive<B>(
+    mut body: B,
+    temp: &Path,
+    dir: &Path,
+    limit: u64,
+) -> Result<Vec<u8>, Response<Body>>
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display,
@@ -601,11 +854,13 @@ where
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(temp)
         .map(tokio::fs::File::from_std)
         .map_err(|e| io_error("store a file", &e))?;
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
+    let mut next_check = SPACE_CHECK_EVERY;
     loop {
         let frame = match tokio::time::timeout(STALL, body.frame()).await {
             Err(_) => {
@@ -624,20 +879,42 @@ where
             continue;
         };
         size += data.len() as u64;
-        if size > MAX_UPLOAD {
+        if size > limit {
             return Err(text(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("a file is at most {MAX_UPLOAD} bytes"),
+                format!("a file is at most {limit} bytes"),
             ));
+        }
+        if size >= next_check {
+            if let Some(full) = no_room_for(dir, 0) {
+                return Err(full);
+            }
+            next_check += SPACE_CHECK_EVERY;
         }
         hasher.update(&data);
         file.write_all(&data)
             .await
             .map_err(|e| io_error("store a file", &e))?;
     }
+    // tokio's write hands the last bytes to a background write: flush
+    // reports its error, which sync_all would not.
+    file.flush()
+        .await
+        .map_err(|e| io_error("store a file", &e))?;
     file.sync_all()
         .await
         .map_err(|e| io_error("store a file", &e))?;
+    let on_disk = file
+        .metadata()
+        .await
+        .map_err(|e| io_error("store a file", &e))?
+        .len();
+    if on_disk != size {
+        return Err(io_error(
+            "store a file",
+            &std::io::Error::other(format!("{on_disk} bytes written of {size}")),
+        ));
+    }
     Ok(hasher.finalize().to_vec())
 }
 
@@ -684,6 +961,90 @@ mod tests {
             file_path(Path::new("/b/u"), "index", NAME),
             PathBuf::from(format!("/b/u/index/{NAME}"))
         );
+    }
+
+    fn busy() -> Busy {
+        Busy {
+            state: Arc::default(),
+            worker: "w".into(),
+        }
+    }
+
+    fn body(bytes: &'static [u8]) -> Full<Bytes> {
+        Full::new(Bytes::from_static(bytes))
+    }
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("minispod-rest-{}", crate::store::new_id()));
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_file_is_stored_whole_under_its_hash_and_never_replaced() {
+        let root = scratch();
+        let content: &'static [u8] = b"an encrypted pack";
+        let name = minispod_support::hex(&Sha256::digest(content));
+        let path = file_path(&root, "data", &name);
+        let stored = store(body(content), path.clone(), Some(&name), busy()).await;
+        assert_eq!(stored.status(), StatusCode::OK);
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+        // Again (a retry): the same content, answered OK, left as it is.
+        let again = store(body(content), path.clone(), Some(&name), busy()).await;
+        assert_eq!(again.status(), StatusCode::OK);
+        // Other bytes under that name are refused, and nothing is left.
+        let forged = store(body(b"something else"), path.clone(), Some(&name), busy()).await;
+        assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from(&name)],
+            "no temporary file left"
+        );
+        // The config is written once.
+        let config = root.join("config");
+        assert_eq!(
+            store(body(b"v1"), config.clone(), None, busy())
+                .await
+                .status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            store(body(b"v2"), config.clone(), None, busy())
+                .await
+                .status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(std::fs::read(&config).unwrap(), b"v1");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn only_a_marked_private_real_directory_is_served() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch();
+        let set_mode =
+            |mode| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        set_mode(0o700);
+        assert!(
+            check_destination_dir(&dir, "d1").is_err(),
+            "no marker: not mounted?"
+        );
+        std::fs::write(dir.join(MARKER), "d1").unwrap();
+        check_destination_dir(&dir, "d1").unwrap();
+        assert!(check_destination_dir(&dir, "d2").is_err(), "another's");
+        set_mode(0o770);
+        assert!(check_destination_dir(&dir, "d1").is_err(), "group-writable");
+        set_mode(0o700);
+        let link = dir.with_extension("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(check_destination_dir(&link, "d1").is_err(), "a symlink");
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -34,6 +34,14 @@ impl Backups {
     /// none; why not. A wrong password is an error: an existing repository
     /// is never created again.
     pub(super) async fn create_repository(&self, repo: &Repository) -> Result<(), String> {
+        // A directory destination's repository only under its checked
+        // directory: never created on an unmounted disk's mount point.
+        if let Some((dir, id)) = repo.directory.clone() {
+            tokio::task::spawn_blocking(move || super::rest::check_destination_dir(&dir, &id))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
         let run = |verb: &'static str, args: &'static [&'static str]| {
             let mut cmd = self.restic(repo, verb);
             cmd.args(args);

@@ -1035,6 +1035,9 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
                 .unwrap()
                 .items
                 .into_iter()
+                // A pod still terminating (a real cluster's grace period)
+                // is not the component's pod any more.
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .filter(|p| {
                     let l = p.metadata.labels.clone().unwrap_or_default();
                     l.values().any(|v| v == &live_id)
