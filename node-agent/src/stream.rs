@@ -470,6 +470,17 @@ async fn session(
                 cfg.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
             }
             () = &mut renewal => {
+                // A copy into a directory destination presents the
+                // certificate it started with: the scheduled renewal waits
+                // for it, while a sixth of the certificate's life is left.
+                let life = creds.identity.expires_at - creds.identity.issued_at;
+                if cfg.transfers.as_ref().is_some_and(|t| t.through_control_plane() > 0)
+                    && state::now() < creds.identity.expires_at - life / 6
+                {
+                    tracing::info!("certificate renewal put off while a transfer through the control plane runs");
+                    renewal.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(600));
+                    continue;
+                }
                 match enroll::renew(channel.clone(), creds, &cfg.state).await {
                     Ok(c) => {
                         cfg.metrics.renewals.fetch_add(1, Ordering::Relaxed);

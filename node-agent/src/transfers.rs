@@ -65,6 +65,18 @@ pub struct Transfers {
     running: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// The channel of the current stream's connection (mTLS as the worker).
     channel: watch::Sender<Option<Channel>>,
+    /// Transfers under way through the control plane (a directory
+    /// destination): their restic presents the current certificate.
+    through_control_plane: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a transfer through the control plane while it lives.
+struct Through<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Through<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Transfers {
@@ -82,12 +94,21 @@ impl Transfers {
             volumes_dir,
             tls_dir,
             running: Mutex::new(HashMap::new()),
+            through_control_plane: std::sync::atomic::AtomicUsize::new(0),
             channel: watch::channel(None).0,
         })
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::task::AbortHandle>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many transfers run now through the control plane (into a
+    /// directory destination): a certificate renewal now would refuse
+    /// their restic, which presents the certificate it started with.
+    pub fn through_control_plane(&self) -> usize {
+        self.through_control_plane
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many transfers run now.
@@ -162,6 +183,11 @@ impl Transfers {
     async fn execute(self: Arc<Self>, order: pb::TransferOrder) {
         let id = order.id.clone();
         tracing::info!(transfer = %id, kind = ?order.kind(), volume = %order.volume_path, "transfer started");
+        let _through = (!order.control_plane_path.is_empty()).then(|| {
+            self.through_control_plane
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Through(&self.through_control_plane)
+        });
         let (progress_tx, mut progress_rx) = watch::channel(Progress::default());
         let work = self.perform(&order, progress_tx);
         tokio::pin!(work);

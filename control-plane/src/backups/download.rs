@@ -40,9 +40,9 @@ const IN_ALL: usize = 8;
 const CHUNK: usize = 64 * 1024;
 /// Chunks between restic and the client.
 const IN_FLIGHT: usize = 4;
-/// How long restic may take to write the archive's first bytes (well
-/// under `--request-timeout`'s 30 s default, which bounds the answer's
-/// headers); the link is not spent when it does not.
+/// How long restic may take to write the archive's first bytes, and so
+/// what bounds the answer's headers (`--request-timeout` bounds API calls
+/// only); the link is not spent when it does not.
 const FIRST_CHUNK: Duration = Duration::from_secs(20);
 /// How long a client may leave a chunk unread before the download is
 /// ended.
@@ -233,8 +233,8 @@ impl Backups {
         let tail = tokio::spawn(super::restic::stderr_tail(stderr));
 
         // The first chunk before the headers (a repository that cannot be
-        // read is an error status, not an empty archive), within a bound
-        // well under the request timeout; the link is spent only then.
+        // read is an error status, not an empty archive), within
+        // FIRST_CHUNK; the link is spent only then.
         let mut first = vec![0u8; CHUNK];
         let n = match tokio::time::timeout(FIRST_CHUNK, stdout.read(&mut first)).await {
             Ok(read) => read.unwrap_or(0),
