@@ -84,7 +84,7 @@ const TEMP_PREFIX: &str = ".upload-";
 /// Requests one worker may have under way.
 const PER_WORKER: usize = 16;
 /// The largest read of a file, and so the largest data frame.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 64 * 1024;
 /// restic's file types, as directories.
 const TYPES: [&str; 5] = ["data", "keys", "locks", "snapshots", "index"];
 /// What a client asks for to get version 2 of the protocol.
