@@ -177,6 +177,76 @@ async fn restore_until(
     .await
 }
 
+/// The administrator's watch of every subscription, past its snapshot.
+async fn watch_all(
+    subs: &mut SubscriptionServiceClient<Channel>,
+    admin: &str,
+) -> tonic::Streaming<pb::WatchSubscriptionsResponse> {
+    let mut watch = subs
+        .watch_subscriptions(authed(
+            pb::WatchSubscriptionsRequest {
+                all: true,
+                ..Default::default()
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let e = watch.message().await.unwrap().unwrap();
+        if e.r#type == pb::SubscriptionEventType::SnapshotEnd as i32 {
+            return watch;
+        }
+    }
+}
+
+/// `owner`'s new n8n subscription `name`, once RUNNING.
+async fn subscribe_running(
+    subs: &mut SubscriptionServiceClient<Channel>,
+    watch: &mut tonic::Streaming<pb::WatchSubscriptionsResponse>,
+    owner: &str,
+    name: &str,
+) -> pb::Subscription {
+    let sub = subs
+        .create_subscription(authed(
+            pb::CreateSubscriptionRequest {
+                service_id: "n8n".into(),
+                name: name.into(),
+                ..Default::default()
+            },
+            owner,
+        ))
+        .await
+        .expect("subscribed")
+        .into_inner()
+        .subscription
+        .unwrap();
+    next_upsert(watch, 30, "RUNNING", |s| {
+        s.id == sub.id && s.status == SubscriptionStatus::Running as i32
+    })
+    .await;
+    sub
+}
+
+/// The files of a tar archive, unpacked by `tar`.
+fn untar(tar: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let unpacked = TempDir::new();
+    let archive = unpacked.0.join("volume.tar");
+    std::fs::write(&archive, tar).unwrap();
+    let out_dir = unpacked.0.join("files");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&out_dir)
+        .output()
+        .expect("run tar");
+    assert!(out.status.success(), "{out:?}");
+    contents(&out_dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_its_owner() {
     let cluster = TestCluster::start().await.unwrap();
@@ -273,41 +343,8 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
     assert!(dest.is_default, "the first destination is the default");
     assert!(!format!("{dest:?}").contains(s3::SECRET_KEY));
 
-    let mut watch = subs
-        .watch_subscriptions(authed(
-            pb::WatchSubscriptionsRequest {
-                all: true,
-                ..Default::default()
-            },
-            &cp.admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    loop {
-        let e = watch.message().await.unwrap().unwrap();
-        if e.r#type == pb::SubscriptionEventType::SnapshotEnd as i32 {
-            break;
-        }
-    }
-    let sub = subs
-        .create_subscription(authed(
-            pb::CreateSubscriptionRequest {
-                service_id: "n8n".into(),
-                name: "kept".into(),
-                ..Default::default()
-            },
-            &owner,
-        ))
-        .await
-        .expect("subscribed")
-        .into_inner()
-        .subscription
-        .unwrap();
-    next_upsert(&mut watch, 30, "RUNNING", |s| {
-        s.id == sub.id && s.status == SubscriptionStatus::Running as i32
-    })
-    .await;
+    let mut watch = watch_all(&mut subs, &cp.admin).await;
+    let sub = subscribe_running(&mut subs, &mut watch, &owner, "kept").await;
 
     // Known files in its volume: one large, several small, a nested one.
     let volume = volume_dir(&root, "kept-n8n-data");
@@ -398,21 +435,8 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
             .unwrap()
             .contains(&link.file_name)
     );
-    let unpacked = TempDir::new();
-    let archive = unpacked.0.join("volume.tar");
-    std::fs::write(&archive, &tar).unwrap();
-    let out_dir = unpacked.0.join("files");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let untar = std::process::Command::new("tar")
-        .arg("-xf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&out_dir)
-        .output()
-        .expect("run tar");
-    assert!(untar.status.success(), "{untar:?}");
     assert!(
-        contents(&out_dir) == before,
+        untar(&tar) == before,
         "the download holds the volume's files byte for byte"
     );
     let (status, _, _) = raw_grpc::plain_get(&cp.channel, &link.url).await.unwrap();
@@ -1282,41 +1306,8 @@ async fn a_directory_on_the_control_planes_host_keeps_backups_the_agent_reaches_
     assert!(dest.is_default);
     assert!(directory.is_dir(), "created when missing");
 
-    let mut watch = subs
-        .watch_subscriptions(authed(
-            pb::WatchSubscriptionsRequest {
-                all: true,
-                ..Default::default()
-            },
-            &cp.admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    loop {
-        let e = watch.message().await.unwrap().unwrap();
-        if e.r#type == pb::SubscriptionEventType::SnapshotEnd as i32 {
-            break;
-        }
-    }
-    let sub = subs
-        .create_subscription(authed(
-            pb::CreateSubscriptionRequest {
-                service_id: "n8n".into(),
-                name: "local".into(),
-                ..Default::default()
-            },
-            &owner,
-        ))
-        .await
-        .expect("subscribed")
-        .into_inner()
-        .subscription
-        .unwrap();
-    next_upsert(&mut watch, 30, "RUNNING", |s| {
-        s.id == sub.id && s.status == SubscriptionStatus::Running as i32
-    })
-    .await;
+    let mut watch = watch_all(&mut subs, &cp.admin).await;
+    let sub = subscribe_running(&mut subs, &mut watch, &owner, "local").await;
     let volume = volume_dir(&root, "local-n8n-data");
     let size = 24 << 20;
     std::fs::write(volume.join("database.sqlite"), noise(size, 3)).unwrap();
@@ -1461,19 +1452,7 @@ async fn a_directory_on_the_control_planes_host_keeps_backups_the_agent_reaches_
         .await
         .expect("the download streams to its end");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&tar));
-    let archive = kept.0.join("volume.tar");
-    std::fs::write(&archive, &tar).unwrap();
-    let out_dir = kept.0.join("files");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let untar = std::process::Command::new("tar")
-        .arg("-xf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&out_dir)
-        .output()
-        .expect("run tar");
-    assert!(untar.status.success(), "{untar:?}");
-    assert!(contents(&out_dir) == before, "the download, byte for byte");
+    assert!(untar(&tar) == before, "the download, byte for byte");
 
     // A used link no longer counts; at most 20 unused ones are open.
     let ask = || {
