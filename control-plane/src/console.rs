@@ -3,8 +3,10 @@
 //! shares the API's origin and needs no CORS.
 //!
 //! [`ConsoleLayer`] sits in front of the gRPC router: a `GET` or `HEAD`
-//! that is not gRPC gets a console file; everything else goes on to the
-//! API. Hashed files under `/assets/` are cached for a year; every other
+//! that is not gRPC gets a console file (or, under `/downloads/`, a backup
+//! download); anything under `/restic/` goes to the directory backup
+//! destinations' REST server (`backups/rest.rs`, agents only); other
+//! requests go on to the API, bounded by `--request-timeout`. Hashed files under `/assets/` are cached for a year; every other
 //! path is a route of the app and answers `index.html`, never cached, so a
 //! deep link (`/workers/<id>`) loads the app and a new release is picked up
 //! at the next navigation. Every console response carries a strict
