@@ -294,6 +294,7 @@ impl Subscriptions {
             row.ever_ran,
             &row.workers,
             row.applied_generation,
+            None,
         )
         .await?;
         tx.commit().await?;

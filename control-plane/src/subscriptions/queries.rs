@@ -355,7 +355,10 @@ pub struct Recorded {
 }
 
 /// Records what the reconciler saw; adds an event when status or reason
-/// changed.
+/// changed. With `only_at`, only while the row is still at that
+/// generation: a status derived from a row read before a change (an
+/// upgrade started, a hold) is dropped rather than written over the
+/// change's own status, and the next pass derives it again.
 #[allow(clippy::too_many_arguments)]
 pub async fn record_status(
     tx: &mut Tx,
@@ -365,6 +368,7 @@ pub async fn record_status(
     ever_ran: bool,
     workers: &str,
     applied_generation: i64,
+    only_at: Option<i64>,
 ) -> AppResult<Recorded> {
     let now = now_ms();
     let changed: Option<(String, String)> = with_conn!(&mut *tx, |c| sqlx::query_as(
@@ -384,7 +388,7 @@ pub async fn record_status(
             status_changed_at = CASE WHEN status <> $2 THEN $7 ELSE status_changed_at END,
             updated_at = CASE WHEN status <> $2 OR status_reason <> $3 OR workers <> $5 THEN $7 ELSE updated_at END
          WHERE id = $1 AND (status <> $2 OR status_reason <> $3 OR ever_ran <> $4 OR workers <> $5
-            OR applied_generation <> $6)"
+            OR applied_generation <> $6) AND ($8 < 0 OR generation = $8)"
     )
     .bind(id)
     .bind(status)
@@ -393,11 +397,12 @@ pub async fn record_status(
     .bind(workers)
     .bind(applied_generation)
     .bind(now)
+    .bind(only_at.unwrap_or(-1))
     .execute(c)
     .await
     .map(|r| r.rows_affected())
     })?;
-    if moved {
+    if moved && done == 1 {
         add_event(tx, id, status, reason, now).await?;
     }
     Ok(Recorded {

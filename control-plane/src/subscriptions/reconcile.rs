@@ -479,6 +479,7 @@ impl Reconciler {
             ever_ran,
             &on,
             row.generation,
+            Some(row.generation),
         )
         .await?;
         let told = self.tell_failed(&mut tx, &row, recorded, &reason).await?;
@@ -535,6 +536,7 @@ impl Reconciler {
             ever_ran,
             workers,
             row.generation,
+            Some(row.generation),
         )
         .await?;
         let told = self.tell_failed(&mut tx, row, recorded, reason).await?;

@@ -143,6 +143,7 @@ impl SubscriptionApi {
             row.ever_ran,
             &row.workers,
             row.applied_generation,
+            None,
         )
         .await?;
         tx.commit().await.map_err(AppError::from)?;
