@@ -76,7 +76,10 @@ describe('backups', () => {
     f.cp = await startControlPlane({
       enrollmentToken: true,
       // 1 MiB/s: a few MiB take seconds, long enough to watch the progress.
-      args: ['--kubeconfig', kube.kubeconfig, '--offline-taint-after-start', '0s', '--apps-domain', 'apps.minispod.test', '--backup-limit-upload', '1024'],
+      // Every test here signs in (the browser and grpcurl) from 127.0.0.1:
+      // more than the default 20 logins per address in a burst; the limit
+      // itself is signin.test.mjs's.
+      args: ['--kubeconfig', kube.kubeconfig, '--offline-taint-after-start', '0s', '--apps-domain', 'apps.minispod.test', '--backup-limit-upload', '1024', '--login-ip-burst', '200', '--login-ip-per-minute', '200'],
     });
     f.browser = await launchBrowser(f.cp.caPath);
     const name = 'backups-worker';
