@@ -17,6 +17,7 @@ mod agents;
 mod download;
 mod follow_up;
 pub mod queries;
+mod recovery;
 pub mod rest;
 mod restic;
 mod run;
@@ -82,6 +83,8 @@ struct Inner {
     settings: BackupSettings,
     wake: Notify,
     downloads: download::Slots,
+    /// Records being stored in their repositories (`recovery.rs`).
+    recording: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Backups {
@@ -131,14 +134,40 @@ impl Backups {
             return Ok(None);
         };
         let password = self.inner.sealer.open(&key_row(user, &dest.id), &sealed)?;
+        self.repository_at(&dest, user, password).map(Some)
+    }
+
+    /// What opens backup `b`'s repository: its owner's, or for a backup
+    /// imported from another control plane's repository, that one under
+    /// its recovery password.
+    pub(crate) async fn repository_of(&self, b: &BackupRow) -> AppResult<Option<Repository>> {
+        if b.repository_user.is_empty() {
+            return self.repository(&b.job.user_id, &b.destination_id).await;
+        }
+        let Some(dest) = queries::destination(self.db(), &b.destination_id).await? else {
+            return Ok(None);
+        };
+        let password = self.inner.sealer.recovery_password(&b.repository_user);
+        self.repository_at(&dest, &b.repository_user, password)
+            .map(Some)
+    }
+
+    /// The repository `<prefix or directory>/<user>` at `dest`, opened
+    /// with `password`.
+    fn repository_at(
+        &self,
+        dest: &DestinationRow,
+        user: &str,
+        password: String,
+    ) -> AppResult<Repository> {
         if !dest.directory.is_empty() {
-            return Ok(Some(Repository {
+            return Ok(Repository {
                 location: format!("{}/{user}", dest.directory),
                 password,
                 environment: Vec::new(),
                 served_at: Some(rest::repository_path(&dest.id, user)),
                 directory: Some((dest.directory.clone().into(), dest.id.clone())),
-            }));
+            });
         }
         let creds = self.inner.sealer.open(&dest.id, &dest.credentials)?;
         let (key_id, secret) = creds.split_once('\n').unwrap_or((creds.as_str(), ""));
@@ -147,7 +176,7 @@ impl Backups {
         } else {
             format!("{}/{user}", dest.prefix)
         };
-        Ok(Some(Repository {
+        Ok(Repository {
             location: format!("s3:{}/{}/{path}", dest.endpoint, dest.bucket),
             password,
             environment: vec![
@@ -157,7 +186,7 @@ impl Backups {
             ],
             served_at: None,
             directory: None,
-        }))
+        })
     }
 }
 
@@ -193,6 +222,7 @@ impl Backups {
                 settings,
                 wake: Notify::new(),
                 downloads: download::Slots::default(),
+                recording: Arc::new(tokio::sync::Semaphore::new(recovery::RECORDING)),
             }),
         }
     }
@@ -442,6 +472,8 @@ impl Backups {
                 _ => String::new(),
             },
             then_done_at: 0,
+            manifest_snapshot: String::new(),
+            repository_user: String::new(),
         };
         self.check_storage(&sub.user_id).await?;
         let mut tx = self.db().begin().await?;
@@ -694,7 +726,7 @@ impl Backups {
             .create_from_backup(
                 &owner,
                 name,
-                &manifest.service_id,
+                (&manifest.service_id, &manifest.service_slug),
                 &manifest.version,
                 template,
                 &manifest.variables,

@@ -8,6 +8,11 @@
 //! does not open. Values without the prefix (rows from before sealing) are
 //! read as they are and sealed when next written. Replicas share the key
 //! the way they share the CA and the JWT key: one data dir.
+//!
+//! The same key also derives (HKDF-SHA256, then HMAC-SHA256) the recovery
+//! password of each customer's backup repository (`recovery_password`):
+//! with `secrets.key` alone, a fresh control plane opens the repositories
+//! a lost one made (ImportBackups).
 
 use std::{fmt, path::Path, sync::Arc};
 
@@ -15,15 +20,19 @@ use anyhow::Context;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ring::{
     aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
+    hkdf, hmac,
     rand::{SecureRandom, SystemRandom},
 };
 
 const PREFIX: &str = "sealed:v1:";
+/// The HKDF salt of the recovery passwords' key.
+const RECOVERY_SALT: &[u8] = b"minispod backup recovery v1";
 
 /// Seals and opens values; cheap to clone.
 #[derive(Clone)]
 pub struct Sealer {
     key: Arc<LessSafeKey>,
+    recovery: hmac::Key,
 }
 
 impl fmt::Debug for Sealer {
@@ -41,11 +50,27 @@ impl Sealer {
 
     /// A sealer over `key` (32 bytes).
     pub fn from_key(key: &[u8]) -> anyhow::Result<Sealer> {
-        let key = UnboundKey::new(&AES_256_GCM, key)
+        let aead = UnboundKey::new(&AES_256_GCM, key)
             .map_err(|_| anyhow::anyhow!("a sealing key is 32 bytes"))?;
+        // A key of its own for the recovery passwords, not the AES key
+        // itself: HKDF under a label no other use shares.
+        let recovery: hmac::Key = hkdf::Salt::new(hkdf::HKDF_SHA256, RECOVERY_SALT)
+            .extract(key)
+            .expand(&[b"restic repository password"], hmac::HMAC_SHA256)
+            .map_err(|_| anyhow::anyhow!("HKDF cannot expand to an HMAC key"))?
+            .into();
         Ok(Sealer {
-            key: Arc::new(LessSafeKey::new(key)),
+            key: Arc::new(LessSafeKey::new(aead)),
+            recovery,
         })
+    }
+
+    /// The recovery password of the backup repository whose path ends in
+    /// `repository` (its customer's id where it was made): the same for
+    /// every control plane holding this key, and only for them.
+    pub fn recovery_password(&self, repository: &str) -> String {
+        let tag = hmac::sign(&self.recovery, repository.as_bytes());
+        URL_SAFE_NO_PAD.encode(tag.as_ref())
     }
 
     /// `plain` sealed for the row `row_id`.
@@ -115,5 +140,21 @@ mod tests {
         assert!(other.open("row-1", &sealed).is_err());
         // Rows from before sealing read as they are.
         assert_eq!(sealer.open("row-1", "{}").unwrap(), "{}");
+    }
+
+    #[test]
+    fn a_recovery_password_is_the_keys_and_the_repositorys_only() {
+        let sealer = Sealer::from_key(&[7; 32]).unwrap();
+        let again = Sealer::from_key(&[7; 32]).unwrap();
+        let p = sealer.recovery_password("user-1");
+        assert_eq!(p, again.recovery_password("user-1"), "derived, not random");
+        assert_eq!(p.len(), 43, "256 bits, base64url");
+        assert_ne!(p, sealer.recovery_password("user-2"));
+        assert_ne!(
+            p,
+            Sealer::from_key(&[8; 32])
+                .unwrap()
+                .recovery_password("user-1")
+        );
     }
 }

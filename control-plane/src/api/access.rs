@@ -201,6 +201,7 @@ pub const TABLE: &[(&str, Access)] = {
         // and restore their own subscriptions, administrators any.
         ("/minispod.v1.BackupService/CreateBackupDestination", Admin),
         ("/minispod.v1.BackupService/ListBackupDestinations", Admin),
+        ("/minispod.v1.BackupService/ImportBackups", Admin),
         ("/minispod.v1.BackupService/CreateBackup", User),
         ("/minispod.v1.BackupService/GetBackup", User),
         ("/minispod.v1.BackupService/ListBackups", User),

@@ -68,6 +68,15 @@ impl BackupService for BackupApi {
         }))
     }
 
+    async fn import_backups(
+        &self,
+        request: Request<pb::ImportBackupsRequest>,
+    ) -> Result<Response<pb::ImportBackupsResponse>, Status> {
+        Ok(Response::new(
+            self.backups.import(request.into_inner()).await?,
+        ))
+    }
+
     async fn list_backup_destinations(
         &self,
         _request: Request<pb::ListBackupDestinationsRequest>,

@@ -42,10 +42,7 @@ impl Backups {
                 },
             };
             let Some(backup) = backup else { continue };
-            let Some(repo) = self
-                .repository(&backup.job.user_id, &backup.destination_id)
-                .await?
-            else {
+            let Some(repo) = self.repository_of(&backup).await? else {
                 continue;
             };
             let backup_kind = t.kind == "BACKUP";

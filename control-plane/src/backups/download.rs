@@ -174,7 +174,7 @@ impl Backups {
             .filter(|s| super::agents::snapshot_id_ok(s))
             .ok_or_else(gone)?;
         let repo = self
-            .repository(&user, &backup.destination_id)
+            .repository_of(&backup)
             .await
             .map_err(internal)?
             .ok_or_else(gone)?;

@@ -182,11 +182,28 @@ pub struct BackupRow {
     pub then_version: String,
     /// Unix ms the follow-up was done, 0 before.
     pub then_done_at: i64,
+    /// The id of its record's snapshot in the repository ('' before it is
+    /// stored: `recovery.rs`).
+    pub manifest_snapshot: String,
+    /// An imported backup's repository path segment ('' for a backup
+    /// taken here: its owner's id).
+    pub repository_user: String,
+}
+
+impl BackupRow {
+    /// The path segment of its repository at its destination.
+    pub fn repository_user(&self) -> &str {
+        if self.repository_user.is_empty() {
+            &self.job.user_id
+        } else {
+            &self.repository_user
+        }
+    }
 }
 
 const BACKUP: &str = "id, subscription_id, user_id, status, reason, created_at, started_at, \
     finished_at, subscription_name, destination_id, service_version, manifest, trigger_kind, \
-    then_action, then_version, then_done_at";
+    then_action, then_version, then_done_at, manifest_snapshot, repository_user";
 
 /// A restore as stored.
 #[derive(Debug, Clone, FromRow)]
@@ -453,7 +470,8 @@ pub async fn worker_transfers_into(
          LEFT JOIN restores r ON t.kind IN ('RESTORE', 'CHECK') AND r.id = t.job_id
          JOIN backups b ON b.id = CASE WHEN t.kind IN ('BACKUP', 'FORGET') THEN t.job_id ELSE r.backup_id END
          WHERE t.worker_id = $1 AND t.state IN ('PENDING', 'RUNNING')
-           AND b.user_id = $2 AND b.destination_id = $3"
+           AND CASE WHEN b.repository_user = '' THEN b.user_id ELSE b.repository_user END = $2
+           AND b.destination_id = $3"
     )
     .bind(worker)
     .bind(user)
@@ -1115,4 +1133,163 @@ pub async fn release_init(db: &Db, user: &str, destination: &str) -> AppResult<(
     .map(|_| ()))?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Stores a backup imported from a repository (`recovery.rs`), ended, with
+/// its volumes' copies.
+pub async fn insert_imported(tx: &mut Tx, b: &BackupRow, copies: &[TransferRow]) -> AppResult<()> {
+    with_conn!(&mut *tx, |c| sqlx::query(
+        "INSERT INTO backups (id, subscription_id, subscription_name, user_id, destination_id,
+            service_version, manifest, status, reason, created_at, started_at, finished_at,
+            trigger_kind, then_done_at, manifest_snapshot, repository_user)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    )
+    .bind(&b.job.id)
+    .bind(&b.job.subscription_id)
+    .bind(&b.subscription_name)
+    .bind(&b.job.user_id)
+    .bind(&b.destination_id)
+    .bind(&b.service_version)
+    .bind(&b.manifest)
+    .bind(&b.job.status)
+    .bind(&b.job.reason)
+    .bind(b.job.created_at)
+    .bind(b.job.started_at)
+    .bind(b.job.finished_at)
+    .bind(&b.trigger_kind)
+    .bind(b.then_done_at)
+    .bind(&b.manifest_snapshot)
+    .bind(&b.repository_user)
+    .execute(c)
+    .await
+    .map(|_| ()))
+    .map_err(unique_violation(
+        "a backup of this repository was imported by another call at the same time; call again",
+    ))?;
+    for t in copies {
+        with_conn!(&mut *tx, |c| sqlx::query(
+            "INSERT INTO volume_transfers (id, job_id, kind, claim, worker_id, volume_path, state,
+                snapshot_id, bytes_done, bytes_total, bytes_added, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)"
+        )
+        .bind(&t.id)
+        .bind(&t.job_id)
+        .bind(&t.kind)
+        .bind(&t.claim)
+        .bind(&t.worker_id)
+        .bind(&t.volume_path)
+        .bind(&t.state)
+        .bind(&t.snapshot_id)
+        .bind(t.bytes_done)
+        .bind(t.bytes_total)
+        .bind(t.bytes_added)
+        .bind(t.created_at)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+    }
+    Ok(())
+}
+
+/// Which of `ids` are backups stored here.
+pub async fn existing_backups(db: &Db, ids: &[String]) -> AppResult<Vec<String>> {
+    let mut found = Vec::new();
+    for id in ids {
+        let hit: Option<String> = with_conn!(db.read(), |c| sqlx::query_scalar(
+            "SELECT id FROM backups WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(c)
+        .await)?;
+        found.extend(hit);
+    }
+    Ok(found)
+}
+
+/// Complete backups taken here whose record is not stored in their
+/// repository yet, and not claimed since `claimed_before`.
+pub async fn records_to_store(db: &Db, claimed_before: i64) -> AppResult<Vec<BackupRow>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(&format!(
+        "SELECT {BACKUP} FROM backups
+         WHERE status = 'COMPLETE' AND manifest_snapshot = '' AND repository_user = ''
+           AND manifest_claimed_at < $1
+         ORDER BY finished_at LIMIT 20"
+    ))
+    .bind(claimed_before)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// Claims storing backup `id`'s record for this replica (unless claimed
+/// since `claimed_before`); whether this call did.
+pub async fn claim_record(db: &Db, id: &str, now: i64, claimed_before: i64) -> AppResult<bool> {
+    let mut tx = db.begin().await?;
+    let n = with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE backups SET manifest_claimed_at = $2
+         WHERE id = $1 AND manifest_snapshot = '' AND manifest_claimed_at < $3"
+    )
+    .bind(id)
+    .bind(now)
+    .bind(claimed_before)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Records that backup `id`'s record is stored as `snapshot`.
+pub async fn record_stored(db: &Db, id: &str, snapshot: &str) -> AppResult<()> {
+    let mut tx = db.begin().await?;
+    with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE backups SET manifest_snapshot = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(snapshot)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether `user`'s repository at `destination` has its recovery key.
+pub async fn recovery_added(db: &Db, user: &str, destination: &str) -> AppResult<bool> {
+    let found: Option<bool> = with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT recovery_added FROM backup_keys WHERE user_id = $1 AND destination_id = $2"
+    )
+    .bind(user)
+    .bind(destination)
+    .fetch_optional(c)
+    .await)?;
+    Ok(found.unwrap_or(false))
+}
+
+/// Records that `user`'s repository at `destination` has its recovery key.
+pub async fn set_recovery_added(db: &Db, user: &str, destination: &str) -> AppResult<()> {
+    let mut tx = db.begin().await?;
+    with_conn!(&mut tx, |c| sqlx::query(
+        "UPDATE backup_keys SET recovery_added = TRUE WHERE user_id = $1 AND destination_id = $2"
+    )
+    .bind(user)
+    .bind(destination)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether user `user` has a complete backup taken here whose record is
+/// not stored in its repository yet.
+pub async fn records_pending(db: &Db, user: &str) -> AppResult<bool> {
+    let n: i64 = with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM backups
+         WHERE user_id = $1 AND status = 'COMPLETE' AND manifest_snapshot = ''
+           AND repository_user = ''"
+    )
+    .bind(user)
+    .fetch_one(c)
+    .await)?;
+    Ok(n > 0)
 }

@@ -119,7 +119,7 @@ pub(super) async fn check_installed(restic: &std::path::Path) {
 }
 
 /// Whether restic's complaint says there is no repository at all.
-fn is_missing(stderr: &str) -> bool {
+pub(super) fn is_missing(stderr: &str) -> bool {
     let s = stderr.to_ascii_lowercase();
     s.contains("does not exist")
         || s.contains("is there a repository")

@@ -59,6 +59,7 @@ async fn pass(b: &Backups, remind: bool) -> AppResult<()> {
     weekly_drills(b).await?;
     forgetting(b).await?;
     super::follow_up::pass(b).await?;
+    super::recovery::pass(b).await?;
     let (backups, restores) = queries::active(b.db()).await?;
     for backup in backups {
         let snapshots = Vec::new();
@@ -515,13 +516,15 @@ async fn scheduled_outcome(
 /// Applies subscription `sub`'s retention: the scheduled backups it no
 /// longer keeps become EXPIRING, each with a FORGET transfer for the agent
 /// that took it (a backup without volumes goes at once). Deferred while
-/// the customer has another job under way (a forget locks their
-/// repository).
-async fn retain(b: &Backups, sub: &str, user: &str) -> AppResult<()> {
+/// the customer has another job under way or a backup's record still to
+/// store (a forget locks their repository; and a record stored after its
+/// backup's forget would outlive it): storing a scheduled backup's record
+/// applies it again (`recovery.rs`).
+pub(super) async fn retain(b: &Backups, sub: &str, user: &str) -> AppResult<()> {
     let Some(s) = queries::schedule(b.db(), sub).await? else {
         return Ok(());
     };
-    if queries::user_busy(b.db(), user).await? {
+    if queries::user_busy(b.db(), user).await? || queries::records_pending(b.db(), user).await? {
         return Ok(());
     }
     let complete = queries::scheduled_complete(b.db(), sub).await?;
@@ -555,6 +558,11 @@ async fn retain(b: &Backups, sub: &str, user: &str) -> AppResult<()> {
             continue;
         }
         let worker = copies[0].worker_id.clone();
+        // Its record in the repository goes with its volumes' snapshots.
+        let record = queries::backup(b.db(), &id)
+            .await?
+            .map(|r| r.manifest_snapshot)
+            .filter(|s| !s.is_empty());
         queries::insert_transfer(
             &mut tx,
             &TransferRow {
@@ -568,6 +576,7 @@ async fn retain(b: &Backups, sub: &str, user: &str) -> AppResult<()> {
                 snapshot_id: copies
                     .iter()
                     .map(|t| t.snapshot_id.as_str())
+                    .chain(record.as_deref())
                     .collect::<Vec<_>>()
                     .join(","),
                 bytes_done: 0,

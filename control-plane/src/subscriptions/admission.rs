@@ -310,7 +310,8 @@ impl Subscriptions {
     }
 
     /// A new subscription of `owner` named `name`, made from a backup: the
-    /// catalog entry `service_id` at the backup's `version` and `template`,
+    /// catalog entry `service_id` (or, when no entry has that id, the one of
+    /// its slug) at the backup's `version` and `template`,
     /// with its variables and generated secrets (the data restored into it
     /// needs the same). Admitted like CreateSubscription; its id.
     #[allow(clippy::too_many_arguments)]
@@ -318,7 +319,7 @@ impl Subscriptions {
         &self,
         owner: &UserRow,
         name: &str,
-        service_id: &str,
+        (service_id, service_slug): (&str, &str),
         version: &str,
         template: pb::ServiceTemplate,
         variables: &BTreeMap<String, String>,
@@ -327,9 +328,16 @@ impl Subscriptions {
         let mut v = Violations::new();
         v.take("new_subscription_name", check_name(name));
         v.finish()?;
-        let Some((service_id, slug, service_name, _, price, _)) =
-            queries::deployable(self.db(), service_id).await?
-        else {
+        // By its id, or by its slug on another control plane (a backup
+        // imported after a disaster: the catalog was seeded again).
+        let found = match queries::deployable(self.db(), service_id).await? {
+            Some(s) => Some(s),
+            None if !service_slug.is_empty() => {
+                queries::deployable(self.db(), service_slug).await?
+            }
+            None => None,
+        };
+        let Some((service_id, slug, service_name, _, price, _)) = found else {
             return Err(AppError::FailedPrecondition(
                 "the backup's catalog entry no longer exists".into(),
             ));

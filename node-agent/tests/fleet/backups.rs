@@ -31,7 +31,12 @@ use super::{
 const BUCKET: &str = "minispod-backups";
 
 async fn register(cp: &ControlPlane, email: &str) -> String {
-    AuthServiceClient::new(cp.channel.clone())
+    register_id(cp, email).await.0
+}
+
+/// A new customer's access token and id.
+async fn register_id(cp: &ControlPlane, email: &str) -> (String, String) {
+    let r = AuthServiceClient::new(cp.channel.clone())
         .register(pb::RegisterRequest {
             email: email.into(),
             password: "correct horse battery".into(),
@@ -40,8 +45,8 @@ async fn register(cp: &ControlPlane, email: &str) -> String {
         })
         .await
         .expect("register")
-        .into_inner()
-        .access_token
+        .into_inner();
+    (r.access_token, r.user.unwrap().id)
 }
 
 /// The one directory under `root` whose name ends with `_<claim>` (the
@@ -1473,6 +1478,254 @@ async fn a_directory_on_the_control_planes_host_keeps_backups_the_agent_reaches_
     let e = backups.create_backup_download(ask()).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     drop(a);
+}
+
+/// The number of files in `dir` (0 when it is missing).
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_control_plane_with_the_operators_key_imports_and_restores_a_lost_ones_backups() {
+    let cluster = TestCluster::start().await.unwrap();
+    let Some(_) = cluster.standin() else {
+        eprintln!(
+            "skipped: needs the stand-in's node disks (a real cluster's volumes are on its nodes)"
+        );
+        return;
+    };
+    let kubeconfig = cluster.kubeconfig_path().to_owned();
+    let configure = |a: &mut minispod_control_plane::config::ServeArgs| {
+        a.cluster.kubeconfig = Some(kubeconfig.clone());
+        a.subscriptions.apps_domain = "apps.example.test".into();
+    };
+    let kept = TempDir::new();
+    let directory = kept.0.join("minispod-backups");
+    let add_destination = |cp: &ControlPlane| {
+        let (channel, admin) = (cp.channel.clone(), cp.admin.clone());
+        let directory = directory.to_str().unwrap().to_owned();
+        async move {
+            BackupServiceClient::new(channel)
+                .create_backup_destination(authed(
+                    pb::CreateBackupDestinationRequest {
+                        name: "local".into(),
+                        directory,
+                        ..Default::default()
+                    },
+                    &admin,
+                ))
+                .await
+                .expect("a directory destination")
+                .into_inner()
+                .destination
+                .unwrap()
+        }
+    };
+
+    // The control plane that is lost: a customer's backup, its record
+    // stored in the repository with the recovery key.
+    let lost = ControlPlane::start_in(
+        Arc::new(TempDir::for_server().await),
+        free_port(),
+        configure,
+    )
+    .await;
+    let mut workers = lost.watch().await;
+    let token = lost.token(0).await;
+    let root = cluster.volume_root(&cluster.name("dr-lost")).unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+    let root_arg = root.to_string_lossy().into_owned();
+    let a = agent_on_node(
+        &lost,
+        &cluster,
+        &mut workers,
+        &token,
+        "dr-lost",
+        &["--volumes-dir", &root_arg],
+    )
+    .await;
+    add_destination(&lost).await;
+    let owner = register(&lost, "survivor@example.org").await;
+    let mut subs = SubscriptionServiceClient::<Channel>::new(lost.channel.clone());
+    let mut watch = watch_all(&mut subs, &lost.admin).await;
+    let sub = subscribe_running(&mut subs, &mut watch, &owner, "kept").await;
+    let volume = volume_dir(&root, "kept-n8n-data");
+    std::fs::write(volume.join("database.sqlite"), noise(3 << 20, 11)).unwrap();
+    std::fs::create_dir_all(volume.join("nodes")).unwrap();
+    for i in 0..5 {
+        std::fs::write(volume.join(format!("nodes/{i}.json")), format!("[{i}]")).unwrap();
+    }
+    let before = contents(&volume);
+    let mut backups = BackupServiceClient::new(lost.channel.clone());
+    let taken = backups
+        .create_backup(authed(
+            pb::CreateBackupRequest {
+                subscription_id: sub.id.clone(),
+                ..Default::default()
+            },
+            &owner,
+        ))
+        .await
+        .expect("backup started")
+        .into_inner()
+        .backup
+        .unwrap();
+    let taken = backup_until(&mut backups, &owner, &taken.id, 90).await;
+    assert_eq!(taken.status, pb::BackupStatus::Complete as i32, "{taken:?}");
+    // Its record is a snapshot of its own, next to the volume's; the
+    // repository has a second key.
+    let repo = directory.join(&taken.user_id);
+    until_ended(
+        "the backup's record stored",
+        60,
+        || async {
+            (
+                files_in(&repo.join("snapshots")),
+                files_in(&repo.join("keys")),
+            )
+        },
+        |&(snapshots, keys)| snapshots == 2 && keys == 2,
+    )
+    .await;
+    drop(a);
+    let (lost_dir, _) = lost.stop().await;
+
+    // A control plane without the operator's key: the repository does not
+    // open, nothing is imported.
+    let stranger = ControlPlane::start_in(
+        Arc::new(TempDir::for_server().await),
+        free_port(),
+        configure,
+    )
+    .await;
+    let dest = add_destination(&stranger).await;
+    let (_, someone_id) = register_id(&stranger, "someone@example.org").await;
+    let e = BackupServiceClient::new(stranger.channel.clone())
+        .import_backups(authed(
+            pb::ImportBackupsRequest {
+                destination_id: dest.id.clone(),
+                repository: taken.user_id.clone(),
+                owner_id: someone_id,
+            },
+            &stranger.admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("secrets.key"), "{}", e.message());
+    stranger.stop().await;
+
+    // A fresh control plane with the lost one's secrets.key: a fresh
+    // database, the destination added again, the customer registered
+    // again (a new id).
+    let fresh_dir = Arc::new(TempDir::for_server().await);
+    std::fs::copy(
+        lost_dir.0.join("secrets.key"),
+        fresh_dir.0.join("secrets.key"),
+    )
+    .unwrap();
+    let fresh = ControlPlane::start_in(fresh_dir, free_port(), configure).await;
+    let mut workers = fresh.watch().await;
+    let token = fresh.token(0).await;
+    let root = cluster.volume_root(&cluster.name("dr-fresh")).unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+    let root_arg = root.to_string_lossy().into_owned();
+    let _b = agent_on_node(
+        &fresh,
+        &cluster,
+        &mut workers,
+        &token,
+        "dr-fresh",
+        &["--volumes-dir", &root_arg],
+    )
+    .await;
+    let dest = add_destination(&fresh).await;
+    let (returning, returning_id) = register_id(&fresh, "survivor@example.org").await;
+    assert_ne!(returning_id, taken.user_id);
+    let other = register(&fresh, "other@example.org").await;
+    let mut backups = BackupServiceClient::new(fresh.channel.clone());
+    let import = pb::ImportBackupsRequest {
+        destination_id: dest.id.clone(),
+        repository: taken.user_id.clone(),
+        owner_id: returning_id.clone(),
+    };
+    // The operator's call only.
+    let e = backups
+        .import_backups(authed(import.clone(), &returning))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let bad = backups
+        .import_backups(authed(
+            pb::ImportBackupsRequest {
+                repository: "../etc".into(),
+                ..import.clone()
+            },
+            &fresh.admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    let imported = backups
+        .import_backups(authed(import.clone(), &fresh.admin))
+        .await
+        .expect("imported")
+        .into_inner();
+    assert_eq!(imported.imported.len(), 1, "{imported:?}");
+    let got = &imported.imported[0];
+    assert_eq!(got.id, taken.id, "the backup keeps its id");
+    assert_eq!(got.user_id, returning_id);
+    assert_eq!(got.status, pb::BackupStatus::Complete as i32);
+    assert_eq!(got.subscription_name, "kept");
+    assert_eq!(got.volumes.len(), 1);
+    assert_eq!(got.volumes[0].claim, taken.volumes[0].claim);
+    // Again: nothing new.
+    let again = backups
+        .import_backups(authed(import.clone(), &fresh.admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        again.imported.is_empty() && again.already_here == 1,
+        "{again:?}"
+    );
+    // Its new owner's, and nobody else's.
+    let e = backups
+        .get_backup(authed(
+            pb::GetBackupRequest {
+                id: taken.id.clone(),
+            },
+            &other,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // Restored into a new subscription on the fresh control plane's
+    // worker, byte for byte.
+    let restore = backups
+        .restore_backup(authed(
+            pb::RestoreBackupRequest {
+                backup_id: taken.id.clone(),
+                new_subscription_name: "back".into(),
+            },
+            &returning,
+        ))
+        .await
+        .expect("restore started")
+        .into_inner()
+        .restore
+        .unwrap();
+    let restored = restore_until(&mut backups, &returning, &restore.id, 120).await;
+    assert_eq!(
+        restored.status,
+        pb::RestoreStatus::Complete as i32,
+        "{restored:?}"
+    );
+    assert!(
+        contents(&volume_dir(&root, "back-n8n-data")) == before,
+        "every file byte for byte"
+    );
 }
 
 /// Every file under `dir`.
