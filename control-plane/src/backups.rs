@@ -134,7 +134,14 @@ impl Backups {
             return Ok(None);
         };
         let password = self.inner.sealer.open(&key_row(user, &dest.id), &sealed)?;
-        self.repository_at(&dest, user, password).map(Some)
+        let mut repo = self.repository_at(&dest, user, password)?;
+        // Its own key first, not the recovery key: each key restic tries
+        // costs a key derivation (about half a second).
+        let hint = queries::key_hint(self.db(), user, &dest.id).await?;
+        if !hint.is_empty() {
+            repo.environment.push(("RESTIC_KEY_HINT".to_owned(), hint));
+        }
+        Ok(Some(repo))
     }
 
     /// What opens backup `b`'s repository: its owner's, or for a backup

@@ -65,6 +65,26 @@ impl Sealer {
         })
     }
 
+    /// The tag that vouches for `data`, a record stored in the repository
+    /// whose path ends in `repository`: only a holder of this key makes
+    /// one, and it holds for that repository only.
+    pub fn recovery_tag(&self, repository: &str, data: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.recovery, &tagged(repository, data)).as_ref())
+    }
+
+    /// Whether `tag` is `recovery_tag(repository, data)`, compared in
+    /// constant time.
+    pub fn verify_recovery_tag(&self, repository: &str, data: &[u8], tag: &str) -> bool {
+        URL_SAFE_NO_PAD
+            .decode(tag)
+            .is_ok_and(|tag| hmac::verify(&self.recovery, &tagged(repository, data), &tag).is_ok())
+    }
+
+    /// Whether `stored` is a sealed value (not a row from before sealing).
+    pub fn is_sealed(stored: &str) -> bool {
+        stored.starts_with(PREFIX)
+    }
+
     /// The recovery password of the backup repository whose path ends in
     /// `repository` (its customer's id where it was made): the same for
     /// every control plane holding this key, and only for them.
@@ -119,6 +139,16 @@ impl Sealer {
     }
 }
 
+/// A record's tagged bytes: apart from a password's input (a path
+/// segment, which holds no NUL).
+fn tagged(repository: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = b"record\0".to_vec();
+    out.extend_from_slice(repository.as_bytes());
+    out.push(0);
+    out.extend_from_slice(data);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +186,21 @@ mod tests {
                 .unwrap()
                 .recovery_password("user-1")
         );
+        let tag = sealer.recovery_tag("user-1", b"{}");
+        assert!(again.verify_recovery_tag("user-1", b"{}", &tag));
+        assert!(
+            !sealer.verify_recovery_tag("user-2", b"{}", &tag),
+            "another repository's"
+        );
+        assert!(
+            !sealer.verify_recovery_tag("user-1", b"{ }", &tag),
+            "other bytes"
+        );
+        let other = Sealer::from_key(&[8; 32]).unwrap();
+        assert!(
+            !other.verify_recovery_tag("user-1", b"{}", &tag),
+            "another key's"
+        );
+        assert!(!sealer.verify_recovery_tag("user-1", b"{}", "not base64!"));
     }
 }

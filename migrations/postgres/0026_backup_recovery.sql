@@ -5,6 +5,11 @@
 -- derived from the sealing key and the repository's path (`recovery.rs`);
 -- `recovery_added` says it was added.
 ALTER TABLE backup_keys ADD COLUMN recovery_added BOOLEAN NOT NULL DEFAULT FALSE;
+-- The id of the repository's first key (its random password's), found
+-- when the recovery key is added: restic tries it first
+-- (RESTIC_KEY_HINT), rather than spending a key derivation on the
+-- recovery key each time it opens the repository.
+ALTER TABLE backup_keys ADD COLUMN key_hint TEXT NOT NULL DEFAULT '';
 -- Each complete backup's record (the sealed manifest, its volumes'
 -- snapshots) is stored in the repository too, as a snapshot of its own:
 -- `manifest_snapshot` is its id once stored ('' before), which a

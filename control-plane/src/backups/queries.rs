@@ -1242,7 +1242,7 @@ pub async fn claim_record(db: &Db, id: &str, now: i64, claimed_before: i64) -> A
 pub async fn record_stored(db: &Db, id: &str, snapshot: &str) -> AppResult<()> {
     let mut tx = db.begin().await?;
     with_conn!(&mut tx, |c| sqlx::query(
-        "UPDATE backups SET manifest_snapshot = $2 WHERE id = $1"
+        "UPDATE backups SET manifest_snapshot = $2 WHERE id = $1 AND manifest_snapshot = ''"
     )
     .bind(id)
     .bind(snapshot)
@@ -1265,14 +1265,22 @@ pub async fn recovery_added(db: &Db, user: &str, destination: &str) -> AppResult
     Ok(found.unwrap_or(false))
 }
 
-/// Records that `user`'s repository at `destination` has its recovery key.
-pub async fn set_recovery_added(db: &Db, user: &str, destination: &str) -> AppResult<()> {
+/// Records that `user`'s repository at `destination` has its recovery key,
+/// and the id of its first key (`hint`: restic tries it first).
+pub async fn set_recovery_added(
+    db: &Db,
+    user: &str,
+    destination: &str,
+    hint: &str,
+) -> AppResult<()> {
     let mut tx = db.begin().await?;
     with_conn!(&mut tx, |c| sqlx::query(
-        "UPDATE backup_keys SET recovery_added = TRUE WHERE user_id = $1 AND destination_id = $2"
+        "UPDATE backup_keys SET recovery_added = TRUE, key_hint = $3
+         WHERE user_id = $1 AND destination_id = $2"
     )
     .bind(user)
     .bind(destination)
+    .bind(hint)
     .execute(c)
     .await
     .map(|_| ()))?;
@@ -1280,16 +1288,40 @@ pub async fn set_recovery_added(db: &Db, user: &str, destination: &str) -> AppRe
     Ok(())
 }
 
-/// Whether user `user` has a complete backup taken here whose record is
-/// not stored in its repository yet.
-pub async fn records_pending(db: &Db, user: &str) -> AppResult<bool> {
-    let n: i64 = with_conn!(db.read(), |c| sqlx::query_scalar(
-        "SELECT COUNT(*) FROM backups
-         WHERE user_id = $1 AND status = 'COMPLETE' AND manifest_snapshot = ''
-           AND repository_user = ''"
+/// The id of the key restic tries first in `user`'s repository at
+/// `destination` ('' when none is known).
+pub async fn key_hint(db: &Db, user: &str, destination: &str) -> AppResult<String> {
+    let found: Option<String> = with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT key_hint FROM backup_keys WHERE user_id = $1 AND destination_id = $2"
     )
     .bind(user)
+    .bind(destination)
+    .fetch_optional(c)
+    .await)?;
+    Ok(found.unwrap_or_default())
+}
+
+/// Whether user `user` has a complete backup taken here at `destination`
+/// whose record is not stored in its repository yet.
+pub async fn records_pending(db: &Db, user: &str, destination: &str) -> AppResult<bool> {
+    let n: i64 = with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM backups
+         WHERE user_id = $1 AND destination_id = $2 AND status = 'COMPLETE'
+           AND manifest_snapshot = '' AND repository_user = ''"
+    )
+    .bind(user)
+    .bind(destination)
     .fetch_one(c)
     .await)?;
     Ok(n > 0)
+}
+
+/// The subscriptions of user `user` with a schedule.
+pub async fn scheduled_subscriptions_of(db: &Db, user: &str) -> AppResult<Vec<String>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT subscription_id FROM backup_schedules WHERE user_id = $1"
+    )
+    .bind(user)
+    .fetch_all(c)
+    .await)?)
 }

@@ -39,8 +39,13 @@ const RECORD_FILE: &str = "minispod-backup.json";
 /// The tag of the records' snapshots.
 const RECORD_TAG: &str = "minispod-record";
 /// How long a replica's claim to store a record stands (a failed try is
-/// retried after it).
-const CLAIM: Duration = Duration::from_secs(120);
+/// retried after it): longer than a try may take (`STORE_DEADLINE`).
+const CLAIM: Duration = Duration::from_secs(300);
+/// How long storing one record may take, all its restic calls together.
+const STORE_DEADLINE: Duration = Duration::from_secs(240);
+/// How long one ImportBackups call reads records before it answers with
+/// the rest as `remaining` (the request timeout is 30 s by default).
+const IMPORT_DEADLINE: Duration = Duration::from_secs(20);
 /// How long one restic call here may take.
 const RESTIC_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest record read back.
@@ -51,6 +56,17 @@ const MAX_LIST: usize = 64 << 20;
 const IMPORT_BATCH: usize = 50;
 /// Records stored at once by a replica.
 pub(super) const RECORDING: usize = 2;
+
+/// The record file: the record's JSON, and the tag that vouches for it
+/// (`Sealer::recovery_tag`: made with the operator's key for this
+/// repository, so a record written by anyone else, or copied from another
+/// repository, is refused).
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordFile {
+    format: u32,
+    record: String,
+    tag: String,
+}
 
 /// What a backup's record holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -106,19 +122,19 @@ pub(super) async fn pass(b: &Backups) -> AppResult<()> {
         let b = b.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match store_record(&b, &row).await {
+            let stored = tokio::time::timeout(STORE_DEADLINE, store_record(&b, &row))
+                .await
+                .unwrap_or_else(|_| Err(format!("took over {}s", STORE_DEADLINE.as_secs())));
+            match stored {
                 Ok(snapshot) => {
                     tracing::debug!(backup = %row.job.id, snapshot, "backup's record stored");
                     if let Err(e) = queries::record_stored(b.db(), &row.job.id, &snapshot).await {
                         tracing::warn!(backup = %row.job.id, error = %format!("{e:#}"), "recording a stored record failed");
                         return;
                     }
-                    // A scheduled backup's retention waited for its record.
-                    if row.trigger_kind == "SCHEDULE"
-                        && let Err(e) =
-                            super::run::retain(&b, &row.job.subscription_id, &row.job.user_id).await
-                    {
-                        tracing::warn!(subscription = %row.job.subscription_id, error = %format!("{e:#}"),
+                    // The customer's retentions waited for their records.
+                    if let Err(e) = retain_all(&b, &row.job.user_id).await {
+                        tracing::warn!(user = %row.job.user_id, error = %format!("{e:#}"),
                             "backup retention failed; tried again after the next scheduled backup");
                     }
                 }
@@ -165,8 +181,8 @@ async fn store_record(b: &Backups, row: &BackupRow) -> Result<String, String> {
         .await
         .map_err(fail)?
     {
-        add_recovery_key(b, &repo, row.repository_user()).await?;
-        queries::set_recovery_added(b.db(), user, dest)
+        let hint = add_recovery_key(b, &repo, row.repository_user()).await?;
+        queries::set_recovery_added(b.db(), user, dest, &hint)
             .await
             .map_err(fail)?;
         tracing::info!(user = %user, destination = %dest, "backup repository's recovery key added");
@@ -196,7 +212,16 @@ async fn store_record(b: &Backups, row: &BackupRow) -> Result<String, String> {
         manifest: row.manifest.clone(),
         volumes,
     };
-    let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+    let record = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+    let file = RecordFile {
+        format: 1,
+        tag: b
+            .inner
+            .sealer
+            .recovery_tag(row.repository_user(), record.as_bytes()),
+        record,
+    };
+    let json = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
     let mut cmd = b.restic(&repo, "backup");
     cmd.args(["--json", "--stdin", "--stdin-filename", RECORD_FILE])
         .args(["--host", "minispod", "--tag", RECORD_TAG])
@@ -217,15 +242,60 @@ async fn store_record(b: &Backups, row: &BackupRow) -> Result<String, String> {
         .ok_or_else(|| "restic named no snapshot".to_owned())
 }
 
+/// Applies the retention of each of user `user`'s scheduled
+/// subscriptions.
+async fn retain_all(b: &Backups, user: &str) -> AppResult<()> {
+    for sub in queries::scheduled_subscriptions_of(b.db(), user).await? {
+        super::run::retain(b, &sub, user).await?;
+    }
+    Ok(())
+}
+
+/// Forgets backup `row`'s record, snapshot `record`, with the control
+/// plane's restic (a backup without volumes' snapshots: no agent forgets
+/// anything of it).
+pub(super) async fn forget_record(
+    b: &Backups,
+    row: &BackupRow,
+    record: &str,
+) -> Result<(), String> {
+    let repo = b
+        .repository_of(row)
+        .await
+        .map_err(|e| format!("{e:#}"))?
+        .ok_or("its destination or its key is gone")?;
+    let mut cmd = b.restic(&repo, "forget");
+    cmd.arg(record);
+    run(cmd, None, 1 << 20).await.map(|_| ())
+}
+
 /// Adds `repo`'s recovery key (for path segment `path_user`) unless the
 /// recovery password opens it already (a try that added it and was not
-/// recorded).
-async fn add_recovery_key(b: &Backups, repo: &Repository, path_user: &str) -> Result<(), String> {
+/// recorded); the id of the key `repo`'s own password opens.
+async fn add_recovery_key(
+    b: &Backups,
+    repo: &Repository,
+    path_user: &str,
+) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct Key {
+        current: bool,
+        id: String,
+    }
+    let mut list = b.restic(repo, "key");
+    list.args(["list", "--json"]);
+    let keys: Vec<Key> = serde_json::from_slice(&run(list, None, 1 << 20).await?)
+        .map_err(|e| format!("restic key list: {e}"))?;
+    let own = keys
+        .into_iter()
+        .find(|k| k.current && !k.id.is_empty() && k.id.bytes().all(|c| c.is_ascii_hexdigit()))
+        .map(|k| k.id)
+        .ok_or("restic key list named no current key")?;
     let recovery = b.inner.sealer.recovery_password(path_user);
     let mut probe = b.restic(repo, "cat");
     probe.arg("config").env("RESTIC_PASSWORD", &recovery);
     match run(probe, None, 64 << 10).await {
-        Ok(_) => return Ok(()),
+        Ok(_) => return Ok(own),
         Err(e) if wrong_password(&e) => {}
         Err(e) => return Err(e),
     }
@@ -233,9 +303,8 @@ async fn add_recovery_key(b: &Backups, repo: &Repository, path_user: &str) -> Re
     let mut add = b.restic(repo, "key");
     add.args(["add", "--host", "minispod", "--user", "recovery"])
         .args(["--new-password-file", "/dev/stdin"]);
-    run(add, Some(recovery.into_bytes()), 64 << 10)
-        .await
-        .map(|_| ())
+    run(add, Some(recovery.into_bytes()), 64 << 10).await?;
+    Ok(own)
 }
 
 /// Whether restic's complaint says the password opens no key.
@@ -378,8 +447,9 @@ impl Backups {
         })?;
         let snapshots: Vec<Snapshot> =
             serde_json::from_slice(&listed).map_err(anyhow::Error::from)?;
-        // Each backup's newest record (a record stored twice is one).
-        let mut records: BTreeMap<String, &Snapshot> = BTreeMap::new();
+        // Each backup's records, newest first (one stored twice, or one
+        // planted beside it: the first vouched for counts).
+        let mut records: BTreeMap<String, Vec<&Snapshot>> = BTreeMap::new();
         for s in snapshots
             .iter()
             .filter(|s| s.tags.iter().any(|t| t == RECORD_TAG))
@@ -387,51 +457,60 @@ impl Backups {
             let Some(id) = s.tags.iter().find_map(|t| t.strip_prefix("backup-")) else {
                 continue;
             };
-            if records.get(id).is_none_or(|o| o.time < s.time) {
-                records.insert(id.to_owned(), s);
-            }
+            records.entry(id.to_owned()).or_default().push(s);
+        }
+        for candidates in records.values_mut() {
+            candidates.sort_by(|a, b| b.time.cmp(&a.time));
         }
         let ids: Vec<String> = records.keys().cloned().collect();
         let here = queries::existing_backups(self.db(), &ids).await?;
-        let mut todo: Vec<(&String, &&Snapshot)> = records
+        let mut todo: Vec<(&String, &Vec<&Snapshot>)> = records
             .iter()
             .filter(|(id, _)| !here.contains(id))
             .collect();
-        todo.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+        todo.sort_by(|a, b| b.1[0].time.cmp(&a.1[0].time));
         let remaining = todo.len().saturating_sub(IMPORT_BATCH);
         todo.truncate(IMPORT_BATCH);
         let has = |id: &str| {
             id == EMPTY_SNAPSHOT || snapshots.iter().any(|s| s.short_id == id || s.id == id)
         };
+        let deadline = tokio::time::Instant::now() + IMPORT_DEADLINE;
         let mut rows = Vec::new();
-        let mut incomplete = 0;
-        for (id, snap) in todo {
-            let mut dump = self.restic(&repo, "dump");
-            dump.args([snap.id.as_str(), &format!("/{RECORD_FILE}")]);
-            let raw = run(dump, None, MAX_RECORD).await.map_err(|e| {
-                AppError::Internal(anyhow::anyhow!("reading backup {id}'s record: {e}"))
-            })?;
-            let record: Record = serde_json::from_slice(&raw)
-                .map_err(|e| anyhow::anyhow!("backup {id}'s record: {e}"))?;
-            if record.backup_id != *id || record.format != 1 {
-                return Err(AppError::Internal(anyhow::anyhow!(
-                    "backup {id}'s record names backup {} (format {})",
-                    record.backup_id,
-                    record.format
-                )));
+        let (mut incomplete, mut rejected, mut unread) = (0, 0, 0);
+        for (id, candidates) in todo {
+            if tokio::time::Instant::now() >= deadline {
+                unread += 1;
+                continue;
             }
-            // Its manifest must open here, or it would restore nothing.
-            self.inner.sealer.open(id, &record.manifest).map_err(|_| {
-                AppError::FailedPrecondition(format!(
-                    "backup {id}'s manifest does not open with this control plane's secrets.key"
-                ))
-            })?;
+            let mut found = None;
+            for snap in candidates {
+                let mut dump = self.restic(&repo, "dump");
+                dump.args([snap.id.as_str(), &format!("/{RECORD_FILE}")]);
+                let raw = run(dump, None, MAX_RECORD).await.map_err(|e| {
+                    AppError::Internal(anyhow::anyhow!("reading backup {id}'s record: {e}"))
+                })?;
+                match self.vouched(&r.repository, id, &raw) {
+                    Some(record) => {
+                        found = Some((record, snap.short_id.clone()));
+                        break;
+                    }
+                    None => {
+                        tracing::warn!(backup = %id, repository = %r.repository, snapshot = %snap.id,
+                        "a backup record not vouched for by this control plane's key; not imported")
+                    }
+                }
+            }
+            let Some((record, snapshot)) = found else {
+                rejected += 1;
+                continue;
+            };
             if !record.volumes.iter().all(|v| has(&v.snapshot_id)) {
                 incomplete += 1;
                 continue;
             }
-            rows.push((record, snap.short_id.clone()));
+            rows.push((record, snapshot));
         }
+        let remaining = remaining + unread;
         let mut tx = self.db().begin().await?;
         let mut imported = Vec::new();
         for (record, snapshot) in rows {
@@ -498,7 +577,47 @@ impl Backups {
             already_here: here.len() as i32,
             incomplete,
             remaining: remaining as i32,
+            rejected,
         })
+    }
+
+    /// The record in `raw`, backup `id`'s in repository `repository`, when
+    /// this control plane's key vouches for it and it is well formed.
+    fn vouched(&self, repository: &str, id: &str, raw: &[u8]) -> Option<Record> {
+        let file: RecordFile = serde_json::from_slice(raw).ok()?;
+        if file.format != 1
+            || !self
+                .inner
+                .sealer
+                .verify_recovery_tag(repository, file.record.as_bytes(), &file.tag)
+        {
+            return None;
+        }
+        let mut record: Record = serde_json::from_str(&file.record).ok()?;
+        let short = |s: &str, max: usize| s.len() <= max;
+        let ok = record.format == 1
+            && record.backup_id == id
+            && record.backup_id.len() == 36
+            && record
+                .backup_id
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() || c == b'-')
+            && short(&record.subscription_id, 64)
+            && short(&record.subscription_name, 64)
+            && short(&record.service_version, 64)
+            && record.volumes.len() <= 64
+            && record.volumes.iter().all(|v| {
+                short(&v.claim, 253) && super::agents::snapshot_id_ok(&v.snapshot_id)
+            })
+            // A manifest sealed for this backup (a plain one would restore
+            // whatever it names).
+            && crate::sealed::Sealer::is_sealed(&record.manifest)
+            && self.inner.sealer.open(id, &record.manifest).is_ok();
+        for v in &mut record.volumes {
+            v.bytes_total = v.bytes_total.max(0);
+            v.bytes_added = v.bytes_added.max(0);
+        }
+        ok.then_some(record)
     }
 }
 

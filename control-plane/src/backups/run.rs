@@ -515,35 +515,51 @@ async fn scheduled_outcome(
 
 /// Applies subscription `sub`'s retention: the scheduled backups it no
 /// longer keeps become EXPIRING, each with a FORGET transfer for the agent
-/// that took it (a backup without volumes goes at once). Deferred while
-/// the customer has another job under way or a backup's record still to
-/// store (a forget locks their repository; and a record stored after its
-/// backup's forget would outlive it): storing a scheduled backup's record
-/// applies it again (`recovery.rs`).
+/// that took it (a backup without volumes goes at once, its record
+/// forgotten by the control plane's restic). Deferred while the customer
+/// has another job under way (a forget locks their repository). A backup
+/// whose repository still has a record to store waits (a record stored
+/// after its backup's forget would outlive it, and storing it takes a
+/// lock the forget would fail on): storing a record applies the
+/// customer's retentions again (`recovery.rs`).
 pub(super) async fn retain(b: &Backups, sub: &str, user: &str) -> AppResult<()> {
     let Some(s) = queries::schedule(b.db(), sub).await? else {
         return Ok(());
     };
-    if queries::user_busy(b.db(), user).await? || queries::records_pending(b.db(), user).await? {
+    if queries::user_busy(b.db(), user).await? {
         return Ok(());
     }
     let complete = queries::scheduled_complete(b.db(), sub).await?;
     let expired = super::schedule::expired(&complete, s.keep_daily as i32, s.keep_weekly as i32);
     let mut workers = BTreeSet::new();
     for id in expired {
+        let Some(row) = queries::backup(b.db(), &id).await? else {
+            continue;
+        };
+        if queries::records_pending(b.db(), user, &row.destination_id).await? {
+            continue;
+        }
         let copies: Vec<TransferRow> = queries::transfers_of(b.db(), &id)
             .await?
             .into_iter()
             // An empty volume's copy is no snapshot: nothing to forget.
             .filter(|t| t.kind == "BACKUP" && t.state == "DONE" && t.snapshot_id != EMPTY_SNAPSHOT)
             .collect();
-        let now = now_ms();
-        let mut tx = b.db().begin().await?;
+        let record = Some(row.manifest_snapshot.clone()).filter(|s| !s.is_empty());
         if copies.is_empty() {
+            if let Some(record) = &record
+                && let Err(why) = super::recovery::forget_record(b, &row, record).await
+            {
+                tracing::warn!(backup = %id, why, "forgetting a backup's record failed; tried at the next retention");
+                continue;
+            }
+            let mut tx = b.db().begin().await?;
             queries::delete_backup(&mut tx, &id).await?;
             tx.commit().await?;
             continue;
         }
+        let now = now_ms();
+        let mut tx = b.db().begin().await?;
         if !queries::set_status(
             &mut tx,
             Job::Backup,
@@ -559,10 +575,6 @@ pub(super) async fn retain(b: &Backups, sub: &str, user: &str) -> AppResult<()> 
         }
         let worker = copies[0].worker_id.clone();
         // Its record in the repository goes with its volumes' snapshots.
-        let record = queries::backup(b.db(), &id)
-            .await?
-            .map(|r| r.manifest_snapshot)
-            .filter(|s| !s.is_empty());
         queries::insert_transfer(
             &mut tx,
             &TransferRow {

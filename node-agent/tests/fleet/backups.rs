@@ -452,6 +452,44 @@ async fn a_subscription_backed_up_to_s3_is_restored_byte_for_byte_and_only_by_it
             .unwrap();
     assert_eq!(status, 404, "a made-up link");
 
+    // The backup's record is stored in the customer's repository, which
+    // opens with the recovery password derived from the operator's
+    // secrets.key: what a fresh control plane imports (ImportBackups).
+    let key = std::fs::read(cp.dir.0.join("secrets.key")).unwrap();
+    let recovery = minispod_control_plane::sealed::Sealer::from_key(&key[..32])
+        .unwrap()
+        .recovery_password(&done.user_id);
+    let records = || {
+        let out = std::process::Command::new("restic")
+            .args([
+                "snapshots",
+                "--json",
+                "--no-cache",
+                "--tag",
+                "minispod-record",
+            ])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env(
+                "RESTIC_REPOSITORY",
+                format!("s3:{}/{BUCKET}/customers/{}", s3.endpoint(), done.user_id),
+            )
+            .env("RESTIC_PASSWORD", &recovery)
+            .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
+            .env("AWS_DEFAULT_REGION", s3::REGION)
+            .output()
+            .expect("run restic");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    until_ended(
+        "the backup's record in the bucket",
+        60,
+        || async { records() },
+        |listed| listed.contains(&format!("backup-{}", done.id)),
+    )
+    .await;
+
     // Another customer sees nothing of it and cannot restore it.
     let theirs = backups
         .list_backups(authed(pb::ListBackupsRequest::default(), &other))
@@ -1590,6 +1628,46 @@ async fn a_fresh_control_plane_with_the_operators_key_imports_and_restores_a_los
     drop(a);
     let (lost_dir, _) = lost.stop().await;
 
+    // Records planted by someone with the repository's password but not
+    // the operator's key (a worker's restic has it): one for a made-up
+    // backup, one newer than the real record of the real backup. Neither
+    // is trusted.
+    let key = std::fs::read(lost_dir.0.join("secrets.key")).unwrap();
+    let recovery = minispod_control_plane::sealed::Sealer::from_key(&key[..32])
+        .unwrap()
+        .recovery_password(&taken.user_id);
+    for id in ["0193a1b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b", taken.id.as_str()] {
+        let forged = serde_json::json!({
+            "format": 1,
+            "record": serde_json::json!({"format": 1, "backup_id": id}).to_string(),
+            "tag": "AAAA",
+        });
+        let mut planted = std::process::Command::new("restic")
+            .args(["backup", "--no-cache", "--quiet", "--stdin"])
+            .args([
+                "--stdin-filename",
+                "minispod-backup.json",
+                "--host",
+                "minispod",
+            ])
+            .args(["--tag", "minispod-record", "--tag", &format!("backup-{id}")])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("RESTIC_REPOSITORY", &repo)
+            .env("RESTIC_PASSWORD", &recovery)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run restic");
+        use std::io::Write;
+        planted
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(forged.to_string().as_bytes())
+            .unwrap();
+        assert!(planted.wait().unwrap().success());
+    }
+
     // A control plane without the operator's key: the repository does not
     // open, nothing is imported.
     let stranger = ControlPlane::start_in(
@@ -1672,6 +1750,7 @@ async fn a_fresh_control_plane_with_the_operators_key_imports_and_restores_a_los
         .expect("imported")
         .into_inner();
     assert_eq!(imported.imported.len(), 1, "{imported:?}");
+    assert_eq!(imported.rejected, 1, "the made-up backup: {imported:?}");
     let got = &imported.imported[0];
     assert_eq!(got.id, taken.id, "the backup keeps its id");
     assert_eq!(got.user_id, returning_id);
