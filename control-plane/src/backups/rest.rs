@@ -258,9 +258,7 @@ impl RestServer {
             Err(response) => return response,
         };
         let method = parts.method.clone();
-        // A restore or a check reads; it takes and drops restic's locks.
-        let changes = matches!(method, Method::POST | Method::DELETE);
-        if changes && !write && !matches!(target, Target::File("locks", _)) {
+        if !allowed(&method, &target, write) {
             return text(
                 StatusCode::FORBIDDEN,
                 "this worker's transfer into this repository only reads it",
@@ -503,6 +501,14 @@ pub fn check_destination_dir(dir: &Path, id: &str) -> std::io::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether `method` on `target` is for a caller whose transfer writes
+/// (`write`) or only reads: a restore or a check reads, and takes and
+/// drops restic's locks.
+fn allowed(method: &Method, target: &Target<'_>, write: bool) -> bool {
+    let changes = matches!(*method, Method::POST | Method::DELETE);
+    !changes || write || matches!(target, Target::File("locks", _))
 }
 
 /// Removes temporary upload files older than an hour under `dir`; how
@@ -1044,6 +1050,99 @@ mod tests {
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         assert!(check_destination_dir(&link, "d1").is_err(), "a symlink");
         std::fs::remove_file(&link).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_reading_transfer_changes_nothing_but_its_locks() {
+        let pack = Target::File("data", NAME);
+        let lock = Target::File("locks", NAME);
+        for target in [&pack, &lock, &Target::Config, &Target::List("snapshots")] {
+            for m in [Method::GET, Method::HEAD] {
+                assert!(allowed(&m, target, false), "{m} {target:?} to read");
+            }
+        }
+        for (m, target) in [
+            (Method::POST, &pack),
+            (Method::DELETE, &pack),
+            (Method::POST, &Target::Config),
+            (Method::POST, &Target::Root),
+            (Method::DELETE, &Target::File("snapshots", NAME)),
+        ] {
+            assert!(
+                !allowed(&m, target, false),
+                "{m} {target:?} refused a reader"
+            );
+            assert!(allowed(&m, target, true), "{m} {target:?} to a writer");
+        }
+        assert!(allowed(&Method::POST, &lock, false));
+        assert!(allowed(&Method::DELETE, &lock, false));
+    }
+
+    #[test]
+    fn uploads_stop_short_of_the_reserve() {
+        assert_eq!(reserve(10 << 30), 1 << 30, "at least 1 GiB");
+        assert_eq!(reserve(100 << 30), 5 << 30, "5 %");
+        let dir = scratch();
+        assert!(no_room_for(&dir, 0).is_none(), "this disk has room");
+        let full = no_room_for(&dir, u64::MAX / 2).expect("no room for that much");
+        assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A body that never sends anything.
+    struct Silent;
+
+    impl http_body::Body for Silent {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_upload_is_cut_off_and_leaves_nothing() {
+        let root = scratch();
+        let path = file_path(&root, "data", NAME);
+        let cut = store(Silent, path.clone(), Some(NAME), busy()).await;
+        assert_eq!(cut.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(!path.exists());
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            0,
+            "no temporary file left"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_crashs_temporary_files_are_swept_when_old() {
+        let dir = scratch();
+        let sub = dir.join("data/01");
+        std::fs::create_dir_all(&sub).unwrap();
+        let old = sub.join(format!("{TEMP_PREFIX}old"));
+        let fresh = sub.join(format!("{TEMP_PREFIX}fresh"));
+        let pack = sub.join(NAME);
+        for f in [&old, &fresh, &pack] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        for f in [&old, &pack] {
+            std::fs::File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(two_hours_ago)
+                .unwrap();
+        }
+        assert_eq!(sweep(&dir, 0), 1);
+        assert!(!old.exists(), "an old upload's leftover goes");
+        assert!(fresh.exists(), "an upload under way stays");
+        assert!(pack.exists(), "restic's files stay");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
