@@ -82,6 +82,10 @@ struct Record {
     finished_at: i64,
     /// The manifest, sealed for the backup's id.
     manifest: String,
+    /// The owner's email address then: whom ImportBackups gives it to when
+    /// no owner is named.
+    #[serde(default)]
+    owner_email: String,
     volumes: Vec<RecordVolume>,
 }
 
@@ -210,6 +214,11 @@ async fn store_record(b: &Backups, row: &BackupRow) -> Result<String, String> {
         started_at: row.job.started_at,
         finished_at: row.job.finished_at,
         manifest: row.manifest.clone(),
+        owner_email: crate::users::queries::by_id(b.db().read(), user)
+            .await
+            .map_err(fail)?
+            .map(|u| u.email)
+            .unwrap_or_default(),
         volumes,
     };
     let record = serde_json::to_string(&record).map_err(|e| e.to_string())?;
@@ -382,7 +391,9 @@ fn repository_ok(s: &str) -> bool {
 
 impl Backups {
     /// ImportBackups: the backups recorded in repository `r.repository` at
-    /// destination `r.destination_id`, stored for `r.owner_id`.
+    /// destination `r.destination_id`, stored for `r.owner_id`, or when it
+    /// is empty for the user here with the email address the newest record
+    /// names.
     pub async fn import(
         &self,
         r: pb::ImportBackupsRequest,
@@ -393,13 +404,8 @@ impl Backups {
                 "must be a repository's last path segment (a user id: letters, digits and '-')",
             ));
         }
-        for (field, v) in [
-            ("destination_id", &r.destination_id),
-            ("owner_id", &r.owner_id),
-        ] {
-            if v.is_empty() {
-                return Err(AppError::invalid(field, "is required"));
-            }
+        if r.destination_id.is_empty() {
+            return Err(AppError::invalid("destination_id", "is required"));
         }
         let dest = queries::destination(self.db(), &r.destination_id)
             .await?
@@ -407,10 +413,16 @@ impl Backups {
             .ok_or_else(|| {
                 AppError::NotFound(format!("backup destination {} not found", r.destination_id))
             })?;
-        let owner = crate::users::queries::by_id(self.db().read(), &r.owner_id)
-            .await?
-            .filter(|u| u.active)
-            .ok_or_else(|| AppError::NotFound(format!("user {} not found", r.owner_id)))?;
+        let named = if r.owner_id.is_empty() {
+            None
+        } else {
+            Some(
+                crate::users::queries::by_id(self.db().read(), &r.owner_id)
+                    .await?
+                    .filter(|u| u.active)
+                    .ok_or_else(|| AppError::NotFound(format!("user {} not found", r.owner_id)))?,
+            )
+        };
         // This control plane's own repository is its backups' already.
         if queries::key(self.db(), &r.repository, &dest.id)
             .await?
@@ -511,6 +523,24 @@ impl Backups {
             rows.push((record, snapshot));
         }
         let remaining = remaining + unread;
+        let owner = match (named, rows.first()) {
+            (Some(owner), _) => Some(owner),
+            (None, None) => None,
+            // The customer, registered here again under the same address.
+            (None, Some((newest, _))) => Some(
+                crate::users::queries::by_email(self.db(), &newest.owner_email)
+                    .await?
+                    .filter(|u| u.active && !newest.owner_email.is_empty())
+                    .ok_or_else(|| {
+                        AppError::FailedPrecondition(format!(
+                            "no active user here has the address {:?} the repository's backups \
+                             were made for: register them, or name owner_id",
+                            newest.owner_email
+                        ))
+                    })?,
+            ),
+        };
+        let owner_id = owner.as_ref().map(|o| o.id.clone()).unwrap_or_default();
         let mut tx = self.db().begin().await?;
         let mut imported = Vec::new();
         for (record, snapshot) in rows {
@@ -518,7 +548,7 @@ impl Backups {
                 job: JobRow {
                     id: record.backup_id.clone(),
                     subscription_id: record.subscription_id,
-                    user_id: owner.id.clone(),
+                    user_id: owner_id.clone(),
                     status: "COMPLETE".into(),
                     reason: format!("imported from {}", dest.name),
                     created_at: record.created_at,
@@ -565,7 +595,7 @@ impl Backups {
             imported.push(row);
         }
         tx.commit().await?;
-        tracing::info!(destination = %dest.id, repository = %r.repository, owner = %owner.id,
+        tracing::info!(destination = %dest.id, repository = %r.repository, owner = %owner_id,
             imported = imported.len(), already_here = here.len(), incomplete, remaining,
             "backups imported");
         let mut out = Vec::new();
@@ -578,6 +608,7 @@ impl Backups {
             incomplete,
             remaining: remaining as i32,
             rejected,
+            owner_id,
         })
     }
 

@@ -1744,11 +1744,20 @@ async fn a_fresh_control_plane_with_the_operators_key_imports_and_restores_a_los
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    // No owner named: the customer registered again under the address
+    // the records name gets them.
     let imported = backups
-        .import_backups(authed(import.clone(), &fresh.admin))
+        .import_backups(authed(
+            pb::ImportBackupsRequest {
+                owner_id: String::new(),
+                ..import.clone()
+            },
+            &fresh.admin,
+        ))
         .await
         .expect("imported")
         .into_inner();
+    assert_eq!(imported.owner_id, returning_id);
     assert_eq!(imported.imported.len(), 1, "{imported:?}");
     assert_eq!(imported.rejected, 1, "the made-up backup: {imported:?}");
     let got = &imported.imported[0];

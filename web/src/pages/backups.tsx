@@ -37,8 +37,16 @@ function Destinations() {
   const [secret, setSecret] = useState("");
   const [makeDefault, setMakeDefault] = useState(false);
   const [done, setDone] = useState("");
+  // An empty directory would be sent as a bucket's request (the server
+  // tells the kinds apart by it), whose error names the endpoint: said here.
+  const [noDirectory, setNoDirectory] = useState("");
   const add = useAction(async () => {
     setDone("");
+    setNoDirectory("");
+    if (kind === "directory" && !form.directory.trim()) {
+      setNoDirectory("is required: an absolute path on the control plane's host");
+      return;
+    }
     // The secret leaves the form with this call, whatever its answer.
     const secretAccessKey = secret;
     setSecret("");
@@ -110,7 +118,7 @@ function Destinations() {
               label="Directory"
               value={form.directory}
               onValue={set("directory")}
-              error={f.directory}
+              error={f.directory ?? (noDirectory || undefined)}
               autoComplete="off"
               placeholder="/var/lib/minispod/backups"
               hint="An absolute path on the control plane's host, created if missing. With several replicas, a shared filesystem mounted at the same path on each."

@@ -163,6 +163,12 @@ describe('backups', () => {
       const adminToken = async () => (await grpcurl(f.cp, 'minispod.v1.AuthService/Login', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD })).accessToken;
       const stored = async () => ((await grpcurl(f.cp, 'minispod.v1.BackupService/ListBackupDestinations', {}, await adminToken())).destinations ?? []).filter((d) => d.name === 'local');
 
+      // No directory: said under the field, nothing sent.
+      await section.getByRole('button', { name: 'Add destination' }).click();
+      await waitFor(async () => (await directory.getAttribute('aria-invalid')) === 'true', 10_000, { message: 'Directory aria-invalid when empty' });
+      assert.match(await fieldError(directory), /required/);
+      assert.deepEqual(await stored(), [], 'nothing stored without a directory');
+
       // A relative path: the server's error under the field, and nothing added.
       await directory.fill('backups');
       await section.getByRole('button', { name: 'Add destination' }).click();
