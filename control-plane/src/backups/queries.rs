@@ -1325,3 +1325,20 @@ pub async fn scheduled_subscriptions_of(db: &Db, user: &str) -> AppResult<Vec<St
     .fetch_all(c)
     .await)?)
 }
+
+/// Who owns the backups imported here from repository `repository` at
+/// `destination` (the newest's owner), if any were.
+pub async fn imported_owner(
+    db: &Db,
+    destination: &str,
+    repository: &str,
+) -> AppResult<Option<String>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
+        "SELECT user_id FROM backups WHERE destination_id = $1 AND repository_user = $2
+         ORDER BY finished_at DESC LIMIT 1"
+    )
+    .bind(destination)
+    .bind(repository)
+    .fetch_optional(c)
+    .await)?)
+}

@@ -32,6 +32,7 @@ use super::{
 use crate::{
     error::{AppError, AppResult},
     store::{new_id, now_ms},
+    users::queries::UserRow,
 };
 
 /// The record's file name in its snapshot.
@@ -255,7 +256,10 @@ async fn store_record(b: &Backups, row: &BackupRow) -> Result<String, String> {
 /// subscriptions.
 async fn retain_all(b: &Backups, user: &str) -> AppResult<()> {
     for sub in queries::scheduled_subscriptions_of(b.db(), user).await? {
-        super::run::retain(b, &sub, user).await?;
+        // One subscription's failure holds up no other's.
+        if let Err(e) = super::run::retain(b, &sub, user).await {
+            tracing::warn!(subscription = %sub, error = %format!("{e:#}"), "backup retention failed");
+        }
     }
     Ok(())
 }
@@ -407,6 +411,8 @@ impl Backups {
         if r.destination_id.is_empty() {
             return Err(AppError::invalid("destination_id", "is required"));
         }
+        // Answered in time for the request timeout (30 s by default).
+        let deadline = tokio::time::Instant::now() + IMPORT_DEADLINE;
         let dest = queries::destination(self.db(), &r.destination_id)
             .await?
             .filter(|d| d.id == r.destination_id)
@@ -481,39 +487,51 @@ impl Backups {
             .filter(|(id, _)| !here.contains(id))
             .collect();
         todo.sort_by(|a, b| b.1[0].time.cmp(&a.1[0].time));
-        let remaining = todo.len().saturating_sub(IMPORT_BATCH);
-        todo.truncate(IMPORT_BATCH);
         let has = |id: &str| {
             id == EMPTY_SNAPSHOT || snapshots.iter().any(|s| s.short_id == id || s.id == id)
         };
-        let deadline = tokio::time::Instant::now() + IMPORT_DEADLINE;
+        // Records are read until 50 are taken or the time is up; the rest
+        // is `remaining`, for the next call.
         let mut rows = Vec::new();
         let (mut incomplete, mut rejected, mut unread) = (0, 0, 0);
         for (id, candidates) in todo {
-            if tokio::time::Instant::now() >= deadline {
+            if rows.len() >= IMPORT_BATCH || tokio::time::Instant::now() >= deadline {
                 unread += 1;
                 continue;
             }
             let mut found = None;
+            let mut cut_off = false;
             for snap in candidates {
                 let mut dump = self.restic(&repo, "dump");
                 dump.args([snap.id.as_str(), &format!("/{RECORD_FILE}")]);
-                let raw = run(dump, None, MAX_RECORD).await.map_err(|e| {
-                    AppError::Internal(anyhow::anyhow!("reading backup {id}'s record: {e}"))
-                })?;
-                match self.vouched(&r.repository, id, &raw) {
-                    Some(record) => {
+                let Ok(read) = tokio::time::timeout_at(deadline, run(dump, None, MAX_RECORD)).await
+                else {
+                    cut_off = true;
+                    break;
+                };
+                // A snapshot that is no record (no such file, too large,
+                // not vouched for) is passed over, never the whole import.
+                match read.map(|raw| self.vouched(&r.repository, id, &raw)) {
+                    Ok(Some(record)) => {
                         found = Some((record, snap.short_id.clone()));
                         break;
                     }
-                    None => {
+                    Ok(None) => {
                         tracing::warn!(backup = %id, repository = %r.repository, snapshot = %snap.id,
                         "a backup record not vouched for by this control plane's key; not imported")
+                    }
+                    Err(why) => {
+                        tracing::warn!(backup = %id, repository = %r.repository, snapshot = %snap.id, why,
+                        "a backup record could not be read; not imported")
                     }
                 }
             }
             let Some((record, snapshot)) = found else {
-                rejected += 1;
+                if cut_off {
+                    unread += 1;
+                } else {
+                    rejected += 1;
+                }
                 continue;
             };
             if !record.volumes.iter().all(|v| has(&v.snapshot_id)) {
@@ -522,23 +540,10 @@ impl Backups {
             }
             rows.push((record, snapshot));
         }
-        let remaining = remaining + unread;
-        let owner = match (named, rows.first()) {
-            (Some(owner), _) => Some(owner),
-            (None, None) => None,
-            // The customer, registered here again under the same address.
-            (None, Some((newest, _))) => Some(
-                crate::users::queries::by_email(self.db(), &newest.owner_email)
-                    .await?
-                    .filter(|u| u.active && !newest.owner_email.is_empty())
-                    .ok_or_else(|| {
-                        AppError::FailedPrecondition(format!(
-                            "no active user here has the address {:?} the repository's backups \
-                             were made for: register them, or name owner_id",
-                            newest.owner_email
-                        ))
-                    })?,
-            ),
+        let owner = match named {
+            Some(owner) => Some(owner),
+            None if rows.is_empty() => None,
+            None => Some(self.owner_by_record(&dest.id, &r.repository, &rows).await?),
         };
         let owner_id = owner.as_ref().map(|o| o.id.clone()).unwrap_or_default();
         let mut tx = self.db().begin().await?;
@@ -596,7 +601,7 @@ impl Backups {
         }
         tx.commit().await?;
         tracing::info!(destination = %dest.id, repository = %r.repository, owner = %owner_id,
-            imported = imported.len(), already_here = here.len(), incomplete, remaining,
+            imported = imported.len(), already_here = here.len(), incomplete, remaining = unread,
             "backups imported");
         let mut out = Vec::new();
         for row in &imported {
@@ -606,10 +611,42 @@ impl Backups {
             imported: out,
             already_here: here.len() as i32,
             incomplete,
-            remaining: remaining as i32,
+            remaining: unread,
             rejected,
             owner_id,
         })
+    }
+
+    /// The owner of an import that names none: who got this repository's
+    /// backups before, else the active user with the address of the newest
+    /// of `rows`' records.
+    async fn owner_by_record(
+        &self,
+        dest: &str,
+        repository: &str,
+        rows: &[(Record, String)],
+    ) -> AppResult<UserRow> {
+        if let Some(user) = queries::imported_owner(self.db(), dest, repository).await?
+            && let Some(owner) = crate::users::queries::by_id(self.db().read(), &user)
+                .await?
+                .filter(|u| u.active)
+        {
+            return Ok(owner);
+        }
+        let email = rows
+            .iter()
+            .max_by_key(|(r, _)| r.finished_at)
+            .map(|(r, _)| r.owner_email.as_str())
+            .unwrap_or_default();
+        crate::users::queries::by_email(self.db(), email)
+            .await?
+            .filter(|u| u.active && !email.is_empty())
+            .ok_or_else(|| {
+                AppError::FailedPrecondition(format!(
+                    "no active user here has the address {email:?} the repository's backups were \
+                     made for: register them, or name owner_id"
+                ))
+            })
     }
 
     /// The record in `raw`, backup `id`'s in repository `repository`, when

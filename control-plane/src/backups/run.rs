@@ -539,6 +539,10 @@ pub(super) async fn retain(b: &Backups, sub: &str, user: &str) -> AppResult<()> 
         if queries::records_pending(b.db(), user, &row.destination_id).await? {
             continue;
         }
+        // Read again: its record may have been stored since.
+        let Some(row) = queries::backup(b.db(), &id).await? else {
+            continue;
+        };
         let copies: Vec<TransferRow> = queries::transfers_of(b.db(), &id)
             .await?
             .into_iter()

@@ -1630,13 +1630,21 @@ async fn a_fresh_control_plane_with_the_operators_key_imports_and_restores_a_los
 
     // Records planted by someone with the repository's password but not
     // the operator's key (a worker's restic has it): one for a made-up
-    // backup, one newer than the real record of the real backup. Neither
-    // is trusted.
+    // backup, one newer than the real record of the real backup, and a
+    // snapshot tagged as a record that holds no record file. None is
+    // trusted, and none stops the import.
     let key = std::fs::read(lost_dir.0.join("secrets.key")).unwrap();
     let recovery = minispod_control_plane::sealed::Sealer::from_key(&key[..32])
         .unwrap()
         .recovery_password(&taken.user_id);
-    for id in ["0193a1b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b", taken.id.as_str()] {
+    for (id, file) in [
+        (
+            "0193a1b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b",
+            "minispod-backup.json",
+        ),
+        (taken.id.as_str(), "minispod-backup.json"),
+        ("0193a1b2-7c4d-7e8f-9a0b-1c2d3e4f5a6c", "elsewhere.txt"),
+    ] {
         let forged = serde_json::json!({
             "format": 1,
             "record": serde_json::json!({"format": 1, "backup_id": id}).to_string(),
@@ -1644,12 +1652,7 @@ async fn a_fresh_control_plane_with_the_operators_key_imports_and_restores_a_los
         });
         let mut planted = std::process::Command::new("restic")
             .args(["backup", "--no-cache", "--quiet", "--stdin"])
-            .args([
-                "--stdin-filename",
-                "minispod-backup.json",
-                "--host",
-                "minispod",
-            ])
+            .args(["--stdin-filename", file, "--host", "minispod"])
             .args(["--tag", "minispod-record", "--tag", &format!("backup-{id}")])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap())
@@ -1759,7 +1762,8 @@ async fn a_fresh_control_plane_with_the_operators_key_imports_and_restores_a_los
         .into_inner();
     assert_eq!(imported.owner_id, returning_id);
     assert_eq!(imported.imported.len(), 1, "{imported:?}");
-    assert_eq!(imported.rejected, 1, "the made-up backup: {imported:?}");
+    assert_eq!(imported.rejected, 2, "the made-up backups: {imported:?}");
+    assert_eq!(imported.remaining, 0);
     let got = &imported.imported[0];
     assert_eq!(got.id, taken.id, "the backup keeps its id");
     assert_eq!(got.user_id, returning_id);

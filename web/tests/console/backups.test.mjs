@@ -173,8 +173,9 @@ describe('backups', () => {
       await directory.fill('backups');
       await section.getByRole('button', { name: 'Add destination' }).click();
       await waitFor(async () => (await directory.getAttribute('aria-invalid')) === 'true', 10_000, { message: 'Directory aria-invalid' });
+      await waitFor(async () => /must be an absolute path/.test(await fieldError(directory)), 10_000, { message: "the server's answer under Directory" });
       const described = await describedError(directory);
-      assert.match(described, /absolute path/);
+      assert.match(described, /must be an absolute path/);
       assert.equal(await fieldError(directory), described);
       assert.equal(await section.locator('tr[data-destination="local"]').count(), 0);
       assert.deepEqual(await stored(), [], 'nothing stored for a relative path');
