@@ -130,14 +130,13 @@ impl Backups {
         let Some(dest) = queries::destination(self.db(), dest).await? else {
             return Ok(None);
         };
-        let Some(sealed) = queries::key(self.db(), user, &dest.id).await? else {
+        let Some((sealed, hint)) = queries::key(self.db(), user, &dest.id).await? else {
             return Ok(None);
         };
         let password = self.inner.sealer.open(&key_row(user, &dest.id), &sealed)?;
         let mut repo = self.repository_at(&dest, user, password)?;
         // Its own key first, not the recovery key: each key restic tries
         // costs a key derivation (about half a second).
-        let hint = queries::key_hint(self.db(), user, &dest.id).await?;
         if !hint.is_empty() {
             repo.environment.push(("RESTIC_KEY_HINT".to_owned(), hint));
         }

@@ -2,13 +2,11 @@
 -- operator's sealing key (`secrets.key`) and the destination.
 --
 -- Each customer's repository gets a second restic key whose password is
--- derived from the sealing key and the repository's path (`recovery.rs`);
--- `recovery_added` says it was added.
-ALTER TABLE backup_keys ADD COLUMN recovery_added BOOLEAN NOT NULL DEFAULT FALSE;
--- The id of the repository's first key (its random password's), found
--- when the recovery key is added: restic tries it first
--- (RESTIC_KEY_HINT), rather than spending a key derivation on the
--- recovery key each time it opens the repository.
+-- derived from the sealing key and the repository's path (`recovery.rs`).
+-- `key_hint` is set when it is added ('' before): the id of the key the
+-- random password opens, which restic tries first (RESTIC_KEY_HINT)
+-- rather than spending a key derivation on the recovery key each time it
+-- opens the repository.
 ALTER TABLE backup_keys ADD COLUMN key_hint TEXT NOT NULL DEFAULT '';
 -- Each complete backup's record (the sealed manifest, its volumes'
 -- snapshots) is stored in the repository too, as a snapshot of its own:

@@ -99,10 +99,11 @@ pub async fn destination(db: &Db, id: &str) -> AppResult<Option<DestinationRow>>
     .await)?)
 }
 
-/// The sealed password of `user`'s repository at `destination`.
-pub async fn key(db: &Db, user: &str, destination: &str) -> AppResult<Option<String>> {
-    Ok(with_conn!(db.read(), |c| sqlx::query_scalar(
-        "SELECT password FROM backup_keys WHERE user_id = $1 AND destination_id = $2"
+/// The sealed password of `user`'s repository at `destination`, and the
+/// id of the key it opens ('' until the recovery key is added: `recovery.rs`).
+pub async fn key(db: &Db, user: &str, destination: &str) -> AppResult<Option<(String, String)>> {
+    Ok(with_conn!(db.read(), |c| sqlx::query_as(
+        "SELECT password, key_hint FROM backup_keys WHERE user_id = $1 AND destination_id = $2"
     )
     .bind(user)
     .bind(destination)
@@ -1253,30 +1254,13 @@ pub async fn record_stored(db: &Db, id: &str, snapshot: &str) -> AppResult<()> {
     Ok(())
 }
 
-/// Whether `user`'s repository at `destination` has its recovery key.
-pub async fn recovery_added(db: &Db, user: &str, destination: &str) -> AppResult<bool> {
-    let found: Option<bool> = with_conn!(db.read(), |c| sqlx::query_scalar(
-        "SELECT recovery_added FROM backup_keys WHERE user_id = $1 AND destination_id = $2"
-    )
-    .bind(user)
-    .bind(destination)
-    .fetch_optional(c)
-    .await)?;
-    Ok(found.unwrap_or(false))
-}
-
 /// Records that `user`'s repository at `destination` has its recovery key,
-/// and the id of its first key (`hint`: restic tries it first).
-pub async fn set_recovery_added(
-    db: &Db,
-    user: &str,
-    destination: &str,
-    hint: &str,
-) -> AppResult<()> {
+/// with the id of the key its own password opens (`hint`: restic tries it
+/// first).
+pub async fn recovery_added(db: &Db, user: &str, destination: &str, hint: &str) -> AppResult<()> {
     let mut tx = db.begin().await?;
     with_conn!(&mut tx, |c| sqlx::query(
-        "UPDATE backup_keys SET recovery_added = TRUE, key_hint = $3
-         WHERE user_id = $1 AND destination_id = $2"
+        "UPDATE backup_keys SET key_hint = $3 WHERE user_id = $1 AND destination_id = $2"
     )
     .bind(user)
     .bind(destination)
@@ -1286,19 +1270,6 @@ pub async fn set_recovery_added(
     .map(|_| ()))?;
     tx.commit().await?;
     Ok(())
-}
-
-/// The id of the key restic tries first in `user`'s repository at
-/// `destination` ('' when none is known).
-pub async fn key_hint(db: &Db, user: &str, destination: &str) -> AppResult<String> {
-    let found: Option<String> = with_conn!(db.read(), |c| sqlx::query_scalar(
-        "SELECT key_hint FROM backup_keys WHERE user_id = $1 AND destination_id = $2"
-    )
-    .bind(user)
-    .bind(destination)
-    .fetch_optional(c)
-    .await)?;
-    Ok(found.unwrap_or_default())
 }
 
 /// Whether user `user` has a complete backup taken here at `destination`

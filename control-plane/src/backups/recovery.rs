@@ -182,12 +182,14 @@ async fn store_record(b: &Backups, row: &BackupRow) -> Result<String, String> {
             .await
             .map_err(fail)?;
     }
-    if !queries::recovery_added(b.db(), user, dest)
+    // A key hint is recorded once the recovery key is added.
+    if queries::key(b.db(), user, dest)
         .await
         .map_err(fail)?
+        .is_none_or(|(_, hint)| hint.is_empty())
     {
         let hint = add_recovery_key(b, &repo, row.repository_user()).await?;
-        queries::set_recovery_added(b.db(), user, dest, &hint)
+        queries::recovery_added(b.db(), user, dest, &hint)
             .await
             .map_err(fail)?;
         tracing::info!(user = %user, destination = %dest, "backup repository's recovery key added");
